@@ -1,0 +1,116 @@
+"""Plot functions: take frames, return figures.  No analysis, no files, no ``plt.show``."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+TIER_ORDER = ["nvlink", "access", "aggregation", "core", "global", "spine", "leaf", "rail"]
+
+
+def plot_summary_bars(summary: pd.DataFrame) -> Figure:
+    """Hops per token and bytes per link tier, one bar group per strategy."""
+    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
+    strategies = summary["strategy"].tolist()
+    x = np.arange(len(strategies))
+    ax1.bar(x, summary["hops_per_token"], color="tab:blue")
+    for xi, v in zip(x, summary["hops_per_token"], strict=True):
+        ax1.annotate(f"{v:,.0f}", (xi, v), ha="center", va="bottom", fontsize=9)
+    ax1.set_xticks(x, strategies)
+    ax1.set_ylabel("hops per token (dispatch + combine, all layers)")
+    ax1.set_title("The paper's metric: hops per token")
+    tiers = [c[len("bytes_"):] for c in summary.columns if c.startswith("bytes_")]
+    tiers.sort(key=lambda t: TIER_ORDER.index(t) if t in TIER_ORDER else 99)
+    bottom = np.zeros(len(strategies))
+    for tier in tiers:
+        vals = summary[f"bytes_{tier}"].to_numpy(dtype=float) / 1e9
+        ax2.bar(x, vals, bottom=bottom, label=tier)
+        bottom += vals
+    ax2.set_xticks(x, strategies)
+    ax2.set_ylabel("bytes carried by links of the tier (GB, both phases)")
+    ax2.set_title("Link bytes by tier")
+    ax2.legend(title="link tier", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_link_bytes(links: pd.DataFrame) -> Figure:
+    """Network link directions ranked by bytes, one line per strategy.
+
+    ``links`` has columns strategy, weight, bytes (one row per link direction and strategy).
+    """
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for strategy, df in links[links["weight"] > 0].groupby("strategy", sort=False):
+        b = np.sort(df["bytes"].to_numpy(dtype=float))[::-1] / 1e9
+        ax.plot(np.arange(1, b.size + 1), b, label=str(strategy))
+    ax.set_xlabel("network link direction, ranked by load")
+    ax.set_ylabel("bytes (GB)")
+    ax.set_title("Per-link bytes on the network")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_latency_cdf(tokens: pd.DataFrame) -> Figure:
+    """CDF of per-token MoE latency (columns strategy, moe_latency_s)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for strategy, df in tokens.groupby("strategy", sort=False):
+        v = np.sort(df["moe_latency_s"].to_numpy(dtype=float)) * 1e3
+        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(strategy))
+    ax.set_xlabel("MoE latency per token, all layers (ms)")
+    ax.set_ylabel("fraction of tokens")
+    ax.set_title("Per-token MoE latency (simulated)")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig
+
+
+def plot_server_load(server_load: pd.DataFrame) -> Figure:
+    """Expected routed tokens per server against its distance cost.
+
+    ``server_load`` has columns strategy, server, cost, load.
+    """
+    fig, ax = plt.subplots(figsize=(8, 4))
+    first = server_load[server_load["strategy"] == server_load["strategy"].iloc[0]]
+    order = first.sort_values(["cost", "server"])["server"].to_numpy()
+    pos = {s: i for i, s in enumerate(order)}
+    strategies = list(dict.fromkeys(server_load["strategy"]))
+    width = 0.8 / len(strategies)
+    for j, (strategy, df) in enumerate(server_load.groupby("strategy", sort=False)):
+        x = np.array([pos[s] for s in df["server"]]) + (j - (len(strategies) - 1) / 2) * width
+        ax.bar(x, df["load"], width=width, label=str(strategy))
+    ax2 = ax.twinx()
+    ax2.plot(np.arange(len(order)), first.set_index("server").loc[order, "cost"], "k.--",
+             label="server cost c[s]")
+    ax2.set_ylabel("c[s]: expected round-trip distance from origins")
+    ax.set_xticks(np.arange(len(order)), [str(s) for s in order], fontsize=7)
+    ax.set_xlabel("server (sorted by distance cost, cheapest first)")
+    ax.set_ylabel("expected routes per token landing on the server")
+    ax.set_title("Where the expert load goes")
+    ax.legend(loc="upper center", fontsize=8)
+    ax2.legend(loc="upper right", fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_expert_load_heatmap(activation: np.ndarray, layer_indices: tuple[int, ...]) -> Figure:
+    """Activation per layer and expert, experts of each row sorted by load (hottest left)."""
+    fig, ax = plt.subplots(figsize=(8, 4))
+    mean = activation.mean(axis=1, keepdims=True)
+    rel = np.sort(activation / np.where(mean > 0, mean, 1), axis=1)[:, ::-1]
+    im = ax.imshow(rel, aspect="auto", cmap="viridis", interpolation="nearest")
+    ax.set_xlabel("expert rank within layer (hottest first)")
+    ax.set_ylabel("MoE layer")
+    step = max(1, len(layer_indices) // 10)
+    ax.set_yticks(np.arange(0, len(layer_indices), step), [str(x) for x in layer_indices[::step]])
+    fig.colorbar(im, ax=ax, label="load / layer mean")
+    ax.set_title("Expert load per layer")
+    fig.tight_layout()
+    return fig

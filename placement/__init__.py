@@ -1,0 +1,29 @@
+"""Expert placement: pure functions from numbers (distances, capacities, activation) to layouts.
+
+Never imports simpy and never sees a graph object.
+"""
+
+from placement.check import check_layout
+from placement.problem import (
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    SolveStatus,
+    default_slots,
+    expected_cost,
+)
+from placement.strategies import STRATEGIES, solve_placement
+
+__all__ = [
+    "STRATEGIES",
+    "ExpertLayout",
+    "PlacementProblem",
+    "PlacementResult",
+    "SolveStatus",
+    "SolverOptions",
+    "check_layout",
+    "default_slots",
+    "expected_cost",
+    "solve_placement",
+]

@@ -1,0 +1,267 @@
+"""The native trace format: Parquet, one row per token, chunked in row groups.
+
+Columns
+    ``seq_id`` (int64), ``position`` (int32), optional ``origin_gpu`` and ``step`` (int32), then
+    one column ``experts_L<layer>`` per MoE layer holding a fixed-size list of ``top_k`` expert
+    ids in the smallest unsigned type that fits, and optional ``gates_L<layer>`` (float32 lists).
+Metadata
+    :class:`~traces.trace.TraceMeta` as JSON under the schema metadata key ``moe_netsim.trace``.
+
+Writing goes to a temporary file renamed into place on success, so a crash never leaves a
+file that looks complete.  Reading streams one row group (or smaller batch) at a time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+from types import TracebackType
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+
+from traces.errors import InputError
+from traces.trace import RoutingTrace, TraceMeta, expert_dtype
+
+META_KEY = b"moe_netsim.trace"
+DEFAULT_ROW_GROUP_TOKENS = 65_536
+
+
+def _schema(meta: TraceMeta, has_origin: bool, has_step: bool, has_gates: bool) -> pa.Schema:
+    m = meta.model
+    id_type = pa.from_numpy_dtype(expert_dtype(m.num_routed_experts))
+    fields = [pa.field("seq_id", pa.int64()), pa.field("position", pa.int32())]
+    if has_origin:
+        fields.append(pa.field("origin_gpu", pa.int32()))
+    if has_step:
+        fields.append(pa.field("step", pa.int32()))
+    for layer in m.moe_layer_indices:
+        fields.append(pa.field(f"experts_L{layer}", pa.list_(id_type, m.top_k)))
+    if has_gates:
+        for layer in m.moe_layer_indices:
+            fields.append(pa.field(f"gates_L{layer}", pa.list_(pa.float32(), m.top_k)))
+    return pa.schema(fields, metadata={META_KEY: meta.to_json().encode()})
+
+
+def _to_table(block: RoutingTrace, schema: pa.Schema) -> pa.Table:
+    m = block.model
+    k = m.top_k
+    cols: list[pa.Array] = [
+        pa.array(block.seq_id.astype(np.int64, copy=False)),
+        pa.array(block.position.astype(np.int32, copy=False)),
+    ]
+    if "origin_gpu" in schema.names:
+        if block.origin_gpu is None:
+            raise InputError("trace writer: this file records origin_gpu but a block lacks it")
+        cols.append(pa.array(block.origin_gpu.astype(np.int32, copy=False)))
+    if "step" in schema.names:
+        if block.step is None:
+            raise InputError("trace writer: this file records step but a block lacks it")
+        cols.append(pa.array(block.step.astype(np.int32, copy=False)))
+    ids = block.experts.astype(expert_dtype(m.num_routed_experts), copy=False)
+    for li in range(m.num_moe_layers):
+        flat = np.ascontiguousarray(ids[:, li, :]).reshape(-1)
+        cols.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), k))
+    if f"gates_L{m.moe_layer_indices[0]}" in schema.names:
+        if block.gates is None:
+            raise InputError("trace writer: this file records gates but a block lacks them")
+        g = block.gates.astype(np.float32, copy=False)
+        for li in range(m.num_moe_layers):
+            flat = np.ascontiguousarray(g[:, li, :]).reshape(-1)
+            cols.append(pa.FixedSizeListArray.from_arrays(pa.array(flat), k))
+    return pa.Table.from_arrays(cols, schema=schema)
+
+
+class TraceWriter:
+    """Write a trace block by block; the file appears only when the writer closes cleanly.
+
+    >>> # with TraceWriter(path, meta) as w: w.write(block)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        meta: TraceMeta,
+        *,
+        has_origin: bool = True,
+        has_step: bool = True,
+        has_gates: bool = False,
+        row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+    ) -> None:
+        self.path = Path(path)
+        self.meta = meta
+        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._schema = _schema(meta, has_origin, has_step, has_gates)
+        self._row_group_tokens = row_group_tokens
+        self._writer: pq.ParquetWriter | None = None
+        self.num_tokens = 0
+
+    def __enter__(self) -> TraceWriter:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        return self
+
+    def write(self, block: RoutingTrace) -> None:
+        if self._writer is None:
+            raise RuntimeError("TraceWriter used outside its with-block")
+        if block.model != self.meta.model:
+            raise InputError("trace writer: block model differs from the file's model")
+        if block.num_tokens == 0:
+            return
+        self._writer.write_table(_to_table(block, self._schema), self._row_group_tokens)
+        self.num_tokens += block.num_tokens
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        assert self._writer is not None
+        self._writer.close()
+        if exc_type is None:
+            os.replace(self._tmp, self.path)
+        else:
+            self._tmp.unlink(missing_ok=True)
+
+
+def write_trace(
+    path: str | os.PathLike[str],
+    trace: RoutingTrace,
+    row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+) -> Path:
+    """Write a whole in-memory trace in the native format (atomically)."""
+    with TraceWriter(
+        path,
+        trace.meta,
+        has_origin=trace.origin_gpu is not None,
+        has_step=trace.step is not None,
+        has_gates=trace.gates is not None,
+        row_group_tokens=row_group_tokens,
+    ) as w:
+        w.write(trace)
+    return Path(path)
+
+
+def _open(path: str | os.PathLike[str]) -> tuple[pq.ParquetFile, TraceMeta]:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: trace file not found")
+    try:
+        pf = pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{p}: not a readable Parquet trace ({exc})") from None
+    md = pf.schema_arrow.metadata or {}
+    if META_KEY not in md:
+        raise InputError(f"{p}: Parquet file has no moe-netsim trace metadata")
+    meta = TraceMeta.from_json(md[META_KEY].decode(), where=str(p))
+    names = set(pf.schema_arrow.names)
+    for layer in meta.model.moe_layer_indices:
+        if f"experts_L{layer}" not in names:
+            raise InputError(f"{p}: column experts_L{layer} missing for MoE layer {layer}")
+    return pf, meta
+
+
+def read_trace_meta(path: str | os.PathLike[str]) -> tuple[TraceMeta, int]:
+    """The metadata and token count of a trace file, without reading its rows."""
+    pf, meta = _open(path)
+    return meta, int(pf.metadata.num_rows)
+
+
+def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTrace:
+    m = meta.model
+    k = m.top_k
+    n = batch.num_rows
+    names = batch.schema.names
+
+    def fixed(col: str, dtype: np.dtype) -> np.ndarray:
+        arr = batch.column(names.index(col))
+        if arr.null_count:
+            raise InputError(f"{where}: column {col} has missing values")
+        return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(n, k)
+
+    def plain(col: str, dtype: type) -> np.ndarray | None:
+        if col not in names:
+            return None
+        arr = batch.column(names.index(col))
+        if arr.null_count:
+            raise InputError(f"{where}: column {col} has missing values")
+        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+
+    id_dtype = expert_dtype(m.num_routed_experts)
+    experts = np.empty((n, m.num_moe_layers, k), dtype=id_dtype)
+    for li, layer in enumerate(m.moe_layer_indices):
+        experts[:, li, :] = fixed(f"experts_L{layer}", id_dtype)
+    gates = None
+    if f"gates_L{m.moe_layer_indices[0]}" in names:
+        gates = np.empty((n, m.num_moe_layers, k), dtype=np.float32)
+        for li, layer in enumerate(m.moe_layer_indices):
+            gates[:, li, :] = fixed(f"gates_L{layer}", np.dtype(np.float32))
+    seq_id = plain("seq_id", np.int64)
+    position = plain("position", np.int32)
+    if seq_id is None or position is None:
+        raise InputError(f"{where}: columns seq_id and position are required")
+    try:
+        return RoutingTrace(
+            meta=meta,
+            experts=experts,
+            seq_id=seq_id,
+            position=position,
+            origin_gpu=plain("origin_gpu", np.int32),
+            step=plain("step", np.int32),
+            gates=gates,
+        )
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def iter_trace(
+    path: str | os.PathLike[str], chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS
+) -> Iterator[RoutingTrace]:
+    """Stream a trace file as blocks of at most ``chunk_tokens`` tokens (bounded memory)."""
+    pf, meta = _open(path)
+    start = 0
+    try:
+        for batch in pf.iter_batches(batch_size=chunk_tokens):
+            block = _from_batch(batch, meta, f"{path} (rows from {start})")
+            start += batch.num_rows
+            yield block
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{path}: trace file is truncated or corrupt ({exc})") from None
+
+
+def read_trace(path: str | os.PathLike[str]) -> RoutingTrace:
+    """Read a whole trace into memory."""
+    _, meta = _open(path)
+    blocks = list(iter_trace(path))
+    if not blocks:
+        return RoutingTrace(
+            meta=meta,
+            experts=np.zeros((0, meta.model.num_moe_layers, meta.model.top_k), np.uint8),
+            seq_id=np.zeros(0, np.int64),
+            position=np.zeros(0, np.int32),
+        )
+    return concat_traces(blocks)
+
+
+def concat_traces(blocks: list[RoutingTrace]) -> RoutingTrace:
+    """Join blocks of one trace (same metadata and optional columns) into one."""
+    first = blocks[0]
+
+    def cat(name: str) -> np.ndarray | None:
+        parts = [getattr(b, name) for b in blocks]
+        if any(p is None for p in parts):
+            return None
+        return np.concatenate(parts)
+
+    return RoutingTrace(
+        meta=first.meta,
+        experts=np.concatenate([b.experts for b in blocks]),
+        seq_id=np.concatenate([b.seq_id for b in blocks]),
+        position=np.concatenate([b.position for b in blocks]),
+        origin_gpu=cat("origin_gpu"),
+        step=cat("step"),
+        gates=cat("gates"),
+    )

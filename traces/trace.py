@@ -1,0 +1,150 @@
+"""In-memory routing trace: a block of tokens with their routed experts per MoE layer."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from traces.errors import InputError
+from traces.model import ModelSpec
+
+
+@dataclass(frozen=True, slots=True)
+class TraceMeta:
+    """What travels inside a trace file besides the token rows."""
+
+    model: ModelSpec
+    source: str = field(default="", metadata={"help": "Where the routing came from."})
+    produced_by: str = field(default="", metadata={"help": "Tool and settings that wrote it."})
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_json(self) -> str:
+        return json.dumps(
+            {
+                "format": "moe-netsim-trace",
+                "version": 1,
+                "model": self.model.to_dict(),
+                "source": self.source,
+                "produced_by": self.produced_by,
+                "extra": self.extra,
+            },
+            sort_keys=True,
+        )
+
+    @classmethod
+    def from_json(cls, text: str, where: str = "trace") -> TraceMeta:
+        try:
+            d = json.loads(text)
+        except json.JSONDecodeError as exc:
+            raise InputError(f"{where}: metadata is not valid JSON ({exc})") from None
+        if not isinstance(d, dict) or d.get("format") != "moe-netsim-trace":
+            raise InputError(f"{where}: not a moe-netsim trace (metadata 'format' missing)")
+        if d.get("version") != 1:
+            raise InputError(f"{where}: unsupported trace format version {d.get('version')!r}")
+        return cls(
+            model=ModelSpec.from_dict(d["model"]),
+            source=str(d.get("source", "")),
+            produced_by=str(d.get("produced_by", "")),
+            extra=dict(d.get("extra", {})),
+        )
+
+
+def expert_dtype(num_experts: int) -> np.dtype:
+    """Smallest unsigned integer type that holds expert ids below ``num_experts``."""
+    return np.dtype(np.uint8) if num_experts <= 256 else np.dtype(np.uint16)
+
+
+@dataclass(frozen=True, slots=True, eq=False)
+class RoutingTrace:
+    """A block of tokens (a whole trace or one chunk of it).
+
+    ``experts[t, l, r]`` is the r-th routed expert of token t at MoE layer l (the l-th entry of
+    ``meta.model.moe_layer_indices``).  ``origin_gpu`` and ``step`` are -1 where not recorded.
+    """
+
+    meta: TraceMeta
+    experts: np.ndarray
+    seq_id: np.ndarray
+    position: np.ndarray
+    origin_gpu: np.ndarray | None = None
+    step: np.ndarray | None = None
+    gates: np.ndarray | None = None
+
+    def __post_init__(self) -> None:
+        validate_trace(self)
+
+    @property
+    def num_tokens(self) -> int:
+        return int(self.experts.shape[0])
+
+    @property
+    def model(self) -> ModelSpec:
+        return self.meta.model
+
+    def take(self, index: np.ndarray | slice) -> RoutingTrace:
+        """Tokens selected by ``index`` (a slice or an index array), same metadata."""
+
+        def pick(a: np.ndarray | None) -> np.ndarray | None:
+            return None if a is None else a[index]
+
+        return replace(
+            self,
+            experts=self.experts[index],
+            seq_id=self.seq_id[index],
+            position=self.position[index],
+            origin_gpu=pick(self.origin_gpu),
+            step=pick(self.step),
+            gates=pick(self.gates),
+        )
+
+    def iter_blocks(self, block_tokens: int) -> Iterator[RoutingTrace]:
+        """Consecutive blocks of at most ``block_tokens`` tokens."""
+        if block_tokens < 1:
+            raise InputError("block size must be at least one token")
+        for start in range(0, self.num_tokens, block_tokens):
+            yield self.take(slice(start, start + block_tokens))
+
+
+def validate_trace(trace: RoutingTrace, where: str = "trace") -> None:
+    """Check shapes, dtypes and ranges; raise :class:`InputError` naming the first problem."""
+    m = trace.meta.model
+    e = trace.experts
+    if e.ndim != 3 or e.shape[1:] != (m.num_moe_layers, m.top_k):
+        raise InputError(
+            f"{where}: experts must have shape [tokens, {m.num_moe_layers}, {m.top_k}],"
+            f" got {list(e.shape)}"
+        )
+    if not np.issubdtype(e.dtype, np.integer):
+        raise InputError(f"{where}: expert ids must be integers, got {e.dtype}")
+    n = e.shape[0]
+    for name in ("seq_id", "position", "origin_gpu", "step"):
+        a = getattr(trace, name)
+        if a is None:
+            continue
+        if a.shape != (n,):
+            raise InputError(f"{where}: {name} must have one entry per token ({n}), got {a.shape}")
+        if not np.issubdtype(a.dtype, np.integer):
+            raise InputError(f"{where}: {name} must be integers, got {a.dtype}")
+    if trace.gates is not None and trace.gates.shape != e.shape:
+        raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
+    if n == 0:
+        return
+    if e.min() < 0 or e.max() >= m.num_routed_experts:
+        bad = np.argwhere((e < 0) | (e >= m.num_routed_experts))[0]
+        raise InputError(
+            f"{where}: token {bad[0]}, MoE layer {m.moe_layer_indices[bad[1]]}: expert id"
+            f" {int(e[tuple(bad)])} out of range 0..{m.num_routed_experts - 1}"
+        )
+    if m.top_k > 1:
+        s = np.sort(e, axis=2)
+        dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
+        if dup.any():
+            t, l_ = np.argwhere(dup)[0]
+            raise InputError(
+                f"{where}: token {t}, MoE layer {m.moe_layer_indices[l_]}: the {m.top_k}"
+                f" routed experts are not distinct ({sorted(int(x) for x in e[t, l_])})"
+            )
