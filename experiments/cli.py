@@ -11,10 +11,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from experiments.commands import demo
+from experiments.commands import demo, place, report, simulate, study, sweep, topology, trace
 from traces.errors import InputError
 
-COMMANDS = [demo]
+COMMANDS = [demo, trace, topology, place, simulate, study, sweep, report]
 
 
 def build_parser() -> argparse.ArgumentParser:

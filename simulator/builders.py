@@ -100,3 +100,10 @@ def build_fat_tree(k: int, num_servers: int, defaults: LinkDefaults | None = Non
             f" ({pods_used} pod(s) used of {k})"
         ),
     )
+
+
+# Builders by family name, for the command line and study files.  Each takes keyword
+# parameters and returns a ClusterSpec.
+BUILDERS = {
+    "fat-tree": build_fat_tree,
+}

@@ -1,0 +1,9 @@
+"""`moe-netsim simulate` (being built; see README)."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(sub: argparse._SubParsersAction) -> None:
+    """Add the `simulate` subcommand."""

@@ -1,0 +1,90 @@
+"""Cluster descriptions to and from JSON files (users describe their own clusters this way).
+
+JSON layout::
+
+    {"format": "moe-netsim-cluster", "version": 1, "name": ..., "description": ...,
+     "nodes": [{"name": "s0", "kind": "server"}, {"name": "s0.g0", "kind": "gpu",
+               "server": "s0"}, {"name": "sw", "kind": "switch", "tier": "edge"}, ...],
+     "links": [{"a": "s0.g0", "b": "s0", "bandwidth_bytes_per_s": 4.5e11,
+                "latency_s": 5e-7, "weight": 0, "tier": "nvlink"}, ...]}
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import asdict, fields
+from pathlib import Path
+from typing import Any
+
+from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
+from traces.errors import InputError
+
+
+def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
+    return {
+        "format": "moe-netsim-cluster",
+        "version": 1,
+        "name": cluster.name,
+        "description": cluster.description,
+        "nodes": [asdict(n) for n in cluster.nodes],
+        "links": [asdict(lk) for lk in cluster.links],
+    }
+
+
+def _records(d: dict[str, Any], key: str, cls: type, where: str) -> tuple:
+    items = d.get(key)
+    if not isinstance(items, list):
+        raise InputError(f"{where}: '{key}' must be a list")
+    known = {f.name for f in fields(cls)}
+    out = []
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            raise InputError(f"{where}: {key}[{i}] must be an object")
+        unknown = set(item) - known
+        if unknown:
+            raise InputError(f"{where}: {key}[{i}] has unknown keys {sorted(unknown)}")
+        try:
+            out.append(cls(**item))
+        except TypeError as exc:
+            raise InputError(f"{where}: {key}[{i}]: {exc}") from None
+    return tuple(out)
+
+
+def cluster_from_dict(d: Any, where: str = "cluster") -> ClusterSpec:
+    if not isinstance(d, dict) or d.get("format") != "moe-netsim-cluster":
+        raise InputError(f"{where}: not a moe-netsim cluster description ('format' missing)")
+    if d.get("version") != 1:
+        raise InputError(f"{where}: unsupported cluster format version {d.get('version')!r}")
+    unknown = set(d) - {"format", "version", "name", "description", "nodes", "links"}
+    if unknown:
+        raise InputError(f"{where}: unknown keys {sorted(unknown)}")
+    nodes = _records(d, "nodes", NodeSpec, where)
+    links = _records(d, "links", LinkSpec, where)
+    try:
+        return ClusterSpec(
+            name=str(d.get("name", "cluster")),
+            nodes=nodes,
+            links=links,
+            description=str(d.get("description", "")),
+        )
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+
+
+def save_cluster(cluster: ClusterSpec, path: str | os.PathLike[str]) -> None:
+    p = Path(path)
+    tmp = p.with_name(f".{p.name}.tmp")
+    tmp.write_text(json.dumps(cluster_to_dict(cluster), indent=1) + "\n")
+    os.replace(tmp, p)
+
+
+def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: topology file not found")
+    try:
+        d = json.loads(p.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    return cluster_from_dict(d, where=str(p))
