@@ -1,8 +1,41 @@
-"""Topology builders: pure functions returning a validated :class:`ClusterSpec`."""
+"""Topology builders: pure functions returning a validated :class:`ClusterSpec`.
+
+Families (``BUILDERS[name](**params)``, also ``moe-netsim topology build NAME --param k=v``):
+
+* ``fat-tree``: k-ary fat tree (k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores).
+* ``fat-tree-sparse``: the same with a fraction of its switch-to-switch links removed.
+* ``dragonfly``: groups of ``a`` fully connected routers, ``p`` servers and ``h`` global links
+  per router, groups joined by the "absolute" global wiring.
+* ``dragonfly-sparse``: the same with a fraction of its global links removed.
+* ``leaf-spine``: two tiers, every leaf linked to every spine, with an oversubscription ratio.
+* ``rail-optimized``: GPU i of every server on rail switch i, rails joined by spines.
+
+Link bandwidths.  A server has ``nics_per_server`` NICs of ``nic_bandwidth_bytes_per_s`` each.
+Except in ``rail-optimized`` (one link per NIC, to its rail switch) a server's NICs all go to the
+same switch and the fabric is modelled as ``nics_per_server`` identical parallel planes merged
+into one: every network link is a bundle of ``nics_per_server`` cables (server uplink:
+NICs x NIC rate; switch-to-switch: NICs x ``switch_bandwidth_bytes_per_s``), as multi-plane GPU
+clusters are built.  With the defaults (8 NICs of 400 Gb/s, 400 Gb/s switch ports) every bundle
+carries 3.2 Tb/s = 400 GB/s per direction.  Parallel links between the same two nodes are merged
+into one whose bandwidth is their sum (the cluster model has one link per node pair).
+
+Sparse variants (the paper evaluates them without defining them).  ``sparsity`` is the fraction
+of candidate links removed: for ``fat-tree-sparse`` all edge-aggregation and aggregation-core
+links, for ``dragonfly-sparse`` the global links.  Candidates are visited in a fixed
+pseudo-random order (an FNV hash of ``seed`` and the link's end names, independent of library
+versions) and each is removed unless that would disconnect the fabric, until
+``round(sparsity x candidates)`` are gone (fewer only if connectivity forbids more).  Some server
+pairs therefore get farther apart and the remaining links carry more (oversubscription).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, field, fields
+from typing import Any
+
+import networkx as nx
 
 from simulator.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
 from traces.errors import InputError
@@ -17,93 +50,549 @@ class LinkDefaults:
         default=450 * GBYTE, metadata={"help": "GPU <-> server NVLink fabric, each direction."}
     )
     nvlink_latency_s: float = field(default=0.5e-6, metadata={"help": "NVLink hop latency."})
+    nics_per_server: int = field(
+        default=8, metadata={"help": "NICs per server (bundled into one uplink, one plane each)."}
+    )
     nic_bandwidth_bytes_per_s: float = field(
-        default=8 * 400 * GBIT, metadata={"help": "Server uplink (all its NICs together)."}
+        default=400 * GBIT, metadata={"help": "One NIC, each direction (400 Gb/s = 5e10)."}
     )
     switch_bandwidth_bytes_per_s: float = field(
-        default=8 * 400 * GBIT, metadata={"help": "Switch-to-switch link, each direction."}
+        default=400 * GBIT, metadata={"help": "One switch port / cable, each direction."}
     )
     network_latency_s: float = field(default=1.0e-6, metadata={"help": "Per network hop."})
 
+    def __post_init__(self) -> None:
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if f.type == "int" or f.type is int:
+                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                    raise InputError(f"{f.name} must be an integer >= 1, got {value!r}")
+            elif not (isinstance(value, int | float) and not isinstance(value, bool)) or not (
+                math.isfinite(value) and (value >= 0 if f.name.endswith("latency_s") else value > 0)
+            ):
+                bound = ">= 0" if f.name.endswith("latency_s") else "> 0"
+                raise InputError(f"{f.name} must be a finite number {bound}, got {value!r}")
 
-def _server_nodes(
-    index: int, d: LinkDefaults, group: int
-) -> tuple[list[NodeSpec], list[LinkSpec], str]:
-    server = f"s{index}"
-    nodes = [NodeSpec(server, "server", group=group)]
-    links = []
-    for g in range(d.gpus_per_server):
-        gpu = f"{server}.g{g}"
-        nodes.append(NodeSpec(gpu, "gpu", server=server, group=group))
-        links.append(
-            LinkSpec(gpu, server, d.nvlink_bandwidth_bytes_per_s, d.nvlink_latency_s, 0.0, "nvlink")
-        )
-    return nodes, links, server
+    @property
+    def server_uplink_bytes_per_s(self) -> float:
+        """All NICs of a server together."""
+        return self.nics_per_server * self.nic_bandwidth_bytes_per_s
+
+    @property
+    def bundle_bytes_per_s(self) -> float:
+        """A switch-to-switch link of one cable per plane."""
+        return self.nics_per_server * self.switch_bandwidth_bytes_per_s
 
 
-def build_fat_tree(k: int, num_servers: int, defaults: LinkDefaults | None = None) -> ClusterSpec:
-    """k-ary fat tree: k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores.
+class _Fabric:
+    """Accumulates nodes and links; parallel links between one node pair are merged."""
 
-    Servers fill the host slots in order (edge switch 0 of pod 0 first, k/2 servers per edge
-    switch), so a ``num_servers`` below k^3/4 gives a partially populated fabric.  Only pods
-    and edge switches that hold servers are built; cores only when more than one pod is used.
-    Edge switch ``e`` of a pod links to every aggregation switch of the pod; aggregation
-    switch ``a`` links to cores ``a*k/2 .. a*k/2 + k/2 - 1``.
+    def __init__(self, d: LinkDefaults) -> None:
+        self.d = d
+        self.nodes: list[NodeSpec] = []
+        self.links: dict[tuple[str, str], LinkSpec] = {}
+        self.num_servers = 0
+
+    def switch(self, name: str, tier: str, group: int = -1) -> str:
+        self.nodes.append(NodeSpec(name, "switch", tier=tier, group=group))
+        return name
+
+    def server(self, group: int) -> str:
+        """A server with its GPUs and NVLink links, named s<index>, GPUs s<index>.g<i>."""
+        d = self.d
+        server = f"s{self.num_servers}"
+        self.num_servers += 1
+        self.nodes.append(NodeSpec(server, "server", group=group))
+        for g in range(d.gpus_per_server):
+            gpu = f"{server}.g{g}"
+            self.nodes.append(NodeSpec(gpu, "gpu", server=server, group=group))
+            self.link(gpu, server, d.nvlink_bandwidth_bytes_per_s, "nvlink", 0.0)
+        return server
+
+    def link(
+        self, a: str, b: str, bandwidth: float, tier: str, weight: float = 1.0
+    ) -> None:
+        key = (min(a, b), max(a, b))
+        latency = self.d.nvlink_latency_s if tier == "nvlink" else self.d.network_latency_s
+        old = self.links.get(key)
+        if old is not None:
+            bandwidth += old.bandwidth_bytes_per_s
+            a, b = old.a, old.b
+        self.links[key] = LinkSpec(a, b, bandwidth, latency, weight, tier)
+
+    def remove(self, a: str, b: str) -> None:
+        del self.links[(min(a, b), max(a, b))]
+
+    def cluster(self, name: str, description: str) -> ClusterSpec:
+        return ClusterSpec(name, tuple(self.nodes), tuple(self.links.values()), description)
+
+
+def _fnv(*parts: object) -> int:
+    h = 1469598103934665603
+    for byte in "\x1f".join(map(str, parts)).encode():
+        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[int, int]:
+    """Remove ``round(sparsity x candidates)`` links of ``tiers``, keeping the fabric connected.
+
+    Returns (removed, candidates).
     """
-    d = defaults or LinkDefaults()
+    cands = sorted(
+        (lk for lk in fab.links.values() if lk.tier in tiers),
+        key=lambda lk: (_fnv(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),
+    )
+    target = round(sparsity * len(cands))
+    g = nx.Graph()
+    g.add_nodes_from(n.name for n in fab.nodes)
+    g.add_edges_from((lk.a, lk.b) for lk in fab.links.values())
+    removed = 0
+    for lk in cands:
+        if removed == target:
+            break
+        g.remove_edge(lk.a, lk.b)
+        if nx.has_path(g, lk.a, lk.b):
+            fab.remove(lk.a, lk.b)
+            removed += 1
+        else:
+            g.add_edge(lk.a, lk.b)
+    return removed, len(cands)
+
+
+def _check_sparsity(family: str, sparsity: float) -> None:
+    if not 0.0 <= sparsity < 1.0:
+        raise InputError(f"{family}: sparsity must be in [0, 1), got {sparsity}")
+
+
+def _fat_tree(
+    family: str, k: int, num_servers: int | None, d: LinkDefaults
+) -> tuple[_Fabric, int]:
     if k < 2 or k % 2:
-        raise InputError(f"fat-tree: k must be an even number >= 2, got {k}")
+        raise InputError(f"{family}: k must be an even number >= 2, got {k}")
     half = k // 2
     capacity = k * half * half
+    if num_servers is None:
+        num_servers = capacity
     if not 1 <= num_servers <= capacity:
         raise InputError(
-            f"fat-tree: a k={k} fat tree holds 1..{capacity} servers, asked for {num_servers}"
+            f"{family}: a k={k} fat tree holds 1..{capacity} servers, asked for {num_servers}"
         )
-    nodes: list[NodeSpec] = []
-    links: list[LinkSpec] = []
-    net = (d.switch_bandwidth_bytes_per_s, d.network_latency_s, 1.0)
+    fab = _Fabric(d)
     pods_used = (num_servers + half * half - 1) // (half * half)
     for pod in range(pods_used):
         for a in range(half):
-            nodes.append(NodeSpec(f"p{pod}.agg{a}", "switch", tier="aggregation", group=pod))
+            fab.switch(f"p{pod}.agg{a}", "aggregation", pod)
         for e in range(half):
             first = pod * half * half + e * half
             if first >= num_servers:
                 break
-            edge = f"p{pod}.edge{e}"
-            nodes.append(NodeSpec(edge, "switch", tier="edge", group=pod))
+            edge = fab.switch(f"p{pod}.edge{e}", "edge", pod)
             for a in range(half):
-                links.append(LinkSpec(edge, f"p{pod}.agg{a}", *net, "aggregation"))
-            for s in range(first, min(first + half, num_servers)):
-                snodes, slinks, server = _server_nodes(s, d, pod)
-                nodes += snodes
-                links += slinks
-                links.append(
-                    LinkSpec(
-                        server, edge, d.nic_bandwidth_bytes_per_s, d.network_latency_s, 1.0,
-                        "access",
-                    )
-                )
+                fab.link(edge, f"p{pod}.agg{a}", d.bundle_bytes_per_s, "aggregation")
+            for _ in range(first, min(first + half, num_servers)):
+                fab.link(fab.server(pod), edge, d.server_uplink_bytes_per_s, "access")
     if pods_used > 1:
         for c in range(half * half):
-            nodes.append(NodeSpec(f"core{c}", "switch", tier="core"))
+            fab.switch(f"core{c}", "core")
         for pod in range(pods_used):
             for a in range(half):
                 for j in range(half):
-                    links.append(LinkSpec(f"p{pod}.agg{a}", f"core{a * half + j}", *net, "core"))
-    return ClusterSpec(
-        name=f"fat-tree-k{k}-{num_servers}s",
-        nodes=tuple(nodes),
-        links=tuple(links),
-        description=(
-            f"{k}-ary fat tree, {num_servers} servers of {d.gpus_per_server} GPUs"
-            f" ({pods_used} pod(s) used of {k})"
-        ),
+                    fab.link(f"p{pod}.agg{a}", f"core{a * half + j}", d.bundle_bytes_per_s, "core")
+    return fab, pods_used
+
+
+def build_fat_tree(
+    k: int = 4, num_servers: int | None = None, defaults: LinkDefaults | None = None
+) -> ClusterSpec:
+    """k-ary fat tree: k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores.
+
+    Servers fill the host slots in order (edge switch 0 of pod 0 first, k/2 servers per edge
+    switch), so a ``num_servers`` below k^3/4 (the default: full) gives a partially populated
+    fabric.  Only pods and edge switches that hold servers are built; cores only when more than
+    one pod is used.  Edge switch ``e`` of a pod links to every aggregation switch of the pod;
+    aggregation switch ``a`` links to cores ``a*k/2 .. a*k/2 + k/2 - 1``.  Every link is a
+    bundle of one cable per NIC plane (module docstring), so the tree is non-blocking.
+
+    Examples
+    --------
+    >>> c = build_fat_tree(4)
+    >>> c.num_servers, c.num_gpus
+    (16, 128)
+    """
+    d = defaults or LinkDefaults()
+    fab, pods_used = _fat_tree("fat-tree", k, num_servers, d)
+    n = fab.num_servers
+    return fab.cluster(
+        f"fat-tree-k{k}-{n}s",
+        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs"
+        f" ({pods_used} pod(s) used of {k})",
     )
 
 
-# Builders by family name, for the command line and study files.  Each takes keyword
-# parameters and returns a ClusterSpec.
-BUILDERS = {
-    "fat-tree": build_fat_tree,
+def build_fat_tree_sparse(
+    k: int = 4,
+    num_servers: int | None = None,
+    sparsity: float = 0.5,
+    seed: int = 0,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """A k-ary fat tree with ``sparsity`` of its edge-aggregation and aggregation-core links
+    removed (deterministic order keyed by ``seed``, never disconnecting; module docstring).
+
+    Examples
+    --------
+    >>> c = build_fat_tree_sparse(4, sparsity=0.5)
+    >>> len(c.links) < len(build_fat_tree(4).links)
+    True
+    """
+    d = defaults or LinkDefaults()
+    _check_sparsity("fat-tree-sparse", sparsity)
+    fab, pods_used = _fat_tree("fat-tree-sparse", k, num_servers, d)
+    removed, total = _thin(fab, {"aggregation", "core"}, sparsity, seed)
+    n = fab.num_servers
+    return fab.cluster(
+        f"fat-tree-sparse-k{k}-{n}s-{sparsity:g}",
+        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
+        f" {removed} of {total} switch-to-switch links removed (sparsity {sparsity:g},"
+        f" seed {seed})",
+    )
+
+
+def _dragonfly(
+    family: str, a: int, p: int, h: int, num_groups: int | None, d: LinkDefaults
+) -> tuple[_Fabric, int]:
+    for name, value in (("routers_per_group", a), ("servers_per_router", p)):
+        if value < 1:
+            raise InputError(f"{family}: {name} must be >= 1, got {value}")
+    if h < 0:
+        raise InputError(f"{family}: global_links_per_router must be >= 0, got {h}")
+    most = a * h + 1
+    if num_groups is None:
+        num_groups = most
+    if not 1 <= num_groups <= most:
+        raise InputError(
+            f"{family}: with {a} routers of {h} global links a dragonfly has 1..{most} groups,"
+            f" asked for {num_groups}"
+        )
+    fab = _Fabric(d)
+    for grp in range(num_groups):
+        for r in range(a):
+            router = fab.switch(f"g{grp}.r{r}", "router", grp)
+            for _ in range(p):
+                fab.link(fab.server(grp), router, d.server_uplink_bytes_per_s, "access")
+        for r in range(a):
+            for q in range(r + 1, a):
+                fab.link(f"g{grp}.r{r}", f"g{grp}.r{q}", d.bundle_bytes_per_s, "local")
+    if num_groups > 1:
+        # Absolute arrangement: group i's global ports are numbered 0..a*h-1 (router = port
+        # // h); the m-th link between groups i < j uses port m*(g-1) + (j-1) of group i and
+        # port m*(g-1) + i of group j, for m < floor(a*h / (g-1)).  With g = a*h+1 each pair
+        # of groups is joined by exactly one link.
+        per_pair = (a * h) // (num_groups - 1)
+        for i in range(num_groups):
+            for j in range(i + 1, num_groups):
+                for m in range(per_pair):
+                    ri = (m * (num_groups - 1) + j - 1) // h
+                    rj = (m * (num_groups - 1) + i) // h
+                    fab.link(f"g{i}.r{ri}", f"g{j}.r{rj}", d.bundle_bytes_per_s, "global")
+    return fab, num_groups
+
+
+def _dragonfly_checks(family: str, h: int, num_groups: int | None) -> None:
+    if (num_groups is None or num_groups > 1) and h == 0:
+        raise InputError(f"{family}: more than one group needs global_links_per_router >= 1")
+
+
+def build_dragonfly(
+    routers_per_group: int = 4,
+    servers_per_router: int = 2,
+    global_links_per_router: int = 2,
+    num_groups: int | None = None,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """Dragonfly: groups of ``a`` fully connected routers, ``p`` servers and ``h`` global
+    links per router.
+
+    The defaults are the canonical balanced arrangement a = 2p = 2h with the most groups,
+    g = a*h + 1, so that every two groups share exactly one global link.  Global wiring is the
+    "absolute" arrangement (router ``r`` of a group owns global ports r*h .. r*h+h-1; the link
+    between groups i < j goes from port j-1 of group i to port i of group j).  With fewer groups
+    each pair of groups gets floor(a*h / (g-1)) global links (m-th link: port m*(g-1)+j-1 of
+    group i to port m*(g-1)+i of group j); ports left over stay unused.  Servers are numbered
+    group by group, router by router.
+
+    Examples
+    --------
+    >>> c = build_dragonfly()  # a=4, p=2, h=2: 9 groups of 8 servers
+    >>> c.num_servers, sum(lk.tier == "global" for lk in c.links)
+    (72, 36)
+    """
+    d = defaults or LinkDefaults()
+    a, p, h = routers_per_group, servers_per_router, global_links_per_router
+    _dragonfly_checks("dragonfly", h, num_groups)
+    fab, g = _dragonfly("dragonfly", a, p, h, num_groups, d)
+    return fab.cluster(
+        f"dragonfly-a{a}-p{p}-h{h}-g{g}",
+        f"dragonfly of {g} groups x {a} routers x {p} servers of {d.gpus_per_server} GPUs,"
+        f" {h} global links per router",
+    )
+
+
+def build_dragonfly_sparse(
+    routers_per_group: int = 4,
+    servers_per_router: int = 2,
+    global_links_per_router: int = 2,
+    num_groups: int | None = None,
+    sparsity: float = 0.5,
+    seed: int = 0,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """A dragonfly with ``sparsity`` of its global links removed (deterministic order keyed by
+    ``seed``, never disconnecting; module docstring): some group pairs lose their direct link
+    and route through a third group.
+    """
+    d = defaults or LinkDefaults()
+    a, p, h = routers_per_group, servers_per_router, global_links_per_router
+    _check_sparsity("dragonfly-sparse", sparsity)
+    _dragonfly_checks("dragonfly-sparse", h, num_groups)
+    fab, g = _dragonfly("dragonfly-sparse", a, p, h, num_groups, d)
+    removed, total = _thin(fab, {"global"}, sparsity, seed)
+    return fab.cluster(
+        f"dragonfly-sparse-a{a}-p{p}-h{h}-g{g}-{sparsity:g}",
+        f"dragonfly of {g} groups x {a} routers x {p} servers of {d.gpus_per_server} GPUs,"
+        f" {removed} of {total} global links removed (sparsity {sparsity:g}, seed {seed})",
+    )
+
+
+def _check_common(
+    family: str, num_servers: int, per_switch: int, num_spines: int, oversubscription: float
+) -> None:
+    if num_servers < 1:
+        raise InputError(f"{family}: num_servers must be >= 1, got {num_servers}")
+    if per_switch < 1:
+        raise InputError(f"{family}: servers per switch must be >= 1, got {per_switch}")
+    if num_spines < 1:
+        raise InputError(f"{family}: num_spines must be >= 1, got {num_spines}")
+    if not (math.isfinite(oversubscription) and oversubscription > 0):
+        raise InputError(f"{family}: oversubscription must be > 0, got {oversubscription}")
+
+
+def build_leaf_spine(
+    num_servers: int = 16,
+    servers_per_leaf: int = 4,
+    num_spines: int = 4,
+    oversubscription: float = 1.0,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """Two-tier leaf-spine (folded Clos): ``servers_per_leaf`` servers on each leaf, every
+    leaf linked to every spine.
+
+    A leaf's uplinks together carry its server-facing capacity divided by
+    ``oversubscription``: each leaf-spine link has servers_per_leaf x (server uplink) /
+    (oversubscription x num_spines) per direction (1.0: non-blocking; 3.0: the common 3:1).
+    The ratio is computed on the leaf's server ports, so a partly filled last leaf has the same
+    uplinks as the others.
+    """
+    d = defaults or LinkDefaults()
+    _check_common("leaf-spine", num_servers, servers_per_leaf, num_spines, oversubscription)
+    fab = _Fabric(d)
+    leaves = -(-num_servers // servers_per_leaf)
+    uplink = servers_per_leaf * d.server_uplink_bytes_per_s / (oversubscription * num_spines)
+    spines = [fab.switch(f"spine{s}", "spine") for s in range(num_spines)]
+    for leaf_index in range(leaves):
+        leaf = fab.switch(f"leaf{leaf_index}", "leaf", leaf_index)
+        for spine in spines:
+            fab.link(leaf, spine, uplink, "spine")
+        for _ in range(min(servers_per_leaf, num_servers - fab.num_servers)):
+            fab.link(fab.server(leaf_index), leaf, d.server_uplink_bytes_per_s, "access")
+    return fab.cluster(
+        f"leaf-spine-{num_servers}s-{oversubscription:g}to1",
+        f"leaf-spine, {num_servers} servers of {d.gpus_per_server} GPUs on {leaves} leaves"
+        f" x {num_spines} spines, oversubscription {oversubscription:g}:1",
+    )
+
+
+def build_rail_optimized(
+    num_servers: int = 8,
+    servers_per_group: int = 4,
+    num_spines: int = 4,
+    oversubscription: float = 1.0,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """Rail-optimized fabric: servers in groups (scalable units) of ``servers_per_group``; each
+    group has one rail switch per GPU index, and GPU i's NIC of every server of the group is on
+    rail switch i; every rail switch links to every spine.
+
+    The cluster model links each GPU only to its server node, so a server's NICs are links from
+    the server node to each rail switch (one NIC each, ``nic_bandwidth_bytes_per_s``): GPU-to-NIC
+    affinity is pooled at the server node, as NCCL's PXN does by moving data over NVLink to the
+    GPU on the destination's rail.  Rail-spine links carry servers_per_group x NIC /
+    (oversubscription x num_spines) each.  ``nics_per_server`` does not apply (one NIC per GPU).
+    """
+    d = defaults or LinkDefaults()
+    _check_common("rail-optimized", num_servers, servers_per_group, num_spines, oversubscription)
+    fab = _Fabric(d)
+    groups = -(-num_servers // servers_per_group)
+    rails = d.gpus_per_server
+    uplink = servers_per_group * d.nic_bandwidth_bytes_per_s / (oversubscription * num_spines)
+    spines = [fab.switch(f"spine{s}", "spine") for s in range(num_spines)]
+    for grp in range(groups):
+        names = [fab.switch(f"u{grp}.rail{i}", "rail", grp) for i in range(rails)]
+        for rail in names:
+            for spine in spines:
+                fab.link(rail, spine, uplink, "spine")
+        for _ in range(min(servers_per_group, num_servers - fab.num_servers)):
+            server = fab.server(grp)
+            for rail in names:
+                fab.link(server, rail, d.nic_bandwidth_bytes_per_s, "rail")
+    return fab.cluster(
+        f"rail-optimized-{num_servers}s-{oversubscription:g}to1",
+        f"rail-optimized, {num_servers} servers of {d.gpus_per_server} GPUs in {groups} group(s)"
+        f" of {servers_per_group}, {rails} rails, {num_spines} spines, oversubscription"
+        f" {oversubscription:g}:1",
+    )
+
+
+# --- calling builders by name ---------------------------------------------------------------
+
+
+@dataclass(frozen=True, slots=True)
+class BuilderParam:
+    """One parameter of a topology family: name, type, default (``None``: derived) and help."""
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+_LINK_PARAMS = tuple(
+    BuilderParam(f.name, int if f.type in ("int", int) else float, f.default, f.metadata["help"])
+    for f in fields(LinkDefaults)
+    if f.default is not MISSING
+)
+
+
+@dataclass(frozen=True)
+class TopologyFamily:
+    """A builder callable by name with keyword parameters: ``family(**params)``.
+
+    Parameters are the family's shape parameters plus the :class:`LinkDefaults` fields it uses;
+    unknown names and values of the wrong type raise :class:`InputError`.  String values (from
+    the command line) are converted to the parameter's type.
+    """
+
+    name: str
+    build: Callable[..., ClusterSpec]
+    summary: str
+    shape: tuple[BuilderParam, ...]
+    excluded_link_params: tuple[str, ...] = ()
+
+    @property
+    def params(self) -> tuple[BuilderParam, ...]:
+        return self.shape + tuple(
+            p for p in _LINK_PARAMS if p.name not in self.excluded_link_params
+        )
+
+    def __call__(self, **params: Any) -> ClusterSpec:
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise InputError(
+                f"{self.name}: unknown parameter(s) {unknown}; valid: {sorted(known)}"
+            )
+        values = {name: _coerce(self.name, known[name], v) for name, v in params.items()}
+        link_names = {p.name for p in _LINK_PARAMS}
+        link = {k: v for k, v in values.items() if k in link_names}
+        shape = {k: v for k, v in values.items() if k not in link_names}
+        try:
+            defaults = LinkDefaults(**link)
+        except InputError as exc:
+            raise InputError(f"{self.name}: {exc}") from None
+        return self.build(**shape, defaults=defaults)
+
+
+def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
+    where = f"{family}: parameter {p.name}"
+    if value is None and p.default is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if p.type is int else float(text)
+        except ValueError:
+            raise InputError(f"{where}: expected {p.type.__name__}, got {text!r}") from None
+    if isinstance(value, bool):
+        raise InputError(f"{where}: expected {p.type.__name__}, got {value!r}")
+    if p.type is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise InputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if not isinstance(value, int | float):
+        raise InputError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+def _p(name: str, type_: type, default: Any, help_: str) -> BuilderParam:
+    return BuilderParam(name, type_, default, help_)
+
+
+_K = _p("k", int, 4, "Switch radix: k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2 cores.")
+_FT_SERVERS = _p("num_servers", int, None, "Servers, filling host slots in order (default: all).")
+_SPARSITY = _p("sparsity", float, 0.5, "Fraction of candidate links removed, in [0, 1).")
+_SEED = _p("seed", int, 0, "Seed of the removal order (deterministic hash).")
+_DF = (
+    _p("routers_per_group", int, 4, "Routers per group (a), fully connected."),
+    _p("servers_per_router", int, 2, "Servers per router (p)."),
+    _p("global_links_per_router", int, 2, "Global links per router (h)."),
+    _p("num_groups", int, None, "Groups, 1..a*h+1 (default: a*h+1, one link per group pair)."),
+)
+_OVERSUB = _p("oversubscription", float, 1.0, "Server-facing : spine-facing capacity ratio.")
+_SPINES = _p("num_spines", int, 4, "Spine switches.")
+
+BUILDERS: dict[str, TopologyFamily] = {
+    f.name: f
+    for f in (
+        TopologyFamily(
+            "fat-tree", build_fat_tree, "k-ary fat tree (non-blocking), partially populated"
+            " when fewer servers are asked", (_K, _FT_SERVERS),
+        ),
+        TopologyFamily(
+            "fat-tree-sparse", build_fat_tree_sparse,
+            "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
+            (_K, _FT_SERVERS, _SPARSITY, _SEED),
+        ),
+        TopologyFamily(
+            "dragonfly", build_dragonfly,
+            "groups of fully connected routers joined by global links (absolute arrangement)",
+            _DF,
+        ),
+        TopologyFamily(
+            "dragonfly-sparse", build_dragonfly_sparse,
+            "dragonfly with a fraction of its global links removed", _DF + (_SPARSITY, _SEED),
+        ),
+        TopologyFamily(
+            "leaf-spine", build_leaf_spine, "two-tier leaf-spine with an oversubscription ratio",
+            (
+                _p("num_servers", int, 16, "Servers."),
+                _p("servers_per_leaf", int, 4, "Servers per leaf switch."),
+                _SPINES,
+                _OVERSUB,
+            ),
+        ),
+        TopologyFamily(
+            "rail-optimized", build_rail_optimized,
+            "GPU i of every server on rail switch i, rails joined by spines",
+            (
+                _p("num_servers", int, 8, "Servers."),
+                _p("servers_per_group", int, 4, "Servers per group (scalable unit) of rails."),
+                _SPINES,
+                _OVERSUB,
+            ),
+            excluded_link_params=("nics_per_server",),
+        ),
+    )
 }

@@ -43,6 +43,8 @@ class RouteTable:
     gpu_downlink: np.ndarray  # [gpus] directed link id server -> GPU
     middle_offsets: np.ndarray  # [servers*servers + 1] CSR offsets of middle routes
     middle_links: np.ndarray  # directed link ids of all middle routes
+    # next_hops[t][node]: the equal-cost next hops (sorted names) from node towards server t
+    next_hops: tuple[dict[str, tuple[str, ...]], ...] = ()
 
     @property
     def num_gpus(self) -> int:
@@ -65,6 +67,73 @@ class RouteTable:
         return np.concatenate([[self.gpu_uplink[src]], mid, [self.gpu_downlink[dst]]]).astype(
             np.int64
         )
+
+    @cached_property
+    def server_hops(self) -> np.ndarray:
+        """Links on the chosen route between server nodes, [servers, servers]."""
+        return np.diff(self.middle_offsets).reshape(self.num_servers, self.num_servers)
+
+    def middle_routes(self, src_server: int, dst_server: int) -> list[tuple[np.ndarray, float]]:
+        """Every equal-cost route between two server nodes with its ECMP share.
+
+        Routes are the shortest by weight, then by link count (the same set the chosen route
+        ``middle`` is drawn from), in a fixed order (next hops by name).  The share of a route
+        is the product over its switches of 1 / (equal-cost next hops there): the split that
+        per-hop ECMP spreads many flows into.  Shares sum to 1.  The number of routes can grow
+        fast with the fabric (a full k-ary fat tree has (k/2)^2 between pods);
+        :meth:`middle_link_shares` gives the same split per link without listing routes.
+        """
+        if src_server == dst_server:
+            return []
+        nh = self.next_hops[dst_server]
+        dst = self.cluster.servers[dst_server]
+        out: list[tuple[np.ndarray, float]] = []
+
+        def walk(u: str, links: list[int], share: float) -> None:
+            if u == dst:
+                out.append((np.array(links, dtype=np.int64), share))
+                return
+            for v in nh[u]:
+                walk(v, [*links, self._directed(u, v)], share / len(nh[u]))
+
+        walk(self.cluster.servers[src_server], [], 1.0)
+        return out
+
+    def middle_link_shares(self, src_server: int, dst_server: int) -> dict[int, float]:
+        """Directed link id -> share of the server pair's traffic under per-hop ECMP split."""
+        if src_server == dst_server:
+            return {}
+        nh = self.next_hops[dst_server]
+        dst = self.cluster.servers[dst_server]
+        at: dict[str, float] = {self.cluster.servers[src_server]: 1.0}
+        out: dict[int, float] = {}
+        # nodes on equal-cost routes strictly decrease the distance to dst: a DAG, so
+        # processing nodes in order of decreasing distance visits each after all its parents
+        order = self._order_by_distance(dst_server)
+        for u in order:
+            if u not in at or u == dst:
+                continue
+            share = at.pop(u) / len(nh[u])
+            for v in nh[u]:
+                out[self._directed(u, v)] = out.get(self._directed(u, v), 0.0) + share
+                at[v] = at.get(v, 0.0) + share
+        return out
+
+    def _order_by_distance(self, dst_server: int) -> list[str]:
+        # longest remaining route first; routes shrink by one link per hop
+        nh = self.next_hops[dst_server]
+        depth: dict[str, int] = {self.cluster.servers[dst_server]: 0}
+
+        def d(u: str) -> int:
+            if u not in depth:
+                depth[u] = 1 + d(nh[u][0])
+            return depth[u]
+
+        return sorted(nh, key=lambda u: (-d(u), u))
+
+    def _directed(self, u: str, v: str) -> int:
+        link = int(self.cluster.graph.edges[u, v]["index"])
+        return directed_link_id(link, self.cluster.links[link].a == u)
 
     @cached_property
     def pair_offsets(self) -> np.ndarray:
@@ -101,14 +170,48 @@ def _stable_hash(*xs: int) -> int:
     return h
 
 
-def gpu_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
-    """Weighted shortest-path distance between every pair of GPUs, [gpus, gpus]."""
+def _stable_hash(*xs: int) -> int:
+    h = 1469598103934665603
+    for x in xs:
+        h = ((h ^ (x & 0xFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
+    return h
+
+
+def _network(cluster: ClusterSpec) -> nx.Graph:
+    """The graph without GPUs: GPUs are leaves, so no route between servers passes one."""
+    gpus = set(cluster.gpus)
+    return cluster.graph.subgraph(n for n in cluster.graph.nodes if n not in gpus)
+
+
+def _gpu_link_weights(cluster: ClusterSpec) -> np.ndarray:
     g = cluster.graph
-    gpus = cluster.gpus
-    out = np.zeros((len(gpus), len(gpus)))
-    for i, src in enumerate(gpus):
-        d = nx.single_source_dijkstra_path_length(g, src, weight="weight")
-        out[i] = [d[t] for t in gpus]
+    by_name = {n.name: n for n in cluster.nodes}
+    return np.array(
+        [float(g.edges[gpu, by_name[gpu].server]["weight"]) for gpu in cluster.gpus]
+    )
+
+
+def server_node_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
+    """Weighted shortest-path distance between server nodes, [servers, servers]."""
+    net = _network(cluster)
+    servers = cluster.servers
+    out = np.zeros((len(servers), len(servers)))
+    for i, src in enumerate(servers):
+        d = nx.single_source_dijkstra_path_length(net, src, weight="weight")
+        out[i] = [d[t] for t in servers]
+    return out
+
+
+def gpu_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
+    """Weighted shortest-path distance between every pair of GPUs, [gpus, gpus].
+
+    Every GPU is a leaf on its server node, so distance(a, b) = w(a) + D(server a, server b)
+    + w(b) for a != b, with w the weight of a GPU's link and D the server-node distance.
+    """
+    w = _gpu_link_weights(cluster)
+    gs = cluster.gpu_server
+    out = w[:, None] + server_node_distance_matrix(cluster)[gs[:, None], gs[None, :]] + w[None, :]
+    np.fill_diagonal(out, 0.0)
     return out
 
 
@@ -135,13 +238,7 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
     down = np.zeros(len(gpus), dtype=np.int64)
     by_name = {n.name: n for n in cluster.nodes}
     for i, gpu in enumerate(gpus):
-        nbrs = list(g.neighbors(gpu))
-        server = by_name[gpu].server
-        if nbrs != [server]:
-            raise InputError(
-                f"cluster {cluster.name!r}: GPU {gpu!r} must be linked to its server"
-                f" {server!r} and to nothing else (NICs attach to the server node)"
-            )
+        server = by_name[gpu].server  # validate_cluster: the GPU's one link goes there
         link = g.edges[gpu, server]["index"]
         forward = cluster.links[link].a == gpu
         up[i] = directed_link_id(link, forward)
@@ -150,13 +247,23 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
     def composite(u: str, v: str, attrs: dict) -> float:
         return float(attrs["weight"]) + _HOP_EPS
 
+    sub = _network(cluster)
     ns = len(servers)
     middles: list[list[int]] = [[] for _ in range(ns * ns)]
-    gpu_set = set(gpus)
+    next_hops: list[dict[str, tuple[str, ...]]] = []
     for j, dst in enumerate(servers):
-        # GPUs are leaves: they never lie on a route between two server nodes.
-        sub = g.subgraph(n for n in g.nodes if n not in gpu_set)
         dist_to = nx.single_source_dijkstra_path_length(sub, dst, weight=composite)
+        nh: dict[str, tuple[str, ...]] = {dst: ()}
+        for u, du in dist_to.items():
+            if u != dst:
+                nh[u] = tuple(
+                    sorted(
+                        v
+                        for v in sub.neighbors(u)
+                        if abs(composite(u, v, g.edges[u, v]) + dist_to[v] - du) < 1e-9
+                    )
+                )
+        next_hops.append(nh)
         for i, src in enumerate(servers):
             if i == j:
                 continue
@@ -165,12 +272,7 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
             route: list[int] = []
             u = src
             while u != dst:
-                du = dist_to[u]
-                cands = sorted(
-                    v
-                    for v in sub.neighbors(u)
-                    if v in dist_to and abs(composite(u, v, g.edges[u, v]) + dist_to[v] - du) < 1e-9
-                )
+                cands = nh[u]
                 v = cands[_stable_hash(i, j, node_index[u]) % len(cands)]
                 link = g.edges[u, v]["index"]
                 route.append(directed_link_id(link, cluster.links[link].a == u))
@@ -186,4 +288,5 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
         gpu_downlink=down,
         middle_offsets=offsets,
         middle_links=flat,
+        next_hops=tuple(next_hops),
     )

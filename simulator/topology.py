@@ -102,41 +102,104 @@ class ClusterSpec:
         return g
 
 
+def _is_number(x: object) -> bool:
+    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+
+
 def validate_cluster(cluster: ClusterSpec) -> None:
-    """Raise :class:`InputError` naming the first element that is wrong."""
+    """Raise :class:`InputError` naming the first element that is wrong.
+
+    Checks, in order: node names, kinds and fields (types, duplicates); every GPU inside a
+    server node; every server holding at least one GPU; links referencing known nodes, no self
+    links or duplicates, bandwidth > 0, latency and weight >= 0 (all finite); every GPU linked
+    to its own server and to nothing else (the server node is its NVLink switch and where its
+    NICs attach: the simulator and the placer rely on this); no switch without links; every GPU
+    reachable from every other.
+    """
     where = f"cluster {cluster.name!r}"
     names: dict[str, NodeSpec] = {}
-    for n in cluster.nodes:
-        if not n.name:
-            raise InputError(f"{where}: a node has an empty name")
+    for i, n in enumerate(cluster.nodes):
+        if not isinstance(n.name, str) or not n.name:
+            raise InputError(f"{where}: node #{i} needs a non-empty string name, got {n.name!r}")
         if n.name in names:
-            raise InputError(f"{where}: duplicate node name {n.name!r}")
+            raise InputError(f"{where}: duplicate node name {n.name!r} (node #{i})")
         if n.kind not in ("gpu", "server", "switch"):
-            raise InputError(f"{where}: node {n.name!r} has unknown kind {n.kind!r}")
+            raise InputError(
+                f"{where}: node {n.name!r} has unknown kind {n.kind!r} (use gpu, server, switch)"
+            )
+        if not isinstance(n.server, str) or not isinstance(n.tier, str):
+            raise InputError(f"{where}: node {n.name!r}: 'server' and 'tier' must be strings")
+        if not isinstance(n.group, int | np.integer) or isinstance(n.group, bool):
+            raise InputError(f"{where}: node {n.name!r}: 'group' must be an integer")
+        if n.kind != "gpu" and n.server:
+            raise InputError(
+                f"{where}: node {n.name!r} is a {n.kind} but names server {n.server!r};"
+                " only GPUs sit inside servers"
+            )
         names[n.name] = n
+    holds: dict[str, int] = {n.name: 0 for n in cluster.nodes if n.kind == "server"}
     for n in cluster.nodes:
         if n.kind == "gpu":
-            if n.server not in names or names[n.server].kind != "server":
-                raise InputError(f"{where}: GPU {n.name!r} is not inside a known server")
+            if not n.server:
+                raise InputError(
+                    f"{where}: GPU {n.name!r} is not inside any server (set its 'server')"
+                )
+            if n.server not in holds:
+                raise InputError(
+                    f"{where}: GPU {n.name!r} is not inside a known server: {n.server!r} is"
+                    " not a server node"
+                )
+            holds[n.server] += 1
     if not any(n.kind == "gpu" for n in cluster.nodes):
         raise InputError(f"{where}: has no GPUs")
+    for server, count in holds.items():
+        if count == 0:
+            raise InputError(f"{where}: server {server!r} holds no GPUs")
     seen: set[tuple[str, str]] = set()
-    for link in cluster.links:
+    degree: dict[str, int] = dict.fromkeys(names, 0)
+    for i, link in enumerate(cluster.links):
+        label = f"link #{i} ({link.a}-{link.b})"
         for end in (link.a, link.b):
-            if end not in names:
-                raise InputError(f"{where}: link {link.a}-{link.b} references unknown node {end!r}")
+            if not isinstance(end, str) or end not in names:
+                raise InputError(f"{where}: {label} references unknown node {end!r}")
         if link.a == link.b:
-            raise InputError(f"{where}: link {link.a}-{link.b} connects a node to itself")
+            raise InputError(f"{where}: {label} connects a node to itself")
         key = (min(link.a, link.b), max(link.a, link.b))
         if key in seen:
-            raise InputError(f"{where}: duplicate link {link.a}-{link.b}")
+            raise InputError(
+                f"{where}: duplicate {label}; merge parallel links into one with their"
+                " bandwidths added"
+            )
         seen.add(key)
-        if not (np.isfinite(link.bandwidth_bytes_per_s) and link.bandwidth_bytes_per_s > 0):
-            raise InputError(f"{where}: link {link.a}-{link.b} bandwidth must be > 0")
-        if not (np.isfinite(link.latency_s) and link.latency_s >= 0):
-            raise InputError(f"{where}: link {link.a}-{link.b} latency must be >= 0")
-        if not (np.isfinite(link.weight) and link.weight >= 0):
-            raise InputError(f"{where}: link {link.a}-{link.b} weight must be >= 0")
+        for value, what, low in (
+            (link.bandwidth_bytes_per_s, "bandwidth_bytes_per_s", "> 0"),
+            (link.latency_s, "latency_s", ">= 0"),
+            (link.weight, "weight", ">= 0"),
+        ):
+            ok = _is_number(value) and np.isfinite(value)
+            ok = ok and (value > 0 if low == "> 0" else value >= 0)
+            if not ok:
+                raise InputError(
+                    f"{where}: {label}: {what} must be a finite number {low}, got {value!r}"
+                )
+        if not isinstance(link.tier, str):
+            raise InputError(f"{where}: {label}: 'tier' must be a string")
+        degree[link.a] += 1
+        degree[link.b] += 1
+    nbrs: dict[str, list[str]] = {name: [] for name in names}
+    for link in cluster.links:
+        nbrs[link.a].append(link.b)
+        nbrs[link.b].append(link.a)
+    for n in cluster.nodes:
+        if n.kind == "gpu" and nbrs[n.name] != [n.server]:
+            others = sorted(set(nbrs[n.name]) - {n.server})
+            problem = f"is also linked to {others}" if others else "has no link to it"
+            raise InputError(
+                f"{where}: GPU {n.name!r} must be linked to its server {n.server!r} and to"
+                f" nothing else, but {problem} (NICs attach to the server node)"
+            )
+        if n.kind == "switch" and degree[n.name] == 0:
+            raise InputError(f"{where}: switch {n.name!r} has no links")
     g = nx.Graph()
     g.add_nodes_from(names)
     g.add_edges_from((link.a, link.b) for link in cluster.links)
@@ -144,7 +207,7 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     reach = nx.node_connected_component(g, gpus[0])
     for gpu in gpus:
         if gpu not in reach:
-            raise InputError(f"{where}: GPU {gpu!r} cannot reach GPU {gpus[0]!r}")
-    for n in cluster.nodes:
-        if n.kind == "gpu" and not g.has_edge(n.name, n.server):
-            raise InputError(f"{where}: GPU {n.name!r} has no link to its server {n.server!r}")
+            raise InputError(
+                f"{where}: GPU {gpu!r} is unreachable: no path of links joins it to GPU"
+                f" {gpus[0]!r}"
+            )
