@@ -64,7 +64,7 @@ def test_bad_topologies_name_the_element():
     with pytest.raises(InputError, match="not inside a known server"):
         ClusterSpec("c", (s, NodeSpec("g0", "gpu", server="nope")), ())
     g1 = NodeSpec("g1", "gpu", server="s1")
-    with pytest.raises(InputError, match="cannot reach"):
+    with pytest.raises(InputError, match="unreachable"):
         ClusterSpec(
             "c",
             (s, g, NodeSpec("s1", "server"), g1),

@@ -1,9 +1,171 @@
-"""`moe-netsim topology` (being built; see README)."""
+"""``moe-netsim topology``: list families, build a cluster file, inspect it, draw it.
+
+* ``topology list``: the families and what they build.
+* ``topology show FAMILY``: its parameters with defaults and help.
+* ``topology build FAMILY --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
+* ``topology info CLUSTER``: validate a file and print its size and distances.
+* ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
+"""
 
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from experiments.outputs import save_figure
+from experiments.plot_topology import link_load_per_link, plot_topology
+from simulator.builders import BUILDERS
+from simulator.paths import gpu_distance_matrix
+from simulator.topology import ClusterSpec
+from simulator.topology_io import load_cluster, save_cluster
+from traces.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `topology` subcommand."""
+    """Add the `topology` subcommand and its actions."""
+    p = sub.add_parser(
+        "topology",
+        help="Build, inspect and draw cluster topologies.",
+        description="Build cluster files from the topology families, inspect and draw them.",
+    )
+    acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
+    a = acts.add_parser("list", help="List the topology families.")
+    a.set_defaults(func=run_list)
+    a = acts.add_parser("show", help="Show a family's parameters, defaults and help.")
+    a.add_argument("family", help="Family name (see `topology list`).")
+    a.set_defaults(func=run_show)
+    a = acts.add_parser(
+        "build",
+        help="Build a cluster and write it as JSON or GraphML.",
+        description="Build FAMILY with parameters (`topology show FAMILY` lists them) and write"
+        " it; the file's suffix (.json, .graphml) picks the format.",
+    )
+    a.add_argument("family", help="Family name (see `topology list`).")
+    a.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
+    )
+    a.add_argument("--out", type=Path, required=True, help="Cluster file (.json or .graphml).")
+    a.add_argument("--overwrite", action="store_true", help="Replace an existing file.")
+    a.set_defaults(func=run_build)
+    a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
+    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.set_defaults(func=run_info)
+    a = acts.add_parser(
+        "draw",
+        help="Draw a cluster as PNG, optionally with per-link load.",
+        description="Draw the cluster bottom-up (GPUs, servers, switch tiers), groups shaded;"
+        " with --link-load, links are coloured and sized by their load (busier direction).",
+    )
+    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.add_argument("--out", type=Path, required=True, help="PNG file to write.")
+    a.add_argument(
+        "--link-load", type=Path, default=None,
+        help="links.parquet of a run on this cluster (columns link, src, dst and the metric).",
+    )
+    a.add_argument("--strategy", default=None, help="Which strategy's rows, if several.")
+    a.add_argument(
+        "--metric", default="bytes", help="Column of the link-load table to draw (default bytes)."
+    )
+    a.add_argument("--title", default=None, help="Figure title.")
+    a.set_defaults(func=run_draw)
+
+
+def _family(name: str):  # type: ignore[no-untyped-def]
+    if name not in BUILDERS:
+        raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
+    return BUILDERS[name]
+
+
+def parse_params(items: list[str]) -> dict[str, str]:
+    """``["k=4", "sparsity=0.25"]`` -> ``{"k": "4", "sparsity": "0.25"}`` (typed by the family)."""
+    out: dict[str, str] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        name = name.strip()
+        if not sep or not name:
+            raise InputError(f"--param {item!r}: expected NAME=VALUE")
+        if name in out:
+            raise InputError(f"--param {name} given twice")
+        out[name] = value
+    return out
+
+
+def run_list(args: argparse.Namespace) -> int:
+    for name, fam in BUILDERS.items():
+        print(f"{name:18s} {fam.summary}")
+    return 0
+
+
+def run_show(args: argparse.Namespace) -> int:
+    fam = _family(args.family)
+    print(f"{fam.name}: {fam.summary}")
+    for p in fam.params:
+        default = "(derived)" if p.default is None else f"{p.default:g}" if isinstance(
+            p.default, float) else str(p.default)
+        print(f"  {p.name:30s} {p.type.__name__:6s} {default:>12s}  {p.help}")
+    return 0
+
+
+def describe(cluster: ClusterSpec) -> str:
+    """One paragraph: sizes and the distribution of GPU-to-GPU distances."""
+    switches = sum(n.kind == "switch" for n in cluster.nodes)
+    d = gpu_distance_matrix(cluster)
+    off = d[~np.eye(len(d), dtype=bool)]
+    values, counts = np.unique(off, return_counts=True)
+    hist = ", ".join(f"{v:g}: {c}" for v, c in zip(values, counts, strict=True))
+    return (
+        f"{cluster.name}: {cluster.description}\n"
+        f"  {cluster.num_gpus} GPUs, {cluster.num_servers} servers, {switches} switches,"
+        f" {len(cluster.links)} links\n"
+        f"  GPU-pair distances (weighted hops: ordered pairs): {hist}"
+    )
+
+
+def run_build(args: argparse.Namespace) -> int:
+    fam = _family(args.family)
+    params = parse_params(args.param)
+    if args.out.exists() and not args.overwrite:
+        raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
+    cluster = fam(**params)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_cluster(cluster, args.out)
+    print(describe(cluster))
+    print(f"wrote {args.out}")
+    return 0
+
+
+def run_info(args: argparse.Namespace) -> int:
+    print(describe(load_cluster(args.cluster)))
+    return 0
+
+
+def run_draw(args: argparse.Namespace) -> int:
+    cluster = load_cluster(args.cluster)
+    if args.out.suffix.lower() != ".png":
+        raise InputError(f"--out {args.out}: the drawing is written as PNG; use a .png name")
+    load = None
+    if args.link_load is not None:
+        if not args.link_load.exists():
+            raise InputError(f"{args.link_load}: link-load file not found")
+        try:
+            frame = pd.read_parquet(args.link_load)
+        except Exception as exc:  # pyarrow raises several types for a non-Parquet file
+            raise InputError(f"{args.link_load}: not a readable Parquet file ({exc})") from None
+        try:
+            load = link_load_per_link(cluster, frame, args.metric, args.strategy)
+        except InputError as exc:
+            raise InputError(f"{args.link_load}: {exc}") from None
+    elif args.strategy is not None:
+        raise InputError("--strategy needs --link-load")
+    fig = plot_topology(cluster, load, args.metric, args.title)
+    try:
+        save_figure(args.out, fig)
+    finally:
+        plt.close(fig)
+    print(f"wrote {args.out}")
+    return 0
