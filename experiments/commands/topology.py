@@ -5,11 +5,13 @@
 * ``topology build FAMILY --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
 * ``topology info CLUSTER``: validate a file and print its size and distances.
 * ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
+* ``topology bench``: time building and routing the R1-sized (256-GPU) cluster of each family.
 """
 
 from __future__ import annotations
 
 import argparse
+import time
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,7 +21,7 @@ import pandas as pd
 from experiments.outputs import save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
 from simulator.builders import BUILDERS
-from simulator.paths import gpu_distance_matrix
+from simulator.paths import build_route_table, gpu_distance_matrix
 from simulator.topology import ClusterSpec
 from simulator.topology_io import load_cluster, save_cluster
 from traces.errors import InputError
@@ -73,6 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--title", default=None, help="Figure title.")
     a.set_defaults(func=run_draw)
+    a = acts.add_parser(
+        "bench",
+        help="Time building and routing the 256-GPU cluster of each family.",
+        description="Build the DeepSeek-R1-sized cluster (256 GPUs, 32 servers of 8) of each"
+        " family, then time the route table, the simulator's per-pair link lists and the ECMP"
+        " link shares of every server pair.",
+    )
+    a.set_defaults(func=run_bench)
 
 
 def _family(name: str):  # type: ignore[no-untyped-def]
@@ -168,4 +178,36 @@ def run_draw(args: argparse.Namespace) -> int:
     finally:
         plt.close(fig)
     print(f"wrote {args.out}")
+    return 0
+
+
+# DeepSeek-R1-sized clusters: 256 GPUs in 32 servers of 8
+BENCH_CASES: list[tuple[str, dict[str, object]]] = [
+    ("fat-tree", {"k": 10, "num_servers": 32}),
+    ("fat-tree-sparse", {"k": 10, "num_servers": 32}),
+    ("dragonfly", {"num_groups": 4}),
+    ("dragonfly-sparse", {"num_groups": 4}),
+    ("leaf-spine", {"num_servers": 32, "servers_per_leaf": 8}),
+    ("rail-optimized", {"num_servers": 32, "servers_per_group": 16}),
+]
+
+
+def run_bench(args: argparse.Namespace) -> int:
+    print(f"{'family':18s} {'GPUs':>5s} {'links':>6s} {'build_s':>8s} {'routes_s':>9s}"
+          f" {'pair_links_s':>13s} {'ecmp_shares_s':>14s}")
+    for family, params in BENCH_CASES:
+        t0 = time.perf_counter()
+        cluster = BUILDERS[family](**params)
+        t1 = time.perf_counter()
+        routes = build_route_table(cluster)
+        t2 = time.perf_counter()
+        _ = routes.pair_links, routes.pair_offsets
+        t3 = time.perf_counter()
+        n = cluster.num_servers
+        for i in range(n):
+            for j in range(n):
+                routes.middle_link_shares(i, j)
+        t4 = time.perf_counter()
+        print(f"{family:18s} {cluster.num_gpus:5d} {len(cluster.links):6d} {t1 - t0:8.3f}"
+              f" {t2 - t1:9.3f} {t3 - t2:13.3f} {t4 - t3:14.3f}")
     return 0
