@@ -155,4 +155,5 @@ def test_bench_prints_a_row_per_case(monkeypatch, capsys):
     )
     assert main(["topology", "bench"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
-    assert len(lines) == 2 and lines[1].split()[:3] == ["leaf-spine", "6", "12"]
+    # 3 servers x 2 GPUs; links: 6 NVLink + 3 access + 1 leaf x 4 default spines = 13
+    assert len(lines) == 2 and lines[1].split()[:3] == ["leaf-spine", "6", "13"]
