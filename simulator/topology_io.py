@@ -15,7 +15,8 @@ GraphML layout: an undirected graph with graph attributes ``name`` and ``descrip
 attributes ``kind`` (required: gpu, server or switch), ``server`` (required for a GPU), ``tier``
 and ``group``; edge attributes ``bandwidth_bytes_per_s`` (required), ``latency_s`` (default
 1e-6), ``weight`` (default 1) and ``tier``.  Node ids are the names; the links are the edges, in
-file order, ``a`` = source and ``b`` = target.  Keys without ``attr.name`` (e.g. a drawing
+file order, ``a`` = source and ``b`` = target; every edge is a full-duplex link whatever
+``edgedefault`` says, so one edge per node pair.  Keys without ``attr.name`` (e.g. a drawing
 program's graphics) are ignored; other unknown attribute names are rejected, so a misspelt
 attribute does not silently fall back to a default.
 """

@@ -270,3 +270,12 @@ def test_r1_cluster_routes_build():
         assert c.num_gpus == 256
         rt = build_route_table(c)
         assert rt.distance.shape == (256, 256)
+
+
+def test_docstring_examples_run():
+    import doctest
+
+    import simulator.builders
+
+    result = doctest.testmod(simulator.builders)
+    assert result.attempted >= 4 and result.failed == 0

@@ -20,7 +20,7 @@ import pandas as pd
 
 from experiments.outputs import save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
-from simulator.builders import BUILDERS
+from simulator.builders import BUILDERS, TopologyFamily
 from simulator.paths import build_route_table, gpu_distance_matrix
 from simulator.topology import ClusterSpec
 from simulator.topology_io import load_cluster, save_cluster
@@ -85,7 +85,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.set_defaults(func=run_bench)
 
 
-def _family(name: str):  # type: ignore[no-untyped-def]
+def _family(name: str) -> TopologyFamily:
     if name not in BUILDERS:
         raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[name]
