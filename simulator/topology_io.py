@@ -254,6 +254,8 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
         text = p.read_text()
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not a text file ({exc})") from None
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read the topology file ({exc.strerror})") from None
     if fmt == ".graphml":
         return cluster_from_graphml(text, where=str(p))
     try:

@@ -227,3 +227,38 @@ def test_bad_graphml_structure(tmp_path):
         load_cluster(tmp_path / "c.yaml")
     with pytest.raises(InputError, match="topology file not found"):
         load_cluster(tmp_path / "missing.graphml")
+
+
+_JSON_VALUES = st.one_of(
+    st.none(), st.booleans(), st.integers(-3, 3), st.floats(allow_nan=True),
+    st.text(max_size=4), st.lists(st.integers(), max_size=2), st.dictionaries(st.text(max_size=2),
+                                                                             st.integers(),
+                                                                             max_size=1),
+)
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.sampled_from(["nodes", "links"]), st.integers(0, 8), st.text(max_size=25),
+       _JSON_VALUES, st.booleans())
+def test_any_corrupted_json_field_is_an_input_error(tmp_path_factory, section, index, key,
+                                                    value, known_key):
+    # a random field of a random node or link set to a random JSON value: the loader either
+    # accepts it or raises InputError, never another exception
+    d = _tiny()
+    items = d[section]
+    item = items[index % len(items)]
+    if known_key:
+        key = sorted(item)[len(key) % len(item)]
+    item[key] = value
+    path = tmp_path_factory.mktemp("fuzz") / "c.json"
+    path.write_text(json.dumps(d))
+    try:
+        load_cluster(path)
+    except InputError:
+        pass
+
+
+def test_a_directory_is_an_input_error(tmp_path):
+    (tmp_path / "d.json").mkdir()
+    with pytest.raises(InputError, match="cannot read"):
+        load_cluster(tmp_path / "d.json")
