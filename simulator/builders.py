@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields
+from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
 import networkx as nx
@@ -495,7 +495,11 @@ class TopologyFamily:
             p for p in _LINK_PARAMS if p.name not in self.excluded_link_params
         )
 
-    def __call__(self, **params: Any) -> ClusterSpec:
+    def __call__(self, defaults: LinkDefaults | None = None, **params: Any) -> ClusterSpec:
+        """Build with ``params``; link parameters override ``defaults`` (if given) field by
+        field."""
+        if defaults is not None and not isinstance(defaults, LinkDefaults):
+            raise InputError(f"{self.name}: defaults must be a LinkDefaults, got {defaults!r}")
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -507,7 +511,7 @@ class TopologyFamily:
         link = {k: v for k, v in values.items() if k in link_names}
         shape = {k: v for k, v in values.items() if k not in link_names}
         try:
-            defaults = LinkDefaults(**link)
+            defaults = replace(defaults, **link) if defaults else LinkDefaults(**link)
         except InputError as exc:
             raise InputError(f"{self.name}: {exc}") from None
         return self.build(**shape, defaults=defaults)

@@ -207,6 +207,11 @@ def test_registry_converts_and_rejects_parameters():
     ]:
         with pytest.raises(InputError, match=message):
             BUILDERS["fat-tree"](**params)
+    # a LinkDefaults object, as the plain builders take, with flat overrides on top
+    b = BUILDERS["fat-tree"](k=4, num_servers=2, defaults=LinkDefaults(gpus_per_server=2),
+                             nics_per_server=2)
+    assert b.num_gpus == 4
+    assert {lk.bandwidth_bytes_per_s for lk in b.links if lk.tier == "access"} == {2 * 50e9}
     with pytest.raises(InputError, match="unknown parameter.*nics_per_server"):
         BUILDERS["rail-optimized"](nics_per_server=4)
     with pytest.raises(InputError, match="sparsity must be in"):
