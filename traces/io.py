@@ -246,14 +246,29 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
 def iter_trace(
     path: str | os.PathLike[str], chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS
 ) -> Iterator[RoutingTrace]:
-    """Stream a trace file as blocks of at most ``chunk_tokens`` tokens (bounded memory)."""
+    """Stream a trace file as blocks of at most ``chunk_tokens`` tokens (bounded memory).
+
+    Row groups are read one at a time (Arrow's batch iterator reads ahead several row groups
+    and peaks at about three times the memory); a row group much larger than ``chunk_tokens``
+    (a file from another writer) is read in batches instead.
+    """
+    if chunk_tokens < 1:
+        raise InputError("chunk size must be at least one token")
     pf, meta = _open(path)
     start = 0
     try:
-        for batch in pf.iter_batches(batch_size=chunk_tokens):
-            block = _from_batch(batch, meta, f"{path} (rows from {start})")
-            start += batch.num_rows
-            yield block
+        for i in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(i).num_rows
+            if rows > 4 * max(chunk_tokens, DEFAULT_ROW_GROUP_TOKENS):
+                batches: Iterable[pa.RecordBatch] = pf.iter_batches(
+                    batch_size=chunk_tokens, row_groups=[i]
+                )
+            else:
+                batches = pf.read_row_group(i).to_batches(max_chunksize=chunk_tokens)
+            for batch in batches:
+                block = _from_batch(batch, meta, f"{path} (rows from {start})")
+                start += batch.num_rows
+                yield block
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: trace file is truncated or corrupt ({exc})") from None
 

@@ -157,9 +157,16 @@ def find_bad_route(experts: np.ndarray, num_experts: int) -> tuple[int, int, str
     if lo < 0 or hi >= num_experts:
         t, li, r = (int(x) for x in np.argwhere((e < 0) | (e >= num_experts))[0])
         return t, li, f"expert id {int(e[t, li, r])} out of range 0..{num_experts - 1}"
-    if e.shape[2] > 1:
-        s = np.sort(e, axis=2)
-        dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
+    k = e.shape[2]
+    if k > 1:
+        if k <= 16:  # k(k-1)/2 elementwise comparisons beat sorting every group of k
+            dup = np.zeros(e.shape[:2], dtype=bool)
+            for r in range(k - 1):
+                for q in range(r + 1, k):
+                    dup |= e[:, :, r] == e[:, :, q]
+        else:
+            s = np.sort(e, axis=2)
+            dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
         if dup.any():
             t, li = (int(x) for x in np.argwhere(dup)[0])
             ids = sorted(int(x) for x in e[t, li])

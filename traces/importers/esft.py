@@ -17,10 +17,10 @@ from typing import BinaryIO
 import numpy as np
 
 from traces.errors import InputError
-from traces.importers.common import BlockBuilder, check_routes
+from traces.importers.common import BlockBuilder
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec, deepseek_v2_lite
-from traces.trace import RoutingTrace, TraceMeta
+from traces.trace import RoutingTrace, TraceMeta, find_bad_route
 
 FILE_PATTERN = re.compile(r"^expert_weights_(\d+)\.txt$")
 
@@ -160,7 +160,9 @@ def iter_esft(
                         f"{where}: {ids.shape[0]} tokens, but {files[0].name} has"
                         f" {experts[0].shape[0]} on this line (truncated or misaligned file?)"
                     )
-                check_routes(ids[:, None, :], model, where)
+                bad = find_bad_route(ids[:, None, :], model.num_routed_experts)
+                if bad is not None:
+                    raise InputError(f"{where}: token {bad[0]}: {bad[2]}")
                 experts.append(ids)
                 gates.append(g)
             n = experts[0].shape[0]
