@@ -7,12 +7,13 @@ Each phase runs in its own child process so that its peak resident memory (``ru_
 
 write   generate random skewed routing for DeepSeek-R1 (58 MoE layers x top-8 of 256, origin
         GPU and step recorded) block by block and write it with ``TraceWriter``;
-read    stream the file back with ``iter_trace``, regenerate the same blocks and check the
-        round trip is exact, and count routes per expert;
+scan    stream the file back with ``iter_trace`` and count routes per expert;
+verify  stream it again, regenerate the same blocks and check the round trip is exact;
 stats   (with ``--stats-tokens N``) ``summarize_trace`` over the first N tokens with
         co-activation and transitions.
 
-Nothing holds the whole trace in memory.  Prints one line per phase and a summary table.
+Nothing holds the whole trace in memory.  Prints one line per phase: wall time, peak RSS and
+what it did.
 """
 
 from __future__ import annotations
@@ -76,7 +77,7 @@ def phase_write(path: Path, tokens: int, seed: int) -> dict[str, float]:
     return {"tokens": w.num_tokens, "file_mb": path.stat().st_size / 1e6}
 
 
-def phase_read(path: Path, tokens: int, seed: int) -> dict[str, float]:
+def phase_verify(path: Path, tokens: int, seed: int) -> dict[str, float]:
     expected = random_blocks(tokens, seed)
     n = 0
     routes = 0
@@ -89,6 +90,15 @@ def phase_read(path: Path, tokens: int, seed: int) -> dict[str, float]:
         n += got.num_tokens
     if n != tokens or next(expected, None) is not None:
         raise SystemExit(f"read {n} tokens, wrote {tokens}")
+    return {"tokens": n, "routes": routes}
+
+
+def phase_scan(path: Path) -> dict[str, float]:
+    routes = 0
+    n = 0
+    for b in iter_trace(path, chunk_tokens=BLOCK_TOKENS):
+        routes += int(expert_counts([b]).sum())
+        n += b.num_tokens
     return {"tokens": n, "routes": routes}
 
 
@@ -127,14 +137,17 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--dir", type=Path, default=None, help="Where the trace goes (default: tmp).")
     ap.add_argument("--stats-tokens", type=int, default=0, help="Also time trace statistics.")
-    ap.add_argument("--phase", choices=("write", "read", "stats"), help=argparse.SUPPRESS)
+    phases = ("write", "scan", "verify", "stats")
+    ap.add_argument("--phase", choices=phases, help=argparse.SUPPRESS)
     ap.add_argument("--path", type=Path, help=argparse.SUPPRESS)
     a = ap.parse_args()
     if a.phase:
         if a.phase == "write":
             res = phase_write(a.path, a.tokens, a.seed)
-        elif a.phase == "read":
-            res = phase_read(a.path, a.tokens, a.seed)
+        elif a.phase == "scan":
+            res = phase_scan(a.path)
+        elif a.phase == "verify":
+            res = phase_verify(a.path, a.tokens, a.seed)
         else:
             res = phase_stats(a.path, a.stats_tokens)
         print(json.dumps(res))
@@ -142,7 +155,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(dir=a.dir) as tmp:
         path = Path(tmp) / "r1_trace.parquet"
         common = ["--path", str(path), "--tokens", str(a.tokens), "--seed", str(a.seed)]
-        phases = ["write", "read"] + (["stats"] if a.stats_tokens else [])
+        phases = ["write", "scan", "verify"] + (["stats"] if a.stats_tokens else [])
         print(f"DeepSeek-R1 trace, {a.tokens:,} tokens x 58 MoE layers x top-8")
         for ph in phases:
             extra = ["--stats-tokens", str(a.stats_tokens)] if ph == "stats" else []

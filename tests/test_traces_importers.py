@@ -275,7 +275,9 @@ def test_table_by_hand(tmp_path):
     np.testing.assert_array_equal(tr2.position, [0, 0])
 
 
-@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@settings(
+    max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
 @given(
     sizes=st.lists(st.integers(1, 4), min_size=1, max_size=5),
     seed=st.integers(0, 2**16),
@@ -313,7 +315,8 @@ def _table_case(case: str) -> tuple[pd.DataFrame, str]:
     if case == "unknown column":
         return df.assign(expret=1), "unknown column\\(s\\) expret"
     if case == "unsorted":
-        return pd.concat([df.iloc[6:12], df.iloc[:6], df.iloc[12:]]), "line 8: token 0 follows token 1"
+        swapped = pd.concat([df.iloc[6:12], df.iloc[:6], df.iloc[12:]])
+        return swapped, "line 8: token 0 follows token 1"
     if case == "row count":
         return df.drop(index=3), "line 2: token 0 has 5 rows, expected 6"
     if case == "layer":
@@ -378,6 +381,11 @@ def test_table_bad_values_in_files(tmp_path):
     g.to_parquet(tmp_path / "d.parquet")
     with pytest.raises(InputError, match="row 4: column 'gate' is empty|row 4: token 0: gate nan"):
         import_trace("table", tmp_path / "d.parquet", tmp_path / "d.out.parquet", TOY)
+    full = tmp_path / "f.parquet"
+    _long_table(experts, TOY).to_parquet(full)
+    (tmp_path / "cut.parquet").write_bytes(full.read_bytes()[:-25])
+    with pytest.raises(InputError, match="cut.parquet: cannot read the table"):
+        import_trace("table", tmp_path / "cut.parquet", tmp_path / "cut.out.parquet", TOY)
     (tmp_path / "e.json").write_text("{}")
     with pytest.raises(InputError, match="expected a .csv"):
         import_trace("table", tmp_path / "e.json", tmp_path / "e.parquet", TOY)

@@ -40,10 +40,12 @@ def _hosts(block):
 def test_hand_computed():
     tr = make_trace(TOY, EXPERTS)
     s = summarize_trace([tr], hosts=_hosts, num_gpus=2)
-    # counts: layer 0: expert 0 in all 3 tokens, 1 in two, 2 in one; layer 1: 0 once, 2 thrice, 3 twice
+    # counts: layer 0: expert 0 in all 3 tokens, 1 in two, 2 in one;
+    # layer 1: expert 0 once, 2 thrice, 3 twice
     np.testing.assert_array_equal(s.counts, [[3, 2, 1, 0], [1, 0, 3, 2]])
     act = activation_frame(s)
-    np.testing.assert_allclose(act["activation_probability"], np.array([3, 2, 1, 0, 1, 0, 3, 2]) / 3)
+    want = np.array([3, 2, 1, 0, 1, 0, 3, 2]) / 3  # routes / 3 tokens
+    np.testing.assert_allclose(act["activation_probability"], want)
     # co-activation: layer 0 (0,1) in tokens 0 and 2, (0,2) in token 1; layer 1 (2,3) x2, (0,2) x1
     co = coactivation_frame(s).set_index(["layer", "expert_a", "expert_b"])["tokens"].to_dict()
     assert co == {(0, 0, 1): 2, (0, 0, 2): 1, (1, 2, 3): 2, (1, 0, 2): 1}
@@ -55,7 +57,8 @@ def test_hand_computed():
     }
     # P(to | from = 0) = (1, 3, 2) / 3 routes to expert 0; sums to top_k = 2
     np.testing.assert_allclose(tr_.loc[0, "probability"], [1 / 3, 1, 2 / 3])
-    assert set(transition_frame(s)["layer_from"]) == {0} and set(transition_frame(s)["layer_to"]) == {1}
+    frame = transition_frame(s)
+    assert set(frame["layer_from"]) == {0} and set(frame["layer_to"]) == {1}
     # imbalance max/mean: layer 0 3 / 1.5 = 2, layer 1 3 / 1.5 = 2
     np.testing.assert_allclose(summarize_load(s.counts, TOY)["imbalance_max_over_mean"], [2, 2])
     # GPU load: layer 0 GPU 0 holds experts 0, 1 -> 5 routes, GPU 1 -> 1; layer 1: 3 and 3

@@ -74,18 +74,21 @@ class TraceStats:
 
 
 def _add_pair_counts(a: np.ndarray, b: np.ndarray, num_experts: int, out: np.ndarray) -> None:
-    """out[l, i, j] += tokens with i among a[t, l, :] and j among b[t, l, :] (in passes)."""
+    """out[l, i, j] += tokens with i among a[t, l, :] and j among b[t, l, :].
+
+    One layer at a time (a cache-sized [E * E] histogram) and in passes of tokens so that the
+    temporary key array stays below ``PAIR_KEYS_PER_PASS`` entries.
+    """
     n, layers, k = a.shape
     E = num_experts
-    per_token = layers * k * k
-    step = max(1, PAIR_KEYS_PER_PASS // per_token)
-    base = (np.arange(layers, dtype=np.int64) * E * E)[None, :, None, None]
-    flat = out.reshape(-1)
-    for s in range(0, n, step):
-        x = a[s : s + step].astype(np.int64)
-        y = b[s : s + step].astype(np.int64)
-        keys = base + x[:, :, :, None] * E + y[:, :, None, :]
-        flat += np.bincount(keys.ravel(), minlength=flat.size)
+    step = max(1, PAIR_KEYS_PER_PASS // (k * k))
+    for li in range(layers):
+        hist = out[li].reshape(-1)
+        for s in range(0, n, step):
+            x = a[s : s + step, li].astype(np.int64)
+            y = b[s : s + step, li].astype(np.int64)
+            keys = x[:, :, None] * E + y[:, None, :]
+            hist += np.bincount(keys.ravel(), minlength=E * E)
 
 
 def summarize_trace(

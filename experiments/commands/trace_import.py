@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import matplotlib.pyplot as plt
@@ -19,6 +20,11 @@ import pandas as pd
 from experiments import plots
 from experiments.outputs import run_directory, save_figure, write_json, write_parquet
 from experiments.versions import versions
+from placement.layout_io import layout_from_frame
+from simulator.paths import gpu_distance_matrix
+from simulator.topology import ClusterSpec
+from simulator.topology_io import load_cluster
+from simulator.traffic import resolve_hosts, resolve_origins
 from traces.errors import InputError
 from traces.importers import import_trace
 from traces.io import iter_trace, read_trace_meta
@@ -125,8 +131,6 @@ def run_import(args: argparse.Namespace) -> int:
 
 def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:
     """expert_gpus [layers, experts, replicas] (-1 = no replica)."""
-    from placement.layout_io import layout_from_frame
-
     if not path.exists():
         raise InputError(f"{path}: layout file not found")
     L, E = model.num_moe_layers, model.num_routed_experts
@@ -168,8 +172,6 @@ def run_stats(args: argparse.Namespace) -> int:
     model = meta.model
     cluster = None
     if args.topology is not None:
-        from simulator.topology_io import load_cluster
-
         cluster = load_cluster(args.topology)
     if cluster is not None and args.layout is None:
         raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
@@ -221,10 +223,10 @@ def run_stats(args: argparse.Namespace) -> int:
     return 0
 
 
-def _host_function(expert_gpus, cluster, num_gpus: int, where: Path):  # type: ignore[no-untyped-def]
+def _host_function(
+    expert_gpus: np.ndarray, cluster: ClusterSpec | None, num_gpus: int, where: Path
+) -> Callable[[RoutingTrace], np.ndarray]:
     """Host GPU of every route: the only replica, or the one nearest the token's origin."""
-    from simulator.traffic import resolve_hosts, resolve_origins
-
     if expert_gpus.shape[2] == 1:
         primary = expert_gpus[:, :, 0]
         layers = np.arange(primary.shape[0])[None, :, None]
@@ -234,8 +236,6 @@ def _host_function(expert_gpus, cluster, num_gpus: int, where: Path):  # type: i
             f"{where}: the layout has replicas; pass --topology so each route goes to the"
             " replica nearest its origin"
         )
-    from simulator.paths import gpu_distance_matrix
-
     distance = gpu_distance_matrix(cluster)
 
     def hosts(b: RoutingTrace) -> np.ndarray:
