@@ -22,9 +22,9 @@ def expert_counts(blocks: Iterable[RoutingTrace]) -> np.ndarray:
         m = b.model
         if counts is None:
             counts = np.zeros((m.num_moe_layers, m.num_routed_experts), dtype=np.int64)
-        offs = (np.arange(m.num_moe_layers) * m.num_routed_experts)[None, :, None]
-        flat = (b.experts.astype(np.int64) + offs).ravel()
-        counts += np.bincount(flat, minlength=counts.size).reshape(counts.shape)
+        for li in range(m.num_moe_layers):  # per layer: small int64 temporaries
+            ids = b.experts[:, li, :].astype(np.int64).ravel()
+            counts[li] += np.bincount(ids, minlength=m.num_routed_experts)
     if counts is None:
         raise ValueError("no trace blocks given")
     return counts
