@@ -4,9 +4,14 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from traces import (
+    ModelSpec,
+    RoutingTrace,
     SynthConfig,
+    TraceMeta,
     TraceWriter,
     generate_trace,
     iter_synthetic,
@@ -17,6 +22,8 @@ from traces import (
     write_trace,
 )
 from traces.errors import InputError
+from traces.io import write_blocks
+from traces.model import load_model_spec
 
 
 def _synth(tokens=3000, preset="deepseek-v2-lite", seed=3):
@@ -86,14 +93,6 @@ def test_failed_write_leaves_nothing(tmp_path):
 
 
 # ------------------------------------------------------------ round-trip properties, gates
-
-from hypothesis import given, settings  # noqa: E402
-from hypothesis import strategies as st  # noqa: E402
-
-from traces import ModelSpec, RoutingTrace, TraceMeta  # noqa: E402
-from traces.io import write_blocks  # noqa: E402
-from traces.model import load_model_spec  # noqa: E402
-
 
 @st.composite
 def traces_(draw):
