@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import matplotlib
@@ -11,7 +12,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import pytest  # noqa: E402
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED_DATA = ROOT.parent / "shared" / "data"
+# The real data sits beside the checkout (../shared/data), as in CI; MOE_NETSIM_SHARED_DATA
+# points elsewhere (e.g. from a git worktree).
+SHARED_DATA = Path(os.environ.get("MOE_NETSIM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 
 @pytest.fixture(autouse=True)

@@ -13,8 +13,9 @@ file that looks complete.  Reading streams one row group (or smaller batch) at a
 
 from __future__ import annotations
 
+import itertools
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
@@ -133,26 +134,51 @@ def write_trace(
     row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
 ) -> Path:
     """Write a whole in-memory trace in the native format (atomically)."""
+    write_blocks(path, [trace], row_group_tokens)
+    return Path(path)
+
+
+def write_blocks(
+    path: str | os.PathLike[str],
+    blocks: Iterable[RoutingTrace],
+    row_group_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+) -> int:
+    """Write blocks to one trace file atomically; return the token count.
+
+    The optional columns (origin, step, gates) are taken from the first block.  A trace
+    without any block is refused; on any error no file is left behind.
+    """
+    it = iter(blocks)
+    first = next(it, None)
+    if first is None:
+        raise InputError(f"{path}: the input holds no tokens; nothing written")
     with TraceWriter(
         path,
-        trace.meta,
-        has_origin=trace.origin_gpu is not None,
-        has_step=trace.step is not None,
-        has_gates=trace.gates is not None,
+        first.meta,
+        has_origin=first.origin_gpu is not None,
+        has_step=first.step is not None,
+        has_gates=first.gates is not None,
         row_group_tokens=row_group_tokens,
     ) as w:
-        w.write(trace)
-    return Path(path)
+        for block in itertools.chain([first], it):
+            w.write(block)
+        return w.num_tokens
+
+
+def open_parquet(path: str | os.PathLike[str], what: str) -> pq.ParquetFile:
+    """Open a Parquet file; a missing or unreadable file is an :class:`InputError`."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: {what} file not found")
+    try:
+        return pq.ParquetFile(p)
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{p}: not a readable Parquet {what} ({exc})") from None
 
 
 def _open(path: str | os.PathLike[str]) -> tuple[pq.ParquetFile, TraceMeta]:
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: trace file not found")
-    try:
-        pf = pq.ParquetFile(p)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{p}: not a readable Parquet trace ({exc})") from None
+    pf = open_parquet(p, "trace")
     md = pf.schema_arrow.metadata or {}
     if META_KEY not in md:
         raise InputError(f"{p}: Parquet file has no moe-netsim trace metadata")
@@ -220,14 +246,29 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
 def iter_trace(
     path: str | os.PathLike[str], chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS
 ) -> Iterator[RoutingTrace]:
-    """Stream a trace file as blocks of at most ``chunk_tokens`` tokens (bounded memory)."""
+    """Stream a trace file as blocks of at most ``chunk_tokens`` tokens (bounded memory).
+
+    Row groups are read one at a time (Arrow's batch iterator reads ahead several row groups
+    and peaks at about three times the memory); a row group much larger than ``chunk_tokens``
+    (a file from another writer) is read in batches instead.
+    """
+    if chunk_tokens < 1:
+        raise InputError("chunk size must be at least one token")
     pf, meta = _open(path)
     start = 0
     try:
-        for batch in pf.iter_batches(batch_size=chunk_tokens):
-            block = _from_batch(batch, meta, f"{path} (rows from {start})")
-            start += batch.num_rows
-            yield block
+        for i in range(pf.metadata.num_row_groups):
+            rows = pf.metadata.row_group(i).num_rows
+            if rows > 4 * max(chunk_tokens, DEFAULT_ROW_GROUP_TOKENS):
+                batches: Iterable[pa.RecordBatch] = pf.iter_batches(
+                    batch_size=chunk_tokens, row_groups=[i]
+                )
+            else:
+                batches = pf.read_row_group(i).to_batches(max_chunksize=chunk_tokens)
+            for batch in batches:
+                block = _from_batch(batch, meta, f"{path} (rows from {start})")
+                start += batch.num_rows
+                yield block
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{path}: trace file is truncated or corrupt ({exc})") from None
 
@@ -239,7 +280,10 @@ def read_trace(path: str | os.PathLike[str]) -> RoutingTrace:
     if not blocks:
         return RoutingTrace(
             meta=meta,
-            experts=np.zeros((0, meta.model.num_moe_layers, meta.model.top_k), np.uint8),
+            experts=np.zeros(
+                (0, meta.model.num_moe_layers, meta.model.top_k),
+                expert_dtype(meta.model.num_routed_experts),
+            ),
             seq_id=np.zeros(0, np.int64),
             position=np.zeros(0, np.int32),
         )

@@ -13,9 +13,14 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
 
 from traces.errors import InputError
-from traces.model import ModelSpec
+from traces.io import META_KEY, iter_trace, open_parquet, read_trace_meta
+from traces.jsonfile import read_json_file
+from traces.model import ModelSpec, model_preset
+from traces.stats import expert_counts
 
 
 @dataclass(frozen=True, eq=False)
@@ -52,19 +57,18 @@ class LoadStats:
         return self.counts / totals * self.model.top_k
 
 
-def read_sglang_logical_count(path: str | os.PathLike[str], model: ModelSpec) -> LoadStats:
+def read_sglang_logical_count(
+    path: str | os.PathLike[str], model: ModelSpec | None = None
+) -> LoadStats:
     """Read SGLang's ``{"logical_count": [transformer layers][experts]}`` JSON.
 
-    Rows are transformer layers (dense layers have zero rows); the MoE rows named by
-    ``model.moe_layer_indices`` are kept.
+    Rows are transformer layers (dense layers must have zero rows); the MoE rows named by
+    ``model.moe_layer_indices`` are kept.  Without ``model`` the preset is chosen by geometry
+    (61 x 256: DeepSeek-R1, which DeepSeek-V3 shares).
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: load statistics file not found")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    d = read_json_file(p, "load statistics")
+    model = model or _guess_model(p, d)
     if not isinstance(d, dict) or "logical_count" not in d:
         raise InputError(f"{p}: expected a JSON object with key 'logical_count'")
     rows = d["logical_count"]
@@ -76,6 +80,16 @@ def read_sglang_logical_count(path: str | os.PathLike[str], model: ModelSpec) ->
             f"{p}: 'logical_count' has {len(rows)} layers but model {model.name!r} needs"
             f" {need} (MoE layers {model.moe_layer_indices[0]}..{model.moe_layer_indices[-1]})"
         )
+    moe = set(model.moe_layer_indices)
+    for layer, row in enumerate(rows):
+        if layer not in moe and isinstance(row, list) and any(
+            isinstance(x, (int, float)) and x != 0 for x in row
+        ):
+            raise InputError(
+                f"{p}: logical_count[{layer}] has routed tokens, but layer {layer} is not a MoE"
+                f" layer of {model.name!r} (MoE layers {model.moe_layer_indices[0]}.."
+                f"{model.moe_layer_indices[-1]}); wrong --model?"
+            )
     out = np.zeros((model.num_moe_layers, model.num_routed_experts))
     for li, layer in enumerate(model.moe_layer_indices):
         row = rows[layer]
@@ -85,8 +99,121 @@ def read_sglang_logical_count(path: str | os.PathLike[str], model: ModelSpec) ->
                 f"{p}: logical_count[{layer}] has {n} entries, expected"
                 f" {model.num_routed_experts} experts"
             )
-        try:
-            out[li] = np.asarray(row, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{p}: logical_count[{layer}] holds non-numbers") from None
+        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row):
+            raise InputError(f"{p}: logical_count[{layer}] holds non-numbers")
+        out[li] = np.asarray(row, dtype=np.float64)
+        if not np.isfinite(out[li]).all() or (out[li] < 0).any():
+            i = int(np.flatnonzero(~np.isfinite(out[li]) | (out[li] < 0))[0])
+            raise InputError(
+                f"{p}: logical_count[{layer}][{i}] = {row[i]}; counts must be finite and >= 0"
+            )
+    if not (out.sum(axis=1) > 0).any():
+        raise InputError(f"{p}: every MoE layer has zero counts; nothing to learn from")
     return LoadStats(model=model, counts=out, source=str(p))
+
+
+LOAD_STATS_KEY = b"moe_netsim.load_stats"
+
+
+def save_load_stats(path: str | os.PathLike[str], stats: LoadStats) -> Path:
+    """Write load statistics as the project's Parquet file (atomically).
+
+    One row per (MoE layer, expert): ``layer`` (transformer layer index), ``expert``,
+    ``count`` (float64); the model geometry and the source travel as JSON in the schema
+    metadata under ``moe_netsim.load_stats``.
+    """
+    p = Path(path)
+    L, E = stats.counts.shape
+    table = pa.table(
+        {
+            "layer": np.repeat(np.asarray(stats.model.moe_layer_indices, dtype=np.int32), E),
+            "expert": np.tile(np.arange(E, dtype=np.int32), L),
+            "count": stats.counts.astype(np.float64).ravel(),
+        }
+    )
+    meta = {"format": "moe-netsim-load-stats", "version": 1, "model": stats.model.to_dict(),
+            "source": stats.source}
+    table = table.replace_schema_metadata({LOAD_STATS_KEY: json.dumps(meta).encode()})
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
+    try:
+        pq.write_table(table, tmp, compression="zstd")
+        os.replace(tmp, p)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return p
+
+
+def _read_load_stats_parquet(p: Path, model: ModelSpec | None) -> LoadStats:
+    pf = open_parquet(p, "load statistics")
+    md = pf.schema_arrow.metadata or {}
+    if LOAD_STATS_KEY not in md:
+        if META_KEY in md:
+            return load_stats_from_trace(p)
+        raise InputError(f"{p}: Parquet file is neither moe-netsim load statistics nor a trace")
+    try:
+        meta = json.loads(md[LOAD_STATS_KEY].decode())
+        file_model = ModelSpec.from_dict(meta["model"])
+    except (json.JSONDecodeError, KeyError, TypeError) as exc:
+        raise InputError(f"{p}: load-statistics metadata is damaged ({exc})") from None
+    if model is not None and (model.num_moe_layers, model.num_routed_experts) != (
+        file_model.num_moe_layers, file_model.num_routed_experts
+    ):
+        raise InputError(
+            f"{p}: statistics are for {file_model.name!r} ({file_model.num_moe_layers} MoE"
+            f" layers x {file_model.num_routed_experts} experts), not {model.name!r}"
+        )
+    try:
+        df = pf.read().to_pandas()
+    except (pa.ArrowInvalid, OSError) as exc:
+        raise InputError(f"{p}: load statistics are truncated or corrupt ({exc})") from None
+    L, E = file_model.num_moe_layers, file_model.num_routed_experts
+    pos = {v: i for i, v in enumerate(file_model.moe_layer_indices)}
+    if len(df) != L * E or df["layer"].map(pos).isna().any():
+        raise InputError(f"{p}: expected {L * E} rows, one per (MoE layer, expert)")
+    counts = np.full((L, E), np.nan)
+    counts[df["layer"].map(pos).to_numpy(dtype=np.int64), df["expert"].to_numpy()] = df["count"]
+    if np.isnan(counts).any():
+        raise InputError(f"{p}: some (layer, expert) rows are missing or repeated")
+    return LoadStats(model=model or file_model, counts=counts, source=str(meta.get("source", p)))
+
+
+def load_stats_from_trace(path: str | os.PathLike[str]) -> LoadStats:
+    """Routed-token counts of a native trace file (streamed)."""
+    meta, n = read_trace_meta(path)
+    if n == 0:
+        raise InputError(f"{path}: trace has no tokens")
+    counts = expert_counts(iter_trace(path)).astype(np.float64)
+    return LoadStats(model=meta.model, counts=counts, source=str(path))
+
+
+def _guess_model(p: Path, d: object) -> ModelSpec:
+    """The preset whose geometry fits an SGLang JSON (DeepSeek-R1 for 61 x 256)."""
+    try:
+        rows = d["logical_count"]  # type: ignore[index]
+        shape = (len(rows), len(rows[-1]))
+    except (KeyError, TypeError, IndexError):
+        return model_preset("deepseek-r1")  # the reader reports what is wrong
+    for name in ("deepseek-r1", "deepseek-moe-16b", "deepseek-v2-lite"):
+        m = model_preset(name)
+        if shape == (m.moe_layer_indices[-1] + 1, m.num_routed_experts):
+            return m
+    raise InputError(
+        f"{p}: logical_count is {shape[0]} layers x {shape[1]} experts, which matches no preset;"
+        " pass the model (a preset or a model JSON)"
+    )
+
+
+def load_load_stats(path: str | os.PathLike[str], model: ModelSpec | None = None) -> LoadStats:
+    """Load statistics from our Parquet file, an SGLang ``logical_count`` JSON or a trace.
+
+    ``model`` is needed only for a JSON whose geometry matches no preset; a 61 x 256 JSON is
+    taken as DeepSeek-R1 (DeepSeek-V3 has the same geometry).
+    """
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: load statistics file not found")
+    if p.suffix == ".json":
+        return read_sglang_logical_count(p, model)
+    return _read_load_stats_parquet(p, model)

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 from traces.errors import InputError
+from traces.jsonfile import read_json_file
 
 
 @dataclass(frozen=True, slots=True)
@@ -105,3 +107,23 @@ def model_preset(name: str) -> ModelSpec:
         raise InputError(
             f"unknown model preset {name!r}; known: {', '.join(sorted(MODEL_PRESETS))}"
         ) from None
+
+
+def load_model_spec(name_or_path: str) -> ModelSpec:
+    """A preset by name, or a custom geometry from a JSON file holding :class:`ModelSpec` fields.
+
+    Example of a custom file: ``{"name": "toy", "moe_layer_indices": [1, 2], "num_routed_experts":
+    16, "num_shared_experts": 0, "top_k": 2, "hidden_size": 512}``.
+    """
+    if name_or_path in MODEL_PRESETS:
+        return model_preset(name_or_path)
+    p = Path(name_or_path)
+    if not p.suffix == ".json":
+        model_preset(name_or_path)  # raises the error that lists the known names
+    d = read_json_file(p, "model spec")
+    if not isinstance(d, dict):
+        raise InputError(f"{p}: expected a JSON object with the model's fields")
+    try:
+        return ModelSpec.from_dict(d)
+    except InputError as exc:
+        raise InputError(f"{p}: {exc}") from None

@@ -129,22 +129,46 @@ def validate_trace(trace: RoutingTrace, where: str = "trace") -> None:
             raise InputError(f"{where}: {name} must have one entry per token ({n}), got {a.shape}")
         if not np.issubdtype(a.dtype, np.integer):
             raise InputError(f"{where}: {name} must be integers, got {a.dtype}")
-    if trace.gates is not None and trace.gates.shape != e.shape:
-        raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
-    if n == 0:
-        return
-    if e.min() < 0 or e.max() >= m.num_routed_experts:
-        bad = np.argwhere((e < 0) | (e >= m.num_routed_experts))[0]
-        raise InputError(
-            f"{where}: token {bad[0]}, MoE layer {m.moe_layer_indices[bad[1]]}: expert id"
-            f" {int(e[tuple(bad)])} out of range 0..{m.num_routed_experts - 1}"
-        )
-    if m.top_k > 1:
-        s = np.sort(e, axis=2)
-        dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
-        if dup.any():
-            t, l_ = np.argwhere(dup)[0]
+    if trace.gates is not None:
+        if trace.gates.shape != e.shape:
+            raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
+        if not np.isfinite(trace.gates).all():
+            t, li, _ = np.argwhere(~np.isfinite(trace.gates))[0]
             raise InputError(
-                f"{where}: token {t}, MoE layer {m.moe_layer_indices[l_]}: the {m.top_k}"
-                f" routed experts are not distinct ({sorted(int(x) for x in e[t, l_])})"
+                f"{where}: token {t}, MoE layer {m.moe_layer_indices[li]}: gate weight is NaN"
+                " or infinite"
             )
+    bad = find_bad_route(e, m.num_routed_experts)
+    if bad is not None:
+        t, li, what = bad
+        raise InputError(f"{where}: token {t}, MoE layer {m.moe_layer_indices[li]}: {what}")
+
+
+def find_bad_route(experts: np.ndarray, num_experts: int) -> tuple[int, int, str] | None:
+    """The first (token, MoE layer position, problem) of ``experts[t, l, r]``, or ``None``.
+
+    Problems: an id outside ``0..num_experts-1`` or the ``k`` ids of a token not distinct.
+    Importers use this to report the file, line and layer of the first bad entry.
+    """
+    e = experts
+    if e.size == 0:
+        return None
+    lo, hi = int(e.min()), int(e.max())
+    if lo < 0 or hi >= num_experts:
+        t, li, r = (int(x) for x in np.argwhere((e < 0) | (e >= num_experts))[0])
+        return t, li, f"expert id {int(e[t, li, r])} out of range 0..{num_experts - 1}"
+    k = e.shape[2]
+    if k > 1:
+        if k <= 16:  # k(k-1)/2 elementwise comparisons beat sorting every group of k
+            dup = np.zeros(e.shape[:2], dtype=bool)
+            for r in range(k - 1):
+                for q in range(r + 1, k):
+                    dup |= e[:, :, r] == e[:, :, q]
+        else:
+            s = np.sort(e, axis=2)
+            dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
+        if dup.any():
+            t, li = (int(x) for x in np.argwhere(dup)[0])
+            ids = sorted(int(x) for x in e[t, li])
+            return t, li, f"the {e.shape[2]} routed expert ids are not distinct ({ids})"
+    return None

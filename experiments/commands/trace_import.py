@@ -1,9 +1,244 @@
-"""Subcommands of `moe-netsim trace` (being built; see README)."""
+"""``moe-netsim trace import`` and ``moe-netsim trace stats``.
+
+import: recorded routing (ESFT logs, vLLM arrays, a long table) into the native trace format,
+or SGLang ``logical_count`` JSON into a load-statistics Parquet file.
+stats: per-layer activation, co-activation, adjacent-layer transitions, load imbalance and,
+under a layout, per-GPU load, as Parquet tables plus a heatmap of expert load per layer.
+"""
 
 from __future__ import annotations
 
 import argparse
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from experiments import plots
+from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+from experiments.versions import versions
+from placement.layout_io import layout_from_frame
+from simulator.paths import gpu_distance_matrix
+from simulator.topology import ClusterSpec
+from simulator.topology_io import load_cluster
+from simulator.traffic import resolve_hosts, resolve_origins
+from traces.errors import InputError
+from traces.importers import import_trace
+from traces.io import iter_trace, read_trace_meta
+from traces.load_stats import read_sglang_logical_count, save_load_stats
+from traces.model import ModelSpec, load_model_spec
+from traces.stats import (
+    activation_frame,
+    activation_probability,
+    coactivation_frame,
+    gpu_load_frame,
+    summarize_gpu_load,
+    summarize_load,
+    summarize_trace,
+    transition_frame,
+)
+from traces.trace import RoutingTrace
+
+FORMATS = ("esft", "vllm", "sglang", "table")
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
-    """Add this module's subcommands to the `trace` group."""
+    """Add ``import`` and ``stats`` to the ``trace`` group."""
+    p = trace_sub.add_parser(
+        "import",
+        help="Convert recorded routing (esft, vllm, table) or SGLang load counts (sglang).",
+        description=(
+            "esft: a folder of expert_weights_<L>.txt (default model deepseek-v2-lite);"
+            " vllm: int arrays [tokens, moe_layers, top_k], one per request (.npy, .npz or a"
+            " folder); table: CSV or Parquet with columns token, layer, rank, expert (optional"
+            " seq_id, position, origin_gpu, step, gate), sorted by token; sglang: JSON"
+            " {'logical_count': [layers][experts]} -> load statistics Parquet (default model"
+            " by geometry: deepseek-r1 for 61 x 256). The output appears only when complete."
+        ),
+    )
+    p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
+    p.add_argument("input", type=Path, help="Input file or folder.")
+    p.add_argument("--out", type=Path, required=True, help="Output .parquet file.")
+    p.add_argument(
+        "--model",
+        default=None,
+        help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
+    )
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
+    p.set_defaults(func=run_import)
+
+    s = trace_sub.add_parser(
+        "stats",
+        help="Routing statistics of a trace as Parquet tables plus an expert-load heatmap.",
+    )
+    s.add_argument("trace", type=Path, help="Native trace file (.parquet).")
+    s.add_argument("--out", type=Path, required=True, help="Output directory.")
+    s.add_argument(
+        "--layout",
+        type=Path,
+        default=None,
+        help="Layout: .npy int array [layers, experts(, replicas)] of GPU ids, or the tidy"
+        " layout table (.parquet/.csv: layer, expert[, replica], gpu).",
+    )
+    s.add_argument(
+        "--topology",
+        type=Path,
+        default=None,
+        help="Cluster JSON: number of GPUs, servers, and nearest-replica choice.",
+    )
+    s.add_argument(
+        "--no-pairs",
+        action="store_true",
+        help="Skip co-activation and transitions (they cost top_k^2 per token and layer).",
+    )
+    s.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    s.set_defaults(func=run_stats)
+
+
+def _model(arg: str | None) -> ModelSpec | None:
+    return None if arg is None else load_model_spec(arg)
+
+
+def run_import(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
+    if out.suffix != ".parquet":
+        raise InputError(f"{out}: the output must be a .parquet file")
+    t0 = time.perf_counter()
+    model = _model(args.model)
+    if args.format == "sglang":
+        stats = read_sglang_logical_count(args.input, model)
+        save_load_stats(out, stats)
+        tokens = stats.counts.sum(axis=1) / stats.model.top_k
+        print(
+            f"wrote {out}: load statistics of {stats.model.name}, {stats.model.num_moe_layers}"
+            f" MoE layers x {stats.model.num_routed_experts} experts, {tokens.max():,.0f} tokens"
+            f" per layer (max) in {time.perf_counter() - t0:.1f}s"
+        )
+        return 0
+    n = import_trace(args.format, args.input, out, model)
+    meta, _ = read_trace_meta(out)
+    print(
+        f"wrote {out}: {n:,} tokens of {meta.model.name} ({meta.model.num_moe_layers} MoE"
+        f" layers, top-{meta.model.top_k}) in {time.perf_counter() - t0:.1f}s"
+    )
+    return 0
+
+
+def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:
+    """expert_gpus [layers, experts, replicas] (-1 = no replica)."""
+    if not path.exists():
+        raise InputError(f"{path}: layout file not found")
+    L, E = model.num_moe_layers, model.num_routed_experts
+    if path.suffix == ".npy":
+        try:
+            arr = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as exc:
+            raise InputError(f"{path}: cannot read the layout array ({exc})") from None
+        if arr.ndim == 2:
+            arr = arr[:, :, None]
+        if arr.ndim != 3 or arr.shape[:2] != (L, E) or not np.issubdtype(arr.dtype, np.integer):
+            raise InputError(
+                f"{path}: layout must be an integer array [{L} layers, {E} experts(, replicas)]"
+                f" of GPU ids, got {arr.dtype} {list(arr.shape)}"
+            )
+        arr = arr.astype(np.int64)
+        if (arr[:, :, 0] < 0).any() or arr.min() < -1:
+            raise InputError(f"{path}: every expert needs a GPU id >= 0 (-1 only for no replica)")
+        if num_gpus is not None and arr.max() >= num_gpus:
+            raise InputError(
+                f"{path}: layout names GPU {int(arr.max())}, the cluster has {num_gpus} GPUs"
+            )
+        return arr
+    try:
+        df = pd.read_csv(path) if path.suffix == ".csv" else pd.read_parquet(path)
+    except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
+        raise InputError(f"{path}: cannot read layout ({exc.__class__.__name__}: {exc})") from None
+    if num_gpus is None:
+        if "gpu" not in df.columns or df.empty:
+            raise InputError(f"{path}: column 'gpu' missing or table empty")
+        num_gpus = int(df["gpu"].max()) + 1
+    layout = layout_from_frame(df, L, E, num_gpus, model.moe_layer_indices, str(path))
+    return layout.expert_gpus
+
+
+def run_stats(args: argparse.Namespace) -> int:
+    t0 = time.perf_counter()
+    meta, n = read_trace_meta(args.trace)
+    model = meta.model
+    cluster = None
+    if args.topology is not None:
+        cluster = load_cluster(args.topology)
+    if cluster is not None and args.layout is None:
+        raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
+    hosts = None
+    num_gpus = 0
+    if args.layout is not None:
+        expert_gpus = _load_layout(args.layout, model, cluster.num_gpus if cluster else None)
+        num_gpus = cluster.num_gpus if cluster else int(expert_gpus.max()) + 1
+        hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
+    with run_directory(args.out, args.overwrite) as work:
+        stats = summarize_trace(
+            iter_trace(args.trace), pairs=not args.no_pairs, hosts=hosts, num_gpus=num_gpus
+        )
+        layer_load = summarize_load(stats.counts, model)
+        write_parquet(work / "activation.parquet", activation_frame(stats))
+        if stats.gpu_routes is not None:
+            gpu_server = cluster.gpu_server if cluster is not None else None
+            write_parquet(work / "gpu_load.parquet", gpu_load_frame(stats, gpu_server))
+            layer_load = layer_load.merge(summarize_gpu_load(stats), on="layer")
+        write_parquet(work / "layer_load.parquet", layer_load)
+        if not args.no_pairs:
+            write_parquet(work / "coactivation.parquet", coactivation_frame(stats))
+            write_parquet(work / "transitions.parquet", transition_frame(stats))
+        fig = plots.plot_expert_load_heatmap(
+            activation_probability(stats.counts, model), model.moe_layer_indices
+        )
+        save_figure(work / "expert_load.png", fig)
+        plt.close(fig)
+        write_json(
+            work / "meta.json",
+            {
+                "command": "moe-netsim trace stats",
+                "trace": str(args.trace),
+                "layout": None if args.layout is None else str(args.layout),
+                "topology": None if args.topology is None else str(args.topology),
+                "model": model.to_dict(),
+                "tokens": n,
+                "pairs": not args.no_pairs,
+                "versions": versions(),
+                "status": "complete",
+            },
+        )
+    worst = layer_load.loc[layer_load["imbalance_max_over_mean"].idxmax()]
+    print(
+        f"wrote {args.out}/: {n:,} tokens, {model.num_moe_layers} MoE layers; highest expert"
+        f" imbalance {worst['imbalance_max_over_mean']:.2f} (max/mean) at layer"
+        f" {int(worst['layer'])}; {time.perf_counter() - t0:.1f}s"
+    )
+    return 0
+
+
+def _host_function(
+    expert_gpus: np.ndarray, cluster: ClusterSpec | None, num_gpus: int, where: Path
+) -> Callable[[RoutingTrace], np.ndarray]:
+    """Host GPU of every route: the only replica, or the one nearest the token's origin."""
+    if expert_gpus.shape[2] == 1:
+        primary = expert_gpus[:, :, 0]
+        layers = np.arange(primary.shape[0])[None, :, None]
+        return lambda b: primary[layers, b.experts.astype(np.int64)]
+    if cluster is None:
+        raise InputError(
+            f"{where}: the layout has replicas; pass --topology so each route goes to the"
+            " replica nearest its origin"
+        )
+    distance = gpu_distance_matrix(cluster)
+
+    def hosts(b: RoutingTrace) -> np.ndarray:
+        return resolve_hosts(b.experts, resolve_origins(b, num_gpus), expert_gpus, distance)
+
+    return hosts

@@ -1,0 +1,105 @@
+"""What every importer shares: collecting parts into blocks and writing them atomically."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+
+from traces.errors import InputError
+from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
+from traces.model import ModelSpec
+from traces.trace import RoutingTrace, TraceMeta, expert_dtype, find_bad_route
+
+
+class BlockBuilder:
+    """Collects per-sequence parts and cuts them into blocks of about ``chunk_tokens`` tokens."""
+
+    def __init__(self, meta: TraceMeta, chunk_tokens: int) -> None:
+        if chunk_tokens < 1:
+            raise InputError("chunk size must be at least one token")
+        self.meta = meta
+        self.chunk_tokens = chunk_tokens
+        self._parts: list[dict[str, np.ndarray | None]] = []
+        self._tokens = 0
+
+    def add(
+        self,
+        experts: np.ndarray,
+        seq_id: np.ndarray,
+        position: np.ndarray,
+        gates: np.ndarray | None = None,
+        origin_gpu: np.ndarray | None = None,
+        step: np.ndarray | None = None,
+    ) -> Iterator[RoutingTrace]:
+        """Add tokens (already validated by the caller); yield every block that is full."""
+        self._parts.append(
+            {
+                "experts": experts.astype(expert_dtype(self.meta.model.num_routed_experts)),
+                "seq_id": seq_id.astype(np.int64, copy=False),
+                "position": position.astype(np.int32, copy=False),
+                "gates": None if gates is None else gates.astype(np.float32, copy=False),
+                "origin_gpu": None if origin_gpu is None else origin_gpu.astype(np.int32),
+                "step": None if step is None else step.astype(np.int32),
+            }
+        )
+        self._tokens += len(seq_id)
+        if self._tokens >= self.chunk_tokens:
+            yield self._flush()
+
+    def finish(self) -> Iterator[RoutingTrace]:
+        if self._tokens:
+            yield self._flush()
+
+    def _flush(self) -> RoutingTrace:
+        def cat(name: str) -> np.ndarray | None:
+            parts = [p[name] for p in self._parts]
+            return None if parts[0] is None else np.concatenate(parts)  # type: ignore[arg-type]
+
+        block = RoutingTrace(
+            meta=self.meta,
+            experts=cat("experts"),  # type: ignore[arg-type]
+            seq_id=cat("seq_id"),  # type: ignore[arg-type]
+            position=cat("position"),  # type: ignore[arg-type]
+            origin_gpu=cat("origin_gpu"),
+            step=cat("step"),
+            gates=cat("gates"),
+        )
+        self._parts, self._tokens = [], 0
+        return block
+
+
+def import_trace(
+    fmt: str,
+    source: str | os.PathLike[str],
+    out: str | os.PathLike[str],
+    model: ModelSpec | None = None,
+    chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+) -> int:
+    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``."""
+    from traces.importers.esft import iter_esft
+    from traces.importers.table import iter_table
+    from traces.importers.vllm import iter_vllm
+
+    src = Path(source)
+    if fmt == "esft":
+        return write_blocks(out, iter_esft(src, model, chunk_tokens))
+    if model is None:
+        raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
+    if fmt == "vllm":
+        return write_blocks(out, iter_vllm(src, model, chunk_tokens))
+    if fmt == "table":
+        return write_blocks(out, iter_table(src, model, chunk_tokens))
+    raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
+
+
+def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token: int = 0) -> None:
+    """Raise naming ``where``, the token and the MoE layer of the first bad id in ``experts``."""
+    bad = find_bad_route(experts, model.num_routed_experts)
+    if bad is not None:
+        t, li, what = bad
+        raise InputError(
+            f"{where}: token {first_token + t}, MoE layer {model.moe_layer_indices[li]}: {what}"
+        )
