@@ -79,7 +79,7 @@ def _locked(run_dir: Path) -> Iterator[None]:
 def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
     record = run_dir / "study.json"
     if run_dir.exists() and not record.is_file():
-        if any(run_dir.iterdir()) and not overwrite:
+        if any(p.name != ".lock" for p in run_dir.iterdir()) and not overwrite:
             raise InputError(
                 f"{run_dir}: exists and is not a sweep run directory (no study.json); pass"
                 " --overwrite to replace it or choose another --out"
@@ -275,7 +275,19 @@ def run_study(
 
 
 def _label(cell: Cell) -> str:
-    return ", ".join(f"{p.split('.')[-1]}={_column_value(v)}" for p, v in cell.axis_values)
+    """Short progress label: leaf=value, tables by their preset or family."""
+    parts = []
+    for path, v in cell.axis_values:
+        if isinstance(v, dict) and "preset" in v:
+            parts.append(str(v["preset"]))
+        elif isinstance(v, dict) and "family" in v:
+            params = ",".join(f"{k}={x}" for k, x in sorted(v.get("params", {}).items()))
+            parts.append(f"{v['family']}({params})")
+        elif isinstance(v, dict) and not v:
+            parts.append(f"{path}=default")
+        else:
+            parts.append(f"{path.split('.')[-1]}={_column_value(v)}")
+    return ", ".join(parts)
 
 
 def _meta(study: Study, status: str, reused: int) -> dict[str, Any]:
