@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 from experiments.studies import Study, run_study
-from experiments.studies.paper import PAPER_COLUMNS, paper_study
+from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
 from traces.errors import InputError
 
 
@@ -97,6 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
+    p.add_argument("--model", action="append", default=None, dest="models",
+                   help="Run only this model of the paper's two (repeatable).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
 
@@ -104,7 +106,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
-        seed=args.seed,
+        seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),
     )
     out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
     print(f"paper study: {len(study.cells)} cells", file=sys.stderr)

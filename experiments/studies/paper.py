@@ -78,6 +78,7 @@ def paper_study(
     fit_trace: Path | None = None,
     tokens: int | None = None,
     seed: int = 0,
+    model_names: tuple[str, ...] = PAPER_MODELS,
 ) -> Study:
     """The paper's grid, restricted to what this build has (the rest in ``skipped``)."""
     skipped: list[str] = []
@@ -108,7 +109,11 @@ def paper_study(
         trace_cfg["source"] = str(Path(trace).resolve())
         models.append((meta.model.name, {}, meta.model.num_routed_experts))
     else:
-        for name in PAPER_MODELS:
+        for name in model_names:
+            if name not in PAPER_MODELS:
+                raise InputError(
+                    f"--model {name!r}: the paper's models are {', '.join(PAPER_MODELS)}"
+                )
             models.append((name, {"preset": name}, model_preset(name).num_routed_experts))
     if fit_trace is not None:
         fit_path = Path(fit_trace)
