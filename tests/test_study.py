@@ -72,3 +72,23 @@ def test_replay_a_trace_file_fitted_on_another(tmp_path):
         paper_study(quick=True, model_names=("gpt",))
     with pytest.raises(InputError, match="--trace"):
         paper_study(quick=True, trace=tmp_path / "missing.parquet")
+
+
+def test_fit_on_real_sglang_statistics_replay_synthetic(sglang_dir):
+    import numpy as np
+
+    from experiments.studies import evaluate_cell
+    from traces.load_stats import read_sglang_logical_count
+
+    stats_file = sglang_dir / "prefill_in1024.json"
+    study = paper_study(quick=True, fit_trace=stats_file, tokens=32)
+    # the counts are DeepSeek-V3/R1 geometry: DeepSeekMoE-16B is flagged, not silently dropped
+    assert any(s.startswith("model deepseek-moe-16b: load statistics do not fit it")
+               for s in study.skipped)
+    assert {c.config["model"]["preset"] for c in study.cells} == {"deepseek-r1"}
+    rr = next(c for c in study.cells if c.config["placer"]["name"] == "round-robin")
+    result = evaluate_cell(rr.config)
+    assert result.row["fit"] == "load statistics prefill_in1024.json"
+    assert result.row["replay_tokens"] == 32
+    want = read_sglang_logical_count(stats_file, model_preset("deepseek-r1")).activation()
+    np.testing.assert_array_equal(result.expert_load["activation"].to_numpy(), want.ravel())

@@ -151,3 +151,11 @@ def test_micro_batches_cut_the_replay_into_steps():
     # 5 tokens in micro-batches of 2: steps 0, 0, 1, 1, 2
     assert list(with_micro_batches(trace, 2).step) == [0, 0, 1, 1, 2]
     assert with_micro_batches(trace, 0) is trace
+
+
+@pytest.mark.parametrize("name", ["sweep-tiny.toml", "sweep-whatif.toml"])
+def test_example_study_files_are_valid(name):
+    from pathlib import Path
+
+    study = load_study_file(Path(__file__).resolve().parents[1] / "examples" / name)
+    assert len(study.cells) >= 8

@@ -93,7 +93,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         " (its model replaces the paper's two).")
     p.add_argument("--fit-trace", type=Path, default=None,
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
-                        " the replayed trace is then used whole for replay.")
+                        " the replay then starts at the first token of the replayed trace.")
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")

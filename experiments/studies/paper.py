@@ -10,8 +10,15 @@ does not have (or whose parameters its builder rejects) are left out and listed 
 Cluster sizes.  A fully populated fat tree or canonical dragonfly gives every server the same
 distances, so no placement can beat round-robin on hops (design.md section 5).  The paper
 does not state its exact fabrics; here every model gets a fabric whose servers see different
-distances: DeepSeekMoE-16B on 64 GPUs (8 servers of 8) and DeepSeek-R1 on 256 GPUs (32 servers
-of 8), both on partially populated fat trees, and sparse/dragonfly variants of the same size.
+distances: DeepSeekMoE-16B on 48 GPUs (6 servers of 8: a k=4 fat tree with one full pod of 4
+servers and 2 servers in a second pod) and DeepSeek-R1 on 256 GPUs (32 servers of 8: a k=10 fat
+tree with 25 servers in one pod and 7 in another, as in the demo), and sparse/dragonfly variants
+of the same size.
+
+Token origins.  The placement assumes tokens start evenly on all GPUs.  The synthetic trace
+puts sequence s on GPU s mod GPUs, so the study uses sequences of one token (as in decode with
+data-parallel attention, where a batch holds one token of many sequences): origins are then
+spread evenly in both the fit and the replay part.
 """
 
 from __future__ import annotations
@@ -36,10 +43,10 @@ PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "replicas")
 # router, h global links per router) and the number of servers to populate.
 _FULL: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "deepseek-moe-16b": [
-        ("fat-tree", {"k": 6, "num_servers": 8}),
-        ("fat-tree-sparse", {"k": 6, "num_servers": 8}),
-        ("dragonfly", {"a": 2, "p": 2, "h": 1, "num_servers": 8}),
-        ("dragonfly-sparse", {"a": 2, "p": 2, "h": 1, "num_servers": 8}),
+        ("fat-tree", {"k": 4, "num_servers": 6}),
+        ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
+        ("dragonfly", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
+        ("dragonfly-sparse", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
     ],
     "deepseek-r1": [
         ("fat-tree", {"k": 10, "num_servers": 32}),
@@ -86,7 +93,7 @@ def paper_study(
     if n < 1:
         raise InputError(f"--tokens must be >= 1, got {n}")
     trace_cfg: dict[str, Any] = {"fit_tokens": n, "replay_tokens": n, "micro_batch_tokens":
-                                 max(1, n // 2), "seq_len": 32}
+                                 max(1, n // 2), "seq_len": 1}
     models: list[tuple[str, dict[str, Any], int]] = []  # (name, model table, experts)
     if trace is not None:
         if not Path(trace).is_file():

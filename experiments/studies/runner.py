@@ -236,6 +236,8 @@ def run_study(
     run_dir = Path(run_dir)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
+    if run_dir.exists() and not run_dir.is_dir():
+        raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
         _prepare(run_dir, study, overwrite)

@@ -56,7 +56,7 @@ TRACE_DEFAULTS: dict[str, Any] = {
     "fit_tokens": 2048,
     "replay_tokens": 2048,
     "micro_batch_tokens": 0,
-    "seq_len": 64,
+    "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
     "zipf_exponent": 0.9,
 }
 # Options of the synthetic generator that a study may not set (the cell decides them).
