@@ -62,7 +62,8 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
         from experiments.report import write_run_report
 
         write_run_report(out)
-    varied = [a for a in study.axes if not a.startswith(("model", "topology", "placer"))]
+    shown = ("model", "model.preset", "topology", "topology.family", "placer.name")
+    varied = [a for a in study.axes if a not in shown]
     cols = varied + [c for c in PAPER_COLUMNS if c in outcome.results.columns]
     print(outcome.results[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     tail = "" if args.no_report else f" (open {out}/report.html)"
