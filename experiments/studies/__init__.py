@@ -1,4 +1,4 @@
-"""Studies: study files and their factorial grids, cell evaluation, resumable sweeps, the paper's study."""
+"""Studies: study files and their grids, cell evaluation, resumable sweeps, the paper grid."""
 
 from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
 from experiments.studies.runner import SweepOutcome, load_results, run_study

@@ -197,16 +197,21 @@ def _builder_hints(family: str) -> dict[str, Any]:
         return {}
 
 
+def registered_name(value: Any, registry: Mapping[str, Any], what: str, where: str) -> str:
+    """``value`` if it names an entry of ``registry``; otherwise an error listing the names."""
+    if not isinstance(value, str):
+        raise InputError(f"{where}: expected a string naming a {what}")
+    if value not in registry:
+        raise InputError(
+            f"{where}: unknown {what} {value!r}; known: {', '.join(sorted(registry))}"
+        )
+    return value
+
+
 def build_cluster(topology: Mapping[str, Any], where: str = "topology") -> Any:
     """``BUILDERS[family](**params, defaults=LinkDefaults(**links))``, errors naming keys."""
-    family = topology.get("family")
-    if not isinstance(family, str):
-        raise InputError(f"{where}.family: expected a string naming a topology family")
-    if family not in BUILDERS:
-        raise InputError(
-            f"{where}.family: unknown topology family {family!r}; known:"
-            f" {', '.join(sorted(BUILDERS))}"
-        )
+    family = registered_name(topology.get("family"), BUILDERS, "topology family",
+                             f"{where}.family")
     params = dict(topology.get("params", {}))
     links = dict(topology.get("links", {}))
     accepted = builder_parameters(family)
@@ -337,14 +342,8 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     if not isinstance(config["model"], dict):
         raise InputError(f"{where}: model: expected a table")
 
-    name = placer.get("name")
-    if not isinstance(name, str):
-        raise InputError(f"{where}: placer.name: expected a string naming a strategy")
-    if name not in STRATEGIES:
-        raise InputError(
-            f"{where}: placer.name: unknown placement strategy {name!r}; known:"
-            f" {', '.join(sorted(STRATEGIES))}"
-        )
+    registered_name(placer.get("name"), STRATEGIES, "placement strategy",
+                    f"{where}: placer.name")
     solver_options(placer, seed, f"{where}: placer")
     sim = split_sim_options(config["sim"], f"{where}: sim")
     cluster = build_cluster(topo, f"{where}: topology")
