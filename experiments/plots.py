@@ -114,3 +114,106 @@ def plot_expert_load_heatmap(activation: np.ndarray, layer_indices: tuple[int, .
     ax.set_title("Expert load per layer")
     fig.tight_layout()
     return fig
+
+
+# --- studies and sweeps (frames from a run directory; see experiments/report.py) -------------
+
+_SLIDE = {"axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
+          "ytick.labelsize": 11, "legend.fontsize": 10}
+
+
+def plot_metric_by_setup(
+    results: pd.DataFrame, metric: str, ylabel: str, title: str, scale: float = 1.0
+) -> Figure:
+    """Grouped bars: one group per setup (column ``setup``), one bar per ``placer``.
+
+    ``results`` has columns setup, placer and ``metric`` (one row per setup and placer, already
+    aggregated); values are divided by ``scale``.
+    """
+    with plt.rc_context(_SLIDE):
+        setups = list(dict.fromkeys(results["setup"]))
+        placers = list(dict.fromkeys(results["placer"]))
+        fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(setups) + 4), 5.2))
+        width = 0.8 / max(len(placers), 1)
+        x = np.arange(len(setups))
+        for j, placer in enumerate(placers):
+            df = results[results["placer"] == placer].set_index("setup")
+            vals = np.array([df[metric].get(s, np.nan) for s in setups], dtype=float) / scale
+            ax.bar(x + (j - (len(placers) - 1) / 2) * width, vals, width=width,
+                   label=str(placer))
+        ax.set_xticks(x, [s.replace(" / ", "\n") for s in setups])
+        ax.set_ylabel(ylabel)
+        ax.set_title(title)
+        top = np.nanmax(results[metric].to_numpy(dtype=float) / scale) if len(results) else 1
+        ax.set_ylim(0, 1.22 * top if np.isfinite(top) and top > 0 else 1)
+        ax.legend(title="placer", ncols=min(4, len(placers)), loc="upper center")
+        ax.grid(axis="y", alpha=0.3)
+        fig.tight_layout()
+    return fig
+
+
+def plot_link_load_heatmap(links: pd.DataFrame, title: str, top: int = 30) -> Figure:
+    """Per-link bytes on the network: rows are link directions, columns placers.
+
+    ``links`` has columns placer, src, dst, tier, bytes (network links of one setup); the
+    ``top`` most loaded directions (by their maximum over placers) are shown, labelled
+    ``src -> dst (tier)``.
+    """
+    with plt.rc_context(_SLIDE):
+        net = links.assign(name=links["src"] + " \u2192 " + links["dst"] + " (" + links["tier"]
+                           + ")")
+        wide = net.pivot_table(index="name", columns="placer", values="bytes", aggfunc="sum",
+                               sort=False)
+        wide = wide[list(dict.fromkeys(net["placer"]))]
+        wide = wide.loc[wide.max(axis=1).sort_values(ascending=False, kind="stable").index]
+        wide = wide.iloc[:top] / 1e6
+        fig, ax = plt.subplots(figsize=(max(7, 1.3 * wide.shape[1] + 5),
+                                        max(4, 0.28 * len(wide) + 1.5)))
+        im = ax.imshow(wide.to_numpy(), aspect="auto", cmap="magma_r", interpolation="nearest")
+        ax.set_xticks(np.arange(wide.shape[1]), [str(c) for c in wide.columns], rotation=20)
+        ax.set_yticks(np.arange(len(wide)), list(wide.index), fontsize=8)
+        ax.set_xlabel("placer")
+        ax.set_title(title)
+        fig.colorbar(im, ax=ax, label="bytes on the link direction (MB)")
+        fig.tight_layout()
+    return fig
+
+
+def plot_latency_cdfs(tokens: pd.DataFrame, title: str) -> Figure:
+    """CDF of per-token MoE latency, one curve per placer (columns placer, moe_latency_s)."""
+    with plt.rc_context(_SLIDE):
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for placer, df in tokens.groupby("placer", sort=False):
+            v = np.sort(df["moe_latency_s"].to_numpy(dtype=float)) * 1e3
+            ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(placer), lw=2)
+        ax.set_xlabel("MoE latency per token, all layers (ms)")
+        ax.set_ylabel("fraction of tokens")
+        ax.set_title(title)
+        ax.legend(title="placer")
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
+    return fig
+
+
+def plot_layer_timeline(layers: pd.DataFrame, title: str) -> Figure:
+    """When each MoE layer of each micro-batch ran, one row of bars per placer.
+
+    ``layers`` has columns placer, microbatch, layer, start_s, finish_s.
+    """
+    with plt.rc_context(_SLIDE):
+        placers = list(dict.fromkeys(layers["placer"]))
+        fig, ax = plt.subplots(figsize=(10, max(3, 0.7 * len(placers) + 1.5)))
+        colours = plt.get_cmap("tab10")
+        for i, placer in enumerate(placers):
+            df = layers[layers["placer"] == placer]
+            for mb, part in df.groupby("microbatch", sort=True):
+                spans = list(zip(part["start_s"] * 1e3,
+                                 (part["finish_s"] - part["start_s"]) * 1e3, strict=True))
+                ax.broken_barh(spans, (i - 0.4 + 0.4 * (int(mb) % 2), 0.38),
+                               facecolors=colours(int(mb) % 10), edgecolor="white", lw=0.3)
+        ax.set_yticks(np.arange(len(placers)), placers)
+        ax.set_xlabel("simulated time (ms); one block per MoE layer, colour = micro-batch")
+        ax.set_title(title)
+        ax.grid(axis="x", alpha=0.3)
+        fig.tight_layout()
+    return fig

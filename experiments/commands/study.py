@@ -1,9 +1,114 @@
-"""`moe-netsim study` (being built; see README)."""
+"""``moe-netsim study paper``: the reference paper's grid; shared execution flags and output."""
 
 from __future__ import annotations
 
 import argparse
+import sys
+import time
+from pathlib import Path
+
+from experiments.studies import Study, run_study
+from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
+from traces.errors import InputError
+
+
+def add_execution_arguments(p: argparse.ArgumentParser) -> None:
+    """Flags shared by `study` and `sweep`: where and how the cells run."""
+    where = p.add_mutually_exclusive_group()
+    where.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       help="Run on this existing Dask scheduler, unchanged.")
+    where.add_argument("--serial", action="store_true",
+                       help="Run the cells one after another in this process (no Dask).")
+    p.add_argument("--workers", type=int, default=2,
+                   help="Worker processes of the local Dask cluster (default 2).")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Start again in an existing run directory (otherwise it is resumed).")
+    p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
+
+
+class ProgressBar:
+    """A text progress bar on stderr (one line redrawn on a terminal, else one line per cell)."""
+
+    def __init__(self, width: int = 30) -> None:
+        self.width = width
+        self.t0 = time.perf_counter()
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, done: int, total: int, label: str) -> None:
+        filled = self.width * done // max(total, 1)
+        bar = "#" * filled + "." * (self.width - filled)
+        line = f"[{bar}] {done}/{total} cells {time.perf_counter() - self.t0:6.1f}s {label}"
+        if self.tty:
+            print("\r" + line[:150].ljust(150), end="" if done < total else "\n",
+                  file=sys.stderr, flush=True)
+        else:
+            print(line, file=sys.stderr, flush=True)
+
+
+def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
+    """Run a validated study into ``out``, write the report, print the summary."""
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    for note in study.skipped:
+        print(f"not run: {note}", file=sys.stderr)
+    outcome = run_study(
+        study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
+        overwrite=args.overwrite, progress=ProgressBar(),
+    )
+    if outcome.cells_reused:
+        print(f"resumed: {outcome.cells_reused} cells were already finished, ran"
+              f" {outcome.cells_run}", file=sys.stderr)
+    if not args.no_report:
+        from experiments.report import write_run_report
+
+        write_run_report(out)
+    shown = ("model", "model.preset", "topology", "topology.family", "placer.name")
+    varied = [a for a in study.axes if a not in shown]
+    cols = varied + [c for c in PAPER_COLUMNS if c in outcome.results.columns]
+    print(outcome.results[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
+    tail = "" if args.no_report else f" (open {out}/report.html)"
+    print(f"\nwrote {out}/{tail}")
+    return 0
 
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `study` subcommand."""
+    p = sub.add_parser(
+        "study",
+        help="Run a built-in study: `paper` reproduces the reference paper's grid.",
+        description=(
+            "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
+            " fat-tree-sparse, dragonfly, dragonfly-sparse) x placers (round-robin, greedy, ilp,"
+            " ilp-load and this project's own: eplb, ilp-bytes, ilp-bottleneck, replicas)."
+            " Topology families and placers missing from this build are listed as not run."
+            " Per cell: hops per token, network bytes, max link utilisation, p50/p99 MoE"
+            " latency, solve time, reductions vs. round-robin."
+        ),
+    )
+    p.add_argument("name", choices=["paper"], help="Built-in study.")
+    p.add_argument("--quick", action="store_true",
+                   help="Small clusters and few tokens (a minute or two on 2 cores).")
+    p.add_argument("--out", type=Path, default=None, help="Run directory (default runs/<name>).")
+    p.add_argument("--trace", type=Path, default=None,
+                   help="Replay this native trace file instead of the synthetic generator"
+                        " (its model replaces the paper's two).")
+    p.add_argument("--fit-trace", type=Path, default=None,
+                   help="Fit the placement on this trace or SGLang load statistics (.json);"
+                        " the replay then starts at the first token of the replayed trace.")
+    p.add_argument("--tokens", type=int, default=None,
+                   help="Tokens replayed per cell (as many again are used to fit).")
+    p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
+    p.add_argument("--model", action="append", default=None, dest="models",
+                   help="Run only this model of the paper's two (repeatable).")
+    add_execution_arguments(p)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    study = paper_study(
+        quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
+        seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),
+    )
+    out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
+    print(f"paper study: {len(study.cells)} cells", file=sys.stderr)
+    return execute(study, out, args)

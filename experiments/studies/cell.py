@@ -1,0 +1,179 @@
+"""Evaluate one cell of a study: build, fit, place, replay, count.  Pure of files it writes.
+
+Runs in the driver (``--serial``) or in a Dask worker process; the result depends only on the
+cell's configuration.  Clusters, route tables and traces are cached per process (keyed by the
+canonical JSON of what builds them), so cells that share them do not rebuild them.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from experiments.pipeline import build_problem, place_and_replay, summary_row
+from experiments.studies.spec import (
+    build_cluster,
+    model_from_config,
+    solver_options,
+    split_sim_options,
+)
+from placement.ilp import server_cost
+from simulator.paths import RouteTable, build_route_table
+from traces import (
+    ModelSpec,
+    RoutingTrace,
+    SynthConfig,
+    activation_probability,
+    expert_counts,
+    generate_trace,
+    read_trace,
+)
+from traces.load_stats import read_sglang_logical_count
+
+# Columns that measure wall-clock time: they differ between runs of the same cell.
+TIMING_COLUMNS = ("solve_time_s", "sim_runtime_s")
+
+
+@dataclass(frozen=True, eq=False)
+class CellResult:
+    """Frames of one evaluated cell (each carries no cell id; the runner adds it)."""
+
+    row: dict[str, Any]
+    links: pd.DataFrame
+    tokens: pd.DataFrame
+    layers: pd.DataFrame
+    expert_load: pd.DataFrame
+    server_load: pd.DataFrame
+
+    def frames(self) -> dict[str, pd.DataFrame]:
+        return {
+            "links": self.links,
+            "tokens": self.tokens,
+            "layers": self.layers,
+            "expert_load": self.expert_load,
+            "server_load": self.server_load,
+        }
+
+
+def _key(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True)
+
+
+@functools.lru_cache(maxsize=4)
+def _routes(topology_key: str) -> RouteTable:
+    return build_route_table(build_cluster(json.loads(topology_key)))
+
+
+@functools.lru_cache(maxsize=2)
+def _synthetic(model_key: str, num_tokens: int, seq_len: int, num_gpus: int, zipf: float,
+               seed: int) -> RoutingTrace:
+    model = ModelSpec.from_dict(json.loads(model_key))
+    return generate_trace(
+        SynthConfig(model, num_tokens=num_tokens, seq_len=seq_len, step_tokens=num_tokens,
+                    num_gpus=num_gpus, zipf_exponent=zipf, seed=seed)
+    )
+
+
+@functools.lru_cache(maxsize=2)
+def _file_trace(path: str) -> RoutingTrace:
+    return read_trace(Path(path))
+
+
+def with_micro_batches(trace: RoutingTrace, micro_batch_tokens: int) -> RoutingTrace:
+    """The trace cut into consecutive micro-batches of ``micro_batch_tokens`` (its step ids).
+
+    ``0`` keeps the trace's recorded steps; a trace without steps is then one micro-batch.
+    """
+    if micro_batch_tokens <= 0:
+        return trace
+    step = (np.arange(trace.num_tokens) // micro_batch_tokens).astype(np.int32)
+    return dataclasses.replace(trace, step=step)
+
+
+def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
+                   ) -> tuple[np.ndarray, RoutingTrace, str]:
+    """(activation p[l, i] to place with, the trace to replay, a description of the fit)."""
+    t = config["trace"]
+    fit_n, replay_n = t["fit_tokens"], t["replay_tokens"]
+    seed = config["seed"]
+    fit_source = t["fit_source"]
+    if t["source"] == "synthetic":
+        total = replay_n + (0 if fit_source else fit_n)
+        whole = _synthetic(_key(model.to_dict()), total, t["seq_len"], num_gpus,
+                           float(t["zipf_exponent"]), seed)
+    else:
+        whole = _file_trace(t["source"])
+    if fit_source:
+        replay = whole.take(slice(0, replay_n))
+        if fit_source.endswith(".json"):
+            stats = read_sglang_logical_count(fit_source, model)
+            activation = stats.activation()
+            fit_desc = f"load statistics {Path(fit_source).name}"
+        else:
+            fit = _file_trace(fit_source).take(slice(0, fit_n))
+            activation = activation_probability(expert_counts([fit]), model)
+            fit_desc = f"first {fit_n} tokens of {Path(fit_source).name}"
+    else:
+        fit = whole.take(slice(0, fit_n))
+        replay = whole.take(slice(fit_n, fit_n + replay_n))
+        activation = activation_probability(expert_counts([fit]), model)
+        src = "the synthetic trace" if t["source"] == "synthetic" else Path(t["source"]).name
+        fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
+    # synthetic traces are generated as one step, so 0 replays them as one micro-batch
+    return activation, with_micro_batches(replay, t["micro_batch_tokens"]), fit_desc
+
+
+def evaluate_cell(config: dict[str, Any]) -> CellResult:
+    """Place and replay one cell; every number of its result row and detail frames."""
+    model = model_from_config(config["model"])
+    routes = _routes(_key(config["topology"]))
+    cluster = routes.cluster
+    activation, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
+    problem = build_problem(routes, activation, model.moe_layer_indices)
+    options = solver_options(config["placer"], config["seed"])
+    sim_config = split_sim_options(config["sim"])
+    ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
+    row = summary_row(ev)
+    row.pop("strategy")
+    row.update(
+        model=model.name,
+        topology=config["topology"]["family"],
+        cluster=cluster.name,
+        num_gpus=cluster.num_gpus,
+        num_servers=cluster.num_servers,
+        placer=config["placer"]["name"],
+        seed=config["seed"],
+        replay_tokens=replay.num_tokens,
+        micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
+        fit=fit_desc,
+        mip_gap=float(ev.placement.mip_gap),
+    )
+    links = ev.sim.links[
+        ["link_dir", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
+         "mean_queue_delay_s", "peak_queue_delay_s"]
+    ].copy()
+    tokens = ev.sim.tokens[["microbatch", "origin_gpu", "moe_latency_s"]].copy()
+    layers = ev.sim.layers.copy()
+    layer_idx = np.repeat(np.asarray(model.moe_layer_indices), model.num_routed_experts)
+    expert_load = pd.DataFrame({
+        "layer": layer_idx,
+        "expert": np.tile(np.arange(model.num_routed_experts), model.num_moe_layers),
+        "activation": activation.ravel(),
+    })
+    cost = server_cost(problem)
+    prim = ev.placement.layout.primary
+    server_of = cluster.gpu_server[prim]
+    load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
+    server_load = pd.DataFrame({
+        "server": np.arange(len(cost)),
+        "cost": cost,
+        "load": load / model.num_moe_layers,
+    })
+    return CellResult(row, links, tokens, layers, expert_load, server_load)

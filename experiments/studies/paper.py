@@ -1,0 +1,183 @@
+"""The reference paper's grid (arXiv 2508.09229) as data: models x topologies x placers.
+
+The paper evaluates DeepSeekMoE-16B and DeepSeek-R1 on FatTree, Dragonfly and a sparse
+variant of each, placing experts with round-robin, greedy, its ILP and its load-aware ILP.
+This project adds its own placers as extra rows.  Topology families and placers are looked up
+by name in ``simulator.builders.BUILDERS`` and ``placement.STRATEGIES``; entries this build
+does not have (or whose parameters its builder rejects) are left out and listed in
+``Study.skipped`` with the reason, never silently.
+
+Cluster sizes.  A fully populated fat tree or canonical dragonfly gives every server the same
+distances, so no placement can beat round-robin on hops (design.md section 5).  The paper
+does not state its exact fabrics; here every model gets a fabric whose servers see different
+distances: DeepSeekMoE-16B on 48 GPUs (6 servers of 8: a k=4 fat tree with one full pod of 4
+servers and 2 servers in a second pod) and DeepSeek-R1 on 256 GPUs (32 servers of 8: a k=10 fat
+tree with 25 servers in one pod and 7 in another, as in the demo), and sparse/dragonfly variants
+of the same size.
+
+Token origins.  The placement assumes tokens start evenly on all GPUs.  The synthetic trace
+puts sequence s on GPU s mod GPUs, so the study uses sequences of one token (as in decode with
+data-parallel attention, where a batch holds one token of many sequences): origins are then
+spread evenly in both the fit and the replay part.
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from experiments.studies.spec import Study, build_cluster, build_study
+from placement import STRATEGIES
+from simulator.builders import BUILDERS
+from traces import model_preset, read_trace_meta
+from traces.errors import InputError
+from traces.load_stats import read_sglang_logical_count
+
+PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
+PAPER_PLACERS = ("round-robin", "greedy", "ilp", "ilp-load")
+PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "replicas")
+
+# (family, params) per model size.  Sizes as in the module docstring; the sparse variants and
+# the dragonfly take the parameters their issue names (a routers per group, p servers per
+# router, h global links per router) and the number of servers to populate.
+_FULL: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "deepseek-moe-16b": [
+        ("fat-tree", {"k": 4, "num_servers": 6}),
+        ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
+        ("dragonfly", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
+        ("dragonfly-sparse", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
+    ],
+    "deepseek-r1": [
+        ("fat-tree", {"k": 10, "num_servers": 32}),
+        ("fat-tree-sparse", {"k": 10, "num_servers": 32}),
+        ("dragonfly", {"a": 4, "p": 2, "h": 2, "num_servers": 32}),
+        ("dragonfly-sparse", {"a": 4, "p": 2, "h": 2, "num_servers": 32}),
+    ],
+}
+# --quick: 6 servers of 4 GPUs for both models (a partially populated k=4 fat tree).
+_QUICK_PARAMS: list[tuple[str, dict[str, Any]]] = [
+    ("fat-tree", {"k": 4, "num_servers": 6}),
+    ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
+    ("dragonfly", {"a": 2, "p": 1, "h": 1, "num_servers": 3}),
+    ("dragonfly-sparse", {"a": 2, "p": 1, "h": 1, "num_servers": 3}),
+]
+_QUICK_LINKS = {"gpus_per_server": 4}
+
+# What the CLI prints per cell.
+PAPER_COLUMNS = (
+    "model", "topology", "num_gpus", "placer", "status", "hops_per_token",
+    "hops_per_token_reduction_pct", "network_link_bytes", "max_link_utilisation",
+    "latency_p50_ms", "latency_p99_ms", "solve_time_s",
+)
+
+
+def _topologies(model: str, quick: bool, experts: int) -> list[tuple[str, dict[str, Any]]]:
+    if quick:
+        return copy.deepcopy(_QUICK_PARAMS)
+    key = model if model in _FULL else ("deepseek-r1" if experts > 64 else "deepseek-moe-16b")
+    return copy.deepcopy(_FULL[key])
+
+
+def paper_study(
+    quick: bool = False,
+    trace: Path | None = None,
+    fit_trace: Path | None = None,
+    tokens: int | None = None,
+    seed: int = 0,
+    model_names: tuple[str, ...] = PAPER_MODELS,
+) -> Study:
+    """The paper's grid, restricted to what this build has (the rest in ``skipped``)."""
+    skipped: list[str] = []
+    n = tokens if tokens is not None else (256 if quick else 4096)
+    if n < 1:
+        raise InputError(f"--tokens must be >= 1, got {n}")
+    trace_cfg: dict[str, Any] = {"fit_tokens": n, "replay_tokens": n, "micro_batch_tokens":
+                                 max(1, n // 2), "seq_len": 1}
+    models: list[tuple[str, dict[str, Any], int]] = []  # (name, model table, experts)
+    if trace is not None:
+        if not Path(trace).is_file():
+            raise InputError(f"--trace {trace}: file not found")
+        if Path(trace).suffix == ".json":
+            raise InputError(
+                f"--trace {trace}: load statistics hold no tokens to replay; give them as"
+                " --fit-trace (the synthetic generator then provides the replay)"
+            )
+        meta, have = read_trace_meta(trace)
+        need = n if fit_trace else 2 * n
+        if have < need:
+            if tokens is not None:
+                raise InputError(
+                    f"--trace {trace}: has {have} tokens, --tokens {n} needs {need}"
+                )
+            n = have if fit_trace else have // 2
+            trace_cfg.update(fit_tokens=max(n, 1), replay_tokens=max(n, 1),
+                             micro_batch_tokens=max(1, n // 2))
+        trace_cfg["source"] = str(Path(trace).resolve())
+        models.append((meta.model.name, {}, meta.model.num_routed_experts))
+    else:
+        for name in model_names:
+            if name not in PAPER_MODELS:
+                raise InputError(
+                    f"--model {name!r}: the paper's models are {', '.join(PAPER_MODELS)}"
+                )
+            models.append((name, {"preset": name}, model_preset(name).num_routed_experts))
+    if fit_trace is not None:
+        fit_path = Path(fit_trace)
+        if not fit_path.is_file():
+            raise InputError(f"--fit-trace {fit_trace}: file not found")
+        trace_cfg["fit_source"] = str(fit_path.resolve())
+        if fit_path.suffix == ".json" and trace is None:
+            keep = []
+            for name, table, experts in models:
+                try:
+                    read_sglang_logical_count(fit_path, model_preset(name))
+                    keep.append((name, table, experts))
+                except InputError as exc:
+                    skipped.append(f"model {name}: load statistics do not fit it ({exc})")
+            if not keep:
+                raise InputError(f"--fit-trace {fit_trace}: fits neither of {PAPER_MODELS}")
+            models = keep
+
+    combos = []
+    for name, table, experts in models:
+        for family, params in _topologies(name, quick, experts):
+            topo = {"family": family, "params": params, "links": dict(_QUICK_LINKS) if quick
+                    else {}}
+            label = f"{name} on {family} {params}"
+            if family not in BUILDERS:
+                skipped.append(
+                    f"{label}: topology family {family!r} is not in simulator.builders.BUILDERS"
+                    f" (this build has: {', '.join(sorted(BUILDERS))})"
+                )
+                continue
+            try:
+                build_cluster(topo)
+            except InputError as exc:
+                skipped.append(f"{label}: the builder rejects these parameters ({exc})")
+                continue
+            combos.append([table, topo])
+    placers = []
+    for p in PAPER_PLACERS + PROJECT_PLACERS:
+        if p in STRATEGIES:
+            placers.append(p)
+        else:
+            skipped.append(f"placer {p!r} is not in placement.STRATEGIES (this build has:"
+                           f" {', '.join(sorted(STRATEGIES))})")
+    if not combos:
+        raise InputError("paper study: no topology of the grid can be built in this build")
+    raw = {
+        "seed": seed,
+        "study": {
+            "name": "paper" + (" (quick)" if quick else ""),
+            "description": (
+                "The grid of arXiv 2508.09229: models x topologies x placers; hops per token"
+                " is the paper's metric, the rest is this project's simulation."
+            ),
+            "baseline": "round-robin",
+        },
+        "placer": {"name": placers[0], "options": {"time_limit_s": 300.0}},
+        "trace": trace_cfg,
+        "axes": {"model, topology": combos, "placer.name": placers},
+    }
+    return build_study(raw, where="paper study", skipped=tuple(skipped))

@@ -1,0 +1,81 @@
+"""The run report: the expected figures and tables, readable labels, bad run directories."""
+
+from __future__ import annotations
+
+import re
+
+import pandas as pd
+import pytest
+from matplotlib.figure import Figure
+
+from experiments import plots
+from experiments.cli import main
+from experiments.report import summarize_study, write_run_report
+from experiments.studies import load_study_file, run_study
+from tests.test_sweep import study_file
+from traces.errors import InputError
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    d = tmp_path_factory.mktemp("report")
+    run_study(load_study_file(study_file(d)), d / "run", serial=True)
+    return d / "run"
+
+
+def test_report_renders_expected_figures_and_tables(run_dir, capsys):
+    assert main(["report", str(run_dir)]) == 0
+    assert "report.html" in capsys.readouterr().out
+    page = (run_dir / "report.html").read_text()
+    images = re.findall(r"<img src='([^']+)'", page)
+    # two setups (NIC bandwidths), one model: 4 overview bars, 3 figures per setup, 1 heatmap
+    assert images == [
+        "hops.png", "bytes.png", "utilisation.png", "latency_p99.png",
+        "link_load_0.png", "latency_cdf_0.png", "timeline_0.png",
+        "link_load_1.png", "latency_cdf_1.png", "timeline_1.png",
+        "expert_load_0.png",
+    ]
+    for name in images:
+        assert (run_dir / name).stat().st_size > 1000, name
+    assert page.count("<table>") == 2
+    for heading in ("Compared with the paper", "Hop reduction vs. the baseline (%)",
+                    "Results per setup and placer"):
+        assert heading in page
+    # every setup x placer appears in the results table, averaged over the two seeds
+    assert page.count("<td>nic_bandwidth_bytes_per_s=5e+10</td>") == 3 + 1
+
+
+def test_summary_averages_seeds_per_setup_and_placer(run_dir):
+    results = pd.read_parquet(run_dir / "results.parquet")
+    axes = ("placer.name", "topology.links.nic_bandwidth_bytes_per_s", "seed")
+    s = summarize_study(results, axes)
+    assert len(s) == 6 and (s["seeds"] == 2).all()
+    rr = results[(results["placer"] == "round-robin")
+                 & (results["topology.links.nic_bandwidth_bytes_per_s"] == 50e9)]
+    got = s[(s["placer"] == "round-robin")
+            & (s["setup"] == "nic_bandwidth_bytes_per_s=5e+10")]["hops_per_token"]
+    assert got.iloc[0] == pytest.approx(rr["hops_per_token"].mean())
+
+
+def test_plot_functions_take_frames_and_return_figures():
+    df = pd.DataFrame({"setup": ["a", "a", "b", "b"], "placer": ["rr", "ilp"] * 2,
+                       "hops_per_token": [4.0, 3.0, 5.0, 4.5]})
+    fig = plots.plot_metric_by_setup(df, "hops_per_token", "hops", "Hops")
+    assert isinstance(fig, Figure)
+    ax = fig.axes[0]
+    assert ax.get_ylabel() == "hops" and ax.get_legend() is not None
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
+    links = pd.DataFrame({"placer": ["rr", "ilp"], "src": ["s0", "s0"], "dst": ["sw", "sw"],
+                          "tier": ["access"] * 2, "bytes": [1e6, 2e6]})
+    assert isinstance(plots.plot_link_load_heatmap(links, "t"), Figure)
+    tokens = pd.DataFrame({"placer": ["rr", "rr", "ilp"], "moe_latency_s": [1e-3, 2e-3, 1e-3]})
+    assert isinstance(plots.plot_latency_cdfs(tokens, "t"), Figure)
+    layers = pd.DataFrame({"placer": ["rr"] * 2, "microbatch": [0, 1], "layer": [1, 1],
+                           "start_s": [0.0, 0.0], "finish_s": [1e-3, 2e-3]})
+    assert isinstance(plots.plot_layer_timeline(layers, "t"), Figure)
+
+
+def test_report_of_something_that_is_not_a_run(tmp_path):
+    with pytest.raises(InputError, match="not a finished study or sweep run"):
+        write_run_report(tmp_path)
+    assert main(["report", str(tmp_path / "missing")]) == 2
