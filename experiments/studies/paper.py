@@ -38,6 +38,13 @@ PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
 PAPER_PLACERS = ("round-robin", "greedy", "ilp", "ilp-load")
 PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "replicas")
 
+# Dragonflies of the same sizes: 3 groups x 2 routers x 1 server = 6 servers (one global link
+# per router, one per group pair) and 4 groups x 4 routers x 2 servers = 32 servers (two global
+# links per router, two per group pair).
+_DF_16B = {"routers_per_group": 2, "servers_per_router": 1, "global_links_per_router": 1,
+           "num_groups": 3}
+_DF_R1 = {"routers_per_group": 4, "servers_per_router": 2, "global_links_per_router": 2,
+          "num_groups": 4}
 # (family, params) per model size.  Sizes as in the module docstring; the sparse variants and
 # the dragonfly take the parameters their issue names (a routers per group, p servers per
 # router, h global links per router) and the number of servers to populate.
@@ -45,22 +52,22 @@ _FULL: dict[str, list[tuple[str, dict[str, Any]]]] = {
     "deepseek-moe-16b": [
         ("fat-tree", {"k": 4, "num_servers": 6}),
         ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
-        ("dragonfly", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
-        ("dragonfly-sparse", {"a": 2, "p": 2, "h": 1, "num_servers": 6}),
+        ("dragonfly", _DF_16B),
+        ("dragonfly-sparse", _DF_16B),
     ],
     "deepseek-r1": [
         ("fat-tree", {"k": 10, "num_servers": 32}),
         ("fat-tree-sparse", {"k": 10, "num_servers": 32}),
-        ("dragonfly", {"a": 4, "p": 2, "h": 2, "num_servers": 32}),
-        ("dragonfly-sparse", {"a": 4, "p": 2, "h": 2, "num_servers": 32}),
+        ("dragonfly", _DF_R1),
+        ("dragonfly-sparse", _DF_R1),
     ],
 }
 # --quick: 6 servers of 4 GPUs for both models (a partially populated k=4 fat tree).
 _QUICK_PARAMS: list[tuple[str, dict[str, Any]]] = [
     ("fat-tree", {"k": 4, "num_servers": 6}),
     ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
-    ("dragonfly", {"a": 2, "p": 1, "h": 1, "num_servers": 3}),
-    ("dragonfly-sparse", {"a": 2, "p": 1, "h": 1, "num_servers": 3}),
+    ("dragonfly", _DF_16B),
+    ("dragonfly-sparse", _DF_16B),
 ]
 _QUICK_LINKS = {"gpus_per_server": 4}
 
