@@ -305,7 +305,8 @@ def _fit_subsets(pi: np.ndarray, m: ModelSpec, subsets: np.ndarray) -> tuple[np.
         if err.max() < 1e-12:
             break
         p = p * np.exp(-0.5 * logr @ member.T)
-        p /= p.sum(axis=1, keepdims=True)
+        total = p.sum(axis=1, keepdims=True)
+        p /= np.where(total > 0, total, 1.0)
     return p, allowed.any(axis=1) & (err < 1e-7)
 
 
