@@ -167,6 +167,10 @@ def _waterfill(w: np.ndarray, total: float, cap: float) -> np.ndarray:
     raise InputError(f"synthetic trace: cannot spread {total} activations with a cap of {cap}")
 
 
+def _exponent(config: SynthConfig, t: TenantSpec) -> float:
+    return config.zipf_exponent if t.zipf_exponent is None else t.zipf_exponent
+
+
 def _tenants(config: SynthConfig) -> tuple[TenantSpec, ...]:
     if config.tenants:
         return config.tenants
@@ -200,7 +204,7 @@ def tenant_activation(config: SynthConfig) -> list[np.ndarray]:
         if t.load_stats is not None:
             out.append(t.load_stats.activation())
             continue
-        s = config.zipf_exponent if t.zipf_exponent is None else t.zipf_exponent
+        s = _exponent(config, t)
         # tenant 0 keeps the stream of the single-workload generator
         rng = np.random.default_rng(np.random.SeedSequence([config.seed, 1, *([ti] if ti else [])]))
         ranks = np.arange(1, m.num_routed_experts + 1, dtype=np.float64)
@@ -276,7 +280,9 @@ def _subsets(m: ModelSpec) -> np.ndarray:
     return np.array(list(itertools.combinations(range(g), gk)), dtype=np.intp)
 
 
-def _fit_subsets(pi: np.ndarray, m: ModelSpec, subsets: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+def _fit_subsets(
+    pi: np.ndarray, m: ModelSpec, subsets: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
     """P(S) per layer so that sum_{S contains g} P(S) k / load(S) = 1 for every used group.
 
     Returns (P [layers, C], ok [layers]); ``ok`` is False where no such distribution exists
@@ -492,7 +498,7 @@ def _meta(config: SynthConfig, designs: list[_Design], gpus: list[np.ndarray]) -
                 "popularity": (
                     f"load statistics {t.load_stats.source}"
                     if t.load_stats is not None
-                    else f"zipf {config.zipf_exponent if t.zipf_exponent is None else t.zipf_exponent}"
+                    else f"zipf {_exponent(config, t)}"
                 ),
                 "layer_corr_effective": [round(float(x), 6) for x in d.layer_corr],
             }

@@ -1,4 +1,4 @@
-"""``moe-netsim trace synth`` and ``moe-netsim trace record``: traces from a generator or a model."""
+"""``moe-netsim trace synth`` and ``trace record``: traces from the generator or from a model."""
 
 from __future__ import annotations
 
@@ -215,6 +215,7 @@ def run_record(args: argparse.Namespace) -> int:
     blocks = recorder.record_routing(
         loaded, ids, seq_len=args.seq_len, batch_sequences=args.batch, gates=not args.no_gates
     )
-    n = write_blocks(args.out, blocks, args.overwrite, has_origin=False, has_gates=not args.no_gates)
+    gates = not args.no_gates
+    n = write_blocks(args.out, blocks, args.overwrite, has_origin=False, has_gates=gates)
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0
