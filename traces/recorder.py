@@ -126,8 +126,8 @@ def load_model(
                 raise InputError(f"{p}: cannot load its tokenizer ({exc})") from None
         name, source = p.name, str(p)
     model.eval()
-    return LoadedModel(model=model, spec=spec_from_model(model, name), tokenizer=tokenizer,
-                       source=source)
+    spec = spec_from_model(model, name)
+    return LoadedModel(model=model, spec=spec, tokenizer=tokenizer, source=source)
 
 
 def byte_token_ids(text: str, vocab_size: int) -> np.ndarray:
@@ -166,8 +166,8 @@ class _Capture:
         self.ids: dict[int, torch.Tensor] = {}
         self.weights: dict[int, torch.Tensor] = {}
         self._handles = [
-            mlp.gate.register_forward_hook(self._hook(li)) for li, (_, mlp) in
-            enumerate(moe_layers(loaded.model))
+            mlp.gate.register_forward_hook(self._hook(li))
+            for li, (_, mlp) in enumerate(moe_layers(loaded.model))
         ]
 
     def _hook(self, li: int):  # noqa: ANN202
@@ -233,12 +233,13 @@ def record_routing(
                     f"recorder: captured {len(cap.ids)} of {spec.num_moe_layers} MoE layers"
                 )
             tokens = nseq * length
-            experts = np.stack([cap.ids[li].numpy().reshape(tokens, -1) for li in
-                                range(spec.num_moe_layers)], axis=1).astype(dtype)
+            layers = range(spec.num_moe_layers)
+            experts = np.stack(
+                [cap.ids[li].numpy().reshape(tokens, -1) for li in layers], axis=1
+            ).astype(dtype)
             w = None
             if gates:
-                w = np.stack([cap.weights[li].numpy().reshape(tokens, -1) for li in
-                              range(spec.num_moe_layers)], axis=1)
+                w = np.stack([cap.weights[li].numpy().reshape(tokens, -1) for li in layers], 1)
             seq0 = start // seq_len
             yield RoutingTrace(
                 meta=meta,
