@@ -303,14 +303,18 @@ def _fit_subsets(
     p = allowed / np.maximum(allowed.sum(axis=1, keepdims=True), 1)
     coef = np.where(load_s > 0, k / np.where(load_s > 0, load_s, 1), 0.0)  # [layers, C]
     err = np.full(layers, np.inf)
-    for _ in range(20_000):
+    checked = err.copy()
+    for it in range(20_000):
         cur = (p * coef) @ member  # [layers, G]
-        with np.errstate(divide="ignore"):
-            logr = np.where(used, np.log(np.where(cur > 0, cur, 1e-300)), 0.0)
+        logr = np.where(used, np.log(np.maximum(cur, 1e-30)), 0.0)
         err = np.abs(np.where(used, cur - 1.0, 0.0)).max(axis=1)
         if err.max() < 1e-12:
             break
-        p = p * np.exp(-0.5 * logr @ member.T)
+        if it % 500 == 499:  # stalled layers (no feasible distribution) stop the loop
+            if np.all((err < 1e-12) | (err > 0.99 * checked)):
+                break
+            checked = err.copy()
+        p = p * np.exp(np.clip(-0.5 * logr @ member.T, -30.0, 30.0))
         total = p.sum(axis=1, keepdims=True)
         p /= np.where(total > 0, total, 1.0)
     return p, allowed.any(axis=1) & (err < 1e-7)
