@@ -44,7 +44,7 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"{m.name}: {n} tokens x {m.num_moe_layers} MoE layers x top-{m.top_k}"
         f" -> {size_mb:.0f} MB Parquet\n"
-        f"moe-netsim {' '.join(cmd[:-1])}\n"
+        f"moe-netsim {' '.join(a for a in cmd if a != '--overwrite')}\n"
         f"wall {w1 - w0:.1f} s, cpu {cpu:.1f} s, peak RSS {rss_mb:.0f} MB"
     )
     return 0
