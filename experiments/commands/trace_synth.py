@@ -1,9 +1,221 @@
-"""Subcommands of `moe-netsim trace` (being built; see README)."""
+"""``moe-netsim trace synth`` and ``trace record``: traces from the generator or from a model."""
 
 from __future__ import annotations
 
 import argparse
+import queue
+import threading
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from traces import RoutingTrace, TraceWriter, model_preset
+from traces.errors import InputError
+from traces.load_stats import read_sglang_logical_count
+from traces.model import ModelSpec
+from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the `trace` group."""
+    p = trace_sub.add_parser(
+        "synth",
+        help="Generate a seeded synthetic trace (skewed or fitted popularity, tenants).",
+        description=(
+            "Generate a synthetic routing trace in the native format. Per-layer expert"
+            " popularity is Zipf-shaped, or fitted to load statistics (--load-stats); routing"
+            " is group-limited for DeepSeek-V3/R1. Example: moe-netsim trace synth --model"
+            " deepseek-r1 --tokens 1000000 --out r1.parquet"
+        ),
+    )
+    p.add_argument("--model", required=True, help="Model preset, e.g. deepseek-r1.")
+    p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
+    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
+    p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
+    p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
+    p.add_argument("--zipf", type=float, default=0.45, help="Zipf exponent of popularity.")
+    p.add_argument(
+        "--max-activation", type=float, default=0.45, help="Cap on a Zipf expert's activation."
+    )
+    p.add_argument(
+        "--load-stats",
+        type=Path,
+        help="SGLang logical_count JSON to fit per-layer popularity to (instead of Zipf).",
+    )
+    p.add_argument("--token-corr", type=float, default=0.0, help="P(repeat previous token).")
+    p.add_argument("--layer-corr", type=float, default=0.0, help="P(map previous layer).")
+    p.add_argument(
+        "--tenant",
+        action="append",
+        default=[],
+        metavar="SPEC",
+        help=(
+            "A workload of the mixture (repeat for several): colon-separated key=value among"
+            " share=FLOAT, gpus=0-63,128-191, zipf=FLOAT, stats=FILE, name=TEXT."
+            " Example: --tenant name=chat:share=3:gpus=0-127 --tenant name=code:share=1"
+        ),
+    )
+    p.add_argument("--chunk-tokens", type=int, default=65_536, help="Tokens per row group.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    p.set_defaults(func=run_synth)
+
+    r = trace_sub.add_parser(
+        "record",
+        help="Record expert routing of a Hugging Face DeepSeek-V2/V3 model over a text file.",
+        description=(
+            "Run a transformers DeepSeek-V2/V3 MoE model over a text file and record each MoE"
+            " layer's chosen experts (needs the [record] extra: torch and transformers). No"
+            " downloads: --model-dir must hold the model locally; --config builds a randomly"
+            " initialised model from a config.json. Without a tokenizer in --model-dir, text"
+            " is tokenised as UTF-8 bytes (ids = byte values)."
+        ),
+    )
+    src = r.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model-dir", type=Path, help="Local model directory (weights + config).")
+    src.add_argument("--config", type=Path, help="config.json: random weights (seeded).")
+    r.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run.")
+    r.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
+    r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
+    r.add_argument("--max-tokens", type=int, default=None, help="Stop after this many tokens.")
+    r.add_argument("--seed", type=int, default=0, help="Seed of random weights (--config).")
+    r.add_argument("--no-gates", action="store_true", help="Do not store gate weights.")
+    r.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    r.set_defaults(func=run_record)
+
+
+def _gpu_list(text: str, where: str) -> tuple[int, ...]:
+    out: list[int] = []
+    try:
+        for part in text.split(","):
+            lo, _, hi = part.partition("-")
+            out.extend(range(int(lo), int(hi or lo) + 1))
+    except ValueError:
+        raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+    return tuple(out)
+
+
+def parse_tenant(spec: str, model: ModelSpec) -> TenantSpec:
+    """``share=1:gpus=0-63:zipf=0.5:stats=FILE:name=chat`` -> :class:`TenantSpec`."""
+    where = f"--tenant {spec!r}"
+    fields: dict[str, str] = {}
+    for item in spec.split(":"):
+        key, eq, value = item.partition("=")
+        if not eq or key not in {"share", "gpus", "zipf", "stats", "name"}:
+            raise InputError(
+                f"{where}: expected key=value items (share, gpus, zipf, stats, name)"
+                f" separated by ':', got {item!r}"
+            )
+        fields[key] = value
+    try:
+        share = float(fields.get("share", "1"))
+        zipf = float(fields["zipf"]) if "zipf" in fields else None
+    except ValueError:
+        raise InputError(f"{where}: share and zipf must be numbers") from None
+    stats = read_sglang_logical_count(fields["stats"], model) if "stats" in fields else None
+    gpus = _gpu_list(fields["gpus"], where) if "gpus" in fields else ()
+    return TenantSpec(
+        share=share, gpus=gpus, zipf_exponent=zipf, load_stats=stats, name=fields.get("name", "")
+    )
+
+
+def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[RoutingTrace]:
+    """Produce blocks in a background thread (numpy releases the GIL) while the caller writes.
+
+    At most ``depth`` blocks wait in the queue, so memory stays bounded.
+    """
+    q: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def produce() -> None:
+        try:
+            for b in blocks:
+                while not stop.is_set():
+                    try:
+                        q.put(b, timeout=0.1)
+                        break
+                    except queue.Full:
+                        continue
+                if stop.is_set():
+                    return
+            q.put(done)
+        except BaseException as exc:  # handed to the consumer, raised there
+            q.put(exc)
+
+    t = threading.Thread(target=produce, name="synth-producer", daemon=True)
+    t.start()
+    try:
+        while True:
+            item = q.get()
+            if item is done:
+                return
+            if isinstance(item, BaseException):
+                raise item
+            yield item
+    finally:
+        stop.set()
+        t.join()
+
+
+def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **writer) -> int:
+    """Stream blocks into a native trace file atomically; returns the token count."""
+    if out.exists() and not overwrite:
+        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
+    it = iter(blocks)
+    first = next(it, None)
+    if first is None:
+        raise InputError(f"{out}: nothing to write (no tokens)")
+    with TraceWriter(out, first.meta, **writer) as w:
+        w.write(first)
+        for block in it:
+            w.write(block)
+    return w.num_tokens
+
+
+def run_synth(args: argparse.Namespace) -> int:
+    model = model_preset(args.model)
+    stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
+    cfg = SynthConfig(
+        model,
+        num_tokens=args.tokens,
+        seq_len=args.seq_len,
+        step_tokens=args.step_tokens,
+        num_gpus=args.gpus,
+        zipf_exponent=args.zipf,
+        seed=args.seed,
+        token_corr=args.token_corr,
+        layer_corr=args.layer_corr,
+        max_activation=args.max_activation,
+        load_stats=stats,
+        tenants=tuple(parse_tenant(s, model) for s in args.tenant),
+    )
+    if args.chunk_tokens < 1:
+        raise InputError("--chunk-tokens must be >= 1")
+    n = write_blocks(
+        args.out,
+        _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)),
+        args.overwrite,
+        row_group_tokens=args.chunk_tokens,
+    )
+    print(f"wrote {n} tokens of {model.name} to {args.out}")
+    return 0
+
+
+def run_record(args: argparse.Namespace) -> int:
+    try:
+        from traces import recorder
+    except ImportError as exc:  # torch or transformers missing
+        raise InputError(
+            f"trace record needs the [record] extra (pip install 'moe-netsim[record]'): {exc}"
+        ) from None
+    loaded = recorder.load_model(model_dir=args.model_dir, config_path=args.config, seed=args.seed)
+    ids = recorder.tokenize_file(args.text, loaded, max_tokens=args.max_tokens)
+    blocks = recorder.record_routing(
+        loaded, ids, seq_len=args.seq_len, batch_sequences=args.batch, gates=not args.no_gates
+    )
+    gates = not args.no_gates
+    n = write_blocks(args.out, blocks, args.overwrite, has_origin=False, has_gates=gates)
+    print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
+    return 0
