@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
 from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
+from traces.atomic import atomic_write_text
 from traces.errors import InputError
+from traces.jsonfile import read_json_file
 
 
 def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
@@ -30,6 +32,17 @@ def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
         "nodes": [asdict(n) for n in cluster.nodes],
         "links": [asdict(lk) for lk in cluster.links],
     }
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """JSON value against a NodeSpec/LinkSpec field annotation (float, int or a string type)."""
+    if isinstance(value, bool):
+        return False
+    if annotation == "float":
+        return isinstance(value, (int, float))
+    if annotation == "int":
+        return isinstance(value, int)
+    return isinstance(value, str)
 
 
 def _records(d: dict[str, Any], key: str, cls: type, where: str) -> tuple:
@@ -44,6 +57,23 @@ def _records(d: dict[str, Any], key: str, cls: type, where: str) -> tuple:
         unknown = set(item) - known
         if unknown:
             raise InputError(f"{where}: {key}[{i}] has unknown keys {sorted(unknown)}")
+        for f in fields(cls):
+            required = f.default is MISSING and f.default_factory is MISSING
+            if required and f.name not in item:
+                raise InputError(f"{where}: {key}[{i}] lacks the required key {f.name!r}")
+            if f.name in item and not _has_type(item[f.name], str(f.type)):
+                want = {"float": "a number", "int": "an integer"}.get(str(f.type), "a string")
+                raise InputError(
+                    f"{where}: {key}[{i}] field {f.name!r} must be {want},"
+                    f" got {item[f.name]!r}"
+                )
+            if str(f.type) == "float" and f.name in item:
+                try:
+                    item = {**item, f.name: float(item[f.name])}
+                except OverflowError:
+                    raise InputError(
+                        f"{where}: {key}[{i}] field {f.name!r} is too large"
+                    ) from None
         try:
             out.append(cls(**item))
         except TypeError as exc:
@@ -73,18 +103,9 @@ def cluster_from_dict(d: Any, where: str = "cluster") -> ClusterSpec:
 
 
 def save_cluster(cluster: ClusterSpec, path: str | os.PathLike[str]) -> None:
-    p = Path(path)
-    tmp = p.with_name(f".{p.name}.tmp")
-    tmp.write_text(json.dumps(cluster_to_dict(cluster), indent=1) + "\n")
-    os.replace(tmp, p)
+    atomic_write_text(path, json.dumps(cluster_to_dict(cluster), indent=1) + "\n")
 
 
 def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
-    p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: topology file not found")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
-    return cluster_from_dict(d, where=str(p))
+    d = read_json_file(path, "topology file")
+    return cluster_from_dict(d, where=str(Path(path)))
