@@ -7,7 +7,6 @@ to them.
 
 from __future__ import annotations
 
-import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,6 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from traces.errors import InputError
+from traces.jsonfile import read_json_file
 from traces.model import ModelSpec
 
 
@@ -59,12 +59,7 @@ def read_sglang_logical_count(path: str | os.PathLike[str], model: ModelSpec) ->
     ``model.moe_layer_indices`` are kept.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: load statistics file not found")
-    try:
-        d = json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    d = read_json_file(p, "load statistics file")
     if not isinstance(d, dict) or "logical_count" not in d:
         raise InputError(f"{p}: expected a JSON object with key 'logical_count'")
     rows = d["logical_count"]
@@ -85,8 +80,13 @@ def read_sglang_logical_count(path: str | os.PathLike[str], model: ModelSpec) ->
                 f"{p}: logical_count[{layer}] has {n} entries, expected"
                 f" {model.num_routed_experts} experts"
             )
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row)
         try:
+            if not numbers:
+                raise TypeError
             out[li] = np.asarray(row, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InputError(f"{p}: logical_count[{layer}] holds non-numbers") from None
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(
+                f"{p}: logical_count[{layer}] holds non-numbers (or numbers too large)"
+            ) from None
     return LoadStats(model=model, counts=out, source=str(p))

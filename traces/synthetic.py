@@ -33,6 +33,8 @@ class SynthConfig:
             raise InputError("synthetic trace: seq_len, step_tokens and num_gpus must be >= 1")
         if not np.isfinite(self.zipf_exponent) or self.zipf_exponent < 0:
             raise InputError("synthetic trace: zipf_exponent must be a finite number >= 0")
+        if self.seed < 0:
+            raise InputError(f"synthetic trace: seed must be >= 0, got {self.seed}")
 
 
 def layer_popularity(config: SynthConfig) -> np.ndarray:

@@ -45,8 +45,16 @@ class TraceMeta:
             raise InputError(f"{where}: not a moe-netsim trace (metadata 'format' missing)")
         if d.get("version") != 1:
             raise InputError(f"{where}: unsupported trace format version {d.get('version')!r}")
+        if not isinstance(d.get("model"), dict):
+            raise InputError(f"{where}: metadata key 'model' is missing or not an object")
+        if not isinstance(d.get("extra", {}), dict):
+            raise InputError(f"{where}: metadata key 'extra' must be an object")
+        try:
+            model = ModelSpec.from_dict(d["model"])
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
         return cls(
-            model=ModelSpec.from_dict(d["model"]),
+            model=model,
             source=str(d.get("source", "")),
             produced_by=str(d.get("produced_by", "")),
             extra=dict(d.get("extra", {})),
@@ -133,6 +141,20 @@ def validate_trace(trace: RoutingTrace, where: str = "trace") -> None:
         raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
     if n == 0:
         return
+    for name, low in (("seq_id", 0), ("position", 0), ("origin_gpu", -1), ("step", -1)):
+        a = getattr(trace, name)
+        if a is not None and a.min() < low:
+            t = int(np.argmax(a < low))
+            raise InputError(
+                f"{where}: token {t}: {name} {int(a[t])} must be >= {low}"
+                + (" (-1 = not recorded)" if low < 0 else "")
+            )
+    if trace.gates is not None and not np.isfinite(trace.gates).all():
+        t, l_, _ = np.argwhere(~np.isfinite(trace.gates))[0]
+        raise InputError(
+            f"{where}: token {t}, MoE layer {m.moe_layer_indices[l_]}: gates hold NaN or"
+            " infinite weights"
+        )
     if e.min() < 0 or e.max() >= m.num_routed_experts:
         bad = np.argwhere((e < 0) | (e >= m.num_routed_experts))[0]
         raise InputError(
