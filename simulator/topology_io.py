@@ -12,10 +12,13 @@ JSON layout::
 from __future__ import annotations
 
 import json
+import numbers
 import os
 from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
+
+import numpy as np
 
 from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.atomic import atomic_write_text
@@ -36,12 +39,12 @@ def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
 
 def _has_type(value: Any, annotation: str) -> bool:
     """JSON value against a NodeSpec/LinkSpec field annotation (float, int or a string type)."""
-    if isinstance(value, bool):
+    if isinstance(value, (bool, np.bool_)):
         return False
     if annotation == "float":
-        return isinstance(value, (int, float))
+        return isinstance(value, numbers.Real)
     if annotation == "int":
-        return isinstance(value, int)
+        return isinstance(value, numbers.Integral)
     return isinstance(value, str)
 
 

@@ -127,3 +127,37 @@ def test_readme_table_lists_every_case() -> None:
     known = {(c.input, c.name) for c in CASES}
     stale = [k for k in rows if k not in known]
     assert not stale, f"README lists cases that no longer exist: {stale}"
+
+
+def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
+    """Each case breaks one thing in a valid input; the valid inputs themselves must load."""
+    import json
+
+    import numpy as np
+    from badinput import (
+        TINY,
+        _cluster_dict,
+        _counts,
+        _layout_frame,
+        _problem,
+        tiny_trace,
+        valid_trace_file,
+    )
+
+    from placement.layout_io import load_layout
+    from simulator.paths import build_route_table
+    from simulator.topology_io import cluster_from_dict
+    from traces import ModelSpec
+    from traces.io import read_trace
+    from traces.load_stats import read_sglang_logical_count
+
+    assert np.array_equal(read_trace(valid_trace_file(tmp_path)).experts, tiny_trace().experts)
+    assert ModelSpec.from_dict(TINY.to_dict()) == TINY
+    as_numpy = {k: (np.int64(v) if isinstance(v, int) else v) for k, v in TINY.to_dict().items()}
+    assert ModelSpec.from_dict(as_numpy) == TINY  # numpy integers are integers
+    build_route_table(cluster_from_dict(_cluster_dict()))
+    _layout_frame().to_csv(tmp_path / "l.csv", index=False)
+    assert load_layout(tmp_path / "l.csv", 2, 4, 2, (1, 2)).expert_gpus.shape == (2, 4, 1)
+    (tmp_path / "s.json").write_text(json.dumps({"logical_count": _counts()}))
+    read_sglang_logical_count(tmp_path / "s.json", TINY).activation()
+    _problem()()

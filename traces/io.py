@@ -224,18 +224,21 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
     n = batch.num_rows
     names = batch.schema.names
 
-    def fixed(col: str, dtype: np.dtype) -> np.ndarray:
+    def fixed(col: str) -> np.ndarray:
+        """[n, k] values of a list column in their stored type (checked before any cast)."""
         arr = batch.column(names.index(col))
-        if arr.null_count or arr.flatten().null_count:
+        values = arr.flatten()
+        if arr.null_count or values.null_count:
             raise InputError(f"{where}: column {col} has missing values")
-        lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
-        if (lengths != k).any():
-            row = int(np.flatnonzero(lengths != k)[0])
-            raise InputError(
-                f"{where}: row {row}: column {col} holds {int(lengths[row])} values, the"
-                f" model's top_k needs {k} expert ids per token"
-            )
-        return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(n, k)
+        if not pa.types.is_fixed_size_list(arr.type):  # fixed sizes were checked on open
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            if (lengths != k).any():
+                row = int(np.flatnonzero(lengths != k)[0])
+                raise InputError(
+                    f"{where}: row {row}: column {col} holds {int(lengths[row])} values, the"
+                    f" model's top_k needs {k} expert ids per token"
+                )
+        return values.to_numpy(zero_copy_only=False).reshape(n, k)
 
     def plain(col: str, dtype: type) -> np.ndarray | None:
         if col not in names:
@@ -252,9 +255,9 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
     id_dtype = expert_dtype(m.num_routed_experts)
     experts = np.empty((n, m.num_moe_layers, k), dtype=id_dtype)
     for li, layer in enumerate(m.moe_layer_indices):
-        ids = fixed(f"experts_L{layer}", np.dtype(np.int64))  # range-checked before narrowing
-        bad = (ids < 0) | (ids >= m.num_routed_experts)
-        if bad.any():
+        ids = fixed(f"experts_L{layer}")  # range-checked in the stored type, then narrowed
+        if ids.size and (ids.min() < 0 or ids.max() >= m.num_routed_experts):
+            bad = (ids < 0) | (ids >= m.num_routed_experts)
             t = int(np.argwhere(bad)[0][0])
             raise InputError(
                 f"{where}: row {t}, MoE layer {layer}: expert id {int(ids[bad][0])} out of range"
@@ -265,7 +268,7 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
     if f"gates_L{m.moe_layer_indices[0]}" in names:
         gates = np.empty((n, m.num_moe_layers, k), dtype=np.float32)
         for li, layer in enumerate(m.moe_layer_indices):
-            gates[:, li, :] = fixed(f"gates_L{layer}", np.dtype(np.float32))
+            gates[:, li, :] = fixed(f"gates_L{layer}")
     seq_id = plain("seq_id", np.int64)
     position = plain("position", np.int32)
     if seq_id is None or position is None:
@@ -281,7 +284,7 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
             gates=gates,
         )
     except InputError as exc:
-        raise InputError(f"{where}: {exc}") from None
+        raise InputError(f"{where}: {str(exc).removeprefix('trace: ')}") from None
 
 
 def iter_trace(

@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
+import numbers
 from dataclasses import asdict, dataclass, field
 from typing import Any
+
+import numpy as np
 
 from traces.errors import InputError
 
@@ -77,13 +80,15 @@ class ModelSpec:
             raise InputError("model spec: 'moe_layer_indices' must be a list of integers")
         d["moe_layer_indices"] = tuple(int(x) for x in layers)
         for key in fields_:
-            if key not in ("name", "moe_layer_indices") and key in d and not _is_int(d[key]):
-                raise InputError(f"model spec: {key!r} must be an integer, got {d[key]!r}")
+            if key not in ("name", "moe_layer_indices") and key in d:
+                if not _is_int(d[key]):
+                    raise InputError(f"model spec: {key!r} must be an integer, got {d[key]!r}")
+                d[key] = int(d[key])
         return cls(**d)
 
 
 def _is_int(x: Any) -> bool:
-    return isinstance(x, int) and not isinstance(x, bool)
+    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
 
 
 def deepseek_moe_16b() -> ModelSpec:
