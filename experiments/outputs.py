@@ -4,14 +4,16 @@ Every file goes through :func:`traces.atomic.atomic_output` (temporary file, fsy
 A run directory is built as a hidden ``.<name>.partial.<pid>.<random>`` sibling and renamed
 into place only after its ``COMPLETE`` marker is written, so a directory under the final name
 is always complete; a killed run leaves at most a hidden partial directory without the marker,
-which the next run for the same path removes.
+which the next run for the same path on the same host removes.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -72,10 +74,17 @@ def _pid_alive(pid: int) -> bool:
 def _remove_stale_partials(path: Path) -> None:
     """Remove ``.<name>.partial.<pid>.*`` siblings left by runs whose process is gone."""
     prefix = f".{path.name}.partial."
-    for d in path.parent.glob(f"{prefix}*"):
-        pid = d.name[len(prefix):].split(".", 1)[0]
-        if d.is_dir() and pid.isdigit() and not _pid_alive(int(pid)):
+    for d in path.parent.iterdir():
+        if not d.name.startswith(prefix):
+            continue
+        pid, _, host = d.name[len(prefix):].split(".", 1)[0].partition("-")
+        # Only runs of this host: a shared file system may hold live runs of other machines.
+        if d.is_dir() and host == _host() and pid.isdigit() and not _pid_alive(int(pid)):
             shutil.rmtree(d, ignore_errors=True)
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "_", socket.gethostname()) or "host"
 
 
 @contextmanager
@@ -100,12 +109,19 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
         path.parent.mkdir(parents=True, exist_ok=True)
         _remove_stale_partials(path)
         work = Path(
-            tempfile.mkdtemp(prefix=f".{path.name}.partial.{os.getpid()}.", dir=path.parent)
+            tempfile.mkdtemp(
+                prefix=f".{path.name}.partial.{os.getpid()}-{_host()}.", dir=path.parent
+            )
         )
     except OSError as exc:
+        blocker = next((p for p in path.parents if p.exists()), None)
+        reason = (
+            f"{blocker} is a file, not a directory"
+            if blocker is not None and not blocker.is_dir()
+            else exc.strerror or str(exc)
+        )
         raise InputError(
-            f"{path}: cannot create the output directory ({exc.strerror or exc});"
-            " choose another --out"
+            f"{path}: cannot create the output directory ({reason}); choose another --out"
         ) from None
     try:
         os.chmod(work, 0o777 & ~_umask())

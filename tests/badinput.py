@@ -775,7 +775,7 @@ cli_case("demo --out exists, no --overwrite", ["demo", "--out", "{dir}/existing"
 cli_case("demo --out is a file", ["demo", "--out", "{dir}/afile", "--overwrite"],
          "afile", "not a directory")
 cli_case("demo --out inside a file", ["demo", "--out", "{dir}/afile/run"],
-         "afile", "cannot create")
+         "afile/run: cannot create", "afile is a file")
 cli_case("unknown subcommand", ["frobnicate"], "invalid choice: 'frobnicate'", "--help",
          subprocess=True)
 cli_case("no subcommand", [], "required: COMMAND", "--help")

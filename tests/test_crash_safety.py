@@ -173,13 +173,17 @@ def test_run_directory_appears_only_when_complete(tmp_path):
 def test_stale_partial_directories_of_dead_runs_are_removed(tmp_path):
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
                           capture_output=True, text=True).stdout.strip()
-    stale = tmp_path / f".run.partial.{dead}.abc"
+    from experiments.outputs import _host
+
+    stale = tmp_path / f".run.partial.{dead}-{_host()}.abc"
     stale.mkdir()
-    alive = tmp_path / f".run.partial.{os.getpid()}.xyz"  # a run in progress: kept
+    alive = tmp_path / f".run.partial.{os.getpid()}-{_host()}.xyz"  # a run in progress: kept
     alive.mkdir()
+    elsewhere = tmp_path / f".run.partial.{dead}-otherhost.q"  # maybe live on another machine
+    elsewhere.mkdir()
     with run_directory(tmp_path / "run", overwrite=False):
         pass
-    assert not stale.exists() and alive.exists()
+    assert not stale.exists() and alive.exists() and elsewhere.exists()
 
 
 def test_demo_killed_mid_run_leaves_nothing_that_looks_complete(tmp_path):
@@ -312,3 +316,69 @@ def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
     with pytest.raises(InputError, match="no-solution.*time_limit_s"):
         place_and_replay(problem, "ilp-load", trace, routes, SimConfig(),
                          SolverOptions(time_limit_s=1e-9))
+
+
+class _Reported:
+    """A finished HiGHS run that reports another status, solution or gap (the rest delegates)."""
+
+    def __init__(self, h, status=None, col_value=None, gap=None):  # noqa: ANN001
+        self.h, self.status, self.col_value, self.gap = h, status, col_value, gap
+
+    def getModelStatus(self):  # noqa: ANN201, N802 - HiGHS API names
+        return self.status if self.status is not None else self.h.getModelStatus()
+
+    def modelStatusToString(self, s):  # noqa: ANN001, ANN201, N802
+        return self.h.modelStatusToString(s)
+
+    def getSolution(self):  # noqa: ANN201, N802
+        from types import SimpleNamespace
+
+        if self.col_value is None:
+            return self.h.getSolution()
+        return SimpleNamespace(col_value=self.col_value)
+
+    def getInfo(self):  # noqa: ANN201, N802
+        from types import SimpleNamespace
+
+        info = self.h.getInfo()
+        return SimpleNamespace(
+            primal_solution_status=info.primal_solution_status,
+            mip_gap=self.gap if self.gap is not None else info.mip_gap,
+            objective_function_value=info.objective_function_value,
+        )
+
+
+def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch):
+    """The MIP fallback stopped by its time limit with an incumbent: a valid layout, status
+    ``feasible``, HiGHS's gap, and a message that says so.  HiGHS is real; only what it
+    reports is altered: the LP vertex is made fractional (the network-flow structure never
+    gives one, so the fallback cannot be reached otherwise) and the MIP's status is set to
+    the time limit with a 3% gap on top of its (real) incumbent."""
+    import highspy
+
+    from placement import check_layout
+    from placement import ilp as ilp_module
+
+    real = ilp_module.run_highs
+
+    def run(lp, options, integer):  # noqa: ANN001, ANN202
+        h = real(lp, options, integer)
+        if not integer:
+            x = np.asarray(h.getSolution().col_value, dtype=float)
+            return _Reported(h, col_value=0.5 * x + 0.25)  # fractional, still "optimal"
+        return _Reported(h, status=highspy.HighsModelStatus.kTimeLimit, gap=0.03)
+
+    monkeypatch.setattr(ilp_module, "run_highs", run)
+    problem = PlacementProblem(
+        distance=np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]),
+        gpu_server=np.arange(3),
+        activation=np.array([[0.9, 0.6, 0.5], [0.2, 1.0, 0.8]]),
+        slots_per_gpu=2,
+        max_per_gpu_per_layer=1,
+    )
+    res = solve_placement(problem, "ilp-load", SolverOptions(time_limit_s=5))
+    assert res.info["lp_integral"] is False
+    assert res.status is SolveStatus.FEASIBLE and res.is_ok
+    assert res.mip_gap == 0.03
+    assert "Time limit" in res.message and "gap 0.03" in res.message
+    assert check_layout(problem, res.layout) == []
