@@ -221,6 +221,13 @@ def _(d: Path) -> Thunk:
     return _read(_with_meta(d, m))
 
 
+@case(TRACE, "metadata with an unknown key", "trace.parquet", "unknown keys ['sourse']", "'extra'")
+def _(d: Path) -> Thunk:
+    m = _meta_dict()
+    m["sourse"] = "typo"
+    return _read(_with_meta(d, m))
+
+
 @case(TRACE, "model spec with an unknown key", "trace.parquet", "unknown keys ['colour']")
 def _(d: Path) -> Thunk:
     return _read(_with_meta(d, _meta_dict(colour="red")))

@@ -161,3 +161,18 @@ def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
     (tmp_path / "s.json").write_text(json.dumps({"logical_count": _counts()}))
     read_sglang_logical_count(tmp_path / "s.json", TINY).activation()
     _problem()()
+
+
+def test_real_sglang_statistics_load(sglang_dir: Path) -> None:
+    """Every real SGLang file reads, and its activation rows sum to top_k (the placer's input)."""
+    import numpy as np
+
+    from traces import model_preset
+    from traces.load_stats import read_sglang_logical_count
+
+    model = model_preset("deepseek-r1")
+    files = sorted(sglang_dir.glob("*.json"))
+    assert files
+    for f in files:
+        p = read_sglang_logical_count(f, model).activation()
+        assert np.allclose(p.sum(axis=1), model.top_k)

@@ -45,6 +45,12 @@ class TraceMeta:
             raise InputError(f"{where}: not a moe-netsim trace (metadata 'format' missing)")
         if d.get("version") != 1:
             raise InputError(f"{where}: unsupported trace format version {d.get('version')!r}")
+        unknown = set(d) - {"format", "version", "model", "source", "produced_by", "extra"}
+        if unknown:
+            raise InputError(
+                f"{where}: metadata has unknown keys {sorted(map(str, unknown))}; tool-specific"
+                " fields belong under 'extra'"
+            )
         if not isinstance(d.get("model"), dict):
             raise InputError(f"{where}: metadata key 'model' is missing or not an object")
         if not isinstance(d.get("extra", {}), dict):
