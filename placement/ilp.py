@@ -167,9 +167,20 @@ def solve_ilp(
         if x is None and status is SolveStatus.FEASIBLE:
             status = SolveStatus.NO_SOLUTION
     if x is None or status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
-        msg = _infeasibility_reason(problem) if status is SolveStatus.INFEASIBLE else ""
+        if status is SolveStatus.FEASIBLE:  # a limit stopped HiGHS before any layout existed
+            status = SolveStatus.NO_SOLUTION
+        if status is SolveStatus.INFEASIBLE:
+            msg = _infeasibility_reason(problem)
+        elif status is SolveStatus.NO_SOLUTION:
+            msg = (
+                f"HiGHS stopped ({info['highs_status']}) after {time.perf_counter() - t0:.3g} s"
+                f" before finding any layout; raise time_limit_s (now {options.time_limit_s})"
+            )
+        else:
+            msg = f"HiGHS: {info['highs_status']}"
         return PlacementResult(
-            strategy=name, status=status, layout=None, objective=float("nan"), mip_gap=gap,
+            strategy=name, status=status, layout=None, objective=float("nan"),
+            mip_gap=float("inf"),
             runtime_s=time.perf_counter() - t0, options=options, message=msg, info=info,
         )
     expert_server = np.argmax(x.reshape(L, E, S), axis=2)
@@ -183,7 +194,13 @@ def solve_ilp(
         mip_gap=gap,
         runtime_s=time.perf_counter() - t0,
         options=options,
-        message="LP relaxation integral (network-flow structure)" if integral else "",
+        message=(
+            "LP relaxation integral (network-flow structure)"
+            if integral
+            else f"HiGHS stopped ({info['highs_status']}) with an incumbent, relative gap {gap:.3g}"
+            if status is SolveStatus.FEASIBLE
+            else ""
+        ),
         info=info,
     )
 

@@ -13,6 +13,7 @@ import numpy as np
 import pandas as pd
 
 from placement.problem import ExpertLayout
+from traces.atomic import atomic_output
 from traces.errors import InputError
 
 
@@ -24,12 +25,11 @@ def save_layout(
 ) -> None:
     p = Path(path)
     df = layout.to_frame(gpu_server, layer_indices)
-    tmp = p.with_name(f".{p.name}.tmp")
-    if p.suffix == ".csv":
-        df.to_csv(tmp, index=False)
-    else:
-        df.to_parquet(tmp, index=False)
-    os.replace(tmp, p)
+    with atomic_output(p) as tmp:
+        if p.suffix == ".csv":
+            df.to_csv(tmp, index=False)
+        else:
+            df.to_parquet(tmp, index=False)
 
 
 def layout_from_frame(
@@ -43,6 +43,8 @@ def layout_from_frame(
     for col in ("layer", "expert", "gpu"):
         if col not in df.columns:
             raise InputError(f"{where}: column {col!r} missing")
+    if df.empty:
+        raise InputError(f"{where}: the layout has no rows; it needs one per (layer, expert)")
     if "replica" not in df.columns:
         df = df.assign(replica=df.groupby(["layer", "expert"]).cumcount())
     for col in ("layer", "expert", "replica", "gpu"):
@@ -65,6 +67,12 @@ def layout_from_frame(
             raise InputError(f"{where}: row {row}: {name} {int(arr[row])} out of range 0..{hi - 1}")
     if replica.size and replica.min() < 0:
         raise InputError(f"{where}: negative replica index")
+    if replica.size and replica.max() >= num_gpus:  # replicas sit on distinct GPUs
+        row = int(np.argmax(replica >= num_gpus))
+        raise InputError(
+            f"{where}: row {row}: replica {int(replica[row])} out of range 0..{num_gpus - 1}"
+            " (an expert has at most one replica per GPU)"
+        )
     reps = int(replica.max()) + 1 if replica.size else 1
     out = np.full((num_layers, num_experts, reps), -1, dtype=np.int64)
     key = (layer * num_experts + expert) * reps + replica

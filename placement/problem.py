@@ -81,10 +81,16 @@ def validate_problem(p: PlacementProblem) -> None:
         raise InputError(f"placement: distance matrix must be square, got {list(d.shape)}")
     if not np.isfinite(d).all() or (d < 0).any():
         raise InputError("placement: distance matrix has negative, NaN or infinite entries")
+    if d.shape[0] < 1:
+        raise InputError("placement: the cluster needs at least one GPU (distance matrix is empty)")
     if p.gpu_server.shape != (d.shape[0],):
         raise InputError(
             f"placement: distance matrix is for {d.shape[0]} GPUs but server membership lists"
             f" {p.gpu_server.shape[0] if p.gpu_server.ndim == 1 else p.gpu_server.shape}"
+        )
+    if not np.issubdtype(p.gpu_server.dtype, np.integer):
+        raise InputError(
+            f"placement: server indices of GPUs must be integers, got {p.gpu_server.dtype}"
         )
     servers = np.unique(p.gpu_server)
     if servers[0] != 0 or servers[-1] != len(servers) - 1:
@@ -182,6 +188,8 @@ class SolverOptions:
             raise InputError("solver: mip_rel_gap must be in [0, 1)")
         if self.threads < 1:
             raise InputError("solver: threads must be >= 1")
+        if not 0 <= self.seed <= 2**31 - 1:
+            raise InputError(f"solver: seed must be in 0..2147483647, got {self.seed}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,6 +203,18 @@ class PlacementResult:
     options: SolverOptions
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        # Never an unmarked answer: a layout comes with a status that vouches for it, and a
+        # limit-stopped (FEASIBLE) layout always carries its gap.
+        ok = self.status in (SolveStatus.OPTIMAL, SolveStatus.HEURISTIC, SolveStatus.FEASIBLE)
+        if ok != (self.layout is not None):
+            raise ValueError(
+                f"{self.strategy}: status {self.status.value} with"
+                f" {'a' if self.layout is not None else 'no'} layout"
+            )
+        if self.status is SolveStatus.FEASIBLE and np.isnan(self.mip_gap):
+            raise ValueError(f"{self.strategy}: a feasible (limit-stopped) result needs its gap")
 
     @property
     def is_ok(self) -> bool:

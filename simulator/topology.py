@@ -204,6 +204,9 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     g.add_nodes_from(names)
     g.add_edges_from((link.a, link.b) for link in cluster.links)
     gpus = [n.name for n in cluster.nodes if n.kind == "gpu"]
+    for n in cluster.nodes:  # before connectivity: it names the GPU that is cut off
+        if n.kind == "gpu" and not g.has_edge(n.name, n.server):
+            raise InputError(f"{where}: GPU {n.name!r} has no link to its server {n.server!r}")
     reach = nx.node_connected_component(g, gpus[0])
     for gpu in gpus:
         if gpu not in reach:

@@ -24,14 +24,19 @@ attribute does not silently fall back to a default.
 from __future__ import annotations
 
 import json
+import numbers
 import os
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, fields
+from dataclasses import MISSING, asdict, fields
 from pathlib import Path
 from typing import Any
 
+import numpy as np
+
 from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
+from traces.atomic import atomic_write_text
 from traces.errors import InputError
+from traces.jsonfile import read_json_file
 
 
 def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
@@ -43,6 +48,17 @@ def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
         "nodes": [asdict(n) for n in cluster.nodes],
         "links": [asdict(lk) for lk in cluster.links],
     }
+
+
+def _has_type(value: Any, annotation: str) -> bool:
+    """JSON value against a NodeSpec/LinkSpec field annotation (float, int or a string type)."""
+    if isinstance(value, (bool, np.bool_)):
+        return False
+    if annotation == "float":
+        return isinstance(value, numbers.Real)
+    if annotation == "int":
+        return isinstance(value, numbers.Integral)
+    return isinstance(value, str)
 
 
 def _records(d: dict[str, Any], key: str, cls: type, where: str) -> tuple:
@@ -57,6 +73,23 @@ def _records(d: dict[str, Any], key: str, cls: type, where: str) -> tuple:
         unknown = set(item) - known
         if unknown:
             raise InputError(f"{where}: {key}[{i}] has unknown keys {sorted(unknown)}")
+        for f in fields(cls):
+            required = f.default is MISSING and f.default_factory is MISSING
+            if required and f.name not in item:
+                raise InputError(f"{where}: {key}[{i}] lacks the required key {f.name!r}")
+            if f.name in item and not _has_type(item[f.name], str(f.type)):
+                want = {"float": "a number", "int": "an integer"}.get(str(f.type), "a string")
+                raise InputError(
+                    f"{where}: {key}[{i}] field {f.name!r} must be {want},"
+                    f" got {item[f.name]!r}"
+                )
+            if str(f.type) == "float" and f.name in item:
+                try:
+                    item = {**item, f.name: float(item[f.name])}
+                except OverflowError:
+                    raise InputError(
+                        f"{where}: {key}[{i}] field {f.name!r} is too large"
+                    ) from None
         try:
             out.append(cls(**item))
         except TypeError as exc:
@@ -235,31 +268,20 @@ def save_cluster(cluster: ClusterSpec, path: str | os.PathLike[str]) -> None:
         text = json.dumps(cluster_to_dict(cluster), indent=1) + "\n"
     else:
         text = cluster_to_graphml(cluster)
-    tmp = p.with_name(f".{p.name}.tmp")
-    try:
-        tmp.write_text(text)
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    atomic_write_text(p, text)
 
 
 def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
     """Read and validate a cluster file (.json or .graphml)."""
     p = Path(path)
-    fmt = _format(p)
+    if _format(p) == ".json":
+        return cluster_from_dict(read_json_file(p, "topology file"), where=str(p))
     if not p.exists():
         raise InputError(f"{p}: topology file not found")
     try:
-        text = p.read_text()
+        text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as exc:
         raise InputError(f"{p}: not a text file ({exc})") from None
     except OSError as exc:
-        raise InputError(f"{p}: cannot read the topology file ({exc.strerror})") from None
-    if fmt == ".graphml":
-        return cluster_from_graphml(text, where=str(p))
-    try:
-        d = json.loads(text)
-    except json.JSONDecodeError as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
-    return cluster_from_dict(d, where=str(p))
+        raise InputError(f"{p}: cannot read the topology file ({exc.strerror or exc})") from None
+    return cluster_from_graphml(text, where=str(p))

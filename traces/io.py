@@ -13,20 +13,27 @@ file that looks complete.  Reading streams one row group (or smaller batch) at a
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import os
+import sys
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from types import TracebackType
 
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from traces.atomic import atomic_output
 from traces.errors import InputError
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype
 
 META_KEY = b"moe_netsim.trace"
+# What pyarrow raises on a damaged file (ArrowInvalid is a ValueError; bad bytes in names give
+# UnicodeDecodeError); InputError is re-raised before these are caught.
+_READ_ERRORS = (pa.ArrowException, OSError, ValueError)
 DEFAULT_ROW_GROUP_TOKENS = 65_536
 
 
@@ -93,15 +100,20 @@ class TraceWriter:
     ) -> None:
         self.path = Path(path)
         self.meta = meta
-        self._tmp = self.path.with_name(f".{self.path.name}.{os.getpid()}.tmp")
+        self._output: contextlib.AbstractContextManager[Path] | None = None
         self._schema = _schema(meta, has_origin, has_step, has_gates)
         self._row_group_tokens = row_group_tokens
         self._writer: pq.ParquetWriter | None = None
         self.num_tokens = 0
 
     def __enter__(self) -> TraceWriter:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._writer = pq.ParquetWriter(self._tmp, self._schema, compression="zstd")
+        self._output = atomic_output(self.path)
+        tmp = self._output.__enter__()
+        try:
+            self._writer = pq.ParquetWriter(tmp, self._schema, compression="zstd")
+        except BaseException:
+            self._output.__exit__(*sys.exc_info())
+            raise
         return self
 
     def write(self, block: RoutingTrace) -> None:
@@ -120,12 +132,15 @@ class TraceWriter:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        assert self._writer is not None
-        self._writer.close()
-        if exc_type is None:
-            os.replace(self._tmp, self.path)
-        else:
-            self._tmp.unlink(missing_ok=True)
+        if self._writer is None or self._output is None:
+            raise RuntimeError("TraceWriter closed without being opened")
+        try:
+            self._writer.close()
+        except BaseException:
+            if not self._output.__exit__(*sys.exc_info()):
+                raise
+            return
+        self._output.__exit__(exc_type, exc, tb)
 
 
 def write_trace(
@@ -171,9 +186,12 @@ def open_parquet(path: str | os.PathLike[str], what: str) -> pq.ParquetFile:
     if not p.exists():
         raise InputError(f"{p}: {what} file not found")
     try:
-        return pq.ParquetFile(p)
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{p}: not a readable Parquet {what} ({exc})") from None
+        pf = pq.ParquetFile(p)
+        pf.schema_arrow  # noqa: B018 - decoding the schema is part of "readable"
+        return pf
+    except _READ_ERRORS as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{p}: not a readable Parquet {what} ({detail})") from None
 
 
 def _open(path: str | os.PathLike[str]) -> tuple[pq.ParquetFile, TraceMeta]:
@@ -182,12 +200,44 @@ def _open(path: str | os.PathLike[str]) -> tuple[pq.ParquetFile, TraceMeta]:
     md = pf.schema_arrow.metadata or {}
     if META_KEY not in md:
         raise InputError(f"{p}: Parquet file has no moe-netsim trace metadata")
-    meta = TraceMeta.from_json(md[META_KEY].decode(), where=str(p))
+    try:
+        text = md[META_KEY].decode()
+    except UnicodeDecodeError:
+        raise InputError(f"{p}: trace metadata is not UTF-8 text") from None
+    meta = TraceMeta.from_json(text, where=str(p))
     names = set(pf.schema_arrow.names)
     for layer in meta.model.moe_layer_indices:
         if f"experts_L{layer}" not in names:
             raise InputError(f"{p}: column experts_L{layer} missing for MoE layer {layer}")
+    _check_column_types(pf.schema_arrow, meta, str(p))
     return pf, meta
+
+
+def _check_column_types(schema: pa.Schema, meta: TraceMeta, where: str) -> None:
+    """Reject columns whose Arrow type cannot hold what the format says (no silent casts)."""
+    k = meta.model.top_k
+    for f in schema:
+        t = f.type
+        if f.name in ("seq_id", "position", "origin_gpu", "step"):
+            if not pa.types.is_integer(t):
+                raise InputError(f"{where}: column {f.name} must hold integers, got {t}")
+        elif f.name.startswith(("experts_L", "gates_L")):
+            experts = f.name.startswith("experts_L")
+            is_list = pa.types.is_list(t) or pa.types.is_large_list(t)
+            is_list = is_list or pa.types.is_fixed_size_list(t)
+            value_ok = is_list and (
+                pa.types.is_integer(t.value_type) if experts else pa.types.is_floating(t.value_type)
+            )
+            if not value_ok:
+                want = "integer expert ids" if experts else "float gate weights"
+                raise InputError(
+                    f"{where}: column {f.name} must hold lists of {k} {want}, got {t}"
+                )
+            if pa.types.is_fixed_size_list(t) and t.list_size != k:
+                raise InputError(
+                    f"{where}: column {f.name} holds lists of {t.list_size}, but the model's"
+                    f" top_k is {k}: each token needs {k} expert ids"
+                )
 
 
 def read_trace_meta(path: str | os.PathLike[str]) -> tuple[TraceMeta, int]:
@@ -202,11 +252,21 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
     n = batch.num_rows
     names = batch.schema.names
 
-    def fixed(col: str, dtype: np.dtype) -> np.ndarray:
+    def fixed(col: str) -> np.ndarray:
+        """[n, k] values of a list column in their stored type (checked before any cast)."""
         arr = batch.column(names.index(col))
-        if arr.null_count:
+        values = arr.flatten()
+        if arr.null_count or values.null_count:
             raise InputError(f"{where}: column {col} has missing values")
-        return np.asarray(arr.flatten().to_numpy(zero_copy_only=False), dtype=dtype).reshape(n, k)
+        if not pa.types.is_fixed_size_list(arr.type):  # fixed sizes were checked on open
+            lengths = pc.list_value_length(arr).to_numpy(zero_copy_only=False)
+            if (lengths != k).any():
+                row = int(np.flatnonzero(lengths != k)[0])
+                raise InputError(
+                    f"{where}: row {row}: column {col} holds {int(lengths[row])} values, the"
+                    f" model's top_k needs {k} expert ids per token"
+                )
+        return values.to_numpy(zero_copy_only=False).reshape(n, k)
 
     def plain(col: str, dtype: type) -> np.ndarray | None:
         if col not in names:
@@ -214,17 +274,29 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
         arr = batch.column(names.index(col))
         if arr.null_count:
             raise InputError(f"{where}: column {col} has missing values")
-        return np.asarray(arr.to_numpy(zero_copy_only=False), dtype=dtype)
+        values = arr.to_numpy(zero_copy_only=False)
+        info = np.iinfo(dtype)
+        if values.size and (values.min() < info.min or values.max() > info.max):
+            raise InputError(f"{where}: column {col} holds values outside the {info.dtype} range")
+        return np.asarray(values, dtype=dtype)
 
     id_dtype = expert_dtype(m.num_routed_experts)
     experts = np.empty((n, m.num_moe_layers, k), dtype=id_dtype)
     for li, layer in enumerate(m.moe_layer_indices):
-        experts[:, li, :] = fixed(f"experts_L{layer}", id_dtype)
+        ids = fixed(f"experts_L{layer}")  # range-checked in the stored type, then narrowed
+        if ids.size and (ids.min() < 0 or ids.max() >= m.num_routed_experts):
+            bad = (ids < 0) | (ids >= m.num_routed_experts)
+            t = int(np.argwhere(bad)[0][0])
+            raise InputError(
+                f"{where}: row {t}, MoE layer {layer}: expert id {int(ids[bad][0])} out of range"
+                f" 0..{m.num_routed_experts - 1}"
+            )
+        experts[:, li, :] = ids
     gates = None
     if f"gates_L{m.moe_layer_indices[0]}" in names:
         gates = np.empty((n, m.num_moe_layers, k), dtype=np.float32)
         for li, layer in enumerate(m.moe_layer_indices):
-            gates[:, li, :] = fixed(f"gates_L{layer}", np.dtype(np.float32))
+            gates[:, li, :] = fixed(f"gates_L{layer}")
     seq_id = plain("seq_id", np.int64)
     position = plain("position", np.int32)
     if seq_id is None or position is None:
@@ -240,7 +312,7 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
             gates=gates,
         )
     except InputError as exc:
-        raise InputError(f"{where}: {exc}") from None
+        raise InputError(f"{where}: {str(exc).removeprefix('trace: ')}") from None
 
 
 def iter_trace(
@@ -269,8 +341,11 @@ def iter_trace(
                 block = _from_batch(batch, meta, f"{path} (rows from {start})")
                 start += batch.num_rows
                 yield block
-    except (pa.ArrowInvalid, OSError) as exc:
-        raise InputError(f"{path}: trace file is truncated or corrupt ({exc})") from None
+    except InputError:
+        raise
+    except _READ_ERRORS as exc:
+        detail = " ".join(str(exc).split())
+        raise InputError(f"{path}: trace file is truncated or corrupt ({detail})") from None
 
 
 def read_trace(path: str | os.PathLike[str]) -> RoutingTrace:

@@ -1,4 +1,5 @@
-"""Reading a user's JSON file with errors that name the file."""
+"""Reading a user's JSON file: every failure (missing, unreadable, not UTF-8, not JSON) is an
+:class:`InputError` naming the file, never an ``OSError`` or ``JSONDecodeError``."""
 
 from __future__ import annotations
 
@@ -11,11 +12,17 @@ from traces.errors import InputError
 
 
 def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
-    """Parsed JSON of ``path``; missing file or bad JSON is an :class:`InputError`."""
+    """The parsed JSON value of ``path``; ``what`` names the file in messages ("topology file")."""
     p = Path(path)
     if not p.exists():
-        raise InputError(f"{p}: {what} file not found")
+        raise InputError(f"{p}: {what} not found")
     try:
-        return json.loads(p.read_text())
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        text = p.read_text(encoding="utf-8")
+    except OSError as exc:
+        raise InputError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
+    except UnicodeDecodeError as exc:
+        raise InputError(f"{p}: not valid JSON ({exc})") from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
         raise InputError(f"{p}: not valid JSON ({exc})") from None

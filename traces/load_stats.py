@@ -99,9 +99,15 @@ def read_sglang_logical_count(
                 f"{p}: logical_count[{layer}] has {n} entries, expected"
                 f" {model.num_routed_experts} experts"
             )
-        if not all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row):
-            raise InputError(f"{p}: logical_count[{layer}] holds non-numbers")
-        out[li] = np.asarray(row, dtype=np.float64)
+        numbers = all(isinstance(x, (int, float)) and not isinstance(x, bool) for x in row)
+        try:
+            if not numbers:
+                raise TypeError
+            out[li] = np.asarray(row, dtype=np.float64)
+        except (TypeError, ValueError, OverflowError):
+            raise InputError(
+                f"{p}: logical_count[{layer}] holds non-numbers (or numbers too large)"
+            ) from None
         if not np.isfinite(out[li]).all() or (out[li] < 0).any():
             i = int(np.flatnonzero(~np.isfinite(out[li]) | (out[li] < 0))[0])
             raise InputError(

@@ -117,6 +117,8 @@ class SynthConfig:
             raise InputError("synthetic trace: seq_len, step_tokens and num_gpus must be >= 1")
         if not np.isfinite(self.zipf_exponent) or self.zipf_exponent < 0:
             raise InputError("synthetic trace: zipf_exponent must be a finite number >= 0")
+        if self.seed < 0:
+            raise InputError(f"synthetic trace: seed must be >= 0, got {self.seed}")
         for name in ("token_corr", "layer_corr"):
             v = getattr(self, name)
             if not (np.isfinite(v) and 0 <= v < 1):

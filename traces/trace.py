@@ -45,8 +45,22 @@ class TraceMeta:
             raise InputError(f"{where}: not a moe-netsim trace (metadata 'format' missing)")
         if d.get("version") != 1:
             raise InputError(f"{where}: unsupported trace format version {d.get('version')!r}")
+        unknown = set(d) - {"format", "version", "model", "source", "produced_by", "extra"}
+        if unknown:
+            raise InputError(
+                f"{where}: metadata has unknown keys {sorted(map(str, unknown))}; tool-specific"
+                " fields belong under 'extra'"
+            )
+        if not isinstance(d.get("model"), dict):
+            raise InputError(f"{where}: metadata key 'model' is missing or not an object")
+        if not isinstance(d.get("extra", {}), dict):
+            raise InputError(f"{where}: metadata key 'extra' must be an object")
+        try:
+            model = ModelSpec.from_dict(d["model"])
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
         return cls(
-            model=ModelSpec.from_dict(d["model"]),
+            model=model,
             source=str(d.get("source", "")),
             produced_by=str(d.get("produced_by", "")),
             extra=dict(d.get("extra", {})),
@@ -129,15 +143,24 @@ def validate_trace(trace: RoutingTrace, where: str = "trace") -> None:
             raise InputError(f"{where}: {name} must have one entry per token ({n}), got {a.shape}")
         if not np.issubdtype(a.dtype, np.integer):
             raise InputError(f"{where}: {name} must be integers, got {a.dtype}")
-    if trace.gates is not None:
-        if trace.gates.shape != e.shape:
-            raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
-        if not np.isfinite(trace.gates).all():
-            t, li, _ = np.argwhere(~np.isfinite(trace.gates))[0]
+    if trace.gates is not None and trace.gates.shape != e.shape:
+        raise InputError(f"{where}: gates must have the shape of experts {list(e.shape)}")
+    if n == 0:
+        return
+    for name, low in (("seq_id", 0), ("position", 0), ("origin_gpu", -1), ("step", -1)):
+        a = getattr(trace, name)
+        if a is not None and a.min() < low:
+            t = int(np.argmax(a < low))
             raise InputError(
-                f"{where}: token {t}, MoE layer {m.moe_layer_indices[li]}: gate weight is NaN"
-                " or infinite"
+                f"{where}: token {t}: {name} {int(a[t])} must be >= {low}"
+                + (" (-1 = not recorded)" if low < 0 else "")
             )
+    if trace.gates is not None and not np.isfinite(trace.gates).all():
+        t, li, _ = np.argwhere(~np.isfinite(trace.gates))[0]
+        raise InputError(
+            f"{where}: token {t}, MoE layer {m.moe_layer_indices[li]}: gate weight is NaN"
+            " or infinite"
+        )
     bad = find_bad_route(e, m.num_routed_experts)
     if bad is not None:
         t, li, what = bad

@@ -13,7 +13,13 @@ import numpy as np
 import pandas as pd
 
 from experiments import plots
-from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+from experiments.outputs import (
+    atomic_write_text,
+    run_directory,
+    save_figure,
+    write_json,
+    write_parquet,
+)
 from experiments.pipeline import Evaluation, build_problem, compare, place_and_replay
 from experiments.report import Section, render_report
 from experiments.versions import versions
@@ -72,6 +78,10 @@ def run(args: argparse.Namespace) -> int:
         from traces.errors import InputError
 
         raise InputError("--tokens must be >= 1")
+    if cfg.seed < 0:
+        from traces.errors import InputError
+
+        raise InputError(f"--seed must be >= 0, got {cfg.seed}")
     say = _progress(time.perf_counter())
     with run_directory(args.out, args.overwrite) as work:
         summary = run_demo(cfg, work, say)
@@ -179,7 +189,7 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
             "status": "complete",
         },
     )
-    (out / "report.html").write_text(_report(cfg, cluster, summary, server_load))
+    atomic_write_text(out / "report.html", _report(cfg, cluster, summary, server_load))
 
 
 def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> str:  # type: ignore[no-untyped-def]

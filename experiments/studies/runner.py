@@ -39,6 +39,7 @@ from experiments.outputs import COMPLETE_MARKER, write_json, write_parquet
 from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
 from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
+from traces.atomic import atomic_write_text
 from traces.errors import InputError
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load")
@@ -147,9 +148,9 @@ def write_cell(run_dir: Path, cell: Cell, result: CellResult) -> None:
         for path, value in cell.axis_values:
             row[path] = _column_value(value)
         row.update(result.row)
-        pd.DataFrame([row]).to_parquet(tmp / "row.parquet", index=False)
+        write_parquet(tmp / "row.parquet", pd.DataFrame([row]))
         for name, frame in result.frames().items():
-            frame.to_parquet(tmp / f"{name}.parquet", index=False)
+            write_parquet(tmp / f"{name}.parquet", frame)
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -272,7 +273,7 @@ def run_study(
         meta["wall_time_s"] = time.perf_counter() - t0
         meta["execution"] = "serial" if serial else (scheduler or f"local dask x{workers}")
         write_json(run_dir / "meta.json", meta)
-        (run_dir / COMPLETE_MARKER).write_text("complete\n")
+        atomic_write_text(run_dir / COMPLETE_MARKER, "complete\n")
     return SweepOutcome(results, run_dir, len(todo), reused)
 
 

@@ -1,0 +1,326 @@
+"""Fuzzing every parser that reads user files: any exception other than InputError fails.
+
+Bounded for CI (the ``fuzz-ci`` profile, a few seconds per target); an opt-in long run uses
+the ``fuzz-long`` profile::
+
+    MOE_NETSIM_FUZZ=long PYTHONPATH=. python -m pytest -q tests/test_fuzz.py
+
+(``MOE_NETSIM_FUZZ=<n>`` runs n random examples per target instead.)
+
+Targets: the native trace reader on byte-mutated and Arrow-mutated files, TraceMeta.from_json,
+ModelSpec.from_dict, the cluster JSON loader (random and mutated dicts, random bytes), the
+layout table loader (random frames, CSV text), and the SGLang logical_count reader.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+from badinput import TINY, _cluster_dict, tiny_trace
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from placement.layout_io import layout_from_frame, load_layout
+from simulator.topology_io import cluster_from_dict, load_cluster
+from traces import ModelSpec, TraceMeta
+from traces.errors import InputError
+from traces.io import META_KEY, read_trace, write_trace
+from traces.load_stats import read_sglang_logical_count
+
+settings.register_profile(
+    "fuzz-ci",
+    max_examples=60,
+    deadline=None,
+    derandomize=True,  # CI runs the same examples every time (no flaky reds)
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+settings.register_profile(
+    "fuzz-long",
+    max_examples=5000,
+    deadline=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
+)
+_MODE = os.environ.get("MOE_NETSIM_FUZZ", "")
+FUZZ = settings.get_profile("fuzz-long" if _MODE == "long" else "fuzz-ci")
+if _MODE.isdigit():  # MOE_NETSIM_FUZZ=<examples>: a random (not derandomised) run of that size
+    FUZZ = settings(FUZZ, max_examples=int(_MODE), derandomize=False)
+
+
+def only_input_errors(fn: Callable[[], Any]) -> None:
+    """Run ``fn``; InputError (with a one-line message) is fine, success is fine."""
+    try:
+        fn()
+    except InputError as exc:
+        assert str(exc).strip() and "\n" not in str(exc).strip(), repr(str(exc))
+
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=8)
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
+                                                                max_size=4),
+    max_leaves=12,
+)
+
+
+def _mutate_json(base: Any, path: list[Any], value: Any, delete: bool) -> Any:
+    """Replace (or delete) the node at ``path`` (indices taken modulo the container size)."""
+    if not path or not isinstance(base, (dict, list)) or not base:
+        return value
+    key = path[0]
+    if isinstance(base, dict):
+        keys = sorted(base)
+        k = keys[key % len(keys)] if isinstance(key, int) else key
+        out = dict(base)
+        if delete and len(path) == 1:
+            out.pop(k, None)
+        else:
+            out[k] = _mutate_json(base.get(k), path[1:], value, delete)
+        return out
+    i = key % len(base) if isinstance(key, int) else 0
+    out_list = list(base)
+    if delete and len(path) == 1:
+        del out_list[i]
+    else:
+        out_list[i] = _mutate_json(base[i], path[1:], value, delete)
+    return out_list
+
+
+json_paths = st.lists(st.integers(min_value=0, max_value=50) | st.text(max_size=5), min_size=1,
+                      max_size=4)
+
+
+# --- native trace -----------------------------------------------------------------------------
+
+_TRACE_BYTES: bytes | None = None
+
+
+def _trace_bytes() -> bytes:
+    global _TRACE_BYTES
+    if _TRACE_BYTES is None:
+        with tempfile.TemporaryDirectory() as d:
+            _TRACE_BYTES = write_trace(Path(d) / "t.parquet", tiny_trace(40)).read_bytes()
+    return _TRACE_BYTES
+
+
+@FUZZ
+@given(
+    edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 255)), max_size=8),
+    cut=st.one_of(st.none(), st.integers(min_value=0)),
+)
+def test_trace_reader_on_byte_mutated_files(edits, cut, tmp_path_factory):
+    data = bytearray(_trace_bytes())
+    for pos, byte in edits:
+        data[pos % len(data)] = byte
+    if cut is not None:
+        data = data[: cut % (len(data) + 1)]
+    p = tmp_path_factory.mktemp("fz") / "t.parquet"
+    p.write_bytes(bytes(data))
+    only_input_errors(lambda: read_trace(p))
+
+
+_column_values = st.sampled_from(["int8", "int64", "uint16", "float", "string", "list-int",
+                                  "list-float", "list-short", "null"])
+
+
+def _arrow_column(kind: str, n: int, rng: np.random.Generator) -> pa.Array:
+    ints = rng.integers(-3, 300, size=n)
+    if kind == "int8":
+        return pa.array(np.clip(ints, -128, 127).astype(np.int8))
+    if kind == "int64":
+        return pa.array(ints.astype(np.int64))
+    if kind == "uint16":
+        return pa.array(np.abs(ints).astype(np.uint16))
+    if kind == "float":
+        v = ints.astype(float)
+        v[0] = np.nan
+        return pa.array(v)
+    if kind == "string":
+        return pa.array([str(x) for x in ints])
+    if kind == "list-int":
+        return pa.array([[int(x), int(x) + 1] for x in ints], type=pa.list_(pa.int64()))
+    if kind == "list-float":
+        return pa.array([[float(x), np.nan] for x in ints], type=pa.list_(pa.float64(), 2))
+    if kind == "list-short":
+        return pa.array([[int(x)] for x in ints], type=pa.list_(pa.int32()))
+    return pa.nulls(n, pa.int32())
+
+
+@FUZZ
+@given(
+    column=st.sampled_from(["seq_id", "position", "origin_gpu", "step", "experts_L1",
+                            "experts_L2"]),
+    kind=_column_values,
+    seed=st.integers(0, 2**16),
+    meta_path=st.one_of(st.none(), json_paths),
+    meta_value=json_values,
+    delete=st.booleans(),
+)
+def test_trace_reader_on_arrow_mutated_files(column, kind, seed, meta_path, meta_value, delete,
+                                             tmp_path_factory):
+    d = tmp_path_factory.mktemp("fz")
+    p = write_trace(d / "t.parquet", tiny_trace(10))
+    t = pq.read_table(p)
+    col = _arrow_column(kind, t.num_rows, np.random.default_rng(seed))
+    t = t.set_column(t.schema.get_field_index(column), pa.field(column, col.type), col)
+    meta = json.loads(TraceMeta(model=TINY).to_json())
+    if meta_path is not None:
+        meta = _mutate_json(meta, meta_path, meta_value, delete)
+    raw = json.dumps(meta).encode()
+    pq.write_table(t.replace_schema_metadata({META_KEY: raw}), p)
+    only_input_errors(lambda: read_trace(p))
+
+
+@FUZZ
+@given(text=st.text(max_size=200) | json_values.map(json.dumps))
+def test_trace_meta_from_json_on_random_text(text):
+    only_input_errors(lambda: TraceMeta.from_json(text))
+
+
+@FUZZ
+@given(path=json_paths, value=json_values, delete=st.booleans())
+def test_trace_meta_from_json_on_mutated_metadata(path, value, delete):
+    meta = _mutate_json(json.loads(TraceMeta(model=TINY).to_json()), path, value, delete)
+    only_input_errors(lambda: TraceMeta.from_json(json.dumps(meta)))
+
+
+# --- model spec -------------------------------------------------------------------------------
+
+_MODEL_KEYS = list(TINY.to_dict()) + ["bogus"]
+
+
+@FUZZ
+@given(changes=st.dictionaries(st.sampled_from(_MODEL_KEYS), json_values, max_size=4),
+       drop=st.lists(st.sampled_from(_MODEL_KEYS), max_size=2))
+def test_model_spec_from_dict(changes, drop):
+    d = {**TINY.to_dict(), **changes}
+    for k in drop:
+        d.pop(k, None)
+    only_input_errors(lambda: ModelSpec.from_dict(d))
+
+
+@FUZZ
+@given(value=json_values)
+def test_model_spec_from_any_json(value):
+    only_input_errors(lambda: ModelSpec.from_dict(value))
+
+
+# --- cluster JSON -----------------------------------------------------------------------------
+
+
+@FUZZ
+@given(path=json_paths, value=json_values, delete=st.booleans())
+def test_cluster_from_mutated_dict(path, value, delete):
+    d = _mutate_json(_cluster_dict(), path, value, delete)
+    only_input_errors(lambda: cluster_from_dict(d))
+
+
+@FUZZ
+@given(
+    link=st.integers(0, 5),
+    field=st.sampled_from(["a", "b", "bandwidth_bytes_per_s", "latency_s", "weight", "tier"]),
+    number=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**80), 2**80),
+)
+def test_cluster_link_numbers(link, field, number):
+    d = _cluster_dict()
+    d["links"][link][field] = number
+    only_input_errors(lambda: cluster_from_dict(d))
+
+
+@FUZZ
+@given(value=json_values)
+def test_cluster_from_random_json(value):
+    only_input_errors(lambda: cluster_from_dict(value))
+
+
+@FUZZ
+@given(data=st.binary(max_size=300))
+def test_cluster_loader_on_random_bytes(data, tmp_path_factory):
+    p = tmp_path_factory.mktemp("fz") / "c.json"
+    p.write_bytes(data)
+    only_input_errors(lambda: load_cluster(p))
+
+
+# --- layout tables ----------------------------------------------------------------------------
+
+_layout_cells = (
+    st.integers(-5, 12)
+    | st.integers(-(2**62), 2**62)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(max_size=3)
+    | st.none()
+)
+
+
+@FUZZ
+@given(
+    columns=st.lists(st.sampled_from(["layer", "expert", "replica", "gpu", "server", "x"]),
+                     min_size=0, max_size=5, unique=True),
+    rows=st.integers(0, 10),
+    cells=st.lists(_layout_cells, min_size=50, max_size=50),
+    int_only=st.booleans(),
+    indices=st.sampled_from([(), (1, 2)]),
+)
+def test_layout_from_random_frames(columns, rows, cells, int_only, indices):
+    data = {}
+    for j, c in enumerate(columns):
+        vals = [cells[(j * 10 + r) % len(cells)] for r in range(rows)]
+        if int_only:
+            vals = [v if isinstance(v, int) else r % 4 for r, v in enumerate(vals)]
+        data[c] = vals
+    df = pd.DataFrame(data)
+    only_input_errors(lambda: layout_from_frame(df, 2, 4, 2, indices))
+
+
+@FUZZ
+@given(text=st.text(alphabet="layerxpticgu,0123456789-.\n\" ", max_size=200))
+def test_layout_loader_on_random_csv(text, tmp_path_factory):
+    p = tmp_path_factory.mktemp("fz") / "layout.csv"
+    p.write_text("layer,expert,replica,gpu\n" + text)
+    only_input_errors(lambda: load_layout(p, 2, 4, 2, (1, 2)))
+
+
+# --- SGLang logical_count ---------------------------------------------------------------------
+
+
+def _sglang_doc() -> dict[str, Any]:
+    return {"logical_count": [[float(i * j) for j in range(8)] for i in range(3)]}
+
+
+@FUZZ
+@given(path=json_paths, value=json_values, delete=st.booleans())
+def test_sglang_reader_on_mutated_json(path, value, delete, tmp_path_factory):
+    doc = _mutate_json(_sglang_doc(), path, value, delete)
+    p = tmp_path_factory.mktemp("fz") / "stats.json"
+    p.write_text(json.dumps(doc))
+
+    def read() -> None:
+        stats = read_sglang_logical_count(p, TINY)
+        a = stats.activation()
+        assert np.isfinite(a).all() and math.isclose(a.sum(axis=1)[0], TINY.top_k)
+
+    only_input_errors(read)
+
+
+@FUZZ
+@given(data=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_sglang_reader_on_random_bytes(data, tmp_path_factory):
+    p = tmp_path_factory.mktemp("fz") / "stats.json"
+    p.write_bytes(data)
+    only_input_errors(lambda: read_sglang_logical_count(p, TINY))
