@@ -8,6 +8,12 @@ sum_b P[b] x B[b, e], B[b, e] = sum_a W[a] (dispatch_bytes inc[a, b, e] + combin
 inc[b, a, e]) / bandwidth[e].  Minimise t subject to ``link[e]``: sum_b B[b, e] P[b] <= t,
 ``load[b]``: sum p x - P[b] = 0 and the assignment constraints of the plain model.  Uses the
 marginal activation (not per origin).  Starts from the ilp-load layout.
+
+Solving: the LP relaxation gives a lower bound and a point with few fractional experts; they
+are re-placed by a small assignment model (TU, so integral) near the LP point, which gives a
+layout whose gap to the bound is reported; the ilp-load layout is kept if it is better.  When
+the gap exceeds ``mip_rel_gap`` and the model is small enough, HiGHS' MIP polishes from there
+within the time limit.
 """
 
 from __future__ import annotations
@@ -17,7 +23,7 @@ import time
 import numpy as np
 
 from placement.ilp import _expert_groups, failed, finish, ilp_load
-from placement.lp import Model, run_highs
+from placement.lp import Model, Solved, run_highs
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
@@ -27,6 +33,68 @@ from placement.problem import (
 )
 from placement.spread import spread_items
 from traces.errors import InputError
+
+
+MIP_POLISH_MAX_COLUMNS = 200_000  # above this HiGHS rarely finishes the root LP in time
+
+
+def _point(xs: np.ndarray, gw: np.ndarray, B: np.ndarray) -> np.ndarray:
+    """Full column vector (x, P, t) of an integral group-by-server assignment."""
+    P = (xs * gw[:, None]).sum(axis=0)
+    return np.concatenate([xs.reshape(-1), P, [(P @ B).max() if B.size else 0.0]])
+
+
+def _gap(value: float, bound: float) -> float:
+    return 0.0 if value <= 0 else max(0.0, (value - bound) / value)
+
+
+def _as_solved(x: np.ndarray, bound: float, lp: Solved, tol: float) -> Solved:
+    gap = _gap(float(x[-1]), bound)
+    status = SolveStatus.OPTIMAL if gap <= tol else SolveStatus.FEASIBLE
+    return Solved(status, x, float(x[-1]), gap, "rounded LP relaxation", lp.time_s)
+
+
+def _round(
+    x: np.ndarray, size: np.ndarray, g_layer: np.ndarray, L: int, gps: np.ndarray,
+    problem: PlacementProblem, options: SolverOptions,
+) -> np.ndarray:
+    """An integral assignment near the LP point: keep its floors, place the rest by a TU model.
+
+    The rest (the fractional parts) goes where the LP had most of it, within the capacities
+    the floors leave; that model is an assignment (TU), so its LP is integral.
+    """
+    base = np.floor(x + 1e-9)
+    frac = x - base
+    need = size - base.sum(axis=1)
+    todo = np.flatnonzero(need > 0.5)
+    if todo.size == 0:
+        return base
+    S = x.shape[1]
+    used_layer = np.zeros((L, S))
+    np.add.at(used_layer, g_layer, base)
+    m = Model()
+    n = len(todo)
+    col = m.add_cols(-frac[todo].reshape(-1) - 1e-3, 0.0, np.repeat(need[todo], S)) + np.arange(
+        n * S
+    )
+    grp = np.repeat(np.arange(n), S)
+    ss = np.tile(np.arange(S), n)
+    r = m.add_rows("assign", need[todo], need[todo], n)
+    m.add_entries(r + grp, col, 1.0)
+    layers = g_layer[todo]
+    cap_l = (gps * problem.max_per_gpu_per_layer)[None, :] - used_layer
+    r = m.add_rows("cap_layer", 0.0, cap_l.reshape(-1), L * S)
+    m.add_entries(r + layers[grp] * S + ss, col, 1.0)
+    r = m.add_rows("cap_total", 0.0, gps * problem.slots_per_gpu - base.sum(axis=0), S)
+    m.add_entries(r + ss, col, 1.0)
+    sol = run_highs(m, options, integer=False)
+    if sol.x is None:
+        sol = run_highs(m, options, integer=True)
+    if sol.x is None:
+        raise RuntimeError("ilp-bottleneck: rounding the LP point failed")
+    out = base.copy()
+    out[todo] += np.round(sol.x[col].reshape(n, S))
+    return out
 
 
 def link_busy_per_load(problem: PlacementProblem) -> np.ndarray:
@@ -102,22 +170,57 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
         xs = np.zeros((n_groups, S))
         for g, m in enumerate(members):
             np.add.at(xs[g], srv[m], 1.0)
-        P = np.bincount(srv, weights=w, minlength=S)
-        start = np.concatenate([xs.reshape(-1), P, [(P @ B).max() if ne else 0.0]])
+        start = _point(xs, gw, B)
         info["ilp_load_bottleneck"] = float(start[-1]) * b_scale
-    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-    sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
-    info["highs_status"] = sol.highs_status
-    if sol.x is None or sol.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
-        return failed("ilp-bottleneck", problem, options, sol.status, t0, info, sol.gap)
-    y = np.round(sol.x[x_col].reshape(n_groups, S)).astype(np.int64)
+    # LP relaxation: a lower bound, and a point to round (few columns are fractional).
+    big = model.num_col > MIP_POLISH_MAX_COLUMNS
+    lp = run_highs(model, options, integer=False, lp_solver="ipm" if big else "simplex")
+    if lp.x is None or lp.status is not SolveStatus.OPTIMAL:
+        info["highs_status"] = lp.highs_status
+        if start is None or lp.status is SolveStatus.INFEASIBLE:
+            return failed("ilp-bottleneck", problem, options, lp.status, t0, info)
+        # No bound in time: hand back the ilp-load layout, saying so (gap unknown).
+        sol = Solved(SolveStatus.FEASIBLE, start, float(start[-1]), float("inf"),
+                     lp.highs_status, lp.time_s)
+        return _result(problem, options, sol, x_col, members, w, unit_gpus, t0, info, b_scale,
+                       "LP relaxation not solved within the time limit: the ilp-load layout,"
+                       " no bound (raise --time-limit)")
+    bound = lp.objective
+    info["lp_bound"] = bound * b_scale
+    xr = _round(lp.x[x_col].reshape(n_groups, S), size, g_layer, L, gps, problem, options)
+    sol = _as_solved(_point(xr, gw, B), bound, lp, options.mip_rel_gap)
+    if start is not None and start[-1] < sol.x[-1]:  # type: ignore[index]
+        sol = _as_solved(start, bound, lp, options.mip_rel_gap)
+    info["rounded_lp"] = True
+    if sol.gap > options.mip_rel_gap and model.num_col <= MIP_POLISH_MAX_COLUMNS:
+        left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+        mip = run_highs(model, options, integer=True, start=sol.x, time_limit_s=left)
+        info["highs_status"] = mip.highs_status
+        if mip.x is not None and mip.x[t_col] <= sol.x[-1] + 1e-12:  # type: ignore[index]
+            gap = min(mip.gap, _gap(mip.x[t_col], bound))
+            status = SolveStatus.OPTIMAL if gap <= options.mip_rel_gap else SolveStatus.FEASIBLE
+            sol = Solved(status, mip.x, mip.objective, gap, mip.highs_status, mip.time_s)
+    else:
+        info["highs_status"] = sol.highs_status
+    assert sol.x is not None
+    return _result(problem, options, sol, x_col, members, w, unit_gpus, t0, info, b_scale,
+                   f"min busiest link: {sol.highs_status}, gap to the LP bound {sol.gap:.2g}")
+
+
+def _result(
+    problem: PlacementProblem, options: SolverOptions, sol: Solved, x_col: np.ndarray,
+    members: list[np.ndarray], w: np.ndarray, unit_gpus: list[np.ndarray], t0: float,
+    info: dict[str, object], b_scale: float, message: str,
+) -> PlacementResult:
+    assert sol.x is not None
+    L, E, S = problem.num_layers, problem.num_experts, problem.num_servers
+    y = np.round(sol.x[x_col].reshape(len(members), S)).astype(np.int64)
     expert_server = np.empty(L * E, dtype=np.int64)
     for g, m in enumerate(members):
         expert_server[m] = np.repeat(np.arange(S), y[g])
     gpus = spread_items(problem, np.repeat(np.arange(L), E), w, expert_server, unit_gpus)
     layout = ExpertLayout.from_primary(gpus.reshape(L, E), problem.num_gpus)
     info["bottleneck"] = max_link_busy(problem, layout)
-    res = finish("ilp-bottleneck", problem, options, layout, sol, t0, info, False,
-                 f"MIP (min busiest link), HiGHS {sol.highs_status}")
+    res = finish("ilp-bottleneck", problem, options, layout, sol, t0, info, False, message)
     res.info["solver_objective"] = sol.objective * b_scale
     return res

@@ -161,6 +161,7 @@ def run_highs(
     integer: bool,
     start: np.ndarray | None = None,
     time_limit_s: float | None = None,
+    lp_solver: str = "simplex",
 ) -> Solved:
     """Solve ``model`` as an LP (simplex, a vertex) or as a MIP (with an optional start)."""
     with _stdout_silenced():
@@ -171,7 +172,9 @@ def run_highs(
     h.setOptionValue("threads", int(options.threads))
     h.setOptionValue("random_seed", int(options.seed))
     if not integer:
-        h.setOptionValue("solver", "simplex")
+        h.setOptionValue("solver", lp_solver)
+        if lp_solver == "ipm":
+            h.setOptionValue("run_crossover", "off")
     h.passModel(model.to_highs(integer))
     if integer and start is not None:
         sol = highspy.HighsSolution()
