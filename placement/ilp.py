@@ -27,6 +27,7 @@ into a few thousand columns.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -41,6 +42,9 @@ from placement.problem import (
 )
 from placement.spread import spread_items
 from traces.errors import InputError
+
+
+GPU_LEVEL_MAX_COLUMNS = 1_000_000  # balance fallback per GPU only below this many binaries
 
 
 def server_cost(problem: PlacementProblem) -> np.ndarray:
@@ -238,15 +242,23 @@ def solve_assignment(
         "unit": level, "units": len(unit_gpus), "classes": K, "columns": model.num_col,
         "rows": model.num_row,
     }
-    sol = run_highs(model, options, integer=False)
-    info["highs_status"] = sol.highs_status
-    integral = sol.x is not None and is_integral(sol.x)
+    if eps is None:
+        sol = run_highs(model, options, integer=False)
+        integral = sol.x is not None and is_integral(sol.x)
+    else:  # balance rows break total unimodularity: a MIP from a balanced start
+        sol, integral = None, False
     info["lp_integral"] = integral
-    if sol.status is SolveStatus.OPTIMAL and not integral:
+    if sol is None or (sol.status is SolveStatus.OPTIMAL and not integral):
+        start = None
+        if eps is not None:
+            bal = balanced_gpus(problem, eps)
+            info["balanced_start"] = bal is not None
+            if bal is not None:
+                start = _start_columns(bal, problem.num_gpus, unit_gpus, classes, members, K)
         left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-        sol = run_highs(model, options, integer=True, time_limit_s=left)
-        info["highs_status"] = sol.highs_status
+        sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
         info["mip"] = True
+    info["highs_status"] = sol.highs_status
     if sol.x is None or sol.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
         return failed(name, problem, options, sol.status, t0, info, sol.gap)
     y = np.round(sol.x[col].reshape(n_groups, K)).astype(np.int64)
@@ -264,11 +276,69 @@ def solve_assignment(
     if eps is not None and level == "server":
         cap = (1 + eps) * w.sum() / problem.num_gpus
         if (gpu_loads(problem, layout) > cap * (1 + 1e-9)).any():
-            # Server-level balance held but the split over GPUs did not: solve per GPU.
-            res = solve_assignment(problem, options, name, cost_g, force_gpus=True, rt=rt)
-            res.info["server_level_split_failed"] = True
-            return res
+            # Server-level balance held but the split over GPUs did not: solve per GPU with
+            # the time that is left, if that model is not too large.
+            left = options.time_limit_s - (time.perf_counter() - t0)
+            if left > 1 and L * E * problem.num_gpus <= GPU_LEVEL_MAX_COLUMNS:
+                opts = replace(options, time_limit_s=left)
+                res = solve_assignment(problem, opts, name, cost_g, force_gpus=True, rt=rt)
+                res.info["server_level_split_failed"] = True
+                return replace(res, options=options, runtime_s=time.perf_counter() - t0)
+            info["server_level_split_failed"] = True
+            bal = balanced_gpus(problem, eps)
+            if bal is None:
+                return failed(name, problem, options, SolveStatus.NO_SOLUTION, t0, info)
+            fallback = ExpertLayout.from_primary(bal.reshape(L, E), problem.num_gpus)
+            no_bound = Solved(SolveStatus.FEASIBLE, None, float("nan"), float("inf"),
+                              sol.highs_status, sol.time_s)
+            return finish(name, problem, options, fallback, no_bound, t0, info, False,
+                          "server-level balance did not split over GPUs in time: the balanced"
+                          " greedy layout (hottest first to the least loaded GPU), no bound")
     return finish(name, problem, options, layout, sol, t0, info, integral)
+
+
+def balanced_gpus(problem: PlacementProblem, eps: float) -> np.ndarray | None:
+    """GPU per expert [L * E] meeting the balance bound, or None: hottest first, least loaded.
+
+    Longest processing time first over all layers, within the per-layer and slot caps.
+    """
+    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
+    w = problem.activation.reshape(-1)
+    per = np.zeros((L, G), dtype=np.int64)
+    free = np.full(G, problem.slots_per_gpu, dtype=np.int64)
+    load = np.zeros(G)
+    gpu = np.empty(L * E, dtype=np.int64)
+    for flat in np.lexsort((np.arange(L * E), -w)):
+        li = int(flat) // E
+        ok = np.flatnonzero((per[li] < problem.max_per_gpu_per_layer) & (free > 0))
+        if ok.size == 0:
+            return None
+        g = int(ok[np.argmin(load[ok])])
+        gpu[flat] = g
+        per[li, g] += 1
+        free[g] -= 1
+        load[g] += w[flat]
+    if load.max() > (1 + eps) * w.sum() / G:
+        return None
+    return gpu
+
+
+def _start_columns(
+    gpu: np.ndarray, G: int, unit_gpus: list[np.ndarray], classes: list[list[int]],
+    members: list[np.ndarray], K: int,
+) -> np.ndarray:
+    """Columns (experts of each group per class) of a GPU-level layout."""
+    unit_of_gpu = np.empty(G, dtype=np.int64)
+    for u, m in enumerate(unit_gpus):
+        unit_of_gpu[m] = u
+    class_of_unit = np.empty(len(unit_gpus), dtype=np.int64)
+    for k, c in enumerate(classes):
+        class_of_unit[c] = k
+    x = np.zeros((len(members), K))
+    cls = class_of_unit[unit_of_gpu[gpu]]
+    for gi, m in enumerate(members):
+        np.add.at(x[gi], cls[m], 1.0)
+    return x.reshape(-1)
 
 
 def finish(

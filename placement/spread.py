@@ -66,8 +66,8 @@ def spread_items(
 
     Inside a unit every GPU costs the same (that is what makes it a unit), so the choice
     balances load instead.  First the number of items of each layer per GPU is fixed so that
-    slots hold; then, per layer, heaviest items first, each goes to the least loaded GPU that
-    still has room for that layer (ties: lowest GPU index).  Callers never put two copies of
+    slots hold; then, heaviest items first over all layers (longest processing time first),
+    each goes to the least loaded GPU that still has room for its layer (ties: lowest index).  Callers never put two copies of
     one expert in one unit of several GPUs unless the unit has room to separate them.
     """
     L = problem.num_layers
@@ -86,19 +86,19 @@ def spread_items(
         )
         mem = members.tolist()
         load_m = [float(load[g]) for g in mem]
-        mine_layer = item_layer[mine]
-        order = mine[np.lexsort((mine, -item_weight[mine], mine_layer))]
-        bounds = np.flatnonzero(np.diff(item_layer[order])) + 1
-        for part in np.split(order, bounds):
-            room = counts[int(item_layer[part[0]])].tolist()
-            for it in part.tolist():
-                j = -1
-                for c in range(len(mem)):
-                    if room[c] > 0 and (j < 0 or load_m[c] < load_m[j]):
-                        j = c
-                gpu_of[it] = mem[j]
-                load_m[j] += float(item_weight[it])
-                room[j] -= 1
+        room = counts.tolist()  # [layer][gpu of the unit]
+        order = mine[np.lexsort((mine, -item_weight[mine]))].tolist()  # heaviest first, all layers
+        layer_of = item_layer.tolist()
+        weight_of = item_weight.tolist()
+        for it in order:
+            r = room[layer_of[it]]
+            j = -1
+            for c in range(len(mem)):
+                if r[c] > 0 and (j < 0 or load_m[c] < load_m[j]):
+                    j = c
+            gpu_of[it] = mem[j]
+            load_m[j] += weight_of[it]
+            r[j] -= 1
         load[members] = load_m
     return gpu_of
 
