@@ -171,3 +171,29 @@ def test_real_sglang_statistics_place_optimally(sglang_dir):
     assert check_layout(problem, res.layout) == []
     rr = solve_placement(problem, "round-robin")
     assert res.objective < rr.objective
+
+
+@pytest.mark.parametrize(
+    "extra",
+    [
+        ["--strategy", "ilp-bottleneck", "--gap", "0.05"],
+        ["--strategy", "ilp-load", "--replicas", "8", "--time-limit", "3"],
+    ],
+)
+def test_place_command_mip_variants(tmp_path, capsys, extra):
+    model = model_preset("deepseek-moe-16b")
+    stats = tmp_path / "counts.json"
+    _write_counts(stats, model, np.random.default_rng(5))
+    out = tmp_path / "l.parquet"
+    argv = ["place", "--fat-tree", "6", "8", "--stats", str(stats), "--model", model.name,
+            "--out", str(out), *extra]
+    assert main(argv) == 0
+    text = capsys.readouterr().out
+    assert "status       optimal" in text or "status       feasible" in text
+    meta = json.loads((tmp_path / "l.parquet.meta.json").read_text())
+    if "--gap" in extra:
+        assert meta["solver_options"]["mip_rel_gap"] == 0.05
+    layout = load_layout(out, model.num_moe_layers, 64, 64, model.moe_layer_indices)
+    if "--replicas" in extra:
+        copies = (layout.expert_gpus >= 0).sum(axis=(1, 2))
+        assert (copies <= 64 + 8).all() and (copies > 64).any()

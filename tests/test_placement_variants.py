@@ -84,6 +84,12 @@ OPTS = SolverOptions(time_limit_s=30)
 def test_ilp_load_and_bytes_match_brute_force(seed):
     problem = _problem(seed)
     layouts = list(_layouts(problem))
+    # The paper's ILP optimises uniform activation top_k / experts = 2/3 everywhere.
+    uniform = _problem(seed, activation=np.full((2, 3), 2 / 3))
+    res = solve_placement(problem, "ilp", OPTS)
+    assert res.status is SolveStatus.OPTIMAL
+    best_uniform = min(expected_cost(uniform, lay) for lay in layouts)
+    assert expected_cost(uniform, res.layout) == pytest.approx(best_uniform)
     for strategy, metric in (("ilp-load", "hops"), ("ilp-bytes", "wire")):
         res = solve_placement(problem, strategy, OPTS)
         assert res.status is SolveStatus.OPTIMAL
