@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -14,8 +15,11 @@ from placement import default_slots, solve_placement
 from simulator.analytic import AnalyticResult, count_traffic
 from simulator.engine import SimConfig, SimResult, simulate
 from simulator.paths import RouteTable
+from simulator.traffic import resolve_origins
 from traces import RoutingTrace
 from traces.errors import InputError
+from traces.io import iter_trace, read_trace_meta
+from traces.model import ModelSpec
 
 Progress = Callable[[str], None]
 
@@ -32,25 +36,101 @@ def microbatches(trace: RoutingTrace) -> Iterator[RoutingTrace]:
         yield trace.take(part)
 
 
+def cluster_arrays(routes: RouteTable) -> dict[str, np.ndarray]:
+    """Per-pair wire time and per-server-pair link incidence of the routed (ECMP) paths.
+
+    Network links only (GPU <-> server links are NVLink class and, like their hop weight 0,
+    not charged).  Incidence covers the directed links any server-to-server route uses.
+    """
+    cl = routes.cluster
+    S = cl.num_servers
+    bw = np.array([lk.bandwidth_bytes_per_s for lk in cl.links])
+    used = np.unique(routes.middle_links)
+    col = {int(d): j for j, d in enumerate(used)}
+    inc = np.zeros((S, S, len(used)), dtype=np.uint8)
+    spb_s = np.zeros((S, S))
+    for a in range(S):
+        for b in range(S):
+            if a == b:
+                continue
+            m = routes.middle(a, b)
+            inc[a, b, [col[int(d)] for d in m]] = 1
+            spb_s[a, b] = float((1.0 / bw[m // 2]).sum())
+    gs = cl.gpu_server
+    return {
+        "pair_seconds_per_byte": spb_s[np.ix_(gs, gs)],
+        "server_link_incidence": inc,
+        "link_bandwidth_bytes_per_s": bw[used // 2],
+    }
+
+
+def origin_activation(
+    blocks: Iterable[RoutingTrace], num_gpus: int
+) -> tuple[np.ndarray, np.ndarray, bool]:
+    """p[l, i] and a[l, i, origin GPU] per token over a trace's blocks, and origins recorded?
+
+    ``a`` sums to ``p`` over GPUs; origins follow the simulator's rule where not recorded.
+    """
+    counts: np.ndarray | None = None
+    tokens = 0
+    recorded = True
+    shape: tuple[int, int] = (0, 0)
+    for block in blocks:
+        m = block.model
+        L, E = m.num_moe_layers, m.num_routed_experts
+        if counts is None:
+            shape = (L, E)
+            counts = np.zeros(L * E * num_gpus, dtype=np.int64)
+        origins = resolve_origins(block, num_gpus)
+        recorded &= block.origin_gpu is not None
+        offs = (np.arange(L) * E)[None, :, None]
+        flat = (block.experts.astype(np.int64) + offs) * num_gpus + origins[:, None, None]
+        counts += np.bincount(flat.ravel(), minlength=counts.size)
+        tokens += block.num_tokens
+    if counts is None or tokens == 0:
+        raise InputError("the trace has no tokens to measure activation from")
+    a = counts.reshape(*shape, num_gpus) / tokens
+    return a.sum(axis=2), a, recorded
+
+
+def trace_activation(path: Path, num_gpus: int) -> tuple[ModelSpec, np.ndarray, np.ndarray, bool]:
+    """Model, p[l, i], a[l, i, origin GPU] and whether origins were recorded, from a trace file."""
+    meta, _ = read_trace_meta(path)
+    try:
+        p, a, recorded = origin_activation(iter_trace(path), num_gpus)
+    except InputError:
+        raise InputError(f"{path}: the trace has no tokens") from None
+    return meta.model, p, a, recorded
+
+
 def build_problem(
     routes: RouteTable,
+    model: ModelSpec,
     activation: np.ndarray,
-    layer_indices: tuple[int, ...],
-    origin_weight: np.ndarray | None = None,
+    origin_activation: np.ndarray | None = None,
+    num_redundant: int = 0,
+    balance_eps: float | None = None,
     slots_per_gpu: int | None = None,
-    max_per_gpu_per_layer: int | None = None,
+    per_layer_per_gpu: int | None = None,
 ) -> PlacementProblem:
-    """A placement problem from the cluster's distances and measured activation."""
+    """A placement problem with every input the strategies may use."""
     L, E = activation.shape
-    s_def, l_def = default_slots(L, E, routes.num_gpus)
+    G = routes.num_gpus
+    s_def, l_def = default_slots(L, E + num_redundant, G)
     return PlacementProblem(
         distance=routes.distance,
         gpu_server=routes.cluster.gpu_server,
         activation=activation,
         slots_per_gpu=slots_per_gpu or s_def,
-        max_per_gpu_per_layer=max_per_gpu_per_layer or l_def,
-        origin_weight=origin_weight,
-        layer_indices=layer_indices,
+        max_per_gpu_per_layer=per_layer_per_gpu or l_def,
+        layer_indices=model.moe_layer_indices,
+        origin_activation=origin_activation,
+        dispatch_bytes=float(model.hidden_size * 1),
+        combine_bytes=float(model.hidden_size * 2),
+        num_redundant=num_redundant,
+        balance_eps=balance_eps,
+        expert_groups=model.num_expert_groups,
+        **cluster_arrays(routes),
     )
 
 

@@ -103,3 +103,87 @@ def load_layout(
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
         raise InputError(f"{p}: cannot read layout ({exc.__class__.__name__}: {exc})") from None
     return layout_from_frame(df, num_layers, num_experts, num_gpus, layer_indices, str(p))
+
+
+def to_sglang_map(
+    layout: ExpertLayout, layer_indices: tuple[int, ...], num_layers: int | None = None
+) -> dict[str, list[list[int]]]:
+    """SGLang ``--init-expert-location`` JSON: ``{"physical_to_logical_map": [layers][P]}``.
+
+    Physical expert p lives on GPU p // n with n physical experts per GPU (the most copies any
+    GPU holds in one layer); one row per transformer layer (``num_layers``, default the last
+    MoE layer + 1), dense layers keep the trivial map p -> p mod experts.  A GPU with fewer than
+    n copies in a layer pads its slots with a second copy of an expert it already holds (SGLang
+    needs every slot filled; :func:`from_sglang_map` merges copies on one GPU).
+    """
+    eg = layout.expert_gpus
+    L, E, _ = eg.shape
+    G = layout.num_gpus
+    idx = layer_indices or tuple(range(L))
+    if len(idx) != L:
+        raise InputError(f"sglang export: {len(idx)} layer indices for {L} MoE layers")
+    total = num_layers if num_layers is not None else max(idx) + 1
+    if total <= max(idx):
+        raise InputError(f"sglang export: {total} layers cannot hold MoE layer {max(idx)}")
+    per_gpu = [[sorted(int(e) for e in np.nonzero(eg[li] == g)[0]) for g in range(G)]
+               for li in range(L)]
+    n = max(len(x) for row in per_gpu for x in row)
+    rows: list[list[int]] = [[p % E for p in range(n * G)] for _ in range(total)]
+    for li, layer in enumerate(idx):
+        row: list[int] = []
+        for g, experts in enumerate(per_gpu[li]):
+            if not experts:
+                raise InputError(
+                    f"sglang export: GPU {g} holds no expert of MoE layer {layer}; SGLang's map"
+                    " needs the same number of physical experts on every GPU"
+                )
+            row += experts + [experts[0]] * (n - len(experts))
+        rows[layer] = row
+    return {"physical_to_logical_map": rows}
+
+
+def from_sglang_map(
+    obj: object,
+    layer_indices: tuple[int, ...],
+    num_experts: int,
+    num_gpus: int,
+    where: str = "sglang map",
+) -> ExpertLayout:
+    """Read ``{"physical_to_logical_map": [layers][P]}`` back into a layout (MoE rows only)."""
+    if not isinstance(obj, dict) or "physical_to_logical_map" not in obj:
+        raise InputError(f"{where}: expected a JSON object with key 'physical_to_logical_map'")
+    rows = obj["physical_to_logical_map"]
+    if not isinstance(rows, list) or len(rows) <= max(layer_indices):
+        raise InputError(
+            f"{where}: 'physical_to_logical_map' needs rows for layers 0..{max(layer_indices)}"
+        )
+    copies: list[list[list[int]]] = []
+    for layer in layer_indices:
+        row = rows[layer]
+        if not isinstance(row, list) or not row or len(row) % num_gpus:
+            n = len(row) if isinstance(row, list) else type(row).__name__
+            raise InputError(
+                f"{where}: row {layer} has {n} physical experts, not a multiple of {num_gpus} GPUs"
+            )
+        try:
+            arr = np.asarray(row, dtype=np.int64)
+        except (TypeError, ValueError):
+            raise InputError(f"{where}: row {layer} holds non-integers") from None
+        if arr.min() < 0 or arr.max() >= num_experts:
+            raise InputError(f"{where}: row {layer} names experts outside 0..{num_experts - 1}")
+        per = len(arr) // num_gpus
+        hosts: list[list[int]] = [[] for _ in range(num_experts)]
+        for p, e in enumerate(arr):
+            g = p // per
+            if g not in hosts[e]:
+                hosts[e].append(g)
+        missing = [e for e in range(num_experts) if not hosts[e]]
+        if missing:
+            raise InputError(f"{where}: row {layer}: expert {missing[0]} has no physical copy")
+        copies.append(hosts)
+    reps = max(len(h) for layer in copies for h in layer)
+    out = np.full((len(layer_indices), num_experts, reps), -1, dtype=np.int64)
+    for li, layer in enumerate(copies):
+        for e, h in enumerate(layer):
+            out[li, e, : len(h)] = h
+    return ExpertLayout(out, num_gpus)

@@ -15,24 +15,30 @@ def _counts_per_gpu(demand: np.ndarray, gpus: int, per_layer: int, slots: int) -
     Largest demand first, each to the GPUs with the most free slots (the Gale-Ryser greedy);
     if that gets stuck, an exact max-flow (layers -> GPUs -> sink) decides.
     """
-    n = np.zeros((len(demand), gpus), dtype=np.int64)
-    free = np.full(gpus, slots, dtype=np.int64)
+    n = [[0] * gpus for _ in range(len(demand))]
+    free = [slots] * gpus
     ok = True
-    for li in np.lexsort((np.arange(len(demand)), -demand)):
-        need = int(demand[li])
-        while need:
-            cand = np.flatnonzero((n[li] < per_layer) & (free > 0))
-            if cand.size == 0:
+    for li in np.lexsort((np.arange(len(demand)), -demand)).tolist():
+        row = n[li]
+        for _ in range(int(demand[li])):
+            best = -1
+            for g in range(gpus):
+                if row[g] < per_layer and free[g] > 0 and (best < 0 or free[g] > free[best]):
+                    best = g
+            if best < 0:
                 ok = False
                 break
-            g = int(cand[np.lexsort((cand, -free[cand]))[0]])
-            n[li, g] += 1
-            free[g] -= 1
-            need -= 1
+            row[best] += 1
+            free[best] -= 1
         if not ok:
             break
     if ok:
-        return n
+        return np.array(n, dtype=np.int64).reshape(len(demand), gpus)
+    return _counts_by_flow(demand, gpus, per_layer, slots)
+
+
+def _counts_by_flow(demand: np.ndarray, gpus: int, per_layer: int, slots: int) -> np.ndarray:
+    n = np.zeros((len(demand), gpus), dtype=np.int64)
     flow = nx.DiGraph()
     for li, d in enumerate(demand):
         flow.add_edge("src", ("l", li), capacity=int(d))
@@ -49,32 +55,60 @@ def _counts_per_gpu(demand: np.ndarray, gpus: int, per_layer: int, slots: int) -
     return n
 
 
-def spread_over_gpus(problem: PlacementProblem, expert_server: np.ndarray) -> np.ndarray:
-    """GPU per expert [layers, experts] from a server per expert.
+def spread_items(
+    problem: PlacementProblem,
+    item_layer: np.ndarray,
+    item_weight: np.ndarray,
+    item_unit: np.ndarray,
+    unit_gpus: list[np.ndarray],
+) -> np.ndarray:
+    """GPU of every item (an expert copy) from the unit (a set of GPUs) that holds it.
 
-    Inside a server every GPU is at distance 0 from the others (weight-0 links), so the choice
-    does not change the objective; it balances load instead.  First the number of experts of
-    each layer per GPU is fixed so that slots hold; then, per layer, hottest experts first, each
-    goes to the least loaded GPU that still has room for that layer (ties: lowest GPU index).
+    Inside a unit every GPU costs the same (that is what makes it a unit), so the choice
+    balances load instead.  First the number of items of each layer per GPU is fixed so that
+    slots hold; then, heaviest items first over all layers (longest processing time first),
+    each goes to the least loaded GPU that still has room for its layer (ties: lowest index).  Callers never put two copies of
+    one expert in one unit of several GPUs unless the unit has room to separate them.
     """
-    L, E = problem.activation.shape
-    gpu_of = np.full((L, E), -1, dtype=np.int64)
+    L = problem.num_layers
+    gpu_of = np.full(len(item_layer), -1, dtype=np.int64)
     load = np.zeros(problem.num_gpus)
-    for s in range(problem.num_servers):
-        members = problem.server_gpus(s)
-        demand = (expert_server == s).sum(axis=1)
+    for u, members in enumerate(unit_gpus):
+        mine = np.flatnonzero(item_unit == u)
+        if mine.size == 0:
+            continue
+        if len(members) == 1:
+            gpu_of[mine] = members[0]
+            continue
+        demand = np.bincount(item_layer[mine], minlength=L)
         counts = _counts_per_gpu(
             demand, len(members), problem.max_per_gpu_per_layer, problem.slots_per_gpu
         )
-        for li in np.flatnonzero(demand):
-            room = counts[li].copy()
-            experts = np.flatnonzero(expert_server[li] == s)
-            order = experts[np.lexsort((experts, -problem.activation[li, experts]))]
-            for i in order:
-                cand = np.flatnonzero(room > 0)
-                j = int(cand[np.lexsort((cand, load[members[cand]]))[0]])
-                g = int(members[j])
-                gpu_of[li, i] = g
-                load[g] += problem.activation[li, i]
-                room[j] -= 1
+        mem = members.tolist()
+        load_m = [float(load[g]) for g in mem]
+        room = counts.tolist()  # [layer][gpu of the unit]
+        order = mine[np.lexsort((mine, -item_weight[mine]))].tolist()  # heaviest first, all layers
+        layer_of = item_layer.tolist()
+        weight_of = item_weight.tolist()
+        for it in order:
+            r = room[layer_of[it]]
+            j = -1
+            for c in range(len(mem)):
+                if r[c] > 0 and (j < 0 or load_m[c] < load_m[j]):
+                    j = c
+            gpu_of[it] = mem[j]
+            load_m[j] += weight_of[it]
+            r[j] -= 1
+        load[members] = load_m
     return gpu_of
+
+
+def spread_over_gpus(problem: PlacementProblem, expert_server: np.ndarray) -> np.ndarray:
+    """GPU per expert [layers, experts] from a server per expert (one copy each)."""
+    L, E = problem.activation.shape
+    units = [problem.server_gpus(s) for s in range(problem.num_servers)]
+    layer = np.repeat(np.arange(L), E)
+    gpus = spread_items(
+        problem, layer, problem.activation.reshape(-1), expert_server.reshape(-1), units
+    )
+    return gpus.reshape(L, E)

@@ -4,17 +4,26 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from placement.baselines import round_robin
-from placement.ilp import ilp_load, ilp_uniform
+from placement.baselines import contiguous, greedy, random_layout, round_robin
+from placement.bottleneck import ilp_bottleneck
+from placement.eplb import eplb
+from placement.ilp import ilp_bytes, ilp_load, ilp_origin, ilp_uniform
 from placement.problem import PlacementProblem, PlacementResult, SolverOptions
 from traces.errors import InputError
 
 Strategy = Callable[[PlacementProblem, SolverOptions], PlacementResult]
 
 STRATEGIES: dict[str, Strategy] = {
+    "contiguous": contiguous,
     "round-robin": round_robin,
+    "random": random_layout,
+    "greedy": greedy,
+    "eplb": eplb,
     "ilp": ilp_uniform,
     "ilp-load": ilp_load,
+    "ilp-origin": ilp_origin,
+    "ilp-bytes": ilp_bytes,
+    "ilp-bottleneck": ilp_bottleneck,
 }
 
 

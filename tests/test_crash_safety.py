@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ast
 import os
 import signal
@@ -312,40 +314,10 @@ def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
     act = np.full((2, 8), 0.25)
     from experiments.pipeline import build_problem
 
-    problem = build_problem(routes, act, TINY.moe_layer_indices)
+    problem = build_problem(routes, TINY, act)
     with pytest.raises(InputError, match="no-solution.*time_limit_s"):
         place_and_replay(problem, "ilp-load", trace, routes, SimConfig(),
                          SolverOptions(time_limit_s=1e-9))
-
-
-class _Reported:
-    """A finished HiGHS run that reports another status, solution or gap (the rest delegates)."""
-
-    def __init__(self, h, status=None, col_value=None, gap=None):  # noqa: ANN001
-        self.h, self.status, self.col_value, self.gap = h, status, col_value, gap
-
-    def getModelStatus(self):  # noqa: ANN201, N802 - HiGHS API names
-        return self.status if self.status is not None else self.h.getModelStatus()
-
-    def modelStatusToString(self, s):  # noqa: ANN001, ANN201, N802
-        return self.h.modelStatusToString(s)
-
-    def getSolution(self):  # noqa: ANN201, N802
-        from types import SimpleNamespace
-
-        if self.col_value is None:
-            return self.h.getSolution()
-        return SimpleNamespace(col_value=self.col_value)
-
-    def getInfo(self):  # noqa: ANN201, N802
-        from types import SimpleNamespace
-
-        info = self.h.getInfo()
-        return SimpleNamespace(
-            primal_solution_status=info.primal_solution_status,
-            mip_gap=self.gap if self.gap is not None else info.mip_gap,
-            objective_function_value=info.objective_function_value,
-        )
 
 
 def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch):
@@ -354,19 +326,17 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
     reports is altered: the LP vertex is made fractional (the network-flow structure never
     gives one, so the fallback cannot be reached otherwise) and the MIP's status is set to
     the time limit with a 3% gap on top of its (real) incumbent."""
-    import highspy
-
     from placement import check_layout
     from placement import ilp as ilp_module
 
     real = ilp_module.run_highs
 
-    def run(lp, options, integer):  # noqa: ANN001, ANN202
-        h = real(lp, options, integer)
+    def run(model, options, integer=False, **kw):  # noqa: ANN001, ANN003, ANN202
+        sol = real(model, options, integer=integer, **kw)
         if not integer:
-            x = np.asarray(h.getSolution().col_value, dtype=float)
-            return _Reported(h, col_value=0.5 * x + 0.25)  # fractional, still "optimal"
-        return _Reported(h, status=highspy.HighsModelStatus.kTimeLimit, gap=0.03)
+            return replace(sol, x=0.5 * sol.x + 0.25)  # fractional, still "optimal"
+        return replace(sol, status=SolveStatus.FEASIBLE, gap=0.03,
+                       highs_status="Time limit reached")
 
     monkeypatch.setattr(ilp_module, "run_highs", run)
     problem = PlacementProblem(

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from experiments.pipeline import build_problem, origin_activation
 from placement import STRATEGIES, PlacementProblem, SolverOptions, solve_placement
 from simulator.builders import LinkDefaults, build_fat_tree
 from simulator.engine import SimConfig, simulate
@@ -38,10 +39,13 @@ def _trace(seed: int = 3, tokens: int = 300):  # noqa: ANN202
                                       num_gpus=10, zipf_exponent=0.6, seed=seed))
 
 
-def _problem(routes) -> PlacementProblem:  # noqa: ANN001
-    p = activation_probability(expert_counts([_trace()]), MODEL)
-    return PlacementProblem(routes.distance, routes.cluster.gpu_server, p, 6, 2,
-                            layer_indices=MODEL.moe_layer_indices)
+def _problem(routes, strategy: str = "ilp-load") -> PlacementProblem:  # noqa: ANN001
+    """Every input any strategy uses (per-origin activation, wire times, link incidence);
+    EPLB gets the 4 redundant slots that make 16 + 4 copies divide over the 10 GPUs."""
+    p, per_origin, _ = origin_activation([_trace()], routes.num_gpus)
+    return build_problem(routes, MODEL, p, origin_activation=per_origin,
+                         num_redundant=4 if strategy == "eplb" else 0,
+                         slots_per_gpu=6, per_layer_per_gpu=2)
 
 
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -63,11 +67,11 @@ def test_synthetic_trace_is_repeatable_and_independent_of_chunking():
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_gives_the_same_layout_every_time(strategy):
     routes = build_route_table(_cluster())
-    problem = _problem(routes)
+    problem = _problem(routes, strategy)
     opts = SolverOptions(time_limit_s=60, seed=1)
     first = solve_placement(problem, strategy, opts)
     again = solve_placement(problem, strategy, opts)
-    rebuilt = solve_placement(_problem(build_route_table(_cluster())), strategy, opts)
+    rebuilt = solve_placement(_problem(build_route_table(_cluster()), strategy), strategy, opts)
     assert first.is_ok, first.message
     for other in (again, rebuilt):
         assert other.status is first.status

@@ -116,7 +116,7 @@ def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
     write_trace(out / "trace_replay.parquet", replay)
     counts = expert_counts([fit])
     p = activation_probability(counts, model)
-    problem = build_problem(routes, p, model.moe_layer_indices)
+    problem = build_problem(routes, model, p)
     options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig()
     evals: list[Evaluation] = []

@@ -1,9 +1,164 @@
-"""`moe-netsim place` (being built; see README)."""
+"""``moe-netsim place``: place experts on a cluster from load statistics, write the layout.
+
+The cluster (a JSON file or a built fat tree) becomes numbers here: the GPU distance matrix,
+server membership, per-server-pair seconds per byte and link incidence (from the simulator's
+ECMP route table); the statistics (SGLang ``logical_count`` JSON or a native trace) become
+p[l, i] and, from a trace, activation per origin GPU.  ``placement`` sees only those numbers.
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+from dataclasses import asdict
+from pathlib import Path
+
+import numpy as np
+
+from experiments.outputs import atomic_write_text, write_json, write_parquet
+from experiments.pipeline import build_problem, trace_activation
+from placement import STRATEGIES, PlacementProblem, SolverOptions, check_layout, default_slots
+from placement import solve_placement
+from placement.bottleneck import max_link_busy
+from placement.layout_io import save_layout, to_sglang_map
+from placement.problem import SolveStatus, expected_cost
+from simulator.builders import build_fat_tree
+from simulator.paths import RouteTable, build_route_table
+from simulator.topology import ClusterSpec
+from simulator.topology_io import load_cluster
+from simulator.traffic import resolve_origins
+from traces import model_preset
+from traces.errors import InputError
+from traces.io import iter_trace, read_trace_meta
+from traces.load_stats import read_sglang_logical_count
+from traces.model import ModelSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    """Add the `place` subcommand."""
+    p = sub.add_parser(
+        "place",
+        help="Place experts on a cluster (ILPs, EPLB, baselines) and write the layout.",
+        description=(
+            "Read a cluster and expert load statistics, place every expert with the named"
+            " strategy and write the layout as a tidy table (layer, expert, replica, gpu,"
+            " server), optionally also as SGLang --init-expert-location JSON."
+        ),
+    )
+    topo = p.add_mutually_exclusive_group(required=True)
+    topo.add_argument("--topology", type=Path, help="Cluster JSON (moe-netsim-cluster).")
+    topo.add_argument("--fat-tree", type=int, nargs=2, metavar=("K", "SERVERS"),
+                      help="Build a k-ary fat tree with this many servers of 8 GPUs.")
+    p.add_argument("--stats", type=Path, required=True,
+                   help="SGLang logical_count .json or a native trace .parquet.")
+    p.add_argument("--model", default=None,
+                   help="Model preset (needed for SGLang JSON; default: the trace's model).")
+    p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--replicas", type=int, default=0,
+                   help="Redundant expert copies per MoE layer (ILP family and eplb).")
+    p.add_argument("--balance-eps", type=float, default=None,
+                   help="Every GPU's expected token load at most (1 + eps) x the mean.")
+    p.add_argument("--slots-per-gpu", type=int, default=None,
+                   help="Expert slots per GPU over all layers (default: fewest that fit).")
+    p.add_argument("--per-layer-per-gpu", type=int, default=None,
+                   help="Experts of one layer per GPU (default: fewest that fit).")
+    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit, seconds.")
+    p.add_argument("--gap", type=float, default=1e-4,
+                   help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
+    p.add_argument("--threads", type=int, default=1, help="HiGHS threads.")
+    p.add_argument("--seed", type=int, default=0, help="HiGHS random_seed and baseline rng.")
+    p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
+    p.add_argument("--sglang-json", type=Path, default=None,
+                   help="Also write SGLang --init-expert-location JSON here.")
+    p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
+    p.set_defaults(func=run)
+
+
+def _cluster(args: argparse.Namespace) -> ClusterSpec:
+    if args.topology is not None:
+        return load_cluster(args.topology)
+    k, servers = args.fat_tree
+    return build_fat_tree(k, servers)
+
+
+def run(args: argparse.Namespace) -> int:
+    for out in (args.out, args.sglang_json):
+        if out is not None and out.exists() and not args.overwrite:
+            raise InputError(f"{out} exists; pass --overwrite to replace it")
+    if args.out.suffix not in (".parquet", ".csv"):
+        raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
+    options = SolverOptions(
+        time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
+    )
+    cluster = _cluster(args)
+    routes = build_route_table(cluster)
+    origin_activation = None
+    if not args.stats.exists():
+        raise InputError(f"{args.stats}: statistics file not found")
+    if args.stats.suffix == ".json":
+        if args.model is None:
+            raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
+        model = model_preset(args.model)
+        activation = read_sglang_logical_count(args.stats, model).activation()
+        if args.strategy == "ilp-origin":
+            raise InputError(
+                "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
+                " (give a trace .parquet)"
+            )
+    elif args.stats.suffix == ".parquet":
+        model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
+        if args.model is not None and args.model != model.name:
+            raise InputError(
+                f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
+            )
+        if recorded or args.strategy == "ilp-origin":
+            origin_activation = per_origin
+    else:
+        raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
+    problem = build_problem(
+        routes, model, activation, origin_activation, args.replicas, args.balance_eps,
+        args.slots_per_gpu, args.per_layer_per_gpu,
+    )
+    res = solve_placement(problem, args.strategy, options)
+    print(f"strategy     {res.strategy}")
+    print(f"status       {res.status.value}")
+    if res.status is SolveStatus.INFEASIBLE:
+        raise InputError(f"placement {args.strategy} is infeasible: {res.message}")
+    if not res.is_ok or res.layout is None:
+        print(f"message      {res.message}")
+        return 1
+    violations = check_layout(problem, res.layout)
+    if violations:
+        raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
+    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine)")
+    print(f"wire time    {expected_cost(problem, res.layout, 'wire') * 1e6:.3f} us per token")
+    if res.layout.expert_gpus.shape[2] == 1:
+        print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
+              " on the busiest network link")
+    print(f"gap          {res.mip_gap:.3g}")
+    print(f"time         {res.runtime_s:.3f} s")
+    if res.message:
+        print(f"message      {res.message}")
+    save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
+    meta = {
+        "command": "moe-netsim place",
+        "cluster": cluster.description or cluster.name,
+        "model": model.name,
+        "stats": str(args.stats),
+        "strategy": res.strategy,
+        "status": res.status.value,
+        "objective_expected_hops_per_token": res.objective,
+        "mip_gap": res.mip_gap,
+        "runtime_s": res.runtime_s,
+        "message": res.message,
+        "solver_options": asdict(options),
+        "replicas": args.replicas,
+        "balance_eps": args.balance_eps,
+        "info": res.info,
+    }
+    write_json(args.out.with_name(args.out.name + ".meta.json"), meta)
+    print(f"wrote        {args.out}")
+    if args.sglang_json is not None:
+        obj = to_sglang_map(res.layout, model.moe_layer_indices)
+        atomic_write_text(args.sglang_json, json.dumps(obj) + "\n")
+        print(f"wrote        {args.sglang_json}")
+    return 0

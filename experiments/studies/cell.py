@@ -17,7 +17,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.pipeline import build_problem, place_and_replay, summary_row
+from experiments.pipeline import build_problem, origin_activation, place_and_replay, summary_row
 from experiments.studies.spec import (
     build_cluster,
     model_from_config,
@@ -98,8 +98,10 @@ def with_micro_batches(trace: RoutingTrace, micro_batch_tokens: int) -> RoutingT
 
 
 def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
-                   ) -> tuple[np.ndarray, RoutingTrace, str]:
-    """(activation p[l, i] to place with, the trace to replay, a description of the fit)."""
+                   ) -> tuple[np.ndarray, np.ndarray | None, RoutingTrace, str]:
+    """(activation p[l, i] to place with, per origin GPU a[l, i, g] when fitted on tokens,
+    the trace to replay, a description of the fit)."""
+    per_origin: np.ndarray | None = None
     t = config["trace"]
     fit_n, replay_n = t["fit_tokens"], t["replay_tokens"]
     seed = config["seed"]
@@ -118,16 +120,30 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
             fit_desc = f"load statistics {Path(fit_source).name}"
         else:
             fit = _file_trace(fit_source).take(slice(0, fit_n))
-            activation = activation_probability(expert_counts([fit]), model)
+            activation, per_origin, _ = origin_activation([fit], num_gpus)
             fit_desc = f"first {fit_n} tokens of {Path(fit_source).name}"
     else:
         fit = whole.take(slice(0, fit_n))
         replay = whole.take(slice(fit_n, fit_n + replay_n))
-        activation = activation_probability(expert_counts([fit]), model)
+        activation, per_origin, _ = origin_activation([fit], num_gpus)
         src = "the synthetic trace" if t["source"] == "synthetic" else Path(t["source"]).name
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
     # synthetic traces are generated as one step, so 0 replays them as one micro-batch
-    return activation, with_micro_batches(replay, t["micro_batch_tokens"]), fit_desc
+    return activation, per_origin, with_micro_batches(replay, t["micro_batch_tokens"]), fit_desc
+
+
+def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
+    """Redundant expert slots per MoE layer: the placer's ``replicas`` ("auto": GPUs // 8);
+    ``eplb`` without it gets the fewest that make (experts + redundant) a multiple of the GPU
+    count."""
+    r = placer.get("replicas")
+    if r == "auto":
+        return max(1, num_gpus // 8)
+    if r is not None:
+        return int(r)
+    if placer["name"] == "eplb":
+        return (-model.num_routed_experts) % num_gpus
+    return 0
 
 
 def evaluate_cell(config: dict[str, Any]) -> CellResult:
@@ -135,8 +151,13 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     model = model_from_config(config["model"])
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    activation, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
-    problem = build_problem(routes, activation, model.moe_layer_indices)
+    activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
+    placer = config["placer"]
+    problem = build_problem(
+        routes, model, activation, origin_activation=per_origin,
+        num_redundant=placer_redundant(placer, model, cluster.num_gpus),
+        balance_eps=placer.get("balance_eps"),
+    )
     options = solver_options(config["placer"], config["seed"])
     sim_config = split_sim_options(config["sim"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
@@ -148,7 +169,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         cluster=cluster.name,
         num_gpus=cluster.num_gpus,
         num_servers=cluster.num_servers,
-        placer=config["placer"]["name"],
+        placer=placer.get("label", placer["name"]),
         seed=config["seed"],
         replay_tokens=replay.num_tokens,
         micro_batches=int(len(ev.sim.layers["microbatch"].unique())),

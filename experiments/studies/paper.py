@@ -36,7 +36,11 @@ from traces.load_stats import read_sglang_logical_count
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
 PAPER_PLACERS = ("round-robin", "greedy", "ilp", "ilp-load")
-PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "replicas")
+PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "ilp-origin", "ilp-load+replicas")
+# Extra rows that are a strategy with options: label -> (strategy, placer table keys).  The
+# replica count is set per cluster ("auto": GPUs // 8 redundant slots per MoE layer).
+_VARIANTS = {"ilp-load+replicas": ("ilp-load", {"replicas": "auto"})}
+_TIME_LIMIT_S = 300.0
 
 # Dragonflies of the same sizes: 3 groups x 2 routers x 1 server = 6 servers (one global link
 # per router, one per group pair) and 4 groups x 4 routers x 2 servers = 32 servers (two global
@@ -164,10 +168,15 @@ def paper_study(
                 skipped.append(f"{label}: the builder rejects these parameters ({exc})")
                 continue
             combos.append([table, topo])
-    placers = []
+    placers: list[dict[str, Any]] = []
     for p in PAPER_PLACERS + PROJECT_PLACERS:
-        if p in STRATEGIES:
-            placers.append(p)
+        strategy, extra = _VARIANTS.get(p, (p, {}))
+        if strategy in STRATEGIES:
+            table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": _TIME_LIMIT_S}}
+            if p != strategy:
+                table["label"] = p
+            table.update(extra)
+            placers.append(table)
         else:
             skipped.append(f"placer {p!r} is not in placement.STRATEGIES (this build has:"
                            f" {', '.join(sorted(STRATEGIES))})")
@@ -183,8 +192,8 @@ def paper_study(
             ),
             "baseline": "round-robin",
         },
-        "placer": {"name": placers[0], "options": {"time_limit_s": 300.0}},
+        "placer": placers[0],
         "trace": trace_cfg,
-        "axes": {"model, topology": combos, "placer.name": placers},
+        "axes": {"model, topology": combos, "placer": placers},
     }
     return build_study(raw, where="paper study", skipped=tuple(skipped))

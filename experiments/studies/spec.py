@@ -49,7 +49,7 @@ from traces.errors import InputError
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
 TOPOLOGY_KEYS = ("family", "params", "links")
-PLACER_KEYS = ("name", "options")
+PLACER_KEYS = ("name", "options", "replicas", "balance_eps", "label")
 TRACE_DEFAULTS: dict[str, Any] = {
     "source": "synthetic",
     "fit_source": "",
@@ -316,6 +316,14 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
 
     registered_name(placer.get("name"), STRATEGIES, "placement strategy",
                     f"{where}: placer.name")
+    if "replicas" in placer and placer["replicas"] != "auto":
+        _expect_int(placer["replicas"], f"{where}: placer.replicas", 0)
+    if "balance_eps" in placer:
+        eps = placer["balance_eps"]
+        if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1e6:
+            raise InputError(f"{where}: placer.balance_eps: expected a number > 0, got {eps!r}")
+    if "label" in placer and not isinstance(placer["label"], str):
+        raise InputError(f"{where}: placer.label: expected a string")
     solver_options(placer, seed, f"{where}: placer")
     sim = split_sim_options(config["sim"], f"{where}: sim")
     cluster = build_cluster(topo, f"{where}: topology")

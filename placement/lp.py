@@ -1,0 +1,209 @@
+"""A small sparse LP/MIP builder on HiGHS (highspy), shared by the ILP variants.
+
+Columns and rows are added in blocks (numpy arrays); the matrix is collected as COO triplets
+and handed to HiGHS column-wise.  Row blocks carry names (``assign``, ``cap_layer``...) so that
+an infeasible model can be explained in words.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+
+import highspy
+import numpy as np
+
+from placement.problem import SolverOptions, SolveStatus
+
+# Every HiGHS model status, mapped explicitly (style guide: linopy's CONDITION_MAP).
+STATUS = {
+    highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
+    highspy.HighsModelStatus.kInfeasible: SolveStatus.INFEASIBLE,
+    highspy.HighsModelStatus.kUnboundedOrInfeasible: SolveStatus.INFEASIBLE,
+    highspy.HighsModelStatus.kUnbounded: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kTimeLimit: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kIterationLimit: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kSolutionLimit: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kInterrupt: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kHighsInterrupt: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kObjectiveBound: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kObjectiveTarget: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kMemoryLimit: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kNotset: SolveStatus.UNKNOWN,
+    highspy.HighsModelStatus.kLoadError: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kModelError: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kPresolveError: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kSolveError: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kPostsolveError: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kModelEmpty: SolveStatus.ERROR,
+    highspy.HighsModelStatus.kUnknown: SolveStatus.UNKNOWN,
+}
+
+
+@dataclass
+class Model:
+    """Columns, named row blocks and COO triplets of a linear model."""
+
+    cost: list[np.ndarray] = field(default_factory=list)
+    lower: list[np.ndarray] = field(default_factory=list)
+    upper: list[np.ndarray] = field(default_factory=list)
+    integer: list[np.ndarray] = field(default_factory=list)
+    row_lower: list[np.ndarray] = field(default_factory=list)
+    row_upper: list[np.ndarray] = field(default_factory=list)
+    row_blocks: list[tuple[str, int, int]] = field(default_factory=list)
+    rows: list[np.ndarray] = field(default_factory=list)
+    cols: list[np.ndarray] = field(default_factory=list)
+    vals: list[np.ndarray] = field(default_factory=list)
+    num_col: int = 0
+    num_row: int = 0
+    objective_scale: float = 1.0  # HiGHS sees cost / scale (keeps tiny costs above tolerances)
+
+    def add_cols(
+        self, cost: np.ndarray, lower: float | np.ndarray, upper: float | np.ndarray,
+        integer: bool = False,
+    ) -> int:
+        """Add ``len(cost)`` columns; returns the index of the first."""
+        n = len(cost)
+        first = self.num_col
+        self.cost.append(np.asarray(cost, dtype=np.float64))
+        self.lower.append(np.broadcast_to(np.asarray(lower, dtype=np.float64), (n,)).copy())
+        self.upper.append(np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,)).copy())
+        self.integer.append(np.full(n, integer))
+        self.num_col += n
+        return first
+
+    def add_rows(
+        self, name: str, lower: float | np.ndarray, upper: float | np.ndarray, n: int
+    ) -> int:
+        """Add a block of ``n`` rows named ``name``; returns the index of the first."""
+        first = self.num_row
+        self.row_lower.append(np.broadcast_to(np.asarray(lower, dtype=np.float64), (n,)).copy())
+        self.row_upper.append(np.broadcast_to(np.asarray(upper, dtype=np.float64), (n,)).copy())
+        self.row_blocks.append((name, first, n))
+        self.num_row += n
+        return first
+
+    def add_entries(self, rows: np.ndarray, cols: np.ndarray, vals: float | np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.int64).ravel()
+        self.rows.append(rows)
+        self.cols.append(np.asarray(cols, dtype=np.int64).ravel())
+        self.vals.append(np.broadcast_to(np.asarray(vals, dtype=np.float64), rows.shape).ravel())
+
+    def is_mip(self) -> bool:
+        return bool(np.concatenate(self.integer).any()) if self.integer else False
+
+    def to_highs(self, integer: bool) -> highspy.HighsLp:
+        lp = highspy.HighsLp()
+        lp.num_col_ = self.num_col
+        lp.num_row_ = self.num_row
+        cost = np.concatenate(self.cost)
+        big = float(np.abs(cost).max()) if cost.size else 0.0
+        self.objective_scale = big if big > 0 else 1.0
+        lp.col_cost_ = cost / self.objective_scale
+        lp.col_lower_ = np.concatenate(self.lower)
+        lp.col_upper_ = np.concatenate(self.upper)
+        lp.row_lower_ = np.concatenate(self.row_lower)
+        lp.row_upper_ = np.concatenate(self.row_upper)
+        r = np.concatenate(self.rows)
+        c = np.concatenate(self.cols)
+        v = np.concatenate(self.vals)
+        order = np.lexsort((r, c))
+        r, c, v = r[order], c[order], v[order]
+        start = np.searchsorted(c, np.arange(self.num_col + 1)).astype(np.int32)
+        lp.a_matrix_.format_ = highspy.MatrixFormat.kColwise
+        lp.a_matrix_.start_ = start
+        lp.a_matrix_.index_ = r.astype(np.int32)
+        lp.a_matrix_.value_ = v
+        lp.a_matrix_.num_col_ = self.num_col
+        lp.a_matrix_.num_row_ = self.num_row
+        if integer:
+            ints = np.concatenate(self.integer)
+            lp.integrality_ = [
+                highspy.HighsVarType.kInteger if f else highspy.HighsVarType.kContinuous
+                for f in ints
+            ]
+        return lp
+
+
+@contextlib.contextmanager
+def _stdout_silenced() -> Iterator[None]:
+    """HiGHS prints its banner from C++ when created, before options can be set."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 1)
+        yield
+    finally:
+        os.dup2(saved, 1)
+        os.close(saved)
+        os.close(devnull)
+
+
+@dataclass(frozen=True, eq=False)
+class Solved:
+    """What a HiGHS run returned: mapped status, primal values (None if none), gap, info."""
+
+    status: SolveStatus
+    x: np.ndarray | None
+    objective: float
+    gap: float
+    highs_status: str
+    time_s: float
+
+
+def run_highs(
+    model: Model,
+    options: SolverOptions,
+    integer: bool,
+    start: np.ndarray | None = None,
+    time_limit_s: float | None = None,
+    lp_solver: str = "simplex",
+) -> Solved:
+    """Solve ``model`` as an LP (simplex, a vertex) or as a MIP (with an optional start)."""
+    with _stdout_silenced():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("time_limit", float(time_limit_s or options.time_limit_s))
+    h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
+    h.setOptionValue("threads", int(options.threads))
+    h.setOptionValue("random_seed", int(options.seed))
+    if not integer:
+        h.setOptionValue("solver", lp_solver)
+        if lp_solver == "ipm":
+            h.setOptionValue("run_crossover", "off")
+    h.passModel(model.to_highs(integer))
+    if integer and start is not None:
+        sol = highspy.HighsSolution()
+        sol.col_value = list(np.asarray(start, dtype=np.float64))
+        sol.value_valid = True
+        h.setSolution(sol)
+    h.run()
+    ms = h.getModelStatus()
+    status = STATUS.get(ms, SolveStatus.UNKNOWN)
+    info = h.getInfo()
+    has = info.primal_solution_status == 2
+    x = np.asarray(h.getSolution().col_value) if has else None
+    if status is SolveStatus.FEASIBLE and x is None:
+        status = SolveStatus.NO_SOLUTION
+    if status is SolveStatus.OPTIMAL and x is None:
+        status = SolveStatus.ERROR
+    gap = float(info.mip_gap) if integer and has else 0.0
+    if integer and status is SolveStatus.OPTIMAL:
+        gap = max(0.0, gap)
+    return Solved(
+        status=status,
+        x=x,
+        objective=float(info.objective_function_value) * model.objective_scale
+        if has else float("nan"),
+        gap=gap,
+        highs_status=h.modelStatusToString(ms),
+        time_s=float(h.getRunTime()),
+    )
+
+
+def is_integral(x: np.ndarray, tol: float = 1e-6) -> bool:
+    return bool(np.all(np.abs(x - np.round(x)) < tol))

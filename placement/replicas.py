@@ -1,0 +1,141 @@
+"""Replicas chosen jointly with placement: an uncapacitated facility-location MIP.
+
+With ``num_redundant`` = R, every MoE layer has E + R expert copies.  Variables: y[l, i, u] = 1
+when expert (l, i) has a copy on unit u (a server, or a GPU when a server's GPUs differ in
+cost); z[l, i, o, u] = share of the tokens of origin unit o that use the copy on u.  Minimise
+sum a[l, i, o] x cost(o <-> u) x z subject to ``serve[l,i,o]`` (sum_u z = 1), ``open[l,i,o,u]``
+(z <= y), ``one[l,i]`` (at least one copy), ``copies[l]`` (at most E + R copies), and the caps
+``cap_layer[l,u]``, ``cap_total[u]`` of the plain model.  Given y, the best z sends every
+origin to its cheapest copy: the model's "nearest replica" (the simulator uses the nearest in
+hops, ties by lowest replica index; with the hop metric they agree).
+
+Only the hottest experts of each layer may get more than one copy (the *candidates*); all
+experts are candidates when the model stays small (L x E x units^2 <= 2e6), otherwise the
+top max(R, 2e6 / (L x units^2)) per layer by activation; the result says which.  The MIP starts
+from the optimal single-copy layout, so a time limit still returns a valid layout with a gap.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from placement.ilp import cost_matrix, failed, finish, solve_assignment, unit_partition
+from placement.lp import Model, run_highs
+from placement.problem import (
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    SolveStatus,
+)
+from placement.spread import spread_items
+
+MAX_LOCATION_VARS = 2_000_000
+
+
+def solve_replicas(
+    problem: PlacementProblem,
+    options: SolverOptions,
+    name: str,
+    metric: str,
+    weights: np.ndarray,
+    per_origin: bool,
+) -> PlacementResult:
+    t0 = time.perf_counter()
+    L, E, R = problem.num_layers, problem.num_experts, problem.num_redundant
+    rt = problem.round_trip(metric)
+    unit_gpus, level = unit_partition(problem, rt)
+    U = len(unit_gpus)
+    rep = np.array([m[0] for m in unit_gpus])
+    member = np.zeros((problem.num_gpus, U))
+    for u, m in enumerate(unit_gpus):
+        member[m, u] = 1.0
+    if per_origin:
+        a = problem.origin_split().reshape(L * E, problem.num_gpus)
+    else:
+        a = weights.reshape(-1)[:, None] * problem.origins[None, :]
+    a_u = a @ member  # [LE, origin units]
+    c_u = rt[np.ix_(rep, rep)]  # [origin unit, unit]
+    base = a_u @ c_u  # [LE, U]: cost when the copy on u serves every origin
+    n_cand = E if L * E * U * U <= MAX_LOCATION_VARS else min(
+        E, max(R, MAX_LOCATION_VARS // (L * U * U))
+    )
+    w = weights.reshape(L, E)
+    cand_rank = np.argsort(np.argsort(-w, axis=1, kind="stable"), axis=1, kind="stable")
+    cand = np.flatnonzero((cand_rank < n_cand).reshape(-1))  # flat expert ids
+    is_cand = np.zeros(L * E, dtype=bool)
+    is_cand[cand] = True
+    nc = len(cand)
+
+    # Warm start: the optimal single-copy layout (the TU model), mapped to units.
+    single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
+                                                                   per_origin), rt=rt)
+    info: dict[str, object] = {
+        "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
+        "single_copy_objective": single.objective,
+    }
+    if not single.is_ok or single.layout is None:
+        return failed(name, problem, options, single.status, t0, info)
+    gpu_unit = member.argmax(axis=1)
+    y0 = np.zeros((L * E, U))
+    y0[np.arange(L * E), gpu_unit[single.layout.primary.reshape(-1)]] = 1.0
+
+    model = Model()
+    y_first = model.add_cols(np.where(is_cand[:, None], 0.0, base).reshape(-1), 0.0, 1.0, True)
+    y_col = (y_first + np.arange(L * E * U)).reshape(L * E, U)
+    z_cost = a_u[cand][:, :, None] * c_u[None, :, :]  # [nc, ou, u]
+    z_first = model.add_cols(z_cost.reshape(-1), 0.0, 1.0, False)
+    z_col = (z_first + np.arange(nc * U * U)).reshape(nc, U, U)
+    le = np.repeat(np.arange(L * E), U)
+    r_one = model.add_rows("one", 1.0, np.where(is_cand, U, 1.0), L * E)
+    model.add_entries(r_one + le, y_col.reshape(-1), 1.0)
+    r_copies = model.add_rows("copies", 0.0, float(E + R), L)
+    model.add_entries(r_copies + le // E, y_col.reshape(-1), 1.0)
+    uu = np.tile(np.arange(U), L * E)
+    gps = np.array([len(m) for m in unit_gpus], dtype=np.float64)
+    r_layer = model.add_rows("cap_layer", 0.0, np.tile(gps * problem.max_per_gpu_per_layer, L),
+                             L * U)
+    model.add_entries(r_layer + (le // E) * U + uu, y_col.reshape(-1), 1.0)
+    r_total = model.add_rows("cap_total", 0.0, gps * problem.slots_per_gpu, U)
+    model.add_entries(r_total + uu, y_col.reshape(-1), 1.0)
+    r_serve = model.add_rows("serve", 1.0, 1.0, nc * U)
+    model.add_entries(r_serve + np.arange(nc * U).repeat(U), z_col.reshape(-1), 1.0)
+    r_open = model.add_rows("open", -np.inf, 0.0, nc * U * U)
+    rows = r_open + np.arange(nc * U * U)
+    model.add_entries(rows, z_col.reshape(-1), 1.0)
+    y_of_z = np.broadcast_to(y_col[cand][:, None, :], (nc, U, U))
+    model.add_entries(rows, y_of_z.reshape(-1), -1.0)
+    start = np.zeros(model.num_col)
+    start[y_col.reshape(-1)] = y0.reshape(-1)
+    start[z_col.reshape(-1)] = np.broadcast_to(y0[cand][:, None, :], (nc, U, U)).reshape(-1)
+    info["columns"] = model.num_col
+    info["rows"] = model.num_row
+    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+    sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
+    info["highs_status"] = sol.highs_status
+    if sol.x is None or sol.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
+        return failed(name, problem, options, sol.status, t0, info, sol.gap)
+    y = np.round(sol.x[y_col]).astype(bool)  # [LE, U]
+    z = np.clip(sol.x[z_col], 0.0, 1.0)  # [nc, ou, u]
+    share = np.where(y, a_u.sum(axis=1, keepdims=True), 0.0)
+    share[cand] = np.einsum("co,cou->cu", a_u[cand], z)
+    le_i, u_i = np.nonzero(y)
+    item_layer = le_i // E
+    item_weight = share[le_i, u_i]
+    gpus = spread_items(problem, item_layer, item_weight, u_i, unit_gpus)
+    copies = np.bincount(le_i, minlength=L * E)
+    out = np.full((L * E, int(copies.max())), -1, dtype=np.int64)
+    order = np.lexsort((-item_weight, le_i))  # per expert, the busiest copy first
+    rank = np.empty(len(order), dtype=np.int64)
+    first_of = np.concatenate([[0], np.cumsum(copies)[:-1]])
+    rank[order] = np.arange(len(order)) - first_of[le_i[order]]
+    out[le_i, rank] = gpus
+    layout = ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
+    info["replicas_used"] = int(len(le_i) - L * E)
+    msg = (
+        f"replica MIP (facility location), HiGHS {sol.highs_status}"
+        + ("" if n_cand == E else f"; extra copies only for the {n_cand} hottest experts/layer")
+    )
+    return finish(name, problem, options, layout, sol, t0, info, False, msg)
