@@ -158,6 +158,9 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
         run.phase_rows, columns=["microbatch", "layer", "phase", "start_s", "finish_s"]
     )
     phases["duration_s"] = phases["finish_s"] - phases["start_s"]
+    # rows were appended as layers finished; order them by (microbatch, layer)
+    layers = layers.sort_values(["microbatch", "layer"], kind="stable", ignore_index=True)
+    phases = phases.sort_values(["microbatch", "layer"], kind="stable", ignore_index=True)
     if run.token_parts:
         tokens = pd.concat(run.token_parts, ignore_index=True)
     else:
