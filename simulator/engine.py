@@ -35,7 +35,7 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from simulator.components import BusyLog, Gpu, LinkDirection
+from simulator.components import BusyLog, Gpu, LinkDirection, call_later
 from simulator.microbatches import by_tokens
 from simulator.paths import RouteTable
 from simulator.traffic import (
@@ -125,11 +125,14 @@ class SimResult:
 class _Train:
     """One message moving hop by hop; one event per hop (its first chunk's arrival).
 
-    The chunks travel as a uniform train (first arrival, spacing, last arrival) while the
-    links allow the closed form, else as an explicit list of arrival times.
+    The chunks travel as a uniform train (first arrival ``a``, spacing ``s``, last arrival
+    ``z``) while the links allow the closed form, else as an explicit list of arrival times.
+    ``a`` is also the simulated time at which the next hop's event fires.
     """
 
-    __slots__ = ("env", "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "on_done")
+    __slots__ = (
+        "env", "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "on_done", "_step",
+    )
 
     def __init__(
         self,
@@ -137,7 +140,7 @@ class _Train:
         path: list[LinkDirection],
         nbytes: int,
         chunk: int,
-        on_done: Callable[[simpy.Event], None],
+        on_done: Callable[[Any], None],
     ) -> None:
         self.env = env
         self.path = path
@@ -152,38 +155,37 @@ class _Train:
         self.z = now
         self.arrivals: list[float] | None = None
         self.on_done = on_done
+        self._step = self.step
         self.step(None)
 
     def _sizes(self) -> list[int]:
         return [self.c] * (self.n - 1) + [self.r]
 
-    def step(self, _ev: simpy.Event | None) -> None:
-        env = self.env
+    def step(self, _ev: Any) -> None:
         link = self.path[self.hop]
+        now = self.a if self.arrivals is None else self.arrivals[0]
         if self.arrivals is None:
-            out = link.reserve_uniform(self.a, self.s, self.n, self.z, self.c, self.r)
+            out = link.reserve_uniform(now, self.s, self.n, self.z, self.c, self.r)
             if out is not None:
                 first, self.s, last = out
                 self.a = first
                 self.z = last
                 self.hop += 1
-                now = env.now
                 if self.hop == len(self.path):
-                    env.timeout(last - now).callbacks.append(self.on_done)
+                    call_later(self.env, last - now, self.on_done)
                 else:
-                    env.timeout(first - now).callbacks.append(self.step)
+                    call_later(self.env, first - now, self._step)
                 return
-            arr = [self.a + j * self.s for j in range(self.n - 1)] + [self.z]
+            arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
             self.arrivals = link.reserve(arr, self._sizes())
-            first, last = self.arrivals[0], self.arrivals[-1]
         else:
             self.arrivals = link.reserve(self.arrivals, self._sizes())
-            first, last = self.arrivals[0], self.arrivals[-1]
+        first, last = self.arrivals[0], self.arrivals[-1]
         self.hop += 1
         if self.hop == len(self.path):
-            env.timeout(last - env.now).callbacks.append(self.on_done)
+            call_later(self.env, last - now, self.on_done)
         else:
-            env.timeout(first - env.now).callbacks.append(self.step)
+            call_later(self.env, first - now, self._step)
 
 
 class _Transfer:

@@ -142,6 +142,8 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
         qsum, chunks, out=np.zeros(len(lds)), where=chunks > 0
     )
     links["peak_queue_delay_s"] = np.array([ld.queue_max_s for ld in lds])
+    for ld in lds:
+        ld.flush()
     log = run.log
     util = utilisation_windows(
         np.frombuffer(log.link, dtype=np.int32).astype(np.int64),

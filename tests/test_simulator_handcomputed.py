@@ -111,6 +111,7 @@ def test_one_message_over_one_link():
     (link,), log = _links(env, [(10.0, 0.5)])
     done = _send(env, [link], 25, chunk=10)
     env.run()
+    link.flush()
     # Chunks 10, 10, 5 B at 10 B/s leave back to back: finish 1.0, 2.0, 2.5; + 0.5 latency.
     assert done == [pytest.approx(3.0)]
     assert link.nbytes == 25 and link.chunks == 3
@@ -148,6 +149,8 @@ def test_faster_second_hop_uses_chunk_by_chunk_recurrence():
     links, log = _links(env, [(10.0, 0.5), (20.0, 0.5)])
     done = _send(env, links, 25, chunk=10)
     env.run()
+    for link in links:
+        link.flush()
     # hop 1 arrivals 1.5, 2.5, 3.0 (spacing 1.0 > 0.5 s per chunk on hop 2)
     # hop 2 at 20 B/s: 1.5-2.0, 2.5-3.0, 3.0-3.25 -> last arrives 3.75, nobody waits
     assert done == [pytest.approx(3.75)]
