@@ -2,7 +2,7 @@
 
 It shares only the route table and the origin/host rules with the event engine, and counts
 copies its own way (per-pair route counts summed onto uplinks, server-to-server routes and
-downlinks; with de-duplication, ``np.unique`` over (token, GPU) and (token, server) keys), so
+downlinks; with de-duplication, distinct (token, GPU) and (token, server) keys), so
 it is the independent check of the simulator's byte accounting,
 and the fast mode for huge traces.  The bandwidth lower bound of a phase is the time its
 busiest link direction needs to carry that phase's bytes: no schedule can do better.
@@ -54,6 +54,14 @@ def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
     w = counts.ravel()[routes.pair_of_entry]
     out = np.bincount(routes.pair_links, weights=w, minlength=2 * len(routes.cluster.links))
     return np.rint(out).astype(np.int64)
+
+
+def _distinct(keys: np.ndarray) -> np.ndarray:
+    """Sorted distinct values (sort-based; numpy's hash-based ``unique`` is slow here)."""
+    k = np.sort(keys)
+    keep = np.ones(k.shape, dtype=bool)
+    keep[1:] = k[1:] != k[:-1]
+    return k[keep]
 
 
 class _Counter:
@@ -116,11 +124,11 @@ class _Counter:
         t = np.repeat(np.arange(hosts.shape[0], dtype=np.int64), hosts.shape[1])
         h = hosts.ravel()
         away = h != origins[t]
-        key = np.unique(t[away] * g + h[away])  # one copy per (token, host GPU)
+        key = _distinct(t[away] * g + h[away])  # one copy per (token, host GPU)
         tt, hh = key // g, key % g
         oo = origins[tt]
         local = gs[hh] == gs[oo]
-        skey = np.unique(tt[~local] * ns + gs[hh[~local]])  # one per (token, remote server)
+        skey = _distinct(tt[~local] * ns + gs[hh[~local]])  # one per (token, remote server)
         t2, s2 = skey // ns, skey % ns
         o2 = origins[t2]
         n = self.nlinks
