@@ -57,8 +57,12 @@ def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
 
 
 def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values (sort-based; numpy's hash-based ``unique`` is slow here)."""
-    k = np.sort(keys)
+    """Sorted distinct values.
+
+    Sort-based (numpy's hash-based ``unique`` is slow here), stable (timsort) because the
+    keys arrive in runs already sorted by token.
+    """
+    k = np.sort(keys, kind="stable")
     keep = np.ones(k.shape, dtype=bool)
     keep[1:] = k[1:] != k[:-1]
     return k[keep]

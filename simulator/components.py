@@ -13,9 +13,9 @@ per message and hop rather than per chunk.  A *uniform train* (chunks 1..n-1 of 
 arriving every s seconds from a, the last of r bytes at z) is served in closed form when the
 link is at least as slow as the train's spacing (s <= c / bandwidth: the chunks go back to
 back from max(a, free)), which covers a message's first hop and equal-bandwidth paths; any
-other train falls back to the chunk-by-chunk recurrence (:meth:`LinkDirection.reserve`).  Queueing delay is counted per chunk
-(start_j - arrival_j).  Busy periods (maximal stretches without idle time) are logged for
-utilisation over time.
+other train falls back to the chunk-by-chunk recurrence (:meth:`LinkDirection.reserve`).
+Queueing delay is counted per chunk (start_j - arrival_j).  Busy periods (maximal stretches
+without idle time) are logged for utilisation over time.
 """
 
 from __future__ import annotations

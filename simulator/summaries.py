@@ -78,7 +78,8 @@ def utilisation_windows(
     link_ids: np.ndarray, starts: np.ndarray, ends: np.ndarray, num_links: int,
     makespan_s: float, window_s: float | None,
 ) -> pd.DataFrame:
-    """Busy fraction of every link direction in consecutive windows (exact, from segments)."""
+    """Busy fraction of every link direction in windows of ``window_s`` from time 0 (exact,
+    from the logged busy periods; the last window may reach past the makespan)."""
     if makespan_s <= 0:
         return pd.DataFrame(
             {"link_dir": pd.Series(dtype=np.int64), "window": pd.Series(dtype=np.int64),
@@ -101,7 +102,6 @@ def utilisation_windows(
         over = np.where(j > lo, np.maximum(e[last] - edges, 0.0), 0.0)
         busy_at_edge[li] = cum[j] - cum[lo] - over
     busy = np.diff(busy_at_edge, axis=1)
-    width = np.diff(np.minimum(edges, max(makespan_s, edges[-1])))
     return pd.DataFrame(
         {
             "link_dir": np.repeat(np.arange(num_links, dtype=np.int64), nwin),
@@ -109,7 +109,7 @@ def utilisation_windows(
             "start_s": np.tile(edges[:-1], num_links),
             "end_s": np.tile(edges[1:], num_links),
             "busy_s": busy.ravel(),
-            "utilisation": (busy / width).ravel(),
+            "utilisation": (busy / w).ravel(),
         }
     )
 

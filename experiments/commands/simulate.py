@@ -72,7 +72,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--combine-bytes-per-element", type=float, default=2.0,
         help=_help(TrafficConfig, "combine_bytes_per_element"),
     )
-    p.add_argument("--hidden-size", type=int, default=None, help=_help(TrafficConfig, "hidden_size"))
+    p.add_argument(
+        "--hidden-size", type=int, default=None, help=_help(TrafficConfig, "hidden_size")
+    )
     p.add_argument(
         "--server-dedup", action="store_true", help=_help(TrafficConfig, "server_dedup")
     )
