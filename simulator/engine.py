@@ -34,8 +34,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.events import NORMAL
 
-from simulator.components import BusyLog, Gpu, LinkDirection, call_later
+from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.microbatches import by_tokens
 from simulator.paths import RouteTable
 from simulator.traffic import (
@@ -127,11 +128,14 @@ class _Train:
 
     The chunks travel as a uniform train (first arrival ``a``, spacing ``s``, last arrival
     ``z``) while the links allow the closed form, else as an explicit list of arrival times.
-    ``a`` is also the simulated time at which the next hop's event fires.
+    ``a`` is also the simulated time at which the next hop's event fires.  A train has at most
+    one pending event, so it reuses one :class:`Wakeup` (SimPy clears ``callbacks`` when it
+    processes an event; the train puts its own list back before rescheduling).
     """
 
     __slots__ = (
-        "env", "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "on_done", "_step",
+        "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "wake", "schedule",
+        "next_hop", "done",
     )
 
     def __init__(
@@ -142,7 +146,6 @@ class _Train:
         chunk: int,
         on_done: Callable[[Any], None],
     ) -> None:
-        self.env = env
         self.path = path
         self.hop = 0
         n = -(-nbytes // chunk)
@@ -154,8 +157,10 @@ class _Train:
         self.s = 0.0
         self.z = now
         self.arrivals: list[float] | None = None
-        self.on_done = on_done
-        self._step = self.step
+        self.schedule = env.schedule
+        self.next_hop = [self.step]
+        self.done = [on_done]
+        self.wake = Wakeup(on_done)
         self.step(None)
 
     def _sizes(self) -> list[int]:
@@ -163,29 +168,36 @@ class _Train:
 
     def step(self, _ev: Any) -> None:
         link = self.path[self.hop]
-        now = self.a if self.arrivals is None else self.arrivals[0]
         if self.arrivals is None:
+            now = self.a
             out = link.reserve_uniform(now, self.s, self.n, self.z, self.c, self.r)
             if out is not None:
                 first, self.s, last = out
                 self.a = first
                 self.z = last
                 self.hop += 1
+                wake = self.wake
                 if self.hop == len(self.path):
-                    call_later(self.env, last - now, self.on_done)
+                    wake.callbacks = self.done
+                    self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
                 else:
-                    call_later(self.env, first - now, self._step)
+                    wake.callbacks = self.next_hop
+                    self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
                 return
             arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
             self.arrivals = link.reserve(arr, self._sizes())
         else:
+            now = self.arrivals[0]
             self.arrivals = link.reserve(self.arrivals, self._sizes())
         first, last = self.arrivals[0], self.arrivals[-1]
         self.hop += 1
+        wake = self.wake
         if self.hop == len(self.path):
-            call_later(self.env, last - now, self.on_done)
+            wake.callbacks = self.done
+            self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
         else:
-            call_later(self.env, first - now, self._step)
+            wake.callbacks = self.next_hop
+            self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
 
 
 class _Transfer:
