@@ -111,8 +111,13 @@ class LinkDirection:
         if n > 1 and s > d:
             return None
         free = self.free_at
-        if a > free or self.busy_from < 0.0:
-            self._idle_until(a)
+        if a > free or self.busy_from < 0.0:  # idle: close the busy period (inlined)
+            if self.busy_from >= 0.0:
+                log = self.log
+                log.link.append(self.index)
+                log.start.append(self.busy_from)
+                log.end.append(free)
+            self.busy_from = a
             start = a
         else:
             start = free

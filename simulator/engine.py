@@ -318,6 +318,8 @@ class _Run:
         self.token_parts: list[pd.DataFrame] = []
         self.hops = 0.0
         self.tokens = 0
+        self.started = 0
+        self.finished = 0
 
     def microbatch(self, mb: int, block: RoutingTrace) -> Iterator[simpy.Event]:
         env = self.env
@@ -386,9 +388,11 @@ class _Run:
 
         def run_one(mb: int, block: RoutingTrace, req: simpy.Event) -> Iterator[simpy.Event]:
             yield from self.microbatch(mb, block)
+            self.finished += 1
             slots.release(req)
 
         for mb, block in enumerate(blocks):
+            self.started += 1
             req = slots.request()
             yield req
             self.env.process(run_one(mb, block, req))
@@ -482,6 +486,10 @@ def simulate(
     )
     env.process(run.launcher(checked(stream)))
     env.run()
+    if run.finished != run.started:  # an internal error, never bad input
+        raise RuntimeError(
+            f"simulate: {run.started - run.finished} micro-batch(es) never finished"
+        )
     return collect_sim(run, config)
 
 

@@ -60,10 +60,16 @@ class TrafficConfig:
     def route_bytes(self, model: ModelSpec) -> tuple[int, int]:
         """(dispatch, combine) bytes of one copy, rounded to whole bytes."""
         hidden = self.hidden_size or model.hidden_size
-        return (
+        out = (
             int(round(hidden * self.dispatch_bytes_per_element)),
             int(round(hidden * self.combine_bytes_per_element)),
         )
+        if min(out) < 1:
+            raise InputError(
+                f"traffic: a copy of hidden size {hidden} would carry {out} (dispatch, combine)"
+                " bytes; raise the bytes per element so each copy carries at least one byte"
+            )
+        return out
 
 
 def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) -> None:

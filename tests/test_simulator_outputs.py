@@ -152,3 +152,11 @@ def test_theory_md1_link_waiting_time():
     mean_wait = link.queue_sum_s / link.chunks
     assert mean_wait == pytest.approx(rho * service / (2 * (1 - rho)), rel=0.05)
     assert link.busy_s / env.now == pytest.approx(rho, rel=0.03)
+
+
+def test_copies_of_less_than_one_byte_are_refused():
+    from traces.errors import InputError
+
+    routes, trace, layout = _case(tokens=10)
+    with pytest.raises(InputError, match="at least one byte"):
+        simulate([trace], routes, layout, SimConfig(traffic=TrafficConfig(0.001, 2.0)))
