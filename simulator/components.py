@@ -1,53 +1,191 @@
 """SimPy components: one direction of a link, and a GPU's expert compute.
 
-A link direction is a FIFO server in the manner of SimPy's ``Cable`` example: a chunk that
-reaches it at time t starts serialising at max(t, when the previous chunk finished), occupies
-the link for nbytes / bandwidth, and reaches the far end one latency after it finished.
-Because chunks reach a link through SimPy's event queue in time order (ties in insertion
-order), reserving at arrival is exactly FIFO service.
+A link direction is a FIFO server in the manner of SimPy's ``Cable`` example.  Messages are
+served in the order their first chunk reaches the link (ties: SimPy's insertion order); a
+message's chunks follow one another as they arrive (cut-through pipelining), each occupying
+the link for ``nbytes / bandwidth`` and reaching the far end one latency after it finished:
+
+    start_j  = max(arrival_j, finish_{j-1})      (finish_0: when the link frees up)
+    finish_j = start_j + size_j / bandwidth,     far-end arrival_j = finish_j + latency
+
+A message is reserved in one step when its first chunk arrives, so the link costs one event
+per message and hop rather than per chunk.  A *uniform train* (chunks 1..n-1 of c bytes
+arriving every s seconds from a, the last of r bytes at z) is served in closed form when the
+link is at least as slow as the train's spacing (s <= c / bandwidth: the chunks go back to
+back from max(a, free)), which covers a message's first hop and equal-bandwidth paths; any
+other train falls back to the chunk-by-chunk recurrence (:meth:`LinkDirection.reserve`).
+Queueing delay is counted per chunk (start_j - arrival_j).  Busy periods (maximal stretches
+without idle time) are logged for utilisation over time.
 """
 
 from __future__ import annotations
 
+from array import array
 from collections.abc import Callable
+from typing import Any
 
 import simpy
 
 
+class Wakeup:
+    """A pre-triggered event for :meth:`simpy.Environment.schedule` (public API).
+
+    ``Environment.step`` only reads an event's ``callbacks`` and ``_ok``; scheduling a Wakeup
+    is the cheap equivalent of ``env.timeout(delay).callbacks.append(fn)`` for the replay's
+    hot path (one event per message and hop), and a message reuses its Wakeup hop after hop.
+    """
+
+    __slots__ = ("callbacks", "_ok")
+
+    def __init__(self, fn: Callable[[Any], None]) -> None:
+        self.callbacks = [fn]
+        self._ok = True
+
+
+class BusyLog:
+    """Busy periods of every link direction: (link_dir, start_s, end_s), non-overlapping."""
+
+    __slots__ = ("link", "start", "end")
+
+    def __init__(self) -> None:
+        self.link = array("i")
+        self.start = array("d")
+        self.end = array("d")
+
+
 class LinkDirection:
-    """One direction of a full-duplex link, with its byte and time counters."""
+    """One direction of a full-duplex link, with its byte and time counters.
+
+    ``busy_from`` is the start of the current busy period, which ends at ``free_at``; a
+    period is written to the log when a later chunk finds the link idle (and by :meth:`flush`).
+    """
 
     __slots__ = (
-        "env", "bandwidth", "latency", "free_at", "nbytes", "busy_s", "chunks",
-        "queue_sum_s", "queue_max_s",
+        "env", "index", "bandwidth", "latency", "free_at", "busy_from", "nbytes", "busy_s",
+        "chunks", "queue_sum_s", "queue_max_s", "log",
     )
 
-    def __init__(self, env: simpy.Environment, bandwidth: float, latency: float) -> None:
+    def __init__(
+        self, env: simpy.Environment, index: int, bandwidth: float, latency: float, log: BusyLog
+    ) -> None:
         self.env = env
+        self.index = index
         self.bandwidth = bandwidth
         self.latency = latency
         self.free_at = 0.0
+        self.busy_from = -1.0  # no busy period yet
         self.nbytes = 0
         self.busy_s = 0.0
         self.chunks = 0
         self.queue_sum_s = 0.0
         self.queue_max_s = 0.0
+        self.log = log
 
-    def send(self, nbytes: int, on_arrival: Callable[[simpy.Event], None]) -> None:
-        """Serialise ``nbytes`` now (FIFO) and call ``on_arrival`` when they reach the far end."""
-        now = self.env.now
-        start = now if now > self.free_at else self.free_at
-        duration = nbytes / self.bandwidth
-        self.free_at = start + duration
-        wait = start - now
-        self.queue_sum_s += wait
-        if wait > self.queue_max_s:
-            self.queue_max_s = wait
-        self.nbytes += nbytes
-        self.busy_s += duration
-        self.chunks += 1
-        ev = self.env.timeout(self.free_at + self.latency - now)
-        ev.callbacks.append(on_arrival)
+    def _idle_until(self, t: float) -> None:
+        """The link was idle from ``free_at`` to ``t`` (> free_at): close the busy period."""
+        if self.busy_from >= 0.0:
+            log = self.log
+            log.link.append(self.index)
+            log.start.append(self.busy_from)
+            log.end.append(self.free_at)
+        self.busy_from = t
+
+    def flush(self) -> None:
+        """Write the open busy period to the log (after the run)."""
+        if self.busy_from >= 0.0:
+            self._idle_until(-1.0)
+
+    def reserve_uniform(
+        self, a: float, s: float, n: int, z: float, c: int, r: int
+    ) -> tuple[float, float, float] | None:
+        """Serve a uniform train in closed form, or return None (chunks would not go back to
+        back: the caller falls back to :meth:`reserve`).
+
+        Chunk j < n (c bytes) arrives at a + (j-1)s, chunk n (r bytes) at z.  With
+        d = c / bandwidth >= s and S = max(a, free): chunk j < n starts at S + (j-1)d (its wait
+        is S - a + (j-1)(d - s)), the last starts at max(z, S + (n-1)d).  Returns the far-end
+        train: (first arrival, spacing d, last arrival).
+        """
+        bw = self.bandwidth
+        d = c / bw
+        if n > 1 and s > d:
+            return None
+        free = self.free_at
+        if a > free or self.busy_from < 0.0:  # idle: close the busy period (inlined)
+            if self.busy_from >= 0.0:
+                log = self.log
+                log.link.append(self.index)
+                log.start.append(self.busy_from)
+                log.end.append(free)
+            self.busy_from = a
+            start = a
+        else:
+            start = free
+        m = n - 1
+        if m:
+            fin_prev = start + m * d
+            w1 = start - a
+            qsum = m * w1 + (d - s) * m * (m - 1) / 2
+            qmax = w1 + (m - 1) * (d - s)
+            if z > fin_prev:  # the last chunk finds the link idle
+                self.free_at = fin_prev
+                self._idle_until(z)
+                st_n = z
+            else:
+                st_n = fin_prev
+            wn = st_n - z
+            qsum += wn
+            if wn > qmax:
+                qmax = wn
+            first = start + d
+        else:
+            st_n = start
+            qsum = qmax = start - a
+            first = -1.0
+        fin = st_n + r / bw
+        self.free_at = fin
+        self.queue_sum_s += qsum
+        if qmax > self.queue_max_s:
+            self.queue_max_s = qmax
+        self.nbytes += m * c + r
+        self.busy_s += m * d + r / bw
+        self.chunks += n
+        lat = self.latency
+        return (first if m else fin) + lat, d, fin + lat
+
+    def reserve(self, arrivals: list[float], sizes: list[int]) -> list[float]:
+        """Serve one message's chunks chunk by chunk (arrival times non-decreasing, the first
+        is now).  Returns the times the chunks reach the far end.
+        """
+        bw = self.bandwidth
+        lat = self.latency
+        fin = self.free_at
+        qsum = 0.0
+        qmax = self.queue_max_s
+        busy = 0.0
+        out = []
+        for a, s in zip(arrivals, sizes, strict=True):
+            if a > fin or self.busy_from < 0.0:
+                self.free_at = fin
+                self._idle_until(a)
+                st = a
+            else:
+                st = fin
+                w = fin - a
+                qsum += w
+                if w > qmax:
+                    qmax = w
+            d = s / bw
+            busy += d
+            fin = st + d
+            out.append(fin + lat)
+        self.free_at = fin
+        self.queue_sum_s += qsum
+        self.queue_max_s = qmax
+        self.nbytes += sum(sizes)
+        self.busy_s += busy
+        self.chunks += len(sizes)
+        return out
 
 
 class Gpu:
@@ -60,10 +198,12 @@ class Gpu:
         self.free_at = 0.0
         self.busy_s = 0.0
 
-    def compute(self, duration_s: float, on_done: Callable[[simpy.Event], None]) -> None:
+    def compute(self, duration_s: float, on_done: Callable[[simpy.Event], None]) -> float:
+        """Queue ``duration_s`` of work; ``on_done`` fires when it ends.  Returns its start."""
         now = self.env.now
         start = now if now > self.free_at else self.free_at
         self.free_at = start + duration_s
         self.busy_s += duration_s
         ev = self.env.timeout(self.free_at - now)
         ev.callbacks.append(on_done)
+        return start

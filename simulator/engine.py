@@ -1,21 +1,28 @@
 """The discrete-event replay (SimPy).  Time unit: seconds (float).
 
-Lifecycle of :func:`simulate`: build the environment and one :class:`LinkDirection` per link
+Lifecycle of :func:`simulate`: build the environment, one :class:`LinkDirection` per link
 direction and one :class:`Gpu` per GPU from the cluster -> start a launcher that keeps
-``inflight_microbatches`` micro-batches running -> run -> collect counters into frames.
+``inflight_microbatches`` micro-batches running (pulling blocks from the stream only when a
+slot frees) -> run -> build frames (:mod:`simulator.summaries`).
 
 Per micro-batch and MoE layer (layers in order):
 
-1. *dispatch*: routes are aggregated per (origin GPU, host GPU); each message is cut into
-   chunks of at most ``chunk_bytes`` that follow the pair's route hop by hop, so a message
-   pipelines across hops.  Routes whose expert sits on the origin GPU move nothing.
-2. *compute*: a GPU starts its experts once every dispatch message for it has arrived; it
-   takes ``routes x expert_time_per_route_s`` (FIFO with other micro-batches).
-3. *combine*: each GPU sends results back to the origins as soon as its compute is done.
-   The layer ends when every combine message has arrived; the next layer then starts.
+1. *dispatch* in three aggregated stages: one uplink message per source GPU (to its server
+   node), one message per (source server, destination server) along their shared route once
+   every uplink carrying data for it has arrived, one downlink message per destination GPU
+   once its inputs (local uplinks, middle messages) have arrived.  Messages are cut into
+   chunks of at most ``chunk_bytes`` that pipeline across the hops of their stage.  Copies per
+   stage come from :func:`simulator.traffic.dispatch_stages` (with or without server-level
+   de-duplication).  Routes whose expert sits on the origin GPU move nothing.
+2. *compute*: a GPU starts its experts once its dispatch downlink has arrived; it takes
+   ``routes x route_compute_s`` (FIFO with other micro-batches), so an overloaded GPU is a
+   straggler that holds up its layer.
+3. *combine*: the mirror image; a GPU's uplink leaves as soon as its compute is done.  The
+   layer ends when every combine message has arrived and every GPU has finished computing.
 
-A token's latency at a layer is the time from the layer's start until the last of its routes
-is back at its origin; its MoE latency is the sum over layers.
+A token's latency at a layer is the time from the layer's start until its origin GPU has all
+its results back (the last combine arrival at that GPU, or its own compute for local routes);
+its MoE latency is the sum over layers.
 """
 
 from __future__ import annotations
@@ -27,14 +34,19 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import simpy
+from simpy.events import NORMAL
 
-from simulator.components import Gpu, LinkDirection
+from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
+from simulator.microbatches import by_tokens
 from simulator.paths import RouteTable
 from simulator.traffic import (
+    StageCopies,
     TrafficConfig,
+    dispatch_stages,
     pair_counts,
-    resolve_hosts,
+    resolve_hosts_layer,
     resolve_origins,
+    stages_from_pairs,
     validate_layout,
 )
 from traces.errors import InputError
@@ -54,6 +66,10 @@ class SimConfig:
     inflight_microbatches: int = field(
         default=2, metadata={"help": "Micro-batches in flight at once (overlap)."}
     )
+    microbatch_tokens: int | None = field(
+        default=None,
+        metadata={"help": "Re-cut the stream into micro-batches of N tokens; default: blocks."},
+    )
     gpu_flops_per_s: float = field(
         default=400e12, metadata={"help": "Effective expert GEMM rate of one GPU."}
     )
@@ -61,17 +77,26 @@ class SimConfig:
         default=None,
         metadata={"help": "Compute time per routed token per expert; default from FLOPs."},
     )
+    utilisation_window_s: float | None = field(
+        default=None,
+        metadata={"help": "Window of the utilisation-over-time frame; default makespan/100."},
+    )
 
     def __post_init__(self) -> None:
         if self.chunk_bytes < 1:
             raise InputError("simulate: chunk_bytes must be >= 1")
         if self.inflight_microbatches < 1:
             raise InputError("simulate: inflight_microbatches must be >= 1")
+        if self.microbatch_tokens is not None and self.microbatch_tokens < 1:
+            raise InputError("simulate: microbatch_tokens must be >= 1")
         if not (np.isfinite(self.gpu_flops_per_s) and self.gpu_flops_per_s > 0):
             raise InputError("simulate: gpu_flops_per_s must be > 0")
         t = self.expert_time_per_route_s
         if t is not None and not (np.isfinite(t) and t >= 0):
             raise InputError("simulate: expert_time_per_route_s must be >= 0")
+        w = self.utilisation_window_s
+        if w is not None and not (np.isfinite(w) and w > 0):
+            raise InputError("simulate: utilisation_window_s must be > 0")
 
     def route_compute_s(self, hidden: int, intermediate: int) -> float:
         """Expert time per route: given, or 3 GEMMs (gate, up, down) = 6*hidden*inter FLOPs."""
@@ -90,9 +115,170 @@ class SimResult:
 
     links: pd.DataFrame  # per link direction
     layers: pd.DataFrame  # per (microbatch, layer)
+    phases: pd.DataFrame  # per (microbatch, layer, phase)
     tokens: pd.DataFrame  # per token
-    summary: dict[str, float]
+    gpus: pd.DataFrame  # per GPU: routes computed, compute busy time
+    utilisation: pd.DataFrame  # per (link direction, time window)
+    summary: dict[str, Any]
     config: SimConfig
+
+
+class _Train:
+    """One message moving hop by hop; one event per hop (its first chunk's arrival).
+
+    The chunks travel as a uniform train (first arrival ``a``, spacing ``s``, last arrival
+    ``z``) while the links allow the closed form, else as an explicit list of arrival times.
+    ``a`` is also the simulated time at which the next hop's event fires.  A train has at most
+    one pending event, so it reuses one :class:`Wakeup` (SimPy clears ``callbacks`` when it
+    processes an event; the train puts its own list back before rescheduling).
+    """
+
+    __slots__ = (
+        "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "wake", "schedule",
+        "next_hop", "done",
+    )
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        path: list[LinkDirection],
+        nbytes: int,
+        chunk: int,
+        on_done: Callable[[Any], None],
+    ) -> None:
+        self.path = path
+        self.hop = 0
+        n = -(-nbytes // chunk)
+        self.n = n
+        self.c = chunk
+        self.r = nbytes - (n - 1) * chunk
+        now = float(env.now)
+        self.a = now
+        self.s = 0.0
+        self.z = now
+        self.arrivals: list[float] | None = None
+        self.schedule = env.schedule
+        self.next_hop = [self.step]
+        self.done = [on_done]
+        self.wake = Wakeup(on_done)
+        self.step(None)
+
+    def _sizes(self) -> list[int]:
+        return [self.c] * (self.n - 1) + [self.r]
+
+    def step(self, _ev: Any) -> None:
+        link = self.path[self.hop]
+        if self.arrivals is None:
+            now = self.a
+            out = link.reserve_uniform(now, self.s, self.n, self.z, self.c, self.r)
+            if out is not None:
+                first, self.s, last = out
+                self.a = first
+                self.z = last
+                self.hop += 1
+                wake = self.wake
+                if self.hop == len(self.path):
+                    wake.callbacks = self.done
+                    self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
+                else:
+                    wake.callbacks = self.next_hop
+                    self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
+                return
+            arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
+            self.arrivals = link.reserve(arr, self._sizes())
+        else:
+            now = self.arrivals[0]
+            self.arrivals = link.reserve(self.arrivals, self._sizes())
+        first, last = self.arrivals[0], self.arrivals[-1]
+        self.hop += 1
+        wake = self.wake
+        if self.hop == len(self.path):
+            wake.callbacks = self.done
+            self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
+        else:
+            wake.callbacks = self.next_hop
+            self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
+
+
+class _Transfer:
+    """One phase's three-stage transfer (see the module docstring).
+
+    Message ids: uplink of GPU a is ``a``; middle (s, t) is ``g + s*ns + t``; downlink of GPU b
+    is ``g + ns*ns + b``.  Each message waits for a countdown of the messages feeding it.
+    """
+
+    __slots__ = (
+        "run", "nbytes", "pending", "dep_off", "dep_ids", "on_delivered", "first_start",
+        "deliveries",
+    )
+
+    def __init__(
+        self,
+        run: _Run,
+        copies: StageCopies,
+        bytes_per_copy: int,
+        gated: bool,
+        on_delivered: Callable[[int], None],
+    ) -> None:
+        self.run = run
+        g, ns, gs = run.g, run.ns, run.gpu_server
+        up_total = copies.up.sum(axis=1) * bytes_per_copy
+        mid = copies.mid * bytes_per_copy
+        down_total = copies.down.sum(axis=0) * bytes_per_copy
+        self.nbytes = np.concatenate([up_total, mid.ravel(), down_total]).tolist()
+        n = g + ns * ns + g
+        # edges uplink -> middle, uplink -> downlink (same server), middle -> downlink
+        ua, us = np.nonzero(copies.up)
+        remote = us != gs[ua]
+        la, lb = np.nonzero(copies.local)
+        ds, db = np.nonzero(copies.down)
+        dremote = ds != gs[db]
+        src = np.concatenate([ua[remote], la, g + ds[dremote] * ns + gs[db[dremote]]])
+        dst = np.concatenate(
+            [g + gs[ua[remote]] * ns + us[remote], g + ns * ns + lb, g + ns * ns + db[dremote]]
+        )
+        order = np.argsort(src, kind="stable")
+        self.dep_ids = dst[order].tolist()
+        self.dep_off = np.searchsorted(src[order], np.arange(n + 1)).tolist()
+        pending = np.bincount(dst, minlength=n)
+        if gated:
+            pending[:g] += up_total > 0
+        self.pending = pending.tolist()
+        self.on_delivered = on_delivered
+        self.first_start = -1.0
+        self.deliveries = int((down_total > 0).sum())
+        for a in np.flatnonzero((up_total > 0) & (pending[:g] == 0)).tolist():
+            self._start(a)
+
+    def release(self, a: int) -> None:
+        """The gate of GPU a's uplink opened (its compute finished)."""
+        if self.nbytes[a] > 0:
+            self._count_down(a)
+
+    def _count_down(self, i: int) -> None:
+        p = self.pending[i] - 1
+        self.pending[i] = p
+        if p == 0:
+            self._start(i)
+
+    def _start(self, i: int) -> None:
+        run = self.run
+        if self.first_start < 0:
+            self.first_start = run.env.now
+        _Train(
+            run.env, run.paths[i], self.nbytes[i], run.chunk, lambda _e, i=i: self._arrived(i)
+        )
+
+    def _arrived(self, i: int) -> None:
+        pending = self.pending
+        for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
+            p = pending[j] - 1
+            pending[j] = p
+            if p == 0:
+                self._start(j)
+        b = i - self.run.g - self.run.ns * self.run.ns
+        if b >= 0:
+            self.on_delivered(b)
 
 
 class _Run:
@@ -105,191 +291,86 @@ class _Run:
         self.routes = routes
         self.expert_gpus = expert_gpus
         self.config = config
+        self.chunk = config.chunk_bytes
         self.g = routes.num_gpus
-        self.links = [
-            LinkDirection(env, lk.bandwidth_bytes_per_s, lk.latency_s)
-            for lk in routes.cluster.links
-            for _ in (0, 1)
-        ]
-        self.gpus = [Gpu(env) for _ in range(self.g)]
+        self.ns = routes.num_servers
         self.gpu_server = routes.cluster.gpu_server
+        self.log = BusyLog()
+        self.links = [
+            LinkDirection(env, 2 * i + d, lk.bandwidth_bytes_per_s, lk.latency_s, self.log)
+            for i, lk in enumerate(routes.cluster.links)
+            for d in (0, 1)
+        ]
+        ns = self.ns
+        self.paths: list[list[LinkDirection]] = (
+            [[self.links[int(x)]] for x in routes.gpu_uplink]
+            + [
+                [self.links[int(x)] for x in routes.middle(s, t)] if s != t else []
+                for s in range(ns)
+                for t in range(ns)
+            ]
+            + [[self.links[int(x)]] for x in routes.gpu_downlink]
+        )
+        self.gpus = [Gpu(env) for _ in range(self.g)]
+        self.gpu_routes = np.zeros(self.g, dtype=np.int64)
         self.layer_rows: list[tuple] = []
+        self.phase_rows: list[tuple] = []
         self.token_parts: list[pd.DataFrame] = []
         self.hops = 0.0
         self.tokens = 0
-
-    def send_message(self, path: np.ndarray, nbytes: int, on_done: simpy.Event) -> None:
-        """Send nbytes along ``path`` (directed link ids) in chunks; succeed on_done at arrival."""
-        chunk = self.config.chunk_bytes
-        sizes = [chunk] * (nbytes // chunk)
-        if nbytes % chunk:
-            sizes.append(nbytes % chunk)
-        remaining = [len(sizes)]
-        links = self.links
-        hops = [int(x) for x in path]
-        last = len(hops) - 1
-
-        def forward(size: int, hop: int) -> None:
-            def arrived(_: simpy.Event) -> None:
-                if hop == last:
-                    remaining[0] -= 1
-                    if remaining[0] == 0:
-                        on_done.succeed()
-                else:
-                    forward(size, hop + 1)
-
-            links[hops[hop]].send(size, arrived)
-
-        for s in sizes:
-            forward(s, 0)
-
-    def _after(self, events: list[simpy.Event], action: Callable[[], None]) -> None:
-        """Run ``action`` once every event in ``events`` has happened (now if none).
-
-        A countdown on the events' callbacks: much cheaper than SimPy's ``AllOf`` condition.
-        """
-        pending = [e for e in events if not e.processed]
-        if not pending:
-            action()
-            return
-        left = [len(pending)]
-
-        def one(_e: simpy.Event) -> None:
-            left[0] -= 1
-            if left[0] == 0:
-                action()
-
-        for e in pending:
-            e.callbacks.append(one)
-
-    def transfer_phase(
-        self, nbytes: np.ndarray, src_ready: list[simpy.Event | None]
-    ) -> list[simpy.Event | None]:
-        """Move ``nbytes[a, b]`` from every GPU a to every GPU b != a in three stages.
-
-        1. uplink: one message per source GPU to its server node (all it sends), once the
-           source is ready;
-        2. middle: one message per (source server, destination server) along their shared
-           route, once every uplink message carrying bytes for that server has arrived;
-        3. downlink: one message per destination GPU from its server node, once every uplink
-           (same server) and middle message carrying bytes for it has arrived.
-
-        Returns, per destination GPU, the event of its downlink arrival (None: receives nothing).
-        Per-link bytes equal the per-pair route count exactly: every pair's bytes cross its
-        uplink, its servers' middle route and its downlink once.
-        """
-        env = self.env
-        g = self.g
-        gs = self.gpu_server
-        ns = self.routes.num_servers
-        nb = nbytes.copy()
-        np.fill_diagonal(nb, 0)
-        out_bytes = nb.sum(axis=1)
-        in_bytes = nb.sum(axis=0)
-        up_done: list[simpy.Event | None] = [None] * g
-        for a in np.flatnonzero(out_bytes):
-            a = int(a)
-            ev = env.event()
-            up_done[a] = ev
-            path = self.routes.gpu_uplink[a : a + 1]
-            nbytes_a = int(out_bytes[a])
-            ready = src_ready[a]
-            self._after(
-                [ready] if ready is not None else [],
-                lambda path=path, n=nbytes_a, ev=ev: self.send_message(path, n, ev),
-            )
-        server_bytes = np.zeros((ns, ns), dtype=np.int64)
-        np.add.at(server_bytes, (gs[:, None], gs[None, :]), nb)
-        # which servers send to which GPU / server
-        to_server = np.zeros((g, ns), dtype=bool)  # GPU a has bytes for server B
-        for b_server in range(ns):
-            to_server[:, b_server] = nb[:, gs == b_server].sum(axis=1) > 0
-        mid_done: dict[tuple[int, int], simpy.Event] = {}
-        for sa, sb in zip(*np.nonzero(server_bytes), strict=True):
-            sa, sb = int(sa), int(sb)
-            if sa == sb:
-                continue
-            ev = env.event()
-            mid_done[(sa, sb)] = ev
-            senders = [up_done[a] for a in np.flatnonzero((gs == sa) & to_server[:, sb])]
-            path = self.routes.middle(sa, sb)
-            n = int(server_bytes[sa, sb])
-            self._after(
-                [e for e in senders if e is not None],
-                lambda path=path, n=n, ev=ev: self.send_message(path, n, ev),
-            )
-        down_done: list[simpy.Event | None] = [None] * g
-        for b in np.flatnonzero(in_bytes):
-            b = int(b)
-            ev = env.event()
-            down_done[b] = ev
-            col = nb[:, b]
-            local = np.flatnonzero((gs == gs[b]) & (col > 0))
-            inputs = [up_done[int(a)] for a in local]
-            remote_servers = np.unique(gs[np.flatnonzero((gs != gs[b]) & (col > 0))])
-            inputs += [mid_done[(int(sa), int(gs[b]))] for sa in remote_servers]
-            path = self.routes.gpu_downlink[b : b + 1]
-            n = int(in_bytes[b])
-            self._after(
-                [e for e in inputs if e is not None],
-                lambda path=path, n=n, ev=ev: self.send_message(path, n, ev),
-            )
-        return down_done
+        self.started = 0
+        self.finished = 0
 
     def microbatch(self, mb: int, block: RoutingTrace) -> Iterator[simpy.Event]:
         env = self.env
         m = block.model
-        db, cb = self.config.traffic.route_bytes(m)
+        traffic = self.config.traffic
+        db, cb = traffic.route_bytes(m)
         t_route = self.config.route_compute_s(
-            self.config.traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
+            traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
         )
-        origins = resolve_origins(block, self.g)
-        hosts = resolve_hosts(block.experts, origins, self.expert_gpus, self.routes.distance)
-        self.hops += float(self.routes.distance[origins[:, None, None], hosts].sum()) * 2
+        g = self.g
+        distance = self.routes.distance
+        origins = resolve_origins(block, g)
         self.tokens += block.num_tokens
         latency = np.zeros(block.num_tokens)
         for li in range(m.num_moe_layers):
-            t0 = env.now
-            counts = pair_counts(origins, hosts[:, li, :], self.g)
-            arrived = self.transfer_phase(counts * db, [None] * self.g)
-            routes_on = counts.sum(axis=0)
-            compute_done: list[simpy.Event | None] = [None] * self.g
-            dispatch_t = [t0]
-            compute_t = [t0]
-            for b in np.flatnonzero(routes_on):
-                b = int(b)
-                ev = env.event()
-                compute_done[b] = ev
-
-                def start_compute(b: int = b, ev: simpy.Event = ev) -> None:
-                    dispatch_t[0] = max(dispatch_t[0], env.now)
-
-                    def finished(_e: simpy.Event) -> None:
-                        compute_t[0] = max(compute_t[0], env.now)
-                        ev.succeed()
-
-                    self.gpus[b].compute(int(routes_on[b]) * t_route, finished)
-
-                ready = arrived[b]
-                self._after([ready] if ready is not None else [], start_compute)
-            back = self.transfer_phase(counts.T * cb, compute_done)
-            # a GPU's combine is complete when its downlink arrived and its own experts finished
-            finals = [e for e in back + compute_done if e is not None]
-            done_at = np.full(self.g, float(t0))
-            for a in range(self.g):
-                for e in (back[a], compute_done[a] if counts[a, a] else None):
-                    if e is not None:
-                        e.callbacks.append(
-                            lambda _e, a=a: done_at.__setitem__(a, max(done_at[a], env.now))
-                        )
-            layer_end = env.event()
-            self._after(finals, layer_end.succeed)
-            yield layer_end
-            t1 = env.now
-            latency += done_at[origins] - t0
-            self.layer_rows.append(
-                (mb, m.moe_layer_indices[li], t0, dispatch_t[0], compute_t[0], t1, t1 - t0)
+            t0 = float(env.now)
+            hosts = resolve_hosts_layer(
+                block.experts[:, li, :], origins, self.expert_gpus[li], distance
             )
+            pairs = pair_counts(origins, hosts, g)
+            self.hops += float((pairs * distance).sum()) * 2
+            if traffic.server_dedup:
+                dispatch = dispatch_stages(origins, hosts, self.gpu_server, True)
+            else:
+                dispatch = stages_from_pairs(pairs, self.gpu_server)
+            routes_on = pairs.sum(axis=0)
+            self.gpu_routes += routes_on
+            layer = _Layer(self, t0, routes_on, pairs.diagonal() > 0, t_route)
+            layer.combine = _Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
+            layer.remaining = int((routes_on > 0).sum()) + layer.combine.deliveries
+            layer.dispatch = _Transfer(self, dispatch, db, False, layer.dispatch_arrived)
+            for b in np.flatnonzero((routes_on > 0) & (copies_in(dispatch) == 0)).tolist():
+                layer.start_compute(b)
+            if layer.remaining == 0:
+                layer.end.succeed()
+            yield layer.end
+            t1 = env.now
+            latency += layer.done_at[origins] - t0
+            layer_index = m.moe_layer_indices[li]
+            self.layer_rows.append(
+                (mb, layer_index, t0, layer.dispatch_done, layer.compute_done, t1, t1 - t0)
+            )
+            comp_start = layer.compute_start if layer.compute_start >= 0 else t0
+            comb_start = layer.combine.first_start
+            if comb_start < 0:
+                comb_start = t1
+            self.phase_rows += [
+                (mb, layer_index, "dispatch", t0, layer.dispatch_done),
+                (mb, layer_index, "compute", comp_start, layer.compute_done),
+                (mb, layer_index, "combine", comb_start, t1),
+            ]
         self.token_parts.append(
             pd.DataFrame(
                 {
@@ -307,12 +388,71 @@ class _Run:
 
         def run_one(mb: int, block: RoutingTrace, req: simpy.Event) -> Iterator[simpy.Event]:
             yield from self.microbatch(mb, block)
+            self.finished += 1
             slots.release(req)
 
         for mb, block in enumerate(blocks):
+            self.started += 1
             req = slots.request()
             yield req
             self.env.process(run_one(mb, block, req))
+
+
+def copies_in(copies: StageCopies) -> np.ndarray:
+    """Copies arriving at each GPU in a phase, [gpus]."""
+    return copies.down.sum(axis=0)
+
+
+class _Layer:
+    """Bookkeeping of one (micro-batch, layer): compute start/finish, arrivals, the end."""
+
+    def __init__(
+        self, run: _Run, t0: float, routes_on: np.ndarray, self_routes: np.ndarray,
+        t_route: float,
+    ) -> None:
+        self.run = run
+        self.t0 = t0
+        self.routes_on = routes_on.tolist()
+        self.self_routes = self_routes.tolist()
+        self.t_route = t_route
+        self.done_at = np.full(run.g, float(t0))
+        self.dispatch_done = t0
+        self.compute_start = -1.0
+        self.compute_done = t0
+        self.remaining = 0
+        self.end = run.env.event()
+        self.combine: _Transfer
+        self.dispatch: _Transfer
+
+    def _tick(self) -> None:
+        self.remaining -= 1
+        if self.remaining == 0:
+            self.end.succeed()
+
+    def dispatch_arrived(self, b: int) -> None:
+        self.dispatch_done = self.run.env.now
+        self.start_compute(b)
+
+    def start_compute(self, b: int) -> None:
+        start = self.run.gpus[b].compute(
+            self.routes_on[b] * self.t_route, lambda _e: self._computed(b)
+        )
+        if self.compute_start < 0 or start < self.compute_start:
+            self.compute_start = start
+
+    def _computed(self, b: int) -> None:
+        now = self.run.env.now
+        self.compute_done = now
+        if self.self_routes[b] and now > self.done_at[b]:
+            self.done_at[b] = now
+        self.combine.release(b)
+        self._tick()
+
+    def combine_arrived(self, a: int) -> None:
+        now = self.run.env.now
+        if now > self.done_at[a]:
+            self.done_at[a] = now
+        self._tick()
 
 
 def simulate(
@@ -321,11 +461,18 @@ def simulate(
     expert_gpus: np.ndarray,
     config: SimConfig | None = None,
 ) -> SimResult:
-    """Replay a trace (one block per micro-batch) through the cluster for one layout."""
+    """Replay a trace through the cluster for one layout.
+
+    Each block is one micro-batch unless ``config.microbatch_tokens`` re-cuts the stream.
+    Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
+    """
+    from simulator.summaries import collect_sim
+
     config = config or SimConfig()
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
         expert_gpus = expert_gpus[:, :, None]
+    validate_links(routes)
     env = simpy.Environment()
     run = _Run(routes, expert_gpus, config, env)
 
@@ -334,49 +481,29 @@ def simulate(
             validate_layout(expert_gpus, b.model, routes.num_gpus)
             yield b
 
-    env.process(run.launcher(checked(blocks)))
+    stream = blocks if config.microbatch_tokens is None else by_tokens(
+        blocks, config.microbatch_tokens
+    )
+    env.process(run.launcher(checked(stream)))
     env.run()
-    return _collect(run, config)
+    if run.finished != run.started:  # an internal error, never bad input
+        raise RuntimeError(
+            f"simulate: {run.started - run.finished} micro-batch(es) never finished"
+        )
+    return collect_sim(run, config)
 
 
-def _collect(run: _Run, config: SimConfig) -> SimResult:
-    cluster = run.routes.cluster
-    makespan = run.env.now
-    rows = []
-    for i, lk in enumerate(cluster.links):
-        for d, (src, dst) in enumerate(((lk.a, lk.b), (lk.b, lk.a))):
-            ld = run.links[2 * i + d]
-            rows.append(
-                (2 * i + d, i, src, dst, lk.tier, lk.weight, ld.nbytes, ld.chunks, ld.busy_s,
-                 ld.busy_s / makespan if makespan > 0 else 0.0,
-                 ld.queue_sum_s / ld.chunks if ld.chunks else 0.0, ld.queue_max_s)
+def validate_links(routes: RouteTable) -> None:
+    """Every link needs a positive, finite bandwidth and a finite latency >= 0."""
+    for lk in routes.cluster.links:
+        bw = lk.bandwidth_bytes_per_s
+        if not (np.isfinite(bw) and bw > 0):
+            raise InputError(
+                f"cluster {routes.cluster.name!r}: link {lk.a}-{lk.b} has bandwidth {bw};"
+                " give every link a positive bandwidth_bytes_per_s"
             )
-    links = pd.DataFrame(
-        rows,
-        columns=["link_dir", "link", "src", "dst", "tier", "weight", "bytes", "chunks",
-                 "busy_s", "utilisation", "mean_queue_delay_s", "peak_queue_delay_s"],
-    )
-    layers = pd.DataFrame(
-        run.layer_rows,
-        columns=["microbatch", "layer", "start_s", "dispatch_done_s", "compute_done_s",
-                 "finish_s", "duration_s"],
-    )
-    tokens = (
-        pd.concat(run.token_parts, ignore_index=True)
-        if run.token_parts
-        else pd.DataFrame(columns=["microbatch", "seq_id", "position", "origin_gpu",
-                                   "moe_latency_s"])
-    )
-    net = links["weight"] > 0
-    lat = tokens["moe_latency_s"].to_numpy(dtype=float)
-    summary = {
-        "tokens": float(run.tokens),
-        "hops_per_token": run.hops / run.tokens if run.tokens else 0.0,
-        "network_link_bytes": float(links.loc[net, "bytes"].sum()),
-        "nvlink_bytes": float(links.loc[~net, "bytes"].sum()),
-        "max_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
-        "makespan_s": makespan,
-        "latency_p50_s": float(np.percentile(lat, 50)) if lat.size else 0.0,
-        "latency_p99_s": float(np.percentile(lat, 99)) if lat.size else 0.0,
-    }
-    return SimResult(links=links, layers=layers, tokens=tokens, summary=summary, config=config)
+        if not (np.isfinite(lk.latency_s) and lk.latency_s >= 0):
+            raise InputError(
+                f"cluster {routes.cluster.name!r}: link {lk.a}-{lk.b} has latency"
+                f" {lk.latency_s}; it must be >= 0"
+            )

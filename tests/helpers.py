@@ -9,19 +9,24 @@ from traces import ModelSpec, RoutingTrace, TraceMeta
 
 
 def two_server_cluster(
-    nvlink_bw: float = 100.0, net_bw: float = 10.0, nvlink_lat: float = 0.01, net_lat: float = 0.1
+    nvlink_bw: float = 100.0,
+    net_bw: float = 10.0,
+    nvlink_lat: float = 0.01,
+    net_lat: float = 0.1,
+    second_server_gpus: int = 1,
 ) -> ClusterSpec:
-    """g0 - s0 - sw - s1 - g1: two servers of one GPU behind one switch."""
+    """g0 - s0 - sw - s1 - g1 (, g2, ...): two servers behind one switch."""
+    far = [f"g{i}" for i in range(1, second_server_gpus + 1)]
     nodes = (
         NodeSpec("s0", "server"),
         NodeSpec("g0", "gpu", server="s0"),
         NodeSpec("s1", "server"),
-        NodeSpec("g1", "gpu", server="s1"),
+        *(NodeSpec(g, "gpu", server="s1") for g in far),
         NodeSpec("sw", "switch", tier="edge"),
     )
     links = (
         LinkSpec("g0", "s0", nvlink_bw, nvlink_lat, 0.0, "nvlink"),
-        LinkSpec("g1", "s1", nvlink_bw, nvlink_lat, 0.0, "nvlink"),
+        *(LinkSpec(g, "s1", nvlink_bw, nvlink_lat, 0.0, "nvlink") for g in far),
         LinkSpec("s0", "sw", net_bw, net_lat, 1.0, "access"),
         LinkSpec("s1", "sw", net_bw, net_lat, 1.0, "access"),
     )
@@ -47,3 +52,4 @@ def make_trace(
         origin_gpu=None if origin is None else np.asarray(origin, dtype=np.int32),
         step=None if step is None else np.asarray(step, dtype=np.int32),
     )
+

@@ -1,4 +1,9 @@
-"""Per-link bytes of the SimPy replay equal the independent analytic count (property)."""
+"""Per-link bytes of the SimPy replay equal the independent analytic count (property).
+
+Three counts must agree on random traces, layouts (with replicas) and fat trees, with and
+without server-level de-duplication: the event replay, the vectorised analytic counter and a
+brute-force walk over every token's routes (``RouteTable.path`` / ``middle``).
+"""
 
 from __future__ import annotations
 
@@ -7,11 +12,11 @@ from helpers import make_trace, tiny_model
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from simulator.analytic import count_traffic
+from simulator.analytic import count_traffic, link_route_counts
 from simulator.builders import LinkDefaults, build_fat_tree
 from simulator.engine import SimConfig, simulate
 from simulator.paths import build_route_table
-from simulator.traffic import TrafficConfig, resolve_hosts, resolve_origins
+from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts, resolve_origins
 
 
 @st.composite
@@ -42,35 +47,93 @@ def cases(draw):
         [rng.choice(g, replicas, replace=False) for _ in range(layers * experts)]
     ).reshape(layers, experts, replicas)
     chunk = draw(st.sampled_from([7, 100, 1 << 20]))
-    return cluster, trace, layout, chunk
+    dedup = draw(st.booleans())
+    return cluster, trace, layout, chunk, dedup
+
+
+def brute_force_copies(routes, blocks, layout, dedup: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Dispatch and combine copies per directed link, token by token in plain Python."""
+    n = 2 * len(routes.cluster.links)
+    gs = routes.cluster.gpu_server
+    disp = np.zeros(n, dtype=np.int64)
+    comb = np.zeros(n, dtype=np.int64)
+    for b in blocks:
+        o = resolve_origins(b, routes.num_gpus)
+        h = resolve_hosts(b.experts, o, layout, routes.distance)
+        for t in range(b.num_tokens):
+            a = int(o[t])
+            for li in range(h.shape[1]):
+                hosts = [int(x) for x in h[t, li] if x != a]
+                if not dedup:
+                    for x in hosts:
+                        disp[routes.path(a, x)] += 1
+                        comb[routes.path(x, a)] += 1
+                    continue
+                for x in sorted(set(hosts)):  # one copy per host GPU on its downlink
+                    disp[routes.gpu_downlink[x]] += 1
+                    comb[routes.gpu_uplink[x]] += 1
+                    if gs[x] == gs[a]:  # local: one copy per GPU through a's own link
+                        disp[routes.gpu_uplink[a]] += 1
+                        comb[routes.gpu_downlink[a]] += 1
+                for s in sorted({int(gs[x]) for x in hosts} - {int(gs[a])}):
+                    disp[routes.gpu_uplink[a]] += 1  # one copy per remote server
+                    disp[routes.middle(int(gs[a]), s)] += 1
+                    comb[routes.middle(s, int(gs[a]))] += 1
+                    comb[routes.gpu_downlink[a]] += 1
+    return disp, comb
 
 
 @settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(cases())
 def test_link_bytes_equal_analytic_count(case):
-    cluster, trace, layout, chunk = case
+    cluster, trace, layout, chunk, dedup = case
     routes = build_route_table(cluster)
-    traffic = TrafficConfig(1.0, 2.0)
+    traffic = TrafficConfig(1.0, 2.0, server_dedup=dedup)
     blocks = [trace.take(trace.step == s) for s in range(3)]
     res = simulate(blocks, routes, layout, SimConfig(traffic=traffic, chunk_bytes=chunk))
     an = count_traffic(blocks, routes, layout, traffic)
     np.testing.assert_array_equal(res.links["bytes"].to_numpy(), an.link_bytes)
     assert res.summary["hops_per_token"] == an.hops_per_token
-    # utilisation is a fraction of the run
-    assert (res.links["utilisation"] <= 1 + 1e-9).all()
-    # conservation: each remote route's dispatch bytes leave its origin GPU exactly once
     hidden = trace.model.hidden_size
-    up = res.links[res.links["src"].isin(cluster.gpus)]
-    remote = 0
-    for b in blocks:
-        o = resolve_origins(b, cluster.num_gpus)
-        h = resolve_hosts(b.experts, o, layout, routes.distance)
-        remote += int((h != o[:, None, None]).sum())
-    assert int(up["bytes"].sum()) == remote * hidden * (1 + 2)
+    disp, comb = brute_force_copies(routes, blocks, layout, dedup)
+    np.testing.assert_array_equal(an.dispatch_link_bytes, disp * hidden)
+    np.testing.assert_array_equal(an.combine_link_bytes, comb * hidden * 2)
+    # utilisation is a fraction of the run, overall and in every window
+    assert (res.links["utilisation"] <= 1 + 1e-9).all()
+    assert (res.utilisation["utilisation"] <= 1 + 1e-9).all()
+    per_link = res.utilisation.groupby("link_dir")["busy_s"].sum().to_numpy()
+    np.testing.assert_allclose(per_link, res.links["busy_s"].to_numpy(), rtol=1e-9, atol=1e-12)
+    up = res.links["src"].isin(cluster.gpus)
+    down = res.links["dst"].isin(cluster.gpus)
+    if not dedup:  # (with de-dup one copy fans out to several GPUs inside a server)
+        # conservation: every byte that leaves a GPU arrives at a GPU
+        assert res.links.loc[up, "bytes"].sum() == res.links.loc[down, "bytes"].sum()
+        # and each remote route's bytes leave its origin GPU exactly once
+        remote = 0
+        for b in blocks:
+            o = resolve_origins(b, cluster.num_gpus)
+            h = resolve_hosts(b.experts, o, layout, routes.distance)
+            remote += int((h != o[:, None, None]).sum())
+        assert int(res.links.loc[up, "bytes"].sum()) == remote * hidden * (1 + 2)
     # every phase lasts at least its bandwidth lower bound
     lb = an.lower_bound_s.set_index(["microbatch", "layer", "phase"])["lower_bound_s"]
-    layers = res.layers.set_index(["microbatch", "layer"])
-    for (mb, layer, phase), bound in lb.items():
-        row = layers.loc[(mb, layer)]
-        took = row["dispatch_done_s"] - row["start_s"] if phase == "dispatch" else row["duration_s"]
-        assert took + 1e-12 >= bound
+    phases = res.phases.set_index(["microbatch", "layer", "phase"])["duration_s"]
+    for key, bound in lb.items():
+        assert phases.loc[key] + 1e-12 >= bound
+
+
+@settings(max_examples=15, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(cases())
+def test_analytic_equals_whole_path_expansion(case):
+    """Without de-dup the counter equals routes expanded over whole GPU-to-GPU paths."""
+    cluster, trace, layout, _, _ = case
+    routes = build_route_table(cluster)
+    an = count_traffic([trace], routes, layout, TrafficConfig(1.0, 1.0))
+    o = resolve_origins(trace, routes.num_gpus)
+    h = resolve_hosts(trace.experts, o, layout, routes.distance)
+    want = np.zeros_like(an.dispatch_link_bytes)
+    for li in range(h.shape[1]):
+        c = pair_counts(o, h[:, li, :], routes.num_gpus)
+        np.fill_diagonal(c, 0)
+        want += link_route_counts(routes, c)
+    np.testing.assert_array_equal(an.dispatch_link_bytes, want * trace.model.hidden_size)

@@ -78,3 +78,135 @@ def test_two_servers_chunks_pipeline_across_hops():
     # On s0->sw only the two dispatch chunks travel: chunk 1 waits 0, chunk 2 waits 1.0 s.
     assert s0_sw["peak_queue_delay_s"] == pytest.approx(1.0)
     assert s0_sw["mean_queue_delay_s"] == pytest.approx(0.5)
+
+
+# --- single links and paths, driven directly (components + the engine's message train) ------
+
+def _send(env, path, nbytes, chunk, at=0.0):
+    """Start a message of nbytes on path at time ``at``; returns a list filled with its arrival."""
+    from simulator.engine import _Train
+
+    done: list[float] = []
+
+    def go():
+        if at:
+            yield env.timeout(at)
+        _Train(env, path, nbytes, chunk, lambda _e: done.append(env.now))
+
+    env.process(go())
+    return done
+
+
+def _links(env, specs):
+    from simulator.components import BusyLog, LinkDirection
+
+    log = BusyLog()
+    return [LinkDirection(env, i, bw, lat, log) for i, (bw, lat) in enumerate(specs)], log
+
+
+def test_one_message_over_one_link():
+    import simpy
+
+    env = simpy.Environment()
+    (link,), log = _links(env, [(10.0, 0.5)])
+    done = _send(env, [link], 25, chunk=10)
+    env.run()
+    link.flush()
+    # Chunks 10, 10, 5 B at 10 B/s leave back to back: finish 1.0, 2.0, 2.5; + 0.5 latency.
+    assert done == [pytest.approx(3.0)]
+    assert link.nbytes == 25 and link.chunks == 3
+    assert link.busy_s == pytest.approx(2.5)
+    # Waits behind the message's own chunks: 0, 1.0, 2.0 -> mean 1.0, peak 2.0.
+    assert link.queue_sum_s / link.chunks == pytest.approx(1.0)
+    assert link.queue_max_s == pytest.approx(2.0)
+    assert list(log.start) == [0.0] and list(log.end) == [pytest.approx(2.5)]
+
+
+def test_chunked_message_pipelines_over_three_hops():
+    import simpy
+
+    env = simpy.Environment()
+    links, _ = _links(env, [(10.0, 0.5)] * 3)
+    done = _send(env, links, 25, chunk=10)
+    env.run()
+    # hop 1: finish 1.0, 2.0, 2.5 -> arrive 1.5, 2.5, 3.0
+    # hop 2: chunk 1 1.5-2.5 (arr 3.0), chunk 2 2.5-3.5 (arr 4.0), chunk 3 3.5-4.0 (arr 4.5)
+    # hop 3: 3.0-4.0, 4.0-5.0, 5.0-5.5 -> last arrives 6.0
+    # = pipelining formula: message time 2.5 + (hops - 1) x one chunk 1.0 + 3 x latency 0.5.
+    assert done == [pytest.approx(6.0)]
+    # Unchunked it would be store and forward: 3 x (2.5 + 0.5) = 9.0.
+    env2 = simpy.Environment()
+    links2, _ = _links(env2, [(10.0, 0.5)] * 3)
+    done2 = _send(env2, links2, 25, chunk=100)
+    env2.run()
+    assert done2 == [pytest.approx(9.0)]
+
+
+def test_faster_second_hop_uses_chunk_by_chunk_recurrence():
+    import simpy
+
+    env = simpy.Environment()
+    links, log = _links(env, [(10.0, 0.5), (20.0, 0.5)])
+    done = _send(env, links, 25, chunk=10)
+    env.run()
+    for link in links:
+        link.flush()
+    # hop 1 arrivals 1.5, 2.5, 3.0 (spacing 1.0 > 0.5 s per chunk on hop 2)
+    # hop 2 at 20 B/s: 1.5-2.0, 2.5-3.0, 3.0-3.25 -> last arrives 3.75, nobody waits
+    assert done == [pytest.approx(3.75)]
+    assert links[1].queue_max_s == pytest.approx(0.0)
+    assert links[1].busy_s == pytest.approx(1.25)
+    segs = [(s, e) for i, s, e in zip(log.link, log.start, log.end, strict=True) if i == 1]
+    assert segs == [(1.5, 2.0), (2.5, 3.25)]  # 2.5-3.0 and 3.0-3.25 touch: one segment
+
+
+def test_two_messages_contend_fifo_on_one_link():
+    import simpy
+
+    env = simpy.Environment()
+    (link,), _ = _links(env, [(10.0, 0.0)])
+    a = _send(env, [link], 20, chunk=10)
+    b = _send(env, [link], 10, chunk=10, at=0.5)
+    env.run()
+    # A (2 chunks) arrives at 0 and holds the link 0-2.0; B arrives at 0.5 and is served
+    # after A's whole message (messages are FIFO by their first chunk): 2.0-3.0.
+    assert a == [pytest.approx(2.0)] and b == [pytest.approx(3.0)]
+    # waits: A's chunks 0 and 1.0, B's 1.5 -> mean 2.5 / 3, peak 1.5
+    assert link.queue_sum_s == pytest.approx(2.5)
+    assert link.queue_max_s == pytest.approx(1.5)
+    assert link.busy_s == pytest.approx(3.0)
+
+
+def test_server_dedup_sends_one_copy_per_remote_server():
+    cluster = two_server_cluster(second_server_gpus=2)
+    routes = build_route_table(cluster)
+    # One token on g0 picks experts 0 (on g1) and 1 (on g2): both in server s1.
+    trace = make_trace(tiny_model(experts=2, top_k=2), np.array([[[0, 1]]]), origin=[0])
+    layout = np.array([[1, 2]])
+    res = {}
+    for dedup in (False, True):
+        cfg = SimConfig(
+            traffic=TrafficConfig(1.0, 2.0, server_dedup=dedup),
+            chunk_bytes=1_000_000,
+            expert_time_per_route_s=0.5,
+        )
+        res[dedup] = simulate([trace], routes, layout, cfg)
+        an = count_traffic([trace], routes, layout, TrafficConfig(1.0, 2.0, server_dedup=dedup))
+        np.testing.assert_array_equal(res[dedup].links["bytes"].to_numpy(), an.link_bytes)
+        assert an.hops_per_token == res[dedup].summary["hops_per_token"] == 2 * (2 + 2)
+    plain = res[False].links.set_index(["src", "dst"])["bytes"]
+    dedup = res[True].links.set_index(["src", "dst"])["bytes"]
+    # 10 B per dispatch copy.  Without de-dup two copies cross g0->s0->sw->s1; with it one,
+    # which fans out inside s1 (s1->g1 and s1->g2 carry one copy each either way).
+    for hop in [("g0", "s0"), ("s0", "sw"), ("sw", "s1")]:
+        assert plain[hop] == 20 and dedup[hop] == 10
+    for hop in [("s1", "g1"), ("s1", "g2")]:
+        assert plain[hop] == 10 and dedup[hop] == 10
+    # combine mirrors it with 20 B copies: s1->sw carries 40 B without, 20 B with de-dup
+    assert plain[("s1", "sw")] == 40 and dedup[("s1", "sw")] == 20
+    # Dispatch times with de-dup: g0->s0 10/100 + 0.01 = 0.11; s0->sw 0.11 + 1 + 0.1 = 1.21;
+    # sw->s1 2.31; s1->g1 and s1->g2 in parallel 2.31 + 0.1 + 0.01 = 2.42.
+    # Without: 20 B: 0.21, 2.31, 4.41, then 10 B each: 4.52.
+    assert res[True].layers.iloc[0]["dispatch_done_s"] == pytest.approx(2.42)
+    assert res[False].layers.iloc[0]["dispatch_done_s"] == pytest.approx(4.52)
+    assert res[True].summary["server_dedup"] is True
