@@ -42,8 +42,11 @@ def test_paper_grid_runs_what_exists_and_names_what_does_not():
 ])
 def test_quick_paper_study_end_to_end(tmp_path, capsys, models):
     out = tmp_path / "paper"
+    # the paper's own rows and EPLB (the MIP-based rows take minutes; the slow variant runs all)
+    rows = [] if not models else [a for p in ("round-robin", "greedy", "ilp", "ilp-load", "eplb")
+                                  for a in ("--placer", p)]
     assert main(["study", "paper", "--quick", "--tokens", "48", "--serial", "--out",
-                 str(out), *models]) == 0
+                 str(out), *models, *rows]) == 0
     res = pd.read_parquet(out / "results.parquet")
     assert set(res["model"]) == ({models[1]} if models else set(PAPER_MODELS))
     for col in ("hops_per_token", "network_link_bytes", "max_link_utilisation",

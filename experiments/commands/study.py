@@ -100,6 +100,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
     p.add_argument("--model", action="append", default=None, dest="models",
                    help="Run only this model of the paper's two (repeatable).")
+    p.add_argument("--placer", action="append", default=None, dest="placers",
+                   help="Run only this placer row (repeatable; default: every row).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
 
@@ -108,6 +110,7 @@ def run(args: argparse.Namespace) -> int:
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
         seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),
+        placer_names=tuple(args.placers) if args.placers else None,
     )
     out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
     print(f"paper study: {len(study.cells)} cells", file=sys.stderr)

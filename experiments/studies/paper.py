@@ -97,6 +97,7 @@ def paper_study(
     tokens: int | None = None,
     seed: int = 0,
     model_names: tuple[str, ...] = PAPER_MODELS,
+    placer_names: tuple[str, ...] | None = None,
 ) -> Study:
     """The paper's grid, restricted to what this build has (the rest in ``skipped``)."""
     skipped: list[str] = []
@@ -168,11 +169,18 @@ def paper_study(
                 skipped.append(f"{label}: the builder rejects these parameters ({exc})")
                 continue
             combos.append([table, topo])
+    rows = PAPER_PLACERS + PROJECT_PLACERS
+    if placer_names is not None:
+        unknown = [p for p in placer_names if p not in rows]
+        if unknown:
+            raise InputError(f"--placer {unknown[0]!r}: the study's rows are {', '.join(rows)}")
+        rows = tuple(p for p in rows if p in placer_names)
+    time_limit_s = 30.0 if quick else _TIME_LIMIT_S
     placers: list[dict[str, Any]] = []
-    for p in PAPER_PLACERS + PROJECT_PLACERS:
+    for p in rows:
         strategy, extra = _VARIANTS.get(p, (p, {}))
         if strategy in STRATEGIES:
-            table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": _TIME_LIMIT_S}}
+            table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}
             if p != strategy:
                 table["label"] = p
             table.update(extra)
