@@ -19,9 +19,9 @@ def test_demo_writes_a_complete_run(tmp_path, capsys):
                  "summary.png", "latency_cdf.png", "link_bytes.png", "server_load.png"):
         assert (out / name).exists(), name
     summary = pd.read_parquet(out / "summary.parquet")
-    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load"]
-    rr, _, load = summary["hops_per_token"]
-    assert load < rr
+    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load", "ilp-origin"]
+    rr, _, load, origin = summary["hops_per_token"]
+    assert load < rr and origin < rr
     html = (out / "report.html").read_text()
     assert "Why the numbers differ" in html
     assert "round-robin" in capsys.readouterr().out

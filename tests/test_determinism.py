@@ -149,7 +149,7 @@ def test_demo_pipeline_outputs_are_identical_across_processes_and_hash_seeds(tmp
     assert {"summary.parquet", "layouts.parquet", "links.parquet", "tokens.parquet",
             "trace_replay.parquet"} <= set(names)
     summary = pd.read_parquet(outs[0] / "summary.parquet")
-    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load"]
+    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load", "ilp-origin"]
 
 
 @pytest.mark.slow
