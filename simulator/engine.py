@@ -175,21 +175,18 @@ class _Train:
                 first, self.s, last = out
                 self.a = first
                 self.z = last
-                self.hop += 1
-                wake = self.wake
-                if self.hop == len(self.path):
-                    wake.callbacks = self.done
-                    self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
-                else:
-                    wake.callbacks = self.next_hop
-                    self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
+                self._advance(now, first, last)
                 return
             arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
             self.arrivals = link.reserve(arr, self._sizes())
         else:
             now = self.arrivals[0]
             self.arrivals = link.reserve(self.arrivals, self._sizes())
-        first, last = self.arrivals[0], self.arrivals[-1]
+        self._advance(now, self.arrivals[0], self.arrivals[-1])
+
+    def _advance(self, now: float, first: float, last: float) -> None:
+        """Move to the next hop: wake when the first chunk arrives there, or, after the last
+        hop, when the last chunk has arrived."""
         self.hop += 1
         wake = self.wake
         if self.hop == len(self.path):

@@ -36,7 +36,7 @@ import numpy as np
 from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.atomic import atomic_write_text
 from traces.errors import InputError
-from traces.jsonfile import read_json_file
+from traces.jsonfile import read_json_file, read_text_file
 
 
 def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
@@ -276,12 +276,4 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
     p = Path(path)
     if _format(p) == ".json":
         return cluster_from_dict(read_json_file(p, "topology file"), where=str(p))
-    if not p.exists():
-        raise InputError(f"{p}: topology file not found")
-    try:
-        text = p.read_text(encoding="utf-8")
-    except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not a text file ({exc})") from None
-    except OSError as exc:
-        raise InputError(f"{p}: cannot read the topology file ({exc.strerror or exc})") from None
-    return cluster_from_graphml(text, where=str(p))
+    return cluster_from_graphml(read_text_file(p, "topology file"), where=str(p))

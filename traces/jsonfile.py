@@ -11,17 +11,25 @@ from typing import Any
 from traces.errors import InputError
 
 
-def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
-    """The parsed JSON value of ``path``; ``what`` names the file in messages ("topology file")."""
+def read_text_file(
+    path: str | os.PathLike[str], what: str, undecodable: str = "not a text file"
+) -> str:
+    """The UTF-8 text of ``path``; ``what`` names the file in messages ("topology file")."""
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: {what} not found")
     try:
-        text = p.read_text(encoding="utf-8")
+        return p.read_text(encoding="utf-8")
     except OSError as exc:
         raise InputError(f"{p}: cannot read {what} ({exc.strerror or exc})") from None
     except UnicodeDecodeError as exc:
-        raise InputError(f"{p}: not valid JSON ({exc})") from None
+        raise InputError(f"{p}: {undecodable} ({exc})") from None
+
+
+def read_json_file(path: str | os.PathLike[str], what: str) -> Any:
+    """The parsed JSON value of ``path``; ``what`` names the file in messages ("topology file")."""
+    p = Path(path)
+    text = read_text_file(p, what, undecodable="not valid JSON")
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
