@@ -97,7 +97,6 @@ class _Counter:
     ) -> tuple[np.ndarray, np.ndarray]:
         """Without de-duplication: every route away from its origin is one copy."""
         r = self.routes
-        gs = self.gs
         n = self.nlinks
         ns = r.num_servers
         c = counts.copy()

@@ -192,7 +192,7 @@ def cluster_from_graphml(text: str, where: str = "cluster") -> ClusterSpec:
 
     def attrs(el: ET.Element, domain: str, known: dict[str, type], label: str) -> dict:
         out: dict[str, object] = {}
-        for kid, (dom, name, default) in keys.items():
+        for _kid, (dom, name, default) in keys.items():
             if dom in (domain, "all") and default is not None and name in known:
                 out[name] = default
         for d in el:

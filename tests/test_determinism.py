@@ -22,7 +22,7 @@ from simulator.builders import LinkDefaults, build_fat_tree
 from simulator.engine import SimConfig, simulate
 from simulator.paths import build_route_table
 from simulator.topology import ClusterSpec
-from traces import ModelSpec, SynthConfig, activation_probability, expert_counts, generate_trace
+from traces import ModelSpec, SynthConfig, generate_trace
 from traces.synthetic import iter_synthetic
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -17,7 +17,6 @@ from simulator.builders import (
     BUILDERS,
     LinkDefaults,
     build_dragonfly,
-    build_fat_tree,
     build_leaf_spine,
     build_rail_optimized,
 )

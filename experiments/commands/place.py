@@ -13,25 +13,21 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
 
-from experiments.outputs import atomic_write_text, write_json, write_parquet
+from experiments.outputs import atomic_write_text, write_json
 from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, PlacementProblem, SolverOptions, check_layout, default_slots
+from placement import STRATEGIES, SolverOptions, check_layout
 from placement import solve_placement
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.problem import SolveStatus, expected_cost
 from simulator.builders import build_fat_tree
-from simulator.paths import RouteTable, build_route_table
+from simulator.paths import build_route_table
 from simulator.topology import ClusterSpec
 from simulator.topology_io import load_cluster
-from simulator.traffic import resolve_origins
 from traces import model_preset
 from traces.errors import InputError
-from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import read_sglang_logical_count
-from traces.model import ModelSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:

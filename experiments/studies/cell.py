@@ -30,8 +30,6 @@ from traces import (
     ModelSpec,
     RoutingTrace,
     SynthConfig,
-    activation_probability,
-    expert_counts,
     generate_trace,
     read_trace,
 )

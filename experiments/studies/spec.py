@@ -29,7 +29,6 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
-import inspect
 import itertools
 import json
 import types
