@@ -217,3 +217,26 @@ def plot_layer_timeline(layers: pd.DataFrame, title: str) -> Figure:
         ax.grid(axis="x", alpha=0.3)
         fig.tight_layout()
     return fig
+
+
+def plot_utilisation_over_time(util: pd.DataFrame, title: str) -> Figure:
+    """Busiest and mean network link utilisation per time window, one colour per placer.
+
+    ``util`` has columns placer, start_s, end_s, utilisation (one row per link direction and
+    window).
+    """
+    fig, ax = plt.subplots(figsize=(8, 4))
+    for i, (placer, df) in enumerate(util.groupby("placer", sort=False)):
+        g = df.groupby("start_s")["utilisation"]
+        t = np.asarray(g.max().index, dtype=float) * 1e3
+        color = f"C{i}"
+        ax.plot(t, g.max().to_numpy(), color=color, label=f"{placer}: busiest link")
+        ax.plot(t, g.mean().to_numpy(), color=color, linestyle="--", label=f"{placer}: mean")
+    ax.set_xlabel("simulated time (ms, window start)")
+    ax.set_ylabel("network link utilisation in the window")
+    ax.set_ylim(0, 1.05)
+    ax.set_title(title)
+    ax.legend(fontsize=7, ncol=2)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    return fig

@@ -140,6 +140,31 @@ def _paper_comparison(summary: pd.DataFrame) -> list[str]:
     return lines
 
 
+def _topology_load_figure(
+    run_dir: Path, per_setup: pd.DataFrame, setup: str, links: pd.DataFrame
+) -> tuple[object, str] | None:
+    """Per-link bytes on the drawn topology for the setup's placer with the fewest hops."""
+    import json
+
+    from experiments.plot_topology import link_load_per_link, plot_topology
+    from experiments.studies.spec import build_cluster
+
+    rows = per_setup[per_setup["setup"] == setup]
+    if rows.empty or "link" not in links.columns:
+        return None
+    best = rows.sort_values(["hops_per_token", "cell"]).iloc[0]
+    config_path = run_dir / "cells" / str(best["cell"]) / "config.json"
+    if not config_path.is_file():
+        return None
+    cluster = build_cluster(json.loads(config_path.read_text())["topology"])
+    if cluster.num_gpus > 512:  # too dense to read
+        return None
+    lk = links[links["cell"] == best["cell"]]
+    load = link_load_per_link(cluster, lk, "bytes")
+    fig = plot_topology(cluster, load, "bytes", f"Link load: {setup}, {best['placer']}")
+    return fig, str(best["placer"])
+
+
 def write_run_report(run_dir: Path) -> Path:
     """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
     import json
@@ -188,6 +213,8 @@ def write_run_report(run_dir: Path) -> Path:
         "p99 of the per-token MoE latency summed over layers.")
 
     links = pd.read_parquet(run_dir / "links.parquet")
+    util_path = run_dir / "utilisation.parquet"
+    util = pd.read_parquet(util_path) if util_path.is_file() else None
     tokens = pd.read_parquet(run_dir / "tokens.parquet")
     layers = pd.read_parquet(run_dir / "layers.parquet")
     expert_load = pd.read_parquet(run_dir / "expert_load.parquet")
@@ -212,6 +239,19 @@ def write_run_report(run_dir: Path) -> Path:
         save(f"timeline_{i}.png", plots.plot_layer_timeline(
             ly, f"MoE layers over time: {setup}"),
             f"{setup}: when each MoE layer of each micro-batch ran (dispatch to combine).")
+        if util is not None:
+            ut = util.merge(cells, on="cell")
+            if not ut.empty:
+                save(f"utilisation_time_{i}.png", plots.plot_utilisation_over_time(
+                    ut, f"Network link utilisation over time: {setup}"),
+                    f"{setup}: utilisation of the busiest network link direction (solid) and"
+                    f" the mean over network links (dashed) per time window, seed {first_seed}.")
+        drawn = _topology_load_figure(run_dir, per_setup, setup, links)
+        if drawn is not None:
+            fig, placer = drawn
+            save(f"topology_load_{i}.png", fig,
+                 f"{setup}: bytes per link drawn on the topology for {placer} (the placer with"
+                 " the fewest hops per token); colour and width grow with load.")
     # expert load: one heatmap per model (the first cell's fit)
     for j, (model, group) in enumerate(results.groupby("model", sort=False)):
         cell = group["cell"].iloc[0]

@@ -28,11 +28,12 @@ def test_report_renders_expected_figures_and_tables(run_dir, capsys):
     assert "report.html" in capsys.readouterr().out
     page = (run_dir / "report.html").read_text()
     images = re.findall(r"<img src='([^']+)'", page)
-    # two setups (NIC bandwidths), one model: 4 overview bars, 3 figures per setup, 1 heatmap
+    # two setups (NIC bandwidths), one model: 4 overview bars, 5 figures per setup, 1 heatmap
+    per_setup = ["link_load_{}.png", "latency_cdf_{}.png", "timeline_{}.png",
+                 "utilisation_time_{}.png", "topology_load_{}.png"]
     assert images == [
         "hops.png", "bytes.png", "utilisation.png", "latency_p99.png",
-        "link_load_0.png", "latency_cdf_0.png", "timeline_0.png",
-        "link_load_1.png", "latency_cdf_1.png", "timeline_1.png",
+        *[f.format(0) for f in per_setup], *[f.format(1) for f in per_setup],
         "expert_load_0.png",
     ]
     for name in images:

@@ -49,6 +49,7 @@ class CellResult:
     layers: pd.DataFrame
     expert_load: pd.DataFrame
     server_load: pd.DataFrame
+    utilisation: pd.DataFrame  # network link directions per time window
 
     def frames(self) -> dict[str, pd.DataFrame]:
         return {
@@ -57,6 +58,7 @@ class CellResult:
             "layers": self.layers,
             "expert_load": self.expert_load,
             "server_load": self.server_load,
+            "utilisation": self.utilisation,
         }
 
 
@@ -175,7 +177,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         mip_gap=float(ev.placement.mip_gap),
     )
     links = ev.sim.links[
-        ["link_dir", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
+        ["link_dir", "link", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
          "mean_queue_delay_s", "peak_queue_delay_s"]
     ].copy()
     tokens = ev.sim.tokens[["microbatch", "origin_gpu", "moe_latency_s"]].copy()
@@ -195,4 +197,6 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         "cost": cost,
         "load": load / model.num_moe_layers,
     })
-    return CellResult(row, links, tokens, layers, expert_load, server_load)
+    network = ev.sim.links.loc[ev.sim.links["weight"] > 0, "link_dir"]
+    util = ev.sim.utilisation[ev.sim.utilisation["link_dir"].isin(network)].reset_index(drop=True)
+    return CellResult(row, links, tokens, layers, expert_load, server_load, util)

@@ -42,7 +42,7 @@ from experiments.versions import versions
 from traces.atomic import atomic_write_text
 from traces.errors import InputError
 
-DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load")
+DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
 METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",
                    "latency_p50_ms", "latency_p99_ms", "makespan_ms")
 
@@ -151,6 +151,8 @@ def write_cell(run_dir: Path, cell: Cell, result: CellResult) -> None:
         write_parquet(tmp / "row.parquet", pd.DataFrame([row]))
         for name, frame in result.frames().items():
             write_parquet(tmp / f"{name}.parquet", frame)
+        # the cell's full configuration, so reports can rebuild its cluster
+        atomic_write_text(tmp / "config.json", json.dumps(cell.config, sort_keys=True) + "\n")
         for f in tmp.iterdir():
             with open(f, "rb") as fh:
                 os.fsync(fh.fileno())
@@ -351,8 +353,10 @@ def merge_run(run_dir: Path, study: Study) -> pd.DataFrame:
         parts = []
         for c in study.cells:
             f = cells_dir / c.cell_id / f"{name}.parquet"
-            parts.append(pd.read_parquet(f).assign(cell=c.cell_id))
-        write_parquet(run_dir / f"{name}.parquet", pd.concat(parts, ignore_index=True))
+            if f.is_file():  # cells finished by an older version may lack a frame
+                parts.append(pd.read_parquet(f).assign(cell=c.cell_id))
+        if parts:
+            write_parquet(run_dir / f"{name}.parquet", pd.concat(parts, ignore_index=True))
     return results
 
 
