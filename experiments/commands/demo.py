@@ -202,6 +202,12 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     atomic_write_text(out / "report.html", _report(cfg, cluster, summary, server_load))
 
 
+def _change(reduction_pct: float, better: str, worse: str) -> str:
+    """'2.2% fewer' for a reduction, '0.2% more' for an increase."""
+    word = better if reduction_pct >= 0 else worse
+    return f"{abs(reduction_pct):.1f}% {word}"
+
+
 def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> str:  # type: ignore[no-untyped-def]
     s = summary.set_index("strategy")
     rr = s.loc["round-robin"]
@@ -213,10 +219,12 @@ def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> s
         row = s.loc[name]
         lines.append(
             f"<b>{name}</b>: {row['hops_per_token']:,.0f} hops per token"
-            f" ({row['hops_per_token_reduction_pct']:+.1f}% fewer than round-robin),"
-            f" {row['network_link_bytes'] / 1e9:,.1f} GB on network links"
-            f" ({row['network_link_bytes_reduction_pct']:+.1f}%), p99 MoE latency"
-            f" {row['latency_p99_ms']:.2f} ms ({row['latency_p99_ms_reduction_pct']:+.1f}%)."
+            f" ({_change(row['hops_per_token_reduction_pct'], 'fewer', 'more')} than"
+            f" round-robin), {row['network_link_bytes'] / 1e9:,.1f} GB on network links"
+            f" ({_change(row['network_link_bytes_reduction_pct'], 'less', 'more')}),"
+            f" {row['network_bytes'] / 1e9:,.2f} GB leaving servers, p99 MoE latency"
+            f" {row['latency_p99_ms']:.2f} ms"
+            f" ({_change(row['latency_p99_ms_reduction_pct'], 'lower', 'higher')})."
         )
     why = [
         f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated: {cluster.description}."
