@@ -830,6 +830,8 @@ _register_esft("empty layer files", lambda lines: lines.update({1: [], 2: []}),
 _register_esft("token counts differ across layers",
                _esft_line(2, 1, "7\t2\t0\t1\t\t.3\t.2\t.1\t.1"),
                "expert_weights_2.txt, line 2", "2 tokens, but expert_weights_1.txt has 1")
+_register_esft("expert id beyond 64-bit", _esft_line(1, 0, "1\t99999999999999999999\t5\t6"),
+               "line 1", "field 2", "too large")
 _register_esft("expert id not a number", _esft_line(1, 0, "1\tx\t5\t6"),
                "line 1", "'x', not a number")
 
@@ -1136,6 +1138,8 @@ _register_study("not TOML", "[axes]", "[axes", "not valid TOML")
 _register_study("not TOML (unclosed inline table)", "replay_tokens = 64 }", "replay_tokens = 64",
                 "not valid TOML")
 _register_study("unknown top-level key", "seed = 0", "seed = 0\nmodle = 1", "modle: unknown key")
+_register_study("unknown key with a line break", "seed = 0", 'seed = 0\n"a\\nb" = 1',
+                "'a\\nb': unknown key")
 _register_study("unknown key in a table", 'name = "tiny"', 'name = "tiny", colour = 1',
                 "study.colour")
 _register_study("wrong type", "fit_tokens = 64", 'fit_tokens = "64"', "trace.fit_tokens")
