@@ -121,8 +121,8 @@ def build_problem(
         distance=routes.distance,
         gpu_server=routes.cluster.gpu_server,
         activation=activation,
-        slots_per_gpu=slots_per_gpu or s_def,
-        max_per_gpu_per_layer=per_layer_per_gpu or l_def,
+        slots_per_gpu=s_def if slots_per_gpu is None else slots_per_gpu,  # 0 is rejected
+        max_per_gpu_per_layer=l_def if per_layer_per_gpu is None else per_layer_per_gpu,
         layer_indices=model.moe_layer_indices,
         origin_activation=origin_activation,
         dispatch_bytes=float(model.hidden_size * 1),

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 import tempfile
 from collections.abc import Callable
@@ -30,14 +31,22 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from experiments.studies.spec import load_study_file
 from placement import PlacementProblem, SolverOptions, solve_placement
 from placement.layout_io import load_layout
 from simulator.engine import simulate
 from simulator.paths import build_route_table
-from simulator.topology_io import cluster_from_dict, load_cluster
+from simulator.topology_io import cluster_from_dict, cluster_to_graphml, load_cluster
 from traces import ModelSpec, RoutingTrace, SynthConfig, TraceMeta, model_preset
+from traces.importers import import_trace
 from traces.io import META_KEY, read_trace, read_trace_meta, write_trace
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import (
+    LOAD_STATS_KEY,
+    LoadStats,
+    load_load_stats,
+    read_sglang_logical_count,
+    save_load_stats,
+)
 
 Thunk = Callable[[], Any]
 
@@ -768,6 +777,397 @@ _register_synth(
 
 
 # ---------------------------------------------------------------------------------------------
+# Trace importers: traces.importers.import_trace (ESFT folders, vLLM arrays, long tables).
+# Each writes its output in the case directory, so "nothing left behind" covers the output.
+
+TOY = ModelSpec("toy", (1, 2), 8, 0, 2, 16)  # 2 MoE layers (1, 2), 8 experts, top-2
+ESFT = "ESFT expert-score folder"
+
+
+def _import(fmt: str, src: Path, d: Path) -> Thunk:
+    return lambda: import_trace(fmt, src, d / "out.parquet", TOY)
+
+
+def _esft_lines(layer: int) -> list[str]:
+    # two sequences (2 tokens, 1 token), top-2: ids, an empty field, gate probabilities
+    return [f"{layer}\t0\t5\t6\t\t0.5\t0.25\t0.125\t0.0625", f"7\t{layer}\t\t0.3\t0.2"]
+
+
+def _esft(edit: Callable[[dict[int, list[str]]], None]) -> Callable[[Path], Thunk]:
+    def setup(d: Path) -> Thunk:
+        lines = {layer: _esft_lines(layer) for layer in (1, 2)}
+        edit(lines)
+        (d / "task").mkdir()
+        for layer, ls in lines.items():
+            (d / "task" / f"expert_weights_{layer}.txt").write_text("".join(x + "\n" for x in ls))
+        return _import("esft", d / "task", d)
+
+    return setup
+
+
+def _register_esft(name: str, edit: Callable[[dict[int, list[str]]], None], *expect: str) -> None:
+    CASES.append(Case(ESFT, name, expect, _esft(edit)))
+
+
+def _esft_line(layer: int, i: int, text: str) -> Callable[[dict[int, list[str]]], None]:
+    return lambda lines: lines[layer].__setitem__(i, text)
+
+
+_register_esft("layer file missing", lambda lines: lines.pop(2), "task",
+               "expert_weights_2.txt missing")
+_register_esft("layer files of unequal length", lambda lines: lines[2].pop(),
+               "expert_weights_2.txt: has 1 lines but expert_weights_1.txt has at least 2")
+_register_esft("id count not a multiple of top_k", _esft_line(1, 1, "7\t1\t3\t\t0.3\t0.2\t0.1"),
+               "expert_weights_1.txt, line 2", "not a multiple of top_k=2")
+_register_esft("expert id out of range", _esft_line(2, 0, "2\t0\t5\t9\t\t0.5\t0.25\t0.1\t0.1"),
+               "expert_weights_2.txt, line 1 (MoE layer 2)", "token 1", "9")
+_register_esft("duplicate ids in a token", _esft_line(1, 1, "7\t7\t\t0.3\t0.2"),
+               "expert_weights_1.txt, line 2", "token 0")
+_register_esft("NaN gate", _esft_line(1, 0, "1\t0\t5\t6\t\t0.5\tnan\t0.125\t0.0625"),
+               "expert_weights_1.txt, line 1", "token 0", "not a probability")
+_register_esft("empty layer files", lambda lines: lines.update({1: [], 2: []}),
+               "expert_weights_1.txt: empty file")
+_register_esft("token counts differ across layers",
+               _esft_line(2, 1, "7\t2\t0\t1\t\t.3\t.2\t.1\t.1"),
+               "expert_weights_2.txt, line 2", "2 tokens, but expert_weights_1.txt has 1")
+_register_esft("expert id beyond 64-bit", _esft_line(1, 0, "1\t99999999999999999999\t5\t6"),
+               "line 1", "field 2", "too large")
+_register_esft("expert id not a number", _esft_line(1, 0, "1\tx\t5\t6"),
+               "line 1", "'x', not a number")
+
+VLLM = "vLLM routed experts (.npy/.npz)"
+
+
+def _vllm(arr: Any, name: str = "req.npy") -> Callable[[Path], Thunk]:
+    def setup(d: Path) -> Thunk:
+        p = d / name
+        if name.endswith(".npz"):
+            np.savez(p, **arr)
+        else:
+            np.save(p, arr)
+        return _import("vllm", p, d)
+
+    return setup
+
+
+def _vllm_ok(n: int = 3) -> np.ndarray:
+    return np.stack([np.arange(n) % 8, (np.arange(n) + 1) % 8], 1)[:, None, :].repeat(2, 1)
+
+
+def _vllm_with(i: int, j: int, k: int, v: int) -> np.ndarray:
+    a = _vllm_ok().astype(np.int16)
+    a[i, j, k] = v
+    return a
+
+
+for _name, _arr, _expect in [
+    ("2-D array", np.zeros((3, 4), np.int16), ("req.npy: shape [3, 4]", "expected [tokens, 2")),
+    ("wrong top_k", np.zeros((3, 2, 3), np.int16), ("shape [3, 2, 3]", "top_k=2")),
+    ("float dtype", _vllm_ok().astype(np.float32), ("req.npy: dtype float32", "integers")),
+    ("bool dtype", _vllm_ok() > 0, ("req.npy: dtype bool",)),
+    ("expert id out of range", _vllm_with(2, 1, 0, 8),
+     ("req.npy: token 2, MoE layer 2", "8")),
+    ("negative expert id", _vllm_with(1, 0, 1, -1), ("req.npy: token 1, MoE layer 1", "-1")),
+    ("duplicate ids in a token", _vllm_with(0, 1, 1, 0), ("req.npy: token 0, MoE layer 2",)),
+    ("empty request (0 tokens)", np.zeros((0, 2, 2), np.int16), ("req.npy: empty request",)),
+]:
+    CASES.append(Case(VLLM, _name, _expect, _vllm(_arr)))
+CASES.append(Case(VLLM, "empty .npz archive", ("req.npz: archive holds no arrays",),
+                  _vllm({}, "req.npz")))
+CASES.append(Case(VLLM, ".npz with one bad request", ("req.npz[b]", "shape [3, 2]"),
+                  _vllm({"a": _vllm_ok(), "b": np.zeros((3, 2), np.int16)}, "req.npz")))
+
+
+@case(VLLM, "truncated .npy", "req.npy", "cannot read the array")
+def _(d: Path) -> Thunk:
+    np.save(d / "req.npy", _vllm_ok(50))
+    data = (d / "req.npy").read_bytes()
+    (d / "req.npy").write_bytes(data[: len(data) // 2])
+    return _import("vllm", d / "req.npy", d)
+
+
+@case(VLLM, "folder without arrays", "reqs", "holds no .npy or .npz files")
+def _(d: Path) -> Thunk:
+    (d / "reqs").mkdir()
+    return _import("vllm", d / "reqs", d)
+
+
+TABLE = "long routing table (CSV/Parquet)"
+
+
+def _table_frame() -> pd.DataFrame:
+    rows = [(t, layer, r, (t + r + layer) % 8) for t in range(3) for layer in (1, 2)
+            for r in range(2)]
+    return pd.DataFrame(rows, columns=["token", "layer", "rank", "expert"])
+
+
+def _table(edit: Callable[[pd.DataFrame], pd.DataFrame], name: str = "routes.csv"
+           ) -> Callable[[Path], Thunk]:
+    def setup(d: Path) -> Thunk:
+        df = edit(_table_frame())
+        p = d / name
+        if name.endswith(".csv"):
+            df.to_csv(p, index=False)
+        else:
+            df.to_parquet(p, index=False)
+        return _import("table", p, d)
+
+    return setup
+
+
+def _register_table(name: str, edit: Callable[[pd.DataFrame], pd.DataFrame], *expect: str,
+                    file: str = "routes.csv") -> None:
+    CASES.append(Case(TABLE, name, (file, *expect), _table(edit, file)))
+
+
+def _tcell(row: int, col: str, value: Any) -> Callable[[pd.DataFrame], pd.DataFrame]:
+    def edit(df: pd.DataFrame) -> pd.DataFrame:
+        df = df.astype({col: float}) if isinstance(value, float) else df
+        df.loc[row, col] = value
+        return df
+
+    return edit
+
+
+_register_table("column 'expert' missing", lambda df: df.drop(columns="expert"),
+                "column(s) expert missing")
+_register_table("unknown column", lambda df: df.assign(colour=1), "unknown column(s) colour")
+_register_table("tokens not sorted", lambda df: df.iloc[::-1], "line", "token")
+_register_table("expert id out of range", _tcell(5, "expert", 8), "line 7", "token 1",
+                "expert 8 out of range")
+_register_table("duplicate (token, layer, rank)", _tcell(1, "rank", 0), "token 0")
+_register_table("NaN expert (empty CSV cell)",
+                lambda df: df.astype({"expert": "Int64"}).assign(
+                    expert=lambda f: f["expert"].mask(f.index == 2)),
+                "line 4", "'expert' is empty")
+_register_table("NaN gate", lambda df: df.assign(gate=[0.5] * 11 + [float("nan")]), "line 13",
+                "gate")
+_register_table("layer that is not a MoE layer", _tcell(0, "layer", 5), "layer 5")
+_register_table("Parquet: NaN gate", lambda df: df.assign(gate=[0.5] * 11 + [float("nan")]),
+                "row 11", "gate", file="routes.parquet")
+_register_table("header only (no rows)", lambda df: df.iloc[:0], "no rows")
+_register_table("Parquet: float expert column", lambda df: df.astype({"expert": float}),
+                "column 'expert' has type double", file="routes.parquet")
+_register_table("Parquet: column 'token' missing", lambda df: df.drop(columns="token"),
+                "column(s) token missing", file="routes.parquet")
+_register_table("Parquet: out-of-range expert", _tcell(5, "expert", 99), "row 5",
+                "99", file="routes.parquet")
+
+
+@case(TABLE, "unknown file type", "routes.txt", "expected a .csv")
+def _(d: Path) -> Thunk:
+    (d / "routes.txt").write_text("token,layer,rank,expert\n")
+    return _import("table", d / "routes.txt", d)
+
+
+@case(TABLE, "expert id as text", "routes.csv", "cannot read the table")
+def _(d: Path) -> Thunk:
+    df = _table_frame().astype({"expert": object})
+    df.loc[3, "expert"] = "e3"
+    df.to_csv(d / "routes.csv", index=False)
+    return _import("table", d / "routes.csv", d)
+
+
+# ---------------------------------------------------------------------------------------------
+# Load statistics Parquet: traces.load_stats.load_load_stats
+
+LSTATS = "load statistics (Parquet)"
+
+
+def _stats_file(d: Path, edit: Callable[[pa.Table], pa.Table] | None = None) -> Path:
+    counts = np.arange(16, dtype=float).reshape(2, 8)
+    p = save_load_stats(d / "stats.parquet", LoadStats(model=TOY, counts=counts, source="x"))
+    if edit is not None:
+        t = pq.read_table(p)
+        new = edit(t)
+        pq.write_table(new if new.schema.metadata else new.replace_schema_metadata(
+            t.schema.metadata), p)
+    return p
+
+
+def _stats_col(col: str, values: Any) -> Callable[[pa.Table], pa.Table]:
+    def edit(t: pa.Table) -> pa.Table:
+        arr = pa.array(values)
+        return t.set_column(t.schema.get_field_index(col), pa.field(col, arr.type), arr)
+
+    return edit
+
+
+def _register_stats(name: str, edit: Callable[[pa.Table], pa.Table] | None, *expect: str,
+                    model: ModelSpec | None = None) -> None:
+    def setup(d: Path) -> Thunk:
+        p = _stats_file(d, edit)
+        return lambda: load_load_stats(p, model)
+
+    CASES.append(Case(LSTATS, name, ("stats.parquet", *expect), setup))
+
+
+@case(LSTATS, "missing file", "nope.parquet", "not found")
+def _(d: Path) -> Thunk:
+    return lambda: load_load_stats(d / "nope.parquet")
+
+
+@case(LSTATS, "empty file", "stats.parquet", "not a readable")
+def _(d: Path) -> Thunk:
+    (d / "stats.parquet").write_bytes(b"")
+    return lambda: load_load_stats(d / "stats.parquet")
+
+
+@case(LSTATS, "truncated file", "stats.parquet", "not a readable")
+def _(d: Path) -> Thunk:
+    p = _stats_file(d)
+    data = p.read_bytes()
+    p.write_bytes(data[: len(data) // 2])
+    return lambda: load_load_stats(p)
+
+
+@case(LSTATS, "Parquet without metadata", "stats.parquet", "neither moe-netsim load statistics")
+def _(d: Path) -> Thunk:
+    pd.DataFrame({"layer": [1], "expert": [0], "count": [1.0]}).to_parquet(d / "stats.parquet")
+    return lambda: load_load_stats(d / "stats.parquet")
+
+
+_register_stats("metadata not JSON", lambda t: t.replace_schema_metadata(
+    {LOAD_STATS_KEY: b"{oops"}), "metadata is damaged")
+_register_stats("statistics of another model", None, "not 'tiny'", model=ModelSpec(
+    "tiny", (1, 2, 3), 8, 0, 2, 16))
+_register_stats("a row missing", lambda t: t.slice(0, 15), "expected 16 rows")
+_register_stats("expert id out of range", _stats_col("expert", [0, 1, 2, 3, 4, 5, 6, 99] + list(
+    range(8))), "row 7: expert 99 out of range 0..7")
+_register_stats("a (layer, expert) row repeated", _stats_col("expert", [0] * 2 + list(
+    range(2, 8)) + list(range(8))), "row 1: (layer 1, expert 0) appears twice")
+_register_stats("layer that is not a MoE layer", _stats_col("layer", [7] * 8 + [2] * 8),
+                "row 0: layer 7 is not a MoE layer")
+_register_stats("NaN count", _stats_col("count", [1.0] * 15 + [float("nan")]), "row 15",
+                "count nan")
+_register_stats("negative count", _stats_col("count", [1.0] * 15 + [-2.0]), "row 15",
+                "count -2.0")
+_register_stats("column 'count' missing", lambda t: t.drop(["count"]), "column 'count' missing")
+_register_stats("count as text", _stats_col("count", ["1"] * 16), "column 'count'",
+                "must hold numbers")
+
+
+# ---------------------------------------------------------------------------------------------
+# GraphML cluster files: simulator.topology_io.load_cluster (.graphml)
+
+GRAPHML = "cluster GraphML"
+
+
+def _graphml_text() -> str:
+    return cluster_to_graphml(cluster_from_dict(_cluster_dict()))
+
+
+def _register_graphml(name: str, edit: Callable[[str], str], *expect: str) -> None:
+    def setup(d: Path) -> Thunk:
+        p = d / "cluster.graphml"
+        text = _graphml_text()
+        new = edit(text)
+        assert new != text, name
+        p.write_text(new)
+        return lambda: load_cluster(p)
+
+    CASES.append(Case(GRAPHML, name, ("cluster.graphml", *expect), setup))
+
+
+def _sub(old: str, new: str, count: int = 1) -> Callable[[str], str]:
+    return lambda t: t.replace(old, new, count)
+
+
+_register_graphml("not XML", lambda t: t[: len(t) // 2], "not valid GraphML XML")
+_register_graphml("root is not <graphml>", lambda t: t.replace("<graphml", "<grafml").replace(
+    "</graphml>", "</grafml>"), "root element is <grafml>")
+_register_graphml("no <graph>", lambda t: re.sub(r"<graph .*</graph>", "", t, flags=re.S),
+                  "expected one <graph> element, found 0")
+_register_graphml("data with an undeclared key", _sub('key="', 'key="zz'), "has no declared <key>")
+_register_graphml("unknown node attribute", lambda t: re.sub(
+    r'attr\.name="kind"', 'attr.name="colour"', t, count=1), "unknown node attribute 'colour'")
+_register_graphml("node without an id", lambda t: re.sub(r'<node id="[^"]*"', "<node", t,
+                                                         count=1), "node #0 has no id")
+_register_graphml("bandwidth not a number", lambda t: re.sub(
+    r'(<data key="[^"]*">)(4e\+11|[0-9.e+]+)(</data>)', r"\g<1>fast\3", t, count=1),
+    "must be float", "'fast'")
+_register_graphml("edge to an unknown node", lambda t: re.sub(r'target="[^"]*"', 'target="x9"',
+                                                              t, count=1), "unknown node 'x9'")
+_register_graphml("negative bandwidth", lambda t: re.sub(
+    r'(<data key="[^"]*">)(4e\+11|[0-9][0-9.e+]+)(</data>)', r"\g<1>-1\3", t, count=1),
+    "must be a finite number > 0")
+
+
+@case(GRAPHML, "empty file", "cluster.graphml", "not valid GraphML XML")
+def _(d: Path) -> Thunk:
+    (d / "cluster.graphml").write_text("")
+    return lambda: load_cluster(d / "cluster.graphml")
+
+
+@case(GRAPHML, "unknown file type", "cluster.xml", "unknown topology file type")
+def _(d: Path) -> Thunk:
+    (d / "cluster.xml").write_text(_graphml_text())
+    return lambda: load_cluster(d / "cluster.xml")
+
+
+# ---------------------------------------------------------------------------------------------
+# Study files (TOML): experiments.studies.spec.load_study_file
+
+STUDY = "study file (TOML)"
+STUDY_TOML = """seed = 0
+study = { name = "tiny" }
+model = { name = "tiny-moe", moe_layer_indices = [1, 2], num_routed_experts = 8, \
+num_shared_experts = 0, top_k = 2, hidden_size = 64 }
+topology = { family = "fat-tree", params = { k = 4, num_servers = 3 } }
+trace = { fit_tokens = 64, replay_tokens = 64 }
+[axes]
+"placer.name" = ["round-robin", "ilp-load"]
+"""
+
+
+def _register_study(name: str, old: str, new: str, *expect: str) -> None:
+    def setup(d: Path) -> Thunk:
+        assert old in STUDY_TOML, name
+        (d / "study.toml").write_text(STUDY_TOML.replace(old, new, 1))
+        return lambda: load_study_file(d / "study.toml")
+
+    CASES.append(Case(STUDY, name, ("study.toml", *expect), setup))
+
+
+@case(STUDY, "missing file", "nope.toml", "study file not found")
+def _(d: Path) -> Thunk:
+    return lambda: load_study_file(d / "nope.toml")
+
+
+_register_study("not TOML", "[axes]", "[axes", "not valid TOML")
+_register_study("not TOML (unclosed inline table)", "replay_tokens = 64 }", "replay_tokens = 64",
+                "not valid TOML")
+_register_study("unknown top-level key", "seed = 0", "seed = 0\nmodle = 1", "modle: unknown key")
+_register_study("unknown key with a line break", "seed = 0", 'seed = 0\n"a\\nb" = 1',
+                "'a\\nb': unknown key")
+_register_study("unknown key in a table", 'name = "tiny"', 'name = "tiny", colour = 1',
+                "study.colour")
+_register_study("wrong type", "fit_tokens = 64", 'fit_tokens = "64"', "trace.fit_tokens")
+_register_study("section given as a number", "seed = 0", "seed = 0\nsim = 3",
+                "sim: expected a table, got")
+_register_study("empty axis", '"placer.name" = ["round-robin", "ilp-load"]', '"seed" = []',
+                "empty axis")
+_register_study("axis not a list", '"placer.name" = ["round-robin", "ilp-load"]', '"seed" = 3',
+                "expected a list of values")
+_register_study("duplicate axis value", '"round-robin", "ilp-load"', '"round-robin", "round-robin"',
+                "duplicate value")
+_register_study("impossible combination (top_k > experts)",
+                '"placer.name" = ["round-robin", "ilp-load"]', '"model.top_k" = [2, 9]', "top_k")
+_register_study("impossible combination (servers beyond the fat-tree)",
+                '"placer.name" = ["round-robin", "ilp-load"]',
+                '"topology.params.num_servers" = [3, 17]', "num_servers=17")
+_register_study("unknown placer", '"round-robin", "ilp-load"', '"round-robin", "clairvoyant"',
+                "placer.name")
+_register_study("axis path outside the study", '"placer.name"', '"colour"', "'colour' must start")
+
+
+@case(STUDY, "not UTF-8", "study.toml", "not a text file")
+def _(d: Path) -> Thunk:
+    (d / "study.toml").write_bytes(b"\xff\xfe seed = 0")
+    return lambda: load_study_file(d / "study.toml")
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line (moe-netsim ...): exit code 2, one line on stderr, nothing written
 
 cli_case("demo --tokens 0", ["demo", "--out", "{dir}/run", "--tokens", "0"], "--tokens",
@@ -789,11 +1189,79 @@ cli_case("unknown subcommand", ["frobnicate"], "invalid choice: 'frobnicate'", "
 cli_case("no subcommand", [], "required: COMMAND", "--help")
 
 
+# trace import / place / simulate: valid inputs from prepare_cli_dir, one thing wrong each
+_IMP = ["trace", "import", "--out", "{dir}/t.parquet"]
+cli_case("trace import: input folder missing", [*_IMP, "--format", "esft", "{dir}/nope"],
+         "nope: ESFT input must be a folder", must_not_exist=("t.parquet",))
+cli_case("trace import: vllm without --model", [*_IMP, "--format", "vllm", "{dir}/req.npy"],
+         "does not say which model", "--model", subprocess=True, must_not_exist=("t.parquet",))
+cli_case("trace import: unknown --model preset",
+         [*_IMP, "--format", "vllm", "{dir}/req.npy", "--model", "gpt-5"],
+         "unknown model preset 'gpt-5'", must_not_exist=("t.parquet",))
+cli_case("trace import: unknown --format", [*_IMP, "--format", "csv", "{dir}/req.npy"],
+         "invalid choice: 'csv'", must_not_exist=("t.parquet",))
+cli_case("trace import: bad array (nothing written)",
+         [*_IMP, "--format", "vllm", "{dir}/bad.npy", "--model", "{dir}/tiny.json"],
+         "bad.npy: dtype float32", must_not_exist=("t.parquet",))
+cli_case("trace import: --out not .parquet",
+         ["trace", "import", "--out", "{dir}/t.csv", "--format", "vllm", "{dir}/req.npy",
+          "--model", "{dir}/tiny.json"], "t.csv: the output must be a .parquet file",
+         must_not_exist=("t.csv",))
+cli_case("trace import: --out exists",
+         ["trace", "import", "--out", "{dir}/trace.parquet", "--format", "vllm",
+          "{dir}/req.npy", "--model", "{dir}/tiny.json"], "trace.parquet: output exists",
+         "--overwrite")
+_PLACE = ["place", "--fat-tree", "4", "2", "--out", "{dir}/layout_out.csv"]
+cli_case("place: --stats missing", [*_PLACE, "--stats", "{dir}/nope.parquet"],
+         "nope.parquet: statistics file not found", must_not_exist=("layout_out.csv",))
+cli_case("place: --stats not Parquet", [*_PLACE, "--stats", "{dir}/afile"],
+         "afile: expected .json (SGLang) or .parquet", must_not_exist=("layout_out.csv",))
+cli_case("place: unknown --strategy", [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy",
+                                       "magic"], "invalid choice: 'magic'",
+         must_not_exist=("layout_out.csv",))
+cli_case("place: --topology missing", ["place", "--topology", "{dir}/nope.json", "--stats",
+                                       "{dir}/trace.parquet", "--out", "{dir}/layout_out.csv"],
+         "nope.json", "not found", must_not_exist=("layout_out.csv",))
+cli_case("place: --per-layer-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
+                                          "--per-layer-per-gpu", "0"], "max_per_gpu_per_layer",
+         must_not_exist=("layout_out.csv",))
+cli_case("place: --slots-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
+                                      "--slots-per-gpu", "0"], "slots_per_gpu", ">= 1",
+         must_not_exist=("layout_out.csv",))
+_SIM = ["simulate", "--trace", "{dir}/trace.parquet", "--topology", "{dir}/cluster.json",
+        "--out", "{dir}/run"]
+cli_case("simulate: --trace missing", ["simulate", "--trace", "{dir}/nope.parquet", "--topology",
+                                       "{dir}/cluster.json", "--layout", "{dir}/layout.csv",
+                                       "--out", "{dir}/run"],
+         "nope.parquet: trace file not found", subprocess=True, must_not_exist=("run",))
+cli_case("simulate: --layout names a GPU outside the cluster",
+         [*_SIM, "--layout", "{dir}/layout9.csv"], "layout9.csv", "gpu 9 out of range",
+         must_not_exist=("run",))
+cli_case("simulate: --topology is not JSON", [*_SIM, "--layout", "{dir}/layout.csv",
+                                              "--topology", "{dir}/afile"],
+         "afile: unknown topology file type", must_not_exist=("run",))
+cli_case("simulate: --chunk-bytes 0", [*_SIM, "--layout", "{dir}/layout.csv", "--chunk-bytes",
+                                       "0"], "chunk_bytes", must_not_exist=("run",))
+cli_case("simulate: --inflight not a number", [*_SIM, "--layout", "{dir}/layout.csv",
+                                               "--inflight", "two"], "--inflight",
+         "invalid int value", must_not_exist=("run",))
+
+
 def prepare_cli_dir(d: Path) -> None:
-    """Files the CLI cases refer to: an existing run directory and a plain file."""
+    """Files the CLI cases refer to: an existing run directory, a plain file and valid inputs
+    (a trace, a cluster, a layout, a model JSON, a vLLM array) that one argument then breaks."""
     (d / "existing").mkdir()
     (d / "existing" / "keep.txt").write_text("old run\n")
     (d / "afile").write_text("not a directory\n")
+    write_trace(d / "trace.parquet", tiny_trace())
+    (d / "cluster.json").write_text(json.dumps(_cluster_dict()))
+    (d / "tiny.json").write_text(json.dumps(TINY.to_dict()))
+    rows = [(layer, e, e % 4) for layer in (1, 2) for e in range(8)]
+    pd.DataFrame(rows, columns=["layer", "expert", "gpu"]).to_csv(d / "layout.csv", index=False)
+    rows[3] = (1, 3, 9)
+    pd.DataFrame(rows, columns=["layer", "expert", "gpu"]).to_csv(d / "layout9.csv", index=False)
+    np.save(d / "req.npy", tiny_trace().experts.astype(np.int16))
+    np.save(d / "bad.npy", tiny_trace().experts.astype(np.float32))
 
 
 # ---------------------------------------------------------------------------------------------

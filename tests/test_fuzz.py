@@ -9,7 +9,8 @@ the ``fuzz-long`` profile::
 
 Targets: the native trace reader on byte-mutated and Arrow-mutated files, TraceMeta.from_json,
 ModelSpec.from_dict, the cluster JSON loader (random and mutated dicts, random bytes), the
-layout table loader (random frames, CSV text), and the SGLang logical_count reader.
+layout table loader (random frames, CSV text), the SGLang logical_count reader, the ESFT,
+vLLM and table importers, load-statistics Parquet, GraphML clusters and study files.
 """
 
 from __future__ import annotations
@@ -17,25 +18,41 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import tempfile
+import tomllib
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
+from xml.sax.saxutils import escape
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from badinput import TINY, _cluster_dict, tiny_trace
+from badinput import (
+    STUDY_TOML,
+    TINY,
+    TOY,
+    _cluster_dict,
+    _esft_lines,
+    _graphml_text,
+    _stats_file,
+    _table_frame,
+    _vllm_ok,
+    tiny_trace,
+)
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from experiments.studies.spec import build_study, load_study_file
 from placement.layout_io import layout_from_frame, load_layout
-from simulator.topology_io import cluster_from_dict, load_cluster
+from simulator.topology_io import cluster_from_dict, cluster_from_graphml, load_cluster
 from traces import ModelSpec, TraceMeta
 from traces.errors import InputError
+from traces.importers import iter_esft, iter_table, iter_vllm
 from traces.io import META_KEY, read_trace, write_trace
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import LOAD_STATS_KEY, load_load_stats, read_sglang_logical_count
 
 settings.register_profile(
     "fuzz-ci",
@@ -324,3 +341,236 @@ def test_sglang_reader_on_random_bytes(data, tmp_path_factory):
     p = tmp_path_factory.mktemp("fz") / "stats.json"
     p.write_bytes(data)
     only_input_errors(lambda: read_sglang_logical_count(p, TINY))
+
+
+# --- ESFT expert-score folders ----------------------------------------------------------------
+
+_ESFT_CHARS = "0123456789\t.-+enaif x\r"
+
+
+def _write_esft(d: Path, lines: dict[int, list[str]]) -> Path:
+    d.mkdir()
+    for layer, ls in lines.items():
+        (d / f"expert_weights_{layer}.txt").write_text("".join(x + "\n" for x in ls))
+    return d
+
+
+@FUZZ
+@given(
+    edits=st.lists(
+        st.tuples(st.sampled_from([1, 2]), st.integers(0, 3),
+                  st.sampled_from(["replace", "delete", "append", "splice"]),
+                  st.text(alphabet=_ESFT_CHARS, max_size=40)),
+        min_size=1, max_size=4,
+    ),
+)
+def test_esft_importer_on_mutated_lines(edits, tmp_path_factory):
+    lines = {layer: _esft_lines(layer) for layer in (1, 2)}
+    for layer, i, op, text in edits:
+        ls = lines[layer]
+        j = i % len(ls) if ls else 0
+        if op == "replace" and ls:
+            ls[j] = text
+        elif op == "delete" and ls:
+            del ls[j]
+        elif op == "append":
+            ls.append(text)
+        elif ls:  # splice random text into a line
+            ls[j] = ls[j][: len(text)] + text + ls[j][len(text) * 2 :]
+    folder = _write_esft(tmp_path_factory.mktemp("fz") / "task", lines)
+    only_input_errors(lambda: list(iter_esft(folder, TOY)))
+
+
+# --- vLLM arrays ------------------------------------------------------------------------------
+
+_VLLM_DTYPES = ["int8", "int16", "int32", "int64", "uint8", "uint16", "uint64", "float16",
+                "float64", "bool", "complex64", "U2", "object"]
+
+
+@FUZZ
+@given(
+    shape=st.lists(st.integers(0, 4), max_size=4),
+    dtype=st.sampled_from(_VLLM_DTYPES),
+    values=st.lists(st.integers(-(2**40), 2**40) | st.integers(-2, 9), min_size=1, max_size=20),
+    npz=st.booleans(),
+    cut=st.one_of(st.none(), st.integers(min_value=0)),
+)
+def test_vllm_importer_on_random_arrays(shape, dtype, values, npz, cut, tmp_path_factory):
+    n = int(np.prod(shape)) if shape else 1
+    flat = np.array([values[i % len(values)] for i in range(n)], dtype=object)
+    if dtype == "object":
+        arr = flat.reshape(shape)
+    else:
+        with np.errstate(all="ignore"):
+            arr = np.array([int(v) % 2**16 - 2**15 if dtype != "U2" else str(v)[:2]
+                            for v in flat]).astype(dtype).reshape(shape)
+    d = tmp_path_factory.mktemp("fz")
+    p = d / ("req.npz" if npz else "req.npy")
+    if npz:
+        np.savez(p, a=arr, b=_vllm_ok())
+    else:
+        np.save(p, arr, allow_pickle=True)
+    if cut is not None:
+        data = p.read_bytes()
+        p.write_bytes(data[: cut % (len(data) + 1)])
+    only_input_errors(lambda: list(iter_vllm(p, TOY)))
+
+
+# --- long routing tables ----------------------------------------------------------------------
+
+_table_cells = (
+    st.integers(-2, 9)
+    | st.integers(-(2**62), 2**62)
+    | st.floats(allow_nan=True, allow_infinity=True)
+    | st.text(alphabet="ab1.", max_size=3)
+    | st.none()
+)
+
+
+@FUZZ
+@given(
+    columns=st.lists(st.sampled_from(["token", "layer", "rank", "expert", "seq_id", "position",
+                                      "origin_gpu", "step", "gate", "x"]),
+                     max_size=7, unique=True),
+    base=st.booleans(),
+    rows=st.integers(0, 14),
+    cells=st.lists(_table_cells, min_size=40, max_size=40),
+    int_only=st.booleans(),
+    parquet=st.booleans(),
+)
+def test_table_importer_on_random_frames(columns, base, rows, cells, int_only, parquet,
+                                         tmp_path_factory):
+    df = (_table_frame().iloc[:rows].reset_index(drop=True) if base
+          else pd.DataFrame(index=range(rows)))
+    for j, c in enumerate(columns):
+        vals = [cells[(j * 7 + r) % len(cells)] for r in range(len(df))]
+        if int_only:
+            vals = [v if isinstance(v, int) else r % 3 for r, v in enumerate(vals)]
+        df[c] = pd.Series(vals, dtype=object) if not int_only else vals
+    p = tmp_path_factory.mktemp("fz") / ("routes.parquet" if parquet else "routes.csv")
+    try:
+        df.to_parquet(p, index=False) if parquet else df.to_csv(p, index=False)
+    except (pa.ArrowException, ValueError, TypeError, OverflowError):
+        return  # pandas cannot write this frame: not a file a user could give us
+    only_input_errors(lambda: list(iter_table(p, TOY)))
+
+
+@FUZZ
+@given(text=st.text(alphabet="tokenlayrpxg,0123456789-.\n", max_size=200))
+def test_table_importer_on_random_csv(text, tmp_path_factory):
+    p = tmp_path_factory.mktemp("fz") / "routes.csv"
+    p.write_text("token,layer,rank,expert\n" + text)
+    only_input_errors(lambda: list(iter_table(p, TOY)))
+
+
+# --- load statistics Parquet ------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    column=st.sampled_from(["layer", "expert", "count"]),
+    kind=_column_values,
+    seed=st.integers(0, 2**16),
+    rows=st.integers(0, 20),
+    meta_path=st.one_of(st.none(), json_paths),
+    meta_value=json_values,
+    delete=st.booleans(),
+    model=st.sampled_from([None, TOY]),
+)
+def test_load_stats_on_mutated_parquet(column, kind, seed, rows, meta_path, meta_value, delete,
+                                       model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("fz")
+    p = _stats_file(d)
+    t = pq.read_table(p)
+    meta = json.loads(t.schema.metadata[LOAD_STATS_KEY])
+    t = t.slice(0, rows)
+    col = _arrow_column(kind, t.num_rows, np.random.default_rng(seed)) if t.num_rows else None
+    if col is not None:
+        t = t.set_column(t.schema.get_field_index(column), pa.field(column, col.type), col)
+    if meta_path is not None:
+        meta = _mutate_json(meta, meta_path, meta_value, delete)
+    pq.write_table(t.replace_schema_metadata({LOAD_STATS_KEY: json.dumps(meta).encode()}), p)
+
+    def read() -> None:
+        stats = load_load_stats(p, model)
+        assert np.isfinite(stats.counts).all() and (stats.counts >= 0).all()
+
+    only_input_errors(read)
+
+
+# --- GraphML clusters -------------------------------------------------------------------------
+
+
+@FUZZ
+@given(
+    edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 6),
+                             st.text(alphabet='<>/="\' abdegknrtx0123456789.-', max_size=8)),
+                   min_size=1, max_size=5),
+)
+def test_graphml_loader_on_mutated_xml(edits, tmp_path_factory):
+    text = _graphml_text()
+    for pos, drop, insert in edits:
+        i = pos % (len(text) + 1)
+        text = text[:i] + insert + text[i + drop :]
+    p = tmp_path_factory.mktemp("fz") / "c.graphml"
+    p.write_text(text)
+    only_input_errors(lambda: load_cluster(p))
+
+
+@FUZZ
+@given(
+    attr=st.sampled_from(["kind", "server", "tier", "group", "bandwidth_bytes_per_s", "latency_s",
+                          "weight", "name"]),
+    which=st.integers(0, 20),
+    value=st.text(max_size=6) | st.floats().map(str) | st.integers(-(2**70), 2**70).map(str),
+)
+def test_graphml_loader_on_random_attribute_values(attr, which, value):
+    text = _graphml_text()
+    ids = re.findall(rf'<key id="([^"]+)"[^>]*attr\.name="{attr}"', text)
+    datas = [m for k in ids for m in re.finditer(rf'<data key="{k}">[^<]*</data>', text)]
+    if datas:
+        m = datas[which % len(datas)]
+        key = m.group(0).split('"')[1]
+        text = text[: m.start()] + f'<data key="{key}">{escape(value)}</data>' + text[m.end() :]
+    only_input_errors(lambda: cluster_from_graphml(text))
+
+
+# --- study files ------------------------------------------------------------------------------
+
+_STUDY_BASE = tomllib.loads(STUDY_TOML)
+_small_values = st.recursive(
+    st.none() | st.booleans() | st.integers(-3, 40) | st.floats(allow_nan=True)
+    | st.sampled_from(["", "fat-tree", "round-robin", "ilp-load", "synthetic", "x.json"]),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
+        st.sampled_from(["name", "k", "num_servers", "top_k", "seed", "params", "family", "x"]),
+        inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@FUZZ
+@given(path=json_paths, value=_small_values, delete=st.booleans())
+def test_study_builder_on_mutated_definitions(path, value, delete, tmp_path):
+    raw = _mutate_json(_STUDY_BASE, path, value, delete)
+    only_input_errors(lambda: build_study(raw, base_dir=tmp_path))
+
+
+@FUZZ
+@given(
+    axes=st.dictionaries(
+        st.sampled_from(["seed", "model.top_k", "topology.params.num_servers", "placer.name",
+                         "trace.fit_tokens", "sim.x", "study", "model", "seed, trace.seq_len",
+                         "topology.params", "topology.family", "x", ""]),
+        _small_values, max_size=3),
+)
+def test_study_builder_on_random_axes(axes, tmp_path):
+    raw = {**_STUDY_BASE, "axes": axes}
+    only_input_errors(lambda: build_study(raw, base_dir=tmp_path))
+
+
+@FUZZ
+@given(text=st.text(alphabet='[]{}="., \nseditomlpax0123456789', max_size=120))
+def test_study_file_on_random_text(text, tmp_path_factory):
+    p = tmp_path_factory.mktemp("fz") / "study.toml"
+    p.write_text(text)
+    only_input_errors(lambda: load_study_file(p))

@@ -175,8 +175,40 @@ def _read_load_stats_parquet(p: Path, model: ModelSpec | None) -> LoadStats:
     except (pa.ArrowInvalid, OSError) as exc:
         raise InputError(f"{p}: load statistics are truncated or corrupt ({exc})") from None
     L, E = file_model.num_moe_layers, file_model.num_routed_experts
+    for col, kind in (("layer", "i"), ("expert", "i"), ("count", "if")):
+        if col not in df.columns:
+            raise InputError(f"{p}: column {col!r} missing; required: layer, expert, count")
+        if df[col].dtype.kind not in kind:
+            what = "integers" if kind == "i" else "numbers"
+            raise InputError(f"{p}: column {col!r} has type {df[col].dtype}; it must hold {what}")
+    bad_expert = np.flatnonzero((df["expert"] < 0) | (df["expert"] >= E))
+    if bad_expert.size:
+        i = int(bad_expert[0])
+        raise InputError(f"{p}, row {i}: expert {df['expert'].iat[i]} out of range 0..{E - 1}")
+    count = df["count"].to_numpy(dtype=np.float64)
+    bad_count = np.flatnonzero(~np.isfinite(count) | (count < 0))
+    if bad_count.size:
+        i = int(bad_count[0])
+        raise InputError(
+            f"{p}, row {i}: count {count[i]} is negative, NaN or infinite; counts are token"
+            " numbers >= 0"
+        )
     pos = {v: i for i, v in enumerate(file_model.moe_layer_indices)}
-    if len(df) != L * E or df["layer"].map(pos).isna().any():
+    not_moe = np.flatnonzero(df["layer"].map(pos).isna().to_numpy())
+    if not_moe.size:
+        i = int(not_moe[0])
+        raise InputError(
+            f"{p}, row {i}: layer {df['layer'].iat[i]} is not a MoE layer of"
+            f" {file_model.name!r} ({', '.join(map(str, file_model.moe_layer_indices))})"
+        )
+    repeated = np.flatnonzero(df.duplicated(["layer", "expert"]).to_numpy())
+    if repeated.size:
+        i = int(repeated[0])
+        raise InputError(
+            f"{p}, row {i}: (layer {df['layer'].iat[i]}, expert {df['expert'].iat[i]})"
+            " appears twice"
+        )
+    if len(df) != L * E:
         raise InputError(f"{p}: expected {L * E} rows, one per (MoE layer, expert)")
     counts = np.full((L, E), np.nan)
     counts[df["layer"].map(pos).to_numpy(dtype=np.int64), df["expert"].to_numpy()] = df["count"]

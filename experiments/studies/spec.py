@@ -133,13 +133,18 @@ def _accepts(annotation: Any, v: Any) -> bool | None:
     return None
 
 
+def _key(k: Any) -> str:
+    """A user's key for a one-line message: as written, or quoted when it holds odd characters."""
+    return k if isinstance(k, str) and k.isprintable() else repr(k)
+
+
 def _check_fields(
     values: Mapping[str, Any], hints: Mapping[str, Any], known: list[str], where: str
 ) -> None:
     for key, v in values.items():
         if key not in known:
             raise InputError(
-                f"{where}.{key}: unknown key; known: {', '.join(sorted(known)) or '(none)'}"
+                f"{where}.{_key(key)}: unknown key; known: {', '.join(sorted(known)) or '(none)'}"
             )
         ok = _accepts(hints.get(key, Any), v)
         if ok is False:
@@ -285,7 +290,7 @@ def _check_table(d: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
         raise InputError(f"{where}: expected a table, got {d!r} ({_type_name(d)})")
     for k in d:
         if k not in known:
-            raise InputError(f"{where}.{k}: unknown key; known: {', '.join(known)}")
+            raise InputError(f"{where}.{_key(k)}: unknown key; known: {', '.join(known)}")
     return d
 
 
@@ -424,7 +429,7 @@ def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
             continue
         if key not in TOP_KEYS:
             raise InputError(
-                f"{where}: {key}: unknown key; known: {', '.join(TOP_KEYS)}"
+                f"{where}: {_key(key)}: unknown key; known: {', '.join(TOP_KEYS)}"
             )
         if key == "seed":
             base["seed"] = value

@@ -59,13 +59,19 @@ def _parse_fields(text: str, dtype: type, where: str, what: str) -> np.ndarray:
     fields = text.split("\t")
     try:
         return np.array(fields, dtype=dtype)
-    except ValueError:
+    except (ValueError, OverflowError):
         for i, f in enumerate(fields):
             try:
                 dtype(f)
             except ValueError:
                 raise InputError(
                     f"{where}: {what} field {i + 1} is {f[:20]!r}, not a number"
+                ) from None
+            try:
+                np.array([f], dtype=dtype)
+            except OverflowError:
+                raise InputError(
+                    f"{where}: {what} field {i + 1} is {f[:20]!r}, too large"
                 ) from None
         raise InputError(f"{where}: cannot parse the {what}") from None
 
