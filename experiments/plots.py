@@ -57,21 +57,6 @@ def plot_link_bytes(links: pd.DataFrame) -> Figure:
     return fig
 
 
-def plot_latency_cdf(tokens: pd.DataFrame) -> Figure:
-    """CDF of per-token MoE latency (columns strategy, moe_latency_s)."""
-    fig, ax = plt.subplots(figsize=(7, 4))
-    for strategy, df in tokens.groupby("strategy", sort=False):
-        v = np.sort(df["moe_latency_s"].to_numpy(dtype=float)) * 1e3
-        ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(strategy))
-    ax.set_xlabel("MoE latency per token, all layers (ms)")
-    ax.set_ylabel("fraction of tokens")
-    ax.set_title("Per-token MoE latency (simulated)")
-    ax.legend()
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
-    return fig
-
-
 def plot_server_load(server_load: pd.DataFrame) -> Figure:
     """Expected routed tokens per server against its distance cost.
 
@@ -225,18 +210,19 @@ def plot_utilisation_over_time(util: pd.DataFrame, title: str) -> Figure:
     ``util`` has columns placer, start_s, end_s, utilisation (one row per link direction and
     window).
     """
-    fig, ax = plt.subplots(figsize=(8, 4))
-    for i, (placer, df) in enumerate(util.groupby("placer", sort=False)):
-        g = df.groupby("start_s")["utilisation"]
-        t = np.asarray(g.max().index, dtype=float) * 1e3
-        color = f"C{i}"
-        ax.plot(t, g.max().to_numpy(), color=color, label=f"{placer}: busiest link")
-        ax.plot(t, g.mean().to_numpy(), color=color, linestyle="--", label=f"{placer}: mean")
-    ax.set_xlabel("simulated time (ms, window start)")
-    ax.set_ylabel("network link utilisation in the window")
-    ax.set_ylim(0, 1.05)
-    ax.set_title(title)
-    ax.legend(fontsize=7, ncol=2)
-    ax.grid(alpha=0.3)
-    fig.tight_layout()
+    with plt.rc_context(_SLIDE):
+        fig, ax = plt.subplots(figsize=(8, 4.8))
+        for i, (placer, df) in enumerate(util.groupby("placer", sort=False)):
+            g = df.groupby("start_s")["utilisation"]
+            t = np.asarray(g.max().index, dtype=float) * 1e3
+            ax.plot(t, g.max().to_numpy(), color=f"C{i}", label=f"{placer}: busiest link")
+            ax.plot(t, g.mean().to_numpy(), color=f"C{i}", linestyle="--",
+                    label=f"{placer}: mean")
+        ax.set_xlabel("simulated time (ms, window start)")
+        ax.set_ylabel("network link utilisation in the window")
+        ax.set_ylim(0, 1.05)
+        ax.set_title(title)
+        ax.legend(fontsize=8, ncol=2)
+        ax.grid(alpha=0.3)
+        fig.tight_layout()
     return fig

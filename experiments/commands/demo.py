@@ -180,7 +180,9 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     figs = {
         "summary.png": plots.plot_summary_bars(summary),
         "link_bytes.png": plots.plot_link_bytes(links),
-        "latency_cdf.png": plots.plot_latency_cdf(tokens),
+        "latency_cdf.png": plots.plot_latency_cdfs(
+            tokens.rename(columns={"strategy": "placer"}), "Per-token MoE latency (simulated)"
+        ),
         "server_load.png": plots.plot_server_load(server_load),
         "expert_load.png": plots.plot_expert_load_heatmap(activation, model_layers),
     }
