@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install clean bench
+.PHONY: demo test install clean bench lint
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -29,6 +29,11 @@ test: $(TEST_STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python -m experiments bench
+
+lint: $(TEST_STAMP)
+	$(BIN)/python -m pip install --quiet ruff mypy
+	$(BIN)/ruff check --select F,B .
+	$(BIN)/mypy placement simulator traces
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -181,9 +181,9 @@ def from_sglang_map(
         if missing:
             raise InputError(f"{where}: row {layer}: expert {missing[0]} has no physical copy")
         copies.append(hosts)
-    reps = max(len(h) for layer in copies for h in layer)
+    reps = max(len(gpus) for per_layer in copies for gpus in per_layer)
     out = np.full((len(layer_indices), num_experts, reps), -1, dtype=np.int64)
-    for li, layer in enumerate(copies):
-        for e, h in enumerate(layer):
-            out[li, e, : len(h)] = h
+    for li, per_layer in enumerate(copies):
+        for e, gpus in enumerate(per_layer):
+            out[li, e, : len(gpus)] = gpus
     return ExpertLayout(out, num_gpus)

@@ -28,7 +28,7 @@ STATUS = {
     highspy.HighsModelStatus.kIterationLimit: SolveStatus.FEASIBLE,
     highspy.HighsModelStatus.kSolutionLimit: SolveStatus.FEASIBLE,
     highspy.HighsModelStatus.kInterrupt: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kHighsInterrupt: SolveStatus.FEASIBLE,
+    highspy.HighsModelStatus.kHighsInterrupt: SolveStatus.FEASIBLE,  # type: ignore[attr-defined]
     highspy.HighsModelStatus.kObjectiveBound: SolveStatus.FEASIBLE,
     highspy.HighsModelStatus.kObjectiveTarget: SolveStatus.FEASIBLE,
     highspy.HighsModelStatus.kMemoryLimit: SolveStatus.ERROR,

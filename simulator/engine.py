@@ -27,7 +27,7 @@ its MoE latency is the sum over layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -158,7 +158,7 @@ class _Train:
         self.z = now
         self.arrivals: list[float] | None = None
         self.schedule = env.schedule
-        self.next_hop = [self.step]
+        self.next_hop: list[Callable[[Any], None]] = [self.step]
         self.done = [on_done]
         self.wake = Wakeup(on_done)
         self.step(None)
@@ -262,9 +262,10 @@ class _Transfer:
         run = self.run
         if self.first_start < 0:
             self.first_start = run.env.now
-        _Train(
-            run.env, run.paths[i], self.nbytes[i], run.chunk, lambda _e, i=i: self._arrived(i)
-        )
+        def arrived(_e: Any, i: int = i) -> None:
+            self._arrived(i)
+
+        _Train(run.env, run.paths[i], self.nbytes[i], run.chunk, arrived)
 
     def _arrived(self, i: int) -> None:
         pending = self.pending
@@ -318,7 +319,7 @@ class _Run:
         self.started = 0
         self.finished = 0
 
-    def microbatch(self, mb: int, block: RoutingTrace) -> Iterator[simpy.Event]:
+    def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:
         env = self.env
         m = block.model
         traffic = self.config.traffic
@@ -380,10 +381,12 @@ class _Run:
             )
         )
 
-    def launcher(self, blocks: Iterable[RoutingTrace]) -> Iterator[simpy.Event]:
+    def launcher(self, blocks: Iterable[RoutingTrace]) -> Generator[simpy.Event, Any, None]:
         slots = simpy.Resource(self.env, capacity=self.config.inflight_microbatches)
 
-        def run_one(mb: int, block: RoutingTrace, req: simpy.Event) -> Iterator[simpy.Event]:
+        def run_one(
+            mb: int, block: RoutingTrace, req: simpy.resources.resource.Request
+        ) -> Generator[simpy.Event, Any, None]:
             yield from self.microbatch(mb, block)
             self.finished += 1
             slots.release(req)

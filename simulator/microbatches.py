@@ -55,7 +55,8 @@ def by_steps(blocks: Iterable[RoutingTrace]) -> Iterator[RoutingTrace]:
         ends = np.concatenate([cuts, [block.num_tokens]])
         for s, e in zip(starts.tolist(), ends.tolist(), strict=True):
             part = block if (s, e) == (0, block.num_tokens) else block.take(slice(s, e))
-            if buffer and buffer[-1].step is not None and buffer[-1].step[-1] != part.step[0]:
+            last = buffer[-1].step if buffer else None
+            if last is not None and part.step is not None and last[-1] != part.step[0]:
                 yield concat_traces(buffer) if len(buffer) > 1 else buffer[0]
                 buffer = []
             buffer.append(part)

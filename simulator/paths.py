@@ -63,7 +63,9 @@ class RouteTable:
         if src == dst:
             return np.zeros(0, dtype=np.int64)
         gs = self.cluster.gpu_server
-        mid = self.middle(int(gs[src]), int(gs[dst])) if gs[src] != gs[dst] else []
+        mid: np.ndarray | list[int] = (
+            self.middle(int(gs[src]), int(gs[dst])) if gs[src] != gs[dst] else []
+        )
         return np.concatenate([[self.gpu_uplink[src]], mid, [self.gpu_downlink[dst]]]).astype(
             np.int64
         )
@@ -161,13 +163,6 @@ class RouteTable:
     def pair_of_entry(self) -> np.ndarray:
         """For each entry of ``pair_links``, the flat pair index src*gpus+dst it belongs to."""
         return np.repeat(np.arange(self.num_gpus**2), np.diff(self.pair_offsets))
-
-
-def _stable_hash(*xs: int) -> int:
-    h = 1469598103934665603
-    for x in xs:
-        h = ((h ^ (x & 0xFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
 
 
 def _stable_hash(*xs: int) -> int:

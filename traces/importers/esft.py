@@ -155,8 +155,8 @@ def iter_esft(
                     f"{short}: has {line_no - 1} lines but {long_.name} has at least {line_no};"
                     " every layer file needs one line per sequence (truncated file?)"
                 )
-            experts = []
-            gates = []
+            experts: list[np.ndarray] = []
+            gates: list[np.ndarray | None] = []
             for li, (raw, f) in enumerate(zip(raws, files, strict=True)):
                 where = f"{f}, line {line_no} (MoE layer {model.moe_layer_indices[li]})"
                 ids, g = _parse_line(raw, where, k, want_gates)

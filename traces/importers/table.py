@@ -203,9 +203,9 @@ def _emit(
             f"{rows(first_row + i)}: token {tok[i]}, MoE layer {layer[i]}, rank"
             f" {cols['rank'][i]} appears twice"
         )
-    experts = np.empty(n * L * k, dtype=np.int64)
-    experts[key] = cols["expert"]
-    experts = experts.reshape(n, L, k)
+    flat_ids = np.empty(n * L * k, dtype=np.int64)
+    flat_ids[key] = cols["expert"]
+    experts = flat_ids.reshape(n, L, k)
     bad = find_bad_route(experts, model.num_routed_experts)
     if bad is not None:
         g, l_, what = bad
@@ -239,9 +239,9 @@ def _emit(
         if not np.isfinite(gv).all():
             i = int(np.flatnonzero(~np.isfinite(gv))[0])
             raise InputError(f"{rows(first_row + i)}: token {tok[i]}: gate {gv[i]} is not finite")
-        gates = np.empty(n * L * k, dtype=np.float32)
-        gates[key] = gv
-        gates = gates.reshape(n, L, k)
+        flat_gates = np.empty(n * L * k, dtype=np.float32)
+        flat_gates[key] = gv
+        gates = flat_gates.reshape(n, L, k)
     token_ids = tok[starts]
     yield from builder.add(
         experts,
