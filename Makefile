@@ -27,8 +27,13 @@ demo: $(STAMP)
 test: $(TEST_STAMP)
 	$(BIN)/python -m pytest -n 2 -q
 
+# The speed and memory benchmarks quoted in the README (several minutes in all).
 bench: $(STAMP)
-	$(BIN)/python -m experiments bench
+	$(BIN)/python benchmarks/bench_traces.py
+	$(BIN)/python benchmarks/bench_synth.py
+	$(BIN)/moe-netsim topology bench
+	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
+	$(BIN)/python benchmarks/bench_simulator.py
 
 lint: $(TEST_STAMP)
 	$(BIN)/python -m pip install --quiet ruff mypy
