@@ -24,8 +24,8 @@ import numpy as np
 
 from experiments.pipeline import build_problem
 from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table
 from traces import model_preset
 from traces.load_stats import read_sglang_logical_count
 

@@ -27,8 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table
 from traces.io import TraceWriter, iter_trace
 from traces.model import model_preset
 from traces.trace import RoutingTrace, TraceMeta

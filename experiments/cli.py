@@ -21,7 +21,7 @@ from collections.abc import Sequence
 from typing import NoReturn
 
 from experiments.commands import demo, place, report, simulate, study, sweep, topology, trace
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 COMMANDS = [demo, trace, topology, place, simulate, study, sweep, report]
 

@@ -1,6 +1,6 @@
 """Crash-safe outputs: atomic file writes and run directories that record completion.
 
-Every file goes through :func:`traces.atomic.atomic_output` (temporary file, fsync, rename).
+Every file goes through :func:`traces.infra.atomic.atomic_output` (temporary file, fsync, rename).
 A run directory is built as a hidden ``.<name>.partial.<pid>.<random>`` sibling and renamed
 into place only after its ``COMPLETE`` marker is written, so a directory under the final name
 is always complete; a killed run leaves at most a hidden partial directory without the marker,
@@ -22,8 +22,8 @@ from typing import Any
 
 import pandas as pd
 
-from traces.atomic import atomic_output, atomic_write_bytes, atomic_write_text
-from traces.errors import InputError
+from traces.infra.atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from traces.infra.errors import InputError
 
 COMPLETE_MARKER = "COMPLETE"
 

@@ -14,10 +14,10 @@ from placement import PlacementProblem, PlacementResult, SolverOptions, check_la
 from placement import default_slots, solve_placement
 from simulator.analytic import AnalyticResult, count_traffic
 from simulator.engine import SimConfig, SimResult, simulate
-from simulator.paths import RouteTable
+from simulator.cluster.paths import RouteTable
 from simulator.traffic import resolve_origins
 from traces import RoutingTrace
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
 

@@ -20,8 +20,8 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
-from simulator.topology import ClusterSpec
-from traces.errors import InputError
+from simulator.cluster.topology import ClusterSpec
+from traces.infra.errors import InputError
 
 _TIER_COLOURS = {
     "nvlink": "#bbbbbb", "access": "#4c72b0", "rail": "#4c72b0", "aggregation": "#55a868",

@@ -173,7 +173,7 @@ def write_run_report(run_dir: Path) -> Path:
 
     from experiments import plots
     from experiments.outputs import atomic_write_text, save_figure
-    from traces.errors import InputError
+    from traces.infra.errors import InputError
 
     run_dir = Path(run_dir)
     results_path = run_dir / "results.parquet"

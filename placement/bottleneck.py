@@ -32,7 +32,7 @@ from placement.problem import (
     SolveStatus,
 )
 from placement.spread import spread_items
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 MIP_POLISH_MAX_COLUMNS = 200_000  # above this HiGHS rarely finishes the root LP in time

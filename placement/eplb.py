@@ -25,7 +25,7 @@ import numpy as np
 
 from placement.baselines import heuristic_result
 from placement.problem import ExpertLayout, PlacementProblem, PlacementResult, SolverOptions
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 def balanced_packing(

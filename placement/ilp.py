@@ -41,7 +41,7 @@ from placement.problem import (
     expected_cost,
 )
 from placement.spread import spread_items
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 GPU_LEVEL_MAX_COLUMNS = 1_000_000  # balance fallback per GPU only below this many binaries

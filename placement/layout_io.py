@@ -13,8 +13,8 @@ import numpy as np
 import pandas as pd
 
 from placement.problem import ExpertLayout
-from traces.atomic import atomic_output
-from traces.errors import InputError
+from traces.infra.atomic import atomic_output
+from traces.infra.errors import InputError
 
 
 def save_layout(

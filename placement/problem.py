@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 @dataclass(frozen=True, eq=False)

@@ -6,7 +6,7 @@ import networkx as nx
 import numpy as np
 
 from placement.problem import PlacementProblem
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 def _counts_per_gpu(demand: np.ndarray, gpus: int, per_layer: int, slots: int) -> np.ndarray:

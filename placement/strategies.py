@@ -9,7 +9,7 @@ from placement.bottleneck import ilp_bottleneck
 from placement.eplb import eplb
 from placement.ilp import ilp_bytes, ilp_load, ilp_origin, ilp_uniform
 from placement.problem import PlacementProblem, PlacementResult, SolverOptions
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 Strategy = Callable[[PlacementProblem, SolverOptions], PlacementResult]
 

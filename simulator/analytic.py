@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.microbatches import by_tokens
-from simulator.paths import RouteTable
+from simulator.cluster.paths import RouteTable
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,

@@ -38,7 +38,7 @@ from simpy.events import NORMAL
 
 from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.microbatches import by_tokens
-from simulator.paths import RouteTable
+from simulator.cluster.paths import RouteTable
 from simulator.traffic import (
     StageCopies,
     TrafficConfig,
@@ -49,7 +49,7 @@ from simulator.traffic import (
     stages_from_pairs,
     validate_layout,
 )
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.trace import RoutingTrace
 
 TIME_UNIT = "s"

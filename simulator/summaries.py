@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from simulator.topology import ClusterSpec
+from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import SHARED_EXPERTS_NOTE
 
 if TYPE_CHECKING:

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
 

@@ -35,8 +35,8 @@ from experiments.studies.spec import load_study_file
 from placement import PlacementProblem, SolverOptions, solve_placement
 from placement.layout_io import load_layout
 from simulator.engine import simulate
-from simulator.paths import build_route_table
-from simulator.topology_io import cluster_from_dict, cluster_to_graphml, load_cluster
+from simulator.cluster.paths import build_route_table
+from simulator.cluster.io import cluster_from_dict, cluster_to_graphml, load_cluster
 from traces import ModelSpec, RoutingTrace, SynthConfig, TraceMeta, model_preset
 from traces.importers import import_trace
 from traces.io import META_KEY, read_trace, read_trace_meta, write_trace
@@ -491,7 +491,7 @@ def _(d: Path) -> Thunk:
 
 
 # ---------------------------------------------------------------------------------------------
-# Cluster JSON: simulator.topology_io.load_cluster (validate_cluster, build_route_table)
+# Cluster JSON: simulator.cluster.io.load_cluster (validate_cluster, build_route_table)
 
 CLUSTER = "cluster JSON"
 
@@ -1048,7 +1048,7 @@ _register_stats("count as text", _stats_col("count", ["1"] * 16), "column 'count
 
 
 # ---------------------------------------------------------------------------------------------
-# GraphML cluster files: simulator.topology_io.load_cluster (.graphml)
+# GraphML cluster files: simulator.cluster.io.load_cluster (.graphml)
 
 GRAPHML = "cluster GraphML"
 
@@ -1269,7 +1269,7 @@ def prepare_cli_dir(d: Path) -> None:
 
 def run_case(c: Case, d: Path) -> str:
     """Run a library case in ``d``; return its message (InputError) or raise what it raised."""
-    from traces.errors import InputError
+    from traces.infra.errors import InputError
 
     assert c.setup is not None
     thunk = c.setup(d)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces import ModelSpec, RoutingTrace, TraceMeta
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from badinput import CASES, Case, prepare_cli_dir, run_cli_case
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 LIBRARY = [c for c in CASES if not c.is_cli]
@@ -145,8 +145,8 @@ def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
     )
 
     from placement.layout_io import load_layout
-    from simulator.paths import build_route_table
-    from simulator.topology_io import cluster_from_dict
+    from simulator.cluster.paths import build_route_table
+    from simulator.cluster.io import cluster_from_dict
     from traces import ModelSpec
     from traces.io import read_trace
     from traces.load_stats import read_sglang_logical_count

@@ -43,9 +43,9 @@ from placement import (
     solve_placement,
 )
 from placement.layout_io import load_layout, save_layout
-from simulator.topology_io import cluster_from_dict, load_cluster, save_cluster
+from simulator.cluster.io import cluster_from_dict, load_cluster, save_cluster
 from traces import TraceMeta
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import TraceWriter
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -254,13 +254,13 @@ def _non_atomic_writes(path: Path) -> list[str]:
 
 
 def test_no_package_writes_a_file_non_atomically():
-    """Writes go through traces.atomic / experiments.outputs (to their ``tmp`` path) only."""
+    """Writes go through traces.infra.atomic / experiments.outputs (to their ``tmp`` path) only."""
     bad = []
     for pkg in ("traces", "placement", "simulator", "experiments"):
         for p in sorted((ROOT / pkg).rglob("*.py")):
             if p.name != "atomic.py":
                 bad += _non_atomic_writes(p)
-    assert not bad, "non-atomic writes (use traces.atomic.atomic_output):\n" + "\n".join(bad)
+    assert not bad, "non-atomic writes (use traces.infra.atomic.atomic_output):\n" + "\n".join(bad)
 
 
 # --- solver limits ----------------------------------------------------------------------------
@@ -307,7 +307,7 @@ def test_results_cannot_be_unmarked():
 def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
     from experiments.pipeline import place_and_replay
     from simulator.engine import SimConfig
-    from simulator.paths import build_route_table
+    from simulator.cluster.paths import build_route_table
 
     routes = build_route_table(cluster_from_dict(_cluster_dict()))
     trace = tiny_trace()

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 from test_topology_cases import SMALL_CASES, build, case_id
 
-from simulator.paths import build_route_table, gpu_distance_matrix, server_node_distance_matrix
+from simulator.cluster.paths import build_route_table, gpu_distance_matrix, server_node_distance_matrix
 
 
 def _walk(cluster, start, links):
@@ -101,7 +101,7 @@ def test_equal_cost_route_sets_match_networkx(case):
 
 
 def test_ecmp_shares_hand_computed():
-    from simulator.builders import BUILDERS
+    from simulator.cluster.builders import BUILDERS
 
     # leaf-spine, 2 leaves of 1 server, 3 spines: s0 - leaf0 - {spine0,1,2} - leaf1 - s1,
     # three equal routes, the leaf splits evenly: 1/3 each

@@ -16,7 +16,7 @@ from placement import (
     expected_cost,
     solve_placement,
 )
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 # Three single-GPU servers on a line: 0 -- 1 -- 2 (server 1 is central).
 LINE = np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]])

@@ -13,10 +13,10 @@ from experiments.cli import main
 from experiments.pipeline import build_problem
 from placement import ExpertLayout, SolverOptions, SolveStatus, check_layout, solve_placement
 from placement.layout_io import from_sglang_map, load_layout, to_sglang_map
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table
 from traces import SynthConfig, generate_trace, model_preset
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import write_trace
 from traces.load_stats import read_sglang_logical_count
 

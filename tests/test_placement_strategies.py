@@ -8,8 +8,8 @@ import pytest
 from experiments.pipeline import build_problem
 from placement import STRATEGIES, SolverOptions, SolveStatus, check_layout, solve_placement
 from placement.eplb import balanced_packing, replicate
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table
 from traces.model import ModelSpec
 
 # 3 servers x 8 GPUs on a k=4 fat tree (pod 0: two servers under edge 0, one under edge 1).

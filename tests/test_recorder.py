@@ -15,7 +15,7 @@ pytest.importorskip("transformers")
 
 from experiments.cli import main  # noqa: E402
 from traces import read_trace  # noqa: E402
-from traces.errors import InputError  # noqa: E402
+from traces.infra.errors import InputError  # noqa: E402
 from traces.recorder import (  # noqa: E402
     byte_token_ids,
     load_model,

@@ -13,7 +13,7 @@ from experiments.cli import main
 from experiments.report import summarize_study, write_run_report
 from experiments.studies import load_study_file, run_study
 from tests.test_sweep import study_file
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 @pytest.fixture(scope="module")

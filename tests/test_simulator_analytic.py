@@ -13,9 +13,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from simulator.analytic import count_traffic, link_route_counts
-from simulator.builders import LinkDefaults, build_fat_tree
+from simulator.cluster.builders import LinkDefaults, build_fat_tree
 from simulator.engine import SimConfig, simulate
-from simulator.paths import build_route_table
+from simulator.cluster.paths import build_route_table
 from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts, resolve_origins
 
 

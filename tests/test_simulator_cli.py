@@ -10,8 +10,8 @@ import pytest
 from helpers import make_trace, tiny_model
 
 from experiments.cli import main
-from simulator.builders import build_fat_tree
-from simulator.topology_io import cluster_to_dict, save_cluster
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.io import cluster_to_dict, save_cluster
 from traces.io import write_trace
 
 

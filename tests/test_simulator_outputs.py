@@ -9,11 +9,11 @@ import simpy
 from helpers import make_trace, tiny_model
 
 from simulator.analytic import count_traffic
-from simulator.builders import build_fat_tree
+from simulator.cluster.builders import build_fat_tree
 from simulator.components import BusyLog, LinkDirection
 from simulator.engine import SimConfig, _Train, simulate
 from simulator.microbatches import by_steps, by_tokens
-from simulator.paths import build_route_table
+from simulator.cluster.paths import build_route_table
 from simulator.summaries import LINK_CLASSES
 from simulator.traffic import TrafficConfig
 
@@ -155,7 +155,7 @@ def test_theory_md1_link_waiting_time():
 
 
 def test_copies_of_less_than_one_byte_are_refused():
-    from traces.errors import InputError
+    from traces.infra.errors import InputError
 
     routes, trace, layout = _case(tokens=10)
     with pytest.raises(InputError, match="at least one byte"):

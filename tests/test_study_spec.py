@@ -13,7 +13,7 @@ from experiments.studies import build_study, load_study_file
 from experiments.studies.cell import with_micro_batches
 from experiments.studies.runner import add_reductions
 from tests.helpers import make_trace, tiny_model
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 TINY = """
 seed = 0

@@ -21,7 +21,7 @@ import pytest
 
 from experiments.studies import TIMING_COLUMNS, load_study_file, run_study
 from experiments.studies.runner import DETAIL_FRAMES, finished_cells
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]
 

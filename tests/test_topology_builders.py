@@ -13,15 +13,15 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_topology_cases import SMALL_CASES, build, case_id
 
-from simulator.builders import (
+from simulator.cluster.builders import (
     BUILDERS,
     LinkDefaults,
     build_dragonfly,
     build_leaf_spine,
     build_rail_optimized,
 )
-from simulator.paths import build_route_table, gpu_distance_matrix
-from traces.errors import InputError
+from simulator.cluster.paths import build_route_table, gpu_distance_matrix
+from traces.infra.errors import InputError
 
 
 def _count(cluster, attr, value, kind=None):
@@ -279,7 +279,7 @@ def test_r1_cluster_routes_build():
 def test_docstring_examples_run():
     import doctest
 
-    import simulator.builders
+    import simulator.cluster.builders
 
-    result = doctest.testmod(simulator.builders)
+    result = doctest.testmod(simulator.cluster.builders)
     assert result.attempted >= 4 and result.failed == 0

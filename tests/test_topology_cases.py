@@ -3,8 +3,8 @@
 
 from __future__ import annotations
 
-from simulator.builders import BUILDERS
-from simulator.topology import ClusterSpec
+from simulator.cluster.builders import BUILDERS
+from simulator.cluster.topology import ClusterSpec
 
 # (family, parameters): small enough to compare against networkx pair by pair
 SMALL_CASES: list[tuple[str, dict]] = [

@@ -16,11 +16,11 @@ from experiments.plot_topology import (
     topology_levels,
     topology_positions,
 )
-from simulator.builders import BUILDERS
+from simulator.cluster.builders import BUILDERS
 from simulator.engine import SimConfig, simulate
-from simulator.paths import build_route_table
-from simulator.topology_io import load_cluster
-from traces.errors import InputError
+from simulator.cluster.paths import build_route_table
+from simulator.cluster.io import load_cluster
+from traces.infra.errors import InputError
 
 
 def test_list_and_show(capsys):

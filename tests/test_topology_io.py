@@ -10,16 +10,16 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_topology_cases import SMALL_CASES, build, case_id
 
-from simulator.builders import LinkDefaults, build_fat_tree
-from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
-from simulator.topology_io import (
+from simulator.cluster.builders import LinkDefaults, build_fat_tree
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
+from simulator.cluster.io import (
     cluster_from_graphml,
     cluster_to_dict,
     cluster_to_graphml,
     load_cluster,
     save_cluster,
 )
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 @pytest.mark.parametrize("suffix", [".json", ".graphml"])

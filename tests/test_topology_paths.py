@@ -6,10 +6,10 @@ import networkx as nx
 import numpy as np
 import pytest
 
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table, gpu_distance_matrix
-from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
-from traces.errors import InputError
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table, gpu_distance_matrix
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
+from traces.infra.errors import InputError
 
 
 def test_fat_tree_shape():

@@ -12,7 +12,7 @@ from hypothesis import strategies as st
 
 from experiments.cli import main
 from traces import ModelSpec, read_trace, read_trace_meta
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.importers import import_trace, iter_esft, iter_table, iter_vllm
 from traces.importers import table as table_mod
 from traces.model import deepseek_v2_lite

@@ -21,7 +21,7 @@ from traces import (
     read_trace_meta,
     write_trace,
 )
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import write_blocks
 from traces.model import load_model_spec
 

@@ -9,7 +9,7 @@ import pytest
 
 from experiments.cli import main
 from traces import ModelSpec, model_preset
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import (
     LoadStats,
     load_load_stats,

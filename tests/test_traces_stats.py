@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from experiments.cli import main
 from traces import ModelSpec
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import write_trace
 from traces.stats import (
     activation_frame,
@@ -135,8 +135,8 @@ def test_cli_stats(tmp_path, capsys):
 
 
 def test_cli_stats_replicas_need_topology(tmp_path, capsys):
-    from simulator.builders import build_fat_tree
-    from simulator.topology_io import save_cluster
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.io import save_cluster
 
     cluster = build_fat_tree(k=4, num_servers=2)  # 2 servers x 8 GPUs
     save_cluster(cluster, tmp_path / "c.json")

@@ -8,7 +8,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from traces import expert_counts, model_preset
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import LoadStats, read_sglang_logical_count
 from traces.model import ModelSpec
 from traces.synthetic import (

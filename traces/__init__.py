@@ -3,7 +3,7 @@
 Never imports simpy or highspy.
 """
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import TraceWriter, iter_trace, read_trace, read_trace_meta, write_trace
 from traces.model import MODEL_PRESETS, ModelSpec, model_preset
 from traces.stats import activation_probability, expert_counts, summarize_load

@@ -26,8 +26,8 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from traces.atomic import atomic_output
-from traces.errors import InputError
+from traces.infra.atomic import atomic_output
+from traces.infra.errors import InputError
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype
 
 META_KEY = b"moe_netsim.trace"

@@ -10,8 +10,8 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import InputError
-from traces.jsonfile import read_json_file
+from traces.infra.errors import InputError
+from traces.infra.jsonfile import read_json_file
 
 
 @dataclass(frozen=True, slots=True)

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 import transformers
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
 

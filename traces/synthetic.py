@@ -36,7 +36,7 @@ from math import comb
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import LoadStats
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype

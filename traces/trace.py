@@ -9,7 +9,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.model import ModelSpec
 
 

@@ -31,9 +31,9 @@ from experiments.report import Section, render_report
 from experiments.versions import versions
 from placement import SolverOptions
 from placement.ilp import server_cost
-from simulator.builders import build_fat_tree
+from simulator.cluster.builders import build_fat_tree
 from simulator.engine import SimConfig
-from simulator.paths import build_route_table
+from simulator.cluster.paths import build_route_table
 from traces import SynthConfig, model_preset
 from traces.synthetic import TenantSpec
 from traces.io import write_trace
@@ -85,11 +85,11 @@ def _progress(t0: float) -> callable:
 def run(args: argparse.Namespace) -> int:
     cfg = DemoConfig(seed=args.seed, fit_tokens=args.tokens, replay_tokens=args.tokens)
     if cfg.replay_tokens < 1:
-        from traces.errors import InputError
+        from traces.infra.errors import InputError
 
         raise InputError("--tokens must be >= 1")
     if cfg.seed < 0:
-        from traces.errors import InputError
+        from traces.infra.errors import InputError
 
         raise InputError(f"--seed must be >= 0, got {cfg.seed}")
     say = _progress(time.perf_counter())

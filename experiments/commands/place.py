@@ -21,12 +21,12 @@ from placement import solve_placement
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.problem import SolveStatus, expected_cost
-from simulator.builders import build_fat_tree
-from simulator.paths import build_route_table
-from simulator.topology import ClusterSpec
-from simulator.topology_io import load_cluster
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.paths import build_route_table
+from simulator.cluster.topology import ClusterSpec
+from simulator.cluster.io import load_cluster
 from traces import model_preset
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 from experiments.studies import Study, run_study
 from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:

@@ -20,11 +20,11 @@ import pandas as pd
 
 from experiments.outputs import save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
-from simulator.builders import BUILDERS, TopologyFamily
-from simulator.paths import build_route_table, gpu_distance_matrix
-from simulator.topology import ClusterSpec
-from simulator.topology_io import load_cluster, save_cluster
-from traces.errors import InputError
+from simulator.cluster.builders import BUILDERS, TopologyFamily
+from simulator.cluster.paths import build_route_table, gpu_distance_matrix
+from simulator.cluster.topology import ClusterSpec
+from simulator.cluster.io import load_cluster, save_cluster
+from traces.infra.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:

@@ -9,7 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from traces import RoutingTrace, TraceWriter, model_preset
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
 from traces.model import ModelSpec
 from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic

@@ -25,7 +25,7 @@ from experiments.studies.spec import (
     split_sim_options,
 )
 from placement.ilp import server_cost
-from simulator.paths import RouteTable, build_route_table
+from simulator.cluster.paths import RouteTable, build_route_table
 from traces import (
     ModelSpec,
     RoutingTrace,

@@ -3,7 +3,7 @@
 The paper evaluates DeepSeekMoE-16B and DeepSeek-R1 on FatTree, Dragonfly and a sparse
 variant of each, placing experts with round-robin, greedy, its ILP and its load-aware ILP.
 This project adds its own placers as extra rows.  Topology families and placers are looked up
-by name in ``simulator.builders.BUILDERS`` and ``placement.STRATEGIES``; entries this build
+by name in ``simulator.cluster.builders.BUILDERS`` and ``placement.STRATEGIES``; entries this build
 does not have (or whose parameters its builder rejects) are left out and listed in
 ``Study.skipped`` with the reason, never silently.
 
@@ -29,9 +29,9 @@ from typing import Any
 
 from experiments.studies.spec import Study, build_cluster, build_study
 from placement import STRATEGIES
-from simulator.builders import BUILDERS
+from simulator.cluster.builders import BUILDERS
 from traces import model_preset, read_trace_meta
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
@@ -159,7 +159,7 @@ def paper_study(
             label = f"{name} on {family} {params}"
             if family not in BUILDERS:
                 skipped.append(
-                    f"{label}: topology family {family!r} is not in simulator.builders.BUILDERS"
+                    f"{label}: topology family {family!r} is not in simulator.cluster.builders.BUILDERS"
                     f" (this build has: {', '.join(sorted(BUILDERS))})"
                 )
                 continue

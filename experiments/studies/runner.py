@@ -39,8 +39,8 @@ from experiments.outputs import COMPLETE_MARKER, write_json, write_parquet
 from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
 from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
-from traces.atomic import atomic_write_text
-from traces.errors import InputError
+from traces.infra.atomic import atomic_write_text
+from traces.infra.errors import InputError
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
 METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",

@@ -39,11 +39,11 @@ from pathlib import Path
 from typing import Any
 
 from placement import STRATEGIES, SolverOptions
-from simulator.builders import BUILDERS, LinkDefaults
+from simulator.cluster.builders import BUILDERS, LinkDefaults
 from simulator.engine import SimConfig
 from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
 STUDY_KEYS = ("name", "description", "baseline")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype, find_bad_route

@@ -16,7 +16,7 @@ from typing import BinaryIO
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec, deepseek_v2_lite

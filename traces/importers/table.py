@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec

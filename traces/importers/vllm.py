@@ -15,7 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder, check_routes
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec

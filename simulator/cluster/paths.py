@@ -16,8 +16,8 @@ from functools import cached_property
 import networkx as nx
 import numpy as np
 
-from simulator.topology import ClusterSpec
-from traces.errors import InputError
+from simulator.cluster.topology import ClusterSpec
+from traces.infra.errors import InputError
 
 _HOP_EPS = 1e-6  # tie-break among equal-weight paths by link count
 

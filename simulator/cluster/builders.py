@@ -37,8 +37,8 @@ from typing import Any
 
 import networkx as nx
 
-from simulator.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
-from traces.errors import InputError
+from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
+from traces.infra.errors import InputError
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,10 +33,10 @@ from typing import Any
 
 import numpy as np
 
-from simulator.topology import ClusterSpec, LinkSpec, NodeSpec
-from traces.atomic import atomic_write_text
-from traces.errors import InputError
-from traces.jsonfile import read_json_file, read_text_file
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
+from traces.infra.atomic import atomic_write_text
+from traces.infra.errors import InputError
+from traces.infra.jsonfile import read_json_file, read_text_file
 
 
 def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:

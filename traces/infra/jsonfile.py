@@ -8,7 +8,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 
 def read_text_file(

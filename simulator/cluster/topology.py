@@ -16,7 +16,7 @@ from typing import Literal
 import networkx as nx
 import numpy as np
 
-from traces.errors import InputError
+from traces.infra.errors import InputError
 
 NodeKind = Literal["gpu", "server", "switch"]
 
