@@ -172,7 +172,8 @@ def place_and_replay(
     analytic = count_traffic(
         microbatches(replay), routes, res.layout.expert_gpus, sim_config.traffic
     )
-    if not np.array_equal(sim.links["bytes"].to_numpy(), analytic.link_bytes):
+    # exact for single-path routing; split modes carry fractional shares rounded to bytes
+    if np.abs(sim.links["bytes"].to_numpy() - analytic.link_bytes).max(initial=0) > 1:
         raise RuntimeError("simulator and analytic counter disagree on per-link bytes")
     progress(
         f"  {strategy}: replay {elapsed:.1f} s, makespan {sim.summary['makespan_s'] * 1e3:.2f} ms,"

@@ -124,6 +124,21 @@ def latency_stats(latency_s: np.ndarray) -> dict[str, float]:
     }
 
 
+def class_members_log(
+    link_class: np.ndarray, link: np.ndarray, start: np.ndarray, end: np.ndarray
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Busy periods logged once per link class, repeated for every member link."""
+    order = np.argsort(link_class, kind="stable")
+    reps = link_class[order]
+    lo = np.searchsorted(reps, link, side="left")
+    hi = np.searchsorted(reps, link, side="right")
+    counts = hi - lo
+    idx = np.repeat(np.arange(link.size), counts)
+    offs = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
+    members = order[np.repeat(lo, counts) + offs]
+    return members.astype(np.int64), start[idx], end[idx]
+
+
 def collect_sim(run: _Run, config: SimConfig) -> SimResult:
     """Build the frames of a finished replay."""
     from simulator.engine import SimResult
@@ -132,7 +147,8 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
     makespan = float(run.env.now)
     links = link_table(cluster)
     lds = run.links
-    links["bytes"] = np.array([ld.nbytes for ld in lds], dtype=np.int64)
+    # split modes carry fractional shares of a copy; whole bytes are the rounded share
+    links["bytes"] = np.rint([ld.nbytes for ld in lds]).astype(np.int64)
     links["chunks"] = np.array([ld.chunks for ld in lds], dtype=np.int64)
     links["busy_s"] = np.array([ld.busy_s for ld in lds])
     links["utilisation"] = links["busy_s"] / makespan if makespan > 0 else 0.0
@@ -146,9 +162,12 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
         ld.flush()
     log = run.log
     util = utilisation_windows(
-        np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
-        np.frombuffer(log.start, dtype=np.float64),
-        np.frombuffer(log.end, dtype=np.float64),
+        *class_members_log(
+            run.link_class,
+            np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
+            np.frombuffer(log.start, dtype=np.float64),
+            np.frombuffer(log.end, dtype=np.float64),
+        ),
         len(lds), makespan, config.utilisation_window_s,
     )
     layers = pd.DataFrame(
@@ -191,7 +210,8 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
         "max_gpu_compute_utilisation": float(gpus["compute_utilisation"].max()),
         "makespan_s": makespan,
         **latency_stats(tokens["moe_latency_s"].to_numpy(dtype=float)),
-        "server_dedup": bool(config.traffic.server_dedup),
+        "dispatch": config.traffic.dispatch,
+        "multipath": config.traffic.multipath,
         "shared_experts": SHARED_EXPERTS_NOTE,
     }
     return SimResult(

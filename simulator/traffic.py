@@ -6,13 +6,10 @@ dealt round-robin to data-parallel attention ranks).  Its *host* is the GPU hold
 with replicas, the replica nearest to the origin (ties: lowest replica index).  Shared experts
 sit on every GPU and cause no traffic.
 
-A *copy* is one token's hidden state on one link.  Without de-duplication every route whose
-host is not its origin is one copy on every link of the origin->host route.  With server-level
-de-duplication (DeepEP's inter-node scheme) a token crosses the network once per remote server
-that hosts any of its experts and fans out inside that server, and reaches each host GPU once
-however many of its experts sit there.  :func:`dispatch_stages` gives the copies per stage
-(uplink, server-to-server route, downlink); combine is the mirror image (partial results are
-summed on the host GPU and again on the server before they travel back).
+A *copy* is one token's hidden state on one link.  Which copies a layer moves and through
+which NICs is the *dispatch scheme* (``DISPATCH_SCHEMES``, :mod:`simulator.dispatch`);
+combine is the mirror image (partial results are summed where the copies fanned out before
+they travel back).
 """
 
 from __future__ import annotations
@@ -21,16 +18,29 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, check_multipath
+
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
 
 SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no bytes"
 
+DISPATCH_SCHEMES: dict[str, str] = {
+    "all-to-all": "one copy per route, GPU pair to GPU pair (NCCL-like; PXN on per-GPU NICs)",
+    "deepep-ll": "DeepEP low-latency: one copy per route, direct RDMA NIC to NIC",
+    "deepep-normal": "DeepEP normal: one RDMA copy per token and remote server to the GPU of"
+    " the same local index, then NVLink fan-out (needs per-GPU NICs)",
+}
+DEFAULT_DISPATCH = "all-to-all"
+# options that were replaced: old name -> what to give instead (CLI flags and study keys)
+REPLACED_OPTIONS = {"server_dedup": ("dispatch", "deepep-normal")}
+
 
 @dataclass(frozen=True, slots=True)
 class TrafficConfig:
-    """How many bytes a route moves, and whether copies are de-duplicated per server."""
+    """How many bytes a route moves, which copies the dispatch scheme sends and how the fabric
+    spreads them over its paths."""
 
     dispatch_bytes_per_element: float = field(
         default=1.0, metadata={"help": "Bytes per hidden element sent to the expert (FP8: 1)."}
@@ -41,12 +51,19 @@ class TrafficConfig:
     hidden_size: int | None = field(
         default=None, metadata={"help": "Hidden size; default: the trace's model."}
     )
-    server_dedup: bool = field(
-        default=False,
-        metadata={
-            "help": "A token crosses the network once per remote server and fans out inside"
-            " it (DeepEP); off: one copy per route."
-        },
+    dispatch: str = field(
+        default=DEFAULT_DISPATCH,
+        metadata={"help": "Dispatch scheme: " + "; ".join(
+            f"{k}: {v}" for k, v in DISPATCH_SCHEMES.items())},
+    )
+    multipath: str = field(
+        default=DEFAULT_MULTIPATH,
+        metadata={"help": "How the fabric spreads traffic over equal-cost paths: " + "; ".join(
+            f"{k}: {v}" for k, v in MULTIPATH_MODES.items())},
+    )
+    flows_per_pair: int | None = field(
+        default=None,
+        metadata={"help": "Flows (queue pairs) per GPU pair for multipath 'ecmp' (default 4)."},
     )
 
     def __post_init__(self) -> None:
@@ -56,6 +73,15 @@ class TrafficConfig:
                 raise InputError(f"traffic: {name} must be a positive number, got {v}")
         if self.hidden_size is not None and self.hidden_size < 1:
             raise InputError(f"traffic: hidden_size must be >= 1, got {self.hidden_size}")
+        if self.dispatch not in DISPATCH_SCHEMES:
+            raise InputError(
+                f"traffic: unknown dispatch scheme {self.dispatch!r}; choose one of"
+                f" {', '.join(DISPATCH_SCHEMES)}"
+            )
+        try:
+            check_multipath(self.multipath, self.flows_per_pair)
+        except InputError as exc:
+            raise InputError(f"traffic: {exc}") from None
 
     def route_bytes(self, model: ModelSpec) -> tuple[int, int]:
         """(dispatch, combine) bytes of one copy, rounded to whole bytes."""
@@ -139,85 +165,3 @@ def pair_counts(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> 
     return np.bincount(flat, minlength=num_gpus * num_gpus).reshape(num_gpus, num_gpus)
 
 
-@dataclass(frozen=True, eq=False)
-class StageCopies:
-    """Copies of hidden states per stage of one layer's dispatch (combine: :meth:`mirror`).
-
-    ``up[a, s]``: copies GPU a puts on its link to its server node bound for server s (its own
-    server: for the other GPUs there).  ``mid[s, t]``: copies on the route between server nodes
-    s != t.  ``down[s, b]``: copies reaching GPU b from GPUs of server s.  ``local[a, b]``:
-    copies from GPU a to GPU b != a of the same server.
-    """
-
-    up: np.ndarray  # [gpus, servers]
-    mid: np.ndarray  # [servers, servers], zero diagonal
-    down: np.ndarray  # [servers, gpus]
-    local: np.ndarray  # [gpus, gpus], zero diagonal, zero across servers
-
-    def mirror(self) -> StageCopies:
-        """The combine phase: the same copies travelling the reverse way."""
-        return StageCopies(self.down.T, self.mid.T, self.up.T, self.local.T)
-
-
-def _first_in_row(sorted_rows: np.ndarray) -> np.ndarray:
-    """Mask of the first occurrence of each value in every (sorted) row."""
-    first = np.ones(sorted_rows.shape, dtype=bool)
-    first[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
-    return first
-
-
-def _sum_columns_by_server(x: np.ndarray, gpu_server: np.ndarray, ns: int) -> np.ndarray:
-    """``out[:, s]`` = sum of the columns of x that belong to GPUs of server s (integers)."""
-    order = np.argsort(gpu_server, kind="stable")
-    sorted_servers = gpu_server[order]
-    present, starts = np.unique(sorted_servers, return_index=True)
-    out = np.zeros((x.shape[0], ns), dtype=x.dtype)
-    out[:, present] = np.add.reduceat(x[:, order], starts, axis=1)
-    return out
-
-
-def stages_from_pairs(pairs: np.ndarray, gpu_server: np.ndarray) -> StageCopies:
-    """Copies per stage without de-duplication, from routes per (origin, host) [gpus, gpus]."""
-    ns = int(gpu_server.max()) + 1
-    off = pairs.copy()
-    np.fill_diagonal(off, 0)
-    local = np.where(gpu_server[:, None] == gpu_server[None, :], off, 0)
-    up = _sum_columns_by_server(off, gpu_server, ns)
-    down = _sum_columns_by_server(off.T, gpu_server, ns).T
-    mid = _sum_columns_by_server(down, gpu_server, ns)
-    np.fill_diagonal(mid, 0)
-    return StageCopies(up=up, mid=mid, down=down, local=local)
-
-
-def dispatch_stages(
-    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray, dedup: bool
-) -> StageCopies:
-    """Copies per stage for one layer's dispatch (see :class:`StageCopies`)."""
-    g = gpu_server.shape[0]
-    ns = int(gpu_server.max()) + 1
-    if not dedup:
-        return stages_from_pairs(pair_counts(origins, hosts_layer, g), gpu_server)
-    t, k = hosts_layer.shape
-    o = np.broadcast_to(origins[:, None], (t, k))
-    so = gpu_server[origins]
-    h = np.sort(hosts_layer, axis=1)
-    keep_gpu = _first_in_row(h) & (h != o)
-    hs = gpu_server[h]
-    s_sorted = np.sort(hs, axis=1)
-    keep_server = _first_in_row(s_sorted) & (s_sorted != so[:, None])
-    so_k = np.broadcast_to(so[:, None], (t, k))
-    same = keep_gpu & (hs == so_k)
-    local = np.bincount(
-        (o[same] * g + h[same]), minlength=g * g
-    ).reshape(g, g)
-    remote_up = np.bincount(
-        o[keep_server] * ns + s_sorted[keep_server], minlength=g * ns
-    ).reshape(g, ns)
-    mid = np.zeros((ns, ns), dtype=np.int64)
-    np.add.at(mid, gpu_server, remote_up)  # own-server column of remote_up is zero
-    up = remote_up
-    up[np.arange(g), gpu_server] += local.sum(axis=1)
-    down = np.bincount(
-        so_k[keep_gpu] * g + h[keep_gpu], minlength=ns * g
-    ).reshape(ns, g)
-    return StageCopies(up=up, mid=mid, down=down, local=local)

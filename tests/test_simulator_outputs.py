@@ -11,7 +11,8 @@ from helpers import make_trace, tiny_model
 from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
 from simulator.components import BusyLog, LinkDirection
-from simulator.engine import SimConfig, _Train, simulate
+from simulator.engine import SimConfig, simulate
+from simulator.transfer import _Train
 from simulator.microbatches import by_steps, by_tokens
 from simulator.cluster.paths import build_route_table
 from simulator.summaries import LINK_CLASSES
@@ -41,10 +42,10 @@ def _skew(n: int) -> np.ndarray:
 FRAMES = ("links", "layers", "phases", "tokens", "gpus", "utilisation")
 
 
-@pytest.mark.parametrize("dedup", [False, True])
-def test_same_inputs_give_identical_frames(dedup):
+@pytest.mark.parametrize("multipath", ["spray", "ecmp", "hash"])
+def test_same_inputs_give_identical_frames(multipath):
     routes, trace, layout = _case()
-    cfg = SimConfig(traffic=TrafficConfig(server_dedup=dedup), chunk_bytes=4096)
+    cfg = SimConfig(traffic=TrafficConfig(multipath=multipath), chunk_bytes=4096)
     a = simulate(by_steps([trace]), routes, layout, cfg)
     b = simulate(by_steps([trace]), routes, layout, cfg)
     for name in FRAMES:
@@ -145,7 +146,7 @@ def test_theory_md1_link_waiting_time():
     def arrivals():
         for gap in gaps:
             yield env.timeout(gap)
-            _Train(env, [link], 1000, 1000, lambda _e: None)
+            _Train(env, [((link, 1.0),)], 1000, 1000, lambda _e: None)
 
     env.process(arrivals())
     env.run()

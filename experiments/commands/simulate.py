@@ -24,7 +24,15 @@ from simulator.microbatches import microbatches
 from simulator.cluster.paths import RouteTable, build_route_table
 from simulator.summaries import summary_frame
 from simulator.cluster.io import load_cluster
-from simulator.traffic import TrafficConfig, validate_layout
+from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, endpoints_of
+from simulator.dispatch import check_scheme
+from simulator.traffic import (
+    DEFAULT_DISPATCH,
+    DISPATCH_SCHEMES,
+    REPLACED_OPTIONS,
+    TrafficConfig,
+    validate_layout,
+)
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
@@ -76,8 +84,18 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--hidden-size", type=int, default=None, help=_help(TrafficConfig, "hidden_size")
     )
     p.add_argument(
-        "--server-dedup", action="store_true", help=_help(TrafficConfig, "server_dedup")
+        "--dispatch", choices=list(DISPATCH_SCHEMES), default=DEFAULT_DISPATCH,
+        help=_help(TrafficConfig, "dispatch"),
     )
+    p.add_argument(
+        "--multipath", choices=list(MULTIPATH_MODES), default=DEFAULT_MULTIPATH,
+        help=_help(TrafficConfig, "multipath"),
+    )
+    p.add_argument(
+        "--flows-per-pair", type=int, default=None, help=_help(TrafficConfig, "flows_per_pair")
+    )
+    for old in REPLACED_OPTIONS:  # replaced flags: a one-line error naming the new one
+        p.add_argument("--" + old.replace("_", "-"), action="store_true", help=argparse.SUPPRESS)
     p.add_argument(
         "--gpu-flops-per-s", type=float, default=400e12, help=_help(SimConfig, "gpu_flops_per_s")
     )
@@ -123,11 +141,17 @@ def load_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    for old, (new, value) in REPLACED_OPTIONS.items():
+        if getattr(args, old):
+            flag = "--" + old.replace("_", "-")
+            raise InputError(f"{flag} was replaced: use --{new.replace('_', '-')} {value}")
     traffic = TrafficConfig(
         dispatch_bytes_per_element=args.dispatch_bytes_per_element,
         combine_bytes_per_element=args.combine_bytes_per_element,
         hidden_size=args.hidden_size,
-        server_dedup=args.server_dedup,
+        dispatch=args.dispatch,
+        multipath=args.multipath,
+        flows_per_pair=args.flows_per_pair,
     )
     config = SimConfig(
         traffic=traffic,
@@ -144,6 +168,10 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out}: output directory exists; pass --overwrite to replace it")
     model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
+    try:
+        check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
+    except InputError as exc:
+        raise InputError(f"{args.topology}: {exc}") from None
     blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",

@@ -41,7 +41,7 @@ from typing import Any
 from placement import STRATEGIES, SolverOptions
 from simulator.cluster.builders import BUILDERS, LinkDefaults
 from simulator.engine import SimConfig
-from simulator.traffic import TrafficConfig
+from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
 from traces.infra.errors import InputError
 
@@ -258,6 +258,9 @@ def split_sim_options(sim: Mapping[str, Any], where: str = "sim") -> SimConfig:
     sim_hints.pop("traffic", None)
     traffic_hints = _dataclass_hints(TrafficConfig)
     known = list(sim_hints) + list(traffic_hints)
+    for old, (new, value) in REPLACED_OPTIONS.items():
+        if old in sim:
+            raise InputError(f"{where}.{old} was replaced: give {where}.{new} = {value!r}")
     _check_fields(sim, {**sim_hints, **traffic_hints}, known, where)
     traffic = {k: v for k, v in sim.items() if k in traffic_hints}
     rest = {k: v for k, v in sim.items() if k in sim_hints}

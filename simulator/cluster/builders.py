@@ -110,7 +110,8 @@ class _Fabric:
         return server
 
     def link(
-        self, a: str, b: str, bandwidth: float, tier: str, weight: float = 1.0
+        self, a: str, b: str, bandwidth: float, tier: str, weight: float = 1.0,
+        nic_gpu: str = "",
     ) -> None:
         key = (min(a, b), max(a, b))
         latency = self.d.nvlink_latency_s if tier == "nvlink" else self.d.network_latency_s
@@ -118,7 +119,7 @@ class _Fabric:
         if old is not None:
             bandwidth += old.bandwidth_bytes_per_s
             a, b = old.a, old.b
-        self.links[key] = LinkSpec(a, b, bandwidth, latency, weight, tier)
+        self.links[key] = LinkSpec(a, b, bandwidth, latency, weight, tier, nic_gpu)
 
     def remove(self, a: str, b: str) -> None:
         del self.links[(min(a, b), max(a, b))]
@@ -425,9 +426,10 @@ def build_rail_optimized(
     rail switch i; every rail switch links to every spine.
 
     The cluster model links each GPU only to its server node, so a server's NICs are links from
-    the server node to each rail switch (one NIC each, ``nic_bandwidth_bytes_per_s``): GPU-to-NIC
-    affinity is pooled at the server node, as NCCL's PXN does by moving data over NVLink to the
-    GPU on the destination's rail.  Rail-spine links carry servers_per_group x NIC /
+    the server node to each rail switch (one NIC each, ``nic_bandwidth_bytes_per_s``), and the
+    link to rail i is GPU i's own NIC (``LinkSpec.nic_gpu``): the simulator sends GPU i's
+    traffic through it, or through the NIC on the destination's rail where a dispatch scheme
+    forwards over NVLink first (PXN).  Rail-spine links carry servers_per_group x NIC /
     (oversubscription x num_spines) each.  ``nics_per_server`` does not apply (one NIC per GPU).
     """
     d = defaults or LinkDefaults()
@@ -444,8 +446,10 @@ def build_rail_optimized(
                 fab.link(rail, spine, uplink, "spine")
         for _ in range(min(servers_per_group, num_servers - fab.num_servers)):
             server = fab.server(grp)
-            for rail in names:
-                fab.link(server, rail, d.nic_bandwidth_bytes_per_s, "rail")
+            for i, rail in enumerate(names):
+                fab.link(
+                    server, rail, d.nic_bandwidth_bytes_per_s, "rail", nic_gpu=f"{server}.g{i}"
+                )
     return fab.cluster(
         f"rail-optimized-{num_servers}s-{oversubscription:g}to1",
         f"rail-optimized, {num_servers} servers of {d.gpus_per_server} GPUs in {groups} group(s)"
