@@ -331,8 +331,8 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
     reports is altered: the LP vertex is made fractional (the network-flow structure never
     gives one, so the fallback cannot be reached otherwise) and the MIP's status is set to
     the time limit with a 3% gap on top of its (real) incumbent."""
-    from placement import check_layout
     from placement import assignment as assignment_module
+    from placement import check_layout
 
     real = assignment_module.run_highs
 
