@@ -115,7 +115,9 @@ def test_sglang_dump_bad_input_is_one_clear_error(tmp_path: Path) -> None:
         with pytest.raises(InputError, match="wrong --model"):
             import_trace("sglang-dump", tmp_path / "ok", tmp_path / "t.parquet", other)
     with pytest.raises(InputError, match=r"ranks missing from the dump: 1, 2 \(of 0..2\)"):
-        import_trace("sglang-dump", tmp_path / "ok", tmp_path / "t.parquet", MODEL, ranks=3)
+        import_trace(
+            "sglang-dump", tmp_path / "ok", tmp_path / "t.parquet", MODEL, options={"ranks": 3}
+        )
 
 
 def test_sglang_stat_and_per_pass_dumps_become_load_statistics(tmp_path: Path) -> None:

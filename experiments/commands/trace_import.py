@@ -21,13 +21,13 @@ from experiments import plots
 from experiments.outputs import run_directory, save_figure, write_json, write_parquet
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
+from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
 from simulator.traffic import resolve_hosts, resolve_origins
-from traces.infra.errors import InputError
 from traces.importers import import_trace
 from traces.importers.common import COUNT_FORMATS, TRACE_FORMATS, holds_counts, import_load_stats
+from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import save_load_stats
 from traces.model import ModelSpec, load_model_spec
@@ -71,7 +71,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         "--ranks",
         type=int,
         default=None,
-        help="sglang-dump: the number of ranks the dump must hold (default: the highest found + 1).",
+        help="sglang-dump: the number of ranks the dump must hold (default: highest found + 1).",
     )
     p.add_argument(
         "--physical-map",
@@ -135,7 +135,7 @@ def run_import(args: argparse.Namespace) -> int:
             f" per layer (max) in {time.perf_counter() - t0:.1f}s"
         )
         return 0
-    n = import_trace(args.format, args.input, out, model, **_import_options(args, model))
+    n = import_trace(args.format, args.input, out, model, options=_import_options(args, model))
     meta, _ = read_trace_meta(out)
     print(
         f"wrote {out}: {n:,} tokens of {meta.model.name} ({meta.model.num_moe_layers} MoE"
@@ -177,7 +177,9 @@ def _physical_map(path: Path, model: ModelSpec | None) -> np.ndarray:
     try:
         arr = np.asarray(rows, dtype=np.int64)
     except (TypeError, ValueError, OverflowError):
-        raise InputError(f"{path}: physical_to_logical_map must be an integer [layers][P] table") from None
+        raise InputError(
+            f"{path}: physical_to_logical_map must be an integer [layers][P] table"
+        ) from None
     if model is None:
         raise InputError("--physical-map needs --model")
     return check_physical_map(arr, model, str(path))

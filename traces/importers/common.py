@@ -113,7 +113,7 @@ def import_trace(
     out: str | os.PathLike[str],
     model: ModelSpec | None = None,
     chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
-    **options: object,
+    options: dict[str, object] | None = None,
 ) -> int:
     """Import ``source`` in format ``fmt`` (see :data:`TRACE_FORMATS`) to the trace file ``out``.
 
@@ -130,7 +130,7 @@ def import_trace(
         return write_blocks(out, iter_esft(src, model, chunk_tokens))
     if model is None:
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
-    return write_blocks(out, _blocks(fmt, src, model, chunk_tokens, options))
+    return write_blocks(out, _blocks(fmt, src, model, chunk_tokens, options or {}))
 
 
 def _blocks(
