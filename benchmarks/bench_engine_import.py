@@ -13,6 +13,7 @@ for the binary formats, with memory bounded by the chunk, not the file.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import os
 import subprocess
 import sys
@@ -49,6 +50,9 @@ def main() -> None:
         write_blocks(base, _with_steps(random_blocks(args.tokens, seed=0)))
         print(f"{args.tokens:,} R1 tokens; import, one core each:")
         for fmt in args.formats.split(","):
+            if fmt in ("sglang-dump", "megatron") and importlib.util.find_spec("torch") is None:
+                print(f"  {fmt:13s} skipped: needs torch (pip install 'moe-netsim[record]')")
+                continue
             src = Path(d) / (
                 fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
             )
