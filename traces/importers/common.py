@@ -76,3 +76,21 @@ def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token:
         raise InputError(
             f"{where}: token {first_token + t}, MoE layer {model.moe_layer_indices[li]}: {what}"
         )
+
+
+def sequence_runs(blocks: Iterator[RoutingTrace]) -> Iterator[tuple[int, np.ndarray, ModelSpec]]:
+    """(seq_id, experts, model) per run of one sequence, joined across block boundaries."""
+    pending: tuple[int, list[np.ndarray], ModelSpec] | None = None
+    for b in blocks:
+        seq = b.seq_id
+        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+        for a, z in zip(starts, np.r_[starts[1:], len(seq)], strict=True):
+            sid = int(seq[a])
+            if pending is not None and pending[0] == sid:
+                pending[1].append(b.experts[a:z])
+                continue
+            if pending is not None:
+                yield pending[0], np.concatenate(pending[1]), pending[2]
+            pending = (sid, [b.experts[a:z]], b.meta.model)
+    if pending is not None:
+        yield pending[0], np.concatenate(pending[1]), pending[2]
