@@ -1,4 +1,4 @@
-"""Simulated DeepEP kernels beside DeepEP's published tables (docs/background/timing-calibration.md).
+"""Simulated DeepEP kernels beside DeepEP's published tables (docs/background/).
 
 DeepEP's README (legacy V1 performance section, deepseek-ai/DeepEP docs/legacy.md) publishes
 two tables measured on H800 nodes (8 GPUs, NVLink, one ConnectX-7 400 Gb/s NIC per GPU):

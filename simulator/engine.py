@@ -29,7 +29,7 @@ its MoE latency is the sum over layers.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -41,6 +41,7 @@ from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.dispatch import check_scheme, dispatch_plan
 from simulator.microbatches import by_tokens
+from simulator.summaries import RunRecords, SimFrames, class_members_log, collect_sim
 from simulator.traffic import (
     TrafficConfig,
     pair_counts,
@@ -110,16 +111,9 @@ class SimConfig:
 
 
 @dataclass(frozen=True, eq=False)
-class SimResult:
-    """Frames of one replay, with the configuration that produced them."""
+class SimResult(SimFrames):
+    """Frames of one replay (:class:`SimFrames`), with the configuration that produced them."""
 
-    links: pd.DataFrame  # per link direction
-    layers: pd.DataFrame  # per (microbatch, layer)
-    phases: pd.DataFrame  # per (microbatch, layer, phase)
-    tokens: pd.DataFrame  # per token
-    gpus: pd.DataFrame  # per GPU: routes computed, compute busy time
-    utilisation: pd.DataFrame  # per (link direction, time window)
-    summary: dict[str, Any]
     config: SimConfig
 
 
@@ -185,6 +179,39 @@ class _Run:
             hops.append(((self.links[int(routes.gpu_downlink[down])], 1.0),))
         got = self._paths[key] = tuple(hops)
         return got
+
+    def records(self) -> RunRecords:
+        """What the finished run recorded, as plain values for :mod:`simulator.summaries`."""
+        lds = self.links  # members of a link class share their class's LinkDirection
+        stats = {
+            name: np.array([getattr(ld, attr) for ld in lds], dtype=np.float64)
+            for name, attr in (
+                ("link_bytes", "nbytes"), ("link_chunks", "chunks"), ("link_busy_s", "busy_s"),
+                ("link_queue_sum_s", "queue_sum_s"), ("link_queue_max_s", "queue_max_s"),
+            )
+        }
+        # split modes carry fractional shares of a copy: whole bytes are the rounded sum
+        stats["link_bytes"] = np.rint(stats["link_bytes"])
+        for ld in lds:
+            ld.flush()  # the open busy periods go to the log
+        log = self.log
+        busy = class_members_log(
+            self.link_class,
+            np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
+            np.frombuffer(log.start, dtype=np.float64),
+            np.frombuffer(log.end, dtype=np.float64),
+        )
+        traffic = self.config.traffic
+        return RunRecords(
+            cluster=self.routes.cluster, makespan_s=float(self.env.now), **stats,
+            busy_link=busy[0], busy_start_s=busy[1], busy_end_s=busy[2],
+            layer_rows=self.layer_rows, phase_rows=self.phase_rows,
+            token_parts=self.token_parts,
+            gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
+            hops=self.hops, tokens=self.tokens,
+            utilisation_window_s=self.config.utilisation_window_s,
+            dispatch=traffic.dispatch, multipath=traffic.multipath,
+        )
 
     def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:
         env = self.env
@@ -328,8 +355,6 @@ def simulate(
     Each block is one micro-batch unless ``config.microbatch_tokens`` re-cuts the stream.
     Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
     """
-    from simulator.summaries import collect_sim
-
     config = config or SimConfig()
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
@@ -352,7 +377,9 @@ def simulate(
         raise RuntimeError(
             f"simulate: {run.started - run.finished} micro-batch(es) never finished"
         )
-    return collect_sim(run, config)
+    frames = collect_sim(run.records())
+    return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
+                     config=config)
 
 
 def validate_links(routes: RouteTable) -> None:

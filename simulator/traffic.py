@@ -19,7 +19,6 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, check_multipath
-
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace

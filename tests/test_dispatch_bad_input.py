@@ -45,7 +45,8 @@ def test_cli_rejects_in_one_line_and_writes_nothing(c: Case, tmp_path: Path) -> 
 @pytest.mark.parametrize(
     "sim, fragments",
     [
-        ({"server_dedup": True}, ("sim.server_dedup was replaced", "sim.dispatch = 'deepep-normal'")),
+        ({"server_dedup": True},
+         ("sim.server_dedup was replaced", "sim.dispatch = 'deepep-normal'")),
         ({"dispatch": "deepep"}, ("unknown dispatch scheme 'deepep'", "deepep-normal")),
         ({"multipath": "spray", "flows_per_pair": 2}, ("'ecmp' only",)),
         ({"multipath": "adaptive"}, ("unknown multipath mode 'adaptive'", "spray")),

@@ -19,13 +19,13 @@ from experiments.outputs import run_directory, write_json, write_parquet
 from experiments.versions import versions
 from placement.layout_io import load_layout
 from simulator.analytic import count_traffic
-from simulator.engine import SimConfig, simulate, validate_links
-from simulator.microbatches import microbatches
-from simulator.cluster.paths import RouteTable, build_route_table
-from simulator.summaries import summary_frame
 from simulator.cluster.io import load_cluster
 from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, endpoints_of
+from simulator.cluster.paths import RouteTable, build_route_table
 from simulator.dispatch import check_scheme
+from simulator.engine import SimConfig, simulate, validate_links
+from simulator.microbatches import microbatches
+from simulator.summaries import summary_frame
 from simulator.traffic import (
     DEFAULT_DISPATCH,
     DISPATCH_SCHEMES,

@@ -187,7 +187,8 @@ class MultipathRoutes:
             return tuple(self._split(src, dst, nh, (e, f), self.flows))
         first = int(cluster.gpu_nic_link[e])
         last = int(cluster.gpu_nic_link[f])
-        s_src, s_dst = cluster.servers[ep.endpoint_server[e]], cluster.servers[ep.endpoint_server[f]]
+        s_src = cluster.servers[ep.endpoint_server[e]]
+        s_dst = cluster.servers[ep.endpoint_server[f]]
         sw_a = _other_end(cluster.links[first], s_src)
         sw_b = _other_end(cluster.links[last], s_dst)
         head = (np.array([self._directed(s_src, sw_a)]), one)
