@@ -41,7 +41,7 @@ from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.dispatch import check_scheme, dispatch_plan
 from simulator.microbatches import by_tokens
-from simulator.summaries import RunRecords, SimFrames, class_members_log, collect_sim
+from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     TrafficConfig,
     pair_counts,
@@ -194,23 +194,19 @@ class _Run:
         stats["link_bytes"] = np.rint(stats["link_bytes"])
         for ld in lds:
             ld.flush()  # the open busy periods go to the log
-        log = self.log
-        busy = class_members_log(
-            self.link_class,
-            np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
-            np.frombuffer(log.start, dtype=np.float64),
-            np.frombuffer(log.end, dtype=np.float64),
-        )
+        log = self.log  # one record per link class (its representative's id)
         traffic = self.config.traffic
         return RunRecords(
             cluster=self.routes.cluster, makespan_s=float(self.env.now), **stats,
-            busy_link=busy[0], busy_start_s=busy[1], busy_end_s=busy[2],
+            busy_link=np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
+            busy_start_s=np.frombuffer(log.start, dtype=np.float64),
+            busy_end_s=np.frombuffer(log.end, dtype=np.float64),
             layer_rows=self.layer_rows, phase_rows=self.phase_rows,
             token_parts=self.token_parts,
             gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
             hops=self.hops, tokens=self.tokens,
             utilisation_window_s=self.config.utilisation_window_s,
-            dispatch=traffic.dispatch, multipath=traffic.multipath,
+            dispatch=traffic.dispatch, multipath=traffic.multipath, link_class=self.link_class,
         )
 
     def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:

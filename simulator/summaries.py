@@ -122,22 +122,6 @@ def latency_stats(latency_s: np.ndarray) -> dict[str, float]:
     }
 
 
-def class_members_log(
-    link_class: np.ndarray, link: np.ndarray, start: np.ndarray, end: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Busy periods logged once per link class (links that always carry the same load share
-    one record), repeated for every member link."""
-    order = np.argsort(link_class, kind="stable")
-    reps = link_class[order]
-    lo = np.searchsorted(reps, link, side="left")
-    hi = np.searchsorted(reps, link, side="right")
-    counts = hi - lo
-    idx = np.repeat(np.arange(link.size), counts)
-    offs = np.arange(idx.size) - np.repeat(np.cumsum(counts) - counts, counts)
-    members = order[np.repeat(lo, counts) + offs]
-    return members.astype(np.int64), start[idx], end[idx]
-
-
 @dataclass(frozen=True, eq=False)
 class RunRecords:
     """What one replay recorded, as plain values: built by the engine when the run ends.
@@ -168,6 +152,7 @@ class RunRecords:
     utilisation_window_s: float | None
     dispatch: str
     multipath: str
+    link_class: np.ndarray  # [link directions] the direction whose record each one shares
 
 
 @dataclass(frozen=True, eq=False)
@@ -211,6 +196,9 @@ def collect_sim(rec: RunRecords) -> SimFrames:
         rec.busy_link, rec.busy_start_s, rec.busy_end_s, len(chunks), makespan,
         rec.utilisation_window_s,
     )
+    if len(util):  # links that always carry the same load share one record: copy its windows
+        for col in ("busy_s", "utilisation"):
+            util[col] = util[col].to_numpy().reshape(len(chunks), -1)[rec.link_class].ravel()
     layers = pd.DataFrame(
         rec.layer_rows,
         columns=["microbatch", "layer", "start_s", "dispatch_done_s", "compute_done_s",
