@@ -11,7 +11,7 @@ split over the hop's links by share (multipath), and the next hop sees the lates
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import numpy as np
 import simpy
@@ -20,8 +20,15 @@ from simpy.events import NORMAL
 from simulator.components import LinkDirection, Wakeup
 from simulator.dispatch import PhasePlan
 
-if TYPE_CHECKING:
-    from simulator.engine import _Run
+
+class _Run(Protocol):
+    """What a transfer needs of the replay (:class:`simulator.engine._Run`)."""
+
+    env: simpy.Environment
+    g: int
+    chunk: int
+
+    def path(self, up: int, pair: int, down: int) -> Path: ...
 
 Path = Sequence[Sequence[tuple[LinkDirection, float]]]
 
