@@ -45,6 +45,21 @@ from traces.infra.errors import InputError
 
 
 GPU_LEVEL_MAX_COLUMNS = 1_000_000  # balance fallback per GPU only below this many binaries
+EVALUATED_UNIT = (
+    "expected hops per token (dispatch + combine), per origin GPU when the problem has it"
+)
+# What each solver's own objective measures (``PlacementResult.objective``); the evaluated
+# costs of its layout are in ``info`` under ``expected_hops_per_token`` and
+# ``expected_wire_s_per_token``.
+OBJECTIVE_UNITS = {
+    "ilp": "expected hops per token with every expert equally likely (top_k / experts),"
+           " tokens evenly on GPUs (the paper's ILP)",
+    "ilp-load": "expected hops per token with the measured activation p, tokens evenly on"
+                " GPUs (the paper's ILPLoad)",
+    "ilp-origin": "expected hops per token, activation per origin GPU",
+    "ilp-bytes": "expected seconds on the wire per token (dispatch + combine bytes)",
+    "ilp-bottleneck": "busiest network link's busy seconds per token",
+}
 
 
 def server_cost(problem: PlacementProblem) -> np.ndarray:
@@ -126,10 +141,11 @@ def _expert_groups(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Experts of one layer with equal cost rows and weights share a column.
 
-    Returns the layer of every group and its members (flat expert indices l * E + i).
+    ``weights``: one column per expert, or several ([L * E, n]).  Returns the layer of every
+    group and its members (flat expert indices l * E + i).
     """
     key = np.hstack([
-        np.repeat(np.arange(L), E)[:, None], _key(cost_k), _key(weights.reshape(-1, 1))
+        np.repeat(np.arange(L), E)[:, None], _key(cost_k), _key(weights.reshape(L * E, -1))
     ])
     _, inv = np.unique(key, axis=0, return_inverse=True)  # sorted by layer first
     inv = inv.reshape(-1)
@@ -214,8 +230,14 @@ def solve_assignment(
     cost_g: np.ndarray,
     force_gpus: bool = False,
     rt: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> PlacementResult:
-    """The TU assignment model for a cost [layers * experts, gpus] (plus optional balance)."""
+    """The TU assignment model for a cost [layers * experts, gpus] (plus optional balance).
+
+    ``weights``: the activation the model's cost is built from (default: the measured one);
+    experts of equal cost are told apart, dealt and spread over GPUs by it alone, so a model
+    that ignores load (the paper's ``ilp``) also breaks its ties independently of load.
+    """
     t0 = time.perf_counter()
     L, E = problem.num_layers, problem.num_experts
     rt = problem.round_trip("hops") if rt is None else rt
@@ -227,8 +249,10 @@ def solve_assignment(
     K = len(classes)
     gps_k = np.array([sum(len(unit_gpus[u]) for u in c) for c in classes], dtype=np.float64)
     cost_k = cost_u[:, [c[0] for c in classes]]
-    w = problem.activation.reshape(-1)
-    g_layer, members = _expert_groups(cost_k, w, L, E)
+    w = problem.activation.reshape(-1)  # measured load: the balance rows
+    w_tie = w if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    key_w = w_tie if not balance else np.column_stack([w_tie, w])
+    g_layer, members = _expert_groups(cost_k, key_w, L, E)
     n_groups = len(members)
     size = np.array([len(m) for m in members], dtype=np.float64)
     first = np.array([m[0] for m in members])
@@ -281,8 +305,8 @@ def solve_assignment(
     for k, units in enumerate(classes):
         items = np.flatnonzero(expert_class == k)
         if items.size:
-            expert_unit[items] = _deal(items, item_layer, w, units)
-    gpus = spread_items(problem, item_layer, w, expert_unit, unit_gpus)
+            expert_unit[items] = _deal(items, item_layer, w_tie, units)
+    gpus = spread_items(problem, item_layer, w_tie, expert_unit, unit_gpus)
     layout = ExpertLayout.from_primary(gpus.reshape(L, E), problem.num_gpus)
     if eps is not None and level == "server":
         cap = (1 + eps) * w.sum() / problem.num_gpus
@@ -292,7 +316,8 @@ def solve_assignment(
             left = options.time_limit_s - (time.perf_counter() - t0)
             if left > 1 and L * E * problem.num_gpus <= GPU_LEVEL_MAX_COLUMNS:
                 opts = replace(options, time_limit_s=left)
-                res = solve_assignment(problem, opts, name, cost_g, force_gpus=True, rt=rt)
+                res = solve_assignment(problem, opts, name, cost_g, force_gpus=True, rt=rt,
+                                       weights=weights)
                 res.info["server_level_split_failed"] = True
                 return replace(res, options=options, runtime_s=time.perf_counter() - t0)
             info["server_level_split_failed"] = True
@@ -365,6 +390,17 @@ def finish(
 ) -> PlacementResult:
     info["solver_objective"] = sol.objective
     info["solver_time_s"] = sol.time_s
+    evaluated = expected_cost(problem, layout)
+    info["expected_hops_per_token"] = evaluated
+    info["expected_wire_s_per_token"] = (
+        expected_cost(problem, layout, "wire") if problem.pair_seconds_per_byte is not None
+        else None
+    )
+    objective = sol.objective
+    info["objective_unit"] = OBJECTIVE_UNITS.get(name, "the solver's objective")
+    if not np.isfinite(objective):  # a fallback layout the solver never priced
+        objective = evaluated
+        info["objective_unit"] = EVALUATED_UNIT
     if not message:
         if integral:
             message = "LP relaxation integral (network-flow structure)"
@@ -379,7 +415,7 @@ def finish(
         strategy=name,
         status=sol.status,
         layout=layout,
-        objective=expected_cost(problem, layout),
+        objective=objective,
         mip_gap=0.0 if integral and sol.status is SolveStatus.OPTIMAL else sol.gap,
         runtime_s=time.perf_counter() - t0,
         options=options,
@@ -408,7 +444,7 @@ def _solve(
         return solve_replicas(problem, options, name, metric, weights, per_origin)
     rt = problem.round_trip(metric)
     cost_g = cost_matrix(problem, metric, weights, per_origin)
-    res = solve_assignment(problem, options, name, cost_g, rt=rt)
+    res = solve_assignment(problem, options, name, cost_g, rt=rt, weights=weights)
     res.info["metric"] = metric
     return res
 

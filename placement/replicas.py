@@ -71,7 +71,8 @@ def solve_replicas(
 
     # Warm start: the optimal single-copy layout (the TU model), mapped to units.
     single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
-                                                                   per_origin), rt=rt)
+                                                                   per_origin), rt=rt,
+                              weights=weights)
     info: dict[str, object] = {
         "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
         "single_copy_objective": single.objective,

@@ -40,10 +40,12 @@ from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.microbatches import by_tokens
 from simulator.cluster.paths import RouteTable
 from simulator.traffic import (
+    CopyTally,
     StageCopies,
     TrafficConfig,
     dispatch_stages,
     pair_counts,
+    remote_copies,
     resolve_hosts_layer,
     resolve_origins,
     stages_from_pairs,
@@ -316,6 +318,7 @@ class _Run:
         self.token_parts: list[pd.DataFrame] = []
         self.hops = 0.0
         self.tokens = 0
+        self.copies = CopyTally()
         self.started = 0
         self.finished = 0
 
@@ -339,6 +342,8 @@ class _Run:
             )
             pairs = pair_counts(origins, hosts, g)
             self.hops += float((pairs * distance).sum()) * 2
+            self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
+                            db + cb)
             if traffic.server_dedup:
                 dispatch = dispatch_stages(origins, hosts, self.gpu_server, True)
             else:

@@ -186,6 +186,7 @@ def collect_sim(run: _Run, config: SimConfig) -> SimResult:
         "tokens": float(run.tokens),
         "microbatches": float(len(run.token_parts)),
         "hops_per_token": run.hops / run.tokens if run.tokens else 0.0,
+        **run.copies.summary(),
         **tier_bytes(cluster, links["bytes"].to_numpy()),
         "max_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
         "max_gpu_compute_utilisation": float(gpus["compute_utilisation"].max()),

@@ -15,9 +15,10 @@ from pathlib import Path
 
 
 from experiments.outputs import atomic_write_text, write_json
-from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout
+from experiments.pipeline import build_problem, trace_activation, trace_sample
+from placement import SAMPLE_STRATEGIES, STRATEGIES, SolverOptions, check_layout
 from placement import solve_placement
+from placement.dedup.evaluate import dedup_cost
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.problem import SolveStatus, expected_cost
@@ -50,7 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
     p.add_argument("--replicas", type=int, default=0,
-                   help="Redundant expert copies per MoE layer (ILP family and eplb).")
+                   help="Redundant expert copies per MoE layer (ILP family, eplb, dedup).")
     p.add_argument("--balance-eps", type=float, default=None,
                    help="Every GPU's expected token load at most (1 + eps) x the mean.")
     p.add_argument("--slots-per-gpu", type=int, default=None,
@@ -82,12 +83,15 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
+    if args.replicas < 0:
+        raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
     cluster = _cluster(args)
     routes = build_route_table(cluster)
     origin_activation = None
+    sample = None
     if not args.stats.exists():
         raise InputError(f"{args.stats}: statistics file not found")
     if args.stats.suffix == ".json":
@@ -95,6 +99,12 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
+        if args.strategy in SAMPLE_STRATEGIES:
+            raise InputError(
+                f"--stats {args.stats}: {args.strategy} is fitted on per-token routing (which"
+                " experts a token uses together, and where it starts); SGLang load statistics"
+                " carry only counts per expert: give a native trace .parquet"
+            )
         if args.strategy == "ilp-origin":
             raise InputError(
                 "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
@@ -108,12 +118,17 @@ def run(args: argparse.Namespace) -> int:
             )
         if recorded or args.strategy == "ilp-origin":
             origin_activation = per_origin
+        sample = trace_sample(args.stats, routes.num_gpus)
     else:
         raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
-    problem = build_problem(
-        routes, model, activation, origin_activation, args.replicas, args.balance_eps,
-        args.slots_per_gpu, args.per_layer_per_gpu,
-    )
+    try:
+        problem = build_problem(
+            routes, model, activation, origin_activation, args.replicas, args.balance_eps,
+            args.slots_per_gpu, args.per_layer_per_gpu, sample,
+        )
+    except InputError as exc:
+        flags = f" (--replicas {args.replicas})" if args.replicas else ""
+        raise InputError(f"{exc}{flags}") from None
     res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
@@ -125,7 +140,20 @@ def run(args: argparse.Namespace) -> int:
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
-    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine)")
+    paper_hops = expected_cost(problem, res.layout)
+    unit = str(res.info.get("objective_unit", "expected hops per token (dispatch + combine)"))
+    print(f"objective    {res.objective:.4f} {unit}")
+    if "lower_bound" in res.info:
+        print(f"lower bound  {float(res.info['lower_bound']):.4f} ({res.info['bound_kind']})")
+    print(f"paper hops   {paper_hops:.4f} expected hops per token, one copy per route")
+    copies = None
+    if sample is not None:
+        copies = dedup_cost(problem, res.layout)
+        per_copy = (problem.dispatch_bytes + problem.combine_bytes) * problem.num_layers
+        print(f"remote       {copies.copies_per_token_layer:.4f} copies per token per MoE layer"
+              f" de-duplicated, {copies.routes_per_token_layer:.4f} without (fitting trace)")
+        print(f"network      {copies.copies_per_token_layer * per_copy:,.0f} bytes per token"
+              f" de-duplicated, {copies.routes_per_token_layer * per_copy:,.0f} without")
     print(f"wire time    {expected_cost(problem, res.layout, 'wire') * 1e6:.3f} us per token")
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
@@ -142,7 +170,11 @@ def run(args: argparse.Namespace) -> int:
         "stats": str(args.stats),
         "strategy": res.strategy,
         "status": res.status.value,
-        "objective_expected_hops_per_token": res.objective,
+        "objective": res.objective,
+        "objective_unit": unit,
+        "expected_hops_per_token": paper_hops,
+        "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,
+        "remote_routes_per_token_layer": None if copies is None else copies.routes_per_token_layer,
         "mip_gap": res.mip_gap,
         "runtime_s": res.runtime_s,
         "message": res.message,

@@ -1,0 +1,344 @@
+"""``dedup`` and ``dedup-bytes``: placement for the expected network cost of de-duplicated
+dispatch, fitted on the problem's token sample (see ``placement.dedup.evaluate`` for the rule).
+
+With every GPU's slots fixed per layer (the default: slots = layers x experts of a layer per
+GPU), layers decouple and each is a hypergraph partitioning problem (tokens are hyperedges over
+experts, the cost is the connectivity towards the token's origin).  Per layer:
+
+1. servers get their copies per layer from the GPU quotas; primaries are split over servers in
+   proportion (the rest are replica slots);
+2. start from the routing groups packed by co-selection (``start``), from EPLB's layout and, for
+   models without groups, from a co-activation fill; exact-delta swap local search
+   (``search``) with random restarts; the best start wins;
+3. replicas where they remove the most remote copies (``replicate``), then the swap search
+   again on the experts with one copy;
+4. copies to GPUs inside each server, heaviest first to the lightest GPU.
+
+Compute-balance guard: per layer, the busiest GPU may serve at most ``1 + BALANCE_SLACK`` times
+the routes EPLB's busiest GPU serves on the same problem (and ``balance_eps`` when given); the
+search keeps server loads under that x GPUs, and a layer whose GPU split misses the cap is
+solved again with a tighter server cap, or takes EPLB's layer.  Lower bound: ``bound``; the
+result is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from placement.dedup.bound import (
+    MAX_ENUMERATED_LAYOUTS, exact_layer, layouts_count, replica_bound, transport_bound,
+)
+from placement.dedup.evaluate import (
+    DedupCost,
+    dedup_cost, imbalance, layer_gpu_loads, server_cost, server_distance,
+)
+from placement.dedup.replicate import add_replicas, pack_server
+from placement.dedup.search import perturb_and_search, repair_balance, swap_search
+from placement.dedup.start import coactivation_start, group_start
+from placement.dedup.state import LayerState
+from placement.eplb import eplb
+from placement.problem import (
+    ExpertLayout, PlacementProblem, PlacementResult, SolverOptions, SolveStatus,
+)
+from placement.spread import _counts_per_gpu
+from placement.token_sample import TokenSample
+from traces.infra.errors import InputError
+
+BALANCE_SLACK = 0.05  # busiest GPU at most 5 % above EPLB's busiest, per layer
+_TIGHTEN = (1.0, 0.96, 0.9)  # server load cap factors tried when the GPU split misses
+RANDOM_STARTS = 8  # extra random starts per layer for models without routing groups
+
+
+@dataclass
+class _Layer:
+    """One layer's result: copies (expert, gpu) in replica order, and what each phase gave."""
+
+    copies: list[tuple[int, int]]
+    start_cost: float  # the first (structured) start, before any search
+    single_cost: float
+    final_cost: float
+    start_name: str
+    fallback: bool = False
+    guard_missed: bool = False
+
+
+def _primary_caps(cap: np.ndarray, num_experts: int) -> np.ndarray:
+    """Primaries per server: the experts split in proportion to its copies (largest remainder)."""
+    share = num_experts * cap / cap.sum()
+    out = np.floor(share).astype(np.int64)
+    for s in np.argsort(-(share - out), kind="stable")[: num_experts - int(out.sum())]:
+        out[s] += 1
+    return np.minimum(out, cap)
+
+
+def _layer_from_layout(eg: np.ndarray) -> list[tuple[int, int]]:
+    return [(e, int(g)) for e in range(eg.shape[0]) for g in eg[e] if g >= 0]
+
+
+def _solve_layer(
+    problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
+    own: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
+    deadline: float, rng: np.random.Generator,
+) -> _Layer:
+    E, S = problem.num_experts, problem.num_servers
+    gs = problem.gpu_server
+    cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
+    pcap = _primary_caps(cap, E)
+    starts: list[tuple[str, np.ndarray]] = []
+    g0 = group_start(x, own, E, problem.expert_groups, pcap)
+    if g0 is not None:
+        starts.append(("groups", g0))
+    if ref is not None and ref.expert_gpus.shape[2] >= 1:
+        rs = gs[ref.expert_gpus[li, :, 0]]
+        if np.array_equal(np.bincount(rs, minlength=S), pcap):
+            starts.append(("eplb", rs))
+    if not starts or problem.expert_groups < 2:
+        starts.append(("co-activation", coactivation_start(x, own, E, pcap)))
+    gps = problem.gpus_per_server.astype(np.float64)
+    if problem.expert_groups < 2:  # no group structure to keep: random restarts are cheap
+        starts += [("random", rng.permutation(np.repeat(np.arange(S), pcap)))
+                   for _ in range(RANDOM_STARTS)]
+    c0 = float("nan")
+    last: _Layer | None = None
+    for factor in _TIGHTEN:
+        load_cap = None if gpu_cap is None else factor * gpu_cap * gps
+        best: tuple[float, LayerState, str] | None = None
+        t_start = time.perf_counter()
+        budget = max(0.0, deadline - t_start)
+        movable = np.ones(E, dtype=bool)
+        for n_tried, (name, s0) in enumerate(starts):
+            if n_tried and time.perf_counter() > t_start + 0.5 * budget:
+                break
+            st = LayerState(x, cost, near, own, E, s0)
+            if n_tried == 0:
+                c0 = st.objective()
+            if load_cap is not None and not repair_balance(st, movable, load_cap):
+                continue
+            swap_search(st, movable, load_cap, t_start + 0.5 * budget)
+            if best is None or st.objective() < best[0]:
+                best = (st.objective(), st, name)
+        if best is None:
+            continue
+        st, name = best[1], best[2]
+        perturb_and_search(st, movable, load_cap, t_start + 0.7 * budget, rng)
+        single = st.objective()
+        free = cap - pcap
+        if free.sum():
+            add_replicas(st, free, load_cap, deadline)
+            swap_search(st, st.is_single(), load_cap, deadline)
+        copies, gpu_load = _to_gpus(problem, st, quota)
+        last = _Layer(copies, c0, single, st.objective(), name)
+        if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
+            return last
+    if ref is None:  # --balance-eps without an EPLB layout to fall back on: flag the miss
+        if last is None:
+            st = LayerState(x, cost, near, own, E, starts[0][1])
+            c = st.objective()
+            last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
+        return dataclasses.replace(last, guard_missed=True)
+    eg = ref.expert_gpus[li]
+    st = LayerState(x, cost, near, own, E, gs[eg[:, 0]])
+    c = st.objective()  # replicas of the reference not counted here: a flag, not a number
+    return _Layer(_layer_from_layout(eg), c, c, c, "eplb", fallback=True)
+
+
+def _to_gpus(
+    problem: PlacementProblem, st: LayerState, quota: np.ndarray
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Copies on GPUs (each server's copies packed onto its GPUs) and the GPU loads."""
+    loads = st.copy_loads()
+    copies: list[tuple[int, int]] = []
+    gpu_load = np.zeros(problem.num_gpus)
+    where: dict[tuple[int, int], int] = {}
+    for s in range(problem.num_servers):
+        gpus = problem.server_gpus(s)
+        items = [(e, srv) for (e, srv) in loads if srv == s]
+        w = np.array([loads[i] for i in items], dtype=np.float64)
+        pick = pack_server(w, quota[gpus])
+        for (e, _), p, wi in zip(items, pick, w, strict=True):
+            where[(e, s)] = int(gpus[p])
+            gpu_load[gpus[p]] += wi
+    for e, cp in enumerate(st.copies):
+        copies += [(e, where[(e, s)]) for s in cp]
+    return copies, gpu_load
+
+
+def _build(problem: PlacementProblem, layers: list[_Layer]) -> ExpertLayout:
+    L, E = problem.num_layers, problem.num_experts
+    reps = max(max(np.bincount([e for e, _ in ly.copies], minlength=E)) for ly in layers)
+    out = np.full((L, E, int(reps)), -1, dtype=np.int64)
+    for li, ly in enumerate(layers):
+        nxt = np.zeros(E, dtype=np.int64)
+        for e, g in ly.copies:
+            out[li, e, nxt[e]] = g
+            nxt[e] += 1
+    return ExpertLayout(out, problem.num_gpus)
+
+
+def _bound(
+    problem: PlacementProblem, cost: np.ndarray, own: np.ndarray, quota: np.ndarray,
+    options: SolverOptions, forced: bool,
+) -> tuple[float, str]:
+    """Lower bound of the sample cost per token (all layers) and which bound it is."""
+    sample = problem.token_sample
+    assert sample is not None
+    L, E, S = problem.num_layers, problem.num_experts, problem.num_servers
+    gs = problem.gpu_server
+    total, kinds = 0.0, set()
+    for li in range(L):
+        x = sample.experts[:, li, :].astype(np.int64)
+        cap = np.bincount(gs, weights=quota[li], minlength=S).astype(np.int64)
+        if problem.num_redundant:
+            total += replica_bound(x, cost, own, E, int(cap.sum()), int(cap.max()))
+            kinds.add("replica")
+            continue
+        if not forced:  # any per-layer split of the slots: relax each server to its maximum
+            cap = np.bincount(gs, minlength=S) * min(problem.max_per_gpu_per_layer,
+                                                     problem.slots_per_gpu)
+        if forced and layouts_count(E, _primary_caps(cap, E)) <= MAX_ENUMERATED_LAYOUTS:
+            total += exact_layer(x, cost, E, _primary_caps(cap, E))[0]
+            kinds.add("exact")
+        else:
+            total += transport_bound(x, cost, E, cap, options)
+            kinds.add("transport")
+    return total / sample.num_tokens, "+".join(sorted(kinds))
+
+
+def _ablation(
+    problem: PlacementProblem, layout: ExpertLayout, layers: list[_Layer], metric: str,
+    exact: DedupCost, seed: int,
+) -> dict[str, float]:
+    """Cost per token on the fitting sample of each step, and what each lever saved.
+
+    ``round_robin``: the paper's baseline; ``start``: the structured start (routing groups
+    packed by co-selection; co-activation fill without groups); ``search``: after the swap
+    search (co-activation beyond groups, and origins), one copy each; ``final``: with replicas.
+    ``origins_shuffled``: the final layout with the tokens' origins permuted at random, so
+    ``origins_shuffled - final`` is what placing experts near their tokens' origins bought.
+    """
+    from placement.baselines import round_robin
+
+    assert problem.token_sample is not None
+    T = problem.token_sample.num_tokens
+    rr = round_robin(problem, SolverOptions())
+    assert rr.layout is not None
+    rng = np.random.default_rng(seed)
+    sample = problem.token_sample
+    shuffled = dataclasses.replace(
+        problem, token_sample=TokenSample(sample.experts, rng.permutation(sample.origin_gpu))
+    )
+    out = {
+        "round_robin": dedup_cost(problem, rr.layout, metric).cost_per_token,
+        "start": sum(ly.start_cost for ly in layers) / T,
+        "search": sum(ly.single_cost for ly in layers) / T,
+        "final": exact.cost_per_token,
+        "origins_shuffled": dedup_cost(shuffled, layout, metric).cost_per_token,
+    }
+    out["saved_by_groups_or_coactivation_start"] = out["round_robin"] - out["start"]
+    out["saved_by_search"] = out["start"] - out["search"]
+    out["saved_by_replicas"] = out["search"] - out["final"]
+    out["saved_by_origins"] = out["origins_shuffled"] - out["final"]
+    return out
+
+
+def solve_dedup(
+    problem: PlacementProblem, options: SolverOptions, name: str, metric: str,
+    origin_blind: bool = False,
+) -> PlacementResult:
+    t0 = time.perf_counter()
+    sample = problem.token_sample
+    if sample is None:
+        raise InputError(
+            f"{name} needs per-token routing (which experts each token uses together, and where"
+            " it starts): give a native trace (--stats trace.parquet); load statistics carry only"
+            " counts per expert"
+        )
+    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
+    phys = problem.physical_per_layer
+    quota = _counts_per_gpu(np.full(L, phys), G, problem.max_per_gpu_per_layer,
+                            problem.slots_per_gpu)
+    forced = bool((quota == problem.max_per_gpu_per_layer).all()
+                  and problem.slots_per_gpu == L * problem.max_per_gpu_per_layer)
+    o = sample.origin_gpu.astype(np.int64)
+    own = problem.gpu_server[o]
+    cost = server_cost(problem, metric)[o]
+    if origin_blind:  # every token as if it started on a GPU drawn at random
+        cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
+    near = server_distance(problem)[o]
+    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
+    ref = None
+    try:
+        ref_res = eplb(problem, options)
+        ref = ref_res.layout if ref_res.is_ok else None
+    except InputError as exc:
+        info["balance_guard"] = f"off: no EPLB reference ({exc})"
+    ref_loads = layer_gpu_loads(problem, ref) if ref is not None else None
+    gpu_cap = None
+    if ref_loads is not None and problem.num_redundant:
+        gpu_cap = (1 + BALANCE_SLACK) * ref_loads.max(axis=1)
+        info["balance_guard"] = f"busiest GPU per layer <= {1 + BALANCE_SLACK:g} x EPLB's"
+    elif "balance_guard" not in info:
+        info["balance_guard"] = "off (no replicas; --balance-eps sets one)"
+    if problem.balance_eps is not None:
+        mean = np.array([sample.num_tokens * sample.top_k / G] * L)
+        eps_cap = (1 + problem.balance_eps) * mean
+        gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
+    rng = np.random.default_rng(options.seed)
+    deadline = t0 + 0.85 * options.time_limit_s
+    layers: list[_Layer] = []
+    for li in range(L):
+        now = time.perf_counter()
+        until = now + max(0.0, deadline - now) / (L - li)
+        layers.append(_solve_layer(
+            problem, li, sample.experts[:, li, :].astype(np.int64), cost, near, own, quota[li],
+            None if gpu_cap is None else float(gpu_cap[li]), ref, until, rng,
+        ))
+    layout = _build(problem, layers)
+    exact = dedup_cost(problem, layout, metric)
+    bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
+    obj = exact.cost_per_token
+    gap = 0.0 if obj <= 1e-12 else max(0.0, (obj - bound) / obj)
+    status = SolveStatus.OPTIMAL if gap <= 1e-9 else SolveStatus.FEASIBLE
+    T = sample.num_tokens
+    loads = layer_gpu_loads(problem, layout)
+    info.update(
+        lower_bound=bound, bound_kind=bound_kind, gap=gap,
+        copies_per_token_layer=exact.copies_per_token_layer,
+        routes_per_token_layer=exact.routes_per_token_layer,
+        replicas_used=int((layout.expert_gpus >= 0).sum() - L * E),
+        gpu_load_imbalance=imbalance(loads),
+        layers_from_eplb=[problem.layer_indices[i] if problem.layer_indices else i
+                          for i, ly in enumerate(layers) if ly.fallback],
+        layers_missing_balance=[problem.layer_indices[i] if problem.layer_indices else i
+                                for i, ly in enumerate(layers) if ly.guard_missed],
+        starts_won={n: sum(ly.start_name == n for ly in layers)
+                    for n in sorted({ly.start_name for ly in layers})},
+    )
+    info["ablation"] = _ablation(problem, layout, layers, metric, exact, options.seed)
+    if ref is not None:
+        re = dedup_cost(problem, ref, metric)
+        info["eplb_cost_per_token"] = re.cost_per_token
+        info["eplb_copies_per_token_layer"] = re.copies_per_token_layer
+        info["eplb_gpu_load_imbalance"] = imbalance(ref_loads) if ref_loads is not None else None
+    msg = (
+        f"de-duplicated {metric} cost on {T} fitted tokens: swap local search from routing"
+        f" groups / co-activation; {bound_kind} lower bound, gap {gap:.3g}"
+    )
+    return PlacementResult(
+        strategy=name, status=status, layout=layout, objective=obj, mip_gap=gap,
+        runtime_s=time.perf_counter() - t0, options=options, message=msg, info=info,
+    )
+
+
+def dedup(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
+    """Round-trip hops per remote server a token is sent to (de-duplicated dispatch)."""
+    return solve_dedup(problem, options, "dedup", "hops")
+
+
+def dedup_bytes(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
+    """The same in seconds on the wire (dispatch + combine bytes x seconds per byte)."""
+    return solve_dedup(problem, options, "dedup-bytes", "wire")
