@@ -10,12 +10,20 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from placement import PlacementProblem, PlacementResult, SolverOptions, check_layout
-from placement import default_slots, expected_cost, solve_placement
+from placement import (
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    check_layout,
+    default_slots,
+    expected_cost,
+    solve_placement,
+)
 from placement.token_sample import TokenSample
 from simulator.analytic import AnalyticResult, count_traffic
-from simulator.engine import SimConfig, SimResult, simulate
 from simulator.cluster.paths import RouteTable
+from simulator.engine import SimConfig, SimResult, simulate
 from simulator.traffic import resolve_origins
 from traces import RoutingTrace
 from traces.infra.errors import InputError
@@ -161,6 +169,7 @@ class Evaluation:
     """One placement replayed: placer result, simulation and the independent analytic count."""
 
     placement: PlacementResult
+    layout: ExpertLayout  # the placement's layout (a failed placement never gets this far)
     sim: SimResult
     analytic: AnalyticResult
     sim_runtime_s: float
@@ -202,7 +211,7 @@ def place_and_replay(
         f"  {strategy}: replay {elapsed:.1f} s, makespan {sim.summary['makespan_s'] * 1e3:.2f} ms,"
         " per-link bytes equal the analytic count"
     )
-    return Evaluation(res, sim, analytic, elapsed, hops)
+    return Evaluation(res, res.layout, sim, analytic, elapsed, hops)
 
 
 def summary_row(ev: Evaluation) -> dict[str, object]:
