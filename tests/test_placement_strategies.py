@@ -6,8 +6,14 @@ import numpy as np
 import pytest
 
 from experiments.pipeline import build_problem, token_sample
-from placement import STRATEGIES, SolverOptions, SolveStatus, check_layout, solve_placement
-from placement import expected_cost
+from placement import (
+    STRATEGIES,
+    SolverOptions,
+    SolveStatus,
+    check_layout,
+    expected_cost,
+    solve_placement,
+)
 from placement.eplb import balanced_packing, replicate
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table

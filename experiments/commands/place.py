@@ -16,8 +16,8 @@ from pathlib import Path
 from experiments.outputs import atomic_write_text, write_json
 from experiments.pipeline import build_problem, trace_activation, trace_sample
 from placement import SAMPLE_STRATEGIES, STRATEGIES, SolverOptions, check_layout, solve_placement
-from placement.dedup.evaluate import dedup_cost
 from placement.bottleneck import max_link_busy
+from placement.dedup.evaluate import dedup_cost
 from placement.layout_io import save_layout, to_sglang_map
 from placement.problem import SolveStatus, expected_cost
 from simulator.cluster.builders import build_fat_tree

@@ -30,11 +30,19 @@ from dataclasses import dataclass
 import numpy as np
 
 from placement.dedup.bound import (
-    MAX_ENUMERATED_LAYOUTS, exact_layer, layouts_count, replica_bound, transport_bound,
+    MAX_ENUMERATED_LAYOUTS,
+    exact_layer,
+    layouts_count,
+    replica_bound,
+    transport_bound,
 )
 from placement.dedup.evaluate import (
     DedupCost,
-    dedup_cost, imbalance, layer_gpu_loads, server_cost, server_distance,
+    dedup_cost,
+    imbalance,
+    layer_gpu_loads,
+    server_cost,
+    server_distance,
 )
 from placement.dedup.replicate import add_replicas, pack_server
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
@@ -42,7 +50,11 @@ from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
 from placement.eplb import eplb
 from placement.problem import (
-    ExpertLayout, PlacementProblem, PlacementResult, SolverOptions, SolveStatus,
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    SolveStatus,
 )
 from placement.spread import _counts_per_gpu
 from placement.token_sample import TokenSample

@@ -108,14 +108,14 @@ def coactivation_start(
         clusters.append(np.array(members, dtype=np.int64))
     S = len(caps)
     use = np.zeros((S, S))
-    for c, members in enumerate(clusters):
-        use[c] = np.bincount(own, weights=occ[:, members].sum(axis=1), minlength=S)
+    for c, cl in enumerate(clusters):
+        use[c] = np.bincount(own, weights=occ[:, cl].sum(axis=1), minlength=S)
     # clusters were cut to the servers' capacities in server order: keep sizes matched
     srv = np.empty(num_experts, dtype=np.int64)
     if (caps == caps[0]).all():
         server_of = _assign_to_servers(use)
     else:
         server_of = np.arange(S)
-    for c, members in enumerate(clusters):
-        srv[members] = server_of[c]
+    for c, cl in enumerate(clusters):
+        srv[cl] = server_of[c]
     return srv
