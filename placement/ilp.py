@@ -424,7 +424,8 @@ def finish(
 
 
 def _uniform(problem: PlacementProblem) -> np.ndarray:
-    k = problem.activation.sum(axis=1, keepdims=True)
+    # rounded: measured loads that sum to top_k up to float error must not perturb the model
+    k = np.round(problem.activation.sum(axis=1, keepdims=True), 9)
     return np.broadcast_to(k / problem.num_experts, problem.activation.shape).copy()
 
 
