@@ -58,6 +58,9 @@ def test_hand_computed_cost_and_optimum():
     assert (c.copies_per_token_layer, c.routes_per_token_layer, c.cost_per_token) == (
         0.5, 0.75, 1.0)
     # Every other split costs more: {0,2}|{1,3} gives 3 copies, {0,3}|{1,2} 4, {2,3}|{0,1} 3.
+    # The same four tokens 50 times over (enough routes per expert and server that the search
+    # fits all of them; per token the costs are the same):
+    p = _problem(experts * 50, [0, 1, 0, 0] * 50)
     res = solve_placement(p, "dedup", OPTS)
     assert res.objective == pytest.approx(1.0)
     assert res.info["lower_bound"] == pytest.approx(1.0)  # tiny: enumerated exactly
@@ -65,7 +68,7 @@ def test_hand_computed_cost_and_optimum():
     assert check_layout(p, res.layout) == []
 
 
-def _random_instance(seed, T=24, E=6, k=2, L=2, servers=2):
+def _random_instance(seed, T=150, E=6, k=2, L=2, servers=2):
     rng = np.random.default_rng(seed)
     experts = np.stack([np.stack([rng.choice(E, k, replace=False) for _ in range(L)])
                         for _ in range(T)])
@@ -109,7 +112,7 @@ def test_matches_brute_force_and_bounds_hold(seed, servers):
 @pytest.mark.parametrize("seed", range(3))
 def test_replica_bound_is_below_every_layout_with_replicas(seed):
     # 4 experts, 2 servers of 1 GPU, 2 redundant copies: 3 copies per server per layer.
-    experts, origins = _random_instance(seed, T=20, E=4, k=2, L=1)
+    experts, origins = _random_instance(seed, T=20, E=4, k=2, L=1)  # few tokens: held out
     p = _problem(experts, origins, redundant=2)
     cost = (np.arange(2)[None, :] != origins[:, None]) * 2.0
     bound = replica_bound(experts[:, 0], cost, origins, 4, 6, 3) / len(origins)

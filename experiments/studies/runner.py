@@ -43,8 +43,8 @@ from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
-METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",
-                   "latency_p50_ms", "latency_p99_ms", "makespan_ms")
+METRICS_REDUCED = ("hops_per_token", "remote_copies_per_token_layer", "network_link_bytes",
+                   "max_link_utilisation", "latency_p50_ms", "latency_p99_ms", "makespan_ms")
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells total, last cell label)
 

@@ -151,7 +151,7 @@ def perturb_and_search(
         return 0
     while fails < patience and time.perf_counter() < deadline:
         saved = st.srv.copy()
-        for _ in range(max(2, idx.size // 16)):
+        for _ in range(max(2, min(8, idx.size // 16))):
             x, y = rng.choice(idx, 2, replace=False)
             if st.srv[x] != st.srv[y]:
                 st.apply_swap(int(x), int(y))

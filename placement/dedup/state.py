@@ -32,9 +32,14 @@ class LayerState:
         order = np.argsort(flat, kind="stable")
         self.r_tok = (order // k).astype(np.int64)  # token of each route, grouped by expert
         self.r_exp = flat[order]
+        self.order = order  # route i (grouped by expert) is slot order[i] of the [T, k] table
+        self.x = flat.reshape(T, k)
         self.bounds = np.searchsorted(self.r_exp, np.arange(num_experts + 1))
         self.occ = np.zeros((T, num_experts), dtype=bool)
         self.occ[self.r_tok, self.r_exp] = True
+        # w[e, B] = sum over e's tokens of cost[t, B] (constant: costs never change)
+        self.w = np.stack([np.bincount(self.r_exp, weights=cost[self.r_tok, b],
+                                       minlength=num_experts) for b in range(self.S)], axis=1)
         self.weight = np.diff(self.bounds)  # routes per expert (its load)
         self.copies: list[list[int]] = [[int(s)] for s in servers]
         self.srv = np.asarray(servers, dtype=np.int64).copy()
@@ -62,14 +67,28 @@ class LayerState:
 
     # --- moves of single-copy experts -------------------------------------------------------
     def move_deltas(self) -> np.ndarray:
-        """delta[e, B]: exact change of the cost when single-copy expert e alone moves to B."""
-        t, a = self.r_tok, self.h
-        cnt, c = self.cnt, self.cost
-        rem = np.where(cnt[t, a] == 1, c[t, a], 0.0)
-        add = np.where(cnt[t] == 0, c[t], 0.0)
-        per = add - rem[:, None]
-        cs = np.vstack([np.zeros((1, self.S)), np.cumsum(per, axis=0)])
-        return cs[self.bounds[1:]] - cs[self.bounds[:-1]]
+        """delta[e, B]: exact change of the cost when single-copy expert e alone moves to B.
+
+        Over e's tokens: + cost[t, B] where t has no copy on B yet, - cost[t, A] where e is
+        t's only expert on its server A.  The first sum is ``w[e, B]`` minus, for every token
+        of e, the servers t already uses (at most k per token: O(tokens x k^2), not x servers);
+        rows of replicated experts are meaningless.
+        """
+        T, k, S = self.T, self.k, self.S
+        hk = np.empty(T * k, dtype=np.int64)
+        hk[self.order] = self.h
+        hk = hk.reshape(T, k)
+        srt = np.sort(hk, axis=1)
+        first = np.ones(srt.shape, dtype=bool)
+        first[:, 1:] = srt[:, 1:] != srt[:, :-1]
+        rows = np.arange(T)[:, None]
+        val = np.where(first, self.cost[rows, srt], 0.0)  # [T, k]: servers t uses, once each
+        keys = (self.x[:, :, None] * S + srt[:, None, :]).ravel()  # every (expert, used server)
+        vals = np.broadcast_to(val[:, None, :], (T, k, k)).ravel()
+        used = np.bincount(keys, weights=vals, minlength=self.E * S).reshape(self.E, S)
+        only = np.where(self.cnt[rows, hk] == 1, self.cost[rows, hk], 0.0)
+        rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
+        return self.w - used - rem[:, None]
 
     def _part(self, e: int, src: int, dst: int, tokens: np.ndarray) -> float:
         cnt, c = self.cnt, self.cost
