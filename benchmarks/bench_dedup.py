@@ -89,7 +89,7 @@ def esft(time_limit: float) -> dict[str, Any]:
             row[f"{s}_copies"] = dedup_cost(out, res.layout).copies_per_token_layer
             if s == "dedup":
                 row.update(dedup_solve_s=el, dedup_in_sample=res.info["copies_per_token_layer"],
-                           gap=res.mip_gap, ablation=res.info["ablation"])
+                           gap=res.gap, ablation=res.info["ablation"])
         row["dedup_vs_rr_pct"] = 100 * (1 - row["dedup_copies"] / row["round-robin_copies"])
         rows.append(row)
         print(f"esft {task:12s} rr {row['round-robin_copies']:.3f} eplb {row['eplb_copies']:.3f}"
@@ -137,7 +137,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
                 "setup": label, "replicas": r, "strategy": s, "solve_s": el,
                 "copies": c.copies_per_token_layer, "routes": c.routes_per_token_layer,
                 "imbalance": imbalance(layer_gpu_loads(out, res.layout)),
-                "gap": res.mip_gap, "bound": res.info.get("lower_bound"),
+                "gap": res.gap, "bound": res.info.get("lower_bound"),
             }
             if s.startswith("dedup"):
                 row["ablation"] = res.info["ablation"]
@@ -149,7 +149,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
             out_rows.append(row)
             print(f"{label} R={r:<3d} {s:12s} copies {row['copies']:.3f} routes"
                   f" {row['routes']:.3f} imbalance {row['imbalance']:.3f} solve {el:6.1f} s"
-                  + (f" gap {res.mip_gap:.2f}" if s.startswith("dedup") else "")
+                  + (f" gap {res.gap:.2f}" if s.startswith("dedup") else "")
                   + (f" p99 {row['p99_ms']:.3f} ms" if des else ""), flush=True)
     return out_rows
 

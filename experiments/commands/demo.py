@@ -146,8 +146,9 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
     summary = compare(evals)
     _write_outputs(cfg, out, cluster, problem, evals, summary, p)
     return summary[
-        ["strategy", "status", "solve_time_s", "hops_per_token", "remote_copies_per_token_layer",
-         "remote_routes_per_token_layer", "network_bytes_dedup", "network_bytes_no_dedup",
+        ["strategy", "status", "gap", "solve_time_s", "hops_per_token",
+         "remote_copies_per_token_layer", "remote_routes_per_token_layer",
+         "network_bytes_dedup", "network_bytes_no_dedup",
          "max_link_utilisation", "latency_p50_ms", "latency_p99_ms"]
         + [c for c in summary.columns if c == "hops_per_token_reduction_pct"]
     ]

@@ -20,7 +20,8 @@ import math
 import numpy as np
 
 from placement.lp import Model, run_highs
-from placement.problem import SolverOptions, SolveStatus
+from placement.outcome import SolveStatus
+from placement.problem import SolverOptions
 
 MAX_ENUMERATED_LAYOUTS = 5000
 
@@ -52,7 +53,7 @@ def transport_bound(
     sol = run_highs(model, options, integer=False)
     if sol.status is not SolveStatus.OPTIMAL or sol.x is None:
         return 0.0
-    return max(0.0, float(sol.objective))
+    return max(0.0, float(sol.outcome.objective))
 
 
 def replica_bound(

@@ -1,6 +1,11 @@
 """``dedup`` and ``dedup-bytes``: placement for the expected network cost of de-duplicated
 dispatch, fitted on the problem's token sample (see ``placement.dedup.evaluate`` for the rule).
 
+The result's ``objective`` is, as for every strategy, the layout's expected hops (the paper's
+metric); its ``solver`` outcome carries the de-duplicated cost on the fitting sample (round-trip
+hops, or seconds on the wire, per remote server copy, per token over all layers), the lower
+bound and the gap.
+
 With every GPU's slots fixed per layer (the default: slots = layers x experts of a layer per
 GPU), layers decouple and each is a hypergraph partitioning problem (tokens are hyperedges over
 experts, the cost is the connectivity towards the token's origin).  Per layer:
@@ -49,12 +54,13 @@ from placement.dedup.search import perturb_and_search, repair_balance, swap_sear
 from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
 from placement.eplb import eplb
+from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
+    expected_cost,
 )
 from placement.spread import _counts_per_gpu
 from placement.token_sample import TokenSample
@@ -358,12 +364,18 @@ def solve_dedup(
     exact = dedup_cost(problem, layout, metric)
     bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
     obj = exact.cost_per_token
-    gap = 0.0 if obj <= 1e-12 else max(0.0, (obj - bound) / obj)
-    status = SolveStatus.OPTIMAL if gap <= 1e-9 else SolveStatus.FEASIBLE
+    stopped = bool(info["stopped_by_time_limit"])
+    outcome = SolverOutcome.from_bound(
+        objective=obj, dual_bound=bound, gap_tolerance=1e-9,
+        termination=Termination.TIME_LIMIT if stopped else None,
+        solver_status=("time limit reached" if stopped else "local search converged")
+        + f"; {bound_kind} bound", time_s=time.perf_counter() - t0,
+    )
+    gap = outcome.gap
     T = sample.num_tokens
     loads = layer_gpu_loads(problem, layout)
     info.update(
-        lower_bound=bound, bound_kind=bound_kind, gap=gap,
+        dedup_cost_per_token=obj, lower_bound=bound, bound_kind=bound_kind,
         copies_per_token_layer=exact.copies_per_token_layer,
         routes_per_token_layer=exact.routes_per_token_layer,
         replicas_used=int((layout.expert_gpus >= 0).sum() - L * E),
@@ -388,8 +400,9 @@ def solve_dedup(
            " machine's speed)" if info["stopped_by_time_limit"] else "")
     )
     return PlacementResult(
-        strategy=name, status=status, layout=layout, objective=obj, mip_gap=gap,
-        runtime_s=time.perf_counter() - t0, options=options, message=msg, info=info,
+        strategy=name, status=outcome.status, layout=layout,
+        objective=expected_cost(problem, layout), runtime_s=time.perf_counter() - t0,
+        options=options, message=msg, info=info, solver=outcome,
     )
 
 
