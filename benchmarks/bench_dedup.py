@@ -166,11 +166,12 @@ def paper(full: bool, time_limit: float) -> list[dict[str, Any]]:
     from experiments.studies.spec import build_study
 
     study = paper_study(quick=not full, placer_names=("round-robin", "eplb"))
-    definition = json.loads(json.dumps(study.definition))
-    definition["sim"] = {**definition.get("sim", {}), "server_dedup": True}
-    placers = definition["axes"]["placer"]
-    placers.append({"name": "dedup", "options": {"time_limit_s": time_limit}})
-    study = build_study(definition)
+    d = json.loads(json.dumps(study.definition))
+    raw = {**d["base"], "axes": {", ".join(paths): values if len(paths) > 1 else
+                                 [v[0] for v in values] for paths, values in d["axes"]}}
+    raw["sim"] = {**raw.get("sim", {}), "server_dedup": True}
+    raw["axes"]["placer"].append({"name": "dedup", "options": {"time_limit_s": time_limit}})
+    study = build_study(raw)
     rows = []
     for cell in study.cells:
         res = evaluate_cell(cell.config)

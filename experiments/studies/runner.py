@@ -319,18 +319,18 @@ def add_reductions(results: pd.DataFrame, axes: tuple[str, ...], baseline: str) 
     (``placer.*``); NaN where the grid has no such row.
     """
     df = results.copy()
+    metrics = [m for m in METRICS_REDUCED if m in df.columns]  # runs from before a metric
     group = [a for a in axes if not a.startswith("placer") and a in df.columns]
     base = df[df["placer"] == baseline]
     if group:
         base = base.drop_duplicates(subset=group)
-        merged = df[group].merge(base[group + list(METRICS_REDUCED)], on=group, how="left",
+        merged = df[group].merge(base[group + metrics], on=group, how="left",
                                  suffixes=("", "_base"))
     else:
         merged = pd.DataFrame(
-            {m: np.repeat(base[m].iloc[0] if len(base) else np.nan, len(df))
-             for m in METRICS_REDUCED}
+            {m: np.repeat(base[m].iloc[0] if len(base) else np.nan, len(df)) for m in metrics}
         )
-    for m in METRICS_REDUCED:
+    for m in metrics:
         b = merged[m].to_numpy(dtype=float)
         v = df[m].to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):

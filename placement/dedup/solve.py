@@ -69,8 +69,9 @@ from traces.infra.errors import InputError
 BALANCE_SLACK = 0.05  # busiest GPU at most 5 % above EPLB's busiest, per layer
 _TIGHTEN = (1.0, 0.96, 0.9)  # server load cap factors tried when the GPU split misses
 RANDOM_STARTS = 8  # extra random starts per layer for models without routing groups
-ILS_PATIENCE = 3  # random restarts without improvement before a layer's search stops
-ILS_FULL_BELOW = 2048  # experts x servers above which one restart only (R1 on 256 GPUs)
+# random restarts without improvement before a layer's search stops, by experts x servers:
+# 3 up to DeepSeek-R1 on 4 servers (1,024), 1 above (R1 on 32 servers: 8,192)
+ILS_PATIENCE = ((2048, 3), (None, 1))
 HOLDOUT_BELOW_ROUTES = 16  # fitted routes per expert and server below which a third is held out
 
 
@@ -171,7 +172,7 @@ def _fit_single(
     T, k = x.shape
     S = cost.shape[1]
     movable = np.ones(E, dtype=bool)
-    patience = ILS_PATIENCE if E * S <= ILS_FULL_BELOW else 1
+    patience = next(n for size, n in ILS_PATIENCE if size is None or E * S <= size)
     if T * k >= HOLDOUT_BELOW_ROUTES * E * S:
         best: tuple[float, LayerState, str] | None = None
         for name, s0 in starts:
