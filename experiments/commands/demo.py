@@ -132,11 +132,13 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
     write_trace(out / "trace_replay.parquet", replay)
     p, per_origin, _ = origin_activation([fit], g)
     sample = token_sample([fit], g)
-    problem = build_problem(routes, model, p, origin_activation=per_origin, sample=sample)
-    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig(traffic=TrafficConfig(server_dedup=cfg.server_dedup))
+    problem = build_problem(routes, model, p, origin_activation=per_origin,
+                            traffic=sim_config.traffic, sample=sample)
+    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     # EPLB needs (experts + redundant) to divide over the GPUs: the fewest redundant copies
-    eplb_problem = build_problem(routes, model, p, origin_activation=per_origin, sample=sample,
+    eplb_problem = build_problem(routes, model, p, origin_activation=per_origin,
+                                 traffic=sim_config.traffic, sample=sample,
                                  num_redundant=(-model.num_routed_experts) % g)
     evals: list[Evaluation] = []
     for strategy in cfg.strategies:
