@@ -11,7 +11,8 @@ from experiments.pipeline import build_problem, token_sample
 from placement import ExpertLayout
 from placement.dedup.evaluate import dedup_cost
 from simulator.analytic import count_traffic
-from simulator.cluster.builders import BUILDERS, build_fat_tree
+from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table
 from simulator.engine import SimConfig, simulate
 from simulator.traffic import TrafficConfig, remote_copies
