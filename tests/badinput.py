@@ -1181,7 +1181,7 @@ cli_case("demo --seed -1", ["demo", "--out", "{dir}/run", "--seed", "-1"], "--se
 cli_case("demo --out exists, no --overwrite", ["demo", "--out", "{dir}/existing"],
          "existing", "--overwrite", subprocess=True)
 cli_case("demo --out is a file", ["demo", "--out", "{dir}/afile", "--overwrite"],
-         "afile", "not a directory")
+         "afile", "is not a finished")
 cli_case("demo --out inside a file", ["demo", "--out", "{dir}/afile/run"],
          "afile/run: cannot create", "afile is a file")
 cli_case("unknown subcommand", ["frobnicate"], "invalid choice: 'frobnicate'", "--help",
@@ -1209,7 +1209,7 @@ cli_case("trace import: --out not .parquet",
          must_not_exist=("t.csv",))
 cli_case("trace import: --out exists",
          ["trace", "import", "--out", "{dir}/trace.parquet", "--format", "vllm",
-          "{dir}/req.npy", "--model", "{dir}/tiny.json"], "trace.parquet: output exists",
+          "{dir}/req.npy", "--model", "{dir}/tiny.json"], "trace.parquet: exists",
          "--overwrite")
 _PLACE = ["place", "--fat-tree", "4", "2", "--out", "{dir}/layout_out.csv"]
 cli_case("place: --stats missing", [*_PLACE, "--stats", "{dir}/nope.parquet"],

@@ -14,7 +14,13 @@ from dataclasses import asdict
 from pathlib import Path
 
 
-from experiments.outputs import atomic_write_text, write_json
+from experiments.outputs import (
+    LAYOUT_TABLE,
+    SGLANG_MAP,
+    add_output_argument,
+    atomic_write_text,
+    write_json,
+)
 from experiments.pipeline import build_problem, trace_activation
 from placement import STRATEGIES, SolverOptions, check_layout
 from placement import solve_placement
@@ -62,10 +68,12 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
     p.add_argument("--threads", type=int, default=1, help="HiGHS threads.")
     p.add_argument("--seed", type=int, default=0, help="HiGHS random_seed and baseline rng.")
-    p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
-    p.add_argument("--sglang-json", type=Path, default=None,
-                   help="Also write SGLang --init-expert-location JSON here.")
-    p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
+    add_output_argument(p, "--out", LAYOUT_TABLE, required=True,
+                        help="Layout table (.parquet or .csv); its .meta.json is written beside.")
+    add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
+                        help="Also write SGLang --init-expert-location JSON here.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace output files that earlier `place` runs wrote.")
     p.set_defaults(func=run)
 
 
@@ -77,9 +85,6 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    for out in (args.out, args.sglang_json):
-        if out is not None and out.exists() and not args.overwrite:
-            raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     options = SolverOptions(

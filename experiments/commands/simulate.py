@@ -15,7 +15,13 @@ from typing import Any
 
 import numpy as np
 
-from experiments.outputs import run_directory, write_json, write_parquet
+from experiments.outputs import (
+    add_output_argument,
+    run_directory,
+    run_directory_kind,
+    write_json,
+    write_parquet,
+)
 from experiments.versions import versions
 from placement.layout_io import load_layout
 from simulator.analytic import count_traffic
@@ -54,8 +60,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
-    p.add_argument("--out", type=Path, required=True, help="Run directory to create.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    add_output_argument(p, "--out", run_directory_kind("simulate"), required=True,
+                        help="Run directory to create.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `simulate` wrote.")
     p.add_argument(
         "--microbatch-tokens", type=int, default=None,
         help="Micro-batches of N tokens; default: one per recorded step.",
@@ -141,8 +149,6 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--read-chunk-tokens must be >= 1")
     if args.microbatch_tokens is not None and args.microbatch_tokens < 1:
         raise InputError("--microbatch-tokens must be >= 1")
-    if args.out.exists() and not args.overwrite:
-        raise InputError(f"{args.out}: output directory exists; pass --overwrite to replace it")
     model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
     blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
     meta: dict[str, Any] = {

@@ -7,9 +7,11 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.studies import Study, run_study
 from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
 from traces.infra.errors import InputError
+from traces.infra.protected import protect
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
@@ -22,7 +24,8 @@ def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--workers", type=int, default=2,
                    help="Worker processes of the local Dask cluster (default 2).")
     p.add_argument("--overwrite", action="store_true",
-                   help="Start again in an existing run directory (otherwise it is resumed).")
+                   help="Start again in an existing study run directory (otherwise it is"
+                        " resumed); other directories are never replaced.")
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
 
 
@@ -49,6 +52,12 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     """Run a validated study into ``out``, write the report, print the summary."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    for cell in study.cells:  # the trace files a study file names are inputs too
+        for key in ("source", "fit_source"):
+            value = cell.config["trace"].get(key)
+            if value and value != "synthetic":
+                protect(f"trace.{key}", value)
+    claim_output(out, STUDY_RUN, args.overwrite, "--out")  # also when --out is the default
     for note in study.skipped:
         print(f"not run: {note}", file=sys.stderr)
     outcome = run_study(
@@ -88,7 +97,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
                    help="Small clusters and few tokens (a minute or two on 2 cores).")
-    p.add_argument("--out", type=Path, default=None, help="Run directory (default runs/<name>).")
+    add_output_argument(p, "--out", STUDY_RUN, default=None,
+                        help="Run directory (default runs/<name>).")
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"
                         " (its model replaces the paper's two).")

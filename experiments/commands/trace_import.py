@@ -18,7 +18,15 @@ import numpy as np
 import pandas as pd
 
 from experiments import plots
-from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+from experiments.outputs import (
+    TRACE_OR_LOAD_STATS,
+    add_output_argument,
+    run_directory,
+    run_directory_kind,
+    save_figure,
+    write_json,
+    write_parquet,
+)
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
 from simulator.cluster.paths import gpu_distance_matrix
@@ -61,13 +69,15 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
     p.add_argument("input", type=Path, help="Input file or folder.")
-    p.add_argument("--out", type=Path, required=True, help="Output .parquet file.")
+    add_output_argument(p, "--out", TRACE_OR_LOAD_STATS, required=True,
+                        help="Output .parquet file.")
     p.add_argument(
         "--model",
         default=None,
         help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
     )
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a trace or load-statistics file moe-netsim wrote.")
     p.set_defaults(func=run_import)
 
     s = trace_sub.add_parser(
@@ -75,7 +85,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Routing statistics of a trace as Parquet tables plus an expert-load heatmap.",
     )
     s.add_argument("trace", type=Path, help="Native trace file (.parquet).")
-    s.add_argument("--out", type=Path, required=True, help="Output directory.")
+    add_output_argument(s, "--out", run_directory_kind("trace stats"), required=True,
+                        help="Output directory.")
     s.add_argument(
         "--layout",
         type=Path,
@@ -94,7 +105,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         action="store_true",
         help="Skip co-activation and transitions (they cost top_k^2 per token and layer).",
     )
-    s.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    s.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `trace stats` wrote.")
     s.set_defaults(func=run_stats)
 
 
@@ -104,8 +116,6 @@ def _model(arg: str | None) -> ModelSpec | None:
 
 def run_import(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()

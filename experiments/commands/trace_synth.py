@@ -8,6 +8,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
+from experiments.outputs import TRACE_FILE, add_output_argument
 from traces import RoutingTrace, TraceWriter, model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
@@ -29,7 +30,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--model", required=True, help="Model preset, e.g. deepseek-r1.")
     p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
-    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
@@ -75,7 +76,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model-dir", type=Path, help="Local model directory (weights + config).")
     src.add_argument("--config", type=Path, help="config.json: random weights (seeded).")
     r.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run.")
-    r.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(r, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
     r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
     r.add_argument("--max-tokens", type=int, default=None, help="Stop after this many tokens.")

@@ -41,6 +41,7 @@ from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
 from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
+from traces.infra.protected import check_writable
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
 METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",
@@ -80,10 +81,10 @@ def _locked(run_dir: Path) -> Iterator[None]:
 def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
     record = run_dir / "study.json"
     if run_dir.exists() and not record.is_file():
-        if any(p.name != ".lock" for p in run_dir.iterdir()) and not overwrite:
+        if any(p.name != ".lock" for p in run_dir.iterdir()):
             raise InputError(
-                f"{run_dir}: exists and is not a sweep run directory (no study.json); pass"
-                " --overwrite to replace it or choose another --out"
+                f"--out {run_dir}: exists and is not a study or sweep run directory (no"
+                " study.json); --overwrite replaces only those; move it or choose another --out"
             )
     if record.is_file():
         try:
@@ -99,6 +100,7 @@ def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
         elif not overwrite:
             return
     if run_dir.exists() and overwrite:
+        check_writable(run_dir, "--out")
         for child in run_dir.iterdir():
             if child.name == ".lock":
                 continue
@@ -239,6 +241,7 @@ def run_study(
     run_dir = Path(run_dir)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
+    check_writable(run_dir, "--out")
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
     run_dir.mkdir(parents=True, exist_ok=True)
