@@ -13,7 +13,6 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
-
 from experiments.outputs import (
     LAYOUT_TABLE,
     SGLANG_MAP,
@@ -22,15 +21,14 @@ from experiments.outputs import (
     write_json,
 )
 from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout
-from placement import solve_placement
+from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.problem import SolveStatus, expected_cost
 from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
@@ -97,7 +95,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.stats}: statistics file not found")
     if args.stats.suffix == ".json":
         if args.model is None:
-            raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
+            raise InputError(
+                "--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
+            )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
         if args.strategy == "ilp-origin":

@@ -29,12 +29,12 @@ from experiments.outputs import (
 )
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
+from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
 from simulator.traffic import resolve_hosts, resolve_origins
-from traces.infra.errors import InputError
 from traces.importers import import_trace
+from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import read_sglang_logical_count, save_load_stats
 from traces.model import ModelSpec, load_model_spec
