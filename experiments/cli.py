@@ -38,7 +38,14 @@ class _Parser(argparse.ArgumentParser):
 
 def build_parser() -> argparse.ArgumentParser:
     from experiments.commands import (
-        demo, place, report, simulate, study, sweep, topology, trace,
+        demo,
+        place,
+        report,
+        simulate,
+        study,
+        sweep,
+        topology,
+        trace,
     )
 
     parser = _Parser(

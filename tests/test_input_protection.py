@@ -86,10 +86,12 @@ COMMANDS = [
 def _prepare(d: Path) -> None:
     prepare_cli_dir(d)
     rng = np.random.default_rng(0)
-    counts = rng.integers(0, 9, (TINY.num_moe_layers, TINY.num_routed_experts))
+    counts = rng.integers(0, 9, (max(TINY.moe_layer_indices) + 1, TINY.num_routed_experts))
+    counts[0] = 0  # layer 0 is dense
     (d / "counts.json").write_text(json.dumps({"logical_count": counts.tolist()}))
     m16 = model_preset("deepseek-moe-16b")
-    counts = rng.integers(1, 9, (m16.num_moe_layers, m16.num_routed_experts))
+    counts = rng.integers(1, 9, (max(m16.moe_layer_indices) + 1, m16.num_routed_experts))
+    counts[0] = 0
     (d / "counts16b.json").write_text(json.dumps({"logical_count": counts.tolist()}))
     (d / "study.toml").write_text(STUDY)
 
@@ -200,6 +202,11 @@ OWN_CASES = [
     ("topology draw", ["topology", "draw", "{d}/cluster.json"], "c.png"),
     ("trace import", ["trace", "import", "--format", "vllm", "{d}/req.npy", "--model",
                       "{d}/tiny.json"], "t.parquet"),
+    ("trace import sglang", ["trace", "import", "--format", "sglang", "{d}/counts.json",
+                             "--model", "{d}/tiny.json"], "s.parquet"),
+    ("trace synth", ["trace", "synth", "--model", "deepseek-moe-16b", "--tokens", "8",
+                     "--load-stats", "{d}/counts16b.json"], "syn.parquet"),
+    ("trace stats", ["trace", "stats", "{d}/trace.parquet"], "stats"),
     ("place", ["place", "--topology", "{d}/cluster.json", "--stats", "{d}/trace.parquet",
                "--strategy", "round-robin"], "l.parquet"),
     ("simulate", ["simulate", "--trace", "{d}/trace.parquet", "--topology", "{d}/cluster.json",

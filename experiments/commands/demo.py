@@ -16,9 +16,9 @@ import pandas as pd
 from experiments import plots
 from experiments.outputs import (
     add_output_argument,
-    run_directory_kind,
     atomic_write_text,
     run_directory,
+    run_directory_kind,
     save_figure,
     write_json,
     write_parquet,

@@ -143,7 +143,7 @@ def describe(cluster: ClusterSpec) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     fam = _family(args.family)
-    params = parse_params(args.param)
+    params: dict[str, Any] = dict(parse_params(args.param))
     cluster = fam(**params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(cluster, args.out)

@@ -4,8 +4,9 @@ A reader (or a crash) never sees a half-written file under the final name: the d
 hidden temporary file in the same directory, is flushed to disk, gets the permissions a plain
 ``open(path, "w")`` would give (``mkstemp`` makes 0600 files), and is renamed over ``path``.
 On any error the temporary file is removed.  A path that is, or contains, an input of the
-running command is refused before anything is written (:mod:`traces.infra.protected`).  It lives in ``traces`` because that is the bottom
-layer every package may import (``experiments.outputs`` builds on it).
+running command is refused before anything is written (:mod:`traces.infra.protected`).  It
+lives in ``traces`` because that is the bottom layer every package may import
+(``experiments.outputs`` builds on it).
 """
 
 from __future__ import annotations

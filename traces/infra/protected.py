@@ -86,7 +86,7 @@ def clash(path: str | os.PathLike[str]) -> ProtectedInput | None:
 
 
 def check_writable(path: str | os.PathLike[str], flag: str = "output") -> None:
-    """Raise :class:`InputError` when writing, replacing or deleting ``path`` would touch an input."""
+    """Raise :class:`InputError` if writing, replacing or deleting ``path`` touches an input."""
     p = clash(path)
     if p is None:
         return
