@@ -25,7 +25,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             " detail tables, figures and report.html."
         ),
     )
-    p.add_argument("study_file", type=Path, help="TOML study file (see README).")
+    p.add_argument("study_file", type=Path,
+                   help="TOML study file (see docs/reference/study-files.md).")
     add_output_argument(p, "--out", STUDY_RUN, default=None,
                         help="Run directory (default: runs/<study file name>).")
     add_execution_arguments(p)
