@@ -12,9 +12,9 @@ import sys
 from pathlib import Path
 
 import pytest
+from badinput import prepare_cli_dir
 
 import experiments.cli as cli
-from tests.badinput import prepare_cli_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 

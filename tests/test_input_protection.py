@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from badinput import TINY, prepare_cli_dir
 
 from experiments.cli import main
-from tests.badinput import TINY, prepare_cli_dir
 from traces import model_preset
 
 
