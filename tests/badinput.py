@@ -154,7 +154,9 @@ def _cluster_dict() -> dict[str, Any]:
             "links": links}
 
 
-# The cases, in catalogue order (each module registers its cases into CASES on import).
+# The cases, in catalogue order (each module registers its cases into CASES on import).  They
+# import this module as ``badinput``: one module under both names, however it was imported.
+sys.modules.setdefault("badinput", sys.modules[__name__])
 for _module in ['badinput_traces', 'badinput_clusters', 'badinput_importers', 'badinput_cli']:
     importlib.import_module(f"{__package__}.{_module}" if __package__ else _module)
 

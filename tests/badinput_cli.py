@@ -8,20 +8,7 @@ import re
 from collections.abc import Callable
 from pathlib import Path
 
-from experiments.studies.spec import load_study_file
-from simulator.cluster.io import cluster_from_dict, cluster_to_graphml, load_cluster
-
-if __package__:
-    from tests.badinput import (
-        CASES,
-        Case,
-        Thunk,
-        _cluster_dict,
-        case,
-        cli_case,
-    )
-else:
-    from badinput import (
+from badinput import (
     CASES,
     Case,
     Thunk,
@@ -29,6 +16,9 @@ else:
     case,
     cli_case,
 )
+
+from experiments.studies.spec import load_study_file
+from simulator.cluster.io import cluster_from_dict, cluster_to_graphml, load_cluster
 
 # ---------------------------------------------------------------------------------------------
 # GraphML cluster files: simulator.cluster.io.load_cluster (.graphml)

@@ -11,26 +11,7 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-
-from placement import PlacementProblem, SolverOptions, solve_placement
-from placement.layout_io import load_layout
-from simulator.cluster.io import cluster_from_dict, load_cluster
-from simulator.cluster.paths import build_route_table
-from simulator.engine import simulate
-from traces import SynthConfig
-
-if __package__:
-    from tests.badinput import (
-        CASES,
-        TINY,
-        Case,
-        Thunk,
-        _cluster_dict,
-        case,
-        tiny_trace,
-    )
-else:
-    from badinput import (
+from badinput import (
     CASES,
     TINY,
     Case,
@@ -39,6 +20,13 @@ else:
     case,
     tiny_trace,
 )
+
+from placement import PlacementProblem, SolverOptions, solve_placement
+from placement.layout_io import load_layout
+from simulator.cluster.io import cluster_from_dict, load_cluster
+from simulator.cluster.paths import build_route_table
+from simulator.engine import simulate
+from traces import SynthConfig
 
 # ---------------------------------------------------------------------------------------------
 # Cluster JSON: simulator.cluster.io.load_cluster (validate_cluster, build_route_table)

@@ -12,6 +12,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
+from badinput import (
+    CASES,
+    Case,
+    Thunk,
+    case,
+)
 
 from traces import ModelSpec
 from traces.importers import import_trace
@@ -20,21 +26,6 @@ from traces.load_stats import (
     LoadStats,
     load_load_stats,
     save_load_stats,
-)
-
-if __package__:
-    from tests.badinput import (
-        CASES,
-        Case,
-        Thunk,
-        case,
-    )
-else:
-    from badinput import (
-    CASES,
-    Case,
-    Thunk,
-    case,
 )
 
 # ---------------------------------------------------------------------------------------------

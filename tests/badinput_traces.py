@@ -12,29 +12,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-
-from traces import ModelSpec, model_preset
-from traces.io import read_trace_meta, write_trace
-from traces.load_stats import (
-    read_sglang_logical_count,
-)
-
-if __package__:
-    from tests.badinput import (
-        TINY,
-        Thunk,
-        _experts_column,
-        _meta_dict,
-        _read,
-        _rewrite,
-        _with_column,
-        _with_meta,
-        case,
-        tiny_trace,
-        valid_trace_file,
-    )
-else:
-    from badinput import (
+from badinput import (
     TINY,
     Thunk,
     _experts_column,
@@ -46,6 +24,12 @@ else:
     case,
     tiny_trace,
     valid_trace_file,
+)
+
+from traces import ModelSpec, model_preset
+from traces.io import read_trace_meta, write_trace
+from traces.load_stats import (
+    read_sglang_logical_count,
 )
 
 # ---------------------------------------------------------------------------------------------
