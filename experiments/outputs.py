@@ -249,6 +249,11 @@ def _is_sglang_map(path: Path) -> bool:
     return obj is not None and set(obj) == {"physical_to_logical_map"}
 
 
+def _is_trtllm_yaml(path: Path) -> bool:
+    text = _read_head(path, 1 << 24) if path.is_file() else b""  # keys sorted: slots come last
+    return text.startswith(b"initial_global_assignments:") and b"\nnum_slots:" in text
+
+
 def _is_cluster_file(path: Path) -> bool:
     from simulator.cluster.io import load_cluster
 
@@ -292,6 +297,7 @@ TRACE_OR_LOAD_STATS = OutputKind(
 CLUSTER_FILE = OutputKind("a moe-netsim cluster file", _is_cluster_file)
 FIGURE_PNG = OutputKind("a PNG drawn by moe-netsim (matplotlib)", _is_matplotlib_png)
 SGLANG_MAP = OutputKind("an SGLang expert-location JSON", _is_sglang_map)
+TRTLLM_YAML = OutputKind("a TensorRT-LLM moe_load_balancer YAML", _is_trtllm_yaml)
 LAYOUT_TABLE = OutputKind(
     "a layout table (columns layer, expert, gpu)", _is_layout_table,
     siblings=((".meta.json", OutputKind(

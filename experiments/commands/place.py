@@ -16,6 +16,7 @@ from pathlib import Path
 from experiments.outputs import (
     LAYOUT_TABLE,
     SGLANG_MAP,
+    TRTLLM_YAML,
     add_output_argument,
     atomic_write_text,
     write_json,
@@ -71,6 +72,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Layout table (.parquet or .csv); its .meta.json is written beside.")
     add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
                         help="Also write SGLang --init-expert-location JSON here.")
+    add_output_argument(p, "--trtllm-yaml", TRTLLM_YAML, default=None,
+                        help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace output files that earlier `place` runs wrote.")
     p.set_defaults(func=run)
@@ -166,4 +169,12 @@ def run(args: argparse.Namespace) -> int:
         obj = to_sglang_map(res.layout, model.moe_layer_indices)
         atomic_write_text(args.sglang_json, json.dumps(obj) + "\n")
         print(f"wrote        {args.sglang_json}")
+    if args.trtllm_yaml is not None:
+        import yaml
+
+        from placement.engine_layouts import to_trtllm_yaml
+
+        obj = to_trtllm_yaml(res.layout, model.moe_layer_indices)
+        atomic_write_text(args.trtllm_yaml, yaml.safe_dump(obj, default_flow_style=None))
+        print(f"wrote        {args.trtllm_yaml}")
     return 0
