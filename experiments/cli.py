@@ -24,13 +24,31 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn, TextIO
+from typing import Any, NoReturn, TextIO
 
 TRACEBACK_ENV = "MOE_NETSIM_TRACEBACK"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default (unless it has none or is an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is None or default is False or default == []
+                or default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong and where to look for help)."""
+    """argparse, but a usage error is one line (what is wrong and where to look for help), and
+    ``--help`` shows defaults (sub-parsers inherit both)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"moe-netsim: error: {message} (see: {self.prog} --help)\n")

@@ -254,6 +254,23 @@ def _is_trtllm_yaml(path: Path) -> bool:
     return text.startswith(b"initial_global_assignments:") and b"\nnum_slots:" in text
 
 
+def _is_engine_export(path: Path) -> bool:
+    """A folder or file ``trace export`` writes (a marked folder, or one of its file types)."""
+    if path.is_dir():
+        return is_complete(path)
+    head = _read_head(path)
+    if path.suffix == ".npz":
+        return head.startswith(b"PK")
+    if path.suffix == ".jsonl":
+        first = head.split(b"\n", 1)[0]
+        return first.startswith(b"{") and b"routed_experts" in first
+    if path.suffix == ".json":
+        obj = _json_object(path)
+        return obj is not None and "logical_count" in obj
+    schema = _parquet_schema(path) if path.suffix == ".parquet" else None
+    return schema is not None and "topk_indices" in schema.names
+
+
 def _is_cluster_file(path: Path) -> bool:
     from simulator.cluster.io import load_cluster
 
@@ -297,6 +314,8 @@ TRACE_OR_LOAD_STATS = OutputKind(
 CLUSTER_FILE = OutputKind("a moe-netsim cluster file", _is_cluster_file)
 FIGURE_PNG = OutputKind("a PNG drawn by moe-netsim (matplotlib)", _is_matplotlib_png)
 SGLANG_MAP = OutputKind("an SGLang expert-location JSON", _is_sglang_map)
+ENGINE_EXPORT = OutputKind("an engine-format export written by moe-netsim trace export",
+                           _is_engine_export)
 TRTLLM_YAML = OutputKind("a TensorRT-LLM moe_load_balancer YAML", _is_trtllm_yaml)
 LAYOUT_TABLE = OutputKind(
     "a layout table (columns layer, expert, gpu)", _is_layout_table,

@@ -217,7 +217,8 @@ cli_case("simulate: --topology is not JSON", [*_SIM, "--layout", "{dir}/layout.c
                                               "--topology", "{dir}/afile"],
          "afile: unknown topology file type", must_not_exist=("run",))
 cli_case("simulate: --chunk-bytes 0", [*_SIM, "--layout", "{dir}/layout.csv", "--chunk-bytes",
-                                       "0"], "chunk_bytes", must_not_exist=("run",))
+                                       "0"], "--chunk-bytes", "must be >= 1",
+         must_not_exist=("run",))
 cli_case("simulate: --inflight not a number", [*_SIM, "--layout", "{dir}/layout.csv",
                                                "--inflight", "two"], "--inflight",
-         "invalid int value", must_not_exist=("run",))
+         "expected an integer", must_not_exist=("run",))

@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from experiments.options import add_option
 from experiments.outputs import (
     LAYOUT_TABLE,
     SGLANG_MAP,
@@ -63,11 +64,10 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Expert slots per GPU over all layers (default: fewest that fit).")
     p.add_argument("--per-layer-per-gpu", type=int, default=None,
                    help="Experts of one layer per GPU (default: fewest that fit).")
-    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit, seconds.")
-    p.add_argument("--gap", type=float, default=1e-4,
-                   help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
-    p.add_argument("--threads", type=int, default=1, help="HiGHS threads.")
-    p.add_argument("--seed", type=int, default=0, help="HiGHS random_seed and baseline rng.")
+    add_option(p, SolverOptions, "time_limit_s", "--time-limit")
+    add_option(p, SolverOptions, "mip_rel_gap", "--gap")
+    add_option(p, SolverOptions, "threads", "--threads")
+    add_option(p, SolverOptions, "seed", "--seed")
     add_output_argument(p, "--out", LAYOUT_TABLE, required=True,
                         help="Layout table (.parquet or .csv); its .meta.json is written beside.")
     add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
