@@ -13,6 +13,7 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
 from experiments.options import add_option
 from experiments.outputs import (
     LAYOUT_TABLE,
@@ -28,10 +29,7 @@ from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.outcome import SolveStatus
 from placement.problem import expected_cost
-from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
-from simulator.cluster.topology import ClusterSpec
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
@@ -47,12 +45,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             " server), optionally also as SGLang --init-expert-location JSON."
         ),
     )
-    topo = p.add_mutually_exclusive_group(required=True)
-    topo.add_argument("--topology", type=Path, help="Cluster JSON (moe-netsim-cluster).")
-    topo.add_argument("--fat-tree", type=int, nargs=2, metavar=("K", "SERVERS"),
-                      help="Build a k-ary fat tree with this many servers of 8 GPUs.")
-    p.add_argument("--stats", type=Path, required=True,
-                   help="SGLang logical_count .json or a native trace .parquet.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
+    p.add_argument("--fit", "--stats", dest="stats", type=Path, required=True,
+                   help="What to fit the placement to: SGLang logical_count .json or a native"
+                        " trace .parquet (--stats is the older name of the same flag).")
     p.add_argument("--model", default=None,
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
@@ -79,20 +75,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _cluster(args: argparse.Namespace) -> ClusterSpec:
-    if args.topology is not None:
-        return load_cluster(args.topology)
-    k, servers = args.fat_tree
-    return build_fat_tree(k, servers)
-
-
 def run(args: argparse.Namespace) -> int:
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
-    cluster = _cluster(args)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     origin_activation = None
     if not args.stats.exists():
@@ -100,7 +90,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stats.suffix == ".json":
         if args.model is None:
             raise InputError(
-                "--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
+                "--fit is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
             )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
@@ -118,7 +108,7 @@ def run(args: argparse.Namespace) -> int:
         if recorded or args.strategy == "ilp-origin":
             origin_activation = per_origin
     else:
-        raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
+        raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
     problem = build_problem(
         routes, model, activation, origin_activation, args.replicas, args.balance_eps,
         args.slots_per_gpu, args.per_layer_per_gpu,

@@ -14,6 +14,11 @@ from typing import Any
 
 import numpy as np
 
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
 from experiments.options import add_number, add_option
 from experiments.outputs import (
     add_output_argument,
@@ -25,8 +30,8 @@ from experiments.outputs import (
 from experiments.versions import versions
 from placement.layout_io import load_layout
 from simulator.analytic import count_traffic
-from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import RouteTable, build_route_table
+from simulator.cluster.topology import ClusterSpec
 from simulator.engine import SimConfig, simulate, validate_links
 from simulator.microbatches import microbatches
 from simulator.summaries import summary_frame
@@ -52,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mode", choices=["des", "analytic"], default="des")
     p.add_argument("--trace", type=Path, required=True, help="Trace file (native Parquet).")
-    p.add_argument("--topology", type=Path, required=True, help="Cluster JSON file.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument(
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
@@ -79,12 +84,11 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def load_inputs(
-    trace: Path, topology: Path, layout: Path
+    trace: Path, cluster: ClusterSpec, topology: str, layout: Path
 ) -> tuple[ModelSpec, RouteTable, np.ndarray]:
     """Read and cross-check the three inputs; raise :class:`InputError` before any run."""
     meta, _ = read_trace_meta(trace)
     model = meta.model
-    cluster = load_cluster(topology)
     routes = build_route_table(cluster)
     validate_links(routes)
     try:
@@ -120,13 +124,16 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
-    model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
+    model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
+                                             args.layout)
     blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
         "mode": args.mode,
         "trace": str(args.trace),
-        "topology": str(args.topology),
+        "topology": cluster_label(args),
         "layout": str(args.layout),
         "model": model.name,
         "cluster": routes.cluster.description or routes.cluster.name,

@@ -102,9 +102,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"
                         " (its model replaces the paper's two).")
-    p.add_argument("--fit-trace", type=Path, default=None,
+    p.add_argument("--fit", "--fit-trace", dest="fit_trace", type=Path, default=None,
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
-                        " the replay then starts at the first token of the replayed trace.")
+                        " the replay then starts at the first token of the replayed trace"
+                        " (--fit-trace is the older name of the same flag).")
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")

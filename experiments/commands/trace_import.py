@@ -18,6 +18,11 @@ import numpy as np
 import pandas as pd
 
 from experiments import plots
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
 from experiments.outputs import (
     TRACE_OR_LOAD_STATS,
     add_output_argument,
@@ -29,7 +34,6 @@ from experiments.outputs import (
 )
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
-from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import resolve_hosts, resolve_origins
@@ -114,12 +118,9 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Layout: .npy int array [layers, experts(, replicas)] of GPU ids, or the tidy"
         " layout table (.parquet/.csv: layer, expert[, replica], gpu).",
     )
-    s.add_argument(
-        "--topology",
-        type=Path,
-        default=None,
-        help="Cluster JSON: number of GPUs, servers, and nearest-replica choice.",
-    )
+    add_cluster_arguments(s, required=False,
+                          help_file="Cluster file: number of GPUs, servers, and nearest-replica"
+                                    " choice.")
     s.add_argument(
         "--no-pairs",
         action="store_true",
@@ -241,11 +242,10 @@ def run_stats(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     meta, n = read_trace_meta(args.trace)
     model = meta.model
-    cluster = None
-    if args.topology is not None:
-        cluster = load_cluster(args.topology)
+    cluster = cluster_from_args(args)
     if cluster is not None and args.layout is None:
-        raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
+        raise InputError(
+            "--topology/--fat-tree is used with --layout (per-GPU load); pass a layout too")
     hosts = None
     num_gpus = 0
     if args.layout is not None:
@@ -277,7 +277,7 @@ def run_stats(args: argparse.Namespace) -> int:
                 "command": "moe-netsim trace stats",
                 "trace": str(args.trace),
                 "layout": None if args.layout is None else str(args.layout),
-                "topology": None if args.topology is None else str(args.topology),
+                "topology": cluster_label(args),
                 "model": model.to_dict(),
                 "tokens": n,
                 "pairs": not args.no_pairs,

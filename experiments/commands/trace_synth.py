@@ -9,10 +9,10 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from experiments.outputs import TRACE_FILE, add_output_argument
-from traces import RoutingTrace, TraceWriter, model_preset
+from traces import RoutingTrace, TraceWriter
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
-from traces.model import ModelSpec
+from traces.model import ModelSpec, load_model_spec
 from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
 
 
@@ -28,7 +28,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
             " deepseek-r1 --tokens 1000000 --out r1.parquet"
         ),
     )
-    p.add_argument("--model", required=True, help="Model preset, e.g. deepseek-r1.")
+    p.add_argument("--model", required=True,
+                   help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry.")
     p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
     add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument("--seed", type=int, default=0)
@@ -183,7 +184,7 @@ def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **w
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    model = model_preset(args.model)
+    model = load_model_spec(args.model)
     stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
     cfg = SynthConfig(
         model,
