@@ -252,6 +252,11 @@ def _validate_variant_inputs(p: PlacementProblem) -> None:
             raise InputError("placement: link bandwidths must be positive numbers")
     if p.num_redundant < 0:
         raise InputError(f"placement: num_redundant must be >= 0, got {p.num_redundant}")
+    if p.num_redundant > E * (g - 1):
+        raise InputError(
+            f"placement: {p.num_redundant} replicas per layer, but {E} experts on {g} GPUs hold"
+            f" at most {E * (g - 1)} (one copy of an expert per GPU); lower --replicas"
+        )
     if p.balance_eps is not None and not (np.isfinite(p.balance_eps) and p.balance_eps >= 0):
         raise InputError(f"placement: balance_eps must be >= 0, got {p.balance_eps}")
     if p.expert_groups < 1 or E % p.expert_groups:

@@ -177,6 +177,9 @@ def prepare_cli_dir(d: Path) -> None:
     pd.DataFrame(rows, columns=["layer", "expert", "gpu"]).to_csv(d / "layout9.csv", index=False)
     _with_column(d, "experts_L2", _experts_column([[0, 1]] * 5 + [[200, 1]]), "badexpert.parquet")
     np.save(d / "req.npy", tiny_trace().experts.astype(np.int16))
+    (d / "study.toml").write_text(
+        '[topology]\nfamily = "fat-tree"\nparams = { k = 4, num_servers = 2 }\n'
+        '[trace]\nsource = "trace.parquet"\nfit_tokens = 3\nreplay_tokens = 3\n')
     np.save(d / "bad.npy", tiny_trace().experts.astype(np.float32))
 
 

@@ -132,6 +132,11 @@ _register_study("impossible combination (servers beyond the fat-tree)",
 _register_study("unknown placer", '"round-robin", "ilp-load"', '"round-robin", "clairvoyant"',
                 "placer.name")
 _register_study("axis path outside the study", '"placer.name"', '"colour"', "'colour' must start")
+_register_study("baseline names no placer of the study", 'name = "tiny"',
+                'name = "tiny", baseline = "greedy"', "study.baseline", "'greedy' names no placer")
+_register_study("replicas for a placer that places none", "trace = {", 'placer = { replicas = 2 }'
+                "\ntrace = {", "placer.replicas", "round-robin does not support")
+_register_study("empty file", STUDY_TOML, "", "the study file is empty")
 
 
 @case(STUDY, "not UTF-8", "study.toml", "not a text file")
@@ -192,6 +197,22 @@ cli_case("place: --stats not Parquet", [*_PLACE, "--stats", "{dir}/afile"],
 cli_case("place: --stats trace with a bad expert id (the real cause, not 'no tokens')",
          [*_PLACE, "--stats", "{dir}/badexpert.parquet"], "badexpert.parquet",
          "expert id 200 out of range 0..7", must_not_exist=("layout_out.csv",))
+cli_case("place: --replicas for a strategy that places none",
+         [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy", "greedy", "--replicas", "2"],
+         "greedy does not support --replicas", must_not_exist=("layout_out.csv",))
+cli_case("place: more --replicas than GPUs can hold",
+         [*_PLACE, "--stats", "{dir}/trace.parquet", "--replicas", "1000"],
+         "1000 replicas per layer", "at most 120", must_not_exist=("layout_out.csv",))
+cli_case("place: --balance-eps for eplb", [*_PLACE, "--stats", "{dir}/trace.parquet",
+                                           "--strategy", "eplb", "--balance-eps", "0.1"],
+         "eplb does not support --balance-eps", must_not_exist=("layout_out.csv",))
+cli_case("trace synth: --tenant with a reversed GPU range",
+         ["trace", "synth", "--model", "{dir}/tiny.json", "--tokens", "8", "--out",
+          "{dir}/syn.parquet", "--tenant", "gpus=5-3"], "gpus range '5-3' is reversed",
+         must_not_exist=("syn.parquet",))
+cli_case("sweep: --scheduler not an address",
+         ["sweep", "{dir}/study.toml", "--scheduler", "localhost", "--out", "{dir}/sw"],
+         "--scheduler: 'localhost': not an address", must_not_exist=("sw",))
 cli_case("place: unknown --strategy", [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy",
                                        "magic"], "invalid choice: 'magic'",
          must_not_exist=("layout_out.csv",))

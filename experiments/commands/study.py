@@ -14,10 +14,20 @@ from traces.infra.errors import InputError
 from traces.infra.protected import protect
 
 
+def _scheduler_address(text: str) -> str:
+    from experiments.studies.runner import check_scheduler_address
+
+    try:
+        return check_scheduler_address(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
+
+
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `study` and `sweep`: where and how the cells run."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       type=_scheduler_address,
                        help="Run on this existing Dask scheduler, unchanged.")
     where.add_argument("--serial", action="store_true",
                        help="Run the cells one after another in this process (no Dask).")
@@ -60,6 +70,11 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     claim_output(out, STUDY_RUN, args.overwrite, "--out")  # also when --out is the default
     for note in study.skipped:
         print(f"not run: {note}", file=sys.stderr)
+    placers = study.placers
+    if study.baseline not in placers:
+        print(f"warning: the baseline placer {study.baseline!r} is not in this study, so the"
+              " *_reduction_pct columns stay empty (set study.baseline to one of"
+              f" {', '.join(sorted(placers))})", file=sys.stderr)
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
         overwrite=args.overwrite, progress=ProgressBar(),

@@ -96,12 +96,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
 
 def _gpu_list(text: str, where: str) -> tuple[int, ...]:
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+        if last < first or first < 0:  # an empty range must not mean "every GPU"
+            raise InputError(f"{where}: gpus range {part!r} is reversed or negative; write"
+                             " low-high")
+        out.extend(range(first, last + 1))
     return tuple(out)
 
 
