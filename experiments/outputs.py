@@ -37,6 +37,7 @@ from traces.infra.atomic import (
     atomic_output,
     atomic_write_bytes,
     atomic_write_text,
+    current_umask,
     naming_user_path,
 )
 from traces.infra.errors import InputError
@@ -146,7 +147,7 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
             f"{path}: cannot create the output directory ({reason}); choose another --out"
         ) from None
     try:
-        os.chmod(work, 0o777 & ~_umask())
+        os.chmod(work, 0o777 & ~current_umask())
         yield work
         atomic_write_text(work / COMPLETE_MARKER, "complete\n")
         if path.exists():
@@ -162,12 +163,6 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 # ---------------------------------------------------------------------------------------------
