@@ -4,18 +4,15 @@ inside the range are the other tests' business).  In-process, so it stays cheap.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
-import io
 import math
 from pathlib import Path
 
 import pytest
 from badinput import prepare_cli_dir
-from test_input_protection import _snapshot
+from test_input_protection import _run, _snapshot
 from test_option_registry import LEAVES
 
-from experiments.cli import main
 from traces.infra.options import Range
 
 BASE = {
@@ -59,14 +56,8 @@ for command in BASE:
 def test_out_of_range_values_are_refused_before_any_work(command, flag, value, tmp_path: Path):
     prepare_cli_dir(tmp_path)
     before = _snapshot(tmp_path)
-    err = io.StringIO()
     argv = [a.replace("{d}", str(tmp_path)) for a in BASE[command]] + [flag, value]
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    text = err.getvalue()
+    code, text = _run(argv)
     assert code == 2, (argv, text)
     assert text.count("\n") == 1 and flag in text and "Traceback" not in text, text
     assert _snapshot(tmp_path) == before

@@ -4,15 +4,11 @@ line and no traceback (or a valid result), no input touched, nothing left behind
 
 from __future__ import annotations
 
-import contextlib
-import io
 import re
 from pathlib import Path
 
 import pytest
-from test_input_protection import COMMANDS, _prepare, _snapshot
-
-from experiments.cli import main
+from test_input_protection import COMMANDS, _prepare, _run, _snapshot
 
 INPUT = re.compile(r"^\{d\}/(.+)$")
 
@@ -35,13 +31,7 @@ def test_an_input_given_where_another_belongs(c, slot: int, other: str, tmp_path
     argv[slot] = str(d / other)
     argv += [c.outputs[0], str(tmp_path / "out" / c.out_names[0])]
     before = _snapshot(d)
-    err = io.StringIO()
-    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
-        try:
-            code = main(argv)
-        except SystemExit as exc:
-            code = int(exc.code or 0)
-    text = err.getvalue()
+    code, text = _run(argv)
     assert code in (0, 2), (argv, text)
     assert "Traceback" not in text and "internal error" not in text, text
     assert _snapshot(d) == before
