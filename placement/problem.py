@@ -280,6 +280,30 @@ class ExpertLayout:
     def from_primary(cls, gpus: np.ndarray, num_gpus: int) -> ExpertLayout:
         return cls(np.asarray(gpus, dtype=np.int64)[:, :, None], num_gpus)
 
+    @classmethod
+    def from_slots(
+        cls, slot_experts: list[np.ndarray], num_experts: int, num_gpus: int
+    ) -> tuple[ExpertLayout, list[int]]:
+        """From the expert in every physical slot of each layer (slot j on GPU j // per, per =
+        slots / GPUs), copies in slot order without repeats per GPU; and for each layer the
+        first expert without a slot (-1: none), for the caller's message."""
+        hosts: list[list[list[int]]] = []
+        lost: list[int] = []
+        for arr in slot_experts:
+            per = len(arr) // num_gpus
+            layer: list[list[int]] = [[] for _ in range(num_experts)]
+            for j, e in enumerate(arr.tolist()):
+                if j // per not in layer[e]:
+                    layer[e].append(j // per)
+            lost.append(next((e for e in range(num_experts) if not layer[e]), -1))
+            hosts.append(layer)
+        reps = max((len(g) for layer in hosts for g in layer), default=1)
+        out = np.full((len(hosts), num_experts, reps), -1, dtype=np.int64)
+        for li, layer in enumerate(hosts):
+            for e, gpus in enumerate(layer):
+                out[li, e, : len(gpus)] = gpus
+        return cls(out, num_gpus), lost
+
     def to_frame(
         self, gpu_server: np.ndarray | None = None, layer_indices: tuple[int, ...] = ()
     ) -> pd.DataFrame:
