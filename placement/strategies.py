@@ -40,6 +40,7 @@ SUPPORTS: dict[str, frozenset[str]] = {
     "eplb": frozenset({"replicas"}),
     **{name: frozenset({"replicas", "balance"}) for name in ("ilp", "ilp-load", "ilp-origin",
                                                              "ilp-bytes")},
+    **{name: frozenset({"replicas", "balance"}) for name in ("dedup", "dedup-bytes")},
 }
 
 
