@@ -36,9 +36,9 @@ import pandas as pd
 import simpy
 from simpy.events import NORMAL
 
+from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.microbatches import by_tokens
-from simulator.cluster.paths import RouteTable
 from simulator.traffic import (
     StageCopies,
     TrafficConfig,

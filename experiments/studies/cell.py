@@ -174,7 +174,6 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         replay_tokens=replay.num_tokens,
         micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
         fit=fit_desc,
-        mip_gap=float(ev.placement.mip_gap),
     )
     links = ev.sim.links[
         ["link_dir", "link", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
@@ -189,7 +188,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         "activation": activation.ravel(),
     })
     cost = server_cost(problem)
-    prim = ev.placement.layout.primary
+    prim = ev.layout.primary
     server_of = cluster.gpu_server[prim]
     load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
     server_load = pd.DataFrame({
