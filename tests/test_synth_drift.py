@@ -71,7 +71,7 @@ def test_gradual_drift_moves_every_window(tmp_path):
     meta = tr.meta.extra["synthetic"]
     assert meta["phase_steps"] == [3, 6, 9] and meta["drift_ramp_steps"] == 3
     acts = [_window_activation(tr, np.arange(s, s + 3)) for s in range(0, 12, 3)]
-    moves = [np.abs(b - a).sum(axis=1).mean() for a, b in zip(acts, acts[1:])]
+    moves = [np.abs(b - a).sum(axis=1).mean() for a, b in zip(acts, acts[1:], strict=False)]
     # consecutive 3-step windows differ by far more than sampling noise (~0.35 of 6 per layer)
     assert min(moves) > 1.0, moves
 

@@ -107,6 +107,10 @@ def concat_trace_files(
         model=metas[0].model,
         source="concatenation of " + ", ".join(str(f) for f in files),
         produced_by=f"moe-netsim trace concat (missing steps: {missing_steps})",
-        extra={"concat": [{"file": str(f), "source": m.source} for f, m in zip(files, metas)]},
+        extra={
+            "concat": [
+                {"file": str(f), "source": m.source} for f, m in zip(files, metas, strict=True)
+            ]
+        },
     )
     return write_blocks(out_path, _shifted(files, meta))

@@ -186,8 +186,8 @@ def build_design(
         fresh = np.clip(fresh, 0.0, None)
         fresh *= k / fresh.sum(axis=1, keepdims=True)
         w, mact = _fresh_modes(weights, act, pi, fresh, shrink)
-        p_sub, ok = _fit_subsets(mact.reshape(layers * n_modes, e), gm, subsets)
-        ok = (ok.reshape(layers, n_modes) | (w <= 0)).all(axis=1)
+        p_sub, ok_rows = _fit_subsets(mact.reshape(layers * n_modes, e), gm, subsets)
+        ok = np.asarray((ok_rows.reshape(layers, n_modes) | (w <= 0)).all(axis=1))
         if ok.all():
             break
         bad_rho = ~ok & (rho > 0)

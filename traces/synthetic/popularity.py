@@ -19,6 +19,7 @@ from the real ESFT routing (104 task-layers).
 from __future__ import annotations
 
 from dataclasses import dataclass
+
 import numpy as np
 
 from traces.infra.errors import InputError
