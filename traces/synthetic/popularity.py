@@ -112,7 +112,8 @@ def resolve(config: SynthConfig) -> Popularity:
         zipf_exponent=p.zipf_exponent if config.zipf_exponent is None else config.zipf_exponent,
         curve_sd=p.curve_sd if config.curve_sd is None else config.curve_sd,
         max_activation=cap,
-        modes=p.modes if config.modes is None else config.modes,
+        # the preset's co-activation was calibrated with its own curve: it comes with it
+        modes=(p.modes if curve == p.curve else 1) if config.modes is None else config.modes,
         mode_sigma=p.mode_sigma if config.mode_sigma is None else config.mode_sigma,
     )
 
