@@ -110,6 +110,15 @@ def test_every_strategy_is_documented() -> None:
     assert not missing, f"docs/reference/strategies.md does not describe {missing}"
 
 
+def test_every_solve_status_is_documented() -> None:
+    from placement import SolveStatus
+
+    page = (ROOT / "docs/reference/strategies.md").read_text()
+    table = page.split("| status | meaning |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.M))
+    assert listed == {s.value for s in SolveStatus}, "statuses in docs/reference/strategies.md"
+
+
 def test_console_output_matching() -> None:
     """The ``...`` rules of docs examples, by hand."""
     assert matches("a\n...\nc", "a\nb1\nb2\nc\n")
