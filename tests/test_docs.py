@@ -96,6 +96,20 @@ def test_commands_reference_is_current() -> None:
         f"docs/reference/commands.md differs from the parsers; {COMMANDS_REGENERATE}")
 
 
+def test_readme_command_table_has_every_command() -> None:
+    from commands_reference import leaves
+
+    from experiments.cli import build_parser
+
+    rows = [ln for ln in README.read_text().splitlines() if ln.startswith("| `moe-netsim ")]
+    missing = []
+    for parser, _ in leaves(build_parser()):
+        words = parser.prog.split()[1:]
+        if not any(f"moe-netsim {words[0]}" in r and all(w in r for w in words) for r in rows):
+            missing.append(parser.prog)
+    assert not missing, f"README.md's command table lacks {missing} (one row each, or a|b)"
+
+
 def test_generated_tables_are_current() -> None:
     stale = [_rel(p) for p in PAGES if fill(p.read_text(), _rel(p)) != p.read_text()]
     assert not stale, f"generated tables out of date in {stale}; {TABLES_REGENERATE}"
