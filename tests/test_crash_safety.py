@@ -331,10 +331,10 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
     reports is altered: the LP vertex is made fractional (the network-flow structure never
     gives one, so the fallback cannot be reached otherwise) and the MIP's status is set to
     the time limit with a 3% gap on top of its (real) incumbent."""
+    from placement import assignment as assignment_module
     from placement import check_layout
-    from placement import ilp as ilp_module
 
-    real = ilp_module.run_highs
+    real = assignment_module.run_highs
 
     def run(model, options, integer=False, **kw):  # noqa: ANN001, ANN003, ANN202
         sol = real(model, options, integer=integer, **kw)
@@ -345,7 +345,7 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
             Termination.TIME_LIMIT, "Time limit reached", o.objective, 0.97 * o.objective,
             has_solution=True))
 
-    monkeypatch.setattr(ilp_module, "run_highs", run)
+    monkeypatch.setattr(assignment_module, "run_highs", run)
     problem = PlacementProblem(
         distance=np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]),
         gpu_server=np.arange(3),

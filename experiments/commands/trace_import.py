@@ -25,8 +25,13 @@ from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import resolve_hosts, resolve_origins
-from traces.importers import import_trace
-from traces.importers.common import COUNT_FORMATS, TRACE_FORMATS, holds_counts, import_load_stats
+from traces.importers import (
+    COUNT_FORMATS,
+    TRACE_FORMATS,
+    holds_counts,
+    import_load_stats,
+    import_trace,
+)
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import save_load_stats
