@@ -63,7 +63,7 @@ def dataclass_table(*classes: type, skip: tuple[str, ...] = ()) -> str:
 
 
 def families_table() -> str:
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
 
     rows = ["| family | what it builds | shape parameters (default) |", "|---|---|---|"]
     for name, fam in BUILDERS.items():
