@@ -1,4 +1,4 @@
-"""The placement problem and its result types (design.md section 5).
+"""The placement problem and its result types (docs/reference/strategies.md).
 
 The placer sees numbers only: a GPU distance matrix, which server holds each GPU, the slots
 every GPU has, where tokens originate and how often each expert is used.  It never sees a
@@ -14,7 +14,9 @@ import numpy as np
 import pandas as pd
 
 from placement.outcome import SolverOutcome, SolveStatus
+from placement.token_sample import TokenSample
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
 
 
 @dataclass(frozen=True, eq=False)
@@ -38,7 +40,9 @@ class PlacementProblem:
     * ``num_redundant``: extra replica slots per MoE layer (EPLB's redundant experts).
     * ``balance_eps``: every GPU's expected token load (summed over layers) at most
       (1 + eps) x the mean.
-    * ``expert_groups``: routing groups of a layer (DeepSeek-V3: 8), used by ``eplb``.
+    * ``expert_groups``: routing groups of a layer (DeepSeek-V3: 8), used by ``eplb`` and
+      ``dedup``.
+    * ``token_sample``: per-token routing and origins (co-activation), fitted by ``dedup``.
     """
 
     distance: np.ndarray  # [gpus, gpus]
@@ -59,6 +63,7 @@ class PlacementProblem:
         default=None, metadata={"help": "GPU load at most (1 + eps) x mean; None = off."}
     )
     expert_groups: int = field(default=1, metadata={"help": "Routing groups per layer (eplb)."})
+    token_sample: TokenSample | None = None
 
     def __post_init__(self) -> None:
         validate_problem(self)
@@ -183,6 +188,8 @@ def validate_problem(p: PlacementProblem) -> None:
         if w.shape != (d.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise InputError("placement: origin_weight must be one non-negative weight per GPU")
     _validate_variant_inputs(p)
+    if p.token_sample is not None:
+        p.token_sample.validate(a.shape[0], a.shape[1], d.shape[0])
     if p.slots_per_gpu < 1 or p.max_per_gpu_per_layer < 1:
         raise InputError("placement: slots_per_gpu and max_per_gpu_per_layer must be >= 1")
     g = d.shape[0]
@@ -251,6 +258,11 @@ def _validate_variant_inputs(p: PlacementProblem) -> None:
             raise InputError("placement: link bandwidths must be positive numbers")
     if p.num_redundant < 0:
         raise InputError(f"placement: num_redundant must be >= 0, got {p.num_redundant}")
+    if p.num_redundant > E * (g - 1):
+        raise InputError(
+            f"placement: {p.num_redundant} replicas per layer, but {E} experts on {g} GPUs hold"
+            f" at most {E * (g - 1)} (one copy of an expert per GPU); lower --replicas"
+        )
     if p.balance_eps is not None and not (np.isfinite(p.balance_eps) and p.balance_eps >= 0):
         raise InputError(f"placement: balance_eps must be >= 0, got {p.balance_eps}")
     if p.expert_groups < 1 or E % p.expert_groups:
@@ -273,6 +285,30 @@ class ExpertLayout:
     @classmethod
     def from_primary(cls, gpus: np.ndarray, num_gpus: int) -> ExpertLayout:
         return cls(np.asarray(gpus, dtype=np.int64)[:, :, None], num_gpus)
+
+    @classmethod
+    def from_slots(
+        cls, slot_experts: list[np.ndarray], num_experts: int, num_gpus: int
+    ) -> tuple[ExpertLayout, list[int]]:
+        """From the expert in every physical slot of each layer (slot j on GPU j // per, per =
+        slots / GPUs), copies in slot order without repeats per GPU; and for each layer the
+        first expert without a slot (-1: none), for the caller's message."""
+        hosts: list[list[list[int]]] = []
+        lost: list[int] = []
+        for arr in slot_experts:
+            per = len(arr) // num_gpus
+            layer: list[list[int]] = [[] for _ in range(num_experts)]
+            for j, e in enumerate(arr.tolist()):
+                if j // per not in layer[e]:
+                    layer[e].append(j // per)
+            lost.append(next((e for e in range(num_experts) if not layer[e]), -1))
+            hosts.append(layer)
+        reps = max((len(g) for layer in hosts for g in layer), default=1)
+        out = np.full((len(hosts), num_experts, reps), -1, dtype=np.int64)
+        for li, layer in enumerate(hosts):
+            for e, gpus in enumerate(layer):
+                out[li, e, : len(gpus)] = gpus
+        return cls(out, num_gpus), lost
 
     def to_frame(
         self, gpu_server: np.ndarray | None = None, layer_indices: tuple[int, ...] = ()
@@ -297,22 +333,15 @@ class ExpertLayout:
 class SolverOptions:
     """HiGHS options, recorded with every result."""
 
-    time_limit_s: float = field(default=60.0, metadata={"help": "Solver time limit."})
-    mip_rel_gap: float = field(  # HiGHS's own default
-        default=1e-4, metadata={"help": "Relative MIP gap to stop at."}
-    )
-    threads: int = field(default=1, metadata={"help": "HiGHS threads."})
-    seed: int = field(default=0, metadata={"help": "HiGHS random_seed (and baseline rng)."})
+    time_limit_s: float = option(60.0, "Solver time limit.", "s", 0, 1e7, low_open=True)
+    mip_rel_gap: float = option(  # HiGHS's own default
+        1e-4, "Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).", "", 0, 1,
+        high_open=True)
+    threads: int = option(1, "HiGHS threads.", "threads", 1, 1024)
+    seed: int = option(0, "HiGHS random_seed (and baseline rng).", "", 0, 2**31 - 1)
 
     def __post_init__(self) -> None:
-        if not self.time_limit_s > 0:
-            raise InputError("solver: time_limit_s must be > 0")
-        if not 0 <= self.mip_rel_gap < 1:
-            raise InputError("solver: mip_rel_gap must be in [0, 1)")
-        if self.threads < 1:
-            raise InputError("solver: threads must be >= 1")
-        if not 0 <= self.seed <= 2**31 - 1:
-            raise InputError(f"solver: seed must be in 0..2147483647, got {self.seed}")
+        check_options(self, "solver")
 
 
 @dataclass(frozen=True, eq=False)

@@ -26,8 +26,10 @@ from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,
+    CopyTally,
     TrafficConfig,
     pair_counts,
+    remote_copies,
     resolve_hosts_layer,
     resolve_origins,
     validate_layout,
@@ -140,6 +142,7 @@ def count_traffic(
     counter = _Counter(routes, config)
     hops = 0.0
     tokens = 0
+    tally = CopyTally()
     bounds = []
     if microbatch_tokens is not None:
         blocks = by_tokens(blocks, microbatch_tokens)
@@ -155,6 +158,7 @@ def count_traffic(
             )
             c = pair_counts(origins, hosts, g)
             hops += float((c * routes.distance).sum()) * 2
+            tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
             d_copies, c_copies = counter.count(origins, hosts)
             dispatch += d_copies * db
             combine += c_copies * cb
@@ -175,6 +179,7 @@ def count_traffic(
     summary: dict[str, Any] = {
         "tokens": float(tokens),
         "hops_per_token": hops / tokens if tokens else 0.0,
+        **tally.summary(),
         **tiers,
         "dispatch_lower_bound_s": float(by_phase.get("dispatch", 0.0)),
         "combine_lower_bound_s": float(by_phase.get("combine", 0.0)),

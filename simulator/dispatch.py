@@ -13,8 +13,10 @@ both are the server endpoint.  For a route from GPU a (server S) to host GPU b (
   straight to ``nic(b)`` (crossing rails through the spines); no forwarding.
 * ``deepep-normal`` (DeepEP normal kernels): one RDMA copy per token and remote server T that
   hosts any of its experts, from ``nic(a)`` to ``nic(T, local(a))``, then one NVLink copy per
-  token and host GPU on T (fan-out); inside S one copy per token and host GPU.  Needs per-GPU
-  NICs.  :func:`dedup_keys` is the de-duplication rule (also what placement optimises).
+  token and host GPU on T (fan-out); inside S one copy per token and host GPU.  With pooled
+  NICs the RDMA copy goes server endpoint to server endpoint (server-level de-duplication).
+  :func:`dedup_keys` applies the de-duplication rule, :func:`simulator.traffic.remote_servers`
+  (also what ``dedup`` placement optimises).
 
 Combine is the mirror image of dispatch (:meth:`PhasePlan.mirror`).
 """
@@ -26,21 +28,18 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
-from simulator.traffic import pair_counts
+from simulator.traffic import DISPATCH_SCHEMES, pair_counts, remote_servers
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
 
 
 def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
-    """A scheme the cluster cannot serve is bad input."""
-    if scheme == "deepep-normal" and not endpoints.per_gpu:
-        raise InputError(
-            f"cluster {cluster_name!r}: dispatch 'deepep-normal' sends each token to the GPU of"
-            " the same local index through that GPU's own NIC, but this cluster pools its"
-            " NICs per server; use a cluster with per-GPU NICs (rail-optimized) or another"
-            " --dispatch"
-        )
+    """Every scheme runs on every cluster: with pooled NICs ``nic(T, i)`` is server T's
+    endpoint, so ``deepep-normal`` sends one copy per token and remote server through it
+    (server-level de-duplication)."""
+    if scheme not in DISPATCH_SCHEMES:
+        raise InputError(f"cluster {cluster_name!r}: unknown dispatch scheme {scheme!r}")
 
 
 @dataclass(frozen=True, eq=False)
@@ -58,15 +57,14 @@ class DedupKeys:
 
 def dedup_keys(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray) -> DedupKeys:
     g = int(gpu_server.shape[0])
-    ns = int(gpu_server.max()) + 1
     t = np.repeat(np.arange(hosts.shape[0], dtype=np.int64), hosts.shape[1])
     h = hosts.ravel().astype(np.int64)
     away = h != origins[t]
     key = np.unique(t[away] * g + h[away])
     tt, hh = key // g, key % g
-    remote = gpu_server[hh] != gpu_server[origins[tt]]
-    skey = np.unique(tt[remote] * ns + gpu_server[hh[remote]])
-    return DedupKeys(gpu=(tt, hh), server=(skey // ns, skey % ns))
+    s_sorted, first_remote = remote_servers(origins, hosts, gpu_server)
+    st, col = np.nonzero(first_remote)  # row-major: by token, then server
+    return DedupKeys(gpu=(tt, hh), server=(st, s_sorted[st, col]))
 
 
 @dataclass(frozen=True, eq=False)
@@ -144,25 +142,26 @@ def dispatch_plan(
         local = gpu_server[hh] == gpu_server[oo]
         st, ss = keys.server
         so = origins[st]
-        # RDMA messages per (origin, endpoint pair): the pair has one source GPU
-        p_srv = server_pairs(so, ss, ep)
-        rdma_p, rdma_c = np.unique(p_srv, return_counts=True)
-        rdma_up = ep.endpoint_gpu(rdma_p // n_ep)
+        # RDMA messages per (origin GPU, endpoint pair); with per-GPU NICs the pair has one
+        # source GPU, with pooled NICs the GPUs of a server share its endpoint
+        n2 = n_ep * n_ep
+        rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
+        rdma_up, rdma_p = rdma_k // n2, rdma_k % n2
         # local copies GPU to GPU
         lk, lc = np.unique(oo[local] * g + hh[local], return_counts=True)
         # fan-out per (RDMA message, receiving GPU)
-        p_fan = server_pairs(oo[~local], gpu_server[hh[~local]], ep)
+        o_far = oo[~local]
+        p_fan = o_far * n2 + server_pairs(o_far, gpu_server[hh[~local]], ep)
         fk, fc = np.unique(p_fan * g + hh[~local], return_counts=True)
         # in server-rotation order (receivers on the next server first): the combine sends
         # these in this order, so a server's GPUs complete one RDMA message at a time and
         # the servers do not all send to the same server at once
         ns = int(gpu_server.max()) + 1
         rot = np.argsort(
-            (gpu_server[ep.endpoint_gpu(fk // g // n_ep)] - gpu_server[fk % g]) % ns,
-            kind="stable",
+            (gpu_server[fk // g // n2] - gpu_server[fk % g]) % ns, kind="stable",
         )
         fk, fc = fk[rot], fc[rot]
-        src = np.searchsorted(rdma_p, fk // g)
+        src = np.searchsorted(rdma_k, fk // g)
         n_r, n_l = rdma_p.size, lk.size
         m1 = np.full(n_r, -1)
         m2 = np.full(fk.size, -1)

@@ -20,6 +20,7 @@ import numpy as np
 
 from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, check_multipath
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
 
@@ -29,7 +30,7 @@ DISPATCH_SCHEMES: dict[str, str] = {
     "all-to-all": "one copy per route, GPU pair to GPU pair (NCCL-like; PXN on per-GPU NICs)",
     "deepep-ll": "DeepEP low-latency: one copy per route, direct RDMA NIC to NIC",
     "deepep-normal": "DeepEP normal: one RDMA copy per token and remote server to the GPU of"
-    " the same local index, then NVLink fan-out (needs per-GPU NICs)",
+    " the same local index (pooled NICs: the server endpoint), then NVLink fan-out",
 }
 DEFAULT_DISPATCH = "all-to-all"
 # options that were replaced: old name -> what to give instead (CLI flags and study keys)
@@ -41,37 +42,29 @@ class TrafficConfig:
     """How many bytes a route moves, which copies the dispatch scheme sends and how the fabric
     spreads them over its paths."""
 
-    dispatch_bytes_per_element: float = field(
-        default=1.0, metadata={"help": "Bytes per hidden element sent to the expert (FP8: 1)."}
-    )
-    combine_bytes_per_element: float = field(
-        default=2.0, metadata={"help": "Bytes per element sent back (BF16: 2)."}
-    )
-    hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size; default: the trace's model."}
-    )
+    dispatch_bytes_per_element: float = option(
+        1.0, "Bytes per hidden element sent to the expert (FP8: 1).", "bytes", 0, 1024,
+        low_open=True)
+    combine_bytes_per_element: float = option(
+        2.0, "Bytes per element sent back (BF16: 2).", "bytes", 0, 1024, low_open=True)
+    hidden_size: int | None = option(
+        None, "Hidden size; default: the trace's model.", "elements", 1, 2**24)
     dispatch: str = field(
         default=DEFAULT_DISPATCH,
         metadata={"help": "Dispatch scheme: " + "; ".join(
-            f"{k}: {v}" for k, v in DISPATCH_SCHEMES.items())},
+            f"{k}: {v}" for k, v in DISPATCH_SCHEMES.items()), "choices": DISPATCH_SCHEMES},
     )
     multipath: str = field(
         default=DEFAULT_MULTIPATH,
         metadata={"help": "How the fabric spreads traffic over equal-cost paths: " + "; ".join(
-            f"{k}: {v}" for k, v in MULTIPATH_MODES.items())},
+            f"{k}: {v}" for k, v in MULTIPATH_MODES.items()), "choices": MULTIPATH_MODES},
     )
-    flows_per_pair: int | None = field(
-        default=None,
-        metadata={"help": "Flows (queue pairs) per GPU pair for multipath 'ecmp' (default 4)."},
-    )
+    flows_per_pair: int | None = option(
+        None, "Flows (queue pairs) per GPU pair for multipath 'ecmp' (default 4).", "flows",
+        1, 2**16)
 
     def __post_init__(self) -> None:
-        for name in ("dispatch_bytes_per_element", "combine_bytes_per_element"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise InputError(f"traffic: {name} must be a positive number, got {v}")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise InputError(f"traffic: hidden_size must be >= 1, got {self.hidden_size}")
+        check_options(self, "traffic")
         if self.dispatch not in DISPATCH_SCHEMES:
             raise InputError(
                 f"traffic: unknown dispatch scheme {self.dispatch!r}; choose one of"
@@ -164,3 +157,64 @@ def pair_counts(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> 
     return np.bincount(flat, minlength=num_gpus * num_gpus).reshape(num_gpus, num_gpus)
 
 
+def _first_in_row(sorted_rows: np.ndarray) -> np.ndarray:
+    """Mask of the first occurrence of each value in every (sorted) row."""
+    first = np.ones(sorted_rows.shape, dtype=bool)
+    first[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
+    return first
+
+
+def remote_servers(
+    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The de-duplication rule: each token's host servers, sorted per row [tokens, k], and the
+    mask of the entries that are one network copy (first of each remote server in the row)."""
+    so = gpu_server[origins]
+    s_sorted = np.sort(gpu_server[hosts_layer], axis=1)
+    return s_sorted, _first_in_row(s_sorted) & (s_sorted != so[:, None])
+
+
+@dataclass(frozen=True)
+class RemoteCopies:
+    """One layer's network copies: de-duplicated (one per token and remote server) and not
+    (one per route whose host is on another server than the token's origin)."""
+
+    dedup: int
+    routes: int
+
+
+def remote_copies(
+    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray
+) -> RemoteCopies:
+    """Network copies of one layer with and without server-level de-duplication.
+
+    Each copy crosses the network once each way: ``dispatch + combine`` bytes enter it.
+    """
+    _, keep = remote_servers(origins, hosts_layer, gpu_server)
+    routes = int((gpu_server[hosts_layer] != gpu_server[origins][:, None]).sum())
+    return RemoteCopies(dedup=int(keep.sum()), routes=routes)
+
+
+class CopyTally:
+    """Network copies summed over layers and micro-batches, with and without de-duplication."""
+
+    def __init__(self) -> None:
+        self.dedup = self.routes = self.token_layers = 0
+        self.dedup_bytes = self.route_bytes = 0
+
+    def add(self, copies: RemoteCopies, tokens: int, copy_bytes: int) -> None:
+        """One layer of ``tokens`` tokens; ``copy_bytes`` = dispatch + combine bytes of a copy."""
+        self.dedup += copies.dedup
+        self.routes += copies.routes
+        self.token_layers += tokens
+        self.dedup_bytes += copies.dedup * copy_bytes
+        self.route_bytes += copies.routes * copy_bytes
+
+    def summary(self) -> dict[str, float]:
+        n = self.token_layers or 1
+        return {
+            "remote_copies_per_token_layer": self.dedup / n,
+            "remote_routes_per_token_layer": self.routes / n,
+            "network_bytes_dedup": float(self.dedup_bytes),
+            "network_bytes_no_dedup": float(self.route_bytes),
+        }

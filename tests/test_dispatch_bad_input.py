@@ -1,5 +1,5 @@
-"""Bad routing options: a scheme the cluster cannot serve, options a mode ignores, unknown and
-replaced names.  One line, exit 2, nothing written (CLI); one InputError (library, studies)."""
+"""Bad routing options: options a mode ignores, unknown and replaced names.  One line, exit 2,
+nothing written (CLI); one InputError (library, studies)."""
 
 from __future__ import annotations
 
@@ -16,11 +16,9 @@ _SIM = ["simulate", "--trace", "{dir}/trace.parquet", "--topology", "{dir}/clust
         "--layout", "{dir}/layout.csv", "--out", "{dir}/run"]
 
 CASES = [
-    Case("command line", "deepep-normal on pooled NICs", ("cluster.json", "deepep-normal",
-         "per-GPU NICs"), argv=(*_SIM, "--dispatch", "deepep-normal")),
     Case("command line", "flows per pair without ecmp", ("flows_per_pair", "'ecmp' only"),
          argv=(*_SIM, "--flows-per-pair", "4")),
-    Case("command line", "flows per pair 0", ("flows_per_pair", ">= 1"),
+    Case("command line", "flows per pair 0", ("--flows-per-pair", ">= 1"),
          argv=(*_SIM, "--multipath", "ecmp", "--flows-per-pair", "0")),
     Case("command line", "unknown multipath mode", ("--multipath", "invalid choice: 'magic'"),
          argv=(*_SIM, "--multipath", "magic")),
