@@ -20,10 +20,20 @@ import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
-from experiments.commands import demo, place, report, simulate, study, sweep, topology, trace
+from experiments.commands import (
+    demo,
+    place,
+    rebalance,
+    report,
+    simulate,
+    study,
+    sweep,
+    topology,
+    trace,
+)
 from traces.infra.errors import InputError
 
-COMMANDS = [demo, trace, topology, place, simulate, study, sweep, report]
+COMMANDS = [demo, trace, topology, place, simulate, rebalance, study, sweep, report]
 
 TRACEBACK_ENV = "MOE_NETSIM_TRACEBACK"
 
