@@ -37,28 +37,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=262_144)
     ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.bench_traces import random_blocks
-    from traces.importers.exports import EXPORT_FORMATS, export_trace
-    from traces.io import write_blocks
-
+    root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(root)
+    formats = [
+        f
+        for f in args.formats.split(",")
+        if f not in ("sglang-dump", "megatron") or importlib.util.find_spec("torch") is not None
+    ]
+    if args.prepare is not None:
+        sys.path.insert(0, str(root))
+        _prepare(args.prepare, args.tokens, formats)
+        return
+    # The parent stays small (no numpy): a forked child's peak RSS starts from its parent's.
     with tempfile.TemporaryDirectory() as d:
-        base = Path(d) / "trace.parquet"
-        write_blocks(base, _with_steps(random_blocks(args.tokens, seed=0)))
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--prepare",
+                d,
+                "--tokens",
+                str(args.tokens),
+                "--formats",
+                ",".join(formats),
+            ],
+            env=env,
+            check=True,
+        )
         print(f"{args.tokens:,} R1 tokens; import, one core each:")
         for fmt in args.formats.split(","):
-            if fmt in ("sglang-dump", "megatron") and importlib.util.find_spec("torch") is None:
+            if fmt not in formats:
                 print(f"  {fmt:13s} skipped: needs torch (pip install 'moe-netsim[record]')")
                 continue
-            src = Path(d) / (
-                fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
-            )
-            if EXPORT_FORMATS[fmt][1]:
-                src.mkdir()
-            export_trace(fmt, base, src)
+            src = Path(d) / _name(fmt)
             out = Path(d) / f"back-{fmt}.parquet"
             t0 = time.perf_counter()
             proc = subprocess.Popen(
@@ -79,6 +93,24 @@ def main() -> None:
                 f"  {rate / 1e6:5.2f} M tokens x 58 layers/min  peak RSS"
                 f" {usage.ru_maxrss / 1024:6.0f} MB"
             )
+
+
+def _name(fmt: str) -> str:
+    return fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
+
+
+def _prepare(d: Path, tokens: int, formats: list[str]) -> None:
+    from benchmarks.bench_traces import random_blocks
+    from traces.importers.exports import EXPORT_FORMATS, export_trace
+    from traces.io import write_blocks
+
+    base = d / "trace.parquet"
+    write_blocks(base, _with_steps(random_blocks(tokens, seed=0)))
+    for fmt in formats:
+        src = d / _name(fmt)
+        if EXPORT_FORMATS[fmt][1]:
+            src.mkdir()
+        export_trace(fmt, base, src)
 
 
 def _with_steps(blocks):  # noqa: ANN001, ANN202
