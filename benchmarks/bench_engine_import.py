@@ -6,8 +6,10 @@ Writes a DeepSeek-R1 routing trace (58 MoE layers, top-8 of 256, origins on 32 G
 tokens per step) in each binary engine format with the project's exporters, then imports each
 one back in a child process of its own (single-threaded, so the rate is per core) and reports
 wall and CPU time (the child's, start-up included), routed tokens x 58 layers per CPU minute
-(steadier than wall time on a shared machine), and the child's peak resident memory
-(``ru_maxrss``).  The target (issue 18) is at least 1M tokens x 58 layers per minute per core
+(steadier than wall time on a shared machine), the child's peak resident memory
+(``ru_maxrss``: it includes pages of the input mapped from disk, which the kernel can reclaim)
+and its peak heap (``tracemalloc``: NumPy and Python objects, what the chunk bounds).
+The target (issue 18) is at least 1M tokens x 58 layers per minute per core
 for the binary formats, with memory bounded by the chunk, not the file.
 """
 
@@ -24,13 +26,14 @@ from pathlib import Path
 
 FORMATS = ("sglang-dump", "trtllm", "megatron", "vllm", "topk-parquet")
 CHILD = """
-import sys, time
+import sys, time, tracemalloc
 from traces.importers.common import import_trace
 from traces.model import model_preset
 fmt, src, out = sys.argv[1:4]
+tracemalloc.start()
 t0 = time.perf_counter()
 n = import_trace(fmt, src, out, model_preset("deepseek-r1"))
-print(n, time.perf_counter() - t0)
+print(n, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1])
 """
 
 
@@ -85,14 +88,15 @@ def main() -> None:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             assert proc.stdout is not None
-            n, seconds = proc.stdout.read().split()
+            n, seconds, heap = proc.stdout.read().split()
             if status:
                 raise SystemExit(f"{fmt}: import failed")
             cpu = usage.ru_utime + usage.ru_stime
             print(
                 f"  {fmt:13s} {float(seconds):6.1f} s import ({wall:5.1f} s with start-up,"
                 f" {cpu:5.1f} s CPU)  {int(n) / cpu * 60 / 1e6:5.2f} M tokens x 58 layers per CPU"
-                f" minute  peak RSS {usage.ru_maxrss / 1024:6.0f} MB"
+                f" minute  peak RSS {usage.ru_maxrss / 1024:6.0f} MB,"
+                f" heap {int(heap) / 1e6:5.0f} MB"
             )
 
 
