@@ -28,7 +28,7 @@ its MoE latency is the sum over layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from typing import Any
 
 import numpy as np
@@ -39,6 +39,7 @@ from simpy.events import NORMAL
 from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.microbatches import by_tokens
+from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     StageCopies,
     TrafficConfig,
@@ -50,6 +51,7 @@ from simulator.traffic import (
     validate_layout,
 )
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
 from traces.trace import RoutingTrace
 
 TIME_UNIT = "s"
@@ -60,43 +62,23 @@ class SimConfig:
     """Run knobs of the replay."""
 
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
-    chunk_bytes: int = field(
-        default=1 << 20, metadata={"help": "Messages are cut into chunks of this size."}
-    )
-    inflight_microbatches: int = field(
-        default=2, metadata={"help": "Micro-batches in flight at once (overlap)."}
-    )
-    microbatch_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Re-cut the stream into micro-batches of N tokens; default: blocks."},
-    )
-    gpu_flops_per_s: float = field(
-        default=400e12, metadata={"help": "Effective expert GEMM rate of one GPU."}
-    )
-    expert_time_per_route_s: float | None = field(
-        default=None,
-        metadata={"help": "Compute time per routed token per expert; default from FLOPs."},
-    )
-    utilisation_window_s: float | None = field(
-        default=None,
-        metadata={"help": "Window of the utilisation-over-time frame; default makespan/100."},
-    )
+    chunk_bytes: int = option(1 << 20, "Messages are cut into chunks of this size.", "bytes",
+                              1, 2**40)
+    inflight_microbatches: int = option(2, "Micro-batches in flight at once (overlap).",
+                                        "micro-batches", 1, 1_000_000)
+    microbatch_tokens: int | None = option(
+        None, "Re-cut the stream into micro-batches of N tokens; default: blocks.", "tokens",
+        1, 2**40)
+    gpu_flops_per_s: float = option(400e12, "Effective expert GEMM rate of one GPU.", "FLOP/s",
+                                    0, 1e21, low_open=True)
+    expert_time_per_route_s: float | None = option(
+        None, "Compute time per routed token per expert; default from FLOPs.", "s", 0, 1e6)
+    utilisation_window_s: float | None = option(
+        None, "Window of the utilisation-over-time frame; default makespan/100.", "s",
+        0, 1e9, low_open=True)
 
     def __post_init__(self) -> None:
-        if self.chunk_bytes < 1:
-            raise InputError("simulate: chunk_bytes must be >= 1")
-        if self.inflight_microbatches < 1:
-            raise InputError("simulate: inflight_microbatches must be >= 1")
-        if self.microbatch_tokens is not None and self.microbatch_tokens < 1:
-            raise InputError("simulate: microbatch_tokens must be >= 1")
-        if not (np.isfinite(self.gpu_flops_per_s) and self.gpu_flops_per_s > 0):
-            raise InputError("simulate: gpu_flops_per_s must be > 0")
-        t = self.expert_time_per_route_s
-        if t is not None and not (np.isfinite(t) and t >= 0):
-            raise InputError("simulate: expert_time_per_route_s must be >= 0")
-        w = self.utilisation_window_s
-        if w is not None and not (np.isfinite(w) and w > 0):
-            raise InputError("simulate: utilisation_window_s must be > 0")
+        check_options(self, "simulate")
 
     def route_compute_s(self, hidden: int, intermediate: int) -> float:
         """Expert time per route: given, or 3 GEMMs (gate, up, down) = 6*hidden*inter FLOPs."""
@@ -110,16 +92,9 @@ class SimConfig:
 
 
 @dataclass(frozen=True, eq=False)
-class SimResult:
-    """Frames of one replay, with the configuration that produced them."""
+class SimResult(SimFrames):
+    """Frames of one replay (:class:`SimFrames`), with the configuration that produced them."""
 
-    links: pd.DataFrame  # per link direction
-    layers: pd.DataFrame  # per (microbatch, layer)
-    phases: pd.DataFrame  # per (microbatch, layer, phase)
-    tokens: pd.DataFrame  # per token
-    gpus: pd.DataFrame  # per GPU: routes computed, compute busy time
-    utilisation: pd.DataFrame  # per (link direction, time window)
-    summary: dict[str, Any]
     config: SimConfig
 
 
@@ -319,6 +294,34 @@ class _Run:
         self.started = 0
         self.finished = 0
 
+    def records(self) -> RunRecords:
+        """What the finished run recorded, as plain values for :mod:`simulator.summaries`."""
+        lds = self.links
+        stats = {
+            name: np.array([getattr(ld, attr) for ld in lds], dtype=dtype)
+            for name, attr, dtype in (
+                ("link_bytes", "nbytes", np.int64), ("link_chunks", "chunks", np.int64),
+                ("link_busy_s", "busy_s", np.float64),
+                ("link_queue_sum_s", "queue_sum_s", np.float64),
+                ("link_queue_max_s", "queue_max_s", np.float64),
+            )
+        }
+        for ld in lds:
+            ld.flush()  # the open busy periods go to the log
+        log = self.log
+        return RunRecords(
+            cluster=self.routes.cluster, makespan_s=float(self.env.now), **stats,
+            busy_link=np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
+            busy_start_s=np.frombuffer(log.start, dtype=np.float64),
+            busy_end_s=np.frombuffer(log.end, dtype=np.float64),
+            layer_rows=self.layer_rows, phase_rows=self.phase_rows,
+            token_parts=self.token_parts,
+            gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
+            hops=self.hops, tokens=self.tokens,
+            utilisation_window_s=self.config.utilisation_window_s,
+            server_dedup=bool(self.config.traffic.server_dedup),
+        )
+
     def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:
         env = self.env
         m = block.model
@@ -466,8 +469,6 @@ def simulate(
     Each block is one micro-batch unless ``config.microbatch_tokens`` re-cuts the stream.
     Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
     """
-    from simulator.summaries import collect_sim
-
     config = config or SimConfig()
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
@@ -490,7 +491,9 @@ def simulate(
         raise RuntimeError(
             f"simulate: {run.started - run.finished} micro-batch(es) never finished"
         )
-    return collect_sim(run, config)
+    frames = collect_sim(run.records())
+    return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
+                     config=config)
 
 
 def validate_links(routes: RouteTable) -> None:

@@ -7,11 +7,14 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from traces import RoutingTrace, TraceWriter, model_preset
+from experiments.outputs import TRACE_FILE, add_output_argument
+from traces import RoutingTrace
 from traces.infra.errors import InputError
+from traces.io import write_blocks
 from traces.load_stats import read_sglang_logical_count
-from traces.model import ModelSpec
+from traces.model import ModelSpec, load_model_spec
 from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
 
 
@@ -27,9 +30,10 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
             " deepseek-r1 --tokens 1000000 --out r1.parquet"
         ),
     )
-    p.add_argument("--model", required=True, help="Model preset, e.g. deepseek-r1.")
+    p.add_argument("--model", required=True,
+                   help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry.")
     p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
-    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
@@ -75,7 +79,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model-dir", type=Path, help="Local model directory (weights + config).")
     src.add_argument("--config", type=Path, help="config.json: random weights (seeded).")
     r.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run.")
-    r.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(r, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
     r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
     r.add_argument(
@@ -94,12 +98,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
 
 def _gpu_list(text: str, where: str) -> tuple[int, ...]:
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+        if last < first or first < 0:  # an empty range must not mean "every GPU"
+            raise InputError(f"{where}: gpus range {part!r} is reversed or negative; write"
+                             " low-high")
+        out.extend(range(first, last + 1))
     return tuple(out)
 
 
@@ -166,23 +174,15 @@ def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[Routin
         t.join()
 
 
-def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **writer) -> int:
-    """Stream blocks into a native trace file atomically; returns the token count."""
+def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw: Any) -> int:
+    """``traces.io.write_blocks`` to a path that may exist only with ``--overwrite``."""
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
-    it = iter(blocks)
-    first = next(it, None)
-    if first is None:
-        raise InputError(f"{out}: nothing to write (no tokens)")
-    with TraceWriter(out, first.meta, **writer) as w:
-        w.write(first)
-        for block in it:
-            w.write(block)
-    return w.num_tokens
+    return write_blocks(out, blocks, **kw)
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    model = model_preset(args.model)
+    model = load_model_spec(args.model)
     stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
     cfg = SynthConfig(
         model,
@@ -200,7 +200,7 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")
-    n = write_blocks(
+    n = _write_new(
         args.out,
         _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)),
         args.overwrite,
@@ -229,9 +229,6 @@ def run_record(args: argparse.Namespace) -> int:
         gates=not args.no_gates,
         dp_ranks=args.dp_ranks,
     )
-    gates = not args.no_gates
-    n = write_blocks(
-        args.out, blocks, args.overwrite, has_origin=args.dp_ranks is not None, has_gates=gates
-    )
+    n = _write_new(args.out, blocks, args.overwrite)  # columns as the recorder's blocks have
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0

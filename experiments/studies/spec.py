@@ -19,7 +19,7 @@ Base sections (every key optional unless said otherwise)::
     [trace]    source = "synthetic" | path of a native trace file
                fit_source = "" (fit on the source's first fit_tokens, replay the next
                replay_tokens) | path of a native trace | path of SGLang load statistics (.json)
-               fit_tokens, replay_tokens, micro_batch_tokens (0: the trace's own steps),
+               fit_tokens, replay_tokens,
                seq_len, zipf_exponent (synthetic only)
     [sim]      SimConfig and TrafficConfig fields (flat)
 """
@@ -39,7 +39,9 @@ from pathlib import Path
 from typing import Any
 
 from placement import STRATEGIES, SolverOptions
-from simulator.cluster.builders import BUILDERS, LinkDefaults
+from placement.strategies import SUPPORTS
+from simulator.cluster.builders import LinkDefaults
+from simulator.cluster.families import BUILDERS
 from simulator.engine import SimConfig
 from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
@@ -54,7 +56,6 @@ TRACE_DEFAULTS: dict[str, Any] = {
     "fit_source": "",
     "fit_tokens": 2048,
     "replay_tokens": 2048,
-    "micro_batch_tokens": 0,
     "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
     "zipf_exponent": 0.9,
 }
@@ -94,6 +95,15 @@ class Study:
 
     def fingerprint(self) -> str:
         return _digest({"definition": self.definition, "skipped": list(self.skipped)})
+
+    @property
+    def placers(self) -> set[str]:
+        """The placer labels of the cells (the ``placer`` column of the results)."""
+        return placer_labels(self.cells)
+
+
+def placer_labels(cells: tuple[Cell, ...] | list[Cell]) -> set[str]:
+    return {c.config["placer"].get("label", c.config["placer"]["name"]) for c in cells}
 
 
 def _digest(obj: Any) -> str:
@@ -326,6 +336,13 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
         eps = placer["balance_eps"]
         if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1e6:
             raise InputError(f"{where}: placer.balance_eps: expected a number > 0, got {eps!r}")
+    wants = {"replicas": placer.get("replicas") not in (None, 0),
+             "balance": placer.get("balance_eps") is not None}
+    for what, asked in wants.items():
+        if asked and what not in SUPPORTS[placer["name"]]:
+            key = "replicas" if what == "replicas" else "balance_eps"
+            raise InputError(f"{where}: placer.{key}: strategy {placer['name']} does not support"
+                             " it; drop the key for this placer or use another strategy")
     if "label" in placer and not isinstance(placer["label"], str):
         raise InputError(f"{where}: placer.label: expected a string")
     solver_options(placer, seed, f"{where}: placer")
@@ -334,7 +351,6 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
 
     for key in ("fit_tokens", "replay_tokens"):
         _expect_int(trace[key], f"{where}: trace.{key}", 1)
-    _expect_int(trace["micro_batch_tokens"], f"{where}: trace.micro_batch_tokens", 0)
     _expect_int(trace["seq_len"], f"{where}: trace.seq_len", 1)
     z = trace["zipf_exponent"]
     if not isinstance(z, int | float) or isinstance(z, bool) or not 0 <= z < 1e6:
@@ -422,7 +438,24 @@ def _set(d: dict[str, Any], path: str, value: Any, where: str) -> None:
     cur[parts[-1]] = copy.deepcopy(value)
 
 
+# Study keys that were renamed: the old path gives a one-line error naming the new one.
+RENAMED_KEYS = {"trace.micro_batch_tokens": "sim.microbatch_tokens"}
+
+
+def _check_renamed(raw: dict[str, Any], where: str) -> None:
+    axes = raw.get("axes")
+    axis_paths = [p.strip() for k in axes for p in str(k).split(",")] \
+        if isinstance(axes, dict) else []
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        table = raw.get(section)
+        if (isinstance(table, dict) and key in table) or old in axis_paths:
+            raise InputError(f"{where}: {old} was renamed {new} (leave it out for the trace's"
+                             " own steps)")
+
+
 def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    _check_renamed(raw, where)
     base = copy.deepcopy(DEFAULT_BASE)
     for key, value in raw.items():
         if key == "axes":
@@ -534,6 +567,13 @@ def build_study(
         cell_id = f"{index:05d}-{_digest(cfg)[:10]}"
         cells.append(Cell(index, cell_id, tuple(values), cfg))
     definition = {"base": base, "axes": [[paths, rows] for paths, rows in axes]}
+    placers = placer_labels(cells)
+    baseline = str(base["study"].get("baseline", "round-robin"))
+    if baseline not in placers and "baseline" in raw.get("study", {}):
+        raise InputError(
+            f"{where}: study.baseline: {baseline!r} names no placer of the study (placers:"
+            f" {', '.join(sorted(placers))}); the reductions would all be empty"
+        )
     return Study(
         name=str(base["study"].get("name", "study")),
         description=str(base["study"].get("description", "")),
@@ -546,7 +586,8 @@ def build_study(
 
 
 def load_study_file(path: Path) -> Study:
-    """Read and validate a TOML study file (paths inside it are relative to the file)."""
+    """Read and validate a TOML study file (paths inside it are relative to the file); an
+    empty file is refused (it would run the default study without a word)."""
     import tomllib
 
     path = Path(path)
@@ -558,5 +599,7 @@ def load_study_file(path: Path) -> Study:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
+    if not raw:
+        raise InputError(f"{path}: the study file is empty; give at least [topology] or [axes]")
     return build_study(raw, where=str(path), base_dir=path.resolve().parent)
 
