@@ -27,7 +27,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
-from traces.importers.common import BlockBuilder, check_routes
+from traces.importers.common import BlockBuilder, check_routes, rank_step_groups
 from traces.infra.atomic import atomic_output
 from traces.infra.errors import InputError
 from traces.infra.jsonfile import read_json_file
@@ -182,10 +182,7 @@ def write_trtllm_stats(blocks: Iterator[RoutingTrace], folder: Path) -> int:
     count = 0
     for b in blocks:
         model = b.meta.model
-        origin = b.origin_gpu if b.origin_gpu is not None else np.zeros(b.num_tokens, np.int32)
-        step = b.step if b.step is not None else np.zeros(b.num_tokens, np.int32)
-        for r, it in sorted({(int(x), int(y)) for x, y in zip(origin, step, strict=True)}):
-            sel = np.flatnonzero((origin == r) & (step == it))
+        for r, it, sel in rank_step_groups(b):
             for li, layer in enumerate(model.moe_layer_indices):
                 raw.setdefault(r, {}).setdefault(f"{it}_{layer}", []).append(
                     b.experts[sel, li].astype(np.int32)
