@@ -22,7 +22,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.rebalance import RebalanceConfig, run_rebalance  # noqa: E402
+from experiments.rebalance import run_rebalance  # noqa: E402
+from experiments.rebalance_config import RebalanceConfig  # noqa: E402
 from placement.migration import expert_weight_bytes  # noqa: E402
 from simulator.cluster.builders import build_fat_tree  # noqa: E402
 from simulator.cluster.paths import build_route_table  # noqa: E402

@@ -12,7 +12,8 @@ import pytest
 
 from experiments.cli import main
 from experiments.pipeline import build_problem
-from experiments.rebalance import RebalanceConfig, _Window, run_rebalance
+from experiments.rebalance import _Window, run_rebalance
+from experiments.rebalance_config import RebalanceConfig
 from placement import ExpertLayout, SolverOptions, expected_cost, solve_placement
 from placement.migration import (
     expert_weight_bytes,

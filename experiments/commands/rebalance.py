@@ -7,18 +7,30 @@ import time
 from dataclasses import fields, replace
 from pathlib import Path
 
-from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
+from experiments.outputs import (
+    add_output_argument,
+    run_directory,
+    run_directory_kind,
+    save_figure,
+    write_json,
+    write_parquet,
+)
 from traces.infra.errors import InputError
 
 
 def _help(name: str) -> str:
-    from experiments.rebalance import RebalanceConfig
+    from experiments.rebalance_config import RebalanceConfig
 
     return next(f.metadata["help"] for f in fields(RebalanceConfig) if f.name == name)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from experiments.rebalance import MIGRATION_MODES, MODES, POLICIES, RebalanceConfig
+    from experiments.rebalance_config import MIGRATION_MODES, MODES, POLICIES, RebalanceConfig
 
     d = RebalanceConfig()
     p = sub.add_parser(
@@ -35,7 +47,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("--trace", type=Path, required=True, help="Trace file with steps (Parquet).")
-    p.add_argument("--topology", type=Path, required=True, help="Cluster JSON file.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument("--strategy", default=d.strategy,
                    help=_help("strategy") + " (default: %(default)s)")
     p.add_argument("--policy", choices=POLICIES, default=d.policy, help=_help("policy"))
@@ -56,23 +68,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--no-dedup", action="store_true",
                    help="Report network bytes with one copy per route (default: de-duplicated).")
     p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit per fit, s.")
-    p.add_argument("--out", type=Path, required=True, help="Run directory to create.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    add_output_argument(p, "--out", run_directory_kind("rebalance"), required=True,
+                        help="Run directory to create.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `rebalance` wrote.")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.rebalance import RebalanceConfig, run_rebalance
+    from experiments.rebalance import run_rebalance
+    from experiments.rebalance_config import RebalanceConfig
+    from experiments.versions import versions
     from placement import SolverOptions
     from placement.layout_io import save_layout
-    from simulator.cluster.io import load_cluster
     from simulator.cluster.paths import build_route_table
     from traces.io import read_trace_meta
 
-    for name in ("trace", "topology"):
-        path = getattr(args, name)
-        if not path.exists():
-            raise InputError(f"--{name} {path}: file not found")
+    if not args.trace.exists():
+        raise InputError(f"--trace {args.trace}: file not found")
     config = RebalanceConfig(
         strategy=args.strategy, policy=args.policy, interval_steps=args.interval,
         window_steps=args.window, threshold=args.threshold, move_weight=args.move_weight,
@@ -84,7 +97,9 @@ def run(args: argparse.Namespace) -> int:
     if config.strategy not in STRATEGIES:
         raise InputError(f"--strategy {config.strategy!r}: known: {', '.join(sorted(STRATEGIES))}")
     model = read_trace_meta(args.trace)[0].model
-    routes = build_route_table(load_cluster(args.topology))
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
+    routes = build_route_table(cluster)
     t0 = time.perf_counter()
     options = SolverOptions(time_limit_s=args.time_limit)
     res = run_rebalance(args.trace, routes, config, options)
@@ -103,6 +118,11 @@ def run(args: argparse.Namespace) -> int:
         summary.update(config={f.name: getattr(config, f.name) for f in fields(config)},
                        runtime_s=time.perf_counter() - t0)
         write_json(out / "summary.json", summary)
+        write_json(out / "meta.json", {
+            "command": "moe-netsim rebalance", "trace": str(args.trace),
+            "topology": cluster_label(args), "model": model.name, "versions": versions(),
+            "status": "complete",
+        })
         save_figure(out / "timeline.png", plot_timeline(res.timeline))
     t = res.timeline
     print(f"windows      {len(t)} ({int((t.decision == 'rebalance').sum())} rebalances)")
