@@ -23,9 +23,10 @@ from experiments.outputs import (
     atomic_write_text,
     write_json,
 )
-from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
+from experiments.pipeline import build_problem, trace_activation, trace_sample
+from placement import SAMPLE_STRATEGIES, STRATEGIES, SolverOptions, check_layout, solve_placement
 from placement.bottleneck import max_link_busy
+from placement.dedup.evaluate import dedup_cost
 from placement.layout_io import save_layout, to_sglang_map
 from placement.outcome import SolveStatus
 from placement.problem import expected_cost
@@ -85,6 +86,9 @@ def run(args: argparse.Namespace) -> int:
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     origin_activation = None
+    sample = None
+    if args.replicas < 0:
+        raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
     if not args.stats.exists():
         raise InputError(f"{args.stats}: statistics file not found")
     if args.stats.suffix == ".json":
@@ -94,6 +98,12 @@ def run(args: argparse.Namespace) -> int:
             )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
+        if args.strategy in SAMPLE_STRATEGIES:
+            raise InputError(
+                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
+                " experts a token uses together, and where it starts); SGLang load statistics"
+                " carry only counts per expert: give a native trace .parquet"
+            )
         if args.strategy == "ilp-origin":
             raise InputError(
                 "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
@@ -107,12 +117,17 @@ def run(args: argparse.Namespace) -> int:
             )
         if recorded or args.strategy == "ilp-origin":
             origin_activation = per_origin
+        sample = trace_sample(args.stats, routes.num_gpus)
     else:
         raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
-    problem = build_problem(
-        routes, model, activation, origin_activation, args.replicas, args.balance_eps,
-        args.slots_per_gpu, args.per_layer_per_gpu,
-    )
+    try:
+        problem = build_problem(
+            routes, model, activation, origin_activation, args.replicas, args.balance_eps,
+            args.slots_per_gpu, args.per_layer_per_gpu, sample=sample,
+        )
+    except InputError as exc:
+        flags = f" (--replicas {args.replicas})" if args.replicas else ""
+        raise InputError(f"{exc}{flags}") from None
     res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
@@ -124,7 +139,16 @@ def run(args: argparse.Namespace) -> int:
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
-    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine)")
+    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine, one"
+          " copy per route: the paper's metric)")
+    copies = None
+    if sample is not None:
+        copies = dedup_cost(problem, res.layout)
+        per_copy = (problem.dispatch_bytes + problem.combine_bytes) * problem.num_layers
+        print(f"remote       {copies.copies_per_token_layer:.4f} copies per token per MoE layer"
+              f" de-duplicated, {copies.routes_per_token_layer:.4f} without (fitting trace)")
+        print(f"network      {copies.copies_per_token_layer * per_copy:,.0f} bytes per token"
+              f" de-duplicated, {copies.routes_per_token_layer * per_copy:,.0f} without")
     print(f"wire time    {expected_cost(problem, res.layout, 'wire') * 1e6:.3f} us per token")
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
@@ -145,6 +169,8 @@ def run(args: argparse.Namespace) -> int:
         "strategy": res.strategy,
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
+        "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,
+        "remote_routes_per_token_layer": None if copies is None else copies.routes_per_token_layer,
         "solver": None if res.solver is None else res.solver.as_dict(),
         "runtime_s": res.runtime_s,
         "message": res.message,
