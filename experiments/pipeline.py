@@ -20,6 +20,7 @@ from traces import RoutingTrace
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, with_origins
 
 Progress = Callable[[str], None]
 
@@ -93,14 +94,28 @@ def origin_activation(
     return a.sum(axis=2), a, recorded
 
 
-def trace_activation(path: Path, num_gpus: int) -> tuple[ModelSpec, np.ndarray, np.ndarray, bool]:
-    """Model, p[l, i], a[l, i, origin GPU] and whether origins were recorded, from a trace file."""
+def trace_activation(
+    path: Path, assigner: OriginAssigner
+) -> tuple[ModelSpec, np.ndarray, np.ndarray, bool]:
+    """Model, p[l, i], a[l, i, origin GPU] and whether origins were recorded, from a trace file.
+
+    Origins come from ``assigner`` (an origin model, or recorded where present, else ``dp``).
+    """
     meta, _ = read_trace_meta(path)
+    recorded = [True]
+
+    def blocks() -> Iterator[RoutingTrace]:
+        for b in iter_trace(path):
+            recorded[0] &= b.origin_gpu is not None
+            yield b
+
     try:
-        p, a, recorded = origin_activation(iter_trace(path), num_gpus)
-    except InputError:
-        raise InputError(f"{path}: the trace has no tokens") from None
-    return meta.model, p, a, recorded
+        p, a, _ = origin_activation(with_origins(blocks(), assigner), assigner.num_gpus)
+    except InputError as exc:
+        if "no tokens" in str(exc):
+            raise InputError(f"{path}: the trace has no tokens") from None
+        raise
+    return meta.model, p, a, recorded[0]
 
 
 def build_problem(
@@ -113,7 +128,11 @@ def build_problem(
     slots_per_gpu: int | None = None,
     per_layer_per_gpu: int | None = None,
 ) -> PlacementProblem:
-    """A placement problem with every input the strategies may use."""
+    """A placement problem with every input the strategies may use.
+
+    With ``origin_activation`` the origin weights (the paper's c[s] comes from them) are the
+    measured share of tokens per origin GPU, so ``ilp``/``ilp-load`` see the real origins.
+    """
     L, E = activation.shape
     G = routes.num_gpus
     s_def, l_def = default_slots(L, E + num_redundant, G)
@@ -125,6 +144,7 @@ def build_problem(
         max_per_gpu_per_layer=l_def if per_layer_per_gpu is None else per_layer_per_gpu,
         layer_indices=model.moe_layer_indices,
         origin_activation=origin_activation,
+        origin_weight=None if origin_activation is None else origin_activation.sum(axis=(0, 1)),
         dispatch_bytes=float(model.hidden_size * 1),
         combine_bytes=float(model.hidden_size * 2),
         num_redundant=num_redundant,

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from simulator.cluster.io import load_cluster
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
+from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -49,6 +51,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     p.add_argument("--replicas", type=int, default=0,
                    help="Redundant expert copies per MoE layer (ILP family and eplb).")
     p.add_argument("--balance-eps", type=float, default=None,
@@ -85,8 +88,10 @@ def run(args: argparse.Namespace) -> int:
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
+    origins = resolve_model(args.origins)
     cluster = _cluster(args)
     routes = build_route_table(cluster)
+    assigner = OriginAssigner(origins, cluster.gpu_server)
     origin_activation = None
     if not args.stats.exists():
         raise InputError(f"{args.stats}: statistics file not found")
@@ -95,25 +100,32 @@ def run(args: argparse.Namespace) -> int:
             raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
+        if origins is not None:
+            raise InputError(
+                "--origins: SGLang logical_count records no tokens to give origins to (give a"
+                " trace .parquet)"
+            )
         if args.strategy == "ilp-origin":
             raise InputError(
                 "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
                 " (give a trace .parquet)"
             )
     elif args.stats.suffix == ".parquet":
-        model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
+        model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
         if args.model is not None and args.model != model.name:
             raise InputError(
                 f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
             )
-        if recorded or args.strategy == "ilp-origin":
-            origin_activation = per_origin
     else:
         raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
     problem = build_problem(
         routes, model, activation, origin_activation, args.replicas, args.balance_eps,
         args.slots_per_gpu, args.per_layer_per_gpu,
     )
+    # after every input check (an error comes alone); load statistics have no origins
+    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
+    if warning:
+        print(warning, file=sys.stderr)
     res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
@@ -141,6 +153,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
         "mip_gap": res.mip_gap,

@@ -8,6 +8,7 @@ checked before the run starts; results go to a run directory that appears only w
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import fields
 from pathlib import Path
@@ -28,6 +29,7 @@ from simulator.traffic import TrafficConfig, validate_layout
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, origins_help, resolve_model, with_origins
 
 
 def _help(cls: type, name: str) -> str:
@@ -54,6 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     p.add_argument("--out", type=Path, required=True, help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
     p.add_argument(
@@ -143,14 +146,20 @@ def run(args: argparse.Namespace) -> int:
         raise InputError("--microbatch-tokens must be >= 1")
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out}: output directory exists; pass --overwrite to replace it")
+    origins = resolve_model(args.origins)
     model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
-    blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
+    assigner = OriginAssigner(origins, routes.cluster.gpu_server)
+    blocks = microbatches(
+        with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+        args.microbatch_tokens,
+    )
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
         "mode": args.mode,
         "trace": str(args.trace),
         "topology": str(args.topology),
         "layout": str(args.layout),
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "model": model.name,
         "cluster": routes.cluster.description or routes.cluster.name,
         "microbatches": (
@@ -185,5 +194,8 @@ def run(args: argparse.Namespace) -> int:
     for k in keys:
         print(f"{k:>24}: {summary[k]:.6g}")
     print(f"{'shared experts':>24}: {summary['shared_experts']}")
+    warning = assigner.warning()
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {args.out}/ in {runtime:.1f} s")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +13,14 @@ from traces import RoutingTrace, TraceWriter, model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
 from traces.model import ModelSpec
+from traces.origins import (
+    DEFAULT_MODEL,
+    OriginAssigner,
+    origins_help,
+    parse_origins,
+    servers_of_gpus,
+    with_origins,
+)
 from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
 
 
@@ -34,6 +43,11 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
     p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
+    p.add_argument("--gpus-per-server", type=int, default=8,
+                   help="GPUs per server, for --origins server sets (default 8).")
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
+                   help=origins_help().replace("the trace's recorded origins, else dp",
+                                               "dp, or each --tenant on its GPUs"))
     p.add_argument("--zipf", type=float, default=0.45, help="Zipf exponent of popularity.")
     p.add_argument(
         "--max-activation", type=float, default=0.45, help="Cap on a Zipf expert's activation."
@@ -193,12 +207,21 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")
-    n = write_blocks(
-        args.out,
-        _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)),
-        args.overwrite,
-        row_group_tokens=args.chunk_tokens,
-    )
+    origins = parse_origins(args.origins) if args.origins else None
+    if origins is not None and any(t.gpus for t in cfg.tenants):
+        raise InputError("--origins: give origins either by --tenant gpus=... or by --origins,"
+                         " not both")
+    if origins is None and not cfg.tenants:
+        origins = parse_origins(DEFAULT_MODEL)
+    blocks = _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens))
+    assigner = None
+    if origins is not None:  # else each tenant's sequences on its own GPUs (the generator's)
+        assigner = OriginAssigner(origins, servers_of_gpus(args.gpus, args.gpus_per_server))
+        blocks = with_origins(blocks, assigner)
+    n = write_blocks(args.out, blocks, args.overwrite, row_group_tokens=args.chunk_tokens)
+    warning = assigner.warning() if assigner is not None else None
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {n} tokens of {model.name} to {args.out}")
     return 0
 

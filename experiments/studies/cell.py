@@ -18,12 +18,14 @@ import numpy as np
 import pandas as pd
 
 from experiments.pipeline import build_problem, origin_activation, place_and_replay, summary_row
-from experiments.studies.spec import (
+from experiments.studies.sections import (
     build_cluster,
     model_from_config,
     solver_options,
     split_sim_options,
 )
+from placement import PlacementProblem, expected_cost
+from placement.ceiling import Ceiling, hop_ceiling
 from placement.ilp import server_cost
 from simulator.cluster.paths import RouteTable, build_route_table
 from traces import (
@@ -34,6 +36,8 @@ from traces import (
     read_trace,
 )
 from traces.load_stats import read_sglang_logical_count
+from traces.origins import apply_origins, resolve_model, tenant_server_sets
+from traces.synthetic import TenantSpec
 
 # Columns that measure wall-clock time: they differ between runs of the same cell.
 TIMING_COLUMNS = ("solve_time_s", "sim_runtime_s")
@@ -72,12 +76,20 @@ def _routes(topology_key: str) -> RouteTable:
 
 
 @functools.lru_cache(maxsize=2)
-def _synthetic(model_key: str, num_tokens: int, seq_len: int, num_gpus: int, zipf: float,
-               seed: int) -> RoutingTrace:
+def _synthetic(model_key: str, num_tokens: int, seq_len: int, servers_key: str, zipf: float,
+               seed: int, tenants: int) -> RoutingTrace:
+    """The cell's synthetic trace; ``tenants`` > 0: equal workloads, each with its own
+    popularity, on its own contiguous block of servers (the generator records origins)."""
     model = ModelSpec.from_dict(json.loads(model_key))
+    gpu_server = np.asarray(json.loads(servers_key))
+    specs = tuple(
+        TenantSpec(share=1.0, gpus=tuple(int(g) for g in np.flatnonzero(np.isin(gpu_server, s))),
+                   name=f"tenant{k}")
+        for k, s in enumerate(tenant_server_sets(int(gpu_server.max()) + 1, tenants))
+    ) if tenants else ()
     return generate_trace(
         SynthConfig(model, num_tokens=num_tokens, seq_len=seq_len, step_tokens=num_tokens,
-                    num_gpus=num_gpus, zipf_exponent=zipf, seed=seed)
+                    num_gpus=len(gpu_server), zipf_exponent=zipf, seed=seed, tenants=specs)
     )
 
 
@@ -97,21 +109,33 @@ def with_micro_batches(trace: RoutingTrace, micro_batch_tokens: int) -> RoutingT
     return dataclasses.replace(trace, step=step)
 
 
-def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
+def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndarray
                    ) -> tuple[np.ndarray, np.ndarray | None, RoutingTrace, str]:
     """(activation p[l, i] to place with, per origin GPU a[l, i, g] when fitted on tokens,
-    the trace to replay, a description of the fit)."""
+    the trace to replay with its origins set, a description of the fit).
+
+    The cell's origin model (``trace.origins``) is applied to each whole trace before it is
+    cut into fit and replay parts.
+    """
     per_origin: np.ndarray | None = None
     t = config["trace"]
+    num_gpus = len(gpu_server)
+    origins = resolve_model(t["origins"], "trace.origins")
+
+    def placed(trace: RoutingTrace) -> RoutingTrace:
+        return apply_origins(trace, origins, gpu_server, "trace.origins")
+
     fit_n, replay_n = t["fit_tokens"], t["replay_tokens"]
     seed = config["seed"]
     fit_source = t["fit_source"]
     if t["source"] == "synthetic":
         total = replay_n + (0 if fit_source else fit_n)
-        whole = _synthetic(_key(model.to_dict()), total, t["seq_len"], num_gpus,
-                           float(t["zipf_exponent"]), seed)
+        whole = _synthetic(_key(model.to_dict()), total, t["seq_len"],
+                           _key(gpu_server.tolist()), float(t["zipf_exponent"]), seed,
+                           t["tenants"])
     else:
         whole = _file_trace(t["source"])
+    whole = placed(whole)
     if fit_source:
         replay = whole.take(slice(0, replay_n))
         if fit_source.endswith(".json"):
@@ -119,7 +143,7 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
             activation = stats.activation()
             fit_desc = f"load statistics {Path(fit_source).name}"
         else:
-            fit = _file_trace(fit_source).take(slice(0, fit_n))
+            fit = placed(_file_trace(fit_source)).take(slice(0, fit_n))
             activation, per_origin, _ = origin_activation([fit], num_gpus)
             fit_desc = f"first {fit_n} tokens of {Path(fit_source).name}"
     else:
@@ -130,6 +154,26 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
     # synthetic traces are generated as one step, so 0 replays them as one micro-batch
     return activation, per_origin, with_micro_batches(replay, t["micro_batch_tokens"]), fit_desc
+
+
+def judged_problem(routes: RouteTable, model: ModelSpec, replay: RoutingTrace,
+                   num_redundant: int) -> PlacementProblem:
+    """The placement problem of the replayed tokens themselves (what a layout is judged on)."""
+    p, a, _ = origin_activation([replay], routes.num_gpus)
+    return build_problem(routes, model, p, origin_activation=a, num_redundant=num_redundant)
+
+
+_CEILINGS: dict[tuple[str, int], Ceiling] = {}
+
+
+def _ceiling(cell_key: str, num_redundant: int, judged: PlacementProblem) -> Ceiling:
+    """The cell's ceiling, cached per (cell without its placer, redundant copies)."""
+    key = (cell_key, num_redundant)
+    if key not in _CEILINGS:
+        if len(_CEILINGS) >= 16:
+            _CEILINGS.pop(next(iter(_CEILINGS)))
+        _CEILINGS[key] = hop_ceiling(judged)
+    return _CEILINGS[key]
 
 
 def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
@@ -148,10 +192,12 @@ def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) ->
 
 def evaluate_cell(config: dict[str, Any]) -> CellResult:
     """Place and replay one cell; every number of its result row and detail frames."""
-    model = model_from_config(config["model"])
+    source = config["trace"]["source"]
+    model = (model_from_config(config["model"]) if source == "synthetic"
+             else _file_trace(source).model)  # a replayed file brings its own model
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
+    activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.gpu_server)
     placer = config["placer"]
     problem = build_problem(
         routes, model, activation, origin_activation=per_origin,
@@ -161,8 +207,23 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     options = solver_options(config["placer"], config["seed"])
     sim_config = split_sim_options(config["sim"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
+    judged = judged_problem(routes, model, replay, problem.num_redundant)
+    ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
+                       problem.num_redundant, judged)
     row = summary_row(ev)
     row.pop("strategy")
+    covered = int(np.unique(replay.origin_gpu).size) if replay.origin_gpu is not None else 0
+    row.update(
+        scenario=config["trace"]["label"],
+        origins=config["trace"]["origins"] or (
+            f"{config['trace']['tenants']} tenants on their own servers"
+            if config["trace"]["tenants"] else "recorded, else dp"),
+        origin_gpus=covered,
+        judged_expected_hops_per_token=expected_cost(judged, ev.placement.layout),
+        ceiling_hops_per_token=ceiling.hops_per_token,
+        ceiling_kind=ceiling.kind,
+        ceiling_note=ceiling.note,
+    )
     row.update(
         model=model.name,
         topology=config["topology"]["family"],

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -11,6 +11,7 @@ import numpy as np
 from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, with_origins
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype, find_bad_route
 
 
@@ -77,22 +78,30 @@ def import_trace(
     out: str | os.PathLike[str],
     model: ModelSpec | None = None,
     chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+    origins: OriginAssigner | None = None,
 ) -> int:
-    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``."""
+    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``.
+
+    ``origins``: write every token's origin GPU as that assigner gives it (an origin model
+    on a cluster, :mod:`traces.origins`); None keeps what the source records.
+    """
     from traces.importers.esft import iter_esft
     from traces.importers.table import iter_table
     from traces.importers.vllm import iter_vllm
 
     src = Path(source)
+    blocks: Iterable[RoutingTrace]
     if fmt == "esft":
-        return write_blocks(out, iter_esft(src, model, chunk_tokens))
-    if model is None:
+        blocks = iter_esft(src, model, chunk_tokens)
+    elif model is None:
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
-    if fmt == "vllm":
-        return write_blocks(out, iter_vllm(src, model, chunk_tokens))
-    if fmt == "table":
-        return write_blocks(out, iter_table(src, model, chunk_tokens))
-    raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
+    elif fmt == "vllm":
+        blocks = iter_vllm(src, model, chunk_tokens)
+    elif fmt == "table":
+        blocks = iter_table(src, model, chunk_tokens)
+    else:
+        raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
+    return write_blocks(out, blocks if origins is None else with_origins(blocks, origins))
 
 
 def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token: int = 0) -> None:
