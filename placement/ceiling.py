@@ -70,13 +70,13 @@ def _replica_bound(problem: PlacementProblem, options: SolverOptions, t0: float)
     if E * U * (U + 1) > MAX_LAYER_COLUMNS:
         return Ceiling(float("nan"), "none", time.perf_counter() - t0,
                        f"replica bound too large ({E} experts x {U}^2 units per layer)")
-    rep = np.array([m[0] for m in unit_gpus])
+    rep = np.array([gpus[0] for gpus in unit_gpus])
     member = np.zeros((problem.num_gpus, U))
-    for u, m in enumerate(unit_gpus):
-        member[m, u] = 1.0
+    for u, gpus in enumerate(unit_gpus):
+        member[gpus, u] = 1.0
     a_u = problem.origin_split() @ member  # [L, E, origin unit]
     c_u = rt[np.ix_(rep, rep)]
-    gps = np.array([len(m) for m in unit_gpus], dtype=np.float64)
+    gps = np.array([len(gpus) for gpus in unit_gpus], dtype=np.float64)
     total = 0.0
     for li in range(L):
         m = Model()

@@ -207,6 +207,8 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     options = solver_options(config["placer"], config["seed"])
     sim_config = split_sim_options(config["sim"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
+    layout = ev.placement.layout
+    assert layout is not None  # place_and_replay raises when the placer gives none
     judged = judged_problem(routes, model, replay, problem.num_redundant)
     ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
                        problem.num_redundant, judged)
@@ -219,7 +221,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
             f"{config['trace']['tenants']} tenants on their own servers"
             if config["trace"]["tenants"] else "recorded, else dp"),
         origin_gpus=covered,
-        judged_expected_hops_per_token=expected_cost(judged, ev.placement.layout),
+        judged_expected_hops_per_token=expected_cost(judged, layout),
         ceiling_hops_per_token=ceiling.hops_per_token,
         ceiling_kind=ceiling.kind,
         ceiling_note=ceiling.note,
@@ -250,7 +252,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         "activation": activation.ravel(),
     })
     cost = server_cost(problem)
-    prim = ev.placement.layout.primary
+    prim = layout.primary
     server_of = cluster.gpu_server[prim]
     load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
     server_load = pd.DataFrame({

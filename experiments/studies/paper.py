@@ -212,7 +212,7 @@ def paper_study(
                 combos.append((table, topo, trace_table))
     if not combos:
         raise InputError("paper study: no topology of the grid can be built in this build")
-    rows = PAPER_PLACERS + PROJECT_PLACERS
+    rows: tuple[str, ...] = PAPER_PLACERS + PROJECT_PLACERS
     if placer_names is not None:
         unknown = [p for p in placer_names if p not in rows]
         if unknown:
