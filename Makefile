@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install clean bench lint
+.PHONY: demo test install clean bench lint docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -24,21 +24,31 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/moe-netsim demo --out runs/demo --overwrite
 
-test: $(TEST_STAMP)
+# The suite runs after lint, so CI (`make test`) fails on lint errors too.
+test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
-# The speed and memory benchmarks quoted in the README (several minutes in all).
+# The speed and memory benchmarks of docs/benchmarks.md (several minutes in all).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_traces.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/moe-netsim topology bench
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_engine_import.py
 
+# The generated reference pages: the error catalogue (from tests/badinput.py) and the commands
+# (from the argparse parsers).  tests/test_docs*.py fail when they are out of date.
+docs: $(TEST_STAMP)
+	$(BIN)/python -m tests.error_catalogue > docs/reference/errors.md.tmp
+	mv docs/reference/errors.md.tmp docs/reference/errors.md
+	$(BIN)/python -m tests.commands_reference > docs/reference/commands.md.tmp
+	mv docs/reference/commands.md.tmp docs/reference/commands.md
+
+# ruff with the rules pyproject.toml selects; mypy on the four packages.
 lint: $(TEST_STAMP)
-	$(BIN)/python -m pip install --quiet ruff mypy
-	$(BIN)/ruff check --select F,B .
-	$(BIN)/mypy placement simulator traces
+	$(BIN)/ruff check .
+	$(BIN)/mypy traces placement simulator experiments
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from placement import PlacementProblem, PlacementResult, SolverOptions, check_layout
-from placement import default_slots, solve_placement
+from placement import (
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    check_layout,
+    default_slots,
+    solve_placement,
+)
 from simulator.analytic import AnalyticResult, count_traffic
-from simulator.engine import SimConfig, SimResult, simulate
 from simulator.cluster.paths import RouteTable
+from simulator.engine import SimConfig, SimResult, simulate
 from simulator.traffic import resolve_origins
 from traces import RoutingTrace
 from traces.infra.errors import InputError
@@ -159,6 +166,7 @@ class Evaluation:
     """One placement replayed: placer result, simulation and the independent analytic count."""
 
     placement: PlacementResult
+    layout: ExpertLayout  # the placement's layout (a failed placement never gets this far)
     sim: SimResult
     analytic: AnalyticResult
     sim_runtime_s: float
@@ -198,7 +206,7 @@ def place_and_replay(
         f"  {strategy}: replay {elapsed:.1f} s, makespan {sim.summary['makespan_s'] * 1e3:.2f} ms,"
         " per-link bytes equal the analytic count"
     )
-    return Evaluation(res, sim, analytic, elapsed)
+    return Evaluation(res, res.layout, sim, analytic, elapsed)
 
 
 def summary_row(ev: Evaluation) -> dict[str, object]:
@@ -208,6 +216,9 @@ def summary_row(ev: Evaluation) -> dict[str, object]:
     row: dict[str, object] = {
         "strategy": ev.placement.strategy,
         "status": ev.placement.status.value,
+        # The solver's own objective units (hops, wire or busiest-link seconds); nan: no solver.
+        "dual_bound": ev.placement.dual_bound,
+        "gap": ev.placement.gap,
         "solve_time_s": ev.placement.runtime_s,
         "expected_hops_per_token": ev.placement.objective,
         "hops_per_token": ev.sim.summary["hops_per_token"],

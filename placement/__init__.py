@@ -4,12 +4,12 @@ Never imports simpy and never sees a graph object.
 """
 
 from placement.check import check_layout
+from placement.outcome import SolverOutcome, SolveStatus, Termination
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
     default_slots,
     expected_cost,
 )
@@ -22,6 +22,8 @@ __all__ = [
     "PlacementResult",
     "SolveStatus",
     "SolverOptions",
+    "SolverOutcome",
+    "Termination",
     "check_layout",
     "default_slots",
     "expected_cost",

@@ -21,9 +21,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from placement.ilp import solve_assignment, unit_partition
+from placement.assignment import solve_assignment, unit_partition
 from placement.lp import Model, run_highs
-from placement.problem import PlacementProblem, SolverOptions, SolveStatus
+from placement.outcome import SolveStatus
+from placement.problem import PlacementProblem, SolverOptions
 from traces.infra.errors import InputError
 
 MAX_LAYER_COLUMNS = 20_000  # replica bound only for per-layer LPs up to this size
@@ -97,6 +98,6 @@ def _replica_bound(problem: PlacementProblem, options: SolverOptions, t0: float)
         sol = run_highs(m, options, integer=False)  # simplex: the exact LP optimum
         if sol.status is not SolveStatus.OPTIMAL:
             return Ceiling(float("nan"), "none", time.perf_counter() - t0,
-                           f"replica bound LP of layer {li}: {sol.highs_status}")
-        total += float(sol.objective)
+                           f"replica bound LP of layer {li}: {sol.outcome.solver_status}")
+        total += float(sol.outcome.objective)
     return Ceiling(total, "lp-bound", time.perf_counter() - t0)

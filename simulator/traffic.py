@@ -3,9 +3,9 @@
 A *route* is (token, MoE layer, expert).  Its *origin* is the token's GPU: the trace's
 ``origin_gpu`` where recorded, otherwise the default origin model ``dp`` of
 :mod:`traces.origins` applied to the block (its tokens dealt round-robin over the GPUs); the
-commands set every token's origin for the whole trace first (``--origins``).  Its *host* is the GPU holding the expert;
-with replicas, the replica nearest to the origin (ties: lowest replica index).  Shared experts
-sit on every GPU and cause no traffic.
+commands set every token's origin for the whole trace first (``--origins``).  Its *host* is
+the GPU holding the expert; with replicas, the replica nearest to the origin (ties: lowest
+replica index).  Shared experts sit on every GPU and cause no traffic.
 
 A *copy* is one token's hidden state on one link.  Without de-duplication every route whose
 host is not its origin is one copy on every link of the origin->host route.  With server-level

@@ -6,12 +6,10 @@ checks that it raises :class:`InputError` (nothing else), with a one-line messag
 ``expect`` fragments (what and where), and that nothing new is left in the directory.  CLI
 cases (``argv``) go through ``moe-netsim`` and must exit with code 2 and one line on stderr.
 
-Adding a case for a new input is one call to :func:`case` (or :func:`cli_case`).  The README
-table is generated from this list::
-
-    PYTHONPATH=. python -m tests.badinput --markdown
-
-and ``tests/test_bad_input.py`` fails when the README table misses a case.
+Adding a case for a new input is one call to :func:`case` (or :func:`cli_case`).  The error
+catalogue docs/reference/errors.md is generated from this list (``make docs``, see
+``tests/error_catalogue.py``), and ``tests/test_bad_input.py`` fails when the page and a case's
+message disagree.
 """
 
 from __future__ import annotations
@@ -34,9 +32,9 @@ import pyarrow.parquet as pq
 from experiments.studies.spec import load_study_file
 from placement import PlacementProblem, SolverOptions, solve_placement
 from placement.layout_io import load_layout
-from simulator.engine import simulate
-from simulator.cluster.paths import build_route_table
 from simulator.cluster.io import cluster_from_dict, cluster_to_graphml, load_cluster
+from simulator.cluster.paths import build_route_table
+from simulator.engine import simulate
 from traces import ModelSpec, RoutingTrace, SynthConfig, TraceMeta, model_preset
 from traces.importers import import_trace
 from traces.io import META_KEY, read_trace, read_trace_meta, write_trace
@@ -588,16 +586,20 @@ _register_cluster("link to an unknown node", _link(0, b="sw9"), "unknown node 's
 _register_cluster("link from a node to itself", _link(0, b="s0"), "connects a node to itself")
 _register_cluster("duplicate link", lambda c: c["links"].append(dict(c["links"][0])),
                   "duplicate link #6 (s0-sw)")
-_register_cluster("zero bandwidth", _link(0, bandwidth_bytes_per_s=0), "(s0-sw): bandwidth_bytes_per_s must be a finite number > 0")
-_register_cluster("negative bandwidth", _link(0, bandwidth_bytes_per_s=-1e9), "bandwidth_bytes_per_s must be a finite number > 0")
+_register_cluster("zero bandwidth", _link(0, bandwidth_bytes_per_s=0),
+                  "(s0-sw): bandwidth_bytes_per_s must be a finite number > 0")
+_register_cluster("negative bandwidth", _link(0, bandwidth_bytes_per_s=-1e9),
+                  "bandwidth_bytes_per_s must be a finite number > 0")
 _register_cluster("NaN bandwidth", _link(0, bandwidth_bytes_per_s=float("nan")),
                   "bandwidth_bytes_per_s must be a finite number > 0")
 _register_cluster("bandwidth as a string", _link(0, bandwidth_bytes_per_s="400G"),
                   "links[0]", "'bandwidth_bytes_per_s'", "number")
 _register_cluster("link without bandwidth", lambda c: c["links"][0].pop("bandwidth_bytes_per_s"),
                   "links[0]", "required key 'bandwidth_bytes_per_s'")
-_register_cluster("negative latency", _link(0, latency_s=-1e-6), "latency_s must be a finite number >= 0")
-_register_cluster("infinite weight", _link(0, weight=float("inf")), "weight must be a finite number >= 0")
+_register_cluster("negative latency", _link(0, latency_s=-1e-6),
+                  "latency_s must be a finite number >= 0")
+_register_cluster("infinite weight", _link(0, weight=float("inf")),
+                  "weight must be a finite number >= 0")
 _register_cluster("disconnected server", lambda c: c["links"].pop(3), "is unreachable")
 _register_cluster("GPU without a link to its server", lambda c: c["links"].pop(1),
                   "GPU 's0.g0' must be linked to its server 's0'")
@@ -675,7 +677,8 @@ _register_layout("empty gpu cell (NaN)", _cell(3, "gpu", None), "'gpu' must hold
 _register_layout("fractional gpu", _cell(3, "gpu", 1.5), "'gpu' must hold integers")
 _register_layout("layer that is not a MoE layer", _cell(0, "layer", 7),
                  "layer 7 is not a MoE layer")
-_register_layout("expert id out of range", _cell(2, "expert", 4), "row 2: expert 4 out of range 0..3")
+_register_layout("expert id out of range", _cell(2, "expert", 4),
+                 "row 2: expert 4 out of range 0..3")
 _register_layout("negative expert id", _cell(2, "expert", -1), "row 2: expert -1 out of range")
 _register_layout("GPU out of range", _cell(5, "gpu", 2), "row 5: gpu 2 out of range 0..1")
 _register_layout("negative replica", _cell(5, "replica", -1), "negative replica")
@@ -1310,23 +1313,11 @@ def message_of(c: Case) -> str:
     return text
 
 
-def markdown_table() -> str:
-    lines = ["| input | case | message |", "|---|---|---|"]
-    for c in CASES:
-        msg = message_of(c).replace("|", "\\|")
-        lines.append(f"| {c.input} | {c.name} | `{msg}` |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--markdown", action="store_true", help="Print the README table.")
-    args = p.parse_args(argv)
-    if args.markdown:
-        sys.stdout.write(markdown_table())
-    else:
-        for c in CASES:
-            print(c.id)
+    p.parse_args(argv)
+    for c in CASES:
+        print(c.id)
     return 0
 
 

@@ -9,8 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from placement import ExpertLayout, PlacementProblem, SolverOptions, expected_cost
-from placement import solve_placement
+from placement import ExpertLayout, PlacementProblem, SolverOptions, expected_cost, solve_placement
 from placement.ceiling import hop_ceiling
 
 OPTS = SolverOptions(time_limit_s=30.0)

@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from experiments.cli import main
 from traces import ModelSpec, read_trace, read_trace_meta
-from traces.infra.errors import InputError
 from traces.importers import import_trace, iter_esft, iter_table, iter_vllm
 from traces.importers import table as table_mod
+from traces.infra.errors import InputError
 from traces.model import deepseek_v2_lite
 
 TOY = ModelSpec("toy", (1, 2, 3), 8, 0, 2, 16)  # 3 MoE layers (1..3), 8 experts, top-2
@@ -210,7 +210,7 @@ def _bad_vllm(tmp_path: Path, case: str) -> Path:
 @pytest.mark.parametrize(
     "case,match",
     [
-        ("shape", r"shape \[4, 2, 2\], expected \[tokens, 3 MoE layers, top_k=2\]"),
+        ("shape", r"r.npy: 2 layers, but model .* has 3 MoE layers .*wrong --model"),
         ("float", "dtype float32; expert ids must be integers"),
         ("range", "r.npy: token 2, MoE layer 2: expert id 8 out of range 0..7"),
         ("duplicate", "r.npy: token 3, MoE layer 3: the 2 routed expert ids are not distinct"),

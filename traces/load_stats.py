@@ -17,8 +17,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from traces.infra.errors import InputError
-from traces.io import META_KEY, iter_trace, open_parquet, read_trace_meta
 from traces.infra.jsonfile import read_json_file
+from traces.io import META_KEY, iter_trace, open_parquet, read_trace_meta
 from traces.model import ModelSpec, model_preset
 from traces.stats import expert_counts
 

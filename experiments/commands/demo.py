@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -32,12 +33,11 @@ from experiments.versions import versions
 from placement import SolverOptions
 from placement.ilp import server_cost
 from simulator.cluster.builders import build_fat_tree
-from simulator.engine import SimConfig
 from simulator.cluster.paths import build_route_table
+from simulator.engine import SimConfig
 from traces import SynthConfig, model_preset
-from traces.synthetic import TenantSpec
 from traces.io import write_trace
-from traces.synthetic import generate_trace
+from traces.synthetic import TenantSpec, generate_trace
 
 
 @dataclass(frozen=True)
@@ -75,7 +75,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress(t0: float) -> callable:
+def _progress(t0: float) -> Callable[[str], None]:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
@@ -100,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
+def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataFrame:
     model = model_preset("deepseek-r1")
     say(f"building a k={cfg.fat_tree_k} fat tree with {cfg.num_servers} servers x 8 GPUs")
     cluster = build_fat_tree(cfg.fat_tree_k, cfg.num_servers)
@@ -136,7 +136,7 @@ def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
     summary = compare(evals)
     _write_outputs(cfg, out, cluster, problem, evals, summary, p)
     return summary[
-        ["strategy", "status", "solve_time_s", "hops_per_token", "network_link_bytes",
+        ["strategy", "status", "gap", "solve_time_s", "hops_per_token", "network_link_bytes",
          "max_link_utilisation", "latency_p50_ms", "latency_p99_ms"]
         + [c for c in summary.columns if c == "hops_per_token_reduction_pct"]
     ]
@@ -156,7 +156,7 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     )
     layouts = pd.concat(
         [
-            e.placement.layout.to_frame(cluster.gpu_server, model_layers).assign(
+            e.layout.to_frame(cluster.gpu_server, model_layers).assign(
                 strategy=e.placement.strategy
             )
             for e in evals
@@ -170,7 +170,7 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     cost = server_cost(problem)
     rows = []
     for e in evals:
-        prim = e.placement.layout.primary
+        prim = e.layout.primary
         server_of = cluster.gpu_server[prim]
         load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
         for s in range(len(cost)):
@@ -229,7 +229,8 @@ def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> s
             f" ({_change(row['latency_p99_ms_reduction_pct'], 'lower', 'higher')})."
         )
     why = [
-        f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated: {cluster.description}."
+        f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated:"
+        f" {cluster.description}."
         " Servers in the full pod reach most other servers without crossing the core, servers in"
         " the small pod do not, so the expected round-trip distance c[s] from a token's origin"
         f" ranges from {costs.min():.2f} to {costs.max():.2f} hops across servers. This asymmetry"

@@ -14,18 +14,17 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-
 from experiments.outputs import atomic_write_text, write_json
 from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout
-from placement import solve_placement
+from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
-from placement.problem import SolveStatus, expected_cost
+from placement.outcome import SolveStatus
+from placement.problem import expected_cost
 from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
@@ -68,6 +67,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
     p.add_argument("--sglang-json", type=Path, default=None,
                    help="Also write SGLang --init-expert-location JSON here.")
+    p.add_argument("--trtllm-yaml", type=Path, default=None,
+                   help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
     p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
     p.set_defaults(func=run)
 
@@ -80,7 +81,7 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
 
 
 def run(args: argparse.Namespace) -> int:
-    for out in (args.out, args.sglang_json):
+    for out in (args.out, args.sglang_json, args.trtllm_yaml):
         if out is not None and out.exists() and not args.overwrite:
             raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
@@ -97,7 +98,9 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"{args.stats}: statistics file not found")
     if args.stats.suffix == ".json":
         if args.model is None:
-            raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
+            raise InputError(
+                "--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
+            )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
         if origins is not None:
@@ -142,7 +145,10 @@ def run(args: argparse.Namespace) -> int:
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
               " on the busiest network link")
-    print(f"gap          {res.mip_gap:.3g}")
+    if res.solver is None:
+        print("solver       none (a constructive baseline: no bound, no gap)")
+    else:
+        print(f"solver       {res.solver.describe()}")
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
@@ -156,7 +162,7 @@ def run(args: argparse.Namespace) -> int:
         "origins": origins.text if origins is not None else "recorded, else dp",
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
-        "mip_gap": res.mip_gap,
+        "solver": None if res.solver is None else res.solver.as_dict(),
         "runtime_s": res.runtime_s,
         "message": res.message,
         "solver_options": asdict(options),
@@ -170,4 +176,12 @@ def run(args: argparse.Namespace) -> int:
         obj = to_sglang_map(res.layout, model.moe_layer_indices)
         atomic_write_text(args.sglang_json, json.dumps(obj) + "\n")
         print(f"wrote        {args.sglang_json}")
+    if args.trtllm_yaml is not None:
+        import yaml
+
+        from placement.engine_layouts import to_trtllm_yaml
+
+        obj = to_trtllm_yaml(res.layout, model.moe_layer_indices)
+        atomic_write_text(args.trtllm_yaml, yaml.safe_dump(obj, default_flow_style=None))
+        print(f"wrote        {args.trtllm_yaml}")
     return 0

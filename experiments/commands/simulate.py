@@ -20,11 +20,11 @@ from experiments.outputs import run_directory, write_json, write_parquet
 from experiments.versions import versions
 from placement.layout_io import load_layout
 from simulator.analytic import count_traffic
+from simulator.cluster.io import load_cluster
+from simulator.cluster.paths import RouteTable, build_route_table
 from simulator.engine import SimConfig, simulate, validate_links
 from simulator.microbatches import microbatches
-from simulator.cluster.paths import RouteTable, build_route_table
 from simulator.summaries import summary_frame
-from simulator.cluster.io import load_cluster
 from simulator.traffic import TrafficConfig, validate_layout
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta

@@ -10,8 +10,8 @@ from pathlib import Path
 from experiments.studies import Study, run_study
 from experiments.studies.esft import default_esft_dir
 from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
-from traces.origins import origins_help
 from traces.infra.errors import InputError
+from traces.origins import origins_help
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
@@ -81,8 +81,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Run a built-in study: `paper` reproduces the reference paper's grid.",
         description=(
             "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
-            " fat-tree-sparse, dragonfly, dragonfly-sparse) x placers (round-robin, greedy, ilp,"
-            " ilp-load and this project's own: eplb, ilp-bytes, ilp-bottleneck, replicas)."
+            " fat-tree-sparse, dragonfly, dragonfly-sparse) x two origin scenarios (even, tenant"
+            " locality) x placers (round-robin, greedy, ilp, ilp-load and this project's own:"
+            " eplb, ilp-bytes, ilp-bottleneck, ilp-origin, replicas), plus real ESFT rows when"
+            " the data is present. Every saving stands beside its ceiling."
             " Topology families and placers missing from this build are listed as not run."
             " Per cell: hops per token, network bytes, max link utilisation, p50/p99 MoE"
             " latency, solve time, reductions vs. round-robin."
@@ -90,7 +92,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
-                   help="Small clusters and few tokens (a minute or two on 2 cores).")
+                   help="Small clusters, few tokens, four placers on the two sparse fabrics.")
     p.add_argument("--out", type=Path, default=None, help="Run directory (default runs/<name>).")
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"

@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import Any
 
 import matplotlib.pyplot as plt
 import numpy as np
@@ -21,9 +22,9 @@ import pandas as pd
 from experiments.outputs import save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
 from simulator.cluster.builders import BUILDERS, TopologyFamily
+from simulator.cluster.io import load_cluster, save_cluster
 from simulator.cluster.paths import build_route_table, gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster, save_cluster
 from traces.infra.errors import InputError
 
 
@@ -138,7 +139,7 @@ def describe(cluster: ClusterSpec) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     fam = _family(args.family)
-    params = parse_params(args.param)
+    params: dict[str, Any] = dict(parse_params(args.param))
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
     cluster = fam(**params)
@@ -182,7 +183,7 @@ def run_draw(args: argparse.Namespace) -> int:
 
 
 # DeepSeek-R1-sized clusters: 256 GPUs in 32 servers of 8
-BENCH_CASES: list[tuple[str, dict[str, object]]] = [
+BENCH_CASES: list[tuple[str, dict[str, Any]]] = [
     ("fat-tree", {"k": 10, "num_servers": 32}),
     ("fat-tree-sparse", {"k": 10, "num_servers": 32}),
     ("dragonfly", {"num_groups": 4}),

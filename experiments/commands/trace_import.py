@@ -22,14 +22,20 @@ from experiments import plots
 from experiments.outputs import run_directory, save_figure, write_json, write_parquet
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
+from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
 from simulator.traffic import resolve_hosts, resolve_origins
+from traces.importers import (
+    COUNT_FORMATS,
+    TRACE_FORMATS,
+    holds_counts,
+    import_load_stats,
+    import_trace,
+)
 from traces.infra.errors import InputError
-from traces.importers import import_trace
 from traces.io import iter_trace, read_trace_meta
-from traces.load_stats import read_sglang_logical_count, save_load_stats
+from traces.load_stats import save_load_stats
 from traces.model import ModelSpec, load_model_spec
 from traces.origins import OriginAssigner, origins_help, parse_origins, servers_of_gpus
 from traces.stats import (
@@ -44,21 +50,20 @@ from traces.stats import (
 )
 from traces.trace import RoutingTrace
 
-FORMATS = ("esft", "vllm", "sglang", "table")
+FORMATS = tuple(sorted(TRACE_FORMATS.keys() | COUNT_FORMATS.keys()))
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
     """Add ``import`` and ``stats`` to the ``trace`` group."""
     p = trace_sub.add_parser(
         "import",
-        help="Convert recorded routing (esft, vllm, table) or SGLang load counts (sglang).",
+        help="Convert recorded routing (serving engines, ESFT, arrays, tables) or load counts.",
         description=(
-            "esft: a folder of expert_weights_<L>.txt (default model deepseek-v2-lite);"
-            " vllm: int arrays [tokens, moe_layers, top_k], one per request (.npy, .npz or a"
-            " folder); table: CSV or Parquet with columns token, layer, rank, expert (optional"
-            " seq_id, position, origin_gpu, step, gate), sorted by token; sglang: JSON"
-            " {'logical_count': [layers][experts]} -> load statistics Parquet (default model"
-            " by geometry: deepseek-r1 for 61 x 256). The output appears only when complete."
+            "Formats (docs/howto/engines/ says which engine version each follows): "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(TRACE_FORMATS.items()))
+            + ". Inputs that hold counts, not tokens ("
+            + "; ".join(f"{k}: {v}" for k, v in sorted(COUNT_FORMATS.items()))
+            + ") become a load-statistics Parquet file. The output appears only when complete."
         ),
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
@@ -69,6 +74,21 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         default=None,
         help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
     )
+    p.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        help="sglang-dump: the number of ranks the dump must hold (default: highest found + 1).",
+    )
+    p.add_argument(
+        "--physical-map",
+        type=Path,
+        default=None,
+        help="sglang-routed, vllm-routed: JSON {'physical_to_logical_map': [layers][P]} when the"
+        " recorded ids are physical (EPLB on); default: ids are logical.",
+    )
+    p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
+    p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
                    help=origins_help() + " Written into the trace; needs --gpus.")
     p.add_argument("--gpus", type=int, default=None,
@@ -123,12 +143,12 @@ def run_import(args: argparse.Namespace) -> int:
         if args.origins is None or args.gpus is None:
             raise InputError("--origins and --gpus come together (the model deals tokens over"
                              " the GPUs of a cluster of that size)")
-        if args.format == "sglang":
-            raise InputError("--origins: SGLang load counts hold no tokens to give origins to")
+        if holds_counts(args.format, args.input):
+            raise InputError("--origins: load counts hold no tokens to give origins to")
         assigner = OriginAssigner(parse_origins(args.origins),
                                   servers_of_gpus(args.gpus, args.gpus_per_server))
-    if args.format == "sglang":
-        stats = read_sglang_logical_count(args.input, model)
+    if holds_counts(args.format, args.input):
+        stats = import_load_stats(args.format, args.input, model)
         save_load_stats(out, stats)
         tokens = stats.counts.sum(axis=1) / stats.model.top_k
         print(
@@ -137,7 +157,8 @@ def run_import(args: argparse.Namespace) -> int:
             f" per layer (max) in {time.perf_counter() - t0:.1f}s"
         )
         return 0
-    n = import_trace(args.format, args.input, out, model, origins=assigner)
+    n = import_trace(args.format, args.input, out, model, options=_import_options(args, model),
+                     origins=assigner)
     warning = assigner.warning() if assigner is not None else None
     if warning:
         print(warning, file=sys.stderr)
@@ -147,6 +168,47 @@ def run_import(args: argparse.Namespace) -> int:
         f" layers, top-{meta.model.top_k}) in {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def _import_options(args: argparse.Namespace, model: ModelSpec | None) -> dict[str, object]:
+    """The format-specific options, refused where the format does not use them."""
+    used = {
+        "ranks": ("sglang-dump",),
+        "physical_map": ("sglang-routed", "vllm-routed"),
+        "indices_column": ("topk-parquet",),
+        "scores_column": ("topk-parquet",),
+    }
+    options: dict[str, object] = {}
+    for name, formats in used.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if args.format not in formats:
+            raise InputError(f"{flag} applies to --format {', '.join(formats)}, not {args.format}")
+        options[name] = value
+    if isinstance(options.get("ranks"), int) and options["ranks"] < 1:  # type: ignore[operator]
+        raise InputError(f"--ranks {options['ranks']}: must be at least 1")
+    if "physical_map" in options:
+        options["physical_map"] = _physical_map(Path(str(options["physical_map"])), model)
+    return options
+
+
+def _physical_map(path: Path, model: ModelSpec | None) -> np.ndarray:
+    from traces.importers.engine_arrays import check_physical_map
+    from traces.infra.jsonfile import read_json_file
+
+    obj = read_json_file(path, "physical map")
+    rows = obj.get("physical_to_logical_map") if isinstance(obj, dict) else None
+    try:
+        arr = np.asarray(rows, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(
+            f"{path}: physical_to_logical_map must be an integer [layers][P] table"
+        ) from None
+    if model is None:
+        raise InputError("--physical-map needs --model")
+    return check_physical_map(arr, model, str(path))
 
 
 def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:

@@ -207,8 +207,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     options = solver_options(config["placer"], config["seed"])
     sim_config = split_sim_options(config["sim"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
-    layout = ev.placement.layout
-    assert layout is not None  # place_and_replay raises when the placer gives none
+    layout = ev.layout
     judged = judged_problem(routes, model, replay, problem.num_redundant)
     ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
                        problem.num_redundant, judged)
@@ -237,7 +236,6 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         replay_tokens=replay.num_tokens,
         micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
         fit=fit_desc,
-        mip_gap=float(ev.placement.mip_gap),
     )
     links = ev.sim.links[
         ["link_dir", "link", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
@@ -252,7 +250,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         "activation": activation.ravel(),
     })
     cost = server_cost(problem)
-    prim = layout.primary
+    prim = ev.layout.primary
     server_of = cluster.gpu_server[prim]
     load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
     server_load = pd.DataFrame({

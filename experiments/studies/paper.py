@@ -193,8 +193,8 @@ def paper_study(
             if family not in BUILDERS:
                 skipped.append(
                     f"{label}: topology family {family!r} is not in"
-                    f" simulator.cluster.builders.BUILDERS (this build has:"
-                    f" {', '.join(sorted(BUILDERS))})"
+                    " simulator.cluster.builders.BUILDERS"
+                    f" (this build has: {', '.join(sorted(BUILDERS))})"
                 )
                 continue
             try:

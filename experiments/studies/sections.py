@@ -16,7 +16,6 @@ from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
 from traces.infra.errors import InputError
 
-
 # ---------------------------------------------------------------------------------------------
 # type checks against annotations
 
@@ -60,7 +59,8 @@ def _check_fields(
     for key, v in values.items():
         if key not in known:
             raise InputError(
-                f"{where}.{key_text(key)}: unknown key; known: {', '.join(sorted(known)) or '(none)'}"
+                f"{where}.{key_text(key)}: unknown key; known:"
+                f" {', '.join(sorted(known)) or '(none)'}"
             )
         ok = _accepts(hints.get(key, Any), v)
         if ok is False:

@@ -23,11 +23,12 @@ into one whose bandwidth is their sum (the cluster model has one link per node p
 
 Sparse variants (the paper evaluates them without defining them).  ``sparsity`` is the fraction
 of candidate links removed: for ``fat-tree-thinned`` all edge-aggregation and aggregation-core
-links, for ``dragonfly-sparse`` the global links (``fat-tree-sparse``: see its builder).  Candidates are visited in a fixed
-pseudo-random order (an FNV hash of ``seed`` and the link's end names, independent of library
-versions) and each is removed unless that would disconnect the fabric, until
-``round(sparsity x candidates)`` are gone (fewer only if connectivity forbids more).  Some server
-pairs therefore get farther apart and the remaining links carry more (oversubscription).
+links, for ``dragonfly-sparse`` the global links (``fat-tree-sparse``: see its builder).
+Candidates are visited in a fixed pseudo-random order (an FNV hash of ``seed`` and the link's
+end names, independent of library versions) and each is removed unless that would disconnect
+the fabric, until ``round(sparsity x candidates)`` are gone (fewer only if connectivity forbids
+more).  The remaining links carry more (oversubscription); the sparse dragonfly's server pairs
+get farther apart.
 """
 
 from __future__ import annotations
@@ -630,14 +631,12 @@ BUILDERS: dict[str, TopologyFamily] = {
         ),
         TopologyFamily(
             "fat-tree-sparse", build_fat_tree_sparse,
-            "fat tree whose edge switches keep a window of their aggregation uplinks (longer"
-            " paths between edge switches whose windows do not meet)",
+            "fat tree whose edge switches keep a window of aggregation uplinks (longer paths)",
             (_K, _FT_SERVERS, _SPARSITY, _SEED),
         ),
         TopologyFamily(
             "fat-tree-thinned", build_fat_tree_thinned,
-            "fat tree with a fraction of edge-aggregation and aggregation-core links removed"
-            " (oversubscribed; paths keep their length at small sizes)",
+            "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
             (_K, _FT_SERVERS, _SPARSITY, _SEED),
         ),
         TopologyFamily(

@@ -1,17 +1,13 @@
-"""What every importer shares: collecting parts into blocks and writing them atomically."""
+"""What every importer shares: collecting parts into blocks, checking expert ids."""
 
 from __future__ import annotations
 
-import os
-from collections.abc import Iterable, Iterator
-from pathlib import Path
+from collections.abc import Iterator
 
 import numpy as np
 
 from traces.infra.errors import InputError
-from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, with_origins
 from traces.trace import RoutingTrace, TraceMeta, expert_dtype, find_bad_route
 
 
@@ -72,38 +68,6 @@ class BlockBuilder:
         return block
 
 
-def import_trace(
-    fmt: str,
-    source: str | os.PathLike[str],
-    out: str | os.PathLike[str],
-    model: ModelSpec | None = None,
-    chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
-    origins: OriginAssigner | None = None,
-) -> int:
-    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``.
-
-    ``origins``: write every token's origin GPU as that assigner gives it (an origin model
-    on a cluster, :mod:`traces.origins`); None keeps what the source records.
-    """
-    from traces.importers.esft import iter_esft
-    from traces.importers.table import iter_table
-    from traces.importers.vllm import iter_vllm
-
-    src = Path(source)
-    blocks: Iterable[RoutingTrace]
-    if fmt == "esft":
-        blocks = iter_esft(src, model, chunk_tokens)
-    elif model is None:
-        raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
-    elif fmt == "vllm":
-        blocks = iter_vllm(src, model, chunk_tokens)
-    elif fmt == "table":
-        blocks = iter_table(src, model, chunk_tokens)
-    else:
-        raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
-    return write_blocks(out, blocks if origins is None else with_origins(blocks, origins))
-
-
 def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token: int = 0) -> None:
     """Raise naming ``where``, the token and the MoE layer of the first bad id in ``experts``."""
     bad = find_bad_route(experts, model.num_routed_experts)
@@ -112,3 +76,21 @@ def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token:
         raise InputError(
             f"{where}: token {first_token + t}, MoE layer {model.moe_layer_indices[li]}: {what}"
         )
+
+
+def sequence_runs(blocks: Iterator[RoutingTrace]) -> Iterator[tuple[int, np.ndarray, ModelSpec]]:
+    """(seq_id, experts, model) per run of one sequence, joined across block boundaries."""
+    pending: tuple[int, list[np.ndarray], ModelSpec] | None = None
+    for b in blocks:
+        seq = b.seq_id
+        starts = np.flatnonzero(np.r_[True, seq[1:] != seq[:-1]])
+        for a, z in zip(starts, np.r_[starts[1:], len(seq)], strict=True):
+            sid = int(seq[a])
+            if pending is not None and pending[0] == sid:
+                pending[1].append(b.experts[a:z])
+                continue
+            if pending is not None:
+                yield pending[0], np.concatenate(pending[1]), pending[2]
+            pending = (sid, [b.experts[a:z]], b.meta.model)
+    if pending is not None:
+        yield pending[0], np.concatenate(pending[1]), pending[2]
