@@ -261,8 +261,14 @@ def tenant_server_sets(num_servers: int, tenants: int) -> tuple[tuple[int, ...],
     return tuple(tuple(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
 
 
-def servers_of_gpus(num_gpus: int, gpus_per_server: int, where: str = "--gpus") -> np.ndarray:
-    """Server of every GPU of a cluster known only by its size (GPUs numbered server-major)."""
+def servers_of_gpus(num_gpus: int, gpus_per_server: int, model: OriginModel | None = None,
+                    where: str = "--gpus") -> np.ndarray:
+    """Server of every GPU of a cluster known only by its size (GPUs numbered server-major).
+
+    Models without server sets (dp, seq, recorded) need no servers: one server then holds all.
+    """
+    if num_gpus >= 1 and (model is None or not model.server_sets):
+        return np.zeros(num_gpus, dtype=np.int64)
     if num_gpus < 1 or gpus_per_server < 1 or num_gpus % gpus_per_server:
         raise InputError(
             f"{where}: {num_gpus} GPUs do not split into servers of {gpus_per_server} GPUs"

@@ -145,8 +145,9 @@ def run_import(args: argparse.Namespace) -> int:
                              " the GPUs of a cluster of that size)")
         if holds_counts(args.format, args.input):
             raise InputError("--origins: load counts hold no tokens to give origins to")
-        assigner = OriginAssigner(parse_origins(args.origins),
-                                  servers_of_gpus(args.gpus, args.gpus_per_server))
+        model_ = parse_origins(args.origins)
+        assigner = OriginAssigner(model_,
+                                  servers_of_gpus(args.gpus, args.gpus_per_server, model_))
     if holds_counts(args.format, args.input):
         stats = import_load_stats(args.format, args.input, model)
         save_load_stats(out, stats)

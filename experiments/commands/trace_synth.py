@@ -223,7 +223,8 @@ def run_synth(args: argparse.Namespace) -> int:
     blocks = _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens))
     assigner = None
     if origins is not None:  # else each tenant's sequences on its own GPUs (the generator's)
-        assigner = OriginAssigner(origins, servers_of_gpus(args.gpus, args.gpus_per_server))
+        assigner = OriginAssigner(
+            origins, servers_of_gpus(args.gpus, args.gpus_per_server, origins))
         blocks = with_origins(blocks, assigner)
     n = write_blocks(args.out, blocks, args.overwrite, row_group_tokens=args.chunk_tokens)
     warning = assigner.warning() if assigner is not None else None
