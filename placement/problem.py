@@ -298,7 +298,9 @@ class SolverOptions:
     """HiGHS options, recorded with every result."""
 
     time_limit_s: float = field(default=60.0, metadata={"help": "Solver time limit."})
-    mip_rel_gap: float = field(default=1e-6, metadata={"help": "Relative MIP gap to stop at."})
+    mip_rel_gap: float = field(  # HiGHS's own default
+        default=1e-4, metadata={"help": "Relative MIP gap to stop at."}
+    )
     threads: int = field(default=1, metadata={"help": "HiGHS threads."})
     seed: int = field(default=0, metadata={"help": "HiGHS random_seed (and baseline rng)."})
 

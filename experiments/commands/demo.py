@@ -126,9 +126,10 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
     replay = trace.take(slice(cfg.fit_tokens, None))
     write_trace(out / "trace_replay.parquet", replay)
     p, per_origin, _ = origin_activation([fit], g)
-    problem = build_problem(routes, model, p, origin_activation=per_origin)
-    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig()
+    problem = build_problem(routes, model, p, origin_activation=per_origin,
+                            traffic=sim_config.traffic)
+    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     evals: list[Evaluation] = []
     for strategy in cfg.strategies:
         evals.append(place_and_replay(problem, strategy, replay, routes, sim_config, options, say))

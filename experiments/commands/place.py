@@ -59,11 +59,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Expert slots per GPU over all layers (default: fewest that fit).")
     p.add_argument("--per-layer-per-gpu", type=int, default=None,
                    help="Experts of one layer per GPU (default: fewest that fit).")
-    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit, seconds.")
-    p.add_argument("--gap", type=float, default=1e-4,
+    solver = SolverOptions()  # the defaults live there
+    p.add_argument("--time-limit", type=float, default=solver.time_limit_s,
+                   help="Solver time limit, seconds.")
+    p.add_argument("--gap", type=float, default=solver.mip_rel_gap,
                    help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
-    p.add_argument("--threads", type=int, default=1, help="HiGHS threads.")
-    p.add_argument("--seed", type=int, default=0, help="HiGHS random_seed and baseline rng.")
+    p.add_argument("--threads", type=int, default=solver.threads, help="HiGHS threads.")
+    p.add_argument("--seed", type=int, default=solver.seed,
+                   help="HiGHS random_seed and baseline rng.")
     p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
     p.add_argument("--sglang-json", type=Path, default=None,
                    help="Also write SGLang --init-expert-location JSON here.")

@@ -21,7 +21,7 @@ import pandas as pd
 
 from experiments.outputs import save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
-from simulator.cluster.builders import BUILDERS, TopologyFamily
+from simulator.cluster.families import BUILDERS, TopologyFamily
 from simulator.cluster.io import load_cluster, save_cluster
 from simulator.cluster.paths import build_route_table, gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec

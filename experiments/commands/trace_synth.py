@@ -8,9 +8,11 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import Any
 
-from traces import RoutingTrace, TraceWriter, model_preset
+from traces import RoutingTrace, model_preset
 from traces.infra.errors import InputError
+from traces.io import write_blocks
 from traces.load_stats import read_sglang_logical_count
 from traces.model import ModelSpec
 from traces.origins import (
@@ -180,19 +182,11 @@ def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[Routin
         t.join()
 
 
-def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **writer) -> int:
-    """Stream blocks into a native trace file atomically; returns the token count."""
+def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw: Any) -> int:
+    """``traces.io.write_blocks`` to a path that may exist only with ``--overwrite``."""
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
-    it = iter(blocks)
-    first = next(it, None)
-    if first is None:
-        raise InputError(f"{out}: nothing to write (no tokens)")
-    with TraceWriter(out, first.meta, **writer) as w:
-        w.write(first)
-        for block in it:
-            w.write(block)
-    return w.num_tokens
+    return write_blocks(out, blocks, **kw)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -226,7 +220,7 @@ def run_synth(args: argparse.Namespace) -> int:
         assigner = OriginAssigner(
             origins, servers_of_gpus(args.gpus, args.gpus_per_server, origins))
         blocks = with_origins(blocks, assigner)
-    n = write_blocks(args.out, blocks, args.overwrite, row_group_tokens=args.chunk_tokens)
+    n = _write_new(args.out, blocks, args.overwrite, row_group_tokens=args.chunk_tokens)
     warning = assigner.warning() if assigner is not None else None
     if warning:
         print(warning, file=sys.stderr)
@@ -253,9 +247,6 @@ def run_record(args: argparse.Namespace) -> int:
         gates=not args.no_gates,
         dp_ranks=args.dp_ranks,
     )
-    gates = not args.no_gates
-    n = write_blocks(
-        args.out, blocks, args.overwrite, has_origin=args.dp_ranks is not None, has_gates=gates
-    )
+    n = _write_new(args.out, blocks, args.overwrite)  # columns as the recorder's blocks have
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0

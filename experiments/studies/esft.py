@@ -90,8 +90,7 @@ def esft_cells(
     tasks = ESFT_TASKS[:2] if quick else ESFT_TASKS  # quick: intent (and law to cross to)
     files = _import_tasks(esft_dir, inputs_dir, tuple(dict.fromkeys(tasks + ESFT_TASKS[:3])))
     n = 1024 if quick else 4096
-    base = {**TRACE_DEFAULTS, "fit_tokens": n, "replay_tokens": n,
-            "micro_batch_tokens": max(1, n // 2), "origins": "dp"}
+    base = {**TRACE_DEFAULTS, "fit_tokens": n, "replay_tokens": n, "origins": "dp"}
     traces = []
     for i, task in enumerate(tasks[:1] if quick else tasks):
         f = str(files[task].resolve())
@@ -114,10 +113,10 @@ def esft_cells(
         origins = OriginModel("tenants", tenant_server_sets(servers, TENANT_TASKS)).text
         m = min(n, read_trace(replay_path).num_tokens)
         tenant_rows = [
-            {**base, "fit_tokens": m, "replay_tokens": m, "micro_batch_tokens": max(1, m // 2),
+            {**base, "fit_tokens": m, "replay_tokens": m,
              "source": str(replay_path.resolve()), "fit_source": str(fit_path.resolve()),
              "origins": origins, "label": "ESFT tenant locality, held-out"},
-            {**base, "fit_tokens": m, "replay_tokens": m, "micro_batch_tokens": max(1, m // 2),
+            {**base, "fit_tokens": m, "replay_tokens": m,
              "source": str(replay_path.resolve()), "fit_source": str(replay_path.resolve()),
              "origins": origins, "label": "ESFT tenant locality, in-sample"},
         ]

@@ -10,7 +10,8 @@ from collections.abc import Mapping
 from typing import Any
 
 from placement import SolverOptions
-from simulator.cluster.builders import BUILDERS, LinkDefaults
+from simulator.cluster.builders import LinkDefaults
+from simulator.cluster.families import BUILDERS
 from simulator.engine import SimConfig
 from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
