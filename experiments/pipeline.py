@@ -70,7 +70,9 @@ def trace_activation(
 
     Origins come from ``assigner`` (an origin model, or recorded where present, else ``dp``).
     """
-    meta, _ = read_trace_meta(path)
+    meta, tokens = read_trace_meta(path)
+    if tokens == 0:  # any other problem of the file keeps its own message
+        raise InputError(f"{path}: the trace has no tokens to measure activation from")
     recorded = [True]
 
     def blocks() -> Iterator[RoutingTrace]:

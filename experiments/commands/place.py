@@ -14,17 +14,23 @@ import sys
 from dataclasses import asdict
 from pathlib import Path
 
-from experiments.outputs import atomic_write_text, write_json
+from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
+from experiments.options import add_option
+from experiments.outputs import (
+    LAYOUT_TABLE,
+    SGLANG_MAP,
+    TRTLLM_YAML,
+    add_output_argument,
+    atomic_write_text,
+    write_json,
+)
 from experiments.pipeline import build_problem, trace_activation
 from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
 from placement.bottleneck import max_link_busy
 from placement.layout_io import save_layout, to_sglang_map
 from placement.outcome import SolveStatus
 from placement.problem import expected_cost
-from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
-from simulator.cluster.topology import ClusterSpec
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
@@ -41,12 +47,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             " server), optionally also as SGLang --init-expert-location JSON."
         ),
     )
-    topo = p.add_mutually_exclusive_group(required=True)
-    topo.add_argument("--topology", type=Path, help="Cluster JSON (moe-netsim-cluster).")
-    topo.add_argument("--fat-tree", type=int, nargs=2, metavar=("K", "SERVERS"),
-                      help="Build a k-ary fat tree with this many servers of 8 GPUs.")
-    p.add_argument("--stats", type=Path, required=True,
-                   help="SGLang logical_count .json or a native trace .parquet.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
+    p.add_argument("--fit", "--stats", dest="stats", type=Path, required=True,
+                   help="What to fit the placement to: SGLang logical_count .json or a native"
+                        " trace .parquet (--stats is the older name of the same flag).")
     p.add_argument("--model", default=None,
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
@@ -59,41 +63,30 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Expert slots per GPU over all layers (default: fewest that fit).")
     p.add_argument("--per-layer-per-gpu", type=int, default=None,
                    help="Experts of one layer per GPU (default: fewest that fit).")
-    solver = SolverOptions()  # the defaults live there
-    p.add_argument("--time-limit", type=float, default=solver.time_limit_s,
-                   help="Solver time limit, seconds.")
-    p.add_argument("--gap", type=float, default=solver.mip_rel_gap,
-                   help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
-    p.add_argument("--threads", type=int, default=solver.threads, help="HiGHS threads.")
-    p.add_argument("--seed", type=int, default=solver.seed,
-                   help="HiGHS random_seed and baseline rng.")
-    p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
-    p.add_argument("--sglang-json", type=Path, default=None,
-                   help="Also write SGLang --init-expert-location JSON here.")
-    p.add_argument("--trtllm-yaml", type=Path, default=None,
-                   help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
-    p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
+    add_option(p, SolverOptions, "time_limit_s", "--time-limit")
+    add_option(p, SolverOptions, "mip_rel_gap", "--gap")
+    add_option(p, SolverOptions, "threads", "--threads")
+    add_option(p, SolverOptions, "seed", "--seed")
+    add_output_argument(p, "--out", LAYOUT_TABLE, required=True,
+                        help="Layout table (.parquet or .csv); its .meta.json is written beside.")
+    add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
+                        help="Also write SGLang --init-expert-location JSON here.")
+    add_output_argument(p, "--trtllm-yaml", TRTLLM_YAML, default=None,
+                        help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace output files that earlier `place` runs wrote.")
     p.set_defaults(func=run)
 
 
-def _cluster(args: argparse.Namespace) -> ClusterSpec:
-    if args.topology is not None:
-        return load_cluster(args.topology)
-    k, servers = args.fat_tree
-    return build_fat_tree(k, servers)
-
-
 def run(args: argparse.Namespace) -> int:
-    for out in (args.out, args.sglang_json, args.trtllm_yaml):
-        if out is not None and out.exists() and not args.overwrite:
-            raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
     origins = resolve_model(args.origins)
-    cluster = _cluster(args)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     assigner = OriginAssigner(origins, cluster.gpu_server)
     origin_activation = None
@@ -102,7 +95,7 @@ def run(args: argparse.Namespace) -> int:
     if args.stats.suffix == ".json":
         if args.model is None:
             raise InputError(
-                "--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
+                "--fit is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
             )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
@@ -123,15 +116,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
             )
     else:
-        raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
+        raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
     problem = build_problem(
         routes, model, activation, origin_activation, args.replicas, args.balance_eps,
         args.slots_per_gpu, args.per_layer_per_gpu,
     )
-    # after every input check (an error comes alone); load statistics have no origins
-    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
-    if warning:
-        print(warning, file=sys.stderr)
     res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
@@ -155,6 +144,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
+    # after every input check and the solve (an error comes alone); statistics have no origins
+    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
+    if warning:
+        print(warning, file=sys.stderr)
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",

@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from experiments.outputs import save_figure
+from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument, save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
 from simulator.cluster.families import BUILDERS, TopologyFamily
 from simulator.cluster.io import load_cluster, save_cluster
@@ -52,8 +52,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
     )
-    a.add_argument("--out", type=Path, required=True, help="Cluster file (.json or .graphml).")
-    a.add_argument("--overwrite", action="store_true", help="Replace an existing file.")
+    add_output_argument(a, "--out", CLUSTER_FILE, required=True,
+                        help="Cluster file (.json or .graphml).")
+    a.add_argument("--overwrite", action="store_true",
+                   help="Replace a cluster file moe-netsim wrote.")
     a.set_defaults(func=run_build)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
@@ -65,7 +67,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         " with --link-load, links are coloured and sized by their load (busier direction).",
     )
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
-    a.add_argument("--out", type=Path, required=True, help="PNG file to write.")
+    add_output_argument(a, "--out", FIGURE_PNG, required=True, help="PNG file to write.")
+    a.add_argument("--overwrite", action="store_true",
+                   help="Replace a PNG that moe-netsim drew.")
     a.add_argument(
         "--link-load", type=Path, default=None,
         help="links.parquet of a run on this cluster (columns link, src, dst and the metric).",
@@ -140,8 +144,6 @@ def describe(cluster: ClusterSpec) -> str:
 def run_build(args: argparse.Namespace) -> int:
     fam = _family(args.family)
     params: dict[str, Any] = dict(parse_params(args.param))
-    if args.out.exists() and not args.overwrite:
-        raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
     cluster = fam(**params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(cluster, args.out)

@@ -19,10 +19,22 @@ import numpy as np
 import pandas as pd
 
 from experiments import plots
-from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
+from experiments.outputs import (
+    TRACE_OR_LOAD_STATS,
+    add_output_argument,
+    run_directory,
+    run_directory_kind,
+    save_figure,
+    write_json,
+    write_parquet,
+)
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
-from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import gpu_distance_matrix
 from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import resolve_hosts, resolve_origins
@@ -68,7 +80,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
     p.add_argument("input", type=Path, help="Input file or folder.")
-    p.add_argument("--out", type=Path, required=True, help="Output .parquet file.")
+    add_output_argument(p, "--out", TRACE_OR_LOAD_STATS, required=True,
+                        help="Output .parquet file.")
     p.add_argument(
         "--model",
         default=None,
@@ -95,7 +108,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
                    help="GPUs of the cluster the --origins model deals tokens over.")
     p.add_argument("--gpus-per-server", type=int, default=8,
                    help="GPUs per server, for --origins server sets (default 8).")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a trace or load-statistics file moe-netsim wrote.")
     p.set_defaults(func=run_import)
 
     s = trace_sub.add_parser(
@@ -103,7 +117,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Routing statistics of a trace as Parquet tables plus an expert-load heatmap.",
     )
     s.add_argument("trace", type=Path, help="Native trace file (.parquet).")
-    s.add_argument("--out", type=Path, required=True, help="Output directory.")
+    add_output_argument(s, "--out", run_directory_kind("trace stats"), required=True,
+                        help="Output directory.")
     s.add_argument(
         "--layout",
         type=Path,
@@ -111,18 +126,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Layout: .npy int array [layers, experts(, replicas)] of GPU ids, or the tidy"
         " layout table (.parquet/.csv: layer, expert[, replica], gpu).",
     )
-    s.add_argument(
-        "--topology",
-        type=Path,
-        default=None,
-        help="Cluster JSON: number of GPUs, servers, and nearest-replica choice.",
-    )
+    add_cluster_arguments(s, required=False,
+                          help_file="Cluster file: number of GPUs, servers, and nearest-replica"
+                                    " choice.")
     s.add_argument(
         "--no-pairs",
         action="store_true",
         help="Skip co-activation and transitions (they cost top_k^2 per token and layer).",
     )
-    s.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    s.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `trace stats` wrote.")
     s.set_defaults(func=run_stats)
 
 
@@ -132,8 +145,6 @@ def _model(arg: str | None) -> ModelSpec | None:
 
 def run_import(args: argparse.Namespace) -> int:
     out: Path = args.out
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()
@@ -253,11 +264,10 @@ def run_stats(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     meta, n = read_trace_meta(args.trace)
     model = meta.model
-    cluster = None
-    if args.topology is not None:
-        cluster = load_cluster(args.topology)
+    cluster = cluster_from_args(args)
     if cluster is not None and args.layout is None:
-        raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
+        raise InputError(
+            "--topology/--fat-tree is used with --layout (per-GPU load); pass a layout too")
     hosts = None
     num_gpus = 0
     if args.layout is not None:
@@ -289,7 +299,7 @@ def run_stats(args: argparse.Namespace) -> int:
                 "command": "moe-netsim trace stats",
                 "trace": str(args.trace),
                 "layout": None if args.layout is None else str(args.layout),
-                "topology": None if args.topology is None else str(args.topology),
+                "topology": cluster_label(args),
                 "model": model.to_dict(),
                 "tokens": n,
                 "pairs": not args.no_pairs,
