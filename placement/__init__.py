@@ -13,9 +13,10 @@ from placement.problem import (
     default_slots,
     expected_cost,
 )
-from placement.strategies import STRATEGIES, solve_placement
+from placement.strategies import SAMPLE_STRATEGIES, STRATEGIES, solve_placement
 
 __all__ = [
+    "SAMPLE_STRATEGIES",
     "STRATEGIES",
     "ExpertLayout",
     "PlacementProblem",

@@ -6,6 +6,7 @@ from collections.abc import Callable
 
 from placement.baselines import contiguous, greedy, random_layout, round_robin
 from placement.bottleneck import ilp_bottleneck
+from placement.dedup.solve import dedup, dedup_bytes
 from placement.eplb import eplb
 from placement.ilp import ilp_bytes, ilp_load, ilp_origin, ilp_uniform
 from placement.problem import PlacementProblem, PlacementResult, SolverOptions
@@ -24,7 +25,11 @@ STRATEGIES: dict[str, Strategy] = {
     "ilp-origin": ilp_origin,
     "ilp-bytes": ilp_bytes,
     "ilp-bottleneck": ilp_bottleneck,
+    "dedup": dedup,
+    "dedup-bytes": dedup_bytes,
 }
+# Strategies fitted on per-token routing (``PlacementProblem.token_sample``), not on counts.
+SAMPLE_STRATEGIES = frozenset({"dedup", "dedup-bytes"})
 
 
 # What each strategy honours besides the slots: a problem asking for more is refused, never
@@ -35,6 +40,7 @@ SUPPORTS: dict[str, frozenset[str]] = {
     "eplb": frozenset({"replicas"}),
     **{name: frozenset({"replicas", "balance"}) for name in ("ilp", "ilp-load", "ilp-origin",
                                                              "ilp-bytes")},
+    **{name: frozenset({"replicas", "balance"}) for name in ("dedup", "dedup-bytes")},
 }
 
 

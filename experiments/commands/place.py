@@ -24,9 +24,10 @@ from experiments.outputs import (
     atomic_write_text,
     write_json,
 )
-from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
+from experiments.pipeline import build_problem, trace_activation, trace_sample
+from placement import SAMPLE_STRATEGIES, STRATEGIES, SolverOptions, check_layout, solve_placement
 from placement.bottleneck import max_link_busy
+from placement.dedup.evaluate import dedup_cost
 from placement.layout_io import save_layout, to_sglang_map
 from placement.outcome import SolveStatus
 from placement.problem import expected_cost
@@ -90,6 +91,9 @@ def run(args: argparse.Namespace) -> int:
     routes = build_route_table(cluster)
     assigner = OriginAssigner(origins, cluster.gpu_server)
     origin_activation = None
+    sample = None
+    if args.replicas < 0:
+        raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
     if not args.stats.exists():
         raise InputError(f"{args.stats}: statistics file not found")
     if args.stats.suffix == ".json":
@@ -104,6 +108,12 @@ def run(args: argparse.Namespace) -> int:
                 "--origins: SGLang logical_count records no tokens to give origins to (give a"
                 " trace .parquet)"
             )
+        if args.strategy in SAMPLE_STRATEGIES:
+            raise InputError(
+                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
+                " experts a token uses together, and where it starts); SGLang load statistics"
+                " carry only counts per expert: give a native trace .parquet"
+            )
         if args.strategy == "ilp-origin":
             raise InputError(
                 "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
@@ -115,12 +125,18 @@ def run(args: argparse.Namespace) -> int:
             raise InputError(
                 f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
             )
+        # a fresh assigner: the sample's origins are the same tokens' origins as above
+        sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
     else:
         raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
-    problem = build_problem(
-        routes, model, activation, origin_activation, args.replicas, args.balance_eps,
-        args.slots_per_gpu, args.per_layer_per_gpu,
-    )
+    try:
+        problem = build_problem(
+            routes, model, activation, origin_activation, args.replicas, args.balance_eps,
+            args.slots_per_gpu, args.per_layer_per_gpu, sample=sample,
+        )
+    except InputError as exc:
+        flags = f" (--replicas {args.replicas})" if args.replicas else ""
+        raise InputError(f"{exc}{flags}") from None
     res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
@@ -132,7 +148,16 @@ def run(args: argparse.Namespace) -> int:
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
-    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine)")
+    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine, one"
+          " copy per route: the paper's metric)")
+    copies = None
+    if sample is not None:
+        copies = dedup_cost(problem, res.layout)
+        per_copy = (problem.dispatch_bytes + problem.combine_bytes) * problem.num_layers
+        print(f"remote       {copies.copies_per_token_layer:.4f} copies per token per MoE layer"
+              f" de-duplicated, {copies.routes_per_token_layer:.4f} without (fitting trace)")
+        print(f"network      {copies.copies_per_token_layer * per_copy:,.0f} bytes per token"
+              f" de-duplicated, {copies.routes_per_token_layer * per_copy:,.0f} without")
     print(f"wire time    {expected_cost(problem, res.layout, 'wire') * 1e6:.3f} us per token")
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
@@ -158,6 +183,8 @@ def run(args: argparse.Namespace) -> int:
         "origins": origins.text if origins is not None else "recorded, else dp",
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
+        "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,
+        "remote_routes_per_token_layer": None if copies is None else copies.routes_per_token_layer,
         "solver": None if res.solver is None else res.solver.as_dict(),
         "runtime_s": res.runtime_s,
         "message": res.message,

@@ -171,13 +171,16 @@ def run(args: argparse.Namespace) -> int:
         runtime = time.perf_counter() - t0
         write_parquet(work / "summary.parquet", summary_frame(summary))
         write_json(work / "meta.json", {**meta, "runtime_s": runtime, "status": "complete"})
-    keys = [k for k in ("tokens", "hops_per_token", "network_bytes", "bytes_intra_server",
+    keys = [k for k in ("tokens", "hops_per_token", "remote_copies_per_token_layer",
+                        "remote_routes_per_token_layer", "network_bytes_dedup",
+                        "network_bytes_no_dedup", "network_bytes", "bytes_intra_server",
                         "bytes_leaf", "bytes_spine", "makespan_s", "latency_p50_s",
                         "latency_p99_s", "dispatch_lower_bound_s", "combine_lower_bound_s")
             if k in summary]
     for k in keys:
-        print(f"{k:>24}: {summary[k]:.6g}")
-    print(f"{'shared experts':>24}: {summary['shared_experts']}")
+        print(f"{k:>30}: {summary[k]:.6g}")
+    print(f"{'de-duplicated (this run)':>30}: {bool(summary['server_dedup'])}")
+    print(f"{'shared experts':>30}: {summary['shared_experts']}")
     warning = assigner.warning()
     if warning:
         print(warning, file=sys.stderr)

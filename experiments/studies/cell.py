@@ -16,14 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.pipeline import build_problem, origin_activation, place_and_replay, summary_row
+from experiments.pipeline import (
+    build_problem,
+    origin_activation,
+    place_and_replay,
+    summary_row,
+    token_sample,
+)
 from experiments.studies.sections import (
     build_cluster,
     model_from_config,
     solver_options,
     split_sim_options,
 )
-from placement import PlacementProblem, expected_cost
+from placement import SAMPLE_STRATEGIES, PlacementProblem, expected_cost
 from placement.ceiling import Ceiling, hop_ceiling
 from placement.ilp import server_cost
 from simulator.cluster.paths import RouteTable, build_route_table
@@ -34,6 +40,7 @@ from traces import (
     generate_trace,
     read_trace,
 )
+from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
 from traces.origins import apply_origins, resolve_model, tenant_server_sets
 from traces.synthetic import TenantSpec
@@ -97,15 +104,25 @@ def _file_trace(path: str) -> RoutingTrace:
     return read_trace(Path(path))
 
 
-def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndarray
-                   ) -> tuple[np.ndarray, np.ndarray | None, RoutingTrace, str]:
-    """(activation p[l, i] to place with, per origin GPU a[l, i, g] when fitted on tokens,
-    the trace to replay with its origins set, a description of the fit).
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """What a cell places with and replays."""
+
+    activation: np.ndarray  # p[l, i]
+    per_origin: np.ndarray | None  # a[l, i, g] when fitted on tokens
+    replay: RoutingTrace  # with its origins set
+    description: str
+    tokens: RoutingTrace | None  # the fitted tokens (co-activation); None for load statistics
+
+
+def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndarray) -> Fit:
+    """The activation to place with (and the fitted tokens), and the trace to replay.
 
     The cell's origin model (``trace.origins``) is applied to each whole trace before it is
     cut into fit and replay parts.
     """
     per_origin: np.ndarray | None = None
+    fit: RoutingTrace | None = None
     t = config["trace"]
     num_gpus = len(gpu_server)
     origins = resolve_model(t["origins"], "trace.origins")
@@ -141,7 +158,7 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndar
         src = "the synthetic trace" if t["source"] == "synthetic" else Path(t["source"]).name
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
     # a synthetic replay is one step: one micro-batch unless sim.microbatch_tokens re-cuts it
-    return activation, per_origin, replay, fit_desc
+    return Fit(activation, per_origin, replay, fit_desc, fit)
 
 
 def judged_problem(routes: RouteTable, model: ModelSpec, replay: RoutingTrace,
@@ -185,13 +202,21 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
              else _file_trace(source).model)  # a replayed file brings its own model
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.gpu_server)
+    fitted = fit_and_replay(config, model, cluster.gpu_server)
+    activation, replay, fit_desc = fitted.activation, fitted.replay, fitted.description
     placer = config["placer"]
+    if placer["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
+        raise InputError(
+            f"placer {placer['name']} is fitted on per-token routing; the cell fits on load"
+            f" statistics ({fit_desc}), which carry only counts per expert"
+        )
     sim_config = split_sim_options(config["sim"])
     problem = build_problem(
-        routes, model, activation, origin_activation=per_origin,
+        routes, model, activation, origin_activation=fitted.per_origin,
         num_redundant=placer_redundant(placer, model, cluster.num_gpus),
         balance_eps=placer.get("balance_eps"), traffic=sim_config.traffic,
+        sample=None if fitted.tokens is None else token_sample([fitted.tokens],
+                                                               cluster.num_gpus),
     )
     options = solver_options(config["placer"], config["seed"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
