@@ -1,10 +1,11 @@
 """From routing decisions to GPU-to-GPU traffic (pure numpy; shared by engine and analytic).
 
 A *route* is (token, MoE layer, expert).  Its *origin* is the token's GPU: the trace's
-``origin_gpu`` where recorded, otherwise the documented rule ``seq_id mod gpus`` (sequences
-dealt round-robin to data-parallel attention ranks).  Its *host* is the GPU holding the expert;
-with replicas, the replica nearest to the origin (ties: lowest replica index).  Shared experts
-sit on every GPU and cause no traffic.
+``origin_gpu`` where recorded, otherwise the default origin model ``dp`` of
+:mod:`traces.origins` applied to the block (its tokens dealt round-robin over the GPUs); the
+commands set every token's origin for the whole trace first (``--origins``).  Its *host* is
+the GPU holding the expert; with replicas, the replica nearest to the origin (ties: lowest
+replica index).  Shared experts sit on every GPU and cause no traffic.
 
 A *copy* is one token's hidden state on one link.  Which copies a layer moves and through
 which NICs is the *dispatch scheme* (``DISPATCH_SCHEMES``, :mod:`simulator.dispatch`);
@@ -107,7 +108,7 @@ def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) ->
 
 
 def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
-    """Origin GPU per token: recorded, or ``seq_id mod num_gpus``."""
+    """Origin GPU per token: recorded, or the block's tokens dealt round-robin (``dp``)."""
     if block.origin_gpu is not None:
         o = block.origin_gpu.astype(np.int64)
         if block.num_tokens and (o.min() < 0 or o.max() >= num_gpus):
@@ -116,7 +117,7 @@ def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
                 f" cluster's GPUs 0..{num_gpus - 1}"
             )
         return o
-    return block.seq_id.astype(np.int64) % num_gpus
+    return np.arange(block.num_tokens, dtype=np.int64) % num_gpus
 
 
 def resolve_hosts(

@@ -112,3 +112,19 @@ def test_zero_bandwidth_link(inputs, capsys):
     d["links"][-1]["bandwidth_bytes_per_s"] = 0
     inputs["topology"].write_text(json.dumps(d))
     _expect_error(inputs, capsys, inputs["tmp"] / "x", "bandwidth")
+
+
+def test_origins_flag_sets_origins_warns_and_rejects_bad_models(inputs, capsys):
+    out = inputs["tmp"] / "tenant"
+    # cluster: k=4 fat tree with 3 servers of 8 GPUs; one tenant on server 1 = 8 of 24 GPUs
+    assert main(_args(inputs, out, "des", "--origins", "tenants:1")) == 0
+    tokens = pd.read_parquet(out / "tokens.parquet")
+    assert set(tokens["origin_gpu"]) == set(range(8, 16))
+    assert "token origins cover 8 of the cluster's 24 GPUs" in capsys.readouterr().err
+    for bad, msg in (("tenants:0/3", "server 3 is outside the cluster's servers 0..2"),
+                     ("pd:0-1/1-2/4", "overlap"), ("nearest", "unknown origin model")):
+        dest = inputs["tmp"] / "bad"
+        assert main(_args(inputs, dest, "analytic", "--origins", bad)) == 2
+        err = capsys.readouterr().err
+        assert msg in err and len(err.strip().splitlines()) == 1
+        assert not dest.exists()

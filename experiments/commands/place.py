@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -34,6 +35,7 @@ from simulator.cluster.paths import build_route_table
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
+from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     p.add_argument("--replicas", type=int, default=0,
                    help="Redundant expert copies per MoE layer (ILP family and eplb).")
     p.add_argument("--balance-eps", type=float, default=None,
@@ -82,9 +85,11 @@ def run(args: argparse.Namespace) -> int:
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
+    origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
+    assigner = OriginAssigner(origins, cluster.gpu_server)
     origin_activation = None
     sample = None
     if args.replicas < 0:
@@ -98,6 +103,11 @@ def run(args: argparse.Namespace) -> int:
             )
         model = model_preset(args.model)
         activation = read_sglang_logical_count(args.stats, model).activation()
+        if origins is not None:
+            raise InputError(
+                "--origins: SGLang logical_count records no tokens to give origins to (give a"
+                " trace .parquet)"
+            )
         if args.strategy in SAMPLE_STRATEGIES:
             raise InputError(
                 f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
@@ -110,14 +120,13 @@ def run(args: argparse.Namespace) -> int:
                 " (give a trace .parquet)"
             )
     elif args.stats.suffix == ".parquet":
-        model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
+        model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
         if args.model is not None and args.model != model.name:
             raise InputError(
                 f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
             )
-        if recorded or args.strategy == "ilp-origin":
-            origin_activation = per_origin
-        sample = trace_sample(args.stats, routes.num_gpus)
+        # a fresh assigner: the sample's origins are the same tokens' origins as above
+        sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
     else:
         raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
     try:
@@ -160,6 +169,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
+    # after every input check and the solve (an error comes alone); statistics have no origins
+    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
+    if warning:
+        print(warning, file=sys.stderr)
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
@@ -167,6 +180,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
         "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,

@@ -8,6 +8,7 @@ checked before the run starts; results go to a run directory that appears only w
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -46,6 +47,7 @@ from traces.infra.errors import InputError
 from traces.infra.options import Range
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, origins_help, resolve_model, with_origins
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -68,6 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     add_output_argument(p, "--out", run_directory_kind("simulate"), required=True,
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
@@ -140,6 +143,7 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
+    origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
@@ -148,13 +152,18 @@ def run(args: argparse.Namespace) -> int:
         check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
     except InputError as exc:
         raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
-    blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
+    assigner = OriginAssigner(origins, routes.cluster.gpu_server)
+    blocks = microbatches(
+        with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+        args.microbatch_tokens,
+    )
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
         "mode": args.mode,
         "trace": str(args.trace),
         "topology": cluster_label(args),
         "layout": str(args.layout),
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "model": model.name,
         "cluster": routes.cluster.description or routes.cluster.name,
         "microbatches": (
@@ -192,5 +201,8 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:>30}: {summary[k]:.6g}")
     print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
+    warning = assigner.warning()
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {args.out}/ in {runtime:.1f} s")
     return 0

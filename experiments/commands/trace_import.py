@@ -9,6 +9,7 @@ under a layout, per-GPU load, as Parquet tables plus a heatmap of expert load pe
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -48,6 +49,7 @@ from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import save_load_stats
 from traces.model import ModelSpec, load_model_spec
+from traces.origins import OriginAssigner, origins_help, parse_origins, servers_of_gpus
 from traces.stats import (
     activation_frame,
     activation_probability,
@@ -100,6 +102,12 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
     p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
+                   help=origins_help() + " Written into the trace; needs --gpus.")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs of the cluster the --origins model deals tokens over.")
+    p.add_argument("--gpus-per-server", type=int, default=8,
+                   help="GPUs per server, for --origins server sets (default 8).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a trace or load-statistics file moe-netsim wrote.")
     p.set_defaults(func=run_import)
@@ -141,6 +149,16 @@ def run_import(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()
     model = _model(args.model)
+    assigner = None
+    if args.origins is not None or args.gpus is not None:
+        if args.origins is None or args.gpus is None:
+            raise InputError("--origins and --gpus come together (the model deals tokens over"
+                             " the GPUs of a cluster of that size)")
+        if holds_counts(args.format, args.input):
+            raise InputError("--origins: load counts hold no tokens to give origins to")
+        model_ = parse_origins(args.origins)
+        assigner = OriginAssigner(model_,
+                                  servers_of_gpus(args.gpus, args.gpus_per_server, model_))
     if holds_counts(args.format, args.input):
         stats = import_load_stats(args.format, args.input, model)
         save_load_stats(out, stats)
@@ -151,7 +169,11 @@ def run_import(args: argparse.Namespace) -> int:
             f" per layer (max) in {time.perf_counter() - t0:.1f}s"
         )
         return 0
-    n = import_trace(args.format, args.input, out, model, options=_import_options(args, model))
+    n = import_trace(args.format, args.input, out, model, options=_import_options(args, model),
+                     origins=assigner)
+    warning = assigner.warning() if assigner is not None else None
+    if warning:
+        print(warning, file=sys.stderr)
     meta, _ = read_trace_meta(out)
     print(
         f"wrote {out}: {n:,} tokens of {meta.model.name} ({meta.model.num_moe_layers} MoE"

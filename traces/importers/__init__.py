@@ -17,7 +17,7 @@ SGLang's ``logical_count`` JSON holds counts, not tokens: see :mod:`traces.load_
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -28,6 +28,7 @@ from traces.importers.vllm import iter_vllm
 from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, with_origins
 from traces.trace import RoutingTrace
 
 # Formats whose input is routing per token (a trace), and what each reads.
@@ -73,21 +74,27 @@ def import_trace(
     model: ModelSpec | None = None,
     chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
     options: dict[str, object] | None = None,
+    origins: OriginAssigner | None = None,
 ) -> int:
     """Import ``source`` in format ``fmt`` (see :data:`TRACE_FORMATS`) to the trace file ``out``.
 
     ``options``: ``ranks`` (sglang-dump: the ranks the dump must hold), ``physical_map``
     (sglang-routed, vllm-routed: [layers, P] physical_to_logical_map when ids are physical),
-    ``indices_column`` / ``scores_column`` (topk-parquet).
+    ``indices_column`` / ``scores_column`` (topk-parquet).  ``origins``: write every token's
+    origin GPU as that assigner gives it (an origin model on a cluster, :mod:`traces.origins`);
+    None keeps what the source records.
     """
     src = Path(source)
     if fmt not in TRACE_FORMATS:
         raise InputError(f"unknown trace format {fmt!r}; known: {', '.join(sorted(TRACE_FORMATS))}")
+    blocks: Iterable[RoutingTrace]
     if fmt == "esft":
-        return write_blocks(out, iter_esft(src, model, chunk_tokens))
-    if model is None:
+        blocks = iter_esft(src, model, chunk_tokens)
+    elif model is None:
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
-    return write_blocks(out, _blocks(fmt, src, model, chunk_tokens, options or {}))
+    else:
+        blocks = _blocks(fmt, src, model, chunk_tokens, options or {})
+    return write_blocks(out, blocks if origins is None else with_origins(blocks, origins))
 
 
 def _blocks(
