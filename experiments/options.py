@@ -55,15 +55,19 @@ def number_parser(kind: type, rng: Range | None, unit: str = "") -> Callable[[st
 
 def add_option(
     parser: argparse.ArgumentParser, cls: type, name: str, flag: str, *aliases: str,
-    help: str | None = None, default: Any = dataclasses.MISSING,
+    help: str | None = None, default: Any = dataclasses.MISSING, more: str = "",
 ) -> argparse.Action:
-    """Add ``flag`` for the option field ``cls.name`` (type, default, range, unit, help)."""
+    """Add ``flag`` for the option field ``cls.name`` (type, default, range, unit, help;
+    ``more`` is appended to the field's help, ``help`` replaces it)."""
     f = _field(cls, name)
     kind = _base_type(cls, name)
-    text = help or f.metadata.get("help", "")
+    text = (help or f.metadata.get("help", "")) + more
     value = f.default if default is dataclasses.MISSING else default
     if kind is bool:
         action = parser.add_argument(flag, *aliases, action="store_true", help=text)
+    elif "parse" in f.metadata:  # checked by the command, which names the flag and its file
+        action = parser.add_argument(flag, *aliases, default=value, help=text,
+                                     metavar=f.metadata["metavar"])
     elif "choices" in f.metadata:
         action = parser.add_argument(flag, *aliases, choices=list(f.metadata["choices"]),
                                      default=value, help=text)

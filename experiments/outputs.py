@@ -290,8 +290,18 @@ def _is_run_of(command: str) -> Any:
     return check
 
 
+# What a study run directory holds before its study.json: the lock and the traces a built-in
+# study imports for its cells (``inputs/``, kept on --overwrite).
+STUDY_RUN_PRELUDE = (".lock", "inputs")
+
+
 def _is_study_run(path: Path) -> bool:
-    return path.is_dir() and (path / "study.json").is_file()
+    if not path.is_dir():
+        return False
+    if (path / "study.json").is_file():
+        return True
+    names = {p.name for p in path.iterdir()}  # a run stopped before its record was written
+    return bool(names) and names <= set(STUDY_RUN_PRELUDE) and (path / "inputs").is_dir()
 
 
 def run_directory_kind(command: str) -> OutputKind:

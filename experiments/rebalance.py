@@ -52,6 +52,7 @@ from simulator.traffic import (
 )
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
+from traces.origins import OriginAssigner, resolve_model, with_origins
 from traces.trace import RoutingTrace
 
 
@@ -60,6 +61,7 @@ class RebalanceResult:
     timeline: pd.DataFrame  # one row per window
     layouts: dict[int, ExpertLayout]  # step at which each layout came into force
     migration_links: pd.DataFrame  # per rebalance and link direction: weight bytes
+    origins_warning: str | None = None  # origins cover under half the GPUs
 
 
 def step_range(trace: Path) -> tuple[int, int]:
@@ -81,9 +83,10 @@ def step_range(trace: Path) -> tuple[int, int]:
     return lo, hi
 
 
-def _steps(trace: Path, start: int) -> Iterator[tuple[int, RoutingTrace]]:
-    """(step, its tokens) in step order from ``start`` on, streamed block by block."""
-    for b in iter_trace(trace):
+def _steps(trace: Path, start: int, assigner: OriginAssigner
+           ) -> Iterator[tuple[int, RoutingTrace]]:
+    """(step, its tokens, origins set) in step order from ``start`` on, block by block."""
+    for b in with_origins(iter_trace(trace), assigner):
         assert b.step is not None
         cuts = np.flatnonzero(np.diff(b.step)) + 1
         for part in np.split(np.arange(b.num_tokens), cuts):
@@ -176,6 +179,7 @@ def run_rebalance(
             " window must leave steps to replay"
         )
     chunk = math.gcd(W, N)
+    assigner = OriginAssigner(resolve_model(config.origins), routes.cluster.gpu_server)
     first = lo + W
     history: deque[tuple[np.ndarray, int]] = deque(maxlen=W // chunk)  # (counts, tokens)
     pending = np.zeros(0)
@@ -211,7 +215,7 @@ def run_rebalance(
                 row.update(window.latency(config.server_dedup))
             rows.append(row)
 
-    for step, block in _steps(trace, lo):
+    for step, block in _steps(trace, lo, assigner):
         c = (step - lo) // chunk
         if c != pending_chunk:
             close_chunk()
@@ -254,7 +258,7 @@ def run_rebalance(
     migration = (pd.concat(links, ignore_index=True) if links
                  else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
     return RebalanceResult(timeline=pd.DataFrame(rows), layouts=layouts,
-                           migration_links=migration)
+                           migration_links=migration, origins_warning=assigner.warning())
 
 
 def _total(history: deque[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:

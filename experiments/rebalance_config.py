@@ -1,14 +1,21 @@
-"""The knobs of a rebalancing run (light: no numerical libraries, so the CLI starts fast)."""
+"""The knobs of a rebalancing run: one definition each (default, unit, range, help) that the
+``rebalance`` flags and the study keys of rebalancing sweeps derive from."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
+from traces.origins import origins_field
 
 POLICIES = ("static", "periodic", "threshold")
 MODES = ("analytic", "des")
 MIGRATION_MODES = ("stall", "async")
+
+
+def _choice(default: str, help: str, choices: tuple[str, ...]) -> str:
+    return field(default=default, metadata={"help": help, "choices": choices})
 
 
 @dataclass(frozen=True, slots=True)
@@ -16,40 +23,35 @@ class RebalanceConfig:
     """The knobs of one rebalancing run (each a sweep axis)."""
 
     strategy: str = field(default="ilp-load", metadata={"help": "Placement strategy."})
-    policy: str = field(default="periodic", metadata={"help": "static, periodic or threshold."})
-    interval_steps: int = field(default=1000, metadata={"help": "Steps between decisions."})
-    window_steps: int = field(default=1000, metadata={"help": "Steps a re-fit looks back."})
-    threshold: float = field(default=0.05, metadata={"help": "threshold: relative excess."})
-    move_weight: float | None = field(
-        default=None, metadata={"help": "Price on bytes moved (byte-hops per byte-hop)."}
-    )
-    move_budget_bytes: float | None = field(
-        default=None, metadata={"help": "Most weight bytes one rebalance may move."}
-    )
-    weight_bytes_per_param: float = field(
-        default=1.0, metadata={"help": "Serving precision of expert weights (1 = FP8)."}
-    )
-    migration: str = field(default="stall", metadata={"help": "stall (measured) or async."})
+    policy: str = _choice("periodic", "static, periodic or threshold.", POLICIES)
+    interval_steps: int = option(1000, "Steps between decisions.", "steps", 1)
+    window_steps: int = option(1000, "Steps a re-fit looks back.", "steps", 1)
+    threshold: float = option(
+        0.05, "threshold policy: switch when the layout in force costs this fraction more than"
+        " a fresh one.", "", 0, 10, high_open=True)
+    move_weight: float | None = option(
+        None, "Price on weight bytes moved (byte-hops per byte-hop).", "", 0)
+    move_budget_bytes: float | None = option(
+        None, "Most weight bytes one rebalance may move.", "bytes", 0)
+    weight_bytes_per_param: float = option(
+        1.0, "Serving precision of expert weights (1 = FP8, 2 = BF16).", "bytes", 0,
+        low_open=True)
+    migration: str = _choice(
+        "stall", "stall: serving stops while the weights move (DES-measured with --mode des);"
+        " async: the weights move in the background, sharing links with serving traffic.",
+        MIGRATION_MODES)
     server_dedup: bool = field(default=True, metadata={"help": "De-duplicated dispatch."})
-    mode: str = field(default="analytic", metadata={"help": "analytic, or des (latency)."})
+    mode: str = _choice("analytic", "analytic (counts), or des (latency, stall).", MODES)
+    origins: str = origins_field()
 
     def __post_init__(self) -> None:
-        if self.policy not in POLICIES:
-            raise InputError(f"--policy {self.policy!r}: choose one of {', '.join(POLICIES)}")
-        if self.interval_steps < 1:
-            raise InputError(f"--interval {self.interval_steps}: must be at least 1 step")
-        if self.window_steps < 1:
-            raise InputError(f"--window {self.window_steps}: must be at least 1 step")
-        if not 0 <= self.threshold < 10:
-            raise InputError(f"--threshold {self.threshold}: must be in [0, 10)")
-        if self.move_weight is not None and not self.move_weight >= 0:
-            raise InputError(f"--move-weight {self.move_weight}: must be >= 0")
-        if self.move_budget_bytes is not None and not self.move_budget_bytes >= 0:
-            raise InputError(f"--move-budget {self.move_budget_bytes}: must be >= 0 bytes")
-        if self.mode not in MODES:
-            raise InputError(f"--mode {self.mode!r}: choose analytic or des")
-        if self.migration not in MIGRATION_MODES:
-            raise InputError(f"--migration {self.migration!r}: choose stall or async")
+        where = "rebalance"
+        for name, choices in (("policy", POLICIES), ("mode", MODES),
+                              ("migration", MIGRATION_MODES)):
+            if getattr(self, name) not in choices:
+                raise InputError(f"{where}: {name} {getattr(self, name)!r}: choose one of"
+                                 f" {', '.join(choices)}")
+        check_options(self, where)
         if self.migration == "async":
             raise InputError(
                 "--migration async: weights sharing links with the all-to-all in the DES is not"
@@ -60,5 +62,3 @@ class RebalanceConfig:
         ):
             raise InputError("--policy static never re-places: --move-weight/--move-budget apply"
                              " to periodic and threshold")
-
-

@@ -243,8 +243,12 @@ def _expert_load_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> No
 
     expert_load = pd.read_parquet(run_dir / "expert_load.parquet")
     for j, (model, group) in enumerate(results.groupby("model", sort=False)):
-        cell = group["cell"].iloc[0]
-        ex = expert_load[expert_load["cell"] == cell]
+        ex = expert_load[expert_load["cell"].isin(group["cell"])]
+        if ex.empty:  # every cell of the model failed
+            continue
+        cell = ex["cell"].iloc[0]
+        group = group[group["cell"] == cell]
+        ex = ex[ex["cell"] == cell]
         layer_ids = tuple(int(x) for x in dict.fromkeys(ex["layer"]))
         mat = ex["activation"].to_numpy(dtype=float).reshape(len(layer_ids), -1)
         fig = plots.plot_expert_load_heatmap(mat, layer_ids)
@@ -279,6 +283,13 @@ def _run_sections(
     ]
     if notes:
         sections.insert(1, Section("Not run in this build", notes))
+    if "failure" in results and results["failure"].notna().any():
+        failed = results[results["failure"].notna()]
+        sections.insert(1, Section(
+            "Failed cells",
+            [f"{len(failed)} of {len(results)} cells failed and have no numbers; the other"
+             " cells ran.  A re-run of the same command retries them."],
+            table=failed[["setup", "placer", "failure"]].reset_index(drop=True)))
     return sections
 
 

@@ -62,6 +62,9 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
      130),
     ("standard output closed (`... \\| head -1`)", "nothing; the command still writes its files",
      0),
+    ("`study` or `sweep` finished, but some cells failed (each recorded with its reason, the"
+     " others' results and the report written)",
+     "`moe-netsim: N of M cells failed (...)`; a re-run retries them", 3),
     ("a bug", "`moe-netsim: internal error: <Type>: <message> (...)`;"
      " `MOE_NETSIM_TRACEBACK=1` shows the traceback", 1),
 )

@@ -106,3 +106,20 @@ def test_flags_refuse_values_outside_their_range_naming_the_flag(command, action
             action.type(bad)
     if rng.low is not None:
         assert range_problem(rng.low, rng) is None or rng.low_open
+
+
+def test_every_origins_flag_and_the_study_key_derive_from_the_one_field() -> None:
+    """``--origins`` on every command that takes it, and ``trace.origins``: one definition."""
+    from experiments.studies.spec import TRACE_DEFAULTS
+    from traces.origins import OriginOptions
+
+    field = dataclasses.fields(OriginOptions)[0]
+    takers = {c: a for c, p in LEAVES.items() for a in p._actions
+              if "--origins" in a.option_strings}
+    assert {"place", "simulate", "rebalance", "study", "trace synth", "trace import"} <= set(takers)
+    for command, action in takers.items():
+        assert getattr(action, "option_field", None) == (OriginOptions, "origins"), command
+        assert action.default == field.default == TRACE_DEFAULTS["origins"], command
+        assert action.metavar == "MODEL[:ARGS]", command
+    with pytest.raises(InputError, match="unknown origin model 'nowhere'"):
+        OriginOptions("nowhere")

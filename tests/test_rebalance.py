@@ -172,6 +172,18 @@ def test_policies_on_a_workload_shift(routes, tmp_path) -> None:
     assert list(static["decision"]) == ["first", "keep", "keep"]
 
 
+def test_origins_override_the_recorded_ones(routes, tmp_path) -> None:
+    path = _drift(tmp_path / "drift.parquet")
+    config = RebalanceConfig(strategy="round-robin", policy="static", interval_steps=8,
+                             window_steps=4)
+    recorded = run_rebalance(path, routes, config)
+    pinned = run_rebalance(path, routes, replace(config, origins="tenants:0"))
+    assert recorded.origins_warning is None  # the tenants cover all 4 servers
+    # every token starts on server 0: 8 of the 32 GPUs send tokens
+    assert "cover 8 of the cluster's 32 GPUs" in str(pinned.origins_warning)
+    assert not np.allclose(recorded.timeline["hops_per_token"], pinned.timeline["hops_per_token"])
+
+
 def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
     path = _drift(tmp_path / "drift.parquet")
     assert main(["topology", "build", "fat-tree", "--param", "k=4", "--param", "num_servers=4",
@@ -187,14 +199,20 @@ def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
     capsys.readouterr()
     bad = [
         (["--window", "99"], "--window 99: the trace spans 16 steps"),
-        (["--interval", "0"], "--interval 0: must be at least 1 step"),
-        (["--move-budget", "-1"], "--move-budget -1.0: must be >= 0 bytes"),
+        (["--interval", "0"], "argument --interval: must be >= 1 steps, got 0"),
+        (["--move-budget", "-1"], "argument --move-budget: must be >= 0 bytes, got -1.0"),
+        (["--origins", "racks:1"], "--origins 'racks:1': unknown origin model 'racks'"),
+        (["--origins", "tenants:0-4"], "server 4 is outside the cluster's servers 0..3"),
         (["--policy", "static", "--move-weight", "1"], "--policy static never re-places"),
         (["--migration", "async"], "--migration async: weights sharing links"),
         (["--strategy", "nope"], "--strategy 'nope'"),
     ]
     for extra, message in bad:
-        assert main([*base, *extra, "--out", str(tmp_path / "bad")]) == 2
+        try:
+            code = main([*base, *extra, "--out", str(tmp_path / "bad")])
+        except SystemExit as exc:  # argparse refuses flags outside their range
+            code = exc.code
+        assert code == 2
         err = capsys.readouterr().err.strip()
         assert message in err and err.count("\n") == 0, err
         assert not (tmp_path / "bad").exists()

@@ -141,3 +141,17 @@ def test_fit_on_real_sglang_statistics_replay_synthetic(sglang_dir):
     assert result.row["replay_tokens"] == 32
     want = read_sglang_logical_count(stats_file, model_preset("deepseek-r1")).activation()
     np.testing.assert_array_equal(result.expert_load["activation"].to_numpy(), want.ravel())
+
+
+def test_the_quick_study_with_esft_rows_runs_in_its_own_directory(tmp_path, esft_dir):
+    """The traces the study imports into --out/inputs are its own, not inputs it must not
+    touch; a directory left with only them (a run stopped before its record) is resumed."""
+    out = tmp_path / "paper"
+    argv = ["study", "paper", "--quick", "--model", "deepseek-moe-16b", "--placer", "round-robin",
+            "--tokens", "16", "--esft", str(esft_dir), "--serial", "--no-report", "--out", str(out)]
+    (out / "inputs").mkdir(parents=True)
+    assert main(argv) == 0
+    res = pd.read_parquet(out / "results.parquet")
+    assert any(res["scenario"].str.startswith("ESFT held-out"))
+    assert (out / "inputs" / "esft-intent.parquet").is_file()
+

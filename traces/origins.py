@@ -33,10 +33,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, text_option
 from traces.trace import RoutingTrace
 
 # name -> (argument syntax, one-line meaning); the CLI help and the docs derive from it.
@@ -166,6 +168,23 @@ def check_cluster(model: OriginModel, num_servers: int, where: str = "--origins"
 def resolve_model(text: str | None, where: str = "--origins") -> OriginModel | None:
     """``None``/empty -> None (recorded origins where present, else dp); else parsed."""
     return parse_origins(text, where) if text else None
+
+
+def origins_field() -> Any:
+    """The origin option's one definition, as a dataclass field (``""``: the trace's recorded
+    origins, else dp): ``--origins`` of every command that takes it, ``trace.origins`` of
+    study files and ``RebalanceConfig.origins`` derive their default and help from it."""
+    return text_option("", origins_help(), "MODEL[:ARGS]", parse_origins)
+
+
+@dataclass(frozen=True, slots=True)
+class OriginOptions:
+    """The origin option of the commands that take nothing else of a configuration."""
+
+    origins: str = origins_field()
+
+    def __post_init__(self) -> None:
+        check_options(self, "origin options")
 
 
 class OriginAssigner:

@@ -35,7 +35,7 @@ from simulator.cluster.paths import build_route_table
 from traces import model_preset
 from traces.infra.errors import InputError
 from traces.load_stats import read_sglang_logical_count
-from traces.origins import OriginAssigner, origins_help, resolve_model
+from traces.origins import OriginAssigner, OriginOptions, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -55,7 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="Model preset (needed for SGLang JSON; default: the trace's model).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
+    add_option(p, OriginOptions, "origins", "--origins")
     p.add_argument("--replicas", type=int, default=0,
                    help="Redundant expert copies per MoE layer (ILP family and eplb).")
     p.add_argument("--balance-eps", type=float, default=None,

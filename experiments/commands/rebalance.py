@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import fields, replace
 from pathlib import Path
@@ -12,6 +13,7 @@ from experiments.commands.cluster_args import (
     cluster_from_args,
     cluster_label,
 )
+from experiments.options import add_option
 from experiments.outputs import (
     add_output_argument,
     run_directory,
@@ -22,17 +24,18 @@ from experiments.outputs import (
 )
 from traces.infra.errors import InputError
 
-
-def _help(name: str) -> str:
-    from experiments.rebalance_config import RebalanceConfig
-
-    return next(f.metadata["help"] for f in fields(RebalanceConfig) if f.name == name)
+# RebalanceConfig field -> its flag (the flags derive default, range and help from the field).
+FLAGS = {
+    "policy": "--policy", "interval_steps": "--interval", "window_steps": "--window",
+    "threshold": "--threshold", "move_weight": "--move-weight",
+    "move_budget_bytes": "--move-budget", "weight_bytes_per_param": "--weight-bytes-per-param",
+    "migration": "--migration", "mode": "--mode", "origins": "--origins",
+}
 
 
 def register(sub: argparse._SubParsersAction) -> None:
-    from experiments.rebalance_config import MIGRATION_MODES, MODES, POLICIES, RebalanceConfig
+    from experiments.rebalance_config import RebalanceConfig
 
-    d = RebalanceConfig()
     p = sub.add_parser(
         "rebalance",
         help="Replay a trace while a policy re-places experts; migration traffic counted.",
@@ -48,23 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--trace", type=Path, required=True, help="Trace file with steps (Parquet).")
     add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
-    p.add_argument("--strategy", default=d.strategy,
-                   help=_help("strategy") + " (default: %(default)s)")
-    p.add_argument("--policy", choices=POLICIES, default=d.policy, help=_help("policy"))
-    p.add_argument("--interval", type=int, default=d.interval_steps,
-                   help=_help("interval_steps") + " (default: %(default)s)")
-    p.add_argument("--window", type=int, default=d.window_steps,
-                   help=_help("window_steps") + " (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=d.threshold,
-                   help=_help("threshold") + " (default: %(default)s)")
-    p.add_argument("--move-weight", type=float, default=None, help=_help("move_weight"))
-    p.add_argument("--move-budget", type=float, default=None,
-                   help=_help("move_budget_bytes") + " Bytes.")
-    p.add_argument("--weight-bytes-per-param", type=float, default=d.weight_bytes_per_param,
-                   help=_help("weight_bytes_per_param") + " (default: %(default)s)")
-    p.add_argument("--migration", choices=MIGRATION_MODES, default=d.migration,
-                   help=_help("migration"))
-    p.add_argument("--mode", choices=MODES, default=d.mode, help=_help("mode"))
+    add_option(p, RebalanceConfig, "strategy", "--strategy", more=" (default: %(default)s)")
+    for name, flag in FLAGS.items():
+        add_option(p, RebalanceConfig, name, flag)
     p.add_argument("--no-dedup", action="store_true",
                    help="Report network bytes with one copy per route (default: de-duplicated).")
     p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit per fit, s.")
@@ -73,6 +62,10 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a run directory an earlier `rebalance` wrote.")
     p.set_defaults(func=run)
+
+
+def _dest(flag: str) -> str:
+    return flag.lstrip("-").replace("-", "_")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -86,12 +79,11 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.trace.exists():
         raise InputError(f"--trace {args.trace}: file not found")
-    config = RebalanceConfig(
-        strategy=args.strategy, policy=args.policy, interval_steps=args.interval,
-        window_steps=args.window, threshold=args.threshold, move_weight=args.move_weight,
-        move_budget_bytes=args.move_budget, weight_bytes_per_param=args.weight_bytes_per_param,
-        migration=args.migration, server_dedup=not args.no_dedup, mode=args.mode,
-    )
+    from traces.origins import resolve_model
+
+    resolve_model(args.origins)  # bad text: the message names the flag
+    config = RebalanceConfig(strategy=args.strategy, server_dedup=not args.no_dedup,
+                             **{name: getattr(args, _dest(flag)) for name, flag in FLAGS.items()})
     from placement.strategies import STRATEGIES
 
     if config.strategy not in STRATEGIES:
@@ -124,6 +116,8 @@ def run(args: argparse.Namespace) -> int:
             "status": "complete",
         })
         save_figure(out / "timeline.png", plot_timeline(res.timeline))
+    if res.origins_warning:
+        print(res.origins_warning, file=sys.stderr)
     t = res.timeline
     print(f"windows      {len(t)} ({int((t.decision == 'rebalance').sum())} rebalances)")
     print(f"network      {summary['network_bytes'] / 1e9:.3f} GB"

@@ -47,7 +47,7 @@ from traces.infra.errors import InputError
 from traces.infra.options import Range
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, origins_help, resolve_model, with_origins
+from traces.origins import OriginAssigner, OriginOptions, resolve_model, with_origins
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,7 +70,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
+    add_option(p, OriginOptions, "origins", "--origins")
     add_output_argument(p, "--out", run_directory_kind("simulate"), required=True,
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",

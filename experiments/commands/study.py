@@ -7,13 +7,18 @@ import sys
 import time
 from pathlib import Path
 
+from experiments.options import add_option
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.studies import Study, run_study
 from experiments.studies.esft import default_esft_dir
 from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
 from traces.infra.errors import InputError
 from traces.infra.protected import protect
-from traces.origins import origins_help
+from traces.origins import OriginOptions
+
+# Exit status of a study or sweep that finished with failed cells (every other cell's results,
+# the merged tables and the report are written); 0 when every cell succeeded.
+EXIT_CELLS_FAILED = 3
 
 
 def _scheduler_address(text: str) -> str:
@@ -64,10 +69,11 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     """Run a validated study into ``out``, write the report, print the summary."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    own = (out / "inputs").resolve()  # traces a built-in study imported itself (kept)
     for cell in study.cells:  # the trace files a study file names are inputs too
         for key in ("source", "fit_source"):
             value = cell.config["trace"].get(key)
-            if value and value != "synthetic":
+            if value and value != "synthetic" and not Path(value).resolve().is_relative_to(own):
                 protect(f"trace.{key}", value)
     claim_output(out, STUDY_RUN, args.overwrite, "--out")  # also when --out is the default
     for note in study.skipped:
@@ -91,10 +97,15 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     shown = ("model", "model.preset", "topology", "topology.family", "placer.name", "placer",
              "trace")
     varied = [a for a in study.axes if a not in shown]
-    cols = varied + [c for c in PAPER_COLUMNS if c in outcome.results.columns]
+    cols = varied + [c for c in (*PAPER_COLUMNS, "failure") if c in outcome.results.columns]
     print(outcome.results[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     tail = "" if args.no_report else f" (open {out}/report.html)"
     print(f"\nwrote {out}/{tail}")
+    if outcome.cells_failed:
+        print(f"moe-netsim: {len(outcome.cells_failed)} of {len(study.cells)} cells failed (status"
+              " 'failed', reason in the failure column of results.parquet and in report.html);"
+              " re-run the same command to retry them", file=sys.stderr)
+        return EXIT_CELLS_FAILED
     return 0
 
 
@@ -129,9 +140,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
-                   help=origins_help() + " Replaces the study's two origin scenarios (even,"
-                   " tenant locality) by this one and drops the ESFT rows.")
+    add_option(p, OriginOptions, "origins", "--origins",
+               more=" Replaces the study's two origin scenarios (even, tenant locality) by this"
+               " one and drops the ESFT rows.")
     esft = p.add_mutually_exclusive_group()
     esft.add_argument("--esft", type=Path, default=None,
                       help="ESFT routing folder (tasks intent, law, summary, translation) for"
@@ -151,6 +162,7 @@ def run(args: argparse.Namespace) -> int:
     esft = None if args.no_esft else (args.esft or default_esft_dir())
     if args.esft is not None and not args.esft.is_dir():
         raise InputError(f"--esft {args.esft}: not a folder")
+    claim_output(out, STUDY_RUN, args.overwrite, "--out")  # before ESFT imports write into it
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
         seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),

@@ -24,6 +24,7 @@ from experiments.commands.cluster_args import (
     cluster_from_args,
     cluster_label,
 )
+from experiments.options import add_option
 from experiments.outputs import (
     TRACE_OR_LOAD_STATS,
     add_output_argument,
@@ -49,7 +50,7 @@ from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.load_stats import save_load_stats
 from traces.model import ModelSpec, load_model_spec
-from traces.origins import OriginAssigner, origins_help, parse_origins, servers_of_gpus
+from traces.origins import OriginAssigner, OriginOptions, parse_origins, servers_of_gpus
 from traces.stats import (
     activation_frame,
     activation_probability,
@@ -102,8 +103,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
     p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
-                   help=origins_help() + " Written into the trace; needs --gpus.")
+    add_option(p, OriginOptions, "origins", "--origins",
+               more=" Written into the trace; needs --gpus.")
     p.add_argument("--gpus", type=int, default=None,
                    help="GPUs of the cluster the --origins model deals tokens over.")
     p.add_argument("--gpus-per-server", type=int, default=8,
@@ -150,8 +151,8 @@ def run_import(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     model = _model(args.model)
     assigner = None
-    if args.origins is not None or args.gpus is not None:
-        if args.origins is None or args.gpus is None:
+    if args.origins or args.gpus is not None:
+        if not args.origins or args.gpus is None:
             raise InputError("--origins and --gpus come together (the model deals tokens over"
                              " the GPUs of a cluster of that size)")
         if holds_counts(args.format, args.input):

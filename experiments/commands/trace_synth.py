@@ -10,6 +10,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
+from experiments.options import add_option
 from experiments.outputs import TRACE_FILE, add_output_argument
 from traces import RoutingTrace
 from traces.infra.errors import InputError
@@ -19,6 +20,7 @@ from traces.model import ModelSpec, load_model_spec
 from traces.origins import (
     DEFAULT_MODEL,
     OriginAssigner,
+    OriginOptions,
     origins_help,
     parse_origins,
     servers_of_gpus,
@@ -56,9 +58,9 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
     p.add_argument("--gpus-per-server", type=int, default=8,
                    help="GPUs per server, for --origins server sets (default 8).")
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
-                   help=origins_help().replace("the trace's recorded origins, else dp",
-                                               "dp, or each --tenant on its GPUs"))
+    add_option(p, OriginOptions, "origins", "--origins",
+               help=origins_help().replace("the trace's recorded origins, else dp",
+                                           "dp, or each --tenant on its GPUs"))
     pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
     pop.add_argument("--zipf", type=float, default=None, help="Zipf exponent of popularity.")
     pop.add_argument(

@@ -195,6 +195,54 @@ def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) ->
     return 0
 
 
+def cell_labels(config: dict[str, Any], model_name: str, cluster: Any) -> dict[str, Any]:
+    """The columns that say which cell a row is (its setup), failed or not."""
+    t, placer = config["trace"], config["placer"]
+    return {
+        "scenario": t["label"],
+        "origins": t["origins"] or (f"{t['tenants']} tenants on their own servers"
+                                    if t["tenants"] else "recorded, else dp"),
+        "model": model_name,
+        "topology": config["topology"]["family"],
+        "cluster": cluster.name,
+        "num_gpus": cluster.num_gpus,
+        "num_servers": cluster.num_servers,
+        "placer": placer.get("label", placer["name"]),
+        "seed": config["seed"],
+    }
+
+
+@dataclass(frozen=True)
+class CellFailure:
+    """A cell that could not be evaluated: its setup columns and the one-line reason."""
+
+    row: dict[str, Any]
+
+
+FAILED = "failed"  # the status of a failed cell's row
+
+
+def evaluate_cell_or_failure(config: dict[str, Any]) -> CellResult | CellFailure:
+    """:func:`evaluate_cell`, with a failure (a solver finding no layout in its time limit, a
+    replay that runs out of memory, ...) returned as a :class:`CellFailure` so that one cell
+    never stops a study; Ctrl-C and worker deaths still stop it."""
+    try:
+        return evaluate_cell(config)
+    except Exception as exc:  # noqa: BLE001 - any failure of the cell is the cell's result
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        if not isinstance(exc, InputError):
+            reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
+        try:
+            source = config["trace"]["source"]
+            name = (model_from_config(config["model"]).name if source == "synthetic"
+                    else _file_trace(source).model.name)
+            labels = cell_labels(config, name, _routes(_key(config["topology"])).cluster)
+        except Exception:  # noqa: BLE001 - the labels are best effort; the reason is not
+            labels = {"placer": config["placer"].get("label", config["placer"]["name"]),
+                      "scenario": config["trace"].get("label", ""), "seed": config["seed"]}
+        return CellFailure({**labels, "status": FAILED, "failure": reason})
+
+
 def evaluate_cell(config: dict[str, Any]) -> CellResult:
     """Place and replay one cell; every number of its result row and detail frames."""
     source = config["trace"]["source"]
@@ -228,24 +276,14 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     row.pop("strategy")
     covered = int(np.unique(replay.origin_gpu).size) if replay.origin_gpu is not None else 0
     row.update(
-        scenario=config["trace"]["label"],
-        origins=config["trace"]["origins"] or (
-            f"{config['trace']['tenants']} tenants on their own servers"
-            if config["trace"]["tenants"] else "recorded, else dp"),
         origin_gpus=covered,
         judged_expected_hops_per_token=expected_cost(judged, layout),
         ceiling_hops_per_token=ceiling.hops_per_token,
         ceiling_kind=ceiling.kind,
         ceiling_note=ceiling.note,
     )
+    row.update(cell_labels(config, model.name, cluster))
     row.update(
-        model=model.name,
-        topology=config["topology"]["family"],
-        cluster=cluster.name,
-        num_gpus=cluster.num_gpus,
-        num_servers=cluster.num_servers,
-        placer=placer.get("label", placer["name"]),
-        seed=config["seed"],
         replay_tokens=replay.num_tokens,
         micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
         fit=fit_desc,

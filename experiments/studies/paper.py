@@ -96,6 +96,10 @@ EVEN = "even origins"
 TENANTS = "tenant locality"
 # Rows that --quick runs (the MIP-heavy ones take minutes at the R1 size).
 QUICK_PLACERS = ("round-robin", "ilp", "ilp-load", "ilp-origin")
+# --quick replays micro-batches of 256 tokens (a synthetic replay is one, an ESFT replay four):
+# the DES costs about the same per micro-batch at these sizes (every GPU pair exchanges a
+# message per layer), and it is most of the quick study's time.  The full grid replays two.
+QUICK_MICROBATCH_TOKENS = 256
 
 
 def tenants_for(num_servers: int) -> int:
@@ -242,7 +246,7 @@ def paper_study(
         "placer": placers[0],
         "trace": cells[0][2],
         "axes": {"model, topology, trace, placer": cells},
-        "sim": {"microbatch_tokens": max(1, n // 2)},
+        "sim": {"microbatch_tokens": QUICK_MICROBATCH_TOKENS if quick else max(1, n // 2)},
     }
     return build_study(raw, where="paper study", skipped=tuple(skipped))
 

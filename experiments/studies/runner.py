@@ -5,7 +5,10 @@ Layout of a run directory::
     study.json          the validated definition and its fingerprint (written first)
     cells/<cell_id>/    one finished cell: row.parquet + detail frames; a cell directory is
                         built as cells/.tmp-<cell_id>-* and renamed into place when complete,
-                        so a cell directory either is complete or does not exist
+                        so a cell directory either is complete or does not exist.  A cell that
+                        failed (a solver that found no layout within its limit, ...) holds
+                        its row (status "failed", the one-line reason in ``failure``) and a
+                        FAILED marker; the other cells go on, and a re-run retries it
     results.parquet     one row per cell (grid order), with reductions vs. the baseline
     links.parquet, tokens.parquet, layers.parquet, expert_load.parquet, server_load.parquet
                         the detail frames of all cells, with a ``cell`` column
@@ -37,8 +40,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.outputs import COMPLETE_MARKER, write_json, write_parquet
-from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
+from experiments.outputs import COMPLETE_MARKER, STUDY_RUN_PRELUDE, write_json, write_parquet
+from experiments.studies.cell import (
+    TIMING_COLUMNS,
+    CellFailure,
+    CellResult,
+    evaluate_cell_or_failure,
+)
 from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
 from traces.infra.atomic import atomic_write_text
@@ -50,9 +58,10 @@ METRICS_REDUCED = ("hops_per_token", "remote_copies_per_token_layer", "network_l
                    "max_link_utilisation", "latency_p50_ms", "latency_p99_ms", "makespan_ms")
 
 # Kept by --overwrite: the lock and the study's imported input traces (cells read them).
-KEPT = (".lock", "inputs")
+KEPT = STUDY_RUN_PRELUDE
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells total, last cell label)
+FAILED_MARKER = "FAILED"  # in a failed cell's directory: its one-line reason
 
 
 @dataclass(frozen=True)
@@ -61,6 +70,7 @@ class SweepOutcome:
     run_dir: Path
     cells_run: int
     cells_reused: int
+    cells_failed: tuple[str, ...] = ()  # ids of the cells that failed (in results, "failed")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -142,7 +152,13 @@ def finished_cells(run_dir: Path) -> set[str]:
     return {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")}
 
 
-def write_cell(run_dir: Path, cell: Cell, result: CellResult) -> None:
+def failed_cells(run_dir: Path) -> set[str]:
+    """Cells of the run directory that failed (their directory holds the FAILED marker)."""
+    return {c for c in finished_cells(run_dir)
+            if (run_dir / "cells" / c / FAILED_MARKER).is_file()}
+
+
+def write_cell(run_dir: Path, cell: Cell, result: CellResult | CellFailure) -> None:
     """Write one cell's frames into a temporary directory, then rename it into place."""
     cells_dir = run_dir / "cells"
     cells_dir.mkdir(parents=True, exist_ok=True)
@@ -156,8 +172,11 @@ def write_cell(run_dir: Path, cell: Cell, result: CellResult) -> None:
             row[path] = _column_value(value)
         row.update(result.row)
         write_parquet(tmp / "row.parquet", pd.DataFrame([row]))
-        for name, frame in result.frames().items():
-            write_parquet(tmp / f"{name}.parquet", frame)
+        if isinstance(result, CellFailure):
+            atomic_write_text(tmp / FAILED_MARKER, str(result.row["failure"]) + "\n")
+        else:
+            for name, frame in result.frames().items():
+                write_parquet(tmp / f"{name}.parquet", frame)
         # the cell's full configuration, so reports can rebuild its cluster
         atomic_write_text(tmp / "config.json", json.dumps(cell.config, sort_keys=True) + "\n")
         for f in tmp.iterdir():
@@ -183,9 +202,12 @@ def _column_value(value: Any) -> Any:
 # execution
 
 
-def _run_serial(cells: list[Cell], on_result: Callable[[Cell, CellResult], None]) -> None:
+OnResult = Callable[[Cell, CellResult | CellFailure], None]
+
+
+def _run_serial(cells: list[Cell], on_result: OnResult) -> None:
     for cell in cells:
-        on_result(cell, evaluate_cell(cell.config))
+        on_result(cell, evaluate_cell_or_failure(cell.config))
 
 
 SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
@@ -216,7 +238,7 @@ def connect_scheduler(scheduler: str) -> Any:
 
 def _run_dask(
     cells: list[Cell],
-    on_result: Callable[[Cell, CellResult], None],
+    on_result: OnResult,
     client: Any,
     workers: int,
 ) -> None:
@@ -239,7 +261,7 @@ def _run_dask(
         by_key = {}
         futures = []
         for cell in cells:
-            fut = client.submit(evaluate_cell, cell.config, key=f"cell-{cell.cell_id}",
+            fut = client.submit(evaluate_cell_or_failure, cell.config, key=f"cell-{cell.cell_id}",
                                 pure=False)
             by_key[fut.key] = cell
             futures.append(fut)
@@ -291,6 +313,9 @@ def _run_in(
         cells_dir = run_dir / "cells"
         cells_dir.mkdir(exist_ok=True)
         _clean_partials(cells_dir)
+        retried = failed_cells(run_dir)  # a failure may not repeat (time limits, memory)
+        for cell_id in retried:
+            shutil.rmtree(cells_dir / cell_id)
         done = finished_cells(run_dir)
         todo = [c for c in study.cells if c.cell_id not in done]
         reused = len(study.cells) - len(todo)
@@ -301,10 +326,12 @@ def _run_in(
         total = len(study.cells)
         progress(count[0], total, "")
 
-        def on_result(cell: Cell, result: CellResult) -> None:
+        def on_result(cell: Cell, result: CellResult | CellFailure) -> None:
             write_cell(run_dir, cell, result)
             count[0] += 1
-            progress(count[0], total, _label(cell))
+            failed = isinstance(result, CellFailure)
+            progress(count[0], total, _label(cell) + (
+                f" FAILED: {result.row['failure']}" if failed else ""))
 
         t0 = time.perf_counter()
         if todo:
@@ -319,12 +346,14 @@ def _run_in(
                     "stopped_by": type(exc).__name__, "cells_finished": count[0]})
                 raise
         results = merge_run(run_dir, study)
+        failed = tuple(c.cell_id for c in study.cells if c.cell_id in failed_cells(run_dir))
         meta = _meta(study, "complete", reused)
+        meta["cells_failed"] = list(failed)
         meta["wall_time_s"] = time.perf_counter() - t0
         meta["execution"] = "serial" if serial else (scheduler or f"local dask x{workers}")
         write_json(run_dir / "meta.json", meta)
         atomic_write_text(run_dir / COMPLETE_MARKER, "complete\n")
-    return SweepOutcome(results, run_dir, len(todo), reused)
+    return SweepOutcome(results, run_dir, len(todo), reused, failed)
 
 
 def _label(cell: Cell) -> str:

@@ -53,7 +53,7 @@ from placement import STRATEGIES
 from placement.strategies import SUPPORTS
 from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
-from traces.origins import check_cluster, resolve_model, tenant_server_sets
+from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_server_sets
 
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
@@ -66,7 +66,7 @@ TRACE_DEFAULTS: dict[str, Any] = {
     "replay_tokens": 2048,
     "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
     "zipf_exponent": 0.9,
-    "origins": "",
+    "origins": OriginOptions().origins,
     "tenants": 0,
     "label": "",
 }

@@ -1,17 +1,19 @@
-"""One definition per numeric option: default, unit, valid range and help, on the dataclass field.
+"""One definition per option: default, unit, valid range and help, on the dataclass field.
 
 A configuration dataclass (``SimConfig``, ``TrafficConfig``, ``SolverOptions``, ...) declares
 each knob with :func:`option`; its ``__post_init__`` calls :func:`check_options`, so library
 calls and study-file keys (which are the field names) are checked against the same range, and
 the command line derives its flags, their defaults, ``--help`` text and argument checks from
-the same fields (``experiments/options.py``).  A test proves CLI defaults, study keys and
-dataclass defaults agree (``tests/test_option_registry.py``).
+the same fields (``experiments/options.py``).  A text option (:func:`text_option`) carries the
+parser of its small language instead of a range (``--origins``, ``trace.origins``).  A test
+proves CLI defaults, study keys and dataclass defaults agree (``tests/test_option_registry.py``).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -74,6 +76,15 @@ def option(
     )
 
 
+def text_option(default: str, help: str, metavar: str, parse: Callable[[str, str], Any]) -> Any:
+    """A dataclass field holding text in a small language (``--origins tenants:0-3/4-7``):
+    ``parse(text, where)`` checks it (raising :class:`InputError`); ``""`` means the default
+    behaviour and is not parsed."""
+    return dataclasses.field(
+        default=default, metadata={"help": help, "metavar": metavar, "parse": parse},
+    )
+
+
 def field_range(cls: type, name: str) -> Range | None:
     return next((f.metadata.get("range") for f in dataclasses.fields(cls) if f.name == name),
                 None)
@@ -94,6 +105,8 @@ def check_options(obj: Any, where: str) -> None:
     for f in dataclasses.fields(obj):
         rng = f.metadata.get("range")
         value = getattr(obj, f.name)
+        if "parse" in f.metadata and value:
+            f.metadata["parse"](value, f"{where}: {f.name}")
         if rng is None or value is None:
             continue
         problem = range_problem(value, rng, f.metadata.get("unit", ""))
