@@ -29,6 +29,7 @@ test: $(TEST_STAMP)
 
 # The speed and memory benchmarks quoted in the README (several minutes in all).
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_traces.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/moe-netsim topology bench

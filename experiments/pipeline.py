@@ -10,11 +10,18 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from placement import PlacementProblem, PlacementResult, SolverOptions, check_layout
-from placement import default_slots, solve_placement
+from placement import (
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    check_layout,
+    default_slots,
+    solve_placement,
+)
 from simulator.analytic import AnalyticResult, count_traffic
-from simulator.engine import SimConfig, SimResult, simulate
 from simulator.cluster.paths import RouteTable
+from simulator.config import SimConfig
+from simulator.engine import SimResult, simulate
 from simulator.traffic import resolve_origins
 from traces import RoutingTrace
 from traces.infra.errors import InputError

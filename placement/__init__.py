@@ -1,25 +1,46 @@
 """Expert placement: pure functions from numbers (distances, capacities, activation) to layouts.
 
-Never imports simpy and never sees a graph object.
+Never imports simpy and never sees a graph object.  The names below are loaded on first use
+(PEP 562): HiGHS and pandas are imported only by a command that places experts.
 """
 
-from placement.check import check_layout
-from placement.problem import (
-    ExpertLayout,
-    PlacementProblem,
-    PlacementResult,
-    SolverOptions,
-    SolveStatus,
-    default_slots,
-    expected_cost,
-)
-from placement.strategies import STRATEGIES, solve_placement
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from traces.infra.lazy import lazy_attributes
+
+if TYPE_CHECKING:
+    from placement.check import check_layout
+    from placement.problem import (
+        ExpertLayout,
+        PlacementProblem,
+        PlacementResult,
+        SolverOptions,
+        SolveStatus,
+        default_slots,
+        expected_cost,
+    )
+    from placement.strategies import STRATEGIES, solve_placement
+
+_WHERE = {
+    "check_layout": "placement.check",
+    "ExpertLayout": "placement.problem",
+    "PlacementProblem": "placement.problem",
+    "PlacementResult": "placement.problem",
+    "SolverOptions": "placement.problem",
+    "SolveStatus": "placement.problem",
+    "default_slots": "placement.problem",
+    "expected_cost": "placement.problem",
+    "STRATEGIES": "placement.strategies",
+    "solve_placement": "placement.strategies",
+}
 
 __all__ = [
-    "STRATEGIES",
     "ExpertLayout",
     "PlacementProblem",
     "PlacementResult",
+    "STRATEGIES",
     "SolveStatus",
     "SolverOptions",
     "check_layout",
@@ -27,3 +48,5 @@ __all__ = [
     "expected_cost",
     "solve_placement",
 ]
+
+__getattr__ = lazy_attributes(__name__, _WHERE)

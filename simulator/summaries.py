@@ -17,7 +17,8 @@ from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import SHARED_EXPERTS_NOTE
 
 if TYPE_CHECKING:
-    from simulator.engine import SimConfig, SimResult, _Run
+    from simulator.config import SimConfig
+    from simulator.engine import SimResult, _Run
 
 LINK_CLASSES = ("intra_server", "leaf", "spine")
 DEFAULT_WINDOWS = 100

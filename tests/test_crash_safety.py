@@ -9,14 +9,13 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import ast
 import os
 import signal
 import stat
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -306,8 +305,8 @@ def test_results_cannot_be_unmarked():
 
 def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
     from experiments.pipeline import place_and_replay
-    from simulator.engine import SimConfig
     from simulator.cluster.paths import build_route_table
+    from simulator.config import SimConfig
 
     routes = build_route_table(cluster_from_dict(_cluster_dict()))
     trace = tiny_trace()

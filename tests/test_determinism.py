@@ -19,9 +19,10 @@ import pytest
 from experiments.pipeline import build_problem, origin_activation
 from placement import STRATEGIES, PlacementProblem, SolverOptions, solve_placement
 from simulator.cluster.builders import LinkDefaults, build_fat_tree
-from simulator.engine import SimConfig, simulate
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from traces import ModelSpec, SynthConfig, generate_trace
 from traces.synthetic import iter_synthetic
 

@@ -10,10 +10,11 @@ from helpers import make_trace, tiny_model
 
 from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
-from simulator.components import BusyLog, LinkDirection
-from simulator.engine import SimConfig, _Train, simulate
-from simulator.microbatches import by_steps, by_tokens
 from simulator.cluster.paths import build_route_table
+from simulator.components import BusyLog, LinkDirection
+from simulator.config import SimConfig
+from simulator.engine import _Train, simulate
+from simulator.microbatches import by_steps, by_tokens
 from simulator.summaries import LINK_CLASSES
 from simulator.traffic import TrafficConfig
 

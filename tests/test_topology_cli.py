@@ -17,9 +17,10 @@ from experiments.plot_topology import (
     topology_positions,
 )
 from simulator.cluster.builders import BUILDERS
-from simulator.engine import SimConfig, simulate
-from simulator.cluster.paths import build_route_table
 from simulator.cluster.io import load_cluster
+from simulator.cluster.paths import build_route_table
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from traces.infra.errors import InputError
 
 

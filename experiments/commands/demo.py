@@ -7,37 +7,10 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from experiments import plots
-from experiments.outputs import (
-    atomic_write_text,
-    run_directory,
-    save_figure,
-    write_json,
-    write_parquet,
-)
-from experiments.pipeline import (
-    Evaluation,
-    build_problem,
-    compare,
-    origin_activation,
-    place_and_replay,
-)
-from experiments.report import Section, render_report
-from experiments.versions import versions
-from placement import SolverOptions
-from placement.ilp import server_cost
-from simulator.cluster.builders import build_fat_tree
-from simulator.engine import SimConfig
-from simulator.cluster.paths import build_route_table
-from traces import SynthConfig, model_preset
-from traces.synthetic import TenantSpec
-from traces.io import write_trace
-from traces.synthetic import generate_trace
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -83,6 +56,8 @@ def _progress(t0: float) -> callable:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory
+
     cfg = DemoConfig(seed=args.seed, fit_tokens=args.tokens, replay_tokens=args.tokens)
     if cfg.replay_tokens < 1:
         from traces.infra.errors import InputError
@@ -101,6 +76,15 @@ def run(args: argparse.Namespace) -> int:
 
 
 def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
+    from experiments.pipeline import build_problem, compare, origin_activation, place_and_replay
+    from placement import SolverOptions
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.paths import build_route_table
+    from simulator.config import SimConfig
+    from traces import SynthConfig, model_preset
+    from traces.io import write_trace
+    from traces.synthetic import TenantSpec, generate_trace
+
     model = model_preset("deepseek-r1")
     say(f"building a k={cfg.fat_tree_k} fat tree with {cfg.num_servers} servers x 8 GPUs")
     cluster = build_fat_tree(cfg.fat_tree_k, cfg.num_servers)
@@ -129,7 +113,7 @@ def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
     problem = build_problem(routes, model, p, origin_activation=per_origin)
     options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig()
-    evals: list[Evaluation] = []
+    evals = []
     for strategy in cfg.strategies:
         evals.append(place_and_replay(problem, strategy, replay, routes, sim_config, options, say))
     say("writing results, figures and report")
@@ -143,6 +127,15 @@ def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
 
 
 def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> None:  # type: ignore[no-untyped-def]
+    import matplotlib.pyplot as plt
+    import numpy as np
+    import pandas as pd
+
+    from experiments import plots
+    from experiments.outputs import atomic_write_text, save_figure, write_json, write_parquet
+    from experiments.versions import versions
+    from placement.ilp import server_cost
+
     model_layers = problem.layer_indices
     write_parquet(out / "summary.parquet", summary)
     links = pd.concat(
@@ -211,6 +204,8 @@ def _change(reduction_pct: float, better: str, worse: str) -> str:
 
 
 def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> str:  # type: ignore[no-untyped-def]
+    from experiments.report import Section, render_report
+
     s = summary.set_index("strategy")
     rr = s.loc["round-robin"]
     costs = server_load[server_load["strategy"] == "round-robin"]["cost"]

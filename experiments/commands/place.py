@@ -12,22 +12,13 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-
-from experiments.outputs import atomic_write_text, write_json
-from experiments.pipeline import build_problem, trace_activation
-from placement import STRATEGIES, SolverOptions, check_layout
-from placement import solve_placement
-from placement.bottleneck import max_link_busy
-from placement.layout_io import save_layout, to_sglang_map
-from placement.problem import SolveStatus, expected_cost
-from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.paths import build_route_table
-from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
-from traces import model_preset
+from placement import STRATEGIES
 from traces.infra.errors import InputError
-from traces.load_stats import read_sglang_logical_count
+
+if TYPE_CHECKING:
+    from simulator.cluster.topology import ClusterSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -70,6 +61,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _cluster(args: argparse.Namespace) -> ClusterSpec:
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.io import load_cluster
+
     if args.topology is not None:
         return load_cluster(args.topology)
     k, servers = args.fat_tree
@@ -77,6 +71,16 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import atomic_write_text, write_json
+    from experiments.pipeline import build_problem, trace_activation
+    from placement import SolverOptions, check_layout, solve_placement
+    from placement.bottleneck import max_link_busy
+    from placement.layout_io import save_layout, to_sglang_map
+    from placement.problem import SolveStatus, expected_cost
+    from simulator.cluster.paths import build_route_table
+    from traces import model_preset
+    from traces.load_stats import read_sglang_logical_count
+
     for out in (args.out, args.sglang_json):
         if out is not None and out.exists() and not args.overwrite:
             raise InputError(f"{out} exists; pass --overwrite to replace it")

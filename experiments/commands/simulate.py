@@ -11,23 +11,17 @@ import argparse
 import time
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import numpy as np
-
-from experiments.outputs import run_directory, write_json, write_parquet
-from experiments.versions import versions
-from placement.layout_io import load_layout
-from simulator.analytic import count_traffic
-from simulator.engine import SimConfig, simulate, validate_links
-from simulator.microbatches import microbatches
-from simulator.cluster.paths import RouteTable, build_route_table
-from simulator.summaries import summary_frame
-from simulator.cluster.io import load_cluster
-from simulator.traffic import TrafficConfig, validate_layout
+from simulator.config import SimConfig
+from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
-from traces.io import iter_trace, read_trace_meta
-from traces.model import ModelSpec
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simulator.cluster.paths import RouteTable
+    from traces.model import ModelSpec
 
 
 def _help(cls: type, name: str) -> str:
@@ -99,6 +93,13 @@ def load_inputs(
     trace: Path, topology: Path, layout: Path
 ) -> tuple[ModelSpec, RouteTable, np.ndarray]:
     """Read and cross-check the three inputs; raise :class:`InputError` before any run."""
+    from placement.layout_io import load_layout
+    from simulator.cluster.io import load_cluster
+    from simulator.cluster.paths import build_route_table
+    from simulator.engine import validate_links
+    from simulator.traffic import validate_layout
+    from traces.io import read_trace_meta
+
     meta, _ = read_trace_meta(trace)
     model = meta.model
     cluster = load_cluster(topology)
@@ -123,6 +124,14 @@ def load_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory, write_json, write_parquet
+    from experiments.versions import versions
+    from simulator.analytic import count_traffic
+    from simulator.engine import simulate
+    from simulator.microbatches import microbatches
+    from simulator.summaries import summary_frame
+    from traces.io import iter_trace
+
     traffic = TrafficConfig(
         dispatch_bytes_per_element=args.dispatch_bytes_per_element,
         combine_bytes_per_element=args.combine_bytes_per_element,

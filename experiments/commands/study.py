@@ -6,10 +6,12 @@ import argparse
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from experiments.studies import Study, run_study
-from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    from experiments.studies import Study
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
@@ -47,6 +49,9 @@ class ProgressBar:
 
 def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     """Run a validated study into ``out``, write the report, print the summary."""
+    from experiments.studies import run_study
+    from experiments.studies.paper import PAPER_COLUMNS
+
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     for note in study.skipped:
@@ -107,6 +112,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.studies.paper import PAPER_MODELS, paper_study
+
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
         seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),

@@ -7,7 +7,6 @@ import sys
 from pathlib import Path
 
 from experiments.commands.study import add_execution_arguments, execute
-from experiments.studies import load_study_file
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -32,6 +31,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.studies import load_study_file
+
     study = load_study_file(args.study_file)
     out = args.out or Path("runs") / args.study_file.stem
     print(f"{study.name}: {len(study.cells)} cells over axes {', '.join(study.axes) or '(none)'}",

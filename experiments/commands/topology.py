@@ -13,17 +13,11 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from experiments.outputs import save_figure
-from experiments.plot_topology import link_load_per_link, plot_topology
-from simulator.cluster.builders import BUILDERS, TopologyFamily
-from simulator.cluster.paths import build_route_table, gpu_distance_matrix
-from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster, save_cluster
+if TYPE_CHECKING:
+    from simulator.cluster.builders import TopologyFamily
+    from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 
 
@@ -86,6 +80,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _family(name: str) -> TopologyFamily:
+    from simulator.cluster.builders import BUILDERS
+
     if name not in BUILDERS:
         raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[name]
@@ -106,6 +102,8 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from simulator.cluster.builders import BUILDERS
+
     for name, fam in BUILDERS.items():
         print(f"{name:18s} {fam.summary}")
     return 0
@@ -123,6 +121,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 def describe(cluster: ClusterSpec) -> str:
     """One paragraph: sizes and the distribution of GPU-to-GPU distances."""
+    import numpy as np
+
+    from simulator.cluster.paths import gpu_distance_matrix
+
     switches = sum(n.kind == "switch" for n in cluster.nodes)
     d = gpu_distance_matrix(cluster)
     off = d[~np.eye(len(d), dtype=bool)]
@@ -137,6 +139,8 @@ def describe(cluster: ClusterSpec) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from simulator.cluster.io import save_cluster
+
     fam = _family(args.family)
     params = parse_params(args.param)
     if args.out.exists() and not args.overwrite:
@@ -150,11 +154,20 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from simulator.cluster.io import load_cluster
+
     print(describe(load_cluster(args.cluster)))
     return 0
 
 
 def run_draw(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from experiments.outputs import save_figure
+    from experiments.plot_topology import link_load_per_link, plot_topology
+    from simulator.cluster.io import load_cluster
+
     cluster = load_cluster(args.cluster)
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: the drawing is written as PNG; use a .png name")
@@ -193,6 +206,9 @@ BENCH_CASES: list[tuple[str, dict[str, object]]] = [
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.paths import build_route_table
+
     print(f"{'family':18s} {'GPUs':>5s} {'links':>6s} {'build_s':>8s} {'routes_s':>9s}"
           f" {'pair_links_s':>13s} {'ecmp_shares_s':>14s}")
     for family, params in BENCH_CASES:

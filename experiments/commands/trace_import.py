@@ -12,35 +12,16 @@ import argparse
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from experiments import plots
-from experiments.outputs import run_directory, save_figure, write_json, write_parquet
-from experiments.versions import versions
-from placement.layout_io import layout_from_frame
-from simulator.cluster.paths import gpu_distance_matrix
-from simulator.cluster.topology import ClusterSpec
-from simulator.cluster.io import load_cluster
-from simulator.traffic import resolve_hosts, resolve_origins
 from traces.infra.errors import InputError
-from traces.importers import import_trace
-from traces.io import iter_trace, read_trace_meta
-from traces.load_stats import read_sglang_logical_count, save_load_stats
-from traces.model import ModelSpec, load_model_spec
-from traces.stats import (
-    activation_frame,
-    activation_probability,
-    coactivation_frame,
-    gpu_load_frame,
-    summarize_gpu_load,
-    summarize_load,
-    summarize_trace,
-    transition_frame,
-)
-from traces.trace import RoutingTrace
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simulator.cluster.topology import ClusterSpec
+    from traces.model import ModelSpec
+    from traces.trace import RoutingTrace
 
 FORMATS = ("esft", "vllm", "sglang", "table")
 
@@ -99,10 +80,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
 
 
 def _model(arg: str | None) -> ModelSpec | None:
+    from traces.model import load_model_spec
+
     return None if arg is None else load_model_spec(arg)
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from traces.importers import import_trace
+    from traces.io import read_trace_meta
+    from traces.load_stats import read_sglang_logical_count, save_load_stats
+
     out: Path = args.out
     if out.exists() and not args.overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
@@ -131,6 +118,11 @@ def run_import(args: argparse.Namespace) -> int:
 
 def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:
     """expert_gpus [layers, experts, replicas] (-1 = no replica)."""
+    import numpy as np
+    import pandas as pd
+
+    from placement.layout_io import layout_from_frame
+
     if not path.exists():
         raise InputError(f"{path}: layout file not found")
     L, E = model.num_moe_layers, model.num_routed_experts
@@ -167,6 +159,24 @@ def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarr
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    from experiments import plots
+    from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+    from experiments.versions import versions
+    from simulator.cluster.io import load_cluster
+    from traces.io import iter_trace, read_trace_meta
+    from traces.stats import (
+        activation_frame,
+        activation_probability,
+        coactivation_frame,
+        gpu_load_frame,
+        summarize_gpu_load,
+        summarize_load,
+        summarize_trace,
+        transition_frame,
+    )
+
     t0 = time.perf_counter()
     meta, n = read_trace_meta(args.trace)
     model = meta.model
@@ -227,6 +237,11 @@ def _host_function(
     expert_gpus: np.ndarray, cluster: ClusterSpec | None, num_gpus: int, where: Path
 ) -> Callable[[RoutingTrace], np.ndarray]:
     """Host GPU of every route: the only replica, or the one nearest the token's origin."""
+    import numpy as np
+
+    from simulator.cluster.paths import gpu_distance_matrix
+    from simulator.traffic import resolve_hosts, resolve_origins
+
     if expert_gpus.shape[2] == 1:
         primary = expert_gpus[:, :, 0]
         layers = np.arange(primary.shape[0])[None, :, None]

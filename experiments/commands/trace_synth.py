@@ -7,12 +7,14 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from traces import RoutingTrace, TraceWriter, model_preset
 from traces.infra.errors import InputError
-from traces.load_stats import read_sglang_logical_count
-from traces.model import ModelSpec
-from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
+
+if TYPE_CHECKING:
+    from traces import RoutingTrace
+    from traces.model import ModelSpec
+    from traces.synthetic import TenantSpec
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
@@ -98,6 +100,9 @@ def _gpu_list(text: str, where: str) -> tuple[int, ...]:
 
 def parse_tenant(spec: str, model: ModelSpec) -> TenantSpec:
     """``share=1:gpus=0-63:zipf=0.5:stats=FILE:name=chat`` -> :class:`TenantSpec`."""
+    from traces.load_stats import read_sglang_logical_count
+    from traces.synthetic import TenantSpec
+
     where = f"--tenant {spec!r}"
     fields: dict[str, str] = {}
     for item in spec.split(":"):
@@ -161,6 +166,8 @@ def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[Routin
 
 def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **writer) -> int:
     """Stream blocks into a native trace file atomically; returns the token count."""
+    from traces import TraceWriter
+
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
     it = iter(blocks)
@@ -175,6 +182,10 @@ def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **w
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from traces import model_preset
+    from traces.load_stats import read_sglang_logical_count
+    from traces.synthetic import SynthConfig, iter_synthetic
+
     model = model_preset(args.model)
     stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
     cfg = SynthConfig(

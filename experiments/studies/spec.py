@@ -40,7 +40,7 @@ from typing import Any
 
 from placement import STRATEGIES, SolverOptions
 from simulator.cluster.builders import BUILDERS, LinkDefaults
-from simulator.engine import SimConfig
+from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
 from traces.infra.errors import InputError

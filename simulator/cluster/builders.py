@@ -35,8 +35,6 @@ from collections.abc import Callable
 from dataclasses import MISSING, dataclass, field, fields, replace
 from typing import Any
 
-import networkx as nx
-
 from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
 
@@ -139,6 +137,8 @@ def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[in
 
     Returns (removed, candidates).
     """
+    import networkx as nx
+
     cands = sorted(
         (lk for lk in fab.links.values() if lk.tier in tiers),
         key=lambda lk: (_fnv(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),

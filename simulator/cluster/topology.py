@@ -11,12 +11,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
 import numpy as np
 
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 NodeKind = Literal["gpu", "server", "switch"]
 
@@ -86,6 +88,8 @@ class ClusterSpec:
     @cached_property
     def graph(self) -> nx.Graph:
         """Undirected networkx graph; edge attributes are the LinkSpec fields and ``index``."""
+        import networkx as nx
+
         g = nx.Graph()
         for n in self.nodes:
             g.add_node(n.name, kind=n.kind, server=n.server, tier=n.tier, group=n.group)
@@ -116,6 +120,8 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     NICs attach: the simulator and the placer rely on this); no switch without links; every GPU
     reachable from every other.
     """
+    import networkx as nx
+
     where = f"cluster {cluster.name!r}"
     names: dict[str, NodeSpec] = {}
     for i, n in enumerate(cluster.nodes):
