@@ -1213,9 +1213,9 @@ cli_case("trace import: --out exists",
          "--overwrite")
 _PLACE = ["place", "--fat-tree", "4", "2", "--out", "{dir}/layout_out.csv"]
 cli_case("place: --stats missing", [*_PLACE, "--stats", "{dir}/nope.parquet"],
-         "nope.parquet: statistics file not found", must_not_exist=("layout_out.csv",))
+         "nope.parquet: load statistics file not found", must_not_exist=("layout_out.csv",))
 cli_case("place: --stats not Parquet", [*_PLACE, "--stats", "{dir}/afile"],
-         "afile: expected .json (SGLang) or .parquet", must_not_exist=("layout_out.csv",))
+         "afile: load statistics are an SGLang logical_count .json", must_not_exist=("layout_out.csv",))
 cli_case("place: unknown --strategy", [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy",
                                        "magic"], "invalid choice: 'magic'",
          must_not_exist=("layout_out.csv",))

@@ -36,9 +36,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     topo.add_argument("--fat-tree", type=int, nargs=2, metavar=("K", "SERVERS"),
                       help="Build a k-ary fat tree with this many servers of 8 GPUs.")
     p.add_argument("--stats", type=Path, required=True,
-                   help="SGLang logical_count .json or a native trace .parquet.")
+                   help="Load statistics: SGLang logical_count .json, the .parquet of `trace"
+                        " import --format sglang`, or a native trace .parquet.")
     p.add_argument("--model", default=None,
-                   help="Model preset (needed for SGLang JSON; default: the trace's model).")
+                   help="Model preset (default: the file's model; an SGLang JSON by its"
+                        " geometry, 61 x 256 = deepseek-r1).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
     p.add_argument("--replicas", type=int, default=0,
                    help="Redundant expert copies per MoE layer (ILP family and eplb).")
@@ -79,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
     from placement.problem import SolveStatus, expected_cost
     from simulator.cluster.paths import build_route_table
     from traces import model_preset
-    from traces.load_stats import read_sglang_logical_count
+    from traces.load_stats import load_load_stats, load_stats_kind
 
     for out in (args.out, args.sglang_json):
         if out is not None and out.exists() and not args.overwrite:
@@ -92,19 +94,7 @@ def run(args: argparse.Namespace) -> int:
     cluster = _cluster(args)
     routes = build_route_table(cluster)
     origin_activation = None
-    if not args.stats.exists():
-        raise InputError(f"{args.stats}: statistics file not found")
-    if args.stats.suffix == ".json":
-        if args.model is None:
-            raise InputError("--stats is SGLang JSON: name the model with --model (e.g. deepseek-r1)")
-        model = model_preset(args.model)
-        activation = read_sglang_logical_count(args.stats, model).activation()
-        if args.strategy == "ilp-origin":
-            raise InputError(
-                "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
-                " (give a trace .parquet)"
-            )
-    elif args.stats.suffix == ".parquet":
+    if load_stats_kind(args.stats) == "trace":
         model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
         if args.model is not None and args.model != model.name:
             raise InputError(
@@ -113,7 +103,14 @@ def run(args: argparse.Namespace) -> int:
         if recorded or args.strategy == "ilp-origin":
             origin_activation = per_origin
     else:
-        raise InputError(f"--stats {args.stats}: expected .json (SGLang) or .parquet (trace)")
+        given = None if args.model is None else model_preset(args.model)
+        stats = load_load_stats(args.stats, given)
+        model, activation = stats.model, stats.activation()
+        if args.strategy == "ilp-origin":
+            raise InputError(
+                f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
+                " statistics do not hold (give a trace .parquet)"
+            )
     problem = build_problem(
         routes, model, activation, origin_activation, args.replicas, args.balance_eps,
         args.slots_per_gpu, args.per_layer_per_gpu,

@@ -55,7 +55,15 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         "stats",
         help="Routing statistics of a trace as Parquet tables plus an expert-load heatmap.",
     )
-    s.add_argument("trace", type=Path, help="Native trace file (.parquet).")
+    s.add_argument(
+        "trace", type=Path,
+        help="Native trace (.parquet) or load statistics (SGLang logical_count .json, or the"
+        " .parquet of `trace import --format sglang`; no co-activation or transitions then).",
+    )
+    s.add_argument(
+        "--model", default=None,
+        help="Model preset or JSON, for an SGLang JSON whose geometry matches no preset.",
+    )
     s.add_argument("--out", type=Path, required=True, help="Output directory.")
     s.add_argument(
         "--layout",
@@ -166,11 +174,13 @@ def run_stats(args: argparse.Namespace) -> int:
     from experiments.versions import versions
     from simulator.cluster.io import load_cluster
     from traces.io import iter_trace, read_trace_meta
+    from traces.load_stats import load_load_stats, load_stats_kind
     from traces.stats import (
         activation_frame,
         activation_probability,
         coactivation_frame,
         gpu_load_frame,
+        stats_from_counts,
         summarize_gpu_load,
         summarize_load,
         summarize_trace,
@@ -178,23 +188,34 @@ def run_stats(args: argparse.Namespace) -> int:
     )
 
     t0 = time.perf_counter()
-    meta, n = read_trace_meta(args.trace)
-    model = meta.model
+    load = None  # counts only (SGLang JSON or imported load statistics): no per-token pairs
+    if load_stats_kind(args.trace) == "trace":
+        model = read_trace_meta(args.trace)[0].model
+    else:
+        load = load_load_stats(args.trace, _model(args.model))
+        model = load.model
+    pairs = not args.no_pairs and load is None
     cluster = None
     if args.topology is not None:
         cluster = load_cluster(args.topology)
     if cluster is not None and args.layout is None:
         raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
     hosts = None
+    expert_gpus = None
     num_gpus = 0
     if args.layout is not None:
         expert_gpus = _load_layout(args.layout, model, cluster.num_gpus if cluster else None)
         num_gpus = cluster.num_gpus if cluster else int(expert_gpus.max()) + 1
-        hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
+        if load is None:
+            hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
     with run_directory(args.out, args.overwrite) as work:
-        stats = summarize_trace(
-            iter_trace(args.trace), pairs=not args.no_pairs, hosts=hosts, num_gpus=num_gpus
-        )
+        if load is None:
+            stats = summarize_trace(
+                iter_trace(args.trace), pairs=pairs, hosts=hosts, num_gpus=num_gpus
+            )
+        else:
+            stats = stats_from_counts(model, load.counts, expert_gpus, num_gpus, str(args.trace))
+        n = stats.num_tokens
         layer_load = summarize_load(stats.counts, model)
         write_parquet(work / "activation.parquet", activation_frame(stats))
         if stats.gpu_routes is not None:
@@ -202,7 +223,7 @@ def run_stats(args: argparse.Namespace) -> int:
             write_parquet(work / "gpu_load.parquet", gpu_load_frame(stats, gpu_server))
             layer_load = layer_load.merge(summarize_gpu_load(stats), on="layer")
         write_parquet(work / "layer_load.parquet", layer_load)
-        if not args.no_pairs:
+        if pairs:
             write_parquet(work / "coactivation.parquet", coactivation_frame(stats))
             write_parquet(work / "transitions.parquet", transition_frame(stats))
         fig = plots.plot_expert_load_heatmap(
@@ -219,14 +240,16 @@ def run_stats(args: argparse.Namespace) -> int:
                 "topology": None if args.topology is None else str(args.topology),
                 "model": model.to_dict(),
                 "tokens": n,
-                "pairs": not args.no_pairs,
+                "input": "trace" if load is None else "load statistics",
+                "pairs": pairs,
                 "versions": versions(),
                 "status": "complete",
             },
         )
     worst = layer_load.loc[layer_load["imbalance_max_over_mean"].idxmax()]
+    what = f"{n:,} tokens" if load is None else f"load statistics of about {n:,} tokens"
     print(
-        f"wrote {args.out}/: {n:,} tokens, {model.num_moe_layers} MoE layers; highest expert"
+        f"wrote {args.out}/: {what}, {model.num_moe_layers} MoE layers; highest expert"
         f" imbalance {worst['imbalance_max_over_mean']:.2f} (max/mean) at layer"
         f" {int(worst['layer'])}; {time.perf_counter() - t0:.1f}s"
     )

@@ -43,7 +43,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--load-stats",
         type=Path,
-        help="SGLang logical_count JSON to fit per-layer popularity to (instead of Zipf).",
+        help="Load statistics to fit per-layer popularity to (instead of Zipf): SGLang"
+        " logical_count .json, the .parquet of `trace import --format sglang` or a trace.",
     )
     p.add_argument("--token-corr", type=float, default=0.0, help="P(repeat previous token).")
     p.add_argument("--layer-corr", type=float, default=0.0, help="P(map previous layer).")
@@ -100,7 +101,7 @@ def _gpu_list(text: str, where: str) -> tuple[int, ...]:
 
 def parse_tenant(spec: str, model: ModelSpec) -> TenantSpec:
     """``share=1:gpus=0-63:zipf=0.5:stats=FILE:name=chat`` -> :class:`TenantSpec`."""
-    from traces.load_stats import read_sglang_logical_count
+    from traces.load_stats import load_load_stats
     from traces.synthetic import TenantSpec
 
     where = f"--tenant {spec!r}"
@@ -118,7 +119,7 @@ def parse_tenant(spec: str, model: ModelSpec) -> TenantSpec:
         zipf = float(fields["zipf"]) if "zipf" in fields else None
     except ValueError:
         raise InputError(f"{where}: share and zipf must be numbers") from None
-    stats = read_sglang_logical_count(fields["stats"], model) if "stats" in fields else None
+    stats = load_load_stats(fields["stats"], model) if "stats" in fields else None
     gpus = _gpu_list(fields["gpus"], where) if "gpus" in fields else ()
     return TenantSpec(
         share=share, gpus=gpus, zipf_exponent=zipf, load_stats=stats, name=fields.get("name", "")
@@ -183,11 +184,11 @@ def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **w
 
 def run_synth(args: argparse.Namespace) -> int:
     from traces import model_preset
-    from traces.load_stats import read_sglang_logical_count
+    from traces.load_stats import load_load_stats
     from traces.synthetic import SynthConfig, iter_synthetic
 
     model = model_preset(args.model)
-    stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
+    stats = load_load_stats(args.load_stats, model) if args.load_stats else None
     cfg = SynthConfig(
         model,
         num_tokens=args.tokens,

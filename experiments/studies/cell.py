@@ -33,7 +33,7 @@ from traces import (
     generate_trace,
     read_trace,
 )
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import load_load_stats, load_stats_kind
 
 # Columns that measure wall-clock time: they differ between runs of the same cell.
 TIMING_COLUMNS = ("solve_time_s", "sim_runtime_s")
@@ -114,8 +114,8 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
         whole = _file_trace(t["source"])
     if fit_source:
         replay = whole.take(slice(0, replay_n))
-        if fit_source.endswith(".json"):
-            stats = read_sglang_logical_count(fit_source, model)
+        if load_stats_kind(fit_source) != "trace":
+            stats = load_load_stats(fit_source, model)
             activation = stats.activation()
             fit_desc = f"load statistics {Path(fit_source).name}"
         else:
