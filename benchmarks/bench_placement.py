@@ -9,9 +9,11 @@ DeepSeekMoE-16B (27 x 64) on 64 GPUs in 8 servers of a k=6 fat tree (one pod, ed
 holding 3, 3 and 2 servers).  Activation: R1 from SGLang statistics when ``--stats`` is given,
 otherwise (and always for 16B) a seeded skewed synthetic p[l, i] (Zipf 0.9 over a random expert
 order per layer).  ``ilp-origin`` gets per-origin activation: each server's tokens mix the
-global load half and half with the server's own random permutation of it (tenants).  ``--variants`` adds ilp-load with 32 / 8 redundant replicas, eplb with one redundant
-copy per GPU and ilp-load with a 5% compute-balance constraint.  Times are wall-clock seconds of ``solve_placement`` (model
-building, HiGHS, splitting over GPUs, the independent cost), median of ``--repeat`` runs.
+global load half and half with the server's own random permutation of it (tenants).
+``--variants`` adds ilp-load with 32 / 8 redundant replicas, eplb with one redundant copy per
+GPU and ilp-load with a 5% compute-balance constraint.  Times are wall-clock seconds of
+``solve_placement`` (model building, HiGHS, splitting over GPUs, the independent cost),
+median of ``--repeat`` runs.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from placement import (
+    ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
@@ -146,6 +147,7 @@ class Evaluation:
     """One placement replayed: placer result, simulation and the independent analytic count."""
 
     placement: PlacementResult
+    layout: ExpertLayout  # the placement's layout (a failed placement never gets this far)
     sim: SimResult
     analytic: AnalyticResult
     sim_runtime_s: float
@@ -185,7 +187,7 @@ def place_and_replay(
         f"  {strategy}: replay {elapsed:.1f} s, makespan {sim.summary['makespan_s'] * 1e3:.2f} ms,"
         " per-link bytes equal the analytic count"
     )
-    return Evaluation(res, sim, analytic, elapsed)
+    return Evaluation(res, res.layout, sim, analytic, elapsed)
 
 
 def summary_row(ev: Evaluation) -> dict[str, object]:

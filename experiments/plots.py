@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING, Any
+
 import matplotlib
 
 matplotlib.use("Agg")
@@ -9,6 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+
+if TYPE_CHECKING:
+    from matplotlib.typing import RcKeyType
 
 TIER_ORDER = ["nvlink", "access", "aggregation", "core", "global", "spine", "leaf", "rail"]
 
@@ -103,8 +108,8 @@ def plot_expert_load_heatmap(activation: np.ndarray, layer_indices: tuple[int, .
 
 # --- studies and sweeps (frames from a run directory; see experiments/report.py) -------------
 
-_SLIDE = {"axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
-          "ytick.labelsize": 11, "legend.fontsize": 10}
+_SLIDE: dict[RcKeyType, Any] = {"axes.titlesize": 14, "axes.labelsize": 12, "xtick.labelsize": 11,
+                          "ytick.labelsize": 11, "legend.fontsize": 10}
 
 
 def plot_metric_by_setup(

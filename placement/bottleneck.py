@@ -34,7 +34,6 @@ from placement.problem import (
 from placement.spread import spread_items
 from traces.infra.errors import InputError
 
-
 MIP_POLISH_MAX_COLUMNS = 200_000  # above this HiGHS rarely finishes the root LP in time
 
 

@@ -104,7 +104,8 @@ def eplb(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
             row: list[tuple[int, int]] = []
             for s in range(S):
                 experts = np.concatenate(
-                    [np.arange(g * size, (g + 1) * size) for g in np.flatnonzero(node_of_group == s)]
+                    [np.arange(g * size, (g + 1) * size)
+                     for g in np.flatnonzero(node_of_group == s)]
                 )
                 row += _place_node(w[experts], experts, phys // S, servers[s])
         else:

@@ -43,7 +43,6 @@ from placement.problem import (
 from placement.spread import spread_items
 from traces.infra.errors import InputError
 
-
 GPU_LEVEL_MAX_COLUMNS = 1_000_000  # balance fallback per GPU only below this many binaries
 
 

@@ -67,8 +67,9 @@ def spread_items(
     Inside a unit every GPU costs the same (that is what makes it a unit), so the choice
     balances load instead.  First the number of items of each layer per GPU is fixed so that
     slots hold; then, heaviest items first over all layers (longest processing time first),
-    each goes to the least loaded GPU that still has room for its layer (ties: lowest index).  Callers never put two copies of
-    one expert in one unit of several GPUs unless the unit has room to separate them.
+    each goes to the least loaded GPU that still has room for its layer (ties: lowest index).
+    Callers never put two copies of one expert in one unit of several GPUs unless the unit has
+    room to separate them.
     """
     L = problem.num_layers
     gpu_of = np.full(len(item_layer), -1, dtype=np.int64)

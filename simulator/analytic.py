@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from simulator.microbatches import by_tokens
 from simulator.cluster.paths import RouteTable
+from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,

@@ -34,9 +34,9 @@ import pyarrow.parquet as pq
 from experiments.studies.spec import load_study_file
 from placement import PlacementProblem, SolverOptions, solve_placement
 from placement.layout_io import load_layout
-from simulator.engine import simulate
-from simulator.cluster.paths import build_route_table
 from simulator.cluster.io import cluster_from_dict, cluster_to_graphml, load_cluster
+from simulator.cluster.paths import build_route_table
+from simulator.engine import simulate
 from traces import ModelSpec, RoutingTrace, SynthConfig, TraceMeta, model_preset
 from traces.importers import import_trace
 from traces.io import META_KEY, read_trace, read_trace_meta, write_trace
@@ -588,16 +588,20 @@ _register_cluster("link to an unknown node", _link(0, b="sw9"), "unknown node 's
 _register_cluster("link from a node to itself", _link(0, b="s0"), "connects a node to itself")
 _register_cluster("duplicate link", lambda c: c["links"].append(dict(c["links"][0])),
                   "duplicate link #6 (s0-sw)")
-_register_cluster("zero bandwidth", _link(0, bandwidth_bytes_per_s=0), "(s0-sw): bandwidth_bytes_per_s must be a finite number > 0")
-_register_cluster("negative bandwidth", _link(0, bandwidth_bytes_per_s=-1e9), "bandwidth_bytes_per_s must be a finite number > 0")
+_register_cluster("zero bandwidth", _link(0, bandwidth_bytes_per_s=0),
+                  "(s0-sw): bandwidth_bytes_per_s must be a finite number > 0")
+_register_cluster("negative bandwidth", _link(0, bandwidth_bytes_per_s=-1e9),
+                  "bandwidth_bytes_per_s must be a finite number > 0")
 _register_cluster("NaN bandwidth", _link(0, bandwidth_bytes_per_s=float("nan")),
                   "bandwidth_bytes_per_s must be a finite number > 0")
 _register_cluster("bandwidth as a string", _link(0, bandwidth_bytes_per_s="400G"),
                   "links[0]", "'bandwidth_bytes_per_s'", "number")
 _register_cluster("link without bandwidth", lambda c: c["links"][0].pop("bandwidth_bytes_per_s"),
                   "links[0]", "required key 'bandwidth_bytes_per_s'")
-_register_cluster("negative latency", _link(0, latency_s=-1e-6), "latency_s must be a finite number >= 0")
-_register_cluster("infinite weight", _link(0, weight=float("inf")), "weight must be a finite number >= 0")
+_register_cluster("negative latency", _link(0, latency_s=-1e-6),
+                  "latency_s must be a finite number >= 0")
+_register_cluster("infinite weight", _link(0, weight=float("inf")),
+                  "weight must be a finite number >= 0")
 _register_cluster("disconnected server", lambda c: c["links"].pop(3), "is unreachable")
 _register_cluster("GPU without a link to its server", lambda c: c["links"].pop(1),
                   "GPU 's0.g0' must be linked to its server 's0'")
@@ -675,7 +679,8 @@ _register_layout("empty gpu cell (NaN)", _cell(3, "gpu", None), "'gpu' must hold
 _register_layout("fractional gpu", _cell(3, "gpu", 1.5), "'gpu' must hold integers")
 _register_layout("layer that is not a MoE layer", _cell(0, "layer", 7),
                  "layer 7 is not a MoE layer")
-_register_layout("expert id out of range", _cell(2, "expert", 4), "row 2: expert 4 out of range 0..3")
+_register_layout("expert id out of range", _cell(2, "expert", 4),
+                 "row 2: expert 4 out of range 0..3")
 _register_layout("negative expert id", _cell(2, "expert", -1), "row 2: expert -1 out of range")
 _register_layout("GPU out of range", _cell(5, "gpu", 2), "row 5: gpu 2 out of range 0..1")
 _register_layout("negative replica", _cell(5, "replica", -1), "negative replica")
@@ -1215,7 +1220,8 @@ _PLACE = ["place", "--fat-tree", "4", "2", "--out", "{dir}/layout_out.csv"]
 cli_case("place: --stats missing", [*_PLACE, "--stats", "{dir}/nope.parquet"],
          "nope.parquet: load statistics file not found", must_not_exist=("layout_out.csv",))
 cli_case("place: --stats not Parquet", [*_PLACE, "--stats", "{dir}/afile"],
-         "afile: load statistics are an SGLang logical_count .json", must_not_exist=("layout_out.csv",))
+         "afile: load statistics are an SGLang logical_count .json",
+         must_not_exist=("layout_out.csv",))
 cli_case("place: unknown --strategy", [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy",
                                        "magic"], "invalid choice: 'magic'",
          must_not_exist=("layout_out.csv",))

@@ -145,8 +145,8 @@ def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
     )
 
     from placement.layout_io import load_layout
-    from simulator.cluster.paths import build_route_table
     from simulator.cluster.io import cluster_from_dict
+    from simulator.cluster.paths import build_route_table
     from traces import ModelSpec
     from traces.io import read_trace
     from traces.load_stats import read_sglang_logical_count

@@ -49,8 +49,8 @@ from experiments.studies.spec import build_study, load_study_file
 from placement.layout_io import layout_from_frame, load_layout
 from simulator.cluster.io import cluster_from_dict, cluster_from_graphml, load_cluster
 from traces import ModelSpec, TraceMeta
-from traces.infra.errors import InputError
 from traces.importers import iter_esft, iter_table, iter_vllm
+from traces.infra.errors import InputError
 from traces.io import META_KEY, read_trace, write_trace
 from traces.load_stats import LOAD_STATS_KEY, load_load_stats, read_sglang_logical_count
 

@@ -7,7 +7,11 @@ import numpy as np
 import pytest
 from test_topology_cases import SMALL_CASES, build, case_id
 
-from simulator.cluster.paths import build_route_table, gpu_distance_matrix, server_node_distance_matrix
+from simulator.cluster.paths import (
+    build_route_table,
+    gpu_distance_matrix,
+    server_node_distance_matrix,
+)
 
 
 def _walk(cluster, start, links):

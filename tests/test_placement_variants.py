@@ -7,8 +7,15 @@ import itertools
 import numpy as np
 import pytest
 
-from placement import ExpertLayout, PlacementProblem, SolverOptions, SolveStatus, check_layout
-from placement import expected_cost, solve_placement
+from placement import (
+    ExpertLayout,
+    PlacementProblem,
+    SolverOptions,
+    SolveStatus,
+    check_layout,
+    expected_cost,
+    solve_placement,
+)
 
 # Three servers on a line s0 -- s1 -- s2; s0 holds GPUs 0 and 1, s1 GPU 2, s2 GPU 3.
 # Directed network links: 0 = s0->s1, 1 = s1->s0 (1 B/s), 2 = s1->s2, 3 = s2->s1 (2 B/s).

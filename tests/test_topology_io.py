@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from test_topology_cases import SMALL_CASES, build, case_id
 
 from simulator.cluster.builders import LinkDefaults, build_fat_tree
-from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from simulator.cluster.io import (
     cluster_from_graphml,
     cluster_to_dict,
@@ -19,6 +18,7 @@ from simulator.cluster.io import (
     load_cluster,
     save_cluster,
 )
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
 
 

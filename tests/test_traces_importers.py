@@ -12,9 +12,9 @@ from hypothesis import strategies as st
 
 from experiments.cli import main
 from traces import ModelSpec, read_trace, read_trace_meta
-from traces.infra.errors import InputError
 from traces.importers import import_trace, iter_esft, iter_table, iter_vllm
 from traces.importers import table as table_mod
+from traces.infra.errors import InputError
 from traces.model import deepseek_v2_lite
 
 TOY = ModelSpec("toy", (1, 2, 3), 8, 0, 2, 16)  # 3 MoE layers (1..3), 8 experts, top-2

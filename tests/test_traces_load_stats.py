@@ -6,18 +6,18 @@ import json
 
 import numpy as np
 import pytest
+from helpers import make_trace
 
 from experiments.cli import main
 from traces import ModelSpec, model_preset
 from traces.infra.errors import InputError
+from traces.io import write_trace
 from traces.load_stats import (
     LoadStats,
     load_load_stats,
     read_sglang_logical_count,
     save_load_stats,
 )
-from helpers import make_trace
-from traces.io import write_trace
 
 TOY = ModelSpec("toy", (1, 2), 4, 0, 2, 16)  # transformer layer 0 dense, MoE layers 1 and 2
 

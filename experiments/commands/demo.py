@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -48,7 +49,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.set_defaults(func=run)
 
 
-def _progress(t0: float) -> callable:
+def _progress(t0: float) -> Callable[[str], None]:
     def say(msg: str) -> None:
         print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
 
@@ -75,7 +76,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def run_demo(cfg: DemoConfig, out: Path, say: callable) -> pd.DataFrame:
+def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataFrame:
     from experiments.pipeline import build_problem, compare, origin_activation, place_and_replay
     from placement import SolverOptions
     from simulator.cluster.builders import build_fat_tree
@@ -149,7 +150,7 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     )
     layouts = pd.concat(
         [
-            e.placement.layout.to_frame(cluster.gpu_server, model_layers).assign(
+            e.layout.to_frame(cluster.gpu_server, model_layers).assign(
                 strategy=e.placement.strategy
             )
             for e in evals
@@ -163,7 +164,7 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
     cost = server_cost(problem)
     rows = []
     for e in evals:
-        prim = e.placement.layout.primary
+        prim = e.layout.primary
         server_of = cluster.gpu_server[prim]
         load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
         for s in range(len(cost)):
@@ -224,7 +225,8 @@ def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> s
             f" ({_change(row['latency_p99_ms_reduction_pct'], 'lower', 'higher')})."
         )
     why = [
-        f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated: {cluster.description}."
+        f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated:"
+        f" {cluster.description}."
         " Servers in the full pod reach most other servers without crossing the core, servers in"
         " the small pod do not, so the expected round-trip distance c[s] from a token's origin"
         f" ranges from {costs.min():.2f} to {costs.max():.2f} hops across servers. This asymmetry"

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from simulator.cluster.builders import TopologyFamily
@@ -142,7 +142,7 @@ def run_build(args: argparse.Namespace) -> int:
     from simulator.cluster.io import save_cluster
 
     fam = _family(args.family)
-    params = parse_params(args.param)
+    params: dict[str, Any] = dict(parse_params(args.param))
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
     cluster = fam(**params)
@@ -195,7 +195,7 @@ def run_draw(args: argparse.Namespace) -> int:
 
 
 # DeepSeek-R1-sized clusters: 256 GPUs in 32 servers of 8
-BENCH_CASES: list[tuple[str, dict[str, object]]] = [
+BENCH_CASES: list[tuple[str, dict[str, Any]]] = [
     ("fat-tree", {"k": 10, "num_servers": 32}),
     ("fat-tree-sparse", {"k": 10, "num_servers": 32}),
     ("dragonfly", {"num_groups": 4}),

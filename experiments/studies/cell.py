@@ -189,7 +189,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         "activation": activation.ravel(),
     })
     cost = server_cost(problem)
-    prim = ev.placement.layout.primary
+    prim = ev.layout.primary
     server_of = cluster.gpu_server[prim]
     load = np.bincount(server_of.ravel(), weights=activation.ravel(), minlength=len(cost))
     server_load = pd.DataFrame({

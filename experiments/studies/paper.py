@@ -159,7 +159,8 @@ def paper_study(
             label = f"{name} on {family} {params}"
             if family not in BUILDERS:
                 skipped.append(
-                    f"{label}: topology family {family!r} is not in simulator.cluster.builders.BUILDERS"
+                    f"{label}: topology family {family!r} is not in"
+                    " simulator.cluster.builders.BUILDERS"
                     f" (this build has: {', '.join(sorted(BUILDERS))})"
                 )
                 continue
@@ -169,7 +170,7 @@ def paper_study(
                 skipped.append(f"{label}: the builder rejects these parameters ({exc})")
                 continue
             combos.append([table, topo])
-    rows = PAPER_PLACERS + PROJECT_PLACERS
+    rows: tuple[str, ...] = PAPER_PLACERS + PROJECT_PLACERS
     if placer_names is not None:
         unknown = [p for p in placer_names if p not in rows]
         if unknown:
@@ -180,11 +181,11 @@ def paper_study(
     for p in rows:
         strategy, extra = _VARIANTS.get(p, (p, {}))
         if strategy in STRATEGIES:
-            table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}
+            placer: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}
             if p != strategy:
-                table["label"] = p
-            table.update(extra)
-            placers.append(table)
+                placer["label"] = p
+            placer.update(extra)
+            placers.append(placer)
         else:
             skipped.append(f"placer {p!r} is not in placement.STRATEGIES (this build has:"
                            f" {', '.join(sorted(STRATEGIES))})")

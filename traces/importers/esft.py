@@ -16,8 +16,8 @@ from typing import BinaryIO
 
 import numpy as np
 
-from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder
+from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec, deepseek_v2_lite
 from traces.trace import RoutingTrace, TraceMeta, find_bad_route

@@ -20,8 +20,8 @@ import pyarrow as pa
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder
+from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta, find_bad_route

@@ -15,8 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.infra.errors import InputError
 from traces.importers.common import BlockBuilder, check_routes
+from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta
