@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+from experiments.progress import Feedback, add_progress_arguments
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -46,12 +47,13 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tokens", type=int, default=4096, help="Tokens replayed (as many again are used to fit)."
     )
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
-def _progress(t0: float) -> Callable[[str], None]:
+def _progress(t0: float, feedback: Feedback) -> Callable[[str], None]:
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+        feedback.note(f"[{time.perf_counter() - t0:6.1f}s] {msg}")
 
     return say
 
@@ -68,15 +70,18 @@ def run(args: argparse.Namespace) -> int:
         from traces.infra.errors import InputError
 
         raise InputError(f"--seed must be >= 0, got {cfg.seed}")
-    say = _progress(time.perf_counter())
+    feedback = Feedback.from_args(args)
+    say = _progress(time.perf_counter(), feedback)
     with run_directory(args.out, args.overwrite) as work:
-        summary = run_demo(cfg, work, say)
+        summary = run_demo(cfg, work, say, feedback)
     print(summary.to_string(index=False))
     print(f"\nwrote {args.out}/ (open {args.out}/report.html)")
     return 0
 
 
-def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataFrame:
+def run_demo(
+    cfg: DemoConfig, out: Path, say: Callable[[str], None], feedback: Feedback | None = None
+) -> pd.DataFrame:
     from experiments.pipeline import build_problem, compare, origin_activation, place_and_replay
     from placement import SolverOptions
     from simulator.cluster.builders import build_fat_tree
@@ -115,7 +120,9 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
     options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig()
     evals = []
-    for strategy in cfg.strategies:
+    steps = (feedback or Feedback()).iterate(cfg.strategies, len(cfg.strategies),
+                                             "demo: place and replay", "placer")
+    for strategy in steps:
         evals.append(place_and_replay(problem, strategy, replay, routes, sim_config, options, say))
     say("writing results, figures and report")
     summary = compare(evals)

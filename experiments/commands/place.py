@@ -14,6 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
 from traces.infra.errors import InputError
 
@@ -59,6 +60,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--sglang-json", type=Path, default=None,
                    help="Also write SGLang --init-expert-location JSON here.")
     p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -115,7 +117,13 @@ def run(args: argparse.Namespace) -> int:
         routes, model, activation, origin_activation, args.replicas, args.balance_eps,
         args.slots_per_gpu, args.per_layer_per_gpu,
     )
-    res = solve_placement(problem, args.strategy, options)
+    feedback = Feedback.from_args(args)
+    if args.strategy.startswith("ilp"):
+        desc = f"place {args.strategy} (HiGHS, time limit {args.time_limit:g} s per solve)"
+        with feedback.ticking(None, desc):
+            res = solve_placement(problem, args.strategy, options)
+    else:
+        res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
     if res.status is SolveStatus.INFEASIBLE:

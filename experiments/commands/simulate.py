@@ -13,6 +13,7 @@ from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
@@ -86,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--read-chunk-tokens", type=int, default=65_536,
         help="Tokens read from the trace file at a time (memory bound).",
     )
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -130,7 +132,7 @@ def run(args: argparse.Namespace) -> int:
     from simulator.engine import simulate
     from simulator.microbatches import microbatches
     from simulator.summaries import summary_frame
-    from traces.io import iter_trace
+    from traces.io import iter_trace, read_trace_meta
 
     traffic = TrafficConfig(
         dispatch_bytes_per_element=args.dispatch_bytes_per_element,
@@ -153,7 +155,11 @@ def run(args: argparse.Namespace) -> int:
     if args.out.exists() and not args.overwrite:
         raise InputError(f"{args.out}: output directory exists; pass --overwrite to replace it")
     model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
-    blocks = microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens)
+    blocks = Feedback.from_args(args).iterate(
+        microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens),
+        read_trace_meta(args.trace)[1], f"simulate ({args.mode})", "tok",
+        weight=lambda b: b.num_tokens,
+    )
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
         "mode": args.mode,

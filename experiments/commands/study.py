@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
-import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -26,25 +25,24 @@ def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="Start again in an existing run directory (otherwise it is resumed).")
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
+    add_progress_arguments(p)
 
 
-class ProgressBar:
-    """A text progress bar on stderr (one line redrawn on a terminal, else one line per cell)."""
+class CellProgress:
+    """The study runner's ``progress(done, total, label)`` as a bar of finished cells."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width = width
-        self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty()
+    def __init__(self, feedback: Feedback) -> None:
+        self.feedback = feedback
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
-        filled = self.width * done // max(total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"[{bar}] {done}/{total} cells {time.perf_counter() - self.t0:6.1f}s {label}"
-        if self.tty:
-            print("\r" + line[:150].ljust(150), end="" if done < total else "\n",
-                  file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        if self.bar is None:
+            self.bar = self.feedback.bar(total, "cells", "cell", initial=done)
+        self.bar.n = done
+        self.bar.set_postfix_str(label, refresh=False)
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
 
 
 def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
@@ -54,15 +52,16 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    feedback = Feedback.from_args(args)
     for note in study.skipped:
-        print(f"not run: {note}", file=sys.stderr)
+        feedback.note(f"not run: {note}")
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
-        overwrite=args.overwrite, progress=ProgressBar(),
+        overwrite=args.overwrite, progress=CellProgress(feedback),
     )
     if outcome.cells_reused:
-        print(f"resumed: {outcome.cells_reused} cells were already finished, ran"
-              f" {outcome.cells_run}", file=sys.stderr)
+        feedback.note(f"resumed: {outcome.cells_reused} cells were already finished, ran"
+                      f" {outcome.cells_run}")
     if not args.no_report:
         from experiments.report import write_run_report
 
@@ -120,5 +119,5 @@ def run(args: argparse.Namespace) -> int:
         placer_names=tuple(args.placers) if args.placers else None,
     )
     out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
-    print(f"paper study: {len(study.cells)} cells", file=sys.stderr)
+    Feedback.from_args(args).note(f"paper study: {len(study.cells)} cells")
     return execute(study, out, args)

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from experiments.commands.study import add_execution_arguments, execute
+from experiments.progress import Feedback
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -35,6 +35,6 @@ def run(args: argparse.Namespace) -> int:
 
     study = load_study_file(args.study_file)
     out = args.out or Path("runs") / args.study_file.stem
-    print(f"{study.name}: {len(study.cells)} cells over axes {', '.join(study.axes) or '(none)'}",
-          file=sys.stderr)
+    Feedback.from_args(args).note(
+        f"{study.name}: {len(study.cells)} cells over axes {', '.join(study.axes) or '(none)'}")
     return execute(study, out, args)

@@ -18,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from simulator.cluster.builders import TopologyFamily
     from simulator.cluster.topology import ClusterSpec
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 
 
@@ -76,6 +77,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         " family, then time the route table, the simulator's per-pair link lists and the ECMP"
         " link shares of every server pair.",
     )
+    add_progress_arguments(a)
     a.set_defaults(func=run_bench)
 
 
@@ -211,7 +213,9 @@ def run_bench(args: argparse.Namespace) -> int:
 
     print(f"{'family':18s} {'GPUs':>5s} {'links':>6s} {'build_s':>8s} {'routes_s':>9s}"
           f" {'pair_links_s':>13s} {'ecmp_shares_s':>14s}")
-    for family, params in BENCH_CASES:
+    cases = Feedback.from_args(args).iterate(BENCH_CASES, len(BENCH_CASES), "topology bench",
+                                             "family")
+    for family, params in cases:
         t0 = time.perf_counter()
         cluster = BUILDERS[family](**params)
         t1 = time.perf_counter()

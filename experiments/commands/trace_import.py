@@ -14,6 +14,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -49,6 +50,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
     )
     p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
+    add_progress_arguments(p)
     p.set_defaults(func=run_import)
 
     s = trace_sub.add_parser(
@@ -84,6 +86,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Skip co-activation and transitions (they cost top_k^2 per token and layer).",
     )
     s.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    add_progress_arguments(s)
     s.set_defaults(func=run_stats)
 
 
@@ -115,7 +118,12 @@ def run_import(args: argparse.Namespace) -> int:
             f" per layer (max) in {time.perf_counter() - t0:.1f}s"
         )
         return 0
-    n = import_trace(args.format, args.input, out, model)
+    feedback = Feedback.from_args(args)
+    n = import_trace(
+        args.format, args.input, out, model,
+        observe=lambda blocks: feedback.iterate(
+            blocks, None, f"trace import {args.format}", "tok", weight=lambda b: b.num_tokens),
+    )
     meta, _ = read_trace_meta(out)
     print(
         f"wrote {out}: {n:,} tokens of {meta.model.name} ({meta.model.num_moe_layers} MoE"
@@ -210,9 +218,11 @@ def run_stats(args: argparse.Namespace) -> int:
             hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
     with run_directory(args.out, args.overwrite) as work:
         if load is None:
-            stats = summarize_trace(
-                iter_trace(args.trace), pairs=pairs, hosts=hosts, num_gpus=num_gpus
+            blocks = Feedback.from_args(args).iterate(
+                iter_trace(args.trace), read_trace_meta(args.trace)[1], "trace stats", "tok",
+                weight=lambda b: b.num_tokens,
             )
+            stats = summarize_trace(blocks, pairs=pairs, hosts=hosts, num_gpus=num_gpus)
         else:
             stats = stats_from_counts(model, load.counts, expert_gpus, num_gpus, str(args.trace))
         n = stats.num_tokens

@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -61,6 +62,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--chunk-tokens", type=int, default=65_536, help="Tokens per row group.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    add_progress_arguments(p)
     p.set_defaults(func=run_synth)
 
     r = trace_sub.add_parser(
@@ -85,6 +87,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="Seed of random weights (--config).")
     r.add_argument("--no-gates", action="store_true", help="Do not store gate weights.")
     r.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    add_progress_arguments(r)
     r.set_defaults(func=run_record)
 
 
@@ -205,9 +208,13 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")
+    blocks = Feedback.from_args(args).iterate(
+        _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)), args.tokens,
+        f"trace synth {model.name}", "tok", weight=lambda b: b.num_tokens,
+    )
     n = write_blocks(
         args.out,
-        _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)),
+        blocks,
         args.overwrite,
         row_group_tokens=args.chunk_tokens,
     )
@@ -228,6 +235,10 @@ def run_record(args: argparse.Namespace) -> int:
         loaded, ids, seq_len=args.seq_len, batch_sequences=args.batch, gates=not args.no_gates
     )
     gates = not args.no_gates
+    blocks = Feedback.from_args(args).iterate(
+        blocks, None if args.max_tokens is None else args.max_tokens, "trace record", "tok",
+        weight=lambda b: b.num_tokens,
+    )
     n = write_blocks(args.out, blocks, args.overwrite, has_origin=False, has_gates=gates)
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -77,22 +77,27 @@ def import_trace(
     out: str | os.PathLike[str],
     model: ModelSpec | None = None,
     chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+    observe: Callable[[Iterator[RoutingTrace]], Iterator[RoutingTrace]] | None = None,
 ) -> int:
-    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``."""
+    """Import ``source`` in format ``fmt`` (esft, vllm, table) to the trace file ``out``.
+
+    ``observe`` wraps the stream of blocks on their way to the file (a progress bar)."""
     from traces.importers.esft import iter_esft
     from traces.importers.table import iter_table
     from traces.importers.vllm import iter_vllm
 
     src = Path(source)
     if fmt == "esft":
-        return write_blocks(out, iter_esft(src, model, chunk_tokens))
-    if model is None:
+        blocks = iter_esft(src, model, chunk_tokens)
+    elif model is None:
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
-    if fmt == "vllm":
-        return write_blocks(out, iter_vllm(src, model, chunk_tokens))
-    if fmt == "table":
-        return write_blocks(out, iter_table(src, model, chunk_tokens))
-    raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
+    elif fmt == "vllm":
+        blocks = iter_vllm(src, model, chunk_tokens)
+    elif fmt == "table":
+        blocks = iter_table(src, model, chunk_tokens)
+    else:
+        raise InputError(f"unknown trace format {fmt!r}; known: esft, table, vllm")
+    return write_blocks(out, blocks if observe is None else observe(blocks))
 
 
 def check_routes(experts: np.ndarray, model: ModelSpec, where: str, first_token: int = 0) -> None:
