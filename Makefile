@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 TEST_STAMP := $(VENV)/.installed-test
 
-.PHONY: demo test install clean bench lint
+.PHONY: demo test install clean bench lint docs
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,7 @@ demo: $(STAMP)
 test: lint
 	$(BIN)/python -m pytest -n 2 -q
 
-# The speed and memory benchmarks quoted in the README (several minutes in all).
+# The speed and memory benchmarks of docs/benchmarks.md (several minutes in all).
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_traces.py
@@ -36,6 +36,14 @@ bench: $(STAMP)
 	$(BIN)/moe-netsim topology bench
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
 	$(BIN)/python benchmarks/bench_simulator.py
+
+# The generated reference pages: the error catalogue (from tests/badinput.py) and the commands
+# (from the argparse parsers).  tests/test_docs*.py fail when they are out of date.
+docs: $(TEST_STAMP)
+	$(BIN)/python -m tests.error_catalogue > docs/reference/errors.md.tmp
+	mv docs/reference/errors.md.tmp docs/reference/errors.md
+	$(BIN)/python -m tests.commands_reference > docs/reference/commands.md.tmp
+	mv docs/reference/commands.md.tmp docs/reference/commands.md
 
 # ruff with the rules pyproject.toml selects; mypy on the four packages.
 lint: $(TEST_STAMP)

@@ -99,7 +99,7 @@ def main() -> None:
             ok = res.layout is not None and check_layout(problem, res.layout) == []
             label = strategy + "".join(f" {k_}={v}" for k_, v in kw.items())
             print(f"{size:5s} {label:24s} {res.status.value:10s} {statistics.median(times):8.3f}"
-                  f" {res.objective:10.2f} {res.mip_gap:8.2g}  {'valid' if ok else 'INVALID'};"
+                  f" {res.objective:10.2f} {res.gap:8.2g}  {'valid' if ok else 'INVALID'};"
                   f" {res.message[:70]}", flush=True)
 
 

@@ -197,6 +197,9 @@ def summary_row(ev: Evaluation) -> dict[str, object]:
     row: dict[str, object] = {
         "strategy": ev.placement.strategy,
         "status": ev.placement.status.value,
+        # The solver's own objective units (hops, wire or busiest-link seconds); nan: no solver.
+        "dual_bound": ev.placement.dual_bound,
+        "gap": ev.placement.gap,
         "solve_time_s": ev.placement.runtime_s,
         "expected_hops_per_token": ev.placement.objective,
         "hops_per_token": ev.sim.summary["hops_per_token"],

@@ -12,12 +12,12 @@ from traces.infra.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from placement.check import check_layout
+    from placement.outcome import SolverOutcome, SolveStatus, Termination
     from placement.problem import (
         ExpertLayout,
         PlacementProblem,
         PlacementResult,
         SolverOptions,
-        SolveStatus,
         default_slots,
         expected_cost,
     )
@@ -29,7 +29,9 @@ _WHERE = {
     "PlacementProblem": "placement.problem",
     "PlacementResult": "placement.problem",
     "SolverOptions": "placement.problem",
-    "SolveStatus": "placement.problem",
+    "SolveStatus": "placement.outcome",
+    "SolverOutcome": "placement.outcome",
+    "Termination": "placement.outcome",
     "default_slots": "placement.problem",
     "expected_cost": "placement.problem",
     "STRATEGIES": "placement.strategies",
@@ -43,6 +45,8 @@ __all__ = [
     "STRATEGIES",
     "SolveStatus",
     "SolverOptions",
+    "SolverOutcome",
+    "Termination",
     "check_layout",
     "default_slots",
     "expected_cost",

@@ -7,12 +7,12 @@ import time
 import numpy as np
 
 from placement.check import check_layout
+from placement.outcome import SolveStatus
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
     expected_cost,
 )
 
@@ -37,7 +37,7 @@ def heuristic_result(
     if violations:
         return PlacementResult(
             strategy=name, status=SolveStatus.INFEASIBLE, layout=None, objective=float("nan"),
-            mip_gap=float("inf"), runtime_s=time.perf_counter() - t0, options=options,
+            runtime_s=time.perf_counter() - t0, options=options,
             message=f"{name} cannot satisfy this problem: " + "; ".join(violations),
             info={"violations": violations},
         )
@@ -46,7 +46,6 @@ def heuristic_result(
         status=SolveStatus.HEURISTIC,
         layout=layout,
         objective=expected_cost(problem, layout),
-        mip_gap=0.0,
         runtime_s=time.perf_counter() - t0,
         options=options,
         message=message,

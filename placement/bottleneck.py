@@ -24,12 +24,12 @@ import numpy as np
 
 from placement.ilp import _expert_groups, failed, finish, ilp_load
 from placement.lp import Model, Solved, run_highs
+from placement.outcome import SolverOutcome, SolveStatus
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
 )
 from placement.spread import spread_items
 from traces.infra.errors import InputError
@@ -43,14 +43,12 @@ def _point(xs: np.ndarray, gw: np.ndarray, B: np.ndarray) -> np.ndarray:
     return np.concatenate([xs.reshape(-1), P, [(P @ B).max() if B.size else 0.0]])
 
 
-def _gap(value: float, bound: float) -> float:
-    return 0.0 if value <= 0 else max(0.0, (value - bound) / value)
-
-
 def _as_solved(x: np.ndarray, bound: float, lp: Solved, tol: float) -> Solved:
-    gap = _gap(float(x[-1]), bound)
-    status = SolveStatus.OPTIMAL if gap <= tol else SolveStatus.FEASIBLE
-    return Solved(status, x, float(x[-1]), gap, "rounded LP relaxation", lp.time_s)
+    """The rounded point ``x`` (its last column is the busiest link) against the LP bound."""
+    return Solved(x, SolverOutcome.from_bound(
+        float(x[-1]), bound, solver_status="rounded LP relaxation", time_s=lp.outcome.time_s,
+        gap_tolerance=tol,
+    ))
 
 
 def _round(
@@ -175,35 +173,35 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
     big = model.num_col > MIP_POLISH_MAX_COLUMNS
     lp = run_highs(model, options, integer=False, lp_solver="ipm" if big else "simplex")
     if lp.x is None or lp.status is not SolveStatus.OPTIMAL:
-        info["highs_status"] = lp.highs_status
         if start is None or lp.status is SolveStatus.INFEASIBLE:
-            return failed("ilp-bottleneck", problem, options, lp.status, t0, info)
+            return failed("ilp-bottleneck", problem, options, lp.outcome, t0, info)
         # No bound in time: hand back the ilp-load layout, saying so (gap unknown).
-        sol = Solved(SolveStatus.FEASIBLE, start, float(start[-1]), float("inf"),
-                     lp.highs_status, lp.time_s)
+        sol = Solved(start, lp.outcome.without_bound())
         return _result(problem, options, sol, x_col, members, w, unit_gpus, t0, info, b_scale,
                        "LP relaxation not solved within the time limit: the ilp-load layout,"
                        " no bound (raise --time-limit)")
-    bound = lp.objective
-    info["lp_bound"] = bound * b_scale
+    bound = lp.outcome.objective
     xr = _round(lp.x[x_col].reshape(n_groups, S), size, g_layer, L, gps, problem, options)
     sol = _as_solved(_point(xr, gw, B), bound, lp, options.mip_rel_gap)
     if start is not None and start[-1] < sol.x[-1]:  # type: ignore[index]
         sol = _as_solved(start, bound, lp, options.mip_rel_gap)
     info["rounded_lp"] = True
-    if sol.gap > options.mip_rel_gap and model.num_col <= MIP_POLISH_MAX_COLUMNS:
+    if sol.outcome.gap > options.mip_rel_gap and model.num_col <= MIP_POLISH_MAX_COLUMNS:
         left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
         mip = run_highs(model, options, integer=True, start=sol.x, time_limit_s=left)
-        info["highs_status"] = mip.highs_status
         if mip.x is not None and mip.x[t_col] <= sol.x[-1] + 1e-12:  # type: ignore[index]
-            gap = min(mip.gap, _gap(mip.x[t_col], bound))
-            status = SolveStatus.OPTIMAL if gap <= options.mip_rel_gap else SolveStatus.FEASIBLE
-            sol = Solved(status, mip.x, mip.objective, gap, mip.highs_status, mip.time_s)
-    else:
-        info["highs_status"] = sol.highs_status
+            # The better of the MIP's own bound and the LP's.
+            best = max(bound, mip.outcome.dual_bound) if np.isfinite(mip.outcome.dual_bound) \
+                else bound
+            sol = Solved(mip.x, SolverOutcome.from_bound(
+                float(mip.x[t_col]), best, termination=mip.outcome.termination,
+                solver_status=mip.outcome.solver_status, time_s=mip.outcome.time_s,
+                gap_tolerance=options.mip_rel_gap,
+            ))
     assert sol.x is not None
     return _result(problem, options, sol, x_col, members, w, unit_gpus, t0, info, b_scale,
-                   f"min busiest link: {sol.highs_status}, gap to the LP bound {sol.gap:.2g}")
+                   f"min busiest link: {sol.outcome.solver_status}, gap to the dual bound"
+                   f" {sol.outcome.gap:.2g}")
 
 
 def _result(
@@ -220,6 +218,5 @@ def _result(
     gpus = spread_items(problem, np.repeat(np.arange(L), E), w, expert_server, unit_gpus)
     layout = ExpertLayout.from_primary(gpus.reshape(L, E), problem.num_gpus)
     info["bottleneck"] = max_link_busy(problem, layout)
-    res = finish("ilp-bottleneck", problem, options, layout, sol, t0, info, False, message)
-    res.info["solver_objective"] = sol.objective * b_scale
-    return res
+    return finish("ilp-bottleneck", problem, options, layout, sol.outcome.scaled(b_scale), t0,
+                  info, message)

@@ -31,13 +31,13 @@ from dataclasses import replace
 
 import numpy as np
 
-from placement.lp import Model, Solved, is_integral, run_highs
+from placement.lp import Model, is_integral, run_highs
+from placement.outcome import SolverOutcome, SolveStatus
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
     expected_cost,
 )
 from placement.spread import spread_items
@@ -168,26 +168,26 @@ def _infeasible(problem: PlacementProblem) -> str:
 
 
 def failed(
-    name: str, problem: PlacementProblem, options: SolverOptions, status: SolveStatus,
-    t0: float, info: dict[str, object], gap: float = float("inf"),
+    name: str, problem: PlacementProblem, options: SolverOptions, outcome: SolverOutcome,
+    t0: float, info: dict[str, object],
 ) -> PlacementResult:
     """A result without a layout, with the reason in words."""
     elapsed = time.perf_counter() - t0
-    if status is SolveStatus.FEASIBLE:  # a limit stopped HiGHS before any layout existed
+    status = outcome.status
+    if status.has_layout:  # the solver had a layout that this strategy could not use
         status = SolveStatus.NO_SOLUTION
     if status is SolveStatus.INFEASIBLE:
         msg = _infeasible(problem)
     elif status is SolveStatus.NO_SOLUTION:
         msg = (
-            f"HiGHS stopped ({info.get('highs_status', 'limit')}) after {elapsed:.3g} s before"
+            f"HiGHS stopped ({outcome.solver_status}) after {elapsed:.3g} s before"
             f" finding any layout; raise time_limit_s (now {options.time_limit_s})"
         )
     else:
-        msg = f"HiGHS: {info.get('highs_status', status.value)}"
-    del gap  # without a layout there is no incumbent, so no finite gap
+        msg = f"HiGHS: {outcome.solver_status}"
     return PlacementResult(
         strategy=name, status=status, layout=None, objective=float("nan"),
-        mip_gap=float("inf"), runtime_s=elapsed, options=options, message=msg, info=info,
+        runtime_s=elapsed, options=options, message=msg, info=info, solver=outcome,
     )
 
 
@@ -255,10 +255,13 @@ def solve_assignment(
     if eps is None:
         sol = run_highs(model, options, integer=False)
         integral = sol.x is not None and is_integral(sol.x)
+        # An integral vertex is a layout; an LP stopped by a limit leaves no time for a MIP.
+        lp_settled = integral or sol.status is SolveStatus.INFEASIBLE \
+            or sol.outcome.termination.is_limit
     else:  # balance rows break total unimodularity: a MIP from a balanced start
-        sol, integral = None, False
+        sol, integral, lp_settled = None, False, False
     info["lp_integral"] = integral
-    if sol is None or (sol.status is SolveStatus.OPTIMAL and not integral):
+    if not lp_settled:  # balance rows or a fractional vertex
         start = None
         if eps is not None:
             bal = balanced_gpus(problem, eps)
@@ -268,9 +271,9 @@ def solve_assignment(
         left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
         sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
         info["mip"] = True
-    info["highs_status"] = sol.highs_status
-    if sol.x is None or sol.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
-        return failed(name, problem, options, sol.status, t0, info, sol.gap)
+    assert sol is not None
+    if sol.x is None or not sol.status.has_layout or not (integral or info.get("mip")):
+        return failed(name, problem, options, sol.outcome, t0, info)
     y = np.round(sol.x[col].reshape(n_groups, K)).astype(np.int64)
     expert_class = np.empty(L * E, dtype=np.int64)
     for g, m in enumerate(members):
@@ -296,15 +299,16 @@ def solve_assignment(
                 return replace(res, options=options, runtime_s=time.perf_counter() - t0)
             info["server_level_split_failed"] = True
             bal = balanced_gpus(problem, eps)
+            no_bound = sol.outcome.without_bound()
             if bal is None:
-                return failed(name, problem, options, SolveStatus.NO_SOLUTION, t0, info)
+                return failed(name, problem, options, no_bound, t0, info)
             fallback = ExpertLayout.from_primary(bal.reshape(L, E), problem.num_gpus)
-            no_bound = Solved(SolveStatus.FEASIBLE, None, float("nan"), float("inf"),
-                              sol.highs_status, sol.time_s)
-            return finish(name, problem, options, fallback, no_bound, t0, info, False,
+            return finish(name, problem, options, fallback, no_bound, t0, info,
                           "server-level balance did not split over GPUs in time: the balanced"
                           " greedy layout (hottest first to the least loaded GPU), no bound")
-    return finish(name, problem, options, layout, sol, t0, info, integral)
+    proven = integral and sol.status is SolveStatus.OPTIMAL
+    message = "LP relaxation integral (network-flow structure)" if proven else ""
+    return finish(name, problem, options, layout, sol.outcome, t0, info, message)
 
 
 def balanced_gpus(problem: PlacementProblem, eps: float) -> np.ndarray | None:
@@ -356,34 +360,32 @@ def finish(
     problem: PlacementProblem,
     options: SolverOptions,
     layout: ExpertLayout,
-    sol: Solved,
+    outcome: SolverOutcome,
     t0: float,
     info: dict[str, object],
-    integral: bool,
     message: str = "",
 ) -> PlacementResult:
-    info["solver_objective"] = sol.objective
-    info["solver_time_s"] = sol.time_s
+    """A result with a layout: its independent cost, the solver's outcome, a message."""
     if not message:
-        if integral:
-            message = "LP relaxation integral (network-flow structure)"
-        elif sol.status is SolveStatus.FEASIBLE:
+        if outcome.status is SolveStatus.FEASIBLE:
             message = (
-                f"HiGHS stopped ({sol.highs_status}) with an incumbent, relative gap"
-                f" {sol.gap:.3g}"
+                f"HiGHS stopped ({outcome.solver_status}) with a layout, relative gap"
+                f" {outcome.gap:.3g} to the dual bound"
             )
+        elif outcome.status is SolveStatus.FEASIBLE_NO_BOUND:
+            message = f"HiGHS stopped ({outcome.solver_status}) with a layout but no bound"
         else:
-            message = f"MIP, HiGHS {sol.highs_status}"
+            message = f"MIP, HiGHS {outcome.solver_status}"
     return PlacementResult(
         strategy=name,
-        status=sol.status,
+        status=outcome.status,
         layout=layout,
         objective=expected_cost(problem, layout),
-        mip_gap=0.0 if integral and sol.status is SolveStatus.OPTIMAL else sol.gap,
         runtime_s=time.perf_counter() - t0,
         options=options,
         message=message,
         info=info,
+        solver=outcome,
     )
 
 

@@ -16,31 +16,13 @@ from dataclasses import dataclass, field
 import highspy
 import numpy as np
 
-from placement.problem import SolverOptions, SolveStatus
+from placement.outcome import HIGHS_TERMINATION, SolverOutcome, SolveStatus, Termination
+from placement.problem import SolverOptions
 
-# Every HiGHS model status, mapped explicitly (style guide: linopy's CONDITION_MAP).
-STATUS = {
-    highspy.HighsModelStatus.kOptimal: SolveStatus.OPTIMAL,
-    highspy.HighsModelStatus.kInfeasible: SolveStatus.INFEASIBLE,
-    highspy.HighsModelStatus.kUnboundedOrInfeasible: SolveStatus.INFEASIBLE,
-    highspy.HighsModelStatus.kUnbounded: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kTimeLimit: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kIterationLimit: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kSolutionLimit: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kInterrupt: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kHighsInterrupt: SolveStatus.FEASIBLE,  # type: ignore[attr-defined]
-    highspy.HighsModelStatus.kObjectiveBound: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kObjectiveTarget: SolveStatus.FEASIBLE,
-    highspy.HighsModelStatus.kMemoryLimit: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kNotset: SolveStatus.UNKNOWN,
-    highspy.HighsModelStatus.kLoadError: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kModelError: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kPresolveError: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kSolveError: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kPostsolveError: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kModelEmpty: SolveStatus.ERROR,
-    highspy.HighsModelStatus.kUnknown: SolveStatus.UNKNOWN,
-}
+
+def termination_of(model_status: highspy.HighsModelStatus) -> Termination:
+    """Why HiGHS stopped, for every HiGHS model status (the table lives in placement.outcome)."""
+    return HIGHS_TERMINATION[model_status.name]
 
 
 @dataclass
@@ -145,14 +127,14 @@ def _stdout_silenced() -> Iterator[None]:
 
 @dataclass(frozen=True, eq=False)
 class Solved:
-    """What a HiGHS run returned: mapped status, primal values (None if none), gap, info."""
+    """What a HiGHS run returned: primal values (None if none) and the outcome."""
 
-    status: SolveStatus
     x: np.ndarray | None
-    objective: float
-    gap: float
-    highs_status: str
-    time_s: float
+    outcome: SolverOutcome
+
+    @property
+    def status(self) -> SolveStatus:
+        return self.outcome.status
 
 
 def run_highs(
@@ -183,26 +165,18 @@ def run_highs(
         h.setSolution(sol)
     h.run()
     ms = h.getModelStatus()
-    status = STATUS.get(ms, SolveStatus.UNKNOWN)
     info = h.getInfo()
     has = info.primal_solution_status == 2
     x = np.asarray(h.getSolution().col_value) if has else None
-    if status is SolveStatus.FEASIBLE and x is None:
-        status = SolveStatus.NO_SOLUTION
-    if status is SolveStatus.OPTIMAL and x is None:
-        status = SolveStatus.ERROR
-    gap = float(info.mip_gap) if integer and has else 0.0
-    if integer and status is SolveStatus.OPTIMAL:
-        gap = max(0.0, gap)
-    return Solved(
-        status=status,
-        x=x,
-        objective=float(info.objective_function_value) * model.objective_scale
-        if has else float("nan"),
-        gap=gap,
-        highs_status=h.modelStatusToString(ms),
-        time_s=float(h.getRunTime()),
+    scale = model.objective_scale
+    objective = float(info.objective_function_value) * scale if has else float("nan")
+    # A MIP's dual bound is HiGHS's; an LP has one only when solved (its optimum).
+    bound = float(info.mip_dual_bound) * scale if integer else float("nan")
+    outcome = SolverOutcome.from_solver(
+        termination_of(ms), h.modelStatusToString(ms), objective, bound, has,
+        time_s=float(h.getRunTime()), gap_tolerance=float(options.mip_rel_gap) if integer else 0.0,
     )
+    return Solved(x, outcome)
 
 
 def is_integral(x: np.ndarray, tol: float = 1e-6) -> bool:

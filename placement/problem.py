@@ -7,13 +7,13 @@ graph object or a simulator.
 
 from __future__ import annotations
 
-import enum
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from placement.outcome import SolverOutcome, SolveStatus
 from traces.infra.errors import InputError
 
 
@@ -293,16 +293,6 @@ class ExpertLayout:
         return df
 
 
-class SolveStatus(enum.Enum):
-    OPTIMAL = "optimal"
-    HEURISTIC = "heuristic"  # a constructive baseline: valid layout, no optimality claim
-    FEASIBLE = "feasible"  # time limit or gap reached with an incumbent; gap reported
-    INFEASIBLE = "infeasible"
-    NO_SOLUTION = "no-solution"  # stopped before any feasible layout was found
-    ERROR = "error"
-    UNKNOWN = "unknown"
-
-
 @dataclass(frozen=True, slots=True)
 class SolverOptions:
     """HiGHS options, recorded with every result."""
@@ -325,35 +315,55 @@ class SolverOptions:
 
 @dataclass(frozen=True, eq=False)
 class PlacementResult:
+    """A strategy's answer: the layout (None when there is none) and what vouches for it.
+
+    ``objective`` is the independent expected cost of the layout (``expected_cost``: hops per
+    token, every strategy alike); ``solver`` is what the solver said (termination, its own
+    objective in the model's units, dual bound, gap), None for constructive baselines.
+    """
+
     strategy: str
     status: SolveStatus
     layout: ExpertLayout | None
     objective: float  # expected dispatch+combine distance per token (all layers)
-    mip_gap: float
     runtime_s: float
     options: SolverOptions
     message: str = ""
     info: dict[str, Any] = field(default_factory=dict)
+    solver: SolverOutcome | None = None
 
     def __post_init__(self) -> None:
         # Never an unmarked answer: a layout comes with a status that vouches for it, and a
-        # limit-stopped (FEASIBLE) layout always carries its gap.
-        ok = self.status in (SolveStatus.OPTIMAL, SolveStatus.HEURISTIC, SolveStatus.FEASIBLE)
-        if ok != (self.layout is not None):
+        # solver's answer says what the solver said (a limit-stopped layout carries its gap).
+        if self.status.has_layout != (self.layout is not None):
             raise ValueError(
                 f"{self.strategy}: status {self.status.value} with"
                 f" {'a' if self.layout is not None else 'no'} layout"
             )
-        if self.status is SolveStatus.FEASIBLE and np.isnan(self.mip_gap):
+        if self.status is not SolveStatus.HEURISTIC and self.layout is not None:
+            if self.solver is None:
+                raise ValueError(f"{self.strategy}: a {self.status.value} layout needs the"
+                                 " solver outcome (termination, bound, gap)")
+            if self.solver.status is not self.status:
+                raise ValueError(f"{self.strategy}: status {self.status.value} but the solver"
+                                 f" outcome says {self.solver.status.value}")
+        if self.status is SolveStatus.FEASIBLE and not np.isfinite(self.gap):
             raise ValueError(f"{self.strategy}: a feasible (limit-stopped) result needs its gap")
 
     @property
     def is_ok(self) -> bool:
-        return self.layout is not None and self.status in (
-            SolveStatus.OPTIMAL,
-            SolveStatus.HEURISTIC,
-            SolveStatus.FEASIBLE,
-        )
+        return self.layout is not None and self.status.has_layout
+
+    @property
+    def gap(self) -> float:
+        """Relative gap to the solver's dual bound: 0 proven optimal, inf no bound, nan no
+        solver (a heuristic)."""
+        return self.solver.gap if self.solver is not None else float("nan")
+
+    @property
+    def dual_bound(self) -> float:
+        """The solver's proven lower bound in its objective's units; nan without one."""
+        return self.solver.dual_bound if self.solver is not None else float("nan")
 
 
 def expected_cost(problem: PlacementProblem, layout: ExpertLayout, metric: str = "hops") -> float:

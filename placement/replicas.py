@@ -28,7 +28,6 @@ from placement.problem import (
     PlacementProblem,
     PlacementResult,
     SolverOptions,
-    SolveStatus,
 )
 from placement.spread import spread_items
 
@@ -77,7 +76,8 @@ def solve_replicas(
         "single_copy_objective": single.objective,
     }
     if not single.is_ok or single.layout is None:
-        return failed(name, problem, options, single.status, t0, info)
+        assert single.solver is not None  # the assignment model always reports its solve
+        return failed(name, problem, options, single.solver, t0, info)
     gpu_unit = member.argmax(axis=1)
     y0 = np.zeros((L * E, U))
     y0[np.arange(L * E), gpu_unit[single.layout.primary.reshape(-1)]] = 1.0
@@ -114,9 +114,8 @@ def solve_replicas(
     info["rows"] = model.num_row
     left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
     sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
-    info["highs_status"] = sol.highs_status
-    if sol.x is None or sol.status not in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE):
-        return failed(name, problem, options, sol.status, t0, info, sol.gap)
+    if sol.x is None or not sol.status.has_layout:
+        return failed(name, problem, options, sol.outcome, t0, info)
     y = np.round(sol.x[y_col]).astype(bool)  # [LE, U]
     z = np.clip(sol.x[z_col], 0.0, 1.0)  # [nc, ou, u]
     share = np.where(y, a_u.sum(axis=1, keepdims=True), 0.0)
@@ -135,7 +134,7 @@ def solve_replicas(
     layout = ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
     info["replicas_used"] = int(len(le_i) - L * E)
     msg = (
-        f"replica MIP (facility location), HiGHS {sol.highs_status}"
+        f"replica MIP (facility location), HiGHS {sol.outcome.solver_status}"
         + ("" if n_cand == E else f"; extra copies only for the {n_cand} hottest experts/layer")
     )
-    return finish(name, problem, options, layout, sol, t0, info, False, msg)
+    return finish(name, problem, options, layout, sol.outcome, t0, info, msg)

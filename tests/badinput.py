@@ -6,12 +6,10 @@ checks that it raises :class:`InputError` (nothing else), with a one-line messag
 ``expect`` fragments (what and where), and that nothing new is left in the directory.  CLI
 cases (``argv``) go through ``moe-netsim`` and must exit with code 2 and one line on stderr.
 
-Adding a case for a new input is one call to :func:`case` (or :func:`cli_case`).  The README
-table is generated from this list::
-
-    PYTHONPATH=. python -m tests.badinput --markdown
-
-and ``tests/test_bad_input.py`` fails when the README table misses a case.
+Adding a case for a new input is one call to :func:`case` (or :func:`cli_case`).  The error
+catalogue docs/reference/errors.md is generated from this list (``make docs``, see
+``tests/error_catalogue.py``), and ``tests/test_bad_input.py`` fails when the page and a case's
+message disagree.
 """
 
 from __future__ import annotations
@@ -1316,23 +1314,11 @@ def message_of(c: Case) -> str:
     return text
 
 
-def markdown_table() -> str:
-    lines = ["| input | case | message |", "|---|---|---|"]
-    for c in CASES:
-        msg = message_of(c).replace("|", "\\|")
-        lines.append(f"| {c.input} | {c.name} | `{msg}` |")
-    return "\n".join(lines) + "\n"
-
-
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--markdown", action="store_true", help="Print the README table.")
-    args = p.parse_args(argv)
-    if args.markdown:
-        sys.stdout.write(markdown_table())
-    else:
-        for c in CASES:
-            print(c.id)
+    p.parse_args(argv)
+    for c in CASES:
+        print(c.id)
     return 0
 
 

@@ -37,7 +37,9 @@ from placement import (
     PlacementProblem,
     PlacementResult,
     SolverOptions,
+    SolverOutcome,
     SolveStatus,
+    Termination,
     default_slots,
     solve_placement,
 )
@@ -282,25 +284,29 @@ def test_time_limit_without_incumbent_is_no_solution_with_a_reason(strategy):
     assert res.status is SolveStatus.NO_SOLUTION
     assert res.layout is None and not res.is_ok
     assert "time" in res.message.lower() and "time_limit_s" in res.message
-    assert res.mip_gap == float("inf")
+    assert res.gap == float("inf")
+    assert res.solver is not None and res.solver.termination is Termination.TIME_LIMIT
 
 
 def test_results_cannot_be_unmarked():
-    """PlacementResult refuses a layout without a vouching status and FEASIBLE without a gap."""
+    """PlacementResult refuses a layout without a vouching status, a solver's layout without
+    the solver's outcome, and an outcome that says something else."""
     layout = ExpertLayout.from_primary(np.zeros((1, 2), dtype=np.int64), 1)
     opts = SolverOptions()
     common = dict(strategy="x", objective=1.0, runtime_s=0.0, options=opts)
-    ok = PlacementResult(status=SolveStatus.FEASIBLE, layout=layout, mip_gap=0.05, **common)
-    assert ok.is_ok and ok.mip_gap == 0.05
-    with pytest.raises(ValueError, match="gap"):
-        PlacementResult(status=SolveStatus.FEASIBLE, layout=layout, mip_gap=float("nan"),
-                        **common)
+    bound = SolverOutcome.from_bound(1.0, 0.95)  # gap (1 - 0.95) / 1 = 0.05
+    ok = PlacementResult(status=SolveStatus.FEASIBLE, layout=layout, solver=bound, **common)
+    assert ok.is_ok and ok.gap == pytest.approx(0.05) and ok.dual_bound == 0.95
+    with pytest.raises(ValueError, match="solver outcome"):
+        PlacementResult(status=SolveStatus.FEASIBLE, layout=layout, **common)
+    with pytest.raises(ValueError, match="outcome says optimal"):
+        PlacementResult(status=SolveStatus.FEASIBLE, layout=layout,
+                        solver=SolverOutcome.from_bound(1.0, 1.0), **common)
     with pytest.raises(ValueError, match="no layout"):
-        PlacementResult(status=SolveStatus.FEASIBLE, layout=None, mip_gap=0.1, **common)
-    for status in (SolveStatus.NO_SOLUTION, SolveStatus.INFEASIBLE, SolveStatus.ERROR,
-                   SolveStatus.UNKNOWN):
+        PlacementResult(status=SolveStatus.FEASIBLE, layout=None, solver=bound, **common)
+    for status in (SolveStatus.NO_SOLUTION, SolveStatus.INFEASIBLE, SolveStatus.ERROR):
         with pytest.raises(ValueError, match="with a layout"):
-            PlacementResult(status=status, layout=layout, mip_gap=0.0, **common)
+            PlacementResult(status=status, layout=layout, **common)
 
 
 def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
@@ -334,8 +340,10 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
         sol = real(model, options, integer=integer, **kw)
         if not integer:
             return replace(sol, x=0.5 * sol.x + 0.25)  # fractional, still "optimal"
-        return replace(sol, status=SolveStatus.FEASIBLE, gap=0.03,
-                       highs_status="Time limit reached")
+        o = sol.outcome  # a bound 3% below the incumbent: gap (obj - 0.97 obj) / obj = 0.03
+        return replace(sol, outcome=SolverOutcome.from_solver(
+            Termination.TIME_LIMIT, "Time limit reached", o.objective, 0.97 * o.objective,
+            has_solution=True))
 
     monkeypatch.setattr(ilp_module, "run_highs", run)
     problem = PlacementProblem(
@@ -348,6 +356,7 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
     res = solve_placement(problem, "ilp-load", SolverOptions(time_limit_s=5))
     assert res.info["lp_integral"] is False
     assert res.status is SolveStatus.FEASIBLE and res.is_ok
-    assert res.mip_gap == 0.03
+    assert res.gap == pytest.approx(0.03)
+    assert res.solver.termination is Termination.TIME_LIMIT
     assert "Time limit" in res.message and "gap 0.03" in res.message
     assert check_layout(problem, res.layout) == []

@@ -196,4 +196,9 @@ def test_place_command_mip_variants(tmp_path, capsys, extra):
     layout = load_layout(out, model.num_moe_layers, 64, 64, model.moe_layer_indices)
     if "--replicas" in extra:
         copies = (layout.expert_gpus >= 0).sum(axis=(1, 2))
-        assert (copies <= 64 + 8).all() and (copies > 64).any()
+        assert (copies <= 64 + 8).all()
+        # The MIP starts from the single-copy layout: stopped by its time limit on a busy
+        # machine it may still hold that one, and then says so (not optimal, with its gap).
+        assert (copies > 64).any() or meta["status"] != "optimal", meta["solver"]
+    if meta["status"] != "optimal":
+        assert meta["solver"]["termination"] == "time-limit"

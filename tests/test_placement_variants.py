@@ -103,7 +103,8 @@ def test_ilp_load_and_bytes_match_brute_force(seed):
         assert check_layout(problem, res.layout) == []
         best = min(expected_cost(problem, lay, metric) for lay in layouts)
         assert expected_cost(problem, res.layout, metric) == pytest.approx(best)
-        assert res.info["solver_objective"] == pytest.approx(best)
+        assert res.solver.objective == pytest.approx(best)
+        assert res.solver.dual_bound == pytest.approx(best)  # proven: the bound meets it
 
 
 @pytest.mark.parametrize("seed", [3, 4])
@@ -130,7 +131,8 @@ def test_ilp_bottleneck_matches_brute_force(seed):
     assert check_layout(problem, res.layout) == []
     best = min(_busiest_link(problem, lay) for lay in _layouts(problem))
     assert _busiest_link(problem, res.layout) == pytest.approx(best)
-    assert res.info["solver_objective"] == pytest.approx(best)
+    assert res.solver.objective == pytest.approx(best)
+    assert res.solver.dual_bound <= best * (1 + 1e-6)  # a lower bound, below the optimum
 
 
 @pytest.mark.parametrize(("seed", "eps"), [(7, 0.3), (8, 0.6)])
@@ -190,7 +192,8 @@ def test_replicas_match_brute_force(seed, redundant):
     assert check_layout(problem, res.layout) == []
     best = min(expected_cost(problem, lay) for lay in _replica_layouts(problem))
     assert res.objective == pytest.approx(best)
-    assert res.info["solver_objective"] == pytest.approx(best)
+    assert res.solver.objective == pytest.approx(best)
+    assert res.solver.dual_bound <= best * (1 + 1e-6)  # a lower bound, below the optimum
     single = solve_placement(_problem(seed, layers=1, slots_per_gpu=2,
                                       max_per_gpu_per_layer=2,
                                       origin_weight=np.array([0.4, 0.1, 0.1, 0.4])), "ilp-load")

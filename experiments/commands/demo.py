@@ -128,7 +128,7 @@ def run_demo(
     summary = compare(evals)
     _write_outputs(cfg, out, cluster, problem, evals, summary, p)
     return summary[
-        ["strategy", "status", "solve_time_s", "hops_per_token", "network_link_bytes",
+        ["strategy", "status", "gap", "solve_time_s", "hops_per_token", "network_link_bytes",
          "max_link_utilisation", "latency_p50_ms", "latency_p99_ms"]
         + [c for c in summary.columns if c == "hops_per_token_reduction_pct"]
     ]

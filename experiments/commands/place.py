@@ -80,7 +80,8 @@ def run(args: argparse.Namespace) -> int:
     from placement import SolverOptions, check_layout, solve_placement
     from placement.bottleneck import max_link_busy
     from placement.layout_io import save_layout, to_sglang_map
-    from placement.problem import SolveStatus, expected_cost
+    from placement.outcome import SolveStatus
+    from placement.problem import expected_cost
     from simulator.cluster.paths import build_route_table
     from traces import model_preset
     from traces.load_stats import load_load_stats, load_stats_kind
@@ -139,7 +140,10 @@ def run(args: argparse.Namespace) -> int:
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
               " on the busiest network link")
-    print(f"gap          {res.mip_gap:.3g}")
+    if res.solver is None:
+        print("solver       none (a constructive baseline: no bound, no gap)")
+    else:
+        print(f"solver       {res.solver.describe()}")
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
@@ -152,7 +156,7 @@ def run(args: argparse.Namespace) -> int:
         "strategy": res.strategy,
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
-        "mip_gap": res.mip_gap,
+        "solver": None if res.solver is None else res.solver.as_dict(),
         "runtime_s": res.runtime_s,
         "message": res.message,
         "solver_options": asdict(options),

@@ -23,7 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
             " detail tables, figures and report.html."
         ),
     )
-    p.add_argument("study_file", type=Path, help="TOML study file (see README).")
+    p.add_argument("study_file", type=Path,
+                   help="TOML study file (see docs/reference/study-files.md).")
     p.add_argument("--out", type=Path, default=None,
                    help="Run directory (default: runs/<study file name>).")
     add_execution_arguments(p)

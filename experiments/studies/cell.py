@@ -174,7 +174,6 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         replay_tokens=replay.num_tokens,
         micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
         fit=fit_desc,
-        mip_gap=float(ev.placement.mip_gap),
     )
     links = ev.sim.links[
         ["link_dir", "link", "src", "dst", "tier", "weight", "bytes", "busy_s", "utilisation",
