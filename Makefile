@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/moe-netsim topology bench
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_engine_import.py
 
 # The generated reference pages: the error catalogue (from tests/badinput.py) and the commands
 # (from the argparse parsers).  tests/test_docs*.py fail when they are out of date.

@@ -95,9 +95,17 @@ def load_layout(
     num_gpus: int,
     layer_indices: tuple[int, ...] = (),
 ) -> ExpertLayout:
+    """A layout from the project's table (.parquet/.csv) or an engine's file, by suffix.
+
+    ``.json``: SGLang ``physical_to_logical_map``; ``.yaml``/``.yml``: TensorRT-LLM
+    ``moe_load_balancer.yaml``.  Engine files name transformer layers: ``layer_indices`` is
+    required for them.
+    """
     p = Path(path)
     if not p.exists():
         raise InputError(f"{p}: layout file not found")
+    if p.suffix in (".json", ".yaml", ".yml"):
+        return _load_engine_layout(p, num_layers, num_experts, num_gpus, layer_indices)
     try:
         df = pd.read_csv(p) if p.suffix == ".csv" else pd.read_parquet(p)
     except Exception as exc:  # noqa: BLE001 - any reader failure is a bad file
@@ -187,3 +195,22 @@ def from_sglang_map(
         for e, gpus in enumerate(per_layer):
             out[li, e, : len(gpus)] = gpus
     return ExpertLayout(out, num_gpus)
+
+
+def _load_engine_layout(
+    p: Path, num_layers: int, num_experts: int, num_gpus: int, layer_indices: tuple[int, ...]
+) -> ExpertLayout:
+    from placement.engine_layouts import from_trtllm_yaml
+    from traces.infra.jsonfile import read_json_file, read_text_file
+
+    idx = layer_indices or tuple(range(num_layers))
+    if p.suffix == ".json":
+        obj = read_json_file(p, "SGLang layout")
+        return from_sglang_map(obj, idx, num_experts, num_gpus, str(p))
+    import yaml
+
+    try:
+        obj = yaml.safe_load(read_text_file(p, "TensorRT-LLM layout"))
+    except yaml.YAMLError as exc:
+        raise InputError(f"{p}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    return from_trtllm_yaml(obj, idx, num_experts, num_gpus, str(p))

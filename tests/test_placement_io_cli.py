@@ -177,7 +177,7 @@ def test_real_sglang_statistics_place_optimally(sglang_dir):
     "extra",
     [
         ["--strategy", "ilp-bottleneck", "--gap", "0.05"],
-        ["--strategy", "ilp-load", "--replicas", "8", "--time-limit", "3"],
+        ["--strategy", "ilp-load", "--replicas", "8", "--time-limit", "120"],
     ],
 )
 def test_place_command_mip_variants(tmp_path, capsys, extra):

@@ -138,6 +138,13 @@ def test_record_command_writes_a_native_trace(tmp_path, capsys):
     np.testing.assert_array_equal(np.sort(again, 2), np.sort(tr.experts, 2))
     assert main(args) == 2  # exists without --overwrite
     assert "--overwrite" in capsys.readouterr().err
+    # --dp-ranks records origins: 120 tokens = sequences of 50, 50 (one pass of --batch 4 that
+    # holds two full sequences) and the 20-token tail alone -> ranks 0, 1, then 0
+    ranked = tmp_path / "ranked.parquet"
+    assert main([*args[:7], str(ranked), *args[8:], "--dp-ranks", "2"]) == 0
+    tr = read_trace(ranked)
+    assert tr.origin_gpu.tolist() == [0] * 50 + [1] * 50 + [0] * 20
+    assert tr.step.tolist() == [0] * 100 + [1] * 20
 
 
 def test_model_directory_round_trip(tmp_path):

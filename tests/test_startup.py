@@ -77,3 +77,41 @@ def test_every_strategy_resolves():
 
     assert list(STRATEGIES) == list(_WHERE)
     assert all(callable(STRATEGIES[name]) for name in STRATEGIES)
+
+
+def _typing_only_names_used_at_run_time(path: Path) -> list[str]:
+    """Names imported under ``if TYPE_CHECKING:`` but used outside annotations, where they
+    would raise NameError (the price of moving imports into functions)."""
+    import ast
+
+    tree = ast.parse(path.read_text())
+    typing_only, top = set(), set()
+    for node in tree.body:
+        is_tc = isinstance(node, ast.If) and getattr(node.test, "id", "") == "TYPE_CHECKING"
+        for n in ast.walk(node) if is_tc or isinstance(node, ast.Import | ast.ImportFrom) else ():
+            if isinstance(n, ast.Import | ast.ImportFrom):
+                (typing_only if is_tc else top).update(
+                    (a.asname or a.name).split(".")[0] for a in n.names)
+    typing_only -= top
+    bad = []
+    for fn in (n for n in tree.body if isinstance(n, ast.FunctionDef | ast.ClassDef)):
+        local = {(a.asname or a.name).split(".")[0] for n in ast.walk(fn)
+                 if isinstance(n, ast.Import | ast.ImportFrom) for a in n.names}
+        annotations = set()
+        for n in ast.walk(fn):
+            if isinstance(n, ast.arg) and n.annotation is not None:
+                annotations |= {id(x) for x in ast.walk(n.annotation)}
+            if isinstance(n, ast.FunctionDef) and n.returns is not None:
+                annotations |= {id(x) for x in ast.walk(n.returns)}
+            if isinstance(n, ast.AnnAssign):
+                annotations |= {id(x) for x in ast.walk(n.annotation)}
+        bad += [f"{path.name}:{n.lineno}: {n.id}" for n in ast.walk(fn)
+                if isinstance(n, ast.Name) and n.id in typing_only and n.id not in local
+                and id(n) not in annotations]
+    return bad
+
+
+def test_no_typing_only_import_is_used_at_run_time():
+    files = sorted((ROOT / "experiments").rglob("*.py")) + sorted((ROOT / "traces").rglob("*.py"))
+    files += sorted((ROOT / "placement").rglob("*.py")) + sorted((ROOT / "simulator").rglob("*.py"))
+    assert [b for f in files for b in _typing_only_names_used_at_run_time(f)] == []

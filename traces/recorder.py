@@ -194,15 +194,20 @@ def record_routing(
     seq_len: int = 512,
     batch_sequences: int = 4,
     gates: bool = True,
+    dp_ranks: int | None = None,
 ) -> Iterator[RoutingTrace]:
     """Run the model over ``token_ids`` cut into sequences of ``seq_len``; one block per batch.
 
     Sequence s holds tokens [s * seq_len, (s + 1) * seq_len); a batch of
     ``batch_sequences`` sequences is one step.  The last sequence may be shorter (it runs
-    in a batch of its own so that no padding enters the routing).
+    in a batch of its own so that no padding enters the routing).  With ``dp_ranks`` N the
+    trace records origins as a data-parallel-attention deployment does: the j-th sequence of a
+    step is served on rank j mod N (as an engine's dump records the rank of each token).
     """
     if seq_len < 1 or batch_sequences < 1:
         raise InputError("recorder: seq_len and batch_sequences must be >= 1")
+    if dp_ranks is not None and dp_ranks < 1:
+        raise InputError("recorder: dp_ranks must be >= 1")
     spec = loaded.spec
     meta = TraceMeta(
         model=spec,
@@ -247,6 +252,9 @@ def record_routing(
                 seq_id=np.repeat(np.arange(seq0, seq0 + nseq, dtype=np.int64), length),
                 position=np.tile(np.arange(length, dtype=np.int32), nseq),
                 step=np.full(tokens, step, dtype=np.int32),
+                origin_gpu=None
+                if dp_ranks is None
+                else np.repeat(np.arange(nseq, dtype=np.int32) % dp_ranks, length),
                 gates=w,
             )
     finally:

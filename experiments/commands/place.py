@@ -59,6 +59,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
     p.add_argument("--sglang-json", type=Path, default=None,
                    help="Also write SGLang --init-expert-location JSON here.")
+    p.add_argument("--trtllm-yaml", type=Path, default=None,
+                   help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
     p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
@@ -86,7 +88,7 @@ def run(args: argparse.Namespace) -> int:
     from traces import model_preset
     from traces.load_stats import load_load_stats, load_stats_kind
 
-    for out in (args.out, args.sglang_json):
+    for out in (args.out, args.sglang_json, args.trtllm_yaml):
         if out is not None and out.exists() and not args.overwrite:
             raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
@@ -170,4 +172,12 @@ def run(args: argparse.Namespace) -> int:
         obj = to_sglang_map(res.layout, model.moe_layer_indices)
         atomic_write_text(args.sglang_json, json.dumps(obj) + "\n")
         print(f"wrote        {args.sglang_json}")
+    if args.trtllm_yaml is not None:
+        import yaml
+
+        from placement.engine_layouts import to_trtllm_yaml
+
+        obj = to_trtllm_yaml(res.layout, model.moe_layer_indices)
+        atomic_write_text(args.trtllm_yaml, yaml.safe_dump(obj, default_flow_style=None))
+        print(f"wrote        {args.trtllm_yaml}")
     return 0

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.commands import trace_import, trace_synth
+from experiments.commands import trace_export, trace_import, trace_synth
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -12,3 +12,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     trace_sub = p.add_subparsers(dest="trace_command", required=True, metavar="TRACE_COMMAND")
     trace_import.register(trace_sub)
     trace_synth.register(trace_sub)
+    trace_export.register(trace_sub)

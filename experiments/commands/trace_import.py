@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from experiments.progress import Feedback, add_progress_arguments
+from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -24,21 +25,20 @@ if TYPE_CHECKING:
     from traces.model import ModelSpec
     from traces.trace import RoutingTrace
 
-FORMATS = ("esft", "vllm", "sglang", "table")
+FORMATS = tuple(sorted(TRACE_FORMATS.keys() | COUNT_FORMATS.keys()))
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
     """Add ``import`` and ``stats`` to the ``trace`` group."""
     p = trace_sub.add_parser(
         "import",
-        help="Convert recorded routing (esft, vllm, table) or SGLang load counts (sglang).",
+        help="Convert recorded routing (serving engines, ESFT, arrays, tables) or load counts.",
         description=(
-            "esft: a folder of expert_weights_<L>.txt (default model deepseek-v2-lite);"
-            " vllm: int arrays [tokens, moe_layers, top_k], one per request (.npy, .npz or a"
-            " folder); table: CSV or Parquet with columns token, layer, rank, expert (optional"
-            " seq_id, position, origin_gpu, step, gate), sorted by token; sglang: JSON"
-            " {'logical_count': [layers][experts]} -> load statistics Parquet (default model"
-            " by geometry: deepseek-r1 for 61 x 256). The output appears only when complete."
+            "Formats (docs/howto/engines/ says which engine version each follows): "
+            + "; ".join(f"{k}: {v}" for k, v in sorted(TRACE_FORMATS.items()))
+            + ". Inputs that hold counts, not tokens ("
+            + "; ".join(f"{k}: {v}" for k, v in sorted(COUNT_FORMATS.items()))
+            + ") become a load-statistics Parquet file. The output appears only when complete."
         ),
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
@@ -49,6 +49,21 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         default=None,
         help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
     )
+    p.add_argument(
+        "--ranks",
+        type=int,
+        default=None,
+        help="sglang-dump: the number of ranks the dump must hold (default: highest found + 1).",
+    )
+    p.add_argument(
+        "--physical-map",
+        type=Path,
+        default=None,
+        help="sglang-routed, vllm-routed: JSON {'physical_to_logical_map': [layers][P]} when the"
+        " recorded ids are physical (EPLB on); default: ids are logical.",
+    )
+    p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
+    p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
     add_progress_arguments(p)
     p.set_defaults(func=run_import)
@@ -97,9 +112,9 @@ def _model(arg: str | None) -> ModelSpec | None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from traces.importers import import_trace
+    from traces.importers.common import holds_counts, import_load_stats, import_trace
     from traces.io import read_trace_meta
-    from traces.load_stats import read_sglang_logical_count, save_load_stats
+    from traces.load_stats import save_load_stats
 
     out: Path = args.out
     if out.exists() and not args.overwrite:
@@ -108,8 +123,8 @@ def run_import(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()
     model = _model(args.model)
-    if args.format == "sglang":
-        stats = read_sglang_logical_count(args.input, model)
+    if holds_counts(args.format, args.input):
+        stats = import_load_stats(args.format, args.input, model)
         save_load_stats(out, stats)
         tokens = stats.counts.sum(axis=1) / stats.model.top_k
         print(
@@ -120,7 +135,7 @@ def run_import(args: argparse.Namespace) -> int:
         return 0
     feedback = Feedback.from_args(args)
     n = import_trace(
-        args.format, args.input, out, model,
+        args.format, args.input, out, model, options=_import_options(args, model),
         observe=lambda blocks: feedback.iterate(
             blocks, None, f"trace import {args.format}", "tok", weight=lambda b: b.num_tokens),
     )
@@ -130,6 +145,49 @@ def run_import(args: argparse.Namespace) -> int:
         f" layers, top-{meta.model.top_k}) in {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def _import_options(args: argparse.Namespace, model: ModelSpec | None) -> dict[str, object]:
+    """The format-specific options, refused where the format does not use them."""
+    used = {
+        "ranks": ("sglang-dump",),
+        "physical_map": ("sglang-routed", "vllm-routed"),
+        "indices_column": ("topk-parquet",),
+        "scores_column": ("topk-parquet",),
+    }
+    options: dict[str, object] = {}
+    for name, formats in used.items():
+        value = getattr(args, name)
+        if value is None:
+            continue
+        flag = "--" + name.replace("_", "-")
+        if args.format not in formats:
+            raise InputError(f"{flag} applies to --format {', '.join(formats)}, not {args.format}")
+        options[name] = value
+    if isinstance(options.get("ranks"), int) and options["ranks"] < 1:  # type: ignore[operator]
+        raise InputError(f"--ranks {options['ranks']}: must be at least 1")
+    if "physical_map" in options:
+        options["physical_map"] = _physical_map(Path(str(options["physical_map"])), model)
+    return options
+
+
+def _physical_map(path: Path, model: ModelSpec | None) -> np.ndarray:
+    import numpy as np
+
+    from traces.importers.engine_arrays import check_physical_map
+    from traces.infra.jsonfile import read_json_file
+
+    obj = read_json_file(path, "physical map")
+    rows = obj.get("physical_to_logical_map") if isinstance(obj, dict) else None
+    try:
+        arr = np.asarray(rows, dtype=np.int64)
+    except (TypeError, ValueError, OverflowError):
+        raise InputError(
+            f"{path}: physical_to_logical_map must be an integer [layers][P] table"
+        ) from None
+    if model is None:
+        raise InputError("--physical-map needs --model")
+    return check_physical_map(arr, model, str(path))
 
 
 def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:

@@ -83,6 +83,13 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     r.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
     r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
     r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
+    r.add_argument(
+        "--dp-ranks",
+        type=int,
+        default=None,
+        help="Record origins as data-parallel attention ranks: sequence j of a pass is served"
+        " on rank j mod N (its origin GPU). Default: no origins recorded.",
+    )
     r.add_argument("--max-tokens", type=int, default=None, help="Stop after this many tokens.")
     r.add_argument("--seed", type=int, default=0, help="Seed of random weights (--config).")
     r.add_argument("--no-gates", action="store_true", help="Do not store gate weights.")
@@ -231,14 +238,23 @@ def run_record(args: argparse.Namespace) -> int:
         ) from None
     loaded = recorder.load_model(model_dir=args.model_dir, config_path=args.config, seed=args.seed)
     ids = recorder.tokenize_file(args.text, loaded, max_tokens=args.max_tokens)
+    if args.dp_ranks is not None and args.dp_ranks < 1:
+        raise InputError(f"--dp-ranks {args.dp_ranks}: must be at least 1")
     blocks = recorder.record_routing(
-        loaded, ids, seq_len=args.seq_len, batch_sequences=args.batch, gates=not args.no_gates
+        loaded,
+        ids,
+        seq_len=args.seq_len,
+        batch_sequences=args.batch,
+        gates=not args.no_gates,
+        dp_ranks=args.dp_ranks,
     )
     gates = not args.no_gates
     blocks = Feedback.from_args(args).iterate(
         blocks, None if args.max_tokens is None else args.max_tokens, "trace record", "tok",
         weight=lambda b: b.num_tokens,
     )
-    n = write_blocks(args.out, blocks, args.overwrite, has_origin=False, has_gates=gates)
+    n = write_blocks(
+        args.out, blocks, args.overwrite, has_origin=args.dp_ranks is not None, has_gates=gates
+    )
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0

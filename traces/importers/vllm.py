@@ -1,4 +1,9 @@
-"""vLLM routed-experts arrays: integer [tokens, moe_layers, top_k], one array per request.
+"""vLLM routed-experts arrays: integer [tokens, layers, top_k], one array per request.
+
+vLLM's ``--enable-return-routed-experts`` (vLLM 0.23) gives each ``CompletionOutput`` a
+``routed_experts`` int16 array [seq_len, layers, top_k] covering prompt and output tokens;
+saved with NumPy it is this format.  The layer axis may hold the MoE layers only or every
+transformer layer (dense rows are then ignored).
 
 Accepted inputs: one ``.npy`` (one request), one ``.npz`` (every array in it is a request, in
 archive order) or a folder of them (files in natural name order, so ``req_2`` precedes
@@ -15,7 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-from traces.importers.common import BlockBuilder, check_routes
+from traces.importers.common import BlockBuilder, check_routes, sequence_runs
+from traces.importers.engine_arrays import moe_rows, num_hidden_layers
 from traces.infra.errors import InputError
 from traces.io import DEFAULT_ROW_GROUP_TOKENS
 from traces.model import ModelSpec
@@ -75,14 +81,15 @@ def iter_vllm(
         source=f"vLLM routed experts {source}",
         produced_by="moe-netsim trace import --format vllm",
     )
-    want = (model.num_moe_layers, model.top_k)
     builder = BlockBuilder(meta, chunk_tokens)
     for seq, (name, arr) in enumerate(_requests(files)):
-        if arr.ndim != 3 or arr.shape[1:] != want:
+        if arr.ndim != 3 or arr.shape[2] != model.top_k:
             raise InputError(
-                f"{name}: shape {list(arr.shape)}, expected [tokens, {want[0]} MoE layers,"
-                f" top_k={want[1]}] for {model.name!r}"
+                f"{name}: shape {list(arr.shape)}, expected [tokens, {model.num_moe_layers} MoE"
+                f" layers (or all {num_hidden_layers(model)} layers), top_k={model.top_k}] for"
+                f" {model.name!r}"
             )
+        arr = moe_rows(arr, model, name)
         if not np.issubdtype(arr.dtype, np.integer) or arr.dtype == np.bool_:
             raise InputError(f"{name}: dtype {arr.dtype}; expert ids must be integers (int16)")
         if arr.shape[0] == 0:
@@ -97,3 +104,15 @@ def iter_vllm(
                 position=np.arange(start, start + n, dtype=np.int32),
             )
     yield from builder.finish()
+
+
+def write_vllm(blocks: Iterator[RoutingTrace], path: Path) -> int:
+    """One int16 array [tokens, MoE layers, top_k] per sequence, in one ``.npz`` archive."""
+    from traces.infra.atomic import atomic_output
+
+    arrays = {f"req_{seq}": e.astype(np.int16) for seq, e, _ in sequence_runs(blocks)}
+    if not arrays:
+        raise InputError(f"{path}: the trace holds no tokens; nothing written")
+    with atomic_output(path) as tmp:
+        np.savez(tmp, **arrays)  # type: ignore[arg-type]  # numpy's stub reads ** as allow_pickle
+    return sum(len(a) for a in arrays.values())

@@ -1,0 +1,100 @@
+"""Benchmark of the engine importers: routed tokens per minute per core, and peak memory.
+
+    PYTHONPATH=. python benchmarks/bench_engine_import.py --tokens 262144
+
+Writes a DeepSeek-R1 routing trace (58 MoE layers, top-8 of 256, origins on 32 GPUs, 4,096
+tokens per step) in each binary engine format with the project's exporters, then imports each
+one back in a child process of its own (single-threaded, so the rate is per core) and reports
+wall time, routed tokens x 58 layers per minute, and the child's peak resident memory
+(``ru_maxrss``).  The target (issue 18) is at least 1M tokens x 58 layers per minute per core
+for the binary formats, with memory bounded by the chunk, not the file.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+FORMATS = ("sglang-dump", "trtllm", "megatron", "vllm", "topk-parquet")
+CHILD = """
+import sys, time
+from traces.importers.common import import_trace
+from traces.model import model_preset
+fmt, src, out = sys.argv[1:4]
+t0 = time.perf_counter()
+n = import_trace(fmt, src, out, model_preset("deepseek-r1"))
+print(n, time.perf_counter() - t0)
+"""
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--tokens", type=int, default=262_144)
+    ap.add_argument("--formats", default=",".join(FORMATS))
+    args = ap.parse_args()
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    from benchmarks.bench_traces import random_blocks
+    from traces.importers.exports import EXPORT_FORMATS, export_trace
+    from traces.io import write_blocks
+
+    env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
+    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    with tempfile.TemporaryDirectory() as d:
+        base = Path(d) / "trace.parquet"
+        write_blocks(base, _with_steps(random_blocks(args.tokens, seed=0)))
+        print(f"{args.tokens:,} R1 tokens; import, one core each:")
+        for fmt in args.formats.split(","):
+            if fmt in ("sglang-dump", "megatron") and importlib.util.find_spec("torch") is None:
+                print(f"  {fmt:13s} skipped: needs torch (pip install 'moe-netsim[record]')")
+                continue
+            src = Path(d) / (
+                fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
+            )
+            if EXPORT_FORMATS[fmt][1]:
+                src.mkdir()
+            export_trace(fmt, base, src)
+            out = Path(d) / f"back-{fmt}.parquet"
+            t0 = time.perf_counter()
+            proc = subprocess.Popen(
+                [sys.executable, "-c", CHILD, fmt, str(src), str(out)],
+                env=env,
+                stdout=subprocess.PIPE,
+                text=True,
+            )
+            _, status, usage = os.wait4(proc.pid, 0)
+            wall = time.perf_counter() - t0
+            assert proc.stdout is not None
+            n, seconds = proc.stdout.read().split()
+            if status:
+                raise SystemExit(f"{fmt}: import failed")
+            rate = int(n) / float(seconds) * 60
+            print(
+                f"  {fmt:13s} {float(seconds):6.1f} s import ({wall:5.1f} s with start-up)"
+                f"  {rate / 1e6:5.2f} M tokens x 58 layers/min  peak RSS"
+                f" {usage.ru_maxrss / 1024:6.0f} MB"
+            )
+
+
+def _with_steps(blocks):  # noqa: ANN001, ANN202
+    """Origins on 32 GPUs and 4,096 tokens per step, as a DP-attention EP32 deployment."""
+    from dataclasses import replace
+
+    import numpy as np
+
+    start = 0
+    for b in blocks:
+        tok = np.arange(start, start + b.num_tokens)
+        start += b.num_tokens
+        yield replace(
+            b, origin_gpu=(tok % 32).astype(np.int32), step=(tok // 4096).astype(np.int32)
+        )
+
+
+if __name__ == "__main__":
+    main()

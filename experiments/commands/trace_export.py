@@ -1,0 +1,45 @@
+"""``moe-netsim trace export``: a native trace in a serving engine's own format."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from traces.importers.formats import EXPORT_FORMATS
+from traces.infra.errors import InputError
+
+
+def register(trace_sub: argparse._SubParsersAction) -> None:
+    p = trace_sub.add_parser(
+        "export",
+        help="Write a native trace in an engine's format (SGLang, vLLM, TensorRT-LLM, Megatron).",
+        description="Formats: "
+        + "; ".join(f"{k}: {v}" for k, (v, _) in sorted(EXPORT_FORMATS.items()))
+        + ". Folder formats are written as a whole directory that appears only when complete.",
+    )
+    p.add_argument("trace", type=Path, help="Native trace file (.parquet).")
+    p.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS), help="Output format.")
+    p.add_argument("--out", type=Path, required=True, help="Output file or folder.")
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing output.")
+    p.set_defaults(func=run_export)
+
+
+def run_export(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory
+    from traces.importers.exports import export_trace
+
+    out: Path = args.out
+    t0 = time.perf_counter()
+    if out.resolve() == args.trace.resolve():
+        raise InputError(f"--out {out}: is the input trace; choose another path")
+    _, folder = EXPORT_FORMATS[args.format]
+    if folder:
+        with run_directory(out, args.overwrite) as tmp:
+            n = export_trace(args.format, args.trace, tmp)
+    else:
+        if out.exists() and not args.overwrite:
+            raise InputError(f"{out}: output exists; pass --overwrite to replace it")
+        n = export_trace(args.format, args.trace, out)
+    print(f"wrote {out}: {n:,} tokens as {args.format} in {time.perf_counter() - t0:.1f}s")
+    return 0
