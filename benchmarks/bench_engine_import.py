@@ -24,7 +24,7 @@ from pathlib import Path
 FORMATS = ("sglang-dump", "trtllm", "megatron", "vllm", "topk-parquet")
 CHILD = """
 import sys, time
-from traces.importers.common import import_trace
+from traces.importers import import_trace
 from traces.model import model_preset
 fmt, src, out = sys.argv[1:4]
 t0 = time.perf_counter()

@@ -22,7 +22,12 @@ from typing import Any
 
 import pandas as pd
 
-from traces.infra.atomic import atomic_output, atomic_write_bytes, atomic_write_text
+from traces.infra.atomic import (
+    atomic_output,
+    atomic_write_bytes,
+    atomic_write_text,
+    current_umask,
+)
 from traces.infra.errors import InputError
 
 COMPLETE_MARKER = "COMPLETE"
@@ -124,7 +129,7 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
             f"{path}: cannot create the output directory ({reason}); choose another --out"
         ) from None
     try:
-        os.chmod(work, 0o777 & ~_umask())
+        os.chmod(work, 0o777 & ~current_umask())
         yield work
         atomic_write_text(work / COMPLETE_MARKER, "complete\n")
         if path.exists():
@@ -139,7 +144,3 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
         raise
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,56 +20,18 @@ from placement import (
     solve_placement,
 )
 from simulator.analytic import AnalyticResult, count_traffic
+from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.paths import RouteTable
 from simulator.config import SimConfig
 from simulator.engine import SimResult, simulate
-from simulator.traffic import resolve_origins
+from simulator.microbatches import microbatches
+from simulator.traffic import TrafficConfig, resolve_origins
 from traces import RoutingTrace
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
 
 Progress = Callable[[str], None]
-
-
-def microbatches(trace: RoutingTrace) -> Iterator[RoutingTrace]:
-    """The trace's recorded steps as micro-batches (one block per step), in step order."""
-    if trace.step is None:
-        yield trace
-        return
-    order = np.argsort(trace.step, kind="stable")
-    steps = trace.step[order]
-    bounds = np.flatnonzero(np.diff(steps)) + 1
-    for part in np.split(order, bounds):
-        yield trace.take(part)
-
-
-def cluster_arrays(routes: RouteTable) -> dict[str, np.ndarray]:
-    """Per-pair wire time and per-server-pair link incidence of the routed (ECMP) paths.
-
-    Network links only (GPU <-> server links are NVLink class and, like their hop weight 0,
-    not charged).  Incidence covers the directed links any server-to-server route uses.
-    """
-    cl = routes.cluster
-    S = cl.num_servers
-    bw = np.array([lk.bandwidth_bytes_per_s for lk in cl.links])
-    used = np.unique(routes.middle_links)
-    col = {int(d): j for j, d in enumerate(used)}
-    inc = np.zeros((S, S, len(used)), dtype=np.uint8)
-    spb_s = np.zeros((S, S))
-    for a in range(S):
-        for b in range(S):
-            if a == b:
-                continue
-            m = routes.middle(a, b)
-            inc[a, b, [col[int(d)] for d in m]] = 1
-            spb_s[a, b] = float((1.0 / bw[m // 2]).sum())
-    gs = cl.gpu_server
-    return {
-        "pair_seconds_per_byte": spb_s[np.ix_(gs, gs)],
-        "server_link_incidence": inc,
-        "link_bandwidth_bytes_per_s": bw[used // 2],
-    }
 
 
 def origin_activation(
@@ -120,25 +82,29 @@ def build_problem(
     balance_eps: float | None = None,
     slots_per_gpu: int | None = None,
     per_layer_per_gpu: int | None = None,
+    traffic: TrafficConfig | None = None,
 ) -> PlacementProblem:
-    """A placement problem with every input the strategies may use."""
+    """A placement problem with every input the strategies may use.
+
+    ``traffic``: the bytes a route moves, the same configuration the replay uses (default
+    ``TrafficConfig()``), so ``ilp-bytes`` and ``ilp-bottleneck`` optimise what is replayed.
+    """
     L, E = activation.shape
     G = routes.num_gpus
     s_def, l_def = default_slots(L, E + num_redundant, G)
+    dispatch_bytes, combine_bytes = (traffic or TrafficConfig()).route_bytes(model)
     return PlacementProblem(
-        distance=routes.distance,
-        gpu_server=routes.cluster.gpu_server,
         activation=activation,
         slots_per_gpu=s_def if slots_per_gpu is None else slots_per_gpu,  # 0 is rejected
         max_per_gpu_per_layer=l_def if per_layer_per_gpu is None else per_layer_per_gpu,
         layer_indices=model.moe_layer_indices,
         origin_activation=origin_activation,
-        dispatch_bytes=float(model.hidden_size * 1),
-        combine_bytes=float(model.hidden_size * 2),
+        dispatch_bytes=float(dispatch_bytes),
+        combine_bytes=float(combine_bytes),
         num_redundant=num_redundant,
         balance_eps=balance_eps,
         expert_groups=model.num_expert_groups,
-        **cluster_arrays(routes),
+        **placement_arrays(routes),
     )
 
 
@@ -176,10 +142,12 @@ def place_and_replay(
     )
     progress(f"replaying {replay.num_tokens} tokens through the SimPy model ({strategy})")
     t0 = time.perf_counter()
-    sim = simulate(microbatches(replay), routes, res.layout.expert_gpus, sim_config)
+    # Micro-batches by the one rule (simulator.microbatches): recorded steps or N tokens.
+    cut = list(microbatches([replay], sim_config.microbatch_tokens))
+    sim = simulate(cut, routes, res.layout.expert_gpus, sim_config)
     elapsed = time.perf_counter() - t0
     analytic = count_traffic(
-        microbatches(replay), routes, res.layout.expert_gpus, sim_config.traffic
+        cut, routes, res.layout.expert_gpus, sim_config.traffic
     )
     if not np.array_equal(sim.links["bytes"].to_numpy(), analytic.link_bytes):
         raise RuntimeError("simulator and analytic counter disagree on per-link bytes")

@@ -12,12 +12,12 @@ from traces.infra.lazy import lazy_attributes
 
 if TYPE_CHECKING:
     from placement.check import check_layout
+    from placement.options import SolverOptions
     from placement.outcome import SolverOutcome, SolveStatus, Termination
     from placement.problem import (
         ExpertLayout,
         PlacementProblem,
         PlacementResult,
-        SolverOptions,
         default_slots,
         expected_cost,
     )
@@ -28,7 +28,7 @@ _WHERE = {
     "ExpertLayout": "placement.problem",
     "PlacementProblem": "placement.problem",
     "PlacementResult": "placement.problem",
-    "SolverOptions": "placement.problem",
+    "SolverOptions": "placement.options",
     "SolveStatus": "placement.outcome",
     "SolverOutcome": "placement.outcome",
     "Termination": "placement.outcome",

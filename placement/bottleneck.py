@@ -22,7 +22,8 @@ import time
 
 import numpy as np
 
-from placement.ilp import _expert_groups, failed, finish, ilp_load
+from placement.assignment import expert_groups
+from placement.ilp import ilp_load
 from placement.lp import Model, Solved, run_highs
 from placement.outcome import SolverOutcome, SolveStatus
 from placement.problem import (
@@ -31,6 +32,7 @@ from placement.problem import (
     PlacementResult,
     SolverOptions,
 )
+from placement.results import failed, finish
 from placement.spread import spread_items
 from traces.infra.errors import InputError
 
@@ -134,7 +136,7 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
     unit_gpus = [problem.server_gpus(s) for s in range(S)]
     gps = problem.gpus_per_server.astype(np.float64)
     w = problem.activation.reshape(-1)
-    g_layer, members = _expert_groups(np.zeros((L * E, 1)), w, L, E)
+    g_layer, members = expert_groups(np.zeros((L * E, 1)), w, L, E)
     n_groups = len(members)
     size = np.array([len(m) for m in members], dtype=np.float64)
     gw = w[[m[0] for m in members]]

@@ -13,6 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from placement.options import SolverOptions
 from placement.outcome import SolverOutcome, SolveStatus
 from traces.infra.errors import InputError
 
@@ -291,26 +292,6 @@ class ExpertLayout:
         if gpu_server is not None:
             df["server"] = gpu_server[gpu]
         return df
-
-
-@dataclass(frozen=True, slots=True)
-class SolverOptions:
-    """HiGHS options, recorded with every result."""
-
-    time_limit_s: float = field(default=60.0, metadata={"help": "Solver time limit."})
-    mip_rel_gap: float = field(default=1e-6, metadata={"help": "Relative MIP gap to stop at."})
-    threads: int = field(default=1, metadata={"help": "HiGHS threads."})
-    seed: int = field(default=0, metadata={"help": "HiGHS random_seed (and baseline rng)."})
-
-    def __post_init__(self) -> None:
-        if not self.time_limit_s > 0:
-            raise InputError("solver: time_limit_s must be > 0")
-        if not 0 <= self.mip_rel_gap < 1:
-            raise InputError("solver: mip_rel_gap must be in [0, 1)")
-        if self.threads < 1:
-            raise InputError("solver: threads must be >= 1")
-        if not 0 <= self.seed <= 2**31 - 1:
-            raise InputError(f"solver: seed must be in 0..2147483647, got {self.seed}")
 
 
 @dataclass(frozen=True, eq=False)

@@ -21,7 +21,7 @@ import time
 
 import numpy as np
 
-from placement.ilp import cost_matrix, failed, finish, solve_assignment, unit_partition
+from placement.assignment import cost_matrix, solve_assignment, unit_partition
 from placement.lp import Model, run_highs
 from placement.problem import (
     ExpertLayout,
@@ -29,6 +29,7 @@ from placement.problem import (
     PlacementResult,
     SolverOptions,
 )
+from placement.results import failed, finish
 from placement.spread import spread_items
 
 MAX_LOCATION_VARS = 2_000_000

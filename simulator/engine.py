@@ -28,7 +28,7 @@ its MoE latency is the sum over layers.
 from __future__ import annotations
 
 from collections.abc import Callable, Generator, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -40,6 +40,7 @@ from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
 from simulator.config import SimConfig
 from simulator.microbatches import by_tokens
+from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     StageCopies,
     dispatch_stages,
@@ -56,16 +57,9 @@ TIME_UNIT = "s"
 
 
 @dataclass(frozen=True, eq=False)
-class SimResult:
-    """Frames of one replay, with the configuration that produced them."""
+class SimResult(SimFrames):
+    """Frames of one replay (:class:`SimFrames`), with the configuration that produced them."""
 
-    links: pd.DataFrame  # per link direction
-    layers: pd.DataFrame  # per (microbatch, layer)
-    phases: pd.DataFrame  # per (microbatch, layer, phase)
-    tokens: pd.DataFrame  # per token
-    gpus: pd.DataFrame  # per GPU: routes computed, compute busy time
-    utilisation: pd.DataFrame  # per (link direction, time window)
-    summary: dict[str, Any]
     config: SimConfig
 
 
@@ -265,6 +259,34 @@ class _Run:
         self.started = 0
         self.finished = 0
 
+    def records(self) -> RunRecords:
+        """What the finished run recorded, as plain values for :mod:`simulator.summaries`."""
+        lds = self.links
+        stats = {
+            name: np.array([getattr(ld, attr) for ld in lds], dtype=dtype)
+            for name, attr, dtype in (
+                ("link_bytes", "nbytes", np.int64), ("link_chunks", "chunks", np.int64),
+                ("link_busy_s", "busy_s", np.float64),
+                ("link_queue_sum_s", "queue_sum_s", np.float64),
+                ("link_queue_max_s", "queue_max_s", np.float64),
+            )
+        }
+        for ld in lds:
+            ld.flush()  # the open busy periods go to the log
+        log = self.log
+        return RunRecords(
+            cluster=self.routes.cluster, makespan_s=float(self.env.now), **stats,
+            busy_link=np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
+            busy_start_s=np.frombuffer(log.start, dtype=np.float64),
+            busy_end_s=np.frombuffer(log.end, dtype=np.float64),
+            layer_rows=self.layer_rows, phase_rows=self.phase_rows,
+            token_parts=self.token_parts,
+            gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
+            hops=self.hops, tokens=self.tokens,
+            utilisation_window_s=self.config.utilisation_window_s,
+            server_dedup=bool(self.config.traffic.server_dedup),
+        )
+
     def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:
         env = self.env
         m = block.model
@@ -412,8 +434,6 @@ def simulate(
     Each block is one micro-batch unless ``config.microbatch_tokens`` re-cuts the stream.
     Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
     """
-    from simulator.summaries import collect_sim
-
     config = config or SimConfig()
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
@@ -436,7 +456,9 @@ def simulate(
         raise RuntimeError(
             f"simulate: {run.started - run.finished} micro-batch(es) never finished"
         )
-    return collect_sim(run, config)
+    frames = collect_sim(run.records())
+    return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
+                     config=config)
 
 
 def validate_links(routes: RouteTable) -> None:

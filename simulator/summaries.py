@@ -8,17 +8,14 @@ switch: aggregation, core, Dragonfly local/global links).  The cluster's own tie
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import SHARED_EXPERTS_NOTE
-
-if TYPE_CHECKING:
-    from simulator.config import SimConfig
-    from simulator.engine import SimResult, _Run
 
 LINK_CLASSES = ("intra_server", "leaf", "spine")
 DEFAULT_WINDOWS = 100
@@ -125,79 +122,117 @@ def latency_stats(latency_s: np.ndarray) -> dict[str, float]:
     }
 
 
-def collect_sim(run: _Run, config: SimConfig) -> SimResult:
-    """Build the frames of a finished replay."""
-    from simulator.engine import SimResult
+@dataclass(frozen=True, eq=False)
+class RunRecords:
+    """What one replay recorded, as plain values: built by the engine when the run ends.
 
-    cluster = run.routes.cluster
-    makespan = float(run.env.now)
-    links = link_table(cluster)
-    lds = run.links
-    links["bytes"] = np.array([ld.nbytes for ld in lds], dtype=np.int64)
-    links["chunks"] = np.array([ld.chunks for ld in lds], dtype=np.int64)
-    links["busy_s"] = np.array([ld.busy_s for ld in lds])
-    links["utilisation"] = links["busy_s"] / makespan if makespan > 0 else 0.0
-    chunks = links["chunks"].to_numpy()
-    qsum = np.array([ld.queue_sum_s for ld in lds])
-    links["mean_queue_delay_s"] = np.divide(
-        qsum, chunks, out=np.zeros(len(lds)), where=chunks > 0
+    Per link direction (in link order, two per link): bytes, chunks, busy and queueing
+    seconds; the busy log (one segment per busy period: link direction, start, end); rows
+    per (microbatch, layer) and per phase; token frames per micro-batch; per GPU its compute
+    busy seconds and routes.
+    """
+
+    cluster: ClusterSpec
+    makespan_s: float
+    link_bytes: np.ndarray
+    link_chunks: np.ndarray
+    link_busy_s: np.ndarray
+    link_queue_sum_s: np.ndarray
+    link_queue_max_s: np.ndarray
+    busy_link: np.ndarray
+    busy_start_s: np.ndarray
+    busy_end_s: np.ndarray
+    layer_rows: list[tuple[Any, ...]]
+    phase_rows: list[tuple[Any, ...]]
+    token_parts: list[pd.DataFrame]
+    gpu_busy_s: np.ndarray
+    gpu_routes: np.ndarray
+    hops: float
+    tokens: int
+    utilisation_window_s: float | None
+    server_dedup: bool
+
+
+@dataclass(frozen=True, eq=False)
+class SimFrames:
+    """Frames of one replay."""
+
+    links: pd.DataFrame  # per link direction
+    layers: pd.DataFrame  # per (microbatch, layer)
+    phases: pd.DataFrame  # per (microbatch, layer, phase)
+    tokens: pd.DataFrame  # per token
+    gpus: pd.DataFrame  # per GPU: routes computed, compute busy time
+    utilisation: pd.DataFrame  # per (link direction, time window)
+    summary: dict[str, Any]
+
+
+def _token_frame(parts: list[pd.DataFrame]) -> pd.DataFrame:
+    if parts:
+        return pd.concat(parts, ignore_index=True)
+    return pd.DataFrame(
+        {"microbatch": pd.Series(dtype=np.int64), "seq_id": pd.Series(dtype=np.int64),
+         "position": pd.Series(dtype=np.int32), "origin_gpu": pd.Series(dtype=np.int64),
+         "moe_latency_s": pd.Series(dtype=float)}
     )
-    links["peak_queue_delay_s"] = np.array([ld.queue_max_s for ld in lds])
-    for ld in lds:
-        ld.flush()
-    log = run.log
+
+
+def collect_sim(rec: RunRecords) -> SimFrames:
+    """Build the frames of a finished replay."""
+    cluster = rec.cluster
+    makespan = rec.makespan_s
+    links = link_table(cluster)
+    links["bytes"] = rec.link_bytes.astype(np.int64)
+    links["chunks"] = rec.link_chunks.astype(np.int64)
+    links["busy_s"] = rec.link_busy_s
+    links["utilisation"] = links["busy_s"] / makespan if makespan > 0 else 0.0
+    chunks = rec.link_chunks
+    links["mean_queue_delay_s"] = np.divide(
+        rec.link_queue_sum_s, chunks, out=np.zeros(len(chunks)), where=chunks > 0
+    )
+    links["peak_queue_delay_s"] = rec.link_queue_max_s
     util = utilisation_windows(
-        np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
-        np.frombuffer(log.start, dtype=np.float64),
-        np.frombuffer(log.end, dtype=np.float64),
-        len(lds), makespan, config.utilisation_window_s,
+        rec.busy_link, rec.busy_start_s, rec.busy_end_s, len(chunks), makespan,
+        rec.utilisation_window_s,
     )
     layers = pd.DataFrame(
-        run.layer_rows,
+        rec.layer_rows,
         columns=["microbatch", "layer", "start_s", "dispatch_done_s", "compute_done_s",
                  "finish_s", "duration_s"],
     )
     phases = pd.DataFrame(
-        run.phase_rows, columns=["microbatch", "layer", "phase", "start_s", "finish_s"]
+        rec.phase_rows, columns=["microbatch", "layer", "phase", "start_s", "finish_s"]
     )
     phases["duration_s"] = phases["finish_s"] - phases["start_s"]
     # rows were appended as layers finished; order them by (microbatch, layer)
     layers = layers.sort_values(["microbatch", "layer"], kind="stable", ignore_index=True)
     phases = phases.sort_values(["microbatch", "layer"], kind="stable", ignore_index=True)
-    if run.token_parts:
-        tokens = pd.concat(run.token_parts, ignore_index=True)
-    else:
-        tokens = pd.DataFrame(
-            {"microbatch": pd.Series(dtype=np.int64), "seq_id": pd.Series(dtype=np.int64),
-             "position": pd.Series(dtype=np.int32), "origin_gpu": pd.Series(dtype=np.int64),
-             "moe_latency_s": pd.Series(dtype=float)}
-        )
-    busy = np.array([gp.busy_s for gp in run.gpus])
+    tokens = _token_frame(rec.token_parts)
+    g = len(rec.gpu_busy_s)
     gpus = pd.DataFrame(
         {
-            "gpu": np.arange(run.g, dtype=np.int64),
+            "gpu": np.arange(g, dtype=np.int64),
             "name": list(cluster.gpus),
             "server": cluster.gpu_server,
-            "routes": run.gpu_routes,
-            "compute_busy_s": busy,
-            "compute_utilisation": busy / makespan if makespan > 0 else np.zeros(run.g),
+            "routes": rec.gpu_routes,
+            "compute_busy_s": rec.gpu_busy_s,
+            "compute_utilisation": rec.gpu_busy_s / makespan if makespan > 0 else np.zeros(g),
         }
     )
     summary: dict[str, Any] = {
-        "tokens": float(run.tokens),
-        "microbatches": float(len(run.token_parts)),
-        "hops_per_token": run.hops / run.tokens if run.tokens else 0.0,
+        "tokens": float(rec.tokens),
+        "microbatches": float(len(rec.token_parts)),
+        "hops_per_token": rec.hops / rec.tokens if rec.tokens else 0.0,
         **tier_bytes(cluster, links["bytes"].to_numpy()),
         "max_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
         "max_gpu_compute_utilisation": float(gpus["compute_utilisation"].max()),
         "makespan_s": makespan,
         **latency_stats(tokens["moe_latency_s"].to_numpy(dtype=float)),
-        "server_dedup": bool(config.traffic.server_dedup),
+        "server_dedup": rec.server_dedup,
         "shared_experts": SHARED_EXPERTS_NOTE,
     }
-    return SimResult(
+    return SimFrames(
         links=links, layers=layers, phases=phases, tokens=tokens, gpus=gpus,
-        utilisation=util, summary=summary, config=config,
+        utilisation=util, summary=summary,
     )
 
 

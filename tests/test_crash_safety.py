@@ -46,6 +46,7 @@ from placement import (
 from placement.layout_io import load_layout, save_layout
 from simulator.cluster.io import cluster_from_dict, load_cluster, save_cluster
 from traces import TraceMeta
+from traces.infra.atomic import current_umask
 from traces.infra.errors import InputError
 from traces.io import TraceWriter
 
@@ -60,10 +61,6 @@ def _mode(p: Path) -> int:
     return stat.S_IMODE(p.stat().st_mode)
 
 
-def _umask() -> int:
-    m = os.umask(0)
-    os.umask(m)
-    return m
 
 
 # --- atomic files -----------------------------------------------------------------------------
@@ -79,7 +76,7 @@ def test_atomic_writers_leave_only_the_final_files_with_normal_permissions(tmp_p
     save_figure(tmp_path / "f.png", fig)
     assert _names(tmp_path) == {"a.parquet", "m.json", "r.html", "f.png"}
     for p in tmp_path.iterdir():  # mkstemp makes 0600 files; outputs get the usual mode
-        assert _mode(p) == 0o666 & ~_umask(), p.name
+        assert _mode(p) == 0o666 & ~current_umask(), p.name
     assert (tmp_path / "f.png").read_bytes()[:4] == b"\x89PNG"
     assert pd.read_parquet(tmp_path / "a.parquet")["x"].tolist() == [1, 2]
 
@@ -164,7 +161,7 @@ def test_run_directory_appears_only_when_complete(tmp_path):
     with run_directory(out, overwrite=False) as work:
         write_json(work / "meta.json", {})
     assert is_complete(out) and _names(out) == {"meta.json", COMPLETE_MARKER}
-    assert _mode(out) == 0o777 & ~_umask()
+    assert _mode(out) == 0o777 & ~current_umask()
     with pytest.raises(InputError, match="--overwrite"), run_directory(out, overwrite=False):
         pass
     with run_directory(out, overwrite=True) as work:
@@ -331,10 +328,10 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
     reports is altered: the LP vertex is made fractional (the network-flow structure never
     gives one, so the fallback cannot be reached otherwise) and the MIP's status is set to
     the time limit with a 3% gap on top of its (real) incumbent."""
+    from placement import assignment as assignment_module
     from placement import check_layout
-    from placement import ilp as ilp_module
 
-    real = ilp_module.run_highs
+    real = assignment_module.run_highs
 
     def run(model, options, integer=False, **kw):  # noqa: ANN001, ANN003, ANN202
         sol = real(model, options, integer=integer, **kw)
@@ -345,7 +342,7 @@ def test_time_limit_with_an_incumbent_reports_feasible_with_its_gap(monkeypatch)
             Termination.TIME_LIMIT, "Time limit reached", o.objective, 0.97 * o.objective,
             has_solution=True))
 
-    monkeypatch.setattr(ilp_module, "run_highs", run)
+    monkeypatch.setattr(assignment_module, "run_highs", run)
     problem = PlacementProblem(
         distance=np.array([[0.0, 1.0, 2.0], [1.0, 0.0, 1.0], [2.0, 1.0, 0.0]]),
         gpu_server=np.arange(3),

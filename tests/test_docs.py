@@ -98,7 +98,7 @@ def test_every_strategy_family_and_model_field_is_documented() -> None:
     from dataclasses import fields
 
     from placement import STRATEGIES
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
     from traces import ModelSpec
 
     assert set(STRATEGIES) <= _table_names("docs/reference/strategies.md")

@@ -19,7 +19,7 @@ from engine_fixtures import (
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from traces.importers.common import import_load_stats, import_trace
+from traces.importers import import_load_stats, import_trace
 from traces.importers.exports import export_trace
 from traces.infra.errors import InputError
 from traces.io import read_trace

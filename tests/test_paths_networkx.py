@@ -105,7 +105,7 @@ def test_equal_cost_route_sets_match_networkx(case):
 
 
 def test_ecmp_shares_hand_computed():
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
 
     # leaf-spine, 2 leaves of 1 server, 3 spines: s0 - leaf0 - {spine0,1,2} - leaf1 - s1,
     # three equal routes, the leaf splits evenly: 1/3 each

@@ -14,7 +14,7 @@ from experiments.studies.paper import (
     paper_study,
 )
 from placement import STRATEGIES
-from simulator.cluster.builders import BUILDERS
+from simulator.cluster.families import BUILDERS
 from traces import SynthConfig, generate_trace, model_preset, write_trace
 from traces.infra.errors import InputError
 
@@ -32,7 +32,7 @@ def test_paper_grid_runs_what_exists_and_names_what_does_not():
         assert flagged == (_VARIANTS.get(p, (p, {}))[0] not in STRATEGIES)
     for f in FAMILIES:
         if f not in BUILDERS:
-            assert any(f"family {f!r} is not in simulator.cluster.builders.BUILDERS" in s
+            assert any(f"family {f!r} is not in simulator.cluster.families.BUILDERS" in s
                        for s in study.skipped)
 
 

@@ -10,8 +10,8 @@ import pandas as pd
 import pytest
 
 from experiments.studies import build_study, load_study_file
-from experiments.studies.cell import with_micro_batches
 from experiments.studies.runner import add_reductions
+from experiments.studies.spec import split_sim_options
 from tests.helpers import make_trace, tiny_model
 from traces.infra.errors import InputError
 
@@ -146,12 +146,15 @@ def test_reductions_against_the_baseline_of_the_same_setup():
     assert none["hops_per_token_reduction_pct"].isna().all()
 
 
-def test_micro_batches_cut_the_replay_into_steps():
+def test_sim_microbatch_tokens_cut_the_replay():
+    from simulator.microbatches import microbatches
+
     model = tiny_model(layers=1, experts=2, top_k=1)
     trace = make_trace(model, np.zeros((5, 1, 1)))
-    # 5 tokens in micro-batches of 2: steps 0, 0, 1, 1, 2
-    assert list(with_micro_batches(trace, 2).step) == [0, 0, 1, 1, 2]
-    assert with_micro_batches(trace, 0) is trace
+    n = split_sim_options({"microbatch_tokens": 2}).microbatch_tokens
+    # 5 tokens in micro-batches of 2: 2 + 2 + 1
+    assert [b.num_tokens for b in microbatches([trace], n)] == [2, 2, 1]
+    assert split_sim_options({}).microbatch_tokens is None  # the trace's own steps
 
 
 @pytest.mark.parametrize("name", ["sweep-tiny.toml", "sweep-whatif.toml"])

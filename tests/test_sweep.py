@@ -43,8 +43,9 @@ links = {{ gpus_per_server = 2 }}
 [trace]
 fit_tokens = 128
 replay_tokens = 128
-micro_batch_tokens = 64
 zipf_exponent = 1.2
+[sim]
+microbatch_tokens = 64
 [axes]
 "placer.name" = ["round-robin", "ilp", "ilp-load"]
 "topology.links.nic_bandwidth_bytes_per_s" = [50e9, 10e9]

@@ -14,12 +14,12 @@ from hypothesis import strategies as st
 from test_topology_cases import SMALL_CASES, build, case_id
 
 from simulator.cluster.builders import (
-    BUILDERS,
     LinkDefaults,
     build_dragonfly,
     build_leaf_spine,
     build_rail_optimized,
 )
+from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table, gpu_distance_matrix
 from traces.infra.errors import InputError
 

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from simulator.cluster.builders import BUILDERS
+from simulator.cluster.families import BUILDERS
 from simulator.cluster.topology import ClusterSpec
 
 # (family, parameters): small enough to compare against networkx pair by pair

@@ -16,7 +16,7 @@ from experiments.plot_topology import (
     topology_levels,
     topology_positions,
 )
-from simulator.cluster.builders import BUILDERS
+from simulator.cluster.families import BUILDERS
 from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig

@@ -116,9 +116,10 @@ def run_demo(
     replay = trace.take(slice(cfg.fit_tokens, None))
     write_trace(out / "trace_replay.parquet", replay)
     p, per_origin, _ = origin_activation([fit], g)
-    problem = build_problem(routes, model, p, origin_activation=per_origin)
-    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     sim_config = SimConfig()
+    problem = build_problem(routes, model, p, origin_activation=per_origin,
+                            traffic=sim_config.traffic)
+    options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
     evals = []
     steps = (feedback or Feedback()).iterate(cfg.strategies, len(cfg.strategies),
                                              "demo: place and replay", "placer")

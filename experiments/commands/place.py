@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 
 from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
+from placement.options import SolverOptions
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -51,11 +52,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Expert slots per GPU over all layers (default: fewest that fit).")
     p.add_argument("--per-layer-per-gpu", type=int, default=None,
                    help="Experts of one layer per GPU (default: fewest that fit).")
-    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit, seconds.")
-    p.add_argument("--gap", type=float, default=1e-4,
+    solver = SolverOptions()  # the defaults live there
+    p.add_argument("--time-limit", type=float, default=solver.time_limit_s,
+                   help="Solver time limit, seconds.")
+    p.add_argument("--gap", type=float, default=solver.mip_rel_gap,
                    help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
-    p.add_argument("--threads", type=int, default=1, help="HiGHS threads.")
-    p.add_argument("--seed", type=int, default=0, help="HiGHS random_seed and baseline rng.")
+    p.add_argument("--threads", type=int, default=solver.threads, help="HiGHS threads.")
+    p.add_argument("--seed", type=int, default=solver.seed,
+                   help="HiGHS random_seed and baseline rng.")
     p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
     p.add_argument("--sglang-json", type=Path, default=None,
                    help="Also write SGLang --init-expert-location JSON here.")
@@ -79,7 +83,7 @@ def _cluster(args: argparse.Namespace) -> ClusterSpec:
 def run(args: argparse.Namespace) -> int:
     from experiments.outputs import atomic_write_text, write_json
     from experiments.pipeline import build_problem, trace_activation
-    from placement import SolverOptions, check_layout, solve_placement
+    from placement import check_layout, solve_placement
     from placement.bottleneck import max_link_busy
     from placement.layout_io import save_layout, to_sglang_map
     from placement.outcome import SolveStatus

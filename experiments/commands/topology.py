@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from simulator.cluster.builders import TopologyFamily
+    from simulator.cluster.families import TopologyFamily
     from simulator.cluster.topology import ClusterSpec
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
@@ -82,7 +82,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def _family(name: str) -> TopologyFamily:
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
 
     if name not in BUILDERS:
         raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
@@ -104,7 +104,7 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
 
     for name, fam in BUILDERS.items():
         print(f"{name:18s} {fam.summary}")
@@ -208,7 +208,7 @@ BENCH_CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 def run_bench(args: argparse.Namespace) -> int:
-    from simulator.cluster.builders import BUILDERS
+    from simulator.cluster.families import BUILDERS
     from simulator.cluster.paths import build_route_table
 
     print(f"{'family':18s} {'GPUs':>5s} {'links':>6s} {'build_s':>8s} {'routes_s':>9s}"

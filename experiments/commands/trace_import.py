@@ -112,7 +112,7 @@ def _model(arg: str | None) -> ModelSpec | None:
 
 
 def run_import(args: argparse.Namespace) -> int:
-    from traces.importers.common import holds_counts, import_load_stats, import_trace
+    from traces.importers import holds_counts, import_load_stats, import_trace
     from traces.io import read_trace_meta
     from traces.load_stats import save_load_stats
 

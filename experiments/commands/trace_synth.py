@@ -7,7 +7,7 @@ import queue
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
@@ -175,21 +175,13 @@ def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[Routin
         t.join()
 
 
-def write_blocks(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **writer) -> int:
-    """Stream blocks into a native trace file atomically; returns the token count."""
-    from traces import TraceWriter
+def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw: Any) -> int:
+    """``traces.io.write_blocks`` to a path that may exist only with ``--overwrite``."""
+    from traces.io import write_blocks
 
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
-    it = iter(blocks)
-    first = next(it, None)
-    if first is None:
-        raise InputError(f"{out}: nothing to write (no tokens)")
-    with TraceWriter(out, first.meta, **writer) as w:
-        w.write(first)
-        for block in it:
-            w.write(block)
-    return w.num_tokens
+    return write_blocks(out, blocks, **kw)
 
 
 def run_synth(args: argparse.Namespace) -> int:
@@ -219,7 +211,7 @@ def run_synth(args: argparse.Namespace) -> int:
         _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)), args.tokens,
         f"trace synth {model.name}", "tok", weight=lambda b: b.num_tokens,
     )
-    n = write_blocks(
+    n = _write_new(
         args.out,
         blocks,
         args.overwrite,
@@ -248,13 +240,10 @@ def run_record(args: argparse.Namespace) -> int:
         gates=not args.no_gates,
         dp_ranks=args.dp_ranks,
     )
-    gates = not args.no_gates
     blocks = Feedback.from_args(args).iterate(
         blocks, None if args.max_tokens is None else args.max_tokens, "trace record", "tok",
         weight=lambda b: b.num_tokens,
     )
-    n = write_blocks(
-        args.out, blocks, args.overwrite, has_origin=args.dp_ranks is not None, has_gates=gates
-    )
+    n = _write_new(args.out, blocks, args.overwrite)  # columns as the recorder's blocks have
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0

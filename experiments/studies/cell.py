@@ -7,7 +7,6 @@ canonical JSON of what builds them), so cells that share them do not rebuild the
 
 from __future__ import annotations
 
-import dataclasses
 import functools
 import json
 from dataclasses import dataclass
@@ -86,17 +85,6 @@ def _file_trace(path: str) -> RoutingTrace:
     return read_trace(Path(path))
 
 
-def with_micro_batches(trace: RoutingTrace, micro_batch_tokens: int) -> RoutingTrace:
-    """The trace cut into consecutive micro-batches of ``micro_batch_tokens`` (its step ids).
-
-    ``0`` keeps the trace's recorded steps; a trace without steps is then one micro-batch.
-    """
-    if micro_batch_tokens <= 0:
-        return trace
-    step = (np.arange(trace.num_tokens) // micro_batch_tokens).astype(np.int32)
-    return dataclasses.replace(trace, step=step)
-
-
 def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
                    ) -> tuple[np.ndarray, np.ndarray | None, RoutingTrace, str]:
     """(activation p[l, i] to place with, per origin GPU a[l, i, g] when fitted on tokens,
@@ -128,8 +116,8 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
         activation, per_origin, _ = origin_activation([fit], num_gpus)
         src = "the synthetic trace" if t["source"] == "synthetic" else Path(t["source"]).name
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
-    # synthetic traces are generated as one step, so 0 replays them as one micro-batch
-    return activation, per_origin, with_micro_batches(replay, t["micro_batch_tokens"]), fit_desc
+    # a synthetic replay is one step: one micro-batch unless sim.microbatch_tokens re-cuts it
+    return activation, per_origin, replay, fit_desc
 
 
 def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
@@ -153,13 +141,13 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     cluster = routes.cluster
     activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
     placer = config["placer"]
+    sim_config = split_sim_options(config["sim"])
     problem = build_problem(
         routes, model, activation, origin_activation=per_origin,
         num_redundant=placer_redundant(placer, model, cluster.num_gpus),
-        balance_eps=placer.get("balance_eps"),
+        balance_eps=placer.get("balance_eps"), traffic=sim_config.traffic,
     )
     options = solver_options(config["placer"], config["seed"])
-    sim_config = split_sim_options(config["sim"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
     row = summary_row(ev)
     row.pop("strategy")

@@ -3,7 +3,7 @@
 The paper evaluates DeepSeekMoE-16B and DeepSeek-R1 on FatTree, Dragonfly and a sparse
 variant of each, placing experts with round-robin, greedy, its ILP and its load-aware ILP.
 This project adds its own placers as extra rows.  Topology families and placers are looked up
-by name in ``simulator.cluster.builders.BUILDERS`` and ``placement.STRATEGIES``; entries this build
+by name in ``simulator.cluster.families.BUILDERS`` and ``placement.STRATEGIES``; entries this build
 does not have (or whose parameters its builder rejects) are left out and listed in
 ``Study.skipped`` with the reason, never silently.
 
@@ -29,7 +29,7 @@ from typing import Any
 
 from experiments.studies.spec import Study, build_cluster, build_study
 from placement import STRATEGIES
-from simulator.cluster.builders import BUILDERS
+from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
@@ -104,8 +104,7 @@ def paper_study(
     n = tokens if tokens is not None else (256 if quick else 4096)
     if n < 1:
         raise InputError(f"--tokens must be >= 1, got {n}")
-    trace_cfg: dict[str, Any] = {"fit_tokens": n, "replay_tokens": n, "micro_batch_tokens":
-                                 max(1, n // 2), "seq_len": 1}
+    trace_cfg: dict[str, Any] = {"fit_tokens": n, "replay_tokens": n, "seq_len": 1}
     models: list[tuple[str, dict[str, Any], int]] = []  # (name, model table, experts)
     if trace is not None:
         if not Path(trace).is_file():
@@ -123,8 +122,7 @@ def paper_study(
                     f"--trace {trace}: has {have} tokens, --tokens {n} needs {need}"
                 )
             n = have if fit_trace else have // 2
-            trace_cfg.update(fit_tokens=max(n, 1), replay_tokens=max(n, 1),
-                             micro_batch_tokens=max(1, n // 2))
+            trace_cfg.update(fit_tokens=max(n, 1), replay_tokens=max(n, 1))
         trace_cfg["source"] = str(Path(trace).resolve())
         models.append((meta.model.name, {}, meta.model.num_routed_experts))
     else:
@@ -160,7 +158,7 @@ def paper_study(
             if family not in BUILDERS:
                 skipped.append(
                     f"{label}: topology family {family!r} is not in"
-                    " simulator.cluster.builders.BUILDERS"
+                    " simulator.cluster.families.BUILDERS"
                     f" (this build has: {', '.join(sorted(BUILDERS))})"
                 )
                 continue
@@ -203,6 +201,7 @@ def paper_study(
         },
         "placer": placers[0],
         "trace": trace_cfg,
+        "sim": {"microbatch_tokens": max(1, n // 2)},
         "axes": {"model, topology": combos, "placer": placers},
     }
     return build_study(raw, where="paper study", skipped=tuple(skipped))

@@ -19,7 +19,7 @@ Base sections (every key optional unless said otherwise)::
     [trace]    source = "synthetic" | path of a native trace file
                fit_source = "" (fit on the source's first fit_tokens, replay the next
                replay_tokens) | path of a native trace | path of SGLang load statistics (.json)
-               fit_tokens, replay_tokens, micro_batch_tokens (0: the trace's own steps),
+               fit_tokens, replay_tokens,
                seq_len, zipf_exponent (synthetic only)
     [sim]      SimConfig and TrafficConfig fields (flat)
 """
@@ -39,7 +39,8 @@ from pathlib import Path
 from typing import Any
 
 from placement import STRATEGIES, SolverOptions
-from simulator.cluster.builders import BUILDERS, LinkDefaults
+from simulator.cluster.builders import LinkDefaults
+from simulator.cluster.families import BUILDERS
 from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
@@ -55,7 +56,6 @@ TRACE_DEFAULTS: dict[str, Any] = {
     "fit_source": "",
     "fit_tokens": 2048,
     "replay_tokens": 2048,
-    "micro_batch_tokens": 0,
     "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
     "zipf_exponent": 0.9,
 }
@@ -335,7 +335,6 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
 
     for key in ("fit_tokens", "replay_tokens"):
         _expect_int(trace[key], f"{where}: trace.{key}", 1)
-    _expect_int(trace["micro_batch_tokens"], f"{where}: trace.micro_batch_tokens", 0)
     _expect_int(trace["seq_len"], f"{where}: trace.seq_len", 1)
     z = trace["zipf_exponent"]
     if not isinstance(z, int | float) or isinstance(z, bool) or not 0 <= z < 1e6:
@@ -427,7 +426,24 @@ def _set(d: dict[str, Any], path: str, value: Any, where: str) -> None:
     cur[parts[-1]] = copy.deepcopy(value)
 
 
+# Study keys that were renamed: the old path gives a one-line error naming the new one.
+RENAMED_KEYS = {"trace.micro_batch_tokens": "sim.microbatch_tokens"}
+
+
+def _check_renamed(raw: dict[str, Any], where: str) -> None:
+    axes = raw.get("axes")
+    axis_paths = [p.strip() for k in axes for p in str(k).split(",")] \
+        if isinstance(axes, dict) else []
+    for old, new in RENAMED_KEYS.items():
+        section, key = old.split(".")
+        table = raw.get(section)
+        if (isinstance(table, dict) and key in table) or old in axis_paths:
+            raise InputError(f"{where}: {old} was renamed {new} (leave it out for the trace's"
+                             " own steps)")
+
+
 def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
+    _check_renamed(raw, where)
     base = copy.deepcopy(DEFAULT_BASE)
     for key, value in raw.items():
         if key == "axes":

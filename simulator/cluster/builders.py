@@ -31,12 +31,11 @@ pairs therefore get farther apart and the remaining links carry more (oversubscr
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
-from dataclasses import MISSING, dataclass, field, fields, replace
-from typing import Any
+from dataclasses import dataclass, field, fields
 
 from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
+from traces.infra.hashing import fnv1a_64_text
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,13 +124,6 @@ class _Fabric:
         return ClusterSpec(name, tuple(self.nodes), tuple(self.links.values()), description)
 
 
-def _fnv(*parts: object) -> int:
-    h = 1469598103934665603
-    for byte in "\x1f".join(map(str, parts)).encode():
-        h = ((h ^ byte) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
-
-
 def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[int, int]:
     """Remove ``round(sparsity x candidates)`` links of ``tiers``, keeping the fabric connected.
 
@@ -141,7 +133,7 @@ def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[in
 
     cands = sorted(
         (lk for lk in fab.links.values() if lk.tier in tiers),
-        key=lambda lk: (_fnv(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),
+        key=lambda lk: (fnv1a_64_text(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),
     )
     target = round(sparsity * len(cands))
     g = nx.Graph()
@@ -452,151 +444,3 @@ def build_rail_optimized(
         f" of {servers_per_group}, {rails} rails, {num_spines} spines, oversubscription"
         f" {oversubscription:g}:1",
     )
-
-
-# --- calling builders by name ---------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class BuilderParam:
-    """One parameter of a topology family: name, type, default (``None``: derived) and help."""
-
-    name: str
-    type: type
-    default: Any
-    help: str
-
-
-_LINK_PARAMS = tuple(
-    BuilderParam(f.name, int if f.type in ("int", int) else float, f.default, f.metadata["help"])
-    for f in fields(LinkDefaults)
-    if f.default is not MISSING
-)
-
-
-@dataclass(frozen=True)
-class TopologyFamily:
-    """A builder callable by name with keyword parameters: ``family(**params)``.
-
-    Parameters are the family's shape parameters plus the :class:`LinkDefaults` fields it uses;
-    unknown names and values of the wrong type raise :class:`InputError`.  String values (from
-    the command line) are converted to the parameter's type.
-    """
-
-    name: str
-    build: Callable[..., ClusterSpec]
-    summary: str
-    shape: tuple[BuilderParam, ...]
-    excluded_link_params: tuple[str, ...] = ()
-
-    @property
-    def params(self) -> tuple[BuilderParam, ...]:
-        return self.shape + tuple(
-            p for p in _LINK_PARAMS if p.name not in self.excluded_link_params
-        )
-
-    def __call__(self, defaults: LinkDefaults | None = None, **params: Any) -> ClusterSpec:
-        """Build with ``params``; link parameters override ``defaults`` (if given) field by
-        field."""
-        if defaults is not None and not isinstance(defaults, LinkDefaults):
-            raise InputError(f"{self.name}: defaults must be a LinkDefaults, got {defaults!r}")
-        known = {p.name: p for p in self.params}
-        unknown = sorted(set(params) - set(known))
-        if unknown:
-            raise InputError(
-                f"{self.name}: unknown parameter(s) {unknown}; valid: {sorted(known)}"
-            )
-        values = {name: _coerce(self.name, known[name], v) for name, v in params.items()}
-        link_names = {p.name for p in _LINK_PARAMS}
-        link = {k: v for k, v in values.items() if k in link_names}
-        shape = {k: v for k, v in values.items() if k not in link_names}
-        try:
-            defaults = replace(defaults, **link) if defaults else LinkDefaults(**link)
-        except InputError as exc:
-            raise InputError(f"{self.name}: {exc}") from None
-        return self.build(**shape, defaults=defaults)
-
-
-def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
-    where = f"{family}: parameter {p.name}"
-    if value is None and p.default is None:
-        return None
-    if isinstance(value, str):
-        text = value.strip()
-        try:
-            value = int(text) if p.type is int else float(text)
-        except ValueError:
-            raise InputError(f"{where}: expected {p.type.__name__}, got {text!r}") from None
-    if isinstance(value, bool):
-        raise InputError(f"{where}: expected {p.type.__name__}, got {value!r}")
-    if p.type is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise InputError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if not isinstance(value, int | float):
-        raise InputError(f"{where}: expected a number, got {value!r}")
-    return float(value)
-
-
-def _p(name: str, type_: type, default: Any, help_: str) -> BuilderParam:
-    return BuilderParam(name, type_, default, help_)
-
-
-_K = _p("k", int, 4, "Switch radix: k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2 cores.")
-_FT_SERVERS = _p("num_servers", int, None, "Servers, filling host slots in order (default: all).")
-_SPARSITY = _p("sparsity", float, 0.5, "Fraction of candidate links removed, in [0, 1).")
-_SEED = _p("seed", int, 0, "Seed of the removal order (deterministic hash).")
-_DF = (
-    _p("routers_per_group", int, 4, "Routers per group (a), fully connected."),
-    _p("servers_per_router", int, 2, "Servers per router (p)."),
-    _p("global_links_per_router", int, 2, "Global links per router (h)."),
-    _p("num_groups", int, None, "Groups, 1..a*h+1 (default: a*h+1, one link per group pair)."),
-)
-_OVERSUB = _p("oversubscription", float, 1.0, "Server-facing : spine-facing capacity ratio.")
-_SPINES = _p("num_spines", int, 4, "Spine switches.")
-
-BUILDERS: dict[str, TopologyFamily] = {
-    f.name: f
-    for f in (
-        TopologyFamily(
-            "fat-tree", build_fat_tree, "k-ary fat tree (non-blocking), partially populated"
-            " when fewer servers are asked", (_K, _FT_SERVERS),
-        ),
-        TopologyFamily(
-            "fat-tree-sparse", build_fat_tree_sparse,
-            "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
-            (_K, _FT_SERVERS, _SPARSITY, _SEED),
-        ),
-        TopologyFamily(
-            "dragonfly", build_dragonfly,
-            "groups of fully connected routers joined by global links (absolute arrangement)",
-            _DF,
-        ),
-        TopologyFamily(
-            "dragonfly-sparse", build_dragonfly_sparse,
-            "dragonfly with a fraction of its global links removed", _DF + (_SPARSITY, _SEED),
-        ),
-        TopologyFamily(
-            "leaf-spine", build_leaf_spine, "two-tier leaf-spine with an oversubscription ratio",
-            (
-                _p("num_servers", int, 16, "Servers."),
-                _p("servers_per_leaf", int, 4, "Servers per leaf switch."),
-                _SPINES,
-                _OVERSUB,
-            ),
-        ),
-        TopologyFamily(
-            "rail-optimized", build_rail_optimized,
-            "GPU i of every server on rail switch i, rails joined by spines",
-            (
-                _p("num_servers", int, 8, "Servers."),
-                _p("servers_per_group", int, 4, "Servers per group (scalable unit) of rails."),
-                _SPINES,
-                _OVERSUB,
-            ),
-            excluded_link_params=("nics_per_server",),
-        ),
-    )
-}

@@ -18,6 +18,7 @@ import numpy as np
 
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
+from traces.infra.hashing import fnv1a_64
 
 _HOP_EPS = 1e-6  # tie-break among equal-weight paths by link count
 
@@ -166,10 +167,7 @@ class RouteTable:
 
 
 def _stable_hash(*xs: int) -> int:
-    h = 1469598103934665603
-    for x in xs:
-        h = ((h ^ (x & 0xFFFFFFFF)) * 1099511628211) & 0xFFFFFFFFFFFFFFFF
-    return h
+    return fnv1a_64(x & 0xFFFFFFFF for x in xs)
 
 
 def _network(cluster: ClusterSpec) -> nx.Graph:

@@ -1,4 +1,8 @@
-"""The import formats and what each reads (no imports: the command line lists them in --help)."""
+"""The import and export formats and what each reads or writes.
+
+Plain tables without imports, so that the command line lists them in ``--help`` without
+loading pyarrow or an importer.
+"""
 
 # Formats whose input is routing per token (a trace), and what each reads.
 TRACE_FORMATS = {

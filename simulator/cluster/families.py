@@ -1,0 +1,176 @@
+"""Topology families by name: ``BUILDERS[name](**params)`` with typed, checked parameters.
+
+Each family wraps a builder of :mod:`simulator.cluster.builders`; its shape parameters' defaults
+are the builder's own, its link parameters the :class:`LinkDefaults` fields.  The CLI
+(``topology list|show|build``) and study files call builders through this table.
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Callable
+from dataclasses import MISSING, dataclass, fields, replace
+from typing import Any
+
+from simulator.cluster.builders import (
+    LinkDefaults,
+    build_dragonfly,
+    build_dragonfly_sparse,
+    build_fat_tree,
+    build_fat_tree_sparse,
+    build_leaf_spine,
+    build_rail_optimized,
+)
+from simulator.cluster.topology import ClusterSpec
+from traces.infra.errors import InputError
+
+
+@dataclass(frozen=True, slots=True)
+class BuilderParam:
+    """One parameter of a topology family: name, type, default (``None``: derived) and help.
+
+    A shape parameter's default is the builder function's own (read from its signature), so
+    it is written once.
+    """
+
+    name: str
+    type: type
+    default: Any
+    help: str
+
+
+_LINK_PARAMS = tuple(
+    BuilderParam(f.name, int if f.type in ("int", int) else float, f.default, f.metadata["help"])
+    for f in fields(LinkDefaults)
+    if f.default is not MISSING
+)
+
+
+@dataclass(frozen=True)
+class TopologyFamily:
+    """A builder callable by name with keyword parameters: ``family(**params)``.
+
+    Parameters are the family's shape parameters plus the :class:`LinkDefaults` fields it uses;
+    unknown names and values of the wrong type raise :class:`InputError`.  String values (from
+    the command line) are converted to the parameter's type.
+    """
+
+    name: str
+    build: Callable[..., ClusterSpec]
+    summary: str
+    shape_help: tuple[tuple[str, type, str], ...]  # (name, type, help) of shape parameters
+    excluded_link_params: tuple[str, ...] = ()
+
+    @property
+    def shape(self) -> tuple[BuilderParam, ...]:
+        """The shape parameters, with the builder's defaults."""
+        sig = inspect.signature(self.build).parameters
+        return tuple(BuilderParam(n, t, sig[n].default, h) for n, t, h in self.shape_help)
+
+    @property
+    def params(self) -> tuple[BuilderParam, ...]:
+        return self.shape + tuple(
+            p for p in _LINK_PARAMS if p.name not in self.excluded_link_params
+        )
+
+    def __call__(self, defaults: LinkDefaults | None = None, **params: Any) -> ClusterSpec:
+        """Build with ``params``; link parameters override ``defaults`` (if given) field by
+        field."""
+        if defaults is not None and not isinstance(defaults, LinkDefaults):
+            raise InputError(f"{self.name}: defaults must be a LinkDefaults, got {defaults!r}")
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise InputError(
+                f"{self.name}: unknown parameter(s) {unknown}; valid: {sorted(known)}"
+            )
+        values = {name: _coerce(self.name, known[name], v) for name, v in params.items()}
+        link_names = {p.name for p in _LINK_PARAMS}
+        link = {k: v for k, v in values.items() if k in link_names}
+        shape = {k: v for k, v in values.items() if k not in link_names}
+        try:
+            defaults = replace(defaults, **link) if defaults else LinkDefaults(**link)
+        except InputError as exc:
+            raise InputError(f"{self.name}: {exc}") from None
+        return self.build(**shape, defaults=defaults)
+
+
+def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
+    where = f"{family}: parameter {p.name}"
+    if value is None and p.default is None:
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        try:
+            value = int(text) if p.type is int else float(text)
+        except ValueError:
+            raise InputError(f"{where}: expected {p.type.__name__}, got {text!r}") from None
+    if isinstance(value, bool):
+        raise InputError(f"{where}: expected {p.type.__name__}, got {value!r}")
+    if p.type is int:
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
+        if not isinstance(value, int):
+            raise InputError(f"{where}: expected an integer, got {value!r}")
+        return value
+    if not isinstance(value, int | float):
+        raise InputError(f"{where}: expected a number, got {value!r}")
+    return float(value)
+
+
+_K = ("k", int, "Switch radix: k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2 cores.")
+_FT_SERVERS = ("num_servers", int, "Servers, filling host slots in order (default: all).")
+_SPARSITY = ("sparsity", float, "Fraction of candidate links removed, in [0, 1).")
+_SEED = ("seed", int, "Seed of the removal order (deterministic hash).")
+_DF = (
+    ("routers_per_group", int, "Routers per group (a), fully connected."),
+    ("servers_per_router", int, "Servers per router (p)."),
+    ("global_links_per_router", int, "Global links per router (h)."),
+    ("num_groups", int, "Groups, 1..a*h+1 (default: a*h+1, one link per group pair)."),
+)
+_OVERSUB = ("oversubscription", float, "Server-facing : spine-facing capacity ratio.")
+_SPINES = ("num_spines", int, "Spine switches.")
+
+BUILDERS: dict[str, TopologyFamily] = {
+    f.name: f
+    for f in (
+        TopologyFamily(
+            "fat-tree", build_fat_tree, "k-ary fat tree (non-blocking), partially populated"
+            " when fewer servers are asked", (_K, _FT_SERVERS),
+        ),
+        TopologyFamily(
+            "fat-tree-sparse", build_fat_tree_sparse,
+            "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
+            (_K, _FT_SERVERS, _SPARSITY, _SEED),
+        ),
+        TopologyFamily(
+            "dragonfly", build_dragonfly,
+            "groups of fully connected routers joined by global links (absolute arrangement)",
+            _DF,
+        ),
+        TopologyFamily(
+            "dragonfly-sparse", build_dragonfly_sparse,
+            "dragonfly with a fraction of its global links removed", _DF + (_SPARSITY, _SEED),
+        ),
+        TopologyFamily(
+            "leaf-spine", build_leaf_spine, "two-tier leaf-spine with an oversubscription ratio",
+            (
+                ("num_servers", int, "Servers."),
+                ("servers_per_leaf", int, "Servers per leaf switch."),
+                _SPINES,
+                _OVERSUB,
+            ),
+        ),
+        TopologyFamily(
+            "rail-optimized", build_rail_optimized,
+            "GPU i of every server on rail switch i, rails joined by spines",
+            (
+                ("num_servers", int, "Servers."),
+                ("servers_per_group", int, "Servers per group (scalable unit) of rails."),
+                _SPINES,
+                _OVERSUB,
+            ),
+            excluded_link_params=("nics_per_server",),
+        ),
+    )
+}
