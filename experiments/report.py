@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 import html
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -167,17 +168,15 @@ def _topology_load_figure(
     return fig, str(best["placer"])
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
+Save = Callable[[str, Any, str], None]  # (file name, figure, caption)
+
+
+def _load_run(run_dir: Path) -> tuple[dict[str, Any], list[str], pd.DataFrame, pd.DataFrame]:
+    """The run's record, varied axes, results (with setup labels) and per-setup summary."""
     import json
 
-    import matplotlib.pyplot as plt
-
-    from experiments import plots
-    from experiments.outputs import atomic_write_text, save_figure
     from traces.infra.errors import InputError
 
-    run_dir = Path(run_dir)
     results_path = run_dir / "results.parquet"
     if not results_path.is_file() or not (run_dir / "study.json").is_file():
         raise InputError(
@@ -188,13 +187,11 @@ def write_run_report(run_dir: Path) -> Path:
     axes = record.get("axes", [])
     results = pd.read_parquet(results_path)
     results = results.assign(setup=_setup_labels(results, axes))
-    summary = summarize_study(results, axes)
-    figures: list[tuple[str, str]] = []
+    return record, axes, results, summarize_study(results, axes)
 
-    def save(name: str, fig: object, caption: str) -> None:
-        save_figure(run_dir / name, fig)
-        plt.close(fig)  # type: ignore[arg-type]
-        figures.append((name, caption))
+
+def _summary_figures(summary: pd.DataFrame, save: Save) -> None:
+    from experiments import plots
 
     seeds_note = " (mean over seeds)" if summary["seeds"].max() > 1 else ""
     save("hops.png", plots.plot_metric_by_setup(
@@ -214,13 +211,17 @@ def write_run_report(run_dir: Path) -> Path:
         "Tail latency (simulated)" + seeds_note),
         "p99 of the per-token MoE latency summed over layers.")
 
+
+def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
+    """Per setup (the cells of the first seed, one per placer): links, latency, timeline,
+    utilisation over time and the load drawn on the topology."""
+    from experiments import plots
+
     links = pd.read_parquet(run_dir / "links.parquet")
     util_path = run_dir / "utilisation.parquet"
     util = pd.read_parquet(util_path) if util_path.is_file() else None
     tokens = pd.read_parquet(run_dir / "tokens.parquet")
     layers = pd.read_parquet(run_dir / "layers.parquet")
-    expert_load = pd.read_parquet(run_dir / "expert_load.parquet")
-    # per setup: the cells of the first seed (one per placer)
     first_seed = results["seed"].min()
     per_setup = results[results["seed"] == first_seed]
     setup_names = list(dict.fromkeys(per_setup["setup"]))
@@ -254,7 +255,13 @@ def write_run_report(run_dir: Path) -> Path:
             save(f"topology_load_{i}.png", fig,
                  f"{setup}: bytes per link drawn on the topology for {placer} (the placer with"
                  " the fewest hops per token); colour and width grow with load.")
-    # expert load: one heatmap per model (the first cell's fit)
+
+
+def _expert_load_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
+    """One heatmap per model (the first cell's fit)."""
+    from experiments import plots
+
+    expert_load = pd.read_parquet(run_dir / "expert_load.parquet")
     for j, (model, group) in enumerate(results.groupby("model", sort=False)):
         cell = group["cell"].iloc[0]
         ex = expert_load[expert_load["cell"] == cell]
@@ -266,6 +273,11 @@ def write_run_report(run_dir: Path) -> Path:
              f"{model}: activation of each expert per MoE layer in the fit traffic, experts"
              " sorted by load within the layer.")
 
+
+def _run_sections(
+    record: dict[str, Any], axes: list[str], results: pd.DataFrame, summary: pd.DataFrame,
+    figures: list[tuple[str, str]],
+) -> list[Section]:
     table = summary[[c for c in (*TABLE_COLUMNS, "seeds") if c in summary.columns]]
     pivot = None
     if "hops_per_token_reduction_pct" in summary:
@@ -291,6 +303,28 @@ def write_run_report(run_dir: Path) -> Path:
     ]
     if notes:
         sections.insert(1, Section("Not run in this build", notes))
-    page = render_report(f"moe-netsim: {record.get('name', 'study')}", sections)
+    return sections
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
+    import matplotlib.pyplot as plt
+
+    from experiments.outputs import atomic_write_text, save_figure
+
+    run_dir = Path(run_dir)
+    record, axes, results, summary = _load_run(run_dir)
+    figures: list[tuple[str, str]] = []
+
+    def save(name: str, fig: Any, caption: str) -> None:
+        save_figure(run_dir / name, fig)
+        plt.close(fig)
+        figures.append((name, caption))
+
+    _summary_figures(summary, save)
+    _setup_figures(run_dir, results, save)
+    _expert_load_figures(run_dir, results, save)
+    page = render_report(f"moe-netsim: {record.get('name', 'study')}",
+                         _run_sections(record, axes, results, summary, figures))
     atomic_write_text(run_dir / "report.html", page)
     return run_dir / "report.html"

@@ -18,6 +18,7 @@ from the optimal single-copy layout, so a time limit still returns a valid layou
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -35,54 +36,34 @@ from placement.spread import spread_items
 MAX_LOCATION_VARS = 2_000_000
 
 
-def solve_replicas(
-    problem: PlacementProblem,
-    options: SolverOptions,
-    name: str,
-    metric: str,
-    weights: np.ndarray,
-    per_origin: bool,
-) -> PlacementResult:
-    t0 = time.perf_counter()
-    L, E, R = problem.num_layers, problem.num_experts, problem.num_redundant
-    rt = problem.round_trip(metric)
-    unit_gpus, level = unit_partition(problem, rt)
-    U = len(unit_gpus)
-    rep = np.array([m[0] for m in unit_gpus])
-    member = np.zeros((problem.num_gpus, U))
-    for u, m in enumerate(unit_gpus):
-        member[m, u] = 1.0
-    if per_origin:
-        a = problem.origin_split().reshape(L * E, problem.num_gpus)
-    else:
-        a = weights.reshape(-1)[:, None] * problem.origins[None, :]
-    a_u = a @ member  # [LE, origin units]
-    c_u = rt[np.ix_(rep, rep)]  # [origin unit, unit]
-    base = a_u @ c_u  # [LE, U]: cost when the copy on u serves every origin
+def _candidates(weights: np.ndarray, L: int, E: int, R: int, U: int) -> tuple[int, np.ndarray]:
+    """Experts per layer that may get extra copies (the hottest), and the flat ids of all."""
     n_cand = E if L * E * U * U <= MAX_LOCATION_VARS else min(
         E, max(R, MAX_LOCATION_VARS // (L * U * U))
     )
     w = weights.reshape(L, E)
     cand_rank = np.argsort(np.argsort(-w, axis=1, kind="stable"), axis=1, kind="stable")
-    cand = np.flatnonzero((cand_rank < n_cand).reshape(-1))  # flat expert ids
+    return n_cand, np.flatnonzero((cand_rank < n_cand).reshape(-1))
+
+
+@dataclass(frozen=True, eq=False)
+class _Location:
+    """The facility-location model: y[LE, U] copy columns, z[candidate, ou, u] share columns."""
+
+    model: Model
+    y_col: np.ndarray
+    z_col: np.ndarray
+
+
+def _location_model(
+    problem: PlacementProblem, a_u: np.ndarray, c_u: np.ndarray, cand: np.ndarray,
+    unit_gpus: list[np.ndarray],
+) -> _Location:
+    L, E, R = problem.num_layers, problem.num_experts, problem.num_redundant
+    U, nc = len(unit_gpus), len(cand)
     is_cand = np.zeros(L * E, dtype=bool)
     is_cand[cand] = True
-    nc = len(cand)
-
-    # Warm start: the optimal single-copy layout (the TU model), mapped to units.
-    single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
-                                                                   per_origin), rt=rt)
-    info: dict[str, object] = {
-        "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
-        "single_copy_objective": single.objective,
-    }
-    if not single.is_ok or single.layout is None:
-        assert single.solver is not None  # the assignment model always reports its solve
-        return failed(name, problem, options, single.solver, t0, info)
-    gpu_unit = member.argmax(axis=1)
-    y0 = np.zeros((L * E, U))
-    y0[np.arange(L * E), gpu_unit[single.layout.primary.reshape(-1)]] = 1.0
-
+    base = a_u @ c_u  # [LE, U]: cost when the copy on u serves every origin
     model = Model()
     y_first = model.add_cols(np.where(is_cand[:, None], 0.0, base).reshape(-1), 0.0, 1.0, True)
     y_col = (y_first + np.arange(L * E * U)).reshape(L * E, U)
@@ -108,23 +89,31 @@ def solve_replicas(
     model.add_entries(rows, z_col.reshape(-1), 1.0)
     y_of_z = np.broadcast_to(y_col[cand][:, None, :], (nc, U, U))
     model.add_entries(rows, y_of_z.reshape(-1), -1.0)
-    start = np.zeros(model.num_col)
-    start[y_col.reshape(-1)] = y0.reshape(-1)
-    start[z_col.reshape(-1)] = np.broadcast_to(y0[cand][:, None, :], (nc, U, U)).reshape(-1)
-    info["columns"] = model.num_col
-    info["rows"] = model.num_row
-    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-    sol = run_highs(model, options, integer=True, start=start, time_limit_s=left)
-    if sol.x is None or not sol.status.has_layout:
-        return failed(name, problem, options, sol.outcome, t0, info)
-    y = np.round(sol.x[y_col]).astype(bool)  # [LE, U]
-    z = np.clip(sol.x[z_col], 0.0, 1.0)  # [nc, ou, u]
+    return _Location(model, y_col, z_col)
+
+
+def _start(loc: _Location, y0: np.ndarray, cand: np.ndarray) -> np.ndarray:
+    """The single-copy layout ``y0`` [LE, U] as a MIP start (every origin to its one copy)."""
+    nc, U = len(cand), y0.shape[1]
+    start = np.zeros(loc.model.num_col)
+    start[loc.y_col.reshape(-1)] = y0.reshape(-1)
+    start[loc.z_col.reshape(-1)] = np.broadcast_to(y0[cand][:, None, :], (nc, U, U)).reshape(-1)
+    return start
+
+
+def _layout(
+    problem: PlacementProblem, loc: _Location, x: np.ndarray, a_u: np.ndarray,
+    cand: np.ndarray, unit_gpus: list[np.ndarray],
+) -> ExpertLayout:
+    """Copies from y, each copy's share of tokens from z; GPUs within units; busiest first."""
+    L, E = problem.num_layers, problem.num_experts
+    y = np.round(x[loc.y_col]).astype(bool)  # [LE, U]
+    z = np.clip(x[loc.z_col], 0.0, 1.0)  # [nc, ou, u]
     share = np.where(y, a_u.sum(axis=1, keepdims=True), 0.0)
     share[cand] = np.einsum("co,cou->cu", a_u[cand], z)
     le_i, u_i = np.nonzero(y)
-    item_layer = le_i // E
     item_weight = share[le_i, u_i]
-    gpus = spread_items(problem, item_layer, item_weight, u_i, unit_gpus)
+    gpus = spread_items(problem, le_i // E, item_weight, u_i, unit_gpus)
     copies = np.bincount(le_i, minlength=L * E)
     out = np.full((L * E, int(copies.max())), -1, dtype=np.int64)
     order = np.lexsort((-item_weight, le_i))  # per expert, the busiest copy first
@@ -132,8 +121,55 @@ def solve_replicas(
     first_of = np.concatenate([[0], np.cumsum(copies)[:-1]])
     rank[order] = np.arange(len(order)) - first_of[le_i[order]]
     out[le_i, rank] = gpus
-    layout = ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
-    info["replicas_used"] = int(len(le_i) - L * E)
+    return ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
+
+
+def solve_replicas(
+    problem: PlacementProblem,
+    options: SolverOptions,
+    name: str,
+    metric: str,
+    weights: np.ndarray,
+    per_origin: bool,
+) -> PlacementResult:
+    """The replica MIP, warm-started from the optimal single-copy layout."""
+    t0 = time.perf_counter()
+    L, E, R = problem.num_layers, problem.num_experts, problem.num_redundant
+    rt = problem.round_trip(metric)
+    unit_gpus, level = unit_partition(problem, rt)
+    U = len(unit_gpus)
+    rep = np.array([m[0] for m in unit_gpus])
+    member = np.zeros((problem.num_gpus, U))
+    for u, m in enumerate(unit_gpus):
+        member[m, u] = 1.0
+    if per_origin:
+        a = problem.origin_split().reshape(L * E, problem.num_gpus)
+    else:
+        a = weights.reshape(-1)[:, None] * problem.origins[None, :]
+    a_u = a @ member  # [LE, origin units]
+    c_u = rt[np.ix_(rep, rep)]  # [origin unit, unit]
+    n_cand, cand = _candidates(weights, L, E, R, U)
+    single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
+                                                                   per_origin), rt=rt)
+    info: dict[str, object] = {
+        "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
+        "single_copy_objective": single.objective,
+    }
+    if not single.is_ok or single.layout is None:
+        assert single.solver is not None  # the assignment model always reports its solve
+        return failed(name, problem, options, single.solver, t0, info)
+    y0 = np.zeros((L * E, U))
+    y0[np.arange(L * E), member.argmax(axis=1)[single.layout.primary.reshape(-1)]] = 1.0
+    loc = _location_model(problem, a_u, c_u, cand, unit_gpus)
+    info["columns"] = loc.model.num_col
+    info["rows"] = loc.model.num_row
+    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+    sol = run_highs(loc.model, options, integer=True, start=_start(loc, y0, cand),
+                    time_limit_s=left)
+    if sol.x is None or not sol.status.has_layout:
+        return failed(name, problem, options, sol.outcome, t0, info)
+    layout = _layout(problem, loc, sol.x, a_u, cand, unit_gpus)
+    info["replicas_used"] = int((layout.expert_gpus >= 0).sum() - L * E)
     msg = (
         f"replica MIP (facility location), HiGHS {sol.outcome.solver_status}"
         + ("" if n_cand == E else f"; extra copies only for the {n_cand} hottest experts/layer")

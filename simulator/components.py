@@ -56,24 +56,26 @@ class BusyLog:
 class LinkDirection:
     """One direction of a full-duplex link, with its byte and time counters.
 
-    ``busy_from`` is the start of the current busy period, which ends at ``free_at``; a
+    ``busy_from_s`` is the start of the current busy period, which ends at ``free_at_s``; a
     period is written to the log when a later chunk finds the link idle (and by :meth:`flush`).
     """
 
     __slots__ = (
-        "env", "index", "bandwidth", "latency", "free_at", "busy_from", "nbytes", "busy_s",
+        "env", "index", "bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_from_s", "nbytes",
+        "busy_s",
         "chunks", "queue_sum_s", "queue_max_s", "log",
     )
 
     def __init__(
-        self, env: simpy.Environment, index: int, bandwidth: float, latency: float, log: BusyLog
+        self, env: simpy.Environment, index: int, bandwidth_bytes_per_s: float, latency_s: float,
+        log: BusyLog,
     ) -> None:
         self.env = env
         self.index = index
-        self.bandwidth = bandwidth
-        self.latency = latency
-        self.free_at = 0.0
-        self.busy_from = -1.0  # no busy period yet
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
+        self.latency_s = latency_s
+        self.free_at_s = 0.0
+        self.busy_from_s = -1.0  # no busy period yet
         self.nbytes = 0
         self.busy_s = 0.0
         self.chunks = 0
@@ -82,17 +84,17 @@ class LinkDirection:
         self.log = log
 
     def _idle_until(self, t: float) -> None:
-        """The link was idle from ``free_at`` to ``t`` (> free_at): close the busy period."""
-        if self.busy_from >= 0.0:
+        """The link was idle from ``free_at_s`` to ``t`` (> free_at_s): close the busy period."""
+        if self.busy_from_s >= 0.0:
             log = self.log
             log.link.append(self.index)
-            log.start.append(self.busy_from)
-            log.end.append(self.free_at)
-        self.busy_from = t
+            log.start.append(self.busy_from_s)
+            log.end.append(self.free_at_s)
+        self.busy_from_s = t
 
     def flush(self) -> None:
         """Write the open busy period to the log (after the run)."""
-        if self.busy_from >= 0.0:
+        if self.busy_from_s >= 0.0:
             self._idle_until(-1.0)
 
     def reserve_uniform(
@@ -106,18 +108,18 @@ class LinkDirection:
         is S - a + (j-1)(d - s)), the last starts at max(z, S + (n-1)d).  Returns the far-end
         train: (first arrival, spacing d, last arrival).
         """
-        bw = self.bandwidth
+        bw = self.bandwidth_bytes_per_s
         d = c / bw
         if n > 1 and s > d:
             return None
-        free = self.free_at
-        if a > free or self.busy_from < 0.0:  # idle: close the busy period (inlined)
-            if self.busy_from >= 0.0:
+        free = self.free_at_s
+        if a > free or self.busy_from_s < 0.0:  # idle: close the busy period (inlined)
+            if self.busy_from_s >= 0.0:
                 log = self.log
                 log.link.append(self.index)
-                log.start.append(self.busy_from)
+                log.start.append(self.busy_from_s)
                 log.end.append(free)
-            self.busy_from = a
+            self.busy_from_s = a
             start = a
         else:
             start = free
@@ -128,7 +130,7 @@ class LinkDirection:
             qsum = m * w1 + (d - s) * m * (m - 1) / 2
             qmax = w1 + (m - 1) * (d - s)
             if z > fin_prev:  # the last chunk finds the link idle
-                self.free_at = fin_prev
+                self.free_at_s = fin_prev
                 self._idle_until(z)
                 st_n = z
             else:
@@ -143,30 +145,30 @@ class LinkDirection:
             qsum = qmax = start - a
             first = -1.0
         fin = st_n + r / bw
-        self.free_at = fin
+        self.free_at_s = fin
         self.queue_sum_s += qsum
         if qmax > self.queue_max_s:
             self.queue_max_s = qmax
         self.nbytes += m * c + r
         self.busy_s += m * d + r / bw
         self.chunks += n
-        lat = self.latency
+        lat = self.latency_s
         return (first if m else fin) + lat, d, fin + lat
 
     def reserve(self, arrivals: list[float], sizes: list[int]) -> list[float]:
         """Serve one message's chunks chunk by chunk (arrival times non-decreasing, the first
         is now).  Returns the times the chunks reach the far end.
         """
-        bw = self.bandwidth
-        lat = self.latency
-        fin = self.free_at
+        bw = self.bandwidth_bytes_per_s
+        lat = self.latency_s
+        fin = self.free_at_s
         qsum = 0.0
         qmax = self.queue_max_s
         busy = 0.0
         out = []
         for a, s in zip(arrivals, sizes, strict=True):
-            if a > fin or self.busy_from < 0.0:
-                self.free_at = fin
+            if a > fin or self.busy_from_s < 0.0:
+                self.free_at_s = fin
                 self._idle_until(a)
                 st = a
             else:
@@ -179,7 +181,7 @@ class LinkDirection:
             busy += d
             fin = st + d
             out.append(fin + lat)
-        self.free_at = fin
+        self.free_at_s = fin
         self.queue_sum_s += qsum
         self.queue_max_s = qmax
         self.nbytes += sum(sizes)
@@ -191,19 +193,19 @@ class LinkDirection:
 class Gpu:
     """Expert compute on one GPU: FIFO, one batch of routes at a time."""
 
-    __slots__ = ("env", "free_at", "busy_s")
+    __slots__ = ("env", "free_at_s", "busy_s")
 
     def __init__(self, env: simpy.Environment) -> None:
         self.env = env
-        self.free_at = 0.0
+        self.free_at_s = 0.0
         self.busy_s = 0.0
 
     def compute(self, duration_s: float, on_done: Callable[[simpy.Event], None]) -> float:
         """Queue ``duration_s`` of work; ``on_done`` fires when it ends.  Returns its start."""
         now = self.env.now
-        start = now if now > self.free_at else self.free_at
-        self.free_at = start + duration_s
+        start = now if now > self.free_at_s else self.free_at_s
+        self.free_at_s = start + duration_s
         self.busy_s += duration_s
-        ev = self.env.timeout(self.free_at - now)
+        ev = self.env.timeout(self.free_at_s - now)
         ev.callbacks.append(on_done)
         return start

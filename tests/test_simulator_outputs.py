@@ -137,7 +137,7 @@ def test_theory_md1_link_waiting_time():
     equal messages is an M/D/1 queue; Pollaczek-Khinchine gives the mean wait
     W = rho * D / (2 * (1 - rho)).  At rho = 0.5: W = D / 2."""
     env = simpy.Environment()
-    link = LinkDirection(env, 0, bandwidth=1000.0, latency=0.0, log=BusyLog())
+    link = LinkDirection(env, 0, bandwidth_bytes_per_s=1000.0, latency_s=0.0, log=BusyLog())
     service = 1.0  # 1000 B at 1000 B/s
     rho = 0.5
     rng = np.random.default_rng(7)

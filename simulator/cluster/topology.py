@@ -123,6 +123,14 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     import networkx as nx
 
     where = f"cluster {cluster.name!r}"
+    names = _check_nodes(cluster, where)
+    _check_servers(cluster, where)
+    degree = _check_links(cluster, names, where)
+    _check_wiring(cluster, names, degree, where)
+
+
+def _check_nodes(cluster: ClusterSpec, where: str) -> dict[str, NodeSpec]:
+    """Node names, kinds and field types; the nodes by name."""
     names: dict[str, NodeSpec] = {}
     for i, n in enumerate(cluster.nodes):
         if not isinstance(n.name, str) or not n.name:
@@ -143,6 +151,11 @@ def validate_cluster(cluster: ClusterSpec) -> None:
                 " only GPUs sit inside servers"
             )
         names[n.name] = n
+    return names
+
+
+def _check_servers(cluster: ClusterSpec, where: str) -> None:
+    """Every GPU inside a known server, every server holding a GPU."""
     holds: dict[str, int] = {n.name: 0 for n in cluster.nodes if n.kind == "server"}
     for n in cluster.nodes:
         if n.kind == "gpu":
@@ -161,6 +174,10 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     for server, count in holds.items():
         if count == 0:
             raise InputError(f"{where}: server {server!r} holds no GPUs")
+
+
+def _check_links(cluster: ClusterSpec, names: dict[str, NodeSpec], where: str) -> dict[str, int]:
+    """Link ends, duplicates and numbers; the links per node."""
     seen: set[tuple[str, str]] = set()
     degree: dict[str, int] = dict.fromkeys(names, 0)
     for i, link in enumerate(cluster.links):
@@ -192,6 +209,13 @@ def validate_cluster(cluster: ClusterSpec) -> None:
             raise InputError(f"{where}: {label}: 'tier' must be a string")
         degree[link.a] += 1
         degree[link.b] += 1
+    return degree
+
+
+def _check_wiring(
+    cluster: ClusterSpec, names: dict[str, NodeSpec], degree: dict[str, int], where: str
+) -> None:
+    """GPUs linked to their server only, no idle switch, every GPU reachable."""
     nbrs: dict[str, list[str]] = {name: [] for name in names}
     for link in cluster.links:
         nbrs[link.a].append(link.b)
