@@ -77,6 +77,6 @@ def test_plot_functions_take_frames_and_return_figures():
 
 
 def test_report_of_something_that_is_not_a_run(tmp_path):
-    with pytest.raises(InputError, match="not a finished study or sweep run"):
+    with pytest.raises(InputError, match="not a finished run directory"):
         write_run_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2

@@ -87,6 +87,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--read-chunk-tokens", type=int, default=65_536,
         help="Tokens read from the trace file at a time (memory bound).",
     )
+    p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -193,6 +194,10 @@ def run(args: argparse.Namespace) -> int:
         runtime = time.perf_counter() - t0
         write_parquet(work / "summary.parquet", summary_frame(summary))
         write_json(work / "meta.json", {**meta, "runtime_s": runtime, "status": "complete"})
+        if not args.no_report:
+            from experiments.report_runs import write_simulate_report
+
+            write_simulate_report(work)
     keys = [k for k in ("tokens", "hops_per_token", "network_bytes", "bytes_intra_server",
                         "bytes_leaf", "bytes_spine", "makespan_s", "latency_p50_s",
                         "latency_p99_s", "dispatch_lower_bound_s", "combine_lower_bound_s")
@@ -200,5 +205,6 @@ def run(args: argparse.Namespace) -> int:
     for k in keys:
         print(f"{k:>24}: {summary[k]:.6g}")
     print(f"{'shared experts':>24}: {summary['shared_experts']}")
-    print(f"wrote {args.out}/ in {runtime:.1f} s")
+    tail = "" if args.no_report else f" (open {args.out}/report.html)"
+    print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

@@ -120,8 +120,6 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     NICs attach: the simulator and the placer rely on this); no switch without links; every GPU
     reachable from every other.
     """
-    import networkx as nx
-
     where = f"cluster {cluster.name!r}"
     names = _check_nodes(cluster, where)
     _check_servers(cluster, where)
@@ -216,6 +214,8 @@ def _check_wiring(
     cluster: ClusterSpec, names: dict[str, NodeSpec], degree: dict[str, int], where: str
 ) -> None:
     """GPUs linked to their server only, no idle switch, every GPU reachable."""
+    import networkx as nx
+
     nbrs: dict[str, list[str]] = {name: [] for name in names}
     for link in cluster.links:
         nbrs[link.a].append(link.b)
