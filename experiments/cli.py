@@ -6,10 +6,16 @@ ends as ONE line on stderr and a non-zero exit code, never a traceback:
 
 * bad arguments (argparse) and bad input (:class:`InputError`): ``moe-netsim: error: ...``,
   exit code 2;
-* an operating-system error (permission denied, disk full): exit code 1;
-* Ctrl-C: exit code 130;
+* an operating-system error about the user's paths (permission denied, disk full, read-only
+  file system): the same, naming the user's path (never a hidden temporary file), exit code 2;
+* Ctrl-C at any moment, start-up imports included: ``moe-netsim: interrupted``, exit code 130;
 * anything else is a bug: one line naming the exception, exit code 1; set
   ``MOE_NETSIM_TRACEBACK=1`` to see the traceback.
+
+Before a command runs, its path arguments are registered as inputs that no write may touch and
+its declared outputs are checked (:func:`experiments.outputs.claim_outputs`).  A closed standard
+output (``moe-netsim place ... | head -1``) is not an error: the rest of the output is dropped
+and the command still writes its files.
 """
 
 from __future__ import annotations
@@ -18,30 +24,54 @@ import argparse
 import os
 import sys
 from collections.abc import Sequence
-from typing import NoReturn
-
-from experiments.commands import demo, place, report, simulate, study, sweep, topology, trace
-from traces.infra.errors import InputError
-
-COMMANDS = [demo, trace, topology, place, simulate, study, sweep, report]
+from typing import Any, NoReturn, TextIO
 
 TRACEBACK_ENV = "MOE_NETSIM_TRACEBACK"
 
 
+class _HelpFormatter(argparse.HelpFormatter):
+    """``--help`` shows each option's default (unless it has none or is an off switch)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("%(default)" in text or default is None or default is False or default == []
+                or default == argparse.SUPPRESS or not action.option_strings):
+            return text
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{text} (default: {shown.replace('%', '%%')})"
+
+
 class _Parser(argparse.ArgumentParser):
-    """argparse, but a usage error is one line (what is wrong and where to look for help)."""
+    """argparse, but a usage error is one line (what is wrong and where to look for help), and
+    ``--help`` shows defaults (sub-parsers inherit both)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(2, f"moe-netsim: error: {message} (see: {self.prog} --help)\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from experiments.commands import (
+        demo,
+        place,
+        report,
+        simulate,
+        study,
+        sweep,
+        topology,
+        trace,
+    )
+
     parser = _Parser(
         prog="moe-netsim",
         description="Topology-aware MoE expert placement and trace-replay network simulation.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in COMMANDS:
+    for module in (demo, trace, topology, place, simulate, study, sweep, report):
         module.register(sub)
     return parser
 
@@ -66,23 +96,76 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
-    args = parser.parse_args(argv)
+def _silence_stdout() -> None:
+    """The reader of our standard output went away: send the rest to /dev/null."""
+    devnull = os.open(os.devnull, os.O_WRONLY)
     try:
-        return int(args.func(args) or 0)
-    except InputError as exc:
-        print(f"moe-netsim: error: {_one_line(str(exc))}", file=sys.stderr)
-        return 2
+        os.dup2(devnull, sys.__stdout__.fileno() if sys.__stdout__ else 1)
+    finally:
+        os.close(devnull)
+
+
+class _PipeSafeStdout:
+    """Standard output that turns a broken pipe into silence instead of an error."""
+
+    def __init__(self, inner: TextIO) -> None:
+        self.inner = inner
+
+    def write(self, text: str) -> int:
+        try:
+            return self.inner.write(text)
+        except BrokenPipeError:
+            _silence_stdout()
+            return len(text)
+
+    def flush(self) -> None:
+        try:
+            self.inner.flush()
+        except BrokenPipeError:
+            _silence_stdout()
+
+    def __getattr__(self, name: str) -> object:
+        return getattr(self.inner, name)
+
+
+def _os_error_line(exc: OSError) -> str:
+    where = f"{exc.filename}: " if exc.filename else ""
+    return f"moe-netsim: error: {where}{exc.strerror or _one_line(str(exc))}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    saved = sys.stdout
+    sys.stdout = _PipeSafeStdout(saved)  # type: ignore[assignment]
+    try:
+        return _run(argv)
     except KeyboardInterrupt:
         print("moe-netsim: interrupted", file=sys.stderr)
         return 130
+    finally:
+        sys.stdout.flush()
+        sys.stdout = saved
+
+
+def _run(argv: Sequence[str] | None) -> int:
+    # Imported here, not at the top, so that Ctrl-C during the imports is caught by main().
+    from experiments.outputs import claim_outputs, command_inputs
+    from traces.infra.errors import InputError
+    from traces.infra.protected import protecting
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        with protecting(command_inputs(parser, args)):
+            claim_outputs(args)
+            return int(args.func(args) or 0)
+    except InputError as exc:
+        print(f"moe-netsim: error: {_one_line(str(exc))}", file=sys.stderr)
+        return 2
     except OSError as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        where = f": {exc.filename}" if exc.filename else ""
-        print(f"moe-netsim: error: {exc.strerror or exc}{where}", file=sys.stderr)
-        return 1
+        print(_os_error_line(exc), file=sys.stderr)
+        return 2
     except Exception as exc:  # noqa: BLE001 - a bug; still one line unless asked for more
         if os.environ.get(TRACEBACK_ENV):
             raise

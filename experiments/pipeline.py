@@ -65,11 +65,10 @@ def origin_activation(
 
 def trace_activation(path: Path, num_gpus: int) -> tuple[ModelSpec, np.ndarray, np.ndarray, bool]:
     """Model, p[l, i], a[l, i, origin GPU] and whether origins were recorded, from a trace file."""
-    meta, _ = read_trace_meta(path)
-    try:
-        p, a, recorded = origin_activation(iter_trace(path), num_gpus)
-    except InputError:
-        raise InputError(f"{path}: the trace has no tokens") from None
+    meta, tokens = read_trace_meta(path)
+    if tokens == 0:  # any other problem of the file keeps its own message
+        raise InputError(f"{path}: the trace has no tokens to measure activation from")
+    p, a, recorded = origin_activation(iter_trace(path), num_gpus)
     return meta.model, p, a, recorded
 
 

@@ -89,8 +89,7 @@ def from_trtllm_yaml(
     extra = sorted(str(k) for k in keys if k not in set(layer_indices))
     if extra:
         raise InputError(f"{where}: initial_global_assignments layer {extra[0]} is not a MoE layer")
-    per = slots // num_gpus
-    hosts: list[list[list[int]]] = []
+    rows: list[np.ndarray] = []
     for layer in layer_indices:
         row = keys[layer]
         if not isinstance(row, list) or len(row) != slots:
@@ -101,17 +100,9 @@ def from_trtllm_yaml(
         arr = np.asarray(row, dtype=np.int64)
         if arr.min() < 0 or arr.max() >= num_experts:
             raise InputError(f"{where}: layer {layer}: experts outside 0..{num_experts - 1}")
-        layer_hosts: list[list[int]] = [[] for _ in range(num_experts)]
-        for j, e in enumerate(arr):
-            if j // per not in layer_hosts[e]:
-                layer_hosts[e].append(j // per)
-        lost = [e for e in range(num_experts) if not layer_hosts[e]]
-        if lost:
-            raise InputError(f"{where}: layer {layer}: expert {lost[0]} has no slot")
-        hosts.append(layer_hosts)
-    reps = max(len(g) for layer_hosts in hosts for g in layer_hosts)
-    out = np.full((len(layer_indices), num_experts, reps), -1, dtype=np.int64)
-    for li, layer_hosts in enumerate(hosts):
-        for e, gpus in enumerate(layer_hosts):
-            out[li, e, : len(gpus)] = gpus
-    return ExpertLayout(out, num_gpus)
+        rows.append(arr)
+    layout, lost = ExpertLayout.from_slots(rows, num_experts, num_gpus)
+    for layer, e in zip(layer_indices, lost, strict=True):
+        if e >= 0:
+            raise InputError(f"{where}: layer {layer}: expert {e} has no slot")
+    return layout

@@ -165,7 +165,7 @@ def from_sglang_map(
         raise InputError(
             f"{where}: 'physical_to_logical_map' needs rows for layers 0..{max(layer_indices)}"
         )
-    copies: list[list[list[int]]] = []
+    slot_rows: list[np.ndarray] = []
     for layer in layer_indices:
         row = rows[layer]
         if not isinstance(row, list) or not row or len(row) % num_gpus:
@@ -179,22 +179,12 @@ def from_sglang_map(
             raise InputError(f"{where}: row {layer} holds non-integers") from None
         if arr.min() < 0 or arr.max() >= num_experts:
             raise InputError(f"{where}: row {layer} names experts outside 0..{num_experts - 1}")
-        per = len(arr) // num_gpus
-        hosts: list[list[int]] = [[] for _ in range(num_experts)]
-        for p, e in enumerate(arr):
-            g = p // per
-            if g not in hosts[e]:
-                hosts[e].append(g)
-        missing = [e for e in range(num_experts) if not hosts[e]]
-        if missing:
-            raise InputError(f"{where}: row {layer}: expert {missing[0]} has no physical copy")
-        copies.append(hosts)
-    reps = max(len(gpus) for per_layer in copies for gpus in per_layer)
-    out = np.full((len(layer_indices), num_experts, reps), -1, dtype=np.int64)
-    for li, per_layer in enumerate(copies):
-        for e, gpus in enumerate(per_layer):
-            out[li, e, : len(gpus)] = gpus
-    return ExpertLayout(out, num_gpus)
+        slot_rows.append(arr)
+    layout, lost = ExpertLayout.from_slots(slot_rows, num_experts, num_gpus)
+    for layer, e in zip(layer_indices, lost, strict=True):
+        if e >= 0:
+            raise InputError(f"{where}: row {layer}: expert {e} has no physical copy")
+    return layout
 
 
 def _load_engine_layout(

@@ -252,6 +252,11 @@ def _validate_variant_inputs(p: PlacementProblem) -> None:
             raise InputError("placement: link bandwidths must be positive numbers")
     if p.num_redundant < 0:
         raise InputError(f"placement: num_redundant must be >= 0, got {p.num_redundant}")
+    if p.num_redundant > E * (g - 1):
+        raise InputError(
+            f"placement: {p.num_redundant} replicas per layer, but {E} experts on {g} GPUs hold"
+            f" at most {E * (g - 1)} (one copy of an expert per GPU); lower --replicas"
+        )
     if p.balance_eps is not None and not (np.isfinite(p.balance_eps) and p.balance_eps >= 0):
         raise InputError(f"placement: balance_eps must be >= 0, got {p.balance_eps}")
     if p.expert_groups < 1 or E % p.expert_groups:
@@ -274,6 +279,30 @@ class ExpertLayout:
     @classmethod
     def from_primary(cls, gpus: np.ndarray, num_gpus: int) -> ExpertLayout:
         return cls(np.asarray(gpus, dtype=np.int64)[:, :, None], num_gpus)
+
+    @classmethod
+    def from_slots(
+        cls, slot_experts: list[np.ndarray], num_experts: int, num_gpus: int
+    ) -> tuple[ExpertLayout, list[int]]:
+        """From the expert in every physical slot of each layer (slot j on GPU j // per, per =
+        slots / GPUs), copies in slot order without repeats per GPU; and for each layer the
+        first expert without a slot (-1: none), for the caller's message."""
+        hosts: list[list[list[int]]] = []
+        lost: list[int] = []
+        for arr in slot_experts:
+            per = len(arr) // num_gpus
+            layer: list[list[int]] = [[] for _ in range(num_experts)]
+            for j, e in enumerate(arr.tolist()):
+                if j // per not in layer[e]:
+                    layer[e].append(j // per)
+            lost.append(next((e for e in range(num_experts) if not layer[e]), -1))
+            hosts.append(layer)
+        reps = max((len(g) for layer in hosts for g in layer), default=1)
+        out = np.full((len(hosts), num_experts, reps), -1, dtype=np.int64)
+        for li, layer in enumerate(hosts):
+            for e, gpus in enumerate(layer):
+                out[li, e, : len(gpus)] = gpus
+        return cls(out, num_gpus), lost
 
     def to_frame(
         self, gpu_server: np.ndarray | None = None, layer_indices: tuple[int, ...] = ()

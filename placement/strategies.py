@@ -47,6 +47,31 @@ class _Strategies(Mapping[str, Strategy]):
 STRATEGIES: Mapping[str, Strategy] = _Strategies()
 
 
+# What each strategy honours besides the slots: a problem asking for more is refused, never
+# silently solved without it.
+SUPPORTS: dict[str, frozenset[str]] = {
+    **{name: frozenset() for name in ("contiguous", "round-robin", "random", "greedy",
+                                      "ilp-bottleneck")},
+    "eplb": frozenset({"replicas"}),
+    **{name: frozenset({"replicas", "balance"}) for name in ("ilp", "ilp-load", "ilp-origin",
+                                                             "ilp-bytes")},
+}
+
+
+def check_supported(problem: PlacementProblem, strategy: str) -> None:
+    """Refuse options the strategy would ignore (``--replicas``, ``--balance-eps``)."""
+    asked = {"replicas": problem.num_redundant > 0, "balance": problem.balance_eps is not None}
+    flags = {"replicas": "--replicas (placer.replicas)",
+             "balance": "--balance-eps (placer.balance_eps)"}
+    for what, given in asked.items():
+        if given and what not in SUPPORTS.get(strategy, frozenset()):
+            able = sorted(s for s, sup in SUPPORTS.items() if what in sup)
+            raise InputError(
+                f"placement: strategy {strategy} does not support {flags[what]}; drop it or use"
+                f" one of {', '.join(able)}"
+            )
+
+
 def solve_placement(
     problem: PlacementProblem, strategy: str = "ilp-load", options: SolverOptions | None = None
 ) -> PlacementResult:
@@ -57,6 +82,7 @@ def solve_placement(
         raise InputError(
             f"unknown placement strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}"
         ) from None
-    from placement.problem import SolverOptions
+    from placement.options import SolverOptions
 
+    check_supported(problem, strategy)
     return fn(problem, options or SolverOptions())

@@ -6,10 +6,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-import numpy as np
-
 from simulator.traffic import TrafficConfig
-from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
 
 
 @dataclass(frozen=True, slots=True)
@@ -17,43 +15,23 @@ class SimConfig:
     """Run knobs of the replay."""
 
     traffic: TrafficConfig = field(default_factory=TrafficConfig)
-    chunk_bytes: int = field(
-        default=1 << 20, metadata={"help": "Messages are cut into chunks of this size."}
-    )
-    inflight_microbatches: int = field(
-        default=2, metadata={"help": "Micro-batches in flight at once (overlap)."}
-    )
-    microbatch_tokens: int | None = field(
-        default=None,
-        metadata={"help": "Re-cut the stream into micro-batches of N tokens; default: blocks."},
-    )
-    gpu_flops_per_s: float = field(
-        default=400e12, metadata={"help": "Effective expert GEMM rate of one GPU."}
-    )
-    expert_time_per_route_s: float | None = field(
-        default=None,
-        metadata={"help": "Compute time per routed token per expert; default from FLOPs."},
-    )
-    utilisation_window_s: float | None = field(
-        default=None,
-        metadata={"help": "Window of the utilisation-over-time frame; default makespan/100."},
-    )
+    chunk_bytes: int = option(1 << 20, "Messages are cut into chunks of this size.", "bytes",
+                              1, 2**40)
+    inflight_microbatches: int = option(2, "Micro-batches in flight at once (overlap).",
+                                        "micro-batches", 1, 1_000_000)
+    microbatch_tokens: int | None = option(
+        None, "Re-cut the stream into micro-batches of N tokens; default: blocks.", "tokens",
+        1, 2**40)
+    gpu_flops_per_s: float = option(400e12, "Effective expert GEMM rate of one GPU.", "FLOP/s",
+                                    0, 1e21, low_open=True)
+    expert_time_per_route_s: float | None = option(
+        None, "Compute time per routed token per expert; default from FLOPs.", "s", 0, 1e6)
+    utilisation_window_s: float | None = option(
+        None, "Window of the utilisation-over-time frame; default makespan/100.", "s",
+        0, 1e9, low_open=True)
 
     def __post_init__(self) -> None:
-        if self.chunk_bytes < 1:
-            raise InputError("simulate: chunk_bytes must be >= 1")
-        if self.inflight_microbatches < 1:
-            raise InputError("simulate: inflight_microbatches must be >= 1")
-        if self.microbatch_tokens is not None and self.microbatch_tokens < 1:
-            raise InputError("simulate: microbatch_tokens must be >= 1")
-        if not (np.isfinite(self.gpu_flops_per_s) and self.gpu_flops_per_s > 0):
-            raise InputError("simulate: gpu_flops_per_s must be > 0")
-        t = self.expert_time_per_route_s
-        if t is not None and not (np.isfinite(t) and t >= 0):
-            raise InputError("simulate: expert_time_per_route_s must be >= 0")
-        w = self.utilisation_window_s
-        if w is not None and not (np.isfinite(w) and w > 0):
-            raise InputError("simulate: utilisation_window_s must be > 0")
+        check_options(self, "simulate")
 
     def route_compute_s(self, hidden: int, intermediate: int) -> float:
         """Expert time per route: given, or 3 GEMMs (gate, up, down) = 6*hidden*inter FLOPs."""

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from traces.infra.errors import InputError
+from traces.infra.options import check_options, option
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
 
@@ -32,15 +33,13 @@ SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no by
 class TrafficConfig:
     """How many bytes a route moves, and whether copies are de-duplicated per server."""
 
-    dispatch_bytes_per_element: float = field(
-        default=1.0, metadata={"help": "Bytes per hidden element sent to the expert (FP8: 1)."}
-    )
-    combine_bytes_per_element: float = field(
-        default=2.0, metadata={"help": "Bytes per element sent back (BF16: 2)."}
-    )
-    hidden_size: int | None = field(
-        default=None, metadata={"help": "Hidden size; default: the trace's model."}
-    )
+    dispatch_bytes_per_element: float = option(
+        1.0, "Bytes per hidden element sent to the expert (FP8: 1).", "bytes", 0, 1024,
+        low_open=True)
+    combine_bytes_per_element: float = option(
+        2.0, "Bytes per element sent back (BF16: 2).", "bytes", 0, 1024, low_open=True)
+    hidden_size: int | None = option(
+        None, "Hidden size; default: the trace's model.", "elements", 1, 2**24)
     server_dedup: bool = field(
         default=False,
         metadata={
@@ -50,12 +49,7 @@ class TrafficConfig:
     )
 
     def __post_init__(self) -> None:
-        for name in ("dispatch_bytes_per_element", "combine_bytes_per_element"):
-            v = getattr(self, name)
-            if not (np.isfinite(v) and v > 0):
-                raise InputError(f"traffic: {name} must be a positive number, got {v}")
-        if self.hidden_size is not None and self.hidden_size < 1:
-            raise InputError(f"traffic: hidden_size must be >= 1, got {self.hidden_size}")
+        check_options(self, "traffic")
 
     def route_bytes(self, model: ModelSpec) -> tuple[int, int]:
         """(dispatch, combine) bytes of one copy, rounded to whole bytes."""

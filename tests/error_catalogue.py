@@ -32,7 +32,9 @@ INTRO = """\
 Every error a user can cause is one line on stderr that names the file, the row or the flag,
 says what is wrong and, where it is not obvious, how to fix it. Nothing is written when a
 command stops on bad input: outputs are built beside their final place and renamed into place
-only when complete, and an existing output is never touched.
+only when complete. No command writes to, replaces or deletes one of its inputs, and
+`--overwrite` replaces only what a command of the same kind wrote
+([output files](outputs.md#what-commands-never-touch)).
 
 ## Exit codes
 
@@ -54,8 +56,12 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
     ("bad argument (argparse)", "`moe-netsim: error: <what> (see: moe-netsim <cmd> --help)`", 2),
     ("bad input (`InputError` from any package)",
      "`moe-netsim: error: <file or key>: <what>; <how to fix>`", 2),
-    ("operating-system error (permission, disk full)", "`moe-netsim: error: <reason>: <file>`", 1),
-    ("Ctrl-C", "`moe-netsim: interrupted`", 130),
+    ("operating-system error about your paths (permission, disk full, read-only)",
+     "`moe-netsim: error: <your file>: <reason>` (never a hidden temporary file)", 2),
+    ("Ctrl-C, at any moment (start-up included)", "`moe-netsim: interrupted`, no traceback",
+     130),
+    ("standard output closed (`... \\| head -1`)", "nothing; the command still writes its files",
+     0),
     ("a bug", "`moe-netsim: internal error: <Type>: <message> (...)`;"
      " `MOE_NETSIM_TRACEBACK=1` shows the traceback", 1),
 )

@@ -105,15 +105,9 @@ def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
     import json
 
     import numpy as np
-    from badinput import (
-        TINY,
-        _cluster_dict,
-        _counts,
-        _layout_frame,
-        _problem,
-        tiny_trace,
-        valid_trace_file,
-    )
+    from badinput import TINY, _cluster_dict, tiny_trace, valid_trace_file
+    from badinput_clusters import _layout_frame, _problem
+    from badinput_traces import _counts
 
     from placement.layout_io import load_layout
     from simulator.cluster.io import cluster_from_dict

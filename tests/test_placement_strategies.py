@@ -10,6 +10,7 @@ from placement import STRATEGIES, SolverOptions, SolveStatus, check_layout, solv
 from placement.eplb import balanced_packing, replicate
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
+from traces.infra.errors import InputError
 from traces.model import ModelSpec
 
 # 3 servers x 8 GPUs on a k=4 fat tree (pod 0: two servers under edge 0, one under edge 1).
@@ -137,8 +138,8 @@ def test_eplb_global_when_groups_do_not_divide_servers():
     assert check_layout(problem, res.layout) == []
 
 
-def test_baselines_that_ignore_balance_report_it():
+def test_baselines_that_ignore_balance_refuse_it():
+    """An option the strategy would ignore is an error naming it, never a silent answer."""
     problem = _problem(7, balance_eps=0.01)
-    res = solve_placement(problem, "round-robin", OPTS)
-    assert res.status is SolveStatus.INFEASIBLE and res.layout is None
-    assert "compute balance" in res.message
+    with pytest.raises(InputError, match="round-robin does not support --balance-eps"):
+        solve_placement(problem, "round-robin", OPTS)

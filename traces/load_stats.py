@@ -17,6 +17,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from traces.infra.atomic import atomic_output
 from traces.infra.errors import InputError
 from traces.infra.jsonfile import read_json_file
 from traces.io import META_KEY, iter_trace, open_parquet, read_trace_meta
@@ -141,14 +142,8 @@ def save_load_stats(path: str | os.PathLike[str], stats: LoadStats) -> Path:
     meta = {"format": "moe-netsim-load-stats", "version": 1, "model": stats.model.to_dict(),
             "source": stats.source}
     table = table.replace_schema_metadata({LOAD_STATS_KEY: json.dumps(meta).encode()})
-    p.parent.mkdir(parents=True, exist_ok=True)
-    tmp = p.with_name(f".{p.name}.{os.getpid()}.tmp")
-    try:
+    with atomic_output(p) as tmp:
         pq.write_table(table, tmp, compression="zstd")
-        os.replace(tmp, p)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
     return p
 
 

@@ -9,6 +9,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 
 if TYPE_CHECKING:
@@ -41,8 +42,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             " report."
         ),
     )
-    p.add_argument("--out", type=Path, default=Path("runs/demo"), help="Run directory.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    add_output_argument(p, "--out", run_directory_kind("demo"), default=Path("runs/demo"),
+                        help="Run directory.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `demo` wrote.")
     p.add_argument("--seed", type=int, default=0, help="Seed of the synthetic trace.")
     p.add_argument(
         "--tokens", type=int, default=4096, help="Tokens replayed (as many again are used to fit)."

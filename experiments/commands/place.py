@@ -12,15 +12,14 @@ import argparse
 import json
 from dataclasses import asdict
 from pathlib import Path
-from typing import TYPE_CHECKING
 
+from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
+from experiments.options import add_option
+from experiments.outputs import LAYOUT_TABLE, SGLANG_MAP, TRTLLM_YAML, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
-
-if TYPE_CHECKING:
-    from simulator.cluster.topology import ClusterSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -33,13 +32,11 @@ def register(sub: argparse._SubParsersAction) -> None:
             " server), optionally also as SGLang --init-expert-location JSON."
         ),
     )
-    topo = p.add_mutually_exclusive_group(required=True)
-    topo.add_argument("--topology", type=Path, help="Cluster JSON (moe-netsim-cluster).")
-    topo.add_argument("--fat-tree", type=int, nargs=2, metavar=("K", "SERVERS"),
-                      help="Build a k-ary fat tree with this many servers of 8 GPUs.")
-    p.add_argument("--stats", type=Path, required=True,
-                   help="Load statistics: SGLang logical_count .json, the .parquet of `trace"
-                        " import --format sglang`, or a native trace .parquet.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
+    p.add_argument("--fit", "--stats", dest="stats", type=Path, required=True,
+                   help="What to fit the placement to: SGLang logical_count .json, the .parquet"
+                        " of `trace import --format sglang`, or a native trace .parquet"
+                        " (--stats is the older name of the same flag).")
     p.add_argument("--model", default=None,
                    help="Model preset (default: the file's model; an SGLang JSON by its"
                         " geometry, 61 x 256 = deepseek-r1).")
@@ -52,32 +49,20 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Expert slots per GPU over all layers (default: fewest that fit).")
     p.add_argument("--per-layer-per-gpu", type=int, default=None,
                    help="Experts of one layer per GPU (default: fewest that fit).")
-    solver = SolverOptions()  # the defaults live there
-    p.add_argument("--time-limit", type=float, default=solver.time_limit_s,
-                   help="Solver time limit, seconds.")
-    p.add_argument("--gap", type=float, default=solver.mip_rel_gap,
-                   help="Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).")
-    p.add_argument("--threads", type=int, default=solver.threads, help="HiGHS threads.")
-    p.add_argument("--seed", type=int, default=solver.seed,
-                   help="HiGHS random_seed and baseline rng.")
-    p.add_argument("--out", type=Path, required=True, help="Layout table (.parquet or .csv).")
-    p.add_argument("--sglang-json", type=Path, default=None,
-                   help="Also write SGLang --init-expert-location JSON here.")
-    p.add_argument("--trtllm-yaml", type=Path, default=None,
-                   help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
-    p.add_argument("--overwrite", action="store_true", help="Replace existing output files.")
+    add_option(p, SolverOptions, "time_limit_s", "--time-limit")
+    add_option(p, SolverOptions, "mip_rel_gap", "--gap")
+    add_option(p, SolverOptions, "threads", "--threads")
+    add_option(p, SolverOptions, "seed", "--seed")
+    add_output_argument(p, "--out", LAYOUT_TABLE, required=True,
+                        help="Layout table (.parquet or .csv); its .meta.json is written beside.")
+    add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
+                        help="Also write SGLang --init-expert-location JSON here.")
+    add_output_argument(p, "--trtllm-yaml", TRTLLM_YAML, default=None,
+                        help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace output files that earlier `place` runs wrote.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
-
-
-def _cluster(args: argparse.Namespace) -> ClusterSpec:
-    from simulator.cluster.builders import build_fat_tree
-    from simulator.cluster.io import load_cluster
-
-    if args.topology is not None:
-        return load_cluster(args.topology)
-    k, servers = args.fat_tree
-    return build_fat_tree(k, servers)
 
 
 def run(args: argparse.Namespace) -> int:
@@ -92,15 +77,13 @@ def run(args: argparse.Namespace) -> int:
     from traces import model_preset
     from traces.load_stats import load_load_stats, load_stats_kind
 
-    for out in (args.out, args.sglang_json, args.trtllm_yaml):
-        if out is not None and out.exists() and not args.overwrite:
-            raise InputError(f"{out} exists; pass --overwrite to replace it")
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
-    cluster = _cluster(args)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     origin_activation = None
     if load_stats_kind(args.stats) == "trace":

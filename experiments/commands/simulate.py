@@ -9,24 +9,28 @@ from __future__ import annotations
 
 import argparse
 import time
-from dataclasses import fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
+from experiments.options import add_number, add_option
+from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 
 if TYPE_CHECKING:
     import numpy as np
 
     from simulator.cluster.paths import RouteTable
+    from simulator.cluster.topology import ClusterSpec
     from traces.model import ModelSpec
-
-
-def _help(cls: type, name: str) -> str:
-    return next(f.metadata.get("help", "") for f in fields(cls) if f.name == name)
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -44,60 +48,39 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--mode", choices=["des", "analytic"], default="des")
     p.add_argument("--trace", type=Path, required=True, help="Trace file (native Parquet).")
-    p.add_argument("--topology", type=Path, required=True, help="Cluster JSON file.")
+    add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument(
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
-    p.add_argument("--out", type=Path, required=True, help="Run directory to create.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
-    p.add_argument(
-        "--microbatch-tokens", type=int, default=None,
-        help="Micro-batches of N tokens; default: one per recorded step.",
-    )
-    p.add_argument(
-        "--inflight", type=int, default=2, help=_help(SimConfig, "inflight_microbatches")
-    )
-    p.add_argument("--chunk-bytes", type=int, default=1 << 20, help=_help(SimConfig, "chunk_bytes"))
-    p.add_argument(
-        "--dispatch-bytes-per-element", type=float, default=1.0,
-        help=_help(TrafficConfig, "dispatch_bytes_per_element"),
-    )
-    p.add_argument(
-        "--combine-bytes-per-element", type=float, default=2.0,
-        help=_help(TrafficConfig, "combine_bytes_per_element"),
-    )
-    p.add_argument(
-        "--hidden-size", type=int, default=None, help=_help(TrafficConfig, "hidden_size")
-    )
-    p.add_argument(
-        "--server-dedup", action="store_true", help=_help(TrafficConfig, "server_dedup")
-    )
-    p.add_argument(
-        "--gpu-flops-per-s", type=float, default=400e12, help=_help(SimConfig, "gpu_flops_per_s")
-    )
-    p.add_argument(
-        "--expert-time-per-route-s", type=float, default=None,
-        help=_help(SimConfig, "expert_time_per_route_s"),
-    )
-    p.add_argument(
-        "--window-s", type=float, default=None, help=_help(SimConfig, "utilisation_window_s")
-    )
-    p.add_argument(
-        "--read-chunk-tokens", type=int, default=65_536,
-        help="Tokens read from the trace file at a time (memory bound).",
-    )
+    add_output_argument(p, "--out", run_directory_kind("simulate"), required=True,
+                        help="Run directory to create.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `simulate` wrote.")
+    add_option(p, SimConfig, "microbatch_tokens", "--microbatch-tokens",
+               help="Micro-batches of N tokens; default: one per recorded step.")
+    add_option(p, SimConfig, "inflight_microbatches", "--inflight")
+    add_option(p, SimConfig, "chunk_bytes", "--chunk-bytes")
+    add_option(p, TrafficConfig, "dispatch_bytes_per_element", "--dispatch-bytes-per-element")
+    add_option(p, TrafficConfig, "combine_bytes_per_element", "--combine-bytes-per-element")
+    add_option(p, TrafficConfig, "hidden_size", "--hidden-size")
+    add_option(p, TrafficConfig, "server_dedup", "--server-dedup")
+    add_option(p, SimConfig, "gpu_flops_per_s", "--gpu-flops-per-s")
+    add_option(p, SimConfig, "expert_time_per_route_s", "--expert-time-per-route-s")
+    add_option(p, SimConfig, "utilisation_window_s", "--window-s")
+    add_number(p, "--read-chunk-tokens", int, 65_536,
+               "Tokens read from the trace file at a time (memory bound).", "tokens",
+               Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def load_inputs(
-    trace: Path, topology: Path, layout: Path
+    trace: Path, cluster: ClusterSpec, topology: str, layout: Path
 ) -> tuple[ModelSpec, RouteTable, np.ndarray]:
     """Read and cross-check the three inputs; raise :class:`InputError` before any run."""
     from placement.layout_io import load_layout
-    from simulator.cluster.io import load_cluster
     from simulator.cluster.paths import build_route_table
     from simulator.engine import validate_links
     from simulator.traffic import validate_layout
@@ -105,7 +88,6 @@ def load_inputs(
 
     meta, _ = read_trace_meta(trace)
     model = meta.model
-    cluster = load_cluster(topology)
     routes = build_route_table(cluster)
     validate_links(routes)
     try:
@@ -149,13 +131,10 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
-    if args.read_chunk_tokens < 1:
-        raise InputError("--read-chunk-tokens must be >= 1")
-    if args.microbatch_tokens is not None and args.microbatch_tokens < 1:
-        raise InputError("--microbatch-tokens must be >= 1")
-    if args.out.exists() and not args.overwrite:
-        raise InputError(f"{args.out}: output directory exists; pass --overwrite to replace it")
-    model, routes, expert_gpus = load_inputs(args.trace, args.topology, args.layout)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
+    model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
+                                             args.layout)
     blocks = Feedback.from_args(args).iterate(
         microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens),
         read_trace_meta(args.trace)[1], f"simulate ({args.mode})", "tok",
@@ -165,7 +144,7 @@ def run(args: argparse.Namespace) -> int:
         "command": "moe-netsim simulate",
         "mode": args.mode,
         "trace": str(args.trace),
-        "topology": str(args.topology),
+        "topology": cluster_label(args),
         "layout": str(args.layout),
         "model": model.name,
         "cluster": routes.cluster.description or routes.cluster.name,

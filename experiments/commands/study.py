@@ -3,27 +3,41 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.infra.protected import protect
 
 if TYPE_CHECKING:
     from experiments.studies import Study
+
+
+def _scheduler_address(text: str) -> str:
+    from experiments.studies.runner import check_scheduler_address
+
+    try:
+        return check_scheduler_address(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
 
 
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `study` and `sweep`: where and how the cells run."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
+                       type=_scheduler_address,
                        help="Run on this existing Dask scheduler, unchanged.")
     where.add_argument("--serial", action="store_true",
                        help="Run the cells one after another in this process (no Dask).")
     p.add_argument("--workers", type=int, default=2,
                    help="Worker processes of the local Dask cluster (default 2).")
     p.add_argument("--overwrite", action="store_true",
-                   help="Start again in an existing run directory (otherwise it is resumed).")
+                   help="Start again in an existing study run directory (otherwise it is"
+                        " resumed); other directories are never replaced.")
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     add_progress_arguments(p)
 
@@ -52,9 +66,20 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
 
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
+    for cell in study.cells:  # the trace files a study file names are inputs too
+        for key in ("source", "fit_source"):
+            value = cell.config["trace"].get(key)
+            if value and value != "synthetic":
+                protect(f"trace.{key}", value)
+    claim_output(out, STUDY_RUN, args.overwrite, "--out")  # also when --out is the default
     feedback = Feedback.from_args(args)
     for note in study.skipped:
         feedback.note(f"not run: {note}")
+    placers = study.placers
+    if study.baseline not in placers:
+        print(f"warning: the baseline placer {study.baseline!r} is not in this study, so the"
+              " *_reduction_pct columns stay empty (set study.baseline to one of"
+              f" {', '.join(sorted(placers))})", file=sys.stderr)
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
         overwrite=args.overwrite, progress=CellProgress(feedback),
@@ -92,13 +117,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
                    help="Small clusters and few tokens (a minute or two on 2 cores).")
-    p.add_argument("--out", type=Path, default=None, help="Run directory (default runs/<name>).")
+    add_output_argument(p, "--out", STUDY_RUN, default=None,
+                        help="Run directory (default runs/<name>).")
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"
                         " (its model replaces the paper's two).")
-    p.add_argument("--fit-trace", type=Path, default=None,
+    p.add_argument("--fit", "--fit-trace", dest="fit_trace", type=Path, default=None,
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
-                        " the replay then starts at the first token of the replayed trace.")
+                        " the replay then starts at the first token of the replayed trace"
+                        " (--fit-trace is the older name of the same flag).")
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")

@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from experiments.commands.study import add_execution_arguments, execute
+from experiments.outputs import STUDY_RUN, add_output_argument
 from experiments.progress import Feedback
 
 
@@ -25,8 +26,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("study_file", type=Path,
                    help="TOML study file (see docs/reference/study-files.md).")
-    p.add_argument("--out", type=Path, default=None,
-                   help="Run directory (default: runs/<study file name>).")
+    add_output_argument(p, "--out", STUDY_RUN, default=None,
+                        help="Run directory (default: runs/<study file name>).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
 

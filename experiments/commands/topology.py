@@ -15,11 +15,13 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument
+from experiments.progress import Feedback, add_progress_arguments
+from traces.infra.errors import InputError
+
 if TYPE_CHECKING:
     from simulator.cluster.families import TopologyFamily
     from simulator.cluster.topology import ClusterSpec
-from experiments.progress import Feedback, add_progress_arguments
-from traces.infra.errors import InputError
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -46,8 +48,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
     )
-    a.add_argument("--out", type=Path, required=True, help="Cluster file (.json or .graphml).")
-    a.add_argument("--overwrite", action="store_true", help="Replace an existing file.")
+    add_output_argument(a, "--out", CLUSTER_FILE, required=True,
+                        help="Cluster file (.json or .graphml).")
+    a.add_argument("--overwrite", action="store_true",
+                   help="Replace a cluster file moe-netsim wrote.")
     a.set_defaults(func=run_build)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
@@ -59,7 +63,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         " with --link-load, links are coloured and sized by their load (busier direction).",
     )
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
-    a.add_argument("--out", type=Path, required=True, help="PNG file to write.")
+    add_output_argument(a, "--out", FIGURE_PNG, required=True, help="PNG file to write.")
+    a.add_argument("--overwrite", action="store_true",
+                   help="Replace a PNG that moe-netsim drew.")
     a.add_argument(
         "--link-load", type=Path, default=None,
         help="links.parquet of a run on this cluster (columns link, src, dst and the metric).",
@@ -145,8 +151,6 @@ def run_build(args: argparse.Namespace) -> int:
 
     fam = _family(args.family)
     params: dict[str, Any] = dict(parse_params(args.param))
-    if args.out.exists() and not args.overwrite:
-        raise InputError(f"{args.out}: exists; pass --overwrite to replace it")
     cluster = fam(**params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(cluster, args.out)

@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
+from experiments.outputs import ENGINE_EXPORT, add_output_argument
 from traces.importers.formats import EXPORT_FORMATS
-from traces.infra.errors import InputError
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
@@ -20,8 +20,9 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("trace", type=Path, help="Native trace file (.parquet).")
     p.add_argument("--format", required=True, choices=sorted(EXPORT_FORMATS), help="Output format.")
-    p.add_argument("--out", type=Path, required=True, help="Output file or folder.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing output.")
+    add_output_argument(p, "--out", ENGINE_EXPORT, required=True, help="Output file or folder.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace an earlier export (a marked folder or an export file).")
     p.set_defaults(func=run_export)
 
 
@@ -31,15 +32,11 @@ def run_export(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     t0 = time.perf_counter()
-    if out.resolve() == args.trace.resolve():
-        raise InputError(f"--out {out}: is the input trace; choose another path")
     _, folder = EXPORT_FORMATS[args.format]
     if folder:
         with run_directory(out, args.overwrite) as tmp:
             n = export_trace(args.format, args.trace, tmp)
     else:
-        if out.exists() and not args.overwrite:
-            raise InputError(f"{out}: output exists; pass --overwrite to replace it")
         n = export_trace(args.format, args.trace, out)
     print(f"wrote {out}: {n:,} tokens as {args.format} in {time.perf_counter() - t0:.1f}s")
     return 0

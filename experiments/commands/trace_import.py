@@ -14,6 +14,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.commands.cluster_args import (
+    add_cluster_arguments,
+    cluster_from_args,
+    cluster_label,
+)
+from experiments.outputs import TRACE_OR_LOAD_STATS, add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
@@ -43,7 +49,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--format", required=True, choices=FORMATS, help="Input format.")
     p.add_argument("input", type=Path, help="Input file or folder.")
-    p.add_argument("--out", type=Path, required=True, help="Output .parquet file.")
+    add_output_argument(p, "--out", TRACE_OR_LOAD_STATS, required=True,
+                        help="Output .parquet file.")
     p.add_argument(
         "--model",
         default=None,
@@ -64,7 +71,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
     p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing output file.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a trace or load-statistics file moe-netsim wrote.")
     add_progress_arguments(p)
     p.set_defaults(func=run_import)
 
@@ -81,7 +89,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         "--model", default=None,
         help="Model preset or JSON, for an SGLang JSON whose geometry matches no preset.",
     )
-    s.add_argument("--out", type=Path, required=True, help="Output directory.")
+    add_output_argument(s, "--out", run_directory_kind("trace stats"), required=True,
+                        help="Output directory.")
     s.add_argument(
         "--layout",
         type=Path,
@@ -89,18 +98,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Layout: .npy int array [layers, experts(, replicas)] of GPU ids, or the tidy"
         " layout table (.parquet/.csv: layer, expert[, replica], gpu).",
     )
-    s.add_argument(
-        "--topology",
-        type=Path,
-        default=None,
-        help="Cluster JSON: number of GPUs, servers, and nearest-replica choice.",
-    )
+    add_cluster_arguments(s, required=False,
+                          help_file="Cluster file: number of GPUs, servers, and nearest-replica"
+                                    " choice.")
     s.add_argument(
         "--no-pairs",
         action="store_true",
         help="Skip co-activation and transitions (they cost top_k^2 per token and layer).",
     )
-    s.add_argument("--overwrite", action="store_true", help="Replace an existing directory.")
+    s.add_argument("--overwrite", action="store_true",
+                   help="Replace a run directory an earlier `trace stats` wrote.")
     add_progress_arguments(s)
     s.set_defaults(func=run_stats)
 
@@ -117,8 +124,6 @@ def run_import(args: argparse.Namespace) -> int:
     from traces.load_stats import save_load_stats
 
     out: Path = args.out
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()
@@ -238,7 +243,6 @@ def run_stats(args: argparse.Namespace) -> int:
     from experiments import plots
     from experiments.outputs import run_directory, save_figure, write_json, write_parquet
     from experiments.versions import versions
-    from simulator.cluster.io import load_cluster
     from traces.io import iter_trace, read_trace_meta
     from traces.load_stats import load_load_stats, load_stats_kind
     from traces.stats import (
@@ -261,11 +265,10 @@ def run_stats(args: argparse.Namespace) -> int:
         load = load_load_stats(args.trace, _model(args.model))
         model = load.model
     pairs = not args.no_pairs and load is None
-    cluster = None
-    if args.topology is not None:
-        cluster = load_cluster(args.topology)
+    cluster = cluster_from_args(args)
     if cluster is not None and args.layout is None:
-        raise InputError("--topology is used with --layout (per-GPU load); pass a layout too")
+        raise InputError(
+            "--topology/--fat-tree is used with --layout (per-GPU load); pass a layout too")
     hosts = None
     expert_gpus = None
     num_gpus = 0
@@ -305,7 +308,7 @@ def run_stats(args: argparse.Namespace) -> int:
                 "command": "moe-netsim trace stats",
                 "trace": str(args.trace),
                 "layout": None if args.layout is None else str(args.layout),
-                "topology": None if args.topology is None else str(args.topology),
+                "topology": cluster_label(args),
                 "model": model.to_dict(),
                 "tokens": n,
                 "input": "trace" if load is None else "load statistics",

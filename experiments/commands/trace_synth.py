@@ -9,6 +9,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.outputs import TRACE_FILE, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 
@@ -30,9 +31,10 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
             " deepseek-r1 --tokens 1000000 --out r1.parquet"
         ),
     )
-    p.add_argument("--model", required=True, help="Model preset, e.g. deepseek-r1.")
+    p.add_argument("--model", required=True,
+                   help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry.")
     p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
-    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
@@ -80,7 +82,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     src.add_argument("--model-dir", type=Path, help="Local model directory (weights + config).")
     src.add_argument("--config", type=Path, help="config.json: random weights (seeded).")
     r.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run.")
-    r.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(r, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
     r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
     r.add_argument(
@@ -100,12 +102,16 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
 
 def _gpu_list(text: str, where: str) -> tuple[int, ...]:
     out: list[int] = []
-    try:
-        for part in text.split(","):
-            lo, _, hi = part.partition("-")
-            out.extend(range(int(lo), int(hi or lo) + 1))
-    except ValueError:
-        raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+    for part in text.split(","):
+        lo, _, hi = part.partition("-")
+        try:
+            first, last = int(lo), int(hi or lo)
+        except ValueError:
+            raise InputError(f"{where}: gpus must look like 0-63,128-191, got {text!r}") from None
+        if last < first or first < 0:  # an empty range must not mean "every GPU"
+            raise InputError(f"{where}: gpus range {part!r} is reversed or negative; write"
+                             " low-high")
+        out.extend(range(first, last + 1))
     return tuple(out)
 
 
@@ -185,11 +191,11 @@ def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw:
 
 
 def run_synth(args: argparse.Namespace) -> int:
-    from traces import model_preset
     from traces.load_stats import load_load_stats
+    from traces.model import load_model_spec
     from traces.synthetic import SynthConfig, iter_synthetic
 
-    model = model_preset(args.model)
+    model = load_model_spec(args.model)
     stats = load_load_stats(args.load_stats, model) if args.load_stats else None
     cfg = SynthConfig(
         model,

@@ -112,7 +112,7 @@ def paper_study(
         if Path(trace).suffix == ".json":
             raise InputError(
                 f"--trace {trace}: load statistics hold no tokens to replay; give them as"
-                " --fit-trace (the synthetic generator then provides the replay)"
+                " --fit (the synthetic generator then provides the replay)"
             )
         meta, have = read_trace_meta(trace)
         need = n if fit_trace else 2 * n
@@ -135,7 +135,7 @@ def paper_study(
     if fit_trace is not None:
         fit_path = Path(fit_trace)
         if not fit_path.is_file():
-            raise InputError(f"--fit-trace {fit_trace}: file not found")
+            raise InputError(f"--fit {fit_trace}: file not found")
         trace_cfg["fit_source"] = str(fit_path.resolve())
         if load_stats_kind(fit_path) != "trace" and trace is None:
             keep = []
@@ -146,7 +146,7 @@ def paper_study(
                 except InputError as exc:
                     skipped.append(f"model {name}: load statistics do not fit it ({exc})")
             if not keep:
-                raise InputError(f"--fit-trace {fit_trace}: fits neither of {PAPER_MODELS}")
+                raise InputError(f"--fit {fit_trace}: fits neither of {PAPER_MODELS}")
             models = keep
 
     combos = []

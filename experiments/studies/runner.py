@@ -23,6 +23,7 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import re
 import shutil
 import tempfile
 import time
@@ -41,6 +42,7 @@ from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
 from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
+from traces.infra.protected import check_writable
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
 METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",
@@ -80,10 +82,10 @@ def _locked(run_dir: Path) -> Iterator[None]:
 def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
     record = run_dir / "study.json"
     if run_dir.exists() and not record.is_file():
-        if any(p.name != ".lock" for p in run_dir.iterdir()) and not overwrite:
+        if any(p.name != ".lock" for p in run_dir.iterdir()):
             raise InputError(
-                f"{run_dir}: exists and is not a sweep run directory (no study.json); pass"
-                " --overwrite to replace it or choose another --out"
+                f"--out {run_dir}: exists and is not a study or sweep run directory (no"
+                " study.json); --overwrite replaces only those; move it or choose another --out"
             )
     if record.is_file():
         try:
@@ -99,6 +101,7 @@ def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
         elif not overwrite:
             return
     if run_dir.exists() and overwrite:
+        check_writable(run_dir, "--out")
         for child in run_dir.iterdir():
             if child.name == ".lock":
                 continue
@@ -181,10 +184,36 @@ def _run_serial(cells: list[Cell], on_result: Callable[[Cell, CellResult], None]
         on_result(cell, evaluate_cell(cell.config))
 
 
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
+SCHEDULER_TIMEOUT_S = 10
+
+
+def check_scheduler_address(scheduler: str) -> str:
+    """``scheduler`` if it looks like ``tcp://HOST:PORT`` (or ``tls://``), else InputError."""
+    m = SCHEDULER_ADDRESS.match(scheduler)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise InputError(f"--scheduler {scheduler}: not an address like tcp://HOST:PORT")
+    return scheduler
+
+
+def connect_scheduler(scheduler: str) -> Any:
+    """A Dask client of the scheduler at ``scheduler``, or one line saying why not (fast)."""
+    from dask.distributed import Client
+
+    check_scheduler_address(scheduler)
+    try:
+        return Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(
+            f"--scheduler {scheduler}: no Dask scheduler answered within {SCHEDULER_TIMEOUT_S} s"
+            f" ({type(exc).__name__}); check the address and that the scheduler runs"
+        ) from None
+
+
 def _run_dask(
     cells: list[Cell],
     on_result: Callable[[Cell, CellResult], None],
-    scheduler: str | None,
+    client: Any,
     workers: int,
 ) -> None:
     import logging
@@ -192,7 +221,7 @@ def _run_dask(
     from dask.distributed import Client, LocalCluster, as_completed
 
     cluster = None
-    if scheduler is None:
+    if client is None:
         cluster = LocalCluster(
             n_workers=workers,
             threads_per_worker=1,
@@ -202,11 +231,6 @@ def _run_dask(
             silence_logs=logging.ERROR,
         )
         client = Client(cluster)
-    else:
-        try:
-            client = Client(scheduler, timeout="20s")
-        except OSError as exc:
-            raise InputError(f"--scheduler {scheduler}: cannot connect ({exc})") from None
     try:
         by_key = {}
         futures = []
@@ -220,8 +244,8 @@ def _run_dask(
             on_result(by_key[fut.key], result)
             fut.release()
     finally:
-        client.close()
-        if cluster is not None:
+        if cluster is not None:  # a client of the caller's scheduler is closed by the caller
+            client.close()
             cluster.close()
 
 
@@ -239,8 +263,22 @@ def run_study(
     run_dir = Path(run_dir)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
+    check_writable(run_dir, "--out")
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
+    # connect first: an unreachable scheduler leaves no run directory behind
+    client = connect_scheduler(scheduler) if scheduler and not serial else None
+    try:
+        return _run_in(run_dir, study, serial, client, scheduler, workers, overwrite, progress)
+    finally:
+        if client is not None:
+            client.close()
+
+
+def _run_in(
+    run_dir: Path, study: Study, serial: bool, client: Any, scheduler: str | None, workers: int,
+    overwrite: bool, progress: Progress,
+) -> SweepOutcome:
     run_dir.mkdir(parents=True, exist_ok=True)
     with _locked(run_dir):
         _prepare(run_dir, study, overwrite)
@@ -266,10 +304,16 @@ def run_study(
 
         t0 = time.perf_counter()
         if todo:
-            if serial:
-                _run_serial(todo, on_result)
-            else:
-                _run_dask(todo, on_result, scheduler, workers)
+            try:
+                if serial:
+                    _run_serial(todo, on_result)
+                else:
+                    _run_dask(todo, on_result, client, workers)
+            except BaseException as exc:  # the run stopped: never leave it marked "running"
+                write_json(run_dir / "meta.json", {
+                    **_meta(study, "stopped", reused),
+                    "stopped_by": type(exc).__name__, "cells_finished": count[0]})
+                raise
         results = merge_run(run_dir, study)
         meta = _meta(study, "complete", reused)
         meta["wall_time_s"] = time.perf_counter() - t0

@@ -39,6 +39,7 @@ from pathlib import Path
 from typing import Any
 
 from placement import STRATEGIES, SolverOptions
+from placement.strategies import SUPPORTS
 from simulator.cluster.builders import LinkDefaults
 from simulator.cluster.families import BUILDERS
 from simulator.config import SimConfig
@@ -95,6 +96,15 @@ class Study:
 
     def fingerprint(self) -> str:
         return _digest({"definition": self.definition, "skipped": list(self.skipped)})
+
+    @property
+    def placers(self) -> set[str]:
+        """The placer labels of the cells (the ``placer`` column of the results)."""
+        return placer_labels(self.cells)
+
+
+def placer_labels(cells: tuple[Cell, ...] | list[Cell]) -> set[str]:
+    return {c.config["placer"].get("label", c.config["placer"]["name"]) for c in cells}
 
 
 def _digest(obj: Any) -> str:
@@ -327,6 +337,13 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
         eps = placer["balance_eps"]
         if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1e6:
             raise InputError(f"{where}: placer.balance_eps: expected a number > 0, got {eps!r}")
+    wants = {"replicas": placer.get("replicas") not in (None, 0),
+             "balance": placer.get("balance_eps") is not None}
+    for what, asked in wants.items():
+        if asked and what not in SUPPORTS[placer["name"]]:
+            key = "replicas" if what == "replicas" else "balance_eps"
+            raise InputError(f"{where}: placer.{key}: strategy {placer['name']} does not support"
+                             " it; drop the key for this placer or use another strategy")
     if "label" in placer and not isinstance(placer["label"], str):
         raise InputError(f"{where}: placer.label: expected a string")
     solver_options(placer, seed, f"{where}: placer")
@@ -555,6 +572,13 @@ def build_study(
         cell_id = f"{index:05d}-{_digest(cfg)[:10]}"
         cells.append(Cell(index, cell_id, tuple(values), cfg))
     definition = {"base": base, "axes": [[paths, rows] for paths, rows in axes]}
+    placers = placer_labels(cells)
+    baseline = str(base["study"].get("baseline", "round-robin"))
+    if baseline not in placers and "baseline" in raw.get("study", {}):
+        raise InputError(
+            f"{where}: study.baseline: {baseline!r} names no placer of the study (placers:"
+            f" {', '.join(sorted(placers))}); the reductions would all be empty"
+        )
     return Study(
         name=str(base["study"].get("name", "study")),
         description=str(base["study"].get("description", "")),
@@ -567,7 +591,8 @@ def build_study(
 
 
 def load_study_file(path: Path) -> Study:
-    """Read and validate a TOML study file (paths inside it are relative to the file)."""
+    """Read and validate a TOML study file (paths inside it are relative to the file); an
+    empty file is refused (it would run the default study without a word)."""
     import tomllib
 
     path = Path(path)
@@ -579,5 +604,7 @@ def load_study_file(path: Path) -> Study:
         raise InputError(f"{path}: not valid TOML ({exc})") from None
     except UnicodeDecodeError:
         raise InputError(f"{path}: not a text file") from None
+    if not raw:
+        raise InputError(f"{path}: the study file is empty; give at least [topology] or [axes]")
     return build_study(raw, where=str(path), base_dir=path.resolve().parent)
 

@@ -3,8 +3,10 @@
 A reader (or a crash) never sees a half-written file under the final name: the data goes to a
 hidden temporary file in the same directory, is flushed to disk, gets the permissions a plain
 ``open(path, "w")`` would give (``mkstemp`` makes 0600 files), and is renamed over ``path``.
-On any error the temporary file is removed.  It lives in ``traces`` because that is the bottom
-layer every package may import (``experiments.outputs`` builds on it).
+On any error the temporary file is removed.  A path that is, or contains, an input of the
+running command is refused before anything is written (:mod:`traces.infra.protected`).  It
+lives in ``traces`` because that is the bottom layer every package may import
+(``experiments.outputs`` builds on it).
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+
+from traces.infra.protected import check_writable
 
 
 def current_umask() -> int:
@@ -38,6 +42,7 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     >>> # with atomic_output("out.parquet") as tmp: df.to_parquet(tmp)
     """
     final = Path(path)
+    check_writable(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     # The temporary name keeps the final suffix (matplotlib picks the format from it).
     fd, name = tempfile.mkstemp(
@@ -50,9 +55,26 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
         os.chmod(tmp, 0o666 & ~current_umask())
         _fsync(tmp)
         os.replace(tmp, final)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise naming_user_path(exc, tmp, final) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
+
+
+def naming_user_path(exc: OSError, hidden: Path, final: Path) -> OSError:
+    """``exc`` about the hidden temporary ``hidden`` (or about no file) as one about ``final``.
+
+    A disk-full or read-only error must name the path the user chose, not the temporary file
+    or directory it was being built in; errors about other files keep their own name.
+    """
+    name = str(exc.filename) if exc.filename is not None else None
+    if name is not None and not name.startswith(str(hidden)):
+        return exc
+    user = str(final) + (name[len(str(hidden)):] if name is not None else "")
+    text = (exc.strerror or str(exc)).replace(str(hidden), str(final))
+    return OSError(exc.errno, text, user)
 
 
 def atomic_write_bytes(path: str | os.PathLike[str], data: bytes) -> None:

@@ -1,127 +1,30 @@
-"""Fuzzing every parser that reads user files: any exception other than InputError fails.
-
-Bounded for CI (the ``fuzz-ci`` profile, a few seconds per target); an opt-in long run uses
-the ``fuzz-long`` profile::
-
-    MOE_NETSIM_FUZZ=long PYTHONPATH=. python -m pytest -q tests/test_fuzz.py
-
-(``MOE_NETSIM_FUZZ=<n>`` runs n random examples per target instead.)
-
-Targets: the native trace reader on byte-mutated and Arrow-mutated files, TraceMeta.from_json,
-ModelSpec.from_dict, the cluster JSON loader (random and mutated dicts, random bytes), the
-layout table loader (random frames, CSV text), the SGLang logical_count reader, the ESFT,
-vLLM and table importers, load-statistics Parquet, GraphML clusters and study files.
+"""Fuzzing the readers of routing data: native traces (byte- and Arrow-mutated), TraceMeta,
+ModelSpec, SGLang logical_count, the ESFT, vLLM and table importers and load-statistics
+Parquet.  Any exception other than InputError fails (profiles in tests/fuzzing.py).
 """
 
 from __future__ import annotations
 
 import json
 import math
-import os
-import re
 import tempfile
-import tomllib
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
-from xml.sax.saxutils import escape
 
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
-from badinput import (
-    STUDY_TOML,
-    TINY,
-    TOY,
-    _cluster_dict,
-    _esft_lines,
-    _graphml_text,
-    _stats_file,
-    _table_frame,
-    _vllm_ok,
-    tiny_trace,
-)
-from hypothesis import HealthCheck, given, settings
+from badinput import TINY, tiny_trace
+from badinput_importers import TOY, _esft_lines, _stats_file, _table_frame, _vllm_ok
+from fuzzing import FUZZ, _mutate_json, json_paths, json_values, only_input_errors
+from hypothesis import given
 from hypothesis import strategies as st
 
-from experiments.studies.spec import build_study, load_study_file
-from placement.layout_io import layout_from_frame, load_layout
-from simulator.cluster.io import cluster_from_dict, cluster_from_graphml, load_cluster
 from traces import ModelSpec, TraceMeta
 from traces.importers import iter_esft, iter_table, iter_vllm
-from traces.infra.errors import InputError
 from traces.io import META_KEY, read_trace, write_trace
 from traces.load_stats import LOAD_STATS_KEY, load_load_stats, read_sglang_logical_count
-
-settings.register_profile(
-    "fuzz-ci",
-    max_examples=60,
-    deadline=None,
-    derandomize=True,  # CI runs the same examples every time (no flaky reds)
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-settings.register_profile(
-    "fuzz-long",
-    max_examples=5000,
-    deadline=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
-)
-_MODE = os.environ.get("MOE_NETSIM_FUZZ", "")
-FUZZ = settings.get_profile("fuzz-long" if _MODE == "long" else "fuzz-ci")
-if _MODE.isdigit():  # MOE_NETSIM_FUZZ=<examples>: a random (not derandomised) run of that size
-    FUZZ = settings(FUZZ, max_examples=int(_MODE), derandomize=False)
-
-
-def only_input_errors(fn: Callable[[], Any]) -> None:
-    """Run ``fn``; InputError (with a one-line message) is fine, success is fine."""
-    try:
-        fn()
-    except InputError as exc:
-        assert str(exc).strip() and "\n" not in str(exc).strip(), repr(str(exc))
-
-
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers(min_value=-(2**70), max_value=2**70)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=8)
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=6), inner,
-                                                                max_size=4),
-    max_leaves=12,
-)
-
-
-def _mutate_json(base: Any, path: list[Any], value: Any, delete: bool) -> Any:
-    """Replace (or delete) the node at ``path`` (indices taken modulo the container size)."""
-    if not path or not isinstance(base, (dict, list)) or not base:
-        return value
-    key = path[0]
-    if isinstance(base, dict):
-        keys = sorted(base)
-        k = keys[key % len(keys)] if isinstance(key, int) else key
-        out = dict(base)
-        if delete and len(path) == 1:
-            out.pop(k, None)
-        else:
-            out[k] = _mutate_json(base.get(k), path[1:], value, delete)
-        return out
-    i = key % len(base) if isinstance(key, int) else 0
-    out_list = list(base)
-    if delete and len(path) == 1:
-        del out_list[i]
-    else:
-        out_list[i] = _mutate_json(base[i], path[1:], value, delete)
-    return out_list
-
-
-json_paths = st.lists(st.integers(min_value=0, max_value=50) | st.text(max_size=5), min_size=1,
-                      max_size=4)
-
 
 # --- native trace -----------------------------------------------------------------------------
 
@@ -237,80 +140,6 @@ def test_model_spec_from_dict(changes, drop):
 def test_model_spec_from_any_json(value):
     only_input_errors(lambda: ModelSpec.from_dict(value))
 
-
-# --- cluster JSON -----------------------------------------------------------------------------
-
-
-@FUZZ
-@given(path=json_paths, value=json_values, delete=st.booleans())
-def test_cluster_from_mutated_dict(path, value, delete):
-    d = _mutate_json(_cluster_dict(), path, value, delete)
-    only_input_errors(lambda: cluster_from_dict(d))
-
-
-@FUZZ
-@given(
-    link=st.integers(0, 5),
-    field=st.sampled_from(["a", "b", "bandwidth_bytes_per_s", "latency_s", "weight", "tier"]),
-    number=st.floats(allow_nan=True, allow_infinity=True) | st.integers(-(2**80), 2**80),
-)
-def test_cluster_link_numbers(link, field, number):
-    d = _cluster_dict()
-    d["links"][link][field] = number
-    only_input_errors(lambda: cluster_from_dict(d))
-
-
-@FUZZ
-@given(value=json_values)
-def test_cluster_from_random_json(value):
-    only_input_errors(lambda: cluster_from_dict(value))
-
-
-@FUZZ
-@given(data=st.binary(max_size=300))
-def test_cluster_loader_on_random_bytes(data, tmp_path_factory):
-    p = tmp_path_factory.mktemp("fz") / "c.json"
-    p.write_bytes(data)
-    only_input_errors(lambda: load_cluster(p))
-
-
-# --- layout tables ----------------------------------------------------------------------------
-
-_layout_cells = (
-    st.integers(-5, 12)
-    | st.integers(-(2**62), 2**62)
-    | st.floats(allow_nan=True, allow_infinity=True)
-    | st.text(max_size=3)
-    | st.none()
-)
-
-
-@FUZZ
-@given(
-    columns=st.lists(st.sampled_from(["layer", "expert", "replica", "gpu", "server", "x"]),
-                     min_size=0, max_size=5, unique=True),
-    rows=st.integers(0, 10),
-    cells=st.lists(_layout_cells, min_size=50, max_size=50),
-    int_only=st.booleans(),
-    indices=st.sampled_from([(), (1, 2)]),
-)
-def test_layout_from_random_frames(columns, rows, cells, int_only, indices):
-    data = {}
-    for j, c in enumerate(columns):
-        vals = [cells[(j * 10 + r) % len(cells)] for r in range(rows)]
-        if int_only:
-            vals = [v if isinstance(v, int) else r % 4 for r, v in enumerate(vals)]
-        data[c] = vals
-    df = pd.DataFrame(data)
-    only_input_errors(lambda: layout_from_frame(df, 2, 4, 2, indices))
-
-
-@FUZZ
-@given(text=st.text(alphabet="layerxpticgu,0123456789-.\n\" ", max_size=200))
-def test_layout_loader_on_random_csv(text, tmp_path_factory):
-    p = tmp_path_factory.mktemp("fz") / "layout.csv"
-    p.write_text("layer,expert,replica,gpu\n" + text)
-    only_input_errors(lambda: load_layout(p, 2, 4, 2, (1, 2)))
 
 
 # --- SGLang logical_count ---------------------------------------------------------------------
@@ -496,81 +325,3 @@ def test_load_stats_on_mutated_parquet(column, kind, seed, rows, meta_path, meta
         assert np.isfinite(stats.counts).all() and (stats.counts >= 0).all()
 
     only_input_errors(read)
-
-
-# --- GraphML clusters -------------------------------------------------------------------------
-
-
-@FUZZ
-@given(
-    edits=st.lists(st.tuples(st.integers(min_value=0), st.integers(0, 6),
-                             st.text(alphabet='<>/="\' abdegknrtx0123456789.-', max_size=8)),
-                   min_size=1, max_size=5),
-)
-def test_graphml_loader_on_mutated_xml(edits, tmp_path_factory):
-    text = _graphml_text()
-    for pos, drop, insert in edits:
-        i = pos % (len(text) + 1)
-        text = text[:i] + insert + text[i + drop :]
-    p = tmp_path_factory.mktemp("fz") / "c.graphml"
-    p.write_text(text)
-    only_input_errors(lambda: load_cluster(p))
-
-
-@FUZZ
-@given(
-    attr=st.sampled_from(["kind", "server", "tier", "group", "bandwidth_bytes_per_s", "latency_s",
-                          "weight", "name"]),
-    which=st.integers(0, 20),
-    value=st.text(max_size=6) | st.floats().map(str) | st.integers(-(2**70), 2**70).map(str),
-)
-def test_graphml_loader_on_random_attribute_values(attr, which, value):
-    text = _graphml_text()
-    ids = re.findall(rf'<key id="([^"]+)"[^>]*attr\.name="{attr}"', text)
-    datas = [m for k in ids for m in re.finditer(rf'<data key="{k}">[^<]*</data>', text)]
-    if datas:
-        m = datas[which % len(datas)]
-        key = m.group(0).split('"')[1]
-        text = text[: m.start()] + f'<data key="{key}">{escape(value)}</data>' + text[m.end() :]
-    only_input_errors(lambda: cluster_from_graphml(text))
-
-
-# --- study files ------------------------------------------------------------------------------
-
-_STUDY_BASE = tomllib.loads(STUDY_TOML)
-_small_values = st.recursive(
-    st.none() | st.booleans() | st.integers(-3, 40) | st.floats(allow_nan=True)
-    | st.sampled_from(["", "fat-tree", "round-robin", "ilp-load", "synthetic", "x.json"]),
-    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(
-        st.sampled_from(["name", "k", "num_servers", "top_k", "seed", "params", "family", "x"]),
-        inner, max_size=3),
-    max_leaves=8,
-)
-
-
-@FUZZ
-@given(path=json_paths, value=_small_values, delete=st.booleans())
-def test_study_builder_on_mutated_definitions(path, value, delete, tmp_path):
-    raw = _mutate_json(_STUDY_BASE, path, value, delete)
-    only_input_errors(lambda: build_study(raw, base_dir=tmp_path))
-
-
-@FUZZ
-@given(
-    axes=st.dictionaries(
-        st.sampled_from(["seed", "model.top_k", "topology.params.num_servers", "placer.name",
-                         "trace.fit_tokens", "sim.x", "study", "model", "seed, trace.seq_len",
-                         "topology.params", "topology.family", "x", ""]),
-        _small_values, max_size=3),
-)
-def test_study_builder_on_random_axes(axes, tmp_path):
-    raw = {**_STUDY_BASE, "axes": axes}
-    only_input_errors(lambda: build_study(raw, base_dir=tmp_path))
-
-
-@FUZZ
-@given(text=st.text(alphabet='[]{}="., \nseditomlpax0123456789', max_size=120))
-def test_study_file_on_random_text(text, tmp_path_factory):
-    p = tmp_path_factory.mktemp("fz") / "study.toml"
-    p.write_text(text)
-    only_input_errors(lambda: load_study_file(p))
