@@ -38,13 +38,15 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_engine_import.py
 
-# The generated reference pages: the error catalogue (from tests/badinput.py) and the commands
-# (from the argparse parsers).  tests/test_docs*.py fail when they are out of date.
+# The generated reference pages: the error catalogue (from tests/badinput.py), the commands
+# (from the argparse parsers) and the tables of defaults in docs/ (from the dataclasses and the
+# topology families).  tests/test_docs*.py fail when they are out of date.
 docs: $(TEST_STAMP)
 	$(BIN)/python -m tests.error_catalogue > docs/reference/errors.md.tmp
 	mv docs/reference/errors.md.tmp docs/reference/errors.md
 	$(BIN)/python -m tests.commands_reference > docs/reference/commands.md.tmp
 	mv docs/reference/commands.md.tmp docs/reference/commands.md
+	$(BIN)/python -m tests.docs_tables
 
 # ruff with the rules pyproject.toml selects; mypy on the four packages.
 lint: $(TEST_STAMP)

@@ -1,4 +1,4 @@
-"""The placement problem and its result types (design.md section 5).
+"""The placement problem and its result types (docs/reference/strategies.md).
 
 The placer sees numbers only: a GPU distance matrix, which server holds each GPU, the slots
 every GPU has, where tokens originate and how often each expert is used.  It never sees a

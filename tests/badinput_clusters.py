@@ -18,6 +18,7 @@ from badinput import (
     Thunk,
     _cluster_dict,
     case,
+    cli_case,
     tiny_trace,
 )
 
@@ -285,6 +286,25 @@ _register_synth("negative token count", lambda: SynthConfig(TINY, num_tokens=-1)
 _register_synth("NaN Zipf exponent", lambda: SynthConfig(TINY, 8, zipf_exponent=float("nan")),
                 "zipf_exponent")
 _register_synth("negative seed", lambda: SynthConfig(TINY, 8, seed=-1), "seed", ">= 0")
+_register_synth("drift ramps overlap",
+                lambda: SynthConfig(TINY, 800, step_tokens=10, phase_steps=(5, 8),
+                                    drift_ramp_steps=4), "closer than the drift ramp")
+_register_synth("unknown popularity curve", lambda: SynthConfig(TINY, 8, curve="pareto"),
+                "unknown popularity curve 'pareto'")
+cli_case("trace synth --drift-every 0",
+         ["trace", "synth", "--model", "deepseek-v2-lite", "--tokens", "100", "--drift-every",
+          "0", "--out", "{dir}/s.parquet"], "--drift-every", ">= 1",
+         must_not_exist=("s.parquet",))
+cli_case("trace synth --phase-change after the last step",
+         ["trace", "synth", "--model", "deepseek-v2-lite", "--tokens", "100", "--phase-change",
+          "9", "--out", "{dir}/s.parquet"], "phase change at step 9", "last step (0)",
+         must_not_exist=("s.parquet",))
+cli_case("trace synth --fit a missing file",
+         ["trace", "synth", "--fit", "{dir}/none.parquet", "--tokens", "100",
+          "--out", "{dir}/s.parquet"], "none.parquet", must_not_exist=("s.parquet",))
+cli_case("trace concat of one trace",
+         ["trace", "concat", "{dir}/a.parquet", "--out", "{dir}/c.parquet"],
+         "at least two traces", must_not_exist=("c.parquet",))
 
 
 def _replay_cluster() -> Any:

@@ -33,7 +33,7 @@ prints them. Bad arguments and bad input end with one line on stderr and exit co
 """
 
 
-def _leaves(parser: argparse.ArgumentParser, help_text: str = "") -> Iterator[
+def leaves(parser: argparse.ArgumentParser, help_text: str = "") -> Iterator[
         tuple[argparse.ArgumentParser, str]]:
     """Every parser that runs something, depth first, with the help its parent gives it."""
     subs = [a for a in parser._actions if isinstance(a, argparse._SubParsersAction)]
@@ -42,7 +42,7 @@ def _leaves(parser: argparse.ArgumentParser, help_text: str = "") -> Iterator[
         return
     helps = {a.dest: a.help or "" for a in subs[0]._choices_actions}
     for name, child in subs[0].choices.items():
-        yield from _leaves(child, helps.get(name, ""))
+        yield from leaves(child, helps.get(name, ""))
 
 
 def _flags(action: argparse.Action, formatter: argparse.HelpFormatter) -> str:
@@ -93,12 +93,12 @@ def render() -> str:
     from experiments.cli import build_parser
 
     parser = build_parser()
-    leaves = list(_leaves(parser))
+    commands = list(leaves(parser))
     out = [INTRO, "\n| command | does |\n|---|---|\n"]
-    for p, h in leaves:
+    for p, h in commands:
         anchor = p.prog.replace(" ", "-")
         out.append(f"| [`{p.prog}`](#{anchor}) | {_cell(h or p.description or '')} |\n")
-    for p, h in leaves:
+    for p, h in commands:
         out.append("\n" + section(p, h))
     return "".join(out)
 

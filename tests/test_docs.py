@@ -14,6 +14,8 @@ from commands_reference import PAGE as COMMANDS_PAGE
 from commands_reference import REGENERATE as COMMANDS_REGENERATE
 from commands_reference import render as render_commands
 from docs_examples import ROOT, TEST_MARK, blocks, matches, run_page
+from docs_tables import REGENERATE as TABLES_REGENERATE
+from docs_tables import fill
 
 README = ROOT / "README.md"
 PAGES = sorted([README, ROOT / "CHANGELOG.md", *(ROOT / "docs").rglob("*.md")])
@@ -25,10 +27,14 @@ def _rel(p: Path) -> str:
     return str(p.relative_to(ROOT))
 
 
+def _unfenced(page: Path) -> str:
+    """The page without its fenced code blocks."""
+    return re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
+
+
 def _prose(page: Path) -> str:
-    """The page without its fenced code blocks (links in code are not links)."""
-    text = re.sub(r"^```.*?^```", "", page.read_text(), flags=re.S | re.M)
-    return re.sub(r"`[^`\n]*`", "", text)
+    """The page without any code (links in code are not links)."""
+    return re.sub(r"`[^`\n]*`", "", _unfenced(page))
 
 
 def _slug(heading: str) -> str:
@@ -38,7 +44,7 @@ def _slug(heading: str) -> str:
 
 
 def _anchors(page: Path) -> set[str]:
-    return {_slug(m) for m in re.findall(r"^#+ (.+)$", _prose(page), flags=re.M)}
+    return {_slug(m) for m in re.findall(r"^#+ (.+)$", _unfenced(page), flags=re.M)}
 
 
 def _links(page: Path) -> list[tuple[Path, str]]:
@@ -90,20 +96,41 @@ def test_commands_reference_is_current() -> None:
         f"docs/reference/commands.md differs from the parsers; {COMMANDS_REGENERATE}")
 
 
-def _table_names(page: str) -> set[str]:
-    return set(re.findall(r"^\| `([^`]+)` \|", (ROOT / page).read_text(), flags=re.M))
+def test_readme_command_table_has_every_command() -> None:
+    from commands_reference import leaves
+
+    from experiments.cli import build_parser
+
+    rows = [ln for ln in README.read_text().splitlines() if ln.startswith("| `moe-netsim ")]
+    missing = []
+    for parser, _ in leaves(build_parser()):
+        words = parser.prog.split()[1:]
+        if not any(f"moe-netsim {words[0]}" in r and all(w in r for w in words) for r in rows):
+            missing.append(parser.prog)
+    assert not missing, f"README.md's command table lacks {missing} (one row each, or a|b)"
 
 
-def test_every_strategy_family_and_model_field_is_documented() -> None:
-    from dataclasses import fields
+def test_generated_tables_are_current() -> None:
+    stale = [_rel(p) for p in PAGES if fill(p.read_text(), _rel(p)) != p.read_text()]
+    assert not stale, f"generated tables out of date in {stale}; {TABLES_REGENERATE}"
 
+
+def test_every_strategy_is_documented() -> None:
     from placement import STRATEGIES
-    from simulator.cluster.families import BUILDERS
-    from traces import ModelSpec
 
-    assert set(STRATEGIES) <= _table_names("docs/reference/strategies.md")
-    assert set(BUILDERS) <= _table_names("docs/reference/cluster-format.md")
-    assert {f.name for f in fields(ModelSpec)} <= _table_names("docs/reference/trace-format.md")
+    page = (ROOT / "docs/reference/strategies.md").read_text()
+    listed = set(re.findall(r"^\| `([^`]+)` \|", page, flags=re.M))
+    missing = sorted(set(STRATEGIES) - listed)
+    assert not missing, f"docs/reference/strategies.md does not describe {missing}"
+
+
+def test_every_solve_status_is_documented() -> None:
+    from placement import SolveStatus
+
+    page = (ROOT / "docs/reference/strategies.md").read_text()
+    table = page.split("| status | meaning |", 1)[1].split("\n\n", 1)[0]
+    listed = set(re.findall(r"^\| `([^`]+)` \|", table, flags=re.M))
+    assert listed == {s.value for s in SolveStatus}, "statuses in docs/reference/strategies.md"
 
 
 def test_console_output_matching() -> None:

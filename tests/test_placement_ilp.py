@@ -71,7 +71,8 @@ def test_hand_computed_optimum():
 
 
 def test_uniform_ilp_ties_round_robin_when_caps_are_tight():
-    # design.md section 5: with equal weights and full servers every layout costs the same.
+    # with equal weights and full servers every layout costs the same
+    # (docs/background/traffic-model.md, "Hops per token").
     act = np.array([[1.5, 0.3, 0.2], [0.1, 0.1, 1.8]])
     problem = _problem(act, slots=2, per_layer=1)
     uniform = _problem(np.full_like(act, 2 / 3), slots=2, per_layer=1)

@@ -263,7 +263,7 @@ def test_any_parameters_give_a_connected_deterministic_cluster(case):
 
 def test_r1_cluster_routes_build():
     # the R1 cluster (256 GPUs, 32 servers) of every family builds and routes (speed is
-    # measured by the benchmark in the README, not asserted here)
+    # measured by the benchmark in docs/benchmarks.md, not asserted here)
     for family, params in [
         ("fat-tree", {"k": 10, "num_servers": 32}),
         ("dragonfly", {"num_groups": 4}),

@@ -1,4 +1,4 @@
-"""MoE model geometry (design.md section 2) and named presets."""
+"""MoE model geometry (docs/reference/trace-format.md) and named presets."""
 
 from __future__ import annotations
 

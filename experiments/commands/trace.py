@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from experiments.commands import trace_export, trace_import, trace_synth
+from experiments.commands import trace_concat, trace_export, trace_import, trace_synth
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -13,3 +13,4 @@ def register(sub: argparse._SubParsersAction) -> None:
     trace_import.register(trace_sub)
     trace_synth.register(trace_sub)
     trace_export.register(trace_sub)
+    trace_concat.register(trace_sub)

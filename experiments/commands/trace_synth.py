@@ -12,6 +12,8 @@ from typing import TYPE_CHECKING, Any
 from experiments.outputs import TRACE_FILE, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.synthetic.modes import FIT_DEFAULT_MODES
+from traces.synthetic.popularity import CURVES
 
 if TYPE_CHECKING:
     from traces import RoutingTrace
@@ -26,31 +28,72 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Generate a seeded synthetic trace (skewed or fitted popularity, tenants).",
         description=(
             "Generate a synthetic routing trace in the native format. Per-layer expert"
-            " popularity is Zipf-shaped, or fitted to load statistics (--load-stats); routing"
-            " is group-limited for DeepSeek-V3/R1. Example: moe-netsim trace synth --model"
-            " deepseek-r1 --tokens 1000000 --out r1.parquet"
+            " popularity follows the model's calibrated preset (Zipf or log-normal), or is"
+            " fitted to load statistics (--load-stats) or, with co-activation, to a real trace"
+            " (--fit); routing is group-limited for DeepSeek-V3/R1; popularity may drift over"
+            " steps. Example: moe-netsim trace synth --model deepseek-r1 --tokens 1000000"
+            " --out r1.parquet"
         ),
     )
-    p.add_argument("--model", required=True,
-                   help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry.")
+    p.add_argument(
+        "--model",
+        help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry (default with"
+        " --fit: the trace's).",
+    )
     p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
     add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
     p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
-    p.add_argument("--zipf", type=float, default=0.45, help="Zipf exponent of popularity.")
-    p.add_argument(
-        "--max-activation", type=float, default=0.45, help="Cap on a Zipf expert's activation."
+    pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
+    pop.add_argument("--zipf", type=float, default=None, help="Zipf exponent of popularity.")
+    pop.add_argument(
+        "--curve", choices=CURVES, default=None,
+        help="Rank curve: zipf, or esft (measured on real DeepSeek-V2-Lite routing).",
     )
-    p.add_argument(
+    pop.add_argument(
+        "--curve-sd", type=float, default=None,
+        help="Spread of the esft curve's per-layer exponent (skew varies between layers).",
+    )
+    pop.add_argument(
+        "--max-activation", type=float, default=None, help="Cap on one expert's activation."
+    )
+    pop.add_argument(
         "--load-stats",
         type=Path,
         help="Load statistics to fit per-layer popularity to (instead of Zipf): SGLang"
         " logical_count .json, the .parquet of `trace import --format sglang` or a trace.",
     )
-    p.add_argument("--token-corr", type=float, default=0.0, help="P(repeat previous token).")
-    p.add_argument("--layer-corr", type=float, default=0.0, help="P(map previous layer).")
+    co = p.add_argument_group("co-activation and correlation")
+    co.add_argument(
+        "--fit", type=Path, default=None, metavar="TRACE",
+        help="Native trace to fit popularity and co-activation (routing modes) to.",
+    )
+    co.add_argument(
+        "--fit-modes", type=int, default=FIT_DEFAULT_MODES,
+        help=f"Routing modes per layer fitted by --fit ({FIT_DEFAULT_MODES}).",
+    )
+    co.add_argument(
+        "--modes", type=int, default=None,
+        help="Parametric routing modes per layer (1 = no co-activation model).",
+    )
+    co.add_argument("--mode-sigma", type=float, default=None, help="Contrast of the modes.")
+    co.add_argument("--token-corr", type=float, default=0.0, help="P(repeat previous token).")
+    co.add_argument("--layer-corr", type=float, default=0.0, help="P(map previous layer).")
+    dr = p.add_argument_group("drift over steps")
+    dr.add_argument(
+        "--phase-change", type=int, action="append", default=[], metavar="STEP",
+        help="A new popularity phase (experts relabelled) begins at STEP (repeatable).",
+    )
+    dr.add_argument(
+        "--drift-every", type=int, default=None, metavar="N",
+        help="Phase changes every N steps, each blended over N steps (gradual drift).",
+    )
+    dr.add_argument(
+        "--drift-ramp", type=int, default=None, metavar="STEPS",
+        help="Steps over which a phase change blends in (0 = abrupt; --drift-every: N).",
+    )
     p.add_argument(
         "--tenant",
         action="append",
@@ -58,7 +101,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         metavar="SPEC",
         help=(
             "A workload of the mixture (repeat for several): colon-separated key=value among"
-            " share=FLOAT, gpus=0-63,128-191, zipf=FLOAT, stats=FILE, name=TEXT."
+            " share=FLOAT, share_end=FLOAT (share at the last step), gpus=0-63,128-191,"
+            " zipf=FLOAT, stats=FILE, fit=TRACE, name=TEXT."
             " Example: --tenant name=chat:share=3:gpus=0-127 --tenant name=code:share=1"
         ),
     )
@@ -115,30 +159,39 @@ def _gpu_list(text: str, where: str) -> tuple[int, ...]:
     return tuple(out)
 
 
-def parse_tenant(spec: str, model: ModelSpec) -> TenantSpec:
+TENANT_KEYS = ("share", "share_end", "gpus", "zipf", "stats", "fit", "name")
+
+
+def parse_tenant(
+    spec: str, model: ModelSpec, fit_modes: int = FIT_DEFAULT_MODES, seed: int = 0
+) -> TenantSpec:
     """``share=1:gpus=0-63:zipf=0.5:stats=FILE:name=chat`` -> :class:`TenantSpec`."""
     from traces.load_stats import load_load_stats
     from traces.synthetic import TenantSpec
+    from traces.synthetic.modes import fit_modes_file
 
     where = f"--tenant {spec!r}"
     fields: dict[str, str] = {}
     for item in spec.split(":"):
         key, eq, value = item.partition("=")
-        if not eq or key not in {"share", "gpus", "zipf", "stats", "name"}:
+        if not eq or key not in TENANT_KEYS:
             raise InputError(
-                f"{where}: expected key=value items (share, gpus, zipf, stats, name)"
+                f"{where}: expected key=value items ({', '.join(TENANT_KEYS)})"
                 f" separated by ':', got {item!r}"
             )
         fields[key] = value
     try:
         share = float(fields.get("share", "1"))
+        share_end = float(fields["share_end"]) if "share_end" in fields else None
         zipf = float(fields["zipf"]) if "zipf" in fields else None
     except ValueError:
-        raise InputError(f"{where}: share and zipf must be numbers") from None
+        raise InputError(f"{where}: share, share_end and zipf must be numbers") from None
     stats = load_load_stats(fields["stats"], model) if "stats" in fields else None
+    fit = fit_modes_file(Path(fields["fit"]), fit_modes, seed) if "fit" in fields else None
     gpus = _gpu_list(fields["gpus"], where) if "gpus" in fields else ()
     return TenantSpec(
-        share=share, gpus=gpus, zipf_exponent=zipf, load_stats=stats, name=fields.get("name", "")
+        share=share, gpus=gpus, zipf_exponent=zipf, load_stats=stats, name=fields.get("name", ""),
+        share_end=share_end, fit=fit,
     )
 
 
@@ -190,13 +243,35 @@ def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw:
     return write_blocks(out, blocks, **kw)
 
 
+def _drift(args: argparse.Namespace, num_tokens: int) -> tuple[tuple[int, ...], int]:
+    """(phase_steps, ramp) from --phase-change, --drift-every and --drift-ramp."""
+    steps = list(args.phase_change)
+    ramp = args.drift_ramp
+    if args.drift_every is not None:
+        if args.drift_every < 1:
+            raise InputError(f"--drift-every must be >= 1 step, got {args.drift_every}")
+        last = max(0, (num_tokens - 1) // args.step_tokens)
+        steps += range(args.drift_every, last + 1, args.drift_every)
+        ramp = args.drift_every if ramp is None else ramp
+    if len(set(steps)) != len(steps):
+        raise InputError("--phase-change/--drift-every: a step is given twice")
+    return tuple(sorted(steps)), 0 if ramp is None else ramp
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from traces.load_stats import load_load_stats
     from traces.model import load_model_spec
     from traces.synthetic import SynthConfig, iter_synthetic
+    from traces.synthetic.modes import fit_modes_file
 
-    model = load_model_spec(args.model)
+    if args.fit_modes < 1:
+        raise InputError(f"--fit-modes must be >= 1, got {args.fit_modes}")
+    fit = fit_modes_file(args.fit, args.fit_modes, args.seed) if args.fit else None
+    if args.model is None and fit is None:
+        raise InputError("--model is required (or --fit TRACE, whose model is used)")
+    model = load_model_spec(args.model) if args.model else fit.model  # type: ignore[union-attr]
     stats = load_load_stats(args.load_stats, model) if args.load_stats else None
+    phase_steps, ramp = _drift(args, args.tokens)
     cfg = SynthConfig(
         model,
         num_tokens=args.tokens,
@@ -209,7 +284,14 @@ def run_synth(args: argparse.Namespace) -> int:
         layer_corr=args.layer_corr,
         max_activation=args.max_activation,
         load_stats=stats,
-        tenants=tuple(parse_tenant(s, model) for s in args.tenant),
+        tenants=tuple(parse_tenant(s, model, args.fit_modes, args.seed) for s in args.tenant),
+        curve=args.curve,
+        curve_sd=args.curve_sd,
+        modes=args.modes,
+        mode_sigma=args.mode_sigma,
+        fit=fit,
+        phase_steps=phase_steps,
+        drift_ramp_steps=ramp,
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")

@@ -1,4 +1,6 @@
-"""Cluster description: GPUs, servers, switches and full-duplex links (design.md section 3).
+"""Cluster description: GPUs, servers, switches and full-duplex links.
+
+The format is described in docs/reference/cluster-format.md.
 
 A :class:`ClusterSpec` is an immutable list of nodes and links.  Every GPU belongs to exactly
 one server; inside a server the GPUs hang off the server's node (its NVLink-class switch, which

@@ -1,0 +1,47 @@
+"""``moe-netsim trace concat``: traces one after another in time (a workload shift)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from traces.concat import MISSING_STEPS, concat_trace_files
+from traces.infra.errors import InputError
+
+
+def register(trace_sub: argparse._SubParsersAction) -> None:
+    """Add ``concat`` to the ``trace`` group."""
+    p = trace_sub.add_parser(
+        "concat",
+        help="Join traces one after another in time; steps and sequence ids continue.",
+        description=(
+            "Write the input traces one after another: each input's steps start after the"
+            " previous input's last step and its sequence ids after the previous largest, so"
+            " e.g. several imported ESFT tasks become one workload that shifts. Inputs must"
+            " share the model and the origin/gate columns. Example: moe-netsim trace concat"
+            " intent.parquet law.parquet --missing-steps sequence --out shift.parquet"
+        ),
+    )
+    p.add_argument("inputs", type=Path, nargs="+", help="Native traces, in time order.")
+    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    p.add_argument(
+        "--missing-steps",
+        choices=MISSING_STEPS,
+        default="refuse",
+        help="Inputs without a step column: refuse (default), or one step per sequence.",
+    )
+    p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    p.set_defaults(func=run_concat)
+
+
+def run_concat(args: argparse.Namespace) -> int:
+    out: Path = args.out
+    if any(out.exists() and out.resolve() == p.resolve() for p in args.inputs if p.exists()):
+        raise InputError(f"{out}: is also an input; write the result to a new file")
+    if out.exists() and not args.overwrite:
+        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
+    if out.suffix != ".parquet":
+        raise InputError(f"{out}: the output must be a .parquet file")
+    n = concat_trace_files(args.inputs, out, args.missing_steps)
+    print(f"wrote {n:,} tokens of {len(args.inputs)} traces to {out}")
+    return 0
