@@ -37,6 +37,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
 	$(BIN)/python benchmarks/bench_simulator.py
 	$(BIN)/python benchmarks/bench_engine_import.py
+	$(BIN)/python benchmarks/bench_dedup.py
 
 # The generated reference pages: the error catalogue (from tests/badinput.py), the commands
 # (from the argparse parsers) and the tables of defaults in docs/ (from the dataclasses and the

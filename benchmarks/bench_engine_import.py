@@ -5,8 +5,11 @@
 Writes a DeepSeek-R1 routing trace (58 MoE layers, top-8 of 256, origins on 32 GPUs, 4,096
 tokens per step) in each binary engine format with the project's exporters, then imports each
 one back in a child process of its own (single-threaded, so the rate is per core) and reports
-wall time, routed tokens x 58 layers per minute, and the child's peak resident memory
-(``ru_maxrss``).  The target (issue 18) is at least 1M tokens x 58 layers per minute per core
+wall and CPU time (the child's, start-up included), routed tokens x 58 layers per CPU minute
+(steadier than wall time on a shared machine), the child's peak resident memory
+(``ru_maxrss``: it includes pages of the input mapped from disk, which the kernel can reclaim)
+and its peak heap (``tracemalloc``: NumPy and Python objects, what the chunk bounds).
+The target (issue 18) is at least 1M tokens x 58 layers per minute per core
 for the binary formats, with memory bounded by the chunk, not the file.
 """
 
@@ -23,13 +26,14 @@ from pathlib import Path
 
 FORMATS = ("sglang-dump", "trtllm", "megatron", "vllm", "topk-parquet")
 CHILD = """
-import sys, time
+import sys, time, tracemalloc
 from traces.importers import import_trace
 from traces.model import model_preset
 fmt, src, out = sys.argv[1:4]
+tracemalloc.start()
 t0 = time.perf_counter()
 n = import_trace(fmt, src, out, model_preset("deepseek-r1"))
-print(n, time.perf_counter() - t0)
+print(n, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1])
 """
 
 
@@ -37,28 +41,42 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=262_144)
     ap.add_argument("--formats", default=",".join(FORMATS))
+    ap.add_argument("--prepare", type=Path, default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-    from benchmarks.bench_traces import random_blocks
-    from traces.importers.exports import EXPORT_FORMATS, export_trace
-    from traces.io import write_blocks
-
+    root = Path(__file__).resolve().parents[1]
     env = dict(os.environ, OMP_NUM_THREADS="1", OPENBLAS_NUM_THREADS="1", MKL_NUM_THREADS="1")
-    env["PYTHONPATH"] = str(Path(__file__).resolve().parents[1])
+    env["PYTHONPATH"] = str(root)
+    formats = [
+        f
+        for f in args.formats.split(",")
+        if f not in ("sglang-dump", "megatron") or importlib.util.find_spec("torch") is not None
+    ]
+    if args.prepare is not None:
+        sys.path.insert(0, str(root))
+        _prepare(args.prepare, args.tokens, formats)
+        return
+    # The parent stays small (no numpy): a forked child's peak RSS starts from its parent's.
     with tempfile.TemporaryDirectory() as d:
-        base = Path(d) / "trace.parquet"
-        write_blocks(base, _with_steps(random_blocks(args.tokens, seed=0)))
+        subprocess.run(
+            [
+                sys.executable,
+                __file__,
+                "--prepare",
+                d,
+                "--tokens",
+                str(args.tokens),
+                "--formats",
+                ",".join(formats),
+            ],
+            env=env,
+            check=True,
+        )
         print(f"{args.tokens:,} R1 tokens; import, one core each:")
         for fmt in args.formats.split(","):
-            if fmt in ("sglang-dump", "megatron") and importlib.util.find_spec("torch") is None:
+            if fmt not in formats:
                 print(f"  {fmt:13s} skipped: needs torch (pip install 'moe-netsim[record]')")
                 continue
-            src = Path(d) / (
-                fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
-            )
-            if EXPORT_FORMATS[fmt][1]:
-                src.mkdir()
-            export_trace(fmt, base, src)
+            src = Path(d) / _name(fmt)
             out = Path(d) / f"back-{fmt}.parquet"
             t0 = time.perf_counter()
             proc = subprocess.Popen(
@@ -70,15 +88,34 @@ def main() -> None:
             _, status, usage = os.wait4(proc.pid, 0)
             wall = time.perf_counter() - t0
             assert proc.stdout is not None
-            n, seconds = proc.stdout.read().split()
+            n, seconds, heap = proc.stdout.read().split()
             if status:
                 raise SystemExit(f"{fmt}: import failed")
-            rate = int(n) / float(seconds) * 60
+            cpu = usage.ru_utime + usage.ru_stime
             print(
-                f"  {fmt:13s} {float(seconds):6.1f} s import ({wall:5.1f} s with start-up)"
-                f"  {rate / 1e6:5.2f} M tokens x 58 layers/min  peak RSS"
-                f" {usage.ru_maxrss / 1024:6.0f} MB"
+                f"  {fmt:13s} {float(seconds):6.1f} s import ({wall:5.1f} s with start-up,"
+                f" {cpu:5.1f} s CPU)  {int(n) / cpu * 60 / 1e6:5.2f} M tokens x 58 layers per CPU"
+                f" minute  peak RSS {usage.ru_maxrss / 1024:6.0f} MB,"
+                f" heap {int(heap) / 1e6:5.0f} MB"
             )
+
+
+def _name(fmt: str) -> str:
+    return fmt + (".npz" if fmt == "vllm" else ".parquet" if "parquet" in fmt else "")
+
+
+def _prepare(d: Path, tokens: int, formats: list[str]) -> None:
+    from benchmarks.bench_traces import random_blocks
+    from traces.importers.exports import EXPORT_FORMATS, export_trace
+    from traces.io import write_blocks
+
+    base = d / "trace.parquet"
+    write_blocks(base, _with_steps(random_blocks(tokens, seed=0)))
+    for fmt in formats:
+        src = d / _name(fmt)
+        if EXPORT_FORMATS[fmt][1]:
+            src.mkdir()
+        export_trace(fmt, base, src)
 
 
 def _with_steps(blocks):  # noqa: ANN001, ANN202

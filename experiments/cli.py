@@ -58,6 +58,7 @@ def build_parser() -> argparse.ArgumentParser:
     from experiments.commands import (
         demo,
         place,
+        rebalance,
         report,
         simulate,
         study,
@@ -71,7 +72,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Topology-aware MoE expert placement and trace-replay network simulation.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    for module in (demo, trace, topology, place, simulate, study, sweep, report):
+    for module in (demo, trace, topology, place, simulate, rebalance, study, sweep, report):
         module.register(sub)
     return parser
 

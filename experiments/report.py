@@ -297,31 +297,6 @@ def _run_sections(
     return sections
 
 
-def write_run_report(run_dir: Path) -> Path:
-    """Figures (PNG) and ``report.html`` for any finished run directory: demo, simulate,
-    study or sweep (what kind it is, its own files say)."""
-    from traces.infra.errors import InputError
-
-    run_dir = Path(run_dir)
-    if not run_dir.is_dir():
-        raise InputError(f"{run_dir}: not a directory; give a run directory of demo, simulate,"
-                         " study or sweep")
-    if (run_dir / "study.json").is_file():
-        return write_study_report(run_dir)
-    if (run_dir / "meta.json").is_file():
-        from experiments.report_runs import read_meta, write_demo_report, write_simulate_report
-
-        command = read_meta(run_dir).get("command")
-        if command == "moe-netsim demo":
-            return write_demo_report(run_dir)
-        if command == "moe-netsim simulate":
-            return write_simulate_report(run_dir)
-        raise InputError(f"{run_dir}: a run of {command!r}, which has no report; reports are"
-                         " written for demo, simulate, study and sweep runs")
-    raise InputError(f"{run_dir}: not a finished run directory (no study.json or meta.json);"
-                     " run or resume it first")
-
-
 def write_study_report(run_dir: Path) -> Path:
     """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
     import matplotlib.pyplot as plt

@@ -1,4 +1,5 @@
-"""Reports of the single-run directories: `demo` and `simulate` (studies: experiments.report).
+"""Reports of the single-run directories: `demo` and `simulate` (studies: experiments.report),
+and :func:`write_run_report`, which picks the report for any run directory.
 
 Each report is rebuilt from the run directory's own files (Parquet tables and meta.json), so
 `moe-netsim report DIR` works on any finished run, and the commands call the same functions
@@ -17,10 +18,11 @@ import pandas as pd
 
 from experiments import plots
 from experiments.outputs import atomic_write_text, save_figure
-from experiments.report import Section, render_report
+from experiments.report import Section, render_report, write_study_report
 from traces.infra.errors import InputError
 
 DEMO_TABLE = ("strategy", "status", "hops_per_token", "hops_per_token_reduction_pct",
+              "remote_copies_per_token_layer", "remote_copies_per_token_layer_reduction_pct",
               "network_link_bytes", "network_link_bytes_reduction_pct", "network_bytes",
               "max_link_utilisation", "latency_p50_ms", "latency_p99_ms",
               "latency_p99_ms_reduction_pct", "solve_time_s")
@@ -60,6 +62,27 @@ def _frame(run_dir: Path, name: str) -> pd.DataFrame:
     if not path.is_file():
         raise InputError(f"{path}: missing; the run directory is incomplete")
     return pd.read_parquet(path)
+
+
+def write_run_report(run_dir: Path) -> Path:
+    """Figures (PNG) and ``report.html`` for any finished run directory: demo, simulate,
+    study or sweep (what kind it is, its own files say)."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise InputError(f"{run_dir}: not a directory; give a run directory of demo, simulate,"
+                         " study or sweep")
+    if (run_dir / "study.json").is_file():
+        return write_study_report(run_dir)
+    if (run_dir / "meta.json").is_file():
+        command = read_meta(run_dir).get("command")
+        if command == "moe-netsim demo":
+            return write_demo_report(run_dir)
+        if command == "moe-netsim simulate":
+            return write_simulate_report(run_dir)
+        raise InputError(f"{run_dir}: a run of {command!r}, which has no report; reports are"
+                         " written for demo, simulate, study and sweep runs")
+    raise InputError(f"{run_dir}: not a finished run directory (no study.json or meta.json);"
+                     " run or resume it first")
 
 
 # --- demo ------------------------------------------------------------------------------------

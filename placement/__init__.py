@@ -21,7 +21,7 @@ if TYPE_CHECKING:
         default_slots,
         expected_cost,
     )
-    from placement.strategies import STRATEGIES, solve_placement
+    from placement.strategies import SAMPLE_STRATEGIES, STRATEGIES, solve_placement
 
 _WHERE = {
     "check_layout": "placement.check",
@@ -34,11 +34,13 @@ _WHERE = {
     "Termination": "placement.outcome",
     "default_slots": "placement.problem",
     "expected_cost": "placement.problem",
+    "SAMPLE_STRATEGIES": "placement.strategies",
     "STRATEGIES": "placement.strategies",
     "solve_placement": "placement.strategies",
 }
 
 __all__ = [
+    "SAMPLE_STRATEGIES",
     "ExpertLayout",
     "PlacementProblem",
     "PlacementResult",

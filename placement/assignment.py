@@ -98,10 +98,11 @@ def expert_groups(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Experts of one layer with equal cost rows and weights share a column.
 
-    Returns the layer of every group and its members (flat expert indices l * E + i).
+    ``weights``: one column per expert, or several ([L * E, n]).  Returns the layer of every
+    group and its members (flat expert indices l * E + i).
     """
     key = np.hstack([
-        np.repeat(np.arange(L), E)[:, None], _key(cost_k), _key(weights.reshape(-1, 1))
+        np.repeat(np.arange(L), E)[:, None], _key(cost_k), _key(weights.reshape(L * E, -1))
     ])
     _, inv = np.unique(key, axis=0, return_inverse=True)  # sorted by layer first
     inv = inv.reshape(-1)
@@ -156,8 +157,15 @@ class _Assignment:
         }
 
 
+def _tie_weights(problem: PlacementProblem, weights: np.ndarray | None) -> np.ndarray:
+    """The activation the model's cost is built from (default: the measured one), [L * E]."""
+    w = problem.activation if weights is None else weights
+    return np.asarray(w, dtype=np.float64).reshape(-1)
+
+
 def _build(
-    problem: PlacementProblem, cost_g: np.ndarray, rt: np.ndarray, force_gpus: bool
+    problem: PlacementProblem, cost_g: np.ndarray, rt: np.ndarray, force_gpus: bool,
+    weights: np.ndarray | None = None,
 ) -> _Assignment:
     L, E = problem.num_layers, problem.num_experts
     eps = problem.balance_eps
@@ -167,8 +175,10 @@ def _build(
     K = len(classes)
     gps_k = np.array([sum(len(unit_gpus[u]) for u in c) for c in classes], dtype=np.float64)
     cost_k = cost_u[:, [c[0] for c in classes]]
-    w = problem.activation.reshape(-1)
-    g_layer, members = expert_groups(cost_k, w, L, E)
+    w = problem.activation.reshape(-1)  # measured load: the balance rows
+    w_tie = _tie_weights(problem, weights)
+    g_layer, members = expert_groups(cost_k, w_tie if eps is None else np.column_stack(
+        [w_tie, w]), L, E)
     n_groups = len(members)
     size = np.array([len(m) for m in members], dtype=np.float64)
     first = np.array([m[0] for m in members])
@@ -221,11 +231,17 @@ def _solve(
     return run_highs(a.model, options, integer=True, start=start, time_limit_s=left), True
 
 
-def _layout(problem: PlacementProblem, a: _Assignment, x: np.ndarray) -> ExpertLayout:
-    """Experts per (group, class) -> a unit per expert (dealt) -> a GPU per expert."""
+def _layout(
+    problem: PlacementProblem, a: _Assignment, x: np.ndarray, weights: np.ndarray | None = None
+) -> ExpertLayout:
+    """Experts per (group, class) -> a unit per expert (dealt) -> a GPU per expert.
+
+    Dealt and spread by the model's own activation (``weights``), so a model that ignores
+    load (the paper's ``ilp``) also breaks its ties independently of load.
+    """
     L, E = problem.num_layers, problem.num_experts
     K = len(a.classes)
-    w = problem.activation.reshape(-1)
+    w = _tie_weights(problem, weights)
     y = np.round(x[a.col].reshape(len(a.members), K)).astype(np.int64)
     expert_class = np.empty(L * E, dtype=np.int64)
     for g, m in enumerate(a.members):
@@ -247,21 +263,26 @@ def solve_assignment(
     cost_g: np.ndarray,
     force_gpus: bool = False,
     rt: np.ndarray | None = None,
+    weights: np.ndarray | None = None,
 ) -> PlacementResult:
-    """The TU assignment model for a cost [layers * experts, gpus] (plus optional balance)."""
+    """The TU assignment model for a cost [layers * experts, gpus] (plus optional balance).
+
+    ``weights``: the activation ``cost_g`` was built from (default: the measured one); experts
+    of equal cost are told apart, dealt and spread by it.
+    """
     t0 = time.perf_counter()
     rt = problem.round_trip("hops") if rt is None else rt
-    a = _build(problem, cost_g, rt, force_gpus)
+    a = _build(problem, cost_g, rt, force_gpus, weights)
     info = a.info()
     sol, usable = _solve(problem, options, a, t0, info)
     if sol.x is None or not sol.status.has_layout or not usable:
         return failed(name, problem, options, sol.outcome, t0, info)
-    layout = _layout(problem, a, sol.x)
+    layout = _layout(problem, a, sol.x, weights)
     eps = problem.balance_eps
     if eps is not None and a.level == "server":
         cap = (1 + eps) * problem.activation.sum() / problem.num_gpus
         if (gpu_loads(problem, layout) > cap * (1 + 1e-9)).any():
-            return _balance_per_gpu(problem, options, name, cost_g, rt, sol, t0, info)
+            return _balance_per_gpu(problem, options, name, cost_g, rt, sol, t0, info, weights)
     proven = not info.get("mip") and sol.status is SolveStatus.OPTIMAL
     message = "LP relaxation integral (network-flow structure)" if proven else ""
     return finish(name, problem, options, layout, sol.outcome, t0, info, message)
@@ -270,6 +291,7 @@ def solve_assignment(
 def _balance_per_gpu(
     problem: PlacementProblem, options: SolverOptions, name: str, cost_g: np.ndarray,
     rt: np.ndarray, sol: Solved, t0: float, info: dict[str, object],
+    weights: np.ndarray | None = None,
 ) -> PlacementResult:
     """Server-level balance held but the split over GPUs did not: solve per GPU with the time
     that is left if that model is not too large, else the balanced greedy layout (no bound)."""
@@ -278,7 +300,8 @@ def _balance_per_gpu(
     left = options.time_limit_s - (time.perf_counter() - t0)
     if left > 1 and L * E * problem.num_gpus <= GPU_LEVEL_MAX_COLUMNS:
         opts = replace(options, time_limit_s=left)
-        res = solve_assignment(problem, opts, name, cost_g, force_gpus=True, rt=rt)
+        res = solve_assignment(problem, opts, name, cost_g, force_gpus=True, rt=rt,
+                               weights=weights)
         res.info["server_level_split_failed"] = True
         return replace(res, options=options, runtime_s=time.perf_counter() - t0)
     info["server_level_split_failed"] = True

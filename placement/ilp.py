@@ -44,7 +44,8 @@ def server_cost(problem: PlacementProblem) -> np.ndarray:
 
 
 def _uniform(problem: PlacementProblem) -> np.ndarray:
-    k = problem.activation.sum(axis=1, keepdims=True)
+    # rounded: measured loads that sum to top_k up to float error must not perturb the model
+    k = np.round(problem.activation.sum(axis=1, keepdims=True), 9)
     return np.broadcast_to(k / problem.num_experts, problem.activation.shape).copy()
 
 
@@ -61,7 +62,7 @@ def _solve(
         return solve_replicas(problem, options, name, metric, weights, per_origin)
     rt = problem.round_trip(metric)
     cost_g = cost_matrix(problem, metric, weights, per_origin)
-    res = solve_assignment(problem, options, name, cost_g, rt=rt)
+    res = solve_assignment(problem, options, name, cost_g, rt=rt, weights=weights)
     res.info["metric"] = metric
     return res
 

@@ -15,6 +15,7 @@ import pandas as pd
 
 from placement.options import SolverOptions
 from placement.outcome import SolverOutcome, SolveStatus
+from placement.token_sample import TokenSample
 from traces.infra.errors import InputError
 
 
@@ -39,7 +40,9 @@ class PlacementProblem:
     * ``num_redundant``: extra replica slots per MoE layer (EPLB's redundant experts).
     * ``balance_eps``: every GPU's expected token load (summed over layers) at most
       (1 + eps) x the mean.
-    * ``expert_groups``: routing groups of a layer (DeepSeek-V3: 8), used by ``eplb``.
+    * ``expert_groups``: routing groups of a layer (DeepSeek-V3: 8), used by ``eplb`` and
+      ``dedup``.
+    * ``token_sample``: per-token routing and origins (co-activation), fitted by ``dedup``.
     """
 
     distance: np.ndarray  # [gpus, gpus]
@@ -60,6 +63,7 @@ class PlacementProblem:
         default=None, metadata={"help": "GPU load at most (1 + eps) x mean; None = off."}
     )
     expert_groups: int = field(default=1, metadata={"help": "Routing groups per layer (eplb)."})
+    token_sample: TokenSample | None = None
 
     def __post_init__(self) -> None:
         validate_problem(self)
@@ -184,6 +188,8 @@ def validate_problem(p: PlacementProblem) -> None:
         if w.shape != (d.shape[0],) or not np.isfinite(w).all() or (w < 0).any() or w.sum() <= 0:
             raise InputError("placement: origin_weight must be one non-negative weight per GPU")
     _validate_variant_inputs(p)
+    if p.token_sample is not None:
+        p.token_sample.validate(a.shape[0], a.shape[1], d.shape[0])
     if p.slots_per_gpu < 1 or p.max_per_gpu_per_layer < 1:
         raise InputError("placement: slots_per_gpu and max_per_gpu_per_layer must be >= 1")
     g = d.shape[0]

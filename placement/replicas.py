@@ -150,7 +150,8 @@ def solve_replicas(
     c_u = rt[np.ix_(rep, rep)]  # [origin unit, unit]
     n_cand, cand = _candidates(weights, L, E, R, U)
     single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
-                                                                   per_origin), rt=rt)
+                                                                   per_origin), rt=rt,
+                              weights=weights)
     info: dict[str, object] = {
         "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
         "single_copy_objective": single.objective,

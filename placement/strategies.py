@@ -26,7 +26,11 @@ _WHERE: dict[str, tuple[str, str]] = {
     "ilp-origin": ("placement.ilp", "ilp_origin"),
     "ilp-bytes": ("placement.ilp", "ilp_bytes"),
     "ilp-bottleneck": ("placement.bottleneck", "ilp_bottleneck"),
+    "dedup": ("placement.dedup.solve", "dedup"),
+    "dedup-bytes": ("placement.dedup.solve", "dedup_bytes"),
 }
+# Strategies fitted on per-token routing (``PlacementProblem.token_sample``), not on counts.
+SAMPLE_STRATEGIES = frozenset({"dedup", "dedup-bytes"})
 
 
 class _Strategies(Mapping[str, Strategy]):
@@ -55,6 +59,7 @@ SUPPORTS: dict[str, frozenset[str]] = {
     "eplb": frozenset({"replicas"}),
     **{name: frozenset({"replicas", "balance"}) for name in ("ilp", "ilp-load", "ilp-origin",
                                                              "ilp-bytes")},
+    **{name: frozenset({"replicas", "balance"}) for name in ("dedup", "dedup-bytes")},
 }
 
 

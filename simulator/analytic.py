@@ -22,8 +22,10 @@ from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,
+    CopyTally,
     TrafficConfig,
     pair_counts,
+    remote_copies,
     resolve_hosts_layer,
     resolve_origins,
     validate_layout,
@@ -174,6 +176,7 @@ def count_traffic(
     counter = _Counter(routes)
     hops = 0.0
     tokens = 0
+    tally = CopyTally()
     bounds = []
     if microbatch_tokens is not None:
         blocks = by_tokens(blocks, microbatch_tokens)
@@ -189,6 +192,7 @@ def count_traffic(
             )
             c = pair_counts(origins, hosts, g)
             hops += float((c * routes.distance).sum()) * 2
+            tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
             if config.server_dedup:
                 d_copies, c_copies = counter.count_dedup(origins, hosts)
             else:
@@ -210,6 +214,7 @@ def count_traffic(
     summary: dict[str, Any] = {
         "tokens": float(tokens),
         "hops_per_token": hops / tokens if tokens else 0.0,
+        **tally.summary(),
         **tiers,
         "dispatch_lower_bound_s": float(by_phase.get("dispatch", 0.0)),
         "combine_lower_bound_s": float(by_phase.get("combine", 0.0)),

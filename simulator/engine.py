@@ -42,9 +42,11 @@ from simulator.config import SimConfig
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
+    CopyTally,
     StageCopies,
     dispatch_stages,
     pair_counts,
+    remote_copies,
     resolve_hosts_layer,
     resolve_origins,
     stages_from_pairs,
@@ -256,6 +258,7 @@ class _Run:
         self.token_parts: list[pd.DataFrame] = []
         self.hops = 0.0
         self.tokens = 0
+        self.copies = CopyTally()
         self.started = 0
         self.finished = 0
 
@@ -282,7 +285,7 @@ class _Run:
             layer_rows=self.layer_rows, phase_rows=self.phase_rows,
             token_parts=self.token_parts,
             gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
-            hops=self.hops, tokens=self.tokens,
+            hops=self.hops, tokens=self.tokens, copies=self.copies.summary(),
             utilisation_window_s=self.config.utilisation_window_s,
             server_dedup=bool(self.config.traffic.server_dedup),
         )
@@ -307,6 +310,8 @@ class _Run:
             )
             pairs = pair_counts(origins, hosts, g)
             self.hops += float((pairs * distance).sum()) * 2
+            self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
+                            db + cb)
             if traffic.server_dedup:
                 dispatch = dispatch_stages(origins, hosts, self.gpu_server, True)
             else:

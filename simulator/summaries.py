@@ -149,6 +149,7 @@ class RunRecords:
     gpu_routes: np.ndarray
     hops: float
     tokens: int
+    copies: dict[str, float]  # remote copies per token-layer and network bytes, with/without
     utilisation_window_s: float | None
     server_dedup: bool
 
@@ -222,6 +223,7 @@ def collect_sim(rec: RunRecords) -> SimFrames:
         "tokens": float(rec.tokens),
         "microbatches": float(len(rec.token_parts)),
         "hops_per_token": rec.hops / rec.tokens if rec.tokens else 0.0,
+        **rec.copies,
         **tier_bytes(cluster, links["bytes"].to_numpy()),
         "max_link_utilisation": float(links["utilisation"].max()) if len(links) else 0.0,
         "max_gpu_compute_utilisation": float(gpus["compute_utilisation"].max()),

@@ -183,6 +183,62 @@ def stages_from_pairs(pairs: np.ndarray, gpu_server: np.ndarray) -> StageCopies:
     return StageCopies(up=up, mid=mid, down=down, local=local)
 
 
+def remote_servers(
+    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The de-duplication rule: each token's host servers, sorted per row [tokens, k], and the
+    mask of the entries that are one network copy (first of each remote server in the row)."""
+    so = gpu_server[origins]
+    s_sorted = np.sort(gpu_server[hosts_layer], axis=1)
+    return s_sorted, _first_in_row(s_sorted) & (s_sorted != so[:, None])
+
+
+@dataclass(frozen=True)
+class RemoteCopies:
+    """One layer's network copies: de-duplicated (one per token and remote server) and not
+    (one per route whose host is on another server than the token's origin)."""
+
+    dedup: int
+    routes: int
+
+
+def remote_copies(
+    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray
+) -> RemoteCopies:
+    """Network copies of one layer with and without server-level de-duplication.
+
+    Each copy crosses the network once each way: ``dispatch + combine`` bytes enter it.
+    """
+    _, keep = remote_servers(origins, hosts_layer, gpu_server)
+    routes = int((gpu_server[hosts_layer] != gpu_server[origins][:, None]).sum())
+    return RemoteCopies(dedup=int(keep.sum()), routes=routes)
+
+
+class CopyTally:
+    """Network copies summed over layers and micro-batches, with and without de-duplication."""
+
+    def __init__(self) -> None:
+        self.dedup = self.routes = self.token_layers = 0
+        self.dedup_bytes = self.route_bytes = 0
+
+    def add(self, copies: RemoteCopies, tokens: int, copy_bytes: int) -> None:
+        """One layer of ``tokens`` tokens; ``copy_bytes`` = dispatch + combine bytes of a copy."""
+        self.dedup += copies.dedup
+        self.routes += copies.routes
+        self.token_layers += tokens
+        self.dedup_bytes += copies.dedup * copy_bytes
+        self.route_bytes += copies.routes * copy_bytes
+
+    def summary(self) -> dict[str, float]:
+        n = self.token_layers or 1
+        return {
+            "remote_copies_per_token_layer": self.dedup / n,
+            "remote_routes_per_token_layer": self.routes / n,
+            "network_bytes_dedup": float(self.dedup_bytes),
+            "network_bytes_no_dedup": float(self.route_bytes),
+        }
+
+
 def dispatch_stages(
     origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray, dedup: bool
 ) -> StageCopies:
@@ -197,8 +253,7 @@ def dispatch_stages(
     h = np.sort(hosts_layer, axis=1)
     keep_gpu = _first_in_row(h) & (h != o)
     hs = gpu_server[h]
-    s_sorted = np.sort(hs, axis=1)
-    keep_server = _first_in_row(s_sorted) & (s_sorted != so[:, None])
+    s_sorted, keep_server = remote_servers(origins, hosts_layer, gpu_server)
     so_k = np.broadcast_to(so[:, None], (t, k))
     same = keep_gpu & (hs == so_k)
     local = np.bincount(

@@ -16,8 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.pipeline import build_problem, origin_activation
-from placement import STRATEGIES, PlacementProblem, SolverOptions, solve_placement
+from experiments.pipeline import build_problem, origin_activation, token_sample
+from placement import (
+    SAMPLE_STRATEGIES,
+    STRATEGIES,
+    PlacementProblem,
+    SolverOptions,
+    solve_placement,
+)
 from simulator.cluster.builders import LinkDefaults, build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
@@ -42,11 +48,13 @@ def _trace(seed: int = 3, tokens: int = 300):  # noqa: ANN202
 
 def _problem(routes, strategy: str = "ilp-load") -> PlacementProblem:  # noqa: ANN001
     """Every input any strategy uses (per-origin activation, wire times, link incidence);
-    EPLB gets the 4 redundant slots that make 16 + 4 copies divide over the 10 GPUs."""
+    EPLB gets the 4 redundant slots that make 16 + 4 copies divide over the 10 GPUs; the
+    strategies fitted on tokens get the trace's tokens."""
     p, per_origin, _ = origin_activation([_trace()], routes.num_gpus)
+    sample = token_sample([_trace()], routes.num_gpus) if strategy in SAMPLE_STRATEGIES else None
     return build_problem(routes, MODEL, p, origin_activation=per_origin,
                          num_redundant=4 if strategy == "eplb" else 0,
-                         slots_per_gpu=6, per_layer_per_gpu=2)
+                         slots_per_gpu=6, per_layer_per_gpu=2, sample=sample)
 
 
 def _frames_equal(a: pd.DataFrame, b: pd.DataFrame) -> None:
@@ -150,7 +158,8 @@ def test_demo_pipeline_outputs_are_identical_across_processes_and_hash_seeds(tmp
     assert {"summary.parquet", "layouts.parquet", "links.parquet", "tokens.parquet",
             "trace_replay.parquet"} <= set(names)
     summary = pd.read_parquet(outs[0] / "summary.parquet")
-    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load", "ilp-origin"]
+    assert list(summary["strategy"]) == ["round-robin", "ilp", "ilp-load", "ilp-origin",
+                                         "eplb", "dedup"]
 
 
 @pytest.mark.slow

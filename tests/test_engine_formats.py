@@ -120,6 +120,19 @@ def test_sglang_dump_bad_input_is_one_clear_error(tmp_path: Path) -> None:
         )
 
 
+def test_sglang_dump_with_mixed_geometries_is_refused(tmp_path: Path) -> None:
+    rng = np.random.default_rng(7)
+    pmap = _permutation_map(rng)
+    sglang_per_token_dump(tmp_path / "d", MODEL, [{0: [2], 1: [2]}], pmap, rng)
+    f = next((tmp_path / "d").glob("*_1.pt"))
+    obj = torch.load(f, weights_only=True)
+    obj["records"][0]["topk_ids_of_layer"] = obj["records"][0]["topk_ids_of_layer"][:, :, :6]
+    torch.save(obj, f)  # rank 1 recorded 6 top-k columns, rank 0 eight
+    with pytest.raises(InputError, match="mixed model geometries"):
+        import_trace("sglang-dump", tmp_path / "d", tmp_path / "t.parquet", MODEL)
+    assert not (tmp_path / "t.parquet").exists()
+
+
 def test_sglang_stat_and_per_pass_dumps_become_load_statistics(tmp_path: Path) -> None:
     hidden = max(MODEL.moe_layer_indices) + 1
     counts = np.arange(2 * hidden * 16, dtype=np.int64).reshape(2, hidden, 16)

@@ -5,11 +5,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from experiments.pipeline import build_problem
-from placement import STRATEGIES, SolverOptions, SolveStatus, check_layout, solve_placement
+from experiments.pipeline import build_problem, token_sample
+from placement import (
+    STRATEGIES,
+    SolverOptions,
+    SolveStatus,
+    check_layout,
+    expected_cost,
+    solve_placement,
+)
 from placement.eplb import balanced_packing, replicate
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
+from traces import SynthConfig, generate_trace
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
 
@@ -39,18 +47,25 @@ def _problem(seed: int = 0, tenants: bool = False, **kw):
 OPTS = SolverOptions(time_limit_s=20, mip_rel_gap=1e-4, seed=3)
 
 
+def _sample(seed: int = 0):
+    trace = generate_trace(SynthConfig(MODEL, num_tokens=300, seq_len=1, step_tokens=300,
+                                       num_gpus=ROUTES.num_gpus, seed=seed))
+    return token_sample([trace], ROUTES.num_gpus)
+
+
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_passes_the_checker(strategy):
-    problem = _problem(tenants=True)
+    problem = _problem(tenants=True, sample=_sample())
     res = solve_placement(problem, strategy, OPTS)
     assert res.is_ok, res.message
     assert check_layout(problem, res.layout) == []
     assert res.options == OPTS
 
 
-@pytest.mark.parametrize("strategy", ["ilp-load", "ilp-bytes", "eplb"])
+@pytest.mark.parametrize("strategy", ["ilp-load", "ilp-bytes", "eplb", "dedup"])
 def test_strategies_with_replicas_pass_the_checker(strategy):
-    problem = _problem(1, num_redundant=24, slots_per_gpu=6, per_layer_per_gpu=2)
+    problem = _problem(1, num_redundant=24, slots_per_gpu=6, per_layer_per_gpu=2,
+                       sample=_sample(1))
     res = solve_placement(problem, strategy, OPTS)
     assert res.is_ok, res.message
     assert check_layout(problem, res.layout) == []
@@ -71,7 +86,8 @@ def test_ilp_origin_is_never_worse_than_a_baseline_on_per_origin_traffic():
     best = solve_placement(problem, "ilp-origin", OPTS)
     assert best.status is SolveStatus.OPTIMAL
     for name in ("round-robin", "greedy", "eplb", "ilp", "ilp-load"):
-        assert solve_placement(problem, name, OPTS).objective >= best.objective - 1e-9
+        layout = solve_placement(problem, name, OPTS).layout
+        assert expected_cost(problem, layout) >= best.objective - 1e-9
 
 
 def test_servers_of_equal_cost_are_merged():

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from experiments import plots
 from experiments.cli import main
-from experiments.report import summarize_study, write_run_report
+from experiments.report import summarize_study
+from experiments.report_runs import write_run_report
 from experiments.studies import load_study_file, run_study
 from tests.test_sweep import study_file
 from traces.infra.errors import InputError

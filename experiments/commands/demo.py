@@ -25,7 +25,10 @@ class DemoConfig:
     step_tokens: int = 2048
     zipf_exponent: float = 0.45  # busiest expert ~7x the layer mean, as in real DeepSeek-R1
     seed: int = 0
-    strategies: tuple[str, ...] = ("round-robin", "ilp", "ilp-load", "ilp-origin")
+    strategies: tuple[str, ...] = (
+        "round-robin", "ilp", "ilp-load", "ilp-origin", "eplb", "dedup",
+    )
+    server_dedup: bool = True  # DeepEP-style dispatch: one copy per token and remote server
     # workloads with their own expert popularity, each served on an equal contiguous block
     # of GPUs (two: the first and the second half)
     tenants: tuple[str, ...] = ("chat", "code")
@@ -37,9 +40,9 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Place and replay a synthetic DeepSeek-R1 trace on a partially populated fat tree.",
         description=(
             "Generate a seeded DeepSeek-R1-like trace, build a fat tree of 32 servers x 8 GPUs,"
-            " place experts with round-robin, the paper's ILP and ILPLoad (HiGHS), replay each"
-            " placement in the SimPy model and write Parquet results, PNG figures and an HTML"
-            " report."
+            " place experts with round-robin, the paper's ILP and ILPLoad (HiGHS), ilp-origin,"
+            " EPLB and dedup, replay each placement in the SimPy model with de-duplicated"
+            " dispatch and write Parquet results, PNG figures and an HTML report."
         ),
     )
     add_output_argument(p, "--out", run_directory_kind("demo"), default=Path("runs/demo"),
@@ -85,11 +88,19 @@ def run(args: argparse.Namespace) -> int:
 def run_demo(
     cfg: DemoConfig, out: Path, say: Callable[[str], None], feedback: Feedback | None = None
 ) -> pd.DataFrame:
-    from experiments.pipeline import build_problem, compare, origin_activation, place_and_replay
+    from experiments.pipeline import (
+        Evaluation,
+        build_problem,
+        compare,
+        origin_activation,
+        place_and_replay,
+        token_sample,
+    )
     from placement import SolverOptions
     from simulator.cluster.builders import build_fat_tree
     from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig
+    from simulator.traffic import TrafficConfig
     from traces import SynthConfig, model_preset
     from traces.io import write_trace
     from traces.synthetic import TenantSpec, generate_trace
@@ -119,20 +130,28 @@ def run_demo(
     replay = trace.take(slice(cfg.fit_tokens, None))
     write_trace(out / "trace_replay.parquet", replay)
     p, per_origin, _ = origin_activation([fit], g)
-    sim_config = SimConfig()
+    sample = token_sample([fit], g)
+    sim_config = SimConfig(traffic=TrafficConfig(server_dedup=cfg.server_dedup))
     problem = build_problem(routes, model, p, origin_activation=per_origin,
-                            traffic=sim_config.traffic)
+                            traffic=sim_config.traffic, sample=sample)
     options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)
-    evals = []
+    # EPLB needs (experts + redundant) to divide over the GPUs: the fewest redundant copies
+    eplb_problem = build_problem(routes, model, p, origin_activation=per_origin,
+                                 traffic=sim_config.traffic, sample=sample,
+                                 num_redundant=(-model.num_routed_experts) % g)
+    evals: list[Evaluation] = []
     steps = (feedback or Feedback()).iterate(cfg.strategies, len(cfg.strategies),
                                              "demo: place and replay", "placer")
     for strategy in steps:
-        evals.append(place_and_replay(problem, strategy, replay, routes, sim_config, options, say))
+        prob = eplb_problem if strategy == "eplb" else problem
+        evals.append(place_and_replay(prob, strategy, replay, routes, sim_config, options, say))
     say("writing results, figures and report")
     summary = compare(evals)
     _write_outputs(cfg, out, cluster, problem, evals, summary, p)
     return summary[
-        ["strategy", "status", "gap", "solve_time_s", "hops_per_token", "network_link_bytes",
+        ["strategy", "status", "gap", "solve_time_s", "hops_per_token",
+         "remote_copies_per_token_layer", "remote_routes_per_token_layer",
+         "network_bytes_dedup", "network_bytes_no_dedup",
          "max_link_utilisation", "latency_p50_ms", "latency_p99_ms"]
         + [c for c in summary.columns if c == "hops_per_token_reduction_pct"]
     ]

@@ -67,9 +67,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from experiments.outputs import atomic_write_text, write_json
-    from experiments.pipeline import build_problem, trace_activation
-    from placement import check_layout, solve_placement
+    from experiments.pipeline import build_problem, trace_activation, trace_sample
+    from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
     from placement.bottleneck import max_link_busy
+    from placement.dedup.evaluate import dedup_cost
     from placement.layout_io import save_layout, to_sglang_map
     from placement.outcome import SolveStatus
     from placement.problem import expected_cost
@@ -86,6 +87,9 @@ def run(args: argparse.Namespace) -> int:
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     origin_activation = None
+    sample = None
+    if args.replicas < 0:
+        raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
     if load_stats_kind(args.stats) == "trace":
         model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
         if args.model is not None and args.model != model.name:
@@ -94,22 +98,34 @@ def run(args: argparse.Namespace) -> int:
             )
         if recorded or args.strategy == "ilp-origin":
             origin_activation = per_origin
+        sample = trace_sample(args.stats, routes.num_gpus)
     else:
         given = None if args.model is None else model_preset(args.model)
         stats = load_load_stats(args.stats, given)
         model, activation = stats.model, stats.activation()
+        if args.strategy in SAMPLE_STRATEGIES:
+            raise InputError(
+                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
+                " experts a token uses together, and where it starts); load statistics"
+                " carry only counts per expert: give a native trace .parquet"
+            )
         if args.strategy == "ilp-origin":
             raise InputError(
                 f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
                 " statistics do not hold (give a trace .parquet)"
             )
-    problem = build_problem(
-        routes, model, activation, origin_activation, args.replicas, args.balance_eps,
-        args.slots_per_gpu, args.per_layer_per_gpu,
-    )
+    try:
+        problem = build_problem(
+            routes, model, activation, origin_activation, args.replicas, args.balance_eps,
+            args.slots_per_gpu, args.per_layer_per_gpu, sample=sample,
+        )
+    except InputError as exc:
+        flags = f" (--replicas {args.replicas})" if args.replicas else ""
+        raise InputError(f"{exc}{flags}") from None
     feedback = Feedback.from_args(args)
-    if args.strategy.startswith("ilp"):
-        desc = f"place {args.strategy} (HiGHS, time limit {args.time_limit:g} s per solve)"
+    if args.strategy.startswith(("ilp", "dedup")):
+        solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
+        desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
         with feedback.ticking(None, desc):
             res = solve_placement(problem, args.strategy, options)
     else:
@@ -124,7 +140,16 @@ def run(args: argparse.Namespace) -> int:
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
-    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine)")
+    print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine, one"
+          " copy per route: the paper's metric)")
+    copies = None
+    if sample is not None:
+        copies = dedup_cost(problem, res.layout)
+        per_copy = (problem.dispatch_bytes + problem.combine_bytes) * problem.num_layers
+        print(f"remote       {copies.copies_per_token_layer:.4f} copies per token per MoE layer"
+              f" de-duplicated, {copies.routes_per_token_layer:.4f} without (fitting trace)")
+        print(f"network      {copies.copies_per_token_layer * per_copy:,.0f} bytes per token"
+              f" de-duplicated, {copies.routes_per_token_layer * per_copy:,.0f} without")
     print(f"wire time    {expected_cost(problem, res.layout, 'wire') * 1e6:.3f} us per token")
     if res.layout.expert_gpus.shape[2] == 1:
         print(f"bottleneck   {max_link_busy(problem, res.layout) * 1e9:.3f} ns per token"
@@ -145,6 +170,8 @@ def run(args: argparse.Namespace) -> int:
         "strategy": res.strategy,
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
+        "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,
+        "remote_routes_per_token_layer": None if copies is None else copies.routes_per_token_layer,
         "solver": None if res.solver is None else res.solver.as_dict(),
         "runtime_s": res.runtime_s,
         "message": res.message,

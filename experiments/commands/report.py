@@ -23,7 +23,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.report import write_run_report
+    from experiments.report_runs import write_run_report
 
     page = write_run_report(args.run_dir)
     print(f"wrote {page}")

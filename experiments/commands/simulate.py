@@ -177,13 +177,16 @@ def run(args: argparse.Namespace) -> int:
             from experiments.report_runs import write_simulate_report
 
             write_simulate_report(work)
-    keys = [k for k in ("tokens", "hops_per_token", "network_bytes", "bytes_intra_server",
+    keys = [k for k in ("tokens", "hops_per_token", "remote_copies_per_token_layer",
+                        "remote_routes_per_token_layer", "network_bytes_dedup",
+                        "network_bytes_no_dedup", "network_bytes", "bytes_intra_server",
                         "bytes_leaf", "bytes_spine", "makespan_s", "latency_p50_s",
                         "latency_p99_s", "dispatch_lower_bound_s", "combine_lower_bound_s")
             if k in summary]
     for k in keys:
-        print(f"{k:>24}: {summary[k]:.6g}")
-    print(f"{'shared experts':>24}: {summary['shared_experts']}")
+        print(f"{k:>30}: {summary[k]:.6g}")
+    print(f"{'de-duplicated (this run)':>30}: {bool(summary['server_dedup'])}")
+    print(f"{'shared experts':>30}: {summary['shared_experts']}")
     tail = "" if args.no_report else f" (open {args.out}/report.html)"
     print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

@@ -88,7 +88,7 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
         feedback.note(f"resumed: {outcome.cells_reused} cells were already finished, ran"
                       f" {outcome.cells_run}")
     if not args.no_report:
-        from experiments.report import write_run_report
+        from experiments.report_runs import write_run_report
 
         write_run_report(out)
     shown = ("model", "model.preset", "topology", "topology.family", "placer.name")

@@ -16,13 +16,20 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.pipeline import build_problem, origin_activation, place_and_replay, summary_row
+from experiments.pipeline import (
+    build_problem,
+    origin_activation,
+    place_and_replay,
+    summary_row,
+    token_sample,
+)
 from experiments.studies.spec import (
     build_cluster,
     model_from_config,
     solver_options,
     split_sim_options,
 )
+from placement import SAMPLE_STRATEGIES
 from placement.ilp import server_cost
 from simulator.cluster.paths import RouteTable, build_route_table
 from traces import (
@@ -32,6 +39,7 @@ from traces import (
     generate_trace,
     read_trace,
 )
+from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
 
 # Columns that measure wall-clock time: they differ between runs of the same cell.
@@ -85,11 +93,21 @@ def _file_trace(path: str) -> RoutingTrace:
     return read_trace(Path(path))
 
 
-def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
-                   ) -> tuple[np.ndarray, np.ndarray | None, RoutingTrace, str]:
-    """(activation p[l, i] to place with, per origin GPU a[l, i, g] when fitted on tokens,
-    the trace to replay, a description of the fit)."""
+@dataclass(frozen=True, eq=False)
+class Fit:
+    """What a cell places with and replays."""
+
+    activation: np.ndarray  # p[l, i]
+    per_origin: np.ndarray | None  # a[l, i, g] when fitted on tokens
+    replay: RoutingTrace
+    description: str
+    tokens: RoutingTrace | None  # the fitted tokens (co-activation); None for load statistics
+
+
+def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int) -> Fit:
+    """The activation to place with (and the fitted tokens), and the trace to replay."""
     per_origin: np.ndarray | None = None
+    fit: RoutingTrace | None = None
     t = config["trace"]
     fit_n, replay_n = t["fit_tokens"], t["replay_tokens"]
     seed = config["seed"]
@@ -117,7 +135,7 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int
         src = "the synthetic trace" if t["source"] == "synthetic" else Path(t["source"]).name
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
     # a synthetic replay is one step: one micro-batch unless sim.microbatch_tokens re-cuts it
-    return activation, per_origin, replay, fit_desc
+    return Fit(activation, per_origin, replay, fit_desc, fit)
 
 
 def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
@@ -139,13 +157,21 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     model = model_from_config(config["model"])
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    activation, per_origin, replay, fit_desc = fit_and_replay(config, model, cluster.num_gpus)
+    fitted = fit_and_replay(config, model, cluster.num_gpus)
+    activation, replay, fit_desc = fitted.activation, fitted.replay, fitted.description
     placer = config["placer"]
+    if placer["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
+        raise InputError(
+            f"placer {placer['name']} is fitted on per-token routing; the cell fits on load"
+            f" statistics ({fit_desc}), which carry only counts per expert"
+        )
     sim_config = split_sim_options(config["sim"])
     problem = build_problem(
-        routes, model, activation, origin_activation=per_origin,
+        routes, model, activation, origin_activation=fitted.per_origin,
         num_redundant=placer_redundant(placer, model, cluster.num_gpus),
         balance_eps=placer.get("balance_eps"), traffic=sim_config.traffic,
+        sample=None if fitted.tokens is None else token_sample([fitted.tokens],
+                                                               cluster.num_gpus),
     )
     options = solver_options(config["placer"], config["seed"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)

@@ -78,7 +78,8 @@ _QUICK_LINKS = {"gpus_per_server": 4}
 # What the CLI prints per cell.
 PAPER_COLUMNS = (
     "model", "topology", "num_gpus", "placer", "status", "hops_per_token",
-    "hops_per_token_reduction_pct", "network_link_bytes", "max_link_utilisation",
+    "hops_per_token_reduction_pct", "remote_copies_per_token_layer",
+    "remote_routes_per_token_layer", "network_link_bytes", "max_link_utilisation",
     "latency_p50_ms", "latency_p99_ms", "solve_time_s",
 )
 

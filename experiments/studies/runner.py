@@ -45,8 +45,8 @@ from traces.infra.errors import InputError
 from traces.infra.protected import check_writable
 
 DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "utilisation")
-METRICS_REDUCED = ("hops_per_token", "network_link_bytes", "max_link_utilisation",
-                   "latency_p50_ms", "latency_p99_ms", "makespan_ms")
+METRICS_REDUCED = ("hops_per_token", "remote_copies_per_token_layer", "network_link_bytes",
+                   "max_link_utilisation", "latency_p50_ms", "latency_p99_ms", "makespan_ms")
 
 Progress = Callable[[int, int, str], None]  # (cells done, cells total, last cell label)
 
@@ -363,18 +363,18 @@ def add_reductions(results: pd.DataFrame, axes: tuple[str, ...], baseline: str) 
     (``placer.*``); NaN where the grid has no such row.
     """
     df = results.copy()
+    metrics = [m for m in METRICS_REDUCED if m in df.columns]  # runs from before a metric
     group = [a for a in axes if not a.startswith("placer") and a in df.columns]
     base = df[df["placer"] == baseline]
     if group:
         base = base.drop_duplicates(subset=group)
-        merged = df[group].merge(base[group + list(METRICS_REDUCED)], on=group, how="left",
+        merged = df[group].merge(base[group + metrics], on=group, how="left",
                                  suffixes=("", "_base"))
     else:
         merged = pd.DataFrame(
-            {m: np.repeat(base[m].iloc[0] if len(base) else np.nan, len(df))
-             for m in METRICS_REDUCED}
+            {m: np.repeat(base[m].iloc[0] if len(base) else np.nan, len(df)) for m in metrics}
         )
-    for m in METRICS_REDUCED:
+    for m in metrics:
         b = merged[m].to_numpy(dtype=float)
         v = df[m].to_numpy(dtype=float)
         with np.errstate(divide="ignore", invalid="ignore"):

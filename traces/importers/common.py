@@ -94,3 +94,14 @@ def sequence_runs(blocks: Iterator[RoutingTrace]) -> Iterator[tuple[int, np.ndar
             pending = (sid, [b.experts[a:z]], b.meta.model)
     if pending is not None:
         yield pending[0], np.concatenate(pending[1]), pending[2]
+
+
+def rank_step_groups(b: RoutingTrace) -> Iterator[tuple[int, int, np.ndarray]]:
+    """(origin rank, step, token indices) of a block, sorted; 0 where not recorded.
+
+    What an engine writes per rank and pass (SGLang records, TensorRT-LLM iterations).
+    """
+    origin = b.origin_gpu if b.origin_gpu is not None else np.zeros(b.num_tokens, np.int32)
+    step = b.step if b.step is not None else np.zeros(b.num_tokens, np.int32)
+    for r, s in sorted({(int(x), int(y)) for x, y in zip(origin, step, strict=True)}):
+        yield r, s, np.flatnonzero((origin == r) & (step == s))

@@ -32,7 +32,7 @@ from typing import Any
 
 import numpy as np
 
-from traces.importers.common import BlockBuilder
+from traces.importers.common import BlockBuilder, rank_step_groups
 from traces.importers.engine_arrays import (
     check_physical_map,
     moe_rows,
@@ -289,10 +289,7 @@ def write_sglang_dump(
     count = 0
     for b in blocks:
         model = b.meta.model
-        origin = b.origin_gpu if b.origin_gpu is not None else np.zeros(b.num_tokens, np.int32)
-        step = b.step if b.step is not None else np.zeros(b.num_tokens, np.int32)
-        for r, s in sorted({(int(x), int(y)) for x, y in zip(origin, step, strict=True)}):
-            sel = np.flatnonzero((origin == r) & (step == s))
+        for r, s, sel in rank_step_groups(b):
             per_rank.setdefault(r, []).append(_record(b, sel, r, s))
         count += b.num_tokens
     if model is None:

@@ -27,7 +27,7 @@ import numpy as np
 from safetensors import SafetensorError
 from safetensors.numpy import save_file
 
-from traces.importers.common import BlockBuilder, check_routes
+from traces.importers.common import BlockBuilder, check_routes, rank_step_groups
 from traces.infra.atomic import atomic_output
 from traces.infra.errors import InputError
 from traces.infra.jsonfile import read_json_file
@@ -133,48 +133,42 @@ def iter_trtllm_raw(
     folder = Path(source)
     check_meta(folder, model)
     files = _rank_files(folder, raw=True)
-    handles = {r: _open(p) for r, p in files.items()}
-    try:
-        index: dict[tuple[int, int], dict[int, str]] = {}
-        for r, h in handles.items():
-            for it, li, key in _keys(h, files[r], model):
+    index: dict[tuple[int, int], dict[int, str]] = {}
+    for r, path in files.items():
+        with _open(path) as h:
+            for it, li, key in _keys(h, path, model):
                 index.setdefault((it, r), {})[li] = key
-        meta = TraceMeta(
-            model=model,
-            source=f"TensorRT-LLM raw expert statistics {folder}",
-            produced_by="moe-netsim trace import --format trtllm",
-            extra={"origin_model": "recorded: the rank that served the token"},
+    meta = TraceMeta(
+        model=model,
+        source=f"TensorRT-LLM raw expert statistics {folder}",
+        produced_by="moe-netsim trace import --format trtllm",
+        extra={"origin_model": "recorded: the rank that served the token"},
+    )
+    builder = BlockBuilder(meta, chunk_tokens)
+    for seq, ((it, r), keys) in enumerate(sorted(index.items())):
+        where = f"{files[r]}: iteration {it}"
+        if len(keys) != model.num_moe_layers:
+            missing = sorted(set(range(model.num_moe_layers)) - set(keys))
+            raise InputError(f"{where}: MoE layer {model.moe_layer_indices[missing[0]]} missing")
+        # One short-lived handle per batch: the file's mapped pages are released after each.
+        with _open(files[r]) as h:
+            per_layer = [h.get_tensor(keys[li]) for li in range(model.num_moe_layers)]
+        shapes = {a.shape for a in per_layer}
+        if len(shapes) != 1 or len(next(iter(shapes))) != 2:
+            raise InputError(f"{where}: layers hold different token counts or are not [tokens, k]")
+        experts = np.stack(per_layer, axis=1).astype(np.int64)
+        if experts.shape[2] != model.top_k:
+            raise InputError(f"{where}: k = {experts.shape[2]}, model routes top-{model.top_k}")
+        check_routes(experts, model, where)
+        n = experts.shape[0]
+        yield from builder.add(
+            experts,
+            seq_id=np.full(n, seq, dtype=np.int64),
+            position=np.arange(n, dtype=np.int32),
+            origin_gpu=np.full(n, r, dtype=np.int32),
+            step=np.full(n, it, dtype=np.int32),
         )
-        builder = BlockBuilder(meta, chunk_tokens)
-        for seq, ((it, r), keys) in enumerate(sorted(index.items())):
-            where = f"{files[r]}: iteration {it}"
-            if len(keys) != model.num_moe_layers:
-                missing = sorted(set(range(model.num_moe_layers)) - set(keys))
-                raise InputError(
-                    f"{where}: MoE layer {model.moe_layer_indices[missing[0]]} missing"
-                )
-            per_layer = [handles[r].get_tensor(keys[li]) for li in range(model.num_moe_layers)]
-            shapes = {a.shape for a in per_layer}
-            if len(shapes) != 1 or len(next(iter(shapes))) != 2:
-                raise InputError(
-                    f"{where}: layers hold different token counts or are not [tokens, k]"
-                )
-            experts = np.stack(per_layer, axis=1).astype(np.int64)
-            if experts.shape[2] != model.top_k:
-                raise InputError(f"{where}: k = {experts.shape[2]}, model routes top-{model.top_k}")
-            check_routes(experts, model, where)
-            n = experts.shape[0]
-            yield from builder.add(
-                experts,
-                seq_id=np.full(n, seq, dtype=np.int64),
-                position=np.arange(n, dtype=np.int32),
-                origin_gpu=np.full(n, r, dtype=np.int32),
-                step=np.full(n, it, dtype=np.int32),
-            )
-        yield from builder.finish()
-    finally:
-        for h in handles.values():
-            h.__exit__(None, None, None)
+    yield from builder.finish()
 
 
 def write_trtllm_stats(blocks: Iterator[RoutingTrace], folder: Path) -> int:
@@ -188,10 +182,7 @@ def write_trtllm_stats(blocks: Iterator[RoutingTrace], folder: Path) -> int:
     count = 0
     for b in blocks:
         model = b.meta.model
-        origin = b.origin_gpu if b.origin_gpu is not None else np.zeros(b.num_tokens, np.int32)
-        step = b.step if b.step is not None else np.zeros(b.num_tokens, np.int32)
-        for r, it in sorted({(int(x), int(y)) for x, y in zip(origin, step, strict=True)}):
-            sel = np.flatnonzero((origin == r) & (step == it))
+        for r, it, sel in rank_step_groups(b):
             for li, layer in enumerate(model.moe_layer_indices):
                 raw.setdefault(r, {}).setdefault(f"{it}_{layer}", []).append(
                     b.experts[sel, li].astype(np.int32)

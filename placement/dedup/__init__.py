@@ -1,0 +1,1 @@
+"""Placement for de-duplicated dispatch: fitted on per-token routing (co-activation, origins)."""

@@ -1,0 +1,417 @@
+"""``dedup`` and ``dedup-bytes``: placement for the expected network cost of de-duplicated
+dispatch, fitted on the problem's token sample (see ``placement.dedup.evaluate`` for the rule).
+
+The result's ``objective`` is, as for every strategy, the layout's expected hops (the paper's
+metric); its ``solver`` outcome carries the de-duplicated cost on the fitting sample (round-trip
+hops, or seconds on the wire, per remote server copy, per token over all layers), the lower
+bound and the gap.
+
+With every GPU's slots fixed per layer (the default: slots = layers x experts of a layer per
+GPU), layers decouple and each is a hypergraph partitioning problem (tokens are hyperedges over
+experts, the cost is the connectivity towards the token's origin).  Per layer:
+
+1. servers get their copies per layer from the GPU quotas; primaries are split over servers in
+   proportion (the rest are replica slots);
+2. start from the routing groups packed by co-selection (``start``), from EPLB's layout and, for
+   models without groups, from a co-activation fill; exact-delta swap local search
+   (``search``) with random restarts; the best start wins;
+3. replicas where they remove the most remote copies (``replicate``), then the swap search
+   again on the experts with one copy;
+4. copies to GPUs inside each server, heaviest first to the lightest GPU.
+
+Compute-balance guard: per layer, the busiest GPU may serve at most ``1 + BALANCE_SLACK`` times
+the routes EPLB's busiest GPU serves on the same problem (and ``balance_eps`` when given); the
+search keeps server loads under that x GPUs, and a layer whose GPU split misses the cap is
+solved again with a tighter server cap, or takes EPLB's layer.  Lower bound: ``bound``; the
+result is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from placement.dedup.bound import (
+    MAX_ENUMERATED_LAYOUTS,
+    exact_layer,
+    layouts_count,
+    replica_bound,
+    transport_bound,
+)
+from placement.dedup.evaluate import (
+    DedupCost,
+    dedup_cost,
+    imbalance,
+    layer_gpu_loads,
+    server_cost,
+    server_distance,
+)
+from placement.dedup.replicate import add_replicas, pack_server
+from placement.dedup.search import perturb_and_search, repair_balance, swap_search
+from placement.dedup.start import coactivation_start, group_start
+from placement.dedup.state import LayerState
+from placement.eplb import eplb
+from placement.outcome import SolverOutcome, Termination
+from placement.problem import (
+    ExpertLayout,
+    PlacementProblem,
+    PlacementResult,
+    SolverOptions,
+    expected_cost,
+)
+from placement.spread import _counts_per_gpu
+from placement.token_sample import TokenSample
+from traces.infra.errors import InputError
+
+BALANCE_SLACK = 0.05  # busiest GPU at most 5 % above EPLB's busiest, per layer
+_TIGHTEN = (1.0, 0.96, 0.9)  # server load cap factors tried when the GPU split misses
+RANDOM_STARTS = 8  # extra random starts per layer for models without routing groups
+# random restarts without improvement before a layer's search stops, by experts x servers:
+# 3 up to DeepSeek-R1 on 4 servers (1,024), 1 above (R1 on 32 servers: 8,192)
+ILS_PATIENCE = ((2048, 3), (None, 1))
+HOLDOUT_BELOW_ROUTES = 16  # fitted routes per expert and server below which a third is held out
+
+
+@dataclass
+class _Layer:
+    """One layer's result: copies (expert, gpu) in replica order, and what each phase gave."""
+
+    copies: list[tuple[int, int]]
+    start_cost: float  # the first (structured) start, before any search
+    single_cost: float
+    final_cost: float
+    start_name: str
+    fallback: bool = False
+    guard_missed: bool = False
+
+
+def _primary_caps(cap: np.ndarray, num_experts: int) -> np.ndarray:
+    """Primaries per server: the experts split in proportion to its copies (largest remainder)."""
+    share = num_experts * cap / cap.sum()
+    out = np.floor(share).astype(np.int64)
+    for s in np.argsort(-(share - out), kind="stable")[: num_experts - int(out.sum())]:
+        out[s] += 1
+    return np.minimum(out, cap)
+
+
+def _layer_from_layout(eg: np.ndarray) -> list[tuple[int, int]]:
+    return [(e, int(g)) for e in range(eg.shape[0]) for g in eg[e] if g >= 0]
+
+
+def _solve_layer(
+    problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
+    own: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
+    deadline: float, rng: np.random.Generator,
+) -> _Layer:
+    E, S = problem.num_experts, problem.num_servers
+    gs = problem.gpu_server
+    cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
+    pcap = _primary_caps(cap, E)
+    # With a sparse sample the held-out tokens decide (``_fit_single``): starts may then use
+    # only the other tokens, and not EPLB's layout (fitted on the load of all of them).
+    sparse = x.shape[0] * x.shape[1] < HOLDOUT_BELOW_ROUTES * E * S
+    seen = np.arange(x.shape[0]) % 3 != 2 if sparse else np.ones(x.shape[0], dtype=bool)
+    starts: list[tuple[str, np.ndarray]] = []
+    g0 = group_start(x[seen], own[seen], E, problem.expert_groups, pcap)
+    if g0 is not None:
+        starts.append(("groups", g0))
+    if ref is not None and not sparse:
+        rs = gs[ref.expert_gpus[li, :, 0]]
+        if np.array_equal(np.bincount(rs, minlength=S), pcap):
+            starts.append(("eplb", rs))
+    if not starts or problem.expert_groups < 2:
+        starts.append(("co-activation", coactivation_start(x[seen], own[seen], E, pcap)))
+    gps = problem.gpus_per_server.astype(np.float64)
+    if problem.expert_groups < 2:  # no group structure to keep: random restarts are cheap
+        starts += [("random", rng.permutation(np.repeat(np.arange(S), pcap)))
+                   for _ in range(RANDOM_STARTS)]
+    c0 = LayerState(x, cost, near, own, E, starts[0][1]).objective()
+    last: _Layer | None = None
+    for factor in _TIGHTEN:
+        load_cap = None if gpu_cap is None else factor * gpu_cap * gps
+        found = _fit_single(x, cost, near, own, E, starts, load_cap, deadline, rng)
+        if found is None:
+            continue
+        st, name = found
+        single = st.objective()
+        free = cap - pcap
+        if free.sum():
+            add_replicas(st, free, load_cap, deadline)
+            swap_search(st, st.is_single(), load_cap, deadline)
+        copies, gpu_load = _to_gpus(problem, st, quota)
+        last = _Layer(copies, c0, single, st.objective(), name)
+        if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
+            return last
+    if ref is None:  # --balance-eps without an EPLB layout to fall back on: flag the miss
+        if last is None:
+            st = LayerState(x, cost, near, own, E, starts[0][1])
+            c = st.objective()
+            last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
+        return dataclasses.replace(last, guard_missed=True)
+    eg = ref.expert_gpus[li]
+    st = LayerState(x, cost, near, own, E, gs[eg[:, 0]])
+    c = st.objective()  # replicas of the reference not counted here: a flag, not a number
+    return _Layer(_layer_from_layout(eg), c, c, c, "eplb", fallback=True)
+
+
+def _fit_single(
+    x: np.ndarray, cost: np.ndarray, near: np.ndarray, own: np.ndarray, E: int,
+    starts: list[tuple[str, np.ndarray]], load_cap: np.ndarray | None, deadline: float,
+    rng: np.random.Generator,
+) -> tuple[LayerState, str] | None:
+    """The best single-copy layout of one layer: every start searched, the best restarted.
+
+    With fewer than ``HOLDOUT_BELOW_ROUTES`` fitted routes per expert and server the sample
+    cannot tell most swaps from noise: every third token is held out, the starts are searched
+    on the rest, and the layout (a start or a searched one) cheapest on the held-out tokens is
+    kept.
+    """
+    T, k = x.shape
+    S = cost.shape[1]
+    movable = np.ones(E, dtype=bool)
+    patience = next(n for size, n in ILS_PATIENCE if size is None or E * S <= size)
+    if T * k >= HOLDOUT_BELOW_ROUTES * E * S:
+        best: tuple[float, LayerState, str] | None = None
+        for name, s0 in starts:
+            st = LayerState(x, cost, near, own, E, s0)
+            if load_cap is not None and not repair_balance(st, movable, load_cap):
+                continue
+            swap_search(st, movable, load_cap, deadline)
+            if best is None or st.objective() < best[0]:
+                best = (st.objective(), st, name)
+        if best is None:
+            return None
+        perturb_and_search(best[1], movable, load_cap, deadline, rng, patience)
+        return best[1], best[2]
+    hold = np.arange(T) % 3 == 2  # the same split as the starts' (``_solve_layer``)
+    fit = ~hold
+    part_cap = None if load_cap is None else load_cap * fit.sum() / T
+    cands: list[tuple[str, np.ndarray, bool]] = []
+    for name, s0 in starts:
+        cands.append((name, s0, False))
+        sa = LayerState(x[fit], cost[fit], near[fit], own[fit], E, s0)
+        if part_cap is not None and not repair_balance(sa, movable, part_cap):
+            continue
+        swap_search(sa, movable, part_cap, deadline)
+        cands.append((name, sa.srv.copy(), True))
+    scores = [LayerState(x[hold], cost[hold], near[hold], own[hold], E, srv).objective()
+              for _, srv, _ in cands]
+    name, srv, searched = cands[int(np.argmin(scores))]
+    st = LayerState(x, cost, near, own, E, srv)
+    if load_cap is not None and not repair_balance(st, movable, load_cap):
+        return None
+    return st, name + (" (searched)" if searched else " (held-out tokens kept it)")
+
+
+def _to_gpus(
+    problem: PlacementProblem, st: LayerState, quota: np.ndarray
+) -> tuple[list[tuple[int, int]], np.ndarray]:
+    """Copies on GPUs (each server's copies packed onto its GPUs) and the GPU loads."""
+    loads = st.copy_loads()
+    copies: list[tuple[int, int]] = []
+    gpu_load = np.zeros(problem.num_gpus)
+    where: dict[tuple[int, int], int] = {}
+    for s in range(problem.num_servers):
+        gpus = problem.server_gpus(s)
+        items = [(e, srv) for (e, srv) in loads if srv == s]
+        w = np.array([loads[i] for i in items], dtype=np.float64)
+        pick = pack_server(w, quota[gpus])
+        for (e, _), p, wi in zip(items, pick, w, strict=True):
+            where[(e, s)] = int(gpus[p])
+            gpu_load[gpus[p]] += wi
+    for e, cp in enumerate(st.copies):
+        copies += [(e, where[(e, s)]) for s in cp]
+    return copies, gpu_load
+
+
+def _build(problem: PlacementProblem, layers: list[_Layer]) -> ExpertLayout:
+    L, E = problem.num_layers, problem.num_experts
+    reps = max(max(np.bincount([e for e, _ in ly.copies], minlength=E)) for ly in layers)
+    out = np.full((L, E, int(reps)), -1, dtype=np.int64)
+    for li, ly in enumerate(layers):
+        nxt = np.zeros(E, dtype=np.int64)
+        for e, g in ly.copies:
+            out[li, e, nxt[e]] = g
+            nxt[e] += 1
+    return ExpertLayout(out, problem.num_gpus)
+
+
+def _bound(
+    problem: PlacementProblem, cost: np.ndarray, own: np.ndarray, quota: np.ndarray,
+    options: SolverOptions, forced: bool,
+) -> tuple[float, str]:
+    """Lower bound of the sample cost per token (all layers) and which bound it is."""
+    sample = problem.token_sample
+    assert sample is not None
+    L, E, S = problem.num_layers, problem.num_experts, problem.num_servers
+    gs = problem.gpu_server
+    total, kinds = 0.0, set()
+    for li in range(L):
+        x = sample.experts[:, li, :].astype(np.int64)
+        cap = np.bincount(gs, weights=quota[li], minlength=S).astype(np.int64)
+        if problem.num_redundant:
+            total += replica_bound(x, cost, own, E, int(cap.sum()), int(cap.max()))
+            kinds.add("replica")
+            continue
+        if not forced:  # any per-layer split of the slots: relax each server to its maximum
+            cap = np.bincount(gs, minlength=S) * min(problem.max_per_gpu_per_layer,
+                                                     problem.slots_per_gpu)
+        if forced and layouts_count(E, _primary_caps(cap, E)) <= MAX_ENUMERATED_LAYOUTS:
+            total += exact_layer(x, cost, E, _primary_caps(cap, E))[0]
+            kinds.add("exact")
+        else:
+            total += transport_bound(x, cost, E, cap, options)
+            kinds.add("transport")
+    return total / sample.num_tokens, "+".join(sorted(kinds))
+
+
+def _ablation(
+    problem: PlacementProblem, layout: ExpertLayout, layers: list[_Layer], metric: str,
+    exact: DedupCost, seed: int,
+) -> dict[str, float]:
+    """Cost per token on the fitting sample of each step, and what each lever saved.
+
+    ``round_robin``: the paper's baseline; ``start``: the structured start (routing groups
+    packed by co-selection; co-activation fill without groups); ``search``: after the swap
+    search (co-activation beyond groups, and origins), one copy each; ``final``: with replicas.
+    ``origins_shuffled``: the final layout with the tokens' origins permuted at random, so
+    ``origins_shuffled - final`` is what placing experts near their tokens' origins bought.
+    """
+    from placement.baselines import round_robin
+
+    assert problem.token_sample is not None
+    T = problem.token_sample.num_tokens
+    rr = round_robin(problem, SolverOptions())
+    assert rr.layout is not None
+    rng = np.random.default_rng(seed)
+    sample = problem.token_sample
+    shuffled = dataclasses.replace(
+        problem, token_sample=TokenSample(sample.experts, rng.permutation(sample.origin_gpu))
+    )
+    out = {
+        "round_robin": dedup_cost(problem, rr.layout, metric).cost_per_token,
+        "start": sum(ly.start_cost for ly in layers) / T,
+        "search": sum(ly.single_cost for ly in layers) / T,
+        "final": exact.cost_per_token,
+        "origins_shuffled": dedup_cost(shuffled, layout, metric).cost_per_token,
+    }
+    out["saved_by_groups_or_coactivation_start"] = out["round_robin"] - out["start"]
+    out["saved_by_search"] = out["start"] - out["search"]
+    out["saved_by_replicas"] = out["search"] - out["final"]
+    out["saved_by_origins"] = out["origins_shuffled"] - out["final"]
+    return out
+
+
+def solve_dedup(
+    problem: PlacementProblem, options: SolverOptions, name: str, metric: str,
+    origin_blind: bool = False,
+) -> PlacementResult:
+    t0 = time.perf_counter()
+    sample = problem.token_sample
+    if sample is None:
+        raise InputError(
+            f"{name} needs per-token routing (which experts each token uses together, and where"
+            " it starts): give a native trace (--stats trace.parquet); load statistics carry only"
+            " counts per expert"
+        )
+    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
+    phys = problem.physical_per_layer
+    m = problem.max_per_gpu_per_layer
+    if phys == G * m and problem.slots_per_gpu >= L * m:  # every GPU full in every layer
+        quota = np.full((L, G), m, dtype=np.int64)
+    else:
+        quota = _counts_per_gpu(np.full(L, phys), G, m, problem.slots_per_gpu)
+    forced = bool((quota == problem.max_per_gpu_per_layer).all()
+                  and problem.slots_per_gpu == L * problem.max_per_gpu_per_layer)
+    o = sample.origin_gpu.astype(np.int64)
+    own = problem.gpu_server[o]
+    cost = server_cost(problem, metric)[o]
+    if origin_blind:  # every token as if it started on a GPU drawn at random
+        cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
+    near = server_distance(problem)[o]
+    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
+    ref = None
+    try:
+        ref_res = eplb(problem, options)
+        ref = ref_res.layout if ref_res.is_ok else None
+    except InputError as exc:
+        info["balance_guard"] = f"off: no EPLB reference ({exc})"
+    ref_loads = layer_gpu_loads(problem, ref) if ref is not None else None
+    gpu_cap = None
+    if ref_loads is not None and problem.num_redundant:
+        gpu_cap = (1 + BALANCE_SLACK) * ref_loads.max(axis=1)
+        info["balance_guard"] = f"busiest GPU per layer <= {1 + BALANCE_SLACK:g} x EPLB's"
+    elif "balance_guard" not in info:
+        info["balance_guard"] = "off (no replicas; --balance-eps sets one)"
+    if problem.balance_eps is not None:
+        mean = np.array([sample.num_tokens * sample.top_k / G] * L)
+        eps_cap = (1 + problem.balance_eps) * mean
+        gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
+    # The search stops by itself (no improving swap; a fixed number of restarts), so the
+    # result does not depend on the machine's speed; the time limit is only a safety stop.
+    deadline = t0 + 0.9 * options.time_limit_s
+    layers: list[_Layer] = []
+    for li in range(L):
+        rng = np.random.default_rng([options.seed, li])
+        layers.append(_solve_layer(
+            problem, li, sample.experts[:, li, :].astype(np.int64), cost, near, own, quota[li],
+            None if gpu_cap is None else float(gpu_cap[li]), ref, deadline, rng,
+        ))
+    info["stopped_by_time_limit"] = time.perf_counter() > deadline
+    layout = _build(problem, layers)
+    exact = dedup_cost(problem, layout, metric)
+    bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
+    obj = exact.cost_per_token
+    stopped = bool(info["stopped_by_time_limit"])
+    outcome = SolverOutcome.from_bound(
+        objective=obj, dual_bound=bound, gap_tolerance=1e-9,
+        termination=Termination.TIME_LIMIT if stopped else None,
+        solver_status=("time limit reached" if stopped else "local search converged")
+        + f"; {bound_kind} bound", time_s=time.perf_counter() - t0,
+    )
+    gap = outcome.gap
+    T = sample.num_tokens
+    loads = layer_gpu_loads(problem, layout)
+    info.update(
+        dedup_cost_per_token=obj, lower_bound=bound, bound_kind=bound_kind,
+        copies_per_token_layer=exact.copies_per_token_layer,
+        routes_per_token_layer=exact.routes_per_token_layer,
+        replicas_used=int((layout.expert_gpus >= 0).sum() - L * E),
+        gpu_load_imbalance=imbalance(loads),
+        layers_from_eplb=[problem.layer_indices[i] if problem.layer_indices else i
+                          for i, ly in enumerate(layers) if ly.fallback],
+        layers_missing_balance=[problem.layer_indices[i] if problem.layer_indices else i
+                                for i, ly in enumerate(layers) if ly.guard_missed],
+        starts_won={n: sum(ly.start_name == n for ly in layers)
+                    for n in sorted({ly.start_name for ly in layers})},
+    )
+    info["ablation"] = _ablation(problem, layout, layers, metric, exact, options.seed)
+    if ref is not None:
+        re = dedup_cost(problem, ref, metric)
+        info["eplb_cost_per_token"] = re.cost_per_token
+        info["eplb_copies_per_token_layer"] = re.copies_per_token_layer
+        info["eplb_gpu_load_imbalance"] = imbalance(ref_loads) if ref_loads is not None else None
+    msg = (
+        f"de-duplicated {metric} cost on {T} fitted tokens: swap local search from routing"
+        f" groups / co-activation; {bound_kind} lower bound, gap {gap:.3g}"
+        + ("; the time limit stopped the search (raise it for a result independent of the"
+           " machine's speed)" if info["stopped_by_time_limit"] else "")
+    )
+    return PlacementResult(
+        strategy=name, status=outcome.status, layout=layout,
+        objective=expected_cost(problem, layout), runtime_s=time.perf_counter() - t0,
+        options=options, message=msg, info=info, solver=outcome,
+    )
+
+
+def dedup(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
+    """Round-trip hops per remote server a token is sent to (de-duplicated dispatch)."""
+    return solve_dedup(problem, options, "dedup", "hops")
+
+
+def dedup_bytes(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
+    """The same in seconds on the wire (dispatch + combine bytes x seconds per byte)."""
+    return solve_dedup(problem, options, "dedup-bytes", "wire")
