@@ -133,11 +133,14 @@ def iter_trtllm_raw(
     folder = Path(source)
     check_meta(folder, model)
     files = _rank_files(folder, raw=True)
+    # One handle per rank file for the whole import: opening parses the file's whole header,
+    # which costs more than reading a batch.  Tensors are copied out per batch (the heap stays
+    # bounded by the chunk); the mapped file pages count in RSS but the kernel can drop them.
+    handles = {r: _open(path) for r, path in files.items()}
     index: dict[tuple[int, int], dict[int, str]] = {}
     for r, path in files.items():
-        with _open(path) as h:
-            for it, li, key in _keys(h, path, model):
-                index.setdefault((it, r), {})[li] = key
+        for it, li, key in _keys(handles[r], path, model):
+            index.setdefault((it, r), {})[li] = key
     meta = TraceMeta(
         model=model,
         source=f"TensorRT-LLM raw expert statistics {folder}",
@@ -150,9 +153,7 @@ def iter_trtllm_raw(
         if len(keys) != model.num_moe_layers:
             missing = sorted(set(range(model.num_moe_layers)) - set(keys))
             raise InputError(f"{where}: MoE layer {model.moe_layer_indices[missing[0]]} missing")
-        # One short-lived handle per batch: the file's mapped pages are released after each.
-        with _open(files[r]) as h:
-            per_layer = [h.get_tensor(keys[li]) for li in range(model.num_moe_layers)]
+        per_layer = [handles[r].get_tensor(keys[li]) for li in range(model.num_moe_layers)]
         shapes = {a.shape for a in per_layer}
         if len(shapes) != 1 or len(next(iter(shapes))) != 2:
             raise InputError(f"{where}: layers hold different token counts or are not [tokens, k]")
