@@ -22,7 +22,6 @@ from experiments.report import Section, render_report, write_study_report
 from traces.infra.errors import InputError
 
 DEMO_TABLE = ("strategy", "status", "hops_per_token", "hops_per_token_reduction_pct",
-              "remote_copies_per_token_layer", "remote_copies_per_token_layer_reduction_pct",
               "network_link_bytes", "network_link_bytes_reduction_pct", "network_bytes",
               "max_link_utilisation", "latency_p50_ms", "latency_p99_ms",
               "latency_p99_ms_reduction_pct", "solve_time_s")
