@@ -36,7 +36,8 @@ from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig
 from traces import RoutingTrace, SynthConfig, generate_trace, model_preset
 from traces.importers.esft import iter_esft
@@ -143,7 +144,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
                 row["ablation"] = res.info["ablation"]
             if des:
                 sim = simulate(_blocks(rep_mb), routes, res.layout.expert_gpus,
-                               SimConfig(traffic=TrafficConfig(server_dedup=True)))
+                               SimConfig(traffic=TrafficConfig(dispatch="deepep-normal")))
                 row["p99_ms"] = sim.summary["latency_p99_s"] * 1e3
                 row["des_copies"] = sim.summary["remote_copies_per_token_layer"]
             out_rows.append(row)
@@ -169,7 +170,7 @@ def paper(full: bool, time_limit: float) -> list[dict[str, Any]]:
     d = json.loads(json.dumps(study.definition))
     raw = {**d["base"], "axes": {", ".join(paths): values if len(paths) > 1 else
                                  [v[0] for v in values] for paths, values in d["axes"]}}
-    raw["sim"] = {**raw.get("sim", {}), "server_dedup": True}
+    raw["sim"] = {**raw.get("sim", {}), "dispatch": "deepep-normal"}
     raw["axes"]["placer"].append({"name": "dedup", "options": {"time_limit_s": time_limit}})
     study = build_study(raw)
     rows = []

@@ -12,6 +12,9 @@ one of them with Zipf-skewed probability.  Sequences of 128 tokens are dealt to 
 round-robin (origin = sequence mod GPUs), so every GPU holds tokens in every step.
 
     PYTHONPATH=. python benchmarks/bench_simulator.py [--tokens 262144 --step-tokens 32768]
+        [--dispatch all-to-all --multipath spray]
+
+``--multipath hash`` is the single-path routing every replay used before multipath.
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from simulator.cluster.builders import build_fat_tree
+from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES
 from simulator.cluster.paths import build_route_table
+from simulator.traffic import DEFAULT_DISPATCH, DISPATCH_SCHEMES
 from traces.io import TraceWriter, iter_trace
 from traces.model import model_preset
 from traces.trace import RoutingTrace, TraceMeta
@@ -81,7 +86,8 @@ def _cpu_s() -> float:
 
 
 def run_mode(
-    mode: str, trace: Path, k: int, servers: int, dedup: bool, step_tokens: int = 32_768
+    mode: str, trace: Path, k: int, servers: int, traffic_options: dict[str, str],
+    step_tokens: int = 32_768,
 ) -> dict[str, float]:
     """One timed run in this process (called in a subprocess by ``main``)."""
     from simulator.analytic import count_traffic
@@ -95,7 +101,7 @@ def run_mode(
     meta, _ = read_trace_meta(trace)
     m = meta.model
     layout = _layout(m.num_moe_layers, m.num_routed_experts, routes.num_gpus)
-    traffic = TrafficConfig(server_dedup=dedup)
+    traffic = TrafficConfig(**traffic_options)
     t0 = time.perf_counter()
     c0 = _cpu_s()
     blocks = by_steps(iter_trace(trace, step_tokens))
@@ -127,14 +133,16 @@ def main() -> int:
         "--seq-len", type=int, default=128,
         help="Tokens per sequence; origin = sequence mod GPUs (128: every GPU holds tokens).",
     )
-    p.add_argument("--dedup", action="store_true", help="Server-level de-duplication on.")
+    p.add_argument("--dispatch", default=DEFAULT_DISPATCH, choices=list(DISPATCH_SCHEMES))
+    p.add_argument("--multipath", default=DEFAULT_MULTIPATH, choices=list(MULTIPATH_MODES))
     p.add_argument("--modes", default="analytic,des")
     p.add_argument("--run", choices=["analytic", "des"], help=argparse.SUPPRESS)
     p.add_argument("--trace", type=Path, help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.run:
+        options = {"dispatch": args.dispatch, "multipath": args.multipath}
         out = run_mode(
-            args.run, args.trace, args.fat_tree_k, args.servers, args.dedup, args.step_tokens
+            args.run, args.trace, args.fat_tree_k, args.servers, options, args.step_tokens
         )
         print(json.dumps(out))
         return 0
@@ -149,9 +157,8 @@ def main() -> int:
         for mode in args.modes.split(","):
             cmd = [sys.executable, __file__, "--run", mode, "--trace", str(trace),
                    "--fat-tree-k", str(args.fat_tree_k), "--servers", str(args.servers),
-                   "--step-tokens", str(args.step_tokens)]
-            if args.dedup:
-                cmd.append("--dedup")
+                   "--step-tokens", str(args.step_tokens), "--dispatch", args.dispatch,
+                   "--multipath", args.multipath]
             done = subprocess.run(cmd, check=True, capture_output=True, text=True)
             results[mode] = json.loads(done.stdout.strip().splitlines()[-1])
             r = results[mode]

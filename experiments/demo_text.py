@@ -26,7 +26,8 @@ def demo_sections(
                               num_gpus=meta.get("num_gpus", 8 * cfg.num_servers))
     s = summary.set_index("strategy")
     rr = s.loc["round-robin"]
-    dedup = bool(getattr(cfg, "server_dedup", False))
+    dedup = getattr(cfg, "dispatch", None) == "deepep-normal" or bool(
+        getattr(cfg, "server_dedup", False))  # run directories written before --dispatch
     costs = server_load[server_load["strategy"] == "round-robin"]["cost"]
     lines = []
     for name in s.index:

@@ -64,6 +64,9 @@ def add_option(
     value = f.default if default is dataclasses.MISSING else default
     if kind is bool:
         action = parser.add_argument(flag, *aliases, action="store_true", help=text)
+    elif "choices" in f.metadata:
+        action = parser.add_argument(flag, *aliases, choices=list(f.metadata["choices"]),
+                                     default=value, help=text)
     else:
         action = add_number(parser, flag, kind, value, text, f.metadata.get("unit", ""),
                             f.metadata.get("range"), *aliases)

@@ -44,7 +44,12 @@ from placement.migration import (
 )
 from simulator.analytic import link_route_counts
 from simulator.cluster.paths import RouteTable
-from simulator.traffic import TrafficConfig, resolve_hosts_layer, resolve_origins
+from simulator.traffic import (
+    TrafficConfig,
+    remote_copies,
+    resolve_hosts_layer,
+    resolve_origins,
+)
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.trace import RoutingTrace
@@ -115,13 +120,9 @@ class _Window:
                                         routes.distance)
             self.load += np.bincount(hosts.ravel(), minlength=routes.num_gpus)
             self.hops += 2.0 * float(routes.distance[origins[:, None], hosts].sum())
-            servers = gs[hosts]
-            away = servers != gs[origins][:, None]
-            self.remote_routes += int(away.sum())
-            srt = np.sort(servers, axis=1)
-            first = np.ones(srt.shape, dtype=bool)
-            first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-            self.copies += int((first & (srt != gs[origins][:, None])).sum())
+            rc = remote_copies(origins, hosts, gs)  # the one de-duplication rule
+            self.remote_routes += rc.routes
+            self.copies += rc.dedup
         self.tokens += block.num_tokens
         self.layers = m.num_moe_layers
         if self.blocks is not None:
@@ -129,11 +130,13 @@ class _Window:
 
     def latency(self, server_dedup: bool) -> dict[str, float]:
         """The window replayed in the DES, one micro-batch per step: MoE latency percentiles."""
-        from simulator.engine import SimConfig, simulate
+        from simulator.config import SimConfig
+        from simulator.engine import simulate
 
         assert self.blocks is not None
         res = simulate(self.blocks, self.routes, self.eg,
-                       SimConfig(traffic=TrafficConfig(server_dedup=server_dedup)))
+                       SimConfig(traffic=TrafficConfig(
+                           dispatch="deepep-normal" if server_dedup else "all-to-all")))
         return {k: float(res.summary[k]) for k in ("latency_p50_s", "latency_p99_s")}
 
     def row(self, server_dedup: bool) -> dict[str, float]:

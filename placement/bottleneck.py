@@ -19,6 +19,7 @@ within the time limit.
 from __future__ import annotations
 
 import time
+from dataclasses import replace
 
 import numpy as np
 
@@ -37,6 +38,7 @@ from placement.spread import spread_items
 from traces.infra.errors import InputError
 
 MIP_POLISH_MAX_COLUMNS = 200_000  # above this HiGHS rarely finishes the root LP in time
+MIP_POLISH_MIN_S = 1.0  # polish only with at least this much of the time limit left
 
 
 def _point(xs: np.ndarray, gw: np.ndarray, B: np.ndarray) -> np.ndarray:
@@ -122,7 +124,12 @@ def max_link_busy(problem: PlacementProblem, layout: ExpertLayout) -> float:
 
 
 def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
+    """Every HiGHS call gets what is left of ``time_limit_s``, so the whole call respects it."""
     t0 = time.perf_counter()
+
+    def left() -> float:
+        return max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+
     if problem.num_redundant or problem.balance_eps is not None:
         raise InputError(
             "placement: ilp-bottleneck supports neither replicas nor the balance constraint"
@@ -162,7 +169,7 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
     model.add_entries(r + np.arange(ne), np.full(ne, t_col), -1.0)
     info: dict[str, object] = {"unit": "server", "links": ne, "columns": model.num_col,
                                "objective_unit": "busy seconds per token, busiest link"}
-    start_res = ilp_load(problem, options)
+    start_res = ilp_load(problem, replace(options, time_limit_s=left()))
     start = None
     if start_res.layout is not None:
         srv = problem.gpu_server[start_res.layout.primary.reshape(-1)]
@@ -173,7 +180,8 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
         info["ilp_load_bottleneck"] = float(start[-1]) * b_scale
     # LP relaxation: a lower bound, and a point to round (few columns are fractional).
     big = model.num_col > MIP_POLISH_MAX_COLUMNS
-    lp = run_highs(model, options, integer=False, lp_solver="ipm" if big else "simplex")
+    lp = run_highs(model, options, integer=False, lp_solver="ipm" if big else "simplex",
+                   time_limit_s=left())
     if lp.x is None or lp.status is not SolveStatus.OPTIMAL:
         if start is None or lp.status is SolveStatus.INFEASIBLE:
             return failed("ilp-bottleneck", problem, options, lp.outcome, t0, info)
@@ -183,14 +191,15 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
                        "LP relaxation not solved within the time limit: the ilp-load layout,"
                        " no bound (raise --time-limit)")
     bound = lp.outcome.objective
-    xr = _round(lp.x[x_col].reshape(n_groups, S), size, g_layer, L, gps, problem, options)
+    xr = _round(lp.x[x_col].reshape(n_groups, S), size, g_layer, L, gps, problem,
+                replace(options, time_limit_s=left()))
     sol = _as_solved(_point(xr, gw, B), bound, lp, options.mip_rel_gap)
     if start is not None and start[-1] < sol.x[-1]:  # type: ignore[index]
         sol = _as_solved(start, bound, lp, options.mip_rel_gap)
     info["rounded_lp"] = True
-    if sol.outcome.gap > options.mip_rel_gap and model.num_col <= MIP_POLISH_MAX_COLUMNS:
-        left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-        mip = run_highs(model, options, integer=True, start=sol.x, time_limit_s=left)
+    if sol.outcome.gap > options.mip_rel_gap and model.num_col <= MIP_POLISH_MAX_COLUMNS \
+            and left() >= MIP_POLISH_MIN_S:
+        mip = run_highs(model, options, integer=True, start=sol.x, time_limit_s=left())
         if mip.x is not None and mip.x[t_col] <= sol.x[-1] + 1e-12:  # type: ignore[index]
             # The better of the MIP's own bound and the LP's.
             best = max(bound, mip.outcome.dual_bound) if np.isfinite(mip.outcome.dual_bound) \

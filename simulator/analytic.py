@@ -1,10 +1,12 @@
 """The analytic counter: bytes per directed link and hops per token, vectorised, no events.
 
-It shares only the route table and the origin/host rules with the event engine, and counts
-copies its own way (per-pair route counts summed onto uplinks, server-to-server routes and
-downlinks; with de-duplication, distinct (token, GPU) and (token, server) keys), so
-it is the independent check of the simulator's byte accounting,
-and the fast mode for huge traces.  The bandwidth lower bound of a phase is the time its
+It shares the route table, the multipath routes, the origin/host rules and the dispatch
+scheme's copy and endpoint rules with the event engine, and counts copies per link its own way
+(per-pair route counts or de-duplication keys summed onto uplinks, endpoint routes weighted by
+their multipath shares, and downlinks), without the engine's stage messages, trains or link
+classes, so it is the independent check of the simulator's byte accounting, and the fast mode
+for huge traces.  Split modes put fractional shares of a copy on a link; the byte columns are
+the exact sums rounded to whole bytes.  The bandwidth lower bound of a phase is the time its
 busiest link direction needs to carry that phase's bytes: no schedule can do better.
 """
 
@@ -17,7 +19,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
+from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pairs
 from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
@@ -48,7 +52,8 @@ class AnalyticResult:
 
     @property
     def link_bytes(self) -> np.ndarray:
-        return self.dispatch_link_bytes + self.combine_link_bytes
+        """Dispatch plus combine bytes per link direction (the sum rounded once)."""
+        return self.links["bytes"].to_numpy()
 
 
 def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
@@ -58,98 +63,59 @@ def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
     return np.rint(out).astype(np.int64)
 
 
-def _distinct(keys: np.ndarray) -> np.ndarray:
-    """Sorted distinct values.
-
-    Sort-based (numpy's hash-based ``unique`` is slow here), stable (timsort) because the
-    keys arrive in runs already sorted by token.
-    """
-    k = np.sort(keys, kind="stable")
-    keep = np.ones(k.shape, dtype=bool)
-    keep[1:] = k[1:] != k[:-1]
-    return k[keep]
-
-
 class _Counter:
-    """Copies per directed link of one layer, both phases, segment by segment.
+    """Copies per directed link of one layer, both phases.
 
-    A route between GPUs of different servers is the origin's uplink, the servers' middle
-    route and the host's downlink (``RouteTable``); within a server, uplink then downlink.
+    Every copy is counted on the links it crosses: its source GPU's uplink, the route between
+    its endpoints (split by the multipath shares) when it changes servers, its destination's
+    downlink; combine counts the same copies the reverse way.
     """
 
-    def __init__(self, routes: RouteTable) -> None:
+    def __init__(self, routes: RouteTable, config: TrafficConfig) -> None:
         self.routes = routes
+        self.scheme = config.dispatch
+        self.multipath = MultipathRoutes(routes, config.multipath, config.flows_per_pair)
+        self.ep = self.multipath.endpoints
+        check_scheme(self.scheme, self.ep, routes.cluster.name)
         self.nlinks = 2 * len(routes.cluster.links)
         self.gs = routes.cluster.gpu_server
-        ns = routes.num_servers
-        self.mid_pair = np.repeat(np.arange(ns * ns), np.diff(routes.middle_offsets))
-        # for the combine phase: pair (s, t) of the middle route carries copies of pair (t, s)
-        self.mid_pair_t = (self.mid_pair % ns) * ns + self.mid_pair // ns
-        self.server_pair_of_gpu_pair = (self.gs[:, None] * ns + self.gs[None, :]).ravel()
 
-    def _middle(self, src_server: np.ndarray, dst_server: np.ndarray) -> np.ndarray:
-        ns = self.routes.num_servers
-        per_pair = np.bincount(src_server * ns + dst_server, minlength=ns * ns)
-        return np.bincount(
-            self.routes.middle_links, weights=per_pair[self.mid_pair], minlength=self.nlinks
-        )
+    def _at(self, ids: np.ndarray, gpus: np.ndarray | None = None, w: Any = None) -> np.ndarray:
+        x = ids if gpus is None else ids[gpus]
+        return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
 
-    def count_routes(
-        self, counts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """Without de-duplication: every route away from its origin is one copy."""
+    def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        n = self.ep.count
+        m = np.bincount(pairs, weights=w, minlength=n * n).reshape(n, n)
+        return self.multipath.link_copies(m), self.multipath.link_copies(m.T)
+
+    def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = self.routes
-        n = self.nlinks
-        ns = r.num_servers
-        c = counts.copy()
-        np.fill_diagonal(c, 0)
-        out_gpu = c.sum(axis=1)
-        in_gpu = c.sum(axis=0)
-        sp = np.bincount(self.server_pair_of_gpu_pair, weights=c.ravel(), minlength=ns * ns)
-        sp[:: ns + 1] = 0  # same-server pairs use no middle route
-        mid_d = np.bincount(r.middle_links, weights=sp[self.mid_pair], minlength=n)
-        mid_c = np.bincount(r.middle_links, weights=sp[self.mid_pair_t], minlength=n)
-        up = np.bincount(r.gpu_uplink, weights=out_gpu, minlength=n)
-        down = np.bincount(r.gpu_downlink, weights=in_gpu, minlength=n)
-        up_c = np.bincount(r.gpu_uplink, weights=in_gpu, minlength=n)
-        down_c = np.bincount(r.gpu_downlink, weights=out_gpu, minlength=n)
-        return (
-            np.rint(up + mid_d + down).astype(np.int64),
-            np.rint(up_c + mid_c + down_c).astype(np.int64),
-        )
-
-    def count_dedup(
-        self, origins: np.ndarray, hosts: np.ndarray
-    ) -> tuple[np.ndarray, np.ndarray]:
-        """One copy per (token, host GPU) and per (token, remote server)."""
-        r = self.routes
-        g = r.num_gpus
-        ns = r.num_servers
-        gs = self.gs
-        t = np.repeat(np.arange(hosts.shape[0], dtype=np.int64), hosts.shape[1])
-        h = hosts.ravel()
-        away = h != origins[t]
-        key = _distinct(t[away] * g + h[away])  # one copy per (token, host GPU)
-        tt, hh = key // g, key % g
-        oo = origins[tt]
-        local = gs[hh] == gs[oo]
-        skey = _distinct(tt[~local] * ns + gs[hh[~local]])  # one per (token, remote server)
-        t2, s2 = skey // ns, skey % ns
-        o2 = origins[t2]
-        n = self.nlinks
-
-        def at(ids: np.ndarray) -> np.ndarray:
-            return np.bincount(ids, minlength=n).astype(np.float64)
-
-        dispatch = (
-            at(r.gpu_uplink[oo[local]]) + at(r.gpu_uplink[o2])
-            + self._middle(gs[o2], s2) + at(r.gpu_downlink[hh])
-        )
-        combine = (
-            at(r.gpu_uplink[hh]) + self._middle(s2, gs[o2])
-            + at(r.gpu_downlink[oo[local]]) + at(r.gpu_downlink[o2])
-        )
-        return np.rint(dispatch).astype(np.int64), np.rint(combine).astype(np.int64)
+        up, down = r.gpu_uplink, r.gpu_downlink
+        if self.scheme == "deepep-normal":
+            keys = dedup_keys(origins, hosts, self.gs)
+            tt, hh = keys.gpu
+            oo = origins[tt]
+            local = self.gs[hh] == self.gs[oo]
+            st, ss = keys.server
+            so = origins[st]
+            mid_d, mid_c = self._mid(server_pairs(so, ss, self.ep))
+            dispatch = self._at(up, oo[local]) + self._at(up, so) + mid_d + self._at(down, hh)
+            combine = self._at(up, hh) + mid_c + self._at(down, oo[local]) + self._at(down, so)
+        else:
+            g = r.num_gpus
+            c = pair_counts(origins, hosts, g)
+            np.fill_diagonal(c, 0)
+            a, b = np.nonzero(c)
+            w = c[a, b]
+            remote = self.gs[a] != self.gs[b]
+            mid_d, mid_c = self._mid(
+                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep), w[remote]
+            )
+            out_gpu, in_gpu = c.sum(axis=1), c.sum(axis=0)
+            dispatch = self._at(up, None, out_gpu) + mid_d + self._at(down, None, in_gpu)
+            combine = self._at(up, None, in_gpu) + mid_c + self._at(down, None, out_gpu)
+        return dispatch, combine
 
 
 def count_traffic(
@@ -171,9 +137,9 @@ def count_traffic(
     cluster = routes.cluster
     nlinks = 2 * len(cluster.links)
     bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-    dispatch = np.zeros(nlinks, dtype=np.int64)
-    combine = np.zeros(nlinks, dtype=np.int64)
-    counter = _Counter(routes)
+    dispatch = np.zeros(nlinks)
+    combine = np.zeros(nlinks)
+    counter = _Counter(routes, config)
     hops = 0.0
     tokens = 0
     tally = CopyTally()
@@ -193,16 +159,15 @@ def count_traffic(
             c = pair_counts(origins, hosts, g)
             hops += float((c * routes.distance).sum()) * 2
             tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
-            if config.server_dedup:
-                d_copies, c_copies = counter.count_dedup(origins, hosts)
-            else:
-                d_copies, c_copies = counter.count_routes(c)
+            d_copies, c_copies = counter.count(origins, hosts)
             dispatch += d_copies * db
             combine += c_copies * cb
             layer = m.moe_layer_indices[li]
             bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
             bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
-    total = dispatch + combine
+    total = np.rint(dispatch + combine).astype(np.int64)  # rounded as the replay rounds
+    dispatch = np.rint(dispatch).astype(np.int64)
+    combine = np.rint(combine).astype(np.int64)
     links = link_table(cluster)
     links["dispatch_bytes"] = dispatch
     links["combine_bytes"] = combine
@@ -218,7 +183,8 @@ def count_traffic(
         **tiers,
         "dispatch_lower_bound_s": float(by_phase.get("dispatch", 0.0)),
         "combine_lower_bound_s": float(by_phase.get("combine", 0.0)),
-        "server_dedup": bool(config.server_dedup),
+        "dispatch": config.dispatch,
+        "multipath": config.multipath,
         "shared_experts": SHARED_EXPERTS_NOTE,
     }
     return AnalyticResult(

@@ -10,10 +10,16 @@ the link for ``nbytes / bandwidth`` and reaching the far end one latency after i
 
 A message is reserved in one step when its first chunk arrives, so the link costs one event
 per message and hop rather than per chunk.  A *uniform train* (chunks 1..n-1 of c bytes
-arriving every s seconds from a, the last of r bytes at z) is served in closed form when the
-link is at least as slow as the train's spacing (s <= c / bandwidth: the chunks go back to
-back from max(a, free)), which covers a message's first hop and equal-bandwidth paths; any
-other train falls back to the chunk-by-chunk recurrence (:meth:`LinkDirection.reserve`).
+arriving every s seconds from a, the last of r bytes at z) is served in closed form.  When the
+link is at least as slow as the train's spacing (s <= c / bandwidth) the chunks go back to
+back from max(a, free), exactly as above.  When the link is faster than the train (a faster
+hop after a slower one, or a share of a sprayed message) the chunks would leave gaps that a
+packet-switched link fills with other messages' packets; the link therefore books the train's
+total work back to back from max(a, free) (work-conserving: the next message may start when
+that work is done), while the train itself leaves no earlier than its chunks arrive (first
+chunk at max(a, free) + c / bandwidth, last at max(z + r / bandwidth, end of the work)).
+Trains split over several link classes in one hop use the chunk-by-chunk recurrence
+(:meth:`LinkDirection.reserve`).
 Queueing delay is counted per chunk (start_j - arrival_j).  Busy periods (maximal stretches
 without idle time) are logged for utilisation over time.
 """
@@ -76,7 +82,7 @@ class LinkDirection:
         self.latency_s = latency_s
         self.free_at_s = 0.0
         self.busy_from_s = -1.0  # no busy period yet
-        self.nbytes = 0
+        self.nbytes = 0.0  # a split hop carries fractional shares of a message's bytes
         self.busy_s = 0.0
         self.chunks = 0
         self.queue_sum_s = 0.0
@@ -98,10 +104,10 @@ class LinkDirection:
             self._idle_until(-1.0)
 
     def reserve_uniform(
-        self, a: float, s: float, n: int, z: float, c: int, r: int
-    ) -> tuple[float, float, float] | None:
-        """Serve a uniform train in closed form, or return None (chunks would not go back to
-        back: the caller falls back to :meth:`reserve`).
+        self, a: float, s: float, n: int, z: float, c: float, r: float
+    ) -> tuple[float, float, float]:
+        """Serve a uniform train in closed form (a train slower than the link: see
+        :meth:`_reserve_fast`).
 
         Chunk j < n (c bytes) arrives at a + (j-1)s, chunk n (r bytes) at z.  With
         d = c / bandwidth >= s and S = max(a, free): chunk j < n starts at S + (j-1)d (its wait
@@ -111,7 +117,7 @@ class LinkDirection:
         bw = self.bandwidth_bytes_per_s
         d = c / bw
         if n > 1 and s > d:
-            return None
+            return self._reserve_fast(a, s, n, z, c, r)
         free = self.free_at_s
         if a > free or self.busy_from_s < 0.0:  # idle: close the busy period (inlined)
             if self.busy_from_s >= 0.0:
@@ -146,16 +152,47 @@ class LinkDirection:
             first = -1.0
         fin = st_n + r / bw
         self.free_at_s = fin
-        self.queue_sum_s += qsum
-        if qmax > self.queue_max_s:
-            self.queue_max_s = qmax
-        self.nbytes += m * c + r
-        self.busy_s += m * d + r / bw
-        self.chunks += n
+        self._count(qsum, qmax, n, m * c + r, m * d + r / bw)
         lat = self.latency_s
         return (first if m else fin) + lat, d, fin + lat
 
-    def reserve(self, arrivals: list[float], sizes: list[int]) -> list[float]:
+    def _count(self, qsum: float, qmax: float, chunks: int, nbytes: float, busy: float) -> None:
+        self.queue_sum_s += qsum
+        if qmax > self.queue_max_s:
+            self.queue_max_s = qmax
+        self.nbytes += nbytes
+        self.busy_s += busy
+        self.chunks += chunks
+
+    def _reserve_fast(
+        self, a: float, s: float, n: int, z: float, c: float, r: float
+    ) -> tuple[float, float, float]:
+        """A train slower than the link (module docstring): its work is booked back to back
+        from max(a, free); chunk j waits max(0, w1 - j (s - d)) behind earlier work."""
+        bw = self.bandwidth_bytes_per_s
+        d = c / bw
+        free = self.free_at_s
+        if a > free or self.busy_from_s < 0.0:
+            self._idle_until(a)
+            start = a
+        else:
+            start = free
+        m = n - 1
+        w1 = start - a
+        k = min(m, int(w1 / (s - d)) + 1) if w1 > 0 else 0  # chunks that wait
+        qsum = k * w1 - (s - d) * k * (k - 1) / 2
+        wn = max(0.0, start + m * d - z)
+        work_end = start + m * d + r / bw
+        self.free_at_s = work_end
+        self._count(qsum + wn, max(w1, wn), n, m * c + r, m * d + r / bw)
+        lat = self.latency_s
+        # packets of concurrent messages interleave: the first chunk is not held back behind
+        # the work booked before it; the last leaves when all that work is done
+        first = a + d + lat
+        last = max(z + r / bw, work_end) + lat
+        return first, (last - first) / m, last
+
+    def reserve(self, arrivals: list[float], sizes: list[float]) -> list[float]:
         """Serve one message's chunks chunk by chunk (arrival times non-decreasing, the first
         is now).  Returns the times the chunks reach the far end.
         """

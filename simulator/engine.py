@@ -7,13 +7,14 @@ slot frees) -> run -> build frames (:mod:`simulator.summaries`).
 
 Per micro-batch and MoE layer (layers in order):
 
-1. *dispatch* in three aggregated stages: one uplink message per source GPU (to its server
-   node), one message per (source server, destination server) along their shared route once
-   every uplink carrying data for it has arrived, one downlink message per destination GPU
-   once its inputs (local uplinks, middle messages) have arrived.  Messages are cut into
-   chunks of at most ``chunk_bytes`` that pipeline across the hops of their stage.  Copies per
-   stage come from :func:`simulator.traffic.dispatch_stages` (with or without server-level
-   de-duplication).  Routes whose expert sits on the origin GPU move nothing.
+1. *dispatch* in three aggregated stages (:mod:`simulator.transfer`): one uplink message per
+   source GPU (to its server node), one message per pair of network endpoints (per-GPU NICs
+   or pooled server NICs, :mod:`simulator.cluster.multipath`) along their route, split over
+   equal-cost paths by the multipath mode, once every uplink carrying data for it has arrived,
+   one downlink message per destination GPU once its inputs have arrived.  Messages are cut
+   into chunks of at most ``chunk_bytes`` that pipeline across the hops of their stage.
+   Copies per stage come from the dispatch scheme (:mod:`simulator.dispatch`).  Routes whose
+   expert sits on the origin GPU move nothing.
 2. *compute*: a GPU starts its experts once its dispatch downlink has arrived; it takes
    ``routes x route_compute_s`` (FIFO with other micro-batches), so an overloaded GPU is a
    straggler that holds up its layer.
@@ -27,31 +28,30 @@ its MoE latency is the sum over layers.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Generator, Iterable, Iterator
+from collections.abc import Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import simpy
-from simpy.events import NORMAL
 
+from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
-from simulator.components import BusyLog, Gpu, LinkDirection, Wakeup
+from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.config import SimConfig
+from simulator.dispatch import check_scheme, dispatch_plan
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     CopyTally,
-    StageCopies,
-    dispatch_stages,
     pair_counts,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
-    stages_from_pairs,
     validate_layout,
 )
+from simulator.transfer import Path, Transfer
 from traces.infra.errors import InputError
 from traces.trace import RoutingTrace
 
@@ -63,162 +63,6 @@ class SimResult(SimFrames):
     """Frames of one replay (:class:`SimFrames`), with the configuration that produced them."""
 
     config: SimConfig
-
-
-class _Train:
-    """One message moving hop by hop; one event per hop (its first chunk's arrival).
-
-    The chunks travel as a uniform train (first arrival ``a``, spacing ``s``, last arrival
-    ``z``) while the links allow the closed form, else as an explicit list of arrival times.
-    ``a`` is also the simulated time at which the next hop's event fires.  A train has at most
-    one pending event, so it reuses one :class:`Wakeup` (SimPy clears ``callbacks`` when it
-    processes an event; the train puts its own list back before rescheduling).
-    """
-
-    __slots__ = (
-        "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "wake", "schedule",
-        "next_hop", "done",
-    )
-
-    def __init__(
-        self,
-        env: simpy.Environment,
-        path: list[LinkDirection],
-        nbytes: int,
-        chunk: int,
-        on_done: Callable[[Any], None],
-    ) -> None:
-        self.path = path
-        self.hop = 0
-        n = -(-nbytes // chunk)
-        self.n = n
-        self.c = chunk
-        self.r = nbytes - (n - 1) * chunk
-        now = float(env.now)
-        self.a = now
-        self.s = 0.0
-        self.z = now
-        self.arrivals: list[float] | None = None
-        self.schedule = env.schedule
-        self.next_hop: list[Callable[[Any], None]] = [self.step]
-        self.done = [on_done]
-        self.wake = Wakeup(on_done)
-        self.step(None)
-
-    def _sizes(self) -> list[int]:
-        return [self.c] * (self.n - 1) + [self.r]
-
-    def step(self, _ev: Any) -> None:
-        link = self.path[self.hop]
-        if self.arrivals is None:
-            now = self.a
-            out = link.reserve_uniform(now, self.s, self.n, self.z, self.c, self.r)
-            if out is not None:
-                first, self.s, last = out
-                self.a = first
-                self.z = last
-                self._advance(now, first, last)
-                return
-            arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
-            self.arrivals = link.reserve(arr, self._sizes())
-        else:
-            now = self.arrivals[0]
-            self.arrivals = link.reserve(self.arrivals, self._sizes())
-        self._advance(now, self.arrivals[0], self.arrivals[-1])
-
-    def _advance(self, now: float, first: float, last: float) -> None:
-        """Move to the next hop: wake when the first chunk arrives there, or, after the last
-        hop, when the last chunk has arrived."""
-        self.hop += 1
-        wake = self.wake
-        if self.hop == len(self.path):
-            wake.callbacks = self.done
-            self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
-        else:
-            wake.callbacks = self.next_hop
-            self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
-
-
-class _Transfer:
-    """One phase's three-stage transfer (see the module docstring).
-
-    Message ids: uplink of GPU a is ``a``; middle (s, t) is ``g + s*ns + t``; downlink of GPU b
-    is ``g + ns*ns + b``.  Each message waits for a countdown of the messages feeding it.
-    """
-
-    __slots__ = (
-        "run", "nbytes", "pending", "dep_off", "dep_ids", "on_delivered", "first_start",
-        "deliveries",
-    )
-
-    def __init__(
-        self,
-        run: _Run,
-        copies: StageCopies,
-        bytes_per_copy: int,
-        gated: bool,
-        on_delivered: Callable[[int], None],
-    ) -> None:
-        self.run = run
-        g, ns, gs = run.g, run.ns, run.gpu_server
-        up_total = copies.up.sum(axis=1) * bytes_per_copy
-        mid = copies.mid * bytes_per_copy
-        down_total = copies.down.sum(axis=0) * bytes_per_copy
-        self.nbytes = np.concatenate([up_total, mid.ravel(), down_total]).tolist()
-        n = g + ns * ns + g
-        # edges uplink -> middle, uplink -> downlink (same server), middle -> downlink
-        ua, us = np.nonzero(copies.up)
-        remote = us != gs[ua]
-        la, lb = np.nonzero(copies.local)
-        ds, db = np.nonzero(copies.down)
-        dremote = ds != gs[db]
-        src = np.concatenate([ua[remote], la, g + ds[dremote] * ns + gs[db[dremote]]])
-        dst = np.concatenate(
-            [g + gs[ua[remote]] * ns + us[remote], g + ns * ns + lb, g + ns * ns + db[dremote]]
-        )
-        order = np.argsort(src, kind="stable")
-        self.dep_ids = dst[order].tolist()
-        self.dep_off = np.searchsorted(src[order], np.arange(n + 1)).tolist()
-        pending = np.bincount(dst, minlength=n)
-        if gated:
-            pending[:g] += up_total > 0
-        self.pending = pending.tolist()
-        self.on_delivered = on_delivered
-        self.first_start = -1.0
-        self.deliveries = int((down_total > 0).sum())
-        for a in np.flatnonzero((up_total > 0) & (pending[:g] == 0)).tolist():
-            self._start(a)
-
-    def release(self, a: int) -> None:
-        """The gate of GPU a's uplink opened (its compute finished)."""
-        if self.nbytes[a] > 0:
-            self._count_down(a)
-
-    def _count_down(self, i: int) -> None:
-        p = self.pending[i] - 1
-        self.pending[i] = p
-        if p == 0:
-            self._start(i)
-
-    def _start(self, i: int) -> None:
-        run = self.run
-        if self.first_start < 0:
-            self.first_start = run.env.now
-        def arrived(_e: Any, i: int = i) -> None:
-            self._arrived(i)
-
-        _Train(run.env, run.paths[i], self.nbytes[i], run.chunk, arrived)
-
-    def _arrived(self, i: int) -> None:
-        pending = self.pending
-        for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
-            p = pending[j] - 1
-            pending[j] = p
-            if p == 0:
-                self._start(j)
-        b = i - self.run.g - self.run.ns * self.run.ns
-        if b >= 0:
-            self.on_delivered(b)
 
 
 class _Run:
@@ -236,21 +80,21 @@ class _Run:
         self.ns = routes.num_servers
         self.gpu_server = routes.cluster.gpu_server
         self.log = BusyLog()
-        self.links = [
-            LinkDirection(env, 2 * i + d, lk.bandwidth_bytes_per_s, lk.latency_s, self.log)
-            for i, lk in enumerate(routes.cluster.links)
-            for d in (0, 1)
-        ]
-        ns = self.ns
-        self.paths: list[list[LinkDirection]] = (
-            [[self.links[int(x)]] for x in routes.gpu_uplink]
-            + [
-                [self.links[int(x)] for x in routes.middle(s, t)] if s != t else []
-                for s in range(ns)
-                for t in range(ns)
-            ]
-            + [[self.links[int(x)]] for x in routes.gpu_downlink]
-        )
+        traffic = config.traffic
+        self.multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
+        self.endpoints = self.multipath.endpoints
+        check_scheme(traffic.dispatch, self.endpoints, routes.cluster.name)
+        cl = routes.cluster.links
+        bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2)
+        latency = np.repeat([lk.latency_s for lk in cl], 2)
+        # links that always carry the same load share one LinkDirection (see link_classes)
+        self.link_class = link_classes(self.multipath.entries, bandwidth, latency)
+        own = {
+            int(i): LinkDirection(env, int(i), float(bandwidth[i]), float(latency[i]), self.log)
+            for i in np.unique(self.link_class)
+        }
+        self.links = [own[int(c)] for c in self.link_class]
+        self._paths: dict[tuple[int, int, int], Path] = {}
         self.gpus = [Gpu(env) for _ in range(self.g)]
         self.gpu_routes = np.zeros(self.g, dtype=np.int64)
         self.layer_rows: list[tuple] = []
@@ -262,21 +106,45 @@ class _Run:
         self.started = 0
         self.finished = 0
 
+    def path(self, up: int, pair: int, down: int) -> Path:
+        """Hops of a message: GPU ``up``'s uplink, endpoint pair ``pair``'s route, GPU
+        ``down``'s downlink (each if >= 0)."""
+        key = (up, pair, down)
+        got = self._paths.get(key)
+        if got is not None:
+            return got
+        routes = self.routes
+        hops: list[tuple[tuple[LinkDirection, float], ...]] = []
+        if up >= 0:
+            hops.append(((self.links[int(routes.gpu_uplink[up])], 1.0),))
+        if pair >= 0:
+            for ids, shares in self.multipath.hops(*divmod(pair, self.endpoints.count)):
+                hop: dict[int, tuple[LinkDirection, float]] = {}
+                for x, share in zip(ids.tolist(), shares.tolist(), strict=True):
+                    c = int(self.link_class[x])
+                    hop.setdefault(c, (self.links[c], share))
+                hops.append(tuple(hop.values()))
+        if down >= 0:
+            hops.append(((self.links[int(routes.gpu_downlink[down])], 1.0),))
+        got = self._paths[key] = tuple(hops)
+        return got
+
     def records(self) -> RunRecords:
         """What the finished run recorded, as plain values for :mod:`simulator.summaries`."""
-        lds = self.links
+        lds = self.links  # members of a link class share their class's LinkDirection
         stats = {
-            name: np.array([getattr(ld, attr) for ld in lds], dtype=dtype)
-            for name, attr, dtype in (
-                ("link_bytes", "nbytes", np.int64), ("link_chunks", "chunks", np.int64),
-                ("link_busy_s", "busy_s", np.float64),
-                ("link_queue_sum_s", "queue_sum_s", np.float64),
-                ("link_queue_max_s", "queue_max_s", np.float64),
+            name: np.array([getattr(ld, attr) for ld in lds], dtype=np.float64)
+            for name, attr in (
+                ("link_bytes", "nbytes"), ("link_chunks", "chunks"), ("link_busy_s", "busy_s"),
+                ("link_queue_sum_s", "queue_sum_s"), ("link_queue_max_s", "queue_max_s"),
             )
         }
+        # split modes carry fractional shares of a copy: whole bytes are the rounded sum
+        stats["link_bytes"] = np.rint(stats["link_bytes"])
         for ld in lds:
             ld.flush()  # the open busy periods go to the log
-        log = self.log
+        log = self.log  # one record per link class (its representative's id)
+        traffic = self.config.traffic
         return RunRecords(
             cluster=self.routes.cluster, makespan_s=float(self.env.now), **stats,
             busy_link=np.frombuffer(log.link, dtype=np.int32).astype(np.int64),
@@ -287,7 +155,7 @@ class _Run:
             gpu_busy_s=np.array([gp.busy_s for gp in self.gpus]), gpu_routes=self.gpu_routes,
             hops=self.hops, tokens=self.tokens, copies=self.copies.summary(),
             utilisation_window_s=self.config.utilisation_window_s,
-            server_dedup=bool(self.config.traffic.server_dedup),
+            dispatch=traffic.dispatch, multipath=traffic.multipath, link_class=self.link_class,
         )
 
     def microbatch(self, mb: int, block: RoutingTrace) -> Generator[simpy.Event, Any, None]:
@@ -312,17 +180,17 @@ class _Run:
             self.hops += float((pairs * distance).sum()) * 2
             self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
                             db + cb)
-            if traffic.server_dedup:
-                dispatch = dispatch_stages(origins, hosts, self.gpu_server, True)
-            else:
-                dispatch = stages_from_pairs(pairs, self.gpu_server)
+            dispatch = dispatch_plan(
+                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints
+            )
             routes_on = pairs.sum(axis=0)
             self.gpu_routes += routes_on
             layer = _Layer(self, t0, routes_on, pairs.diagonal() > 0, t_route)
-            layer.combine = _Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
+            layer.combine = Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
             layer.remaining = int((routes_on > 0).sum()) + layer.combine.deliveries
-            layer.dispatch = _Transfer(self, dispatch, db, False, layer.dispatch_arrived)
-            for b in np.flatnonzero((routes_on > 0) & (copies_in(dispatch) == 0)).tolist():
+            layer.dispatch = Transfer(self, dispatch, db, False, layer.dispatch_arrived)
+            arriving = dispatch.delivered_to(g)
+            for b in np.flatnonzero((routes_on > 0) & (arriving == 0)).tolist():
                 layer.start_compute(b)
             if layer.remaining == 0:
                 layer.end.succeed()
@@ -371,11 +239,6 @@ class _Run:
             self.env.process(run_one(mb, block, req))
 
 
-def copies_in(copies: StageCopies) -> np.ndarray:
-    """Copies arriving at each GPU in a phase, [gpus]."""
-    return copies.down.sum(axis=0)
-
-
 class _Layer:
     """Bookkeeping of one (micro-batch, layer): compute start/finish, arrivals, the end."""
 
@@ -394,8 +257,8 @@ class _Layer:
         self.compute_done = t0
         self.remaining = 0
         self.end = run.env.event()
-        self.combine: _Transfer
-        self.dispatch: _Transfer
+        self.combine: Transfer
+        self.dispatch: Transfer
 
     def _tick(self) -> None:
         self.remaining -= 1

@@ -151,7 +151,9 @@ class RunRecords:
     tokens: int
     copies: dict[str, float]  # remote copies per token-layer and network bytes, with/without
     utilisation_window_s: float | None
-    server_dedup: bool
+    dispatch: str
+    multipath: str
+    link_class: np.ndarray  # [link directions] the direction whose record each one shares
 
 
 @dataclass(frozen=True, eq=False)
@@ -195,6 +197,9 @@ def collect_sim(rec: RunRecords) -> SimFrames:
         rec.busy_link, rec.busy_start_s, rec.busy_end_s, len(chunks), makespan,
         rec.utilisation_window_s,
     )
+    if len(util):  # links that always carry the same load share one record: copy its windows
+        for col in ("busy_s", "utilisation"):
+            util[col] = util[col].to_numpy().reshape(len(chunks), -1)[rec.link_class].ravel()
     layers = pd.DataFrame(
         rec.layer_rows,
         columns=["microbatch", "layer", "start_s", "dispatch_done_s", "compute_done_s",
@@ -229,7 +234,8 @@ def collect_sim(rec: RunRecords) -> SimFrames:
         "max_gpu_compute_utilisation": float(gpus["compute_utilisation"].max()),
         "makespan_s": makespan,
         **latency_stats(tokens["moe_latency_s"].to_numpy(dtype=float)),
-        "server_dedup": rec.server_dedup,
+        "dispatch": rec.dispatch,
+        "multipath": rec.multipath,
         "shared_experts": SHARED_EXPERTS_NOTE,
     }
     return SimFrames(

@@ -1,18 +1,16 @@
 """From routing decisions to GPU-to-GPU traffic (pure numpy; shared by engine and analytic).
 
 A *route* is (token, MoE layer, expert).  Its *origin* is the token's GPU: the trace's
-``origin_gpu`` where recorded, otherwise the documented rule ``seq_id mod gpus`` (sequences
-dealt round-robin to data-parallel attention ranks).  Its *host* is the GPU holding the expert;
-with replicas, the replica nearest to the origin (ties: lowest replica index).  Shared experts
-sit on every GPU and cause no traffic.
+``origin_gpu`` where recorded, otherwise the default origin model ``dp`` of
+:mod:`traces.origins` applied to the block (its tokens dealt round-robin over the GPUs); the
+commands set every token's origin for the whole trace first (``--origins``).  Its *host* is
+the GPU holding the expert; with replicas, the replica nearest to the origin (ties: lowest
+replica index).  Shared experts sit on every GPU and cause no traffic.
 
-A *copy* is one token's hidden state on one link.  Without de-duplication every route whose
-host is not its origin is one copy on every link of the origin->host route.  With server-level
-de-duplication (DeepEP's inter-node scheme) a token crosses the network once per remote server
-that hosts any of its experts and fans out inside that server, and reaches each host GPU once
-however many of its experts sit there.  :func:`dispatch_stages` gives the copies per stage
-(uplink, server-to-server route, downlink); combine is the mirror image (partial results are
-summed on the host GPU and again on the server before they travel back).
+A *copy* is one token's hidden state on one link.  Which copies a layer moves and through
+which NICs is the *dispatch scheme* (``DISPATCH_SCHEMES``, :mod:`simulator.dispatch`);
+combine is the mirror image (partial results are summed where the copies fanned out before
+they travel back).
 """
 
 from __future__ import annotations
@@ -21,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, check_multipath
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 from traces.model import ModelSpec
@@ -28,10 +27,21 @@ from traces.trace import RoutingTrace
 
 SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no bytes"
 
+DISPATCH_SCHEMES: dict[str, str] = {
+    "all-to-all": "one copy per route, GPU pair to GPU pair (NCCL-like; PXN on per-GPU NICs)",
+    "deepep-ll": "DeepEP low-latency: one copy per route, direct RDMA NIC to NIC",
+    "deepep-normal": "DeepEP normal: one RDMA copy per token and remote server to the GPU of"
+    " the same local index (pooled NICs: the server endpoint), then NVLink fan-out",
+}
+DEFAULT_DISPATCH = "all-to-all"
+# options that were replaced: old name -> what to give instead (CLI flags and study keys)
+REPLACED_OPTIONS = {"server_dedup": ("dispatch", "deepep-normal")}
+
 
 @dataclass(frozen=True, slots=True)
 class TrafficConfig:
-    """How many bytes a route moves, and whether copies are de-duplicated per server."""
+    """How many bytes a route moves, which copies the dispatch scheme sends and how the fabric
+    spreads them over its paths."""
 
     dispatch_bytes_per_element: float = option(
         1.0, "Bytes per hidden element sent to the expert (FP8: 1).", "bytes", 0, 1024,
@@ -40,16 +50,31 @@ class TrafficConfig:
         2.0, "Bytes per element sent back (BF16: 2).", "bytes", 0, 1024, low_open=True)
     hidden_size: int | None = option(
         None, "Hidden size; default: the trace's model.", "elements", 1, 2**24)
-    server_dedup: bool = field(
-        default=False,
-        metadata={
-            "help": "A token crosses the network once per remote server and fans out inside"
-            " it (DeepEP); off: one copy per route."
-        },
+    dispatch: str = field(
+        default=DEFAULT_DISPATCH,
+        metadata={"help": "Dispatch scheme: " + "; ".join(
+            f"{k}: {v}" for k, v in DISPATCH_SCHEMES.items()), "choices": DISPATCH_SCHEMES},
     )
+    multipath: str = field(
+        default=DEFAULT_MULTIPATH,
+        metadata={"help": "How the fabric spreads traffic over equal-cost paths: " + "; ".join(
+            f"{k}: {v}" for k, v in MULTIPATH_MODES.items()), "choices": MULTIPATH_MODES},
+    )
+    flows_per_pair: int | None = option(
+        None, "Flows (queue pairs) per GPU pair for multipath 'ecmp' (default 4).", "flows",
+        1, 2**16)
 
     def __post_init__(self) -> None:
         check_options(self, "traffic")
+        if self.dispatch not in DISPATCH_SCHEMES:
+            raise InputError(
+                f"traffic: unknown dispatch scheme {self.dispatch!r}; choose one of"
+                f" {', '.join(DISPATCH_SCHEMES)}"
+            )
+        try:
+            check_multipath(self.multipath, self.flows_per_pair)
+        except InputError as exc:
+            raise InputError(f"traffic: {exc}") from None
 
     def route_bytes(self, model: ModelSpec) -> tuple[int, int]:
         """(dispatch, combine) bytes of one copy, rounded to whole bytes."""
@@ -83,7 +108,7 @@ def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) ->
 
 
 def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
-    """Origin GPU per token: recorded, or ``seq_id mod num_gpus``."""
+    """Origin GPU per token: recorded, or the block's tokens dealt round-robin (``dp``)."""
     if block.origin_gpu is not None:
         o = block.origin_gpu.astype(np.int64)
         if block.num_tokens and (o.min() < 0 or o.max() >= num_gpus):
@@ -92,7 +117,7 @@ def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
                 f" cluster's GPUs 0..{num_gpus - 1}"
             )
         return o
-    return block.seq_id.astype(np.int64) % num_gpus
+    return np.arange(block.num_tokens, dtype=np.int64) % num_gpus
 
 
 def resolve_hosts(
@@ -133,54 +158,11 @@ def pair_counts(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> 
     return np.bincount(flat, minlength=num_gpus * num_gpus).reshape(num_gpus, num_gpus)
 
 
-@dataclass(frozen=True, eq=False)
-class StageCopies:
-    """Copies of hidden states per stage of one layer's dispatch (combine: :meth:`mirror`).
-
-    ``up[a, s]``: copies GPU a puts on its link to its server node bound for server s (its own
-    server: for the other GPUs there).  ``mid[s, t]``: copies on the route between server nodes
-    s != t.  ``down[s, b]``: copies reaching GPU b from GPUs of server s.  ``local[a, b]``:
-    copies from GPU a to GPU b != a of the same server.
-    """
-
-    up: np.ndarray  # [gpus, servers]
-    mid: np.ndarray  # [servers, servers], zero diagonal
-    down: np.ndarray  # [servers, gpus]
-    local: np.ndarray  # [gpus, gpus], zero diagonal, zero across servers
-
-    def mirror(self) -> StageCopies:
-        """The combine phase: the same copies travelling the reverse way."""
-        return StageCopies(self.down.T, self.mid.T, self.up.T, self.local.T)
-
-
 def _first_in_row(sorted_rows: np.ndarray) -> np.ndarray:
     """Mask of the first occurrence of each value in every (sorted) row."""
     first = np.ones(sorted_rows.shape, dtype=bool)
     first[:, 1:] = sorted_rows[:, 1:] != sorted_rows[:, :-1]
     return first
-
-
-def _sum_columns_by_server(x: np.ndarray, gpu_server: np.ndarray, ns: int) -> np.ndarray:
-    """``out[:, s]`` = sum of the columns of x that belong to GPUs of server s (integers)."""
-    order = np.argsort(gpu_server, kind="stable")
-    sorted_servers = gpu_server[order]
-    present, starts = np.unique(sorted_servers, return_index=True)
-    out = np.zeros((x.shape[0], ns), dtype=x.dtype)
-    out[:, present] = np.add.reduceat(x[:, order], starts, axis=1)
-    return out
-
-
-def stages_from_pairs(pairs: np.ndarray, gpu_server: np.ndarray) -> StageCopies:
-    """Copies per stage without de-duplication, from routes per (origin, host) [gpus, gpus]."""
-    ns = int(gpu_server.max()) + 1
-    off = pairs.copy()
-    np.fill_diagonal(off, 0)
-    local = np.where(gpu_server[:, None] == gpu_server[None, :], off, 0)
-    up = _sum_columns_by_server(off, gpu_server, ns)
-    down = _sum_columns_by_server(off.T, gpu_server, ns).T
-    mid = _sum_columns_by_server(down, gpu_server, ns)
-    np.fill_diagonal(mid, 0)
-    return StageCopies(up=up, mid=mid, down=down, local=local)
 
 
 def remote_servers(
@@ -237,36 +219,3 @@ class CopyTally:
             "network_bytes_dedup": float(self.dedup_bytes),
             "network_bytes_no_dedup": float(self.route_bytes),
         }
-
-
-def dispatch_stages(
-    origins: np.ndarray, hosts_layer: np.ndarray, gpu_server: np.ndarray, dedup: bool
-) -> StageCopies:
-    """Copies per stage for one layer's dispatch (see :class:`StageCopies`)."""
-    g = gpu_server.shape[0]
-    ns = int(gpu_server.max()) + 1
-    if not dedup:
-        return stages_from_pairs(pair_counts(origins, hosts_layer, g), gpu_server)
-    t, k = hosts_layer.shape
-    o = np.broadcast_to(origins[:, None], (t, k))
-    so = gpu_server[origins]
-    h = np.sort(hosts_layer, axis=1)
-    keep_gpu = _first_in_row(h) & (h != o)
-    hs = gpu_server[h]
-    s_sorted, keep_server = remote_servers(origins, hosts_layer, gpu_server)
-    so_k = np.broadcast_to(so[:, None], (t, k))
-    same = keep_gpu & (hs == so_k)
-    local = np.bincount(
-        (o[same] * g + h[same]), minlength=g * g
-    ).reshape(g, g)
-    remote_up = np.bincount(
-        o[keep_server] * ns + s_sorted[keep_server], minlength=g * ns
-    ).reshape(g, ns)
-    mid = np.zeros((ns, ns), dtype=np.int64)
-    np.add.at(mid, gpu_server, remote_up)  # own-server column of remote_up is zero
-    up = remote_up
-    up[np.arange(g), gpu_server] += local.sum(axis=1)
-    down = np.bincount(
-        so_k[keep_gpu] * g + h[keep_gpu], minlength=ns * g
-    ).reshape(ns, g)
-    return StageCopies(up=up, mid=mid, down=down, local=local)

@@ -14,7 +14,8 @@ from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig, remote_copies
 from traces import SynthConfig, generate_trace
 from traces.model import ModelSpec
@@ -50,8 +51,8 @@ def test_placer_count_equals_simulator_count(seed, replicas):
     p = build_problem(ROUTES, MODEL, act, sample=token_sample([trace], G), slots_per_gpu=64,
                       per_layer_per_gpu=32)
     mine = dedup_cost(p, ExpertLayout(eg, G))
-    an = count_traffic([trace], ROUTES, eg, TrafficConfig(server_dedup=True))
-    sim = simulate([trace], ROUTES, eg, SimConfig(traffic=TrafficConfig(server_dedup=True)))
+    an = count_traffic([trace], ROUTES, eg, TrafficConfig(dispatch="deepep-normal"))
+    sim = simulate([trace], ROUTES, eg, SimConfig(traffic=TrafficConfig(dispatch="deepep-normal")))
     for s in (an.summary, sim.summary):
         assert s["remote_copies_per_token_layer"] == pytest.approx(mine.copies_per_token_layer)
         assert s["remote_routes_per_token_layer"] == pytest.approx(mine.routes_per_token_layer)
@@ -67,6 +68,7 @@ def test_network_bytes_are_copies_times_bytes(family, dedup):
     trace = generate_trace(SynthConfig(MODEL, num_tokens=80, seq_len=1, step_tokens=80,
                                        num_gpus=G, seed=3, zipf_exponent=0.2))
     eg = ((np.arange(2)[:, None] * 16 + np.arange(16)[None, :]) % G)[:, :, None]
-    a = count_traffic([trace], routes, eg, TrafficConfig(server_dedup=dedup))
+    scheme = "deepep-normal" if dedup else "all-to-all"
+    a = count_traffic([trace], routes, eg, TrafficConfig(dispatch=scheme))
     key = "network_bytes_dedup" if dedup else "network_bytes_no_dedup"
     assert a.network_bytes == a.summary[key]

@@ -102,7 +102,7 @@ def test_place_into_a_closed_pipe_still_writes_the_layout(tmp_path: Path) -> Non
     prepare_cli_dir(tmp_path)
     out = tmp_path / "layout.parquet"
     cmd = (f"{sys.executable} -m experiments place --topology {tmp_path}/cluster.json --stats"
-           f" {tmp_path}/trace.parquet --strategy round-robin --out {out} | head -1;"
+           f" {tmp_path}/trace.parquet --strategy round-robin --origins dp --out {out} | head -1;"
            " exit ${PIPESTATUS[0]}")
     res = subprocess.run(["bash", "-c", cmd], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})

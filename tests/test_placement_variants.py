@@ -204,3 +204,30 @@ def test_solver_options_are_recorded():
     opts = SolverOptions(time_limit_s=5, mip_rel_gap=1e-3, threads=1, seed=7)
     res = solve_placement(_problem(0), "ilp-bottleneck", opts)
     assert res.options == opts
+
+
+def test_ilp_bottleneck_shares_one_time_limit_over_its_highs_calls(monkeypatch):
+    # A fake clock that advances 4 s per HiGHS call: with a 10 s limit every call must be
+    # handed what is left (10, 6, 2, then the 1 ms floor), never the full limit again.
+    import time
+
+    import placement.assignment as assignment
+    import placement.bottleneck as bn
+    from placement.lp import run_highs as real_run
+
+    clock = [0.0]
+    limits: list[float] = []
+
+    def fake_run(model, options, integer, start=None, time_limit_s=None, **kw):
+        limit = float(time_limit_s or options.time_limit_s)
+        limits.append(limit - max(1e-3, 10.0 - clock[0]))  # given beyond what was left
+        clock[0] += 4.0
+        return real_run(model, options, integer, start=start, time_limit_s=time_limit_s, **kw)
+
+    for mod in (bn, assignment):
+        monkeypatch.setattr(mod, "run_highs", fake_run)
+    monkeypatch.setattr(time, "perf_counter", lambda: clock[0])
+    opts = SolverOptions(time_limit_s=10.0, mip_rel_gap=0.0)
+    res = solve_placement(_problem(3), "ilp-bottleneck", opts)
+    assert res.layout is not None and len(limits) >= 2
+    assert max(limits) <= 1e-9

@@ -152,7 +152,8 @@ def test_window_network_bytes_equal_the_analytic_counter(routes, tmp_path) -> No
     win.add(trace)
     row = win.row(server_dedup=True)
     for dedup, key in ((True, "network_bytes_dedup"), (False, "network_bytes_no_dedup")):
-        ref = count_traffic([trace], routes, layout.expert_gpus, TrafficConfig(server_dedup=dedup))
+        traffic = TrafficConfig(dispatch="deepep-normal" if dedup else "all-to-all")
+        ref = count_traffic([trace], routes, layout.expert_gpus, traffic)
         assert row[key] == ref.network_bytes
     assert row["hops_per_token"] == pytest.approx(
         count_traffic([trace], routes, layout.expert_gpus).hops_per_token)

@@ -40,7 +40,8 @@ def test_report_renders_expected_figures_and_tables(run_dir, capsys):
     for name in images:
         assert (run_dir / name).stat().st_size > 1000, name
     assert page.count("<table>") == 2
-    for heading in ("Compared with the paper", "Hop reduction vs. the baseline (%)",
+    for heading in ("Compared with the paper",
+                    "Hop reduction vs. the baseline, beside its ceiling (%)",
                     "Results per setup and placer"):
         assert heading in page
     # every setup x placer appears in the results table, averaged over the two seeds

@@ -13,10 +13,11 @@ from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.components import BusyLog, LinkDirection
 from simulator.config import SimConfig
-from simulator.engine import _Train, simulate
+from simulator.engine import simulate
 from simulator.microbatches import by_steps, by_tokens
 from simulator.summaries import LINK_CLASSES
 from simulator.traffic import TrafficConfig
+from simulator.transfer import _Train
 
 
 def _case(tokens: int = 300, seed: int = 1):
@@ -42,10 +43,10 @@ def _skew(n: int) -> np.ndarray:
 FRAMES = ("links", "layers", "phases", "tokens", "gpus", "utilisation")
 
 
-@pytest.mark.parametrize("dedup", [False, True])
-def test_same_inputs_give_identical_frames(dedup):
+@pytest.mark.parametrize("multipath", ["spray", "ecmp", "hash"])
+def test_same_inputs_give_identical_frames(multipath):
     routes, trace, layout = _case()
-    cfg = SimConfig(traffic=TrafficConfig(server_dedup=dedup), chunk_bytes=4096)
+    cfg = SimConfig(traffic=TrafficConfig(multipath=multipath), chunk_bytes=4096)
     a = simulate(by_steps([trace]), routes, layout, cfg)
     b = simulate(by_steps([trace]), routes, layout, cfg)
     for name in FRAMES:
@@ -146,7 +147,7 @@ def test_theory_md1_link_waiting_time():
     def arrivals():
         for gap in gaps:
             yield env.timeout(gap)
-            _Train(env, [link], 1000, 1000, lambda _e: None)
+            _Train(env, [((link, 1.0),)], 1000, 1000, lambda _e: None)
 
     env.process(arrivals())
     env.run()

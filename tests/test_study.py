@@ -6,11 +6,15 @@ import pandas as pd
 import pytest
 
 from experiments.cli import main
+from experiments.studies.findings import ceiling_violations
 from experiments.studies.paper import (
     _VARIANTS,
+    EVEN,
     PAPER_MODELS,
     PAPER_PLACERS,
     PROJECT_PLACERS,
+    QUICK_PLACERS,
+    TENANTS,
     paper_study,
 )
 from placement import STRATEGIES
@@ -22,11 +26,14 @@ FAMILIES = ("fat-tree", "fat-tree-sparse", "dragonfly", "dragonfly-sparse")
 
 
 def test_paper_grid_runs_what_exists_and_names_what_does_not():
-    study = paper_study(quick=True)
+    study = paper_study()  # the full grid (no ESFT rows: no folder given)
     placers = [p for p in PAPER_PLACERS + PROJECT_PLACERS
                if _VARIANTS.get(p, (p, {}))[0] in STRATEGIES]
     runnable = [f for f in FAMILIES if f in BUILDERS]
-    assert len(study.cells) == len(PAPER_MODELS) * len(runnable) * len(placers)
+    # two origin scenarios (even, tenant locality) per model and fabric
+    assert len(study.cells) == len(PAPER_MODELS) * len(runnable) * 2 * len(placers)
+    assert {c.config["trace"]["label"] for c in study.cells} == {EVEN, TENANTS}
+    assert {c.config["trace"]["tenants"] for c in study.cells} == {0, 3, 4}
     for p in PAPER_PLACERS + PROJECT_PLACERS:
         flagged = any(f"placer {p!r} is not in placement.STRATEGIES" in s for s in study.skipped)
         assert flagged == (_VARIANTS.get(p, (p, {}))[0] not in STRATEGIES)
@@ -34,6 +41,15 @@ def test_paper_grid_runs_what_exists_and_names_what_does_not():
         if f not in BUILDERS:
             assert any(f"family {f!r} is not in simulator.cluster.families.BUILDERS" in s
                        for s in study.skipped)
+    quick = paper_study(quick=True)
+    assert {c.config["placer"]["name"] for c in quick.cells} == set(QUICK_PLACERS)
+
+
+def test_paper_origins_flag_replaces_the_scenarios_and_checks_the_cluster():
+    study = paper_study(quick=True, origins="tenants:0-2/3-5")
+    assert {c.config["trace"]["origins"] for c in study.cells} == {"tenants:0-2/3-5"}
+    with pytest.raises(InputError, match="server 6 is outside the cluster's servers 0..5"):
+        paper_study(quick=True, origins="tenants:0-6")
 
 
 @pytest.mark.parametrize("models", [
@@ -42,27 +58,50 @@ def test_paper_grid_runs_what_exists_and_names_what_does_not():
 ])
 def test_quick_paper_study_end_to_end(tmp_path, capsys, models):
     out = tmp_path / "paper"
-    # the paper's own rows and EPLB (the MIP-based rows take minutes; the slow variant runs all)
-    rows = [] if not models else [a for p in ("round-robin", "greedy", "ilp", "ilp-load", "eplb")
+    # the paper's own rows and the origin-aware ILP (the slow variant runs the quick default)
+    rows = [] if not models else [a for p in ("round-robin", "ilp", "ilp-load", "ilp-origin")
                                   for a in ("--placer", p)]
-    assert main(["study", "paper", "--quick", "--tokens", "48", "--serial", "--out",
-                 str(out), *models, *rows]) == 0
+    assert main(["study", "paper", "--quick", "--tokens", "48", "--serial", "--no-esft",
+                 "--out", str(out), *models, *rows]) == 0
     res = pd.read_parquet(out / "results.parquet")
     assert set(res["model"]) == ({models[1]} if models else set(PAPER_MODELS))
     for col in ("hops_per_token", "network_link_bytes", "max_link_utilisation",
                 "latency_p50_ms", "latency_p99_ms", "solve_time_s",
-                "hops_per_token_reduction_pct"):
+                "hops_per_token_reduction_pct", "hops_ceiling_pct"):
         assert res[col].notna().all(), col
-    # round-robin is each setup's baseline, and the paper's ILPLoad never does worse on the
-    # expected hops it optimises than round-robin
+    assert set(res["scenario"]) == {EVEN, TENANTS}
+    # round-robin is each setup's baseline; the ILPs never do worse on the expected hops they
+    # optimise; the simulated hops are the expected hops of the replayed tokens; no cell
+    # saves more than its ceiling
     assert (res.loc[res["placer"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
-    exp = res.pivot_table(index="model", columns="placer", values="expected_hops_per_token")
+    exp = res.pivot_table(index=["model", "scenario"], columns="placer",
+                          values="expected_hops_per_token")
     assert (exp["ilp-load"] <= exp["round-robin"] + 1e-9).all()
+    assert ((res["judged_expected_hops_per_token"] - res["hops_per_token"]).abs() < 1e-6).all()
+    assert ceiling_violations(res).empty
+    assert (res["ceiling_kind"] == "exact").all()
     page = (out / "report.html").read_text()
-    assert "Compared with the paper" in page
+    assert "Compared with the paper" in page and "No cell saves more than its ceiling" in page
+    assert "Source of gain: origins" in page
     if len(STRATEGIES) < len(PAPER_PLACERS + PROJECT_PLACERS):
         assert "Not run in this build" in page
     assert "deepseek-moe-16b" in capsys.readouterr().out
+
+
+def test_esft_rows_in_sample_held_out_cross_task_and_tenants(tmp_path, esft_dir):
+    study = paper_study(quick=True, model_names=("deepseek-moe-16b",), esft_dir=esft_dir,
+                        inputs_dir=tmp_path / "inputs", placer_names=("round-robin", "ilp-origin"))
+    labels = {c.config["trace"]["label"] for c in study.cells}
+    assert {"ESFT in-sample (intent)", "ESFT held-out (intent)",
+            "ESFT cross-task (fit intent, replay law)", "ESFT tenant locality, held-out"} <= labels
+    tenant = next(c for c in study.cells if c.config["trace"]["label"].startswith("ESFT tenant")
+                  and c.config["placer"]["name"] == "ilp-origin")
+    assert tenant.config["trace"]["origins"] == "tenants:0-1/2-3/4-5"
+    from experiments.studies import evaluate_cell
+
+    row = evaluate_cell(tenant.config).row
+    assert row["model"] == "deepseek-v2-lite" and row["origin_gpus"] == 24
+    assert row["ceiling_hops_per_token"] <= row["hops_per_token"] + 1e-9
 
 
 def test_replay_a_trace_file_fitted_on_another(tmp_path):

@@ -123,7 +123,8 @@ def test_rail_optimized_by_hand():
 
 @pytest.mark.parametrize(
     ("family", "dense", "tiers"),
-    [("fat-tree-sparse", "fat-tree", {"aggregation", "core"}),
+    [("fat-tree-sparse", "fat-tree", {"aggregation"}),
+     ("fat-tree-thinned", "fat-tree", {"aggregation", "core"}),
      ("dragonfly-sparse", "dragonfly", {"global"})],
 )
 def test_sparse_variants(family, dense, tiers):
@@ -146,9 +147,24 @@ def test_sparse_variants(family, dense, tiers):
     again = BUILDERS[family](sparsity=0.5, **params)
     assert again.links == sparse.links
     other = BUILDERS[family](sparsity=0.5, seed=1, **params)
-    assert {frozenset((lk.a, lk.b)) for lk in other.links} != sparse_links
+    if family != "fat-tree-sparse":  # there the seed only picks the links kept to connect
+        assert {frozenset((lk.a, lk.b)) for lk in other.links} != sparse_links
     assert {frozenset((lk.a, lk.b)) for lk in BUILDERS[family](sparsity=0.0, **params).links} \
         == full_links
+
+
+@pytest.mark.parametrize("k, servers", [(4, 6), (10, 32)])  # the paper study's fat trees
+def test_sparse_fat_tree_lengthens_paths_at_the_study_sizes(k, servers):
+    # k=4: edge switches keep floor(0.5 x 2) = 1 uplink, edge e to aggregation e; pod 0's
+    # edge 1 then reaches pod 1 (edge 0, aggregation 0) only through pod 0's edge 0 or pod 1's
+    # aggregation 1: server 2 -> server 4 takes 8 links instead of 6 (server-edge-agg-core-...)
+    full = gpu_distance_matrix(BUILDERS["fat-tree"](k=k, num_servers=servers))
+    sparse = gpu_distance_matrix(BUILDERS["fat-tree-sparse"](k=k, num_servers=servers))
+    thinned = gpu_distance_matrix(BUILDERS["fat-tree-thinned"](k=k, num_servers=servers))
+    assert (sparse >= full).all() and sparse.max() > full.max()
+    np.testing.assert_array_equal(thinned, full)  # why the old rule was renamed
+    if k == 4:
+        assert sparse[2 * 8, 4 * 8] == 8.0 and full[2 * 8, 4 * 8] == 6.0
 
 
 def test_sparse_never_disconnects():

@@ -13,6 +13,7 @@ SMALL_CASES: list[tuple[str, dict]] = [
     ("fat-tree-sparse", {"k": 4, "sparsity": 0.5, "gpus_per_server": 2}),
     ("fat-tree-sparse", {"k": 6, "num_servers": 20, "sparsity": 0.3, "seed": 3,
                          "gpus_per_server": 1}),
+    ("fat-tree-thinned", {"k": 4, "sparsity": 0.5, "gpus_per_server": 2}),
     ("dragonfly", {"routers_per_group": 2, "servers_per_router": 1,
                    "global_links_per_router": 1, "gpus_per_server": 2}),
     ("dragonfly", {"num_groups": 4, "gpus_per_server": 1}),

@@ -28,7 +28,7 @@ class DemoConfig:
     strategies: tuple[str, ...] = (
         "round-robin", "ilp", "ilp-load", "ilp-origin", "eplb", "dedup",
     )
-    server_dedup: bool = True  # DeepEP-style dispatch: one copy per token and remote server
+    dispatch: str = "deepep-normal"  # DeepEP-style: one copy per token and remote server
     # workloads with their own expert popularity, each served on an equal contiguous block
     # of GPUs (two: the first and the second half)
     tenants: tuple[str, ...] = ("chat", "code")
@@ -131,7 +131,7 @@ def run_demo(
     write_trace(out / "trace_replay.parquet", replay)
     p, per_origin, _ = origin_activation([fit], g)
     sample = token_sample([fit], g)
-    sim_config = SimConfig(traffic=TrafficConfig(server_dedup=cfg.server_dedup))
+    sim_config = SimConfig(traffic=TrafficConfig(dispatch=cfg.dispatch))
     problem = build_problem(routes, model, p, origin_activation=per_origin,
                             traffic=sim_config.traffic, sample=sample)
     options = SolverOptions(time_limit_s=120, threads=1, seed=cfg.seed)

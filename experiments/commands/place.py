@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import asdict
 from pathlib import Path
 
@@ -20,6 +21,7 @@ from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
+from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -41,6 +43,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Model preset (default: the file's model; an SGLang JSON by its"
                         " geometry, 61 x 256 = deepseek-r1).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     p.add_argument("--replicas", type=int, default=0,
                    help="Redundant expert copies per MoE layer (ILP family and eplb).")
     p.add_argument("--balance-eps", type=float, default=None,
@@ -83,26 +86,32 @@ def run(args: argparse.Namespace) -> int:
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
+    origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
+    assigner = OriginAssigner(origins, cluster.gpu_server)
     origin_activation = None
     sample = None
     if args.replicas < 0:
         raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
     if load_stats_kind(args.stats) == "trace":
-        model, activation, per_origin, recorded = trace_activation(args.stats, routes.num_gpus)
+        model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
         if args.model is not None and args.model != model.name:
             raise InputError(
                 f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
             )
-        if recorded or args.strategy == "ilp-origin":
-            origin_activation = per_origin
-        sample = trace_sample(args.stats, routes.num_gpus)
+        # a fresh assigner: the sample's origins are the same tokens' origins as above
+        sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
     else:
         given = None if args.model is None else model_preset(args.model)
         stats = load_load_stats(args.stats, given)
         model, activation = stats.model, stats.activation()
+        if origins is not None:
+            raise InputError(
+                f"--origins: {args.stats} holds load statistics, no tokens to give origins to"
+                " (give a trace .parquet)"
+            )
         if args.strategy in SAMPLE_STRATEGIES:
             raise InputError(
                 f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
@@ -161,6 +170,10 @@ def run(args: argparse.Namespace) -> int:
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
+    # after every input check and the solve (an error comes alone); statistics have no origins
+    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
+    if warning:
+        print(warning, file=sys.stderr)
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
@@ -168,6 +181,7 @@ def run(args: argparse.Namespace) -> int:
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "status": res.status.value,
         "objective_expected_hops_per_token": res.objective,
         "remote_copies_per_token_layer": None if copies is None else copies.copies_per_token_layer,

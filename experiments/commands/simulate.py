@@ -8,6 +8,7 @@ checked before the run starts; results go to a run directory that appears only w
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -21,9 +22,10 @@ from experiments.options import add_number, add_option
 from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
-from simulator.traffic import TrafficConfig
+from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
+from traces.origins import origins_help, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -53,6 +55,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--layout", type=Path, required=True,
         help="Layout file (.parquet or .csv); 'layer' holds the model's layer indices.",
     )
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     add_output_argument(p, "--out", run_directory_kind("simulate"), required=True,
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
@@ -64,7 +67,11 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(p, TrafficConfig, "dispatch_bytes_per_element", "--dispatch-bytes-per-element")
     add_option(p, TrafficConfig, "combine_bytes_per_element", "--combine-bytes-per-element")
     add_option(p, TrafficConfig, "hidden_size", "--hidden-size")
-    add_option(p, TrafficConfig, "server_dedup", "--server-dedup")
+    add_option(p, TrafficConfig, "dispatch", "--dispatch")
+    add_option(p, TrafficConfig, "multipath", "--multipath")
+    add_option(p, TrafficConfig, "flows_per_pair", "--flows-per-pair")
+    for old in REPLACED_OPTIONS:  # replaced flags: a one-line error naming the new one
+        p.add_argument("--" + old.replace("_", "-"), action="store_true", help=argparse.SUPPRESS)
     add_option(p, SimConfig, "gpu_flops_per_s", "--gpu-flops-per-s")
     add_option(p, SimConfig, "expert_time_per_route_s", "--expert-time-per-route-s")
     add_option(p, SimConfig, "utilisation_window_s", "--window-s")
@@ -112,16 +119,25 @@ def run(args: argparse.Namespace) -> int:
     from experiments.outputs import run_directory, write_json, write_parquet
     from experiments.versions import versions
     from simulator.analytic import count_traffic
+    from simulator.cluster.multipath import endpoints_of
+    from simulator.dispatch import check_scheme
     from simulator.engine import simulate
     from simulator.microbatches import microbatches
     from simulator.summaries import summary_frame
     from traces.io import iter_trace, read_trace_meta
+    from traces.origins import OriginAssigner, with_origins
 
+    for old, (new, value) in REPLACED_OPTIONS.items():
+        if getattr(args, old):
+            flag = "--" + old.replace("_", "-")
+            raise InputError(f"{flag} was replaced: use --{new.replace('_', '-')} {value}")
     traffic = TrafficConfig(
         dispatch_bytes_per_element=args.dispatch_bytes_per_element,
         combine_bytes_per_element=args.combine_bytes_per_element,
         hidden_size=args.hidden_size,
-        server_dedup=args.server_dedup,
+        dispatch=args.dispatch,
+        multipath=args.multipath,
+        flows_per_pair=args.flows_per_pair,
     )
     config = SimConfig(
         traffic=traffic,
@@ -131,12 +147,19 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
+    origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
                                              args.layout)
+    try:
+        check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
+    except InputError as exc:
+        raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
+    assigner = OriginAssigner(origins, routes.cluster.gpu_server)
     blocks = Feedback.from_args(args).iterate(
-        microbatches(iter_trace(args.trace, args.read_chunk_tokens), args.microbatch_tokens),
+        microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+                     args.microbatch_tokens),
         read_trace_meta(args.trace)[1], f"simulate ({args.mode})", "tok",
         weight=lambda b: b.num_tokens,
     )
@@ -146,6 +169,7 @@ def run(args: argparse.Namespace) -> int:
         "trace": str(args.trace),
         "topology": cluster_label(args),
         "layout": str(args.layout),
+        "origins": origins.text if origins is not None else "recorded, else dp",
         "model": model.name,
         "cluster": routes.cluster.description or routes.cluster.name,
         "microbatches": (
@@ -185,8 +209,11 @@ def run(args: argparse.Namespace) -> int:
             if k in summary]
     for k in keys:
         print(f"{k:>30}: {summary[k]:.6g}")
-    print(f"{'de-duplicated (this run)':>30}: {bool(summary['server_dedup'])}")
+    print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
+    warning = assigner.warning()
+    if warning:
+        print(warning, file=sys.stderr)
     tail = "" if args.no_report else f" (open {args.out}/report.html)"
     print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

@@ -11,6 +11,7 @@ from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 from traces.infra.protected import protect
+from traces.origins import origins_help
 
 if TYPE_CHECKING:
     from experiments.studies import Study
@@ -91,7 +92,8 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
         from experiments.report_runs import write_run_report
 
         write_run_report(out)
-    shown = ("model", "model.preset", "topology", "topology.family", "placer.name")
+    shown = ("model", "model.preset", "topology", "topology.family", "placer.name", "placer",
+             "trace")
     varied = [a for a in study.axes if a not in shown]
     cols = varied + [c for c in PAPER_COLUMNS if c in outcome.results.columns]
     print(outcome.results[cols].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
@@ -107,8 +109,10 @@ def register(sub: argparse._SubParsersAction) -> None:
         help="Run a built-in study: `paper` reproduces the reference paper's grid.",
         description=(
             "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
-            " fat-tree-sparse, dragonfly, dragonfly-sparse) x placers (round-robin, greedy, ilp,"
-            " ilp-load and this project's own: eplb, ilp-bytes, ilp-bottleneck, replicas)."
+            " fat-tree-sparse, dragonfly, dragonfly-sparse) x two origin scenarios (even, tenant"
+            " locality) x placers (round-robin, greedy, ilp, ilp-load and this project's own:"
+            " eplb, ilp-bytes, ilp-bottleneck, ilp-origin, replicas), plus real ESFT rows when"
+            " the data is present. Every saving stands beside its ceiling."
             " Topology families and placers missing from this build are listed as not run."
             " Per cell: hops per token, network bytes, max link utilisation, p50/p99 MoE"
             " latency, solve time, reductions vs. round-robin."
@@ -116,7 +120,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
-                   help="Small clusters and few tokens (a minute or two on 2 cores).")
+                   help="Small clusters, few tokens, four placers on the two sparse fabrics.")
     add_output_argument(p, "--out", STUDY_RUN, default=None,
                         help="Run directory (default runs/<name>).")
     p.add_argument("--trace", type=Path, default=None,
@@ -129,6 +133,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=None,
                    help="Tokens replayed per cell (as many again are used to fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
+                   help=origins_help() + " Replaces the study's two origin scenarios (even,"
+                   " tenant locality) by this one and drops the ESFT rows.")
+    esft = p.add_mutually_exclusive_group()
+    esft.add_argument("--esft", type=Path, default=None,
+                      help="ESFT routing folder (tasks intent, law, summary, translation) for"
+                           " the real-data rows; default: shared/data/esft-routing beside the"
+                           " checkout (or under $MOE_NETSIM_SHARED_DATA) when present.")
+    esft.add_argument("--no-esft", action="store_true", help="Leave out the real-data rows.")
     p.add_argument("--model", action="append", default=None, dest="models",
                    help="Run only this model of the paper's two (repeatable).")
     p.add_argument("--placer", action="append", default=None, dest="placers",
@@ -138,13 +151,18 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.studies.esft import default_esft_dir
     from experiments.studies.paper import PAPER_MODELS, paper_study
 
+    out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
+    esft = None if args.no_esft else (args.esft or default_esft_dir())
+    if args.esft is not None and not args.esft.is_dir():
+        raise InputError(f"--esft {args.esft}: not a folder")
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
         seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),
         placer_names=tuple(args.placers) if args.placers else None,
+        esft_dir=esft, inputs_dir=out / "inputs", origins=args.origins,
     )
-    out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
     Feedback.from_args(args).note(f"paper study: {len(study.cells)} cells")
     return execute(study, out, args)

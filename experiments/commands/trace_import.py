@@ -9,6 +9,7 @@ under a layout, per-GPU load, as Parquet tables plus a heatmap of expert load pe
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -23,6 +24,7 @@ from experiments.outputs import TRACE_OR_LOAD_STATS, add_output_argument, run_di
 from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
+from traces.origins import origins_help
 
 if TYPE_CHECKING:
     import numpy as np
@@ -71,6 +73,12 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--indices-column", default=None, help="topk-parquet: the top-k indices column.")
     p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
+                   help=origins_help() + " Written into the trace; needs --gpus.")
+    p.add_argument("--gpus", type=int, default=None,
+                   help="GPUs of the cluster the --origins model deals tokens over.")
+    p.add_argument("--gpus-per-server", type=int, default=8,
+                   help="GPUs per server, for --origins server sets (default 8).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a trace or load-statistics file moe-netsim wrote.")
     add_progress_arguments(p)
@@ -122,12 +130,23 @@ def run_import(args: argparse.Namespace) -> int:
     from traces.importers import holds_counts, import_load_stats, import_trace
     from traces.io import read_trace_meta
     from traces.load_stats import save_load_stats
+    from traces.origins import OriginAssigner, parse_origins, servers_of_gpus
 
     out: Path = args.out
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
     t0 = time.perf_counter()
     model = _model(args.model)
+    assigner = None
+    if args.origins is not None or args.gpus is not None:
+        if args.origins is None or args.gpus is None:
+            raise InputError("--origins and --gpus come together (the model deals tokens over"
+                             " the GPUs of a cluster of that size)")
+        if holds_counts(args.format, args.input):
+            raise InputError("--origins: load counts hold no tokens to give origins to")
+        model_ = parse_origins(args.origins)
+        assigner = OriginAssigner(model_,
+                                  servers_of_gpus(args.gpus, args.gpus_per_server, model_))
     if holds_counts(args.format, args.input):
         stats = import_load_stats(args.format, args.input, model)
         save_load_stats(out, stats)
@@ -141,9 +160,13 @@ def run_import(args: argparse.Namespace) -> int:
     feedback = Feedback.from_args(args)
     n = import_trace(
         args.format, args.input, out, model, options=_import_options(args, model),
+        origins=assigner,
         observe=lambda blocks: feedback.iterate(
             blocks, None, f"trace import {args.format}", "tok", weight=lambda b: b.num_tokens),
     )
+    warning = assigner.warning() if assigner is not None else None
+    if warning:
+        print(warning, file=sys.stderr)
     meta, _ = read_trace_meta(out)
     print(
         f"wrote {out}: {n:,} tokens of {meta.model.name} ({meta.model.num_moe_layers} MoE"

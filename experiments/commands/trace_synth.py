@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import queue
+import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
@@ -12,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from experiments.outputs import TRACE_FILE, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.origins import origins_help
 from traces.synthetic.modes import FIT_DEFAULT_MODES
 from traces.synthetic.popularity import CURVES
 
@@ -46,6 +48,11 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
     p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
     p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
+    p.add_argument("--gpus-per-server", type=int, default=8,
+                   help="GPUs per server, for --origins server sets (default 8).")
+    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
+                   help=origins_help().replace("the trace's recorded origins, else dp",
+                                               "dp, or each --tenant on its GPUs"))
     pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
     pop.add_argument("--zipf", type=float, default=None, help="Zipf exponent of popularity.")
     pop.add_argument(
@@ -261,6 +268,13 @@ def _drift(args: argparse.Namespace, num_tokens: int) -> tuple[tuple[int, ...], 
 def run_synth(args: argparse.Namespace) -> int:
     from traces.load_stats import load_load_stats
     from traces.model import load_model_spec
+    from traces.origins import (
+        DEFAULT_MODEL,
+        OriginAssigner,
+        parse_origins,
+        servers_of_gpus,
+        with_origins,
+    )
     from traces.synthetic import SynthConfig, iter_synthetic
     from traces.synthetic.modes import fit_modes_file
 
@@ -295,16 +309,25 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")
+    origins = parse_origins(args.origins) if args.origins else None
+    if origins is not None and any(t.gpus for t in cfg.tenants):
+        raise InputError("--origins: give origins either by --tenant gpus=... or by --origins,"
+                         " not both")
+    if origins is None and not cfg.tenants:
+        origins = parse_origins(DEFAULT_MODEL)
     blocks = Feedback.from_args(args).iterate(
         _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)), args.tokens,
         f"trace synth {model.name}", "tok", weight=lambda b: b.num_tokens,
     )
-    n = _write_new(
-        args.out,
-        blocks,
-        args.overwrite,
-        row_group_tokens=args.chunk_tokens,
-    )
+    assigner = None
+    if origins is not None:  # else each tenant's sequences on its own GPUs (the generator's)
+        assigner = OriginAssigner(
+            origins, servers_of_gpus(args.gpus, args.gpus_per_server, origins))
+        blocks = with_origins(blocks, assigner)
+    n = _write_new(args.out, blocks, args.overwrite, row_group_tokens=args.chunk_tokens)
+    warning = assigner.warning() if assigner is not None else None
+    if warning:
+        print(warning, file=sys.stderr)
     print(f"wrote {n} tokens of {model.name} to {args.out}")
     return 0
 

@@ -23,13 +23,14 @@ from experiments.pipeline import (
     summary_row,
     token_sample,
 )
-from experiments.studies.spec import (
+from experiments.studies.sections import (
     build_cluster,
     model_from_config,
     solver_options,
     split_sim_options,
 )
-from placement import SAMPLE_STRATEGIES
+from placement import SAMPLE_STRATEGIES, PlacementProblem, expected_cost
+from placement.ceiling import Ceiling, hop_ceiling
 from placement.ilp import server_cost
 from simulator.cluster.paths import RouteTable, build_route_table
 from traces import (
@@ -41,6 +42,8 @@ from traces import (
 )
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
+from traces.origins import apply_origins, resolve_model, tenant_server_sets
+from traces.synthetic import TenantSpec
 
 # Columns that measure wall-clock time: they differ between runs of the same cell.
 TIMING_COLUMNS = ("solve_time_s", "sim_runtime_s")
@@ -79,12 +82,20 @@ def _routes(topology_key: str) -> RouteTable:
 
 
 @functools.lru_cache(maxsize=2)
-def _synthetic(model_key: str, num_tokens: int, seq_len: int, num_gpus: int, zipf: float,
-               seed: int) -> RoutingTrace:
+def _synthetic(model_key: str, num_tokens: int, seq_len: int, servers_key: str, zipf: float,
+               seed: int, tenants: int) -> RoutingTrace:
+    """The cell's synthetic trace; ``tenants`` > 0: equal workloads, each with its own
+    popularity, on its own contiguous block of servers (the generator records origins)."""
     model = ModelSpec.from_dict(json.loads(model_key))
+    gpu_server = np.asarray(json.loads(servers_key))
+    specs = tuple(
+        TenantSpec(share=1.0, gpus=tuple(int(g) for g in np.flatnonzero(np.isin(gpu_server, s))),
+                   name=f"tenant{k}")
+        for k, s in enumerate(tenant_server_sets(int(gpu_server.max()) + 1, tenants))
+    ) if tenants else ()
     return generate_trace(
         SynthConfig(model, num_tokens=num_tokens, seq_len=seq_len, step_tokens=num_tokens,
-                    num_gpus=num_gpus, zipf_exponent=zipf, seed=seed)
+                    num_gpus=len(gpu_server), zipf_exponent=zipf, seed=seed, tenants=specs)
     )
 
 
@@ -99,25 +110,37 @@ class Fit:
 
     activation: np.ndarray  # p[l, i]
     per_origin: np.ndarray | None  # a[l, i, g] when fitted on tokens
-    replay: RoutingTrace
+    replay: RoutingTrace  # with its origins set
     description: str
     tokens: RoutingTrace | None  # the fitted tokens (co-activation); None for load statistics
 
 
-def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int) -> Fit:
-    """The activation to place with (and the fitted tokens), and the trace to replay."""
+def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndarray) -> Fit:
+    """The activation to place with (and the fitted tokens), and the trace to replay.
+
+    The cell's origin model (``trace.origins``) is applied to each whole trace before it is
+    cut into fit and replay parts.
+    """
     per_origin: np.ndarray | None = None
     fit: RoutingTrace | None = None
     t = config["trace"]
+    num_gpus = len(gpu_server)
+    origins = resolve_model(t["origins"], "trace.origins")
+
+    def placed(trace: RoutingTrace) -> RoutingTrace:
+        return apply_origins(trace, origins, gpu_server, "trace.origins")
+
     fit_n, replay_n = t["fit_tokens"], t["replay_tokens"]
     seed = config["seed"]
     fit_source = t["fit_source"]
     if t["source"] == "synthetic":
         total = replay_n + (0 if fit_source else fit_n)
-        whole = _synthetic(_key(model.to_dict()), total, t["seq_len"], num_gpus,
-                           float(t["zipf_exponent"]), seed)
+        whole = _synthetic(_key(model.to_dict()), total, t["seq_len"],
+                           _key(gpu_server.tolist()), float(t["zipf_exponent"]), seed,
+                           t["tenants"])
     else:
         whole = _file_trace(t["source"])
+    whole = placed(whole)
     if fit_source:
         replay = whole.take(slice(0, replay_n))
         if load_stats_kind(fit_source) != "trace":
@@ -125,7 +148,7 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int) -> F
             activation = stats.activation()
             fit_desc = f"load statistics {Path(fit_source).name}"
         else:
-            fit = _file_trace(fit_source).take(slice(0, fit_n))
+            fit = placed(_file_trace(fit_source)).take(slice(0, fit_n))
             activation, per_origin, _ = origin_activation([fit], num_gpus)
             fit_desc = f"first {fit_n} tokens of {Path(fit_source).name}"
     else:
@@ -136,6 +159,26 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, num_gpus: int) -> F
         fit_desc = f"first {fit_n} tokens of {src}, replay the next {replay_n}"
     # a synthetic replay is one step: one micro-batch unless sim.microbatch_tokens re-cuts it
     return Fit(activation, per_origin, replay, fit_desc, fit)
+
+
+def judged_problem(routes: RouteTable, model: ModelSpec, replay: RoutingTrace,
+                   num_redundant: int) -> PlacementProblem:
+    """The placement problem of the replayed tokens themselves (what a layout is judged on)."""
+    p, a, _ = origin_activation([replay], routes.num_gpus)
+    return build_problem(routes, model, p, origin_activation=a, num_redundant=num_redundant)
+
+
+_CEILINGS: dict[tuple[str, int], Ceiling] = {}
+
+
+def _ceiling(cell_key: str, num_redundant: int, judged: PlacementProblem) -> Ceiling:
+    """The cell's ceiling, cached per (cell without its placer, redundant copies)."""
+    key = (cell_key, num_redundant)
+    if key not in _CEILINGS:
+        if len(_CEILINGS) >= 16:
+            _CEILINGS.pop(next(iter(_CEILINGS)))
+        _CEILINGS[key] = hop_ceiling(judged)
+    return _CEILINGS[key]
 
 
 def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
@@ -154,10 +197,12 @@ def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) ->
 
 def evaluate_cell(config: dict[str, Any]) -> CellResult:
     """Place and replay one cell; every number of its result row and detail frames."""
-    model = model_from_config(config["model"])
+    source = config["trace"]["source"]
+    model = (model_from_config(config["model"]) if source == "synthetic"
+             else _file_trace(source).model)  # a replayed file brings its own model
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    fitted = fit_and_replay(config, model, cluster.num_gpus)
+    fitted = fit_and_replay(config, model, cluster.gpu_server)
     activation, replay, fit_desc = fitted.activation, fitted.replay, fitted.description
     placer = config["placer"]
     if placer["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
@@ -175,8 +220,24 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     )
     options = solver_options(config["placer"], config["seed"])
     ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
+    layout = ev.layout
+    judged = judged_problem(routes, model, replay, problem.num_redundant)
+    ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
+                       problem.num_redundant, judged)
     row = summary_row(ev)
     row.pop("strategy")
+    covered = int(np.unique(replay.origin_gpu).size) if replay.origin_gpu is not None else 0
+    row.update(
+        scenario=config["trace"]["label"],
+        origins=config["trace"]["origins"] or (
+            f"{config['trace']['tenants']} tenants on their own servers"
+            if config["trace"]["tenants"] else "recorded, else dp"),
+        origin_gpus=covered,
+        judged_expected_hops_per_token=expected_cost(judged, layout),
+        ceiling_hops_per_token=ceiling.hops_per_token,
+        ceiling_kind=ceiling.kind,
+        ceiling_note=ceiling.note,
+    )
     row.update(
         model=model.name,
         topology=config["topology"]["family"],

@@ -15,10 +15,16 @@ servers and 2 servers in a second pod) and DeepSeek-R1 on 256 GPUs (32 servers o
 tree with 25 servers in one pod and 7 in another, as in the demo), and sparse/dragonfly variants
 of the same size.
 
-Token origins.  The placement assumes tokens start evenly on all GPUs.  The synthetic trace
-puts sequence s on GPU s mod GPUs, so the study uses sequences of one token (as in decode with
-data-parallel attention, where a batch holds one token of many sequences): origins are then
-spread evenly in both the fit and the replay part.
+Token origins: two scenarios per fabric.  *Even origins* (``dp``: tokens dealt over all
+GPUs, as in decode with data-parallel attention): only the fabric's asymmetry can make one
+layout better than another.  *Tenant locality*: 3 (6-server fabrics) or 4 (larger) equal
+workloads, each with its own expert popularity, each served on its own contiguous block of
+servers, so a placement that sees origins can bring a workload's favourite experts near it.
+Sequences are one token long, so fit and replay parts both hold every origin.
+
+Every cell also records its *ceiling* (``placement.ceiling``): the fewest expected hops any
+layout can reach on the replayed tokens; the report shows the saving it allows beside each
+saving.  Real routing rows (``experiments.studies.esft``) join when the ESFT data is present.
 """
 
 from __future__ import annotations
@@ -27,12 +33,15 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from experiments.studies.spec import Study, build_cluster, build_study
+from experiments.studies.esft import esft_cells
+from experiments.studies.sections import build_cluster
+from experiments.studies.spec import TRACE_DEFAULTS, Study, build_study
 from placement import STRATEGIES
 from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
+from traces.origins import check_cluster, parse_origins
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
 PAPER_PLACERS = ("round-robin", "greedy", "ilp", "ilp-load")
@@ -40,7 +49,9 @@ PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "ilp-origin", "ilp-loa
 # Extra rows that are a strategy with options: label -> (strategy, placer table keys).  The
 # replica count is set per cluster ("auto": GPUs // 8 redundant slots per MoE layer).
 _VARIANTS = {"ilp-load+replicas": ("ilp-load", {"replicas": "auto"})}
-_TIME_LIMIT_S = 300.0
+_TIME_LIMIT_S = 60.0
+QUICK_TIME_LIMIT_S = 60.0
+ESFT_FABRICS = ("fat-tree-sparse", "dragonfly-sparse")  # the real-data rows' fabrics
 
 # Dragonflies of the same sizes: 3 groups x 2 routers x 1 server = 6 servers (one global link
 # per router, one per group pair) and 4 groups x 4 routers x 2 servers = 32 servers (two global
@@ -66,22 +77,40 @@ _FULL: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("dragonfly-sparse", _DF_R1),
     ],
 }
-# --quick: 6 servers of 4 GPUs for both models (a partially populated k=4 fat tree).
+# --quick: 6 servers of 4 GPUs for both models, the two fabrics whose servers differ most.
 _QUICK_PARAMS: list[tuple[str, dict[str, Any]]] = [
-    ("fat-tree", {"k": 4, "num_servers": 6}),
     ("fat-tree-sparse", {"k": 4, "num_servers": 6}),
-    ("dragonfly", _DF_16B),
     ("dragonfly-sparse", _DF_16B),
 ]
 _QUICK_LINKS = {"gpus_per_server": 4}
 
 # What the CLI prints per cell.
 PAPER_COLUMNS = (
-    "model", "topology", "num_gpus", "placer", "status", "hops_per_token",
-    "hops_per_token_reduction_pct", "remote_copies_per_token_layer",
+    "model", "topology", "scenario", "num_gpus", "placer", "status", "hops_per_token",
+    "hops_per_token_reduction_pct", "hops_ceiling_pct", "remote_copies_per_token_layer",
     "remote_routes_per_token_layer", "network_link_bytes", "max_link_utilisation",
     "latency_p50_ms", "latency_p99_ms", "solve_time_s",
 )
+# Scenarios of token origins (the trace table of a cell; TRACE_DEFAULTS fills the rest).
+EVEN = "even origins"
+TENANTS = "tenant locality"
+# Rows that --quick runs (the MIP-heavy ones take minutes at the R1 size).
+QUICK_PLACERS = ("round-robin", "ilp", "ilp-load", "ilp-origin")
+
+
+def tenants_for(num_servers: int) -> int:
+    """Tenants of the locality scenario: 3 on the 6-server fabrics, 4 on larger ones."""
+    return 3 if num_servers <= 8 else 4
+
+
+def _scenarios(trace_cfg: dict[str, Any], num_servers: int, synthetic: bool
+               ) -> list[dict[str, Any]]:
+    even = {**TRACE_DEFAULTS, **trace_cfg, "origins": "dp", "label": EVEN}
+    if not synthetic:
+        return [even]
+    tenants = {**TRACE_DEFAULTS, **trace_cfg, "origins": "", "tenants": tenants_for(num_servers),
+               "label": TENANTS}
+    return [even, tenants]
 
 
 def _topologies(model: str, quick: bool, experts: int) -> list[tuple[str, dict[str, Any]]]:
@@ -99,6 +128,9 @@ def paper_study(
     seed: int = 0,
     model_names: tuple[str, ...] = PAPER_MODELS,
     placer_names: tuple[str, ...] | None = None,
+    esft_dir: Path | None = None,
+    inputs_dir: Path | None = None,
+    origins: str | None = None,
 ) -> Study:
     """The paper's grid, restricted to what this build has (the rest in ``skipped``)."""
     skipped: list[str] = []
@@ -150,7 +182,8 @@ def paper_study(
                 raise InputError(f"--fit {fit_trace}: fits neither of {PAPER_MODELS}")
             models = keep
 
-    combos = []
+    synthetic = "source" not in trace_cfg
+    combos: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     for name, table, experts in models:
         for family, params in _topologies(name, quick, experts):
             topo = {"family": family, "params": params, "links": dict(_QUICK_LINKS) if quick
@@ -164,45 +197,64 @@ def paper_study(
                 )
                 continue
             try:
-                build_cluster(topo)
+                cluster = build_cluster(topo)
             except InputError as exc:
                 skipped.append(f"{label}: the builder rejects these parameters ({exc})")
                 continue
-            combos.append([table, topo])
+            scenarios = _scenarios(trace_cfg, cluster.num_servers, synthetic)
+            if origins:  # one scenario: the user's origin model
+                model_ = parse_origins(origins)
+                check_cluster(model_, cluster.num_servers, f"--origins ({label})")
+                scenarios = [{**scenarios[0], "origins": model_.text,
+                              "label": f"origins {model_.text}"}]
+            for trace_table in scenarios:
+                combos.append((table, topo, trace_table))
+    if not combos:
+        raise InputError("paper study: no topology of the grid can be built in this build")
     rows: tuple[str, ...] = PAPER_PLACERS + PROJECT_PLACERS
     if placer_names is not None:
         unknown = [p for p in placer_names if p not in rows]
         if unknown:
             raise InputError(f"--placer {unknown[0]!r}: the study's rows are {', '.join(rows)}")
         rows = tuple(p for p in rows if p in placer_names)
-    time_limit_s = 30.0 if quick else _TIME_LIMIT_S
-    placers: list[dict[str, Any]] = []
-    for p in rows:
-        strategy, extra = _VARIANTS.get(p, (p, {}))
-        if strategy in STRATEGIES:
-            placer: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}
-            if p != strategy:
-                placer["label"] = p
-            placer.update(extra)
-            placers.append(placer)
-        else:
-            skipped.append(f"placer {p!r} is not in placement.STRATEGIES (this build has:"
-                           f" {', '.join(sorted(STRATEGIES))})")
-    if not combos:
-        raise InputError("paper study: no topology of the grid can be built in this build")
+    elif quick:
+        rows = QUICK_PLACERS
+    time_limit_s = QUICK_TIME_LIMIT_S if quick else _TIME_LIMIT_S
+    placers = [t for t in (_placer_table(p, time_limit_s, skipped) for p in rows) if t]
+    cells = [[table, topo, tr, pl] for table, topo, tr in combos for pl in placers]
+    if esft_dir is not None and trace is None and fit_trace is None and not origins:
+        fabrics = [{"family": f, "params": p, "links": dict(_QUICK_LINKS) if quick else {}}
+                   for f, p in (_QUICK_PARAMS if quick else _FULL["deepseek-moe-16b"])
+                   if f in ESFT_FABRICS[:1 if quick else 2] and f in BUILDERS]
+        cells += esft_cells(esft_dir, inputs_dir, quick, fabrics, placers, skipped)
     raw = {
         "seed": seed,
         "study": {
             "name": "paper" + (" (quick)" if quick else ""),
             "description": (
-                "The grid of arXiv 2508.09229: models x topologies x placers; hops per token"
-                " is the paper's metric, the rest is this project's simulation."
+                "The grid of arXiv 2508.09229: models x topologies x placers, with even token"
+                " origins and with tenants on their own servers; hops per token is the"
+                " paper's metric, the rest is this project's simulation. Every saving stands"
+                " beside its ceiling, the most any layout could save on the replayed tokens."
             ),
             "baseline": "round-robin",
         },
         "placer": placers[0],
-        "trace": trace_cfg,
+        "trace": cells[0][2],
+        "axes": {"model, topology, trace, placer": cells},
         "sim": {"microbatch_tokens": max(1, n // 2)},
-        "axes": {"model, topology": combos, "placer": placers},
     }
     return build_study(raw, where="paper study", skipped=tuple(skipped))
+
+
+def _placer_table(row: str, time_limit_s: float, skipped: list[str]) -> dict[str, Any] | None:
+    strategy, extra = _VARIANTS.get(row, (row, {}))
+    if strategy not in STRATEGIES:
+        skipped.append(f"placer {row!r} is not in placement.STRATEGIES (this build has:"
+                       f" {', '.join(sorted(STRATEGIES))})")
+        return None
+    table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}
+    if row != strategy:
+        table["label"] = row
+    table.update(extra)
+    return table

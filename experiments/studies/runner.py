@@ -10,6 +10,7 @@ Layout of a run directory::
     links.parquet, tokens.parquet, layers.parquet, expert_load.parquet, server_load.parquet
                         the detail frames of all cells, with a ``cell`` column
     meta.json           status, versions, cell counts
+    inputs/             traces a built-in study imported for its cells (kept on --overwrite)
     COMPLETE            written last: every cell finished and the merged files are in place
 
 Re-running on the same directory skips finished cells; killing the driver or a worker loses
@@ -48,6 +49,9 @@ DETAIL_FRAMES = ("links", "tokens", "layers", "expert_load", "server_load", "uti
 METRICS_REDUCED = ("hops_per_token", "remote_copies_per_token_layer", "network_link_bytes",
                    "max_link_utilisation", "latency_p50_ms", "latency_p99_ms", "makespan_ms")
 
+# Kept by --overwrite: the lock and the study's imported input traces (cells read them).
+KEPT = (".lock", "inputs")
+
 Progress = Callable[[int, int, str], None]  # (cells done, cells total, last cell label)
 
 
@@ -82,7 +86,7 @@ def _locked(run_dir: Path) -> Iterator[None]:
 def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
     record = run_dir / "study.json"
     if run_dir.exists() and not record.is_file():
-        if any(p.name != ".lock" for p in run_dir.iterdir()):
+        if any(p.name not in KEPT for p in run_dir.iterdir()):
             raise InputError(
                 f"--out {run_dir}: exists and is not a study or sweep run directory (no"
                 " study.json); --overwrite replaces only those; move it or choose another --out"
@@ -103,7 +107,7 @@ def _prepare(run_dir: Path, study: Study, overwrite: bool) -> None:
     if run_dir.exists() and overwrite:
         check_writable(run_dir, "--out")
         for child in run_dir.iterdir():
-            if child.name == ".lock":
+            if child.name in KEPT:
                 continue
             if child.is_dir():
                 shutil.rmtree(child)
@@ -332,6 +336,8 @@ def _label(cell: Cell) -> str:
         elif isinstance(v, dict) and "family" in v:
             params = ",".join(f"{k}={x}" for k, x in sorted(v.get("params", {}).items()))
             parts.append(f"{v['family']}({params})")
+        elif isinstance(v, dict) and (v.get("label") or "name" in v):
+            parts.append(str(v.get("label") or v["name"]))
         elif isinstance(v, dict) and not v:
             parts.append(f"{path}=default")
         else:
@@ -374,12 +380,17 @@ def add_reductions(results: pd.DataFrame, axes: tuple[str, ...], baseline: str) 
         merged = pd.DataFrame(
             {m: np.repeat(base[m].iloc[0] if len(base) else np.nan, len(df)) for m in metrics}
         )
+
+    def reduction(v: np.ndarray, b: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.where(b > 0, 100.0 * (1.0 - v / b), np.where(v == b, 0.0, np.nan))
+
     for m in metrics:
         b = merged[m].to_numpy(dtype=float)
-        v = df[m].to_numpy(dtype=float)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            red = np.where(b > 0, 100.0 * (1.0 - v / b), np.where(v == b, 0.0, np.nan))
-        df[f"{m}_reduction_pct"] = red
+        df[f"{m}_reduction_pct"] = reduction(df[m].to_numpy(dtype=float), b)
+    if "ceiling_hops_per_token" in df:  # the most any layout of the cell could save
+        b = merged["hops_per_token"].to_numpy(dtype=float)
+        df["hops_ceiling_pct"] = reduction(df["ceiling_hops_per_token"].to_numpy(float), b)
     return df
 
 

@@ -20,33 +20,41 @@ Base sections (every key optional unless said otherwise)::
                fit_source = "" (fit on the source's first fit_tokens, replay the next
                replay_tokens) | path of a native trace | path of SGLang load statistics (.json)
                fit_tokens, replay_tokens,
-               seq_len, zipf_exponent (synthetic only)
+               seq_len, zipf_exponent (synthetic only), origins = "" (an origin model
+               MODEL[:ARGS] of traces.origins applied to every trace of the cell; "":
+               the trace's recorded origins, else dp), tenants = 0 (synthetic only: that
+               many equal workloads, each with its own expert popularity, on its own
+               contiguous block of servers), label (free text naming the scenario)
     [sim]      SimConfig and TrafficConfig fields (flat)
 """
 
 from __future__ import annotations
 
 import copy
-import dataclasses
 import hashlib
 import itertools
 import json
-import types
-import typing
-from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from placement import STRATEGIES, SolverOptions
+from experiments.studies.sections import (
+    build_cluster,
+    check_table,
+    expect_int,
+    key_text,
+    model_from_config,
+    registered_name,
+    solver_options,
+    split_sim_options,
+    type_name,
+)
+from placement import STRATEGIES
 from placement.strategies import SUPPORTS
-from simulator.cluster.builders import LinkDefaults
-from simulator.cluster.families import BUILDERS
-from simulator.config import SimConfig
-from simulator.traffic import TrafficConfig
-from traces import MODEL_PRESETS, ModelSpec, model_preset, read_trace_meta
+from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
+from traces.origins import check_cluster, resolve_model, tenant_server_sets
 
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
@@ -59,6 +67,9 @@ TRACE_DEFAULTS: dict[str, Any] = {
     "replay_tokens": 2048,
     "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
     "zipf_exponent": 0.9,
+    "origins": "",
+    "tenants": 0,
+    "label": "",
 }
 # Options of the synthetic generator that a study may not set (the cell decides them).
 DEFAULT_BASE: dict[str, Any] = {
@@ -113,196 +124,7 @@ def _digest(obj: Any) -> str:
 
 
 # ---------------------------------------------------------------------------------------------
-# type checks against annotations
-
-
-def _type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
-
-
-def _accepts(annotation: Any, v: Any) -> bool | None:
-    """True/False when the annotation is a simple type; None when it cannot be judged."""
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        verdicts = [_accepts(a, v) for a in typing.get_args(annotation)]
-        if any(x is True for x in verdicts):
-            return True
-        return None if any(x is None for x in verdicts) else False
-    if annotation is type(None):
-        return v is None
-    if annotation is bool:
-        return isinstance(v, bool)
-    if annotation is int:
-        return isinstance(v, int) and not isinstance(v, bool)
-    if annotation is float:
-        return isinstance(v, int | float) and not isinstance(v, bool)
-    if annotation is str:
-        return isinstance(v, str)
-    if origin in (tuple, list) or annotation in (tuple, list):
-        return isinstance(v, list | tuple)
-    return None
-
-
-def _key(k: Any) -> str:
-    """A user's key for a one-line message: as written, or quoted when it holds odd characters."""
-    return k if isinstance(k, str) and k.isprintable() else repr(k)
-
-
-def _check_fields(
-    values: Mapping[str, Any], hints: Mapping[str, Any], known: list[str], where: str
-) -> None:
-    for key, v in values.items():
-        if key not in known:
-            raise InputError(
-                f"{where}.{_key(key)}: unknown key; known: {', '.join(sorted(known)) or '(none)'}"
-            )
-        ok = _accepts(hints.get(key, Any), v)
-        if ok is False:
-            raise InputError(
-                f"{where}.{key}: expected {_describe(hints[key])}, got {v!r} ({_type_name(v)})"
-            )
-
-
-def _describe(annotation: Any) -> str:
-    origin = typing.get_origin(annotation)
-    if origin in (typing.Union, types.UnionType):
-        parts = [a for a in typing.get_args(annotation) if a is not type(None)]
-        return " or ".join(_describe(a) for a in parts)
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string"}.get(
-        annotation, str(annotation)
-    )
-
-
-def _dataclass_hints(cls: type) -> dict[str, Any]:
-    hints = typing.get_type_hints(cls)
-    return {f.name: hints.get(f.name, Any) for f in dataclasses.fields(cls)}
-
-
-def _build(cls: type, values: Mapping[str, Any], where: str) -> Any:
-    hints = _dataclass_hints(cls)
-    _check_fields(values, hints, list(hints), where)
-    converted = {
-        k: (float(v) if hints[k] is float and isinstance(v, int) else v) for k, v in values.items()
-    }
-    try:
-        return cls(**converted)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {exc}") from None
-
-
-# ---------------------------------------------------------------------------------------------
-# registries (looked up by name, so entries added later work)
-
-
-def registered_name(value: Any, registry: Mapping[str, Any], what: str, where: str) -> str:
-    """``value`` if it names an entry of ``registry``; otherwise an error listing the names."""
-    if not isinstance(value, str):
-        raise InputError(f"{where}: expected a string naming a {what}")
-    if value not in registry:
-        raise InputError(
-            f"{where}: unknown {what} {value!r}; known: {', '.join(sorted(registry))}"
-        )
-    return value
-
-
-def build_cluster(topology: Mapping[str, Any], where: str = "topology") -> Any:
-    """``BUILDERS[family](**params, defaults=LinkDefaults(**links))``, errors naming keys.
-
-    The family object validates its own parameters (unknown names and wrong types are
-    InputErrors listing the valid ones), so families added later need nothing here.
-    """
-    family = registered_name(topology.get("family"), BUILDERS, "topology family",
-                             f"{where}.family")
-    kwargs: dict[str, Any] = dict(topology.get("params", {}))
-    links = dict(topology.get("links", {}))
-    if links:
-        kwargs["defaults"] = _build(LinkDefaults, links, f"{where}.links")
-    try:
-        return BUILDERS[family](**kwargs)
-    except InputError as exc:
-        raise InputError(f"{where}.params: {exc}") from None
-    except (TypeError, ValueError) as exc:
-        raise InputError(f"{where}: {family}: {exc}") from None
-
-
-DEFAULT_MODEL = "deepseek-moe-16b"
-
-
-def model_from_config(model: Mapping[str, Any], where: str = "model") -> ModelSpec:
-    if not model:
-        return model_preset(DEFAULT_MODEL)
-    if "preset" in model:
-        extra = sorted(set(model) - {"preset"})
-        if extra:
-            raise InputError(f"{where}.{extra[0]}: a preset model takes no other keys")
-        if not isinstance(model["preset"], str):
-            raise InputError(f"{where}.preset: expected a string")
-        if model["preset"] not in MODEL_PRESETS:
-            raise InputError(
-                f"{where}.preset: unknown model preset {model['preset']!r}; known:"
-                f" {', '.join(sorted(MODEL_PRESETS))}"
-            )
-        return model_preset(model["preset"])
-    d = dict(model)
-    if "moe_layer_indices" in d and isinstance(d["moe_layer_indices"], list):
-        d["moe_layer_indices"] = tuple(d["moe_layer_indices"])
-    d.setdefault("name", "custom")
-    hints = _dataclass_hints(ModelSpec)
-    hints["moe_layer_indices"] = tuple
-    _check_fields(d, hints, list(hints), where)
-    if any(not isinstance(x, int) or isinstance(x, bool) for x in d.get("moe_layer_indices", ())):
-        raise InputError(f"{where}.moe_layer_indices: expected a list of integers")
-    try:
-        return ModelSpec(**d)
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from None
-    except TypeError as exc:
-        raise InputError(f"{where}: {exc}; give 'preset' or the full geometry") from None
-
-
-def split_sim_options(sim: Mapping[str, Any], where: str = "sim") -> SimConfig:
-    """Flat ``[sim]`` keys into a SimConfig (TrafficConfig fields go to its ``traffic``)."""
-    sim_hints = _dataclass_hints(SimConfig)
-    sim_hints.pop("traffic", None)
-    traffic_hints = _dataclass_hints(TrafficConfig)
-    known = list(sim_hints) + list(traffic_hints)
-    _check_fields(sim, {**sim_hints, **traffic_hints}, known, where)
-    traffic = {k: v for k, v in sim.items() if k in traffic_hints}
-    rest = {k: v for k, v in sim.items() if k in sim_hints}
-    t = _build(TrafficConfig, traffic, where)
-    return _build(SimConfig, {**rest, "traffic": t}, where) if rest or traffic else SimConfig()
-
-
-def solver_options(placer: Mapping[str, Any], seed: int, where: str = "placer") -> SolverOptions:
-    opts = dict(placer.get("options", {}))
-    if not isinstance(opts, dict):
-        raise InputError(f"{where}.options: expected a table")
-    opts.setdefault("seed", seed)
-    return _build(SolverOptions, opts, f"{where}.options")
-
-
-# ---------------------------------------------------------------------------------------------
 # validation of one cell
-
-
-def _expect_int(v: Any, where: str, minimum: int) -> int:
-    if not isinstance(v, int) or isinstance(v, bool):
-        raise InputError(f"{where}: expected an integer, got {v!r} ({_type_name(v)})")
-    if v < minimum:
-        raise InputError(f"{where}: must be >= {minimum}, got {v}")
-    return v
-
-
-def _check_table(d: Any, where: str, known: tuple[str, ...]) -> dict[str, Any]:
-    if not isinstance(d, dict):
-        raise InputError(f"{where}: expected a table, got {d!r} ({_type_name(d)})")
-    for k in d:
-        if k not in known:
-            raise InputError(f"{where}.{_key(k)}: unknown key; known: {', '.join(known)}")
-    return d
 
 
 def _resolve_path(value: str, base_dir: Path) -> Path:
@@ -316,14 +138,14 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     Builds the model, the cluster, the solver and simulator options and reads the metadata of
     any trace file, so a cell that passes cannot fail on its configuration later.
     """
-    seed = _expect_int(config.get("seed"), f"{where}: seed", 0)
-    _check_table(config["study"], f"{where}: study", STUDY_KEYS)
-    topo = _check_table(config["topology"], f"{where}: topology", TOPOLOGY_KEYS)
+    seed = expect_int(config.get("seed"), f"{where}: seed", 0)
+    check_table(config["study"], f"{where}: study", STUDY_KEYS)
+    topo = check_table(config["topology"], f"{where}: topology", TOPOLOGY_KEYS)
     for sub in ("params", "links"):
         if not isinstance(topo.get(sub, {}), dict):
             raise InputError(f"{where}: topology.{sub}: expected a table")
-    placer = _check_table(config["placer"], f"{where}: placer", PLACER_KEYS)
-    trace = _check_table(config["trace"], f"{where}: trace", tuple(TRACE_DEFAULTS))
+    placer = check_table(config["placer"], f"{where}: placer", PLACER_KEYS)
+    trace = check_table(config["trace"], f"{where}: trace", tuple(TRACE_DEFAULTS))
     if not isinstance(config["sim"], dict):
         raise InputError(f"{where}: sim: expected a table")
     if not isinstance(config["model"], dict):
@@ -332,7 +154,7 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     registered_name(placer.get("name"), STRATEGIES, "placement strategy",
                     f"{where}: placer.name")
     if "replicas" in placer and placer["replicas"] != "auto":
-        _expect_int(placer["replicas"], f"{where}: placer.replicas", 0)
+        expect_int(placer["replicas"], f"{where}: placer.replicas", 0)
     if "balance_eps" in placer:
         eps = placer["balance_eps"]
         if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1e6:
@@ -351,14 +173,25 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     cluster = build_cluster(topo, f"{where}: topology")
 
     for key in ("fit_tokens", "replay_tokens"):
-        _expect_int(trace[key], f"{where}: trace.{key}", 1)
-    _expect_int(trace["seq_len"], f"{where}: trace.seq_len", 1)
+        expect_int(trace[key], f"{where}: trace.{key}", 1)
+    expect_int(trace["seq_len"], f"{where}: trace.seq_len", 1)
     z = trace["zipf_exponent"]
     if not isinstance(z, int | float) or isinstance(z, bool) or not 0 <= z < 1e6:
         raise InputError(f"{where}: trace.zipf_exponent: expected a number >= 0, got {z!r}")
-    for key in ("source", "fit_source"):
+    for key in ("source", "fit_source", "origins", "label"):
         if not isinstance(trace[key], str):
             raise InputError(f"{where}: trace.{key}: expected a string")
+    tenants = expect_int(trace["tenants"], f"{where}: trace.tenants", 0)
+    if tenants:
+        if trace["source"] != "synthetic":
+            raise InputError(f"{where}: trace.tenants: only the synthetic generator has tenants")
+        if trace["origins"]:
+            raise InputError(f"{where}: trace.tenants puts every tenant on its own servers;"
+                             " leave trace.origins empty")
+        tenant_server_sets(cluster.num_servers, tenants)  # raises when there are too many
+    origins = resolve_model(trace["origins"], f"{where}: trace.origins")
+    if origins is not None:
+        check_cluster(origins, cluster.num_servers, f"{where}: trace.origins")
 
     source = trace["source"]
     fit_source = trace["fit_source"]
@@ -467,7 +300,7 @@ def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
             continue
         if key not in TOP_KEYS:
             raise InputError(
-                f"{where}: {_key(key)}: unknown key; known: {', '.join(TOP_KEYS)}"
+                f"{where}: {key_text(key)}: unknown key; known: {', '.join(TOP_KEYS)}"
             )
         if key == "seed":
             base["seed"] = value
@@ -477,7 +310,7 @@ def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
             base["model"] = copy.deepcopy(value)  # a custom geometry replaces the preset
         else:
             if not isinstance(value, dict):
-                raise InputError(f"{where}: {key}: expected a table, got {_type_name(value)}")
+                raise InputError(f"{where}: {key}: expected a table, got {type_name(value)}")
             base[key].update(copy.deepcopy(value))
     return base
 

@@ -1,9 +1,9 @@
 """The de-duplicated network cost of a layout on a token sample, counted independently.
 
-Rule (DeepEP's inter-node dispatch, the simulator's ``--server-dedup``): a token crosses the
-network once per remote server that hosts any of its experts at that MoE layer (the copy of an
-expert it uses is the replica nearest its origin GPU, ties to the lowest replica index) and
-fans out inside that server; combine is the mirror image.  One such crossing is a *remote
+Rule (DeepEP's inter-node dispatch, the simulator's ``--dispatch deepep-normal``): a token
+crosses the network once per remote server that hosts any of its experts at that MoE layer (the
+copy of an expert it uses is the replica nearest its origin GPU, ties to the lowest replica
+index) and fans out inside that server; combine is the mirror image.  One such crossing is a *remote
 copy*; it costs ``server_cost[origin GPU, server]``: the round trip from the origin to that
 server (hops there and back, or dispatch + combine bytes x seconds per byte on the wire).
 """

@@ -3,7 +3,9 @@
 Families (``BUILDERS[name](**params)``, also ``moe-netsim topology build NAME --param k=v``):
 
 * ``fat-tree``: k-ary fat tree (k pods of k/2 edge and k/2 aggregation switches, (k/2)^2 cores).
-* ``fat-tree-sparse``: the same with a fraction of its switch-to-switch links removed.
+* ``fat-tree-sparse``: the same, each edge switch keeping a window of its aggregation uplinks
+  (tapered: some shortest paths get longer).
+* ``fat-tree-thinned``: the same with a fraction of its switch-to-switch links removed.
 * ``dragonfly``: groups of ``a`` fully connected routers, ``p`` servers and ``h`` global links
   per router, groups joined by the "absolute" global wiring.
 * ``dragonfly-sparse``: the same with a fraction of its global links removed.
@@ -20,17 +22,19 @@ carries 3.2 Tb/s = 400 GB/s per direction.  Parallel links between the same two 
 into one whose bandwidth is their sum (the cluster model has one link per node pair).
 
 Sparse variants (the paper evaluates them without defining them).  ``sparsity`` is the fraction
-of candidate links removed: for ``fat-tree-sparse`` all edge-aggregation and aggregation-core
-links, for ``dragonfly-sparse`` the global links.  Candidates are visited in a fixed
-pseudo-random order (an FNV hash of ``seed`` and the link's end names, independent of library
-versions) and each is removed unless that would disconnect the fabric, until
-``round(sparsity x candidates)`` are gone (fewer only if connectivity forbids more).  Some server
-pairs therefore get farther apart and the remaining links carry more (oversubscription).
+of candidate links removed: for ``fat-tree-thinned`` all edge-aggregation and aggregation-core
+links, for ``dragonfly-sparse`` the global links (``fat-tree-sparse``: see its builder).
+Candidates are visited in a fixed pseudo-random order (an FNV hash of ``seed`` and the link's
+end names, independent of library versions) and each is removed unless that would disconnect
+the fabric, until ``round(sparsity x candidates)`` are gone (fewer only if connectivity forbids
+more).  The remaining links carry more (oversubscription); the sparse dragonfly's server pairs
+get farther apart.
 """
 
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
 from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
@@ -107,7 +111,8 @@ class _Fabric:
         return server
 
     def link(
-        self, a: str, b: str, bandwidth: float, tier: str, weight: float = 1.0
+        self, a: str, b: str, bandwidth: float, tier: str, weight: float = 1.0,
+        nic_gpu: str = "",
     ) -> None:
         key = (min(a, b), max(a, b))
         latency = self.d.nvlink_latency_s if tier == "nvlink" else self.d.network_latency_s
@@ -115,7 +120,7 @@ class _Fabric:
         if old is not None:
             bandwidth += old.bandwidth_bytes_per_s
             a, b = old.a, old.b
-        self.links[key] = LinkSpec(a, b, bandwidth, latency, weight, tier)
+        self.links[key] = LinkSpec(a, b, bandwidth, latency, weight, tier, nic_gpu)
 
     def remove(self, a: str, b: str) -> None:
         del self.links[(min(a, b), max(a, b))]
@@ -129,13 +134,37 @@ def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[in
 
     Returns (removed, candidates).
     """
+    return _remove_links(fab, lambda lk: lk.tier in tiers, sparsity, seed)
+
+
+def _taper(fab: _Fabric, half: int, sparsity: float, seed: int) -> tuple[int, int, int]:
+    """Edge switch e of a pod keeps its uplinks to aggregation switches e .. e+keep-1 (mod
+    k/2), keep = max(1, floor((1 - sparsity) k/2)); the other uplinks are removed in hash
+    order unless that would disconnect the fabric.  Returns (removed, candidates, keep)."""
+    keep = max(1, math.floor((1.0 - sparsity) * half + 1e-9))
+
+    def outside(lk: LinkSpec) -> bool:
+        if lk.tier != "aggregation":
+            return False
+        edge, agg = sorted((lk.a, lk.b), key=lambda n: ".agg" in n)
+        e, a = int(edge.rsplit("edge", 1)[1]), int(agg.rsplit("agg", 1)[1])
+        return (a - e) % half >= keep
+
+    return (*_remove_links(fab, outside, 1.0, seed), keep)
+
+
+def _remove_links(
+    fab: _Fabric, eligible: Callable[[LinkSpec], bool], fraction: float, seed: int
+) -> tuple[int, int]:
+    """Remove ``round(fraction x candidates)`` eligible links in hash order, never
+    disconnecting the fabric.  Returns (removed, candidates)."""
     import networkx as nx
 
     cands = sorted(
-        (lk for lk in fab.links.values() if lk.tier in tiers),
+        (lk for lk in fab.links.values() if eligible(lk)),
         key=lambda lk: (fnv1a_64_text(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),
     )
-    target = round(sparsity * len(cands))
+    target = round(fraction * len(cands))
     g = nx.Graph()
     g.add_nodes_from(n.name for n in fab.nodes)
     g.add_edges_from((lk.a, lk.b) for lk in fab.links.values())
@@ -229,22 +258,60 @@ def build_fat_tree_sparse(
     seed: int = 0,
     defaults: LinkDefaults | None = None,
 ) -> ClusterSpec:
-    """A k-ary fat tree with ``sparsity`` of its edge-aggregation and aggregation-core links
-    removed (deterministic order keyed by ``seed``, never disconnecting; module docstring).
+    """A k-ary fat tree whose edge switches keep only some aggregation uplinks (tapered).
+
+    Edge switch e of a pod keeps the uplinks to aggregation switches e, e+1, ..,
+    e+keep-1 (mod k/2), keep = max(1, floor((1 - sparsity) x k/2)); the others are removed
+    in a fixed hash order (keyed by ``seed``) unless that would disconnect the fabric.  Edge
+    switches whose windows share no aggregation switch then reach each other only through
+    another edge switch (or another pod), so shortest paths get longer, unlike
+    ``fat-tree-thinned``, where removed links leave equal-length paths at these sizes.
 
     Examples
     --------
-    >>> c = build_fat_tree_sparse(4, sparsity=0.5)
-    >>> len(c.links) < len(build_fat_tree(4).links)
+    >>> from simulator.cluster.paths import gpu_distance_matrix
+    >>> d_sparse = gpu_distance_matrix(build_fat_tree_sparse(4, 6))
+    >>> bool(d_sparse.max() > gpu_distance_matrix(build_fat_tree(4, 6)).max())
     True
     """
     d = defaults or LinkDefaults()
     _check_sparsity("fat-tree-sparse", sparsity)
     fab, pods_used = _fat_tree("fat-tree-sparse", k, num_servers, d)
-    removed, total = _thin(fab, {"aggregation", "core"}, sparsity, seed)
+    removed, total, keep = _taper(fab, k // 2, sparsity, seed)
     n = fab.num_servers
     return fab.cluster(
         f"fat-tree-sparse-k{k}-{n}s-{sparsity:g}",
+        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
+        f" edge switches keep {keep} of {k // 2} aggregation uplinks ({removed} of {total}"
+        f" removed; sparsity {sparsity:g}, seed {seed})",
+    )
+
+
+def build_fat_tree_thinned(
+    k: int = 4,
+    num_servers: int | None = None,
+    sparsity: float = 0.5,
+    seed: int = 0,
+    defaults: LinkDefaults | None = None,
+) -> ClusterSpec:
+    """A k-ary fat tree with ``sparsity`` of its edge-aggregation and aggregation-core links
+    removed (deterministic order keyed by ``seed``, never disconnecting; module docstring).
+
+    Oversubscribes the fabric; at the paper study's sizes its distances equal the fat tree's.
+
+    Examples
+    --------
+    >>> c = build_fat_tree_thinned(4, sparsity=0.5)
+    >>> len(c.links) < len(build_fat_tree(4).links)
+    True
+    """
+    d = defaults or LinkDefaults()
+    _check_sparsity("fat-tree-thinned", sparsity)
+    fab, pods_used = _fat_tree("fat-tree-thinned", k, num_servers, d)
+    removed, total = _thin(fab, {"aggregation", "core"}, sparsity, seed)
+    n = fab.num_servers
+    return fab.cluster(
+        f"fat-tree-thinned-k{k}-{n}s-{sparsity:g}",
         f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
         f" {removed} of {total} switch-to-switch links removed (sparsity {sparsity:g},"
         f" seed {seed})",
@@ -417,9 +484,10 @@ def build_rail_optimized(
     rail switch i; every rail switch links to every spine.
 
     The cluster model links each GPU only to its server node, so a server's NICs are links from
-    the server node to each rail switch (one NIC each, ``nic_bandwidth_bytes_per_s``): GPU-to-NIC
-    affinity is pooled at the server node, as NCCL's PXN does by moving data over NVLink to the
-    GPU on the destination's rail.  Rail-spine links carry servers_per_group x NIC /
+    the server node to each rail switch (one NIC each, ``nic_bandwidth_bytes_per_s``), and the
+    link to rail i is GPU i's own NIC (``LinkSpec.nic_gpu``): the simulator sends GPU i's
+    traffic through it, or through the NIC on the destination's rail where a dispatch scheme
+    forwards over NVLink first (PXN).  Rail-spine links carry servers_per_group x NIC /
     (oversubscription x num_spines) each.  ``nics_per_server`` does not apply (one NIC per GPU).
     """
     d = defaults or LinkDefaults()
@@ -436,8 +504,10 @@ def build_rail_optimized(
                 fab.link(rail, spine, uplink, "spine")
         for _ in range(min(servers_per_group, num_servers - fab.num_servers)):
             server = fab.server(grp)
-            for rail in names:
-                fab.link(server, rail, d.nic_bandwidth_bytes_per_s, "rail")
+            for i, rail in enumerate(names):
+                fab.link(
+                    server, rail, d.nic_bandwidth_bytes_per_s, "rail", nic_gpu=f"{server}.g{i}"
+                )
     return fab.cluster(
         f"rail-optimized-{num_servers}s-{oversubscription:g}to1",
         f"rail-optimized, {num_servers} servers of {d.gpus_per_server} GPUs in {groups} group(s)"

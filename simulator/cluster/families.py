@@ -18,6 +18,7 @@ from simulator.cluster.builders import (
     build_dragonfly_sparse,
     build_fat_tree,
     build_fat_tree_sparse,
+    build_fat_tree_thinned,
     build_leaf_spine,
     build_rail_optimized,
 )
@@ -140,6 +141,11 @@ BUILDERS: dict[str, TopologyFamily] = {
         ),
         TopologyFamily(
             "fat-tree-sparse", build_fat_tree_sparse,
+            "fat tree whose edge switches keep a window of aggregation uplinks (longer paths)",
+            (_K, _FT_SERVERS, _SPARSITY, _SEED),
+        ),
+        TopologyFamily(
+            "fat-tree-thinned", build_fat_tree_thinned,
             "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
             (_K, _FT_SERVERS, _SPARSITY, _SEED),
         ),

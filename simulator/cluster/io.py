@@ -14,7 +14,8 @@ JSON layout::
 GraphML layout: an undirected graph with graph attributes ``name`` and ``description``, node
 attributes ``kind`` (required: gpu, server or switch), ``server`` (required for a GPU), ``tier``
 and ``group``; edge attributes ``bandwidth_bytes_per_s`` (required), ``latency_s`` (default
-1e-6), ``weight`` (default 1) and ``tier``.  Node ids are the names; the links are the edges, in
+1e-6), ``weight`` (default 1), ``tier`` and ``nic_gpu`` (the GPU whose own NIC the link is;
+absent in older files: NICs pooled).  Node ids are the names; the links are the edges, in
 file order, ``a`` = source and ``b`` = target; every edge is a full-duplex link whatever
 ``edgedefault`` says, so one edge per node pair.  Keys without ``attr.name`` (e.g. a drawing
 program's graphics) are ignored; other unknown attribute names are rejected, so a misspelt
@@ -46,8 +47,17 @@ def cluster_to_dict(cluster: ClusterSpec) -> dict[str, Any]:
         "name": cluster.name,
         "description": cluster.description,
         "nodes": [asdict(n) for n in cluster.nodes],
-        "links": [asdict(lk) for lk in cluster.links],
+        "links": [_link_dict(lk) for lk in cluster.links],
     }
+
+
+def _link_dict(link: LinkSpec) -> dict[str, Any]:
+    """A link's fields; ``nic_gpu`` only where set, so files of pooled-NIC clusters stay as
+    before."""
+    d = asdict(link)
+    if not d["nic_gpu"]:
+        del d["nic_gpu"]
+    return d
 
 
 def _has_type(value: Any, annotation: str) -> bool:
@@ -121,7 +131,10 @@ def cluster_from_dict(d: Any, where: str = "cluster") -> ClusterSpec:
 _NS = "http://graphml.graphdrawing.org/xmlns"
 _GRAPHML_TYPES = {str: "string", int: "int", float: "double"}
 _NODE_ATTRS = {"kind": str, "server": str, "tier": str, "group": int}
-_EDGE_ATTRS = {"bandwidth_bytes_per_s": float, "latency_s": float, "weight": float, "tier": str}
+_EDGE_ATTRS = {
+    "bandwidth_bytes_per_s": float, "latency_s": float, "weight": float, "tier": str,
+    "nic_gpu": str,
+}
 
 
 def cluster_to_graphml(cluster: ClusterSpec) -> str:

@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64
+
+if TYPE_CHECKING:  # imported where a graph is searched: the multipath modes' names stay light
+    import networkx as nx
 
 _HOP_EPS = 1e-6  # tie-break among equal-weight paths by link count
 
@@ -186,6 +189,8 @@ def _gpu_link_weights(cluster: ClusterSpec) -> np.ndarray:
 
 def server_node_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     """Weighted shortest-path distance between server nodes, [servers, servers]."""
+    import networkx as nx
+
     net = _network(cluster)
     servers = cluster.servers
     out = np.zeros((len(servers), len(servers)))
@@ -221,6 +226,28 @@ def server_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     return out
 
 
+def _composite(u: str, v: str, attrs: dict) -> float:
+    return float(attrs["weight"]) + _HOP_EPS
+
+
+def equal_cost_next_hops(graph: nx.Graph, target: str) -> dict[str, tuple[str, ...]]:
+    """For every node of ``graph`` that reaches ``target``: its next hops (sorted names) on the
+    shortest paths by weight, then by link count; ``target`` maps to ()."""
+    import networkx as nx
+
+    dist = nx.single_source_dijkstra_path_length(graph, target, weight=_composite)
+    nh: dict[str, tuple[str, ...]] = {target: ()}
+    for u, du in dist.items():
+        if u != target:
+            nh[u] = tuple(
+                sorted(
+                    v for v in graph.neighbors(u)
+                    if abs(_composite(u, v, graph.edges[u, v]) + dist[v] - du) < 1e-9
+                )
+            )
+    return nh
+
+
 def build_route_table(cluster: ClusterSpec) -> RouteTable:
     """Deterministic ECMP routes between all GPU pairs (see module and class docstrings)."""
     g = cluster.graph
@@ -237,30 +264,17 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
         up[i] = directed_link_id(link, forward)
         down[i] = directed_link_id(link, not forward)
 
-    def composite(u: str, v: str, attrs: dict) -> float:
-        return float(attrs["weight"]) + _HOP_EPS
-
     sub = _network(cluster)
     ns = len(servers)
     middles: list[list[int]] = [[] for _ in range(ns * ns)]
     next_hops: list[dict[str, tuple[str, ...]]] = []
     for j, dst in enumerate(servers):
-        dist_to = nx.single_source_dijkstra_path_length(sub, dst, weight=composite)
-        nh: dict[str, tuple[str, ...]] = {dst: ()}
-        for u, du in dist_to.items():
-            if u != dst:
-                nh[u] = tuple(
-                    sorted(
-                        v
-                        for v in sub.neighbors(u)
-                        if abs(composite(u, v, g.edges[u, v]) + dist_to[v] - du) < 1e-9
-                    )
-                )
+        nh = equal_cost_next_hops(sub, dst)
         next_hops.append(nh)
         for i, src in enumerate(servers):
             if i == j:
                 continue
-            if src not in dist_to:
+            if src not in nh:
                 raise InputError(f"cluster {cluster.name!r}: server {src!r} cannot reach {dst!r}")
             route: list[int] = []
             u = src

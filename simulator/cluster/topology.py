@@ -49,6 +49,13 @@ class LinkSpec:
     latency_s: float = field(default=1e-6, metadata={"help": "Propagation plus switching delay."})
     weight: float = field(default=1.0, metadata={"help": "Hop weight (paper: 0 inside servers)."})
     tier: str = field(default="", metadata={"help": "nvlink, access, aggregation, core, global."})
+    nic_gpu: str = field(
+        default="",
+        metadata={
+            "help": "On a server-to-switch link: the GPU whose own NIC it is (rail i for GPU i);"
+            " empty: the server's NICs are pooled."
+        },
+    )
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,6 +95,21 @@ class ClusterSpec:
         return np.array([index[by_name[g].server] for g in self.gpus], dtype=np.int64)
 
     @cached_property
+    def gpu_nic_link(self) -> np.ndarray:
+        """Index of every GPU's own NIC link (``LinkSpec.nic_gpu``), -1 where it has none."""
+        index = {g: i for i, g in enumerate(self.gpus)}
+        out = np.full(len(self.gpus), -1, dtype=np.int64)
+        for i, lk in enumerate(self.links):
+            if lk.nic_gpu:
+                out[index[lk.nic_gpu]] = i
+        return out
+
+    @property
+    def has_gpu_nics(self) -> bool:
+        """True when every GPU has its own NIC link (rail-optimized fabrics)."""
+        return bool((self.gpu_nic_link >= 0).all())
+
+    @cached_property
     def graph(self) -> nx.Graph:
         """Undirected networkx graph; edge attributes are the LinkSpec fields and ``index``."""
         import networkx as nx
@@ -104,6 +126,7 @@ class ClusterSpec:
                 latency_s=link.latency_s,
                 weight=link.weight,
                 tier=link.tier,
+                nic_gpu=link.nic_gpu,
             )
         return g
 
@@ -119,8 +142,10 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     server node; every server holding at least one GPU; links referencing known nodes, no self
     links or duplicates, bandwidth > 0, latency and weight >= 0 (all finite); every GPU linked
     to its own server and to nothing else (the server node is its NVLink switch and where its
-    NICs attach: the simulator and the placer rely on this); no switch without links; every GPU
-    reachable from every other.
+    NICs attach: the simulator and the placer rely on this); a link's ``nic_gpu`` naming a GPU
+    of the server at one end, a switch at the other, and each GPU owning at most one NIC link,
+    either for all GPUs of a cluster or for none; no switch without links; every GPU reachable
+    from every other.
     """
     where = f"cluster {cluster.name!r}"
     names = _check_nodes(cluster, where)
@@ -207,8 +232,10 @@ def _check_links(cluster: ClusterSpec, names: dict[str, NodeSpec], where: str) -
                 )
         if not isinstance(link.tier, str):
             raise InputError(f"{where}: {label}: 'tier' must be a string")
+        _check_nic_gpu(where, label, link, names)
         degree[link.a] += 1
         degree[link.b] += 1
+    _check_nic_coverage(where, cluster)
     return degree
 
 
@@ -246,3 +273,38 @@ def _check_wiring(
                 f"{where}: GPU {gpu!r} is unreachable: no path of links joins it to GPU"
                 f" {gpus[0]!r}"
             )
+
+
+def _check_nic_gpu(where: str, label: str, link: LinkSpec, names: dict[str, NodeSpec]) -> None:
+    """A link's ``nic_gpu`` names a GPU of the server at one end; the other end is a switch."""
+    if not isinstance(link.nic_gpu, str):
+        raise InputError(f"{where}: {label}: 'nic_gpu' must be a string")
+    if not link.nic_gpu:
+        return
+    gpu = names.get(link.nic_gpu)
+    if gpu is None or gpu.kind != "gpu":
+        raise InputError(f"{where}: {label}: nic_gpu {link.nic_gpu!r} is not a GPU")
+    ends = {names[link.a].kind: link.a, names[link.b].kind: link.b}
+    if ends.get("server") != gpu.server or "switch" not in ends:
+        raise InputError(
+            f"{where}: {label}: nic_gpu {link.nic_gpu!r} is a NIC of server {gpu.server!r},"
+            " so the link must join that server to a switch"
+        )
+
+
+def _check_nic_coverage(where: str, cluster: ClusterSpec) -> None:
+    """Each GPU owns at most one NIC link; either every GPU owns one or none does."""
+    owners = [lk.nic_gpu for lk in cluster.links if lk.nic_gpu]
+    if not owners:
+        return
+    seen: set[str] = set()
+    for gpu in owners:
+        if gpu in seen:
+            raise InputError(f"{where}: GPU {gpu!r} owns more than one NIC link (nic_gpu)")
+        seen.add(gpu)
+    missing = [n.name for n in cluster.nodes if n.kind == "gpu" and n.name not in seen]
+    if missing:
+        raise InputError(
+            f"{where}: GPU {missing[0]!r} has no NIC link while other GPUs do; give every GPU"
+            " its own NIC link (nic_gpu) or none"
+        )

@@ -17,7 +17,7 @@ SGLang's ``logical_count`` JSON holds counts, not tokens: see :mod:`traces.load_
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -27,6 +27,7 @@ from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
 from traces.infra.lazy import lazy_attributes
 from traces.model import ModelSpec
+from traces.origins import OriginAssigner, with_origins
 from traces.trace import RoutingTrace
 
 if TYPE_CHECKING:
@@ -65,15 +66,17 @@ def import_trace(
     model: ModelSpec | None = None,
     chunk_tokens: int | None = None,
     options: dict[str, object] | None = None,
-    observe: Callable[[Iterator[RoutingTrace]], Iterator[RoutingTrace]] | None = None,
+    origins: OriginAssigner | None = None,
+    observe: Callable[[Iterable[RoutingTrace]], Iterable[RoutingTrace]] | None = None,
 ) -> int:
     """Import ``source`` in format ``fmt`` (see :data:`TRACE_FORMATS`) to the trace file ``out``.
 
     ``options``: ``ranks`` (sglang-dump: the ranks the dump must hold), ``physical_map``
     (sglang-routed, vllm-routed: [layers, P] physical_to_logical_map when ids are physical),
-    ``indices_column`` / ``scores_column`` (topk-parquet).  ``chunk_tokens`` defaults to the
-    trace writer's row group; ``observe`` wraps the stream of blocks on their way to the file
-    (a progress bar).
+    ``indices_column`` / ``scores_column`` (topk-parquet).  ``origins``: write every token's
+    origin GPU as that assigner gives it (an origin model on a cluster, :mod:`traces.origins`);
+    None keeps what the source records.  ``chunk_tokens`` defaults to the trace writer's row
+    group; ``observe`` wraps the stream of blocks on their way to the file (a progress bar).
     """
     from traces.importers.esft import iter_esft
     from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
@@ -82,12 +85,15 @@ def import_trace(
     src = Path(source)
     if fmt not in TRACE_FORMATS:
         raise InputError(f"unknown trace format {fmt!r}; known: {', '.join(sorted(TRACE_FORMATS))}")
+    blocks: Iterable[RoutingTrace]
     if fmt == "esft":
         blocks = iter_esft(src, model, chunk_tokens)
     elif model is None:
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
     else:
         blocks = _blocks(fmt, src, model, chunk_tokens, options or {})
+    if origins is not None:
+        blocks = with_origins(blocks, origins)
     return write_blocks(out, blocks if observe is None else observe(blocks))
 
 

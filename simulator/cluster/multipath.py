@@ -1,0 +1,294 @@
+"""Network endpoints and multipath routes between them (pure networkx/numpy, no simpy).
+
+*Endpoints* are where traffic enters and leaves the network.  On a cluster whose GPUs have
+their own NICs (``ClusterSpec.has_gpu_nics``: rail-optimized fabrics) every GPU is one
+endpoint, its NIC link; elsewhere a server's NICs are pooled and the server node is the
+endpoint.  Which endpoint a copy uses is the dispatch scheme's choice
+(:mod:`simulator.traffic`).
+
+A *route* between two endpoints on different servers is a list of hops; each hop is a set of
+directed links with the share of the traffic each carries (shares of a hop sum to 1).  Routes
+follow the equal-cost shortest paths of :mod:`simulator.cluster.paths` (by weight, then by link
+count), so all equal-cost paths have the same length and the links at one depth form one hop.
+With per-GPU NICs a route starts on the source NIC's link, crosses switches only (a server
+node is never a transit hop) and ends on the destination NIC's link.
+
+Multipath modes (``MULTIPATH_MODES``):
+
+* ``spray``: packet spraying / adaptive routing: every switch splits the traffic evenly over
+  its equal-cost next hops, so each link carries the product of 1/(next hops) along the way
+  (the balance adaptive routing reaches on a symmetric fabric).  The default: InfiniBand
+  adaptive routing and Ethernet packet spraying are what RDMA fabrics for EP run.
+* ``ecmp``: per-flow ECMP: an endpoint pair's traffic travels as ``flows_per_pair`` flows per
+  GPU pair behind it (queue pairs / channels), each hashed at every switch to one next hop;
+  the bytes are split evenly over the flows, so hash collisions load some paths more.
+* ``hash``: one route per endpoint pair, hashed at every switch (per-pair ECMP hashing; the
+  only model before multipath, kept as a named mode).
+
+Storage: :class:`MultipathRoutes` computes a pair's route on first use and keeps it;
+:meth:`MultipathRoutes.entries` lists every (pair, link, share).  Callers use only these two,
+so the storage can change (e.g. server-level or sparse tables) behind them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from simulator.cluster.paths import (
+    RouteTable,
+    _stable_hash,
+    directed_link_id,
+    equal_cost_next_hops,
+)
+from traces.infra.errors import InputError
+
+MULTIPATH_MODES: dict[str, str] = {
+    "spray": "packet spraying / adaptive routing: even split over equal-cost next hops",
+    "ecmp": "per-flow ECMP: flows_per_pair flows per GPU pair, each hashed to one path",
+    "hash": "one hashed path per endpoint pair (per-pair ECMP hashing)",
+}
+DEFAULT_MULTIPATH = "spray"
+DEFAULT_FLOWS_PER_PAIR = 4
+
+Hop = tuple[np.ndarray, np.ndarray]  # (directed link ids, shares)
+
+
+@dataclass(frozen=True, eq=False)
+class Endpoints:
+    """Network endpoints of a cluster: per-GPU NICs, or one pooled endpoint per server."""
+
+    per_gpu: bool
+    gpu_endpoint: np.ndarray  # [gpus] the GPU's own endpoint
+    endpoint_server: np.ndarray  # [endpoints]
+    local_index: np.ndarray  # [gpus] index of the GPU inside its server
+    server_gpus: tuple[np.ndarray, ...]  # GPU indices of every server, in order
+
+    @property
+    def count(self) -> int:
+        return int(self.endpoint_server.shape[0])
+
+    def endpoint_gpu(self, endpoints: np.ndarray) -> np.ndarray:
+        """The GPU owning each per-GPU endpoint (per-GPU NICs only)."""
+        if not self.per_gpu:
+            raise ValueError("pooled endpoints belong to no single GPU")
+        return np.asarray(endpoints, dtype=np.int64)
+
+    def of_local(self, servers: np.ndarray, local: np.ndarray) -> np.ndarray:
+        """Endpoint of the GPU with local index ``local`` (modulo the server's GPUs) on each of
+        ``servers``: that GPU's NIC, or the pooled server endpoint."""
+        if not self.per_gpu:
+            return np.asarray(servers, dtype=np.int64)
+        sizes = np.array([len(x) for x in self.server_gpus], dtype=np.int64)
+        starts = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        flat = np.concatenate(self.server_gpus)
+        return flat[starts[servers] + np.asarray(local) % sizes[servers]]
+
+
+def endpoints_of(routes: RouteTable) -> Endpoints:
+    cluster = routes.cluster
+    gs = cluster.gpu_server
+    server_gpus = tuple(np.flatnonzero(gs == s) for s in range(cluster.num_servers))
+    local = np.zeros(cluster.num_gpus, dtype=np.int64)
+    for members in server_gpus:
+        local[members] = np.arange(len(members))
+    if cluster.has_gpu_nics:
+        return Endpoints(True, np.arange(cluster.num_gpus), gs.copy(), local, server_gpus)
+    return Endpoints(False, gs.copy(), np.arange(cluster.num_servers), local, server_gpus)
+
+
+def check_multipath(mode: str, flows_per_pair: int | None) -> int:
+    """Validate a mode and its option; return the flows per pair it uses (1 unless ecmp)."""
+    if mode not in MULTIPATH_MODES:
+        raise InputError(
+            f"unknown multipath mode {mode!r}; choose one of {', '.join(MULTIPATH_MODES)}"
+        )
+    if mode != "ecmp":
+        if flows_per_pair is not None:
+            raise InputError(
+                f"flows_per_pair applies to multipath mode 'ecmp' only, not {mode!r}"
+            )
+        return 1
+    flows = DEFAULT_FLOWS_PER_PAIR if flows_per_pair is None else flows_per_pair
+    if isinstance(flows, bool) or not isinstance(flows, int) or flows < 1:
+        raise InputError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
+    return flows
+
+
+class MultipathRoutes:
+    """Routes between endpoints for one multipath mode (module docstring)."""
+
+    def __init__(self, routes: RouteTable, mode: str, flows_per_pair: int | None = None) -> None:
+        self.flows = check_multipath(mode, flows_per_pair)
+        self.routes = routes
+        self.mode = mode
+        self.endpoints = endpoints_of(routes)
+        self.cluster = routes.cluster
+        self.num_directed_links = 2 * len(self.cluster.links)
+        self._node_index = {name: i for i, name in enumerate(self.cluster.graph.nodes)}
+        self._cache: dict[int, tuple[Hop, ...]] = {}
+        self._switch_next_hops: dict[str, dict[str, tuple[str, ...]]] = {}
+
+    def hops(self, e: int, f: int) -> tuple[Hop, ...]:
+        """The route from endpoint e to endpoint f (on another server), hop by hop."""
+        p = e * self.endpoints.count + f
+        got = self._cache.get(p)
+        if got is None:
+            got = self._cache[p] = self._route(e, f)
+        return got
+
+    @cached_property
+    def entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(pair e*E+f, hop index, directed link, share) of every route between endpoints of
+        different servers."""
+        ep = self.endpoints
+        pairs, depths, links, shares = [], [], [], []
+        for e in range(ep.count):
+            for f in range(ep.count):
+                if ep.endpoint_server[e] == ep.endpoint_server[f]:
+                    continue
+                for d, (ids, sh) in enumerate(self.hops(e, f)):
+                    pairs.append(np.full(len(ids), e * ep.count + f, dtype=np.int64))
+                    depths.append(np.full(len(ids), d, dtype=np.int64))
+                    links.append(ids)
+                    shares.append(sh)
+        if not pairs:
+            z = np.zeros(0, dtype=np.int64)
+            return z, z, z, np.zeros(0)
+        return (
+            np.concatenate(pairs), np.concatenate(depths), np.concatenate(links),
+            np.concatenate(shares),
+        )
+
+    def link_copies(self, mid: np.ndarray) -> np.ndarray:
+        """Copies on every directed link from copies per endpoint pair ``mid`` [E, E]."""
+        pair, _, link, share = self.entries
+        return np.bincount(
+            link, weights=mid.ravel()[pair] * share, minlength=self.num_directed_links
+        )
+
+    # --- route construction ------------------------------------------------------------
+
+    def _directed(self, u: str, v: str) -> int:
+        link = int(self.cluster.graph.edges[u, v]["index"])
+        return directed_link_id(link, self.cluster.links[link].a == u)
+
+    def _route(self, e: int, f: int) -> tuple[Hop, ...]:
+        ep = self.endpoints
+        cluster = self.cluster
+        if ep.endpoint_server[e] == ep.endpoint_server[f]:
+            raise ValueError("no network route between endpoints of one server")
+        one = np.ones(1)
+        if not ep.per_gpu:
+            src, dst = cluster.servers[e], cluster.servers[f]
+            nh = self.routes.next_hops[f]
+            return tuple(self._split(src, dst, nh, (e, f), self.flows))
+        first = int(cluster.gpu_nic_link[e])
+        last = int(cluster.gpu_nic_link[f])
+        s_src = cluster.servers[ep.endpoint_server[e]]
+        s_dst = cluster.servers[ep.endpoint_server[f]]
+        sw_a = _other_end(cluster.links[first], s_src)
+        sw_b = _other_end(cluster.links[last], s_dst)
+        head = (np.array([self._directed(s_src, sw_a)]), one)
+        tail = (np.array([self._directed(sw_b, s_dst)]), one)
+        # flows of a per-GPU-NIC pair: one GPU pair behind it
+        middle = self._split(sw_a, sw_b, self._toward_switch(sw_b), (e, f), self.flows)
+        return (head, *middle, tail)
+
+    def _split(
+        self, src: str, dst: str, nh: dict[str, tuple[str, ...]], key: tuple[int, int],
+        flows_per_gpu_pair: int,
+    ) -> list[Hop]:
+        """Hops from node src to node dst along the equal-cost DAG ``nh`` under the mode."""
+        if src == dst:
+            return []
+        if src not in nh:
+            raise InputError(f"cluster {self.cluster.name!r}: {src!r} cannot reach {dst!r}")
+        idx = self._node_index
+        if self.mode == "spray":
+            hops: list[Hop] = []
+            at = {src: 1.0}
+            while dst not in at:
+                nxt: dict[str, float] = {}
+                ids, shares = [], []
+                for u in sorted(at):
+                    share = at[u] / len(nh[u])
+                    for v in nh[u]:
+                        ids.append(self._directed(u, v))
+                        shares.append(share)
+                        nxt[v] = nxt.get(v, 0.0) + share
+                hops.append((np.array(ids, dtype=np.int64), np.array(shares)))
+                at = nxt
+            return hops
+        flows = 1
+        if self.mode == "ecmp":
+            flows = flows_per_gpu_pair * self._gpu_pairs(key)
+        counts: list[dict[int, int]] = []
+        for q in range(flows):
+            u, depth = src, 0
+            while u != dst:
+                cands = nh[u]
+                salt = (*key, idx[u]) if self.mode == "hash" else (*key, q, idx[u])
+                v = cands[_stable_hash(*salt) % len(cands)]
+                if depth == len(counts):
+                    counts.append({})
+                d = self._directed(u, v)
+                counts[depth][d] = counts[depth].get(d, 0) + 1
+                u, depth = v, depth + 1
+        return [
+            (np.array(sorted(c), dtype=np.int64), np.array([c[x] / flows for x in sorted(c)]))
+            for c in counts
+        ]
+
+    def _gpu_pairs(self, key: tuple[int, int]) -> int:
+        """GPU pairs behind an endpoint pair (pooled: GPUs of one server x of the other)."""
+        ep = self.endpoints
+        if ep.per_gpu:
+            return 1
+        return len(ep.server_gpus[key[0]]) * len(ep.server_gpus[key[1]])
+
+    def _toward_switch(self, target: str) -> dict[str, tuple[str, ...]]:
+        """Equal-cost next hops towards switch ``target`` over switches only."""
+        got = self._switch_next_hops.get(target)
+        if got is not None:
+            return got
+        cluster = self.cluster
+        switches = [n.name for n in cluster.nodes if n.kind == "switch"]
+        nh = equal_cost_next_hops(cluster.graph.subgraph(switches), target)
+        self._switch_next_hops[target] = nh
+        return nh
+
+
+def _other_end(link: object, node: str) -> str:
+    a, b = link.a, link.b  # type: ignore[attr-defined]
+    return b if a == node else a
+
+
+def link_classes(
+    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], bandwidth: np.ndarray,
+    latency: np.ndarray,
+) -> np.ndarray:
+    """Class of every directed link: links that carry the same shares of the same pairs at
+    the same hop of their routes and have the same bandwidth and latency always hold the same
+    state, so a replay can serve one of them for all (a spraying fat tree then costs no more
+    than single-path routing).
+
+    Returns the representative (lowest directed id) of each link's class.
+    """
+    pair, depth, link, share = entries
+    pair = pair * (int(depth.max()) + 1 if depth.size else 1) + depth
+    n = bandwidth.shape[0]
+    rep = np.arange(n, dtype=np.int64)
+    if link.size == 0:
+        return rep
+    order = np.lexsort((pair, link))
+    lk, pr, sh = link[order], pair[order], share[order]
+    bounds = np.searchsorted(lk, np.arange(n + 1))
+    seen: dict[tuple, int] = {}
+    for li in np.flatnonzero(np.diff(bounds)).tolist():
+        lo, hi = bounds[li], bounds[li + 1]
+        sig = (float(bandwidth[li]), float(latency[li]), pr[lo:hi].tobytes(), sh[lo:hi].tobytes())
+        rep[li] = seen.setdefault(sig, li)
+    return rep

@@ -1,0 +1,211 @@
+"""Dispatch schemes: which copies one layer's dispatch moves, and through which endpoints.
+
+A copy leaves its GPU on the GPU's link to its server node (NVLink), crosses the network
+between two endpoints (:mod:`simulator.cluster.multipath`) when it changes servers, and
+reaches its GPU on the server node's link to it.  With per-GPU NICs, ``nic(a)`` is GPU a's own
+NIC and ``nic(T, i)`` the NIC of the GPU with local index i on server T; with pooled NICs
+both are the server endpoint.  For a route from GPU a (server S) to host GPU b (server T):
+
+* ``all-to-all`` (NCCL-like): one copy per route.  Across servers it leaves through
+  ``nic(S, local(b))``, the NIC on b's rail, after an NVLink hop to that GPU (PXN), and enters
+  through ``nic(b)``: rail traffic stays on its rail.
+* ``deepep-ll`` (DeepEP low-latency kernels): one copy per route, sent by RDMA from ``nic(a)``
+  straight to ``nic(b)`` (crossing rails through the spines); no forwarding.
+* ``deepep-normal`` (DeepEP normal kernels): one RDMA copy per token and remote server T that
+  hosts any of its experts, from ``nic(a)`` to ``nic(T, local(a))``, then one NVLink copy per
+  token and host GPU on T (fan-out); inside S one copy per token and host GPU.  With pooled
+  NICs the RDMA copy goes server endpoint to server endpoint (server-level de-duplication).
+  :func:`dedup_keys` applies the de-duplication rule, :func:`simulator.traffic.remote_servers`
+  (also what ``dedup`` placement optimises).
+
+Combine is the mirror image of dispatch (:meth:`PhasePlan.mirror`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from simulator.cluster.multipath import Endpoints
+from simulator.traffic import DISPATCH_SCHEMES, pair_counts, remote_servers
+from traces.infra.errors import InputError
+
+Pairs = tuple[np.ndarray, np.ndarray]
+
+
+def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
+    """Every scheme runs on every cluster: with pooled NICs ``nic(T, i)`` is server T's
+    endpoint, so ``deepep-normal`` sends one copy per token and remote server through it
+    (server-level de-duplication)."""
+    if scheme not in DISPATCH_SCHEMES:
+        raise InputError(f"cluster {cluster_name!r}: unknown dispatch scheme {scheme!r}")
+
+
+@dataclass(frozen=True, eq=False)
+class DedupKeys:
+    """The de-duplication rule: a token reaches each host GPU once (however many of its
+    experts sit there) and each remote server once (however many host GPUs it has there).
+
+    ``gpu``: distinct (token, host GPU) with host != origin; ``server``: distinct (token,
+    server) with the server != the origin's server.
+    """
+
+    gpu: Pairs
+    server: Pairs
+
+
+def dedup_keys(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray) -> DedupKeys:
+    g = int(gpu_server.shape[0])
+    t = np.repeat(np.arange(hosts.shape[0], dtype=np.int64), hosts.shape[1])
+    h = hosts.ravel().astype(np.int64)
+    away = h != origins[t]
+    key = np.unique(t[away] * g + h[away])
+    tt, hh = key // g, key % g
+    s_sorted, first_remote = remote_servers(origins, hosts, gpu_server)
+    st, col = np.nonzero(first_remote)  # row-major: by token, then server
+    return DedupKeys(gpu=(tt, hh), server=(st, s_sorted[st, col]))
+
+
+@dataclass(frozen=True, eq=False)
+class PhasePlan:
+    """The messages of one layer's dispatch, and which message feeds which.
+
+    Message m carries ``copies[m]`` copies along: GPU ``up[m]``'s link to its server node (if
+    >= 0), the network route of endpoint pair ``pair[m]`` = e*E+f (if >= 0), the server
+    node's link to GPU ``down[m]`` (if >= 0).  ``feeds`` (i, j): message j starts once every
+    message feeding it has arrived.  A message that starts on a GPU's link and has no feeds
+    is where that GPU's data enters; one that ends on a GPU's link and feeds nothing delivers
+    to that GPU.
+    """
+
+    copies: np.ndarray  # [messages]
+    up: np.ndarray
+    pair: np.ndarray
+    down: np.ndarray
+    feeds: Pairs
+    num_endpoints: int
+
+    def mirror(self) -> PhasePlan:
+        """The combine phase: the same copies travelling the reverse way."""
+        n = self.num_endpoints
+        pair = np.where(self.pair >= 0, (self.pair % n) * n + self.pair // n, -1)
+        return PhasePlan(
+            self.copies, self.down, pair, self.up, (self.feeds[1], self.feeds[0]), n
+        )
+
+    def delivered_to(self, num_gpus: int) -> np.ndarray:
+        """Messages delivering to each GPU, [gpus]."""
+        final = np.ones(self.copies.shape[0], dtype=bool)
+        final[self.feeds[0]] = False
+        final &= self.down >= 0
+        return np.bincount(self.down[final], minlength=num_gpus)
+
+
+def route_pairs(
+    scheme: str, a: np.ndarray, b: np.ndarray, gpu_server: np.ndarray, ep: Endpoints
+) -> np.ndarray:
+    """Endpoint pair e*E+f of the network copy of routes a -> b on different servers
+    (``all-to-all``: PXN through the NIC on b's rail; ``deepep-ll``: a's own NIC)."""
+    if scheme == "deepep-ll":
+        src = ep.gpu_endpoint[a]
+    else:
+        src = ep.of_local(gpu_server[a], ep.local_index[b])
+    return src * ep.count + ep.gpu_endpoint[b]
+
+
+def server_pairs(a: np.ndarray, servers: np.ndarray, ep: Endpoints) -> np.ndarray:
+    """Endpoint pair of ``deepep-normal``'s RDMA copy from GPU a to a remote server: a's own
+    NIC to the NIC of the GPU of a's local index there."""
+    return ep.gpu_endpoint[a] * ep.count + ep.of_local(servers, ep.local_index[a])
+
+
+def dispatch_plan(
+    scheme: str, origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
+    endpoints: Endpoints,
+) -> PhasePlan:
+    """Messages of one layer's dispatch under ``scheme`` (module docstring).
+
+    With per-GPU NICs a message runs end to end: GPU to GPU (``deepep-ll``, ``all-to-all``),
+    or GPU to the forwarding GPU's server and then one NVLink message per receiving GPU
+    (``deepep-normal``).  With pooled NICs the copies travel in three aggregated stages: one
+    message per source GPU to its server node, one per endpoint pair, one per receiving GPU.
+    """
+    g = int(gpu_server.shape[0])
+    ep = endpoints
+    n_ep = ep.count
+    none = np.zeros(0, dtype=np.int64)
+    if scheme == "deepep-normal":
+        keys = dedup_keys(origins, hosts, gpu_server)
+        tt, hh = keys.gpu
+        oo = origins[tt]
+        local = gpu_server[hh] == gpu_server[oo]
+        st, ss = keys.server
+        so = origins[st]
+        # RDMA messages per (origin GPU, endpoint pair); with per-GPU NICs the pair has one
+        # source GPU, with pooled NICs the GPUs of a server share its endpoint
+        n2 = n_ep * n_ep
+        rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
+        rdma_up, rdma_p = rdma_k // n2, rdma_k % n2
+        # local copies GPU to GPU
+        lk, lc = np.unique(oo[local] * g + hh[local], return_counts=True)
+        # fan-out per (RDMA message, receiving GPU)
+        o_far = oo[~local]
+        p_fan = o_far * n2 + server_pairs(o_far, gpu_server[hh[~local]], ep)
+        fk, fc = np.unique(p_fan * g + hh[~local], return_counts=True)
+        # in server-rotation order (receivers on the next server first): the combine sends
+        # these in this order, so a server's GPUs complete one RDMA message at a time and
+        # the servers do not all send to the same server at once
+        ns = int(gpu_server.max()) + 1
+        rot = np.argsort(
+            (gpu_server[fk // g // n2] - gpu_server[fk % g]) % ns, kind="stable",
+        )
+        fk, fc = fk[rot], fc[rot]
+        src = np.searchsorted(rdma_k, fk // g)
+        n_r, n_l = rdma_p.size, lk.size
+        m1 = np.full(n_r, -1)
+        m2 = np.full(fk.size, -1)
+        return PhasePlan(
+            np.concatenate([rdma_c, lc, fc]),
+            np.concatenate([rdma_up, lk // g, m2]),
+            np.concatenate([rdma_p, np.full(n_l, -1), m2]),
+            np.concatenate([m1, lk % g, fk % g]),
+            (src, n_r + n_l + np.arange(fk.size)),
+            n_ep,
+        )
+    if scheme not in ("all-to-all", "deepep-ll"):
+        raise ValueError(f"unknown dispatch scheme {scheme!r}")
+    pairs = pair_counts(origins, hosts, g)
+    np.fill_diagonal(pairs, 0)
+    a, b = np.nonzero(pairs)
+    c = pairs[a, b]
+    remote = gpu_server[a] != gpu_server[b]
+    p = np.full(a.size, -1, dtype=np.int64)
+    p[remote] = route_pairs(scheme, a[remote], b[remote], gpu_server, ep)
+    if ep.per_gpu:  # GPU-pair messages
+        return PhasePlan(c, a, p, b, (none, none), n_ep)
+    # pooled NICs: uplink per source GPU, one message per endpoint pair, downlink per GPU
+    mids = np.unique(p[remote])
+    mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
+                        minlength=mids.size).astype(np.int64)
+    ups = np.flatnonzero(pairs.sum(axis=1))
+    downs = np.flatnonzero(pairs.sum(axis=0))
+    n_u, n_m = ups.size, mids.size
+    up_id = np.full(g, -1)
+    up_id[ups] = np.arange(n_u)
+    down_id = np.full(g, -1)
+    down_id[downs] = n_u + n_m + np.arange(downs.size)
+    mid_id = n_u + np.searchsorted(mids, p[remote])
+    f_src = np.concatenate([up_id[a[remote]], up_id[a[~remote]], mid_id])
+    f_dst = np.concatenate([mid_id, down_id[b[~remote]], down_id[b[remote]]])
+    key = np.unique(f_src * (n_u + n_m + downs.size) + f_dst)
+    n_all = n_u + n_m + downs.size
+    m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
+    return PhasePlan(
+        np.concatenate([pairs.sum(axis=1)[ups], mid_c, pairs.sum(axis=0)[downs]]),
+        np.concatenate([ups, m_m, m_d]),
+        np.concatenate([m_u, mids, m_d]),
+        np.concatenate([m_u, m_m, downs]),
+        (key // n_all, key % n_all),
+        n_ep,
+    )

@@ -1,0 +1,206 @@
+"""One phase's transfer in the replay: stage messages and the chunk trains that carry them.
+
+A phase moves the messages of its :class:`simulator.dispatch.PhasePlan`; each runs over a
+GPU's link to its server node, a network route between two endpoints and a server node's link
+to a GPU (any of the three may be absent).  A message starts once every message feeding it
+has arrived, and travels as a train of chunks of at most ``chunk_bytes`` that pipeline across
+its hops.  A hop is a set of (link, share): the message's chunks are
+split over the hop's links by share (multipath), and the next hop sees the latest of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
+
+import numpy as np
+import simpy
+from simpy.events import NORMAL
+
+from simulator.components import LinkDirection, Wakeup
+from simulator.dispatch import PhasePlan
+
+
+class _Run(Protocol):
+    """What a transfer needs of the replay (:class:`simulator.engine._Run`)."""
+
+    env: simpy.Environment
+    g: int
+    chunk: int
+
+    def path(self, up: int, pair: int, down: int) -> Path: ...
+
+Path = Sequence[Sequence[tuple[LinkDirection, float]]]
+
+
+class _Train:
+    """One message moving hop by hop; one event per hop (its first chunk's arrival).
+
+    The chunks travel as a uniform train (first arrival ``a``, spacing ``s``, last arrival
+    ``z``) while the links allow the closed form, else as an explicit list of arrival times.
+    ``a`` is also the simulated time at which the next hop's event fires.  A train has at most
+    one pending event, so it reuses one :class:`Wakeup` (SimPy clears ``callbacks`` when it
+    processes an event; the train puts its own list back before rescheduling).
+    """
+
+    __slots__ = (
+        "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "wake", "schedule",
+        "next_hop", "done",
+    )
+
+    def __init__(
+        self,
+        env: simpy.Environment,
+        path: Path,
+        nbytes: int,
+        chunk: int,
+        on_done: Callable[[Any], None],
+    ) -> None:
+        self.path = path
+        self.hop = 0
+        n = -(-nbytes // chunk)
+        self.n = n
+        self.c = chunk
+        self.r = nbytes - (n - 1) * chunk
+        now = float(env.now)
+        self.a = now
+        self.s = 0.0
+        self.z = now
+        self.arrivals: list[float] | None = None
+        self.schedule = env.schedule
+        self.next_hop: list[Callable[[Any], None]] = [self.step]
+        self.done = [on_done]
+        self.wake = Wakeup(on_done)
+        self.step(None)
+
+    def _sizes(self, share: float) -> list[float]:
+        return [self.c * share] * (self.n - 1) + [self.r * share]
+
+    def step(self, _ev: Any) -> None:
+        hop = self.path[self.hop]
+        if len(hop) == 1 and self.arrivals is None:
+            link, share = hop[0]
+            now = self.a
+            first, self.s, last = link.reserve_uniform(
+                now, self.s, self.n, self.z, self.c * share, self.r * share
+            )
+            self.a = first
+            self.z = last
+            self._advance(now, first, last)
+            return
+        if self.arrivals is None:
+            now = self.a
+            arr = [now + j * self.s for j in range(self.n - 1)] + [self.z]
+        else:
+            arr = self.arrivals
+            now = arr[0]
+        merged: list[float] | None = None
+        for link, share in hop:
+            out_l = link.reserve(arr, self._sizes(share))
+            merged = out_l if merged is None else [
+                max(x, y) for x, y in zip(merged, out_l, strict=True)
+            ]
+        assert merged is not None
+        self.arrivals = merged
+        self._advance(now, merged[0], max(merged))
+
+    def _advance(self, now: float, first: float, last: float) -> None:
+        """Move to the next hop: wake when the first chunk arrives there, or, after the last
+        hop, when the last chunk has arrived."""
+        self.hop += 1
+        wake = self.wake
+        if self.hop == len(self.path):
+            wake.callbacks = self.done
+            self.schedule(wake, NORMAL, last - now)  # type: ignore[arg-type]
+        else:
+            wake.callbacks = self.next_hop
+            self.schedule(wake, NORMAL, first - now)  # type: ignore[arg-type]
+
+
+class Transfer:
+    """One phase's messages and their countdowns (module docstring).
+
+    A message starts once every message feeding it has arrived and, in a gated phase
+    (combine), a message entering from a GPU also waits for that GPU's compute.  A GPU's data
+    has arrived once every message delivering to it has.
+    """
+
+    __slots__ = (
+        "run", "plan", "nbytes", "pending", "dep_off", "dep_ids", "on_delivered",
+        "first_start", "deliveries", "left", "final", "gated_by",
+    )
+
+    def __init__(
+        self,
+        run: _Run,
+        plan: PhasePlan,
+        bytes_per_copy: int,
+        gated: bool,
+        on_delivered: Callable[[int], None],
+    ) -> None:
+        self.run = run
+        self.plan = plan
+        g = run.g
+        n = int(plan.copies.shape[0])
+        self.nbytes = (plan.copies * bytes_per_copy).tolist()
+        src, dst = plan.feeds
+        order = np.argsort(src, kind="stable")
+        self.dep_ids = dst[order].tolist()
+        self.dep_off = np.searchsorted(src[order], np.arange(n + 1)).tolist()
+        pending = np.bincount(dst, minlength=n)
+        entry = (pending == 0) & (plan.up >= 0)
+        gated_by: dict[int, list[int]] = {}
+        # each GPU starts its messages in rotation order (to a+1, a+2, ...), as all-to-all
+        # implementations do, so that receivers are not all hit by everyone at once
+        dest = np.where(plan.down >= 0, plan.down, np.maximum(plan.pair, 0) % plan.num_endpoints)
+        order = np.lexsort(((dest - plan.up) % g, plan.up))
+        if gated:
+            for m in order[entry[order]].tolist():
+                gated_by.setdefault(int(plan.up[m]), []).append(m)
+            pending = pending + entry
+        self.gated_by = gated_by
+        self.pending = pending.tolist()
+        final = np.ones(n, dtype=bool)
+        final[src] = False
+        final &= plan.down >= 0
+        self.final = final.tolist()
+        left = np.bincount(plan.down[final], minlength=g)
+        self.left = left.tolist()
+        self.deliveries = int((left > 0).sum())
+        self.on_delivered = on_delivered
+        self.first_start = -1.0
+        for m in order[pending[order] == 0].tolist():
+            self._start(m)
+
+    def release(self, a: int) -> None:
+        """GPU a's compute finished: the messages its data enters by may start."""
+        for m in self.gated_by.get(a, ()):
+            p = self.pending[m] - 1
+            self.pending[m] = p
+            if p == 0:
+                self._start(m)
+
+    def _start(self, i: int) -> None:
+        run = self.run
+        if self.first_start < 0:
+            self.first_start = run.env.now
+
+        def arrived(_e: Any, i: int = i) -> None:
+            self._arrived(i)
+
+        plan = self.plan
+        path = run.path(int(plan.up[i]), int(plan.pair[i]), int(plan.down[i]))
+        _Train(run.env, path, self.nbytes[i], run.chunk, arrived)
+
+    def _arrived(self, i: int) -> None:
+        pending = self.pending
+        for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
+            p = pending[j] - 1
+            pending[j] = p
+            if p == 0:
+                self._start(j)
+        if self.final[i]:
+            b = int(self.plan.down[i])
+            self.left[b] -= 1
+            if self.left[b] == 0:
+                self.on_delivered(b)

@@ -1,0 +1,276 @@
+"""Origin models: on which GPU each token's hidden state starts (its MoE dispatch source).
+
+A trace may record ``origin_gpu``; most imported traces do not.  An *origin model* says where
+tokens start on a given cluster.  One model is chosen per command (``--origins MODEL[:ARGS]``)
+or study cell (``trace.origins``); the text below is the one definition (docs/reference/
+origins.md repeats it, and a test checks that every model is documented there).
+
+``dp``  (default for traces that record no origin)
+    Data-parallel attention ranks: tokens are dealt round-robin over all GPUs in trace order
+    (the i-th token starts on GPU ``i mod GPUs``), so every micro-batch is spread evenly.
+``seq``
+    Sequences pinned to ranks: a token starts on GPU ``seq_id mod GPUs`` (every token of a
+    sequence on one GPU; the rule this project used before origin models existed).
+``recorded``
+    The trace's own ``origin_gpu`` column; an error when the trace records none.
+``tenants:SETS``
+    Workloads (tenants) pinned to server subsets.  ``SETS`` lists one server set per tenant,
+    separated by ``/`` (``tenants:0-3/4-7``: tenant 0 on servers 0-3, tenant 1 on 4-7).  A
+    token belongs to tenant ``seq_id mod tenants``; a tenant's tokens are dealt round-robin
+    over the GPUs of its servers.  One set pins the whole trace to those servers.
+``pd:PREFILL/DECODE/PROMPT_TOKENS``
+    Prefill/decode disaggregation: tokens at position < PROMPT_TOKENS are prefill tokens and
+    start on the PREFILL servers, the others on the DECODE servers (the two sets must be
+    disjoint); each kind is dealt round-robin over the GPUs of its set.
+
+Server sets are lists of ids and ranges (``0-3,6``).  Bad names, sets outside the cluster and
+overlapping prefill/decode sets are :class:`InputError`.  When the origins of a run cover fewer
+than half of the cluster's GPUs, :func:`coverage_warning` says so (a warning, not an error:
+a workload may really run on part of a cluster).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, replace
+
+import numpy as np
+
+from traces.infra.errors import InputError
+from traces.trace import RoutingTrace
+
+# name -> (argument syntax, one-line meaning); the CLI help and the docs derive from it.
+ORIGIN_MODELS: dict[str, tuple[str, str]] = {
+    "dp": ("", "data-parallel attention: tokens dealt round-robin over all GPUs (default)"),
+    "seq": ("", "sequences pinned to ranks: GPU = seq_id mod GPUs"),
+    "recorded": ("", "the trace's own origin_gpu column"),
+    "tenants": ("SERVERS[/SERVERS...]", "tenant seq_id mod N on its own servers"),
+    "pd": ("PREFILL/DECODE/PROMPT_TOKENS", "prefill and decode on disjoint server sets"),
+}
+DEFAULT_MODEL = "dp"  # for traces that record no origin
+COVERAGE_WARNING_FRACTION = 0.5
+
+
+def origins_help() -> str:
+    """Help text of the ``--origins`` flag (from :data:`ORIGIN_MODELS`)."""
+    models = "; ".join(
+        f"{name}{':' + syntax if syntax else ''} ({what})"
+        for name, (syntax, what) in ORIGIN_MODELS.items()
+    )
+    return (
+        "Where tokens start (MODEL[:ARGS]): " + models + ". Default: the trace's recorded"
+        " origins, else dp. See docs/reference/origins.md."
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class OriginModel:
+    """A parsed origin model (``server_sets``: tenants, or (prefill, decode) for ``pd``)."""
+
+    name: str
+    server_sets: tuple[tuple[int, ...], ...] = ()
+    prompt_tokens: int = 0
+
+    @property
+    def text(self) -> str:
+        """The canonical ``MODEL[:ARGS]`` form (parses back to an equal model)."""
+        if not self.server_sets:
+            return self.name
+        sets = "/".join(_set_text(s) for s in self.server_sets)
+        tail = f"/{self.prompt_tokens}" if self.name == "pd" else ""
+        return f"{self.name}:{sets}{tail}"
+
+
+def _set_text(servers: tuple[int, ...]) -> str:
+    parts: list[str] = []
+    run: list[int] = []
+    for s in servers:
+        if run and s == run[-1] + 1:
+            run.append(s)
+            continue
+        if run:
+            parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+        run = [s]
+    if run:
+        parts.append(f"{run[0]}-{run[-1]}" if len(run) > 1 else str(run[0]))
+    return ",".join(parts)
+
+
+def _server_set(text: str, where: str) -> tuple[int, ...]:
+    out: list[int] = []
+    for part in text.split(","):
+        lo, dash, hi = part.strip().partition("-")
+        try:
+            a, b = int(lo), int(hi) if dash else int(lo)
+        except ValueError:
+            raise InputError(
+                f"{where}: server set {text!r} must list ids and ranges like 0-3,6"
+            ) from None
+        if a < 0 or b < a:
+            raise InputError(f"{where}: server range {part.strip()!r} is empty or negative")
+        out.extend(range(a, b + 1))
+    if len(set(out)) != len(out):
+        raise InputError(f"{where}: server set {text!r} names a server twice")
+    return tuple(sorted(out))
+
+
+def parse_origins(text: str, where: str = "--origins") -> OriginModel:
+    """``MODEL[:ARGS]`` -> :class:`OriginModel` (checked against a cluster later)."""
+    if not isinstance(text, str):
+        raise InputError(f"{where}: expected a string like dp or tenants:0-3/4-7")
+    name, colon, args = text.strip().partition(":")
+    where = f"{where} {text!r}"
+    if name not in ORIGIN_MODELS:
+        raise InputError(
+            f"{where}: unknown origin model {name!r}; known: {', '.join(ORIGIN_MODELS)}"
+        )
+    syntax = ORIGIN_MODELS[name][0]
+    if not syntax:
+        if colon:
+            raise InputError(f"{where}: {name} takes no arguments")
+        return OriginModel(name)
+    if not args:
+        raise InputError(f"{where}: {name} needs arguments: {name}:{syntax}")
+    fields = args.split("/")
+    if name == "tenants":
+        return OriginModel(name, tuple(_server_set(f, where) for f in fields))
+    if len(fields) != 3:
+        raise InputError(f"{where}: expected {name}:{syntax}")
+    prefill, decode = _server_set(fields[0], where), _server_set(fields[1], where)
+    both = sorted(set(prefill) & set(decode))
+    if both:
+        raise InputError(
+            f"{where}: prefill and decode server sets overlap (server {both[0]}); they must"
+            " be disjoint"
+        )
+    try:
+        prompt = int(fields[2])
+    except ValueError:
+        raise InputError(f"{where}: PROMPT_TOKENS must be an integer, got {fields[2]!r}") from None
+    if prompt < 0:
+        raise InputError(f"{where}: PROMPT_TOKENS must be >= 0, got {prompt}")
+    return OriginModel(name, (prefill, decode), prompt)
+
+
+def check_cluster(model: OriginModel, num_servers: int, where: str = "--origins") -> None:
+    """Every server the model names exists in a cluster of ``num_servers`` servers."""
+    for servers in model.server_sets:
+        bad = [s for s in servers if s >= num_servers]
+        if bad:
+            raise InputError(
+                f"{where} {model.text!r}: server {bad[0]} is outside the cluster's servers"
+                f" 0..{num_servers - 1}"
+            )
+
+
+def resolve_model(text: str | None, where: str = "--origins") -> OriginModel | None:
+    """``None``/empty -> None (recorded origins where present, else dp); else parsed."""
+    return parse_origins(text, where) if text else None
+
+
+class OriginAssigner:
+    """Origin GPU of every token of a stream of blocks (counters carry across blocks)."""
+
+    def __init__(self, model: OriginModel | None, gpu_server: np.ndarray,
+                 where: str = "--origins") -> None:
+        self.gpu_server = np.asarray(gpu_server, dtype=np.int64)
+        num_servers = int(self.gpu_server.max()) + 1
+        if model is not None:
+            check_cluster(model, num_servers, where)
+        self.model = model
+        self.where = where
+        self.num_gpus = len(self.gpu_server)
+        sets = model.server_sets if model is not None else ()
+        self.group_gpus = [np.flatnonzero(np.isin(self.gpu_server, s)) for s in sets]
+        self.counters = np.zeros(max(1, len(sets)), dtype=np.int64)
+        self.covered = np.zeros(self.num_gpus, dtype=bool)
+
+    def _deal(self, group: np.ndarray, gpus_of: list[np.ndarray]) -> np.ndarray:
+        out = np.empty(len(group), dtype=np.int64)
+        for k, gpus in enumerate(gpus_of):
+            sel = np.flatnonzero(group == k)
+            out[sel] = gpus[(self.counters[k] + np.arange(len(sel))) % len(gpus)]
+            self.counters[k] += len(sel)
+        return out
+
+    def __call__(self, block: RoutingTrace) -> np.ndarray:
+        m = self.model
+        n = block.num_tokens
+        name = m.name if m is not None else ("recorded" if block.origin_gpu is not None
+                                             else DEFAULT_MODEL)
+        if name == "recorded":
+            if block.origin_gpu is None or (n and block.origin_gpu.min() < 0):
+                raise InputError(
+                    f"{self.where} recorded: the trace records no origin_gpu for some tokens;"
+                    f" choose a model ({', '.join(k for k in ORIGIN_MODELS if k != 'recorded')})"
+                )
+            o = block.origin_gpu.astype(np.int64)
+            if n and o.max() >= self.num_gpus:
+                raise InputError(
+                    f"trace: origin_gpu {int(o.max())} is outside the cluster's GPUs"
+                    f" 0..{self.num_gpus - 1}; choose an origin model with --origins"
+                )
+        elif name == "dp":
+            o = self._deal(np.zeros(n, dtype=np.int64), [np.arange(self.num_gpus)])
+        elif name == "seq":
+            o = block.seq_id.astype(np.int64) % self.num_gpus
+        elif name == "tenants":
+            assert m is not None
+            o = self._deal(block.seq_id.astype(np.int64) % len(self.group_gpus), self.group_gpus)
+        else:  # pd
+            assert m is not None
+            decode = (block.position.astype(np.int64) >= m.prompt_tokens).astype(np.int64)
+            o = self._deal(decode, self.group_gpus)
+        self.covered[o] = True
+        return o
+
+    def warning(self) -> str | None:
+        return coverage_warning(int(self.covered.sum()), self.num_gpus)
+
+
+def coverage_warning(covered_gpus: int, num_gpus: int) -> str | None:
+    """The warning when origins cover fewer than half of the cluster's GPUs, else None."""
+    if covered_gpus >= COVERAGE_WARNING_FRACTION * num_gpus:
+        return None
+    return (
+        f"warning: token origins cover {covered_gpus} of the cluster's {num_gpus} GPUs (fewer"
+        " than half); the other GPUs send no tokens. Choose another origin model with"
+        " --origins (docs/reference/origins.md) if that is not intended"
+    )
+
+
+def with_origins(blocks: Iterable[RoutingTrace], assigner: OriginAssigner
+                 ) -> Iterator[RoutingTrace]:
+    """The blocks with ``origin_gpu`` set by the assigner (in stream order)."""
+    for block in blocks:
+        yield replace(block, origin_gpu=assigner(block).astype(np.int32))
+
+
+def apply_origins(trace: RoutingTrace, model: OriginModel | None, gpu_server: np.ndarray,
+                  where: str = "--origins") -> RoutingTrace:
+    """A whole trace with its origins set by ``model`` (None: recorded, else dp)."""
+    assigner = OriginAssigner(model, gpu_server, where)
+    return replace(trace, origin_gpu=assigner(trace).astype(np.int32))
+
+
+def tenant_server_sets(num_servers: int, tenants: int) -> tuple[tuple[int, ...], ...]:
+    """``tenants`` contiguous, near-equal blocks of the servers (earlier blocks get the rest)."""
+    if not 1 <= tenants <= num_servers:
+        raise InputError(f"cannot give {tenants} tenants their own of {num_servers} servers")
+    bounds = np.linspace(0, num_servers, tenants + 1).round().astype(int)
+    return tuple(tuple(range(a, b)) for a, b in zip(bounds[:-1], bounds[1:], strict=True))
+
+
+def servers_of_gpus(num_gpus: int, gpus_per_server: int, model: OriginModel | None = None,
+                    where: str = "--gpus") -> np.ndarray:
+    """Server of every GPU of a cluster known only by its size (GPUs numbered server-major).
+
+    Models without server sets (dp, seq, recorded) need no servers: one server then holds all.
+    """
+    if num_gpus >= 1 and (model is None or not model.server_sets):
+        return np.zeros(num_gpus, dtype=np.int64)
+    if num_gpus < 1 or gpus_per_server < 1 or num_gpus % gpus_per_server:
+        raise InputError(
+            f"{where}: {num_gpus} GPUs do not split into servers of {gpus_per_server} GPUs"
+        )
+    return np.arange(num_gpus) // gpus_per_server
