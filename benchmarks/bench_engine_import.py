@@ -7,9 +7,9 @@ tokens per step) in each binary engine format with the project's exporters, then
 one back in a child process of its own (single-threaded, so the rate is per core) and reports
 wall and CPU time (the child's, start-up included), routed tokens x 58 layers per CPU minute
 (steadier than wall time on a shared machine; from a run without ``tracemalloc``, which
-would double it), the child's peak resident memory (``ru_maxrss``: it includes pages of the input mapped from disk, which the kernel can reclaim)
-and its peak heap (``tracemalloc``, in a second run: NumPy and Python objects, what the chunk
-bounds).
+would double it), the child's peak resident memory (``ru_maxrss``: it includes pages of the
+input mapped from disk, which the kernel can reclaim) and its peak heap (``tracemalloc``, in a
+second run: NumPy and Python objects, what the chunk bounds).
 The target (issue 18) is at least 1M tokens x 58 layers per minute per core
 for the binary formats, with memory bounded by the chunk, not the file.
 """
