@@ -13,9 +13,14 @@ each window the policy decides:
 A switch is migration-aware with ``move_weight`` (a price on weight bytes moved, exact for the
 assignment strategies) or ``move_budget_bytes`` (at most that many bytes per rebalance); see
 :mod:`placement.migration`.  Every moved copy sends its weights from its nearest old copy over
-the cluster's routes: the per-link bytes are counted exactly, and with ``migration="stall"``
-serving stops for the time the busiest link needs to carry them (a lower bound: links carry
-the weights back to back, store-and-forward delay aside).
+the cluster's routes: the per-link bytes are counted exactly (the busiest link's time for
+them is ``stall_bound_s``, a lower bound on any stall).  With ``migration="stall"`` serving
+stops while the weights move: in DES mode the stall is measured in the simulator
+(``stall_des_s``: every move one message, all at once on the idle network), in analytic mode
+it is the bound.  With ``migration="async"`` (DES mode) the moves run beside the window's
+serving on the same links as low-priority flows (:mod:`simulator.migration`): serving keeps
+the old layout until they have arrived, the latency they cost is measured against the same
+window without them, and ``migration_s`` is how long they took.
 
 Each window is replayed with the layout in force (the analytic counter, or the DES for
 latency) and reported as one timeline row.
@@ -42,8 +47,8 @@ from placement.migration import (
     relabel_for_fewest_moves,
     replace_with_move_cost,
 )
-from simulator.analytic import link_route_counts
 from simulator.cluster.paths import RouteTable
+from simulator.migration import migration_link_bytes
 from simulator.traffic import (
     TrafficConfig,
     remote_copies,
@@ -54,6 +59,23 @@ from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.origins import OriginAssigner, resolve_model, with_origins
 from traces.trace import RoutingTrace
+
+
+@dataclass(frozen=True, eq=False)
+class Migration:
+    """One rebalance's moves: (source, destination) GPU per move, bytes each, how they move."""
+
+    moves: tuple[np.ndarray, np.ndarray]
+    weight_bytes: float
+    mode: str  # stall or async
+    old: ExpertLayout
+
+
+def _sim_config(server_dedup: bool):  # noqa: ANN202 - SimConfig (imported lazily)
+    from simulator.config import SimConfig
+
+    return SimConfig(traffic=TrafficConfig(
+        dispatch="deepep-normal" if server_dedup else "all-to-all"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -131,16 +153,29 @@ class _Window:
         if self.blocks is not None:
             self.blocks.append(block)
 
-    def latency(self, server_dedup: bool) -> dict[str, float]:
-        """The window replayed in the DES, one micro-batch per step: MoE latency percentiles."""
-        from simulator.config import SimConfig
+    def latency(self, server_dedup: bool, migration: Migration | None = None
+                ) -> dict[str, float]:
+        """The window replayed in the DES, one micro-batch per step: MoE latency percentiles.
+
+        With an ``async`` migration the window starts on the old layout with the moves in
+        flight beside it (:class:`simulator.migration.BackgroundMigration`), and is replayed
+        once more without them for the latency they cost."""
         from simulator.engine import simulate
+        from simulator.migration import BackgroundMigration
 
         assert self.blocks is not None
-        res = simulate(self.blocks, self.routes, self.eg,
-                       SimConfig(traffic=TrafficConfig(
-                           dispatch="deepep-normal" if server_dedup else "all-to-all")))
-        return {k: float(res.summary[k]) for k in ("latency_p50_s", "latency_p99_s")}
+        config = _sim_config(server_dedup)
+        keys = ("latency_p50_s", "latency_p99_s")
+        res = simulate(self.blocks, self.routes, self.eg, config)
+        out = {k: float(res.summary[k]) for k in keys}
+        if migration is not None and migration.mode == "async":
+            bg = BackgroundMigration(migration.moves, migration.weight_bytes, self.eg)
+            busy = simulate(self.blocks, self.routes, migration.old.expert_gpus, config,
+                            background=bg.start)
+            out = {**{k: float(busy.summary[k]) for k in keys},
+                   **{f"{k}_without_migration": v for k, v in out.items()},
+                   "migration_s": bg.done_s}
+        return out
 
     def row(self, server_dedup: bool) -> dict[str, float]:
         n = max(self.tokens, 1)
@@ -190,7 +225,7 @@ def run_rebalance(
     layouts: dict[int, ExpertLayout] = {}
     rows: list[dict[str, object]] = []
     links: list[pd.DataFrame] = []
-    current = None  # (index, start, decision, moved, stall)
+    current = None  # (index, start, decision, migration columns, Migration | None)
 
     def close_chunk() -> None:
         nonlocal pending, pending_tokens
@@ -207,13 +242,13 @@ def run_rebalance(
 
     def finish_window() -> None:
         if current is not None and window is not None and window.tokens:
-            i, start, decision, moved, stall = current
+            i, start, decision, moved, migration = current
             row: dict[str, object] = {"window": i, "step_start": start,
                                       "step_stop": min(start + N, hi), "decision": decision,
-                                      "bytes_migrated": moved, "stall_s": stall}
+                                      **moved}
             row.update(window.row(config.server_dedup))
             if config.mode == "des":
-                row.update(window.latency(config.server_dedup))
+                row.update(window.latency(config.server_dedup, migration))
             rows.append(row)
 
     for step, block in _steps(trace, lo, assigner):
@@ -227,7 +262,7 @@ def run_rebalance(
             finish_window()
             i = (step - first) // N
             wstart = first + i * N  # the window's start (its first steps may hold no tokens)
-            decision, moved, stall = "keep", 0.0, 0.0
+            decision, moved, migration = "keep", _no_moves(config), None
             if layout is None:
                 layout, decision = fit(wstart), "first"
                 layouts[wstart] = layout
@@ -236,17 +271,16 @@ def run_rebalance(
                 if config.policy == "periodic" or _worse(routes, model, history, W, layout,
                                                          fresh, config.threshold):
                     plan = plan_migration(layout, fresh, routes.distance)
-                    per_link = link_route_counts(routes, plan.pair_counts(routes.num_gpus))
-                    per_link = per_link * weight
-                    bw = np.repeat([lk.bandwidth_bytes_per_s for lk in routes.cluster.links], 2)
-                    moved = plan.num_moves * weight
-                    stall = float((per_link / bw).max()) if plan.num_moves else 0.0
+                    migration = Migration((plan.src_gpu, plan.dst_gpu), weight,
+                                          config.migration, layout)
+                    per_link = migration_link_bytes(routes, migration.moves, weight)
+                    moved = _moves(routes, config, migration, per_link)
                     links.append(pd.DataFrame({"step": wstart,
                                                "link_dir": np.arange(per_link.size),
                                                "weight_bytes": per_link}))
                     layout, decision = fresh, "rebalance"
                     layouts[wstart] = layout
-            current = (i, wstart, decision, moved, stall)
+            current = (i, wstart, decision, moved, migration)
             window = _Window(routes, layout, keep_blocks=config.mode == "des")
             if progress is not None:
                 progress(f"step {wstart}: {decision}")
@@ -260,6 +294,31 @@ def run_rebalance(
                  else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
     return RebalanceResult(timeline=pd.DataFrame(rows), layouts=layouts,
                            migration_links=migration, origins_warning=assigner.warning())
+
+
+def _no_moves(config: RebalanceConfig) -> dict[str, float]:
+    cols = {"bytes_migrated": 0.0, "stall_s": 0.0, "stall_bound_s": 0.0}
+    if config.mode == "des":
+        cols["stall_des_s"] = 0.0
+    return cols
+
+
+def _moves(routes: RouteTable, config: RebalanceConfig, migration: Migration,
+           per_link: np.ndarray) -> dict[str, float]:
+    """Migration columns of a rebalance: bytes, the stall's lower bound (busiest link) and,
+    in DES mode, the stall measured in the simulator (the moves alone on the idle network;
+    the pause of ``stall``, the reference of ``async``); ``stall_s`` is the pause serving
+    takes: 0 for ``async``, else the DES stall (the bound in analytic mode)."""
+    from simulator.migration import stall_lower_bound_s, stall_time_s
+
+    cols = {"bytes_migrated": len(migration.moves[0]) * migration.weight_bytes,
+            "stall_bound_s": stall_lower_bound_s(routes, per_link)}
+    if config.mode == "des":
+        cols["stall_des_s"] = stall_time_s(routes, migration.moves, migration.weight_bytes,
+                                           _sim_config(config.server_dedup))
+    cols["stall_s"] = 0.0 if config.migration == "async" else cols.get(
+        "stall_des_s", cols["stall_bound_s"])
+    return cols
 
 
 def _total(history: deque[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:

@@ -52,10 +52,10 @@ class RebalanceConfig:
                 raise InputError(f"{where}: {name} {getattr(self, name)!r}: choose one of"
                                  f" {', '.join(choices)}")
         check_options(self, where)
-        if self.migration == "async":
+        if self.migration == "async" and self.mode != "des":
             raise InputError(
-                "--migration async: weights sharing links with the all-to-all in the DES is not"
-                " built yet; use --migration stall"
+                "--migration async: the moves' overlap with serving is measured in the"
+                " simulator; add --mode des (or use --migration stall)"
             )
         if self.policy == "static" and (
             self.move_weight is not None or self.move_budget_bytes is not None

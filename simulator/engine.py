@@ -28,7 +28,7 @@ its MoE latency is the sum over layers.
 
 from __future__ import annotations
 
-from collections.abc import Generator, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -296,11 +296,14 @@ def simulate(
     routes: RouteTable,
     expert_gpus: np.ndarray,
     config: SimConfig | None = None,
+    background: Callable[[_Run], None] | None = None,
 ) -> SimResult:
     """Replay a trace through the cluster for one layout.
 
     Each block is one micro-batch unless ``config.microbatch_tokens`` re-cuts the stream.
     Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
+    ``background(run)`` starts other traffic on the same links at time 0 (expert-weight
+    migration, :mod:`simulator.migration`); it may switch ``run.expert_gpus`` later.
     """
     config = config or SimConfig()
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
@@ -309,6 +312,8 @@ def simulate(
     validate_links(routes)
     env = simpy.Environment()
     run = _Run(routes, expert_gpus, config, env)
+    if background is not None:
+        background(run)
 
     def checked(bs: Iterable[RoutingTrace]) -> Iterator[RoutingTrace]:
         for b in bs:
