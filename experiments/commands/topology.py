@@ -3,7 +3,8 @@
 * ``topology list``: the families and what they build.
 * ``topology show FAMILY``: its parameters with defaults and help.
 * ``topology build FAMILY --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
-* ``topology info CLUSTER``: validate a file and print its size and distances.
+* ``topology info CLUSTER [--elements]``: validate a file and print its size and distances.
+* ``topology whatif CLUSTER --fail KIND:NAME --degrade link:A~B=F --out NEW.json``: failures.
 * ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
 * ``topology bench``: time building and routing the R1-sized (256-GPU) cluster of each family.
 """
@@ -19,7 +20,12 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument, save_figure
+from experiments.commands.topology_whatif import (
+    add_cluster_output,
+    element_lines,
+    register_whatif,
+)
+from experiments.outputs import FIGURE_PNG, add_output_argument, save_figure
 from experiments.plot_topology import link_load_per_link, plot_topology
 from simulator.cluster.families import BUILDERS, TopologyFamily
 from simulator.cluster.io import load_cluster, save_cluster
@@ -52,14 +58,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
     )
-    add_output_argument(a, "--out", CLUSTER_FILE, required=True,
-                        help="Cluster file (.json or .graphml).")
-    a.add_argument("--overwrite", action="store_true",
-                   help="Replace a cluster file moe-netsim wrote.")
+    add_cluster_output(a, "Cluster file (.json or .graphml).")
     a.set_defaults(func=run_build)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.add_argument("--elements", action="store_true",
+                   help="Also list every server, switch and link by the name `topology whatif`"
+                        " takes.")
     a.set_defaults(func=run_info)
+    register_whatif(acts)
     a = acts.add_parser(
         "draw",
         help="Draw a cluster as PNG, optionally with per-link load.",
@@ -153,7 +160,10 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    print(describe(load_cluster(args.cluster)))
+    cluster = load_cluster(args.cluster)
+    print(describe(cluster))
+    if args.elements:
+        print("\n".join(element_lines(cluster)))
     return 0
 
 
