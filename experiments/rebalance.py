@@ -31,8 +31,9 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -382,3 +383,46 @@ def _imbalance(problem, layout: ExpertLayout) -> float:  # noqa: ANN001
 
     load = gpu_loads(problem, layout)
     return float(load.max() / load.mean()) if load.mean() else 1.0
+
+
+def rebalance_with_counterfactual(trace: Path, routes: RouteTable, config: RebalanceConfig,
+                                  options: SolverOptions | None = None) -> RebalanceResult:
+    """:func:`run_rebalance`, and for periodic and threshold the network bytes of keeping the
+    first layout throughout (``network_bytes_static``, the counterfactual of the savings)."""
+    res = run_rebalance(trace, routes, config, options)
+    if config.policy != "static":
+        static = run_rebalance(trace, routes, replace(
+            config, policy="static", move_weight=None, move_budget_bytes=None,
+            mode="analytic", migration="stall"), options)
+        res.timeline["network_bytes_static"] = static.timeline["network_bytes"].to_numpy()
+    return res
+
+
+def summarize(t: pd.DataFrame) -> dict[str, Any]:
+    """Totals over the replayed windows (token-weighted means for per-token metrics)."""
+    w = t["tokens"] / t["tokens"].sum()
+    out: dict[str, Any] = {
+        "tokens": float(t["tokens"].sum()),
+        "rebalances": int((t["decision"] == "rebalance").sum()),
+        "network_bytes": float(t["network_bytes"].sum()),
+        "network_bytes_dedup": float(t["network_bytes_dedup"].sum()),
+        "network_bytes_no_dedup": float(t["network_bytes_no_dedup"].sum()),
+        "remote_copies_per_token_layer": float((w * t["remote_copies_per_token_layer"]).sum()),
+        "hops_per_token": float((w * t["hops_per_token"]).sum()),
+        "gpu_load_max_over_mean": float(t["gpu_load_max_over_mean"].max()),
+        "bytes_migrated": float(t["bytes_migrated"].sum()),
+        "stall_s": float(t["stall_s"].sum()),
+    }
+    for col in ("stall_bound_s", "stall_des_s", "migration_s"):  # totals over the rebalances
+        if col in t:
+            out[col] = float(t[col].sum())  # NaN (no migration in the window) counts 0
+    for col in ("latency_p99_s", "latency_p99_s_without_migration"):
+        if col in t:
+            out[f"{col}_max"] = float(t[col].max())
+    if "network_bytes_static" in t:
+        saved = (t["network_bytes_static"] - t["network_bytes"]).cumsum()
+        moved = t["bytes_migrated"].cumsum()
+        even = t["step_stop"][(saved >= moved) & (moved > 0)]
+        out["network_bytes_saved_vs_static"] = float(saved.iloc[-1])
+        out["break_even_step"] = int(even.iloc[0]) if len(even) else None
+    return out

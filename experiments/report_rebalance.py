@@ -34,7 +34,7 @@ def is_rebalance_run(run_dir: Path) -> bool:
     return isinstance(meta, dict) and meta.get("command") == COMMAND
 
 
-def _load(run_dir: Path) -> tuple[str, pd.DataFrame, dict[str, Any]]:
+def _load(run_dir: Path) -> Run:
     if not is_rebalance_run(run_dir):
         raise InputError(f"{run_dir}: not a run directory of `moe-netsim rebalance` (its"
                          " meta.json says otherwise or is missing)")
@@ -64,7 +64,7 @@ def _finish(ax: Any, ylabel: str, title: str, legend_size: int) -> None:
     ax.grid(alpha=0.3)
 
 
-def _figures(runs: list[tuple[str, pd.DataFrame, dict[str, Any]]]) -> list[tuple[str, Any, str]]:
+def _figures(runs: list[Run]) -> list[tuple[str, Any, str]]:
     colors = plt.rcParams["axes.prop_cycle"].by_key()["color"]
     out = []
     fig, ax = plt.subplots(figsize=(8, 3.5))
@@ -119,11 +119,41 @@ def _figures(runs: list[tuple[str, pd.DataFrame, dict[str, Any]]]) -> list[tuple
     return out
 
 
+Run = tuple[str, pd.DataFrame, dict[str, Any]]  # (label, timeline, summary with its config)
+
+
+def write_rebalance_sweep_report(run_dir: Path) -> Path:
+    """The report of a sweep whose cells rebalance (``experiments.studies.rebalance_cell``):
+    one line per cell, labelled by the values of its axes."""
+    from experiments.studies.rebalance_cell import KEYS
+
+    record = json.loads((run_dir / "study.json").read_text())
+    results = pd.read_parquet(run_dir / "results.parquet")
+    timeline = pd.read_parquet(run_dir / "timeline.parquet")
+    labels = {c["cell_id"]: ", ".join(f"{p.split('.')[-1]}={v}" for p, v in c["axis_values"])
+              or c["cell_id"] for c in record.get("cells", [])}
+    runs: list[Run] = []
+    for row in results.to_dict("records"):
+        t = timeline[timeline["cell"] == row["cell"]].reset_index(drop=True)
+        if t.empty:  # a failed cell
+            continue
+        config = {k: row.get(k) for k in (*KEYS, "placer")}
+        runs.append((labels.get(row["cell"], row["cell"]), t,
+                     {**row, "config": {**config, "strategy": row.get("placer")}}))
+    return _write(runs, run_dir, f"sweep {html.escape(str(record.get('name', '')))}:"
+                  f" {len(runs)} rebalancing cells of {len(results)}.")
+
+
 def write_rebalance_report(run_dirs: list[Path], out: Path) -> Path:
     """Figures and ``report.html`` in ``out`` for one or more rebalance run directories."""
+    runs = [_load(Path(d)) for d in run_dirs]
+    return _write(runs, out, f"{len(runs)} rebalancing run(s):"
+                  f" {html.escape(', '.join(map(str, run_dirs)))}.")
+
+
+def _write(runs: list[Run], out: Path, what: str) -> Path:
     from experiments.outputs import atomic_write_text, save_figure
 
-    runs = [_load(Path(d)) for d in run_dirs]
     out.mkdir(parents=True, exist_ok=True)
     figures = []
     for name, fig, caption in _figures(runs):
@@ -137,8 +167,7 @@ def write_rebalance_report(run_dirs: list[Path], out: Path) -> Path:
                                                                "migration", "mode")},
                      **{k: summary.get(k) for k in SUMMARY_COLUMNS[5:]}})
     table = pd.DataFrame(rows, columns=list(SUMMARY_COLUMNS))
-    intro = (f"{len(runs)} rebalancing run(s): {html.escape(', '.join(map(str, run_dirs)))}."
-             "  Break-even: the first step at which the network bytes saved against keeping"
+    intro = (what + "  Break-even: the first step at which the network bytes saved against keeping"
              " the first layout reach the weight bytes moved (empty: never in the trace).")
     page = render_report("moe-netsim: rebalancing over time", [
         Section("Runs", [intro], table=table),

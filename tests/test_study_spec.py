@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 
 from experiments.studies import build_study, load_study_file
-from experiments.studies.runner import add_reductions
+from experiments.studies.merge import add_reductions
 from experiments.studies.spec import split_sim_options
 from tests.helpers import make_trace, tiny_model
 from traces.infra.errors import InputError

@@ -20,7 +20,8 @@ import psutil
 import pytest
 
 from experiments.studies import TIMING_COLUMNS, load_study_file, run_study
-from experiments.studies.runner import DETAIL_FRAMES, finished_cells
+from experiments.studies.merge import DETAIL_FRAMES
+from experiments.studies.runner import finished_cells
 from traces.infra.errors import InputError
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
-from dataclasses import fields, replace
+from dataclasses import fields
 from pathlib import Path
 
 from experiments.commands.cluster_args import (
@@ -69,7 +69,7 @@ def _dest(flag: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.rebalance import run_rebalance
+    from experiments.rebalance import rebalance_with_counterfactual, summarize
     from experiments.rebalance_config import RebalanceConfig
     from experiments.versions import versions
     from placement import SolverOptions
@@ -94,12 +94,7 @@ def run(args: argparse.Namespace) -> int:
     routes = build_route_table(cluster)
     t0 = time.perf_counter()
     options = SolverOptions(time_limit_s=args.time_limit)
-    res = run_rebalance(args.trace, routes, config, options)
-    if config.policy != "static":  # the counterfactual: the first layout kept throughout
-        static = run_rebalance(args.trace, routes, replace(
-            config, policy="static", move_weight=None, move_budget_bytes=None, mode="analytic"),
-            options)
-        res.timeline["network_bytes_static"] = static.timeline["network_bytes"].to_numpy()
+    res = rebalance_with_counterfactual(args.trace, routes, config, options)
     with run_directory(args.out, args.overwrite) as out:
         write_parquet(out / "timeline.parquet", res.timeline)
         write_parquet(out / "migration_links.parquet", res.migration_links)
@@ -134,32 +129,6 @@ def run(args: argparse.Namespace) -> int:
                  else "never pays for the moves in this trace"))
     print(f"wrote        {args.out}")
     return 0
-
-
-def summarize(t):  # noqa: ANN001, ANN201 - DataFrame -> dict
-    """Totals over the replayed windows (token-weighted means for per-token metrics)."""
-    w = t["tokens"] / t["tokens"].sum()
-    out = {
-        "tokens": float(t["tokens"].sum()),
-        "rebalances": int((t["decision"] == "rebalance").sum()),
-        "network_bytes": float(t["network_bytes"].sum()),
-        "network_bytes_dedup": float(t["network_bytes_dedup"].sum()),
-        "network_bytes_no_dedup": float(t["network_bytes_no_dedup"].sum()),
-        "remote_copies_per_token_layer": float((w * t["remote_copies_per_token_layer"]).sum()),
-        "hops_per_token": float((w * t["hops_per_token"]).sum()),
-        "gpu_load_max_over_mean": float(t["gpu_load_max_over_mean"].max()),
-        "bytes_migrated": float(t["bytes_migrated"].sum()),
-        "stall_s": float(t["stall_s"].sum()),
-    }
-    if "latency_p99_s" in t:
-        out["latency_p99_s_max"] = float(t["latency_p99_s"].max())
-    if "network_bytes_static" in t:
-        saved = (t["network_bytes_static"] - t["network_bytes"]).cumsum()
-        moved = t["bytes_migrated"].cumsum()
-        even = t["step_stop"][(saved >= moved) & (moved > 0)]
-        out["network_bytes_saved_vs_static"] = float(saved.iloc[-1])
-        out["break_even_step"] = int(even.iloc[0]) if len(even) else None
-    return out
 
 
 def plot_timeline(t):  # noqa: ANN001, ANN201 - DataFrame -> Figure

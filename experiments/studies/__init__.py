@@ -1,7 +1,8 @@
 """Studies: study files and their grids, cell evaluation, resumable sweeps, the paper grid."""
 
 from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
-from experiments.studies.runner import SweepOutcome, load_results, run_study
+from experiments.studies.merge import load_results
+from experiments.studies.runner import SweepOutcome, run_study
 from experiments.studies.spec import Cell, Study, build_study, load_study_file
 
 __all__ = [

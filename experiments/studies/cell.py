@@ -60,16 +60,20 @@ class CellResult:
     expert_load: pd.DataFrame
     server_load: pd.DataFrame
     utilisation: pd.DataFrame  # network link directions per time window
+    timeline: pd.DataFrame | None = None  # rebalancing cells: one row per window
 
     def frames(self) -> dict[str, pd.DataFrame]:
-        return {
+        """The frames the cell has (a rebalancing cell has only its timeline)."""
+        frames = {
             "links": self.links,
             "tokens": self.tokens,
             "layers": self.layers,
             "expert_load": self.expert_load,
             "server_load": self.server_load,
             "utilisation": self.utilisation,
+            "timeline": self.timeline,
         }
+        return {k: f for k, f in frames.items() if f is not None and len(f.columns)}
 
 
 def _key(obj: Any) -> str:
@@ -245,6 +249,10 @@ def evaluate_cell_or_failure(config: dict[str, Any]) -> CellResult | CellFailure
 
 def evaluate_cell(config: dict[str, Any]) -> CellResult:
     """Place and replay one cell; every number of its result row and detail frames."""
+    if "rebalance" in config:  # a policy over time (experiments.studies.rebalance_cell)
+        from experiments.studies.rebalance_cell import evaluate_rebalance_cell
+
+        return evaluate_rebalance_cell(config)  # type: ignore[no-any-return]
     source = config["trace"]["source"]
     model = (model_from_config(config["model"]) if source == "synthetic"
              else _file_trace(source).model)  # a replayed file brings its own model

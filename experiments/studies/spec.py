@@ -56,7 +56,7 @@ from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_server_sets
 
-TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
+TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "rebalance", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
 TOPOLOGY_KEYS = ("family", "params", "links")
 PLACER_KEYS = ("name", "options", "replicas", "balance_eps", "label")
@@ -171,6 +171,11 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     solver_options(placer, seed, f"{where}: placer")
     sim = split_sim_options(config["sim"], f"{where}: sim")
     cluster = build_cluster(topo, f"{where}: topology")
+    if "rebalance" in config:  # a policy over time: experiments.studies.rebalance_cell
+        from experiments.studies.rebalance_cell import validate_rebalance_cell
+
+        return {"model": validate_rebalance_cell(config, cluster, where), "cluster": cluster,
+                "sim": sim}
 
     for key in ("fit_tokens", "replay_tokens"):
         expect_int(trace[key], f"{where}: trace.{key}", 1)
@@ -311,11 +316,11 @@ def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
         else:
             if not isinstance(value, dict):
                 raise InputError(f"{where}: {key}: expected a table, got {type_name(value)}")
-            base[key].update(copy.deepcopy(value))
+            base.setdefault(key, {}).update(copy.deepcopy(value))  # rebalance: optional
     return base
 
 
-_VALID_PATH_ROOTS = ("seed", "study", "model", "topology", "placer", "trace", "sim")
+_VALID_PATH_ROOTS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "rebalance")
 
 
 def _axes(raw: dict[str, Any], where: str) -> list[tuple[list[str], list[list[Any]]]]:

@@ -1,0 +1,83 @@
+"""Rebalancing policies and their knobs as sweep axes (keys: RebalanceConfig's fields)."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from experiments.cli import main
+from experiments.studies import load_study_file
+from traces.infra.errors import InputError
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from test_rebalance import _drift  # noqa: E402
+
+STUDY = """
+seed = 0
+[study]
+name = "policies"
+baseline = "ilp-origin"
+[topology]
+family = "fat-tree"
+params = {{ k = 4, num_servers = 4 }}
+[placer]
+name = "ilp-origin"
+[trace]
+source = "drift.parquet"
+[rebalance]
+interval_steps = 4
+window_steps = 4
+{extra}
+[axes]
+"rebalance.policy" = ["static", "periodic"]
+"""
+
+
+def _study(tmp_path: Path, extra: str = "") -> Path:
+    p = tmp_path / "policies.toml"
+    p.write_text(STUDY.format(extra=extra))
+    return p
+
+
+def test_policies_as_sweep_axes(tmp_path) -> None:
+    _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)  # 16 steps, a shift at 8
+    out = tmp_path / "run"
+    assert main(["sweep", str(_study(tmp_path)), "--serial", "--out", str(out)]) == 0
+    res = pd.read_parquet(out / "results.parquet")
+    assert list(res["policy"]) == ["static", "periodic"]
+    # the first 4 steps fit, then windows of 4 steps start at 4, 8, 12: static keeps its
+    # layout, periodic re-places at 8 and 12
+    assert list(res["rebalances"]) == [0, 2]
+    assert res["bytes_migrated"].iloc[0] == 0 and res["bytes_migrated"].iloc[1] > 0
+    timeline = pd.read_parquet(out / "timeline.parquet")
+    assert timeline.groupby("cell").size().tolist() == [3, 3]
+    page = (out / "report.html").read_text()
+    assert "rebalance_bytes.png" in page and "policy=periodic" in page
+
+
+@pytest.mark.parametrize(("extra", "message"), [
+    ("polcy = 'static'", "rebalance.polcy: unknown key; known: policy, interval_steps"),
+    ("threshold = -1.0", "rebalance: threshold must be >= 0 and < 10, got -1.0"),
+    ("migration = 'async'", "--migration async: the moves' overlap with serving"),
+    ("window_steps = 16", "rebalance.window_steps 16: the trace spans 16 steps"),
+])
+def test_bad_rebalance_keys_stop_the_sweep_before_it_starts(tmp_path, extra, message) -> None:
+    _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)
+    text = _study(tmp_path).read_text()
+    if extra.startswith("window_steps"):
+        text = text.replace("window_steps = 4", extra)
+    else:
+        text = text.replace("window_steps = 4\n", f"window_steps = 4\n{extra}\n")
+    (tmp_path / "policies.toml").write_text(text)
+    with pytest.raises(InputError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        load_study_file(tmp_path / "policies.toml")
+
+
+def test_a_rebalancing_cell_needs_a_trace_with_steps(tmp_path) -> None:
+    text = STUDY.format(extra="").replace('source = "drift.parquet"', 'source = "synthetic"')
+    (tmp_path / "s.toml").write_text(text)
+    with pytest.raises(InputError, match="a rebalancing cell replays a trace file with steps"):
+        load_study_file(tmp_path / "s.toml")
