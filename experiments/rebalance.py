@@ -87,6 +87,20 @@ class RebalanceResult:
     origins_warning: str | None = None  # origins cover under half the GPUs
 
 
+def check_strategy(strategy: str, where: str) -> None:
+    """A strategy the policies can re-fit: known, and fitted on counts (a window keeps the
+    activation per chunk of steps, not the tokens)."""
+    from placement import SAMPLE_STRATEGIES, STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise InputError(f"{where} {strategy!r}: known: {', '.join(sorted(STRATEGIES))}")
+    if strategy in SAMPLE_STRATEGIES:
+        raise InputError(
+            f"{where} {strategy}: fits on which experts each token uses together, but a"
+            " rebalancing window keeps only the activation counts of its steps; use one of"
+            f" {', '.join(sorted(set(STRATEGIES) - set(SAMPLE_STRATEGIES)))}")
+
+
 def step_range(trace: Path) -> tuple[int, int]:
     """(first, last + 1) step of a trace whose steps are recorded and in order."""
     lo, hi, last = None, None, None

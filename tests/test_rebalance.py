@@ -204,8 +204,9 @@ def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
         (["--origins", "racks:1"], "--origins 'racks:1': unknown origin model 'racks'"),
         (["--origins", "tenants:0-4"], "server 4 is outside the cluster's servers 0..3"),
         (["--policy", "static", "--move-weight", "1"], "--policy static never re-places"),
-        (["--migration", "async"], "--migration async: weights sharing links"),
+        (["--migration", "async"], "--migration async: the moves' overlap with serving"),
         (["--strategy", "nope"], "--strategy 'nope'"),
+        (["--strategy", "dedup"], "--strategy dedup: fits on which experts each token uses"),
     ]
     for extra, message in bad:
         try:

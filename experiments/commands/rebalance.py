@@ -69,7 +69,7 @@ def _dest(flag: str) -> str:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.rebalance import rebalance_with_counterfactual, summarize
+    from experiments.rebalance import check_strategy, rebalance_with_counterfactual, summarize
     from experiments.rebalance_config import RebalanceConfig
     from experiments.versions import versions
     from placement import SolverOptions
@@ -84,10 +84,7 @@ def run(args: argparse.Namespace) -> int:
     resolve_model(args.origins)  # bad text: the message names the flag
     config = RebalanceConfig(strategy=args.strategy, server_dedup=not args.no_dedup,
                              **{name: getattr(args, _dest(flag)) for name, flag in FLAGS.items()})
-    from placement.strategies import STRATEGIES
-
-    if config.strategy not in STRATEGIES:
-        raise InputError(f"--strategy {config.strategy!r}: known: {', '.join(sorted(STRATEGIES))}")
+    check_strategy(config.strategy, "--strategy")
     model = read_trace_meta(args.trace)[0].model
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required

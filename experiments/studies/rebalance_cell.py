@@ -44,10 +44,11 @@ def rebalance_config(config: dict[str, Any], where: str = "study") -> RebalanceC
 
 def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) -> Any:
     """Check a rebalancing cell completely (its trace is read once for its steps)."""
-    from experiments.rebalance import step_range
+    from experiments.rebalance import check_strategy, step_range
     from traces.origins import OriginAssigner, resolve_model
 
     cfg = rebalance_config(config, where)
+    check_strategy(cfg.strategy, f"{where}: placer.name")
     source = config["trace"]["source"]
     if source == "synthetic" or not Path(source).is_file():
         raise InputError(f"{where}: trace.source: a rebalancing cell replays a trace file with"
