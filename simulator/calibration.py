@@ -29,7 +29,8 @@ import numpy as np
 from simulator.cluster.builders import LinkDefaults, build_rail_optimized
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.timing import CALIBRATION
 from simulator.traffic import TrafficConfig
 from traces.model import ModelSpec

@@ -11,8 +11,9 @@ from test_dispatch_schemes import two_rail_cluster
 from simulator.analytic import count_traffic
 from simulator.cluster.multipath import endpoints_of
 from simulator.cluster.paths import build_route_table
+from simulator.config import SimConfig
 from simulator.dispatch import dispatch_plan
-from simulator.engine import SimConfig, simulate
+from simulator.engine import simulate
 from simulator.timing import DEEPEP_SLICE_COPIES, MAX_SLICES_PER_MESSAGE
 from simulator.traffic import TrafficConfig
 from simulator.transfer import slice_rounds
