@@ -19,6 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simulator.cluster.link_loads import middle_link_copies
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
 from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pairs
@@ -27,8 +28,8 @@ from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,
     CopyTally,
+    PairList,
     TrafficConfig,
-    pair_counts,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
@@ -58,8 +59,23 @@ class AnalyticResult:
 
 def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
     """Routes crossing each directed link given per-pair route counts [gpus, gpus]."""
-    w = counts.ravel()[routes.pair_of_entry]
-    out = np.bincount(routes.pair_links, weights=w, minlength=2 * len(routes.cluster.links))
+    a, b = np.nonzero(counts)
+    return pair_route_counts(routes, PairList(a, b, counts[a, b]))
+
+
+def pair_route_counts(routes: RouteTable, pairs: PairList) -> np.ndarray:
+    """Routes crossing each directed link along the route table's paths (one hashed path
+    per server pair), from sparse per-pair counts; pairs with src == dst cross nothing."""
+    p = pairs.remote()
+    nlinks = 2 * len(routes.cluster.links)
+    gs = routes.cluster.gpu_server
+    w = p.count.astype(np.float64)
+    far = gs[p.src] != gs[p.dst]
+    out = np.bincount(routes.gpu_uplink[p.src], weights=w, minlength=nlinks).astype(np.float64)
+    out += np.bincount(routes.gpu_downlink[p.dst], weights=w, minlength=nlinks)
+    out += middle_link_copies(routes.middle_offsets, routes.middle_links,
+                              gs[p.src[far]] * routes.num_servers + gs[p.dst[far]], w[far],
+                              nlinks)
     return np.rint(out).astype(np.int64)
 
 
@@ -85,9 +101,12 @@ class _Counter:
         return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
 
     def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies per link of the network copies on endpoint pairs ``pairs`` (e*E+f), both
+        ways: dispatch e -> f, combine f -> e."""
         n = self.ep.count
-        m = np.bincount(pairs, weights=w, minlength=n * n).reshape(n, n)
-        return self.multipath.link_copies(m), self.multipath.link_copies(m.T)
+        w = np.ones(pairs.size) if w is None else w
+        back = (pairs % n) * n + pairs // n
+        return self.multipath.link_copies(pairs, w), self.multipath.link_copies(back, w)
 
     def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = self.routes
@@ -103,16 +122,19 @@ class _Counter:
             dispatch = self._at(up, oo[local]) + self._at(up, so) + mid_d + self._at(down, hh)
             combine = self._at(up, hh) + mid_c + self._at(down, oo[local]) + self._at(down, so)
         else:
+            # one copy per route whose host is not its origin: counted route by route,
+            # so memory and work grow with routes, never with GPU pairs
             g = r.num_gpus
-            c = pair_counts(origins, hosts, g)
-            np.fill_diagonal(c, 0)
-            a, b = np.nonzero(c)
-            w = c[a, b]
+            a = np.repeat(origins, hosts.shape[1])
+            b = hosts.ravel()
+            moving = a != b
+            a, b = a[moving], b[moving]
             remote = self.gs[a] != self.gs[b]
             mid_d, mid_c = self._mid(
-                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep), w[remote]
+                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep)
             )
-            out_gpu, in_gpu = c.sum(axis=1), c.sum(axis=0)
+            out_gpu = np.bincount(a, minlength=g)
+            in_gpu = np.bincount(b, minlength=g)
             dispatch = self._at(up, None, out_gpu) + mid_d + self._at(down, None, in_gpu)
             combine = self._at(up, None, in_gpu) + mid_c + self._at(down, None, out_gpu)
         return dispatch, combine
@@ -154,10 +176,9 @@ def count_traffic(
         tokens += block.num_tokens
         for li in range(m.num_moe_layers):
             hosts = resolve_hosts_layer(
-                block.experts[:, li, :], origins, expert_gpus[li], routes.distance
+                block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
             )
-            c = pair_counts(origins, hosts, g)
-            hops += float((c * routes.distance).sum()) * 2
+            hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
             tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
             d_copies, c_copies = counter.count(origins, hosts)
             dispatch += d_copies * db

@@ -45,7 +45,8 @@ from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     CopyTally,
     TrafficConfig,
-    pair_counts,
+    pair_hops,
+    pair_list,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
@@ -202,7 +203,7 @@ class _Run:
             traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
         )
         g = self.g
-        distance = self.routes.distance
+        distance = self.routes.gpu_distance
         origins = resolve_origins(block, g)
         self.tokens += block.num_tokens
         latency = np.zeros(block.num_tokens)
@@ -211,16 +212,18 @@ class _Run:
             hosts = resolve_hosts_layer(
                 block.experts[:, li, :], origins, self.expert_gpus[li], distance
             )
-            pairs = pair_counts(origins, hosts, g)
-            self.hops += float((pairs * distance).sum()) * 2
+            pairs = pair_list(origins, hosts, g)
+            self.hops += pair_hops(self.routes, pairs) * 2
             self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
                             db + cb)
             dispatch = dispatch_plan(
-                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints
+                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints, pairs
             )
-            routes_on = pairs.sum(axis=0)
+            routes_on = np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64)
             self.gpu_routes += routes_on
-            layer = _Layer(self, t0, routes_on, pairs.diagonal() > 0, t_route)
+            own = pairs.src == pairs.dst
+            self_routes = np.bincount(pairs.src[own], minlength=g) > 0
+            layer = _Layer(self, t0, routes_on, self_routes, t_route)
             layer.combine = Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
             layer.remaining = int((routes_on > 0).sum()) + layer.combine.deliveries
             layer.dispatch = Transfer(self, dispatch, db, False, layer.dispatch_arrived)

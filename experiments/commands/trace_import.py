@@ -35,7 +35,7 @@ from experiments.outputs import (
 )
 from experiments.versions import versions
 from placement.layout_io import layout_from_frame
-from simulator.cluster.paths import gpu_distance_matrix
+from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
 from simulator.traffic import resolve_hosts, resolve_origins
 from traces.importers import (
@@ -329,7 +329,7 @@ def _host_function(
             f"{where}: the layout has replicas; pass --topology so each route goes to the"
             " replica nearest its origin"
         )
-    distance = gpu_distance_matrix(cluster)
+    distance = build_route_table(cluster).gpu_distance
 
     def hosts(b: RoutingTrace) -> np.ndarray:
         return resolve_hosts(b.experts, resolve_origins(b, num_gpus), expert_gpus, distance)
