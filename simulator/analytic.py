@@ -12,6 +12,7 @@ busiest link direction needs to carry that phase's bytes: no schedule can do bet
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -140,6 +141,66 @@ class _Counter:
         return dispatch, combine
 
 
+@dataclass(frozen=True, eq=False)
+class AnalyticPart:
+    """The counts of one micro-batch; :func:`combine_parts` sums them in micro-batch order,
+    so a replay split over workers gives exactly the serial result."""
+
+    microbatch: int
+    dispatch: np.ndarray  # [directed links] bytes (fractional under split modes)
+    combine: np.ndarray
+    hops: float
+    tokens: int
+    tally: CopyTally
+    bounds: list[tuple[int, int, str, float]]
+
+
+_COUNTERS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, _Counter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _counter(routes: RouteTable, config: TrafficConfig) -> _Counter:
+    """One counter per route table and configuration (a worker keeps it across tasks)."""
+    by_config = _COUNTERS.setdefault(routes, {})
+    got = by_config.get(config)
+    if got is None:
+        got = by_config[config] = _Counter(routes, config)
+    return got
+
+
+def count_microbatch(
+    mb: int, block: RoutingTrace, routes: RouteTable, expert_gpus: np.ndarray,
+    config: TrafficConfig,
+) -> AnalyticPart:
+    """Count one micro-batch (``expert_gpus``: [layers, experts, replicas])."""
+    g = routes.num_gpus
+    cluster = routes.cluster
+    bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
+    counter = _counter(routes, config)
+    m = block.model
+    validate_layout(expert_gpus, m, g)
+    db, cb = config.route_bytes(m)
+    origins = resolve_origins(block, g)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
+    hops = 0.0
+    tally = CopyTally()
+    bounds: list[tuple[int, int, str, float]] = []
+    for li in range(m.num_moe_layers):
+        hosts = resolve_hosts_layer(
+            block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
+        )
+        hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
+        tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
+        d_copies, c_copies = counter.count(origins, hosts)
+        dispatch += d_copies * db
+        combine += c_copies * cb
+        layer = m.moe_layer_indices[li]
+        bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
+        bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
+    return AnalyticPart(mb, dispatch, combine, hops, block.num_tokens, tally, bounds)
+
+
 def count_traffic(
     blocks: Iterable[RoutingTrace],
     routes: RouteTable,
@@ -152,40 +213,40 @@ def count_traffic(
     ``microbatch_tokens`` re-cuts the stream as :func:`simulator.engine.simulate` does.
     """
     config = config or TrafficConfig()
-    expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
-    if expert_gpus.ndim == 2:
-        expert_gpus = expert_gpus[:, :, None]
-    g = routes.num_gpus
+    layout = as_replicas(expert_gpus)
+    if microbatch_tokens is not None:
+        blocks = by_tokens(blocks, microbatch_tokens)
+    parts = (count_microbatch(mb, b, routes, layout, config) for mb, b in enumerate(blocks))
+    return combine_parts(parts, routes, config)
+
+
+def as_replicas(expert_gpus: np.ndarray) -> np.ndarray:
+    """A layout as [layers, experts, replicas] int64 (a 2-D layout has one replica)."""
+    out = np.asarray(expert_gpus, dtype=np.int64)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def combine_parts(
+    parts: Iterable[AnalyticPart], routes: RouteTable, config: TrafficConfig
+) -> AnalyticResult:
+    """The whole trace's result from its micro-batches' parts, taken in micro-batch order."""
     cluster = routes.cluster
-    nlinks = 2 * len(cluster.links)
     bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-    dispatch = np.zeros(nlinks)
-    combine = np.zeros(nlinks)
-    counter = _Counter(routes, config)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
     hops = 0.0
     tokens = 0
     tally = CopyTally()
-    bounds = []
-    if microbatch_tokens is not None:
-        blocks = by_tokens(blocks, microbatch_tokens)
-    for mb, block in enumerate(blocks):
-        m = block.model
-        validate_layout(expert_gpus, m, g)
-        db, cb = config.route_bytes(m)
-        origins = resolve_origins(block, g)
-        tokens += block.num_tokens
-        for li in range(m.num_moe_layers):
-            hosts = resolve_hosts_layer(
-                block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
-            )
-            hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
-            tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
-            d_copies, c_copies = counter.count(origins, hosts)
-            dispatch += d_copies * db
-            combine += c_copies * cb
-            layer = m.moe_layer_indices[li]
-            bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
-            bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
+    bounds: list[tuple[int, int, str, float]] = []
+    for want, part in enumerate(parts):
+        if part.microbatch != want:
+            raise ValueError(f"micro-batch {part.microbatch} where {want} was due")
+        dispatch += part.dispatch
+        combine += part.combine
+        hops += part.hops
+        tokens += part.tokens
+        tally.merge(part.tally)
+        bounds += part.bounds
     total = np.rint(dispatch + combine).astype(np.int64)  # rounded as the replay rounds
     dispatch = np.rint(dispatch).astype(np.int64)
     combine = np.rint(combine).astype(np.int64)

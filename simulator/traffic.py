@@ -16,15 +16,18 @@ they travel back).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, check_multipath
-from simulator.cluster.paths import GpuDistance, RouteTable
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
+
+if TYPE_CHECKING:
+    from simulator.cluster.paths import GpuDistance, RouteTable
 
 SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no bytes"
 
@@ -249,6 +252,14 @@ class CopyTally:
         self.token_layers += tokens
         self.dedup_bytes += copies.dedup * copy_bytes
         self.route_bytes += copies.routes * copy_bytes
+
+    def merge(self, other: CopyTally) -> None:
+        """Add another tally's counts (e.g. one micro-batch's)."""
+        self.dedup += other.dedup
+        self.routes += other.routes
+        self.token_layers += other.token_layers
+        self.dedup_bytes += other.dedup_bytes
+        self.route_bytes += other.route_bytes
 
     def summary(self) -> dict[str, float]:
         n = self.token_layers or 1

@@ -200,3 +200,17 @@ def test_too_large_for_memory_is_refused_before_allocation(monkeypatch):
     monkeypatch.setattr(memory, "available_bytes", lambda: 1_000.0)
     with pytest.raises(InputError, match="route table of 8 servers would need"):
         build_route_table(cluster)
+
+
+@pytest.mark.parametrize("case", SMALL_CASES + [("fat-tree", {"k": 6}),
+                                   ("rail-optimized", {"num_servers": 5})], ids=case_id)
+def test_link_classes_from_the_core_equal_classes_from_every_pair(case):
+    from simulator.cluster.multipath import link_classes
+
+    cluster = build(case)
+    routes = build_route_table(cluster)
+    mp = MultipathRoutes(routes, "spray")
+    bw = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
+    lat = np.repeat([lk.latency_s for lk in cluster.links], 2)
+    np.testing.assert_array_equal(link_classes(mp.class_entries(), bw, lat),
+                                  link_classes(mp.entries, bw, lat))

@@ -9,20 +9,17 @@ linear in the copies, so it is computed from the pairs that carry traffic only:
   work and memory grow with targets x links of the fabric, not with pairs.
 * ``hash`` on pooled NICs: the route table's middle routes (one hashed path per server pair).
 * anything else (``ecmp``; ``hash`` on per-GPU NICs): the routes of the pairs that carry
-  traffic, each built once and kept (:meth:`MultipathRoutes.hops`).
+  traffic, each built once and kept (``MultipathRoutes.hops``, in
+  :mod:`simulator.cluster.multipath`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 import numpy as np
 
 from simulator.cluster.equal_cost import EqualCostDag
-
-if TYPE_CHECKING:
-    from simulator.cluster.multipath import MultipathRoutes
 
 
 @dataclass(frozen=True, eq=False)
@@ -81,21 +78,6 @@ class SprayPropagator:
         return out
 
 
-def per_pair_link_copies(mp: MultipathRoutes, pairs: np.ndarray,
-                         copies: np.ndarray) -> np.ndarray:
-    """Copies per directed link from the routes of the given endpoint pairs, one by one."""
-    n = mp.endpoints.count
-    links, weights = [], []
-    for p, c in zip(pairs.tolist(), copies.tolist(), strict=True):
-        for ids, share in mp.hops(*divmod(p, n)):
-            links.append(ids)
-            weights.append(share * c)
-    if not links:
-        return np.zeros(mp.num_directed_links)
-    return np.bincount(np.concatenate(links), weights=np.concatenate(weights),
-                       minlength=mp.num_directed_links)
-
-
 def middle_link_copies(routes_offsets: np.ndarray, routes_links: np.ndarray,
                        pairs: np.ndarray, copies: np.ndarray, num_links: int) -> np.ndarray:
     """Copies per directed link along one stored route per pair (CSR ``offsets``/``links``)."""
@@ -107,3 +89,41 @@ def middle_link_copies(routes_offsets: np.ndarray, routes_links: np.ndarray,
     idx = start + np.arange(int(length.sum()))
     return np.bincount(routes_links[idx], weights=np.repeat(copies, length).astype(np.float64),
                        minlength=num_links)
+
+
+def spray_signature_entries(
+    prop: SprayPropagator, sources: np.ndarray, valid: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """(pair, depth, link, share) of every route from each of ``sources`` (core nodes) to
+    each target of ``prop``: pair = source position x targets + target position; depth: the
+    link's distance (in links) from the target.  ``valid[a, b]`` (default all): which
+    (source, target) pairs carry traffic at all.  Used to find links that always carry the
+    same load (:func:`simulator.cluster.multipath.link_classes`), with one pair per
+    (source, target) instead of one per endpoint pair behind them."""
+    n, nt = prop.num_nodes, prop.num_targets
+    ns = len(sources)
+    tgt = prop.state_src // n
+    out: list[tuple[np.ndarray, ...]] = []
+    lv = prop.levels
+    depth_of = np.zeros(prop.state_src.size, dtype=np.int64)
+    for d, (lo, hi) in enumerate(zip(lv[:-1].tolist(), lv[1:].tolist(), strict=True)):
+        depth_of[lo:hi] = len(lv) - 1 - d
+    for t in range(nt):
+        sel = np.flatnonzero(tgt == t)
+        if not sel.size:
+            continue
+        at = np.zeros((ns, n))
+        ok = np.ones(ns, dtype=bool) if valid is None else valid[:, t].copy()
+        at[np.arange(ns)[ok], sources[ok]] = 1.0
+        for dep in np.unique(depth_of[sel])[::-1].tolist():
+            e = sel[depth_of[sel] == dep]
+            u, v = prop.state_src[e] % n, prop.state_dst[e] % n
+            flow = at[:, u] * prop.share[e]
+            a, j = np.nonzero(flow)
+            out.append((a * nt + t, np.full(a.size, dep), prop.link[e[j]], flow[a, j]))
+            np.add.at(at.T, v, flow.T)
+    if not out:
+        z = np.zeros(0, dtype=np.int64)
+        return z, z, z, np.zeros(0)
+    cat = [np.concatenate(c) for c in zip(*out, strict=True)]
+    return cat[0], cat[1], cat[2], cat[3]

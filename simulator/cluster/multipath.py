@@ -42,7 +42,7 @@ from simulator.cluster.equal_cost import EqualCostDag, Fabric, directed_link_id,
 from simulator.cluster.link_loads import (
     SprayPropagator,
     middle_link_copies,
-    per_pair_link_copies,
+    spray_signature_entries,
 )
 from simulator.cluster.paths import RouteTable, _stable_hash
 from traces.infra.errors import InputError
@@ -178,7 +178,7 @@ class MultipathRoutes:
         if self.mode != "spray":
             keys, where = np.unique(pairs, return_inverse=True)
             total = np.bincount(where.ravel(), weights=copies, minlength=keys.size)
-            return per_pair_link_copies(self, keys, total)
+            return self._per_pair_link_copies(keys, total)
         if not ep.per_gpu:  # pooled: the leaf link up, the core's equal-cost graph, down
             net = self.routes.net
             out = np.zeros(n_links)
@@ -195,6 +195,41 @@ class MultipathRoutes:
         dag, prop = self._switch_dag
         pos = np.searchsorted(dag.targets, sw_b[far])
         return out + prop.push(sw_a[far], pos, copies[far], n_links)
+
+    def class_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Entries whose per-link signatures give the same :func:`link_classes` as
+        :attr:`entries`: with ``spray`` one pair per (attachment, attachment) or (NIC switch,
+        NIC switch) of the core instead of every endpoint pair behind them (the links a pair
+        of endpoints adds on its own, leaf and NIC links, are classes of their own either
+        way); other modes list every endpoint pair."""
+        if self.mode != "spray":
+            return self.entries
+        if not self.endpoints.per_gpu:
+            prop = self._spray_servers
+            sources = self.routes.net.core.targets
+            return spray_signature_entries(prop, sources, ~np.eye(len(sources), dtype=bool))
+        dag, prop = self._switch_dag
+        ep = self.endpoints
+        # a switch pair carries traffic when NICs of two different servers sit on its ends
+        on = np.zeros((len(dag.targets), self.cluster.num_servers), dtype=bool)
+        on[np.searchsorted(dag.targets, self._nic_switch), ep.endpoint_server] = True
+        per = on.sum(axis=1)
+        valid = (per[:, None] + per[None, :] - on.astype(np.int64) @ on.T.astype(np.int64)) > 1
+        np.fill_diagonal(valid, False)
+        return spray_signature_entries(prop, dag.targets, valid)
+
+    def _per_pair_link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Copies per directed link from the routes of the given endpoint pairs, one by one."""
+        n = self.endpoints.count
+        links, weights = [], []
+        for p, c in zip(pairs.tolist(), copies.tolist(), strict=True):
+            for ids, share in self.hops(*divmod(p, n)):
+                links.append(ids)
+                weights.append(share * c)
+        if not links:
+            return np.zeros(self.num_directed_links)
+        return np.bincount(np.concatenate(links), weights=np.concatenate(weights),
+                           minlength=self.num_directed_links)
 
     @cached_property
     def _spray_servers(self) -> SprayPropagator:
