@@ -157,9 +157,9 @@ class _Window:
         self.route_bytes = float(db + cb)
         for li in range(m.num_moe_layers):
             hosts = resolve_hosts_layer(block.experts[:, li, :], origins, self.eg[li],
-                                        routes.distance)
+                                        routes.gpu_distance)
             self.load += np.bincount(hosts.ravel(), minlength=routes.num_gpus)
-            self.hops += 2.0 * float(routes.distance[origins[:, None], hosts].sum())
+            self.hops += 2.0 * float(routes.gpu_distance[origins[:, None], hosts].sum())
             rc = remote_copies(origins, hosts, gs)  # the one de-duplication rule
             self.remote_routes += rc.routes
             self.copies += rc.dedup

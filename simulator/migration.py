@@ -50,12 +50,14 @@ def move_path(run: Any, src: int, dst: int) -> Path:
 
 def migration_link_bytes(routes: RouteTable, moves: Moves, weight_bytes: float) -> np.ndarray:
     """Weight bytes per link direction (the analytic counter's routes), [2 x links]."""
-    from simulator.analytic import link_route_counts
+    from simulator.analytic import pair_route_counts
+    from simulator.traffic import PairList
 
     src, dst = (np.asarray(x, dtype=np.int64) for x in moves)
     g = routes.num_gpus
-    pairs = np.bincount(src * g + dst, minlength=g * g).reshape(g, g)
-    return link_route_counts(routes, pairs).astype(np.float64) * weight_bytes
+    keys, count = np.unique(src * g + dst, return_counts=True)  # sorted: the PairList order
+    per_link = pair_route_counts(routes, PairList(keys // g, keys % g, count))
+    return per_link.astype(np.float64) * weight_bytes
 
 
 def stall_lower_bound_s(routes: RouteTable, per_link_bytes: np.ndarray) -> float:
