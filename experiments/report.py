@@ -291,10 +291,6 @@ def write_study_report(run_dir: Path) -> Path:
     from experiments.outputs import atomic_write_text, save_figure
 
     run_dir = Path(run_dir)
-    if (run_dir / "timeline.parquet").is_file():  # a sweep of rebalancing cells
-        from experiments.report_rebalance import write_rebalance_sweep_report
-
-        return write_rebalance_sweep_report(run_dir)
     record, axes, results, summary = _load_run(run_dir)
     figures: list[tuple[str, str]] = []
 

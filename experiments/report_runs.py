@@ -71,6 +71,10 @@ def write_run_report(run_dir: Path) -> Path:
         raise InputError(f"{run_dir}: not a directory; give a run directory of demo, simulate,"
                          " study or sweep")
     if (run_dir / "study.json").is_file():
+        if (run_dir / "timeline.parquet").is_file():  # a sweep of rebalancing cells
+            from experiments.report_rebalance import write_rebalance_sweep_report
+
+            return write_rebalance_sweep_report(run_dir)
         return write_study_report(run_dir)
     if (run_dir / "meta.json").is_file():
         command = read_meta(run_dir).get("command")

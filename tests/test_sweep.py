@@ -67,6 +67,9 @@ def results_without_timing(run_dir: Path) -> pd.DataFrame:
 def assert_same_run(a: Path, b: Path) -> None:
     pd.testing.assert_frame_equal(results_without_timing(a), results_without_timing(b))
     for name in DETAIL_FRAMES:
+        assert (a / f"{name}.parquet").is_file() == (b / f"{name}.parquet").is_file()
+        if name == "timeline" and not (a / f"{name}.parquet").is_file():
+            continue  # only sweeps of rebalancing cells have timelines
         pd.testing.assert_frame_equal(pd.read_parquet(a / f"{name}.parquet"),
                                       pd.read_parquet(b / f"{name}.parquet"))
 

@@ -252,7 +252,10 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     if "rebalance" in config:  # a policy over time (experiments.studies.rebalance_cell)
         from experiments.studies.rebalance_cell import evaluate_rebalance_cell
 
-        return evaluate_rebalance_cell(config)  # type: ignore[no-any-return]
+        totals, knobs, timeline, model_name, cluster_ = evaluate_rebalance_cell(config)
+        empty = pd.DataFrame()
+        return CellResult({**totals, **cell_labels(config, model_name, cluster_), **knobs},
+                          empty, empty, empty, empty, empty, empty, timeline=timeline)
     source = config["trace"]["source"]
     model = (model_from_config(config["model"]) if source == "synthetic"
              else _file_trace(source).model)  # a replayed file brings its own model

@@ -64,11 +64,11 @@ def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) ->
     return read_trace_meta(Path(source))[0].model
 
 
-def evaluate_rebalance_cell(config: dict[str, Any]) -> Any:
-    """Run the cell's rebalancing; a :class:`~experiments.studies.cell.CellResult` whose row
-    holds the totals and whose ``timeline`` frame the windows."""
+def evaluate_rebalance_cell(config: dict[str, Any]
+                            ) -> tuple[dict[str, Any], dict[str, Any], pd.DataFrame, str, Any]:
+    """Run the cell's rebalancing: its totals, its knobs (columns that override the setup's),
+    its timeline, the model's name and the cluster."""
     from experiments.rebalance import rebalance_with_counterfactual, summarize
-    from experiments.studies.cell import CellResult, cell_labels
     from experiments.studies.sections import build_cluster, solver_options
     from simulator.cluster.paths import build_route_table
     from traces.io import read_trace_meta
@@ -81,8 +81,6 @@ def evaluate_rebalance_cell(config: dict[str, Any]) -> Any:
                                         solver_options(config["placer"], config["seed"]))
     row = {**summarize(res.timeline), "status": "complete",
            "sim_runtime_s": (pd.Timestamp.now() - t0).total_seconds()}
-    row.update(cell_labels(config, read_trace_meta(path)[0].model.name, routes.cluster))
-    row.update({k: getattr(cfg, k) for k in KEYS if k != "origins"})
-    row["origins"] = cfg.origins or "recorded, else dp"
-    empty = pd.DataFrame()
-    return CellResult(row, empty, empty, empty, empty, empty, empty, timeline=res.timeline)
+    knobs = {k: getattr(cfg, k) for k in KEYS if k != "origins"}
+    knobs["origins"] = cfg.origins or "recorded, else dp"
+    return row, knobs, res.timeline, read_trace_meta(path)[0].model.name, routes.cluster
