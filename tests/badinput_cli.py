@@ -137,6 +137,11 @@ _register_study("baseline names no placer of the study", 'name = "tiny"',
 _register_study("replicas for a placer that places none", "trace = {", 'placer = { replicas = 2 }'
                 "\ntrace = {", "placer.replicas", "round-robin does not support")
 _register_study("empty file", STUDY_TOML, "", "the study file is empty")
+_register_study("unknown sim.mode", "seed = 0", 'seed = 0\nsim = { mode = "fluid" }',
+                "unknown mode 'fluid'", "des, flow")
+_register_study("flow option without flow mode", "seed = 0",
+                "seed = 0\nsim = { flow_tolerance = 0.1 }",
+                "flow_tolerance applies to mode flow only, not 'des'")
 
 
 @case(STUDY, "not UTF-8", "study.toml", "not a text file")
@@ -240,6 +245,12 @@ cli_case("simulate: --topology is not JSON", [*_SIM, "--layout", "{dir}/layout.c
 cli_case("simulate: --chunk-bytes 0", [*_SIM, "--layout", "{dir}/layout.csv", "--chunk-bytes",
                                        "0"], "--chunk-bytes", "must be >= 1",
          must_not_exist=("run",))
+cli_case("simulate: --flow-tolerance without --mode flow",
+         [*_SIM, "--layout", "{dir}/layout.csv", "--flow-tolerance", "0.1"],
+         "--flow-tolerance applies to mode flow only, not 'des'", must_not_exist=("run",))
+cli_case("simulate: --mode flow with --flow-tolerance 1",
+         [*_SIM, "--layout", "{dir}/layout.csv", "--mode", "flow", "--flow-tolerance", "1"],
+         "--flow-tolerance", "must be >= 0 and <= 0.5", must_not_exist=("run",))
 cli_case("simulate: --inflight not a number", [*_SIM, "--layout", "{dir}/layout.csv",
                                                "--inflight", "two"], "--inflight",
          "expected an integer", must_not_exist=("run",))

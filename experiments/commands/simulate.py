@@ -1,7 +1,8 @@
 """``moe-netsim simulate``: replay a trace file through a cluster file for a layout file.
 
-``--mode des`` runs the SimPy replay, ``--mode analytic`` the vectorised counter (bytes per
-link, hops per token, bandwidth lower bound per phase).  Both stream the trace.  Every input is
+``--mode des`` runs the SimPy replay, ``--mode flow`` the flow-level replay (same outputs, no
+per-message events), ``--mode analytic`` the vectorised counter (bytes per link, hops per
+token, bandwidth lower bound per phase).  All stream the trace.  Every input is
 checked before the run starts; results go to a run directory that appears only when complete.
 """
 
@@ -10,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -35,8 +37,15 @@ from simulator.cluster.multipath import endpoints_of
 from simulator.cluster.paths import RouteTable, build_route_table
 from simulator.cluster.topology import ClusterSpec
 from simulator.dispatch import check_scheme
-from simulator.engine import SimConfig, simulate, validate_links
+from simulator.engine import SimConfig, validate_links
 from simulator.microbatches import microbatches
+from simulator.modes import (
+    MODE_ONLY_OPTIONS,
+    REPLAY_MODES,
+    SIM_MODES,
+    mode_option_problem,
+)
+from simulator.replay import replay
 from simulator.summaries import summary_frame
 from simulator.traffic import (
     REPLACED_OPTIONS,
@@ -54,16 +63,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `simulate` subcommand."""
     p = sub.add_parser(
         "simulate",
-        help="Replay a trace through a cluster for one layout (SimPy or analytic).",
+        help="Replay a trace through a cluster for one layout (SimPy, flow-level or analytic).",
         description=(
             "Replay a routing trace (native Parquet) through a cluster (JSON) for an expert"
             " layout (Parquet or CSV: layer, expert[, replica], gpu). --mode des runs the"
             " discrete-event model and writes links, utilisation over time, layers, phases,"
-            " tokens, gpus and summary Parquet files; --mode analytic counts bytes per link,"
-            " hops per token and the bandwidth lower bound of every phase."
+            " tokens, gpus and summary Parquet files; --mode flow writes the same files from"
+            " the flow-level model (messages as max-min fair flows); --mode analytic counts"
+            " bytes per link, hops per token and the bandwidth lower bound of every phase."
         ),
     )
-    p.add_argument("--mode", choices=["des", "analytic"], default="des")
+    # the replay modes are SimConfig.mode; the command also offers the analytic count
+    mode = p.add_argument("--mode", choices=list(SIM_MODES), default=SimConfig().mode,
+                          help="; ".join(f"{k}: {v}" for k, v in SIM_MODES.items()) + ".")
+    mode.option_field = (SimConfig, "mode")  # type: ignore[attr-defined]
     p.add_argument("--trace", type=Path, required=True, help="Trace file (native Parquet).")
     add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument(
@@ -90,6 +103,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(p, SimConfig, "gpu_flops_per_s", "--gpu-flops-per-s")
     add_option(p, SimConfig, "expert_time_per_route_s", "--expert-time-per-route-s")
     add_option(p, SimConfig, "utilisation_window_s", "--window-s")
+    add_option(p, SimConfig, "flow_tolerance", "--flow-tolerance")
     add_number(p, "--read-chunk-tokens", int, 65_536,
                "Tokens read from the trace file at a time (memory bound).", "tokens",
                Range(1, 2**30))
@@ -143,6 +157,12 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
+    for name in MODE_ONLY_OPTIONS:
+        problem = mode_option_problem(args.mode, name, "--" + name.replace("_", "-"))
+        if getattr(args, name) is not None and problem:
+            raise InputError(problem)
+    if args.mode in REPLAY_MODES:
+        config = replace(config, mode=args.mode, flow_tolerance=args.flow_tolerance)
     origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
@@ -180,7 +200,7 @@ def run(args: argparse.Namespace) -> int:
             write_parquet(work / "links.parquet", res.links)
             write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
         else:
-            sim = simulate(blocks, routes, expert_gpus, config)
+            sim = replay(blocks, routes, expert_gpus, config)
             summary = sim.summary
             write_parquet(work / "links.parquet", sim.links)
             write_parquet(work / "utilisation.parquet", sim.utilisation)
