@@ -35,7 +35,7 @@ def run_one(mode: str, tolerance: float | None, trace: Path, layers_out: Path,
             traffic_options: dict[str, str], k: int, servers: int, step_tokens: int
             ) -> dict[str, float]:
     """One timed replay in this process (called in a subprocess by ``main``)."""
-    from simulator.engine import SimConfig
+    from simulator.config import SimConfig
     from simulator.microbatches import by_steps
     from simulator.replay import replay
     from simulator.traffic import TrafficConfig

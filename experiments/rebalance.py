@@ -132,7 +132,7 @@ class _Window:
     def latency(self, server_dedup: bool, mode: str) -> dict[str, float]:
         """The window replayed (``mode``: des or flow), one micro-batch per step: MoE latency
         percentiles."""
-        from simulator.engine import SimConfig
+        from simulator.config import SimConfig
         from simulator.replay import replay
 
         assert self.blocks is not None

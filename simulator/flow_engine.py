@@ -22,8 +22,9 @@ import numpy as np
 
 from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
+from simulator.config import SimConfig
 from simulator.dispatch import PhasePlan, check_scheme
-from simulator.engine import SimConfig, SimResult, replay_stream, validate_links
+from simulator.engine import SimResult, replay_stream, validate_links
 from simulator.flow_network import FluidNet
 from simulator.flow_paths import FlowPaths, gather_rows
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame

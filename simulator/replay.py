@@ -8,7 +8,8 @@ from collections.abc import Iterable
 import numpy as np
 
 from simulator.cluster.paths import RouteTable
-from simulator.engine import SimConfig, SimResult, simulate
+from simulator.config import SimConfig
+from simulator.engine import SimResult, simulate
 from simulator.flow_engine import simulate_flow
 from traces.trace import RoutingTrace
 

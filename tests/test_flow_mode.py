@@ -10,7 +10,8 @@ from helpers import make_trace, tiny_model, two_server_cluster
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.flow_engine import simulate_flow
 from simulator.microbatches import microbatches
 from simulator.replay import replay
