@@ -9,8 +9,9 @@ at their max-min fair rates (:mod:`simulator.flow_network`).  Events are flow st
 completions (which free capacity: rates are recomputed), arrivals (one path latency plus the
 pipeline fill of the last chunk after completion) and compute completions, each handled for
 all the flows, messages and GPUs concerned at once (numpy), so the cost is per event batch,
-not per message and hop.  ``flow_tolerance`` merges events closer than that fraction of the
-duration of what they end (:mod:`simulator.flow_network`); 0 is exact.
+not per message and hop.  ``flow_tolerance`` merges the events within that fraction of the
+time scale (the running layers' time so far, or their previous layer's duration, whichever is
+longer) and handles them together at the middle of their span; 0 handles each on its own.
 """
 
 from __future__ import annotations
