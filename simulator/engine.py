@@ -82,7 +82,7 @@ class _Run:
         bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2)
         latency = np.repeat([lk.latency_s for lk in cl], 2)
         # links that always carry the same load share one LinkDirection (see link_classes)
-        self.link_class = link_classes(self.multipath.entries, bandwidth, latency)
+        self.link_class = link_classes(self.multipath.class_entries(), bandwidth, latency)
         own = {
             int(i): LinkDirection(env, int(i), float(bandwidth[i]), float(latency[i]), self.log)
             for i in np.unique(self.link_class)

@@ -268,7 +268,7 @@ class _FlowRun:
         cl = routes.cluster.links
         self.bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
         latency = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
-        self.link_class = link_classes(self.multipath.entries, self.bandwidth, latency)
+        self.link_class = link_classes(self.multipath.class_entries(), self.bandwidth, latency)
         self.paths = FlowPaths(routes, self.multipath, self.link_class, self.bandwidth, latency)
         tol = config.flow_tolerance
         self.tolerance = DEFAULT_FLOW_TOLERANCE if tol is None else tol

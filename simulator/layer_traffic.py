@@ -17,7 +17,13 @@ import pandas as pd
 from simulator.cluster.multipath import Endpoints
 from simulator.cluster.paths import RouteTable
 from simulator.dispatch import PhasePlan, dispatch_plan
-from simulator.traffic import RemoteCopies, pair_counts, remote_copies, resolve_hosts_layer
+from simulator.traffic import (
+    RemoteCopies,
+    pair_hops,
+    pair_list,
+    remote_copies,
+    resolve_hosts_layer,
+)
 from traces.trace import RoutingTrace
 
 
@@ -40,13 +46,14 @@ def layer_traffic(
     """Hosts of the layer's routes (nearest replica), their pair counts and dispatch plan."""
     g = routes.num_gpus
     gs = routes.cluster.gpu_server
-    hosts = resolve_hosts_layer(experts_layer, origins, gpus_layer, routes.distance)
-    pairs = pair_counts(origins, hosts, g)
+    hosts = resolve_hosts_layer(experts_layer, origins, gpus_layer, routes.gpu_distance)
+    pairs = pair_list(origins, hosts, g)
+    own = pairs.src == pairs.dst
     return LayerTraffic(
-        dispatch=dispatch_plan(scheme, origins, hosts, gs, endpoints),
-        routes_on=pairs.sum(axis=0),
-        self_routes=pairs.diagonal() > 0,
-        hops=float((pairs * routes.distance).sum()) * 2,
+        dispatch=dispatch_plan(scheme, origins, hosts, gs, endpoints, pairs),
+        routes_on=np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64),
+        self_routes=np.bincount(pairs.src[own], minlength=g) > 0,
+        hops=pair_hops(routes, pairs) * 2,
         copies=remote_copies(origins, hosts, gs),
     )
 
