@@ -34,8 +34,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simulator.cluster.paths import (
@@ -45,6 +45,9 @@ from simulator.cluster.paths import (
     equal_cost_next_hops,
 )
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 MULTIPATH_MODES: dict[str, str] = {
     "spray": "packet spraying / adaptive routing: even split over equal-cost next hops",
