@@ -150,7 +150,8 @@ def solve_master(
 
     while True:
         it += 1
-        h.setOptionValue("time_limit", max(1e-3, deadline - time.perf_counter()))
+        # HiGHS' time limit counts every run of this instance
+        h.setOptionValue("time_limit", h.getRunTime() + max(1e-3, deadline - time.perf_counter()))
         h.run()
         if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
             break
