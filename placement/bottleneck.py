@@ -30,6 +30,7 @@ import numpy as np
 from placement.assignment import expert_groups
 from placement.ilp import ilp_load
 from placement.load_polytope import (
+    MASTER_SHARE,
     LoadPolytope,
     layout_from_columns,
     layout_near,
@@ -185,7 +186,8 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
                        "no network link carries traffic: every layout is optimal")
     t_load = time.perf_counter()
     info["ilp_load_s"] = t_load - t0
-    master = solve_master(LoadPolytope.of(act, cap_layer), deadline, options.threads,
+    master_end = time.perf_counter() + MASTER_SHARE * max(0.0, deadline - time.perf_counter())
+    master = solve_master(LoadPolytope.of(act, cap_layer), master_end, options.threads,
                           tuple(starts), B=B)
     info.update(master_columns=master.columns, master_iterations=master.iterations,
                 master_converged=master.converged,
@@ -196,9 +198,10 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
         near = layout_near(act, cap_layer, cap_total, master.target)
     cost = np.inf
     if near is not None:
+        good = master.bound * (1 + options.mip_rel_gap)
         server, info["swap_moves"] = refine_swaps(
-            act, near, cap_layer, cap_total, master.target, deadline, B,
-            master.bound * (1 + options.mip_rel_gap))
+            act, near, cap_layer, cap_total, master.target, deadline,
+            lambda P: float((P @ B).max()) <= good)
         cost = float((_server_loads(problem, server) @ B).max())
     elif not starts:
         return failed("ilp-bottleneck", problem, options, start_res.solver or

@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import highspy
@@ -45,6 +46,7 @@ from placement.lp import quiet_highs
 MASTER_TOL = 1e-5  # relative distance of master value and bound at which generation stops
 MAX_COLUMNS = 2_000  # columns of the master LP at most (each a vertex of the load polytope)
 SMOOTHING = 0.5  # Wentges: price at SMOOTHING x best mu + (1 - SMOOTHING) x master mu
+MASTER_SHARE = 0.6  # of the time left, the share the master may use (the layout needs the rest)
 
 
 @dataclass(frozen=True, eq=False)
@@ -240,15 +242,15 @@ def layout_near(
 
 def refine_swaps(
     activation: np.ndarray, server: np.ndarray, cap_layer: np.ndarray, cap_total: np.ndarray,
-    target: np.ndarray, deadline: float, B: np.ndarray, good_enough: float,
+    target: np.ndarray, deadline: float, done: Callable[[np.ndarray], bool],
     max_moves: int = 20_000,
 ) -> tuple[np.ndarray, int]:
     """Swaps within a layer (two experts, or an expert and a free slot) towards ``target``.
 
     Each move is the one of the most-deviating server that most reduces
     sum_b (P_b - P*_b)^2: moving delta from a to b gains 2 delta (d_a - d_b) - 2 delta^2.
-    Stops when no move gains, at ``deadline``, or once the busiest link max_e (P B)_e is at
-    most ``good_enough``.  Returns the new servers [L, E] and the number of moves.
+    Stops when no move gains, at ``deadline``, or once ``done(P)`` holds for the loads P.
+    Returns the new servers [L, E] and the number of moves.
     """
     L, E = activation.shape
     S = len(target)
@@ -268,8 +270,7 @@ def refine_swaps(
     total = (slot >= 0).sum(axis=(1, 2))
     scale = float(np.abs(target).max()) or 1.0
     moves = 0
-    while moves < max_moves and time.perf_counter() < deadline \
-            and float((P @ B).max()) > good_enough:
+    while moves < max_moves and time.perf_counter() < deadline and not done(P):
         d = P - target
         for a in np.argsort(-np.abs(d)):
             delta = wt[a][None, :, :, None] - wt[:, :, None, :]  # [b, L, i on a, j on b]

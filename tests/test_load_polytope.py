@@ -82,8 +82,8 @@ def test_bound_below_the_best_layout_and_the_built_one_above(params):
     assert m.target.sum() == pytest.approx(act.sum())
     for near in (layout_from_columns(act, cap, total, m), layout_near(act, cap, total, m.target)):
         assert near is not None
-        server, _ = refine_swaps(act, near, cap, total, m.target, time.perf_counter() + 30, B,
-                                 0.0)
+        server, _ = refine_swaps(act, near, cap, total, m.target, time.perf_counter() + 30,
+                                 lambda P: False)
         assert all((np.bincount(server[li], minlength=S) <= cap).all() for li in range(L))
         assert server.shape == (L, E)
         assert float((_loads(act, server, S) @ B).max()) >= best * (1 - 1e-9)
@@ -134,7 +134,8 @@ def test_free_slots_and_a_binding_total_are_respected():
     if near is None:
         near = layout_near(act, cap, total, m.target)
     assert near is not None
-    server, _ = refine_swaps(act, near, cap, total, m.target, time.perf_counter() + 30, B, 0.0)
+    server, _ = refine_swaps(act, near, cap, total, m.target, time.perf_counter() + 30,
+                             lambda P: False)
     assert (np.bincount(server.ravel(), minlength=3) <= total).all()
     best = min(float((_loads(act, x, 3) @ B).max()) for x in _layouts(2, 3, cap)
                if (np.bincount(x.ravel(), minlength=3) <= total).all())
