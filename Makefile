@@ -30,6 +30,7 @@ test: lint
 
 # The speed and memory benchmarks of docs/benchmarks.md (several minutes in all).
 bench: $(STAMP)
+	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_traces.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/moe-netsim topology bench

@@ -30,7 +30,8 @@ import numpy as np
 
 from simulator.cluster.builders import LinkDefaults, build_rail_optimized
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta

@@ -36,7 +36,8 @@ from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig
 from traces import RoutingTrace, SynthConfig, generate_trace, model_preset
 from traces.importers.esft import iter_esft

@@ -6,9 +6,10 @@ Writes a DeepSeek-R1 routing trace (58 MoE layers, top-8 of 256, origins on 32 G
 tokens per step) in each binary engine format with the project's exporters, then imports each
 one back in a child process of its own (single-threaded, so the rate is per core) and reports
 wall and CPU time (the child's, start-up included), routed tokens x 58 layers per CPU minute
-(steadier than wall time on a shared machine), the child's peak resident memory
-(``ru_maxrss``: it includes pages of the input mapped from disk, which the kernel can reclaim)
-and its peak heap (``tracemalloc``: NumPy and Python objects, what the chunk bounds).
+(steadier than wall time on a shared machine; from a run without ``tracemalloc``, which
+would double it), the child's peak resident memory (``ru_maxrss``: it includes pages of the
+input mapped from disk, which the kernel can reclaim) and its peak heap (``tracemalloc``, in a
+second run: NumPy and Python objects, what the chunk bounds).
 The target (issue 18) is at least 1M tokens x 58 layers per minute per core
 for the binary formats, with memory bounded by the chunk, not the file.
 """
@@ -26,14 +27,16 @@ from pathlib import Path
 
 FORMATS = ("sglang-dump", "trtllm", "megatron", "vllm", "topk-parquet")
 CHILD = """
-import sys, time, tracemalloc
+import os, sys, time, tracemalloc
+fmt, src, out, heap = sys.argv[1:5]
+if heap == "1":
+    tracemalloc.start()
 from traces.importers import import_trace
 from traces.model import model_preset
-fmt, src, out = sys.argv[1:4]
-tracemalloc.start()
 t0 = time.perf_counter()
 n = import_trace(fmt, src, out, model_preset("deepseek-r1"))
 print(n, time.perf_counter() - t0, tracemalloc.get_traced_memory()[1])
+os.remove(out)
 """
 
 
@@ -78,26 +81,38 @@ def main() -> None:
                 continue
             src = Path(d) / _name(fmt)
             out = Path(d) / f"back-{fmt}.parquet"
-            t0 = time.perf_counter()
-            proc = subprocess.Popen(
-                [sys.executable, "-c", CHILD, fmt, str(src), str(out)],
-                env=env,
-                stdout=subprocess.PIPE,
-                text=True,
-            )
-            _, status, usage = os.wait4(proc.pid, 0)
-            wall = time.perf_counter() - t0
-            assert proc.stdout is not None
-            n, seconds, heap = proc.stdout.read().split()
-            if status:
-                raise SystemExit(f"{fmt}: import failed")
-            cpu = usage.ru_utime + usage.ru_stime
+            n, seconds, wall, cpu, rss, _ = _child(env, fmt, src, out, heap=False)
+            *_, heap = _child(env, fmt, src, out, heap=True)
             print(
-                f"  {fmt:13s} {float(seconds):6.1f} s import ({wall:5.1f} s with start-up,"
-                f" {cpu:5.1f} s CPU)  {int(n) / cpu * 60 / 1e6:5.2f} M tokens x 58 layers per CPU"
-                f" minute  peak RSS {usage.ru_maxrss / 1024:6.0f} MB,"
-                f" heap {int(heap) / 1e6:5.0f} MB"
+                f"  {fmt:13s} {seconds:6.1f} s import ({wall:5.1f} s with start-up,"
+                f" {cpu:5.1f} s CPU)  {n / cpu * 60 / 1e6:5.2f} M tokens x 58 layers per CPU"
+                f" minute  peak RSS {rss / 1024:6.0f} MB, heap {heap / 1e6:5.0f} MB"
             )
+
+
+def _child(
+    env: dict[str, str], fmt: str, src: Path, out: Path, heap: bool
+) -> tuple[int, float, float, float, int, int]:
+    """One import in a process of its own: tokens, import s, wall s, CPU s, peak RSS KB, heap B.
+
+    Speed and heap come from separate runs: ``tracemalloc`` roughly doubles the CPU time of
+    an import (it hooks every allocation), so the timed run does not trace.
+    """
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", CHILD, fmt, str(src), str(out), "1" if heap else "0"],
+        env=env,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    assert proc.stdout is not None
+    if status:
+        raise SystemExit(f"{fmt}: import failed")
+    n, seconds, peak_heap = proc.stdout.read().split()
+    cpu = usage.ru_utime + usage.ru_stime
+    return int(n), float(seconds), wall, cpu, usage.ru_maxrss, int(peak_heap)
 
 
 def _name(fmt: str) -> str:

@@ -31,7 +31,7 @@ from placement import STRATEGIES, SolverOptions, check_layout, solve_placement
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from traces import model_preset
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import load_load_stats
 
 VARIANTS = ("replicas", "eplb-replicas", "balance")
 SIZES = {
@@ -77,7 +77,7 @@ def main() -> None:
         model = model_preset(name)
         routes = build_route_table(build_fat_tree(k, servers))
         if size == "r1" and args.stats:
-            act = read_sglang_logical_count(args.stats, model).activation()
+            act = load_load_stats(args.stats, model).activation()
         else:
             act = synthetic_activation(model.num_moe_layers, model.num_routed_experts,
                                        model.top_k, seed=0)

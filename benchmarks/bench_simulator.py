@@ -91,7 +91,8 @@ def run_mode(
 ) -> dict[str, float]:
     """One timed run in this process (called in a subprocess by ``main``)."""
     from simulator.analytic import count_traffic
-    from simulator.engine import SimConfig, simulate
+    from simulator.config import SimConfig
+    from simulator.engine import simulate
     from simulator.microbatches import by_steps
     from simulator.traffic import TrafficConfig
     from traces.io import read_trace_meta

@@ -77,6 +77,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def command_paths(parser: argparse.ArgumentParser | None = None) -> list[tuple[str, ...]]:
+    """Every runnable command, e.g. ``("place",)``, ``("trace", "synth")``, in help order."""
+    out: list[tuple[str, ...]] = []
+
+    def walk(p: argparse.ArgumentParser, path: tuple[str, ...]) -> None:
+        subs = [a for a in p._actions if isinstance(a, argparse._SubParsersAction)]
+        if not subs:
+            out.append(path)
+        for action in subs:
+            for name, child in action.choices.items():
+                walk(child, (*path, name))
+
+    walk(parser or build_parser(), ())
+    return out
+
+
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 

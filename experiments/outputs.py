@@ -29,9 +29,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import pandas as pd
+from typing import TYPE_CHECKING, Any
 
 from traces.infra.atomic import (
     atomic_output,
@@ -42,6 +40,9 @@ from traces.infra.atomic import (
 )
 from traces.infra.errors import InputError
 from traces.infra.protected import check_writable
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 COMPLETE_MARKER = "COMPLETE"
 

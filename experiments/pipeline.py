@@ -24,7 +24,8 @@ from placement.token_sample import TokenSample
 from simulator.analytic import AnalyticResult, count_traffic
 from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.paths import RouteTable
-from simulator.engine import SimConfig, SimResult, simulate
+from simulator.config import SimConfig
+from simulator.engine import SimResult, simulate
 from simulator.microbatches import microbatches
 from simulator.traffic import TrafficConfig, resolve_origins
 from traces import RoutingTrace

@@ -170,6 +170,10 @@ def _segment(
     return list(zip(a[0] + (b[0] - a[0]) * t, a[1] + h * np.sin(np.pi * t), strict=True))
 
 
+MAX_WIDTH_IN = 14.0  # widest drawing, inches (at the 120 dpi of save_figure: 1,680 px)
+MAX_NAMED = 32  # name servers and switches only up to this many of each (else they overlap)
+
+
 def plot_topology(
     cluster: ClusterSpec,
     link_load: np.ndarray | None = None,
@@ -186,7 +190,11 @@ def plot_topology(
     by_name = {n.name: n for n in cluster.nodes}
     width = max(p[0] for p in pos.values()) + 1
     top = max(level.values())
-    fig, ax = plt.subplots(figsize=(min(max(8.0, width * 0.35), 32.0), 2.0 + 1.3 * top))
+    # at most 14 inches wide: a report shows the figure about 1100 px wide, and text must stay
+    # legible there (a 128-server rail cluster would otherwise be 3,800 px wide, its text 2 px)
+    fig_w = min(max(8.0, width * 0.35), MAX_WIDTH_IN)
+    fig, ax = plt.subplots(figsize=(fig_w, 2.0 + 1.3 * top))
+    label_pt = 9 if fig_w >= 10 else 8
     # groups (pods, dragonfly groups, leaves, rail groups): a box behind their servers and GPUs
     members: dict[int, list[str]] = defaultdict(list)
     for s in cluster.servers:
@@ -198,7 +206,8 @@ def plot_topology(
             Rectangle((min(xs) - 0.5, -0.35), max(xs) - min(xs) + 1.0, 1.7,
                       color=f"C{grp % 10}", alpha=0.08, zorder=0)
         )
-        ax.text((min(xs) + max(xs)) / 2, -0.5, f"group {grp}", ha="center", va="top", fontsize=7)
+        ax.text((min(xs) + max(xs)) / 2, -0.5, f"group {grp}", ha="center", va="top",
+                fontsize=label_pt)
     segs = [_segment(pos[lk.a], pos[lk.b], width) for lk in cluster.links]
     if link_load is None:
         colours = [_TIER_COLOURS.get(lk.tier, "#888888") for lk in cluster.links]
@@ -207,13 +216,16 @@ def plot_topology(
         tiers = list(dict.fromkeys(lk.tier for lk in cluster.links))
         for t in tiers:
             ax.plot([], [], color=_TIER_COLOURS.get(t, "#888888"), label=t or "(no tier)")
-        ax.legend(title="link tier", fontsize=7, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+        ax.legend(title="link tier", fontsize=label_pt, loc="upper left",
+                  bbox_to_anchor=(1.0, 1.0))
     else:
         load = np.asarray(link_load, dtype=float)
         if load.shape != (len(cluster.links),):
             raise InputError(
                 f"link load has {load.size} values, the cluster {len(cluster.links)} links"
             )
+        if load_label == "bytes":  # GB on the colour bar, not "1e8" above raw bytes
+            load, load_label = load / 1e9, "GB"
         peak = float(load.max()) if load.size and load.max() > 0 else 1.0
         norm = Normalize(0.0, peak)
         cmap = plt.get_cmap("plasma_r")
@@ -239,28 +251,28 @@ def plot_topology(
     for name in kinds["switch"]:
         x, y = pos[name]
         ax.scatter([x], [y], s=60, marker="D", color="#444444", zorder=3)
-    if len(kinds["switch"]) <= 64:
+    if len(kinds["switch"]) <= MAX_NAMED:
         for name in kinds["switch"]:
             x, y = pos[name]
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(0, 6), ha="center",
-                        fontsize=6)
-    if len(kinds["server"]) <= 64:
+                        fontsize=7)
+    if len(kinds["server"]) <= MAX_NAMED:
         for name in kinds["server"]:
             x, y = pos[name]
-            ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, -3), fontsize=6)
+            ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, -3), fontsize=7)
     ticks = sorted(set(level.values()))
     names = {0: "GPUs", 1: "servers"}
     for lev in ticks:
         if lev not in names:
             tiers = sorted({by_name[n].tier for n, v in level.items() if v == lev} - {""})
             names[lev] = "/".join(tiers) or f"switch level {lev - 1}"
-    ax.set_yticks(ticks, [names[t] for t in ticks])
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=label_pt + 1)
     ax.set_xticks([])
     ax.set_xlim(-1.0, width)
     arcs = any(level[lk.a] == level[lk.b] and level[lk.a] > 1 for lk in cluster.links)
     ax.set_ylim(-0.9, top + (1.4 if arcs else 0.6))
     for side in ("top", "right", "bottom"):
         ax.spines[side].set_visible(False)
-    ax.set_title(title or f"{cluster.name}: {cluster.description}", fontsize=9)
+    ax.set_title(title or f"{cluster.name}: {cluster.description}", fontsize=label_pt + 2)
     fig.tight_layout()
     return fig

@@ -18,16 +18,41 @@ if TYPE_CHECKING:
 TIER_ORDER = ["nvlink", "access", "aggregation", "core", "global", "spine", "leaf", "rail"]
 
 
+def zoom_to_differences(ax: Any, values: np.ndarray, baseline: float | None = None) -> None:
+    """Bars whose differences are small next to their size: start the y axis near the smallest
+    value (and say so on the axis) and label each bar with its value and its change against
+    ``baseline`` (default: the first), so that a 2% difference is visible and read as 2%."""
+    v = np.asarray(values, dtype=float)
+    finite = v[np.isfinite(v)]
+    if finite.size == 0:
+        return
+    lo, hi = float(finite.min()), float(finite.max())
+    spread = hi - lo
+    if lo > 0 and spread < 0.3 * hi:
+        pad = spread if spread > 0 else 0.01 * hi
+        bottom = max(0.0, lo - 1.5 * pad)
+        ax.set_ylim(bottom, hi + 1.0 * pad)
+        ax.set_ylabel(f"{ax.get_ylabel()}\n(the axis starts at {bottom:,.4g}, not 0)")
+    base = v[0] if baseline is None else baseline
+    for xi, value in enumerate(v):
+        if not np.isfinite(value):
+            continue
+        label = f"{value:,.4g}"
+        if base and np.isfinite(base) and xi > 0:
+            label += f"\n{100 * (value - base) / base:+.1f}%"
+        ax.annotate(label, (xi, value), ha="center", va="bottom", fontsize=8,
+                    xytext=(0, 2), textcoords="offset points")
+
+
 def plot_summary_bars(summary: pd.DataFrame) -> Figure:
     """Hops per token and bytes per link tier, one bar group per strategy."""
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(11, 4))
     strategies = summary["strategy"].tolist()
     x = np.arange(len(strategies))
     ax1.bar(x, summary["hops_per_token"], color="tab:blue")
-    for xi, v in zip(x, summary["hops_per_token"], strict=True):
-        ax1.annotate(f"{v:,.0f}", (xi, v), ha="center", va="bottom", fontsize=9)
     ax1.set_xticks(x, strategies)
     ax1.set_ylabel("hops per token (dispatch + combine, all layers)")
+    zoom_to_differences(ax1, summary["hops_per_token"].to_numpy(dtype=float))
     ax1.set_title("The paper's metric: hops per token")
     tiers = [c[len("bytes_"):] for c in summary.columns if c.startswith("bytes_")]
     tiers.sort(key=lambda t: TIER_ORDER.index(t) if t in TIER_ORDER else 99)
@@ -39,7 +64,7 @@ def plot_summary_bars(summary: pd.DataFrame) -> Figure:
     ax2.set_xticks(x, strategies)
     ax2.set_ylabel("bytes carried by links of the tier (GB, both phases)")
     ax2.set_title("Link bytes by tier")
-    ax2.legend(title="link tier", fontsize=8)
+    ax2.legend(title="link tier", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
     return fig
 
@@ -56,7 +81,7 @@ def plot_link_bytes(links: pd.DataFrame) -> Figure:
     ax.set_xlabel("network link direction, ranked by load")
     ax.set_ylabel("bytes (GB)")
     ax.set_title("Per-link bytes on the network")
-    ax.legend()
+    ax.legend(loc="upper right")
     ax.grid(alpha=0.3)
     fig.tight_layout()
     return fig
@@ -67,7 +92,7 @@ def plot_server_load(server_load: pd.DataFrame) -> Figure:
 
     ``server_load`` has columns strategy, server, cost, load.
     """
-    fig, ax = plt.subplots(figsize=(8, 4))
+    fig, ax = plt.subplots(figsize=(9, 4.5))
     first = server_load[server_load["strategy"] == server_load["strategy"].iloc[0]]
     order = first.sort_values(["cost", "server"])["server"].to_numpy()
     pos = {s: i for i, s in enumerate(order)}
@@ -80,12 +105,15 @@ def plot_server_load(server_load: pd.DataFrame) -> Figure:
     ax2.plot(np.arange(len(order)), first.set_index("server").loc[order, "cost"], "k.--",
              label="server cost c[s]")
     ax2.set_ylabel("c[s]: expected round-trip distance from origins")
-    ax.set_xticks(np.arange(len(order)), [str(s) for s in order], fontsize=7)
+    step = max(1, len(order) // 32)  # about 32 labels at most, so they stay legible
+    ax.set_xticks(np.arange(0, len(order), step), [str(s) for s in order[::step]], fontsize=7)
     ax.set_xlabel("server (sorted by distance cost, cheapest first)")
     ax.set_ylabel("expected routes per token landing on the server")
-    ax.set_title("Where the expert load goes")
-    ax.legend(loc="upper center", fontsize=8)
-    ax2.legend(loc="upper right", fontsize=8)
+    ax.set_title("Where the expert load goes", pad=28)
+    handles = ax.get_legend_handles_labels()
+    extra = ax2.get_legend_handles_labels()
+    ax.legend(handles[0] + extra[0], handles[1] + extra[1], loc="lower center",
+              bbox_to_anchor=(0.5, 1.0), ncols=len(strategies) + 1, fontsize=8, frameon=False)
     fig.tight_layout()
     return fig
 
@@ -125,18 +153,32 @@ def plot_metric_by_setup(
         placers = list(dict.fromkeys(results["placer"]))
         fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(setups) + 4), 5.2))
         width = 0.8 / max(len(placers), 1)
+        crowded = len(placers) * len(setups) > 12  # labels on the bars turn upright
         x = np.arange(len(setups))
         for j, placer in enumerate(placers):
             df = results[results["placer"] == placer].set_index("setup")
             vals = np.array([df[metric].get(s, np.nan) for s in setups], dtype=float) / scale
-            ax.bar(x + (j - (len(placers) - 1) / 2) * width, vals, width=width,
-                   label=str(placer))
+            bars = ax.bar(x + (j - (len(placers) - 1) / 2) * width, vals, width=width,
+                          label=str(placer))
+            if j > 0:  # the change against the first placer of the setup, on the bar
+                first = results[results["placer"] == placers[0]].set_index("setup")[metric]
+                base = np.array([first.get(s, np.nan) for s in setups], dtype=float) / scale
+                for bar, value, b in zip(bars, vals, base, strict=True):
+                    if np.isfinite(value) and np.isfinite(b) and b:
+                        ax.annotate(f"{100 * (value - b) / b:+.1f}%",
+                                    (bar.get_x() + bar.get_width() / 2, value), ha="center",
+                                    va="bottom", fontsize=9 if crowded else 10,
+                                    rotation=90 if crowded else 0,
+                                    xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(x, [s.replace(" / ", "\n") for s in setups])
         ax.set_ylabel(ylabel)
         ax.set_title(title)
         top = np.nanmax(results[metric].to_numpy(dtype=float) / scale) if len(results) else 1
-        ax.set_ylim(0, 1.22 * top if np.isfinite(top) and top > 0 else 1)
-        ax.legend(title="placer", ncols=min(4, len(placers)), loc="upper center")
+        ax.set_ylim(0, 1.15 * top if np.isfinite(top) and top > 0 else 1)
+        ax.legend(title=f"placer (% vs. {placers[0]} on the bars)" if placers else "placer",
+                  ncols=min(5, len(placers)), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+                  frameon=False)
+        ax.set_title(title, pad=48)
         ax.grid(axis="y", alpha=0.3)
         fig.tight_layout()
     return fig
@@ -179,7 +221,7 @@ def plot_latency_cdfs(tokens: pd.DataFrame, title: str) -> Figure:
         ax.set_xlabel("MoE latency per token, all layers (ms)")
         ax.set_ylabel("fraction of tokens")
         ax.set_title(title)
-        ax.legend(title="placer")
+        ax.legend(title="placer", loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
         fig.tight_layout()
     return fig
@@ -227,7 +269,8 @@ def plot_utilisation_over_time(util: pd.DataFrame, title: str) -> Figure:
         ax.set_ylabel("network link utilisation in the window")
         ax.set_ylim(0, 1.05)
         ax.set_title(title)
-        ax.legend(fontsize=8, ncol=2)
+        ax.legend(fontsize=8, ncol=2, loc="upper center", bbox_to_anchor=(0.5, -0.18),
+                  frameon=False)
         ax.grid(alpha=0.3)
         fig.tight_layout()
     return fig

@@ -130,7 +130,8 @@ class _Window:
 
     def latency(self, server_dedup: bool) -> dict[str, float]:
         """The window replayed in the DES, one micro-batch per step: MoE latency percentiles."""
-        from simulator.engine import SimConfig, simulate
+        from simulator.config import SimConfig
+        from simulator.engine import simulate
 
         assert self.blocks is not None
         res = simulate(self.blocks, self.routes, self.eg,

@@ -23,30 +23,21 @@ class Section:
 
 _CSS = """
 body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
-table{border-collapse:collapse;font-size:13px;margin:1em 0}
+div.table{max-width:100%;overflow-x:auto;margin:1em 0}
+table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-th{background:#f3f3f3}
+td{white-space:nowrap}
+th{background:#f3f3f3;vertical-align:bottom;min-width:4.5em}
 td:first-child,th:first-child{text-align:left}
 figure{margin:1.5em 0} img{max-width:100%} figcaption{font-size:13px;color:#555}
 """
 
 
 def format_table(df: pd.DataFrame) -> str:
-    def fmt(v: object) -> str:
-        if isinstance(v, float):
-            if abs(v) >= 1e6:
-                return f"{v:,.0f}"
-            return f"{v:,.3f}"
-        if isinstance(v, int):
-            return f"{v:,}"
-        return html.escape(str(v))
+    """The table in human units and readable headers (experiments.report_tables)."""
+    from experiments.report_tables import table_html
 
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in df.columns)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{fmt(v)}</td>" for v in row) + "</tr>"
-        for row in df.itertuples(index=False)
-    )
-    return f"<table><tr>{head}</tr>{rows}</table>"
+    return table_html(df)
 
 
 def render_report(title: str, sections: Sequence[Section]) -> str:
@@ -161,7 +152,7 @@ def _load_run(run_dir: Path) -> tuple[dict[str, Any], list[str], pd.DataFrame, p
     if not results_path.is_file() or not (run_dir / "study.json").is_file():
         raise InputError(
             f"{run_dir}: not a finished study or sweep run (results.parquet or study.json"
-            " missing); run or resume the sweep first (the demo writes its own report)"
+            " missing); run or resume the sweep first"
         )
     record = json.loads((run_dir / "study.json").read_text())
     axes = record.get("axes", [])
@@ -282,7 +273,7 @@ def _run_sections(
     return sections
 
 
-def write_run_report(run_dir: Path) -> Path:
+def write_study_report(run_dir: Path) -> Path:
     """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
     import matplotlib.pyplot as plt
 

@@ -13,10 +13,10 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from placement.options import SolverOptions
 from placement.outcome import SolverOutcome, SolveStatus
 from placement.token_sample import TokenSample
 from traces.infra.errors import InputError
-from traces.infra.options import check_options, option
 
 
 @dataclass(frozen=True, eq=False)
@@ -327,21 +327,6 @@ class ExpertLayout:
         if gpu_server is not None:
             df["server"] = gpu_server[gpu]
         return df
-
-
-@dataclass(frozen=True, slots=True)
-class SolverOptions:
-    """HiGHS options, recorded with every result."""
-
-    time_limit_s: float = option(60.0, "Solver time limit.", "s", 0, 1e7, low_open=True)
-    mip_rel_gap: float = option(  # HiGHS's own default
-        1e-4, "Relative MIP gap to stop at (MIP variants; the TU ILPs are exact).", "", 0, 1,
-        high_open=True)
-    threads: int = option(1, "HiGHS threads.", "threads", 1, 1024)
-    seed: int = option(0, "HiGHS random_seed (and baseline rng).", "", 0, 2**31 - 1)
-
-    def __post_init__(self) -> None:
-        check_options(self, "solver")
 
 
 @dataclass(frozen=True, eq=False)

@@ -2,34 +2,53 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import importlib
+from collections.abc import Callable, Iterator, Mapping
+from typing import TYPE_CHECKING
 
-from placement.baselines import contiguous, greedy, random_layout, round_robin
-from placement.bottleneck import ilp_bottleneck
-from placement.dedup.solve import dedup, dedup_bytes
-from placement.eplb import eplb
-from placement.ilp import ilp_bytes, ilp_load, ilp_origin, ilp_uniform
-from placement.problem import PlacementProblem, PlacementResult, SolverOptions
 from traces.infra.errors import InputError
 
-Strategy = Callable[[PlacementProblem, SolverOptions], PlacementResult]
+if TYPE_CHECKING:
+    from placement.problem import PlacementProblem, PlacementResult, SolverOptions
 
-STRATEGIES: dict[str, Strategy] = {
-    "contiguous": contiguous,
-    "round-robin": round_robin,
-    "random": random_layout,
-    "greedy": greedy,
-    "eplb": eplb,
-    "ilp": ilp_uniform,
-    "ilp-load": ilp_load,
-    "ilp-origin": ilp_origin,
-    "ilp-bytes": ilp_bytes,
-    "ilp-bottleneck": ilp_bottleneck,
-    "dedup": dedup,
-    "dedup-bytes": dedup_bytes,
+Strategy = Callable[["PlacementProblem", "SolverOptions"], "PlacementResult"]
+
+# name -> (module, function); a strategy's module (HiGHS for the ILPs) is imported when the
+# strategy is first looked up, so that listing the names (``--help``) imports no solver.
+_WHERE: dict[str, tuple[str, str]] = {
+    "contiguous": ("placement.baselines", "contiguous"),
+    "round-robin": ("placement.baselines", "round_robin"),
+    "random": ("placement.baselines", "random_layout"),
+    "greedy": ("placement.baselines", "greedy"),
+    "eplb": ("placement.eplb", "eplb"),
+    "ilp": ("placement.ilp", "ilp_uniform"),
+    "ilp-load": ("placement.ilp", "ilp_load"),
+    "ilp-origin": ("placement.ilp", "ilp_origin"),
+    "ilp-bytes": ("placement.ilp", "ilp_bytes"),
+    "ilp-bottleneck": ("placement.bottleneck", "ilp_bottleneck"),
+    "dedup": ("placement.dedup.solve", "dedup"),
+    "dedup-bytes": ("placement.dedup.solve", "dedup_bytes"),
 }
 # Strategies fitted on per-token routing (``PlacementProblem.token_sample``), not on counts.
 SAMPLE_STRATEGIES = frozenset({"dedup", "dedup-bytes"})
+
+
+class _Strategies(Mapping[str, Strategy]):
+    """Every strategy by name; the function is imported on first access."""
+
+    def __getitem__(self, name: str) -> Strategy:
+        module, function = _WHERE[name]
+        fn: Strategy = getattr(importlib.import_module(module), function)
+        return fn
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(_WHERE)
+
+    def __len__(self) -> int:
+        return len(_WHERE)
+
+
+STRATEGIES: Mapping[str, Strategy] = _Strategies()
 
 
 # What each strategy honours besides the slots: a problem asking for more is refused, never
@@ -68,5 +87,7 @@ def solve_placement(
         raise InputError(
             f"unknown placement strategy {strategy!r}; known: {', '.join(sorted(STRATEGIES))}"
         ) from None
+    from placement.options import SolverOptions
+
     check_supported(problem, strategy)
     return fn(problem, options or SolverOptions())

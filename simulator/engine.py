@@ -29,7 +29,7 @@ its MoE latency is the sum over layers.
 from __future__ import annotations
 
 from collections.abc import Generator, Iterable, Iterator
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import dataclass, fields
 from typing import Any
 
 import numpy as np
@@ -39,12 +39,12 @@ import simpy
 from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection
+from simulator.config import SimConfig
 from simulator.dispatch import check_scheme, dispatch_plan
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     CopyTally,
-    TrafficConfig,
     pair_counts,
     remote_copies,
     resolve_hosts_layer,
@@ -53,44 +53,9 @@ from simulator.traffic import (
 )
 from simulator.transfer import Path, Transfer
 from traces.infra.errors import InputError
-from traces.infra.options import check_options, option
 from traces.trace import RoutingTrace
 
 TIME_UNIT = "s"
-
-
-@dataclass(frozen=True, slots=True)
-class SimConfig:
-    """Run knobs of the replay."""
-
-    traffic: TrafficConfig = field(default_factory=TrafficConfig)
-    chunk_bytes: int = option(1 << 20, "Messages are cut into chunks of this size.", "bytes",
-                              1, 2**40)
-    inflight_microbatches: int = option(2, "Micro-batches in flight at once (overlap).",
-                                        "micro-batches", 1, 1_000_000)
-    microbatch_tokens: int | None = option(
-        None, "Re-cut the stream into micro-batches of N tokens; default: blocks.", "tokens",
-        1, 2**40)
-    gpu_flops_per_s: float = option(400e12, "Effective expert GEMM rate of one GPU.", "FLOP/s",
-                                    0, 1e21, low_open=True)
-    expert_time_per_route_s: float | None = option(
-        None, "Compute time per routed token per expert; default from FLOPs.", "s", 0, 1e6)
-    utilisation_window_s: float | None = option(
-        None, "Window of the utilisation-over-time frame; default makespan/100.", "s",
-        0, 1e9, low_open=True)
-
-    def __post_init__(self) -> None:
-        check_options(self, "simulate")
-
-    def route_compute_s(self, hidden: int, intermediate: int) -> float:
-        """Expert time per route: given, or 3 GEMMs (gate, up, down) = 6*hidden*inter FLOPs."""
-        if self.expert_time_per_route_s is not None:
-            return self.expert_time_per_route_s
-        inter = intermediate or hidden
-        return 6.0 * hidden * inter / self.gpu_flops_per_s
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
 
 
 @dataclass(frozen=True, eq=False)

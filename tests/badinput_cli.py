@@ -191,9 +191,10 @@ cli_case("trace import: --out exists",
          "--overwrite")
 _PLACE = ["place", "--fat-tree", "4", "2", "--out", "{dir}/layout_out.csv"]
 cli_case("place: --stats missing", [*_PLACE, "--stats", "{dir}/nope.parquet"],
-         "nope.parquet: statistics file not found", must_not_exist=("layout_out.csv",))
+         "nope.parquet: load statistics file not found", must_not_exist=("layout_out.csv",))
 cli_case("place: --stats not Parquet", [*_PLACE, "--stats", "{dir}/afile"],
-         "afile: expected .json (SGLang) or .parquet", must_not_exist=("layout_out.csv",))
+         "afile: load statistics are an SGLang logical_count .json",
+         must_not_exist=("layout_out.csv",))
 cli_case("place: --stats trace with a bad expert id (the real cause, not 'no tokens')",
          [*_PLACE, "--stats", "{dir}/badexpert.parquet"], "badexpert.parquet",
          "expert id 200 out of range 0..7", must_not_exist=("layout_out.csv",))

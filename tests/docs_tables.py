@@ -99,7 +99,7 @@ def _solver_options() -> str:
 
 
 def _sim_config() -> str:
-    from simulator.engine import SimConfig
+    from simulator.config import SimConfig
     from simulator.traffic import TrafficConfig
 
     return dataclass_table(SimConfig, TrafficConfig, skip=("traffic",))

@@ -309,7 +309,7 @@ def test_results_cannot_be_unmarked():
 def test_a_timed_out_placement_stops_the_pipeline_with_the_reason():
     from experiments.pipeline import place_and_replay
     from simulator.cluster.paths import build_route_table
-    from simulator.engine import SimConfig
+    from simulator.config import SimConfig
 
     routes = build_route_table(cluster_from_dict(_cluster_dict()))
     trace = tiny_trace()

@@ -14,7 +14,8 @@ from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig, remote_copies
 from traces import SynthConfig, generate_trace
 from traces.model import ModelSpec

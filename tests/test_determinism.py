@@ -27,7 +27,8 @@ from placement import (
 from simulator.cluster.builders import LinkDefaults, build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from traces import ModelSpec, SynthConfig, generate_trace
 from traces.synthetic import iter_synthetic
 

@@ -17,8 +17,9 @@ from simulator.cluster.io import cluster_from_dict, cluster_to_dict, load_cluste
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
+from simulator.config import SimConfig
 from simulator.dispatch import dedup_keys
-from simulator.engine import SimConfig, simulate
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
 

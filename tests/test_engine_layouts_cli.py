@@ -109,67 +109,21 @@ def test_cli_import_export_and_replay_an_engine_layout(tmp_path: Path, capsys) -
     src.write_text("".join(json.dumps(sglang_response(a, MODEL)) + "\n" for a in arrays))
     model = str(_model_file(tmp_path))
     trace = tmp_path / "t.parquet"
-    assert (
-        main(
-            [
-                "trace",
-                "import",
-                "--format",
-                "sglang-routed",
-                str(src),
-                "--model",
-                model,
-                "--out",
-                str(trace),
-            ]
-        )
-        == 0
-    )
+
+    def import_(fmt: str, src_: Path, out: Path, *extra: str) -> int:
+        argv = ["trace", "import", "--format", fmt, str(src_), "--model", model, *extra]
+        return main([*argv, "--out", str(out)])
+
+    assert import_("sglang-routed", src, trace) == 0
     assert read_trace(trace).num_tokens == 10
-    assert (
-        main(
-            ["trace", "export", str(trace), "--format", "trtllm", "--out", str(tmp_path / "stats")]
-        )
-        == 0
-    )
-    assert (tmp_path / "stats" / "rank0_raw.safetensors").exists()
-    assert (
-        main(
-            [
-                "trace",
-                "import",
-                "--format",
-                "trtllm",
-                str(tmp_path / "stats"),
-                "--model",
-                model,
-                "--out",
-                str(tmp_path / "u.parquet"),
-            ]
-        )
-        == 0
-    )
+    stats = tmp_path / "stats"
+    assert main(["trace", "export", str(trace), "--format", "trtllm", "--out", str(stats)]) == 0
+    assert (stats / "rank0_raw.safetensors").exists()
+    assert import_("trtllm", stats, tmp_path / "u.parquet") == 0
     assert np.array_equal(read_trace(tmp_path / "u.parquet").experts, read_trace(trace).experts)
     capsys.readouterr()
     # an option the format does not use is refused, naming the flag; nothing is written
-    assert (
-        main(
-            [
-                "trace",
-                "import",
-                "--format",
-                "sglang-routed",
-                str(src),
-                "--model",
-                model,
-                "--ranks",
-                "4",
-                "--out",
-                str(tmp_path / "x.parquet"),
-            ]
-        )
-        == 2
-    )
+    assert import_("sglang-routed", src, tmp_path / "x.parquet", "--ranks", "4") == 2
     err = capsys.readouterr().err.strip()
     assert err.count("\n") == 0 and "--ranks applies to --format sglang-dump" in err
     assert not (tmp_path / "x.parquet").exists()

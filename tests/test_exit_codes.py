@@ -68,14 +68,14 @@ def test_disk_full_names_the_users_file_and_exits_2(tmp_path: Path, monkeypatch)
 
 def test_os_error_in_a_run_directory_names_the_users_directory(tmp_path: Path,
                                                                monkeypatch) -> None:
-    import experiments.commands.simulate as sim
+    import experiments.outputs as outputs  # simulate imports its writers when it runs
 
     prepare_cli_dir(tmp_path)
 
     def read_only(path, frame):  # noqa: ANN001
         raise OSError(30, "Read-only file system", str(path))
 
-    monkeypatch.setattr(sim, "write_parquet", read_only)
+    monkeypatch.setattr(outputs, "write_parquet", read_only)
     run = tmp_path / "run"
     code, err = _run(["simulate", "--mode", "analytic", "--trace", f"{tmp_path}/trace.parquet",
                       "--topology", f"{tmp_path}/cluster.json", "--layout",

@@ -17,7 +17,7 @@ import pytest
 from experiments.cli import build_parser
 from experiments.studies.spec import solver_options, split_sim_options
 from placement import SolverOptions
-from simulator.engine import SimConfig
+from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range, range_problem

@@ -10,7 +10,8 @@ from matplotlib.figure import Figure
 
 from experiments import plots
 from experiments.cli import main
-from experiments.report import summarize_study, write_run_report
+from experiments.report import summarize_study
+from experiments.report_runs import write_run_report
 from experiments.studies import load_study_file, run_study
 from tests.test_sweep import study_file
 from traces.infra.errors import InputError
@@ -78,6 +79,6 @@ def test_plot_functions_take_frames_and_return_figures():
 
 
 def test_report_of_something_that_is_not_a_run(tmp_path):
-    with pytest.raises(InputError, match="not a finished study or sweep run"):
+    with pytest.raises(InputError, match="not a finished run directory"):
         write_run_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2

@@ -17,7 +17,8 @@ from simulator.analytic import count_traffic, link_route_counts
 from simulator.cluster.builders import LinkDefaults, build_fat_tree, build_rail_optimized
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts, resolve_origins
 
 

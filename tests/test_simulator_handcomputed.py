@@ -8,7 +8,8 @@ from helpers import make_trace, tiny_model, two_server_cluster
 
 from simulator.analytic import count_traffic
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.traffic import TrafficConfig
 
 # Setup shared by the cases: hidden 10, FP8-like dispatch (1 B/element -> 10 B per route),

@@ -12,7 +12,8 @@ from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.components import BusyLog, LinkDirection
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from simulator.microbatches import by_steps, by_tokens
 from simulator.summaries import LINK_CLASSES
 from simulator.traffic import TrafficConfig

@@ -19,7 +19,8 @@ from experiments.plot_topology import (
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.io import load_cluster
 from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig, simulate
+from simulator.config import SimConfig
+from simulator.engine import simulate
 from traces.infra.errors import InputError
 
 

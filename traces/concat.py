@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from traces.infra.errors import InputError
-from traces.io import iter_trace, read_trace_meta, write_blocks
 from traces.trace import RoutingTrace, TraceMeta
 
 MISSING_STEPS = ("refuse", "sequence")
@@ -27,6 +26,8 @@ MISSING_STEPS = ("refuse", "sequence")
 
 def _columns(path: Path) -> tuple[bool, bool, bool]:
     """(has origin, has step, has gates) of a trace file, from its first block."""
+    from traces.io import iter_trace  # pyarrow: imported on use, so `--help` stays light
+
     first = next(iter_trace(path), None)
     if first is None:
         raise InputError(f"{path}: the trace has no tokens")
@@ -45,6 +46,8 @@ def _sequence_steps(seq_id: np.ndarray, state: dict[str, int]) -> np.ndarray:
 
 
 def _shifted(paths: Sequence[Path], meta: TraceMeta) -> Iterator[RoutingTrace]:
+    from traces.io import iter_trace
+
     step_base = 0
     seq_base = 0
     for path in paths:
@@ -76,6 +79,8 @@ def concat_trace_files(
     missing_steps: str = "refuse",
 ) -> int:
     """Write the inputs one after another in time to ``out`` (atomically); token count."""
+    from traces.io import read_trace_meta, write_blocks
+
     if missing_steps not in MISSING_STEPS:
         raise InputError(f"unknown missing-steps rule {missing_steps!r}; known: refuse, sequence")
     files = [Path(p) for p in paths]

@@ -11,6 +11,7 @@ import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pyarrow as pa
@@ -149,10 +150,6 @@ def save_load_stats(path: str | os.PathLike[str], stats: LoadStats) -> Path:
 def _read_load_stats_parquet(p: Path, model: ModelSpec | None) -> LoadStats:
     pf = open_parquet(p, "load statistics")
     md = pf.schema_arrow.metadata or {}
-    if LOAD_STATS_KEY not in md:
-        if META_KEY in md:
-            return load_stats_from_trace(p)
-        raise InputError(f"{p}: Parquet file is neither moe-netsim load statistics nor a trace")
     try:
         meta = json.loads(md[LOAD_STATS_KEY].decode())
         file_model = ModelSpec.from_dict(meta["model"])
@@ -221,6 +218,31 @@ def load_stats_from_trace(path: str | os.PathLike[str]) -> LoadStats:
     return LoadStats(model=meta.model, counts=counts, source=str(path))
 
 
+StatsKind = Literal["sglang-json", "load-stats", "trace"]
+
+
+def load_stats_kind(path: str | os.PathLike[str]) -> StatsKind:
+    """Which of the three load-statistics forms a file is (by suffix, then Parquet metadata)."""
+    p = Path(path)
+    if not p.exists():
+        raise InputError(f"{p}: load statistics file not found")
+    if p.is_dir():
+        raise InputError(f"{p}: is a folder; load statistics are one .json or .parquet file")
+    if p.suffix == ".json":
+        return "sglang-json"
+    if p.suffix != ".parquet":
+        raise InputError(
+            f"{p}: load statistics are an SGLang logical_count .json, the .parquet that"
+            " `trace import --format sglang` writes, or a native trace .parquet"
+        )
+    md = open_parquet(p, "load statistics").schema_arrow.metadata or {}
+    if LOAD_STATS_KEY in md:
+        return "load-stats"
+    if META_KEY in md:
+        return "trace"
+    raise InputError(f"{p}: Parquet file is neither moe-netsim load statistics nor a trace")
+
+
 def _guess_model(p: Path, d: object) -> ModelSpec:
     """The preset whose geometry fits an SGLang JSON (DeepSeek-R1 for 61 x 256)."""
     try:
@@ -239,14 +261,26 @@ def _guess_model(p: Path, d: object) -> ModelSpec:
 
 
 def load_load_stats(path: str | os.PathLike[str], model: ModelSpec | None = None) -> LoadStats:
-    """Load statistics from our Parquet file, an SGLang ``logical_count`` JSON or a trace.
+    """Load statistics from any of the three forms every command accepts: an SGLang
+    ``logical_count`` JSON, the Parquet of ``trace import --format sglang`` or a native trace.
 
-    ``model`` is needed only for a JSON whose geometry matches no preset; a 61 x 256 JSON is
-    taken as DeepSeek-R1 (DeepSeek-V3 has the same geometry).
+    ``model`` is needed only for a JSON whose geometry matches no preset (a 61 x 256 JSON is
+    taken as DeepSeek-R1, which DeepSeek-V3 shares); when given, the file must fit it.
     """
     p = Path(path)
-    if not p.exists():
-        raise InputError(f"{p}: load statistics file not found")
-    if p.suffix == ".json":
+    kind = load_stats_kind(p)
+    if kind == "sglang-json":
         return read_sglang_logical_count(p, model)
-    return _read_load_stats_parquet(p, model)
+    if kind == "load-stats":
+        return _read_load_stats_parquet(p, model)
+    stats = load_stats_from_trace(p)
+    if model is not None and _geometry(model) != _geometry(stats.model):
+        raise InputError(
+            f"{p}: the trace is of {stats.model.name!r} ({stats.model.num_moe_layers} MoE"
+            f" layers x {stats.model.num_routed_experts} experts), not {model.name!r}"
+        )
+    return stats
+
+
+def _geometry(model: ModelSpec) -> tuple[tuple[int, ...], int]:
+    return tuple(model.moe_layer_indices), model.num_routed_experts

@@ -135,6 +135,32 @@ def summarize_trace(
     return TraceStats(model, n, counts, co, tr, gpu)
 
 
+def stats_from_counts(
+    model: ModelSpec, counts: np.ndarray, expert_gpus: np.ndarray | None = None,
+    num_gpus: int = 0, source: str = "load statistics",
+) -> TraceStats:
+    """The statistics that routed-token counts alone determine (no tokens, so no pairs).
+
+    ``num_tokens`` is the busiest layer's routes / top_k.  With a single-copy layout
+    ``expert_gpus[l, i, 0]``, ``gpu_routes[l, g]`` = sum of counts of the experts on g; with
+    replicas the serving copy depends on each token's origin, which counts do not hold.
+    """
+    counts = np.asarray(counts)
+    tokens = int(round(float(counts.sum(axis=1).max()) / model.top_k)) if counts.size else 0
+    gpu = None
+    if expert_gpus is not None:
+        if expert_gpus.shape[2] != 1:
+            raise InputError(
+                f"{source}: the layout has replicas; which copy serves a route depends on the"
+                " token's origin, which load statistics do not record (give a trace)"
+            )
+        gpu = np.stack([
+            np.bincount(expert_gpus[li, :, 0], weights=counts[li], minlength=num_gpus)
+            for li in range(counts.shape[0])
+        ])
+    return TraceStats(model, tokens, counts, gpu_routes=gpu)
+
+
 def activation_frame(stats: TraceStats) -> pd.DataFrame:
     """One row per (layer, expert): routes and activation probability p[l, i]."""
     m = stats.model

@@ -3,45 +3,17 @@
 from __future__ import annotations
 
 import argparse
-import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
+from experiments.outputs import add_output_argument, run_directory_kind
+from experiments.progress import Feedback, add_progress_arguments
 
-from experiments import plots
-from experiments.outputs import (
-    add_output_argument,
-    atomic_write_text,
-    run_directory,
-    run_directory_kind,
-    save_figure,
-    write_json,
-    write_parquet,
-)
-from experiments.pipeline import (
-    Evaluation,
-    build_problem,
-    compare,
-    origin_activation,
-    place_and_replay,
-    token_sample,
-)
-from experiments.report import Section, render_report
-from experiments.versions import versions
-from placement import SolverOptions
-from placement.ilp import server_cost
-from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.paths import build_route_table
-from simulator.engine import SimConfig
-from simulator.traffic import TrafficConfig
-from traces import SynthConfig, model_preset
-from traces.io import write_trace
-from traces.synthetic import TenantSpec, generate_trace
+if TYPE_CHECKING:
+    import pandas as pd
 
 
 @dataclass(frozen=True)
@@ -81,17 +53,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument(
         "--tokens", type=int, default=4096, help="Tokens replayed (as many again are used to fit)."
     )
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
-def _progress(t0: float) -> Callable[[str], None]:
+def _progress(t0: float, feedback: Feedback) -> Callable[[str], None]:
     def say(msg: str) -> None:
-        print(f"[{time.perf_counter() - t0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+        feedback.note(f"[{time.perf_counter() - t0:6.1f}s] {msg}")
 
     return say
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory
+
     cfg = DemoConfig(seed=args.seed, fit_tokens=args.tokens, replay_tokens=args.tokens)
     if cfg.replay_tokens < 1:
         from traces.infra.errors import InputError
@@ -101,15 +76,35 @@ def run(args: argparse.Namespace) -> int:
         from traces.infra.errors import InputError
 
         raise InputError(f"--seed must be >= 0, got {cfg.seed}")
-    say = _progress(time.perf_counter())
+    feedback = Feedback.from_args(args)
+    say = _progress(time.perf_counter(), feedback)
     with run_directory(args.out, args.overwrite) as work:
-        summary = run_demo(cfg, work, say)
+        summary = run_demo(cfg, work, say, feedback)
     print(summary.to_string(index=False))
     print(f"\nwrote {args.out}/ (open {args.out}/report.html)")
     return 0
 
 
-def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataFrame:
+def run_demo(
+    cfg: DemoConfig, out: Path, say: Callable[[str], None], feedback: Feedback | None = None
+) -> pd.DataFrame:
+    from experiments.pipeline import (
+        Evaluation,
+        build_problem,
+        compare,
+        origin_activation,
+        place_and_replay,
+        token_sample,
+    )
+    from placement import SolverOptions
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.paths import build_route_table
+    from simulator.config import SimConfig
+    from simulator.traffic import TrafficConfig
+    from traces import SynthConfig, model_preset
+    from traces.io import write_trace
+    from traces.synthetic import TenantSpec, generate_trace
+
     model = model_preset("deepseek-r1")
     say(f"building a k={cfg.fat_tree_k} fat tree with {cfg.num_servers} servers x 8 GPUs")
     cluster = build_fat_tree(cfg.fat_tree_k, cfg.num_servers)
@@ -145,7 +140,9 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
                                  traffic=sim_config.traffic, sample=sample,
                                  num_redundant=(-model.num_routed_experts) % g)
     evals: list[Evaluation] = []
-    for strategy in cfg.strategies:
+    steps = (feedback or Feedback()).iterate(cfg.strategies, len(cfg.strategies),
+                                             "demo: place and replay", "placer")
+    for strategy in steps:
         prob = eplb_problem if strategy == "eplb" else problem
         evals.append(place_and_replay(prob, strategy, replay, routes, sim_config, options, say))
     say("writing results, figures and report")
@@ -161,6 +158,14 @@ def run_demo(cfg: DemoConfig, out: Path, say: Callable[[str], None]) -> pd.DataF
 
 
 def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> None:  # type: ignore[no-untyped-def]
+    import numpy as np
+    import pandas as pd
+
+    from experiments.outputs import write_json, write_parquet
+    from experiments.report_runs import write_demo_report
+    from experiments.versions import versions
+    from placement.ilp import server_cost
+
     model_layers = problem.layer_indices
     write_parquet(out / "summary.parquet", summary)
     links = pd.concat(
@@ -195,133 +200,23 @@ def _write_outputs(cfg, out, cluster, problem, evals, summary, activation) -> No
             rows.append((e.placement.strategy, s, cost[s], load[s] / len(model_layers)))
     server_load = pd.DataFrame(rows, columns=["strategy", "server", "cost", "load"])
     write_parquet(out / "server_load.parquet", server_load)
-    figs = {
-        "summary.png": plots.plot_summary_bars(summary),
-        "link_bytes.png": plots.plot_link_bytes(links),
-        "latency_cdf.png": plots.plot_latency_cdfs(
-            tokens.rename(columns={"strategy": "placer"}), "Per-token MoE latency (simulated)"
-        ),
-        "server_load.png": plots.plot_server_load(server_load),
-        "expert_load.png": plots.plot_expert_load_heatmap(activation, model_layers),
-    }
-    for name, fig in figs.items():
-        save_figure(out / name, fig)
-        plt.close(fig)
+    L, E = activation.shape
+    write_parquet(out / "expert_load.parquet", pd.DataFrame({
+        "layer": np.repeat(np.asarray(model_layers, dtype=np.int64), E),
+        "expert": np.tile(np.arange(E, dtype=np.int64), L),
+        "activation": activation.ravel(),
+    }))
     write_json(
         out / "meta.json",
         {
             "command": "moe-netsim demo",
             "config": asdict(cfg),
             "cluster": cluster.description,
+            "num_gpus": cluster.num_gpus,
             "sim_config": evals[0].sim.config.to_dict(),
             "solver_options": asdict(evals[0].placement.options),
             "versions": versions(),
             "status": "complete",
         },
     )
-    atomic_write_text(out / "report.html", _report(cfg, cluster, summary, server_load))
-
-
-def _change(reduction_pct: float, better: str, worse: str) -> str:
-    """'2.2% fewer' for a reduction, '0.2% more' for an increase."""
-    word = better if reduction_pct >= 0 else worse
-    return f"{abs(reduction_pct):.1f}% {word}"
-
-
-def _report(cfg, cluster, summary: pd.DataFrame, server_load: pd.DataFrame) -> str:  # type: ignore[no-untyped-def]
-    s = summary.set_index("strategy")
-    rr = s.loc["round-robin"]
-    costs = server_load[server_load["strategy"] == "round-robin"]["cost"]
-    lines = []
-    for name in s.index:
-        if name == "round-robin":
-            continue
-        row = s.loc[name]
-        lines.append(
-            f"<b>{name}</b>: {row['hops_per_token']:,.0f} hops per token"
-            f" ({_change(row['hops_per_token_reduction_pct'], 'fewer', 'more')} than"
-            f" round-robin, the paper's metric), {row['remote_copies_per_token_layer']:.2f}"
-            " remote copies per token per MoE layer de-duplicated"
-            f" ({_change(row['remote_copies_per_token_layer_reduction_pct'], 'fewer', 'more')};"
-            f" {row['remote_routes_per_token_layer']:.2f} routes without de-duplication),"
-            f" {row['network_link_bytes'] / 1e9:,.1f} GB on network links"
-            f" ({_change(row['network_link_bytes_reduction_pct'], 'less', 'more')}),"
-            f" {row['network_bytes'] / 1e9:,.2f} GB leaving servers, p99 MoE latency"
-            f" {row['latency_p99_ms']:.2f} ms"
-            f" ({_change(row['latency_p99_ms_reduction_pct'], 'lower', 'higher')})."
-        )
-    why = [
-        f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated:"
-        f" {cluster.description}."
-        " Servers in the full pod reach most other servers without crossing the core, servers in"
-        " the small pod do not, so the expected round-trip distance c[s] from a token's origin"
-        f" ranges from {costs.min():.2f} to {costs.max():.2f} hops across servers. This asymmetry"
-        " is what lets a topology-aware placement win at all: on a fully populated fat tree every"
-        " server would see the same distances, c[s] would be equal, and every layout would have"
-        " the same expected hops (design.md section 5).",
-        "Expert load is skewed (see the heatmap; the busiest expert of a layer carries about 7x"
-        f" the mean, as in real DeepSeek-R1 statistics). {len(cfg.tenants)} workloads share the"
-        " cluster, each"
-        f" with its own expert popularity and served on its own block of"
-        f" {cluster.num_gpus // len(cfg.tenants)} consecutive GPUs ({', '.join(cfg.tenants)}),"
-        " so token origins are spread evenly over all GPUs but which experts a token wants"
-        " depends on where it lives. Every"
-        f" placer fits on the first {cfg.fit_tokens} tokens; the replay uses the next"
-        f" {cfg.replay_tokens}, so the gains are out-of-sample.",
-        "The load-aware ILP (ilp-load, the paper's ILPLoad) puts the hottest experts of every"
-        " layer on the servers with the smallest c[s]: the centre of the big pod.",
-        "ilp-origin (this project's) measures activation per origin GPU and minimises the"
-        " expected distance from each token's own GPU, so a workload's favourite experts move"
-        " towards the GPUs that serve it. This is the origin-dependent expert use that design.md"
-        " section 5 names as the second source of gains.",
-        "This replay is de-duplicated (DeepEP's inter-node dispatch): a token crosses the"
-        " network once per remote server that hosts any of its experts and fans out inside"
-        " it, so what costs bytes is the number of remote servers per token, not the number"
-        " of routes. EPLB packs DeepSeek's routing groups onto servers and so cuts those copies"
-        " without knowing the topology; dedup (this project's) minimises the de-duplicated"
-        " cost itself, fitted on the first tokens' co-activation and origins, and reports a"
-        " lower bound and gap. The paper's hop count ranks the placers differently: see the"
-        " two columns side by side.",
-        "The paper's uniform ILP treats every expert as equally likely. With one expert of each"
-        " layer per GPU the caps are tight, every server holds the same number of experts, and"
-        " with equal weights every such layout has the same objective: it can only tie"
-        " round-robin, and any difference in the replay is chance.",
-        "Per-link bytes and hops fall with ilp-load because hot traffic stays inside the big pod,"
-        " but the bytes leaving servers barely change: a placement that ignores origins cannot"
-        " change the chance that a route leaves its server. Latency depends on the most loaded"
-        " links and GPUs: concentrating hot experts also concentrates load (see max link"
-        " utilisation), which the latency rows show honestly; the compute-balance option of the"
-        " ILP family (`moe-netsim place --balance-eps`) addresses that.",
-    ]
-    sections = [
-        Section("Result", lines, table=summary),
-        Section("Why the numbers differ", why),
-        Section(
-            "Figures",
-            figures=[
-                ("summary.png", "Hops per token and link bytes by tier, per placement."),
-                ("server_load.png", "Expected routed tokens per server vs. the server's cost."),
-                ("link_bytes.png", "Network link directions ranked by bytes."),
-                ("latency_cdf.png", "Per-token MoE latency over all layers (SimPy replay)."),
-                ("expert_load.png", "Expert activation per layer (fit trace)."),
-            ],
-        ),
-        Section(
-            "Model",
-            [
-                "Dispatch sends hidden x 1 byte (FP8) from the token's origin GPU to the"
-                " expert's GPU, combine sends hidden x 2 bytes (BF16) back,"
-                + (" de-duplicated per remote server (this run);"
-                   if cfg.dispatch == "deepep-normal" else
-                   " one copy per route (no de-duplication);")
-                + " shared experts are"
-                " replicated on every GPU and cause no traffic. Links are full duplex FIFO"
-                " servers with bandwidth and latency; messages are aggregated per (source,"
-                " destination) GPU pair and phase and cut into 1 MiB chunks; ECMP by per-hop"
-                " hashing. Per-link bytes of the SimPy replay equal the independent analytic"
-                " count exactly (checked in this run).",
-                f"Rounded reference: round-robin hops per token {rr['hops_per_token']:,.1f}.",
-            ],
-        ),
-    ]
-    return render_report("moe-netsim demo: round-robin vs. topology-aware ILP", sections)
+    write_demo_report(out)

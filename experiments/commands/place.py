@@ -16,25 +16,11 @@ from pathlib import Path
 
 from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
 from experiments.options import add_option
-from experiments.outputs import (
-    LAYOUT_TABLE,
-    SGLANG_MAP,
-    TRTLLM_YAML,
-    add_output_argument,
-    atomic_write_text,
-    write_json,
-)
-from experiments.pipeline import build_problem, trace_activation, trace_sample
-from placement import SAMPLE_STRATEGIES, STRATEGIES, SolverOptions, check_layout, solve_placement
-from placement.bottleneck import max_link_busy
-from placement.dedup.evaluate import dedup_cost
-from placement.layout_io import save_layout, to_sglang_map
-from placement.outcome import SolveStatus
-from placement.problem import expected_cost
-from simulator.cluster.paths import build_route_table
-from traces import model_preset
+from experiments.outputs import LAYOUT_TABLE, SGLANG_MAP, TRTLLM_YAML, add_output_argument
+from experiments.progress import Feedback, add_progress_arguments
+from placement import STRATEGIES
+from placement.options import SolverOptions
 from traces.infra.errors import InputError
-from traces.load_stats import read_sglang_logical_count
 from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
@@ -50,10 +36,12 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument("--fit", "--stats", dest="stats", type=Path, required=True,
-                   help="What to fit the placement to: SGLang logical_count .json or a native"
-                        " trace .parquet (--stats is the older name of the same flag).")
+                   help="What to fit the placement to: SGLang logical_count .json, the .parquet"
+                        " of `trace import --format sglang`, or a native trace .parquet"
+                        " (--stats is the older name of the same flag).")
     p.add_argument("--model", default=None,
-                   help="Model preset (needed for SGLang JSON; default: the trace's model).")
+                   help="Model preset (default: the file's model; an SGLang JSON by its"
+                        " geometry, 61 x 256 = deepseek-r1).")
     p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
     p.add_argument("--replicas", type=int, default=0,
@@ -76,10 +64,23 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Also write a TensorRT-LLM moe_load_balancer.yaml (static) here.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace output files that earlier `place` runs wrote.")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import atomic_write_text, write_json
+    from experiments.pipeline import build_problem, trace_activation, trace_sample
+    from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
+    from placement.bottleneck import max_link_busy
+    from placement.dedup.evaluate import dedup_cost
+    from placement.layout_io import save_layout, to_sglang_map
+    from placement.outcome import SolveStatus
+    from placement.problem import expected_cost
+    from simulator.cluster.paths import build_route_table
+    from traces import model_preset
+    from traces.load_stats import load_load_stats, load_stats_kind
+
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     options = SolverOptions(
@@ -94,32 +95,7 @@ def run(args: argparse.Namespace) -> int:
     sample = None
     if args.replicas < 0:
         raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
-    if not args.stats.exists():
-        raise InputError(f"{args.stats}: statistics file not found")
-    if args.stats.suffix == ".json":
-        if args.model is None:
-            raise InputError(
-                "--fit is SGLang JSON: name the model with --model (e.g. deepseek-r1)"
-            )
-        model = model_preset(args.model)
-        activation = read_sglang_logical_count(args.stats, model).activation()
-        if origins is not None:
-            raise InputError(
-                "--origins: SGLang logical_count records no tokens to give origins to (give a"
-                " trace .parquet)"
-            )
-        if args.strategy in SAMPLE_STRATEGIES:
-            raise InputError(
-                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
-                " experts a token uses together, and where it starts); SGLang load statistics"
-                " carry only counts per expert: give a native trace .parquet"
-            )
-        if args.strategy == "ilp-origin":
-            raise InputError(
-                "ilp-origin needs activation per origin GPU; SGLang logical_count has none"
-                " (give a trace .parquet)"
-            )
-    elif args.stats.suffix == ".parquet":
+    if load_stats_kind(args.stats) == "trace":
         model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
         if args.model is not None and args.model != model.name:
             raise InputError(
@@ -128,7 +104,25 @@ def run(args: argparse.Namespace) -> int:
         # a fresh assigner: the sample's origins are the same tokens' origins as above
         sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
     else:
-        raise InputError(f"--fit {args.stats}: expected .json (SGLang) or .parquet (trace)")
+        given = None if args.model is None else model_preset(args.model)
+        stats = load_load_stats(args.stats, given)
+        model, activation = stats.model, stats.activation()
+        if origins is not None:
+            raise InputError(
+                f"--origins: {args.stats} holds load statistics, no tokens to give origins to"
+                " (give a trace .parquet)"
+            )
+        if args.strategy in SAMPLE_STRATEGIES:
+            raise InputError(
+                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
+                " experts a token uses together, and where it starts); load statistics"
+                " carry only counts per expert: give a native trace .parquet"
+            )
+        if args.strategy == "ilp-origin":
+            raise InputError(
+                f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
+                " statistics do not hold (give a trace .parquet)"
+            )
     try:
         problem = build_problem(
             routes, model, activation, origin_activation, args.replicas, args.balance_eps,
@@ -137,7 +131,14 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         flags = f" (--replicas {args.replicas})" if args.replicas else ""
         raise InputError(f"{exc}{flags}") from None
-    res = solve_placement(problem, args.strategy, options)
+    feedback = Feedback.from_args(args)
+    if args.strategy.startswith(("ilp", "dedup")):
+        solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
+        desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
+        with feedback.ticking(None, desc):
+            res = solve_placement(problem, args.strategy, options)
+    else:
+        res = solve_placement(problem, args.strategy, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
     if res.status is SolveStatus.INFEASIBLE:

@@ -5,8 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from experiments.report import write_run_report
-
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `report` subcommand."""
@@ -25,6 +23,8 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.report_runs import write_run_report
+
     page = write_run_report(args.run_dir)
     print(f"wrote {page}")
     return 0

@@ -11,9 +11,7 @@ import argparse
 import sys
 import time
 from pathlib import Path
-from typing import Any
-
-import numpy as np
+from typing import TYPE_CHECKING, Any
 
 from experiments.commands.cluster_args import (
     add_cluster_arguments,
@@ -21,33 +19,20 @@ from experiments.commands.cluster_args import (
     cluster_label,
 )
 from experiments.options import add_number, add_option
-from experiments.outputs import (
-    add_output_argument,
-    run_directory,
-    run_directory_kind,
-    write_json,
-    write_parquet,
-)
-from experiments.versions import versions
-from placement.layout_io import load_layout
-from simulator.analytic import count_traffic
-from simulator.cluster.multipath import endpoints_of
-from simulator.cluster.paths import RouteTable, build_route_table
-from simulator.cluster.topology import ClusterSpec
-from simulator.dispatch import check_scheme
-from simulator.engine import SimConfig, simulate, validate_links
-from simulator.microbatches import microbatches
-from simulator.summaries import summary_frame
-from simulator.traffic import (
-    REPLACED_OPTIONS,
-    TrafficConfig,
-    validate_layout,
-)
+from experiments.outputs import add_output_argument, run_directory_kind
+from experiments.progress import Feedback, add_progress_arguments
+from simulator.config import SimConfig
+from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.io import iter_trace, read_trace_meta
-from traces.model import ModelSpec
-from traces.origins import OriginAssigner, origins_help, resolve_model, with_origins
+from traces.origins import origins_help, resolve_model
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simulator.cluster.paths import RouteTable
+    from simulator.cluster.topology import ClusterSpec
+    from traces.model import ModelSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -93,6 +78,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_number(p, "--read-chunk-tokens", int, 65_536,
                "Tokens read from the trace file at a time (memory bound).", "tokens",
                Range(1, 2**30))
+    p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -100,6 +87,12 @@ def load_inputs(
     trace: Path, cluster: ClusterSpec, topology: str, layout: Path
 ) -> tuple[ModelSpec, RouteTable, np.ndarray]:
     """Read and cross-check the three inputs; raise :class:`InputError` before any run."""
+    from placement.layout_io import load_layout
+    from simulator.cluster.paths import build_route_table
+    from simulator.engine import validate_links
+    from simulator.traffic import validate_layout
+    from traces.io import read_trace_meta
+
     meta, _ = read_trace_meta(trace)
     model = meta.model
     routes = build_route_table(cluster)
@@ -123,6 +116,17 @@ def load_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory, write_json, write_parquet
+    from experiments.versions import versions
+    from simulator.analytic import count_traffic
+    from simulator.cluster.multipath import endpoints_of
+    from simulator.dispatch import check_scheme
+    from simulator.engine import simulate
+    from simulator.microbatches import microbatches
+    from simulator.summaries import summary_frame
+    from traces.io import iter_trace, read_trace_meta
+    from traces.origins import OriginAssigner, with_origins
+
     for old, (new, value) in REPLACED_OPTIONS.items():
         if getattr(args, old):
             flag = "--" + old.replace("_", "-")
@@ -153,9 +157,11 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
     assigner = OriginAssigner(origins, routes.cluster.gpu_server)
-    blocks = microbatches(
-        with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
-        args.microbatch_tokens,
+    blocks = Feedback.from_args(args).iterate(
+        microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+                     args.microbatch_tokens),
+        read_trace_meta(args.trace)[1], f"simulate ({args.mode})", "tok",
+        weight=lambda b: b.num_tokens,
     )
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
@@ -191,6 +197,10 @@ def run(args: argparse.Namespace) -> int:
         runtime = time.perf_counter() - t0
         write_parquet(work / "summary.parquet", summary_frame(summary))
         write_json(work / "meta.json", {**meta, "runtime_s": runtime, "status": "complete"})
+        if not args.no_report:
+            from experiments.report_runs import write_simulate_report
+
+            write_simulate_report(work)
     keys = [k for k in ("tokens", "hops_per_token", "remote_copies_per_token_layer",
                         "remote_routes_per_token_layer", "network_bytes_dedup",
                         "network_bytes_no_dedup", "network_bytes", "bytes_intra_server",
@@ -204,5 +214,6 @@ def run(args: argparse.Namespace) -> int:
     warning = assigner.warning()
     if warning:
         print(warning, file=sys.stderr)
-    print(f"wrote {args.out}/ in {runtime:.1f} s")
+    tail = "" if args.no_report else f" (open {args.out}/report.html)"
+    print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

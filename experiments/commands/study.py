@@ -4,16 +4,17 @@ from __future__ import annotations
 
 import argparse
 import sys
-import time
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
-from experiments.studies import Study, run_study
-from experiments.studies.esft import default_esft_dir
-from experiments.studies.paper import PAPER_COLUMNS, PAPER_MODELS, paper_study
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
 from traces.infra.protected import protect
 from traces.origins import origins_help
+
+if TYPE_CHECKING:
+    from experiments.studies import Study
 
 
 def _scheduler_address(text: str) -> str:
@@ -39,29 +40,31 @@ def add_execution_arguments(p: argparse.ArgumentParser) -> None:
                    help="Start again in an existing study run directory (otherwise it is"
                         " resumed); other directories are never replaced.")
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
+    add_progress_arguments(p)
 
 
-class ProgressBar:
-    """A text progress bar on stderr (one line redrawn on a terminal, else one line per cell)."""
+class CellProgress:
+    """The study runner's ``progress(done, total, label)`` as a bar of finished cells."""
 
-    def __init__(self, width: int = 30) -> None:
-        self.width = width
-        self.t0 = time.perf_counter()
-        self.tty = sys.stderr.isatty()
+    def __init__(self, feedback: Feedback) -> None:
+        self.feedback = feedback
+        self.bar: Any = None
 
     def __call__(self, done: int, total: int, label: str) -> None:
-        filled = self.width * done // max(total, 1)
-        bar = "#" * filled + "." * (self.width - filled)
-        line = f"[{bar}] {done}/{total} cells {time.perf_counter() - self.t0:6.1f}s {label}"
-        if self.tty:
-            print("\r" + line[:150].ljust(150), end="" if done < total else "\n",
-                  file=sys.stderr, flush=True)
-        else:
-            print(line, file=sys.stderr, flush=True)
+        if self.bar is None:
+            self.bar = self.feedback.bar(total, "cells", "cell", initial=done)
+        self.bar.n = done
+        self.bar.set_postfix_str(label, refresh=False)
+        self.bar.refresh()
+        if done >= total:
+            self.bar.close()
 
 
 def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     """Run a validated study into ``out``, write the report, print the summary."""
+    from experiments.studies import run_study
+    from experiments.studies.paper import PAPER_COLUMNS
+
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     for cell in study.cells:  # the trace files a study file names are inputs too
@@ -70,8 +73,9 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
             if value and value != "synthetic":
                 protect(f"trace.{key}", value)
     claim_output(out, STUDY_RUN, args.overwrite, "--out")  # also when --out is the default
+    feedback = Feedback.from_args(args)
     for note in study.skipped:
-        print(f"not run: {note}", file=sys.stderr)
+        feedback.note(f"not run: {note}")
     placers = study.placers
     if study.baseline not in placers:
         print(f"warning: the baseline placer {study.baseline!r} is not in this study, so the"
@@ -79,13 +83,13 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
               f" {', '.join(sorted(placers))})", file=sys.stderr)
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
-        overwrite=args.overwrite, progress=ProgressBar(),
+        overwrite=args.overwrite, progress=CellProgress(feedback),
     )
     if outcome.cells_reused:
-        print(f"resumed: {outcome.cells_reused} cells were already finished, ran"
-              f" {outcome.cells_run}", file=sys.stderr)
+        feedback.note(f"resumed: {outcome.cells_reused} cells were already finished, ran"
+                      f" {outcome.cells_run}")
     if not args.no_report:
-        from experiments.report import write_run_report
+        from experiments.report_runs import write_run_report
 
         write_run_report(out)
     shown = ("model", "model.preset", "topology", "topology.family", "placer.name", "placer",
@@ -147,6 +151,9 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.studies.esft import default_esft_dir
+    from experiments.studies.paper import PAPER_MODELS, paper_study
+
     out = args.out or Path("runs") / ("paper-quick" if args.quick else "paper")
     esft = None if args.no_esft else (args.esft or default_esft_dir())
     if args.esft is not None and not args.esft.is_dir():
@@ -157,5 +164,5 @@ def run(args: argparse.Namespace) -> int:
         placer_names=tuple(args.placers) if args.placers else None,
         esft_dir=esft, inputs_dir=out / "inputs", origins=args.origins,
     )
-    print(f"paper study: {len(study.cells)} cells", file=sys.stderr)
+    Feedback.from_args(args).note(f"paper study: {len(study.cells)} cells")
     return execute(study, out, args)

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 from experiments.commands.study import add_execution_arguments, execute
 from experiments.outputs import STUDY_RUN, add_output_argument
-from experiments.studies import load_study_file
+from experiments.progress import Feedback
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -34,8 +33,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.studies import load_study_file
+
     study = load_study_file(args.study_file)
     out = args.out or Path("runs") / args.study_file.stem
-    print(f"{study.name}: {len(study.cells)} cells over axes {', '.join(study.axes) or '(none)'}",
-          file=sys.stderr)
+    Feedback.from_args(args).note(
+        f"{study.name}: {len(study.cells)} cells over axes {', '.join(study.axes) or '(none)'}")
     return execute(study, out, args)

@@ -13,19 +13,15 @@ from __future__ import annotations
 import argparse
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument, save_figure
-from experiments.plot_topology import link_load_per_link, plot_topology
-from simulator.cluster.families import BUILDERS, TopologyFamily
-from simulator.cluster.io import load_cluster, save_cluster
-from simulator.cluster.paths import build_route_table, gpu_distance_matrix
-from simulator.cluster.topology import ClusterSpec
+from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    from simulator.cluster.families import TopologyFamily
+    from simulator.cluster.topology import ClusterSpec
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -87,10 +83,13 @@ def register(sub: argparse._SubParsersAction) -> None:
         " family, then time the route table, the simulator's per-pair link lists and the ECMP"
         " link shares of every server pair.",
     )
+    add_progress_arguments(a)
     a.set_defaults(func=run_bench)
 
 
 def _family(name: str) -> TopologyFamily:
+    from simulator.cluster.families import BUILDERS
+
     if name not in BUILDERS:
         raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
     return BUILDERS[name]
@@ -111,6 +110,8 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 
 def run_list(args: argparse.Namespace) -> int:
+    from simulator.cluster.families import BUILDERS
+
     for name, fam in BUILDERS.items():
         print(f"{name:18s} {fam.summary}")
     return 0
@@ -128,6 +129,10 @@ def run_show(args: argparse.Namespace) -> int:
 
 def describe(cluster: ClusterSpec) -> str:
     """One paragraph: sizes and the distribution of GPU-to-GPU distances."""
+    import numpy as np
+
+    from simulator.cluster.paths import gpu_distance_matrix
+
     switches = sum(n.kind == "switch" for n in cluster.nodes)
     d = gpu_distance_matrix(cluster)
     off = d[~np.eye(len(d), dtype=bool)]
@@ -142,6 +147,8 @@ def describe(cluster: ClusterSpec) -> str:
 
 
 def run_build(args: argparse.Namespace) -> int:
+    from simulator.cluster.io import save_cluster
+
     fam = _family(args.family)
     params: dict[str, Any] = dict(parse_params(args.param))
     cluster = fam(**params)
@@ -153,11 +160,20 @@ def run_build(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
+    from simulator.cluster.io import load_cluster
+
     print(describe(load_cluster(args.cluster)))
     return 0
 
 
 def run_draw(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    from experiments.outputs import save_figure
+    from experiments.plot_topology import link_load_per_link, plot_topology
+    from simulator.cluster.io import load_cluster
+
     cluster = load_cluster(args.cluster)
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: the drawing is written as PNG; use a .png name")
@@ -196,9 +212,14 @@ BENCH_CASES: list[tuple[str, dict[str, Any]]] = [
 
 
 def run_bench(args: argparse.Namespace) -> int:
+    from simulator.cluster.families import BUILDERS
+    from simulator.cluster.paths import build_route_table
+
     print(f"{'family':18s} {'GPUs':>5s} {'links':>6s} {'build_s':>8s} {'routes_s':>9s}"
           f" {'pair_links_s':>13s} {'ecmp_shares_s':>14s}")
-    for family, params in BENCH_CASES:
+    cases = Feedback.from_args(args).iterate(BENCH_CASES, len(BENCH_CASES), "topology bench",
+                                             "family")
+    for family, params in cases:
         t0 = time.perf_counter()
         cluster = BUILDERS[family](**params)
         t1 = time.perf_counter()

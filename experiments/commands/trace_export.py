@@ -6,8 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from experiments.outputs import ENGINE_EXPORT, add_output_argument, run_directory
-from traces.importers.exports import EXPORT_FORMATS, export_trace
+from experiments.outputs import ENGINE_EXPORT, add_output_argument
+from traces.importers.formats import EXPORT_FORMATS
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
@@ -27,6 +27,9 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
 
 
 def run_export(args: argparse.Namespace) -> int:
+    from experiments.outputs import run_directory
+    from traces.importers.exports import export_trace
+
     out: Path = args.out
     t0 = time.perf_counter()
     _, folder = EXPORT_FORMATS[args.format]

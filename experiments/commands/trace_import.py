@@ -13,54 +13,25 @@ import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import matplotlib.pyplot as plt
-import numpy as np
-import pandas as pd
-
-from experiments import plots
 from experiments.commands.cluster_args import (
     add_cluster_arguments,
     cluster_from_args,
     cluster_label,
 )
-from experiments.outputs import (
-    TRACE_OR_LOAD_STATS,
-    add_output_argument,
-    run_directory,
-    run_directory_kind,
-    save_figure,
-    write_json,
-    write_parquet,
-)
-from experiments.versions import versions
-from placement.layout_io import layout_from_frame
-from simulator.cluster.paths import gpu_distance_matrix
-from simulator.cluster.topology import ClusterSpec
-from simulator.traffic import resolve_hosts, resolve_origins
-from traces.importers import (
-    COUNT_FORMATS,
-    TRACE_FORMATS,
-    holds_counts,
-    import_load_stats,
-    import_trace,
-)
+from experiments.outputs import TRACE_OR_LOAD_STATS, add_output_argument, run_directory_kind
+from experiments.progress import Feedback, add_progress_arguments
+from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
-from traces.io import iter_trace, read_trace_meta
-from traces.load_stats import save_load_stats
-from traces.model import ModelSpec, load_model_spec
-from traces.origins import OriginAssigner, origins_help, parse_origins, servers_of_gpus
-from traces.stats import (
-    activation_frame,
-    activation_probability,
-    coactivation_frame,
-    gpu_load_frame,
-    summarize_gpu_load,
-    summarize_load,
-    summarize_trace,
-    transition_frame,
-)
-from traces.trace import RoutingTrace
+from traces.origins import origins_help
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from simulator.cluster.topology import ClusterSpec
+    from traces.model import ModelSpec
+    from traces.trace import RoutingTrace
 
 FORMATS = tuple(sorted(TRACE_FORMATS.keys() | COUNT_FORMATS.keys()))
 
@@ -110,13 +81,22 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
                    help="GPUs per server, for --origins server sets (default 8).")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a trace or load-statistics file moe-netsim wrote.")
+    add_progress_arguments(p)
     p.set_defaults(func=run_import)
 
     s = trace_sub.add_parser(
         "stats",
         help="Routing statistics of a trace as Parquet tables plus an expert-load heatmap.",
     )
-    s.add_argument("trace", type=Path, help="Native trace file (.parquet).")
+    s.add_argument(
+        "trace", type=Path,
+        help="Native trace (.parquet) or load statistics (SGLang logical_count .json, or the"
+        " .parquet of `trace import --format sglang`; no co-activation or transitions then).",
+    )
+    s.add_argument(
+        "--model", default=None,
+        help="Model preset or JSON, for an SGLang JSON whose geometry matches no preset.",
+    )
     add_output_argument(s, "--out", run_directory_kind("trace stats"), required=True,
                         help="Output directory.")
     s.add_argument(
@@ -136,14 +116,22 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     s.add_argument("--overwrite", action="store_true",
                    help="Replace a run directory an earlier `trace stats` wrote.")
+    add_progress_arguments(s)
     s.set_defaults(func=run_stats)
 
 
 def _model(arg: str | None) -> ModelSpec | None:
+    from traces.model import load_model_spec
+
     return None if arg is None else load_model_spec(arg)
 
 
 def run_import(args: argparse.Namespace) -> int:
+    from traces.importers import holds_counts, import_load_stats, import_trace
+    from traces.io import read_trace_meta
+    from traces.load_stats import save_load_stats
+    from traces.origins import OriginAssigner, parse_origins, servers_of_gpus
+
     out: Path = args.out
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
@@ -169,8 +157,13 @@ def run_import(args: argparse.Namespace) -> int:
             f" per layer (max) in {time.perf_counter() - t0:.1f}s"
         )
         return 0
-    n = import_trace(args.format, args.input, out, model, options=_import_options(args, model),
-                     origins=assigner)
+    feedback = Feedback.from_args(args)
+    n = import_trace(
+        args.format, args.input, out, model, options=_import_options(args, model),
+        origins=assigner,
+        observe=lambda blocks: feedback.iterate(
+            blocks, None, f"trace import {args.format}", "tok", weight=lambda b: b.num_tokens),
+    )
     warning = assigner.warning() if assigner is not None else None
     if warning:
         print(warning, file=sys.stderr)
@@ -207,6 +200,8 @@ def _import_options(args: argparse.Namespace, model: ModelSpec | None) -> dict[s
 
 
 def _physical_map(path: Path, model: ModelSpec | None) -> np.ndarray:
+    import numpy as np
+
     from traces.importers.engine_arrays import check_physical_map
     from traces.infra.jsonfile import read_json_file
 
@@ -225,6 +220,11 @@ def _physical_map(path: Path, model: ModelSpec | None) -> np.ndarray:
 
 def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarray:
     """expert_gpus [layers, experts, replicas] (-1 = no replica)."""
+    import numpy as np
+    import pandas as pd
+
+    from placement.layout_io import layout_from_frame
+
     if not path.exists():
         raise InputError(f"{path}: layout file not found")
     L, E = model.num_moe_layers, model.num_routed_experts
@@ -261,23 +261,55 @@ def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarr
 
 
 def run_stats(args: argparse.Namespace) -> int:
+    import matplotlib.pyplot as plt
+
+    from experiments import plots
+    from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+    from experiments.versions import versions
+    from traces.io import iter_trace, read_trace_meta
+    from traces.load_stats import load_load_stats, load_stats_kind
+    from traces.stats import (
+        activation_frame,
+        activation_probability,
+        coactivation_frame,
+        gpu_load_frame,
+        stats_from_counts,
+        summarize_gpu_load,
+        summarize_load,
+        summarize_trace,
+        transition_frame,
+    )
+
     t0 = time.perf_counter()
-    meta, n = read_trace_meta(args.trace)
-    model = meta.model
+    load = None  # counts only (SGLang JSON or imported load statistics): no per-token pairs
+    if load_stats_kind(args.trace) == "trace":
+        model = read_trace_meta(args.trace)[0].model
+    else:
+        load = load_load_stats(args.trace, _model(args.model))
+        model = load.model
+    pairs = not args.no_pairs and load is None
     cluster = cluster_from_args(args)
     if cluster is not None and args.layout is None:
         raise InputError(
             "--topology/--fat-tree is used with --layout (per-GPU load); pass a layout too")
     hosts = None
+    expert_gpus = None
     num_gpus = 0
     if args.layout is not None:
         expert_gpus = _load_layout(args.layout, model, cluster.num_gpus if cluster else None)
         num_gpus = cluster.num_gpus if cluster else int(expert_gpus.max()) + 1
-        hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
+        if load is None:
+            hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
     with run_directory(args.out, args.overwrite) as work:
-        stats = summarize_trace(
-            iter_trace(args.trace), pairs=not args.no_pairs, hosts=hosts, num_gpus=num_gpus
-        )
+        if load is None:
+            blocks = Feedback.from_args(args).iterate(
+                iter_trace(args.trace), read_trace_meta(args.trace)[1], "trace stats", "tok",
+                weight=lambda b: b.num_tokens,
+            )
+            stats = summarize_trace(blocks, pairs=pairs, hosts=hosts, num_gpus=num_gpus)
+        else:
+            stats = stats_from_counts(model, load.counts, expert_gpus, num_gpus, str(args.trace))
+        n = stats.num_tokens
         layer_load = summarize_load(stats.counts, model)
         write_parquet(work / "activation.parquet", activation_frame(stats))
         if stats.gpu_routes is not None:
@@ -285,7 +317,7 @@ def run_stats(args: argparse.Namespace) -> int:
             write_parquet(work / "gpu_load.parquet", gpu_load_frame(stats, gpu_server))
             layer_load = layer_load.merge(summarize_gpu_load(stats), on="layer")
         write_parquet(work / "layer_load.parquet", layer_load)
-        if not args.no_pairs:
+        if pairs:
             write_parquet(work / "coactivation.parquet", coactivation_frame(stats))
             write_parquet(work / "transitions.parquet", transition_frame(stats))
         fig = plots.plot_expert_load_heatmap(
@@ -302,14 +334,16 @@ def run_stats(args: argparse.Namespace) -> int:
                 "topology": cluster_label(args),
                 "model": model.to_dict(),
                 "tokens": n,
-                "pairs": not args.no_pairs,
+                "input": "trace" if load is None else "load statistics",
+                "pairs": pairs,
                 "versions": versions(),
                 "status": "complete",
             },
         )
     worst = layer_load.loc[layer_load["imbalance_max_over_mean"].idxmax()]
+    what = f"{n:,} tokens" if load is None else f"load statistics of about {n:,} tokens"
     print(
-        f"wrote {args.out}/: {n:,} tokens, {model.num_moe_layers} MoE layers; highest expert"
+        f"wrote {args.out}/: {what}, {model.num_moe_layers} MoE layers; highest expert"
         f" imbalance {worst['imbalance_max_over_mean']:.2f} (max/mean) at layer"
         f" {int(worst['layer'])}; {time.perf_counter() - t0:.1f}s"
     )
@@ -320,6 +354,11 @@ def _host_function(
     expert_gpus: np.ndarray, cluster: ClusterSpec | None, num_gpus: int, where: Path
 ) -> Callable[[RoutingTrace], np.ndarray]:
     """Host GPU of every route: the only replica, or the one nearest the token's origin."""
+    import numpy as np
+
+    from simulator.cluster.paths import gpu_distance_matrix
+    from simulator.traffic import resolve_hosts, resolve_origins
+
     if expert_gpus.shape[2] == 1:
         primary = expert_gpus[:, :, 0]
         layers = np.arange(primary.shape[0])[None, :, None]

@@ -8,25 +8,19 @@ import sys
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from experiments.outputs import TRACE_FILE, add_output_argument
-from traces import RoutingTrace
+from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
-from traces.io import write_blocks
-from traces.load_stats import read_sglang_logical_count
-from traces.model import ModelSpec, load_model_spec
-from traces.origins import (
-    DEFAULT_MODEL,
-    OriginAssigner,
-    origins_help,
-    parse_origins,
-    servers_of_gpus,
-    with_origins,
-)
-from traces.synthetic import SynthConfig, TenantSpec, iter_synthetic
-from traces.synthetic.modes import FIT_DEFAULT_MODES, fit_modes_file
+from traces.origins import origins_help
+from traces.synthetic.modes import FIT_DEFAULT_MODES
 from traces.synthetic.popularity import CURVES
+
+if TYPE_CHECKING:
+    from traces import RoutingTrace
+    from traces.model import ModelSpec
+    from traces.synthetic import TenantSpec
 
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
@@ -75,7 +69,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     pop.add_argument(
         "--load-stats",
         type=Path,
-        help="SGLang logical_count JSON to fit per-layer popularity to (instead of Zipf).",
+        help="Load statistics to fit per-layer popularity to (instead of Zipf): SGLang"
+        " logical_count .json, the .parquet of `trace import --format sglang` or a trace.",
     )
     co = p.add_argument_group("co-activation and correlation")
     co.add_argument(
@@ -120,6 +115,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--chunk-tokens", type=int, default=65_536, help="Tokens per row group.")
     p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    add_progress_arguments(p)
     p.set_defaults(func=run_synth)
 
     r = trace_sub.add_parser(
@@ -151,6 +147,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     r.add_argument("--seed", type=int, default=0, help="Seed of random weights (--config).")
     r.add_argument("--no-gates", action="store_true", help="Do not store gate weights.")
     r.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    add_progress_arguments(r)
     r.set_defaults(func=run_record)
 
 
@@ -176,6 +173,10 @@ def parse_tenant(
     spec: str, model: ModelSpec, fit_modes: int = FIT_DEFAULT_MODES, seed: int = 0
 ) -> TenantSpec:
     """``share=1:gpus=0-63:zipf=0.5:stats=FILE:name=chat`` -> :class:`TenantSpec`."""
+    from traces.load_stats import load_load_stats
+    from traces.synthetic import TenantSpec
+    from traces.synthetic.modes import fit_modes_file
+
     where = f"--tenant {spec!r}"
     fields: dict[str, str] = {}
     for item in spec.split(":"):
@@ -192,7 +193,7 @@ def parse_tenant(
         zipf = float(fields["zipf"]) if "zipf" in fields else None
     except ValueError:
         raise InputError(f"{where}: share, share_end and zipf must be numbers") from None
-    stats = read_sglang_logical_count(fields["stats"], model) if "stats" in fields else None
+    stats = load_load_stats(fields["stats"], model) if "stats" in fields else None
     fit = fit_modes_file(Path(fields["fit"]), fit_modes, seed) if "fit" in fields else None
     gpus = _gpu_list(fields["gpus"], where) if "gpus" in fields else ()
     return TenantSpec(
@@ -242,6 +243,8 @@ def _prefetch(blocks: Iterable[RoutingTrace], depth: int = 2) -> Iterator[Routin
 
 def _write_new(out: Path, blocks: Iterable[RoutingTrace], overwrite: bool, **kw: Any) -> int:
     """``traces.io.write_blocks`` to a path that may exist only with ``--overwrite``."""
+    from traces.io import write_blocks
+
     if out.exists() and not overwrite:
         raise InputError(f"{out}: output exists; pass --overwrite to replace it")
     return write_blocks(out, blocks, **kw)
@@ -263,13 +266,25 @@ def _drift(args: argparse.Namespace, num_tokens: int) -> tuple[tuple[int, ...], 
 
 
 def run_synth(args: argparse.Namespace) -> int:
+    from traces.load_stats import load_load_stats
+    from traces.model import load_model_spec
+    from traces.origins import (
+        DEFAULT_MODEL,
+        OriginAssigner,
+        parse_origins,
+        servers_of_gpus,
+        with_origins,
+    )
+    from traces.synthetic import SynthConfig, iter_synthetic
+    from traces.synthetic.modes import fit_modes_file
+
     if args.fit_modes < 1:
         raise InputError(f"--fit-modes must be >= 1, got {args.fit_modes}")
     fit = fit_modes_file(args.fit, args.fit_modes, args.seed) if args.fit else None
     if args.model is None and fit is None:
         raise InputError("--model is required (or --fit TRACE, whose model is used)")
     model = load_model_spec(args.model) if args.model else fit.model  # type: ignore[union-attr]
-    stats = read_sglang_logical_count(args.load_stats, model) if args.load_stats else None
+    stats = load_load_stats(args.load_stats, model) if args.load_stats else None
     phase_steps, ramp = _drift(args, args.tokens)
     cfg = SynthConfig(
         model,
@@ -300,7 +315,10 @@ def run_synth(args: argparse.Namespace) -> int:
                          " not both")
     if origins is None and not cfg.tenants:
         origins = parse_origins(DEFAULT_MODEL)
-    blocks = _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens))
+    blocks = Feedback.from_args(args).iterate(
+        _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)), args.tokens,
+        f"trace synth {model.name}", "tok", weight=lambda b: b.num_tokens,
+    )
     assigner = None
     if origins is not None:  # else each tenant's sequences on its own GPUs (the generator's)
         assigner = OriginAssigner(
@@ -332,6 +350,10 @@ def run_record(args: argparse.Namespace) -> int:
         batch_sequences=args.batch,
         gates=not args.no_gates,
         dp_ranks=args.dp_ranks,
+    )
+    blocks = Feedback.from_args(args).iterate(
+        blocks, None if args.max_tokens is None else args.max_tokens, "trace record", "tok",
+        weight=lambda b: b.num_tokens,
     )
     n = _write_new(args.out, blocks, args.overwrite)  # columns as the recorder's blocks have
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")

@@ -41,7 +41,7 @@ from traces import (
     read_trace,
 )
 from traces.infra.errors import InputError
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import apply_origins, resolve_model, tenant_server_sets
 from traces.synthetic import TenantSpec
 
@@ -143,8 +143,8 @@ def fit_and_replay(config: dict[str, Any], model: ModelSpec, gpu_server: np.ndar
     whole = placed(whole)
     if fit_source:
         replay = whole.take(slice(0, replay_n))
-        if fit_source.endswith(".json"):
-            stats = read_sglang_logical_count(fit_source, model)
+        if load_stats_kind(fit_source) != "trace":
+            stats = load_load_stats(fit_source, model)
             activation = stats.activation()
             fit_desc = f"load statistics {Path(fit_source).name}"
         else:

@@ -40,7 +40,7 @@ from placement import STRATEGIES
 from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta
 from traces.infra.errors import InputError
-from traces.load_stats import read_sglang_logical_count
+from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import check_cluster, parse_origins
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
@@ -170,11 +170,11 @@ def paper_study(
         if not fit_path.is_file():
             raise InputError(f"--fit {fit_trace}: file not found")
         trace_cfg["fit_source"] = str(fit_path.resolve())
-        if fit_path.suffix == ".json" and trace is None:
+        if load_stats_kind(fit_path) != "trace" and trace is None:
             keep = []
             for name, table, experts in models:
                 try:
-                    read_sglang_logical_count(fit_path, model_preset(name))
+                    load_load_stats(fit_path, model_preset(name))
                     keep.append((name, table, experts))
                 except InputError as exc:
                     skipped.append(f"model {name}: load statistics do not fit it ({exc})")

@@ -12,7 +12,7 @@ from typing import Any
 from placement import SolverOptions
 from simulator.cluster.builders import LinkDefaults
 from simulator.cluster.families import BUILDERS
-from simulator.engine import SimConfig
+from simulator.config import SimConfig
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
 from traces.infra.errors import InputError

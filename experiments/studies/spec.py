@@ -53,6 +53,7 @@ from placement import STRATEGIES
 from placement.strategies import SUPPORTS
 from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
+from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import check_cluster, resolve_model, tenant_server_sets
 
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "axes")
@@ -199,7 +200,7 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
         model = model_from_config(config["model"], f"{where}: model")
     else:
         path = Path(source)
-        if path.suffix == ".json":
+        if path.suffix == ".json" or path.is_file() and load_stats_kind(path) != "trace":
             raise InputError(
                 f"{where}: trace.source: {path} looks like load statistics, which hold no tokens"
                 " to replay; give them as trace.fit_source and replay a trace or 'synthetic'"
@@ -221,9 +222,13 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
             )
     if fit_source:
         fpath = Path(fit_source)
-        if fpath.suffix == ".json":
-            if not fpath.is_file():
-                raise InputError(f"{where}: trace.fit_source: {fpath}: file not found")
+        if not fpath.is_file():
+            raise InputError(f"{where}: trace.fit_source: {fpath}: file not found")
+        if load_stats_kind(fpath) != "trace":
+            try:
+                load_load_stats(fpath, model)
+            except InputError as exc:
+                raise InputError(f"{where}: trace.fit_source: {exc}") from None
         else:
             fmeta, fn = _trace_meta(fpath, f"{where}: trace.fit_source")
             if fmeta.model != model:

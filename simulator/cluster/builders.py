@@ -37,8 +37,6 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
-import networkx as nx
-
 from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64_text
@@ -160,6 +158,8 @@ def _remove_links(
 ) -> tuple[int, int]:
     """Remove ``round(fraction x candidates)`` eligible links in hash order, never
     disconnecting the fabric.  Returns (removed, candidates)."""
+    import networkx as nx
+
     cands = sorted(
         (lk for lk in fab.links.values() if eligible(lk)),
         key=lambda lk: (fnv1a_64_text(seed, min(lk.a, lk.b), max(lk.a, lk.b)), lk.a, lk.b),

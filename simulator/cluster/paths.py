@@ -12,13 +12,16 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from functools import cached_property
+from typing import TYPE_CHECKING
 
-import networkx as nx
 import numpy as np
 
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64
+
+if TYPE_CHECKING:  # imported where a graph is searched: the multipath modes' names stay light
+    import networkx as nx
 
 _HOP_EPS = 1e-6  # tie-break among equal-weight paths by link count
 
@@ -186,6 +189,8 @@ def _gpu_link_weights(cluster: ClusterSpec) -> np.ndarray:
 
 def server_node_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     """Weighted shortest-path distance between server nodes, [servers, servers]."""
+    import networkx as nx
+
     net = _network(cluster)
     servers = cluster.servers
     out = np.zeros((len(servers), len(servers)))
@@ -228,6 +233,8 @@ def _composite(u: str, v: str, attrs: dict) -> float:
 def equal_cost_next_hops(graph: nx.Graph, target: str) -> dict[str, tuple[str, ...]]:
     """For every node of ``graph`` that reaches ``target``: its next hops (sorted names) on the
     shortest paths by weight, then by link count; ``target`` maps to ()."""
+    import networkx as nx
+
     dist = nx.single_source_dijkstra_path_length(graph, target, weight=_composite)
     nh: dict[str, tuple[str, ...]] = {target: ()}
     for u, du in dist.items():

@@ -13,12 +13,14 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
-import networkx as nx
 import numpy as np
 
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    import networkx as nx
 
 NodeKind = Literal["gpu", "server", "switch"]
 
@@ -110,6 +112,8 @@ class ClusterSpec:
     @cached_property
     def graph(self) -> nx.Graph:
         """Undirected networkx graph; edge attributes are the LinkSpec fields and ``index``."""
+        import networkx as nx
+
         g = nx.Graph()
         for n in self.nodes:
             g.add_node(n.name, kind=n.kind, server=n.server, tier=n.tier, group=n.group)
@@ -239,6 +243,8 @@ def _check_wiring(
     cluster: ClusterSpec, names: dict[str, NodeSpec], degree: dict[str, int], where: str
 ) -> None:
     """GPUs linked to their server only, no idle switch, every GPU reachable."""
+    import networkx as nx
+
     nbrs: dict[str, list[str]] = {name: [] for name in names}
     for link in cluster.links:
         nbrs[link.a].append(link.b)

@@ -17,38 +17,30 @@ SGLang's ``logical_count`` JSON holds counts, not tokens: see :mod:`traces.load_
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
-from traces.importers.esft import iter_esft
-from traces.importers.table import iter_table
-from traces.importers.vllm import iter_vllm
+from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
-from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
+from traces.infra.lazy import lazy_attributes
 from traces.model import ModelSpec
 from traces.origins import OriginAssigner, with_origins
 from traces.trace import RoutingTrace
 
-# Formats whose input is routing per token (a trace), and what each reads.
-TRACE_FORMATS = {
-    "esft": "a folder of expert_weights_<L>.txt (DeepSeek ESFT expert-score logs)",
-    "vllm": "int arrays [tokens, layers, top_k] per request (.npy, .npz or a folder)",
-    "table": "a long CSV or Parquet table: token, layer, rank, expert (+ optional columns)",
-    "sglang-dump": "SGLang expert distribution recorder dump folder (per_token mode)",
-    "sglang-routed": "SGLang /generate responses with meta_info.routed_experts (.json/.jsonl)",
-    "vllm-routed": "vLLM OpenAI-style responses with choices[].routed_experts (.json/.jsonl)",
-    "trtllm": "TensorRT-LLM EXPERT_STATISTIC_PATH folder with rank<N>_raw.safetensors",
-    "megatron": "Megatron-Core router replay routing_indices (.pt/.npy file or folder)",
-    "topk-parquet": "Parquet of per-token top-k indices (+ scores), wide or long",
-}
-# Formats (or modes of them) that hold counts only: imported as load statistics.
-COUNT_FORMATS = {
-    "sglang": "SGLang logical_count JSON",
-    "sglang-dump": "SGLang recorder dump in stat or per_pass mode",
-    "trtllm": "TensorRT-LLM EXPERT_STATISTIC_PATH folder with rank<N>.safetensors counts only",
-}
+if TYPE_CHECKING:
+    from traces.importers.esft import iter_esft
+    from traces.importers.table import iter_table
+    from traces.importers.vllm import iter_vllm
+
+# The readers load on first use: the command line's --help lists the formats without pyarrow.
+__getattr__ = lazy_attributes(__name__, {
+    "iter_esft": "traces.importers.esft",
+    "iter_table": "traces.importers.table",
+    "iter_vllm": "traces.importers.vllm",
+})
 
 
 def holds_counts(fmt: str, source: str | os.PathLike[str]) -> bool:
@@ -72,9 +64,10 @@ def import_trace(
     source: str | os.PathLike[str],
     out: str | os.PathLike[str],
     model: ModelSpec | None = None,
-    chunk_tokens: int = DEFAULT_ROW_GROUP_TOKENS,
+    chunk_tokens: int | None = None,
     options: dict[str, object] | None = None,
     origins: OriginAssigner | None = None,
+    observe: Callable[[Iterable[RoutingTrace]], Iterable[RoutingTrace]] | None = None,
 ) -> int:
     """Import ``source`` in format ``fmt`` (see :data:`TRACE_FORMATS`) to the trace file ``out``.
 
@@ -82,8 +75,13 @@ def import_trace(
     (sglang-routed, vllm-routed: [layers, P] physical_to_logical_map when ids are physical),
     ``indices_column`` / ``scores_column`` (topk-parquet).  ``origins``: write every token's
     origin GPU as that assigner gives it (an origin model on a cluster, :mod:`traces.origins`);
-    None keeps what the source records.
+    None keeps what the source records.  ``chunk_tokens`` defaults to the trace writer's row
+    group; ``observe`` wraps the stream of blocks on their way to the file (a progress bar).
     """
+    from traces.importers.esft import iter_esft
+    from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
+
+    chunk_tokens = DEFAULT_ROW_GROUP_TOKENS if chunk_tokens is None else chunk_tokens
     src = Path(source)
     if fmt not in TRACE_FORMATS:
         raise InputError(f"unknown trace format {fmt!r}; known: {', '.join(sorted(TRACE_FORMATS))}")
@@ -94,7 +92,9 @@ def import_trace(
         raise InputError(f"format {fmt!r} does not say which model it is: pass --model")
     else:
         blocks = _blocks(fmt, src, model, chunk_tokens, options or {})
-    return write_blocks(out, blocks if origins is None else with_origins(blocks, origins))
+    if origins is not None:
+        blocks = with_origins(blocks, origins)
+    return write_blocks(out, blocks if observe is None else observe(blocks))
 
 
 def _blocks(

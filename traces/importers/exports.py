@@ -16,25 +16,11 @@ from pathlib import Path
 import numpy as np
 
 from traces.importers.engine_arrays import num_hidden_layers
+from traces.importers.formats import EXPORT_FORMATS
 from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
 from traces.io import iter_trace
 from traces.trace import RoutingTrace
-
-# name -> (what it writes, whether the output is a folder)
-EXPORT_FORMATS: dict[str, tuple[str, bool]] = {
-    "sglang-dump": ("SGLang per_token recorder dump, one .pt per rank (needs torch)", True),
-    "sglang-routed": ("SGLang /generate responses with meta_info.routed_experts (.jsonl)", False),
-    "sglang-logical-count": (
-        "SGLang logical_count JSON (counts, for --init-expert-location)",
-        False,
-    ),
-    "vllm": ("vLLM routed_experts int16 arrays, one per sequence (.npz)", False),
-    "vllm-routed": ("vLLM OpenAI-style responses with choices[].routed_experts (.jsonl)", False),
-    "trtllm": ("TensorRT-LLM EXPERT_STATISTIC_PATH folder (counts and raw)", True),
-    "megatron": ("Megatron-Core router replay, one step<S>.pt per step (needs torch)", True),
-    "topk-parquet": ("Parquet, one row per token: seq_id, position, topk_indices[, scores]", False),
-}
 
 
 def sglang_logical_count(blocks: Iterator[RoutingTrace]) -> dict[str, list[list[int]]]:

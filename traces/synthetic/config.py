@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from traces.infra.errors import InputError
-from traces.load_stats import LoadStats
 from traces.model import ModelSpec
 from traces.synthetic.modes import ModeTable
+
+if TYPE_CHECKING:  # pyarrow; the command line reads these knobs without it
+    from traces.load_stats import LoadStats
 
 
 @dataclass(frozen=True, slots=True, eq=False)

@@ -1,0 +1,78 @@
+"""Progress on stderr: on for a terminal or with --progress, off in logs and pipes, and -q
+silences it together with the informational lines; stdout never carries it."""
+
+from __future__ import annotations
+
+import argparse
+
+import pytest
+
+from experiments.cli import build_parser, main
+from experiments.progress import Feedback
+
+# every command that can run longer than a few seconds
+LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
+                 ("topology", "bench"), ("place",), ("simulate",), ("study",), ("sweep",),
+                 ("demo",)]
+
+
+def _subparser(path: tuple[str, ...]) -> argparse.ArgumentParser:
+    p = build_parser()
+    for name in path:
+        action = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
+        p = action.choices[name]
+    return p
+
+
+@pytest.mark.parametrize("path", LONG_COMMANDS, ids=" ".join)
+def test_long_commands_take_quiet_and_progress(path):
+    options = {s for a in _subparser(path)._actions for s in a.option_strings}
+    assert {"-q", "--quiet", "--progress"} <= options
+
+
+def test_feedback_policy():
+    ns = argparse.Namespace
+    assert Feedback.from_args(ns(quiet=True, progress=False)) == Feedback(bars=False, notes=False)
+    assert Feedback.from_args(ns(quiet=False, progress=True)) == Feedback(bars=True, notes=True)
+    # pytest's stderr is not a terminal: no bar unless asked
+    assert Feedback.from_args(ns(quiet=False, progress=False)) == Feedback(bars=False, notes=True)
+
+
+def _synth(tmp_path, *extra):
+    return main(["trace", "synth", "--model", "deepseek-v2-lite", "--tokens", "300",
+                 "--chunk-tokens", "100", "--out", str(tmp_path / "t.parquet"), *extra])
+
+
+def test_no_bar_when_stderr_is_not_a_terminal(tmp_path, capsys):
+    assert _synth(tmp_path) == 0
+    out, err = capsys.readouterr()
+    assert err == ""
+    assert out.startswith("wrote 300 tokens")
+
+
+def test_progress_flag_draws_the_bar_on_stderr_only(tmp_path, capsys):
+    assert _synth(tmp_path, "--progress") == 0
+    out, err = capsys.readouterr()
+    assert "trace synth deepseek-v2-lite" in err and "100%" in err and "300/300" in err
+    assert "%" not in out
+
+
+def test_quiet_and_progress_exclude_each_other(tmp_path):
+    with pytest.raises(SystemExit) as exc:
+        _synth(tmp_path, "-q", "--progress")
+    assert exc.value.code == 2
+
+
+def test_quiet_silences_notes(capsys):
+    Feedback(bars=False, notes=False).note("hidden")
+    Feedback(bars=False, notes=True).note("shown")
+    assert capsys.readouterr().err == "shown\n"
+
+
+def test_ticking_bar_for_a_call_without_progress(capsys):
+    import time
+
+    with Feedback(bars=True).ticking(None, "solving"):
+        time.sleep(0.7)
+    err = capsys.readouterr().err
+    assert "solving:" in err and " s" in err
