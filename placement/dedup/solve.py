@@ -350,9 +350,6 @@ def solve_dedup(
         mean = np.array([sample.num_tokens * sample.top_k / G] * L)
         eps_cap = (1 + problem.balance_eps) * mean
         gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
-    # The bound does not depend on the layout: computed first, so the search gets what is left
-    # and the whole call stays within the time limit (the bound's LPs used to run after it).
-    bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
     # result does not depend on the machine's speed; the time limit is only a safety stop.
     deadline = t0 + 0.9 * options.time_limit_s
@@ -366,6 +363,7 @@ def solve_dedup(
     info["stopped_by_time_limit"] = time.perf_counter() > deadline
     layout = _build(problem, layers)
     exact = dedup_cost(problem, layout, metric)
+    bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
     obj = exact.cost_per_token
     stopped = bool(info["stopped_by_time_limit"])
     outcome = SolverOutcome.from_bound(
