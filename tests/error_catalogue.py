@@ -43,6 +43,14 @@ only when complete. No command writes to, replaces or deletes one of its inputs,
 Library code raises `traces.infra.errors.InputError` for anything a user can fix and never
 prints.
 
+## Options that contradict each other
+
+Where one of two options you typed would silently win, or one changes nothing without the
+other, the command stops before any work and names both (`experiments/conflicts.py`; defaults
+never contradict):
+
+{conflicts}
+
 ## Catalogue
 
 Every input the tool reads, broken in every way the test suite knows, with the message you
@@ -70,7 +78,11 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
 def _intro() -> str:
     rows = ["| what happened | stderr (one line) | exit code |", "|---|---|---|"]
     rows += [f"| {what} | {err} | {code} |" for what, err, code in EXIT_CODES]
-    return INTRO.format(exit_codes="\n".join(rows))
+    from experiments.conflicts import CONFLICTS
+
+    pairs = ["| command | message |", "|---|---|"]
+    pairs += [f"| {r.command} | `moe-netsim: error: {_cell(r.message())}` |" for r in CONFLICTS]
+    return INTRO.format(exit_codes="\n".join(rows), conflicts="\n".join(pairs))
 
 
 def normalise(message: str, directory: Path) -> str:

@@ -69,6 +69,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import layout_record
     from experiments.outputs import atomic_write_text, write_json
     from experiments.pipeline import build_problem, trace_activation, trace_sample
     from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
@@ -177,7 +178,7 @@ def run(args: argparse.Namespace) -> int:
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
-        "cluster": cluster.description or cluster.name,
+        **layout_record(cluster),  # the cluster it was made for: replays elsewhere warn
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,

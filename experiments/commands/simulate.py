@@ -116,6 +116,7 @@ def load_inputs(
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
     from experiments.versions import versions
     from simulator.analytic import count_traffic
@@ -211,9 +212,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:>30}: {summary[k]:.6g}")
     print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
-    warning = assigner.warning()
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (foreign_layout_warning(args.layout, routes.cluster,
+                                           cluster_label(args) or routes.cluster.name),
+                    assigner.warning()):
+        if warning:
+            print(warning, file=sys.stderr)
     tail = "" if args.no_report else f" (open {args.out}/report.html)"
     print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

@@ -340,6 +340,12 @@ def run_stats(args: argparse.Namespace) -> int:
                 "status": "complete",
             },
         )
+    if args.layout is not None and cluster is not None:
+        from experiments.layout_record import foreign_layout_warning
+
+        warning = foreign_layout_warning(args.layout, cluster, cluster_label(args) or "")
+        if warning:
+            print(warning, file=sys.stderr)
     worst = layer_load.loc[layer_load["imbalance_max_over_mean"].idxmax()]
     what = f"{n:,} tokens" if load is None else f"load statistics of about {n:,} tokens"
     print(
