@@ -51,6 +51,27 @@ never contradict):
 
 {conflicts}
 
+## Ranges and sizes checked before work
+
+Every numeric option of every command has a range, shown in its `--help` with its default and
+unit, and a value outside it is refused by the command line before anything runs
+([commands](commands.md)). Sizes that follow from your numbers are estimated before anything
+is allocated or written, and refused in one line with the estimate when they cannot fit
+(`traces/infra/limits.py`; the estimates are lower bounds, so a refusal is never wrong):
+
+| what | estimated as | refused when |
+|---|---|---|
+| `topology build`, `--fat-tree`, study topologies | servers x (1 + GPUs per server) nodes and as many links, 100 bytes each | more than this machine's memory |
+| the route table of a cluster (`place`, `simulate`, ...) | GPUs^2 x 8 bytes (distances) + servers^2 x 8 bytes | more than this machine's memory |
+| `trace synth` output | tokens x MoE layers x top-k bytes | more than the free disk at `--out` |
+| `trace synth` chunks | 3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU | more than this machine's memory |
+| `simulate` byte counts | tokens x MoE layers x top-k x bytes per route (dispatch + combine) x longest path, in exact integers | beyond 2^63-1 (an int64 column) |
+| `simulate --mode des` records | tokens x 8 x (4 + MoE layers) bytes | more than this machine's memory |
+
+For example `moe-netsim topology build fat-tree --param k=100000 --out c.json` says
+`moe-netsim: error: fat-tree cluster of 250,000,000,000,000 servers needs at least 399.7 PiB of
+memory, more than this machine's ...; choose a smaller shape`.
+
 ## Catalogue
 
 Every input the tool reads, broken in every way the test suite knows, with the message you

@@ -115,6 +115,29 @@ def load_inputs(
     return model, routes, expert_gpus
 
 
+def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
+                 traffic: TrafficConfig, tokens: int) -> None:
+    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
+    records cannot fit in memory (traces/infra/limits.py)."""
+    import numpy as np
+
+    from traces.infra.limits import check_memory, exact_int64
+
+    offsets = routes.middle_offsets
+    links = int(np.diff(offsets).max(initial=0)) + 2  # uplink, middle route, downlink
+    d, c = traffic.route_bytes(model)
+    exact_int64(
+        traffic.bytes_bound(model, tokens, links),
+        f"simulate: {tokens:,} tokens x {model.num_moe_layers} MoE layers x top-{model.top_k}"
+        f" x {d + c:,} bytes per route x {links} links", "replay fewer tokens (split the"
+        " trace) or lower --hidden-size or --dispatch-/--combine-bytes-per-element",
+    )
+    if args.mode == "des":  # a record per token and layer (latency), one per link and window
+        per_token = 8 * (4 + model.num_moe_layers)
+        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                     "replay fewer tokens, or count bytes with --mode analytic")
+
+
 def run(args: argparse.Namespace) -> int:
     from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
@@ -153,6 +176,7 @@ def run(args: argparse.Namespace) -> int:
     assert cluster is not None  # the argument group is required
     model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
                                              args.layout)
+    _check_sizes(args, model, routes, traffic, read_trace_meta(args.trace)[1])
     try:
         check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
     except InputError as exc:

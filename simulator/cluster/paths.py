@@ -250,6 +250,12 @@ def equal_cost_next_hops(graph: nx.Graph, target: str) -> dict[str, tuple[str, .
 
 def build_route_table(cluster: ClusterSpec) -> RouteTable:
     """Deterministic ECMP routes between all GPU pairs (see module and class docstrings)."""
+    from traces.infra.limits import check_memory
+
+    # the GPU distance matrix (float64) and the route offsets of every server pair
+    need = 8 * cluster.num_gpus**2 + 8 * cluster.num_servers**2
+    check_memory(need, f"the route table of {cluster.num_gpus} GPUs",
+                 "a cluster this size needs a machine with more memory")
     g = cluster.graph
     gpus = cluster.gpus
     servers = cluster.servers
