@@ -157,7 +157,8 @@ def _cluster_dict() -> dict[str, Any]:
 # The cases, in catalogue order (each module registers its cases into CASES on import).  They
 # import this module as ``badinput``: one module under both names, however it was imported.
 sys.modules.setdefault("badinput", sys.modules[__name__])
-for _module in ['badinput_traces', 'badinput_clusters', 'badinput_importers', 'badinput_cli']:
+for _module in ['badinput_traces', 'badinput_clusters', 'badinput_importers', 'badinput_cli',
+                'badinput_failures']:
     importlib.import_module(f"{__package__}.{_module}" if __package__ else _module)
 
 

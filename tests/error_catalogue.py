@@ -59,14 +59,7 @@ unit, and a value outside it is refused by the command line before anything runs
 is allocated or written, and refused in one line with the estimate when they cannot fit
 (`traces/infra/limits.py`; the estimates are lower bounds, so a refusal is never wrong):
 
-| what | estimated as | refused when |
-|---|---|---|
-| `topology build`, `--fat-tree`, study topologies | servers x (1 + GPUs per server) nodes and as many links, 100 bytes each | more than this machine's memory |
-| the route table of a cluster (`place`, `simulate`, ...) | GPUs^2 x 8 bytes (distances) + servers^2 x 8 bytes | more than this machine's memory |
-| `trace synth` output | tokens x MoE layers x top-k bytes | more than the free disk at `--out` |
-| `trace synth` chunks | 3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU | more than this machine's memory |
-| `simulate` byte counts | tokens x MoE layers x top-k x bytes per route (dispatch + combine) x longest path, in exact integers | beyond 2^63-1 (an int64 column) |
-| `simulate --mode des` records | tokens x 8 x (4 + MoE layers) bytes | more than this machine's memory |
+{sizes}
 
 For example `moe-netsim topology build fat-tree --param k=100000 --out c.json` says
 `moe-netsim: error: fat-tree cluster of 250,000,000,000,000 servers needs at least 399.7 PiB of
@@ -80,6 +73,21 @@ see. The test suite runs each case and checks its message against this page
 to the directory the case ran in; you see the path you gave.
 """
 
+
+SIZES = (  # (what, estimated as, refused when): traces/infra/limits.py and its callers
+    ("`topology build`, `--fat-tree`, study topologies",
+     "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each", "memory"),
+    ("the route table of a cluster (`place`, `simulate`, ...)",
+     "GPUs^2 x 8 bytes (distances) + servers^2 x 8 bytes", "memory"),
+    ("`trace synth` output", "tokens x MoE layers x top-k bytes", "disk"),
+    ("`trace synth` chunks",
+     "3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU", "memory"),
+    ("`simulate` byte counts", "tokens x MoE layers x top-k x bytes per route (dispatch +"
+     " combine) x longest path, in exact integers", "int64"),
+    ("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
+)
+_REFUSED = {"memory": "more than this machine's memory", "disk": "more than the free disk at"
+            " `--out`", "int64": "beyond 2^63-1 (an int64 column)"}
 
 EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiments/cli.py
     ("bad argument (argparse)", "`moe-netsim: error: <what> (see: moe-netsim <cmd> --help)`", 2),
@@ -103,7 +111,10 @@ def _intro() -> str:
 
     pairs = ["| command | message |", "|---|---|"]
     pairs += [f"| {r.command} | `moe-netsim: error: {_cell(r.message())}` |" for r in CONFLICTS]
-    return INTRO.format(exit_codes="\n".join(rows), conflicts="\n".join(pairs))
+    sizes = ["| what | estimated as | refused when |", "|---|---|---|"]
+    sizes += [f"| {what} | {how} | {_REFUSED[when]} |" for what, how, when in SIZES]
+    return INTRO.format(exit_codes="\n".join(rows), conflicts="\n".join(pairs),
+                        sizes="\n".join(sizes))
 
 
 def normalise(message: str, directory: Path) -> str:

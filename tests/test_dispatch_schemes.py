@@ -175,5 +175,14 @@ def test_nic_gpu_must_name_a_gpu_of_the_server_it_leaves():
     c = two_rail_cluster()
     with pytest.raises(InputError, match="nic_gpu 'g2' is a NIC of server 's1'"):
         ClusterSpec("bad", c.nodes, _renamed_nics(c, {"g0": "g2"}))
-    with pytest.raises(InputError, match="GPU 'g3' has no NIC link while other GPUs do"):
-        ClusterSpec("partial", c.nodes, _renamed_nics(c, {"g3": ""}))
+    with pytest.raises(InputError, match="server 's1' has no GPU with a NIC link of its own"):
+        ClusterSpec("partial", c.nodes, _renamed_nics(c, {"g2": "", "g3": ""}))
+
+
+def test_gpu_without_its_own_nic_sends_through_the_next_gpu_of_its_server():
+    # g3's NIC (link 7, s1-r1) gone: g3 falls back to g2's NIC (link 6, s1-r0); g0's and g1's
+    # stay links 4 and 5; the cluster still counts as one with per-GPU NICs
+    c = two_rail_cluster()
+    partial = ClusterSpec("partial", c.nodes, _renamed_nics(c, {"g3": ""}))
+    assert partial.gpu_nic_link.tolist() == [4, 5, 6, 6]
+    assert partial.has_gpu_nics

@@ -3,7 +3,8 @@
 * ``topology list``: the families and what they build.
 * ``topology show FAMILY``: its parameters with defaults and help.
 * ``topology build FAMILY --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
-* ``topology info CLUSTER``: validate a file and print its size and distances.
+* ``topology info CLUSTER [--elements]``: validate a file and print its size and distances.
+* ``topology whatif CLUSTER --fail KIND:NAME --degrade link:A~B=F --out NEW.json``: failures.
 * ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
 * ``topology bench``: time building and routing the R1-sized (256-GPU) cluster of each family.
 """
@@ -17,6 +18,13 @@ from typing import TYPE_CHECKING, Any
 
 from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
+from simulator.cluster.failures import (
+    ELEMENT_KINDS,
+    LINK_SEPARATOR,
+    apply_whatif,
+    link_name,
+    parse_whatif,
+)
 from traces.infra.errors import InputError
 
 if TYPE_CHECKING:
@@ -48,14 +56,15 @@ def register(sub: argparse._SubParsersAction) -> None:
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
     )
-    add_output_argument(a, "--out", CLUSTER_FILE, required=True,
-                        help="Cluster file (.json or .graphml).")
-    a.add_argument("--overwrite", action="store_true",
-                   help="Replace a cluster file moe-netsim wrote.")
+    add_cluster_output(a, "Cluster file (.json or .graphml).")
     a.set_defaults(func=run_build)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.add_argument("--elements", action="store_true",
+                   help="Also list every server, switch and link by the name `topology whatif`"
+                        " takes.")
     a.set_defaults(func=run_info)
+    register_whatif(acts)
     a = acts.add_parser(
         "draw",
         help="Draw a cluster as PNG, optionally with per-link load.",
@@ -162,7 +171,10 @@ def run_build(args: argparse.Namespace) -> int:
 def run_info(args: argparse.Namespace) -> int:
     from simulator.cluster.io import load_cluster
 
-    print(describe(load_cluster(args.cluster)))
+    cluster = load_cluster(args.cluster)
+    print(describe(cluster))
+    if args.elements:
+        print("\n".join(element_lines(cluster)))
     return 0
 
 
@@ -198,6 +210,72 @@ def run_draw(args: argparse.Namespace) -> int:
         plt.close(fig)
     print(f"wrote {args.out}")
     return 0
+
+
+def register_whatif(acts: argparse._SubParsersAction) -> None:
+    """Add ``topology whatif``."""
+    a = acts.add_parser(
+        "whatif",
+        help="Write a cluster file with links, switches or servers failed or links degraded.",
+        description="Fail elements (a link, a switch, a server with its GPUs) and degrade links,"
+        " and write the resulting cluster. Surviving nodes keep their names and order, so"
+        " layouts stay valid where no server failed (a failed server's GPUs disappear: re-place,"
+        " or repair a layout with `place --repair`). A switch left without links is removed"
+        " too. A failure that cuts GPUs off is refused, naming them. `topology info CLUSTER"
+        " --elements` lists the names.",
+    )
+    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.add_argument(
+        "--fail", action="append", default=[], metavar="KIND:NAME",
+        help=f"A failed element (repeatable): link:A{LINK_SEPARATOR}B (either order),"
+        " switch:NAME or server:NAME.",
+    )
+    a.add_argument(
+        "--degrade", action="append", default=[], metavar=f"link:A{LINK_SEPARATOR}B=FACTOR",
+        help="A link that keeps FACTOR of its bandwidth, 0 < FACTOR <= 1 (repeatable).",
+    )
+    add_cluster_output(a, "New cluster file (.json or .graphml).")
+    a.set_defaults(func=run_whatif)
+
+
+def add_cluster_output(p: argparse.ArgumentParser, help: str) -> None:
+    """``--out CLUSTER`` and ``--overwrite`` (a cluster file moe-netsim wrote)."""
+    add_output_argument(p, "--out", CLUSTER_FILE, required=True, help=help)
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a cluster file moe-netsim wrote.")
+
+
+def run_whatif(args: argparse.Namespace) -> int:
+    from simulator.cluster.io import load_cluster, save_cluster
+
+    cluster = load_cluster(args.cluster)
+    whatif = parse_whatif(args.fail, args.degrade)
+    result = apply_whatif(cluster, whatif, where=str(args.cluster))
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_cluster(result.cluster, args.out)
+    print(describe(result.cluster))
+    for note in result.notes:
+        print(f"  note: {note}")
+    if result.removed_gpus:
+        print(f"  {len(result.removed_gpus)} GPUs removed with their servers; GPU indices of the"
+              " survivors shift down: re-place, or repair a layout with `moe-netsim place"
+              f" --repair LAYOUT --healthy {args.cluster}`")
+    else:
+        print("  same GPUs in the same order: layouts of the original cluster stay valid")
+    print(f"wrote {args.out}")
+    return 0
+
+
+def element_lines(cluster: ClusterSpec) -> list[str]:
+    """Every element a what-if can name, one per line (``topology info --elements``); a GPU's
+    link to its server is left out (failing it only cuts that GPU off)."""
+    gpus = set(cluster.gpus)
+    out = [f"  {kind}:{n.name}" for kind in ELEMENT_KINDS[1:] for n in cluster.nodes
+           if n.kind == kind]
+    out += [f"  link:{link_name(lk)}  {lk.tier or '-'} {lk.bandwidth_bytes_per_s:g} B/s"
+            for lk in cluster.links if not {lk.a, lk.b} & gpus]
+    out.append(f"  ({len(gpus)} GPU-to-server links not listed: failing one cuts its GPU off)")
+    return out
 
 
 # DeepSeek-R1-sized clusters: 256 GPUs in 32 servers of 8

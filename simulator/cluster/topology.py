@@ -96,17 +96,29 @@ class ClusterSpec:
 
     @cached_property
     def gpu_nic_link(self) -> np.ndarray:
-        """Index of every GPU's own NIC link (``LinkSpec.nic_gpu``), -1 where it has none."""
+        """Index of the NIC link every GPU sends through (``LinkSpec.nic_gpu``), -1 where the
+        server's NICs are pooled.  A GPU without a NIC of its own (its NIC failed) sends through
+        the NIC of the next GPU of its server that has one (PXN over NVLink)."""
         index = {g: i for i, g in enumerate(self.gpus)}
         out = np.full(len(self.gpus), -1, dtype=np.int64)
         for i, lk in enumerate(self.links):
             if lk.nic_gpu:
                 out[index[lk.nic_gpu]] = i
+        if (out >= 0).any():
+            gs = self.gpu_server
+            for s in range(self.num_servers):
+                members = np.flatnonzero(gs == s)
+                own = out[members].copy()
+                for k, g in enumerate(members):
+                    if own[k] < 0:  # validate_cluster: some GPU of the server has a NIC
+                        nxt = next(j for j in range(1, len(members) + 1)
+                                   if own[(k + j) % len(members)] >= 0)
+                        out[g] = own[(k + nxt) % len(members)]
         return out
 
     @property
     def has_gpu_nics(self) -> bool:
-        """True when every GPU has its own NIC link (rail-optimized fabrics)."""
+        """True when GPUs send through NICs of their own (rail-optimized fabrics)."""
         return bool((self.gpu_nic_link >= 0).all())
 
     @cached_property
@@ -143,9 +155,9 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     links or duplicates, bandwidth > 0, latency and weight >= 0 (all finite); every GPU linked
     to its own server and to nothing else (the server node is its NVLink switch and where its
     NICs attach: the simulator and the placer rely on this); a link's ``nic_gpu`` naming a GPU
-    of the server at one end, a switch at the other, and each GPU owning at most one NIC link,
-    either for all GPUs of a cluster or for none; no switch without links; every GPU reachable
-    from every other.
+    of the server at one end, a switch at the other, and each GPU owning at most one NIC link;
+    where any GPU owns one, every server holding a GPU that does (a GPU without one sends
+    through a sibling's NIC); no switch without links; every GPU reachable from every other.
     """
     where = f"cluster {cluster.name!r}"
     names = _check_nodes(cluster, where)
@@ -293,7 +305,8 @@ def _check_nic_gpu(where: str, label: str, link: LinkSpec, names: dict[str, Node
 
 
 def _check_nic_coverage(where: str, cluster: ClusterSpec) -> None:
-    """Each GPU owns at most one NIC link; either every GPU owns one or none does."""
+    """Each GPU owns at most one NIC link; where any GPU owns one, every server has a GPU that
+    does (the others send through it: a failed NIC, see ``ClusterSpec.gpu_nic_link``)."""
     owners = [lk.nic_gpu for lk in cluster.links if lk.nic_gpu]
     if not owners:
         return
@@ -302,9 +315,11 @@ def _check_nic_coverage(where: str, cluster: ClusterSpec) -> None:
         if gpu in seen:
             raise InputError(f"{where}: GPU {gpu!r} owns more than one NIC link (nic_gpu)")
         seen.add(gpu)
-    missing = [n.name for n in cluster.nodes if n.kind == "gpu" and n.name not in seen]
+    server_of = {n.name: n.server for n in cluster.nodes if n.kind == "gpu"}
+    with_nic = {server_of[g] for g in seen}
+    missing = [n.name for n in cluster.nodes if n.kind == "server" and n.name not in with_nic]
     if missing:
         raise InputError(
-            f"{where}: GPU {missing[0]!r} has no NIC link while other GPUs do; give every GPU"
-            " its own NIC link (nic_gpu) or none"
+            f"{where}: server {missing[0]!r} has no GPU with a NIC link of its own while other"
+            " servers do; give its GPUs their NIC links (nic_gpu) or give no GPU one"
         )
