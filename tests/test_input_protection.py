@@ -86,6 +86,8 @@ COMMANDS = [
     Command("study", ("study", "paper", "--quick", "--serial", "--trace", "{d}/trace.parquet"),
             ("trace.parquet",), ("--out",), ("paper",)),
     Command("demo", ("demo",), (), ("--out",), ("demo",)),
+    Command("topology whatif", ("topology", "whatif", "{d}/cluster.json", "--fail", "server:s1"),
+            ("cluster.json",), ("--out",), ("w.json",)),
     Command("trace concat", ("trace", "concat", "{d}/trace.parquet", "{d}/trace2.parquet"),
             ("trace.parquet", "trace2.parquet"), ("--out",), ("cat.parquet",)),
     Command("rebalance",
