@@ -12,6 +12,7 @@ busiest link direction needs to carry that phase's bytes: no schedule can do bet
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from simulator.cluster.link_loads import middle_link_copies
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
 from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pairs
@@ -27,8 +29,8 @@ from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,
     CopyTally,
+    PairList,
     TrafficConfig,
-    pair_counts,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
@@ -58,8 +60,23 @@ class AnalyticResult:
 
 def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
     """Routes crossing each directed link given per-pair route counts [gpus, gpus]."""
-    w = counts.ravel()[routes.pair_of_entry]
-    out = np.bincount(routes.pair_links, weights=w, minlength=2 * len(routes.cluster.links))
+    a, b = np.nonzero(counts)
+    return pair_route_counts(routes, PairList(a, b, counts[a, b]))
+
+
+def pair_route_counts(routes: RouteTable, pairs: PairList) -> np.ndarray:
+    """Routes crossing each directed link along the route table's paths (one hashed path
+    per server pair), from sparse per-pair counts; pairs with src == dst cross nothing."""
+    p = pairs.remote()
+    nlinks = 2 * len(routes.cluster.links)
+    gs = routes.cluster.gpu_server
+    w = p.count.astype(np.float64)
+    far = gs[p.src] != gs[p.dst]
+    out = np.bincount(routes.gpu_uplink[p.src], weights=w, minlength=nlinks).astype(np.float64)
+    out += np.bincount(routes.gpu_downlink[p.dst], weights=w, minlength=nlinks)
+    out += middle_link_copies(routes.middle_offsets, routes.middle_links,
+                              gs[p.src[far]] * routes.num_servers + gs[p.dst[far]], w[far],
+                              nlinks)
     return np.rint(out).astype(np.int64)
 
 
@@ -85,9 +102,12 @@ class _Counter:
         return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
 
     def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies per link of the network copies on endpoint pairs ``pairs`` (e*E+f), both
+        ways: dispatch e -> f, combine f -> e."""
         n = self.ep.count
-        m = np.bincount(pairs, weights=w, minlength=n * n).reshape(n, n)
-        return self.multipath.link_copies(m), self.multipath.link_copies(m.T)
+        w = np.ones(pairs.size) if w is None else w
+        back = (pairs % n) * n + pairs // n
+        return self.multipath.link_copies(pairs, w), self.multipath.link_copies(back, w)
 
     def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         r = self.routes
@@ -103,19 +123,82 @@ class _Counter:
             dispatch = self._at(up, oo[local]) + self._at(up, so) + mid_d + self._at(down, hh)
             combine = self._at(up, hh) + mid_c + self._at(down, oo[local]) + self._at(down, so)
         else:
+            # one copy per route whose host is not its origin: counted route by route,
+            # so memory and work grow with routes, never with GPU pairs
             g = r.num_gpus
-            c = pair_counts(origins, hosts, g)
-            np.fill_diagonal(c, 0)
-            a, b = np.nonzero(c)
-            w = c[a, b]
+            a = np.repeat(origins, hosts.shape[1])
+            b = hosts.ravel()
+            moving = a != b
+            a, b = a[moving], b[moving]
             remote = self.gs[a] != self.gs[b]
             mid_d, mid_c = self._mid(
-                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep), w[remote]
+                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep)
             )
-            out_gpu, in_gpu = c.sum(axis=1), c.sum(axis=0)
+            out_gpu = np.bincount(a, minlength=g)
+            in_gpu = np.bincount(b, minlength=g)
             dispatch = self._at(up, None, out_gpu) + mid_d + self._at(down, None, in_gpu)
             combine = self._at(up, None, in_gpu) + mid_c + self._at(down, None, out_gpu)
         return dispatch, combine
+
+
+@dataclass(frozen=True, eq=False)
+class AnalyticPart:
+    """The counts of one micro-batch; :func:`combine_parts` sums them in micro-batch order,
+    so a replay split over workers gives exactly the serial result."""
+
+    microbatch: int
+    dispatch: np.ndarray  # [directed links] bytes (fractional under split modes)
+    combine: np.ndarray
+    hops: float
+    tokens: int
+    tally: CopyTally
+    bounds: list[tuple[int, int, str, float]]
+
+
+_COUNTERS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, _Counter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _counter(routes: RouteTable, config: TrafficConfig) -> _Counter:
+    """One counter per route table and configuration (a worker keeps it across tasks)."""
+    by_config = _COUNTERS.setdefault(routes, {})
+    got = by_config.get(config)
+    if got is None:
+        got = by_config[config] = _Counter(routes, config)
+    return got
+
+
+def count_microbatch(
+    mb: int, block: RoutingTrace, routes: RouteTable, expert_gpus: np.ndarray,
+    config: TrafficConfig,
+) -> AnalyticPart:
+    """Count one micro-batch (``expert_gpus``: [layers, experts, replicas])."""
+    g = routes.num_gpus
+    cluster = routes.cluster
+    bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
+    counter = _counter(routes, config)
+    m = block.model
+    validate_layout(expert_gpus, m, g)
+    db, cb = config.route_bytes(m)
+    origins = resolve_origins(block, g)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
+    hops = 0.0
+    tally = CopyTally()
+    bounds: list[tuple[int, int, str, float]] = []
+    for li in range(m.num_moe_layers):
+        hosts = resolve_hosts_layer(
+            block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
+        )
+        hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
+        tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
+        d_copies, c_copies = counter.count(origins, hosts)
+        dispatch += d_copies * db
+        combine += c_copies * cb
+        layer = m.moe_layer_indices[li]
+        bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
+        bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
+    return AnalyticPart(mb, dispatch, combine, hops, block.num_tokens, tally, bounds)
 
 
 def count_traffic(
@@ -130,41 +213,40 @@ def count_traffic(
     ``microbatch_tokens`` re-cuts the stream as :func:`simulator.engine.simulate` does.
     """
     config = config or TrafficConfig()
-    expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
-    if expert_gpus.ndim == 2:
-        expert_gpus = expert_gpus[:, :, None]
-    g = routes.num_gpus
+    layout = as_replicas(expert_gpus)
+    if microbatch_tokens is not None:
+        blocks = by_tokens(blocks, microbatch_tokens)
+    parts = (count_microbatch(mb, b, routes, layout, config) for mb, b in enumerate(blocks))
+    return combine_parts(parts, routes, config)
+
+
+def as_replicas(expert_gpus: np.ndarray) -> np.ndarray:
+    """A layout as [layers, experts, replicas] int64 (a 2-D layout has one replica)."""
+    out = np.asarray(expert_gpus, dtype=np.int64)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def combine_parts(
+    parts: Iterable[AnalyticPart], routes: RouteTable, config: TrafficConfig
+) -> AnalyticResult:
+    """The whole trace's result from its micro-batches' parts, taken in micro-batch order."""
     cluster = routes.cluster
-    nlinks = 2 * len(cluster.links)
     bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-    dispatch = np.zeros(nlinks)
-    combine = np.zeros(nlinks)
-    counter = _Counter(routes, config)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
     hops = 0.0
     tokens = 0
     tally = CopyTally()
-    bounds = []
-    if microbatch_tokens is not None:
-        blocks = by_tokens(blocks, microbatch_tokens)
-    for mb, block in enumerate(blocks):
-        m = block.model
-        validate_layout(expert_gpus, m, g)
-        db, cb = config.route_bytes(m)
-        origins = resolve_origins(block, g)
-        tokens += block.num_tokens
-        for li in range(m.num_moe_layers):
-            hosts = resolve_hosts_layer(
-                block.experts[:, li, :], origins, expert_gpus[li], routes.distance
-            )
-            c = pair_counts(origins, hosts, g)
-            hops += float((c * routes.distance).sum()) * 2
-            tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
-            d_copies, c_copies = counter.count(origins, hosts)
-            dispatch += d_copies * db
-            combine += c_copies * cb
-            layer = m.moe_layer_indices[li]
-            bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
-            bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
+    bounds: list[tuple[int, int, str, float]] = []
+    for want, part in enumerate(parts):
+        if part.microbatch != want:
+            raise ValueError(f"micro-batch {part.microbatch} where {want} was due")
+        dispatch += part.dispatch
+        combine += part.combine
+        hops += part.hops
+        tokens += part.tokens
+        tally.merge(part.tally)
+        bounds += part.bounds
     total = np.rint(dispatch + combine).astype(np.int64)  # rounded as the replay rounds
     dispatch = np.rint(dispatch).astype(np.int64)
     combine = np.rint(combine).astype(np.int64)

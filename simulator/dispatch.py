@@ -28,10 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
-from simulator.traffic import DISPATCH_SCHEMES, pair_counts, remote_servers
+from simulator.timing import DEEPEP_SLICE_COPIES
+from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
+DEEPEP_SLICE = int(DEEPEP_SLICE_COPIES.value)
 
 
 def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
@@ -76,7 +78,10 @@ class PhasePlan:
     node's link to GPU ``down[m]`` (if >= 0).  ``feeds`` (i, j): message j starts once every
     message feeding it has arrived.  A message that starts on a GPU's link and has no feeds
     is where that GPU's data enters; one that ends on a GPU's link and feeds nothing delivers
-    to that GPU.
+    to that GPU.  ``slice_copies`` > 0: a message travels as slices of at most that many
+    copies, issued round-robin with the other messages starting at the same moment (how
+    DeepEP's kernels interleave their destinations, :data:`simulator.timing.DEEPEP_SLICE_COPIES`);
+    0: as one train.
     """
 
     copies: np.ndarray  # [messages]
@@ -85,13 +90,15 @@ class PhasePlan:
     down: np.ndarray
     feeds: Pairs
     num_endpoints: int
+    slice_copies: int = 0
 
     def mirror(self) -> PhasePlan:
         """The combine phase: the same copies travelling the reverse way."""
         n = self.num_endpoints
         pair = np.where(self.pair >= 0, (self.pair % n) * n + self.pair // n, -1)
         return PhasePlan(
-            self.copies, self.down, pair, self.up, (self.feeds[1], self.feeds[0]), n
+            self.copies, self.down, pair, self.up, (self.feeds[1], self.feeds[0]), n,
+            self.slice_copies,
         )
 
     def delivered_to(self, num_gpus: int) -> np.ndarray:
@@ -122,7 +129,7 @@ def server_pairs(a: np.ndarray, servers: np.ndarray, ep: Endpoints) -> np.ndarra
 
 def dispatch_plan(
     scheme: str, origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
-    endpoints: Endpoints,
+    endpoints: Endpoints, pairs: PairList | None = None,
 ) -> PhasePlan:
     """Messages of one layer's dispatch under ``scheme`` (module docstring).
 
@@ -130,6 +137,7 @@ def dispatch_plan(
     or GPU to the forwarding GPU's server and then one NVLink message per receiving GPU
     (``deepep-normal``).  With pooled NICs the copies travel in three aggregated stages: one
     message per source GPU to its server node, one per endpoint pair, one per receiving GPU.
+    ``pairs``: the layer's routes per (origin, host) pair when the caller has them.
     """
     g = int(gpu_server.shape[0])
     ep = endpoints
@@ -172,24 +180,26 @@ def dispatch_plan(
             np.concatenate([m1, lk % g, fk % g]),
             (src, n_r + n_l + np.arange(fk.size)),
             n_ep,
+            DEEPEP_SLICE,
         )
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
-    pairs = pair_counts(origins, hosts, g)
-    np.fill_diagonal(pairs, 0)
-    a, b = np.nonzero(pairs)
-    c = pairs[a, b]
+    p_list = (pair_list(origins, hosts, g) if pairs is None else pairs).remote()
+    a, b, c = p_list.src, p_list.dst, p_list.count
+    out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
+    in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
     remote = gpu_server[a] != gpu_server[b]
     p = np.full(a.size, -1, dtype=np.int64)
     p[remote] = route_pairs(scheme, a[remote], b[remote], gpu_server, ep)
-    if ep.per_gpu:  # GPU-pair messages
-        return PhasePlan(c, a, p, b, (none, none), n_ep)
+    if ep.per_gpu:  # GPU-pair messages; deepep-ll's interleave (sliced)
+        return PhasePlan(c, a, p, b, (none, none), n_ep,
+                         DEEPEP_SLICE if scheme == "deepep-ll" else 0)
     # pooled NICs: uplink per source GPU, one message per endpoint pair, downlink per GPU
     mids = np.unique(p[remote])
     mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
                         minlength=mids.size).astype(np.int64)
-    ups = np.flatnonzero(pairs.sum(axis=1))
-    downs = np.flatnonzero(pairs.sum(axis=0))
+    ups = np.flatnonzero(out_c)
+    downs = np.flatnonzero(in_c)
     n_u, n_m = ups.size, mids.size
     up_id = np.full(g, -1)
     up_id[ups] = np.arange(n_u)
@@ -202,7 +212,7 @@ def dispatch_plan(
     n_all = n_u + n_m + downs.size
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
-        np.concatenate([pairs.sum(axis=1)[ups], mid_c, pairs.sum(axis=0)[downs]]),
+        np.concatenate([out_c[ups], mid_c, in_c[downs]]),
         np.concatenate([ups, m_m, m_d]),
         np.concatenate([m_u, mids, m_d]),
         np.concatenate([m_u, m_m, downs]),

@@ -77,8 +77,8 @@ to the directory the case ran in; you see the path you gave.
 SIZES = (  # (what, estimated as, refused when): traces/infra/limits.py and its callers
     ("`topology build`, `--fat-tree`, study topologies",
      "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each", "memory"),
-    ("the route table of a cluster (`place`, `simulate`, ...)",
-     "GPUs^2 x 8 bytes (distances) + servers^2 x 8 bytes", "memory"),
+    ("route tables and placement arrays (`traces/infra/memory.py`)",
+     "their arrays' bytes", "memory"),
     ("`trace synth` output", "tokens x MoE layers x top-k bytes", "disk"),
     ("`trace synth` chunks",
      "3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU", "memory"),

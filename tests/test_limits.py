@@ -72,20 +72,6 @@ def test_sizes_that_cannot_fit_are_refused_with_the_estimate(argv, what, tmp_pat
     assert _snapshot(tmp_path) == before
 
 
-def test_a_route_table_larger_than_memory_is_refused_before_it_is_built(tmp_path, monkeypatch):
-    """8,192 GPUs: the GPU distance matrix is 8192^2 x 8 bytes = 512 MiB, the offsets of the
-    1024^2 server pairs 8 MiB: 520 MiB, more than a machine of 256 MiB (the machine's size
-    is patched: the test must not depend on it)."""
-    from traces.infra import limits
-
-    monkeypatch.setattr(limits, "memory_bytes", lambda: 2**28)
-    prepare_cli_dir(tmp_path)
-    code, err = _run(["place", "--fat-tree", "16", "1024", "--fit", f"{tmp_path}/trace.parquet",
-                      "--strategy", "round-robin", "--out", f"{tmp_path}/l.parquet"])
-    assert code == 2 and err.count("\n") == 1, err
-    assert "route table of 8192 GPUs needs at least 520.0 MiB of memory" in err, err
-
-
 def test_every_family_estimates_its_size_before_building() -> None:
     for name, family in BUILDERS.items():
         small = family.size_bytes({})

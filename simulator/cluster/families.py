@@ -22,6 +22,7 @@ from simulator.cluster.builders import (
     build_leaf_spine,
     build_rail_optimized,
 )
+from simulator.cluster.nvl72 import SCALE_OUT_FABRICS, build_nvl72
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.limits import check_memory
@@ -128,6 +129,10 @@ def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
     where = f"{family}: parameter {p.name}"
     if value is None and p.default is None:
         return None
+    if p.type is str:
+        if not isinstance(value, str):
+            raise InputError(f"{where}: expected a string, got {value!r}")
+        return value.strip()
     if isinstance(value, str):
         text = value.strip()
         try:
@@ -208,6 +213,29 @@ BUILDERS: dict[str, TopologyFamily] = {
             ),
             lambda p: int(p["num_servers"]),
             excluded_link_params=("nics_per_server",),
+        ),
+        TopologyFamily(
+            "nvl72", build_nvl72,
+            "NVLink racks (GB200 NVL72 class: one NVSwitch domain per rack, trays of GPUs with a"
+            " NIC each) joined by a rail-optimized or leaf-spine scale-out fabric",
+            (
+                ("num_racks", int, "Racks (NVLink domains)."),
+                ("gpus_per_rack", int, "GPUs per rack (NVL72: 72)."),
+                ("gpus_per_tray", int, "GPUs (and NICs) per compute tray (NVL72: 4)."),
+                ("nvswitch_bandwidth_bytes_per_s", float,
+                 "NVLink per GPU and direction (NVL72: 900 GB/s, 1.8 TB/s both ways)."),
+                ("scale_out", str, f"Scale-out fabric: {' or '.join(SCALE_OUT_FABRICS)}."),
+                ("racks_per_group", int, "rail-optimized: racks sharing rail switches"
+                 " (default: all)."),
+                ("leaves_per_rack", int, "leaf-spine: leaf switches per rack (default: 2)."),
+                _SPINES,
+                _OVERSUB,
+            ),
+            # the size bound counts GPUs / 8 servers of 8 GPUs: fewer nodes than its trays
+            lambda p: int(p["num_racks"]) * int(p["gpus_per_rack"]) // 8,
+            excluded_link_params=("gpus_per_server", "nics_per_server",
+                                  "nvlink_bandwidth_bytes_per_s",
+                                  "switch_bandwidth_bytes_per_s"),
         ),
     )
 }
