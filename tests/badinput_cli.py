@@ -158,7 +158,7 @@ cli_case("demo --tokens 0", ["demo", "--out", "{dir}/run", "--tokens", "0"], "--
 cli_case("demo --tokens -5", ["demo", "--out", "{dir}/run", "--tokens", "-5"], "--tokens",
          must_not_exist=("run",))
 cli_case("demo --tokens not a number", ["demo", "--out", "{dir}/run", "--tokens", "x"],
-         "--tokens", "invalid int value", must_not_exist=("run",))
+         "--tokens", "expected an integer", must_not_exist=("run",))
 cli_case("demo --seed -1", ["demo", "--out", "{dir}/run", "--seed", "-1"], "--seed", ">= 0",
          must_not_exist=("run",))
 cli_case("demo --out exists, no --overwrite", ["demo", "--out", "{dir}/existing"],
@@ -226,10 +226,11 @@ cli_case("place: --topology missing", ["place", "--topology", "{dir}/nope.json",
                                        "{dir}/trace.parquet", "--out", "{dir}/layout_out.csv"],
          "nope.json", "not found", must_not_exist=("layout_out.csv",))
 cli_case("place: --per-layer-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
-                                          "--per-layer-per-gpu", "0"], "max_per_gpu_per_layer",
+                                          "--per-layer-per-gpu", "0"], "--per-layer-per-gpu",
+         ">= 1",
          must_not_exist=("layout_out.csv",))
 cli_case("place: --slots-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
-                                      "--slots-per-gpu", "0"], "slots_per_gpu", ">= 1",
+                                      "--slots-per-gpu", "0"], "--slots-per-gpu", ">= 1",
          must_not_exist=("layout_out.csv",))
 _SIM = ["simulate", "--trace", "{dir}/trace.parquet", "--topology", "{dir}/cluster.json",
         "--out", "{dir}/run"]

@@ -89,10 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers", type=int, default=1,
-        help="Split an analytic replay by micro-batch over a local Dask cluster of N worker"
-        " processes (loopback only); 1 (default): count in this process.")
+    add_number(where, "--workers", int, 1, "Split an analytic replay by micro-batch over a local"
+               " Dask cluster of N worker processes (loopback only); 1: count in this process.",
+               "processes", Range(1, 1024))
     where.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
         help="Split an analytic replay by micro-batch over this existing Dask cluster.")
@@ -132,6 +131,29 @@ def load_inputs(
     return model, routes, expert_gpus
 
 
+def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
+                 traffic: TrafficConfig, tokens: int) -> None:
+    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
+    records cannot fit in memory (traces/infra/limits.py)."""
+    import numpy as np
+
+    from traces.infra.limits import check_memory, exact_int64
+
+    offsets = routes.middle_offsets
+    links = int(np.diff(offsets).max(initial=0)) + 2  # uplink, middle route, downlink
+    d, c = traffic.route_bytes(model)
+    exact_int64(
+        traffic.bytes_bound(model, tokens, links),
+        f"simulate: {tokens:,} tokens x {model.num_moe_layers} MoE layers x top-{model.top_k}"
+        f" x {d + c:,} bytes per route x {links} links", "replay fewer tokens (split the"
+        " trace) or lower --hidden-size or --dispatch-/--combine-bytes-per-element",
+    )
+    if args.mode == "des":  # a record per token and layer (latency), one per link and window
+        per_token = 8 * (4 + model.num_moe_layers)
+        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                     "replay fewer tokens, or count bytes with --mode analytic")
+
+
 def scheduler_address(text: str) -> str:
     from experiments.dask_cluster import check_scheduler_address
 
@@ -161,6 +183,7 @@ def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
     from experiments.split_replay import count_traffic_split
     from experiments.versions import versions
@@ -204,6 +227,7 @@ def run(args: argparse.Namespace) -> int:
     assert cluster is not None  # the argument group is required
     model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
                                              args.layout)
+    _check_sizes(args, model, routes, traffic, read_trace_meta(args.trace)[1])
     try:
         check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
     except InputError as exc:
@@ -276,9 +300,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:>30}: {summary[k]:.6g}")
     print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
-    warning = assigner.warning()
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (foreign_layout_warning(args.layout, routes.cluster,
+                                           cluster_label(args) or routes.cluster.name),
+                    assigner.warning()):
+        if warning:
+            print(warning, file=sys.stderr)
     tail = "" if args.no_report else f" (open {args.out}/report.html)"
     print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0
