@@ -50,6 +50,7 @@ from placement.migration import (
 )
 from simulator.cluster.paths import RouteTable
 from simulator.migration import migration_link_bytes
+from simulator.modes import REPLAY_MODES
 from simulator.traffic import (
     TrafficConfig,
     remote_copies,
@@ -168,20 +169,22 @@ class _Window:
         if self.blocks is not None:
             self.blocks.append(block)
 
-    def latency(self, server_dedup: bool, migration: Migration | None = None
+    def latency(self, server_dedup: bool, mode: str, migration: Migration | None = None
                 ) -> dict[str, float]:
-        """The window replayed in the DES, one micro-batch per step: MoE latency percentiles.
+        """The window replayed (``mode``: des or flow), one micro-batch per step: MoE latency
+        percentiles.
 
         With an ``async`` migration the window starts on the old layout with the moves in
         flight beside it (:class:`simulator.migration.BackgroundMigration`), and is replayed
         once more without them for the latency they cost."""
         from simulator.engine import simulate
         from simulator.migration import BackgroundMigration
+        from simulator.replay import replay
 
         assert self.blocks is not None
         config = _sim_config(server_dedup)
         keys = ("latency_p50_s", "latency_p99_s")
-        res = simulate(self.blocks, self.routes, self.eg, config)
+        res = replay(self.blocks, self.routes, self.eg, replace(config, mode=mode))
         out = {k: float(res.summary[k]) for k in keys}
         if migration is not None and migration.mode == "async":
             bg = BackgroundMigration(migration.moves, migration.weight_bytes, self.eg)
@@ -262,8 +265,8 @@ def run_rebalance(
                                       "step_stop": min(start + N, hi), "decision": decision,
                                       **moved}
             row.update(window.row(config.server_dedup))
-            if config.mode == "des":
-                row.update(window.latency(config.server_dedup, migration))
+            if config.mode in REPLAY_MODES:
+                row.update(window.latency(config.server_dedup, config.mode, migration))
             rows.append(row)
 
     for step, block in _steps(trace, lo, assigner):
@@ -296,7 +299,7 @@ def run_rebalance(
                     layout, decision = fresh, "rebalance"
                     layouts[wstart] = layout
             current = (i, wstart, decision, moved, migration)
-            window = _Window(routes, layout, keep_blocks=config.mode == "des")
+            window = _Window(routes, layout, keep_blocks=config.mode in REPLAY_MODES)
             if progress is not None:
                 progress(f"step {wstart}: {decision}")
         if window is not None and step >= first:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 from traces.origins import origins_field
 
 POLICIES = ("static", "periodic", "threshold")
-MODES = ("analytic", "des")
+MODES = ("analytic", *REPLAY_MODES)
 MIGRATION_MODES = ("stall", "async")
 
 
@@ -41,7 +42,8 @@ class RebalanceConfig:
         " async: the weights move in the background, sharing links with serving traffic.",
         MIGRATION_MODES)
     server_dedup: bool = field(default=True, metadata={"help": "De-duplicated dispatch."})
-    mode: str = _choice("analytic", "analytic (counts), or des (latency, stall).", MODES)
+    mode: str = _choice("analytic", "analytic (counts), or a replay for latency: "
+                        + " or ".join(REPLAY_MODES) + " (des also measures the stall).", MODES)
     origins: str = origins_field()
 
     def __post_init__(self) -> None:

@@ -22,6 +22,7 @@ from experiments.outputs import (
     write_json,
     write_parquet,
 )
+from placement.options import SolverOptions
 from traces.infra.errors import InputError
 
 # RebalanceConfig field -> its flag (the flags derive default, range and help from the field).
@@ -56,7 +57,8 @@ def register(sub: argparse._SubParsersAction) -> None:
         add_option(p, RebalanceConfig, name, flag)
     p.add_argument("--no-dedup", action="store_true",
                    help="Report network bytes with one copy per route (default: de-duplicated).")
-    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit per fit, s.")
+    add_option(p, SolverOptions, "time_limit_s", "--time-limit", default=60.0,
+               help="Solver time limit per fit.")
     add_output_argument(p, "--out", run_directory_kind("rebalance"), required=True,
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
@@ -72,7 +74,6 @@ def run(args: argparse.Namespace) -> int:
     from experiments.rebalance import check_strategy, rebalance_with_counterfactual, summarize
     from experiments.rebalance_config import RebalanceConfig
     from experiments.versions import versions
-    from placement import SolverOptions
     from placement.layout_io import save_layout
     from simulator.cluster.paths import build_route_table
     from traces.io import read_trace_meta
