@@ -162,6 +162,23 @@ class MultipathRoutes:
             np.concatenate(shares),
         )
 
+    @cached_property
+    def _by_link(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The entries sorted by link: (pair, share, first entry of each link, its link)."""
+        pair, _, link, share = self.entries
+        order = np.argsort(link, kind="stable")
+        links, starts = np.unique(link[order], return_index=True)
+        return pair[order], share[order], starts, links
+
+    def link_copies_many(self, mids: np.ndarray) -> np.ndarray:
+        """:meth:`link_copies` of a stack of endpoint-pair matrices [n, E, E] -> [n, links]."""
+        pair, share, starts, links = self._by_link
+        out = np.zeros((mids.shape[0], self.num_directed_links))
+        if pair.size:
+            w = mids.reshape(mids.shape[0], -1)[:, pair] * share
+            out[:, links] = np.add.reduceat(w, starts, axis=1)
+        return out
+
     def link_copies(self, mid: np.ndarray) -> np.ndarray:
         """Copies on every directed link from copies per endpoint pair ``mid`` [E, E]."""
         pair, _, link, share = self.entries
