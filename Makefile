@@ -39,6 +39,7 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_calibration.py
 	$(BIN)/python benchmarks/bench_engine_import.py
 	$(BIN)/python benchmarks/bench_dedup.py
+	$(BIN)/python benchmarks/bench_scale.py --plot docs/img/des-cost-per-hop.png
 
 # The generated reference pages: the error catalogue (from tests/badinput.py), the commands
 # (from the argparse parsers) and the tables of defaults in docs/ (from the dataclasses and the

@@ -42,9 +42,10 @@ from placement.migration import (
     relabel_for_fewest_moves,
     replace_with_move_cost,
 )
-from simulator.analytic import link_route_counts
+from simulator.analytic import pair_route_counts
 from simulator.cluster.paths import RouteTable
 from simulator.traffic import (
+    PairList,
     TrafficConfig,
     remote_copies,
     resolve_hosts_layer,
@@ -117,9 +118,9 @@ class _Window:
         self.route_bytes = float(db + cb)
         for li in range(m.num_moe_layers):
             hosts = resolve_hosts_layer(block.experts[:, li, :], origins, self.eg[li],
-                                        routes.distance)
+                                        routes.gpu_distance)
             self.load += np.bincount(hosts.ravel(), minlength=routes.num_gpus)
-            self.hops += 2.0 * float(routes.distance[origins[:, None], hosts].sum())
+            self.hops += 2.0 * float(routes.gpu_distance[origins[:, None], hosts].sum())
             rc = remote_copies(origins, hosts, gs)  # the one de-duplication rule
             self.remote_routes += rc.routes
             self.copies += rc.dedup
@@ -232,7 +233,9 @@ def run_rebalance(
                 if config.policy == "periodic" or _worse(routes, model, history, W, layout,
                                                          fresh, config.threshold):
                     plan = plan_migration(layout, fresh, routes.distance)
-                    per_link = link_route_counts(routes, plan.pair_counts(routes.num_gpus))
+                    g = routes.num_gpus
+                    keys, moves = np.unique(plan.src_gpu * g + plan.dst_gpu, return_counts=True)
+                    per_link = pair_route_counts(routes, PairList(keys // g, keys % g, moves))
                     per_link = per_link * weight
                     bw = np.repeat([lk.bandwidth_bytes_per_s for lk in routes.cluster.links], 2)
                     moved = plan.num_moves * weight

@@ -12,13 +12,15 @@ busiest link direction needs to carry that phase's bytes: no schedule can do bet
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import weakref
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
+from simulator.cluster.link_loads import middle_link_copies
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
 from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pairs
@@ -27,8 +29,8 @@ from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
     SHARED_EXPERTS_NOTE,
     CopyTally,
+    PairList,
     TrafficConfig,
-    pair_counts,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
@@ -58,20 +60,24 @@ class AnalyticResult:
 
 def link_route_counts(routes: RouteTable, counts: np.ndarray) -> np.ndarray:
     """Routes crossing each directed link given per-pair route counts [gpus, gpus]."""
-    w = counts.ravel()[routes.pair_of_entry]
-    out = np.bincount(routes.pair_links, weights=w, minlength=2 * len(routes.cluster.links))
+    a, b = np.nonzero(counts)
+    return pair_route_counts(routes, PairList(a, b, counts[a, b]))
+
+
+def pair_route_counts(routes: RouteTable, pairs: PairList) -> np.ndarray:
+    """Routes crossing each directed link along the route table's paths (one hashed path
+    per server pair), from sparse per-pair counts; pairs with src == dst cross nothing."""
+    p = pairs.remote()
+    nlinks = 2 * len(routes.cluster.links)
+    gs = routes.cluster.gpu_server
+    w = p.count.astype(np.float64)
+    far = gs[p.src] != gs[p.dst]
+    out = np.bincount(routes.gpu_uplink[p.src], weights=w, minlength=nlinks).astype(np.float64)
+    out += np.bincount(routes.gpu_downlink[p.dst], weights=w, minlength=nlinks)
+    out += middle_link_copies(routes.middle_offsets, routes.middle_links,
+                              gs[p.src[far]] * routes.num_servers + gs[p.dst[far]], w[far],
+                              nlinks)
     return np.rint(out).astype(np.int64)
-
-
-@dataclass(frozen=True, eq=False)
-class LayerCopies:
-    """One layer's dispatch copies, before any link: per GPU the copies that leave over its
-    uplink (``up``) and arrive over its downlink (``down``), and per endpoint pair the copies
-    that cross the network (``mid`` [E, E]).  Combine is the mirror image."""
-
-    up: np.ndarray
-    mid: np.ndarray
-    down: np.ndarray
 
 
 class _Counter:
@@ -79,30 +85,33 @@ class _Counter:
 
     Every copy is counted on the links it crosses: its source GPU's uplink, the route between
     its endpoints (split by the multipath shares) when it changes servers, its destination's
-    downlink; combine counts the same copies the reverse way.  :meth:`copies` depends on the
-    GPUs, servers and endpoints only, :meth:`links` on the routes.
+    downlink; combine counts the same copies the reverse way.
     """
 
-    def __init__(self, routes: RouteTable, config: TrafficConfig,
-                 multipath: MultipathRoutes | None = None) -> None:
+    def __init__(self, routes: RouteTable, config: TrafficConfig) -> None:
         self.routes = routes
         self.scheme = config.dispatch
-        self.multipath = multipath or MultipathRoutes(routes, config.multipath,
-                                                      config.flows_per_pair)
+        self.multipath = MultipathRoutes(routes, config.multipath, config.flows_per_pair)
         self.ep = self.multipath.endpoints
         check_scheme(self.scheme, self.ep, routes.cluster.name)
         self.nlinks = 2 * len(routes.cluster.links)
         self.gs = routes.cluster.gpu_server
 
-    def _per_gpu(self, *gpus: np.ndarray) -> np.ndarray:
-        g = self.routes.num_gpus
-        return sum((np.bincount(x, minlength=g) for x in gpus), np.zeros(g)).astype(np.float64)
+    def _at(self, ids: np.ndarray, gpus: np.ndarray | None = None, w: Any = None) -> np.ndarray:
+        x = ids if gpus is None else ids[gpus]
+        return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
 
-    def _pairs(self, pairs: np.ndarray, w: Any = None) -> np.ndarray:
+    def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies per link of the network copies on endpoint pairs ``pairs`` (e*E+f), both
+        ways: dispatch e -> f, combine f -> e."""
         n = self.ep.count
-        return np.bincount(pairs, weights=w, minlength=n * n).reshape(n, n)
+        w = np.ones(pairs.size) if w is None else w
+        back = (pairs % n) * n + pairs // n
+        return self.multipath.link_copies(pairs, w), self.multipath.link_copies(back, w)
 
-    def copies(self, origins: np.ndarray, hosts: np.ndarray) -> LayerCopies:
+    def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r = self.routes
+        up, down = r.gpu_uplink, r.gpu_downlink
         if self.scheme == "deepep-normal":
             keys = dedup_keys(origins, hosts, self.gs)
             tt, hh = keys.gpu
@@ -110,42 +119,86 @@ class _Counter:
             local = self.gs[hh] == self.gs[oo]
             st, ss = keys.server
             so = origins[st]
-            return LayerCopies(self._per_gpu(oo[local], so),
-                               self._pairs(server_pairs(so, ss, self.ep)), self._per_gpu(hh))
-        g = self.routes.num_gpus
-        c = pair_counts(origins, hosts, g)
-        np.fill_diagonal(c, 0)
-        a, b = np.nonzero(c)
-        w = c[a, b]
-        remote = self.gs[a] != self.gs[b]
-        mid = self._pairs(route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep),
-                          w[remote])
-        return LayerCopies(c.sum(axis=1).astype(np.float64), mid,
-                           c.sum(axis=0).astype(np.float64))
-
-    def links(self, lc: LayerCopies) -> tuple[np.ndarray, np.ndarray]:
-        d, c = self.links_many([lc])
-        return d[0], c[0]
-
-    def links_many(self, lcs: Sequence[LayerCopies]) -> tuple[np.ndarray, np.ndarray]:
-        """Dispatch and combine copies per directed link of several layers, [layers, links]."""
-        r, mp = self.routes, self.multipath
-        up = np.stack([lc.up for lc in lcs])
-        down = np.stack([lc.down for lc in lcs])
-        mid = np.stack([lc.mid for lc in lcs])
-
-        def at(ids: np.ndarray, w: np.ndarray) -> np.ndarray:
-            out = np.zeros((len(lcs), self.nlinks))
-            out[:, ids] = w  # every GPU has its own uplink and downlink
-            return out
-
-        dispatch = at(r.gpu_uplink, up) + mp.link_copies_many(mid) + at(r.gpu_downlink, down)
-        combine = (at(r.gpu_uplink, down) + mp.link_copies_many(mid.transpose(0, 2, 1))
-                   + at(r.gpu_downlink, up))
+            mid_d, mid_c = self._mid(server_pairs(so, ss, self.ep))
+            dispatch = self._at(up, oo[local]) + self._at(up, so) + mid_d + self._at(down, hh)
+            combine = self._at(up, hh) + mid_c + self._at(down, oo[local]) + self._at(down, so)
+        else:
+            # one copy per route whose host is not its origin: counted route by route,
+            # so memory and work grow with routes, never with GPU pairs
+            g = r.num_gpus
+            a = np.repeat(origins, hosts.shape[1])
+            b = hosts.ravel()
+            moving = a != b
+            a, b = a[moving], b[moving]
+            remote = self.gs[a] != self.gs[b]
+            mid_d, mid_c = self._mid(
+                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep)
+            )
+            out_gpu = np.bincount(a, minlength=g)
+            in_gpu = np.bincount(b, minlength=g)
+            dispatch = self._at(up, None, out_gpu) + mid_d + self._at(down, None, in_gpu)
+            combine = self._at(up, None, in_gpu) + mid_c + self._at(down, None, out_gpu)
         return dispatch, combine
 
-    def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.links(self.copies(origins, hosts))
+
+@dataclass(frozen=True, eq=False)
+class AnalyticPart:
+    """The counts of one micro-batch; :func:`combine_parts` sums them in micro-batch order,
+    so a replay split over workers gives exactly the serial result."""
+
+    microbatch: int
+    dispatch: np.ndarray  # [directed links] bytes (fractional under split modes)
+    combine: np.ndarray
+    hops: float
+    tokens: int
+    tally: CopyTally
+    bounds: list[tuple[int, int, str, float]]
+
+
+_COUNTERS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, _Counter]] = (
+    weakref.WeakKeyDictionary())
+
+
+def _counter(routes: RouteTable, config: TrafficConfig) -> _Counter:
+    """One counter per route table and configuration (a worker keeps it across tasks)."""
+    by_config = _COUNTERS.setdefault(routes, {})
+    got = by_config.get(config)
+    if got is None:
+        got = by_config[config] = _Counter(routes, config)
+    return got
+
+
+def count_microbatch(
+    mb: int, block: RoutingTrace, routes: RouteTable, expert_gpus: np.ndarray,
+    config: TrafficConfig,
+) -> AnalyticPart:
+    """Count one micro-batch (``expert_gpus``: [layers, experts, replicas])."""
+    g = routes.num_gpus
+    cluster = routes.cluster
+    bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
+    counter = _counter(routes, config)
+    m = block.model
+    validate_layout(expert_gpus, m, g)
+    db, cb = config.route_bytes(m)
+    origins = resolve_origins(block, g)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
+    hops = 0.0
+    tally = CopyTally()
+    bounds: list[tuple[int, int, str, float]] = []
+    for li in range(m.num_moe_layers):
+        hosts = resolve_hosts_layer(
+            block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
+        )
+        hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
+        tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
+        d_copies, c_copies = counter.count(origins, hosts)
+        dispatch += d_copies * db
+        combine += c_copies * cb
+        layer = m.moe_layer_indices[li]
+        bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
+        bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
+    return AnalyticPart(mb, dispatch, combine, hops, block.num_tokens, tally, bounds)
 
 
 def count_traffic(
@@ -159,111 +212,56 @@ def count_traffic(
 
     ``microbatch_tokens`` re-cuts the stream as :func:`simulator.engine.simulate` does.
     """
-    return count_traffic_scenarios(blocks, [routes], expert_gpus, config, microbatch_tokens)[0]
-
-
-class _Sums:
-    """What one route table accumulates over the trace."""
-
-    def __init__(self, counter: _Counter) -> None:
-        self.counter = counter
-        cluster = counter.routes.cluster
-        nlinks = 2 * len(cluster.links)
-        self.bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-        self.dispatch = np.zeros(nlinks)
-        self.combine = np.zeros(nlinks)
-        self.hops = 0.0
-        self.tally = CopyTally()
-        self.bounds: list[tuple[int, int, str, float]] = []
-
-
-def count_traffic_scenarios(
-    blocks: Iterable[RoutingTrace],
-    routes_list: Sequence[RouteTable],
-    expert_gpus: np.ndarray,
-    config: TrafficConfig | None = None,
-    microbatch_tokens: int | None = None,
-    multipaths: Sequence[MultipathRoutes] | None = None,
-) -> list[AnalyticResult]:
-    """:func:`count_traffic` of one layout on each of several route tables with the same GPUs,
-    servers and endpoints (a fabric and its link failures): each layer's copies are found
-    once (once per distinct distance matrix where replicas pick the nearest copy) and only
-    mapped onto each table's links.  ``multipaths``: the tables' multipath routes under
-    ``config``, built once by a caller that counts many layouts."""
     config = config or TrafficConfig()
-    expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
-    if expert_gpus.ndim == 2:
-        expert_gpus = expert_gpus[:, :, None]
-    mps: Sequence[MultipathRoutes | None] = multipaths or [None] * len(routes_list)
-    sums = [_Sums(_Counter(r, config, mp)) for r, mp in zip(routes_list, mps, strict=True)]
-    first = sums[0].counter
-    for other in sums[1:]:
-        ep, ep0 = other.counter.ep, first.ep
-        if not (np.array_equal(other.counter.gs, first.gs) and ep.per_gpu == ep0.per_gpu
-                and np.array_equal(ep.gpu_endpoint, ep0.gpu_endpoint)):
-            raise ValueError("count_traffic_scenarios: the route tables differ in GPUs,"
-                             " servers or endpoints")
-    # route tables that pick the same replica for every route share the layer's copies
-    groups: list[list[_Sums]] = []
-    for x in sums:
-        d = x.counter.routes.distance
-        same = next((gr for gr in groups if expert_gpus.shape[2] == 1
-                     or np.array_equal(gr[0].counter.routes.distance, d)), None)
-        if same is None:
-            groups.append([x])
-        else:
-            same.append(x)
-    g = first.routes.num_gpus
-    gs = first.gs
-    tokens = 0
+    layout = as_replicas(expert_gpus)
     if microbatch_tokens is not None:
         blocks = by_tokens(blocks, microbatch_tokens)
-    for mb, block in enumerate(blocks):
-        m = block.model
-        validate_layout(expert_gpus, m, g)
-        db, cb = config.route_bytes(m)
-        origins = resolve_origins(block, g)
-        tokens += block.num_tokens
-        for group in groups:
-            lcs = []
-            for li in range(m.num_moe_layers):
-                hosts = resolve_hosts_layer(block.experts[:, li, :], origins, expert_gpus[li],
-                                            group[0].counter.routes.distance)
-                c = pair_counts(origins, hosts, g)
-                copies = remote_copies(origins, hosts, gs)
-                lcs.append(group[0].counter.copies(origins, hosts))
-                for x in group:
-                    x.hops += float((c * x.counter.routes.distance).sum()) * 2
-                    x.tally.add(copies, block.num_tokens, db + cb)
-            for x in group:
-                d_copies, c_copies = x.counter.links_many(lcs)
-                x.dispatch += (d_copies * db).sum(axis=0)
-                x.combine += (c_copies * cb).sum(axis=0)
-                d_bound = (d_copies * db / x.bandwidth).max(axis=1, initial=0.0)
-                c_bound = (c_copies * cb / x.bandwidth).max(axis=1, initial=0.0)
-                for li, layer in enumerate(m.moe_layer_indices):
-                    x.bounds.append((mb, layer, "dispatch", float(d_bound[li])))
-                    x.bounds.append((mb, layer, "combine", float(c_bound[li])))
-    return [_result(x, tokens, config) for x in sums]
+    parts = (count_microbatch(mb, b, routes, layout, config) for mb, b in enumerate(blocks))
+    return combine_parts(parts, routes, config)
 
 
-def _result(x: _Sums, tokens: int, config: TrafficConfig) -> AnalyticResult:
-    cluster = x.counter.routes.cluster
-    total = np.rint(x.dispatch + x.combine).astype(np.int64)  # rounded as the replay rounds
-    dispatch = np.rint(x.dispatch).astype(np.int64)
-    combine = np.rint(x.combine).astype(np.int64)
+def as_replicas(expert_gpus: np.ndarray) -> np.ndarray:
+    """A layout as [layers, experts, replicas] int64 (a 2-D layout has one replica)."""
+    out = np.asarray(expert_gpus, dtype=np.int64)
+    return out[:, :, None] if out.ndim == 2 else out
+
+
+def combine_parts(
+    parts: Iterable[AnalyticPart], routes: RouteTable, config: TrafficConfig
+) -> AnalyticResult:
+    """The whole trace's result from its micro-batches' parts, taken in micro-batch order."""
+    cluster = routes.cluster
+    bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
+    dispatch = np.zeros(bandwidth.size)
+    combine = np.zeros(bandwidth.size)
+    hops = 0.0
+    tokens = 0
+    tally = CopyTally()
+    bounds: list[tuple[int, int, str, float]] = []
+    for want, part in enumerate(parts):
+        if part.microbatch != want:
+            raise ValueError(f"micro-batch {part.microbatch} where {want} was due")
+        dispatch += part.dispatch
+        combine += part.combine
+        hops += part.hops
+        tokens += part.tokens
+        tally.merge(part.tally)
+        bounds += part.bounds
+    total = np.rint(dispatch + combine).astype(np.int64)  # rounded as the replay rounds
+    dispatch = np.rint(dispatch).astype(np.int64)
+    combine = np.rint(combine).astype(np.int64)
     links = link_table(cluster)
     links["dispatch_bytes"] = dispatch
     links["combine_bytes"] = combine
     links["bytes"] = total
-    links["busy_lower_bound_s"] = total / x.bandwidth
-    lower = pd.DataFrame(x.bounds, columns=["microbatch", "layer", "phase", "lower_bound_s"])
+    links["busy_lower_bound_s"] = total / bandwidth
+    lower = pd.DataFrame(bounds, columns=["microbatch", "layer", "phase", "lower_bound_s"])
     by_phase = lower.groupby("phase")["lower_bound_s"].sum()
     tiers = tier_bytes(cluster, total)
     summary: dict[str, Any] = {
         "tokens": float(tokens),
-        "hops_per_token": x.hops / tokens if tokens else 0.0,
-        **x.tally.summary(),
+        "hops_per_token": hops / tokens if tokens else 0.0,
+        **tally.summary(),
         **tiers,
         "dispatch_lower_bound_s": float(by_phase.get("dispatch", 0.0)),
         "combine_lower_bound_s": float(by_phase.get("combine", 0.0)),

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
-from simulator.traffic import DISPATCH_SCHEMES, pair_counts, remote_servers
+from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
@@ -122,7 +122,7 @@ def server_pairs(a: np.ndarray, servers: np.ndarray, ep: Endpoints) -> np.ndarra
 
 def dispatch_plan(
     scheme: str, origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
-    endpoints: Endpoints,
+    endpoints: Endpoints, pairs: PairList | None = None,
 ) -> PhasePlan:
     """Messages of one layer's dispatch under ``scheme`` (module docstring).
 
@@ -130,6 +130,7 @@ def dispatch_plan(
     or GPU to the forwarding GPU's server and then one NVLink message per receiving GPU
     (``deepep-normal``).  With pooled NICs the copies travel in three aggregated stages: one
     message per source GPU to its server node, one per endpoint pair, one per receiving GPU.
+    ``pairs``: the layer's routes per (origin, host) pair when the caller has them.
     """
     g = int(gpu_server.shape[0])
     ep = endpoints
@@ -175,10 +176,10 @@ def dispatch_plan(
         )
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
-    pairs = pair_counts(origins, hosts, g)
-    np.fill_diagonal(pairs, 0)
-    a, b = np.nonzero(pairs)
-    c = pairs[a, b]
+    p_list = (pair_list(origins, hosts, g) if pairs is None else pairs).remote()
+    a, b, c = p_list.src, p_list.dst, p_list.count
+    out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
+    in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
     remote = gpu_server[a] != gpu_server[b]
     p = np.full(a.size, -1, dtype=np.int64)
     p[remote] = route_pairs(scheme, a[remote], b[remote], gpu_server, ep)
@@ -188,8 +189,8 @@ def dispatch_plan(
     mids = np.unique(p[remote])
     mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
                         minlength=mids.size).astype(np.int64)
-    ups = np.flatnonzero(pairs.sum(axis=1))
-    downs = np.flatnonzero(pairs.sum(axis=0))
+    ups = np.flatnonzero(out_c)
+    downs = np.flatnonzero(in_c)
     n_u, n_m = ups.size, mids.size
     up_id = np.full(g, -1)
     up_id[ups] = np.arange(n_u)
@@ -202,7 +203,7 @@ def dispatch_plan(
     n_all = n_u + n_m + downs.size
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
-        np.concatenate([pairs.sum(axis=1)[ups], mid_c, pairs.sum(axis=0)[downs]]),
+        np.concatenate([out_c[ups], mid_c, in_c[downs]]),
         np.concatenate([ups, m_m, m_d]),
         np.concatenate([m_u, mids, m_d]),
         np.concatenate([m_u, m_m, downs]),

@@ -45,7 +45,8 @@ from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import (
     CopyTally,
-    pair_counts,
+    pair_hops,
+    pair_list,
     remote_copies,
     resolve_hosts_layer,
     resolve_origins,
@@ -88,7 +89,7 @@ class _Run:
         bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2)
         latency = np.repeat([lk.latency_s for lk in cl], 2)
         # links that always carry the same load share one LinkDirection (see link_classes)
-        self.link_class = link_classes(self.multipath.entries, bandwidth, latency)
+        self.link_class = link_classes(self.multipath.class_entries(), bandwidth, latency)
         own = {
             int(i): LinkDirection(env, int(i), float(bandwidth[i]), float(latency[i]), self.log)
             for i in np.unique(self.link_class)
@@ -167,7 +168,7 @@ class _Run:
             traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
         )
         g = self.g
-        distance = self.routes.distance
+        distance = self.routes.gpu_distance
         origins = resolve_origins(block, g)
         self.tokens += block.num_tokens
         latency = np.zeros(block.num_tokens)
@@ -176,16 +177,18 @@ class _Run:
             hosts = resolve_hosts_layer(
                 block.experts[:, li, :], origins, self.expert_gpus[li], distance
             )
-            pairs = pair_counts(origins, hosts, g)
-            self.hops += float((pairs * distance).sum()) * 2
+            pairs = pair_list(origins, hosts, g)
+            self.hops += pair_hops(self.routes, pairs) * 2
             self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
                             db + cb)
             dispatch = dispatch_plan(
-                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints
+                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints, pairs
             )
-            routes_on = pairs.sum(axis=0)
+            routes_on = np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64)
             self.gpu_routes += routes_on
-            layer = _Layer(self, t0, routes_on, pairs.diagonal() > 0, t_route)
+            own = pairs.src == pairs.dst
+            self_routes = np.bincount(pairs.src[own], minlength=g) > 0
+            layer = _Layer(self, t0, routes_on, self_routes, t_route)
             layer.combine = Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
             layer.remaining = int((routes_on > 0).sum()) + layer.combine.deliveries
             layer.dispatch = Transfer(self, dispatch, db, False, layer.dispatch_arrived)

@@ -16,6 +16,7 @@ they travel back).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -24,6 +25,9 @@ from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace
+
+if TYPE_CHECKING:
+    from simulator.cluster.paths import GpuDistance, RouteTable
 
 SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no bytes"
 
@@ -121,7 +125,8 @@ def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
 
 
 def resolve_hosts(
-    experts: np.ndarray, origins: np.ndarray, expert_gpus: np.ndarray, distance: np.ndarray
+    experts: np.ndarray, origins: np.ndarray, expert_gpus: np.ndarray,
+    distance: np.ndarray | GpuDistance,
 ) -> np.ndarray:
     """Host GPU of every route, [tokens, layers, k]: the nearest replica to the origin."""
     layers = np.arange(experts.shape[1])[None, :, None]
@@ -138,7 +143,7 @@ def resolve_hosts_layer(
     experts_layer: np.ndarray,
     origins: np.ndarray,
     gpus_layer: np.ndarray,
-    distance: np.ndarray,
+    distance: np.ndarray | GpuDistance,
 ) -> np.ndarray:
     """Host GPU of every route of one layer, [tokens, k] (``gpus_layer``: [experts, replicas])."""
     if gpus_layer.shape[1] == 1:
@@ -153,9 +158,46 @@ def resolve_hosts_layer(
 
 
 def pair_counts(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> np.ndarray:
-    """Routes per (origin, host) for one layer: int64 [gpus, gpus]."""
+    """Routes per (origin, host) for one layer as the dense int64 [gpus, gpus] matrix (the
+    reference :func:`pair_list` is checked against; the replays use the list)."""
     flat = (origins[:, None] * num_gpus + hosts_layer).ravel()
     return np.bincount(flat, minlength=num_gpus * num_gpus).reshape(num_gpus, num_gpus)
+
+
+@dataclass(frozen=True)
+class PairList:
+    """Routes per (origin, host) GPU pair for one layer, only the pairs that have any, sorted
+    by origin then host (the order of ``np.nonzero`` on the dense matrix)."""
+
+    src: np.ndarray
+    dst: np.ndarray
+    count: np.ndarray  # int64, > 0
+
+    def remote(self) -> PairList:
+        """The pairs whose host is not the origin (the ones that move bytes)."""
+        keep = self.src != self.dst
+        return PairList(self.src[keep], self.dst[keep], self.count[keep])
+
+
+def pair_hops(routes: RouteTable, pairs: PairList) -> float:
+    """Sum over the pairs of routes x weighted distance (one way)."""
+    return float((pairs.count * routes.gpu_distance[pairs.src, pairs.dst]).sum())
+
+
+# below this many routes per GPU pair slot, counting into the dense key space is faster
+_DENSE_KEYS_PER_ROUTE = 8
+
+
+def pair_list(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> PairList:
+    """:func:`pair_counts` without the [gpus, gpus] matrix: memory grows with routes."""
+    flat = (origins[:, None].astype(np.int64) * num_gpus + hosts_layer).ravel()
+    if num_gpus * num_gpus <= _DENSE_KEYS_PER_ROUTE * flat.size:
+        dense = np.bincount(flat, minlength=num_gpus * num_gpus)
+        keys = np.flatnonzero(dense)
+        counts = dense[keys]
+    else:
+        keys, counts = np.unique(flat, return_counts=True)
+    return PairList(keys // num_gpus, keys % num_gpus, counts.astype(np.int64))
 
 
 def _first_in_row(sorted_rows: np.ndarray) -> np.ndarray:
@@ -210,6 +252,14 @@ class CopyTally:
         self.token_layers += tokens
         self.dedup_bytes += copies.dedup * copy_bytes
         self.route_bytes += copies.routes * copy_bytes
+
+    def merge(self, other: CopyTally) -> None:
+        """Add another tally's counts (e.g. one micro-batch's)."""
+        self.dedup += other.dedup
+        self.routes += other.routes
+        self.token_layers += other.token_layers
+        self.dedup_bytes += other.dedup_bytes
+        self.route_bytes += other.route_bytes
 
     def summary(self) -> dict[str, float]:
         n = self.token_layers or 1

@@ -15,12 +15,9 @@ from experiments.failure_scenarios import robust_arrays, scenarios
 from experiments.pipeline import build_problem, token_sample
 from placement import STRATEGIES, SolverOptions, expected_cost, solve_placement
 from placement.strategies import NETWORK_ARRAYS, READS_NETWORK
-from simulator.analytic import count_traffic, count_traffic_scenarios
 from simulator.cluster.builders import build_fat_tree, build_leaf_spine, build_rail_optimized
 from simulator.cluster.io import save_cluster
-from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import TrafficConfig
 from traces import SynthConfig, generate_trace
 from traces.model import ModelSpec
 
@@ -59,36 +56,6 @@ def test_strategies_without_an_entry_are_taken_to_read_every_array():
 
     assert set(READS_NETWORK) < set(STRATEGIES)
     assert network_reads("ilp-bottleneck") == frozenset(NETWORK_ARRAYS)
-
-
-def test_link_copies_of_a_stack_equal_one_at_a_time():
-    routes = build_route_table(build_rail_optimized(4, 2, 2))
-    mp = MultipathRoutes(routes, "spray")
-    rng = np.random.default_rng(0)
-    mids = rng.integers(0, 5, size=(3, mp.endpoints.count, mp.endpoints.count)).astype(float)
-    many = mp.link_copies_many(mids)
-    for i in range(3):
-        np.testing.assert_allclose(many[i], mp.link_copies(mids[i]), rtol=1e-12, atol=1e-9)
-
-
-@pytest.mark.parametrize("dispatch", ["all-to-all", "deepep-normal"])
-def test_batched_counts_equal_the_counter_on_each_failure(dispatch):
-    cluster = build_rail_optimized(4, 2, 2)
-    scen = [s for s in scenarios(cluster, "link") if s.routes is not None][:6]
-    trace = _trace(cluster.num_gpus, 128)
-    rng = np.random.default_rng(0)
-    eg = np.stack([rng.permutation(64) % cluster.num_gpus for _ in range(3)])[:, :, None]
-    eg = np.concatenate([eg, np.full_like(eg, -1)], axis=2)
-    eg[:, :4, 1] = (eg[:, :4, 0] + 9) % cluster.num_gpus  # a few replicas: nearest copy
-    config = TrafficConfig(dispatch=dispatch)
-    batched = count_traffic_scenarios([trace], [s.routes for s in scen], eg, config)
-    for s, got in zip(scen, batched, strict=True):
-        one = count_traffic([trace], s.routes, eg, config)
-        assert np.abs(got.link_bytes - one.link_bytes).max() <= 1
-        assert got.summary["network_bytes_dedup"] == one.summary["network_bytes_dedup"]
-        assert got.hops_per_token == pytest.approx(one.hops_per_token)
-        np.testing.assert_allclose(got.lower_bound_s["lower_bound_s"],
-                                   one.lower_bound_s["lower_bound_s"], rtol=1e-9)
 
 
 def test_robust_arrays_are_the_expected_cost_over_the_failures():

@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from contextlib import ExitStack
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -79,6 +80,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                "Tokens read from the trace file at a time (memory bound).", "tokens",
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
+    where = p.add_mutually_exclusive_group()
+    where.add_argument(
+        "--workers", type=int, default=1,
+        help="Split an analytic replay by micro-batch over a local Dask cluster of N worker"
+        " processes (loopback only); 1 (default): count in this process.")
+    where.add_argument(
+        "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
+        help="Split an analytic replay by micro-batch over this existing Dask cluster.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -115,8 +124,37 @@ def load_inputs(
     return model, routes, expert_gpus
 
 
+def scheduler_address(text: str) -> str:
+    from experiments.dask_cluster import check_scheduler_address
+
+    try:
+        return check_scheduler_address(text)
+    except InputError as exc:
+        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
+
+
+def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
+    """The Dask client a split replay runs on (None: count in this process)."""
+    if args.workers < 1:
+        raise InputError(f"--workers must be >= 1, got {args.workers}")
+    if args.scheduler is None and args.workers == 1:
+        return None
+    if args.mode != "analytic":
+        flag = "--scheduler" if args.scheduler else "--workers"
+        raise InputError(f"{flag} splits analytic replays only; --mode {args.mode} runs in"
+                         " this process (drop the flag or use --mode analytic)")
+    from experiments.dask_cluster import connect_scheduler, local_client
+
+    if args.scheduler is not None:
+        client = connect_scheduler(args.scheduler)
+        stack.callback(client.close)
+        return client
+    return stack.enter_context(local_client(args.workers))
+
+
 def run(args: argparse.Namespace) -> int:
     from experiments.outputs import run_directory, write_json, write_parquet
+    from experiments.split_replay import count_traffic_split
     from experiments.versions import versions
     from simulator.analytic import count_traffic
     from simulator.cluster.multipath import endpoints_of
@@ -157,12 +195,12 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
     assigner = OriginAssigner(origins, routes.cluster.gpu_server)
-    blocks = Feedback.from_args(args).iterate(
-        microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
-                     args.microbatch_tokens),
-        read_trace_meta(args.trace)[1], f"simulate ({args.mode})", "tok",
-        weight=lambda b: b.num_tokens,
-    )
+    feedback = Feedback.from_args(args)
+    total_tokens = read_trace_meta(args.trace)[1]
+    stream = microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+                          args.microbatch_tokens)
+    blocks = feedback.iterate(stream, total_tokens, f"simulate ({args.mode})", "tok",
+                              weight=lambda b: b.num_tokens)
     meta: dict[str, Any] = {
         "command": "moe-netsim simulate",
         "mode": args.mode,
@@ -178,9 +216,22 @@ def run(args: argparse.Namespace) -> int:
         "sim_config": config.to_dict(),
         "versions": versions(),
     }
-    with run_directory(args.out, args.overwrite) as work:
+    with ExitStack() as stack:
+        client = _split_client(args, stack)  # before the run directory: nothing written
+        if client is not None:  # the bar counts counted tokens, not tokens read
+            blocks = stream
+            meta["execution"] = args.scheduler or f"local dask x{args.workers}"
+        work = stack.enter_context(run_directory(args.out, args.overwrite))
         t0 = time.perf_counter()
-        if args.mode == "analytic":
+        if client is not None:
+            bar = stack.enter_context(feedback.bar(total_tokens, "simulate (analytic, split)",
+                                                   "tok", unit_scale=True))
+            res = count_traffic_split(client, blocks, routes, expert_gpus, traffic,
+                                      lambda _b, part: bar.update(part.tokens))
+            summary = res.summary
+            write_parquet(work / "links.parquet", res.links)
+            write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
+        elif args.mode == "analytic":
             res = count_traffic(blocks, routes, expert_gpus, traffic)
             summary = res.summary
             write_parquet(work / "links.parquet", res.links)

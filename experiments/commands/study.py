@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.commands.simulate import scheduler_address
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
@@ -17,20 +18,11 @@ if TYPE_CHECKING:
     from experiments.studies import Study
 
 
-def _scheduler_address(text: str) -> str:
-    from experiments.studies.runner import check_scheduler_address
-
-    try:
-        return check_scheduler_address(text)
-    except InputError as exc:
-        raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
-
-
 def add_execution_arguments(p: argparse.ArgumentParser) -> None:
     """Flags shared by `study` and `sweep`: where and how the cells run."""
     where = p.add_mutually_exclusive_group()
     where.add_argument("--scheduler", metavar="tcp://HOST:PORT", default=None,
-                       type=_scheduler_address,
+                       type=scheduler_address,
                        help="Run on this existing Dask scheduler, unchanged.")
     where.add_argument("--serial", action="store_true",
                        help="Run the cells one after another in this process (no Dask).")

@@ -356,7 +356,7 @@ def _host_function(
     """Host GPU of every route: the only replica, or the one nearest the token's origin."""
     import numpy as np
 
-    from simulator.cluster.paths import gpu_distance_matrix
+    from simulator.cluster.paths import build_route_table
     from simulator.traffic import resolve_hosts, resolve_origins
 
     if expert_gpus.shape[2] == 1:
@@ -368,7 +368,7 @@ def _host_function(
             f"{where}: the layout has replicas; pass --topology so each route goes to the"
             " replica nearest its origin"
         )
-    distance = gpu_distance_matrix(cluster)
+    distance = build_route_table(cluster).gpu_distance
 
     def hosts(b: RoutingTrace) -> np.ndarray:
         return resolve_hosts(b.experts, resolve_origins(b, num_gpus), expert_gpus, distance)

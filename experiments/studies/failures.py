@@ -46,10 +46,8 @@ from placement import (
 )
 from placement.repair import repair_layout
 from placement.strategies import ROBUST_STRATEGIES, network_reads
-from simulator.analytic import AnalyticResult, count_traffic_scenarios
+from simulator.analytic import AnalyticResult, count_traffic
 from simulator.cluster.arrays import placement_arrays
-from simulator.cluster.multipath import MultipathRoutes
-from simulator.cluster.paths import RouteTable
 from simulator.cluster.topology import ClusterSpec
 from simulator.config import SimConfig
 from simulator.engine import simulate
@@ -108,7 +106,6 @@ class _Study:
                  f" {time.perf_counter() - t0:.1f} s")
         self._counts: dict[tuple[str, str], dict[str, Any]] = {}
         self._latency: dict[tuple[str, str], dict[str, float]] = {}
-        self._multipath: dict[int, MultipathRoutes] = {}  # by id of the scenarios' tables
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._problems: dict[tuple[str, str], Any] = {}
         self._robust: dict[str, np.ndarray] | None = None
@@ -200,36 +197,19 @@ class _Study:
                           "repair_reloads": r.reloaded}
 
     def count(self, pairs: list[tuple[Scenario, ExpertLayout]]) -> list[dict[str, Any]]:
-        """Analytic metrics of each (scenario, layout), cached; the scenarios of one layout that
-        keep every GPU are counted in one pass over the trace (count_traffic_scenarios)."""
-        todo: dict[str, list[Scenario]] = {}
-        layout_of: dict[str, ExpertLayout] = {}
+        """Analytic metrics of each (scenario, layout), cached by layout (the counter keeps
+        each scenario's multipath routes across layouts)."""
+        out = []
         for s, layout in pairs:
-            key = _digest(layout)
-            if (s.label, key) not in self._counts:
-                todo.setdefault(key, []).append(s)
-                layout_of[key] = layout
-        for key, group in todo.items():
-            same = [s for s in group if s.keeps_gpus]
-            batches = ([same] if same else []) + [[s] for s in group if not s.keeps_gpus]
-            for batch in batches:
-                replay = remap_origins(self.fit.replay, batch[0].index_map)
+            key = (s.label, _digest(layout))
+            if key not in self._counts:
+                assert s.routes is not None
+                replay = remap_origins(self.fit.replay, s.index_map)
                 cut = list(microbatches([replay], self.sim.microbatch_tokens))
-                routes = [s.routes for s in batch if s.routes is not None]
-                results = count_traffic_scenarios(cut, routes, layout_of[key].expert_gpus,
-                                                  self.sim.traffic,
-                                                  multipaths=[self.multipath(r) for r in routes])
-                for s, res in zip(batch, results, strict=True):
-                    self._counts[(s.label, key)] = _metrics(res)
-        return [self._counts[(s.label, _digest(layout))] for s, layout in pairs]
-
-    def multipath(self, routes: RouteTable) -> MultipathRoutes:
-        """The multipath routes of a scenario's table, built once for every layout."""
-        key = id(routes)
-        if key not in self._multipath:
-            t = self.sim.traffic
-            self._multipath[key] = MultipathRoutes(routes, t.multipath, t.flows_per_pair)
-        return self._multipath[key]
+                self._counts[key] = _metrics(count_traffic(cut, s.routes, layout.expert_gpus,
+                                                           self.sim.traffic))
+            out.append(self._counts[key])
+        return out
 
     def latency(self, s: Scenario, layout: ExpertLayout) -> dict[str, float]:
         """DES latency of a layout on a scenario (cached by layout)."""

@@ -24,12 +24,11 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import re
 import shutil
 import tempfile
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -37,6 +36,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from experiments.dask_cluster import connect_scheduler, local_client
 from experiments.outputs import COMPLETE_MARKER, write_json, write_parquet
 from experiments.studies.cell import TIMING_COLUMNS, CellResult, evaluate_cell
 from experiments.studies.spec import Cell, Study
@@ -188,54 +188,17 @@ def _run_serial(cells: list[Cell], on_result: Callable[[Cell, CellResult], None]
         on_result(cell, evaluate_cell(cell.config))
 
 
-SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
-SCHEDULER_TIMEOUT_S = 10
-
-
-def check_scheduler_address(scheduler: str) -> str:
-    """``scheduler`` if it looks like ``tcp://HOST:PORT`` (or ``tls://``), else InputError."""
-    m = SCHEDULER_ADDRESS.match(scheduler)
-    if m is None or not 0 < int(m.group(2)) < 65536:
-        raise InputError(f"--scheduler {scheduler}: not an address like tcp://HOST:PORT")
-    return scheduler
-
-
-def connect_scheduler(scheduler: str) -> Any:
-    """A Dask client of the scheduler at ``scheduler``, or one line saying why not (fast)."""
-    from dask.distributed import Client
-
-    check_scheduler_address(scheduler)
-    try:
-        return Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
-    except (OSError, TimeoutError, ValueError) as exc:
-        raise InputError(
-            f"--scheduler {scheduler}: no Dask scheduler answered within {SCHEDULER_TIMEOUT_S} s"
-            f" ({type(exc).__name__}); check the address and that the scheduler runs"
-        ) from None
-
-
 def _run_dask(
     cells: list[Cell],
     on_result: Callable[[Cell, CellResult], None],
     client: Any,
     workers: int,
 ) -> None:
-    import logging
+    from dask.distributed import as_completed
 
-    from dask.distributed import Client, LocalCluster, as_completed
-
-    cluster = None
-    if client is None:
-        cluster = LocalCluster(
-            n_workers=workers,
-            threads_per_worker=1,
-            processes=True,
-            host="127.0.0.1",
-            dashboard_address=None,
-            silence_logs=logging.ERROR,
-        )
-        client = Client(cluster)
-    try:
+    with ExitStack() as stack:
+        if client is None:  # a client of the caller's scheduler is closed by the caller
+            client = stack.enter_context(local_client(workers))
         by_key = {}
         futures = []
         for cell in cells:
@@ -247,10 +210,6 @@ def _run_dask(
             result = fut.result()
             on_result(by_key[fut.key], result)
             fut.release()
-    finally:
-        if cluster is not None:  # a client of the caller's scheduler is closed by the caller
-            client.close()
-            cluster.close()
 
 
 def run_study(

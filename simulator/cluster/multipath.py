@@ -26,8 +26,9 @@ Multipath modes (``MULTIPATH_MODES``):
   only model before multipath, kept as a named mode).
 
 Storage: :class:`MultipathRoutes` computes a pair's route on first use and keeps it;
-:meth:`MultipathRoutes.entries` lists every (pair, link, share).  Callers use only these two,
-so the storage can change (e.g. server-level or sparse tables) behind them.
+:meth:`MultipathRoutes.link_copies` turns sparse per-pair copies into copies per link without
+listing routes (:mod:`simulator.cluster.link_loads`); :meth:`MultipathRoutes.entries` lists
+every (pair, link, share), for small clusters and the tests.
 """
 
 from __future__ import annotations
@@ -37,12 +38,13 @@ from functools import cached_property
 
 import numpy as np
 
-from simulator.cluster.paths import (
-    RouteTable,
-    _stable_hash,
-    directed_link_id,
-    equal_cost_next_hops,
+from simulator.cluster.equal_cost import EqualCostDag, Fabric, directed_link_id, fabric_of
+from simulator.cluster.link_loads import (
+    SprayPropagator,
+    middle_link_copies,
+    spray_signature_entries,
 )
+from simulator.cluster.paths import RouteTable, _stable_hash
 from traces.infra.errors import InputError
 
 MULTIPATH_MODES: dict[str, str] = {
@@ -162,29 +164,115 @@ class MultipathRoutes:
             np.concatenate(shares),
         )
 
+    def link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Copies on every directed link from ``copies[i]`` on endpoint pair ``pairs[i]``
+        (e*E+f, endpoints on different servers; see :mod:`simulator.cluster.link_loads`)."""
+        n_links = self.num_directed_links
+        pairs = np.asarray(pairs, dtype=np.int64)
+        copies = np.asarray(copies, dtype=np.float64)
+        ep = self.endpoints
+        e, f = np.divmod(pairs, ep.count)
+        if self.mode == "hash" and not ep.per_gpu:
+            r = self.routes
+            return middle_link_copies(r.middle_offsets, r.middle_links, pairs, copies, n_links)
+        if self.mode != "spray":
+            keys, where = np.unique(pairs, return_inverse=True)
+            total = np.bincount(where.ravel(), weights=copies, minlength=keys.size)
+            return self._per_pair_link_copies(keys, total)
+        if not ep.per_gpu:  # pooled: the leaf link up, the core's equal-cost graph, down
+            net = self.routes.net
+            out = np.zeros(n_links)
+            for ends, links in ((e, net.up), (f, net.down)):
+                per_server = np.bincount(ends, weights=copies, minlength=ep.count)
+                leaf = links >= 0  # one link per leaf server: distinct ids
+                out[links[leaf]] += per_server[leaf]
+            return out + self._spray_servers.push(net.attach[e], net.target[f], copies, n_links)
+        # per-GPU NICs: the NIC link up, the switches' equal-cost graph, the NIC link down
+        sw_a, sw_b = self._nic_switch[e], self._nic_switch[f]
+        out = np.bincount(self._nic_up[e], weights=copies, minlength=n_links).astype(np.float64)
+        out += np.bincount(self._nic_down[f], weights=copies, minlength=n_links)
+        far = sw_a != sw_b
+        dag, prop = self._switch_dag
+        pos = np.searchsorted(dag.targets, sw_b[far])
+        return out + prop.push(sw_a[far], pos, copies[far], n_links)
+
+    def class_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Entries whose per-link signatures give the same :func:`link_classes` as
+        :attr:`entries`: with ``spray`` one pair per (attachment, attachment) or (NIC switch,
+        NIC switch) of the core instead of every endpoint pair behind them (the links a pair
+        of endpoints adds on its own, leaf and NIC links, are classes of their own either
+        way); other modes list every endpoint pair."""
+        if self.mode != "spray":
+            return self.entries
+        if not self.endpoints.per_gpu:
+            prop = self._spray_servers
+            sources = self.routes.net.core.targets
+            return spray_signature_entries(prop, sources, ~np.eye(len(sources), dtype=bool))
+        dag, prop = self._switch_dag
+        ep = self.endpoints
+        # a switch pair carries traffic when NICs of two different servers sit on its ends
+        on = np.zeros((len(dag.targets), self.cluster.num_servers), dtype=bool)
+        on[np.searchsorted(dag.targets, self._nic_switch), ep.endpoint_server] = True
+        per = on.sum(axis=1)
+        valid = (per[:, None] + per[None, :] - on.astype(np.int64) @ on.T.astype(np.int64)) > 1
+        np.fill_diagonal(valid, False)
+        return spray_signature_entries(prop, dag.targets, valid)
+
+    def _per_pair_link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Copies per directed link from the routes of the given endpoint pairs, one by one."""
+        n = self.endpoints.count
+        links, weights = [], []
+        for p, c in zip(pairs.tolist(), copies.tolist(), strict=True):
+            for ids, share in self.hops(*divmod(p, n)):
+                links.append(ids)
+                weights.append(share * c)
+        if not links:
+            return np.zeros(self.num_directed_links)
+        return np.bincount(np.concatenate(links), weights=np.concatenate(weights),
+                           minlength=self.num_directed_links)
+
     @cached_property
-    def _by_link(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """The entries sorted by link: (pair, share, first entry of each link, its link)."""
-        pair, _, link, share = self.entries
-        order = np.argsort(link, kind="stable")
-        links, starts = np.unique(link[order], return_index=True)
-        return pair[order], share[order], starts, links
+    def _spray_servers(self) -> SprayPropagator:
+        return SprayPropagator.build(self.routes.net.core)
 
-    def link_copies_many(self, mids: np.ndarray) -> np.ndarray:
-        """:meth:`link_copies` of a stack of endpoint-pair matrices [n, E, E] -> [n, links]."""
-        pair, share, starts, links = self._by_link
-        out = np.zeros((mids.shape[0], self.num_directed_links))
-        if pair.size:
-            w = mids.reshape(mids.shape[0], -1)[:, pair] * share
-            out[:, links] = np.add.reduceat(w, starts, axis=1)
-        return out
+    @cached_property
+    def _switch_fabric(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Per-GPU-NIC endpoints: (switch at the NIC's far end as a switch-fabric index, NIC
+        link up, NIC link down), [endpoints]."""
+        cluster = self.cluster
+        fab = self._switches
+        sw, up, down = [], [], []
+        for e in range(self.endpoints.count):
+            lk_i = int(cluster.gpu_nic_link[e])
+            s = cluster.servers[self.endpoints.endpoint_server[e]]
+            other = _other_end(cluster.links[lk_i], s)
+            sw.append(fab.index[other])
+            up.append(self._directed(s, other))
+            down.append(self._directed(other, s))
+        return (np.array(sw, dtype=np.int64), np.array(up, dtype=np.int64),
+                np.array(down, dtype=np.int64))
 
-    def link_copies(self, mid: np.ndarray) -> np.ndarray:
-        """Copies on every directed link from copies per endpoint pair ``mid`` [E, E]."""
-        pair, _, link, share = self.entries
-        return np.bincount(
-            link, weights=mid.ravel()[pair] * share, minlength=self.num_directed_links
-        )
+    @property
+    def _nic_switch(self) -> np.ndarray:
+        return self._switch_fabric[0]
+
+    @property
+    def _nic_up(self) -> np.ndarray:
+        return self._switch_fabric[1]
+
+    @property
+    def _nic_down(self) -> np.ndarray:
+        return self._switch_fabric[2]
+
+    @cached_property
+    def _switches(self) -> Fabric:
+        return fabric_of(self.cluster, {n.name for n in self.cluster.nodes if n.kind == "switch"})
+
+    @cached_property
+    def _switch_dag(self) -> tuple[EqualCostDag, SprayPropagator]:
+        """The equal-cost graph over switches towards every switch a NIC reaches."""
+        dag = EqualCostDag.build(self._switches, np.unique(self._nic_switch))
+        return dag, SprayPropagator.build(dag)
 
     # --- route construction ------------------------------------------------------------
 
@@ -271,10 +359,9 @@ class MultipathRoutes:
         got = self._switch_next_hops.get(target)
         if got is not None:
             return got
-        cluster = self.cluster
-        switches = [n.name for n in cluster.nodes if n.kind == "switch"]
-        nh = equal_cost_next_hops(cluster.graph.subgraph(switches), target)
-        self._switch_next_hops[target] = nh
+        dag, _ = self._switch_dag
+        t = int(np.searchsorted(dag.targets, self._switches.index[target]))
+        nh = self._switch_next_hops[target] = dag.next_hops(t)
         return nh
 
 

@@ -1,4 +1,4 @@
-"""Distances and deterministic ECMP paths between GPUs (pure networkx/numpy, no simpy).
+"""Distances and deterministic ECMP paths between GPUs (pure numpy, no simpy).
 
 * ``distance`` is the paper's cost: the weighted shortest path (hop weight 0 inside servers).
 * The simulator's route between two GPUs is a shortest path by weight that, among those, uses
@@ -6,34 +6,93 @@
   hop by a fixed hash of (source server, destination server, switch), as per-flow ECMP hashing
   does, so routes are deterministic and spread over the equal-cost paths; all GPU pairs of two
   servers share the route between the servers (their NICs sit on the server node).
+
+Storage is server-level: every GPU reaches the network through its server, so the table keeps
+the GPU-to-server attachment (one link each way and its weight), the routes and distances
+between server nodes, and the equal-cost next hops towards every server
+(:mod:`simulator.cluster.attachment`).  Memory grows with servers squared times
+route length, not with GPUs squared; GPU-pair quantities are computed from these on demand
+(:class:`GpuDistance`), and the dense [gpus, gpus] matrices (``distance``, ``path_lengths``)
+are built only when asked for, after a size check.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from functools import cached_property
-from typing import TYPE_CHECKING
+from typing import Any
 
 import numpy as np
 
+from simulator.cluster.attachment import ServerAttachment, attach_servers
+from simulator.cluster.equal_cost import directed_link_id, fnv_words
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64
+from traces.infra.memory import SizeEstimate, check_fits, gpu_pair_matrix
 
-if TYPE_CHECKING:  # imported where a graph is searched: the multipath modes' names stay light
-    import networkx as nx
+__all__ = [
+    "GpuDistance", "RouteTable", "build_route_table", "directed_link_id", "gpu_distance_matrix",
+    "route_table_estimate", "server_node_distance_matrix",
+]
 
-_HOP_EPS = 1e-6  # tie-break among equal-weight paths by link count
+
+@dataclass(frozen=True, eq=False)
+class GpuDistance:
+    """The weighted distance between GPUs, indexed like the [gpus, gpus] matrix without it.
+
+    ``d[a, b] = w(a) + D(server a, server b) + w(b)`` for a != b and 0 for a == b, with w the
+    weight of a GPU's link to its server and D the server-node distance; ``a`` and ``b`` may
+    be index arrays (they broadcast as in numpy fancy indexing).
+    """
+
+    link_weight: np.ndarray  # [gpus]
+    gpu_server: np.ndarray  # [gpus]
+    server_distance: np.ndarray  # [servers, servers]
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        n = int(self.link_weight.shape[0])
+        return (n, n)
+
+    def __getitem__(self, key: tuple[Any, Any]) -> np.ndarray:
+        a, b = (np.asarray(k) for k in key)
+        w, gs = self.link_weight, self.gpu_server
+        out = w[a] + self.server_distance[gs[a], gs[b]] + w[b]
+        return np.where(a == b, 0.0, out)
+
+    def dense(self) -> np.ndarray:
+        w, gs = self.link_weight, self.gpu_server
+        out = w[:, None] + self.server_distance[gs[:, None], gs[None, :]] + w[None, :]
+        np.fill_diagonal(out, 0.0)
+        return out
 
 
-def directed_link_id(link_index: int, forward: bool) -> int:
-    """Directed link ids: 2*i for a->b of link i, 2*i+1 for b->a."""
-    return 2 * link_index + (0 if forward else 1)
+class _NextHops(Sequence[dict[str, tuple[str, ...]]]):
+    """``next_hops[t][node]``: the equal-cost next hops (sorted names) from node towards server
+    t, built per server on first use from the table's arrays."""
+
+    def __init__(self, net: ServerAttachment) -> None:
+        self._net = net
+        self._cache: dict[int, dict[str, tuple[str, ...]]] = {}
+
+    def __len__(self) -> int:
+        return int(self._net.attach.shape[0])
+
+    def __getitem__(self, t: int) -> dict[str, tuple[str, ...]]:  # type: ignore[override]
+        got = self._cache.get(t)
+        if got is None:
+            got = self._cache[t] = self._net.next_hops(int(t))
+        return got
+
+    def __iter__(self) -> Iterator[dict[str, tuple[str, ...]]]:
+        return (self[t] for t in range(len(self)))
 
 
 @dataclass(frozen=True, eq=False)
 class RouteTable:
-    """Routes between every ordered pair of GPUs as lists of directed link ids.
+    """Routes between every ordered pair of GPUs, stored per server pair.
 
     Every GPU hangs off its server node by one link, so a route between GPUs on different
     servers is: the source GPU's uplink, the *middle* route between the two server nodes
@@ -42,13 +101,13 @@ class RouteTable:
     """
 
     cluster: ClusterSpec
-    distance: np.ndarray  # [gpus, gpus] weighted shortest-path distance (paper's cost)
+    server_distance: np.ndarray  # [servers, servers] weighted distance between server nodes
+    gpu_link_weight: np.ndarray  # [gpus] hop weight of each GPU's link to its server
     gpu_uplink: np.ndarray  # [gpus] directed link id GPU -> its server
     gpu_downlink: np.ndarray  # [gpus] directed link id server -> GPU
     middle_offsets: np.ndarray  # [servers*servers + 1] CSR offsets of middle routes
     middle_links: np.ndarray  # directed link ids of all middle routes
-    # next_hops[t][node]: the equal-cost next hops (sorted names) from node towards server t
-    next_hops: tuple[dict[str, tuple[str, ...]], ...] = ()
+    net: ServerAttachment  # the servers' attachment to the core and its equal-cost graph
 
     @property
     def num_gpus(self) -> int:
@@ -57,6 +116,21 @@ class RouteTable:
     @property
     def num_servers(self) -> int:
         return self.cluster.num_servers
+
+    @cached_property
+    def gpu_distance(self) -> GpuDistance:
+        """The paper's distance between GPUs, computed per pair (no [gpus, gpus] matrix)."""
+        return GpuDistance(self.gpu_link_weight, self.cluster.gpu_server, self.server_distance)
+
+    @cached_property
+    def distance(self) -> np.ndarray:
+        """The dense [gpus, gpus] distance matrix (placement uses it), after a size check."""
+        _check_dense(self.cluster, "the GPU distance matrix")
+        return self.gpu_distance.dense()
+
+    @cached_property
+    def next_hops(self) -> _NextHops:
+        return _NextHops(self.net)
 
     def middle(self, src_server: int, dst_server: int) -> np.ndarray:
         p = src_server * self.num_servers + dst_server
@@ -78,6 +152,20 @@ class RouteTable:
     def server_hops(self) -> np.ndarray:
         """Links on the chosen route between server nodes, [servers, servers]."""
         return np.diff(self.middle_offsets).reshape(self.num_servers, self.num_servers)
+
+    def path_length(self, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
+        """Links on the route of each GPU pair (src[i], dst[i]) (0 when src == dst)."""
+        src, dst = np.asarray(src), np.asarray(dst)
+        gs = self.cluster.gpu_server
+        out = self.server_hops[gs[src], gs[dst]] + 2
+        return np.where(src == dst, 0, out)
+
+    @cached_property
+    def path_lengths(self) -> np.ndarray:
+        """Links on each pair's route, the dense [gpus, gpus] matrix (after a size check)."""
+        _check_dense(self.cluster, "the GPU-pair route lengths")
+        n = np.arange(self.num_gpus)
+        return self.path_length(n[:, None], n[None, :])
 
     def middle_routes(self, src_server: int, dst_server: int) -> list[tuple[np.ndarray, float]]:
         """Every equal-cost route between two server nodes with its ECMP share.
@@ -141,63 +229,40 @@ class RouteTable:
         link = int(self.cluster.graph.edges[u, v]["index"])
         return directed_link_id(link, self.cluster.links[link].a == u)
 
-    @cached_property
-    def pair_offsets(self) -> np.ndarray:
-        n = self.num_gpus
-        lengths = np.array(
-            [len(self.path(a, b)) for a in range(n) for b in range(n)], dtype=np.int64
-        )
-        out = np.zeros(n * n + 1, dtype=np.int64)
-        out[1:] = np.cumsum(lengths)
-        return out
-
-    @cached_property
-    def pair_links(self) -> np.ndarray:
-        """Directed link ids of every pair's route, concatenated in pair order src*gpus+dst."""
-        n = self.num_gpus
-        parts = [self.path(a, b) for a in range(n) for b in range(n)]
-        return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-    @cached_property
-    def path_lengths(self) -> np.ndarray:
-        """Links on each pair's route, [gpus, gpus]."""
-        return np.diff(self.pair_offsets).reshape(self.num_gpus, self.num_gpus)
-
-    @cached_property
-    def pair_of_entry(self) -> np.ndarray:
-        """For each entry of ``pair_links``, the flat pair index src*gpus+dst it belongs to."""
-        return np.repeat(np.arange(self.num_gpus**2), np.diff(self.pair_offsets))
-
 
 def _stable_hash(*xs: int) -> int:
     return fnv1a_64(x & 0xFFFFFFFF for x in xs)
 
 
-def _network(cluster: ClusterSpec) -> nx.Graph:
-    """The graph without GPUs: GPUs are leaves, so no route between servers passes one."""
-    gpus = set(cluster.gpus)
-    return cluster.graph.subgraph(n for n in cluster.graph.nodes if n not in gpus)
-
-
-def _gpu_link_weights(cluster: ClusterSpec) -> np.ndarray:
-    g = cluster.graph
-    by_name = {n.name: n for n in cluster.nodes}
-    return np.array(
-        [float(g.edges[gpu, by_name[gpu].server]["weight"]) for gpu in cluster.gpus]
+def _check_dense(cluster: ClusterSpec, what: str) -> None:
+    est = gpu_pair_matrix(cluster.num_gpus)
+    check_fits(
+        SizeEstimate(f"{what} ({est.what})", est.nbytes), f"cluster {cluster.name!r}",
+        "placement needs GPU-pair matrices; replay (simulate) works per server pair",
     )
+
+
+def _gpu_links(cluster: ClusterSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uplink, downlink, weight) of every GPU's one link to its server (validate_cluster)."""
+    by_name = {n.name: n for n in cluster.nodes}
+    gpu_index = {g: i for i, g in enumerate(cluster.gpus)}
+    g = len(gpu_index)
+    up = np.full(g, -1, dtype=np.int64)
+    down = np.full(g, -1, dtype=np.int64)
+    w = np.zeros(g)
+    for li, lk in enumerate(cluster.links):
+        for gpu, other, forward in ((lk.a, lk.b, True), (lk.b, lk.a, False)):
+            i = gpu_index.get(gpu)
+            if i is not None and by_name[gpu].server == other:
+                up[i] = directed_link_id(li, forward)
+                down[i] = directed_link_id(li, not forward)
+                w[i] = float(lk.weight)
+    return up, down, w
 
 
 def server_node_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     """Weighted shortest-path distance between server nodes, [servers, servers]."""
-    import networkx as nx
-
-    net = _network(cluster)
-    servers = cluster.servers
-    out = np.zeros((len(servers), len(servers)))
-    for i, src in enumerate(servers):
-        d = nx.single_source_dijkstra_path_length(net, src, weight="weight")
-        out[i] = [d[t] for t in servers]
-    return out
+    return attach_servers(cluster).server_distance()
 
 
 def gpu_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
@@ -206,94 +271,86 @@ def gpu_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     Every GPU is a leaf on its server node, so distance(a, b) = w(a) + D(server a, server b)
     + w(b) for a != b, with w the weight of a GPU's link and D the server-node distance.
     """
-    w = _gpu_link_weights(cluster)
-    gs = cluster.gpu_server
-    out = w[:, None] + server_node_distance_matrix(cluster)[gs[:, None], gs[None, :]] + w[None, :]
-    np.fill_diagonal(out, 0.0)
-    return out
+    _check_dense(cluster, "the GPU distance matrix")
+    _, _, w = _gpu_links(cluster)
+    return GpuDistance(w, cluster.gpu_server, server_node_distance_matrix(cluster)).dense()
 
 
-def server_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
-    """Distance between servers, [servers, servers]: the smallest GPU-to-GPU distance."""
-    d = gpu_distance_matrix(cluster)
-    gs = cluster.gpu_server
-    s = cluster.num_servers
-    out = np.full((s, s), np.inf)
-    for a in range(s):
-        rows = d[gs == a]
-        for b in range(s):
-            out[a, b] = rows[:, gs == b].min()
-    return out
-
-
-def _composite(u: str, v: str, attrs: dict) -> float:
-    return float(attrs["weight"]) + _HOP_EPS
-
-
-def equal_cost_next_hops(graph: nx.Graph, target: str) -> dict[str, tuple[str, ...]]:
-    """For every node of ``graph`` that reaches ``target``: its next hops (sorted names) on the
-    shortest paths by weight, then by link count; ``target`` maps to ()."""
-    import networkx as nx
-
-    dist = nx.single_source_dijkstra_path_length(graph, target, weight=_composite)
-    nh: dict[str, tuple[str, ...]] = {target: ()}
-    for u, du in dist.items():
-        if u != target:
-            nh[u] = tuple(
-                sorted(
-                    v for v in graph.neighbors(u)
-                    if abs(_composite(u, v, graph.edges[u, v]) + dist[v] - du) < 1e-9
-                )
-            )
-    return nh
+def route_table_estimate(cluster: ClusterSpec, route_links: float) -> SizeEstimate:
+    """Bytes of a route table whose middle routes hold ``route_links`` links in all: the
+    routes (CSR), the server distances and the walk that builds them (a few words per pair)."""
+    s = float(cluster.num_servers)
+    nbytes = 8.0 * (route_links + 8 * s * s)
+    return SizeEstimate(f"the route table of {cluster.num_servers} servers", nbytes)
 
 
 def build_route_table(cluster: ClusterSpec) -> RouteTable:
     """Deterministic ECMP routes between all GPU pairs (see module and class docstrings)."""
-    g = cluster.graph
-    gpus = cluster.gpus
-    servers = cluster.servers
-    node_index = {name: i for i, name in enumerate(g.nodes)}
-    up = np.zeros(len(gpus), dtype=np.int64)
-    down = np.zeros(len(gpus), dtype=np.int64)
-    by_name = {n.name: n for n in cluster.nodes}
-    for i, gpu in enumerate(gpus):
-        server = by_name[gpu].server  # validate_cluster: the GPU's one link goes there
-        link = g.edges[gpu, server]["index"]
-        forward = cluster.links[link].a == gpu
-        up[i] = directed_link_id(link, forward)
-        down[i] = directed_link_id(link, not forward)
-
-    sub = _network(cluster)
-    ns = len(servers)
-    middles: list[list[int]] = [[] for _ in range(ns * ns)]
-    next_hops: list[dict[str, tuple[str, ...]]] = []
-    for j, dst in enumerate(servers):
-        nh = equal_cost_next_hops(sub, dst)
-        next_hops.append(nh)
-        for i, src in enumerate(servers):
-            if i == j:
-                continue
-            if src not in nh:
-                raise InputError(f"cluster {cluster.name!r}: server {src!r} cannot reach {dst!r}")
-            route: list[int] = []
-            u = src
-            while u != dst:
-                cands = nh[u]
-                v = cands[_stable_hash(i, j, node_index[u]) % len(cands)]
-                link = g.edges[u, v]["index"]
-                route.append(directed_link_id(link, cluster.links[link].a == u))
-                u = v
-            middles[i * ns + j] = route
+    up, down, w = _gpu_links(cluster)
+    net = attach_servers(cluster)
+    ns = cluster.num_servers
+    where = f"cluster {cluster.name!r}"
+    bad = net.unreachable()
+    if bad is not None:
+        raise InputError(f"{where}: server {cluster.servers[bad[0]]!r} cannot reach"
+                         f" {cluster.servers[bad[1]]!r}")
+    core = net.core
+    depth = np.stack([core.depth(t) for t in range(len(core.targets))]) if ns else np.zeros(
+        (0, 0), dtype=np.int64)
+    hops = net.hops(depth)
+    check_fits(route_table_estimate(cluster, float(hops.sum())), where,
+               "describe fewer servers (replay works per server pair)")
     offsets = np.zeros(ns * ns + 1, dtype=np.int64)
-    offsets[1:] = np.cumsum([len(p) for p in middles])
-    flat = np.fromiter((x for p in middles for x in p), dtype=np.int64, count=int(offsets[-1]))
+    offsets[1:] = np.cumsum(hops.ravel())
     return RouteTable(
         cluster=cluster,
-        distance=gpu_distance_matrix(cluster),
+        server_distance=net.server_distance(),
+        gpu_link_weight=w,
         gpu_uplink=up,
         gpu_downlink=down,
         middle_offsets=offsets,
-        middle_links=flat,
-        next_hops=tuple(next_hops),
+        middle_links=_hashed_middles(net, offsets),
+        net=net,
     )
+
+
+def _hashed_middles(net: ServerAttachment, offsets: np.ndarray) -> np.ndarray:
+    """The hashed route of every ordered server pair, concatenated in pair order i*S+j: the
+    leaf link up, one next hop per core node picked by hash(i, j, node), the leaf link down."""
+    f = net.fabric
+    ns = net.attach.shape[0]
+    flat = np.zeros(int(offsets[-1]), dtype=np.int64)
+    i, j = np.divmod(np.arange(ns * ns, dtype=np.int64), ns)
+    keep = i != j
+    i, j = i[keep], j[keep]
+    pos = offsets[i * ns + j]
+    leaf_i = net.up[i] >= 0
+    flat[pos[leaf_i]] = net.up[i[leaf_i]]
+    pos = pos + leaf_i
+    # cumulative next-hop masks of every target, one increasing row after another
+    width = f.src.size + 1
+    cm = np.concatenate([
+        np.concatenate([[0], np.cumsum(net.core.mask(t))]) + t * width
+        for t in range(len(net.core.targets))
+    ]) if len(net.core.targets) else np.zeros(0, dtype=np.int64)
+    t = net.target[j]
+    u = net.attach[i]
+    goal = net.attach[j]
+    going = u != goal
+    i, j, t, u, goal, pos = (x[going] for x in (i, j, t, u, goal, pos))
+    while i.size:
+        base = t * width
+        lo = cm[base + f.offsets[u]]
+        count = cm[base + f.offsets[u + 1]] - lo
+        pick = fnv_words(i, j, f.salt[u]) % count.astype(np.uint64)
+        e = np.searchsorted(cm, lo + pick.astype(np.int64) + 1, side="left") - base - 1
+        flat[pos] = f.link[e]
+        u = f.dst[e]
+        going = u != goal
+        i, j, t, u, goal, pos = (x[going] for x in (i, j, t, u, goal, pos + 1))
+    leaf_j = np.flatnonzero(net.down >= 0)
+    ends = offsets[1:].reshape(ns, ns)[:, leaf_j] - 1  # last link of each pair's route
+    src = np.repeat(np.arange(ns), leaf_j.size)
+    mask = src != np.tile(leaf_j, ns)
+    flat[ends.ravel()[mask]] = np.tile(net.down[leaf_j], ns)[mask]
+    return flat

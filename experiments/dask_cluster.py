@@ -1,0 +1,60 @@
+"""The Dask cluster that sweeps and split replays run on: an existing scheduler, or a local
+cluster of worker processes on the loopback interface (no fixed ports)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from traces.infra.errors import InputError
+
+SCHEDULER_ADDRESS = re.compile(r"^(tcp|tls)://[A-Za-z0-9.\-\[\]:]+:(\d{1,5})$")
+SCHEDULER_TIMEOUT_S = 10
+
+
+def check_scheduler_address(scheduler: str) -> str:
+    """``scheduler`` if it looks like ``tcp://HOST:PORT`` (or ``tls://``), else InputError."""
+    m = SCHEDULER_ADDRESS.match(scheduler)
+    if m is None or not 0 < int(m.group(2)) < 65536:
+        raise InputError(f"--scheduler {scheduler}: not an address like tcp://HOST:PORT")
+    return scheduler
+
+
+def connect_scheduler(scheduler: str) -> Any:
+    """A Dask client of the scheduler at ``scheduler``, or one line saying why not (fast)."""
+    from dask.distributed import Client
+
+    check_scheduler_address(scheduler)
+    try:
+        return Client(scheduler, timeout=f"{SCHEDULER_TIMEOUT_S}s")
+    except (OSError, TimeoutError, ValueError) as exc:
+        raise InputError(
+            f"--scheduler {scheduler}: no Dask scheduler answered within {SCHEDULER_TIMEOUT_S} s"
+            f" ({type(exc).__name__}); check the address and that the scheduler runs"
+        ) from None
+
+
+@contextmanager
+def local_client(workers: int, processes: bool = True) -> Iterator[Any]:
+    """A client of a fresh local cluster of ``workers`` single-threaded workers (closed on
+    exit; ``processes=False``: threads of this process, as the tests use)."""
+    import logging
+
+    from dask.distributed import Client, LocalCluster
+
+    cluster = LocalCluster(
+        n_workers=workers,
+        threads_per_worker=1,
+        processes=processes,
+        host="127.0.0.1",
+        dashboard_address=None,
+        silence_logs=logging.ERROR,
+    )
+    client = Client(cluster)
+    try:
+        yield client
+    finally:
+        client.close()
+        cluster.close()
