@@ -17,7 +17,8 @@
 
 Copies are de-duplicated remote copies per token per MoE layer (one per token and remote
 server hosting any of its experts), counted on the replayed tokens; "vs rr" is the reduction
-against round-robin.  Solve times are wall-clock seconds of ``solve_placement``.
+against round-robin.  Solve times are wall-clock seconds of ``solve_placement``, with the
+CPU seconds of this process beside them (the steadier figure on a shared machine).
 """
 
 from __future__ import annotations
@@ -34,6 +35,7 @@ import numpy as np
 from experiments.pipeline import build_problem, origin_activation, token_sample
 from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
+from placement.strategies import SUPPORTS
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
@@ -57,12 +59,13 @@ def _concat(blocks: list[RoutingTrace]) -> RoutingTrace:
     )
 
 
-def _place(problem, strategy: str, time_limit: float) -> tuple[Any, float]:
-    t0 = time.perf_counter()
+def _place(problem, strategy: str, time_limit: float) -> tuple[Any, float, float]:
+    """The result, and the wall and CPU seconds of ``solve_placement``."""
+    t0, c0 = time.perf_counter(), time.process_time()
     res = solve_placement(problem, strategy, SolverOptions(time_limit_s=time_limit))
-    el = time.perf_counter() - t0
+    el, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert res.is_ok and check_layout(problem, res.layout) == [], res.message
-    return res, el
+    return res, el, cpu
 
 
 def _on(problem, trace: RoutingTrace, num_gpus: int):
@@ -85,17 +88,19 @@ def esft(time_limit: float) -> dict[str, Any]:
         row: dict[str, Any] = {"task": task, "fit_tokens": fit.num_tokens,
                                "replay_tokens": rep.num_tokens}
         for s in ("round-robin", "eplb", "dedup"):
-            res, el = _place(prob, s, time_limit)
+            res, el, cpu = _place(prob, s, time_limit)
             layouts[task][s] = res.layout
             row[f"{s}_copies"] = dedup_cost(out, res.layout).copies_per_token_layer
             if s == "dedup":
-                row.update(dedup_solve_s=el, dedup_in_sample=res.info["copies_per_token_layer"],
+                row.update(dedup_solve_s=el, dedup_cpu_s=cpu,
+                           dedup_in_sample=res.info["copies_per_token_layer"],
                            gap=res.gap, ablation=res.info["ablation"])
         row["dedup_vs_rr_pct"] = 100 * (1 - row["dedup_copies"] / row["round-robin_copies"])
         rows.append(row)
         print(f"esft {task:12s} rr {row['round-robin_copies']:.3f} eplb {row['eplb_copies']:.3f}"
               f" dedup {row['dedup_copies']:.3f} ({row['dedup_vs_rr_pct']:.1f}% fewer than rr)"
-              f" solve {row['dedup_solve_s']:.1f} s gap {row['gap']:.2f}", flush=True)
+              f" solve {row['dedup_solve_s']:.1f} s ({row['dedup_cpu_s']:.1f} s CPU)"
+              f" gap {row['gap']:.2f}", flush=True)
     for a_task, lay in layouts.items():
         for b_task, tr in traces.items():
             if a_task == b_task:
@@ -130,12 +135,12 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
                              sample=token_sample([fit], G))
         out = _on(prob, rep, G)
         for s in strategies:
-            if s == "eplb" and (256 + r) % G:
-                continue
-            res, el = _place(prob, s, time_limit)
+            if s == "eplb" and (256 + r) % G or r and "replicas" not in SUPPORTS[s]:
+                continue  # EPLB needs E + R divisible by G; round-robin refuses replicas
+            res, el, cpu = _place(prob, s, time_limit)
             c = dedup_cost(out, res.layout)
             row: dict[str, Any] = {
-                "setup": label, "replicas": r, "strategy": s, "solve_s": el,
+                "setup": label, "replicas": r, "strategy": s, "solve_s": el, "cpu_s": cpu,
                 "copies": c.copies_per_token_layer, "routes": c.routes_per_token_layer,
                 "imbalance": imbalance(layer_gpu_loads(out, res.layout)),
                 "gap": res.gap, "bound": res.info.get("lower_bound"),
@@ -150,6 +155,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
             out_rows.append(row)
             print(f"{label} R={r:<3d} {s:12s} copies {row['copies']:.3f} routes"
                   f" {row['routes']:.3f} imbalance {row['imbalance']:.3f} solve {el:6.1f} s"
+                  f" ({cpu:.1f} s CPU)"
                   + (f" gap {res.gap:.2f}" if s.startswith("dedup") else "")
                   + (f" p99 {row['p99_ms']:.3f} ms" if des else ""), flush=True)
     return out_rows

@@ -1,7 +1,7 @@
 """Placement speed at the paper's sizes: every strategy, DeepSeek-R1 and DeepSeekMoE-16B.
 
     PYTHONPATH=. python benchmarks/bench_placement.py [--stats SGLANG.json] [--repeat 3]
-        [--time-limit 60] [--sizes r1,16b] [--strategies ilp-load,greedy,...] [--variants]
+        [--time-limit 60] [--sizes r1,16b] [--strategies ilp-load,greedy,...] [--variants [V,...]]
 
 Geometry: DeepSeek-R1 (58 MoE layers x 256 experts) on 256 GPUs in 32 servers of a partially
 populated k=10 fat tree (25 servers in one pod, 7 in another, so server costs differ);
@@ -11,9 +11,11 @@ otherwise (and always for 16B) a seeded skewed synthetic p[l, i] (Zipf 0.9 over 
 order per layer).  ``ilp-origin`` gets per-origin activation: each server's tokens mix the
 global load half and half with the server's own random permutation of it (tenants).
 ``--variants`` adds ilp-load with 32 / 8 redundant replicas, eplb with one redundant copy per
-GPU and ilp-load with a 5% compute-balance constraint.  Times are wall-clock seconds of
-``solve_placement`` (model building, HiGHS, splitting over GPUs, the independent cost),
-median of ``--repeat`` runs.
+GPU and ilp-load with a 5% compute-balance constraint (``--variants balance``: only that one).
+Times are wall-clock seconds of ``solve_placement`` (model building, HiGHS, splitting over
+GPUs, the independent cost), median of ``--repeat`` runs, and the CPU seconds of this
+process for the same run (on a shared machine the wall time also counts other users' load).
+``gap`` is the relative gap of the solver's objective to its proven lower bound (inf: none).
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from simulator.cluster.paths import build_route_table
 from traces import model_preset
 from traces.load_stats import load_load_stats
 
+VARIANTS = ("replicas", "eplb-replicas", "balance")
 SIZES = {
     "r1": ("deepseek-r1", 10, 32),
     "16b": ("deepseek-moe-16b", 6, 8),
@@ -63,11 +66,12 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--sizes", default="r1,16b")
     ap.add_argument("--strategies", default=",".join(STRATEGIES))
-    ap.add_argument("--variants", action="store_true")
+    ap.add_argument("--variants", nargs="?", const=",".join(VARIANTS), default="",
+                    help=f"Variants to add (default with the flag: all of {','.join(VARIANTS)}).")
     args = ap.parse_args()
     options = SolverOptions(time_limit_s=args.time_limit, mip_rel_gap=1e-4, threads=args.threads)
-    print(f"{'size':5s} {'strategy':24s} {'status':10s} {'time_s':>8s} {'objective':>10s}"
-          f" {'gap':>8s}  note")
+    print(f"{'size':5s} {'strategy':24s} {'status':10s} {'time_s':>8s} {'cpu_s':>8s}"
+          f" {'objective':>10s} {'gap':>8s}  note")
     for size in args.sizes.split(","):
         name, k, servers = SIZES[size]
         model = model_preset(name)
@@ -78,28 +82,31 @@ def main() -> None:
             act = synthetic_activation(model.num_moe_layers, model.num_routed_experts,
                                        model.top_k, seed=0)
         runs = [(s, {}) for s in args.strategies.split(",")]
-        if args.variants:
-            extra = 32 if size == "r1" else 8
-            gpus = routes.num_gpus  # EPLB needs (experts + redundant) divisible by the GPUs
-            runs += [("ilp-load", {"num_redundant": extra}), ("eplb", {"num_redundant": gpus}),
-                     ("ilp-load", {"balance_eps": 0.05})]
+        extra = 32 if size == "r1" else 8
+        gpus = routes.num_gpus  # EPLB needs (experts + redundant) divisible by the GPUs
+        variants = {"replicas": ("ilp-load", {"num_redundant": extra}),
+                    "eplb-replicas": ("eplb", {"num_redundant": gpus}),
+                    "balance": ("ilp-load", {"balance_eps": 0.05})}
+        runs += [variants[v] for v in args.variants.split(",") if v]
         for strategy, kw in runs:
             if strategy == "ilp-origin":
                 oa = tenant_activation(act, routes.cluster.gpu_server, seed=1)
                 problem = build_problem(routes, model, oa.sum(axis=2), oa, **kw)
             else:
                 problem = build_problem(routes, model, act, **kw)
-            times = []
+            times, cpus = [], []
             res = None
             for _ in range(args.repeat if not kw and strategy != "ilp-bottleneck" else 1):
-                t0 = time.perf_counter()
+                t0, c0 = time.perf_counter(), time.process_time()
                 res = solve_placement(problem, strategy, options)
                 times.append(time.perf_counter() - t0)
+                cpus.append(time.process_time() - c0)
             assert res is not None
             ok = res.layout is not None and check_layout(problem, res.layout) == []
             label = strategy + "".join(f" {k_}={v}" for k_, v in kw.items())
             print(f"{size:5s} {label:24s} {res.status.value:10s} {statistics.median(times):8.3f}"
-                  f" {res.objective:10.2f} {res.gap:8.2g}  {'valid' if ok else 'INVALID'};"
+                  f" {statistics.median(cpus):8.3f} {res.objective:10.2f} {res.gap:8.2g}"
+                  f"  {'valid' if ok else 'INVALID'};"
                   f" {res.message[:70]}", flush=True)
 
 

@@ -134,7 +134,7 @@ def _plot(rows: list[dict[str, float]], path: Path) -> None:
     ax.set_xlabel("GPUs (fat tree, 8 per server)")
     ax.set_ylabel("DES CPU time per chunk-hop (us)")
     ax.set_ylim(bottom=0)
-    ax.set_title("Event cost does not grow with the cluster")
+    ax.set_title("DES cost per chunk-hop by cluster size")
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=120)

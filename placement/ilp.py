@@ -11,7 +11,9 @@ GPUs x max_per_gpu_per_layer) and ``cap_total[u]`` (experts per unit: GPUs x slo
   activation measured per origin GPU, so experts move towards the tokens that use them.
 * ``ilp-bytes``: the same with seconds on the wire, dispatch_bytes x s/B(o -> u) +
   combine_bytes x s/B(u -> o), from link bandwidths along the routed paths.
-* ``balance_eps`` adds ``balance[u]``: expected token load of unit u <= GPUs x (1 + eps) x mean.
+* ``balance_eps`` adds ``balance[u]``: expected token load of unit u <= GPUs x (1 + eps) x mean;
+  with load-proportional costs (``ilp-load``, ``ilp-bytes`` without per-origin activation)
+  solved by decomposition (``placement.balance``), the MIP only on small models.
 * ``num_redundant`` > 0 switches to the replica model (``placement.replicas``).
 
 The model itself (shared with the replica warm start) is in ``placement.assignment``.
@@ -31,6 +33,7 @@ from __future__ import annotations
 import numpy as np
 
 from placement.assignment import cost_matrix, solve_assignment
+from placement.balance import solve_balanced
 from placement.problem import PlacementProblem, PlacementResult, SolverOptions
 from placement.replicas import solve_replicas
 from traces.infra.errors import InputError
@@ -62,7 +65,14 @@ def _solve(
         return solve_replicas(problem, options, name, metric, weights, per_origin)
     rt = problem.round_trip(metric)
     cost_g = cost_matrix(problem, metric, weights, per_origin)
-    res = solve_assignment(problem, options, name, cost_g, rt=rt, weights=weights)
+
+    def exact(opts: SolverOptions) -> PlacementResult:
+        return solve_assignment(problem, opts, name, cost_g, rt=rt, weights=weights)
+
+    if problem.balance_eps is not None and not per_origin and weights is problem.activation:
+        res = solve_balanced(problem, options, name, problem.origins @ rt, exact)
+    else:
+        res = exact(options)
     res.info["metric"] = metric
     return res
 

@@ -125,6 +125,15 @@ def _stdout_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+def quiet_highs(threads: int) -> highspy.Highs:
+    """A HiGHS instance that prints nothing, on ``threads`` threads."""
+    with _stdout_silenced():
+        h = highspy.Highs()
+    h.setOptionValue("output_flag", False)
+    h.setOptionValue("threads", int(threads))
+    return h
+
+
 @dataclass(frozen=True, eq=False)
 class Solved:
     """What a HiGHS run returned: primal values (None if none) and the outcome."""
@@ -143,20 +152,14 @@ def run_highs(
     integer: bool,
     start: np.ndarray | None = None,
     time_limit_s: float | None = None,
-    lp_solver: str = "simplex",
 ) -> Solved:
     """Solve ``model`` as an LP (simplex, a vertex) or as a MIP (with an optional start)."""
-    with _stdout_silenced():
-        h = highspy.Highs()
-    h.setOptionValue("output_flag", False)
+    h = quiet_highs(options.threads)
     h.setOptionValue("time_limit", float(time_limit_s or options.time_limit_s))
     h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
-    h.setOptionValue("threads", int(options.threads))
     h.setOptionValue("random_seed", int(options.seed))
     if not integer:
-        h.setOptionValue("solver", lp_solver)
-        if lp_solver == "ipm":
-            h.setOptionValue("run_crossover", "off")
+        h.setOptionValue("solver", "simplex")  # a vertex: integral on the TU models
     h.passModel(model.to_highs(integer))
     if integer and start is not None:
         sol = highspy.HighsSolution()

@@ -28,10 +28,12 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
+from simulator.timing import DEEPEP_SLICE_COPIES
 from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
+DEEPEP_SLICE = int(DEEPEP_SLICE_COPIES.value)
 
 
 def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
@@ -76,7 +78,10 @@ class PhasePlan:
     node's link to GPU ``down[m]`` (if >= 0).  ``feeds`` (i, j): message j starts once every
     message feeding it has arrived.  A message that starts on a GPU's link and has no feeds
     is where that GPU's data enters; one that ends on a GPU's link and feeds nothing delivers
-    to that GPU.
+    to that GPU.  ``slice_copies`` > 0: a message travels as slices of at most that many
+    copies, issued round-robin with the other messages starting at the same moment (how
+    DeepEP's kernels interleave their destinations, :data:`simulator.timing.DEEPEP_SLICE_COPIES`);
+    0: as one train.
     """
 
     copies: np.ndarray  # [messages]
@@ -85,13 +90,15 @@ class PhasePlan:
     down: np.ndarray
     feeds: Pairs
     num_endpoints: int
+    slice_copies: int = 0
 
     def mirror(self) -> PhasePlan:
         """The combine phase: the same copies travelling the reverse way."""
         n = self.num_endpoints
         pair = np.where(self.pair >= 0, (self.pair % n) * n + self.pair // n, -1)
         return PhasePlan(
-            self.copies, self.down, pair, self.up, (self.feeds[1], self.feeds[0]), n
+            self.copies, self.down, pair, self.up, (self.feeds[1], self.feeds[0]), n,
+            self.slice_copies,
         )
 
     def delivered_to(self, num_gpus: int) -> np.ndarray:
@@ -173,6 +180,7 @@ def dispatch_plan(
             np.concatenate([m1, lk % g, fk % g]),
             (src, n_r + n_l + np.arange(fk.size)),
             n_ep,
+            DEEPEP_SLICE,
         )
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
@@ -183,8 +191,9 @@ def dispatch_plan(
     remote = gpu_server[a] != gpu_server[b]
     p = np.full(a.size, -1, dtype=np.int64)
     p[remote] = route_pairs(scheme, a[remote], b[remote], gpu_server, ep)
-    if ep.per_gpu:  # GPU-pair messages
-        return PhasePlan(c, a, p, b, (none, none), n_ep)
+    if ep.per_gpu:  # GPU-pair messages; deepep-ll's interleave (sliced)
+        return PhasePlan(c, a, p, b, (none, none), n_ep,
+                         DEEPEP_SLICE if scheme == "deepep-ll" else 0)
     # pooled NICs: uplink per source GPU, one message per endpoint pair, downlink per GPU
     mids = np.unique(p[remote])
     mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],

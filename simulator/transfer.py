@@ -19,6 +19,9 @@ from simpy.events import NORMAL
 
 from simulator.components import LinkDirection, Wakeup
 from simulator.dispatch import PhasePlan
+from simulator.timing import MAX_SLICES_PER_MESSAGE
+
+MAX_SLICES = int(MAX_SLICES_PER_MESSAGE.value)
 
 
 class _Run(Protocol):
@@ -123,11 +126,19 @@ class Transfer:
     A message starts once every message feeding it has arrived and, in a gated phase
     (combine), a message entering from a GPU also waits for that GPU's compute.  A GPU's data
     has arrived once every message delivering to it has.
+
+    Sliced plans (``plan.slice_copies`` > 0, the DeepEP schemes): a message travels as
+    ``rounds[m]`` slices of near-equal bytes, ceil(copies / slice_copies) but at most
+    :data:`simulator.timing.MAX_SLICES_PER_MESSAGE`; messages starting together issue their
+    slices round-robin (slice r of each before slice r+1 of any).  A feed joins a network
+    message to an NVLink one (forwarding); both get the network message's rounds, and slice r
+    of the fed message starts once slice r of each of its feeders has arrived (chunked
+    forwarding, as DeepEP's forwarders do).
     """
 
     __slots__ = (
-        "run", "plan", "nbytes", "pending", "dep_off", "dep_ids", "on_delivered",
-        "first_start", "deliveries", "left", "final", "gated_by",
+        "run", "plan", "rounds", "nbytes", "parts", "pending", "round_pending", "dep_off",
+        "dep_ids", "on_delivered", "first_start", "deliveries", "left", "final", "gated_by",
     )
 
     def __init__(
@@ -144,10 +155,17 @@ class Transfer:
         n = int(plan.copies.shape[0])
         self.nbytes = (plan.copies * bytes_per_copy).tolist()
         src, dst = plan.feeds
+        rounds = slice_rounds(plan)
+        self.rounds = rounds.tolist()
+        self.parts = self.rounds.copy()  # slices of each message still travelling
         order = np.argsort(src, kind="stable")
         self.dep_ids = dst[order].tolist()
         self.dep_off = np.searchsorted(src[order], np.arange(n + 1)).tolist()
         pending = np.bincount(dst, minlength=n)
+        # per fed message and round: feeders whose slice of that round has not arrived
+        self.round_pending: list[list[int] | None] | None = (
+            [None] * n if plan.slice_copies > 0 and src.size else None
+        )
         entry = (pending == 0) & (plan.up >= 0)
         gated_by: dict[int, list[int]] = {}
         # each GPU starts its messages in rotation order (to a+1, a+2, ...), as all-to-all
@@ -169,38 +187,92 @@ class Transfer:
         self.deliveries = int((left > 0).sum())
         self.on_delivered = on_delivered
         self.first_start = -1.0
-        for m in order[pending[order] == 0].tolist():
-            self._start(m)
+        self._start(order[pending[order] == 0].tolist())
 
     def release(self, a: int) -> None:
         """GPU a's compute finished: the messages its data enters by may start."""
+        ready = []
         for m in self.gated_by.get(a, ()):
             p = self.pending[m] - 1
             self.pending[m] = p
             if p == 0:
-                self._start(m)
+                ready.append(m)
+        self._start(ready)
 
-    def _start(self, i: int) -> None:
-        run = self.run
+    def _start(self, ms: list[int]) -> None:
+        """Start messages ``ms`` (in this order), their slices round-robin."""
+        if not ms:
+            return
         if self.first_start < 0:
-            self.first_start = run.env.now
+            self.first_start = self.run.env.now
+        rounds = self.rounds
+        for r in range(max(rounds[m] for m in ms)):
+            for m in ms:
+                if r < rounds[m]:
+                    self._slice(m, r)
 
-        def arrived(_e: Any, i: int = i) -> None:
-            self._arrived(i)
+    def _slice(self, i: int, r: int) -> None:
+        """Send slice r of message i (its bytes split near-evenly over its rounds)."""
+        run = self.run
 
+        def arrived(_e: Any, i: int = i, r: int = r) -> None:
+            self._slice_arrived(i, r)
+
+        k = self.rounds[i]
+        nbytes = self.nbytes[i] // k + (r < self.nbytes[i] % k)
+        if nbytes == 0:  # fewer bytes than rounds: an empty slice arrives at once
+            wake = Wakeup(arrived)
+            run.env.schedule(wake, NORMAL, 0.0)  # type: ignore[arg-type]
+            return
         plan = self.plan
         path = run.path(int(plan.up[i]), int(plan.pair[i]), int(plan.down[i]))
-        _Train(run.env, path, self.nbytes[i], run.chunk, arrived)
+        _Train(run.env, path, nbytes, run.chunk, arrived)
+
+    def _slice_arrived(self, i: int, r: int) -> None:
+        rp = self.round_pending
+        if rp is not None:  # sliced forwarding: slice r of the fed messages may go
+            for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
+                row = rp[j]
+                if row is None:
+                    row = rp[j] = [self.pending[j]] * self.rounds[j]
+                row[r] -= 1
+                if row[r] == 0:
+                    self._slice(j, r)
+        left = self.parts[i] - 1
+        self.parts[i] = left
+        if left == 0:
+            self._arrived(i)
 
     def _arrived(self, i: int) -> None:
-        pending = self.pending
-        for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
-            p = pending[j] - 1
-            pending[j] = p
-            if p == 0:
-                self._start(j)
+        if self.round_pending is None:
+            pending = self.pending
+            ready = []
+            for j in self.dep_ids[self.dep_off[i] : self.dep_off[i + 1]]:
+                p = pending[j] - 1
+                pending[j] = p
+                if p == 0:
+                    ready.append(j)
+            self._start(ready)
         if self.final[i]:
             b = int(self.plan.down[i])
             self.left[b] -= 1
             if self.left[b] == 0:
                 self.on_delivered(b)
+
+
+def slice_rounds(plan: PhasePlan) -> np.ndarray:
+    """Slices per message (:class:`Transfer`): 1 unless the plan is sliced; a fed message and
+    its feeders get the rounds of the network message among them."""
+    n = int(plan.copies.shape[0])
+    k = plan.slice_copies
+    if k <= 0:
+        return np.ones(n, dtype=np.int64)
+    rounds = np.minimum(-(-plan.copies // k), MAX_SLICES).astype(np.int64)
+    src, dst = plan.feeds
+    if src.size:
+        src_net, dst_net = plan.pair[src] >= 0, plan.pair[dst] >= 0
+        if (src_net == dst_net).any():
+            raise ValueError("a sliced plan's feeds must join a network and an NVLink message")
+        rounds[dst[src_net]] = rounds[src[src_net]]
+        rounds[src[dst_net]] = rounds[dst[dst_net]]
+    return rounds

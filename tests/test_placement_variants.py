@@ -231,3 +231,21 @@ def test_ilp_bottleneck_shares_one_time_limit_over_its_highs_calls(monkeypatch):
     res = solve_placement(_problem(3), "ilp-bottleneck", opts)
     assert res.layout is not None and len(limits) >= 2
     assert max(limits) <= 1e-9
+
+
+def test_ilp_bottleneck_without_the_mip_reports_a_bound_below_its_layout(monkeypatch):
+    # The decomposition alone (no MIP polish): 6 layers x 12 experts, 3 slots per layer per
+    # GPU.  The reported objective is the busiest link walked route by route; the bound is
+    # below it and below the busiest link of any other layout (here ilp-load's).
+    import placement.bottleneck as bn
+
+    monkeypatch.setattr(bn, "MIP_POLISH_MAX_COLUMNS", 0)
+    problem = _problem(9, layers=6, experts=12, slots_per_gpu=18, max_per_gpu_per_layer=3)
+    res = solve_placement(problem, "ilp-bottleneck", OPTS)
+    assert res.status in (SolveStatus.OPTIMAL, SolveStatus.FEASIBLE)
+    assert check_layout(problem, res.layout) == []
+    assert res.solver.objective == pytest.approx(_busiest_link(problem, res.layout))
+    assert res.solver.dual_bound <= res.solver.objective * (1 + 1e-9)
+    other = solve_placement(problem, "ilp-load", OPTS).layout
+    assert res.solver.dual_bound <= _busiest_link(problem, other) * (1 + 1e-9)
+    assert "mip" not in res.info

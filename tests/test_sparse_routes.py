@@ -214,3 +214,12 @@ def test_link_classes_from_the_core_equal_classes_from_every_pair(case):
     lat = np.repeat([lk.latency_s for lk in cluster.links], 2)
     np.testing.assert_array_equal(link_classes(mp.class_entries(), bw, lat),
                                   link_classes(mp.entries, bw, lat))
+
+
+def test_placement_arrays_too_large_are_refused_before_allocation(monkeypatch):
+    from simulator.cluster.arrays import placement_arrays
+
+    rt = build_route_table(build_fat_tree(4, 8))
+    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000.0)
+    with pytest.raises(InputError, match="placement's arrays of 64 GPUs .* would need about"):
+        placement_arrays(rt)

@@ -37,30 +37,39 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 
-from simulator.cluster.topology import GBIT, GBYTE, ClusterSpec, LinkSpec, NodeSpec
+from simulator import timing
+from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64_text
 
 
 @dataclass(frozen=True, slots=True)
 class LinkDefaults:
-    """Realistic defaults (DGX-H100-class servers, 400 Gb/s fabric); every one overridable."""
+    """Realistic defaults (DGX-H100-class servers, 400 Gb/s fabric; values and sources in
+    :mod:`simulator.timing`); every one overridable."""
 
     gpus_per_server: int = field(default=8, metadata={"help": "GPUs per server."})
     nvlink_bandwidth_bytes_per_s: float = field(
-        default=450 * GBYTE, metadata={"help": "GPU <-> server NVLink fabric, each direction."}
+        default=timing.H100_NVLINK_BYTES_PER_S.value,
+        metadata={"help": "GPU <-> server NVLink fabric, each direction."},
     )
-    nvlink_latency_s: float = field(default=0.5e-6, metadata={"help": "NVLink hop latency."})
+    nvlink_latency_s: float = field(
+        default=timing.NVLINK_HOP_LATENCY_S.value, metadata={"help": "NVLink hop latency."}
+    )
     nics_per_server: int = field(
         default=8, metadata={"help": "NICs per server (bundled into one uplink, one plane each)."}
     )
     nic_bandwidth_bytes_per_s: float = field(
-        default=400 * GBIT, metadata={"help": "One NIC, each direction (400 Gb/s = 5e10)."}
+        default=timing.NIC_400G_BYTES_PER_S.value,
+        metadata={"help": "One NIC, each direction (400 Gb/s = 5e10)."},
     )
     switch_bandwidth_bytes_per_s: float = field(
-        default=400 * GBIT, metadata={"help": "One switch port / cable, each direction."}
+        default=timing.SWITCH_PORT_400G_BYTES_PER_S.value,
+        metadata={"help": "One switch port / cable, each direction."},
     )
-    network_latency_s: float = field(default=1.0e-6, metadata={"help": "Per network hop."})
+    network_latency_s: float = field(
+        default=timing.NETWORK_HOP_LATENCY_S.value, metadata={"help": "Per network hop."}
+    )
 
     def __post_init__(self) -> None:
         for f in fields(self):
