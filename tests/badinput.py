@@ -158,7 +158,7 @@ def _cluster_dict() -> dict[str, Any]:
 # import this module as ``badinput``: one module under both names, however it was imported.
 sys.modules.setdefault("badinput", sys.modules[__name__])
 for _module in ['badinput_traces', 'badinput_clusters', 'badinput_importers', 'badinput_cli',
-                'badinput_failures']:
+                'badinput_fabrics', 'badinput_failures']:
     importlib.import_module(f"{__package__}.{_module}" if __package__ else _module)
 
 

@@ -80,6 +80,25 @@ def families_table() -> str:
     return "\n".join(rows) + "\n"
 
 
+def presets_table() -> str:
+    from simulator.cluster.presets import PRESETS
+
+    rows = ["| preset | cluster | numbers | sources (assumed) |", "|---|---|---|---|"]
+    for name, preset in PRESETS.items():
+        p = preset.published
+        numbers = (f"NVLink {p.nvlink_gbyte_per_s_both_directions:g} GB/s per GPU (both"
+                   f" directions), one {p.nic_gbit_per_s:g} Gb/s NIC per GPU")
+        if p.gpus_per_tray:
+            numbers += f", trays of {p.gpus_per_tray}"
+        if p.ep_size:
+            numbers += (f", EP{p.ep_size} with {p.redundant_experts} redundant experts"
+                        f" ({p.routed_experts_per_gpu} per GPU)")
+        sources = "; ".join(p.sources) + "".join(f" (assumed: {a})" for a in p.assumed)
+        rows.append(f"| `{name}` | {_cell(preset.summary)} | {_cell(numbers)} |"
+                    f" {_cell(sources)} |")
+    return "\n".join(rows) + "\n"
+
+
 def _model_spec() -> str:
     from traces import ModelSpec
 
@@ -127,6 +146,7 @@ TABLES: dict[str, Callable[[], str]] = {
     "model-spec": _model_spec,
     "link-defaults": _link_defaults,
     "families": families_table,
+    "presets": presets_table,
     "solver-options": _solver_options,
     "sim-config": _sim_config,
     "study-defaults": _study_defaults,

@@ -190,7 +190,8 @@ def test_every_gpu_has_one_link_to_its_server(case):
             gpu, other = (lk.a, lk.b) if by[lk.a].kind == "gpu" else (lk.b, lk.a)
             assert other == by[gpu].server and lk.weight == 0
     assert all(degree[g] == 1 for g in c.gpus)
-    assert c.num_gpus == c.num_servers * case[1]["gpus_per_server"]
+    per_server = case[1].get("gpus_per_server") or case[1]["gpus_per_rack"]
+    assert c.num_gpus == c.num_servers * per_server
     build_route_table(c)
 
 
@@ -245,6 +246,12 @@ def test_registry_converts_and_rejects_parameters():
 def family_params(draw):
     family = draw(st.sampled_from(sorted(BUILDERS)))
     p: dict = {"gpus_per_server": draw(st.integers(1, 3))}
+    if family == "nvl72":  # racks are the servers: gpus_per_rack, in trays
+        tray = draw(st.integers(1, 3))
+        return family, {"num_racks": draw(st.integers(1, 4)), "gpus_per_tray": tray,
+                        "gpus_per_rack": tray * draw(st.integers(1, 3)),
+                        "scale_out": draw(st.sampled_from(["rail-optimized", "leaf-spine"])),
+                        "num_spines": draw(st.integers(1, 3))}
     if family.startswith("fat-tree"):
         k = draw(st.sampled_from([2, 4, 6]))
         p |= {"k": k, "num_servers": draw(st.integers(1, k**3 // 4))}
@@ -268,7 +275,8 @@ def family_params(draw):
 def test_any_parameters_give_a_connected_deterministic_cluster(case):
     family, params = case
     c = BUILDERS[family](**params)
-    assert c.num_gpus == c.num_servers * params["gpus_per_server"]
+    per_server = params.get("gpus_per_server") or params["gpus_per_rack"]
+    assert c.num_gpus == c.num_servers * per_server
     assert BUILDERS[family](**params).links == c.links
     net = nx.Graph([(lk.a, lk.b) for lk in c.links])
     net.add_nodes_from(n.name for n in c.nodes)

@@ -23,6 +23,10 @@ SMALL_CASES: list[tuple[str, dict]] = [
                     "oversubscription": 3.0, "gpus_per_server": 2}),
     ("rail-optimized", {"num_servers": 6, "servers_per_group": 4, "num_spines": 2,
                         "gpus_per_server": 4}),
+    ("nvl72", {"num_racks": 3, "gpus_per_rack": 4, "gpus_per_tray": 2, "racks_per_group": 2,
+               "num_spines": 2}),
+    ("nvl72", {"num_racks": 2, "gpus_per_rack": 6, "gpus_per_tray": 2,
+               "scale_out": "leaf-spine", "leaves_per_rack": 2, "num_spines": 1}),
 ]
 
 

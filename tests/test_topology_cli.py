@@ -33,7 +33,7 @@ def test_list_and_show(capsys):
     assert "oversubscription" in out and "Server-facing : spine-facing" in out
     assert "gpus_per_server" in out
     assert main(["topology", "show", "torus"]) == 2
-    assert "unknown topology family 'torus'" in capsys.readouterr().err
+    assert "unknown topology family or preset 'torus'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("suffix", [".json", ".graphml"])

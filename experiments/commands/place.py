@@ -23,12 +23,13 @@ from experiments.commands.place_failures import (
     repair_result,
     robust_problem,
 )
-from experiments.options import add_option
+from experiments.options import add_number, add_option
 from experiments.outputs import LAYOUT_TABLE, SGLANG_MAP, TRTLLM_YAML, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
@@ -53,14 +54,14 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
                    help=f"Placement strategy (default {DEFAULT_STRATEGY}).")
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
-    p.add_argument("--replicas", type=int, default=0,
-                   help="Redundant expert copies per MoE layer (ILP family and eplb).")
-    p.add_argument("--balance-eps", type=float, default=None,
-                   help="Every GPU's expected token load at most (1 + eps) x the mean.")
-    p.add_argument("--slots-per-gpu", type=int, default=None,
-                   help="Expert slots per GPU over all layers (default: fewest that fit).")
-    p.add_argument("--per-layer-per-gpu", type=int, default=None,
-                   help="Experts of one layer per GPU (default: fewest that fit).")
+    add_number(p, "--replicas", int, 0, "Redundant expert copies per MoE layer (ILP family and"
+               " eplb).", "copies", Range(0, 2**20))
+    add_number(p, "--balance-eps", float, None, "Every GPU's expected token load at most"
+               " (1 + eps) x the mean.", "", Range(0, 1e6))
+    add_number(p, "--slots-per-gpu", int, None, "Expert slots per GPU over all layers (default:"
+               " fewest that fit).", "slots", Range(1, 2**20))
+    add_number(p, "--per-layer-per-gpu", int, None, "Experts of one layer per GPU (default:"
+               " fewest that fit).", "experts", Range(1, 2**20))
     add_failure_arguments(p)
     add_option(p, SolverOptions, "time_limit_s", "--time-limit")
     add_option(p, SolverOptions, "mip_rel_gap", "--gap")
@@ -79,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import layout_record
     from experiments.outputs import atomic_write_text, write_json
     from experiments.pipeline import build_problem, trace_activation, trace_sample
     from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
@@ -195,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
-        "cluster": cluster.description or cluster.name,
+        **layout_record(cluster),  # the cluster it was made for: replays elsewhere warn
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,

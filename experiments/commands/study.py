@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.commands.simulate import scheduler_address
+from experiments.options import SEED_RANGE, add_number
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.infra.protected import protect
 from traces.origins import origins_help
 
@@ -26,8 +28,8 @@ def add_execution_arguments(p: argparse.ArgumentParser) -> None:
                        help="Run on this existing Dask scheduler, unchanged.")
     where.add_argument("--serial", action="store_true",
                        help="Run the cells one after another in this process (no Dask).")
-    p.add_argument("--workers", type=int, default=2,
-                   help="Worker processes of the local Dask cluster (default 2).")
+    add_number(p, "--workers", int, 2, "Worker processes of the local Dask cluster.", "processes",
+               Range(1, 1024))
     p.add_argument("--overwrite", action="store_true",
                    help="Start again in an existing study run directory (otherwise it is"
                         " resumed); other directories are never replaced.")
@@ -130,9 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
                         " the replay then starts at the first token of the replayed trace"
                         " (--fit-trace is the older name of the same flag).")
-    p.add_argument("--tokens", type=int, default=None,
-                   help="Tokens replayed per cell (as many again are used to fit).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
+    add_number(p, "--tokens", int, None, "Tokens replayed per cell (as many again are used to"
+               " fit).", "tokens", Range(1, 2**30))
+    add_number(p, "--seed", int, 0, "Seed of traces and solvers.", "", SEED_RANGE)
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
                    help=origins_help() + " Replaces the study's two origin scenarios (even,"
                    " tenant locality) by this one and drops the ESFT rows.")

@@ -1,8 +1,9 @@
 """``moe-netsim topology``: list families, build a cluster file, inspect it, draw it.
 
-* ``topology list``: the families and what they build.
-* ``topology show FAMILY``: its parameters with defaults and help.
-* ``topology build FAMILY --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
+* ``topology list``: the families and the named presets.
+* ``topology show [NAME]``: a family's parameters with defaults and help, or a preset's numbers
+  and sources (no name: every preset).
+* ``topology build FAMILY|PRESET --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
 * ``topology info CLUSTER [--elements]``: validate a file and print its size and distances.
 * ``topology whatif CLUSTER --fail KIND:NAME --degrade link:A~B=F --out NEW.json``: failures.
 * ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
@@ -40,18 +41,24 @@ def register(sub: argparse._SubParsersAction) -> None:
         description="Build cluster files from the topology families, inspect and draw them.",
     )
     acts = p.add_subparsers(dest="action", required=True, metavar="ACTION")
-    a = acts.add_parser("list", help="List the topology families.")
+    a = acts.add_parser("list", help="List the topology families and presets.")
     a.set_defaults(func=run_list)
-    a = acts.add_parser("show", help="Show a family's parameters, defaults and help.")
-    a.add_argument("family", help="Family name (see `topology list`).")
+    a = acts.add_parser(
+        "show", help="Show a family's parameters or a preset's numbers and sources.",
+        description="A family's parameters with defaults and help, or a named preset's"
+        " published numbers and their sources; without a name, every preset.",
+    )
+    a.add_argument("family", nargs="?", default=None,
+                   help="Family or preset name (see `topology list`); omit for all presets.")
     a.set_defaults(func=run_show)
     a = acts.add_parser(
         "build",
         help="Build a cluster and write it as JSON or GraphML.",
-        description="Build FAMILY with parameters (`topology show FAMILY` lists them) and write"
-        " it; the file's suffix (.json, .graphml) picks the format.",
+        description="Build FAMILY with parameters (`topology show FAMILY` lists them), or a"
+        " named preset (no parameters), and write it; the file's suffix (.json, .graphml)"
+        " picks the format.",
     )
-    a.add_argument("family", help="Family name (see `topology list`).")
+    a.add_argument("family", help="Family or preset name (see `topology list`).")
     a.add_argument(
         "--param", action="append", default=[], metavar="NAME=VALUE",
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
@@ -98,9 +105,13 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 def _family(name: str) -> TopologyFamily:
     from simulator.cluster.families import BUILDERS
+    from simulator.cluster.presets import PRESETS
 
     if name not in BUILDERS:
-        raise InputError(f"unknown topology family {name!r}; known: {sorted(BUILDERS)}")
+        raise InputError(
+            f"unknown topology family or preset {name!r}; families: {sorted(BUILDERS)};"
+            f" presets: {sorted(PRESETS)}"
+        )
     return BUILDERS[name]
 
 
@@ -120,13 +131,25 @@ def parse_params(items: list[str]) -> dict[str, str]:
 
 def run_list(args: argparse.Namespace) -> int:
     from simulator.cluster.families import BUILDERS
+    from simulator.cluster.presets import PRESETS
 
+    print("families:")
     for name, fam in BUILDERS.items():
-        print(f"{name:18s} {fam.summary}")
+        print(f"  {name:22s} {fam.summary}")
+    print("presets (`topology show NAME` for numbers and sources):")
+    for name, preset in PRESETS.items():
+        print(f"  {name:22s} {preset.summary}")
     return 0
 
 
 def run_show(args: argparse.Namespace) -> int:
+    from simulator.cluster.presets import PRESETS
+
+    if args.family is None or args.family in PRESETS:
+        names = list(PRESETS) if args.family is None else [args.family]
+        for name in names:
+            print("\n".join(PRESETS[name].describe()))
+        return 0
     fam = _family(args.family)
     print(f"{fam.name}: {fam.summary}")
     for p in fam.params:
@@ -157,10 +180,18 @@ def describe(cluster: ClusterSpec) -> str:
 
 def run_build(args: argparse.Namespace) -> int:
     from simulator.cluster.io import save_cluster
+    from simulator.cluster.presets import PRESETS
 
-    fam = _family(args.family)
     params: dict[str, Any] = dict(parse_params(args.param))
-    cluster = fam(**params)
+    if args.family in PRESETS:
+        if params:
+            raise InputError(
+                f"--param: preset {args.family} has fixed numbers; build its family"
+                f" {PRESETS[args.family].family} to change them"
+            )
+        cluster = PRESETS[args.family].build()
+    else:
+        cluster = _family(args.family)(**params)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(cluster, args.out)
     print(describe(cluster))

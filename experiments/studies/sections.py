@@ -12,6 +12,7 @@ from typing import Any
 from placement import SolverOptions
 from simulator.cluster.builders import LinkDefaults
 from simulator.cluster.families import BUILDERS
+from simulator.cluster.presets import PRESETS
 from simulator.config import SimConfig
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
@@ -118,9 +119,19 @@ def build_cluster(topology: Mapping[str, Any], where: str = "topology") -> Any:
     """``BUILDERS[family](**params, defaults=LinkDefaults(**links))``, errors naming keys.
 
     The family object validates its own parameters (unknown names and wrong types are
-    InputErrors listing the valid ones), so families added later need nothing here.
+    InputErrors listing the valid ones), so families added later need nothing here.  A named
+    preset (``simulator.cluster.presets``) may stand for the family, without params or links.
     """
-    family = registered_name(topology.get("family"), BUILDERS, "topology family",
+    family = topology.get("family")
+    if isinstance(family, str) and family in PRESETS:
+        extra = sorted(k for k in ("params", "links") if topology.get(k))
+        if extra:
+            raise InputError(
+                f"{where}: preset {family} has fixed numbers; drop {', '.join(extra)} or use"
+                f" its family {PRESETS[family].family}"
+            )
+        return PRESETS[family].build()
+    family = registered_name(family, {**BUILDERS, **PRESETS}, "topology family or preset",
                              f"{where}.family")
     kwargs: dict[str, Any] = dict(topology.get("params", {}))
     links = dict(topology.get("links", {}))
