@@ -36,6 +36,7 @@ bench: $(STAMP)
 	$(BIN)/moe-netsim topology bench
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
 	$(BIN)/python benchmarks/bench_simulator.py
+	$(BIN)/python benchmarks/bench_flow.py
 	$(BIN)/python benchmarks/bench_calibration.py
 	$(BIN)/python benchmarks/bench_engine_import.py
 	$(BIN)/python benchmarks/bench_dedup.py

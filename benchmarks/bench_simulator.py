@@ -122,19 +122,24 @@ def run_mode(
     return out
 
 
-def main() -> int:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def reference_arguments(p: argparse.ArgumentParser) -> None:
+    """The flags that describe the reference replay (also used by bench_flow.py)."""
     p.add_argument("--tokens", type=int, default=262_144)
     p.add_argument("--step-tokens", type=int, default=32_768)
     p.add_argument("--fat-tree-k", type=int, default=10)
     p.add_argument("--servers", type=int, default=32)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--dispatch", default=DEFAULT_DISPATCH, choices=list(DISPATCH_SCHEMES))
+    p.add_argument("--multipath", default=DEFAULT_MULTIPATH, choices=list(MULTIPATH_MODES))
+
+
+def main() -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    reference_arguments(p)
     p.add_argument(
         "--seq-len", type=int, default=128,
         help="Tokens per sequence; origin = sequence mod GPUs (128: every GPU holds tokens).",
     )
-    p.add_argument("--dispatch", default=DEFAULT_DISPATCH, choices=list(DISPATCH_SCHEMES))
-    p.add_argument("--multipath", default=DEFAULT_MULTIPATH, choices=list(MULTIPATH_MODES))
     p.add_argument("--modes", default="analytic,des")
     p.add_argument("--run", choices=["analytic", "des"], help=argparse.SUPPRESS)
     p.add_argument("--trace", type=Path, help=argparse.SUPPRESS)

@@ -149,13 +149,16 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(argv: Sequence[str] | None) -> int:
     # Imported here, not at the top, so that Ctrl-C during the imports is caught by main().
+    from experiments.conflicts import check_conflicts
     from experiments.outputs import claim_outputs, command_inputs
     from traces.infra.errors import InputError
     from traces.infra.protected import protecting
 
     parser = build_parser()
+    argv = sys.argv[1:] if argv is None else list(argv)
     args = parser.parse_args(argv)
     try:
+        check_conflicts(parser, args, argv)
         with protecting(command_inputs(parser, args)):
             claim_outputs(args)
             return int(args.func(args) or 0)

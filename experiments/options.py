@@ -18,6 +18,10 @@ from typing import Any
 
 from traces.infra.options import Range, range_problem
 
+# Seeds of every command: what HiGHS's random_seed takes (placement.options.SolverOptions.seed
+# declares the same range; tests/test_numeric_options.py checks they agree).
+SEED_RANGE = Range(0, 2**31 - 1)
+
 
 def _field(cls: type, name: str) -> dataclasses.Field[Any]:
     for f in dataclasses.fields(cls):
@@ -75,11 +79,14 @@ def add_option(
 
 
 def add_number(
-    parser: argparse.ArgumentParser, flag: str, kind: type, default: Any, help: str,
-    unit: str = "", rng: Range | None = None, *aliases: str,
+    parser: argparse._ActionsContainer, flag: str, kind: type, default: Any, help: str,
+    unit: str = "", rng: Range | None = None, *aliases: str, **kwargs: Any,
 ) -> argparse.Action:
-    """A numeric flag whose ``--help`` shows its unit and range and whose value is checked."""
+    """A numeric flag whose ``--help`` shows its unit and range and whose value is checked
+    (``kwargs``: argparse's ``required``, ``action="append"``, ``nargs``, ``metavar``)."""
     detail = ", ".join(x for x in (unit, rng.text() if rng else "") if x)
     text = f"{help} [{detail}]" if detail else help
-    return parser.add_argument(flag, *aliases, type=number_parser(kind, rng, unit),
-                               default=default, help=text)
+    action = parser.add_argument(flag, *aliases, type=number_parser(kind, rng, unit),
+                                 default=default, help=text, **kwargs)
+    action.option_range = (kind, rng)  # type: ignore[attr-defined]
+    return action

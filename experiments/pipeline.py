@@ -25,8 +25,9 @@ from simulator.analytic import AnalyticResult, count_traffic
 from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.paths import RouteTable
 from simulator.config import SimConfig
-from simulator.engine import SimResult, simulate
+from simulator.engine import SimResult
 from simulator.microbatches import microbatches
+from simulator.replay import replay
 from simulator.traffic import TrafficConfig, resolve_origins
 from traces import RoutingTrace
 from traces.infra.errors import InputError
@@ -169,13 +170,14 @@ class Evaluation:
 def place_and_replay(
     problem: PlacementProblem,
     strategy: str,
-    replay: RoutingTrace,
+    replay_trace: RoutingTrace,
     routes: RouteTable,
     sim_config: SimConfig,
     options: SolverOptions,
     progress: Progress = lambda _msg: None,
 ) -> Evaluation:
-    """Place with ``strategy``, check the layout, replay it in the DES and count it analytically."""
+    """Place with ``strategy``, check the layout, replay it (``sim_config.mode``: the DES or
+    flow mode) and count it analytically."""
     progress(f"placing experts with {strategy}")
     res = solve_placement(problem, strategy, options)
     if not res.is_ok or res.layout is None:
@@ -188,11 +190,11 @@ def place_and_replay(
         f"  {strategy}: {res.status.value} in {res.runtime_s:.2f} s,"
         f" expected hops/token {hops:.1f}"
     )
-    progress(f"replaying {replay.num_tokens} tokens through the SimPy model ({strategy})")
+    progress(f"replaying {replay_trace.num_tokens} tokens in mode {sim_config.mode} ({strategy})")
     t0 = time.perf_counter()
     # Micro-batches by the one rule (simulator.microbatches): recorded steps or N tokens.
-    cut = list(microbatches([replay], sim_config.microbatch_tokens))
-    sim = simulate(cut, routes, res.layout.expert_gpus, sim_config)
+    cut = list(microbatches([replay_trace], sim_config.microbatch_tokens))
+    sim = replay(cut, routes, res.layout.expert_gpus, sim_config)
     elapsed = time.perf_counter() - t0
     analytic = count_traffic(
         cut, routes, res.layout.expert_gpus, sim_config.traffic

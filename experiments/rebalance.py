@@ -44,6 +44,7 @@ from placement.migration import (
 )
 from simulator.analytic import pair_route_counts
 from simulator.cluster.paths import RouteTable
+from simulator.modes import REPLAY_MODES
 from simulator.traffic import (
     PairList,
     TrafficConfig,
@@ -129,15 +130,16 @@ class _Window:
         if self.blocks is not None:
             self.blocks.append(block)
 
-    def latency(self, server_dedup: bool) -> dict[str, float]:
-        """The window replayed in the DES, one micro-batch per step: MoE latency percentiles."""
+    def latency(self, server_dedup: bool, mode: str) -> dict[str, float]:
+        """The window replayed (``mode``: des or flow), one micro-batch per step: MoE latency
+        percentiles."""
         from simulator.config import SimConfig
-        from simulator.engine import simulate
+        from simulator.replay import replay
 
         assert self.blocks is not None
-        res = simulate(self.blocks, self.routes, self.eg,
-                       SimConfig(traffic=TrafficConfig(
-                           dispatch="deepep-normal" if server_dedup else "all-to-all")))
+        res = replay(self.blocks, self.routes, self.eg,
+                     SimConfig(traffic=TrafficConfig(
+                         dispatch="deepep-normal" if server_dedup else "all-to-all"), mode=mode))
         return {k: float(res.summary[k]) for k in ("latency_p50_s", "latency_p99_s")}
 
     def row(self, server_dedup: bool) -> dict[str, float]:
@@ -209,8 +211,8 @@ def run_rebalance(
                                       "step_stop": min(start + N, hi), "decision": decision,
                                       "bytes_migrated": moved, "stall_s": stall}
             row.update(window.row(config.server_dedup))
-            if config.mode == "des":
-                row.update(window.latency(config.server_dedup))
+            if config.mode in REPLAY_MODES:
+                row.update(window.latency(config.server_dedup, config.mode))
             rows.append(row)
 
     for step, block in _steps(trace, lo):
@@ -246,7 +248,7 @@ def run_rebalance(
                     layout, decision = fresh, "rebalance"
                     layouts[wstart] = layout
             current = (i, wstart, decision, moved, stall)
-            window = _Window(routes, layout, keep_blocks=config.mode == "des")
+            window = _Window(routes, layout, keep_blocks=config.mode in REPLAY_MODES)
             if progress is not None:
                 progress(f"step {wstart}: {decision}")
         if window is not None and step >= first:

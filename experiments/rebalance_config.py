@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 
 POLICIES = ("static", "periodic", "threshold")
-MODES = ("analytic", "des")
+MODES = ("analytic", *REPLAY_MODES)
 MIGRATION_MODES = ("stall", "async")
 
 
@@ -31,7 +32,8 @@ class RebalanceConfig:
     )
     migration: str = field(default="stall", metadata={"help": "stall (measured) or async."})
     server_dedup: bool = field(default=True, metadata={"help": "De-duplicated dispatch."})
-    mode: str = field(default="analytic", metadata={"help": "analytic, or des (latency)."})
+    mode: str = field(default="analytic", metadata={
+        "help": "analytic, or a replay for latency: " + " or ".join(REPLAY_MODES) + "."})
 
     def __post_init__(self) -> None:
         if self.policy not in POLICIES:
@@ -47,7 +49,7 @@ class RebalanceConfig:
         if self.move_budget_bytes is not None and not self.move_budget_bytes >= 0:
             raise InputError(f"--move-budget {self.move_budget_bytes}: must be >= 0 bytes")
         if self.mode not in MODES:
-            raise InputError(f"--mode {self.mode!r}: choose analytic or des")
+            raise InputError(f"--mode {self.mode!r}: choose one of {', '.join(MODES)}")
         if self.migration not in MIGRATION_MODES:
             raise InputError(f"--migration {self.migration!r}: choose stall or async")
         if self.migration == "async":

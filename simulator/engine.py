@@ -40,18 +40,11 @@ from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.config import SimConfig
-from simulator.dispatch import check_scheme, dispatch_plan
+from simulator.dispatch import check_scheme
+from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
-from simulator.traffic import (
-    CopyTally,
-    pair_hops,
-    pair_list,
-    remote_copies,
-    resolve_hosts_layer,
-    resolve_origins,
-    validate_layout,
-)
+from simulator.traffic import CopyTally, resolve_origins, validate_layout
 from simulator.transfer import Path, Transfer
 from traces.infra.errors import InputError
 from traces.trace import RoutingTrace
@@ -168,62 +161,34 @@ class _Run:
             traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
         )
         g = self.g
-        distance = self.routes.gpu_distance
         origins = resolve_origins(block, g)
         self.tokens += block.num_tokens
         latency = np.zeros(block.num_tokens)
         for li in range(m.num_moe_layers):
             t0 = float(env.now)
-            hosts = resolve_hosts_layer(
-                block.experts[:, li, :], origins, self.expert_gpus[li], distance
-            )
-            pairs = pair_list(origins, hosts, g)
-            self.hops += pair_hops(self.routes, pairs) * 2
-            self.copies.add(remote_copies(origins, hosts, self.gpu_server), block.num_tokens,
-                            db + cb)
-            dispatch = dispatch_plan(
-                traffic.dispatch, origins, hosts, self.gpu_server, self.endpoints, pairs
-            )
-            routes_on = np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64)
-            self.gpu_routes += routes_on
-            own = pairs.src == pairs.dst
-            self_routes = np.bincount(pairs.src[own], minlength=g) > 0
-            layer = _Layer(self, t0, routes_on, self_routes, t_route)
-            layer.combine = Transfer(self, dispatch.mirror(), cb, True, layer.combine_arrived)
-            layer.remaining = int((routes_on > 0).sum()) + layer.combine.deliveries
-            layer.dispatch = Transfer(self, dispatch, db, False, layer.dispatch_arrived)
-            arriving = dispatch.delivered_to(g)
-            for b in np.flatnonzero((routes_on > 0) & (arriving == 0)).tolist():
+            lt = layer_traffic(block.experts[:, li, :], origins, self.expert_gpus[li],
+                               self.routes, traffic.dispatch, self.endpoints)
+            self.hops += lt.hops
+            self.copies.add(lt.copies, block.num_tokens, db + cb)
+            self.gpu_routes += lt.routes_on
+            layer = _Layer(self, t0, lt.routes_on, lt.self_routes, t_route)
+            layer.combine = Transfer(self, lt.dispatch.mirror(), cb, True, layer.combine_arrived)
+            layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
+            layer.dispatch = Transfer(self, lt.dispatch, db, False, layer.dispatch_arrived)
+            arriving = lt.dispatch.delivered_to(g)
+            for b in np.flatnonzero((lt.routes_on > 0) & (arriving == 0)).tolist():
                 layer.start_compute(b)
             if layer.remaining == 0:
                 layer.end.succeed()
             yield layer.end
-            t1 = env.now
             latency += layer.done_at[origins] - t0
-            layer_index = m.moe_layer_indices[li]
-            self.layer_rows.append(
-                (mb, layer_index, t0, layer.dispatch_done, layer.compute_done, t1, t1 - t0)
+            times = LayerTimes(
+                mb, m.moe_layer_indices[li], t0, layer.dispatch_done, layer.compute_start,
+                layer.compute_done, layer.combine.first_start, float(env.now),
             )
-            comp_start = layer.compute_start if layer.compute_start >= 0 else t0
-            comb_start = layer.combine.first_start
-            if comb_start < 0:
-                comb_start = t1
-            self.phase_rows += [
-                (mb, layer_index, "dispatch", t0, layer.dispatch_done),
-                (mb, layer_index, "compute", comp_start, layer.compute_done),
-                (mb, layer_index, "combine", comb_start, t1),
-            ]
-        self.token_parts.append(
-            pd.DataFrame(
-                {
-                    "microbatch": np.full(block.num_tokens, mb, dtype=np.int64),
-                    "seq_id": block.seq_id,
-                    "position": block.position,
-                    "origin_gpu": origins,
-                    "moe_latency_s": latency,
-                }
-            )
-        )
+            self.layer_rows.append(times.layer_row())
+            self.phase_rows += times.phase_rows()
+        self.token_parts.append(token_frame(mb, block, origins, latency))
 
     def launcher(self, blocks: Iterable[RoutingTrace]) -> Generator[simpy.Event, Any, None]:
         slots = simpy.Resource(self.env, capacity=self.config.inflight_microbatches)
@@ -306,22 +271,15 @@ def simulate(
     Blocks are pulled lazily, so a streamed trace is never held in memory as a whole.
     """
     config = config or SimConfig()
+    if config.mode != "des":
+        raise ValueError(f"simulate() is the DES; mode {config.mode!r} runs elsewhere")
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
         expert_gpus = expert_gpus[:, :, None]
     validate_links(routes)
     env = simpy.Environment()
     run = _Run(routes, expert_gpus, config, env)
-
-    def checked(bs: Iterable[RoutingTrace]) -> Iterator[RoutingTrace]:
-        for b in bs:
-            validate_layout(expert_gpus, b.model, routes.num_gpus)
-            yield b
-
-    stream = blocks if config.microbatch_tokens is None else by_tokens(
-        blocks, config.microbatch_tokens
-    )
-    env.process(run.launcher(checked(stream)))
+    env.process(run.launcher(replay_stream(blocks, routes, expert_gpus, config)))
     env.run()
     if run.finished != run.started:  # an internal error, never bad input
         raise RuntimeError(
@@ -330,6 +288,20 @@ def simulate(
     frames = collect_sim(run.records())
     return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
                      config=config)
+
+
+def replay_stream(
+    blocks: Iterable[RoutingTrace], routes: RouteTable, expert_gpus: np.ndarray,
+    config: SimConfig,
+) -> Iterator[RoutingTrace]:
+    """The micro-batches a replay runs (re-cut to ``microbatch_tokens`` if set), each checked
+    against the layout as it is pulled."""
+    stream = blocks if config.microbatch_tokens is None else by_tokens(
+        blocks, config.microbatch_tokens
+    )
+    for b in stream:
+        validate_layout(expert_gpus, b.model, routes.num_gpus)
+        yield b
 
 
 def validate_links(routes: RouteTable) -> None:

@@ -94,6 +94,13 @@ class TrafficConfig:
             )
         return out
 
+    def bytes_bound(self, model: ModelSpec, tokens: int, max_links: int) -> int:
+        """The most bytes a replay of ``tokens`` can count on all links together: every route
+        of every MoE layer sent and returned over the longest path, in exact integers (a
+        caller refuses what an int64 column cannot hold: ``traces.infra.limits.exact_int64``)."""
+        dispatch, combine = self.route_bytes(model)
+        return tokens * model.num_moe_layers * model.top_k * (dispatch + combine) * max_links
+
 
 def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) -> None:
     """``expert_gpus[l, i, r]``: GPU of replica r of expert i at MoE layer l (-1 = none)."""

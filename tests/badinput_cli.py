@@ -137,6 +137,11 @@ _register_study("baseline names no placer of the study", 'name = "tiny"',
 _register_study("replicas for a placer that places none", "trace = {", 'placer = { replicas = 2 }'
                 "\ntrace = {", "placer.replicas", "round-robin does not support")
 _register_study("empty file", STUDY_TOML, "", "the study file is empty")
+_register_study("unknown sim.mode", "seed = 0", 'seed = 0\nsim = { mode = "fluid" }',
+                "unknown mode 'fluid'", "des, flow")
+_register_study("flow option without flow mode", "seed = 0",
+                "seed = 0\nsim = { flow_tolerance = 0.1 }",
+                "flow_tolerance applies to mode flow only, not 'des'")
 
 
 @case(STUDY, "not UTF-8", "study.toml", "not a text file")
@@ -153,7 +158,7 @@ cli_case("demo --tokens 0", ["demo", "--out", "{dir}/run", "--tokens", "0"], "--
 cli_case("demo --tokens -5", ["demo", "--out", "{dir}/run", "--tokens", "-5"], "--tokens",
          must_not_exist=("run",))
 cli_case("demo --tokens not a number", ["demo", "--out", "{dir}/run", "--tokens", "x"],
-         "--tokens", "invalid int value", must_not_exist=("run",))
+         "--tokens", "expected an integer", must_not_exist=("run",))
 cli_case("demo --seed -1", ["demo", "--out", "{dir}/run", "--seed", "-1"], "--seed", ">= 0",
          must_not_exist=("run",))
 cli_case("demo --out exists, no --overwrite", ["demo", "--out", "{dir}/existing"],
@@ -221,10 +226,11 @@ cli_case("place: --topology missing", ["place", "--topology", "{dir}/nope.json",
                                        "{dir}/trace.parquet", "--out", "{dir}/layout_out.csv"],
          "nope.json", "not found", must_not_exist=("layout_out.csv",))
 cli_case("place: --per-layer-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
-                                          "--per-layer-per-gpu", "0"], "max_per_gpu_per_layer",
+                                          "--per-layer-per-gpu", "0"], "--per-layer-per-gpu",
+         ">= 1",
          must_not_exist=("layout_out.csv",))
 cli_case("place: --slots-per-gpu 0", [*_PLACE, "--stats", "{dir}/trace.parquet",
-                                      "--slots-per-gpu", "0"], "slots_per_gpu", ">= 1",
+                                      "--slots-per-gpu", "0"], "--slots-per-gpu", ">= 1",
          must_not_exist=("layout_out.csv",))
 _SIM = ["simulate", "--trace", "{dir}/trace.parquet", "--topology", "{dir}/cluster.json",
         "--out", "{dir}/run"]
@@ -241,6 +247,12 @@ cli_case("simulate: --topology is not JSON", [*_SIM, "--layout", "{dir}/layout.c
 cli_case("simulate: --chunk-bytes 0", [*_SIM, "--layout", "{dir}/layout.csv", "--chunk-bytes",
                                        "0"], "--chunk-bytes", "must be >= 1",
          must_not_exist=("run",))
+cli_case("simulate: --flow-tolerance without --mode flow",
+         [*_SIM, "--layout", "{dir}/layout.csv", "--flow-tolerance", "0.1"],
+         "--flow-tolerance applies to mode flow only, not 'des'", must_not_exist=("run",))
+cli_case("simulate: --mode flow with --flow-tolerance 1",
+         [*_SIM, "--layout", "{dir}/layout.csv", "--mode", "flow", "--flow-tolerance", "1"],
+         "--flow-tolerance", "must be >= 0 and <= 0.5", must_not_exist=("run",))
 cli_case("simulate: --inflight not a number", [*_SIM, "--layout", "{dir}/layout.csv",
                                                "--inflight", "two"], "--inflight",
          "expected an integer", must_not_exist=("run",))

@@ -43,6 +43,28 @@ only when complete. No command writes to, replaces or deletes one of its inputs,
 Library code raises `traces.infra.errors.InputError` for anything a user can fix and never
 prints.
 
+## Options that contradict each other
+
+Where one of two options you typed would silently win, or one changes nothing without the
+other, the command stops before any work and names both (`experiments/conflicts.py`; defaults
+never contradict):
+
+{conflicts}
+
+## Ranges and sizes checked before work
+
+Every numeric option of every command has a range, shown in its `--help` with its default and
+unit, and a value outside it is refused by the command line before anything runs
+([commands](commands.md)). Sizes that follow from your numbers are estimated before anything
+is allocated or written, and refused in one line with the estimate when they cannot fit
+(`traces/infra/limits.py`; the estimates are lower bounds, so a refusal is never wrong):
+
+{sizes}
+
+For example `moe-netsim topology build fat-tree --param k=100000 --out c.json` says
+`moe-netsim: error: fat-tree cluster of 250,000,000,000,000 servers needs at least 399.7 PiB of
+memory, more than this machine's ...; choose a smaller shape`.
+
 ## Catalogue
 
 Every input the tool reads, broken in every way the test suite knows, with the message you
@@ -51,6 +73,21 @@ see. The test suite runs each case and checks its message against this page
 to the directory the case ran in; you see the path you gave.
 """
 
+
+SIZES = (  # (what, estimated as, refused when): traces/infra/limits.py and its callers
+    ("`topology build`, `--fat-tree`, study topologies",
+     "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each", "memory"),
+    ("route tables and placement arrays (`traces/infra/memory.py`)",
+     "their arrays' bytes", "memory"),
+    ("`trace synth` output", "tokens x MoE layers x top-k bytes", "disk"),
+    ("`trace synth` chunks",
+     "3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU", "memory"),
+    ("`simulate` byte counts", "tokens x MoE layers x top-k x bytes per route (dispatch +"
+     " combine) x longest path, in exact integers", "int64"),
+    ("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
+)
+_REFUSED = {"memory": "more than this machine's memory", "disk": "more than the free disk at"
+            " `--out`", "int64": "beyond 2^63-1 (an int64 column)"}
 
 EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiments/cli.py
     ("bad argument (argparse)", "`moe-netsim: error: <what> (see: moe-netsim <cmd> --help)`", 2),
@@ -70,7 +107,14 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
 def _intro() -> str:
     rows = ["| what happened | stderr (one line) | exit code |", "|---|---|---|"]
     rows += [f"| {what} | {err} | {code} |" for what, err, code in EXIT_CODES]
-    return INTRO.format(exit_codes="\n".join(rows))
+    from experiments.conflicts import CONFLICTS
+
+    pairs = ["| command | message |", "|---|---|"]
+    pairs += [f"| {r.command} | `moe-netsim: error: {_cell(r.message())}` |" for r in CONFLICTS]
+    sizes = ["| what | estimated as | refused when |", "|---|---|---|"]
+    sizes += [f"| {what} | {how} | {_REFUSED[when]} |" for what, how, when in SIZES]
+    return INTRO.format(exit_codes="\n".join(rows), conflicts="\n".join(pairs),
+                        sizes="\n".join(sizes))
 
 
 def normalise(message: str, directory: Path) -> str:

@@ -77,8 +77,8 @@ def test_origins_beyond_the_cluster_are_refused(tmp_path, capsys):
     assert str(path) in err and "20" in err
 
 
-@pytest.mark.parametrize("extra", [["--replicas", "-2"],
-                                   ["--replicas", "8", "--per-layer-per-gpu", "4"]])
+# (--replicas -2 is refused by the flag's range: tests/test_numeric_options.py)
+@pytest.mark.parametrize("extra", [["--replicas", "8", "--per-layer-per-gpu", "4"]])
 def test_replicas_that_do_not_fit_are_refused(trace_file, tmp_path, capsys, extra):
     out = tmp_path / "l.csv"
     err = _bad(["place", "--fat-tree", "4", "2", "--stats", str(trace_file), "--strategy",

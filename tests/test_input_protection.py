@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -22,7 +23,7 @@ import numpy as np
 import pytest
 from badinput import TINY, prepare_cli_dir
 
-from experiments.cli import main
+from experiments.cli import build_parser, command_paths, main
 from traces import model_preset
 
 
@@ -85,7 +86,19 @@ COMMANDS = [
     Command("study", ("study", "paper", "--quick", "--serial", "--trace", "{d}/trace.parquet"),
             ("trace.parquet",), ("--out",), ("paper",)),
     Command("demo", ("demo",), (), ("--out",), ("demo",)),
+    Command("topology whatif", ("topology", "whatif", "{d}/cluster.json", "--fail", "server:s1"),
+            ("cluster.json",), ("--out",), ("w.json",)),
+    Command("trace concat", ("trace", "concat", "{d}/trace.parquet", "{d}/trace2.parquet"),
+            ("trace.parquet", "trace2.parquet"), ("--out",), ("cat.parquet",)),
+    Command("rebalance",
+            ("rebalance", "--trace", "{d}/trace.parquet", "--topology", "{d}/cluster.json"),
+            ("trace.parquet", "cluster.json"), ("--out",), ("rb",)),
+    Command("trace record", ("trace", "record", "--config", "{d}/tiny.json", "--text",
+                             "{d}/text.txt"), ("tiny.json", "text.txt"), ("--out",),
+            ("rec.parquet",)),
 ]
+# Commands that write only inside their input (report: report.html in the run directory).
+WRITES_INSIDE_ITS_INPUT = {"report"}
 
 
 def _prepare(d: Path) -> None:
@@ -99,6 +112,8 @@ def _prepare(d: Path) -> None:
     counts[0] = 0
     (d / "counts16b.json").write_text(json.dumps({"logical_count": counts.tolist()}))
     (d / "study.toml").write_text(STUDY)
+    shutil.copyfile(d / "trace.parquet", d / "trace2.parquet")
+    (d / "text.txt").write_text("some text to record\n")
 
 
 def _snapshot(d: Path) -> dict[str, str]:
@@ -244,3 +259,34 @@ def test_simulate_does_not_replace_a_trace_stats_directory(tmp_path: Path) -> No
                       "--mode", "analytic", "--out", f"{tmp_path}/run", "--overwrite"])
     assert code == 2 and "moe-netsim simulate" in err
     assert _snapshot(tmp_path) == before
+
+
+def _leaf(path: tuple[str, ...]):  # type: ignore[no-untyped-def]
+    p = build_parser()
+    for name in path:
+        p = next(a for a in p._actions if hasattr(a, "choices") and isinstance(a.choices, dict)
+                 and name in a.choices).choices[name]
+    return p
+
+
+def test_every_writing_command_declares_its_outputs_and_is_in_the_table() -> None:
+    """The class, not the cases: a command with an --out, an --overwrite or any option whose
+    name says it writes declares those outputs (add_output_argument), and every command that
+    declares outputs is in COMMANDS (so its outputs meet its inputs above)."""
+    tested = {c.name.split(" folder")[0] for c in COMMANDS}
+    tested |= {c.name.rsplit(" ", 1)[0] for c in COMMANDS if c.name.startswith("trace import")}
+    for path in command_paths():
+        name = " ".join(path)
+        leaf = _leaf(path)
+        declared = {flag for flag, _ in (leaf.get_default("output_kinds") or {}).values()}
+        flags = {s for a in leaf._actions for s in a.option_strings}
+        writing = {f for f in flags if f == "--out" or f.endswith(("-json", "-yaml", "-png"))}
+        assert writing <= declared, (name, writing - declared)
+        if "--overwrite" in flags:
+            assert declared, f"{name}: --overwrite but no declared output"
+        if declared:
+            assert name in tested, f"{name}: declares outputs but is not in COMMANDS"
+        else:
+            assert "--overwrite" not in flags and (
+                name in WRITES_INSIDE_ITS_INPUT or not any(
+                    "write" in (a.help or "").lower() for a in leaf._actions)), name

@@ -128,3 +128,19 @@ def test_origins_flag_sets_origins_warns_and_rejects_bad_models(inputs, capsys):
         err = capsys.readouterr().err
         assert msg in err and len(err.strip().splitlines()) == 1
         assert not dest.exists()
+
+
+def test_flow_mode_writes_the_des_files_with_the_same_columns(inputs, capsys):
+    des, flow = inputs["tmp"] / "des", inputs["tmp"] / "flow"
+    assert main(_args(inputs, des, "des")) == 0
+    assert main(_args(inputs, flow, "flow", "--flow-tolerance", "0")) == 0
+    for name in ("links", "utilisation", "layers", "phases", "tokens", "gpus", "summary"):
+        a, b = pd.read_parquet(des / f"{name}.parquet"), pd.read_parquet(flow / f"{name}.parquet")
+        assert list(a.columns) == list(b.columns), name
+        assert len(a) == len(b), name
+    meta = json.loads((flow / "meta.json").read_text())
+    assert meta["mode"] == "flow" and meta["sim_config"]["mode"] == "flow"
+    assert meta["sim_config"]["flow_tolerance"] == 0
+    links_d = pd.read_parquet(des / "links.parquet")
+    links_f = pd.read_parquet(flow / "links.parquet")
+    np.testing.assert_array_equal(links_d["bytes"], links_f["bytes"])

@@ -136,7 +136,7 @@ def test_concat_bad_input_exit_2_and_writes_nothing(tmp_path, capsys):
     assert main(["trace", "concat", a, r, "--out", out]) == 2
     assert "differs" in capsys.readouterr().err
     assert main(["trace", "concat", a, a, "--out", a, "--overwrite"]) == 2
-    assert "is also an input" in capsys.readouterr().err
+    assert "never writes to, replaces or deletes its inputs" in capsys.readouterr().err
     assert main(["trace", "concat", a, "--out", out]) == 2
     assert not (tmp_path / "o.parquet").exists()
 

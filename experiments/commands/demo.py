@@ -9,8 +9,10 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from experiments.options import SEED_RANGE, add_number
 from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
+from traces.infra.options import Range
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -49,10 +51,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Run directory.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a run directory an earlier `demo` wrote.")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the synthetic trace.")
-    p.add_argument(
-        "--tokens", type=int, default=4096, help="Tokens replayed (as many again are used to fit)."
-    )
+    add_number(p, "--seed", int, 0, "Seed of the synthetic trace.", "", SEED_RANGE)
+    add_number(p, "--tokens", int, 4096, "Tokens replayed (as many again are used to fit).",
+               "tokens", Range(1, 2**20))
     add_progress_arguments(p)
     p.set_defaults(func=run)
 

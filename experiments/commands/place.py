@@ -15,12 +15,21 @@ from dataclasses import asdict
 from pathlib import Path
 
 from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
-from experiments.options import add_option
+from experiments.commands.place_failures import (
+    DEFAULT_STRATEGY,
+    add_failure_arguments,
+    check_failure_arguments,
+    repair_input,
+    repair_result,
+    robust_problem,
+)
+from experiments.options import add_number, add_option
 from experiments.outputs import LAYOUT_TABLE, SGLANG_MAP, TRTLLM_YAML, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.origins import OriginAssigner, origins_help, resolve_model
 
 
@@ -42,16 +51,18 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="Model preset (default: the file's model; an SGLang JSON by its"
                         " geometry, 61 x 256 = deepseek-r1).")
-    p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
+                   help=f"Placement strategy (default {DEFAULT_STRATEGY}).")
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
-    p.add_argument("--replicas", type=int, default=0,
-                   help="Redundant expert copies per MoE layer (ILP family and eplb).")
-    p.add_argument("--balance-eps", type=float, default=None,
-                   help="Every GPU's expected token load at most (1 + eps) x the mean.")
-    p.add_argument("--slots-per-gpu", type=int, default=None,
-                   help="Expert slots per GPU over all layers (default: fewest that fit).")
-    p.add_argument("--per-layer-per-gpu", type=int, default=None,
-                   help="Experts of one layer per GPU (default: fewest that fit).")
+    add_number(p, "--replicas", int, 0, "Redundant expert copies per MoE layer (ILP family and"
+               " eplb).", "copies", Range(0, 2**20))
+    add_number(p, "--balance-eps", float, None, "Every GPU's expected token load at most"
+               " (1 + eps) x the mean.", "", Range(0, 1e6))
+    add_number(p, "--slots-per-gpu", int, None, "Expert slots per GPU over all layers (default:"
+               " fewest that fit).", "slots", Range(1, 2**20))
+    add_number(p, "--per-layer-per-gpu", int, None, "Experts of one layer per GPU (default:"
+               " fewest that fit).", "experts", Range(1, 2**20))
+    add_failure_arguments(p)
     add_option(p, SolverOptions, "time_limit_s", "--time-limit")
     add_option(p, SolverOptions, "mip_rel_gap", "--gap")
     add_option(p, SolverOptions, "threads", "--threads")
@@ -69,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import layout_record
     from experiments.outputs import atomic_write_text, write_json
     from experiments.pipeline import build_problem, trace_activation, trace_sample
     from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
@@ -83,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
+    args.strategy = check_failure_arguments(args)
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
@@ -123,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
                 " statistics do not hold (give a trace .parquet)"
             )
+    if args.repair is not None:  # the layout's copies decide the slots
+        healthy, old_layout, args.replicas = repair_input(args, model)
     try:
         problem = build_problem(
             routes, model, activation, origin_activation, args.replicas, args.balance_eps,
@@ -131,8 +146,13 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         flags = f" (--replicas {args.replicas})" if args.replicas else ""
         raise InputError(f"{exc}{flags}") from None
+    if args.robust is not None:
+        problem, robust_note = robust_problem(problem, cluster, routes, args.robust)
+        print(f"robust       {robust_note}")
     feedback = Feedback.from_args(args)
-    if args.strategy.startswith(("ilp", "dedup")):
+    if args.repair is not None:
+        res = repair_result(args, problem, cluster, healthy, old_layout, model, options)
+    elif args.strategy.startswith(("ilp", "dedup")):
         solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
         desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
         with feedback.ticking(None, desc):
@@ -177,7 +197,7 @@ def run(args: argparse.Namespace) -> int:
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
-        "cluster": cluster.description or cluster.name,
+        **layout_record(cluster),  # the cluster it was made for: replays elsewhere warn
         "model": model.name,
         "stats": str(args.stats),
         "strategy": res.strategy,
@@ -192,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "solver_options": asdict(options),
         "replicas": args.replicas,
         "balance_eps": args.balance_eps,
+        "robust": args.robust,
         "info": res.info,
     }
     write_json(args.out.with_name(args.out.name + ".meta.json"), meta)

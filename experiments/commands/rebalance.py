@@ -12,6 +12,7 @@ from experiments.commands.cluster_args import (
     cluster_from_args,
     cluster_label,
 )
+from experiments.options import add_number, add_option
 from experiments.outputs import (
     add_output_argument,
     run_directory,
@@ -20,7 +21,9 @@ from experiments.outputs import (
     write_json,
     write_parquet,
 )
+from placement.options import SolverOptions
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 
 
 def _help(name: str) -> str:
@@ -51,23 +54,24 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--strategy", default=d.strategy,
                    help=_help("strategy") + " (default: %(default)s)")
     p.add_argument("--policy", choices=POLICIES, default=d.policy, help=_help("policy"))
-    p.add_argument("--interval", type=int, default=d.interval_steps,
-                   help=_help("interval_steps") + " (default: %(default)s)")
-    p.add_argument("--window", type=int, default=d.window_steps,
-                   help=_help("window_steps") + " (default: %(default)s)")
-    p.add_argument("--threshold", type=float, default=d.threshold,
-                   help=_help("threshold") + " (default: %(default)s)")
-    p.add_argument("--move-weight", type=float, default=None, help=_help("move_weight"))
-    p.add_argument("--move-budget", type=float, default=None,
-                   help=_help("move_budget_bytes") + " Bytes.")
-    p.add_argument("--weight-bytes-per-param", type=float, default=d.weight_bytes_per_param,
-                   help=_help("weight_bytes_per_param") + " (default: %(default)s)")
+    add_number(p, "--interval", int, d.interval_steps, _help("interval_steps"), "steps",
+               Range(1, 2**31 - 1))
+    add_number(p, "--window", int, d.window_steps, _help("window_steps"), "steps",
+               Range(1, 2**31 - 1))
+    add_number(p, "--threshold", float, d.threshold, _help("threshold"), "",
+               Range(0, 10, high_open=True))
+    add_number(p, "--move-weight", float, None, _help("move_weight"), "", Range(0, 1e12))
+    add_number(p, "--move-budget", float, None, _help("move_budget_bytes"), "bytes",
+               Range(0, 2**63))
+    add_number(p, "--weight-bytes-per-param", float, d.weight_bytes_per_param,
+               _help("weight_bytes_per_param"), "bytes", Range(0, 64, low_open=True))
     p.add_argument("--migration", choices=MIGRATION_MODES, default=d.migration,
                    help=_help("migration"))
     p.add_argument("--mode", choices=MODES, default=d.mode, help=_help("mode"))
     p.add_argument("--no-dedup", action="store_true",
                    help="Report network bytes with one copy per route (default: de-duplicated).")
-    p.add_argument("--time-limit", type=float, default=60.0, help="Solver time limit per fit, s.")
+    add_option(p, SolverOptions, "time_limit_s", "--time-limit", default=60.0,
+               help="Solver time limit per fit.")
     add_output_argument(p, "--out", run_directory_kind("rebalance"), required=True,
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
@@ -79,7 +83,6 @@ def run(args: argparse.Namespace) -> int:
     from experiments.rebalance import run_rebalance
     from experiments.rebalance_config import RebalanceConfig
     from experiments.versions import versions
-    from placement import SolverOptions
     from placement.layout_io import save_layout
     from simulator.cluster.paths import build_route_table
     from traces.io import read_trace_meta

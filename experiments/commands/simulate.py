@@ -1,7 +1,8 @@
 """``moe-netsim simulate``: replay a trace file through a cluster file for a layout file.
 
-``--mode des`` runs the SimPy replay, ``--mode analytic`` the vectorised counter (bytes per
-link, hops per token, bandwidth lower bound per phase).  Both stream the trace.  Every input is
+``--mode des`` runs the SimPy replay, ``--mode flow`` the flow-level replay (same outputs, no
+per-message events), ``--mode analytic`` the vectorised counter (bytes per link, hops per
+token, bandwidth lower bound per phase).  All stream the trace.  Every input is
 checked before the run starts; results go to a run directory that appears only when complete.
 """
 
@@ -11,6 +12,7 @@ import argparse
 import sys
 import time
 from contextlib import ExitStack
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +25,7 @@ from experiments.options import add_number, add_option
 from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
+from simulator.modes import MODE_ONLY_OPTIONS, REPLAY_MODES, SIM_MODES, mode_option_problem
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
@@ -40,16 +43,20 @@ def register(sub: argparse._SubParsersAction) -> None:
     """Add the `simulate` subcommand."""
     p = sub.add_parser(
         "simulate",
-        help="Replay a trace through a cluster for one layout (SimPy or analytic).",
+        help="Replay a trace through a cluster for one layout (SimPy, flow-level or analytic).",
         description=(
             "Replay a routing trace (native Parquet) through a cluster (JSON) for an expert"
             " layout (Parquet or CSV: layer, expert[, replica], gpu). --mode des runs the"
             " discrete-event model and writes links, utilisation over time, layers, phases,"
-            " tokens, gpus and summary Parquet files; --mode analytic counts bytes per link,"
-            " hops per token and the bandwidth lower bound of every phase."
+            " tokens, gpus and summary Parquet files; --mode flow writes the same files from"
+            " the flow-level model (messages as max-min fair flows); --mode analytic counts"
+            " bytes per link, hops per token and the bandwidth lower bound of every phase."
         ),
     )
-    p.add_argument("--mode", choices=["des", "analytic"], default="des")
+    # the replay modes are SimConfig.mode; the command also offers the analytic count
+    mode = p.add_argument("--mode", choices=list(SIM_MODES), default=SimConfig().mode,
+                          help="; ".join(f"{k}: {v}" for k, v in SIM_MODES.items()) + ".")
+    mode.option_field = (SimConfig, "mode")  # type: ignore[attr-defined]
     p.add_argument("--trace", type=Path, required=True, help="Trace file (native Parquet).")
     add_cluster_arguments(p, required=True, help_file="Cluster file (.json or .graphml).")
     p.add_argument(
@@ -76,15 +83,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(p, SimConfig, "gpu_flops_per_s", "--gpu-flops-per-s")
     add_option(p, SimConfig, "expert_time_per_route_s", "--expert-time-per-route-s")
     add_option(p, SimConfig, "utilisation_window_s", "--window-s")
+    add_option(p, SimConfig, "flow_tolerance", "--flow-tolerance")
     add_number(p, "--read-chunk-tokens", int, 65_536,
                "Tokens read from the trace file at a time (memory bound).", "tokens",
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     where = p.add_mutually_exclusive_group()
-    where.add_argument(
-        "--workers", type=int, default=1,
-        help="Split an analytic replay by micro-batch over a local Dask cluster of N worker"
-        " processes (loopback only); 1 (default): count in this process.")
+    add_number(where, "--workers", int, 1, "Split an analytic replay by micro-batch over a local"
+               " Dask cluster of N worker processes (loopback only); 1: count in this process.",
+               "processes", Range(1, 1024))
     where.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
         help="Split an analytic replay by micro-batch over this existing Dask cluster.")
@@ -124,6 +131,29 @@ def load_inputs(
     return model, routes, expert_gpus
 
 
+def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
+                 traffic: TrafficConfig, tokens: int) -> None:
+    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
+    records cannot fit in memory (traces/infra/limits.py)."""
+    import numpy as np
+
+    from traces.infra.limits import check_memory, exact_int64
+
+    offsets = routes.middle_offsets
+    links = int(np.diff(offsets).max(initial=0)) + 2  # uplink, middle route, downlink
+    d, c = traffic.route_bytes(model)
+    exact_int64(
+        traffic.bytes_bound(model, tokens, links),
+        f"simulate: {tokens:,} tokens x {model.num_moe_layers} MoE layers x top-{model.top_k}"
+        f" x {d + c:,} bytes per route x {links} links", "replay fewer tokens (split the"
+        " trace) or lower --hidden-size or --dispatch-/--combine-bytes-per-element",
+    )
+    if args.mode == "des":  # a record per token and layer (latency), one per link and window
+        per_token = 8 * (4 + model.num_moe_layers)
+        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                     "replay fewer tokens, or count bytes with --mode analytic")
+
+
 def scheduler_address(text: str) -> str:
     from experiments.dask_cluster import check_scheduler_address
 
@@ -153,14 +183,15 @@ def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
     from experiments.split_replay import count_traffic_split
     from experiments.versions import versions
     from simulator.analytic import count_traffic
     from simulator.cluster.multipath import endpoints_of
     from simulator.dispatch import check_scheme
-    from simulator.engine import simulate
     from simulator.microbatches import microbatches
+    from simulator.replay import replay
     from simulator.summaries import summary_frame
     from traces.io import iter_trace, read_trace_meta
     from traces.origins import OriginAssigner, with_origins
@@ -185,11 +216,18 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
+    for name in MODE_ONLY_OPTIONS:
+        problem = mode_option_problem(args.mode, name, "--" + name.replace("_", "-"))
+        if getattr(args, name) is not None and problem:
+            raise InputError(problem)
+    if args.mode in REPLAY_MODES:
+        config = replace(config, mode=args.mode, flow_tolerance=args.flow_tolerance)
     origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
                                              args.layout)
+    _check_sizes(args, model, routes, traffic, read_trace_meta(args.trace)[1])
     try:
         check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
     except InputError as exc:
@@ -237,7 +275,7 @@ def run(args: argparse.Namespace) -> int:
             write_parquet(work / "links.parquet", res.links)
             write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
         else:
-            sim = simulate(blocks, routes, expert_gpus, config)
+            sim = replay(blocks, routes, expert_gpus, config)
             summary = sim.summary
             write_parquet(work / "links.parquet", sim.links)
             write_parquet(work / "utilisation.parquet", sim.utilisation)
@@ -262,9 +300,11 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:>30}: {summary[k]:.6g}")
     print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
-    warning = assigner.warning()
-    if warning:
-        print(warning, file=sys.stderr)
+    for warning in (foreign_layout_warning(args.layout, routes.cluster,
+                                           cluster_label(args) or routes.cluster.name),
+                    assigner.warning()):
+        if warning:
+            print(warning, file=sys.stderr)
     tail = "" if args.no_report else f" (open {args.out}/report.html)"
     print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
     return 0

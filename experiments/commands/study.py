@@ -8,9 +8,11 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from experiments.commands.simulate import scheduler_address
+from experiments.options import SEED_RANGE, add_number
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.infra.protected import protect
 from traces.origins import origins_help
 
@@ -26,8 +28,8 @@ def add_execution_arguments(p: argparse.ArgumentParser) -> None:
                        help="Run on this existing Dask scheduler, unchanged.")
     where.add_argument("--serial", action="store_true",
                        help="Run the cells one after another in this process (no Dask).")
-    p.add_argument("--workers", type=int, default=2,
-                   help="Worker processes of the local Dask cluster (default 2).")
+    add_number(p, "--workers", int, 2, "Worker processes of the local Dask cluster.", "processes",
+               Range(1, 1024))
     p.add_argument("--overwrite", action="store_true",
                    help="Start again in an existing study run directory (otherwise it is"
                         " resumed); other directories are never replaced.")
@@ -96,9 +98,18 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `study` subcommand."""
-    p = sub.add_parser(
+    from experiments.commands import study_failures
+
+    study = sub.add_parser(
         "study",
-        help="Run a built-in study: `paper` reproduces the reference paper's grid.",
+        help="Run a built-in study: `paper` (the reference paper's grid), `failures`.",
+        description="Built-in studies: `paper` reproduces the reference paper's grid;"
+        " `failures` replays every placer on a fabric and on each of its single failures.",
+    )
+    names = study.add_subparsers(dest="name", required=True, metavar="STUDY")
+    p = names.add_parser(
+        "paper",
+        help="The reference paper's grid (models x topologies x origins x placers).",
         description=(
             "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
             " fat-tree-sparse, dragonfly, dragonfly-sparse) x two origin scenarios (even, tenant"
@@ -110,11 +121,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             " latency, solve time, reductions vs. round-robin."
         ),
     )
-    p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
                    help="Small clusters, few tokens, four placers on the two sparse fabrics.")
     add_output_argument(p, "--out", STUDY_RUN, default=None,
-                        help="Run directory (default runs/<name>).")
+                        help="Run directory (default runs/paper, runs/paper-quick).")
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"
                         " (its model replaces the paper's two).")
@@ -122,9 +132,9 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
                         " the replay then starts at the first token of the replayed trace"
                         " (--fit-trace is the older name of the same flag).")
-    p.add_argument("--tokens", type=int, default=None,
-                   help="Tokens replayed per cell (as many again are used to fit).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of traces and solvers.")
+    add_number(p, "--tokens", int, None, "Tokens replayed per cell (as many again are used to"
+               " fit).", "tokens", Range(1, 2**30))
+    add_number(p, "--seed", int, 0, "Seed of traces and solvers.", "", SEED_RANGE)
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
                    help=origins_help() + " Replaces the study's two origin scenarios (even,"
                    " tenant locality) by this one and drops the ESFT rows.")
@@ -140,6 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Run only this placer row (repeatable; default: every row).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
+    study_failures.register(names)
 
 
 def run(args: argparse.Namespace) -> int:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from experiments.outputs import TRACE_FILE, add_output_argument
 from traces.concat import MISSING_STEPS, concat_trace_files
 from traces.infra.errors import InputError
 
@@ -23,23 +24,20 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         ),
     )
     p.add_argument("inputs", type=Path, nargs="+", help="Native traces, in time order.")
-    p.add_argument("--out", type=Path, required=True, help="Output trace (.parquet).")
+    add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     p.add_argument(
         "--missing-steps",
         choices=MISSING_STEPS,
         default="refuse",
         help="Inputs without a step column: refuse (default), or one step per sequence.",
     )
-    p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
+    p.add_argument("--overwrite", action="store_true",
+                   help="Replace a trace file moe-netsim wrote.")
     p.set_defaults(func=run_concat)
 
 
 def run_concat(args: argparse.Namespace) -> int:
-    out: Path = args.out
-    if any(out.exists() and out.resolve() == p.resolve() for p in args.inputs if p.exists()):
-        raise InputError(f"{out}: is also an input; write the result to a new file")
-    if out.exists() and not args.overwrite:
-        raise InputError(f"{out}: output exists; pass --overwrite to replace it")
+    out: Path = args.out  # declared: inputs and other files under its name are refused before
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
     n = concat_trace_files(args.inputs, out, args.missing_steps)

@@ -20,10 +20,12 @@ from experiments.commands.cluster_args import (
     cluster_from_args,
     cluster_label,
 )
+from experiments.options import add_number
 from experiments.outputs import TRACE_OR_LOAD_STATS, add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.origins import origins_help
 
 if TYPE_CHECKING:
@@ -58,12 +60,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         default=None,
         help="Model preset name or a JSON file of custom geometry (required for vllm, table).",
     )
-    p.add_argument(
-        "--ranks",
-        type=int,
-        default=None,
-        help="sglang-dump: the number of ranks the dump must hold (default: highest found + 1).",
-    )
+    add_number(p, "--ranks", int, None, "sglang-dump: the number of ranks the dump must hold"
+               " (default: highest found + 1).", "ranks", Range(1, 2**20))
     p.add_argument(
         "--physical-map",
         type=Path,
@@ -75,10 +73,10 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     p.add_argument("--scores-column", default=None, help="topk-parquet: the top-k scores column.")
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
                    help=origins_help() + " Written into the trace; needs --gpus.")
-    p.add_argument("--gpus", type=int, default=None,
-                   help="GPUs of the cluster the --origins model deals tokens over.")
-    p.add_argument("--gpus-per-server", type=int, default=8,
-                   help="GPUs per server, for --origins server sets (default 8).")
+    add_number(p, "--gpus", int, None, "GPUs of the cluster the --origins model deals tokens"
+               " over.", "GPUs", Range(1, 2**20))
+    add_number(p, "--gpus-per-server", int, 8, "GPUs per server, for --origins server sets.",
+               "GPUs", Range(1, 2**10))
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a trace or load-statistics file moe-netsim wrote.")
     add_progress_arguments(p)
@@ -340,6 +338,12 @@ def run_stats(args: argparse.Namespace) -> int:
                 "status": "complete",
             },
         )
+    if args.layout is not None and cluster is not None:
+        from experiments.layout_record import foreign_layout_warning
+
+        warning = foreign_layout_warning(args.layout, cluster, cluster_label(args) or "")
+        if warning:
+            print(warning, file=sys.stderr)
     worst = layer_load.loc[layer_load["imbalance_max_over_mean"].idxmax()]
     what = f"{n:,} tokens" if load is None else f"load statistics of about {n:,} tokens"
     print(

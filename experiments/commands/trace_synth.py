@@ -10,9 +10,11 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.options import SEED_RANGE, add_number
 from experiments.outputs import TRACE_FILE, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.origins import origins_help
 from traces.synthetic.modes import FIT_DEFAULT_MODES
 from traces.synthetic.popularity import CURVES
@@ -42,30 +44,29 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry (default with"
         " --fit: the trace's).",
     )
-    p.add_argument("--tokens", type=int, required=True, help="Tokens to generate.")
+    add_number(p, "--tokens", int, None, "Tokens to generate.", "tokens", Range(0, 2**40),
+               required=True)
     add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence.")
-    p.add_argument("--step-tokens", type=int, default=4096, help="Tokens per step.")
-    p.add_argument("--gpus", type=int, default=8, help="GPUs that origins are spread over.")
-    p.add_argument("--gpus-per-server", type=int, default=8,
-                   help="GPUs per server, for --origins server sets (default 8).")
+    add_number(p, "--seed", int, 0, "Seed of the generator.", "", SEED_RANGE)
+    add_number(p, "--seq-len", int, 512, "Tokens per sequence.", "tokens", Range(1, 2**31 - 1))
+    add_number(p, "--step-tokens", int, 4096, "Tokens per step.", "tokens", Range(1, 2**31 - 1))
+    add_number(p, "--gpus", int, 8, "GPUs that origins are spread over.", "GPUs",
+               Range(1, 2**20))
+    add_number(p, "--gpus-per-server", int, 8, "GPUs per server, for --origins server sets.",
+               "GPUs", Range(1, 2**10))
     p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]",
                    help=origins_help().replace("the trace's recorded origins, else dp",
                                                "dp, or each --tenant on its GPUs"))
     pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
-    pop.add_argument("--zipf", type=float, default=None, help="Zipf exponent of popularity.")
+    add_number(pop, "--zipf", float, None, "Zipf exponent of popularity.", "", Range(0, 100))
     pop.add_argument(
         "--curve", choices=CURVES, default=None,
         help="Rank curve: zipf, or esft (measured on real DeepSeek-V2-Lite routing).",
     )
-    pop.add_argument(
-        "--curve-sd", type=float, default=None,
-        help="Spread of the esft curve's per-layer exponent (skew varies between layers).",
-    )
-    pop.add_argument(
-        "--max-activation", type=float, default=None, help="Cap on one expert's activation."
-    )
+    add_number(pop, "--curve-sd", float, None, "Spread of the esft curve's per-layer exponent"
+               " (skew varies between layers).", "", Range(0, 10))
+    add_number(pop, "--max-activation", float, None, "Cap on one expert's activation.", "",
+               Range(0, 1, low_open=True, high_open=True))
     pop.add_argument(
         "--load-stats",
         type=Path,
@@ -77,30 +78,23 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
         "--fit", type=Path, default=None, metavar="TRACE",
         help="Native trace to fit popularity and co-activation (routing modes) to.",
     )
-    co.add_argument(
-        "--fit-modes", type=int, default=FIT_DEFAULT_MODES,
-        help=f"Routing modes per layer fitted by --fit ({FIT_DEFAULT_MODES}).",
-    )
-    co.add_argument(
-        "--modes", type=int, default=None,
-        help="Parametric routing modes per layer (1 = no co-activation model).",
-    )
-    co.add_argument("--mode-sigma", type=float, default=None, help="Contrast of the modes.")
-    co.add_argument("--token-corr", type=float, default=0.0, help="P(repeat previous token).")
-    co.add_argument("--layer-corr", type=float, default=0.0, help="P(map previous layer).")
+    add_number(co, "--fit-modes", int, FIT_DEFAULT_MODES, "Routing modes per layer fitted by"
+               " --fit.", "modes", Range(1, 256))
+    add_number(co, "--modes", int, None, "Parametric routing modes per layer (1 = no"
+               " co-activation model).", "modes", Range(1, 256))
+    add_number(co, "--mode-sigma", float, None, "Contrast of the modes.", "", Range(0, 100))
+    add_number(co, "--token-corr", float, 0.0, "P(repeat previous token).", "",
+               Range(0, 1, high_open=True))
+    add_number(co, "--layer-corr", float, 0.0, "P(map previous layer).", "",
+               Range(0, 1, high_open=True))
     dr = p.add_argument_group("drift over steps")
-    dr.add_argument(
-        "--phase-change", type=int, action="append", default=[], metavar="STEP",
-        help="A new popularity phase (experts relabelled) begins at STEP (repeatable).",
-    )
-    dr.add_argument(
-        "--drift-every", type=int, default=None, metavar="N",
-        help="Phase changes every N steps, each blended over N steps (gradual drift).",
-    )
-    dr.add_argument(
-        "--drift-ramp", type=int, default=None, metavar="STEPS",
-        help="Steps over which a phase change blends in (0 = abrupt; --drift-every: N).",
-    )
+    add_number(
+        dr, "--phase-change", int, [], "A new popularity phase (experts relabelled) begins at"
+        " STEP (repeatable).", "steps", Range(1, 2**31 - 1), action="append", metavar="STEP")
+    add_number(dr, "--drift-every", int, None, "Phase changes every N steps, each blended over"
+               " N steps (gradual drift).", "steps", Range(1, 2**31 - 1), metavar="N")
+    add_number(dr, "--drift-ramp", int, None, "Steps over which a phase change blends in (0 ="
+               " abrupt; --drift-every: N).", "steps", Range(0, 2**31 - 1), metavar="STEPS")
     p.add_argument(
         "--tenant",
         action="append",
@@ -113,7 +107,8 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
             " Example: --tenant name=chat:share=3:gpus=0-127 --tenant name=code:share=1"
         ),
     )
-    p.add_argument("--chunk-tokens", type=int, default=65_536, help="Tokens per row group.")
+    add_number(p, "--chunk-tokens", int, 65_536, "Tokens per row group.", "tokens",
+               Range(1, 2**30))
     p.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
     add_progress_arguments(p)
     p.set_defaults(func=run_synth)
@@ -134,17 +129,15 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     src.add_argument("--config", type=Path, help="config.json: random weights (seeded).")
     r.add_argument("--text", type=Path, required=True, help="UTF-8 text file to run.")
     add_output_argument(r, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
-    r.add_argument("--seq-len", type=int, default=512, help="Tokens per sequence (window).")
-    r.add_argument("--batch", type=int, default=4, help="Sequences per forward pass.")
-    r.add_argument(
-        "--dp-ranks",
-        type=int,
-        default=None,
-        help="Record origins as data-parallel attention ranks: sequence j of a pass is served"
-        " on rank j mod N (its origin GPU). Default: no origins recorded.",
-    )
-    r.add_argument("--max-tokens", type=int, default=None, help="Stop after this many tokens.")
-    r.add_argument("--seed", type=int, default=0, help="Seed of random weights (--config).")
+    add_number(r, "--seq-len", int, 512, "Tokens per sequence (window).", "tokens",
+               Range(1, 2**20))
+    add_number(r, "--batch", int, 4, "Sequences per forward pass.", "sequences", Range(1, 2**16))
+    add_number(r, "--dp-ranks", int, None, "Record origins as data-parallel attention ranks:"
+               " sequence j of a pass is served on rank j mod N (its origin GPU). Default: no"
+               " origins recorded.", "ranks", Range(1, 2**20))
+    add_number(r, "--max-tokens", int, None, "Stop after this many tokens.", "tokens",
+               Range(1, 2**40))
+    add_number(r, "--seed", int, 0, "Seed of random weights (--config).", "", SEED_RANGE)
     r.add_argument("--no-gates", action="store_true", help="Do not store gate weights.")
     r.add_argument("--overwrite", action="store_true", help="Replace an existing --out file.")
     add_progress_arguments(r)
@@ -265,6 +258,20 @@ def _drift(args: argparse.Namespace, num_tokens: int) -> tuple[tuple[int, ...], 
     return tuple(sorted(steps)), 0 if ramp is None else ramp
 
 
+def _check_sizes(args: argparse.Namespace, model: ModelSpec) -> None:
+    """Refuse, before generating, a trace that cannot fit on the disk of --out (at least a byte
+    per routed expert) or chunks that cannot fit in memory (a byte per routed expert, three
+    chunks in flight: two prefetched, one being written; an origin per GPU)."""
+    from traces.infra.limits import check_disk, check_memory
+
+    per_token = model.num_moe_layers * model.top_k
+    check_disk(args.tokens * per_token, args.out, f"trace synth --tokens {args.tokens}",
+               "generate fewer tokens or write elsewhere")
+    check_memory(3 * args.chunk_tokens * per_token + 8 * args.gpus,
+                 f"trace synth --chunk-tokens {args.chunk_tokens} --gpus {args.gpus}",
+                 "lower --chunk-tokens (or --gpus)")
+
+
 def run_synth(args: argparse.Namespace) -> int:
     from traces.load_stats import load_load_stats
     from traces.model import load_model_spec
@@ -309,6 +316,7 @@ def run_synth(args: argparse.Namespace) -> int:
     )
     if args.chunk_tokens < 1:
         raise InputError("--chunk-tokens must be >= 1")
+    _check_sizes(args, model)
     origins = parse_origins(args.origins) if args.origins else None
     if origins is not None and any(t.gpus for t in cfg.tenants):
         raise InputError("--origins: give origins either by --tenant gpus=... or by --origins,"

@@ -25,6 +25,10 @@ from simulator.cluster.builders import (
 from simulator.cluster.nvl72 import SCALE_OUT_FABRICS, build_nvl72
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
+from traces.infra.limits import check_memory
+
+# The fewest bytes one node or link of a cluster takes (a frozen dataclass and its name).
+BYTES_PER_ELEMENT = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,6 +65,7 @@ class TopologyFamily:
     build: Callable[..., ClusterSpec]
     summary: str
     shape_help: tuple[tuple[str, type, str], ...]  # (name, type, help) of shape parameters
+    servers: Callable[[dict[str, Any]], int]  # servers built for the shape (defaults filled)
     excluded_link_params: tuple[str, ...] = ()
 
     @property
@@ -94,7 +99,30 @@ class TopologyFamily:
             defaults = replace(defaults, **link) if defaults else LinkDefaults(**link)
         except InputError as exc:
             raise InputError(f"{self.name}: {exc}") from None
+        check_memory(self.size_bytes(shape, defaults), f"{self.name} cluster of"
+                     f" {self._servers(shape):,} servers", "choose a smaller shape")
         return self.build(**shape, defaults=defaults)
+
+    def _servers(self, shape: dict[str, Any]) -> int:
+        filled = {p.name: p.default for p in self.shape} | shape
+        return max(0, self.servers(filled))
+
+    def size_bytes(self, shape: dict[str, Any], defaults: LinkDefaults | None = None) -> int:
+        """A lower bound on the memory the built cluster takes: every server, GPU and their
+        links as one small object each (exact integers, so an absurd shape cannot wrap)."""
+        gpus = (defaults or LinkDefaults()).gpus_per_server
+        servers = self._servers(shape)
+        return BYTES_PER_ELEMENT * servers * (1 + gpus) * 2  # nodes and as many links
+
+
+def _fat_tree_servers(p: dict[str, Any]) -> int:
+    return int(p["num_servers"]) if p["num_servers"] is not None else int(p["k"]) ** 3 // 4
+
+
+def _dragonfly_servers(p: dict[str, Any]) -> int:
+    a, h = int(p["routers_per_group"]), int(p["global_links_per_router"])
+    groups = a * h + 1 if p["num_groups"] is None else int(p["num_groups"])
+    return groups * a * int(p["servers_per_router"])
 
 
 def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
@@ -142,26 +170,27 @@ BUILDERS: dict[str, TopologyFamily] = {
     for f in (
         TopologyFamily(
             "fat-tree", build_fat_tree, "k-ary fat tree (non-blocking), partially populated"
-            " when fewer servers are asked", (_K, _FT_SERVERS),
+            " when fewer servers are asked", (_K, _FT_SERVERS), _fat_tree_servers,
         ),
         TopologyFamily(
             "fat-tree-sparse", build_fat_tree_sparse,
             "fat tree whose edge switches keep a window of aggregation uplinks (longer paths)",
-            (_K, _FT_SERVERS, _SPARSITY, _SEED),
+            (_K, _FT_SERVERS, _SPARSITY, _SEED), _fat_tree_servers,
         ),
         TopologyFamily(
             "fat-tree-thinned", build_fat_tree_thinned,
             "fat tree with a fraction of edge-aggregation and aggregation-core links removed",
-            (_K, _FT_SERVERS, _SPARSITY, _SEED),
+            (_K, _FT_SERVERS, _SPARSITY, _SEED), _fat_tree_servers,
         ),
         TopologyFamily(
             "dragonfly", build_dragonfly,
             "groups of fully connected routers joined by global links (absolute arrangement)",
-            _DF,
+            _DF, _dragonfly_servers,
         ),
         TopologyFamily(
             "dragonfly-sparse", build_dragonfly_sparse,
             "dragonfly with a fraction of its global links removed", _DF + (_SPARSITY, _SEED),
+            _dragonfly_servers,
         ),
         TopologyFamily(
             "leaf-spine", build_leaf_spine, "two-tier leaf-spine with an oversubscription ratio",
@@ -171,6 +200,7 @@ BUILDERS: dict[str, TopologyFamily] = {
                 _SPINES,
                 _OVERSUB,
             ),
+            lambda p: int(p["num_servers"]),
         ),
         TopologyFamily(
             "rail-optimized", build_rail_optimized,
@@ -181,6 +211,7 @@ BUILDERS: dict[str, TopologyFamily] = {
                 _SPINES,
                 _OVERSUB,
             ),
+            lambda p: int(p["num_servers"]),
             excluded_link_params=("nics_per_server",),
         ),
         TopologyFamily(
@@ -200,6 +231,8 @@ BUILDERS: dict[str, TopologyFamily] = {
                 _SPINES,
                 _OVERSUB,
             ),
+            # the size bound counts GPUs / 8 servers of 8 GPUs: fewer nodes than its trays
+            lambda p: int(p["num_racks"]) * int(p["gpus_per_rack"]) // 8,
             excluded_link_params=("gpus_per_server", "nics_per_server",
                                   "nvlink_bandwidth_bytes_per_s",
                                   "switch_bandwidth_bytes_per_s"),

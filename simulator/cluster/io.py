@@ -290,3 +290,14 @@ def load_cluster(path: str | os.PathLike[str]) -> ClusterSpec:
     if _format(p) == ".json":
         return cluster_from_dict(read_json_file(p, "topology file"), where=str(p))
     return cluster_from_graphml(read_text_file(p, "topology file"), where=str(p))
+
+
+def cluster_fingerprint(cluster: ClusterSpec) -> str:
+    """16 hex digits of SHA-256 over the cluster's nodes and links in order (not its name or
+    description): files that describe the same fabric, JSON or GraphML, share it."""
+    import hashlib
+
+    d = cluster_to_dict(cluster)
+    body = json.dumps({"nodes": d["nodes"], "links": d["links"]}, sort_keys=True,
+                      separators=(",", ":"))
+    return hashlib.sha256(body.encode()).hexdigest()[:16]

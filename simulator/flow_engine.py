@@ -1,0 +1,391 @@
+"""Flow mode: the replay with messages as flows at max-min fair rates, no per-message events.
+
+The same micro-batches, layers, phase plans (:mod:`simulator.dispatch`), dependencies between
+stage messages, expert compute (FIFO per GPU) and ``inflight_microbatches`` overlap as the
+DES (:mod:`simulator.engine`), and the same frames.  What differs is how a message crosses
+the network: instead of chunk trains served first-come first-served link by link, every
+message is a *flow* over all its links at once, sharing each link with the flows active on it
+at their max-min fair rates (:mod:`simulator.flow_network`).  Events are flow starts, flow
+completions (which free capacity: rates are recomputed), arrivals (one path latency plus the
+pipeline fill of the last chunk after completion) and compute completions, each handled for
+all the flows, messages and GPUs concerned at once (numpy), so the cost is per event batch,
+not per message and hop.  ``flow_tolerance`` merges the events within that fraction of the
+time scale (the running layers' time so far, or their previous layer's duration, whichever is
+longer) and handles them together at the middle of their span; 0 handles each on its own.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import fields
+
+import numpy as np
+
+from simulator.cluster.multipath import MultipathRoutes, link_classes
+from simulator.cluster.paths import RouteTable
+from simulator.config import SimConfig
+from simulator.dispatch import PhasePlan, check_scheme
+from simulator.engine import SimResult, replay_stream, validate_links
+from simulator.flow_network import FluidNet
+from simulator.flow_paths import FlowPaths, gather_rows
+from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
+from simulator.modes import DEFAULT_FLOW_TOLERANCE
+from simulator.summaries import DEFAULT_WINDOWS, RunRecords, SimFrames, collect_sim
+from simulator.traffic import CopyTally, resolve_origins
+from traces.trace import RoutingTrace
+
+ARRIVAL, COMPUTE = 0, 1
+
+
+class _Pool:
+    """Pending discrete events: (time, kind, owner, item)."""
+
+    def __init__(self) -> None:
+        self.t = np.zeros(0)
+        self.kind = np.zeros(0, dtype=np.int64)
+        self.owner = np.zeros(0, dtype=np.int64)
+        self.item = np.zeros(0, dtype=np.int64)
+
+    def push(self, t: np.ndarray, kind: int, owner: np.ndarray, item: np.ndarray) -> None:
+        if t.size == 0:
+            return
+        self.t = np.concatenate([self.t, t])
+        self.kind = np.concatenate([self.kind, np.full(t.size, kind, dtype=np.int64)])
+        self.owner = np.concatenate([self.owner, owner])
+        self.item = np.concatenate([self.item, item])
+
+    def next_time(self) -> float:
+        return float(self.t.min()) if self.t.size else np.inf
+
+    def pop_due(self, until: float) -> tuple[np.ndarray, ...]:
+        due = self.t <= until
+        out = (self.kind[due], self.owner[due], self.item[due])
+        keep = ~due
+        self.t = self.t[keep]
+        self.kind, self.owner, self.item = self.kind[keep], self.owner[keep], self.item[keep]
+        return out
+
+
+class _Transfer:
+    """One phase's messages, vectorised (the DES's :class:`simulator.transfer.Transfer`)."""
+
+    def __init__(
+        self, run: _FlowRun, plan: PhasePlan, bytes_per_copy: int, gated: bool,
+        on_delivered: Callable[[np.ndarray, float], None], now: float,
+    ) -> None:
+        self.run = run
+        self.slot = run.register(self)
+        self.plan = plan
+        g = run.g
+        n = int(plan.copies.shape[0])
+        self.nbytes = plan.copies.astype(np.int64) * bytes_per_copy
+        self.path = run.paths.ids(plan.up, plan.pair, plan.down)
+        src, dst = plan.feeds
+        order = np.argsort(src, kind="stable")
+        self.dep_ids = dst[order]
+        self.dep_off = np.searchsorted(src[order], np.arange(n + 1))
+        pending = np.bincount(dst, minlength=n)
+        entry = (pending == 0) & (plan.up >= 0)
+        if gated:
+            gated_msgs = np.flatnonzero(entry)
+            order = np.argsort(plan.up[gated_msgs], kind="stable")
+            self.gate_ids = gated_msgs[order]
+            self.gate_off = np.searchsorted(plan.up[self.gate_ids], np.arange(g + 1))
+            pending = pending + entry
+        self.pending = pending
+        final = np.ones(n, dtype=bool)
+        final[src] = False
+        final &= plan.down >= 0
+        self.final = final
+        self.left = np.bincount(plan.down[final], minlength=g)
+        self.deliveries = int((self.left > 0).sum())
+        self.on_delivered = on_delivered
+        self.first_start = -1.0
+        self.open = n
+        self._start(np.flatnonzero(pending == 0), now)
+        if n == 0:
+            run.unregister(self.slot)
+
+    def _start(self, msgs: np.ndarray, now: float) -> None:
+        if msgs.size == 0:
+            return
+        if self.first_start < 0:
+            self.first_start = now
+        self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now)
+
+    def release(self, gpus: np.ndarray, now: float) -> None:
+        """The GPUs' compute finished: the messages their data enters by may start."""
+        msgs = gather_rows(self.gate_off, self.gate_ids, gpus)
+        self.pending[msgs] -= 1
+        self._start(msgs[self.pending[msgs] == 0], now)
+
+    def arrived(self, msgs: np.ndarray, now: float) -> None:
+        self.open -= msgs.size
+        deps = gather_rows(self.dep_off, self.dep_ids, msgs)
+        if deps.size:
+            fed = np.bincount(deps, minlength=self.pending.size)
+            self.pending -= fed
+            self._start(np.flatnonzero((fed > 0) & (self.pending == 0)), now)
+        b = self.plan.down[msgs[self.final[msgs]]]
+        if b.size:
+            got = np.bincount(b, minlength=self.left.size)
+            self.left -= got
+            done = np.flatnonzero((got > 0) & (self.left == 0))
+            if done.size:
+                self.on_delivered(done, now)
+        if self.open == 0:
+            self.run.unregister(self.slot)
+
+
+class _Layer:
+    """Bookkeeping of one (micro-batch, layer), as the DES's."""
+
+    def __init__(self, mb: _Microbatch, routes_on: np.ndarray, self_routes: np.ndarray,
+                 now: float) -> None:
+        self.mb = mb
+        run = mb.run
+        self.run = run
+        self.slot = run.register(self)
+        run.layers[self.slot] = self
+        self.t0 = now
+        self.routes_on = routes_on
+        self.self_routes = self_routes
+        self.done_at = np.full(run.g, now)
+        self.dispatch_done = now
+        self.compute_start = -1.0
+        self.compute_done = now
+        self.remaining = 0
+        self.combine: _Transfer
+        self.dispatch: _Transfer
+
+    def tick(self, k: int, now: float) -> None:
+        self.remaining -= k
+        if self.remaining == 0:
+            self.run.unregister(self.slot)
+            self.mb.layer_done(self, now)
+
+    def time_scale(self, now: float) -> float:
+        """The layer's time so far, or its predecessor's duration if that was longer."""
+        return max(now - self.t0, self.mb.previous_s)
+
+    def dispatch_arrived(self, gpus: np.ndarray, now: float) -> None:
+        self.dispatch_done = now
+        self.start_compute(gpus, now)
+
+    def start_compute(self, gpus: np.ndarray, now: float) -> None:
+        run = self.run
+        start = np.maximum(run.gpu_free[gpus], now)
+        took = self.routes_on[gpus] * self.mb.t_route
+        run.gpu_free[gpus] = start + took
+        run.gpu_busy[gpus] += took
+        run.pool.push(start + took, COMPUTE, np.full(gpus.size, self.slot), gpus)
+        first = float(start.min())
+        if self.compute_start < 0 or first < self.compute_start:
+            self.compute_start = first
+
+    def computed(self, gpus: np.ndarray, now: float) -> None:
+        self.compute_done = now
+        own = gpus[self.self_routes[gpus]]
+        self.done_at[own] = np.maximum(self.done_at[own], now)
+        self.combine.release(gpus, now)
+        self.tick(gpus.size, now)
+
+    def combine_arrived(self, gpus: np.ndarray, now: float) -> None:
+        self.done_at[gpus] = np.maximum(self.done_at[gpus], now)
+        self.tick(gpus.size, now)
+
+
+class _Microbatch:
+    """One micro-batch going through its layers."""
+
+    def __init__(self, run: _FlowRun, index: int, block: RoutingTrace, now: float) -> None:
+        self.run = run
+        self.index = index
+        self.block = block
+        m = block.model
+        traffic = run.config.traffic
+        self.db, self.cb = traffic.route_bytes(m)
+        self.t_route = run.config.route_compute_s(
+            traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
+        )
+        self.origins = resolve_origins(block, run.g)
+        run.tokens += block.num_tokens
+        self.latency = np.zeros(block.num_tokens)
+        self.li = 0
+        self.previous_s = 0.0  # duration of the previous layer
+        self.start_layer(now)
+
+    def start_layer(self, now: float) -> None:
+        run, block = self.run, self.block
+        lt = layer_traffic(block.experts[:, self.li, :], self.origins, run.expert_gpus[self.li],
+                           run.routes, run.config.traffic.dispatch, run.multipath.endpoints)
+        run.hops += lt.hops
+        run.copies.add(lt.copies, block.num_tokens, self.db + self.cb)
+        run.gpu_routes += lt.routes_on
+        layer = _Layer(self, lt.routes_on, lt.self_routes, now)
+        layer.combine = _Transfer(run, lt.dispatch.mirror(), self.cb, True,
+                                  layer.combine_arrived, now)
+        layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
+        layer.dispatch = _Transfer(run, lt.dispatch, self.db, False, layer.dispatch_arrived, now)
+        idle = np.flatnonzero((lt.routes_on > 0) & (lt.dispatch.delivered_to(run.g) == 0))
+        if idle.size:
+            layer.start_compute(idle, now)
+        if layer.remaining == 0:
+            run.unregister(layer.slot)
+            self.layer_done(layer, now)
+
+    def layer_done(self, layer: _Layer, now: float) -> None:
+        run, m = self.run, self.block.model
+        self.latency += layer.done_at[self.origins] - layer.t0
+        times = LayerTimes(
+            self.index, m.moe_layer_indices[self.li], layer.t0, layer.dispatch_done,
+            layer.compute_start, layer.compute_done, layer.combine.first_start, now,
+        )
+        run.layer_rows.append(times.layer_row())
+        run.phase_rows += times.phase_rows()
+        self.previous_s = now - layer.t0
+        self.li += 1
+        if self.li < m.num_moe_layers:
+            self.start_layer(now)
+            return
+        run.token_parts.append(token_frame(self.index, self.block, self.origins, self.latency))
+        run.finished += 1
+        run.launch(now)
+
+
+class _FlowRun:
+    """State of one flow-mode replay."""
+
+    def __init__(self, routes: RouteTable, expert_gpus: np.ndarray, config: SimConfig,
+                 blocks: Iterator[RoutingTrace]) -> None:
+        self.routes = routes
+        self.expert_gpus = expert_gpus
+        self.config = config
+        self.g = routes.num_gpus
+        traffic = config.traffic
+        self.multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
+        check_scheme(traffic.dispatch, self.multipath.endpoints, routes.cluster.name)
+        cl = routes.cluster.links
+        self.bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
+        latency = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
+        self.link_class = link_classes(self.multipath.class_entries(), self.bandwidth, latency)
+        self.paths = FlowPaths(routes, self.multipath, self.link_class, self.bandwidth, latency)
+        tol = config.flow_tolerance
+        self.tolerance = DEFAULT_FLOW_TOLERANCE if tol is None else tol
+        self.net = FluidNet(self.paths, self.bandwidth.size, config.chunk_bytes, self.tolerance)
+        self.pool = _Pool()
+        self.owners: dict[int, _Transfer | _Layer] = {}
+        self.layers: dict[int, _Layer] = {}
+        self._next_slot = 0
+        self.gpu_free = np.zeros(self.g)
+        self.gpu_busy = np.zeros(self.g)
+        self.gpu_routes = np.zeros(self.g, dtype=np.int64)
+        self.layer_rows: list[tuple] = []
+        self.phase_rows: list[tuple] = []
+        self.token_parts: list = []
+        self.hops = 0.0
+        self.tokens = 0
+        self.copies = CopyTally()
+        self.blocks = enumerate(blocks)
+        self.started = self.finished = 0
+        self.now = 0.0
+
+    def register(self, owner: _Transfer | _Layer) -> int:
+        slot = self._next_slot
+        self._next_slot += 1
+        self.owners[slot] = owner
+        return slot
+
+    def unregister(self, slot: int) -> None:
+        self.owners.pop(slot, None)
+        self.layers.pop(slot, None)
+
+    def time_scale(self, now: float) -> float:
+        """The time scale of the events now: the shortest of the running layers' scales."""
+        return min((la.time_scale(now) for la in self.layers.values()), default=0.0)
+
+    def launch(self, now: float) -> None:
+        """Start micro-batches while fewer than ``inflight_microbatches`` run."""
+        while self.started - self.finished < self.config.inflight_microbatches:
+            nxt = next(self.blocks, None)
+            if nxt is None:
+                return
+            self.started += 1
+            _Microbatch(self, nxt[0], nxt[1], now)
+
+    def run(self) -> None:
+        net, pool, tol = self.net, self.pool, self.tolerance
+        self.launch(0.0)
+        now = 0.0
+        while True:
+            net.update_rates(now)
+            t_fin = net.finish_times(now)
+            t = min(t_fin.min(initial=np.inf), pool.next_time())
+            if t == np.inf:
+                break
+            t = max(t, now)
+            # merge the events within the quantum; handle them at the middle of their span
+            until = t + tol * self.time_scale(t)
+            last = max(t_fin[t_fin <= until].max(initial=t), pool.t[pool.t <= until].max(initial=t))
+            t_proc = max(now, 0.5 * (t + last))
+            owner, msg, arrival, _ = net.complete(now, t_proc, until)
+            now = t_proc
+            pool.push(arrival, ARRIVAL, owner, msg)
+            kind, owner, item = pool.pop_due(until)
+            for k in (ARRIVAL, COMPUTE):
+                sel = kind == k
+                if not sel.any():
+                    continue
+                o, it = owner[sel], item[sel]
+                order = np.argsort(o, kind="stable")
+                o, it = o[order], it[order]
+                cuts = np.concatenate([[0], np.flatnonzero(o[1:] != o[:-1]) + 1, [o.size]])
+                for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+                    target = self.owners[int(o[lo])]
+                    if k == ARRIVAL:
+                        target.arrived(it[lo:hi], now)  # type: ignore[union-attr]
+                    else:
+                        target.computed(it[lo:hi], now)  # type: ignore[union-attr]
+        self.now = now
+
+    def records(self) -> RunRecords:
+        cls = self.link_class
+        net = self.net
+        window = self.config.utilisation_window_s or (self.now / DEFAULT_WINDOWS or 1.0)
+        busy_link, busy_start, busy_end = net.busy_segments(self.now, window)
+        traffic = self.config.traffic
+        return RunRecords(
+            cluster=self.routes.cluster, makespan_s=self.now,
+            link_bytes=np.rint(net.link_bytes[cls]), link_chunks=net.link_chunks[cls],
+            link_busy_s=(net.link_bytes / self.bandwidth)[cls],
+            link_queue_sum_s=net.queue_sum_s[cls], link_queue_max_s=net.queue_max_s[cls],
+            busy_link=busy_link, busy_start_s=busy_start, busy_end_s=busy_end,
+            layer_rows=self.layer_rows, phase_rows=self.phase_rows,
+            token_parts=self.token_parts, gpu_busy_s=self.gpu_busy, gpu_routes=self.gpu_routes,
+            hops=self.hops, tokens=self.tokens, copies=self.copies.summary(),
+            utilisation_window_s=self.config.utilisation_window_s,
+            dispatch=traffic.dispatch, multipath=traffic.multipath, link_class=cls,
+        )
+
+
+def simulate_flow(
+    blocks: Iterable[RoutingTrace],
+    routes: RouteTable,
+    expert_gpus: np.ndarray,
+    config: SimConfig | None = None,
+) -> SimResult:
+    """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`."""
+    config = config or SimConfig(mode="flow")
+    expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
+    if expert_gpus.ndim == 2:
+        expert_gpus = expert_gpus[:, :, None]
+    validate_links(routes)
+    run = _FlowRun(routes, expert_gpus, config, replay_stream(blocks, routes, expert_gpus,
+                                                               config))
+    run.run()
+    if run.finished != run.started:  # an internal error, never bad input
+        raise RuntimeError(f"flow mode: {run.started - run.finished} micro-batch(es) never"
+                           " finished")
+    frames = collect_sim(run.records())
+    return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
+                     config=config)

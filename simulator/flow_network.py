@@ -1,0 +1,210 @@
+"""The fluid network of flow mode: active flows, their max-min rates and what links carried.
+
+Flows move through the network at the max-min fair rates of the flows active at the time
+(:func:`simulator.maxmin.max_min_rates` over their binding links,
+:mod:`simulator.flow_paths`); rates are recomputed whenever the set of active flows changes
+(a flow starts or finishes), and are constant in between.  A flow finishes when its bytes are
+through; it *arrives* one path latency plus its pipeline fill later.
+
+Events are merged: a flow that would finish within the engine's time quantum of the current
+event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
+finishing time), and progressive filling merges levels within ``tolerance``.
+
+Per link (class representative) it counts bytes and chunks when a flow starts (the same
+counts the DES makes, chunks of ``chunk_bytes``), and when a flow finishes its *slowdown*
+(seconds beyond its uncontended transfer time) on every link it crossed: the flow-level
+counterpart of the DES's queueing delay.  The load of every link between events is recorded
+(where it changed) for utilisation over time, the finishing flows' last bytes in the step
+they finish in, so a link's windows add up to its busy time (with merged events a step may
+show a load up to the tolerance above capacity).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from simulator.flow_paths import FlowPaths
+from simulator.maxmin import max_min_rates
+
+FINISH_RTOL = 1e-12  # a flow within this relative time of the event has finished (rounding)
+
+
+class _Entries:
+    """(flow, link, share) of the active flows, kept as flows come and go."""
+
+    def __init__(self) -> None:
+        self.flow = np.zeros(0, dtype=np.int64)
+        self.link = np.zeros(0, dtype=np.int64)
+        self.share = np.zeros(0)
+
+    def add(self, first_flow: int, row: np.ndarray, link: np.ndarray, share: np.ndarray) -> None:
+        self.flow = np.concatenate([self.flow, row + first_flow])
+        self.link = np.concatenate([self.link, link])
+        self.share = np.concatenate([self.share, share])
+
+    def keep(self, keep_flow: np.ndarray) -> None:
+        """Drop the entries of flows not kept; renumber the rest."""
+        new_id = np.cumsum(keep_flow) - 1
+        k = keep_flow[self.flow]
+        self.flow = new_id[self.flow[k]]
+        self.link, self.share = self.link[k], self.share[k]
+
+
+class FluidNet:
+    """Active flows and link counters (module docstring)."""
+
+    def __init__(
+        self, paths: FlowPaths, num_links: int, chunk_bytes: int, tolerance: float
+    ) -> None:
+        self.paths = paths
+        self.capacity = paths.bandwidth
+        self.chunk = chunk_bytes
+        self.tolerance = tolerance
+        self.num_links = num_links
+        z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
+        self.path, self.owner, self.msg = z, z, z
+        self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
+        self.binding = _Entries()
+        self.all = _Entries()
+        self._stale = False
+        self.link_bytes = np.zeros(num_links)
+        self.link_chunks = np.zeros(num_links)
+        self.queue_sum_s = np.zeros(num_links)
+        self.queue_max_s = np.zeros(num_links)
+        self._load = np.zeros(num_links)  # fraction of capacity in use, per link
+        self.load_link: list[np.ndarray] = []
+        self.load_time: list[np.ndarray] = []
+        self.load_frac: list[np.ndarray] = []
+        self.rate_updates = 0
+
+    @property
+    def active(self) -> int:
+        return int(self.path.shape[0])
+
+    def _chunks(self, nbytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Chunks per message and the size of its last chunk."""
+        n = -(-nbytes // self.chunk)
+        return n, nbytes - (n - 1) * self.chunk
+
+    def add(
+        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float
+    ) -> None:
+        """Start flows (one per message) at ``now``; count their bytes and chunks."""
+        if path.size == 0:
+            return
+        first = self.active
+        row, link, share = self.paths.all.gather(path)
+        self.all.add(first, row, link, share)
+        self.link_bytes += np.bincount(link, weights=nbytes[row] * share,
+                                       minlength=self.num_links)
+        n, _ = self._chunks(nbytes)
+        self.link_chunks += np.bincount(link, weights=n[row], minlength=self.num_links)
+        self.binding.add(first, *self.paths.binding.gather(path))
+        b = nbytes.astype(np.float64)
+        self.path = np.concatenate([self.path, path])
+        self.owner = np.concatenate([self.owner, np.full(path.size, owner, dtype=np.int64)])
+        self.msg = np.concatenate([self.msg, msg])
+        self.rem = np.concatenate([self.rem, b])
+        self.nbytes = np.concatenate([self.nbytes, b])
+        self.start = np.concatenate([self.start, np.full(path.size, now)])
+        self._stale = True
+
+    def update_rates(self, now: float) -> None:
+        """Max-min rates of the active flows (when the set of flows changed)."""
+        if not self._stale:
+            return
+        self._stale = False
+        self.rate_updates += 1
+        e = self.binding
+        self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity, self.active,
+                                  self.tolerance)
+
+    def _record(self, now: float, rate: np.ndarray) -> None:
+        """The links' loads from ``now`` on (where they changed)."""
+        a = self.all
+        load = np.bincount(a.link, weights=a.share * rate[a.flow], minlength=self.num_links)
+        load = load / self.capacity
+        changed = np.flatnonzero(load != self._load)
+        if changed.size:
+            self.load_link.append(changed)
+            self.load_time.append(np.full(changed.size, now))
+            self.load_frac.append(load[changed])
+            self._load = load
+
+    def finish_times(self, now: float) -> np.ndarray:
+        """When every active flow finishes at the current rates."""
+        return now + np.maximum(self.rem, 0.0) / self.rate
+
+    def complete(
+        self, now: float, t_proc: float, until: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Move the flows on from ``now`` to ``t_proc`` and finish those due by ``until``
+        (module docstring): (owner, message, arrival time, duration) of each, removed from
+        the active set."""
+        z = np.zeros(0, dtype=np.int64)
+        if self.active == 0:
+            if t_proc > now:
+                self._record(now, self.rate)
+            return z, z, np.zeros(0), np.zeros(0)
+        t_fin = self.finish_times(now)
+        done = t_fin <= until + FINISH_RTOL * abs(until)
+        if t_proc > now:
+            # what each flow sends until t_proc: the finishing ones all they have left, so the
+            # recorded loads carry every byte
+            moved = np.where(done, np.maximum(self.rem, 0.0), self.rate * (t_proc - now))
+            self._record(now, moved / (t_proc - now))
+            self.rem = self.rem - moved
+        if not done.any():
+            return z, z, np.zeros(0), np.zeros(0)
+        path, nbytes, t_end = self.path[done], self.nbytes[done], t_fin[done]
+        took = t_end - self.start[done]
+        slow = np.maximum(took - nbytes * self.paths.alone_s_per_byte[path], 0.0)
+        n, last = self._chunks(nbytes.astype(np.int64))
+        a = self.all
+        on = done[a.flow]
+        fid = np.cumsum(done) - 1
+        row, link = fid[a.flow[on]], a.link[on]
+        self.queue_sum_s += np.bincount(link, weights=(slow * n)[row], minlength=self.num_links)
+        np.maximum.at(self.queue_max_s, link, slow[row])
+        arrival = t_end + self.paths.latency_s[path] + last * self.paths.pipe_s_per_byte[path]
+        out = (self.owner[done], self.msg[done], arrival, arrival - self.start[done])
+        keep = ~done
+        self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
+        self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
+        self.rate = self.rate[keep]
+        self.binding.keep(keep)
+        self.all.keep(keep)
+        self._stale = True
+        return out
+
+    def busy_segments(
+        self, makespan_s: float, window_s: float
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded loads as busy segments (link, start, end) that give every window of
+        ``window_s`` from 0 exactly its busy time: a stretch at load f from a to b (cut at the
+        window edges) becomes the segment [a, a + f (b - a)]."""
+        if not self.load_link:
+            z = np.zeros(0, dtype=np.int64)
+            return z, np.zeros(0), np.zeros(0)
+        link = np.concatenate(self.load_link)
+        t = np.concatenate(self.load_time)
+        f = np.concatenate(self.load_frac)
+        order = np.lexsort((t, link))
+        link, t, f = link[order], t[order], f[order]
+        nxt = np.r_[t[1:], makespan_s]
+        last_of_link = np.r_[link[1:] != link[:-1], True]
+        nxt[last_of_link] = makespan_s
+        keep = (f > 0) & (nxt > t)
+        link, a, b, f = link[keep], t[keep], nxt[keep], f[keep]
+        first_w = np.floor(a / window_s).astype(np.int64)
+        last_w = np.maximum(np.ceil(b / window_s).astype(np.int64) - 1, first_w)
+        pieces = last_w - first_w + 1
+        idx = np.repeat(np.arange(a.size), pieces)
+        w = np.repeat(first_w, pieces) + (
+            np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
+        )
+        lo = np.maximum(a[idx], w * window_s)
+        hi = np.minimum(b[idx], (w + 1) * window_s)
+        ok = hi > lo
+        lo, hi, idx = lo[ok], hi[ok], idx[ok]
+        return link[idx], lo, lo + f[idx] * (hi - lo)
