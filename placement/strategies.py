@@ -63,6 +63,28 @@ SUPPORTS: dict[str, frozenset[str]] = {
 }
 
 
+# The cluster arrays of a problem that depend on its links (the rest depend on its GPUs and
+# servers only) and those each strategy's layout depends on; a strategy not listed depends on
+# all.  A layout stays optimal after a link failure that changes none of them (the failure
+# study reuses it); tests/test_failures_study.py perturbs the others and checks the layout.
+NETWORK_ARRAYS = ("distance", "pair_seconds_per_byte", "server_link_incidence",
+                  "link_bandwidth_bytes_per_s")
+READS_NETWORK: dict[str, frozenset[str]] = {
+    **{name: frozenset() for name in ("contiguous", "round-robin", "random", "eplb")},
+    **{name: frozenset({"distance"}) for name in ("greedy", "ilp", "ilp-load", "ilp-origin",
+                                                   "dedup")},
+    **{name: frozenset({"distance", "pair_seconds_per_byte"}) for name in ("ilp-bytes",
+                                                                          "dedup-bytes")},
+}
+# Strategies whose cost is linear in distance and wire time, solved exactly: on the mean
+# arrays over a failure set they minimise the expected cost (``place --robust``).
+ROBUST_STRATEGIES = frozenset({"ilp", "ilp-load", "ilp-origin", "ilp-bytes"})
+
+
+def network_reads(strategy: str) -> frozenset[str]:
+    return READS_NETWORK.get(strategy, frozenset(NETWORK_ARRAYS))
+
+
 def check_supported(problem: PlacementProblem, strategy: str) -> None:
     """Refuse options the strategy would ignore (``--replicas``, ``--balance-eps``)."""
     asked = {"replicas": problem.num_redundant > 0, "balance": problem.balance_eps is not None}

@@ -182,6 +182,7 @@ def prepare_cli_dir(d: Path) -> None:
         '[topology]\nfamily = "fat-tree"\nparams = { k = 4, num_servers = 2 }\n'
         '[trace]\nsource = "trace.parquet"\nfit_tokens = 3\nreplay_tokens = 3\n')
     np.save(d / "bad.npy", tiny_trace().experts.astype(np.float32))
+    (d / "asym.json").write_text('{"rank_cost_matrix": [[0, 1], [2, 0]]}')
 
 
 # ---------------------------------------------------------------------------------------------

@@ -30,3 +30,31 @@ cli_case("topology whatif: degrade without a factor", [*_WHATIF, "--degrade", "l
 cli_case("topology whatif: a link failed and degraded",
          [*_WHATIF, "--fail", "link:s0~sw", "--degrade", "link:sw~s0=0.5"],
          "link:sw~s0 is both failed and degraded", must_not_exist=_NEW)
+
+_STUDY = ["study", "failures", "--topology", "{dir}/cluster.json", "--tokens", "8",
+          "--out", "{dir}/run"]
+_RUN = ("run",)
+cli_case("study failures: robust variant of a strategy without a linear cost",
+         [*_STUDY, "--placer", "eplb+robust"], "--placer eplb+robust",
+         "the robust variant is for", must_not_exist=_RUN)
+cli_case("study failures: robust placer with server failures",
+         [*_STUDY, "--class", "server", "--placer", "ilp+robust"],
+         "server failures remove GPUs", must_not_exist=_RUN)
+cli_case("study failures: unknown placer", [*_STUDY, "--placer", "nope"],
+         "--placer nope: unknown strategy 'nope'", must_not_exist=_RUN)
+cli_case("study failures: --des-worst -1", [*_STUDY, "--des-worst", "-1"], "--des-worst",
+         ">= 0", must_not_exist=_RUN)
+
+_PLACE = ["place", "--topology", "{dir}/cluster.json", "--fit", "{dir}/trace.parquet",
+          "--out", "{dir}/new.csv"]
+cli_case("place --repair without --healthy", [*_PLACE, "--repair", "{dir}/layout.csv"],
+         "--repair needs --healthy CLUSTER", must_not_exist=("new.csv",))
+cli_case("place --repair with --strategy",
+         [*_PLACE, "--repair", "{dir}/layout.csv", "--healthy", "{dir}/cluster.json",
+          "--strategy", "ilp"], "--repair keeps the layout", "drop --strategy",
+         must_not_exist=("new.csv",))
+cli_case("place --robust with eplb", [*_PLACE, "--robust", "link", "--strategy", "eplb"],
+         "--robust: eplb is not one of ilp, ilp-bytes, ilp-load, ilp-origin",
+         must_not_exist=("new.csv",))
+cli_case("place --healthy without --repair", [*_PLACE, "--healthy", "{dir}/cluster.json"],
+         "--healthy is for --repair", must_not_exist=("new.csv",))

@@ -40,7 +40,7 @@ def test_every_command_with_topology_takes_the_fat_tree_shorthand() -> None:
 
 
 def test_fit_is_the_one_name_with_the_old_names_as_aliases() -> None:
-    for command, old in (("place", "--stats"), ("study", "--fit-trace")):
+    for command, old in (("place", "--stats"), ("study paper", "--fit-trace")):
         flags = _flags(LEAVES[command])
         assert "--fit" in flags and old in flags, command
     parser = build_parser()

@@ -15,6 +15,7 @@ import math
 import pytest
 
 from experiments.cli import build_parser
+from experiments.failures_config import FailureStudyConfig
 from experiments.studies.spec import solver_options, split_sim_options
 from placement import SolverOptions
 from simulator.config import SimConfig
@@ -22,8 +23,9 @@ from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range, range_problem
 
-CONFIGS = (SimConfig, TrafficConfig, SolverOptions)
-OWNERS = {SimConfig: "simulate", TrafficConfig: "simulate", SolverOptions: "place"}
+CONFIGS = (SimConfig, TrafficConfig, SolverOptions, FailureStudyConfig)
+OWNERS = {SimConfig: "simulate", TrafficConfig: "simulate", SolverOptions: "place",
+          FailureStudyConfig: "study failures"}
 
 
 def _leaves(parser: argparse.ArgumentParser, prog: str = "") -> dict[str, argparse.ArgumentParser]:

@@ -12,7 +12,8 @@ from experiments.progress import Feedback
 
 # every command that can run longer than a few seconds
 LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
-                 ("topology", "bench"), ("place",), ("simulate",), ("study",), ("sweep",),
+                 ("topology", "bench"), ("place",), ("simulate",), ("study", "paper"),
+                 ("study", "failures"), ("sweep",),
                  ("demo",)]
 
 

@@ -15,6 +15,14 @@ from dataclasses import asdict
 from pathlib import Path
 
 from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
+from experiments.commands.place_failures import (
+    DEFAULT_STRATEGY,
+    add_failure_arguments,
+    check_failure_arguments,
+    repair_input,
+    repair_result,
+    robust_problem,
+)
 from experiments.options import add_number, add_option
 from experiments.outputs import LAYOUT_TABLE, SGLANG_MAP, TRTLLM_YAML, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
@@ -43,7 +51,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--model", default=None,
                    help="Model preset (default: the file's model; an SGLang JSON by its"
                         " geometry, 61 x 256 = deepseek-r1).")
-    p.add_argument("--strategy", default="ilp-load", choices=sorted(STRATEGIES))
+    p.add_argument("--strategy", default=None, choices=sorted(STRATEGIES),
+                   help=f"Placement strategy (default {DEFAULT_STRATEGY}).")
     add_option(p, OriginOptions, "origins", "--origins")
     add_number(p, "--replicas", int, 0, "Redundant expert copies per MoE layer (ILP family and"
                " eplb).", "copies", Range(0, 2**20))
@@ -53,6 +62,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                " fewest that fit).", "slots", Range(1, 2**20))
     add_number(p, "--per-layer-per-gpu", int, None, "Experts of one layer per GPU (default:"
                " fewest that fit).", "experts", Range(1, 2**20))
+    add_failure_arguments(p)
     add_option(p, SolverOptions, "time_limit_s", "--time-limit")
     add_option(p, SolverOptions, "mip_rel_gap", "--gap")
     add_option(p, SolverOptions, "threads", "--threads")
@@ -85,6 +95,7 @@ def run(args: argparse.Namespace) -> int:
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
+    args.strategy = check_failure_arguments(args)
     options = SolverOptions(
         time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
     )
@@ -125,6 +136,8 @@ def run(args: argparse.Namespace) -> int:
                 f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
                 " statistics do not hold (give a trace .parquet)"
             )
+    if args.repair is not None:  # the layout's copies decide the slots
+        healthy, old_layout, args.replicas = repair_input(args, model)
     try:
         problem = build_problem(
             routes, model, activation, origin_activation, args.replicas, args.balance_eps,
@@ -133,8 +146,13 @@ def run(args: argparse.Namespace) -> int:
     except InputError as exc:
         flags = f" (--replicas {args.replicas})" if args.replicas else ""
         raise InputError(f"{exc}{flags}") from None
+    if args.robust is not None:
+        problem, robust_note = robust_problem(problem, cluster, routes, args.robust)
+        print(f"robust       {robust_note}")
     feedback = Feedback.from_args(args)
-    if args.strategy.startswith(("ilp", "dedup")):
+    if args.repair is not None:
+        res = repair_result(args, problem, cluster, healthy, old_layout, model, options)
+    elif args.strategy.startswith(("ilp", "dedup")):
         solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
         desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
         with feedback.ticking(None, desc):
@@ -194,6 +212,7 @@ def run(args: argparse.Namespace) -> int:
         "solver_options": asdict(options),
         "replicas": args.replicas,
         "balance_eps": args.balance_eps,
+        "robust": args.robust,
         "info": res.info,
     }
     write_json(args.out.with_name(args.out.name + ".meta.json"), meta)

@@ -108,9 +108,18 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
 
 def register(sub: argparse._SubParsersAction) -> None:
     """Add the `study` subcommand."""
-    p = sub.add_parser(
+    from experiments.commands import study_failures
+
+    study = sub.add_parser(
         "study",
-        help="Run a built-in study: `paper` reproduces the reference paper's grid.",
+        help="Run a built-in study: `paper` (the reference paper's grid), `failures`.",
+        description="Built-in studies: `paper` reproduces the reference paper's grid;"
+        " `failures` replays every placer on a fabric and on each of its single failures.",
+    )
+    names = study.add_subparsers(dest="name", required=True, metavar="STUDY")
+    p = names.add_parser(
+        "paper",
+        help="The reference paper's grid (models x topologies x origins x placers).",
         description=(
             "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
             " fat-tree-sparse, dragonfly, dragonfly-sparse) x two origin scenarios (even, tenant"
@@ -122,11 +131,10 @@ def register(sub: argparse._SubParsersAction) -> None:
             " latency, solve time, reductions vs. round-robin."
         ),
     )
-    p.add_argument("name", choices=["paper"], help="Built-in study.")
     p.add_argument("--quick", action="store_true",
                    help="Small clusters, few tokens, four placers on the two sparse fabrics.")
     add_output_argument(p, "--out", STUDY_RUN, default=None,
-                        help="Run directory (default runs/<name>).")
+                        help="Run directory (default runs/paper, runs/paper-quick).")
     p.add_argument("--trace", type=Path, default=None,
                    help="Replay this native trace file instead of the synthetic generator"
                         " (its model replaces the paper's two).")
@@ -152,6 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Run only this placer row (repeatable; default: every row).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
+    study_failures.register(names)
 
 
 def run(args: argparse.Namespace) -> int:

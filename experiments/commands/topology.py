@@ -4,6 +4,8 @@
 * ``topology show [NAME]``: a family's parameters with defaults and help, or a preset's numbers
   and sources (no name: every preset).
 * ``topology build FAMILY|PRESET --param k=v ... --out CLUSTER.json|.graphml [--overwrite]``
+* ``topology import --matrix FILE [--matrix-kind cost|bandwidth --symmetrize HOW] --out C``:
+  a cluster from a measured rank-to-rank cost or bandwidth matrix.
 * ``topology info CLUSTER [--elements]``: validate a file and print its size and distances.
 * ``topology whatif CLUSTER --fail KIND:NAME --degrade link:A~B=F --out NEW.json``: failures.
 * ``topology draw CLUSTER --out PNG [--link-load links.parquet --strategy S --metric bytes]``
@@ -65,6 +67,31 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_cluster_output(a, "Cluster file (.json or .graphml).")
     a.set_defaults(func=run_build)
+    a = acts.add_parser(
+        "import",
+        help="Build a cluster from a measured rank-to-rank cost or bandwidth matrix.",
+        description="Read a measured matrix (JSON: SGLang's {\"rank_cost_matrix\": [[...]]},"
+        " optionally rank_bandwidth_bytes_per_s, rank_latency_s, rank_server; or CSV of one"
+        " matrix) and write a cluster: rank r is GPU r, every rank pair one link weighted by"
+        " its cost (or fastest rate / its rate) at its measured rate.",
+    )
+    a.add_argument("--matrix", type=Path, required=True,
+                   help="Matrix file (.json or .csv); rows and columns in EP rank order.")
+    a.add_argument("--matrix-kind", choices=("cost", "bandwidth"), default="cost",
+                   help="What a .csv matrix holds (default: cost); JSON names its matrices.")
+    a.add_argument("--symmetrize", choices=("mean", "min", "max"), default=None,
+                   help="Combine the two directions of an asymmetric matrix (default: refuse"
+                   " asymmetric matrices).")
+    a.add_argument(
+        "--param", action="append", default=[], metavar="NAME=VALUE",
+        help="A link default for what the matrix does not give: nic_bandwidth_bytes_per_s"
+        " (rate of every pair without a bandwidth matrix), network_latency_s, nvlink_latency_s.",
+    )
+    add_output_argument(a, "--out", CLUSTER_FILE, required=True,
+                        help="Cluster file (.json or .graphml).")
+    a.add_argument("--overwrite", action="store_true",
+                   help="Replace a cluster file moe-netsim wrote.")
+    a.set_defaults(func=run_import)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
     a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
     a.add_argument("--elements", action="store_true",
@@ -192,6 +219,45 @@ def run_build(args: argparse.Namespace) -> int:
         cluster = PRESETS[args.family].build()
     else:
         cluster = _family(args.family)(**params)
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    save_cluster(cluster, args.out)
+    print(describe(cluster))
+    print(f"wrote {args.out}")
+    return 0
+
+
+MATRIX_LINK_PARAMS = ("nic_bandwidth_bytes_per_s", "network_latency_s", "nvlink_latency_s")
+
+
+def run_import(args: argparse.Namespace) -> int:
+    import sys
+
+    from simulator.cluster.builders import LinkDefaults
+    from simulator.cluster.io import save_cluster
+    from simulator.cluster.matrix import (
+        cluster_from_matrices,
+        describe_relays,
+        read_matrices,
+        relayed_pairs,
+    )
+
+    params = parse_params(args.param)
+    unknown = sorted(set(params) - set(MATRIX_LINK_PARAMS))
+    if unknown:
+        raise InputError(f"--param {unknown[0]}: not used by a matrix import; use one of"
+                         f" {', '.join(MATRIX_LINK_PARAMS)}")
+    try:
+        values: dict[str, Any] = {k: float(v) for k, v in params.items()}
+        defaults = LinkDefaults(**values)
+    except ValueError as exc:
+        raise InputError(f"--param: expected a number ({exc})") from None
+    except InputError as exc:
+        raise InputError(f"--param: {exc}") from None
+    m = read_matrices(args.matrix, args.symmetrize, args.matrix_kind)
+    cluster = cluster_from_matrices(m, defaults)
+    warning = describe_relays(relayed_pairs(cluster, m, defaults), m.num_ranks)
+    if warning:
+        print(f"{args.matrix}: {warning}", file=sys.stderr)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(cluster, args.out)
     print(describe(cluster))

@@ -138,11 +138,24 @@ def build_cluster(topology: Mapping[str, Any], where: str = "topology") -> Any:
     if links:
         kwargs["defaults"] = _build(LinkDefaults, links, f"{where}.links")
     try:
-        return BUILDERS[family](**kwargs)
+        cluster = BUILDERS[family](**kwargs)
     except InputError as exc:
         raise InputError(f"{where}.params: {exc}") from None
     except (TypeError, ValueError) as exc:
         raise InputError(f"{where}: {family}: {exc}") from None
+    return with_whatif(cluster, topology, where)
+
+
+def with_whatif(cluster: Any, topology: Mapping[str, Any], where: str = "topology") -> Any:
+    """The cluster after the section's ``fail`` and ``degrade`` lists (``topology whatif``'s
+    elements, :mod:`simulator.cluster.failures`); unchanged when both are empty."""
+    from simulator.cluster.failures import apply_whatif, parse_whatif
+
+    fail, degrade = topology.get("fail", []), topology.get("degrade", [])
+    if not fail and not degrade:
+        return cluster
+    whatif = parse_whatif(fail, degrade, f"{where}.fail", f"{where}.degrade")
+    return apply_whatif(cluster, whatif, where).cluster
 
 
 DEFAULT_MODEL = "deepseek-moe-16b"

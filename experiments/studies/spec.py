@@ -14,7 +14,9 @@ Base sections (every key optional unless said otherwise)::
     [study]    name, description, baseline ("round-robin")
     [model]    preset = "deepseek-moe-16b"   or the ModelSpec fields of a custom geometry
     [topology] family = "fat-tree"  (required), params = {...} (the builder's keyword
-               arguments), links = {...} (LinkDefaults fields: bandwidths, latencies, GPUs)
+               arguments), links = {...} (LinkDefaults fields: bandwidths, latencies, GPUs),
+               fail = [...] and degrade = [...] (what-ifs: "link:A~B", "switch:NAME",
+               "server:NAME"; "link:A~B=FACTOR"), e.g. an axis topology.fail = [[], [...]]
     [placer]   name = "ilp-load", options = {...} (SolverOptions fields)
     [trace]    source = "synthetic" | path of a native trace file
                fit_source = "" (fit on the source's first fit_tokens, replay the next
@@ -51,6 +53,7 @@ from experiments.studies.sections import (
 )
 from placement import STRATEGIES
 from placement.strategies import SUPPORTS
+from simulator.cluster.failures import WHATIF_KEYS
 from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
@@ -58,7 +61,7 @@ from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_s
 
 TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "rebalance", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
-TOPOLOGY_KEYS = ("family", "params", "links")
+TOPOLOGY_KEYS = ("family", "params", "links", *WHATIF_KEYS)
 PLACER_KEYS = ("name", "options", "replicas", "balance_eps", "label")
 TRACE_DEFAULTS: dict[str, Any] = {
     "source": "synthetic",

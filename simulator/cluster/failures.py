@@ -11,7 +11,8 @@ order), ``switch:NAME`` or ``server:NAME``.  :func:`apply_whatif` returns a new 
   by GPU name (:func:`gpu_index_map`); its lost experts are re-placed or repaired
   (:mod:`placement.repair`);
 * a degraded link keeps ``factor`` of its bandwidth (0 < factor <= 1);
-* a switch left with no links carries nothing and is removed too (reported in the notes).
+* a switch left with no links, or joined to no GPU any more, carries nothing and is removed
+  too (reported in the notes).
 
 A failure that cuts GPUs off from the rest is refused, naming the GPUs.  On a fabric whose
 GPUs have their own NICs, a GPU whose NIC link fails sends through the NIC of the next GPU of
@@ -285,6 +286,11 @@ def apply_whatif(cluster: ClusterSpec, whatif: WhatIf, where: str = "what-if") -
     gone.update(idle)
     kept = {n.name for n in cluster.nodes if n.name not in gone}
     cut = _unreachable_gpus(cluster, kept, links)
+    islands = [] if cut else _switches_without_gpus(cluster, kept, links)
+    if islands:  # switches joined to each other but to no GPU any more: they carry nothing
+        gone.update(islands)
+        kept -= set(islands)
+        links = [lk for lk in links if lk.a in kept and lk.b in kept]
     if cut:
         raise InputError(
             f"{where}: {whatif.text} disconnects {len(cut)} GPU(s) of cluster"
@@ -297,7 +303,8 @@ def apply_whatif(cluster: ClusterSpec, whatif: WhatIf, where: str = "what-if") -
             " NIC of their own GPUs on a per-GPU-NIC fabric"
         )
     nodes: tuple[NodeSpec, ...] = tuple(n for n in cluster.nodes if n.name in kept)
-    notes = tuple(f"switch {s} has no links left and is removed too" for s in idle)
+    notes = tuple(f"switch {s} has no links left and is removed too" for s in idle) + tuple(
+        f"switch {s} is cut off from every GPU and is removed too" for s in islands)
     out = ClusterSpec(
         name=f"{cluster.name}-whatif",
         nodes=nodes,
@@ -305,6 +312,24 @@ def apply_whatif(cluster: ClusterSpec, whatif: WhatIf, where: str = "what-if") -
         description=f"{cluster.description}; what-if: {whatif.text}".lstrip("; "),
     )
     return WhatIfResult(out, whatif, removed_gpus, notes)
+
+
+def _switches_without_gpus(cluster: ClusterSpec, nodes: set[str], links: Sequence[LinkSpec]
+                           ) -> list[str]:
+    """Switches in no group of nodes that holds a GPU (breadth-first search from the GPUs)."""
+    nbrs: dict[str, list[str]] = {n: [] for n in nodes}
+    for lk in links:
+        nbrs[lk.a].append(lk.b)
+        nbrs[lk.b].append(lk.a)
+    seen = {n.name for n in cluster.nodes if n.kind == "gpu" and n.name in nodes}
+    frontier = list(seen)
+    while frontier:
+        for v in nbrs[frontier.pop()]:
+            if v not in seen:
+                seen.add(v)
+                frontier.append(v)
+    return sorted(n.name for n in cluster.nodes
+                  if n.kind == "switch" and n.name in nodes and n.name not in seen)
 
 
 def _servers_losing_all_nics(cluster: ClusterSpec, links: Sequence[LinkSpec],

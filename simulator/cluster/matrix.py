@@ -191,8 +191,9 @@ def pair_weights(m: RankMatrices, defaults: LinkDefaults | None = None) -> np.nd
     bw = _bandwidths(m, defaults or LinkDefaults())
     n = m.num_ranks
     fastest = float(bw[~np.eye(n, dtype=bool)].max()) if n > 1 else 1.0
-    out = fastest / bw
-    np.fill_diagonal(out, 0.0)
+    off = ~np.eye(n, dtype=bool)
+    out = np.zeros((n, n))
+    out[off] = fastest / bw[off]  # the diagonal is not used (and may be 0)
     return out
 
 
