@@ -26,7 +26,7 @@ from experiments.progress import Feedback, add_progress_arguments
 from placement.options import SolverOptions
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
-from traces.origins import origins_help
+from traces.origins import OriginOptions
 
 COMMAND = "study failures"
 
@@ -60,7 +60,7 @@ def register(names: argparse._SubParsersAction) -> None:
     p.add_argument("--tokens", type=int, default=2048,
                    help="Tokens replayed (and as many fitted on, unless --fit).")
     p.add_argument("--seed", type=int, default=0, help="Seed of the trace and solvers.")
-    p.add_argument("--origins", default=None, metavar="MODEL[:ARGS]", help=origins_help())
+    add_option(p, OriginOptions, "origins", "--origins")
     add_option(p, FailureStudyConfig, "des_worst", "--des-worst")
     add_option(p, FailureStudyConfig, "robust_tolerance", "--robust-tolerance")
     add_option(p, TrafficConfig, "dispatch", "--dispatch")
