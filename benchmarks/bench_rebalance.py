@@ -58,16 +58,28 @@ def shift(d: Path) -> None:
     after = runs["static"]["step_start"] >= shift_step
     static_hops = runs["static"]["hops_per_token"][after].mean()
     full_gain = static_hops - runs["periodic"]["hops_per_token"][after].mean()
+    static_imb = runs["static"]["gpu_load_max_over_mean"][after].mean()
+    full_imb_gain = static_imb - runs["periodic"]["gpu_load_max_over_mean"][after].mean()
     print(f"shift: 16B, 32 GPUs, tenants swap at step {shift_step}; expert ="
           f" {expert_weight_bytes(m, 1) / 1e6:.2f} MB at FP8;"
           f" budget {budget / 1e9:.2f} GB/rebalance")
     for name, t in runs.items():
         gain = static_hops - t["hops_per_token"][after].mean()
+        imb = t["gpu_load_max_over_mean"][after].mean()
         print(f"  {name:9s} hops/token after the shift {t['hops_per_token'][after].mean():7.1f}"
               f"  gain kept {gain / full_gain * 100 if full_gain else 0:5.1f}%"
               f"  moved {t['bytes_migrated'].sum() / 1e9:7.2f} GB"
               f" ({t['bytes_migrated'].sum() / max(per.sum(), 1) * 100:5.1f}% of periodic's)"
-              f"  copies {t['remote_copies_per_token_layer'].mean():.3f}")
+              f"  copies {t['remote_copies_per_token_layer'].mean():.3f}"
+              f"  GPU max/mean after {t['gpu_load_max_over_mean'][after].mean():.3f}"
+              f" (balance gain kept {_share(static_imb - imb, full_imb_gain)})")
+
+
+def _share(gain: float, full: float) -> str:
+    """A gain as a share of the full re-placement's, or why there is none to share."""
+    if full <= 0:
+        return f"n/a: full re-placement changes it by {-full:+.3f}"
+    return f"{gain / full * 100:.1f}%"
 
 
 def cost(d: Path, tokens: int) -> None:

@@ -71,9 +71,9 @@ CONFLICTS: tuple[Conflict, ...] = (
     Conflict("rebalance", "--interval", "--policy", "the static policy never decides",
              values=("static",)),
     *(Conflict(cmd, "--serial", other, "--serial runs every cell in this process")
-      for cmd in ("study", "sweep") for other in ("--scheduler", "--workers")),
+      for cmd in ("study paper", "sweep") for other in ("--scheduler", "--workers")),
     *(Conflict(cmd, "--workers", "--scheduler", "the scheduler's own workers run the cells")
-      for cmd in ("study", "sweep")),
+      for cmd in ("study paper", "sweep")),
 )
 
 

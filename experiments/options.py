@@ -75,6 +75,8 @@ def add_option(
     elif "choices" in f.metadata:
         action = parser.add_argument(flag, *aliases, choices=list(f.metadata["choices"]),
                                      default=value, help=text)
+    elif kind not in (int, float):  # a name the command checks (e.g. a strategy)
+        action = parser.add_argument(flag, *aliases, default=value, help=text)
     else:
         action = add_number(parser, flag, kind, value, text, f.metadata.get("unit", ""),
                             f.metadata.get("range"), *aliases)

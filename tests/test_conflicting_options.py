@@ -25,7 +25,7 @@ BASE = {
     "topology draw": ["topology", "draw", "{d}/c.json", "--out", "{d}/c.png"],
     "rebalance": ["rebalance", "--trace", "{d}/t.parquet", "--topology", "{d}/c.json",
                   "--out", "{d}/rb"],
-    "study": ["study", "paper", "--quick", "--trace", "{d}/t.parquet", "--out", "{d}/st"],
+    "study paper": ["study", "paper", "--quick", "--trace", "{d}/t.parquet", "--out", "{d}/st"],
     "sweep": ["sweep", "{d}/study.toml", "--out", "{d}/sw"],
 }
 VALUE = {

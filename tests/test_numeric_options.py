@@ -34,7 +34,10 @@ BASE = {
                      "--out", "{d}/r.parquet"],
     "rebalance": ["rebalance", "--trace", "{d}/trace.parquet", "--topology", "{d}/cluster.json",
                   "--out", "{d}/rb"],
-    "study": ["study", "paper", "--quick", "--trace", "{d}/trace.parquet", "--out", "{d}/st"],
+    "study paper": ["study", "paper", "--quick", "--trace", "{d}/trace.parquet", "--out",
+                    "{d}/st"],
+    "study failures": ["study", "failures", "--topology", "{d}/cluster.json", "--trace",
+                       "{d}/trace.parquet", "--out", "{d}/sf"],
     "sweep": ["sweep", "{d}/study.toml", "--out", "{d}/sw"],
 }
 

@@ -132,7 +132,18 @@ def _dense_count(routes, trace, layout, traffic):
             k = at(up, c.sum(axis=0)) + copies(m.T) + at(down, c.sum(axis=1))
         disp += d * db
         comb += k * cb
-    return np.rint(disp).astype(np.int64), np.rint(comb).astype(np.int64), hops
+    return disp, comb, hops
+
+
+def _assert_rounds_to(got: np.ndarray, exact: np.ndarray) -> None:
+    """``got`` is ``exact`` rounded to whole bytes.  Sprayed shares (1/3 of a path, ...) make
+    fractional bytes; where the exact value is a half byte, summing the same shares in another
+    order may land on either side of it, so there either neighbour is the rounding."""
+    want = np.rint(exact).astype(np.int64)
+    off = got != want
+    half = np.abs(exact - np.floor(exact) - 0.5) < 1e-6
+    assert np.all(half[off] & (np.abs(got[off] - exact[off]) < 0.5 + 1e-6)), (
+        np.flatnonzero(off), got[off], exact[off])
 
 
 @st.composite
@@ -173,8 +184,8 @@ def test_sparse_counter_equals_the_dense_counter(case):
     routes = build_route_table(cluster)
     got = count_traffic([trace], routes, layout, traffic)
     disp, comb, hops = _dense_count(routes, trace, layout, traffic)
-    np.testing.assert_array_equal(got.dispatch_link_bytes, disp)
-    np.testing.assert_array_equal(got.combine_link_bytes, comb)
+    _assert_rounds_to(got.dispatch_link_bytes, disp)
+    _assert_rounds_to(got.combine_link_bytes, comb)
     assert got.hops_per_token == hops / trace.num_tokens
 
 

@@ -14,7 +14,7 @@ from experiments.commands.cluster_args import (
     cluster_label,
 )
 from experiments.failures_config import FailureStudyConfig
-from experiments.options import add_option
+from experiments.options import SEED_RANGE, add_number, add_option
 from experiments.outputs import (
     add_output_argument,
     run_directory,
@@ -26,6 +26,7 @@ from experiments.progress import Feedback, add_progress_arguments
 from placement.options import SolverOptions
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
+from traces.infra.options import Range
 from traces.origins import OriginOptions
 
 COMMAND = "study failures"
@@ -57,9 +58,9 @@ def register(names: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", type=Path, default=None,
                    help="Fit on this trace or SGLang load statistics (.json) instead; the replay"
                         " then starts at the first token of the replayed trace.")
-    p.add_argument("--tokens", type=int, default=2048,
-                   help="Tokens replayed (and as many fitted on, unless --fit).")
-    p.add_argument("--seed", type=int, default=0, help="Seed of the trace and solvers.")
+    add_number(p, "--tokens", int, 2048, "Tokens replayed (and as many fitted on, unless --fit).",
+               "tokens", Range(1, 2**30))
+    add_number(p, "--seed", int, 0, "Seed of the trace and solvers.", "", SEED_RANGE)
     add_option(p, OriginOptions, "origins", "--origins")
     add_option(p, FailureStudyConfig, "des_worst", "--des-worst")
     add_option(p, FailureStudyConfig, "robust_tolerance", "--robust-tolerance")
