@@ -51,6 +51,41 @@ def test_simulate_refuses_byte_counts_an_int64_cannot_hold(tmp_path: Path) -> No
         assert _snapshot(tmp_path) == before
 
 
+# every command that counts bytes: the replays, the studies and sweeps that place and replay,
+# rebalance, and place (its bytes per token); trace stats counts routes, not bytes
+BYTE_COUNTERS = ["simulate", "sweep", "study paper", "study failures", "rebalance", "place"]
+
+
+@pytest.mark.parametrize("name", BYTE_COUNTERS)
+def test_every_byte_counting_command_refuses_what_an_int64_cannot_hold(name, tmp_path: Path):
+    from test_input_protection import COMMANDS, _prepare
+
+    _prepare(tmp_path)
+    t = tiny_trace()  # 2^60 elements per hidden state: one route alone is 3 x 2^60 bytes
+    write_trace(tmp_path / "trace.parquet",
+                replace(t, meta=replace(t.meta, model=replace(TINY, hidden_size=2**60))))
+    before = _snapshot(tmp_path)
+    command = next(c for c in COMMANDS if c.name == name)
+    argv = [a.replace("{d}", str(tmp_path)) for a in command.argv]
+    code, err = _run(argv + ["--out", f"{tmp_path}/{command.out_names[0]}"])
+    assert code == 2 and err.count("\n") == 1 and "2^63-1" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_rebalance_refuses_migrated_weights_an_int64_cannot_hold(tmp_path: Path) -> None:
+    from test_input_protection import COMMANDS, _prepare
+
+    _prepare(tmp_path)
+    t = tiny_trace()  # one expert: 3 x 16 x 2^58 x 1 byte = 1.4e19 > 2^63-1 weight bytes
+    write_trace(tmp_path / "trace.parquet", replace(t, meta=replace(t.meta, model=replace(
+        TINY, moe_intermediate_size=2**58))))
+    command = next(c for c in COMMANDS if c.name == "rebalance")
+    argv = [a.replace("{d}", str(tmp_path)) for a in command.argv]
+    code, err = _run(argv + ["--weight-bytes-per-param", "1", "--out", f"{tmp_path}/rb"])
+    assert code == 2 and "moving all 16 expert copies" in err and "2^63-1" in err, err
+    assert not (tmp_path / "rb").exists()
+
+
 @pytest.mark.parametrize(("argv", "what"), [
     (["topology", "build", "fat-tree", "--param", "k=100000"], "memory"),
     (["topology", "build", "leaf-spine", "--param", "num_servers=1000000000000"], "memory"),
