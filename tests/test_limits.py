@@ -13,8 +13,9 @@ from test_input_protection import _run, _snapshot
 
 from simulator.cluster.families import BUILDERS
 from simulator.traffic import TrafficConfig
+from traces.infra import limits
 from traces.infra.errors import InputError
-from traces.infra.limits import INT64_MAX, check_memory, exact_int64, human_bytes, memory_bytes
+from traces.infra.limits import INT64_MAX, check_memory, exact_int64, human_bytes
 from traces.io import write_trace
 
 
@@ -24,9 +25,15 @@ def test_human_bytes_and_the_int64_edge() -> None:
     assert exact_int64(INT64_MAX, "x", "") == INT64_MAX
     with pytest.raises(InputError, match="beyond the 2\\^63-1"):
         exact_int64(INT64_MAX + 1, "x", "")
-    check_memory(memory_bytes(), "all of it", "")  # exactly the machine: not refused
-    with pytest.raises(InputError, match="more than this machine's"):
-        check_memory(memory_bytes() + 1, "one byte more", "")
+
+
+def test_memory_refusals_compare_with_the_memory_available(monkeypatch) -> None:
+    assert 0 < limits.available_memory_bytes() <= INT64_MAX
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 3 * 2**30)
+    check_memory(3 * 2**30, "all of it", "")  # exactly what is available: not refused
+    with pytest.raises(InputError, match=r"^one byte more needs at least 3\.0 GiB of memory,"
+                       r" more than the 3\.0 GiB available; fix$"):
+        check_memory(3 * 2**30 + 1, "one byte more", "fix")
 
 
 def test_the_replay_byte_bound_is_the_exact_product() -> None:

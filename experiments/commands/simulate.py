@@ -25,7 +25,7 @@ from experiments.options import add_number, add_option
 from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
-from simulator.modes import MODE_ONLY_OPTIONS, REPLAY_MODES, SIM_MODES, mode_option_problem
+from simulator.modes import REPLAY_MODES, SIM_MODES
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
@@ -209,10 +209,6 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
-    for name in MODE_ONLY_OPTIONS:
-        problem = mode_option_problem(args.mode, name, "--" + name.replace("_", "-"))
-        if getattr(args, name) is not None and problem:
-            raise InputError(problem)
     if args.mode in REPLAY_MODES:
         config = replace(config, mode=args.mode, flow_tolerance=args.flow_tolerance)
     origins = resolve_model(args.origins)
