@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from test_input_protection import _run, _snapshot
+from test_interruptions import _closed_port
 
 from experiments.cli import build_parser
 from experiments.conflicts import CONFLICTS, Conflict
@@ -36,7 +37,7 @@ VALUE = {
     "--phase-change": "5", "--seed": "1", "--config": "{d}/config.json", "--strategy": "ilp",
     "--metric": "bytes", "--link-load": "{d}/links.parquet", "--threshold": "0.1",
     "--interval": "10", "--flow-tolerance": "0.1", "--serial": None,
-    "--scheduler": "tcp://127.0.0.1:1", "--workers": "3",
+    "--scheduler": f"tcp://127.0.0.1:{_closed_port()}", "--workers": "3",
 }
 # A value of the partner that does not contradict the rule's flag.
 AGREEING = {"--mode": "des", "--curve": "esft", "--modes": "4"}
