@@ -249,7 +249,7 @@ def _submit_shared(client: Any, cells: list[Cell]) -> dict[str | None, Any]:
             groups.setdefault(key, []).append(cell)
     return {
         key: client.submit(build_shared, members[0].config,
-                           [c.config["placer"] for c in members],
+                           [c.config["strategy"] for c in members],
                            key=f"shared-{members[0].cell_id}", pure=False)
         for key, members in groups.items() if len(members) > 1
     }
