@@ -23,7 +23,7 @@ from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import _stable_hash, build_route_table, directed_link_id
 from simulator.dispatch import dedup_keys, route_pairs, server_pairs
 from simulator.traffic import TrafficConfig, pair_counts, pair_list, resolve_hosts, resolve_origins
-from traces.infra import memory
+from traces.infra import limits
 from traces.infra.errors import InputError
 
 
@@ -205,11 +205,11 @@ def test_pair_list_is_the_dense_matrix_without_zeros(gpus, tokens, k, seed):
 def test_too_large_for_memory_is_refused_before_allocation(monkeypatch):
     cluster = build_fat_tree(4, 8)  # 64 GPUs: a 64 x 64 float64 matrix is 32,768 bytes
     rt = build_route_table(cluster)
-    monkeypatch.setattr(memory, "available_bytes", lambda: 30_000.0)
-    with pytest.raises(InputError, match=r"64 x 64 GPU-pair matrix\) would need about 0\.0 GB"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 30_000)
+    with pytest.raises(InputError, match=r"64 x 64 GPU-pair matrix\) needs at least 32\.0 KiB"):
         _ = rt.distance
-    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000.0)
-    with pytest.raises(InputError, match="route table of 8 servers would need"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 1_000)
+    with pytest.raises(InputError, match="route table of 8 servers needs at least"):
         build_route_table(cluster)
 
 
@@ -231,6 +231,6 @@ def test_placement_arrays_too_large_are_refused_before_allocation(monkeypatch):
     from simulator.cluster.arrays import placement_arrays
 
     rt = build_route_table(build_fat_tree(4, 8))
-    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000.0)
-    with pytest.raises(InputError, match="placement's arrays of 64 GPUs .* would need about"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 50_000)
+    with pytest.raises(InputError, match="placement's arrays of 64 GPUs .* needs at least"):
         placement_arrays(rt)

@@ -112,7 +112,8 @@ def test_dask_on_an_existing_cluster_equals_serial_even_when_a_worker_dies(seria
 
     f, reference = serial_run
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+                      scheduler_port=0, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
         out = run_study(load_study_file(f), tmp_path / "dask", scheduler=cluster.scheduler_address)
         assert out.cells_run == 12
         assert_same_run(reference, tmp_path / "dask")
