@@ -30,6 +30,7 @@ import numpy as np
 from simulator.cluster.multipath import Endpoints
 from simulator.timing import DEEPEP_SLICE_COPIES
 from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
+from simulator.unique import sorted_unique
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
@@ -62,7 +63,7 @@ def dedup_keys(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray) -
     t = np.repeat(np.arange(hosts.shape[0], dtype=np.int64), hosts.shape[1])
     h = hosts.ravel().astype(np.int64)
     away = h != origins[t]
-    key = np.unique(t[away] * g + h[away])
+    key = sorted_unique(t[away] * g + h[away])
     tt, hh = key // g, key % g
     s_sorted, first_remote = remote_servers(origins, hosts, gpu_server)
     st, col = np.nonzero(first_remote)  # row-major: by token, then server
@@ -195,7 +196,7 @@ def dispatch_plan(
         return PhasePlan(c, a, p, b, (none, none), n_ep,
                          DEEPEP_SLICE if scheme == "deepep-ll" else 0)
     # pooled NICs: uplink per source GPU, one message per endpoint pair, downlink per GPU
-    mids = np.unique(p[remote])
+    mids = sorted_unique(p[remote])
     mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
                         minlength=mids.size).astype(np.int64)
     ups = np.flatnonzero(out_c)
@@ -208,7 +209,7 @@ def dispatch_plan(
     mid_id = n_u + np.searchsorted(mids, p[remote])
     f_src = np.concatenate([up_id[a[remote]], up_id[a[~remote]], mid_id])
     f_dst = np.concatenate([mid_id, down_id[b[~remote]], down_id[b[remote]]])
-    key = np.unique(f_src * (n_u + n_m + downs.size) + f_dst)
+    key = sorted_unique(f_src * (n_u + n_m + downs.size) + f_dst)
     n_all = n_u + n_m + downs.size
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(

@@ -30,6 +30,7 @@ import numpy as np
 
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
+from simulator.unique import sorted_unique
 
 IMPLIED_RTOL = 1e-9
 
@@ -153,7 +154,7 @@ class FlowPaths:
         inside = pos < self._keys.size
         hit[inside] = self._keys[pos[inside]] == key[inside]
         if not hit.all():
-            new = np.unique(key[~hit])
+            new = sorted_unique(key[~hit])
             self._build(new)
             pos = np.searchsorted(self._keys, key)
         return self._ids[pos]

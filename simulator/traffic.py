@@ -276,8 +276,15 @@ def remote_copies(
 
     Each copy crosses the network once each way: ``dispatch + combine`` bytes enter it.
     """
+    so = gpu_server[origins]
+    sh = gpu_server[hosts_layer]
+    routes = int((sh != so[:, None]).sum())
+    if sh.size and int(gpu_server.max()) < 64:  # distinct servers per token as bits: no sort
+        one = np.uint64(1)
+        bits = np.bitwise_or.reduce(one << sh.astype(np.uint64), axis=1)
+        bits &= ~(one << so.astype(np.uint64))
+        return RemoteCopies(dedup=int(np.bitwise_count(bits).sum()), routes=routes)
     _, keep = remote_servers(origins, hosts_layer, gpu_server)
-    routes = int((gpu_server[hosts_layer] != gpu_server[origins][:, None]).sum())
     return RemoteCopies(dedup=int(keep.sum()), routes=routes)
 
 

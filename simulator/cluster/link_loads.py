@@ -8,9 +8,9 @@ linear in the copies, so it is computed from the pairs that carry traffic only:
   through each target's equal-cost graph at once, level by level (:class:`SprayPropagator`):
   work and memory grow with targets x links of the fabric, not with pairs.
 * ``hash`` on pooled NICs: the route table's middle routes (one hashed path per server pair).
-* anything else (``ecmp``; ``hash`` on per-GPU NICs): the routes of the pairs that carry
-  traffic, each built once and kept (``MultipathRoutes.hops``, in
-  :mod:`simulator.cluster.multipath`).
+* anything else (``ecmp``; ``hash`` on per-GPU NICs): every flow of the pairs that carry
+  traffic walked through the switches at once, one hashed pick per node
+  (:class:`HashedWalker`).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from functools import cached_property
 
 import numpy as np
 
-from simulator.cluster.equal_cost import EqualCostDag
+from simulator.cluster.equal_cost import EqualCostDag, fnv_words
 from simulator.cluster.share_units import spray_denominator
 
 
@@ -138,3 +138,53 @@ def spray_signature_entries(
         return z, z, z, np.zeros(0)
     cat = [np.concatenate(c) for c in zip(*out, strict=True)]
     return cat[0], cat[1], cat[2], cat[3]
+
+
+@dataclass(frozen=True, eq=False)
+class HashedWalker:
+    """Hashed next-hop picks over an equal-cost graph, for many walkers at once.
+
+    A walker at node u heading for target t takes the next hop number
+    ``fnv(words..., salt[u]) mod (next hops of u)`` in name order: the rule of
+    :meth:`simulator.cluster.multipath.MultipathRoutes.hops` for ``hash`` and ``ecmp`` (and of
+    the route table's hashed middles), without walking pairs one by one in Python.
+    """
+
+    dag: EqualCostDag
+    cumulative: np.ndarray  # per target, the running count of next-hop edges (CSR by source)
+
+    @classmethod
+    def build(cls, dag: EqualCostDag) -> HashedWalker:
+        width = dag.fabric.src.size + 1
+        rows = [np.concatenate([[0], np.cumsum(dag.mask(t))]) + t * width
+                for t in range(len(dag.targets))]
+        cm = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int64)
+        return cls(dag, cm)
+
+    def link_copies(self, start: np.ndarray, target: np.ndarray,
+                    words: tuple[np.ndarray, ...], copies: np.ndarray,
+                    num_links: int) -> np.ndarray:
+        """Copies on every directed link when walker i carries ``copies[i]`` from node
+        ``start[i]`` to the node at target position ``target[i]``, salted by ``words``."""
+        f = self.dag.fabric
+        width = f.src.size + 1
+        out = np.zeros(num_links)
+        u = np.asarray(start, dtype=np.int64)
+        t = np.asarray(target, dtype=np.int64)
+        goal = self.dag.targets[t]
+        w = np.asarray(copies, dtype=np.float64)
+        ws = tuple(np.asarray(x, dtype=np.int64) for x in words)
+        going = u != goal
+        while going.any():
+            u, t, goal, w = u[going], t[going], goal[going], w[going]
+            ws = tuple(x[going] for x in ws)
+            base = t * width
+            lo = self.cumulative[base + f.offsets[u]]
+            count = self.cumulative[base + f.offsets[u + 1]] - lo
+            pick = fnv_words(*ws, f.salt[u]) % count.astype(np.uint64)
+            e = np.searchsorted(self.cumulative, lo + pick.astype(np.int64) + 1,
+                                side="left") - base - 1
+            out += np.bincount(f.link[e], weights=w, minlength=num_links)
+            u = f.dst[e]
+            going = u != goal
+        return out

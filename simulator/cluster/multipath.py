@@ -40,6 +40,7 @@ import numpy as np
 
 from simulator.cluster.equal_cost import EqualCostDag, Fabric, directed_link_id, fabric_of
 from simulator.cluster.link_loads import (
+    HashedWalker,
     SprayPropagator,
     middle_link_copies,
     spray_signature_entries,
@@ -55,6 +56,7 @@ MULTIPATH_MODES: dict[str, str] = {
 }
 DEFAULT_MULTIPATH = "spray"
 DEFAULT_FLOWS_PER_PAIR = 4
+_WALKERS_PER_PASS = 1 << 20  # hashed flows walked at once (memory of one pass)
 
 Hop = tuple[np.ndarray, np.ndarray]  # (directed link ids, shares)
 
@@ -195,16 +197,11 @@ class MultipathRoutes:
         if self.mode != "spray":
             keys, where = np.unique(pairs, return_inverse=True)
             total = np.bincount(where.ravel(), weights=copies, minlength=keys.size)
-            out = self._per_pair_link_copies(keys, total)
-            # count/flows x a multiple of flows is a whole unit: snap the float products
+            out = self._hashed_link_copies(keys, total)
             return out if self.share_denominator is None else np.rint(out)
         if not ep.per_gpu:  # pooled: the leaf link up, the core's equal-cost graph, down
             net = self.routes.net
-            out = np.zeros(n_links)
-            for ends, links in ((e, net.up), (f, net.down)):
-                per_server = np.bincount(ends, weights=copies, minlength=ep.count)
-                leaf = links >= 0  # one link per leaf server: distinct ids
-                out[links[leaf]] += per_server[leaf]
+            out = self._leaf_copies(e, f, copies)
             return out + self._spray_servers.push(net.attach[e], net.target[f], copies, n_links)
         # per-GPU NICs: the NIC link up, the switches' equal-cost graph, the NIC link down
         sw_a, sw_b = self._nic_switch[e], self._nic_switch[f]
@@ -237,18 +234,64 @@ class MultipathRoutes:
         np.fill_diagonal(valid, False)
         return spray_signature_entries(prop, dag.targets, valid)
 
-    def _per_pair_link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
-        """Copies per directed link from the routes of the given endpoint pairs, one by one."""
-        n = self.endpoints.count
-        links, weights = [], []
-        for p, c in zip(pairs.tolist(), copies.tolist(), strict=True):
-            for ids, share in self.hops(*divmod(p, n)):
-                links.append(ids)
-                weights.append(share * c)
-        if not links:
-            return np.zeros(self.num_directed_links)
-        return np.bincount(np.concatenate(links), weights=np.concatenate(weights),
-                           minlength=self.num_directed_links)
+    def _leaf_copies(self, e: np.ndarray, f: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Pooled endpoints: copies on the leaf servers' own links, up at e and down at f."""
+        net = self.routes.net
+        out = np.zeros(self.num_directed_links)
+        for ends, links in ((e, net.up), (f, net.down)):
+            per_server = np.bincount(ends, weights=copies, minlength=self.endpoints.count)
+            leaf = links >= 0  # one link per leaf server: distinct ids
+            out[links[leaf]] += per_server[leaf]
+        return out
+
+    def _hashed_link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
+        """Copies per directed link along the hashed routes (``hash``: one per pair;
+        ``ecmp``: every flow of the pair with 1/flows of its copies), all pairs at once: the
+        NIC or leaf links, then every flow walked through the switches by
+        :class:`simulator.cluster.link_loads.HashedWalker` (the picks :meth:`hops` makes)."""
+        ep = self.endpoints
+        n_links = self.num_directed_links
+        e, f = np.divmod(pairs, ep.count)
+        if ep.per_gpu:
+            out = np.bincount(self._nic_up[e], weights=copies, minlength=n_links).astype(
+                np.float64)
+            out += np.bincount(self._nic_down[f], weights=copies, minlength=n_links)
+            dag, _ = self._switch_dag
+            start = self._nic_switch[e]
+            target = np.searchsorted(dag.targets, self._nic_switch[f])
+            walker = self._switch_walker
+            flows = np.full(pairs.size, self.flows, dtype=np.int64)
+        else:
+            net = self.routes.net
+            out = self._leaf_copies(e, f, copies)
+            start, target, walker = net.attach[e], net.target[f], self._core_walker
+            flows = np.full(pairs.size, 1, dtype=np.int64)
+            if self.mode == "ecmp":  # the flows of every GPU pair behind the server pair
+                sizes = np.array([len(g) for g in ep.server_gpus], dtype=np.int64)
+                flows = self.flows * sizes[e] * sizes[f]
+        # walkers (pair, flow q) in slices of about _WALKERS_PER_PASS
+        ends = np.cumsum(flows)
+        cuts = np.searchsorted(ends, np.arange(_WALKERS_PER_PASS, int(ends[-1]) if ends.size
+                                               else 0, _WALKERS_PER_PASS), side="right")
+        for lo, hi in zip(np.r_[0, cuts].tolist(), np.r_[cuts, pairs.size].tolist(),
+                          strict=True):
+            if lo == hi:
+                continue
+            fl = flows[lo:hi]
+            rep = lo + np.repeat(np.arange(hi - lo), fl)
+            q = np.arange(rep.size) - np.repeat(np.cumsum(fl) - fl, fl)
+            words = (e[rep], f[rep], q) if self.mode == "ecmp" else (e[rep], f[rep])
+            out += walker.link_copies(start[rep], target[rep], words,
+                                      copies[rep] / flows[rep], n_links)
+        return out
+
+    @cached_property
+    def _core_walker(self) -> HashedWalker:
+        return HashedWalker.build(self.routes.net.core)
+
+    @cached_property
+    def _switch_walker(self) -> HashedWalker:
+        return HashedWalker.build(self._switch_dag[0])
 
     @cached_property
     def _spray_servers(self) -> SprayPropagator:
