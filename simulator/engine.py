@@ -36,7 +36,8 @@ import numpy as np
 import pandas as pd
 import simpy
 
-from simulator.cluster.multipath import MultipathRoutes, link_classes
+from simulator.cluster.link_load_classes import link_classes
+from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
 from simulator.cluster.share_units import share_units, whole_bytes
 from simulator.components import BusyLog, Gpu, LinkDirection

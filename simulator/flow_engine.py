@@ -21,7 +21,8 @@ from dataclasses import fields
 
 import numpy as np
 
-from simulator.cluster.multipath import MultipathRoutes, link_classes
+from simulator.cluster.link_load_classes import link_classes
+from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
 from simulator.cluster.share_units import whole_bytes
 from simulator.config import SimConfig

@@ -3,8 +3,9 @@
 A message of a phase plan (:class:`simulator.dispatch.PhasePlan`) runs over GPU ``up``'s link
 to its server node, the multipath route of endpoint pair ``pair`` and the server node's link
 to GPU ``down`` (each if >= 0), the same hops the DES serves it on.  Links that always carry
-the same load are served as one (their class, :func:`simulator.cluster.multipath.link_classes`):
-a flow puts its share of one member on the class's representative.
+the same load are served as one (their class,
+:func:`simulator.cluster.link_load_classes.link_classes`): a flow puts its share of one
+member on the class's representative.
 
 Per path (a distinct (up, pair, down)) :class:`FlowPaths` keeps, as growing CSR arrays:
 

@@ -218,7 +218,7 @@ def test_too_large_for_memory_is_refused_before_allocation(monkeypatch):
 @pytest.mark.parametrize("case", SMALL_CASES + [("fat-tree", {"k": 6}),
                                    ("rail-optimized", {"num_servers": 5})], ids=case_id)
 def test_link_classes_from_the_core_equal_classes_from_every_pair(case):
-    from simulator.cluster.multipath import link_classes
+    from simulator.cluster.link_load_classes import link_classes
 
     cluster = build(case)
     routes = build_route_table(cluster)

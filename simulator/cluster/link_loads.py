@@ -109,7 +109,7 @@ def spray_signature_entries(
     each target of ``prop``: pair = source position x targets + target position; depth: the
     link's distance (in links) from the target.  ``valid[a, b]`` (default all): which
     (source, target) pairs carry traffic at all.  Used to find links that always carry the
-    same load (:func:`simulator.cluster.multipath.link_classes`), with one pair per
+    same load (:func:`simulator.cluster.link_load_classes.link_classes`), with one pair per
     (source, target) instead of one per endpoint pair behind them."""
     n, nt = prop.num_nodes, prop.num_targets
     ns = len(sources)

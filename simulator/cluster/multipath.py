@@ -213,7 +213,8 @@ class MultipathRoutes:
         return out + prop.push(sw_a[far], pos, copies[far], n_links)
 
     def class_entries(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """Entries whose per-link signatures give the same :func:`link_classes` as
+        """Entries whose per-link signatures give the same
+        :func:`simulator.cluster.link_load_classes.link_classes` as
         :attr:`entries`: with ``spray`` one pair per (attachment, attachment) or (NIC switch,
         NIC switch) of the core instead of every endpoint pair behind them (the links a pair
         of endpoints adds on its own, leaf and NIC links, are classes of their own either
@@ -431,30 +432,3 @@ def _other_end(link: object, node: str) -> str:
     a, b = link.a, link.b  # type: ignore[attr-defined]
     return b if a == node else a
 
-
-def link_classes(
-    entries: tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray], bandwidth: np.ndarray,
-    latency: np.ndarray,
-) -> np.ndarray:
-    """Class of every directed link: links that carry the same shares of the same pairs at
-    the same hop of their routes and have the same bandwidth and latency always hold the same
-    state, so a replay can serve one of them for all (a spraying fat tree then costs no more
-    than single-path routing).
-
-    Returns the representative (lowest directed id) of each link's class.
-    """
-    pair, depth, link, share = entries
-    pair = pair * (int(depth.max()) + 1 if depth.size else 1) + depth
-    n = bandwidth.shape[0]
-    rep = np.arange(n, dtype=np.int64)
-    if link.size == 0:
-        return rep
-    order = np.lexsort((pair, link))
-    lk, pr, sh = link[order], pair[order], share[order]
-    bounds = np.searchsorted(lk, np.arange(n + 1))
-    seen: dict[tuple, int] = {}
-    for li in np.flatnonzero(np.diff(bounds)).tolist():
-        lo, hi = bounds[li], bounds[li + 1]
-        sig = (float(bandwidth[li]), float(latency[li]), pr[lo:hi].tobytes(), sh[lo:hi].tobytes())
-        rep[li] = seen.setdefault(sig, li)
-    return rep
