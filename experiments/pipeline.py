@@ -94,7 +94,7 @@ def trace_activation(
 
 
 def trace_sample(path: Path, assigner: OriginAssigner) -> TokenSample:
-    """The trace file's tokens as the placer's token sample (experts and origins).
+    """The trace file's tokens as the strategy's token sample (experts and origins).
 
     Origins come from ``assigner``, as in :func:`trace_activation`.
     """
@@ -137,7 +137,10 @@ def build_problem(
     L, E = activation.shape
     G = routes.num_gpus
     s_def, l_def = default_slots(L, E + num_redundant, G)
-    dispatch_bytes, combine_bytes = (traffic or TrafficConfig()).route_bytes(model)
+    traffic = traffic or TrafficConfig()
+    # the bytes per token a placement optimises and reports (place's "network" line)
+    traffic.check_byte_counts(model, 1, routes, "placement's bytes per token")
+    dispatch_bytes, combine_bytes = traffic.route_bytes(model)
     return PlacementProblem(
         activation=activation,
         slots_per_gpu=s_def if slots_per_gpu is None else slots_per_gpu,  # 0 is rejected
@@ -157,7 +160,7 @@ def build_problem(
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """One placement replayed: placer result, simulation and the independent analytic count."""
+    """One placement replayed: strategy result, simulation and the independent analytic count."""
 
     placement: PlacementResult
     layout: ExpertLayout  # the placement's layout (a failed placement never gets this far)
@@ -178,6 +181,8 @@ def place_and_replay(
 ) -> Evaluation:
     """Place with ``strategy``, check the layout, replay it (``sim_config.mode``: the DES or
     flow mode) and count it analytically."""
+    sim_config.traffic.check_byte_counts(replay_trace.model, replay_trace.num_tokens, routes,
+                                         f"the replay of {strategy}")
     progress(f"placing experts with {strategy}")
     res = solve_placement(problem, strategy, options)
     if not res.is_ok or res.layout is None:

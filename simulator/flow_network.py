@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
 from simulator.maxmin import max_min_rates
 
@@ -61,7 +62,7 @@ class FluidNet:
         self, paths: FlowPaths, num_links: int, chunk_bytes: int, tolerance: float
     ) -> None:
         self.paths = paths
-        self.capacity = paths.bandwidth
+        self.capacity_bytes_per_s = paths.link_bandwidth_bytes_per_s
         self.chunk = chunk_bytes
         self.tolerance = tolerance
         self.num_links = num_links
@@ -73,6 +74,9 @@ class FluidNet:
         self.all = _Entries()
         self._stale = False
         self.link_bytes = np.zeros(num_links)
+        # the same bytes exactly, in units of 1/denominator (simulator.cluster.share_units)
+        self.denominator = paths.multipath.share_denominator
+        self.link_units = np.zeros(num_links, dtype=np.int64 if self.denominator else np.float64)
         self.link_chunks = np.zeros(num_links)
         self.queue_sum_s = np.zeros(num_links)
         self.queue_max_s = np.zeros(num_links)
@@ -104,6 +108,13 @@ class FluidNet:
         self.all.add(first, row, link, share)
         self.link_bytes += np.bincount(link, weights=nbytes[row] * share,
                                        minlength=self.num_links)
+        if self.denominator is None:
+            self.link_units += np.bincount(link, weights=nbytes[row] * share,
+                                           minlength=self.num_links)
+        else:  # whole units: their sum is exact in float64 (below 2**53 per call)
+            units = nbytes[row] * share_units(share, self.denominator)
+            self.link_units = add_units(self.link_units, np.rint(np.bincount(
+                link, weights=units, minlength=self.num_links)).astype(np.int64))
         n, _ = self._chunks(nbytes)
         self.link_chunks += np.bincount(link, weights=n[row], minlength=self.num_links)
         self.binding.add(first, *self.paths.binding.gather(path))
@@ -125,15 +136,15 @@ class FluidNet:
         self.rate_updates += 1
         e = self.binding
         if not self.low.any():
-            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity, self.active,
-                                      self.tolerance)
+            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
+                                      self.active, self.tolerance)
             return
         fg = ~self.low[e.flow]
-        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity, self.active,
-                             self.tolerance)
+        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity_bytes_per_s,
+                             self.active, self.tolerance)
         used = np.bincount(e.link[fg], weights=e.share[fg] * rate[e.flow[fg]],
                            minlength=self.num_links)
-        left = np.maximum(self.capacity - used, 0.0)
+        left = np.maximum(self.capacity_bytes_per_s - used, 0.0)
         self.rate = rate + max_min_rates(e.flow[~fg], e.link[~fg], e.share[~fg], left,
                                          self.active, self.tolerance)
 
@@ -141,7 +152,7 @@ class FluidNet:
         """The links' loads from ``now`` on (where they changed)."""
         a = self.all
         load = np.bincount(a.link, weights=a.share * rate[a.flow], minlength=self.num_links)
-        load = load / self.capacity
+        load = load / self.capacity_bytes_per_s
         changed = np.flatnonzero(load != self._load)
         if changed.size:
             self.load_link.append(changed)

@@ -29,8 +29,8 @@ def test_human_units_hand_computed():
     assert cell("solve_time_s", 45.8571) == "45.86"  # solver time stays in seconds
     assert cell("gap", float("nan")) == "–"
     assert header("some_new_column") == "Some new column"
-    shown = human_table(__import__("pandas").DataFrame({"tokens": [4096], "placer": ["ilp"]}))
-    assert shown.to_dict("list") == {"Tokens": ["4,096"], "Placer": ["ilp"]}
+    shown = human_table(__import__("pandas").DataFrame({"tokens": [4096], "strategy": ["ilp"]}))
+    assert shown.to_dict("list") == {"Tokens": ["4,096"], "Strategy": ["ilp"]}
 
 
 @pytest.mark.parametrize("mode", ["des", "analytic"])
@@ -99,3 +99,14 @@ def test_demo_page_in_a_browser(demo_dir):
 def test_report_refuses_a_run_without_a_report(tmp_path):
     (tmp_path / "meta.json").write_text('{"command": "moe-netsim trace stats"}')
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_the_demo_model_text_follows_the_recorded_replay_config():
+    from experiments.demo_text import replay_model_text
+
+    text = replay_model_text({"chunk_bytes": 4096, "traffic": {"multipath": "hash"}}, False)
+    assert "4.0 KiB chunks" in text and "multipath hash: one hashed path" in text
+    assert "1 byte per hidden element" in text and "2 bytes per hidden element" in text
+    flow = replay_model_text({"mode": "flow"}, True)  # no chunks in flow mode
+    assert "chunks" not in flow and "max-min fair" in flow and "de-duplicated" in flow
+    assert "1.0 MiB chunks" in replay_model_text({}, True)  # older runs: today's default
