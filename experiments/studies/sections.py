@@ -17,14 +17,10 @@ from simulator.config import SimConfig
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
 from traces.infra.errors import InputError
+from traces.infra.options import type_name
 
 # ---------------------------------------------------------------------------------------------
 # type checks against annotations
-
-
-def type_name(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
 
 
 def _accepts(annotation: Any, v: Any) -> bool | None:
