@@ -86,16 +86,20 @@ class LayerState:
         hk = np.empty(T * k, dtype=np.int64)
         hk[self.order] = self.h
         hk = hk.reshape(T, k)
+        rows = np.arange(T)[:, None]
+        only = np.where(self.cnt[rows, hk] == 1, self.cost[rows, hk], 0.0)
+        rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
+        if S <= k:  # few servers: sum cost[t, B] over e's tokens not on B yet, directly
+            free = np.where(self.cnt == 0, self.cost, 0.0)[self.r_tok]  # [routes, S]
+            cs = np.vstack([np.zeros((1, S)), np.cumsum(free, axis=0)])
+            return cs[self.bounds[1:]] - cs[self.bounds[:-1]] - rem[:, None]
         srt = np.sort(hk, axis=1)
         first = np.ones(srt.shape, dtype=bool)
         first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-        rows = np.arange(T)[:, None]
         val = np.where(first, self.cost[rows, srt], 0.0)  # [T, k]: servers t uses, once each
         keys = (self.x[:, :, None] * S + srt[:, None, :]).ravel()  # every (expert, used server)
         vals = np.broadcast_to(val[:, None, :], (T, k, k)).ravel()
         used = np.bincount(keys, weights=vals, minlength=self.E * S).reshape(self.E, S)
-        only = np.where(self.cnt[rows, hk] == 1, self.cost[rows, hk], 0.0)
-        rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
         return self.w - used - rem[:, None]
 
     def _part(self, e: int, src: int, dst: int, tokens: np.ndarray) -> float:
@@ -122,9 +126,9 @@ class LayerState:
     def _shift(self, e: int, dst: int) -> None:
         src = int(self.srv[e])
         lo, hi = self.bounds[e], self.bounds[e + 1]
-        t = self.r_tok[lo:hi]
-        np.subtract.at(self.cnt, (t, np.full(t.size, src)), 1)
-        np.add.at(self.cnt, (t, np.full(t.size, dst)), 1)
+        t = self.r_tok[lo:hi]  # distinct: a token uses an expert once
+        self.cnt[t, src] -= 1
+        self.cnt[t, dst] += 1
         self.h[lo:hi] = dst
         self.srv[e] = dst
         self.copies[e] = [dst]
@@ -178,9 +182,9 @@ class LayerState:
 
     def apply_replica(self, e: int, s: int) -> None:
         r = self._replica_routes(e, s)
-        t, old = self.r_tok[r], self.h[r]
-        np.subtract.at(self.cnt, (t, old), 1)
-        np.add.at(self.cnt, (t, np.full(t.size, s)), 1)
+        t, old = self.r_tok[r], self.h[r]  # distinct tokens
+        self.cnt[t, old] -= 1
+        self.cnt[t, s] += 1
         self.h[r] = s
         self.copies[e].append(s)
 
