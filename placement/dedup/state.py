@@ -19,6 +19,12 @@ def primary_cost(experts: np.ndarray, cost: np.ndarray, servers: np.ndarray) -> 
     return float((cost * used).sum())
 
 
+def _sum_by_expert(per_route: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Rows of ``per_route`` [routes grouped by expert, S] summed per expert, [experts, S]."""
+    cs = np.vstack([np.zeros((1, per_route.shape[1])), np.cumsum(per_route, axis=0)])
+    return cs[bounds[1:]] - cs[bounds[:-1]]
+
+
 class LayerState:
     """Single-copy and replicated experts of one layer on servers, with token-server counts."""
 
@@ -46,8 +52,7 @@ class LayerState:
         self.occ = np.zeros((T, num_experts), dtype=bool)
         self.occ[self.r_tok, self.r_exp] = True
         # w[e, B] = sum over e's tokens of cost[t, B] (constant: costs never change)
-        self.w = np.stack([np.bincount(self.r_exp, weights=cost[self.r_tok, b],
-                                       minlength=num_experts) for b in range(self.S)], axis=1)
+        self.w = _sum_by_expert(cost[self.r_tok], self.bounds)
         self.weight = np.diff(self.bounds)  # routes per expert (its load)
         self.copies: list[list[int]] = [[int(s)] for s in servers]
         self.srv = np.asarray(servers, dtype=np.int64).copy()
@@ -91,8 +96,7 @@ class LayerState:
         rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
         if S <= k:  # few servers: sum cost[t, B] over e's tokens not on B yet, directly
             free = np.where(self.cnt == 0, self.cost, 0.0)[self.r_tok]  # [routes, S]
-            cs = np.vstack([np.zeros((1, S)), np.cumsum(free, axis=0)])
-            return cs[self.bounds[1:]] - cs[self.bounds[:-1]] - rem[:, None]
+            return _sum_by_expert(free, self.bounds) - rem[:, None]
         srt = np.sort(hk, axis=1)
         first = np.ones(srt.shape, dtype=bool)
         first[:, 1:] = srt[:, 1:] != srt[:, :-1]
@@ -153,9 +157,7 @@ class LayerState:
         nearer = self.near[t] < self.near[t, h][:, None]
         rem = np.where(cnt[t, h] == 1, c[t, h], 0.0)
         add = np.where(cnt[t] == 0, c[t], 0.0)
-        per = np.where(nearer, add - rem[:, None], 0.0)
-        cs = np.vstack([np.zeros((1, self.S)), np.cumsum(per, axis=0)])
-        out = cs[self.bounds[1:]] - cs[self.bounds[:-1]]
+        out = _sum_by_expert(np.where(nearer, add - rem[:, None], 0.0), self.bounds)
         for e, cp in enumerate(self.copies):
             out[e, cp] = np.inf
         return out
