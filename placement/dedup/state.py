@@ -21,8 +21,11 @@ def primary_cost(experts: np.ndarray, cost: np.ndarray, servers: np.ndarray) -> 
 
 def _sum_by_expert(per_route: np.ndarray, bounds: np.ndarray) -> np.ndarray:
     """Rows of ``per_route`` [routes grouped by expert, S] summed per expert, [experts, S]."""
-    cs = np.vstack([np.zeros((1, per_route.shape[1])), np.cumsum(per_route, axis=0)])
-    return cs[bounds[1:]] - cs[bounds[:-1]]
+    out = np.zeros((len(bounds) - 1, per_route.shape[1]))
+    used = bounds[1:] > bounds[:-1]  # experts without routes stay 0 (reduceat would not)
+    if used.any():
+        out[used] = np.add.reduceat(per_route, bounds[:-1][used], axis=0)
+    return out
 
 
 class LayerState:
