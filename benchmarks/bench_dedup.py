@@ -44,6 +44,7 @@ from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
+from simulator.microbatches import microbatches
 from simulator.traffic import TrafficConfig
 from traces import RoutingTrace, SynthConfig, generate_trace, model_preset
 from traces.importers.esft import iter_esft
@@ -155,7 +156,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
             if s.startswith("dedup"):
                 row["ablation"] = res.info["ablation"]
             if des:
-                sim = simulate(_blocks(rep_mb), routes, res.layout.expert_gpus,
+                sim = simulate(microbatches([rep_mb]), routes, res.layout.expert_gpus,
                                SimConfig(traffic=TrafficConfig(dispatch="deepep-normal")))
                 row["p99_ms"] = sim.summary["latency_p99_s"] * 1e3
                 row["des_copies"] = sim.summary["remote_copies_per_token_layer"]
@@ -166,12 +167,6 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
                   + (f" gap {res.gap:.2f}" if s.startswith("dedup") else "")
                   + (f" p99 {row['p99_ms']:.3f} ms" if des else ""), flush=True)
     return out_rows
-
-
-def _blocks(trace: RoutingTrace):
-    from experiments.pipeline import microbatches
-
-    return microbatches(trace)
 
 
 def paper(full: bool, time_limit: float) -> list[dict[str, Any]]:
