@@ -18,11 +18,13 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 
 from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
+from simulator.cluster.share_units import whole_bytes
 from simulator.config import SimConfig
 from simulator.dispatch import PhasePlan, check_scheme
 from simulator.engine import SimResult, replay_stream, validate_links
@@ -278,7 +280,7 @@ class _FlowRun:
         self.net = FluidNet(self.paths, bandwidth_bytes_per_s.size, config.chunk_bytes,
                             self.tolerance)
         self.pool = _Pool()
-        self.owners: dict[int, _Transfer | _Layer] = {}
+        self.owners: dict[int, Any] = {}  # _Transfer, _Layer or a background migration
         self.layers: dict[int, _Layer] = {}
         self._next_slot = 0
         self.gpu_free = np.zeros(self.g)
@@ -294,7 +296,7 @@ class _FlowRun:
         self.started = self.finished = 0
         self.now = 0.0
 
-    def register(self, owner: _Transfer | _Layer) -> int:
+    def register(self, owner: Any) -> int:
         slot = self._next_slot
         self._next_slot += 1
         self.owners[slot] = owner
@@ -360,7 +362,8 @@ class _FlowRun:
         traffic = self.config.traffic
         return RunRecords(
             cluster=self.routes.cluster, makespan_s=self.now,
-            link_bytes=np.rint(net.link_bytes[cls]), link_chunks=net.link_chunks[cls],
+            link_bytes=whole_bytes(net.link_units, net.denominator)[cls].astype(np.float64),
+            link_chunks=net.link_chunks[cls],
             link_busy_s=(net.link_bytes / self.bandwidth_bytes_per_s)[cls],
             link_queue_sum_s=net.queue_sum_s[cls], link_queue_max_s=net.queue_max_s[cls],
             busy_link=busy_link, busy_start_s=busy_start, busy_end_s=busy_end,
@@ -377,8 +380,11 @@ def simulate_flow(
     routes: RouteTable,
     expert_gpus: np.ndarray,
     config: SimConfig | None = None,
+    background: Callable[[_FlowRun], None] | None = None,
 ) -> SimResult:
-    """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`."""
+    """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`.
+    ``background(run)`` starts strict low-priority flows at time 0 (expert-weight migration,
+    :class:`simulator.migration.FlowBackgroundMigration`); it may switch ``run.expert_gpus``."""
     config = config or SimConfig(mode="flow")
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
@@ -386,6 +392,8 @@ def simulate_flow(
     validate_links(routes)
     run = _FlowRun(routes, expert_gpus, config, replay_stream(blocks, routes, expert_gpus,
                                                                config))
+    if background is not None:
+        background(run)
     run.run()
     if run.finished != run.started:  # an internal error, never bad input
         raise RuntimeError(f"flow mode: {run.started - run.finished} micro-batch(es) never"

@@ -6,6 +6,10 @@ Flows move through the network at the max-min fair rates of the flows active at 
 (a flow starts or finishes), and are constant in between.  A flow finishes when its bytes are
 through; it *arrives* one path latency plus its pipeline fill later.
 
+Background flows (``add(..., background=True)``: expert-weight migration) have strict low
+priority: the foreground (serving) flows get their max-min rates as if the background were
+absent, and the background flows share what capacity they leave, max-min fairly.
+
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
 finishing time), and progressive filling merges levels within ``tolerance``.
@@ -23,6 +27,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
 from simulator.maxmin import max_min_rates
 
@@ -64,10 +69,14 @@ class FluidNet:
         z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
         self.path, self.owner, self.msg = z, z, z
         self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
+        self.low = np.zeros(0, dtype=bool)  # background (strict low priority) flows
         self.binding = _Entries()
         self.all = _Entries()
         self._stale = False
         self.link_bytes = np.zeros(num_links)
+        # the same bytes exactly, in units of 1/denominator (simulator.cluster.share_units)
+        self.denominator = paths.multipath.share_denominator
+        self.link_units = np.zeros(num_links, dtype=np.int64 if self.denominator else np.float64)
         self.link_chunks = np.zeros(num_links)
         self.queue_sum_s = np.zeros(num_links)
         self.queue_max_s = np.zeros(num_links)
@@ -87,9 +96,11 @@ class FluidNet:
         return n, nbytes - (n - 1) * self.chunk
 
     def add(
-        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float
+        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
+        background: bool = False,
     ) -> None:
-        """Start flows (one per message) at ``now``; count their bytes and chunks."""
+        """Start flows (one per message) at ``now``; count their bytes and chunks.
+        ``background``: strict low priority (module docstring)."""
         if path.size == 0:
             return
         first = self.active
@@ -97,6 +108,13 @@ class FluidNet:
         self.all.add(first, row, link, share)
         self.link_bytes += np.bincount(link, weights=nbytes[row] * share,
                                        minlength=self.num_links)
+        if self.denominator is None:
+            self.link_units += np.bincount(link, weights=nbytes[row] * share,
+                                           minlength=self.num_links)
+        else:  # whole units: their sum is exact in float64 (below 2**53 per call)
+            units = nbytes[row] * share_units(share, self.denominator)
+            self.link_units = add_units(self.link_units, np.rint(np.bincount(
+                link, weights=units, minlength=self.num_links)).astype(np.int64))
         n, _ = self._chunks(nbytes)
         self.link_chunks += np.bincount(link, weights=n[row], minlength=self.num_links)
         self.binding.add(first, *self.paths.binding.gather(path))
@@ -107,6 +125,7 @@ class FluidNet:
         self.rem = np.concatenate([self.rem, b])
         self.nbytes = np.concatenate([self.nbytes, b])
         self.start = np.concatenate([self.start, np.full(path.size, now)])
+        self.low = np.concatenate([self.low, np.full(path.size, background)])
         self._stale = True
 
     def update_rates(self, now: float) -> None:
@@ -116,8 +135,18 @@ class FluidNet:
         self._stale = False
         self.rate_updates += 1
         e = self.binding
-        self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s, self.active,
-                                  self.tolerance)
+        if not self.low.any():
+            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
+                                      self.active, self.tolerance)
+            return
+        fg = ~self.low[e.flow]
+        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity_bytes_per_s,
+                             self.active, self.tolerance)
+        used = np.bincount(e.link[fg], weights=e.share[fg] * rate[e.flow[fg]],
+                           minlength=self.num_links)
+        left = np.maximum(self.capacity_bytes_per_s - used, 0.0)
+        self.rate = rate + max_min_rates(e.flow[~fg], e.link[~fg], e.share[~fg], left,
+                                         self.active, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
@@ -133,7 +162,9 @@ class FluidNet:
 
     def finish_times(self, now: float) -> np.ndarray:
         """When every active flow finishes at the current rates."""
-        return now + np.maximum(self.rem, 0.0) / self.rate
+        out = np.full(self.rem.shape, np.inf)  # a background flow may stand still (rate 0)
+        np.divide(np.maximum(self.rem, 0.0), self.rate, out=out, where=self.rate > 0)
+        return now + out
 
     def complete(
         self, now: float, t_proc: float, until: float
@@ -171,7 +202,7 @@ class FluidNet:
         keep = ~done
         self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
         self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
-        self.rate = self.rate[keep]
+        self.rate, self.low = self.rate[keep], self.low[keep]
         self.binding.keep(keep)
         self.all.keep(keep)
         self._stale = True
