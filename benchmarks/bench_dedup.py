@@ -36,10 +36,11 @@ from typing import Any
 
 import numpy as np
 
-from experiments.pipeline import build_problem, origin_activation, token_sample
+from experiments.pipeline import build_problem, origin_activation
 from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
 from placement.strategies import SUPPORTS
+from placement.token_sample import token_sample
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
