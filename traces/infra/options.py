@@ -100,16 +100,12 @@ def range_problem(value: Any, rng: Range, unit: str = "") -> str | None:
     return f"must be {rng.text()}{units}, got {value!r}"
 
 
-def type_name(v: Any) -> str:
-    """What a value from a file is, in words: 'a string', 'a table'."""
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string",
-            list: "a list", dict: "a table"}.get(type(v), type(v).__name__)
-
-
 def check_field_value(cls: type, name: str, value: Any, where: str) -> None:
     """``value`` for the :func:`option` field ``cls.name`` given outside the dataclass (a study
     key): InputError naming ``where`` unless it has the field's kind and lies in its range."""
     import typing
+
+    from traces.infra.records import type_name
 
     f = next(f for f in dataclasses.fields(cls) if f.name == name)
     hint = typing.get_type_hints(cls)[name]
