@@ -172,27 +172,27 @@ def paper(full: bool, time_limit: float) -> list[dict[str, Any]]:
     from experiments.studies.paper import paper_study
     from experiments.studies.spec import build_study
 
-    study = paper_study(quick=not full, placer_names=("round-robin", "eplb"))
+    study = paper_study(quick=not full, strategy_names=("round-robin", "eplb"))
     d = json.loads(json.dumps(study.definition))
     raw = {**d["base"], "axes": {", ".join(paths): values if len(paths) > 1 else
                                  [v[0] for v in values] for paths, values in d["axes"]}}
     raw["sim"] = {**raw.get("sim", {}), "dispatch": "deepep-normal"}
-    raw["axes"]["placer"].append({"name": "dedup", "options": {"time_limit_s": time_limit}})
+    raw["axes"]["strategy"].append({"name": "dedup", "options": {"time_limit_s": time_limit}})
     study = build_study(raw)
     rows = []
     for cell in study.cells:
         res = evaluate_cell(cell.config)
         row = {"model": res.row["model"], "topology": res.row["topology"],
-               "placer": res.row["placer"],
+               "strategy": res.row["strategy"],
                "copies": res.row["remote_copies_per_token_layer"],
                "hops": res.row["hops_per_token"], "p99_ms": res.row["latency_p99_ms"],
                "solve_s": res.row["solve_time_s"]}
         rows.append(row)
-        print(f"paper {row['model']:17s} {row['topology']:17s} {row['placer']:12s} copies"
+        print(f"paper {row['model']:17s} {row['topology']:17s} {row['strategy']:12s} copies"
               f" {row['copies']:.3f} hops {row['hops']:.1f} p99 {row['p99_ms']:.3f} ms", flush=True)
     by = {(r["model"], r["topology"]): {} for r in rows}
     for r in rows:
-        by[(r["model"], r["topology"])][r["placer"]] = r["copies"]
+        by[(r["model"], r["topology"])][r["strategy"]] = r["copies"]
     for (m, t), v in by.items():
         ok = v["dedup"] < v["round-robin"] and v["dedup"] <= 1.01 * v["eplb"]
         print(f"paper {m} {t}: dedup vs rr {100 * (1 - v['dedup'] / v['round-robin']):.1f}%"

@@ -1,12 +1,12 @@
 """Benchmark: a failure study over every single link failure of the R1 EP32 deployment.
 
     python benchmarks/bench_failures.py [--preset deepseek-prefill-ep32] [--tokens 2048]
-        [--class link] [--placer NAME ...]
+        [--class link] [--strategy NAME ...]
 
 Runs ``moe-netsim study failures`` as a fresh process on the DeepSeek prefill EP32 unit (4
 servers of 8 GPUs, one 400 Gb/s NIC per GPU on 8 rails): the preset where this build has it,
 else the same fabric built as ``rail-optimized`` (4 servers in one group, 4 spines).  Every
-placer, analytic mode for all failures, the DES on the worst failure per placer and policy.
+strategy, analytic mode for all failures, the DES on the worst failure per strategy and policy.
 Prints wall and CPU time (user + system of the child), its peak RSS and the study's own
 progress lines, with the date, the commit and the machine load (``uptime``) that
 docs/benchmarks.md quotes.  The target: within 10 minutes on 2 cores.
@@ -57,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--preset", default="deepseek-prefill-ep32")
     ap.add_argument("--tokens", type=int, default=2048)
     ap.add_argument("--class", dest="failure_class", default="link")
-    ap.add_argument("--placer", action="append", default=[])
+    ap.add_argument("--strategy", action="append", default=[])
     args = ap.parse_args(argv)
     print(f"start: {_stamp()}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -65,7 +65,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = [*_launcher(), "study", "failures", *_cluster_args(args.preset, work),
                "--model", "deepseek-r1", "--tokens", str(args.tokens), "--class",
                args.failure_class, "--out", str(work / "run"),
-               *[x for p in args.placer for x in ("--placer", p)]]
+               *[x for p in args.strategy for x in ("--strategy", p)]]
         print("command:", " ".join(cmd[len(_launcher()):]))
         t0 = time.perf_counter()
         proc = subprocess.Popen(cmd, cwd=ROOT)

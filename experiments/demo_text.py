@@ -65,7 +65,7 @@ def demo_sections(
         f" {cluster.num_gpus // len(cfg.tenants)} consecutive GPUs ({', '.join(cfg.tenants)}),"
         " so token origins are spread evenly over all GPUs but which experts a token wants"
         " depends on where it lives. Every"
-        f" placer fits on the first {cfg.fit_tokens} tokens; the replay uses the next"
+        f" strategy fits on the first {cfg.fit_tokens} tokens; the replay uses the next"
         f" {cfg.replay_tokens}, so the gains are out-of-sample.",
         "The load-aware ILP (ilp-load, the paper's ILPLoad) puts the hottest experts of every"
         " layer on the servers with the smallest c[s]: the centre of the big pod.",
@@ -79,7 +79,7 @@ def demo_sections(
         " of routes. EPLB packs DeepSeek's routing groups onto servers and so cuts those copies"
         " without knowing the topology; dedup (this project's) minimises the de-duplicated"
         " cost itself, fitted on the first tokens' co-activation and origins, and reports a"
-        " lower bound and gap. The paper's hop count ranks the placers differently: see the"
+        " lower bound and gap. The paper's hop count ranks the strategies differently: see the"
         " two columns side by side." if dedup else "",
         "The paper's uniform ILP treats every expert as equally likely. With one expert of each"
         " layer per GPU the caps are tight, every server holds the same number of experts, and"

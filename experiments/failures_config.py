@@ -18,7 +18,7 @@ class FailureStudyConfig:
         "help": "Which single failures: every network link, every switch or every server.",
         "choices": ELEMENT_KINDS})
     des_worst: int = option(
-        1, "Failures per placer and policy replayed in the DES for latency: those with the"
+        1, "Failures per strategy and policy replayed in the DES for latency: those with the"
         " highest analytic bound (0: none).", "", 0, 1000)
     robust_tolerance: float = option(
         0.1, "A layout is robust when its worst failure's bandwidth bound is at most this"

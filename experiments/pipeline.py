@@ -94,7 +94,7 @@ def trace_activation(
 
 
 def trace_sample(path: Path, assigner: OriginAssigner) -> TokenSample:
-    """The trace file's tokens as the placer's token sample (experts and origins).
+    """The trace file's tokens as the strategy's token sample (experts and origins).
 
     Origins come from ``assigner``, as in :func:`trace_activation`.
     """
@@ -157,7 +157,7 @@ def build_problem(
 
 @dataclass(frozen=True, eq=False)
 class Evaluation:
-    """One placement replayed: placer result, simulation and the independent analytic count."""
+    """One placement replayed: strategy result, simulation and the independent analytic count."""
 
     placement: PlacementResult
     layout: ExpertLayout  # the placement's layout (a failed placement never gets this far)

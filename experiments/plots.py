@@ -143,25 +143,25 @@ _SLIDE: dict[RcKeyType, Any] = {"axes.titlesize": 14, "axes.labelsize": 12, "xti
 def plot_metric_by_setup(
     results: pd.DataFrame, metric: str, ylabel: str, title: str, scale: float = 1.0
 ) -> Figure:
-    """Grouped bars: one group per setup (column ``setup``), one bar per ``placer``.
+    """Grouped bars: one group per setup (column ``setup``), one bar per ``strategy``.
 
-    ``results`` has columns setup, placer and ``metric`` (one row per setup and placer, already
+    ``results`` has columns setup, strategy and ``metric`` (one row per setup and strategy, already
     aggregated); values are divided by ``scale``.
     """
     with plt.rc_context(_SLIDE):
         setups = list(dict.fromkeys(results["setup"]))
-        placers = list(dict.fromkeys(results["placer"]))
+        strategies = list(dict.fromkeys(results["strategy"]))
         fig, ax = plt.subplots(figsize=(max(8, 1.6 * len(setups) + 4), 5.2))
-        width = 0.8 / max(len(placers), 1)
-        crowded = len(placers) * len(setups) > 12  # labels on the bars turn upright
+        width = 0.8 / max(len(strategies), 1)
+        crowded = len(strategies) * len(setups) > 12  # labels on the bars turn upright
         x = np.arange(len(setups))
-        for j, placer in enumerate(placers):
-            df = results[results["placer"] == placer].set_index("setup")
+        for j, strategy in enumerate(strategies):
+            df = results[results["strategy"] == strategy].set_index("setup")
             vals = np.array([df[metric].get(s, np.nan) for s in setups], dtype=float) / scale
-            bars = ax.bar(x + (j - (len(placers) - 1) / 2) * width, vals, width=width,
-                          label=str(placer))
-            if j > 0:  # the change against the first placer of the setup, on the bar
-                first = results[results["placer"] == placers[0]].set_index("setup")[metric]
+            bars = ax.bar(x + (j - (len(strategies) - 1) / 2) * width, vals, width=width,
+                          label=str(strategy))
+            if j > 0:  # the change against the first strategy of the setup, on the bar
+                first = results[results["strategy"] == strategies[0]].set_index("setup")[metric]
                 base = np.array([first.get(s, np.nan) for s in setups], dtype=float) / scale
                 for bar, value, b in zip(bars, vals, base, strict=True):
                     if np.isfinite(value) and np.isfinite(b) and b:
@@ -175,8 +175,9 @@ def plot_metric_by_setup(
         ax.set_title(title)
         top = np.nanmax(results[metric].to_numpy(dtype=float) / scale) if len(results) else 1
         ax.set_ylim(0, 1.15 * top if np.isfinite(top) and top > 0 else 1)
-        ax.legend(title=f"placer (% vs. {placers[0]} on the bars)" if placers else "placer",
-                  ncols=min(5, len(placers)), loc="lower center", bbox_to_anchor=(0.5, 1.0),
+        title = f"strategy (% vs. {strategies[0]} on the bars)" if strategies else "strategy"
+        ax.legend(title=title,
+                  ncols=min(5, len(strategies)), loc="lower center", bbox_to_anchor=(0.5, 1.0),
                   frameon=False)
         ax.set_title(title, pad=48)
         ax.grid(axis="y", alpha=0.3)
@@ -185,18 +186,18 @@ def plot_metric_by_setup(
 
 
 def plot_link_load_heatmap(links: pd.DataFrame, title: str, top: int = 30) -> Figure:
-    """Per-link bytes on the network: rows are link directions, columns placers.
+    """Per-link bytes on the network: rows are link directions, columns strategies.
 
-    ``links`` has columns placer, src, dst, tier, bytes (network links of one setup); the
-    ``top`` most loaded directions (by their maximum over placers) are shown, labelled
+    ``links`` has columns strategy, src, dst, tier, bytes (network links of one setup); the
+    ``top`` most loaded directions (by their maximum over strategies) are shown, labelled
     ``src -> dst (tier)``.
     """
     with plt.rc_context(_SLIDE):
         net = links.assign(name=links["src"] + " \u2192 " + links["dst"] + " (" + links["tier"]
                            + ")")
-        wide = net.pivot_table(index="name", columns="placer", values="bytes", aggfunc="sum",
+        wide = net.pivot_table(index="name", columns="strategy", values="bytes", aggfunc="sum",
                                sort=False)
-        wide = wide[list(dict.fromkeys(net["placer"]))]
+        wide = wide[list(dict.fromkeys(net["strategy"]))]
         wide = wide.loc[wide.max(axis=1).sort_values(ascending=False, kind="stable").index]
         wide = wide.iloc[:top] / 1e6
         fig, ax = plt.subplots(figsize=(max(7, 1.3 * wide.shape[1] + 5),
@@ -204,7 +205,7 @@ def plot_link_load_heatmap(links: pd.DataFrame, title: str, top: int = 30) -> Fi
         im = ax.imshow(wide.to_numpy(), aspect="auto", cmap="magma_r", interpolation="nearest")
         ax.set_xticks(np.arange(wide.shape[1]), [str(c) for c in wide.columns], rotation=20)
         ax.set_yticks(np.arange(len(wide)), list(wide.index), fontsize=8)
-        ax.set_xlabel("placer")
+        ax.set_xlabel("strategy")
         ax.set_title(title)
         fig.colorbar(im, ax=ax, label="bytes on the link direction (MB)")
         fig.tight_layout()
@@ -212,38 +213,38 @@ def plot_link_load_heatmap(links: pd.DataFrame, title: str, top: int = 30) -> Fi
 
 
 def plot_latency_cdfs(tokens: pd.DataFrame, title: str) -> Figure:
-    """CDF of per-token MoE latency, one curve per placer (columns placer, moe_latency_s)."""
+    """CDF of per-token MoE latency, one curve per strategy (columns strategy, moe_latency_s)."""
     with plt.rc_context(_SLIDE):
         fig, ax = plt.subplots(figsize=(8, 4.8))
-        for placer, df in tokens.groupby("placer", sort=False):
+        for strategy, df in tokens.groupby("strategy", sort=False):
             v = np.sort(df["moe_latency_s"].to_numpy(dtype=float)) * 1e3
-            ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(placer), lw=2)
+            ax.plot(v, np.arange(1, v.size + 1) / v.size, label=str(strategy), lw=2)
         ax.set_xlabel("MoE latency per token, all layers (ms)")
         ax.set_ylabel("fraction of tokens")
         ax.set_title(title)
-        ax.legend(title="placer", loc="upper left", bbox_to_anchor=(1.01, 1))
+        ax.legend(title="strategy", loc="upper left", bbox_to_anchor=(1.01, 1))
         ax.grid(alpha=0.3)
         fig.tight_layout()
     return fig
 
 
 def plot_layer_timeline(layers: pd.DataFrame, title: str) -> Figure:
-    """When each MoE layer of each micro-batch ran, one row of bars per placer.
+    """When each MoE layer of each micro-batch ran, one row of bars per strategy.
 
-    ``layers`` has columns placer, microbatch, layer, start_s, finish_s.
+    ``layers`` has columns strategy, microbatch, layer, start_s, finish_s.
     """
     with plt.rc_context(_SLIDE):
-        placers = list(dict.fromkeys(layers["placer"]))
-        fig, ax = plt.subplots(figsize=(10, max(3, 0.7 * len(placers) + 1.5)))
+        strategies = list(dict.fromkeys(layers["strategy"]))
+        fig, ax = plt.subplots(figsize=(10, max(3, 0.7 * len(strategies) + 1.5)))
         colours = plt.get_cmap("tab10")
-        for i, placer in enumerate(placers):
-            df = layers[layers["placer"] == placer]
+        for i, strategy in enumerate(strategies):
+            df = layers[layers["strategy"] == strategy]
             for mb, part in df.groupby("microbatch", sort=True):
                 spans = list(zip(part["start_s"] * 1e3,
                                  (part["finish_s"] - part["start_s"]) * 1e3, strict=True))
                 ax.broken_barh(spans, (i - 0.4 + 0.4 * (int(mb) % 2), 0.38),
                                facecolors=colours(int(mb) % 10), edgecolor="white", lw=0.3)
-        ax.set_yticks(np.arange(len(placers)), placers)
+        ax.set_yticks(np.arange(len(strategies)), strategies)
         ax.set_xlabel("simulated time (ms); one block per MoE layer, colour = micro-batch")
         ax.set_title(title)
         ax.grid(axis="x", alpha=0.3)
@@ -252,19 +253,19 @@ def plot_layer_timeline(layers: pd.DataFrame, title: str) -> Figure:
 
 
 def plot_utilisation_over_time(util: pd.DataFrame, title: str) -> Figure:
-    """Busiest and mean network link utilisation per time window, one colour per placer.
+    """Busiest and mean network link utilisation per time window, one colour per strategy.
 
-    ``util`` has columns placer, start_s, end_s, utilisation (one row per link direction and
+    ``util`` has columns strategy, start_s, end_s, utilisation (one row per link direction and
     window).
     """
     with plt.rc_context(_SLIDE):
         fig, ax = plt.subplots(figsize=(8, 4.8))
-        for i, (placer, df) in enumerate(util.groupby("placer", sort=False)):
+        for i, (strategy, df) in enumerate(util.groupby("strategy", sort=False)):
             g = df.groupby("start_s")["utilisation"]
             t = np.asarray(g.max().index, dtype=float) * 1e3
-            ax.plot(t, g.max().to_numpy(), color=f"C{i}", label=f"{placer}: busiest link")
+            ax.plot(t, g.max().to_numpy(), color=f"C{i}", label=f"{strategy}: busiest link")
             ax.plot(t, g.mean().to_numpy(), color=f"C{i}", linestyle="--",
-                    label=f"{placer}: mean")
+                    label=f"{strategy}: mean")
         ax.set_xlabel("simulated time (ms, window start)")
         ax.set_ylabel("network link utilisation in the window")
         ax.set_ylim(0, 1.05)

@@ -64,7 +64,7 @@ def render_report(title: str, sections: Sequence[Section]) -> str:
 # --- the report of a study or sweep run directory ---------------------------------------------
 
 TABLE_COLUMNS = (
-    "setup", "placer", "status", "hops_per_token", "hops_per_token_reduction_pct",
+    "setup", "strategy", "status", "hops_per_token", "hops_per_token_reduction_pct",
     "hops_ceiling_pct",
     "network_link_bytes", "network_link_bytes_reduction_pct", "max_link_utilisation",
     "latency_p50_ms", "latency_p99_ms", "latency_p99_ms_reduction_pct", "solve_time_s", "gap",
@@ -77,10 +77,10 @@ def _short(v: object) -> str:
 
 
 def _setup_labels(results: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
-    """One label per row naming every varied axis except the placer's and the seed."""
+    """One label per row naming every varied axis except the strategy's and the seed."""
     parts = []
     for path in axes:
-        if path.startswith("placer") or path == "seed":
+        if path.startswith("strategy") or path == "seed":
             continue
         if path.startswith("model") and "model" in results:
             parts.append(results["model"].astype(str))
@@ -100,24 +100,24 @@ def _setup_labels(results: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
 
 
 def summarize_study(results: pd.DataFrame, axes: Sequence[str]) -> pd.DataFrame:
-    """One row per (setup, placer): metrics averaged over seeds (``seeds`` counts them)."""
+    """One row per (setup, strategy): metrics averaged over seeds (``seeds`` counts them)."""
     df = results.assign(setup=_setup_labels(results, axes))
-    metrics = [c for c in TABLE_COLUMNS if c not in ("setup", "placer", "status", "gap")
+    metrics = [c for c in TABLE_COLUMNS if c not in ("setup", "strategy", "status", "gap")
                and c in df.columns] + ["makespan_ms"]
-    out = df.groupby(["setup", "placer"], sort=False)[metrics].mean().reset_index()
+    out = df.groupby(["setup", "strategy"], sort=False)[metrics].mean().reset_index()
     if "gap" in df.columns:  # the worst gap over the seeds: the weakest proof
-        out["gap"] = df.groupby(["setup", "placer"], sort=False)["gap"].max().to_numpy()
-    status = df.groupby(["setup", "placer"], sort=False)["status"].agg(
+        out["gap"] = df.groupby(["setup", "strategy"], sort=False)["gap"].max().to_numpy()
+    status = df.groupby(["setup", "strategy"], sort=False)["status"].agg(
         lambda s: ",".join(sorted(set(s)))).reset_index(drop=True)
     out.insert(2, "status", status)
-    out["seeds"] = df.groupby(["setup", "placer"], sort=False).size().to_numpy()
+    out["seeds"] = df.groupby(["setup", "strategy"], sort=False).size().to_numpy()
     return out
 
 
 def _topology_load_figure(
     run_dir: Path, per_setup: pd.DataFrame, setup: str, links: pd.DataFrame
 ) -> tuple[object, str] | None:
-    """Per-link bytes on the drawn topology for the setup's placer with the fewest hops."""
+    """Per-link bytes on the drawn topology for the setup's strategy with the fewest hops."""
     import json
 
     from experiments.plot_topology import link_load_per_link, plot_topology
@@ -135,8 +135,8 @@ def _topology_load_figure(
         return None
     lk = links[links["cell"] == best["cell"]]
     load = link_load_per_link(cluster, lk, "bytes")
-    fig = plot_topology(cluster, load, "bytes", f"Link load: {setup}, {best['placer']}")
-    return fig, str(best["placer"])
+    fig = plot_topology(cluster, load, "bytes", f"Link load: {setup}, {best['strategy']}")
+    return fig, str(best["strategy"])
 
 
 Save = Callable[[str, Any, str], None]  # (file name, figure, caption)
@@ -168,11 +168,11 @@ def _summary_figures(summary: pd.DataFrame, save: Save) -> None:
     save("hops.png", plots.plot_metric_by_setup(
         summary, "hops_per_token", "hops per token (dispatch + combine, all MoE layers)",
         "The paper's metric: hops per token" + seeds_note),
-        "Hops per token per placer and setup (lower is better).")
+        "Hops per token per strategy and setup (lower is better).")
     save("bytes.png", plots.plot_metric_by_setup(
         summary, "network_link_bytes", "bytes on network links (GB, both phases)",
         "Bytes carried by the network" + seeds_note, scale=1e9),
-        "Bytes on network links (every hop counted) per placer and setup.")
+        "Bytes on network links (every hop counted) per strategy and setup.")
     save("utilisation.png", plots.plot_metric_by_setup(
         summary, "max_link_utilisation", "busiest link direction: busy time / makespan",
         "Maximum link utilisation" + seeds_note),
@@ -184,7 +184,7 @@ def _summary_figures(summary: pd.DataFrame, save: Save) -> None:
 
 
 def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
-    """Per setup (the cells of the first seed, one per placer): links, latency, timeline,
+    """Per setup (the cells of the first seed, one per strategy): links, latency, timeline,
     utilisation over time and the load drawn on the topology."""
     from experiments import plots
 
@@ -197,13 +197,13 @@ def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
     per_setup = results[results["seed"] == first_seed]
     setup_names = list(dict.fromkeys(per_setup["setup"]))
     for i, setup in enumerate(setup_names[:MAX_SETUP_FIGURES]):
-        cells = per_setup[per_setup["setup"] == setup][["cell", "placer"]].drop_duplicates(
-            "placer")
+        cells = per_setup[per_setup["setup"] == setup][["cell", "strategy"]].drop_duplicates(
+            "strategy")
         lk = links[(links["weight"] > 0)].merge(cells, on="cell")
         if not lk.empty:
             save(f"link_load_{i}.png", plots.plot_link_load_heatmap(
                 lk, f"Most loaded network links: {setup}"),
-                f"{setup}: bytes per network link direction and placer (the most loaded ones),"
+                f"{setup}: bytes per network link direction and strategy (the most loaded ones),"
                 f" seed {first_seed}.")
         tk = tokens.merge(cells, on="cell")
         save(f"latency_cdf_{i}.png", plots.plot_latency_cdfs(
@@ -222,9 +222,9 @@ def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
                     f" the mean over network links (dashed) per time window, seed {first_seed}.")
         drawn = _topology_load_figure(run_dir, per_setup, setup, links)
         if drawn is not None:
-            fig, placer = drawn
+            fig, strategy = drawn
             save(f"topology_load_{i}.png", fig,
-                 f"{setup}: bytes per link drawn on the topology for {placer} (the placer with"
+                 f"{setup}: bytes per link drawn on the topology for {strategy} (the strategy with"
                  " the fewest hops per token); colour and width grow with load.")
 
 
@@ -260,7 +260,7 @@ def _run_sections(
         html.escape(str(record.get("definition", {}).get("base", {}).get("study", {})
                         .get("description", ""))),
         f"{len(results)} cells; varied: {html.escape(', '.join(axes) or '(nothing)')}."
-        f" Reductions are relative to the baseline placer of the same setup and seed.",
+        f" Reductions are relative to the baseline strategy of the same setup and seed.",
         "Shared experts are replicated on every GPU and move no bytes.  Utilisation over time"
         " per link is not reported by this build of the simulator; the timeline figures show"
         " when every MoE layer ran instead.",
@@ -269,7 +269,7 @@ def _run_sections(
         Section("Study", [p for p in intro if p]),
         Section("Compared with the paper", findings(summary, results)),
         Section("Hop reduction vs. the baseline, beside its ceiling (%)", table=pivot),
-        Section("Results per setup and placer", table=table),
+        Section("Results per setup and strategy", table=table),
         Section("Figures", figures=figures),
     ]
     if notes:
@@ -280,7 +280,7 @@ def _run_sections(
             "Failed cells",
             [f"{len(failed)} of {len(results)} cells failed and have no numbers; the other"
              " cells ran.  A re-run of the same command retries them."],
-            table=failed[["setup", "placer", "failure"]].reset_index(drop=True)))
+            table=failed[["setup", "strategy", "failure"]].reset_index(drop=True)))
     return sections
 
 

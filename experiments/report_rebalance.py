@@ -137,9 +137,8 @@ def write_rebalance_sweep_report(run_dir: Path) -> Path:
         t = timeline[timeline["cell"] == row["cell"]].reset_index(drop=True)
         if t.empty:  # a failed cell
             continue
-        config = {k: row.get(k) for k in (*KEYS, "placer")}
-        runs.append((labels.get(row["cell"], row["cell"]), t,
-                     {**row, "config": {**config, "strategy": row.get("placer")}}))
+        config = {k: row.get(k) for k in (*KEYS, "strategy")}
+        runs.append((labels.get(row["cell"], row["cell"]), t, {**row, "config": config}))
     return _write(runs, run_dir, f"sweep {html.escape(str(record.get('name', '')))}:"
                   f" {len(runs)} rebalancing cells of {len(results)}.")
 

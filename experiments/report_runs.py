@@ -108,7 +108,7 @@ def write_demo_report(run_dir: Path) -> Path:
     figs.add("link_bytes.png", plots.plot_link_bytes(links),
              "Network link directions ranked by bytes.")
     figs.add("latency_cdf.png", plots.plot_latency_cdfs(
-        tokens.rename(columns={"strategy": "placer"}), "Per-token MoE latency (simulated)"),
+        tokens, "Per-token MoE latency (simulated)"),
         "Per-token MoE latency over all layers (SimPy replay).")
     if (run_dir / "expert_load.parquet").is_file():
         ex = _frame(run_dir, "expert_load.parquet")
@@ -151,15 +151,15 @@ def write_simulate_report(run_dir: Path) -> Path:
     figs.add("link_bytes.png", plots.plot_link_bytes(links.assign(strategy=label)),
              "Network link directions ranked by bytes.")
     if meta.get("mode") == "des":
-        tokens = _frame(run_dir, "tokens.parquet").assign(placer=label)
+        tokens = _frame(run_dir, "tokens.parquet").assign(strategy=label)
         figs.add("latency_cdf.png", plots.plot_latency_cdfs(tokens, "Per-token MoE latency"),
                  "CDF of the per-token MoE latency summed over layers.")
-        layers = _frame(run_dir, "layers.parquet").assign(placer=label)
+        layers = _frame(run_dir, "layers.parquet").assign(strategy=label)
         figs.add("timeline.png", plots.plot_layer_timeline(layers, "MoE layers over time"),
                  "When each MoE layer of each micro-batch ran (dispatch to combine).")
         util = _frame(run_dir, "utilisation.parquet")
         net = links.loc[links["weight"] > 0, ["link_dir"]]
-        util = util.merge(net, on="link_dir").assign(placer=label)
+        util = util.merge(net, on="link_dir").assign(strategy=label)
         if not util.empty:
             figs.add("utilisation_time.png", plots.plot_utilisation_over_time(
                 util, "Network link utilisation over time"),

@@ -46,8 +46,7 @@ _RULES: tuple[tuple[Callable[[str], bool], Unit], ...] = (
 
 # headers that read better than the column name
 _HEADERS = {
-    "strategy": "Placer",
-    "placer": "Placer",
+    "strategy": "Strategy",
     "setup": "Setup",
     "status": "Status",
     "hops_per_token": "Hops per token",

@@ -1,6 +1,6 @@
 """The placement problem and its result types (docs/reference/strategies.md).
 
-The placer sees numbers only: a GPU distance matrix, which server holds each GPU, the slots
+The strategy sees numbers only: a GPU distance matrix, which server holds each GPU, the slots
 every GPU has, where tokens originate and how often each expert is used.  It never sees a
 graph object or a simulator.
 """

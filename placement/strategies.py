@@ -88,8 +88,8 @@ def network_reads(strategy: str) -> frozenset[str]:
 def check_supported(problem: PlacementProblem, strategy: str) -> None:
     """Refuse options the strategy would ignore (``--replicas``, ``--balance-eps``)."""
     asked = {"replicas": problem.num_redundant > 0, "balance": problem.balance_eps is not None}
-    flags = {"replicas": "--replicas (placer.replicas)",
-             "balance": "--balance-eps (placer.balance_eps)"}
+    flags = {"replicas": "--replicas (strategy.replicas)",
+             "balance": "--balance-eps (strategy.balance_eps)"}
     for what, given in asked.items():
         if given and what not in SUPPORTS.get(strategy, frozenset()):
             able = sorted(s for s, sup in SUPPORTS.items() if what in sup)

@@ -1,4 +1,4 @@
-"""Per-token routing handed to the placer: which experts each token chose, and where it started.
+"""Per-token routing handed to the strategy: which experts each token chose, and where it started.
 
 Load statistics (counts per expert) say how often an expert is used but not which experts a
 token uses *together*; under de-duplicated dispatch (a token crosses the network once per remote

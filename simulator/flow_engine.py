@@ -210,7 +210,7 @@ class _Microbatch:
         )
         self.origins = resolve_origins(block, run.g)
         run.tokens += block.num_tokens
-        self.latency = np.zeros(block.num_tokens)
+        self.latency_s = np.zeros(block.num_tokens)
         self.li = 0
         self.previous_s = 0.0  # duration of the previous layer
         self.start_layer(now)
@@ -236,7 +236,7 @@ class _Microbatch:
 
     def layer_done(self, layer: _Layer, now: float) -> None:
         run, m = self.run, self.block.model
-        self.latency += layer.done_at[self.origins] - layer.t0
+        self.latency_s += layer.done_at[self.origins] - layer.t0
         times = LayerTimes(
             self.index, m.moe_layer_indices[self.li], layer.t0, layer.dispatch_done,
             layer.compute_start, layer.compute_done, layer.combine.first_start, now,
@@ -248,7 +248,7 @@ class _Microbatch:
         if self.li < m.num_moe_layers:
             self.start_layer(now)
             return
-        run.token_parts.append(token_frame(self.index, self.block, self.origins, self.latency))
+        run.token_parts.append(token_frame(self.index, self.block, self.origins, self.latency_s))
         run.finished += 1
         run.launch(now)
 
@@ -266,13 +266,17 @@ class _FlowRun:
         self.multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
         check_scheme(traffic.dispatch, self.multipath.endpoints, routes.cluster.name)
         cl = routes.cluster.links
-        self.bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
-        latency = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
-        self.link_class = link_classes(self.multipath.class_entries(), self.bandwidth, latency)
-        self.paths = FlowPaths(routes, self.multipath, self.link_class, self.bandwidth, latency)
+        bandwidth_bytes_per_s = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
+        latency_s = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
+        self.link_class = link_classes(self.multipath.class_entries(), bandwidth_bytes_per_s,
+                                       latency_s)
+        self.paths = FlowPaths(routes, self.multipath, self.link_class, bandwidth_bytes_per_s,
+                               latency_s)
         tol = config.flow_tolerance
         self.tolerance = DEFAULT_FLOW_TOLERANCE if tol is None else tol
-        self.net = FluidNet(self.paths, self.bandwidth.size, config.chunk_bytes, self.tolerance)
+        self.net = FluidNet(self.paths, bandwidth_bytes_per_s.size, config.chunk_bytes,
+                            self.tolerance)
         self.pool = _Pool()
         self.owners: dict[int, _Transfer | _Layer] = {}
         self.layers: dict[int, _Layer] = {}
@@ -357,7 +361,7 @@ class _FlowRun:
         return RunRecords(
             cluster=self.routes.cluster, makespan_s=self.now,
             link_bytes=np.rint(net.link_bytes[cls]), link_chunks=net.link_chunks[cls],
-            link_busy_s=(net.link_bytes / self.bandwidth)[cls],
+            link_busy_s=(net.link_bytes / self.bandwidth_bytes_per_s)[cls],
             link_queue_sum_s=net.queue_sum_s[cls], link_queue_max_s=net.queue_max_s[cls],
             busy_link=busy_link, busy_start_s=busy_start, busy_end_s=busy_end,
             layer_rows=self.layer_rows, phase_rows=self.phase_rows,

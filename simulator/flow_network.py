@@ -57,7 +57,7 @@ class FluidNet:
         self, paths: FlowPaths, num_links: int, chunk_bytes: int, tolerance: float
     ) -> None:
         self.paths = paths
-        self.capacity = paths.bandwidth
+        self.capacity_bytes_per_s = paths.link_bandwidth_bytes_per_s
         self.chunk = chunk_bytes
         self.tolerance = tolerance
         self.num_links = num_links
@@ -116,14 +116,14 @@ class FluidNet:
         self._stale = False
         self.rate_updates += 1
         e = self.binding
-        self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity, self.active,
+        self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s, self.active,
                                   self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
         a = self.all
         load = np.bincount(a.link, weights=a.share * rate[a.flow], minlength=self.num_links)
-        load = load / self.capacity
+        load = load / self.capacity_bytes_per_s
         changed = np.flatnonzero(load != self._load)
         if changed.size:
             self.load_link.append(changed)

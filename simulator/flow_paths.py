@@ -122,14 +122,14 @@ class FlowPaths:
 
     def __init__(
         self, routes: RouteTable, multipath: MultipathRoutes, link_class: np.ndarray,
-        bandwidth: np.ndarray, latency: np.ndarray,
+        link_bandwidth_bytes_per_s: np.ndarray, link_latency_s: np.ndarray,
     ) -> None:
         self.routes = routes
         self.multipath = multipath
         self.link_class = link_class
-        self.bandwidth = bandwidth
-        self.latency = latency
-        self.implied = implied_links(multipath.entries, bandwidth)
+        self.link_bandwidth_bytes_per_s = link_bandwidth_bytes_per_s
+        self.link_latency_s = link_latency_s
+        self.implied = implied_links(multipath.entries, link_bandwidth_bytes_per_s)
         ep = multipath.endpoints.count
         self._pairs = ep * ep + 1
         self._gpus = routes.num_gpus + 1
@@ -175,8 +175,8 @@ class FlowPaths:
                 hop_lat = 0.0
                 for c, share in hop:
                     links[c] = links.get(c, 0.0) + share
-                    t = max(t, share / float(self.bandwidth[c]))
-                    hop_lat = max(hop_lat, float(self.latency[c]))
+                    t = max(t, share / float(self.link_bandwidth_bytes_per_s[c]))
+                    hop_lat = max(hop_lat, float(self.link_latency_s[c]))
                 per_hop.append(t)
                 lat_s += hop_lat
             ids = list(links)

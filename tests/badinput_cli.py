@@ -89,7 +89,7 @@ num_shared_experts = 0, top_k = 2, hidden_size = 64 }
 topology = { family = "fat-tree", params = { k = 4, num_servers = 3 } }
 trace = { fit_tokens = 64, replay_tokens = 64 }
 [axes]
-"placer.name" = ["round-robin", "ilp-load"]
+"strategy.name" = ["round-robin", "ilp-load"]
 """
 
 
@@ -118,25 +118,31 @@ _register_study("unknown key in a table", 'name = "tiny"', 'name = "tiny", colou
 _register_study("wrong type", "fit_tokens = 64", 'fit_tokens = "64"', "trace.fit_tokens")
 _register_study("section given as a number", "seed = 0", "seed = 0\nsim = 3",
                 "sim: expected a table, got")
-_register_study("empty axis", '"placer.name" = ["round-robin", "ilp-load"]', '"seed" = []',
+_register_study("empty axis", '"strategy.name" = ["round-robin", "ilp-load"]', '"seed" = []',
                 "empty axis")
-_register_study("axis not a list", '"placer.name" = ["round-robin", "ilp-load"]', '"seed" = 3',
+_register_study("axis not a list", '"strategy.name" = ["round-robin", "ilp-load"]', '"seed" = 3',
                 "expected a list of values")
 _register_study("duplicate axis value", '"round-robin", "ilp-load"', '"round-robin", "round-robin"',
                 "duplicate value")
 _register_study("impossible combination (top_k > experts)",
-                '"placer.name" = ["round-robin", "ilp-load"]', '"model.top_k" = [2, 9]', "top_k")
+                '"strategy.name" = ["round-robin", "ilp-load"]', '"model.top_k" = [2, 9]', "top_k")
 _register_study("impossible combination (servers beyond the fat-tree)",
-                '"placer.name" = ["round-robin", "ilp-load"]',
+                '"strategy.name" = ["round-robin", "ilp-load"]',
                 '"topology.params.num_servers" = [3, 17]', "num_servers=17")
-_register_study("unknown placer", '"round-robin", "ilp-load"', '"round-robin", "clairvoyant"',
-                "placer.name")
-_register_study("axis path outside the study", '"placer.name"', '"colour"', "'colour' must start")
-_register_study("baseline names no placer of the study", 'name = "tiny"',
-                'name = "tiny", baseline = "greedy"', "study.baseline", "'greedy' names no placer")
-_register_study("replicas for a placer that places none", "trace = {", 'placer = { replicas = 2 }'
-                "\ntrace = {", "placer.replicas", "round-robin does not support")
+_register_study("unknown strategy", '"round-robin", "ilp-load"', '"round-robin", "clairvoyant"',
+                "strategy.name")
+_register_study("axis path outside the study", '"strategy.name"', '"colour"', "'colour' must start")
+_register_study("baseline names no strategy of the study", 'name = "tiny"',
+                'name = "tiny", baseline = "greedy"', "study.baseline",
+                "'greedy' names no strategy")
+_register_study("replicas for a strategy that places none", "trace = {",
+                'strategy = { replicas = 2 }\ntrace = {', "strategy.replicas",
+                "round-robin does not support")
 _register_study("empty file", STUDY_TOML, "", "the study file is empty")
+_register_study("old [placer] section", "trace = {", 'placer = { name = "ilp" }\ntrace = {',
+                "placer was renamed strategy")
+_register_study("old placer.name axis", '"strategy.name"', '"placer.name"',
+                "placer was renamed strategy")
 _register_study("unknown sim.mode", "seed = 0", 'seed = 0\nsim = { mode = "fluid" }',
                 "unknown mode 'fluid'", "des, flow")
 _register_study("flow option without flow mode", "seed = 0",

@@ -35,13 +35,13 @@ _STUDY = ["study", "failures", "--topology", "{dir}/cluster.json", "--tokens", "
           "--out", "{dir}/run"]
 _RUN = ("run",)
 cli_case("study failures: robust variant of a strategy without a linear cost",
-         [*_STUDY, "--placer", "eplb+robust"], "--placer eplb+robust",
+         [*_STUDY, "--strategy", "eplb+robust"], "--strategy eplb+robust",
          "the robust variant is for", must_not_exist=_RUN)
-cli_case("study failures: robust placer with server failures",
-         [*_STUDY, "--class", "server", "--placer", "ilp+robust"],
+cli_case("study failures: robust strategy with server failures",
+         [*_STUDY, "--class", "server", "--strategy", "ilp+robust"],
          "server failures remove GPUs", must_not_exist=_RUN)
-cli_case("study failures: unknown placer", [*_STUDY, "--placer", "nope"],
-         "--placer nope: unknown strategy 'nope'", must_not_exist=_RUN)
+cli_case("study failures: unknown strategy", [*_STUDY, "--strategy", "nope"],
+         "--strategy nope: unknown strategy 'nope'", must_not_exist=_RUN)
 cli_case("study failures: --des-worst -1", [*_STUDY, "--des-worst", "-1"], "--des-worst",
          ">= 0", must_not_exist=_RUN)
 

@@ -129,7 +129,7 @@ def test_the_valid_inputs_the_cases_break_do_load(tmp_path: Path) -> None:
 
 
 def test_real_sglang_statistics_load(sglang_dir: Path) -> None:
-    """Every real SGLang file reads, and its activation rows sum to top_k (the placer's input)."""
+    """Every real SGLang file reads, and its activation rows sum to top_k (the strategy's input)."""
     import numpy as np
 
     from traces import model_preset

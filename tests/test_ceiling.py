@@ -1,4 +1,4 @@
-"""The ceiling (placement.ceiling) against brute force, and no placer below it (property)."""
+"""The ceiling (placement.ceiling) against brute force, and no strategy below it (property)."""
 
 from __future__ import annotations
 
@@ -77,7 +77,7 @@ def test_replica_bound_is_below_every_replica_layout(seed):
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.sampled_from(["round-robin", "greedy", "ilp", "ilp-load",
                                                  "ilp-origin", "ilp-bytes"]))
-def test_no_placer_beats_the_ceiling(seed, strategy):
+def test_no_strategy_beats_the_ceiling(seed, strategy):
     p = _problem(seed, L=3, E=4, G=4, servers=(0, 0, 1, 1))
     if strategy == "ilp-bytes":  # needs wire times: use the distances as seconds per byte
         from dataclasses import replace

@@ -1,4 +1,4 @@
-"""The placer's de-duplicated count against the simulator's, and bytes against copies."""
+"""The strategy's de-duplicated count against the simulator's, and bytes against copies."""
 
 from __future__ import annotations
 
@@ -35,7 +35,7 @@ def test_remote_copies_hand_computed():
 
 @settings(max_examples=15, deadline=None)
 @given(st.integers(0, 10_000), st.integers(0, 2))
-def test_placer_count_equals_simulator_count(seed, replicas):
+def test_strategy_count_equals_simulator_count(seed, replicas):
     rng = np.random.default_rng(seed)
     G = ROUTES.num_gpus
     trace = generate_trace(SynthConfig(MODEL, num_tokens=60, seq_len=3, step_tokens=60,

@@ -81,23 +81,23 @@ def _study(tmp_path, *args):
     save_cluster(build_leaf_spine(4, 2, 2), src)
     out = tmp_path / "run"
     code = main(["study", "failures", "--topology", str(src), "--tokens", "64", "--out", str(out),
-                 "--placer", "round-robin", "--placer", "ilp-load", *args])
+                 "--strategy", "round-robin", "--strategy", "ilp-load", *args])
     return code, out
 
 
 def test_study_over_link_failures_end_to_end(tmp_path, capsys):
-    code, out = _study(tmp_path, "--placer", "ilp-load+robust")
+    code, out = _study(tmp_path, "--strategy", "ilp-load+robust")
     assert code == 0
     rows = pd.read_parquet(out / "rows.parquet")
     skipped = pd.read_parquet(out / "skipped.parquet")
     # leaf-spine 4 servers, 2 leaves, 2 spines: 4 server links (each cuts its server off) and
-    # 4 leaf-spine links (replayed); per placer 1 healthy + 4 x (keep, re-place) rows, robust
+    # 4 leaf-spine links (replayed); per strategy 1 healthy + 4 x (keep, re-place) rows, robust
     # keep only
     assert len(skipped) == 4 and skipped["reason"].str.contains("disconnects 8 GPU").all()
     assert len(rows) == 2 * (1 + 4 * 2) + (1 + 4)
     # a link failure moves no copy off or onto a server: the network bytes stay
     keep = rows[rows["policy"] == "keep"]
-    for _, g in keep.groupby("placer"):
+    for _, g in keep.groupby("strategy"):
         assert g["network_bytes_dedup"].nunique() == 1
         assert g["network_bytes_no_dedup"].nunique() == 1
         # and no distance (leaf-spine links have a twin): hops and the GPU loads stay too
@@ -128,11 +128,11 @@ def test_study_over_server_failures_repairs_the_kept_layout(tmp_path):
 
 
 @pytest.mark.parametrize(("args", "message"), [
-    (["--placer", "eplb+robust"], "the robust variant is for"),
-    (["--class", "server", "--placer", "ilp+robust"], "server failures remove GPUs"),
-    (["--placer", "nope"], "unknown strategy 'nope'"),
+    (["--strategy", "eplb+robust"], "the robust variant is for"),
+    (["--class", "server", "--strategy", "ilp+robust"], "server failures remove GPUs"),
+    (["--strategy", "nope"], "unknown strategy 'nope'"),
 ])
-def test_study_bad_placers_are_one_line(tmp_path, capsys, args, message):
+def test_study_bad_strategies_are_one_line(tmp_path, capsys, args, message):
     code, out = _study(tmp_path, *args)
     assert code == 2 and message in capsys.readouterr().err and not out.exists()
 

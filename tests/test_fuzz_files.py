@@ -156,7 +156,7 @@ def test_study_builder_on_mutated_definitions(path, value, delete, tmp_path):
 @FUZZ
 @given(
     axes=st.dictionaries(
-        st.sampled_from(["seed", "model.top_k", "topology.params.num_servers", "placer.name",
+        st.sampled_from(["seed", "model.top_k", "topology.params.num_servers", "strategy.name",
                          "trace.fit_tokens", "sim.x", "study", "model", "seed, trace.seq_len",
                          "topology.params", "topology.family", "x", ""]),
         _small_values, max_size=3),

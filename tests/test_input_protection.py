@@ -88,7 +88,7 @@ COMMANDS = [
             ("trace.parquet",), ("--out",), ("paper",)),
     Command("study failures",
             ("study", "failures", "--topology", "{d}/cluster.json", "--trace",
-             "{d}/trace.parquet", "--placer", "round-robin", "--tokens", "3", "--no-report"),
+             "{d}/trace.parquet", "--strategy", "round-robin", "--tokens", "3", "--no-report"),
             ("cluster.json", "trace.parquet"), ("--out",), ("failures",)),
     Command("topology import", ("topology", "import", "--matrix", "{d}/costs.json"),
             ("costs.json",), ("--out",), ("m.json",)),

@@ -123,7 +123,7 @@ def test_study_fits_on_each_form(forms, form):
     from experiments.studies.paper import paper_study
 
     study = paper_study(quick=True, fit_trace=forms[form], tokens=16,
-                        model_names=(MODEL.name,), placer_names=("round-robin",))
+                        model_names=(MODEL.name,), strategy_names=("round-robin",))
     result = evaluate_cell(study.cells[0].config)
     if form != "trace":  # the counts' activation, exactly (a trace fits on its first tokens)
         want = load_load_stats(forms[form]).activation().ravel()

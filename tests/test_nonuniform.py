@@ -1,4 +1,4 @@
-"""Clusters that are not uniform: every placer and both simulator modes.
+"""Clusters that are not uniform: every strategy and both simulator modes.
 
 Servers of different sizes, NICs of different speeds (pooled or one per GPU), clusters from a
 measured matrix and rack-scale racks: every strategy either returns a layout the checker

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from placement.dedup.bound import (
     server_assignments,
     transport_bound,
 )
+from placement.dedup.deadline import Deadline
 from placement.dedup.evaluate import dedup_cost
 from placement.dedup.search import swap_search
 from placement.dedup.state import LayerState
@@ -172,7 +174,7 @@ def test_incremental_deltas_equal_recounts(seed, servers):
     s.recount()
     assert np.array_equal(cnt, s.cnt)
     before = s.objective()
-    swap_search(s, s.is_single(), None, deadline=float("inf"))
+    swap_search(s, s.is_single(), None, Deadline.after(math.inf))
     assert s.objective() <= before + 1e-9
 
 

@@ -23,7 +23,7 @@ baseline = "ilp-origin"
 [topology]
 family = "fat-tree"
 params = {{ k = 4, num_servers = 4 }}
-[placer]
+[strategy]
 name = "ilp-origin"
 [trace]
 source = "drift.parquet"

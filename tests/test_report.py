@@ -42,38 +42,38 @@ def test_report_renders_expected_figures_and_tables(run_dir, capsys):
     assert page.count("<table>") == 2
     for heading in ("Compared with the paper",
                     "Hop reduction vs. the baseline, beside its ceiling (%)",
-                    "Results per setup and placer"):
+                    "Results per setup and strategy"):
         assert heading in page
-    # every setup x placer appears in the results table, averaged over the two seeds
+    # every setup x strategy appears in the results table, averaged over the two seeds
     assert page.count("<td>nic_bandwidth_bytes_per_s=5e+10</td>") == 3 + 1
 
 
-def test_summary_averages_seeds_per_setup_and_placer(run_dir):
+def test_summary_averages_seeds_per_setup_and_strategy(run_dir):
     results = pd.read_parquet(run_dir / "results.parquet")
-    axes = ("placer.name", "topology.links.nic_bandwidth_bytes_per_s", "seed")
+    axes = ("strategy.name", "topology.links.nic_bandwidth_bytes_per_s", "seed")
     s = summarize_study(results, axes)
     assert len(s) == 6 and (s["seeds"] == 2).all()
-    rr = results[(results["placer"] == "round-robin")
+    rr = results[(results["strategy"] == "round-robin")
                  & (results["topology.links.nic_bandwidth_bytes_per_s"] == 50e9)]
-    got = s[(s["placer"] == "round-robin")
+    got = s[(s["strategy"] == "round-robin")
             & (s["setup"] == "nic_bandwidth_bytes_per_s=5e+10")]["hops_per_token"]
     assert got.iloc[0] == pytest.approx(rr["hops_per_token"].mean())
 
 
 def test_plot_functions_take_frames_and_return_figures():
-    df = pd.DataFrame({"setup": ["a", "a", "b", "b"], "placer": ["rr", "ilp"] * 2,
+    df = pd.DataFrame({"setup": ["a", "a", "b", "b"], "strategy": ["rr", "ilp"] * 2,
                        "hops_per_token": [4.0, 3.0, 5.0, 4.5]})
     fig = plots.plot_metric_by_setup(df, "hops_per_token", "hops", "Hops")
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "hops" and ax.get_legend() is not None
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
-    links = pd.DataFrame({"placer": ["rr", "ilp"], "src": ["s0", "s0"], "dst": ["sw", "sw"],
+    links = pd.DataFrame({"strategy": ["rr", "ilp"], "src": ["s0", "s0"], "dst": ["sw", "sw"],
                           "tier": ["access"] * 2, "bytes": [1e6, 2e6]})
     assert isinstance(plots.plot_link_load_heatmap(links, "t"), Figure)
-    tokens = pd.DataFrame({"placer": ["rr", "rr", "ilp"], "moe_latency_s": [1e-3, 2e-3, 1e-3]})
+    tokens = pd.DataFrame({"strategy": ["rr", "rr", "ilp"], "moe_latency_s": [1e-3, 2e-3, 1e-3]})
     assert isinstance(plots.plot_latency_cdfs(tokens, "t"), Figure)
-    layers = pd.DataFrame({"placer": ["rr"] * 2, "microbatch": [0, 1], "layer": [1, 1],
+    layers = pd.DataFrame({"strategy": ["rr"] * 2, "microbatch": [0, 1], "layer": [1, 1],
                            "start_s": [0.0, 0.0], "finish_s": [1e-3, 2e-3]})
     assert isinstance(plots.plot_layer_timeline(layers, "t"), Figure)
 

@@ -29,8 +29,8 @@ def test_human_units_hand_computed():
     assert cell("solve_time_s", 45.8571) == "45.86"  # solver time stays in seconds
     assert cell("gap", float("nan")) == "–"
     assert header("some_new_column") == "Some new column"
-    shown = human_table(__import__("pandas").DataFrame({"tokens": [4096], "placer": ["ilp"]}))
-    assert shown.to_dict("list") == {"Tokens": ["4,096"], "Placer": ["ilp"]}
+    shown = human_table(__import__("pandas").DataFrame({"tokens": [4096], "strategy": ["ilp"]}))
+    assert shown.to_dict("list") == {"Tokens": ["4,096"], "Strategy": ["ilp"]}
 
 
 @pytest.mark.parametrize("mode", ["des", "analytic"])

@@ -11,9 +11,9 @@ from experiments.studies.paper import (
     _VARIANTS,
     EVEN,
     PAPER_MODELS,
-    PAPER_PLACERS,
-    PROJECT_PLACERS,
-    QUICK_PLACERS,
+    PAPER_STRATEGIES,
+    PROJECT_STRATEGIES,
+    QUICK_STRATEGIES,
     TENANTS,
     paper_study,
 )
@@ -27,22 +27,22 @@ FAMILIES = ("fat-tree", "fat-tree-sparse", "dragonfly", "dragonfly-sparse")
 
 def test_paper_grid_runs_what_exists_and_names_what_does_not():
     study = paper_study()  # the full grid (no ESFT rows: no folder given)
-    placers = [p for p in PAPER_PLACERS + PROJECT_PLACERS
+    strategies = [p for p in PAPER_STRATEGIES + PROJECT_STRATEGIES
                if _VARIANTS.get(p, (p, {}))[0] in STRATEGIES]
     runnable = [f for f in FAMILIES if f in BUILDERS]
     # two origin scenarios (even, tenant locality) per model and fabric
-    assert len(study.cells) == len(PAPER_MODELS) * len(runnable) * 2 * len(placers)
+    assert len(study.cells) == len(PAPER_MODELS) * len(runnable) * 2 * len(strategies)
     assert {c.config["trace"]["label"] for c in study.cells} == {EVEN, TENANTS}
     assert {c.config["trace"]["tenants"] for c in study.cells} == {0, 3, 4}
-    for p in PAPER_PLACERS + PROJECT_PLACERS:
-        flagged = any(f"placer {p!r} is not in placement.STRATEGIES" in s for s in study.skipped)
+    for p in PAPER_STRATEGIES + PROJECT_STRATEGIES:
+        flagged = any(f"strategy {p!r} is not in placement.STRATEGIES" in s for s in study.skipped)
         assert flagged == (_VARIANTS.get(p, (p, {}))[0] not in STRATEGIES)
     for f in FAMILIES:
         if f not in BUILDERS:
             assert any(f"family {f!r} is not in simulator.cluster.families.BUILDERS" in s
                        for s in study.skipped)
     quick = paper_study(quick=True)
-    assert {c.config["placer"]["name"] for c in quick.cells} == set(QUICK_PLACERS)
+    assert {c.config["strategy"]["name"] for c in quick.cells} == set(QUICK_STRATEGIES)
 
 
 def test_paper_origins_flag_replaces_the_scenarios_and_checks_the_cluster():
@@ -60,7 +60,7 @@ def test_quick_paper_study_end_to_end(tmp_path, capsys, models):
     out = tmp_path / "paper"
     # the paper's own rows and the origin-aware ILP (the slow variant runs the quick default)
     rows = [] if not models else [a for p in ("round-robin", "ilp", "ilp-load", "ilp-origin")
-                                  for a in ("--placer", p)]
+                                  for a in ("--strategy", p)]
     assert main(["study", "paper", "--quick", "--tokens", "48", "--serial", "--no-esft",
                  "--out", str(out), *models, *rows]) == 0
     res = pd.read_parquet(out / "results.parquet")
@@ -73,8 +73,8 @@ def test_quick_paper_study_end_to_end(tmp_path, capsys, models):
     # round-robin is each setup's baseline; the ILPs never do worse on the expected hops they
     # optimise; the simulated hops are the expected hops of the replayed tokens; no cell
     # saves more than its ceiling
-    assert (res.loc[res["placer"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
-    exp = res.pivot_table(index=["model", "scenario"], columns="placer",
+    assert (res.loc[res["strategy"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
+    exp = res.pivot_table(index=["model", "scenario"], columns="strategy",
                           values="expected_hops_per_token")
     assert (exp["ilp-load"] <= exp["round-robin"] + 1e-9).all()
     assert ((res["judged_expected_hops_per_token"] - res["hops_per_token"]).abs() < 1e-6).all()
@@ -83,19 +83,20 @@ def test_quick_paper_study_end_to_end(tmp_path, capsys, models):
     page = (out / "report.html").read_text()
     assert "Compared with the paper" in page and "No cell saves more than its ceiling" in page
     assert "Source of gain: origins" in page
-    if len(STRATEGIES) < len(PAPER_PLACERS + PROJECT_PLACERS):
+    if len(STRATEGIES) < len(PAPER_STRATEGIES + PROJECT_STRATEGIES):
         assert "Not run in this build" in page
     assert "deepseek-moe-16b" in capsys.readouterr().out
 
 
 def test_esft_rows_in_sample_held_out_cross_task_and_tenants(tmp_path, esft_dir):
     study = paper_study(quick=True, model_names=("deepseek-moe-16b",), esft_dir=esft_dir,
-                        inputs_dir=tmp_path / "inputs", placer_names=("round-robin", "ilp-origin"))
+                        inputs_dir=tmp_path / "inputs",
+                        strategy_names=("round-robin", "ilp-origin"))
     labels = {c.config["trace"]["label"] for c in study.cells}
     assert {"ESFT in-sample (intent)", "ESFT held-out (intent)",
             "ESFT cross-task (fit intent, replay law)", "ESFT tenant locality, held-out"} <= labels
     tenant = next(c for c in study.cells if c.config["trace"]["label"].startswith("ESFT tenant")
-                  and c.config["placer"]["name"] == "ilp-origin")
+                  and c.config["strategy"]["name"] == "ilp-origin")
     assert tenant.config["trace"]["origins"] == "tenants:0-1/2-3/4-5"
     from experiments.studies import evaluate_cell
 
@@ -135,7 +136,7 @@ def test_fit_on_real_sglang_statistics_replay_synthetic(sglang_dir):
     assert any(s.startswith("model deepseek-moe-16b: load statistics do not fit it")
                for s in study.skipped)
     assert {c.config["model"]["preset"] for c in study.cells} == {"deepseek-r1"}
-    rr = next(c for c in study.cells if c.config["placer"]["name"] == "round-robin")
+    rr = next(c for c in study.cells if c.config["strategy"]["name"] == "round-robin")
     result = evaluate_cell(rr.config)
     assert result.row["fit"] == "load statistics prefill_in1024.json"
     assert result.row["replay_tokens"] == 32
@@ -147,7 +148,7 @@ def test_the_quick_study_with_esft_rows_runs_in_its_own_directory(tmp_path, esft
     """The traces the study imports into --out/inputs are its own, not inputs it must not
     touch; a directory left with only them (a run stopped before its record) is resumed."""
     out = tmp_path / "paper"
-    argv = ["study", "paper", "--quick", "--model", "deepseek-moe-16b", "--placer", "round-robin",
+    argv = ["study", "paper", "--quick", "--model", "deepseek-moe-16b", "--strategy", "round-robin",
             "--tokens", "16", "--esft", str(esft_dir), "--serial", "--no-report", "--out", str(out)]
     (out / "inputs").mkdir(parents=True)
     assert main(argv) == 0

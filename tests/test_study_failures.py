@@ -14,7 +14,7 @@ from experiments.studies.runner import FAILED_MARKER, failed_cells
 # ilp-load with balance_eps 1e-6 asks every GPU's expected load to be within 1 + 1e-6 of the
 # mean: with 8 experts of skewed (Zipf 1.5) load on 4 GPUs of 2 slots per layer no layout
 # does that, and HiGHS proves the model infeasible (no time limit involved).  Round-robin
-# needs no solver.  The second axis value makes the study run two cells per placer.
+# needs no solver.  The second axis value makes the study run two cells per strategy.
 STUDY = """
 seed = 0
 [model]
@@ -33,7 +33,7 @@ fit_tokens = 64
 replay_tokens = 64
 zipf_exponent = 1.5
 [axes]
-"placer" = [{name = "round-robin"}, {name = "ilp-load", balance_eps = 1e-6}]
+"strategy" = [{name = "round-robin"}, {name = "ilp-load", balance_eps = 1e-6}]
 """
 
 
@@ -46,10 +46,10 @@ def test_a_failing_cell_is_recorded_and_the_others_run(tmp_path, capsys) -> None
     assert "moe-netsim: 1 of 2 cells failed" in captured.err
     res = pd.read_parquet(out / "results.parquet")
     ok, bad = res.iloc[0], res.iloc[1]
-    assert ok["placer"] == "round-robin" and ok["status"] == "heuristic"
+    assert ok["strategy"] == "round-robin" and ok["status"] == "heuristic"
     assert ok["hops_per_token"] > 0 and pd.isna(ok["failure"])
     # the failed row keeps its setup columns, has no numbers and says why in one line
-    assert bad["placer"] == "ilp-load" and bad["status"] == "failed"
+    assert bad["strategy"] == "ilp-load" and bad["status"] == "failed"
     assert bad["num_gpus"] == 4 and bad["model"] == "tiny-moe"
     assert pd.isna(bad["hops_per_token"]) and pd.isna(bad["hops_per_token_reduction_pct"])
     assert bad["failure"].startswith("placement ilp-load failed: infeasible")

@@ -34,7 +34,7 @@ links = { gpus_per_server = 2 }
 fit_tokens = 64
 replay_tokens = 64
 [axes]
-"placer.name" = ["round-robin", "ilp-load"]
+"strategy.name" = ["round-robin", "ilp-load"]
 "seed" = [0, 1, 2]
 """
 
@@ -47,8 +47,8 @@ def write(tmp_path, text, name="study.toml"):
 
 def test_grid_is_the_factorial_product_in_file_order(tmp_path):
     study = load_study_file(write(tmp_path, TINY))
-    assert study.axes == ("placer.name", "seed")
-    # 2 placers x 3 seeds = 6 cells, the last axis varies fastest
+    assert study.axes == ("strategy.name", "seed")
+    # 2 strategies x 3 seeds = 6 cells, the last axis varies fastest
     got = [tuple(v for _, v in c.axis_values) for c in study.cells]
     assert got == [("round-robin", 0), ("round-robin", 1), ("round-robin", 2),
                    ("ilp-load", 0), ("ilp-load", 1), ("ilp-load", 2)]
@@ -73,7 +73,7 @@ BAD = [
     # (replace this, with that, a part of the message that names the key)
     ('[study]\nname = "tiny"', '[study]\nname = "tiny"\ncolour = "red"', "study.colour"),
     ("seed = 0", "seed = 0\nmodle = 1", "modle"),
-    ('[trace]', '[placer]\noptoins = {}\n[trace]', "placer.optoins"),
+    ('[trace]', '[strategy]\noptoins = {}\n[trace]', "strategy.optoins"),
     ("k = 4, num_servers = 3", 'k = "four", num_servers = 3',
      "topology.params: fat-tree: parameter k"),
     ("k = 4, num_servers = 3", "k = 4, num_servers = 3, radix = 8", "radix"),
@@ -88,9 +88,9 @@ BAD = [
     ('"seed" = [0, 1, 2]', '"topology.family" = ["fat-tree", "torus"]', "topology.family"),
     ('"seed" = [0, 1, 2]', '"sim.inflight_microbatches" = [2, 0]', "inflight_microbatches"),
     ('"seed" = [0, 1, 2]', '"sim.warp_drive" = [true]', "sim.warp_drive"),
-    ('"round-robin", "ilp-load"', '"round-robin", "clairvoyant"', "placer.name"),
+    ('"round-robin", "ilp-load"', '"round-robin", "clairvoyant"', "strategy.name"),
     ('"seed" = [0, 1, 2]', '"model.top_k" = [2, 9]', "top_k"),
-    ('"seed" = [0, 1, 2]', '"placer.options.time_limit_s" = [-1.0]', "time_limit_s"),
+    ('"seed" = [0, 1, 2]', '"strategy.options.time_limit_s" = [-1.0]', "time_limit_s"),
     ('"seed" = [0, 1, 2]', '"seed, trace.seq_len" = [[0]]', "linked axis"),
     ("[trace]", '[trace]\nsource = "missing.parquet"', "trace.source"),
     ("[trace]", '[trace]\nfit_source = "missing.json"', "trace.fit_source"),
@@ -130,19 +130,19 @@ def test_cli_rejects_a_bad_file_before_any_work(tmp_path):
 
 
 def test_reductions_against_the_baseline_of_the_same_setup():
-    # two setups (seed 0, 1) x two placers; hops 100 -> 80 is 20 %, 50 -> 45 is 10 %
+    # two setups (seed 0, 1) x two strategies; hops 100 -> 80 is 20 %, 50 -> 45 is 10 %
     df = pd.DataFrame({
         "seed": [0, 1, 0, 1],
-        "placer.name": ["round-robin", "round-robin", "ilp-load", "ilp-load"],
-        "placer": ["round-robin", "round-robin", "ilp-load", "ilp-load"],
+        "strategy.name": ["round-robin", "round-robin", "ilp-load", "ilp-load"],
+        "strategy": ["round-robin", "round-robin", "ilp-load", "ilp-load"],
         "hops_per_token": [100.0, 50.0, 80.0, 45.0],
     })
     for m in ("network_link_bytes", "max_link_utilisation", "latency_p50_ms", "latency_p99_ms",
               "makespan_ms"):
         df[m] = 1.0
-    out = add_reductions(df, ("placer.name", "seed"), "round-robin")
+    out = add_reductions(df, ("strategy.name", "seed"), "round-robin")
     np.testing.assert_allclose(out["hops_per_token_reduction_pct"], [0.0, 0.0, 20.0, 10.0])
-    none = add_reductions(df, ("placer.name", "seed"), "greedy")
+    none = add_reductions(df, ("strategy.name", "seed"), "greedy")
     assert none["hops_per_token_reduction_pct"].isna().all()
 
 

@@ -48,7 +48,7 @@ zipf_exponent = 1.2
 [sim]
 microbatch_tokens = 64
 [axes]
-"placer.name" = ["round-robin", "ilp", "ilp-load"]
+"strategy.name" = ["round-robin", "ilp", "ilp-load"]
 "topology.links.nic_bandwidth_bytes_per_s" = [50e9, 10e9]
 "seed" = {seeds}
 """
@@ -91,7 +91,7 @@ def test_serial_run_is_complete(serial_run):
     assert set(res["status"]) <= {"optimal", "heuristic"}
     # every ilp-load cell has a round-robin row of the same bandwidth and seed to compare with
     assert res["hops_per_token_reduction_pct"].notna().all()
-    assert (res.loc[res["placer"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
+    assert (res.loc[res["strategy"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
 
 
 def test_dask_on_an_existing_cluster_equals_serial_even_when_a_worker_dies(serial_run, tmp_path):

@@ -111,7 +111,7 @@ def packed_blocks(stats: PairStats, num_blocks: int, passes: int = 4) -> np.ndar
     """Equal-size blocks per layer packing often co-activated experts together.
 
     Swap local search on the within-block co-activation sum, started from contiguous blocks
-    (a cheap stand-in for what a co-activation-aware placer finds).
+    (a cheap stand-in for what a co-activation-aware strategy finds).
     """
     L, E = stats.p.shape
     out = np.empty((L, E), dtype=np.int64)

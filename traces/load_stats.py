@@ -1,7 +1,7 @@
 """Expert load statistics: routed-token counts per (MoE layer, expert), without tokens.
 
 SGLang's expert-distribution statistics (``{"logical_count": [layers][experts]}``) are such
-counts; the placer uses them directly as activation weights and the generator can be fitted
+counts; the strategy uses them directly as activation weights and the generator can be fitted
 to them.
 """
 

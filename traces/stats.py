@@ -1,4 +1,4 @@
-"""Routing statistics as arrays and DataFrames (the placer's activation weights among them)."""
+"""Routing statistics as arrays and DataFrames (the strategy's activation weights among them)."""
 
 from __future__ import annotations
 

@@ -142,7 +142,7 @@ def run_demo(
                                  num_redundant=(-model.num_routed_experts) % g)
     evals: list[Evaluation] = []
     steps = (feedback or Feedback()).iterate(cfg.strategies, len(cfg.strategies),
-                                             "demo: place and replay", "placer")
+                                             "demo: place and replay", "strategy")
     for strategy in steps:
         prob = eplb_problem if strategy == "eplb" else problem
         evals.append(place_and_replay(prob, strategy, replay, routes, sim_config, options, say))

@@ -17,7 +17,7 @@ def register(sub: argparse._SubParsersAction) -> None:
         description=(
             "Reads the tables of a finished run directory and writes report.html with the"
             " figures (PNG, beside it). study/sweep: hops, bytes, link utilisation and p99"
-            " latency per placer and setup, per-link load, latency CDFs, MoE-layer timelines,"
+            " latency per strategy and setup, per-link load, latency CDFs, MoE-layer timelines,"
             " expert-load heatmaps and the result tables. rebalance: network bytes over time,"
             " migration bytes and stalls per rebalance (and p99 latency with --mode des); give"
             " several rebalance run directories (one per policy) and --out to compare them on"

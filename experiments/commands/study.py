@@ -75,11 +75,11 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
     feedback = Feedback.from_args(args)
     for note in study.skipped:
         feedback.note(f"not run: {note}")
-    placers = study.placers
-    if study.baseline not in placers:
-        print(f"warning: the baseline placer {study.baseline!r} is not in this study, so the"
+    strategies = study.strategies
+    if study.baseline not in strategies:
+        print(f"warning: the baseline strategy {study.baseline!r} is not in this study, so the"
               " *_reduction_pct columns stay empty (set study.baseline to one of"
-              f" {', '.join(sorted(placers))})", file=sys.stderr)
+              f" {', '.join(sorted(strategies))})", file=sys.stderr)
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
         overwrite=args.overwrite, progress=CellProgress(feedback),
@@ -91,7 +91,7 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
         from experiments.report_runs import write_run_report
 
         write_run_report(out)
-    shown = ("model", "model.preset", "topology", "topology.family", "placer.name", "placer",
+    shown = ("model", "model.preset", "topology", "topology.family", "strategy.name", "strategy",
              "trace")
     varied = [a for a in study.axes if a not in shown]
     cols = varied + [c for c in (*PAPER_COLUMNS, "failure") if c in outcome.results.columns]
@@ -114,25 +114,25 @@ def register(sub: argparse._SubParsersAction) -> None:
         "study",
         help="Run a built-in study: `paper` (the reference paper's grid), `failures`.",
         description="Built-in studies: `paper` reproduces the reference paper's grid;"
-        " `failures` replays every placer on a fabric and on each of its single failures.",
+        " `failures` replays every strategy on a fabric and on each of its single failures.",
     )
     names = study.add_subparsers(dest="name", required=True, metavar="STUDY")
     p = names.add_parser(
         "paper",
-        help="The reference paper's grid (models x topologies x origins x placers).",
+        help="The reference paper's grid (models x topologies x origins x strategies).",
         description=(
             "paper: two models (DeepSeekMoE-16B, DeepSeek-R1) x four topologies (fat-tree,"
             " fat-tree-sparse, dragonfly, dragonfly-sparse) x two origin scenarios (even, tenant"
-            " locality) x placers (round-robin, greedy, ilp, ilp-load and this project's own:"
+            " locality) x strategies (round-robin, greedy, ilp, ilp-load and this project's own:"
             " eplb, ilp-bytes, ilp-bottleneck, ilp-origin, replicas), plus real ESFT rows when"
             " the data is present. Every saving stands beside its ceiling."
-            " Topology families and placers missing from this build are listed as not run."
+            " Topology families and strategies missing from this build are listed as not run."
             " Per cell: hops per token, network bytes, max link utilisation, p50/p99 MoE"
             " latency, solve time, reductions vs. round-robin."
         ),
     )
     p.add_argument("--quick", action="store_true",
-                   help="Small clusters, few tokens, four placers on the two sparse fabrics.")
+                   help="Small clusters, few tokens, four strategies on the two sparse fabrics.")
     add_output_argument(p, "--out", STUDY_RUN, default=None,
                         help="Run directory (default runs/paper, runs/paper-quick).")
     p.add_argument("--trace", type=Path, default=None,
@@ -156,8 +156,8 @@ def register(sub: argparse._SubParsersAction) -> None:
     esft.add_argument("--no-esft", action="store_true", help="Leave out the real-data rows.")
     p.add_argument("--model", action="append", default=None, dest="models",
                    help="Run only this model of the paper's two (repeatable).")
-    p.add_argument("--placer", action="append", default=None, dest="placers",
-                   help="Run only this placer row (repeatable; default: every row).")
+    p.add_argument("--strategy", action="append", default=None, dest="strategies",
+                   help="Run only this strategy row (repeatable; default: every row).")
     add_execution_arguments(p)
     p.set_defaults(func=run)
     study_failures.register(names)
@@ -175,7 +175,7 @@ def run(args: argparse.Namespace) -> int:
     study = paper_study(
         quick=args.quick, trace=args.trace, fit_trace=args.fit_trace, tokens=args.tokens,
         seed=args.seed, model_names=tuple(args.models or PAPER_MODELS),
-        placer_names=tuple(args.placers) if args.placers else None,
+        strategy_names=tuple(args.strategies) if args.strategies else None,
         esft_dir=esft, inputs_dir=out / "inputs", origins=args.origins,
     )
     Feedback.from_args(args).note(f"paper study: {len(study.cells)} cells")

@@ -1,4 +1,4 @@
-"""``moe-netsim study failures``: every placer on the healthy fabric and each single failure."""
+"""``moe-netsim study failures``: every strategy on the healthy fabric and each single failure."""
 
 from __future__ import annotations
 
@@ -36,19 +36,19 @@ def register(names: argparse._SubParsersAction) -> None:
     """Add ``study failures`` to the study subcommands."""
     p = names.add_parser(
         "failures",
-        help="Replay every placer on the healthy fabric and each single failure of a class.",
-        description="Place with every placer on the healthy cluster, then for every single"
+        help="Replay every strategy on the healthy fabric and each single failure of a class.",
+        description="Place with every strategy on the healthy cluster, then for every single"
         " failure of --class (each network link, switch or server) replay the healthy layout"
         " (kept; repaired after a server failure) and a re-placed one with the analytic"
         " counter: network bytes with and without de-duplication, bytes on network links, the"
         " busiest link and the bandwidth bound; the failures with the highest bound are"
-        " replayed in the DES for p99 latency. Reports healthy, mean and worst per placer and"
+        " replayed in the DES for p99 latency. Reports healthy, mean and worst per strategy and"
         " which layouts are robust. Failures that cut GPUs off are listed, not replayed.",
     )
     add_cluster_arguments(p, required=True, help_file="Healthy cluster file (.json, .graphml).")
     add_option(p, FailureStudyConfig, "failure_class", "--class")
-    p.add_argument("--placer", action="append", default=None, dest="placers",
-                   help="A placer (repeatable): a strategy, or ilp|ilp-load|ilp-origin|ilp-bytes"
+    p.add_argument("--strategy", action="append", default=None, dest="strategies",
+                   help="A strategy (repeatable), or ilp|ilp-load|ilp-origin|ilp-bytes"
                         " with +robust (placed on the expected cost over the failures);"
                         " default: every strategy and ilp-load+robust (not for servers).")
     p.add_argument("--model", default=None,
@@ -111,13 +111,13 @@ def _fit(args: argparse.Namespace, gpu_server: Any) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.studies.failures import check_placers, default_placers, run_failure_study
+    from experiments.studies.failures import check_strategies, default_strategies, run_failure_study
     from experiments.studies.failures_report import summarize, write_report
     from simulator.config import SimConfig
 
     config = FailureStudyConfig(getattr(args, "class"), args.des_worst, args.robust_tolerance)
-    placers = args.placers or default_placers(config.failure_class)
-    check_placers(placers, config.failure_class)
+    strategies = args.strategies or default_strategies(config.failure_class)
+    check_strategies(strategies, config.failure_class)
     options = SolverOptions(time_limit_s=args.time_limit, threads=args.threads, seed=args.seed)
     sim = SimConfig(traffic=TrafficConfig(dispatch=args.dispatch, multipath=args.multipath))
     cluster = cluster_from_args(args)
@@ -127,12 +127,12 @@ def run(args: argparse.Namespace) -> int:
 
     progress = Feedback.from_args(args).note
     t0 = time.perf_counter()
-    study = run_failure_study(cluster, model, fit, placers, config, options, sim, progress)
+    study = run_failure_study(cluster, model, fit, strategies, config, options, sim, progress)
     summary = summarize(study, config)
     runtime = time.perf_counter() - t0
     label = cluster_label(args) or cluster.name
     meta = {"command": f"moe-netsim {COMMAND}", "cluster": label, "model": model.name,
-            "fit": fit.description, "placers": placers, "config": asdict(config),
+            "fit": fit.description, "strategies": strategies, "config": asdict(config),
             "solver_options": asdict(options), "traffic": asdict(sim.traffic),
             "runtime_s": runtime}
     with run_directory(out, args.overwrite) as work:
@@ -143,12 +143,12 @@ def run(args: argparse.Namespace) -> int:
         write_json(work / "meta.json", meta)
         if not args.no_report:
             write_report(work, study, summary, config, label, fit.description)
-    shown = [c for c in ("placer", "policy", "robust", "healthy_bound_ms", "mean_bound_ms",
+    shown = [c for c in ("strategy", "policy", "robust", "healthy_bound_ms", "mean_bound_ms",
                          "worst_bound_ms", "worst_scenario", "worst_hops_per_token",
                          "worst_gpu_balance_max_over_mean", "worst_latency_p99_ms")
              if c in summary.columns]
     print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
-    robust = summary[(summary["policy"] == "keep") & summary["robust"]]["placer"].tolist()
+    robust = summary[(summary["policy"] == "keep") & summary["robust"]]["strategy"].tolist()
     print(f"\nrobust (keep, worst bound within {100 * config.robust_tolerance:g} %):"
           f" {', '.join(robust) or 'none'}")
     print(f"{len(study.skipped)} failures cut GPUs off and were not replayed")

@@ -176,7 +176,7 @@ _CEILINGS: dict[tuple[str, int], Ceiling] = {}
 
 
 def _ceiling(cell_key: str, num_redundant: int, judged: PlacementProblem) -> Ceiling:
-    """The cell's ceiling, cached per (cell without its placer, redundant copies)."""
+    """The cell's ceiling, cached per (cell without its strategy, redundant copies)."""
     key = (cell_key, num_redundant)
     if key not in _CEILINGS:
         if len(_CEILINGS) >= 16:
@@ -185,23 +185,23 @@ def _ceiling(cell_key: str, num_redundant: int, judged: PlacementProblem) -> Cei
     return _CEILINGS[key]
 
 
-def placer_redundant(placer: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
-    """Redundant expert slots per MoE layer: the placer's ``replicas`` ("auto": GPUs // 8);
+def strategy_redundant(strategy: dict[str, Any], model: ModelSpec, num_gpus: int) -> int:
+    """Redundant expert slots per MoE layer: the strategy's ``replicas`` ("auto": GPUs // 8);
     ``eplb`` without it gets the fewest that make (experts + redundant) a multiple of the GPU
     count."""
-    r = placer.get("replicas")
+    r = strategy.get("replicas")
     if r == "auto":
         return max(1, num_gpus // 8)
     if r is not None:
         return int(r)
-    if placer["name"] == "eplb":
+    if strategy["name"] == "eplb":
         return (-model.num_routed_experts) % num_gpus
     return 0
 
 
 def cell_labels(config: dict[str, Any], model_name: str, cluster: Any) -> dict[str, Any]:
     """The columns that say which cell a row is (its setup), failed or not."""
-    t, placer = config["trace"], config["placer"]
+    t, strategy = config["trace"], config["strategy"]
     return {
         "scenario": t["label"],
         "origins": t["origins"] or (f"{t['tenants']} tenants on their own servers"
@@ -211,7 +211,7 @@ def cell_labels(config: dict[str, Any], model_name: str, cluster: Any) -> dict[s
         "cluster": cluster.name,
         "num_gpus": cluster.num_gpus,
         "num_servers": cluster.num_servers,
-        "placer": placer.get("label", placer["name"]),
+        "strategy": strategy.get("label", strategy["name"]),
         "seed": config["seed"],
     }
 
@@ -242,7 +242,7 @@ def evaluate_cell_or_failure(config: dict[str, Any]) -> CellResult | CellFailure
                     else _file_trace(source).model.name)
             labels = cell_labels(config, name, _routes(_key(config["topology"])).cluster)
         except Exception:  # noqa: BLE001 - the labels are best effort; the reason is not
-            labels = {"placer": config["placer"].get("label", config["placer"]["name"]),
+            labels = {"strategy": config["strategy"].get("label", config["strategy"]["name"]),
                       "scenario": config["trace"].get("label", ""), "seed": config["seed"]}
         return CellFailure({**labels, "status": FAILED, "failure": reason})
 
@@ -263,28 +263,28 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     cluster = routes.cluster
     fitted = fit_and_replay(config, model, cluster.gpu_server)
     activation, replay, fit_desc = fitted.activation, fitted.replay, fitted.description
-    placer = config["placer"]
-    if placer["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
+    strategy = config["strategy"]
+    if strategy["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
         raise InputError(
-            f"placer {placer['name']} is fitted on per-token routing; the cell fits on load"
+            f"strategy {strategy['name']} is fitted on per-token routing; the cell fits on load"
             f" statistics ({fit_desc}), which carry only counts per expert"
         )
     sim_config = split_sim_options(config["sim"])
     problem = build_problem(
         routes, model, activation, origin_activation=fitted.per_origin,
-        num_redundant=placer_redundant(placer, model, cluster.num_gpus),
-        balance_eps=placer.get("balance_eps"), traffic=sim_config.traffic,
+        num_redundant=strategy_redundant(strategy, model, cluster.num_gpus),
+        balance_eps=strategy.get("balance_eps"), traffic=sim_config.traffic,
         sample=None if fitted.tokens is None else token_sample([fitted.tokens],
                                                                cluster.num_gpus),
     )
-    options = solver_options(config["placer"], config["seed"])
-    ev = place_and_replay(problem, config["placer"]["name"], replay, routes, sim_config, options)
+    options = solver_options(config["strategy"], config["seed"])
+    ev = place_and_replay(problem, config["strategy"]["name"], replay, routes, sim_config, options)
     layout = ev.layout
     judged = judged_problem(routes, model, replay, problem.num_redundant)
     ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
                        problem.num_redundant, judged)
     row = summary_row(ev)
-    row.pop("strategy")
+    row.pop("strategy")  # the strategy's label (cell_labels, below) replaces its name
     covered = int(np.unique(replay.origin_gpu).size) if replay.origin_gpu is not None else 0
     row.update(
         origin_gpus=covered,
@@ -296,7 +296,7 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     row.update(cell_labels(config, model.name, cluster))
     row.update(
         replay_tokens=replay.num_tokens,
-        micro_batches=int(len(ev.sim.layers["microbatch"].unique())),
+        microbatches=int(len(ev.sim.layers["microbatch"].unique())),
         fit=fit_desc,
     )
     links = ev.sim.links[

@@ -32,7 +32,7 @@ from traces.origins import OriginModel, tenant_server_sets
 from traces.trace import RoutingTrace
 
 ESFT_TASKS = ("intent", "law", "summary", "translation")
-ESFT_PLACERS = ("round-robin", "ilp-load", "ilp-origin")
+ESFT_STRATEGIES = ("round-robin", "ilp-load", "ilp-origin")
 TENANT_TASKS = 3
 
 
@@ -77,14 +77,14 @@ def _mixed(traces: list[RoutingTrace], half: str) -> RoutingTrace:
 
 def esft_cells(
     esft_dir: Path, inputs_dir: Path | None, quick: bool, topologies: list[dict[str, Any]],
-    placers: list[dict[str, Any]], skipped: list[str],
+    strategies: list[dict[str, Any]], skipped: list[str],
 ) -> list[list[Any]]:
-    """``[model, topology, trace, placer]`` rows of the ESFT part (files imported on demand)."""
+    """``[model, topology, trace, strategy]`` rows of the ESFT part (files imported on demand)."""
     if inputs_dir is None:
         raise InputError("paper study: ESFT rows need a folder for the imported traces")
-    rows = [p for p in placers if p.get("label", p["name"]) in ESFT_PLACERS]
+    rows = [p for p in strategies if p.get("label", p["name"]) in ESFT_STRATEGIES]
     if not rows:
-        skipped.append("ESFT rows: none of their placers " + ", ".join(ESFT_PLACERS)
+        skipped.append("ESFT rows: none of their strategies " + ", ".join(ESFT_STRATEGIES)
                        + " was selected")
         return []
     tasks = ESFT_TASKS[:2] if quick else ESFT_TASKS  # quick: intent (and law to cross to)

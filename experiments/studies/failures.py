@@ -1,24 +1,24 @@
-"""The failure study: every placer on the healthy fabric and on each single failure of a class.
+"""The failure study: every strategy on the healthy fabric and on each single failure of a class.
 
-For every placer the healthy fabric is placed once; then for each failure two policies are
+For every strategy the healthy fabric is placed once; then for each failure two policies are
 replayed with the analytic counter:
 
 * ``keep``: the healthy layout stays (what serves the moment the element fails); after a
   server failure its lost experts are repaired (:mod:`placement.repair`, nearest free slots);
-* ``re-place``: the placer runs again on the failed fabric.  Where the failure poses the same
+* ``re-place``: the strategy runs again on the failed fabric.  Where the failure poses the same
   problem as the healthy fabric or an earlier failure (the cluster arrays the strategy reads,
   ``placement.strategies.READS_NETWORK``, equal; links compared in a canonical order, so a
   failure that only relabels links, as symmetric failures do for the bottleneck ILP, matches)
   that layout is reused without a solve.
 
-A ``+robust`` placer is placed once on the mean distance and wire time over the failures that
+A ``+robust`` strategy is placed once on the mean distance and wire time over the failures that
 keep every GPU (:func:`experiments.failure_scenarios.robust_arrays`: the expected cost over the
 failure set, exact for the ILPs) and kept.  Per scenario and policy: network bytes with and
 without de-duplication (:func:`simulator.traffic.remote_copies`, the one rule), bytes summed
 over network links, the busiest link direction's bytes and the bandwidth bound (per layer and
 phase, the time the busiest link needs; summed), beside the paper's metric (hops per token)
 and the compute balance (per layer the busiest GPU's routes over the mean, averaged).  The
-failures with the highest bound per placer and policy are replayed in the DES for p50/p99
+failures with the highest bound per strategy and policy are replayed in the DES for p50/p99
 latency, with the healthy fabric.
 """
 
@@ -36,7 +36,7 @@ import pandas as pd
 from experiments.failure_scenarios import Scenario, remap_origins, robust_arrays, scenarios
 from experiments.failures_config import FailureStudyConfig
 from experiments.pipeline import build_problem, origin_activation, token_sample
-from experiments.studies.cell import Fit, placer_redundant
+from experiments.studies.cell import Fit, strategy_redundant
 from placement import (
     SAMPLE_STRATEGIES,
     STRATEGIES,
@@ -65,29 +65,29 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True, eq=False)
 class FailureStudy:
-    rows: pd.DataFrame  # one per (placer, policy, scenario)
+    rows: pd.DataFrame  # one per (strategy, policy, scenario)
     skipped: pd.DataFrame  # failures that cut GPUs off: element, reason
-    des: pd.DataFrame  # DES replays: placer, policy, scenario, latency columns
+    des: pd.DataFrame  # DES replays: strategy, policy, scenario, latency columns
 
 
-def default_placers(failure_class: str) -> list[str]:
+def default_strategies(failure_class: str) -> list[str]:
     """Every strategy, and the robust variant of ilp-load where failures keep the GPUs."""
     extra = [] if failure_class == "server" else [f"ilp-load{ROBUST_SUFFIX}"]
     return [*STRATEGIES, *extra]
 
 
-def check_placers(placers: list[str], failure_class: str) -> None:
-    for p in placers:
+def check_strategies(strategies: list[str], failure_class: str) -> None:
+    for p in strategies:
         base = p.removesuffix(ROBUST_SUFFIX)
         if base not in STRATEGIES:
-            raise InputError(f"--placer {p}: unknown strategy {base!r}; known:"
+            raise InputError(f"--strategy {p}: unknown strategy {base!r}; known:"
                              f" {', '.join(STRATEGIES)} (and NAME{ROBUST_SUFFIX})")
         if p.endswith(ROBUST_SUFFIX) and base not in ROBUST_STRATEGIES:
-            raise InputError(f"--placer {p}: the robust variant is for"
+            raise InputError(f"--strategy {p}: the robust variant is for"
                              f" {', '.join(sorted(ROBUST_STRATEGIES))} (a cost linear in"
                              " distance and wire time, solved exactly)")
         if p.endswith(ROBUST_SUFFIX) and failure_class == "server":
-            raise InputError(f"--placer {p}: server failures remove GPUs, so their expected"
+            raise InputError(f"--strategy {p}: server failures remove GPUs, so their expected"
                              " cost is not one placement problem; use --class link or switch")
 
 
@@ -135,39 +135,39 @@ class _Study:
         if tokens is not None and not s.keeps_gpus:
             _, per_origin, _ = origin_activation([tokens], routes.num_gpus)
         if strategy in SAMPLE_STRATEGIES and tokens is None:
-            raise InputError(f"placer {strategy} is fitted on per-token routing; the study fits"
+            raise InputError(f"strategy {strategy} is fitted on per-token routing; the study fits"
                              f" on load statistics ({fit.description})")
         problem = build_problem(
             routes, self.model, fit.activation, origin_activation=per_origin,
-            num_redundant=placer_redundant({"name": strategy}, self.model, routes.num_gpus),
+            num_redundant=strategy_redundant({"name": strategy}, self.model, routes.num_gpus),
             traffic=self.sim.traffic,
             sample=None if tokens is None else token_sample([tokens], routes.num_gpus))
         if s.element is None:
             self._problems[(strategy, "healthy")] = problem
         return problem
 
-    def place(self, s: Scenario, placer: str) -> tuple[ExpertLayout, str, float]:
-        base = placer.removesuffix(ROBUST_SUFFIX)
+    def place(self, s: Scenario, strategy: str) -> tuple[ExpertLayout, str, float]:
+        base = strategy.removesuffix(ROBUST_SUFFIX)
         problem = self.problem(s, base)
-        if placer.endswith(ROBUST_SUFFIX):
+        if strategy.endswith(ROBUST_SUFFIX):
             if self._robust is None:
                 self._robust = robust_arrays(self.scenarios)
             problem = replace(problem, **{k: self._robust[k] for k in
                                           ("distance", "pair_seconds_per_byte")})
         res = solve_placement(problem, base, self.options)
         if not res.is_ok or res.layout is None:
-            raise InputError(f"study failures: {placer} on {s.label}: {res.status.value}:"
+            raise InputError(f"study failures: {strategy} on {s.label}: {res.status.value}:"
                              f" {res.message}")
         problems = check_layout(problem, res.layout)
         if problems:
-            raise RuntimeError(f"{placer} produced an invalid layout: {problems}")
+            raise RuntimeError(f"{strategy} produced an invalid layout: {problems}")
         return res.layout, res.status.value, res.runtime_s
 
-    def signature(self, s: Scenario, placer: str) -> str:
-        """What ``placer``'s layout on ``s`` depends on: the arrays it reads, the links in a
+    def signature(self, s: Scenario, strategy: str) -> str:
+        """What ``strategy``'s layout on ``s`` depends on: the arrays it reads, the links in a
         canonical order (a failure that only relabels links poses the same problem)."""
         arrays = self.arrays(s)
-        reads = network_reads(placer.removesuffix(ROBUST_SUFFIX))
+        reads = network_reads(strategy.removesuffix(ROBUST_SUFFIX))
         h = hashlib.sha1()
         for name in ("distance", "pair_seconds_per_byte"):
             if name in reads:
@@ -179,17 +179,17 @@ class _Study:
             h.update(b"links" + np.ascontiguousarray(cols[np.lexsort(cols.T[::-1])]).tobytes())
         return h.hexdigest()
 
-    def reuse(self, s: Scenario, placer: str) -> tuple[ExpertLayout, str] | None:
-        """A layout ``placer`` already placed on a scenario posing the same problem as ``s``
+    def reuse(self, s: Scenario, strategy: str) -> tuple[ExpertLayout, str] | None:
+        """A layout ``strategy`` already placed on a scenario posing the same problem as ``s``
         (the healthy one first), with that scenario's label; None where ``s`` changes the GPUs
         or poses a new problem."""
         if not s.keeps_gpus or s.routes is None:
             return None
-        return self._placed.get((placer, self.signature(s, placer)))
+        return self._placed.get((strategy, self.signature(s, strategy)))
 
-    def remember(self, s: Scenario, placer: str, layout: ExpertLayout) -> None:
+    def remember(self, s: Scenario, strategy: str, layout: ExpertLayout) -> None:
         if s.keeps_gpus and s.routes is not None:
-            self._placed.setdefault((placer, self.signature(s, placer)), (layout, s.label))
+            self._placed.setdefault((strategy, self.signature(s, strategy)), (layout, s.label))
 
     def repair(self, s: Scenario, layout: ExpertLayout) -> tuple[ExpertLayout, dict[str, Any]]:
         assert s.routes is not None and self.scenarios[0].routes is not None
@@ -258,21 +258,21 @@ def _metrics(res: AnalyticResult) -> dict[str, Any]:
 
 
 def run_failure_study(
-    cluster: ClusterSpec, model: ModelSpec, fit: Fit, placers: list[str],
+    cluster: ClusterSpec, model: ModelSpec, fit: Fit, strategies: list[str],
     config: FailureStudyConfig, options: SolverOptions, sim: SimConfig,
     progress: Progress = lambda _m: None,
 ) -> FailureStudy:
-    """Replay every placer on the healthy fabric and each failure (module docstring)."""
-    check_placers(placers, config.failure_class)
+    """Replay every strategy on the healthy fabric and each failure (module docstring)."""
+    check_strategies(strategies, config.failure_class)
     st = _Study(cluster, model, fit, options, sim, config.failure_class, progress)
     rows: list[dict[str, Any]] = []
     layouts: dict[tuple[str, str, str], ExpertLayout] = {}
-    for placer in placers:
+    for strategy in strategies:
         t0 = time.perf_counter()
-        healthy_layout, status, solve_s = st.place(st.scenarios[0], placer)
-        st.remember(st.scenarios[0], placer, healthy_layout)
+        healthy_layout, status, solve_s = st.place(st.scenarios[0], strategy)
+        st.remember(st.scenarios[0], strategy, healthy_layout)
         solves, reused = 1, 0
-        policies = ("keep",) if placer.endswith(ROBUST_SUFFIX) else POLICIES
+        policies = ("keep",) if strategy.endswith(ROBUST_SUFFIX) else POLICIES
         mine: list[tuple[Scenario, ExpertLayout, dict[str, Any]]] = []
         for s in st.scenarios:
             if s.routes is None:
@@ -281,7 +281,7 @@ def run_failure_study(
                 if s.element is None and policy == "re-place":
                     continue  # the healthy fabric is placed once
                 row: dict[str, Any] = {
-                    "placer": placer, "policy": policy, "scenario": s.label,
+                    "strategy": strategy, "policy": policy, "scenario": s.label,
                     "failed_kind": "" if s.element is None else s.element.kind,
                     "status": status, "solved": s.element is None,
                     "solve_time_s": solve_s if s.element is None else 0.0, "reused": False}
@@ -290,22 +290,22 @@ def run_failure_study(
                     layout, repair = st.repair(s, healthy_layout)
                     row.update(repair)
                 elif s.element is not None and policy == "re-place":
-                    found = st.reuse(s, placer)
+                    found = st.reuse(s, strategy)
                     if found is not None:
                         layout, row["reused_from"] = found
                         reused += 1
                         row["reused"] = True
                     else:
-                        layout, row["status"], row["solve_time_s"] = st.place(s, placer)
-                        st.remember(s, placer, layout)
+                        layout, row["status"], row["solve_time_s"] = st.place(s, strategy)
+                        st.remember(s, strategy, layout)
                         row["solved"] = True
                         solves += 1
-                layouts[(placer, policy, s.label)] = layout
+                layouts[(strategy, policy, s.label)] = layout
                 mine.append((s, layout, row))
         for (_, _, row), metrics in zip(mine, st.count([(s, lay) for s, lay, _ in mine]),
                                         strict=True):
             rows.append({**row, **metrics})
-        progress(f"  {placer}: {solves} solves, {reused} layouts reused,"
+        progress(f"  {strategy}: {solves} solves, {reused} layouts reused,"
                  f" {time.perf_counter() - t0:.1f} s")
     frame = pd.DataFrame(rows)
     skipped = pd.DataFrame([{"scenario": s.label, "reason": s.reason}
@@ -318,22 +318,22 @@ def run_failure_study(
 def _des_worst(st: _Study, frame: pd.DataFrame,
                layouts: dict[tuple[str, str, str], ExpertLayout], n: int,
                progress: Progress) -> pd.DataFrame:
-    """DES replays of the healthy fabric and the ``n`` highest-bound failures per placer and
+    """DES replays of the healthy fabric and the ``n`` highest-bound failures per strategy and
     policy."""
     out: list[dict[str, Any]] = []
     if n == 0:
-        return pd.DataFrame(columns=["placer", "policy", "scenario", "latency_p50_ms",
+        return pd.DataFrame(columns=["strategy", "policy", "scenario", "latency_p50_ms",
                                      "latency_p99_ms", "makespan_ms"])
     by_label = {s.label: s for s in st.scenarios}
     t0 = time.perf_counter()
-    for (placer, policy), group in frame.groupby(["placer", "policy"], sort=False):
+    for (strategy, policy), group in frame.groupby(["strategy", "policy"], sort=False):
         failed = group[group["scenario"] != "healthy"]
         worst = failed.sort_values("bound_ms", ascending=False, kind="stable").head(n)
         for label in ["healthy", *worst["scenario"]]:
             if policy == "re-place" and label == "healthy":
                 continue  # the same layout and fabric as keep's healthy row
-            layout = layouts[(str(placer), str(policy), label)]
-            out.append({"placer": placer, "policy": policy, "scenario": label,
+            layout = layouts[(str(strategy), str(policy), label)]
+            out.append({"strategy": strategy, "policy": policy, "scenario": label,
                         **st.latency(by_label[label], layout)})
     progress(f"DES: {len(out)} replays in {time.perf_counter() - t0:.1f} s")
     return pd.DataFrame(out)

@@ -15,7 +15,7 @@ from experiments.report import Section, render_report
 from experiments.studies.failures import FailureStudy, FailureStudyConfig
 
 SUMMARY_COLUMNS = (
-    "placer", "policy", "robust", "healthy_bound_ms", "mean_bound_ms", "worst_bound_ms",
+    "strategy", "policy", "robust", "healthy_bound_ms", "mean_bound_ms", "worst_bound_ms",
     "worst_increase_pct", "worst_scenario", "healthy_network_bytes_dedup",
     "worst_network_bytes_dedup", "healthy_network_bytes_no_dedup",
     "worst_network_bytes_no_dedup", "mean_network_link_bytes", "worst_network_link_bytes",
@@ -26,15 +26,15 @@ SUMMARY_COLUMNS = (
 
 
 def summarize(study: FailureStudy, config: FailureStudyConfig) -> pd.DataFrame:
-    """One row per placer and policy: healthy, mean and worst over the failures."""
+    """One row per strategy and policy: healthy, mean and worst over the failures."""
     out: list[dict[str, Any]] = []
     rows, des = study.rows, study.des
     healthy_of = rows[(rows["scenario"] == "healthy") & (rows["policy"] == "keep")
-                      ].set_index("placer")
-    for (placer, policy), g in rows.groupby(["placer", "policy"], sort=False):
-        h = healthy_of.loc[placer]
+                      ].set_index("strategy")
+    for (strategy, policy), g in rows.groupby(["strategy", "policy"], sort=False):
+        h = healthy_of.loc[strategy]
         failed = g[g["scenario"] != "healthy"]
-        row: dict[str, Any] = {"placer": placer, "policy": policy,
+        row: dict[str, Any] = {"strategy": strategy, "policy": policy,
                                "healthy_bound_ms": h["bound_ms"]}
         if failed.empty:
             row["robust"] = True
@@ -59,7 +59,7 @@ def summarize(study: FailureStudy, config: FailureStudyConfig) -> pd.DataFrame:
                    healthy_network_bytes_no_dedup=h["network_bytes_no_dedup"],
                    solves=int(g["solved"].sum()), reused=int(g["reused"].sum()))
         if not des.empty:
-            mine = des[(des["placer"] == placer)]
+            mine = des[(des["strategy"] == strategy)]
             hp = mine[mine["scenario"] == "healthy"]["latency_p99_ms"]
             wp = mine[(mine["policy"] == policy) & (mine["scenario"] != "healthy")]
             row["healthy_latency_p99_ms"] = float(hp.iloc[0]) if len(hp) else float("nan")
@@ -78,7 +78,7 @@ def write_report(out: Path, study: FailureStudy, summary: pd.DataFrame,
         keep.assign(setup="healthy", value=keep["healthy_bound_ms"]),
         keep.assign(setup="mean failure", value=keep.get("mean_bound_ms")),
         keep.assign(setup="worst failure", value=keep.get("worst_bound_ms")),
-    ])[["setup", "placer", "value"]].dropna()
+    ])[["setup", "strategy", "value"]].dropna()
     fig = plots.plot_metric_by_setup(
         bars, "value", "bandwidth bound (ms)",
         "Busiest-link bound of the healthy layout, healthy and after single failures")
@@ -86,14 +86,14 @@ def write_report(out: Path, study: FailureStudy, summary: pd.DataFrame,
         save_figure(out / "bound_by_failure.png", fig)
     finally:
         plt.close(fig)
-    robust = keep[keep["robust"]]["placer"].tolist()
+    robust = keep[keep["robust"]]["strategy"].tolist()
     n_fail = study.rows.loc[study.rows["scenario"] != "healthy", "scenario"].nunique()
     intro = [
         f"Cluster {html.escape(cluster_label)}; {n_fail} single {config.failure_class}"
-        f" failures replayed, {len(study.skipped)} refused (they cut GPUs off); placers fitted"
+        f" failures replayed, {len(study.skipped)} refused (they cut GPUs off); strategies fitted"
         f" on {html.escape(fit_desc)}.",
         "<b>keep</b>: the healthy layout stays (repaired after a server failure: lost experts"
-        " to the nearest free slots); <b>re-place</b>: the placer runs again on the failed"
+        " to the nearest free slots); <b>re-place</b>: the strategy runs again on the failed"
         " fabric (its healthy layout reused where the failure changes nothing it reads).",
         "The bandwidth bound is the time the busiest link direction needs for each layer's"
         " dispatch and combine, summed: no schedule is faster. A layout is robust when its"
@@ -106,9 +106,9 @@ def write_report(out: Path, study: FailureStudy, summary: pd.DataFrame,
     ]
     worst = study.rows.sort_values("bound_ms", ascending=False).head(15)
     sections = [
-        Section("Summary", intro, [("bound_by_failure.png", "bandwidth bound per placer")],
+        Section("Summary", intro, [("bound_by_failure.png", "bandwidth bound per strategy")],
                 summary),
-        Section("The 15 worst (placer, policy, failure) rows", (), (), worst),
+        Section("The 15 worst (strategy, policy, failure) rows", (), (), worst),
     ]
     if not study.des.empty:
         sections.append(Section("DES replays", (), (), study.des))

@@ -1,9 +1,9 @@
 """What a study's numbers say, in words: savings beside ceilings and the source of each gain.
 
-A saving is ``hops_per_token_reduction_pct`` (against the baseline placer of the same setup);
+A saving is ``hops_per_token_reduction_pct`` (against the baseline strategy of the same setup);
 its ceiling ``hops_ceiling_pct`` is the most any layout of that cell could save on the
-replayed tokens (``placement.ceiling``).  Which source of gain a placer can use is a property
-of the placer (what it is told) and of the scenario (what the tokens do); both are named here.
+replayed tokens (``placement.ceiling``).  Which source of gain a strategy can use is a property
+of the strategy (what it is told) and of the scenario (what the tokens do); both are named here.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ import pandas as pd
 PAPER_RANGE_PCT = (6.0, 30.0)  # the paper's hop reduction of ILPLoad vs. round-robin
 CEILING_TOLERANCE_PCT = 1e-6
 
-# What each placer is told, hence which source of gain it can use.
+# What each strategy is told, hence which source of gain it can use.
 GAIN_SOURCES = {
     "round-robin": "none (the baseline)",
     "greedy": "asymmetry (servers nearer the rest first) and load",
@@ -41,7 +41,7 @@ def ceiling_violations(results: pd.DataFrame) -> pd.DataFrame:
 
 
 def saving_table(summary: pd.DataFrame) -> pd.DataFrame | None:
-    """Setup x placer: "saving % (ceiling %)" strings."""
+    """Setup x strategy: "saving % (ceiling %)" strings."""
     if "hops_per_token_reduction_pct" not in summary:
         return None
 
@@ -53,7 +53,7 @@ def saving_table(summary: pd.DataFrame) -> pd.DataFrame | None:
         return f"{v:+.1f} (ceiling {c:.1f})" if pd.notna(c) else f"{v:+.1f} (no ceiling)"
 
     df = summary.assign(text=summary.apply(cell, axis=1))
-    return df.pivot_table(index="setup", columns="placer", values="text", aggfunc="first",
+    return df.pivot_table(index="setup", columns="strategy", values="text", aggfunc="first",
                           sort=False).reset_index()
 
 
@@ -84,10 +84,10 @@ def findings(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
             continue
         best = ranked.iloc[0]
         ceiling = best.get("hops_ceiling_pct", np.nan)
-        load = rows[rows["placer"] == "ilp-load"]
-        origin = rows[rows["placer"] == "ilp-origin"]
+        load = rows[rows["strategy"] == "ilp-load"]
+        origin = rows[rows["strategy"] == "ilp-origin"]
         scen = _scenario(str(setup))
-        parts = [f"<b>{html.escape(str(setup))}</b>: best {html.escape(str(best['placer']))}"
+        parts = [f"<b>{html.escape(str(setup))}</b>: best {html.escape(str(best['strategy']))}"
                  f" {best[col]:+.1f}%"]
         if pd.notna(ceiling):
             parts.append(f"of a ceiling of {ceiling:.1f}%")
@@ -99,8 +99,8 @@ def findings(summary: pd.DataFrame, results: pd.DataFrame) -> list[str]:
             parts.append(f"; ilp-origin {origin[col].iloc[0]:+.1f}%")
         parts.append(". " + _explain(scen, ceiling))
         lines.append(" ".join(parts))
-    lines.append("Sources of gain each placer can use: " + "; ".join(
-        f"{html.escape(p)}: {GAIN_SOURCES[p]}" for p in dict.fromkeys(summary["placer"])
+    lines.append("Sources of gain each strategy can use: " + "; ".join(
+        f"{html.escape(p)}: {GAIN_SOURCES[p]}" for p in dict.fromkeys(summary["strategy"])
         if p in GAIN_SOURCES) + ".  Co-activation (experts used together) is used by none of"
         " these rows.")
     return lines
@@ -110,7 +110,7 @@ def _explain(scenario: str, ceiling: float) -> str:
     low = "; the ceiling itself is small" if pd.notna(ceiling) and ceiling < 6 else ""
     if "tenant" in scenario:
         return ("Source of gain: origins.  Each workload starts on its own servers, so"
-                " experts placed near the workload that uses them save hops; only placers told"
+                " experts placed near the workload that uses them save hops; only strategies told"
                 " the origins (ilp-origin) can use it, ilp-load sees the same mean load as with"
                 " even origins" + low + ".")
     if "cross-task" in scenario:

@@ -19,15 +19,15 @@ METRICS_REDUCED = ("hops_per_token", "remote_copies_per_token_layer", "network_l
 
 
 def add_reductions(results: pd.DataFrame, axes: tuple[str, ...], baseline: str) -> pd.DataFrame:
-    """``<metric>_reduction_pct`` = 100 (1 - metric / metric of the baseline placer).
+    """``<metric>_reduction_pct`` = 100 (1 - metric / metric of the baseline strategy).
 
-    The baseline row of a cell is the one that agrees on every axis except the placer's
-    (``placer.*``); NaN where the grid has no such row.
+    The baseline row of a cell is the one that agrees on every axis except the strategy's
+    (``strategy.*``); NaN where the grid has no such row.
     """
     df = results.copy()
     metrics = [m for m in METRICS_REDUCED if m in df.columns]  # runs from before a metric
-    group = [a for a in axes if not a.startswith("placer") and a in df.columns]
-    base = df[df["placer"] == baseline]
+    group = [a for a in axes if not a.startswith("strategy") and a in df.columns]
+    base = df[df["strategy"] == baseline]
     if group:
         base = base.drop_duplicates(subset=group)
         merged = df[group].merge(base[group + metrics], on=group, how="left",

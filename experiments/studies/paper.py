@@ -1,8 +1,8 @@
-"""The reference paper's grid (arXiv 2508.09229) as data: models x topologies x placers.
+"""The reference paper's grid (arXiv 2508.09229) as data: models x topologies x strategies.
 
 The paper evaluates DeepSeekMoE-16B and DeepSeek-R1 on FatTree, Dragonfly and a sparse
 variant of each, placing experts with round-robin, greedy, its ILP and its load-aware ILP.
-This project adds its own placers as extra rows.  Topology families and placers are looked up
+This project adds its own strategies as extra rows.  Topology families and strategies are looked up
 by name in ``simulator.cluster.families.BUILDERS`` and ``placement.STRATEGIES``; entries this build
 does not have (or whose parameters its builder rejects) are left out and listed in
 ``Study.skipped`` with the reason, never silently.
@@ -44,9 +44,9 @@ from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import check_cluster, parse_origins
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
-PAPER_PLACERS = ("round-robin", "greedy", "ilp", "ilp-load")
-PROJECT_PLACERS = ("eplb", "ilp-bytes", "ilp-bottleneck", "ilp-origin", "ilp-load+replicas")
-# Extra rows that are a strategy with options: label -> (strategy, placer table keys).  The
+PAPER_STRATEGIES = ("round-robin", "greedy", "ilp", "ilp-load")
+PROJECT_STRATEGIES = ("eplb", "ilp-bytes", "ilp-bottleneck", "ilp-origin", "ilp-load+replicas")
+# Extra rows that are a strategy with options: label -> (strategy, keys of its table).  The
 # replica count is set per cluster ("auto": GPUs // 8 redundant slots per MoE layer).
 _VARIANTS = {"ilp-load+replicas": ("ilp-load", {"replicas": "auto"})}
 _TIME_LIMIT_S = 60.0
@@ -86,7 +86,7 @@ _QUICK_LINKS = {"gpus_per_server": 4}
 
 # What the CLI prints per cell.
 PAPER_COLUMNS = (
-    "model", "topology", "scenario", "num_gpus", "placer", "status", "hops_per_token",
+    "model", "topology", "scenario", "num_gpus", "strategy", "status", "hops_per_token",
     "hops_per_token_reduction_pct", "hops_ceiling_pct", "remote_copies_per_token_layer",
     "remote_routes_per_token_layer", "network_link_bytes", "max_link_utilisation",
     "latency_p50_ms", "latency_p99_ms", "solve_time_s",
@@ -95,7 +95,7 @@ PAPER_COLUMNS = (
 EVEN = "even origins"
 TENANTS = "tenant locality"
 # Rows that --quick runs (the MIP-heavy ones take minutes at the R1 size).
-QUICK_PLACERS = ("round-robin", "ilp", "ilp-load", "ilp-origin")
+QUICK_STRATEGIES = ("round-robin", "ilp", "ilp-load", "ilp-origin")
 # --quick replays micro-batches of 256 tokens (a synthetic replay is one, an ESFT replay four):
 # the DES costs about the same per micro-batch at these sizes (every GPU pair exchanges a
 # message per layer), and it is most of the quick study's time.  The full grid replays two.
@@ -131,7 +131,7 @@ def paper_study(
     tokens: int | None = None,
     seed: int = 0,
     model_names: tuple[str, ...] = PAPER_MODELS,
-    placer_names: tuple[str, ...] | None = None,
+    strategy_names: tuple[str, ...] | None = None,
     esft_dir: Path | None = None,
     inputs_dir: Path | None = None,
     origins: str | None = None,
@@ -215,46 +215,46 @@ def paper_study(
                 combos.append((table, topo, trace_table))
     if not combos:
         raise InputError("paper study: no topology of the grid can be built in this build")
-    rows: tuple[str, ...] = PAPER_PLACERS + PROJECT_PLACERS
-    if placer_names is not None:
-        unknown = [p for p in placer_names if p not in rows]
+    rows: tuple[str, ...] = PAPER_STRATEGIES + PROJECT_STRATEGIES
+    if strategy_names is not None:
+        unknown = [p for p in strategy_names if p not in rows]
         if unknown:
-            raise InputError(f"--placer {unknown[0]!r}: the study's rows are {', '.join(rows)}")
-        rows = tuple(p for p in rows if p in placer_names)
+            raise InputError(f"--strategy {unknown[0]!r}: the study's rows are {', '.join(rows)}")
+        rows = tuple(p for p in rows if p in strategy_names)
     elif quick:
-        rows = QUICK_PLACERS
+        rows = QUICK_STRATEGIES
     time_limit_s = QUICK_TIME_LIMIT_S if quick else _TIME_LIMIT_S
-    placers = [t for t in (_placer_table(p, time_limit_s, skipped) for p in rows) if t]
-    cells = [[table, topo, tr, pl] for table, topo, tr in combos for pl in placers]
+    strategies = [t for t in (_strategy_table(p, time_limit_s, skipped) for p in rows) if t]
+    cells = [[table, topo, tr, pl] for table, topo, tr in combos for pl in strategies]
     if esft_dir is not None and trace is None and fit_trace is None and not origins:
         fabrics = [{"family": f, "params": p, "links": dict(_QUICK_LINKS) if quick else {}}
                    for f, p in (_QUICK_PARAMS if quick else _FULL["deepseek-moe-16b"])
                    if f in ESFT_FABRICS[:1 if quick else 2] and f in BUILDERS]
-        cells += esft_cells(esft_dir, inputs_dir, quick, fabrics, placers, skipped)
+        cells += esft_cells(esft_dir, inputs_dir, quick, fabrics, strategies, skipped)
     raw = {
         "seed": seed,
         "study": {
             "name": "paper" + (" (quick)" if quick else ""),
             "description": (
-                "The grid of arXiv 2508.09229: models x topologies x placers, with even token"
+                "The grid of arXiv 2508.09229: models x topologies x strategies, with even token"
                 " origins and with tenants on their own servers; hops per token is the"
                 " paper's metric, the rest is this project's simulation. Every saving stands"
                 " beside its ceiling, the most any layout could save on the replayed tokens."
             ),
             "baseline": "round-robin",
         },
-        "placer": placers[0],
+        "strategy": strategies[0],
         "trace": cells[0][2],
-        "axes": {"model, topology, trace, placer": cells},
+        "axes": {"model, topology, trace, strategy": cells},
         "sim": {"microbatch_tokens": QUICK_MICROBATCH_TOKENS if quick else max(1, n // 2)},
     }
     return build_study(raw, where="paper study", skipped=tuple(skipped))
 
 
-def _placer_table(row: str, time_limit_s: float, skipped: list[str]) -> dict[str, Any] | None:
+def _strategy_table(row: str, time_limit_s: float, skipped: list[str]) -> dict[str, Any] | None:
     strategy, extra = _VARIANTS.get(row, (row, {}))
     if strategy not in STRATEGIES:
-        skipped.append(f"placer {row!r} is not in placement.STRATEGIES (this build has:"
+        skipped.append(f"strategy {row!r} is not in placement.STRATEGIES (this build has:"
                        f" {', '.join(sorted(STRATEGIES))})")
         return None
     table: dict[str, Any] = {"name": strategy, "options": {"time_limit_s": time_limit_s}}

@@ -4,8 +4,8 @@ A study file with a ``[rebalance]`` table makes every cell a ``moe-netsim rebala
 keys are the fields of :class:`experiments.rebalance_config.RebalanceConfig` (the one
 definition of their defaults and ranges; ``policy``, ``interval_steps``, ``window_steps``,
 ``threshold``, ``move_weight``, ``move_budget_bytes``, ``weight_bytes_per_param``,
-``migration``, ``mode``, ``server_dedup``, ``origins``), the strategy is ``placer.name`` and its
-``placer.options`` the solver's, the cluster is ``[topology]``, and ``trace.source`` is a trace
+``migration``, ``mode``, ``server_dedup``, ``origins``), the strategy is ``strategy.name`` and its
+``strategy.options`` the solver's, the cluster is ``[topology]``, and ``trace.source`` is a trace
 file with steps, replayed whole (``trace.fit_tokens`` and ``replay_tokens`` do not apply).
 Axes vary any of them (``"rebalance.policy" = ["static", "periodic", "threshold"]``).  A cell's
 row is the run's ``summary.json`` totals; its ``timeline`` frame is the run's timeline.
@@ -33,9 +33,9 @@ def rebalance_config(config: dict[str, Any], where: str = "study") -> RebalanceC
     unknown = sorted(set(table) - set(KEYS))
     if unknown:
         raise InputError(f"{where}: rebalance.{unknown[0]}: unknown key; known: {', '.join(KEYS)}"
-                         " (the strategy is placer.name)")
+                         " (the strategy is strategy.name)")
     try:
-        return RebalanceConfig(strategy=config["placer"]["name"], **table)
+        return RebalanceConfig(strategy=config["strategy"]["name"], **table)
     except TypeError as exc:  # a value of the wrong kind the dataclass cannot compare
         raise InputError(f"{where}: rebalance: {exc}") from None
     except InputError as exc:
@@ -48,7 +48,7 @@ def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) ->
     from traces.origins import OriginAssigner, resolve_model
 
     cfg = rebalance_config(config, where)
-    check_strategy(cfg.strategy, f"{where}: placer.name")
+    check_strategy(cfg.strategy, f"{where}: strategy.name")
     source = config["trace"]["source"]
     if source == "synthetic" or not Path(source).is_file():
         raise InputError(f"{where}: trace.source: a rebalancing cell replays a trace file with"
@@ -78,7 +78,7 @@ def evaluate_rebalance_cell(config: dict[str, Any]
     path = Path(config["trace"]["source"])
     t0 = pd.Timestamp.now()
     res = rebalance_with_counterfactual(path, routes, cfg,
-                                        solver_options(config["placer"], config["seed"]))
+                                        solver_options(config["strategy"], config["seed"]))
     row = {**summarize(res.timeline), "status": "complete",
            "sim_runtime_s": (pd.Timestamp.now() - t0).total_seconds()}
     knobs = {k: getattr(cfg, k) for k in KEYS if k != "origins"}

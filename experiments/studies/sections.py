@@ -1,4 +1,4 @@
-"""How each section of a study cell (``[model]``, ``[topology]``, ``[placer]``, ``[sim]``)
+"""How each section of a study cell (``[model]``, ``[topology]``, ``[strategy]``, ``[sim]``)
 becomes a typed spec, with errors that name the user's key (checked against annotations)."""
 
 from __future__ import annotations
@@ -209,8 +209,10 @@ def split_sim_options(sim: Mapping[str, Any], where: str = "sim") -> SimConfig:
     return _build(SimConfig, {**rest, "traffic": t}, where) if rest or traffic else SimConfig()
 
 
-def solver_options(placer: Mapping[str, Any], seed: int, where: str = "placer") -> SolverOptions:
-    opts = dict(placer.get("options", {}))
+def solver_options(
+    strategy: Mapping[str, Any], seed: int, where: str = "strategy"
+) -> SolverOptions:
+    opts = dict(strategy.get("options", {}))
     if not isinstance(opts, dict):
         raise InputError(f"{where}.options: expected a table")
     opts.setdefault("seed", seed)

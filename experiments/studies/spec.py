@@ -2,7 +2,7 @@
 
 A study (TOML file or a built-in definition) is a *base* configuration plus *axes*.  The base
 has the sections below; every axis names a dotted path into the base (``"topology.params.k"``,
-``"placer.name"``, ``"seed"``) and lists the values it takes.  Axes joined by a comma
+``"strategy.name"``, ``"seed"``) and lists the values it takes.  Axes joined by a comma
 (``"model.preset, topology"``) vary together: each value is a list with one entry per path.
 The grid is the factorial product of the axes, in the order the file lists them (the last axis
 varies fastest).  Each cell is validated into typed specs before any work starts; a bad key,
@@ -17,7 +17,7 @@ Base sections (every key optional unless said otherwise)::
                arguments), links = {...} (LinkDefaults fields: bandwidths, latencies, GPUs),
                fail = [...] and degrade = [...] (what-ifs: "link:A~B", "switch:NAME",
                "server:NAME"; "link:A~B=FACTOR"), e.g. an axis topology.fail = [[], [...]]
-    [placer]   name = "ilp-load", options = {...} (SolverOptions fields)
+    [strategy]   name = "ilp-load", options = {...} (SolverOptions fields)
     [trace]    source = "synthetic" | path of a native trace file
                fit_source = "" (fit on the source's first fit_tokens, replay the next
                replay_tokens) | path of a native trace | path of SGLang load statistics (.json)
@@ -59,10 +59,10 @@ from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_server_sets
 
-TOP_KEYS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "rebalance", "axes")
+TOP_KEYS = ("seed", "study", "model", "topology", "strategy", "trace", "sim", "rebalance", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
 TOPOLOGY_KEYS = ("family", "params", "links", *WHATIF_KEYS)
-PLACER_KEYS = ("name", "options", "replicas", "balance_eps", "label")
+STRATEGY_KEYS = ("name", "options", "replicas", "balance_eps", "label")
 TRACE_DEFAULTS: dict[str, Any] = {
     "source": "synthetic",
     "fit_source": "",
@@ -80,7 +80,7 @@ DEFAULT_BASE: dict[str, Any] = {
     "study": {"name": "study", "description": "", "baseline": "round-robin"},
     "model": {},  # empty: deepseek-moe-16b for synthetic traces, the file's model otherwise
     "topology": {"family": "fat-tree", "params": {}, "links": {}},
-    "placer": {"name": "ilp-load", "options": {}},
+    "strategy": {"name": "ilp-load", "options": {}},
     "trace": dict(TRACE_DEFAULTS),
     "sim": {},
 }
@@ -112,13 +112,13 @@ class Study:
         return _digest({"definition": self.definition, "skipped": list(self.skipped)})
 
     @property
-    def placers(self) -> set[str]:
-        """The placer labels of the cells (the ``placer`` column of the results)."""
-        return placer_labels(self.cells)
+    def strategies(self) -> set[str]:
+        """The strategy labels of the cells (the ``strategy`` column of the results)."""
+        return strategy_labels(self.cells)
 
 
-def placer_labels(cells: tuple[Cell, ...] | list[Cell]) -> set[str]:
-    return {c.config["placer"].get("label", c.config["placer"]["name"]) for c in cells}
+def strategy_labels(cells: tuple[Cell, ...] | list[Cell]) -> set[str]:
+    return {c.config["strategy"].get("label", c.config["strategy"]["name"]) for c in cells}
 
 
 def _digest(obj: Any) -> str:
@@ -147,31 +147,31 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
     for sub in ("params", "links"):
         if not isinstance(topo.get(sub, {}), dict):
             raise InputError(f"{where}: topology.{sub}: expected a table")
-    placer = check_table(config["placer"], f"{where}: placer", PLACER_KEYS)
+    strategy = check_table(config["strategy"], f"{where}: strategy", STRATEGY_KEYS)
     trace = check_table(config["trace"], f"{where}: trace", tuple(TRACE_DEFAULTS))
     if not isinstance(config["sim"], dict):
         raise InputError(f"{where}: sim: expected a table")
     if not isinstance(config["model"], dict):
         raise InputError(f"{where}: model: expected a table")
 
-    registered_name(placer.get("name"), STRATEGIES, "placement strategy",
-                    f"{where}: placer.name")
-    if "replicas" in placer and placer["replicas"] != "auto":
-        expect_int(placer["replicas"], f"{where}: placer.replicas", 0)
-    if "balance_eps" in placer:
-        eps = placer["balance_eps"]
+    registered_name(strategy.get("name"), STRATEGIES, "placement strategy",
+                    f"{where}: strategy.name")
+    if "replicas" in strategy and strategy["replicas"] != "auto":
+        expect_int(strategy["replicas"], f"{where}: strategy.replicas", 0)
+    if "balance_eps" in strategy:
+        eps = strategy["balance_eps"]
         if not isinstance(eps, int | float) or isinstance(eps, bool) or not 0 < eps < 1e6:
-            raise InputError(f"{where}: placer.balance_eps: expected a number > 0, got {eps!r}")
-    wants = {"replicas": placer.get("replicas") not in (None, 0),
-             "balance": placer.get("balance_eps") is not None}
+            raise InputError(f"{where}: strategy.balance_eps: expected a number > 0, got {eps!r}")
+    wants = {"replicas": strategy.get("replicas") not in (None, 0),
+             "balance": strategy.get("balance_eps") is not None}
     for what, asked in wants.items():
-        if asked and what not in SUPPORTS[placer["name"]]:
+        if asked and what not in SUPPORTS[strategy["name"]]:
             key = "replicas" if what == "replicas" else "balance_eps"
-            raise InputError(f"{where}: placer.{key}: strategy {placer['name']} does not support"
-                             " it; drop the key for this placer or use another strategy")
-    if "label" in placer and not isinstance(placer["label"], str):
-        raise InputError(f"{where}: placer.label: expected a string")
-    solver_options(placer, seed, f"{where}: placer")
+            raise InputError(f"{where}: strategy.{key}: strategy {strategy['name']} does not"
+                             " support it; drop the key for this strategy or use another one")
+    if "label" in strategy and not isinstance(strategy["label"], str):
+        raise InputError(f"{where}: strategy.label: expected a string")
+    solver_options(strategy, seed, f"{where}: strategy")
     sim = split_sim_options(config["sim"], f"{where}: sim")
     cluster = build_cluster(topo, f"{where}: topology")
     if "rebalance" in config:  # a policy over time: experiments.studies.rebalance_cell
@@ -284,20 +284,30 @@ def _set(d: dict[str, Any], path: str, value: Any, where: str) -> None:
     cur[parts[-1]] = copy.deepcopy(value)
 
 
-# Study keys that were renamed: the old path gives a one-line error naming the new one.
-RENAMED_KEYS = {"trace.micro_batch_tokens": "sim.microbatch_tokens"}
+# Study keys and sections that were renamed: old path -> (new path, what else to know).  A
+# file (or an axis path) using an old one gets a one-line error naming the new one.
+RENAMED_KEYS = {
+    "trace.micro_batch_tokens": ("sim.microbatch_tokens", "leave it out for the trace's own steps"),
+    "placer": ("strategy", "the section [strategy], axis paths strategy.name, strategy.options"),
+}
+
+
+def _has_path(raw: dict[str, Any], path: str) -> bool:
+    cur: Any = raw
+    for part in path.split("."):
+        if not isinstance(cur, dict) or part not in cur:
+            return False
+        cur = cur[part]
+    return True
 
 
 def _check_renamed(raw: dict[str, Any], where: str) -> None:
     axes = raw.get("axes")
     axis_paths = [p.strip() for k in axes for p in str(k).split(",")] \
         if isinstance(axes, dict) else []
-    for old, new in RENAMED_KEYS.items():
-        section, key = old.split(".")
-        table = raw.get(section)
-        if (isinstance(table, dict) and key in table) or old in axis_paths:
-            raise InputError(f"{where}: {old} was renamed {new} (leave it out for the trace's"
-                             " own steps)")
+    for old, (new, hint) in RENAMED_KEYS.items():
+        if _has_path(raw, old) or any(p == old or p.startswith(old + ".") for p in axis_paths):
+            raise InputError(f"{where}: {old} was renamed {new} ({hint})")
 
 
 def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
@@ -323,7 +333,7 @@ def _merge_base(raw: dict[str, Any], where: str) -> dict[str, Any]:
     return base
 
 
-_VALID_PATH_ROOTS = ("seed", "study", "model", "topology", "placer", "trace", "sim", "rebalance")
+_VALID_PATH_ROOTS = ("seed", "study", "model", "topology", "strategy", "trace", "sim", "rebalance")
 
 
 def _axes(raw: dict[str, Any], where: str) -> list[tuple[list[str], list[list[Any]]]]:
@@ -413,12 +423,12 @@ def build_study(
         cell_id = f"{index:05d}-{_digest(cfg)[:10]}"
         cells.append(Cell(index, cell_id, tuple(values), cfg))
     definition = {"base": base, "axes": [[paths, rows] for paths, rows in axes]}
-    placers = placer_labels(cells)
+    strategies = strategy_labels(cells)
     baseline = str(base["study"].get("baseline", "round-robin"))
-    if baseline not in placers and "baseline" in raw.get("study", {}):
+    if baseline not in strategies and "baseline" in raw.get("study", {}):
         raise InputError(
-            f"{where}: study.baseline: {baseline!r} names no placer of the study (placers:"
-            f" {', '.join(sorted(placers))}); the reductions would all be empty"
+            f"{where}: study.baseline: {baseline!r} names no strategy of the study (strategies:"
+            f" {', '.join(sorted(strategies))}); the reductions would all be empty"
         )
     return Study(
         name=str(base["study"].get("name", "study")),

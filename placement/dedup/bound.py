@@ -37,9 +37,10 @@ def route_weights(experts: np.ndarray, cost: np.ndarray, num_experts: int) -> np
 
 def transport_bound(
     experts: np.ndarray, cost: np.ndarray, num_experts: int, caps: np.ndarray,
-    options: SolverOptions,
-) -> float:
-    """The transport bound (no replicas): min sum w[e, s] x[e, s] / m over capacity-feasible x."""
+    options: SolverOptions, time_limit_s: float | None = None,
+) -> float | None:
+    """The transport bound (no replicas): min sum w[e, s] x[e, s] / m over capacity-feasible x;
+    None when HiGHS does not solve the LP to optimality (within ``time_limit_s``)."""
     k = experts.shape[1]
     m = max(1, min(k, int(caps.max())))
     w = route_weights(experts, cost, num_experts) / m
@@ -51,9 +52,9 @@ def transport_bound(
     model.add_entries(r_one + np.repeat(np.arange(E), S), col, 1.0)
     r_cap = model.add_rows("cap", 0.0, caps.astype(np.float64), S)
     model.add_entries(r_cap + np.tile(np.arange(S), E), col, 1.0)
-    sol = run_highs(model, options, integer=False)
+    sol = run_highs(model, options, integer=False, time_limit_s=time_limit_s)
     if sol.status is not SolveStatus.OPTIMAL or sol.x is None:
-        return 0.0
+        return None
     return max(0.0, float(sol.outcome.objective))
 
 

@@ -11,10 +11,9 @@ did not use (a positive delta, never taken).  Slots no copy improves stay empty.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from placement.dedup.deadline import Deadline
 from placement.dedup.search import EPS
 from placement.dedup.state import LayerState
 
@@ -23,13 +22,13 @@ def add_replicas(
     st: LayerState,
     free_slots: np.ndarray,
     load_cap: np.ndarray | None,
-    deadline: float,
+    deadline: Deadline,
     per_round: int = 16,
 ) -> int:
     """Add copies into ``free_slots`` [servers] (updated in place); copies added."""
     added = 0
     sl = st.server_load()
-    while free_slots.sum() > 0 and time.perf_counter() < deadline:
+    while free_slots.sum() > 0 and not deadline.search_passed():
         delta = st.replica_deltas()
         delta[:, free_slots <= 0] = np.inf
         flat = np.flatnonzero(delta.reshape(-1) <= EPS)

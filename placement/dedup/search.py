@@ -10,10 +10,9 @@ server's expert count, so capacities hold throughout.
 
 from __future__ import annotations
 
-import time
-
 import numpy as np
 
+from placement.dedup.deadline import Deadline
 from placement.dedup.state import LayerState
 
 EPS = 1e-9
@@ -47,7 +46,7 @@ def swap_search(
     st: LayerState,
     movable: np.ndarray,
     load_cap: np.ndarray | None,
-    deadline: float,
+    deadline: Deadline,
     checks_per_round: int = 96,
 ) -> int:
     """Improve ``st`` in place until no improving swap is found or the deadline; swaps made."""
@@ -59,7 +58,7 @@ def swap_search(
     sl = st.server_load()
     w = st.weight.astype(np.float64)
     ia, ib = np.triu_indices(S, 1)
-    while time.perf_counter() < deadline:
+    while not deadline.search_passed():
         delta = st.move_deltas()
         delta[~movable] = np.inf
         delta[np.arange(st.E), st.srv] = np.inf
@@ -80,7 +79,7 @@ def swap_search(
             if x in touched or y in touched:
                 continue
             checks += 1
-            if checks > checks_per_round or time.perf_counter() > deadline:
+            if checks > checks_per_round or deadline.search_passed():
                 break
             A, B = int(st.srv[x]), int(st.srv[y])
             if not _balance_ok(sl, load_cap, A, B, w[x] - w[y]):
@@ -100,9 +99,11 @@ def swap_search(
 
 
 def repair_balance(
-    st: LayerState, movable: np.ndarray, load_cap: np.ndarray, max_swaps: int = 500
+    st: LayerState, movable: np.ndarray, load_cap: np.ndarray, deadline: Deadline,
+    max_swaps: int = 500,
 ) -> bool:
-    """Swap experts out of servers over their load cap, cheapest first; True when all fit."""
+    """Swap experts out of servers over their load cap, cheapest first; True when all fit
+    (False when they cannot, or the searches' time is up first)."""
     w = st.weight.astype(np.float64)
     sl = st.server_load()
     for _ in range(max_swaps):
@@ -110,6 +111,8 @@ def repair_balance(
         A = int(np.argmax(over))
         if over[A] <= EPS:
             return True
+        if deadline.search_passed():
+            return False
         delta = st.move_deltas()
         a_set = np.flatnonzero((st.srv == A) & movable)
         b_set = np.flatnonzero((st.srv != A) & movable)
@@ -138,7 +141,7 @@ def perturb_and_search(
     st: LayerState,
     movable: np.ndarray,
     load_cap: np.ndarray | None,
-    deadline: float,
+    deadline: Deadline,
     rng: np.random.Generator,
     patience: int = 3,
 ) -> int:
@@ -149,13 +152,13 @@ def perturb_and_search(
     idx = np.flatnonzero(movable)
     if idx.size < 2:
         return 0
-    while fails < patience and time.perf_counter() < deadline:
+    while fails < patience and not deadline.search_passed():
         saved = st.srv.copy()
         for _ in range(max(2, min(8, idx.size // 16))):
             x, y = rng.choice(idx, 2, replace=False)
             if st.srv[x] != st.srv[y]:
                 st.apply_swap(int(x), int(y))
-        if load_cap is not None and not repair_balance(st, movable, load_cap):
+        if load_cap is not None and not repair_balance(st, movable, load_cap, deadline):
             fails += 1
             _restore(st, saved)
             continue

@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -41,6 +42,7 @@ from placement.dedup.bound import (
     replica_bound,
     transport_bound,
 )
+from placement.dedup.deadline import Deadline
 from placement.dedup.evaluate import (
     DedupCost,
     dedup_cost,
@@ -52,7 +54,7 @@ from placement.dedup.evaluate import (
 from placement.dedup.replicate import add_replicas, pack_server
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
-from placement.dedup.state import LayerState
+from placement.dedup.state import LayerState, primary_cost
 from placement.eplb import eplb
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
@@ -104,12 +106,21 @@ def _layer_from_layout(eg: np.ndarray) -> list[tuple[int, int]]:
 def _solve_layer(
     problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
     own: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
-    deadline: float, rng: np.random.Generator,
+    deadline: Deadline, rng: np.random.Generator,
 ) -> _Layer:
     E, S = problem.num_experts, problem.num_servers
     gs = problem.gpu_server
+    if deadline.search_passed() and ref is not None:  # time is up: EPLB's layer, unsearched
+        return _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb (time limit)")
     cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
     pcap = _primary_caps(cap, E)
+    if deadline.search_passed():  # and no EPLB layout: the servers filled in expert order
+        srv = np.repeat(np.arange(S), pcap)
+        st = LayerState(x, cost, near, own, E, srv)
+        c = st.objective()
+        copies, gpu_load = _to_gpus(problem, st, quota)
+        missed = gpu_cap is not None and gpu_load.max() > gpu_cap + 1e-9
+        return _Layer(copies, c, c, c, "filled in order (time limit)", guard_missed=missed)
     # With a sparse sample the held-out tokens decide (``_fit_single``): starts may then use
     # only the other tokens, and not EPLB's layout (fitted on the load of all of them).
     sparse = x.shape[0] * x.shape[1] < HOLDOUT_BELOW_ROUTES * E * S
@@ -131,6 +142,8 @@ def _solve_layer(
     c0 = LayerState(x, cost, near, own, E, starts[0][1]).objective()
     last: _Layer | None = None
     for factor in _TIGHTEN:
+        if last is not None and deadline.search_passed():
+            break
         load_cap = None if gpu_cap is None else factor * gpu_cap * gps
         found = _fit_single(x, cost, near, own, E, starts, load_cap, deadline, rng)
         if found is None:
@@ -151,15 +164,20 @@ def _solve_layer(
             c = st.objective()
             last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
         return dataclasses.replace(last, guard_missed=True)
-    eg = ref.expert_gpus[li]
-    st = LayerState(x, cost, near, own, E, gs[eg[:, 0]])
-    c = st.objective()  # replicas of the reference not counted here: a flag, not a number
-    return _Layer(_layer_from_layout(eg), c, c, c, "eplb", fallback=True)
+    return _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb")
+
+
+def _eplb_layer(
+    x: np.ndarray, cost: np.ndarray, eg: np.ndarray, gs: np.ndarray, name: str
+) -> _Layer:
+    """The reference's layer as it is (its replicas not counted in the phase costs)."""
+    c = primary_cost(x, cost, gs[eg[:, 0]])
+    return _Layer(_layer_from_layout(eg), c, c, c, name, fallback=True)
 
 
 def _fit_single(
     x: np.ndarray, cost: np.ndarray, near: np.ndarray, own: np.ndarray, E: int,
-    starts: list[tuple[str, np.ndarray]], load_cap: np.ndarray | None, deadline: float,
+    starts: list[tuple[str, np.ndarray]], load_cap: np.ndarray | None, deadline: Deadline,
     rng: np.random.Generator,
 ) -> tuple[LayerState, str] | None:
     """The best single-copy layout of one layer: every start searched, the best restarted.
@@ -177,7 +195,7 @@ def _fit_single(
         best: tuple[float, LayerState, str] | None = None
         for name, s0 in starts:
             st = LayerState(x, cost, near, own, E, s0)
-            if load_cap is not None and not repair_balance(st, movable, load_cap):
+            if load_cap is not None and not repair_balance(st, movable, load_cap, deadline):
                 continue
             swap_search(st, movable, load_cap, deadline)
             if best is None or st.objective() < best[0]:
@@ -193,7 +211,7 @@ def _fit_single(
     for name, s0 in starts:
         cands.append((name, s0, False))
         sa = LayerState(x[fit], cost[fit], near[fit], own[fit], E, s0)
-        if part_cap is not None and not repair_balance(sa, movable, part_cap):
+        if part_cap is not None and not repair_balance(sa, movable, part_cap, deadline):
             continue
         swap_search(sa, movable, part_cap, deadline)
         cands.append((name, sa.srv.copy(), True))
@@ -201,7 +219,7 @@ def _fit_single(
               for _, srv, _ in cands]
     name, srv, searched = cands[int(np.argmin(scores))]
     st = LayerState(x, cost, near, own, E, srv)
-    if load_cap is not None and not repair_balance(st, movable, load_cap):
+    if load_cap is not None and not repair_balance(st, movable, load_cap, deadline):
         return None
     return st, name + (" (searched)" if searched else " (held-out tokens kept it)")
 
@@ -241,15 +259,18 @@ def _build(problem: PlacementProblem, layers: list[_Layer]) -> ExpertLayout:
 
 def _bound(
     problem: PlacementProblem, cost: np.ndarray, own: np.ndarray, quota: np.ndarray,
-    options: SolverOptions, forced: bool,
+    options: SolverOptions, forced: bool, deadline: Deadline,
 ) -> tuple[float, str]:
-    """Lower bound of the sample cost per token (all layers) and which bound it is."""
+    """Lower bound of the sample cost per token (all layers) and which bound it is; nan and
+    ``not computed`` when the time limit ends it before every layer has its bound."""
     sample = problem.token_sample
     assert sample is not None
     L, E, S = problem.num_layers, problem.num_experts, problem.num_servers
     gs = problem.gpu_server
     total, kinds = 0.0, set()
     for li in range(L):
+        if deadline.passed():
+            return float("nan"), f"not computed (time limit; {li} of {L} layers bounded)"
         x = sample.experts[:, li, :].astype(np.int64)
         cap = np.bincount(gs, weights=quota[li], minlength=S).astype(np.int64)
         if problem.num_redundant:
@@ -263,7 +284,10 @@ def _bound(
             total += exact_layer(x, cost, E, _primary_caps(cap, E))[0]
             kinds.add("exact")
         else:
-            total += transport_bound(x, cost, E, cap, options)
+            lp = transport_bound(x, cost, E, cap, options, max(1e-3, deadline.left_s()))
+            if lp is None:
+                return float("nan"), f"not computed (layer {li}'s transport LP unsolved)"
+            total += lp
             kinds.add("transport")
     return total / sample.num_tokens, "+".join(sorted(kinds))
 
@@ -307,9 +331,11 @@ def _ablation(
 
 def solve_dedup(
     problem: PlacementProblem, options: SolverOptions, name: str, metric: str,
-    origin_blind: bool = False,
+    origin_blind: bool = False, clock: Callable[[], float] = time.perf_counter,
 ) -> PlacementResult:
-    t0 = time.perf_counter()
+    """``clock``: the time limit's clock (tests replace it by one that counts its readings)."""
+    deadline = Deadline.after(options.time_limit_s, clock)
+    t0 = deadline.start_s
     sample = problem.token_sample
     if sample is None:
         raise InputError(
@@ -351,8 +377,9 @@ def solve_dedup(
         eps_cap = (1 + problem.balance_eps) * mean
         gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
-    # result does not depend on the machine's speed; the time limit is only a safety stop.
-    deadline = t0 + 0.9 * options.time_limit_s
+    # result does not depend on the machine's speed; the time limit is only a safety stop:
+    # layers it reaches first take EPLB's layer unsearched, and the bound and the ablation
+    # are computed only in the time left.
     layers: list[_Layer] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
@@ -360,17 +387,17 @@ def solve_dedup(
             problem, li, sample.experts[:, li, :].astype(np.int64), cost, near, own, quota[li],
             None if gpu_cap is None else float(gpu_cap[li]), ref, deadline, rng,
         ))
-    info["stopped_by_time_limit"] = time.perf_counter() > deadline
+    info["stopped_by_time_limit"] = deadline.search_passed()
     layout = _build(problem, layers)
     exact = dedup_cost(problem, layout, metric)
-    bound, bound_kind = _bound(problem, cost, own, quota, options, forced)
+    bound, bound_kind = _bound(problem, cost, own, quota, options, forced, deadline)
     obj = exact.cost_per_token
     stopped = bool(info["stopped_by_time_limit"])
     outcome = SolverOutcome.from_bound(
         objective=obj, dual_bound=bound, gap_tolerance=1e-9,
         termination=Termination.TIME_LIMIT if stopped else None,
         solver_status=("time limit reached" if stopped else "local search converged")
-        + f"; {bound_kind} bound", time_s=time.perf_counter() - t0,
+        + f"; bound: {bound_kind}", time_s=clock() - t0,
     )
     gap = outcome.gap
     T = sample.num_tokens
@@ -383,12 +410,16 @@ def solve_dedup(
         gpu_load_imbalance=imbalance(loads),
         layers_from_eplb=[problem.layer_indices[i] if problem.layer_indices else i
                           for i, ly in enumerate(layers) if ly.fallback],
+        layers_cut_by_time_limit=[problem.layer_indices[i] if problem.layer_indices else i
+                                  for i, ly in enumerate(layers)
+                                  if ly.start_name.endswith("(time limit)")],
         layers_missing_balance=[problem.layer_indices[i] if problem.layer_indices else i
                                 for i, ly in enumerate(layers) if ly.guard_missed],
         starts_won={n: sum(ly.start_name == n for ly in layers)
                     for n in sorted({ly.start_name for ly in layers})},
     )
-    info["ablation"] = _ablation(problem, layout, layers, metric, exact, options.seed)
+    info["ablation"] = ("not computed (time limit)" if deadline.passed() else
+                        _ablation(problem, layout, layers, metric, exact, options.seed))
     if ref is not None:
         re = dedup_cost(problem, ref, metric)
         info["eplb_cost_per_token"] = re.cost_per_token
@@ -396,13 +427,15 @@ def solve_dedup(
         info["eplb_gpu_load_imbalance"] = imbalance(ref_loads) if ref_loads is not None else None
     msg = (
         f"de-duplicated {metric} cost on {T} fitted tokens: swap local search from routing"
-        f" groups / co-activation; {bound_kind} lower bound, gap {gap:.3g}"
+        f" groups / co-activation; lower bound: {bound_kind}, gap {gap:.3g}"
+        + (f"; {len(info['layers_cut_by_time_limit'])} layers unsearched"  # type: ignore[arg-type]
+           if info["layers_cut_by_time_limit"] else "")
         + ("; the time limit stopped the search (raise it for a result independent of the"
            " machine's speed)" if info["stopped_by_time_limit"] else "")
     )
     return PlacementResult(
         strategy=name, status=outcome.status, layout=layout,
-        objective=expected_cost(problem, layout), runtime_s=time.perf_counter() - t0,
+        objective=expected_cost(problem, layout), runtime_s=clock() - t0,
         options=options, message=msg, info=info, solver=outcome,
     )
 

@@ -11,6 +11,14 @@ from __future__ import annotations
 import numpy as np
 
 
+def primary_cost(experts: np.ndarray, cost: np.ndarray, servers: np.ndarray) -> float:
+    """One layer's cost with every expert on its server ``servers[e]`` (one copy each)."""
+    T, k = experts.shape
+    used = np.zeros(cost.shape, dtype=bool)
+    used[np.repeat(np.arange(T), k), servers[experts].ravel()] = True
+    return float((cost * used).sum())
+
+
 class LayerState:
     """Single-copy and replicated experts of one layer on servers, with token-server counts."""
 

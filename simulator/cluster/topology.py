@@ -154,7 +154,7 @@ def validate_cluster(cluster: ClusterSpec) -> None:
     server node; every server holding at least one GPU; links referencing known nodes, no self
     links or duplicates, bandwidth > 0, latency and weight >= 0 (all finite); every GPU linked
     to its own server and to nothing else (the server node is its NVLink switch and where its
-    NICs attach: the simulator and the placer rely on this); a link's ``nic_gpu`` naming a GPU
+    NICs attach: the simulator and the strategy rely on this); a link's ``nic_gpu`` naming a GPU
     of the server at one end, a switch at the other, and each GPU owning at most one NIC link;
     where any GPU owns one, every server holding a GPU that does (a GPU without one sends
     through a sibling's NIC); no switch without links; every GPU reachable from every other.

@@ -59,7 +59,7 @@ SGLANG_TOP_K_COLUMNS = 8
 @dataclass(frozen=True, slots=True)
 class DumpFile:
     path: Path
-    time: float
+    time_s: float  # the dump's timestamp (seconds, from its file name)
     rank: int | None
 
 
@@ -81,7 +81,7 @@ def dump_files(source: Path) -> list[DumpFile]:
             )
     if not out:
         raise InputError(f"{source}: holds no expert_distribution_recorder_*.pt files")
-    return sorted(out, key=lambda f: (f.time, -1 if f.rank is None else f.rank))
+    return sorted(out, key=lambda f: (f.time_s, -1 if f.rank is None else f.rank))
 
 
 def _load(f: DumpFile) -> dict[str, Any]:
@@ -159,7 +159,7 @@ def _records(files: list[DumpFile], model: ModelSpec, source: Path, expected_ran
             keyed.append((pass_id, rank, f, i, rec))
     assert pmap_ref is not None
     _check_ranks(ranks, source, expected_ranks)
-    keyed.sort(key=lambda r: (r[0], r[1], r[2].time, r[3]))
+    keyed.sort(key=lambda r: (r[0], r[1], r[2].time_s, r[3]))
     return keyed, pmap_ref[list(model.moe_layer_indices)]
 
 
