@@ -99,10 +99,21 @@ class _Counter:
         self.nlinks = 2 * len(routes.cluster.links)
         self.gs = routes.cluster.gpu_server
 
-    def demand(self, origins: np.ndarray, hosts: np.ndarray) -> LayerDemand:
-        """The copies of one layer's dispatch before any link: on each GPU's link up to its
-        server node, across the network per endpoint pair, down to each GPU."""
-        g = self.routes.num_gpus
+    def _at(self, ids: np.ndarray, gpus: np.ndarray | None = None, w: Any = None) -> np.ndarray:
+        x = ids if gpus is None else ids[gpus]
+        return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
+
+    def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
+        """Copies per link of the network copies on endpoint pairs ``pairs`` (e*E+f), both
+        ways: dispatch e -> f, combine f -> e."""
+        n = self.ep.count
+        w = np.ones(pairs.size) if w is None else w
+        back = (pairs % n) * n + pairs // n
+        return self.multipath.link_copies(pairs, w), self.multipath.link_copies(back, w)
+
+    def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        r = self.routes
+        up, down = r.gpu_uplink, r.gpu_downlink
         if self.scheme == "deepep-normal":
             keys = dedup_keys(origins, hosts, self.gs)
             tt, hh = keys.gpu
@@ -110,52 +121,26 @@ class _Counter:
             local = self.gs[hh] == self.gs[oo]
             st, ss = keys.server
             so = origins[st]
-            up = np.bincount(oo[local], minlength=g) + np.bincount(so, minlength=g)
-            return LayerDemand(up.astype(np.float64), np.bincount(hh, minlength=g).astype(
-                np.float64), server_pairs(so, ss, self.ep))
-        # one copy per route whose host is not its origin: counted route by route,
-        # so memory and work grow with routes, never with GPU pairs
-        a = np.repeat(origins, hosts.shape[1])
-        b = hosts.ravel()
-        moving = a != b
-        a, b = a[moving], b[moving]
-        remote = self.gs[a] != self.gs[b]
-        return LayerDemand(np.bincount(a, minlength=g).astype(np.float64),
-                           np.bincount(b, minlength=g).astype(np.float64),
-                           route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep))
-
-    def back(self, pairs: np.ndarray) -> np.ndarray:
-        """Endpoint pairs e*E+f reversed (combine's direction)."""
-        n = self.ep.count
-        return (pairs % n) * n + pairs // n
-
-    def apply(self, d: LayerDemand) -> tuple[np.ndarray, np.ndarray]:
-        """Copies per directed link of a layer's demand, (dispatch, combine): combine carries
-        the same copies the reverse way."""
-        r, n = self.routes, self.nlinks
-        w = np.ones(d.pairs.size) if d.pair_copies is None else d.pair_copies
-        mid_d = self.multipath.link_copies(d.pairs, w)
-        mid_c = self.multipath.link_copies(self.back(d.pairs), w)
-        up_d = np.bincount(r.gpu_uplink, weights=d.up, minlength=n)
-        down_d = np.bincount(r.gpu_downlink, weights=d.down, minlength=n)
-        up_c = np.bincount(r.gpu_uplink, weights=d.down, minlength=n)
-        down_c = np.bincount(r.gpu_downlink, weights=d.up, minlength=n)
-        return up_d + mid_d + down_d, up_c + mid_c + down_c
-
-    def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        return self.apply(self.demand(origins, hosts))
-
-
-@dataclass(frozen=True, eq=False)
-class LayerDemand:
-    """One layer's dispatch copies, independent of the links: ``up[g]`` copies on GPU g's link
-    to its server node, ``down[g]`` on the server node's link to it, and one network copy per
-    entry of ``pairs`` (endpoint pair e*E+f; ``pair_copies`` copies each when aggregated)."""
-
-    up: np.ndarray  # [gpus]
-    down: np.ndarray  # [gpus]
-    pairs: np.ndarray
-    pair_copies: np.ndarray | None = None
+            mid_d, mid_c = self._mid(server_pairs(so, ss, self.ep))
+            dispatch = self._at(up, oo[local]) + self._at(up, so) + mid_d + self._at(down, hh)
+            combine = self._at(up, hh) + mid_c + self._at(down, oo[local]) + self._at(down, so)
+        else:
+            # one copy per route whose host is not its origin: counted route by route,
+            # so memory and work grow with routes, never with GPU pairs
+            g = r.num_gpus
+            a = np.repeat(origins, hosts.shape[1])
+            b = hosts.ravel()
+            moving = a != b
+            a, b = a[moving], b[moving]
+            remote = self.gs[a] != self.gs[b]
+            mid_d, mid_c = self._mid(
+                route_pairs(self.scheme, a[remote], b[remote], self.gs, self.ep)
+            )
+            out_gpu = np.bincount(a, minlength=g)
+            in_gpu = np.bincount(b, minlength=g)
+            dispatch = self._at(up, None, out_gpu) + mid_d + self._at(down, None, in_gpu)
+            combine = self._at(up, None, in_gpu) + mid_c + self._at(down, None, out_gpu)
+        return dispatch, combine
 
 
 @dataclass(frozen=True, eq=False)
@@ -177,7 +162,7 @@ _COUNTERS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, _Counter]] 
     weakref.WeakKeyDictionary())
 
 
-def layer_counter(routes: RouteTable, config: TrafficConfig) -> _Counter:
+def _counter(routes: RouteTable, config: TrafficConfig) -> _Counter:
     """One counter per route table and configuration (a worker keeps it across tasks)."""
     by_config = _COUNTERS.setdefault(routes, {})
     got = by_config.get(config)
@@ -194,7 +179,7 @@ def count_microbatch(
     g = routes.num_gpus
     cluster = routes.cluster
     bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-    counter = layer_counter(routes, config)
+    counter = _counter(routes, config)
     m = block.model
     validate_layout(expert_gpus, m, g)
     db, cb = config.route_bytes(m)

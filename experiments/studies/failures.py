@@ -53,7 +53,6 @@ from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.topology import ClusterSpec
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.mapped_counts import TraceDemand, count_demand, map_demand
 from simulator.microbatches import microbatches
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
@@ -108,7 +107,6 @@ class _Study:
         progress(f"{len(self.scenarios) - 1} {failure_class} failures routed in"
                  f" {time.perf_counter() - t0:.1f} s")
         self._counts: dict[tuple[str, str], dict[str, Any]] = {}
-        self._demands: dict[tuple[str, str], TraceDemand] = {}
         self._latency: dict[tuple[str, str], dict[str, float]] = {}
         self._arrays: dict[str, dict[str, np.ndarray]] = {}
         self._problems: dict[tuple[str, str], Any] = {}
@@ -201,33 +199,19 @@ class _Study:
                           "repair_reloads": r.reloaded}
 
     def count(self, pairs: list[tuple[Scenario, ExpertLayout]]) -> list[dict[str, Any]]:
-        """Analytic metrics of each (scenario, layout), cached by layout."""
+        """Analytic metrics of each (scenario, layout), cached by layout (the counter keeps
+        each scenario's multipath routes across layouts)."""
         out = []
         for s, layout in pairs:
             key = (s.label, _digest(layout))
             if key not in self._counts:
-                self._counts[key] = _metrics(self._count(s, layout))
+                assert s.routes is not None
+                replay = remap_origins(self.fit.replay, s.index_map)
+                cut = list(microbatches([replay], self.sim.microbatch_tokens))
+                self._counts[key] = _metrics(count_traffic(cut, s.routes, layout.expert_gpus,
+                                                           self.sim.traffic))
             out.append(self._counts[key])
         return out
-
-    def _count(self, s: Scenario, layout: ExpertLayout) -> AnalyticResult:
-        """Where the failure keeps every GPU in place, the layout's copies are counted once
-        (per distance matrix where replicas choose by distance) and mapped onto the
-        scenario's links (:mod:`simulator.mapped_counts`); else the trace is counted again
-        on the surviving GPUs."""
-        assert s.routes is not None
-        if not np.array_equal(s.index_map, np.arange(s.index_map.size)):
-            replay = remap_origins(self.fit.replay, s.index_map)
-            cut = list(microbatches([replay], self.sim.microbatch_tokens))
-            return count_traffic(cut, s.routes, layout.expert_gpus, self.sim.traffic)
-        eg = layout.expert_gpus
-        single = eg.ndim == 2 or bool((eg[..., 1:] < 0).all())
-        key = (_digest(layout), "" if single else hashlib.sha1(
-            np.ascontiguousarray(s.routes.distance).tobytes()).hexdigest())
-        if key not in self._demands:
-            cut = list(microbatches([self.fit.replay], self.sim.microbatch_tokens))
-            self._demands[key] = count_demand(cut, s.routes, eg, self.sim.traffic)
-        return map_demand(self._demands[key], s.routes, self.sim.traffic)
 
     def latency(self, s: Scenario, layout: ExpertLayout) -> dict[str, float]:
         """DES latency of a layout on a scenario (cached by layout)."""
