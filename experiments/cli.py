@@ -30,12 +30,13 @@ TRACEBACK_ENV = "MOE_NETSIM_TRACEBACK"
 
 
 class _HelpFormatter(argparse.HelpFormatter):
-    """``--help`` shows each option's default (unless it has none or is an off switch)."""
+    """``--help`` shows each option's default (unless it has none, is empty text (the help
+    says what empty means) or is an off switch)."""
 
     def _get_help_string(self, action: argparse.Action) -> str:
         text = action.help or ""
         default = action.default
-        if ("%(default)" in text or default is None or default is False or default == []
+        if ("%(default)" in text or default in (None, False, "") or default == []
                 or default == argparse.SUPPRESS or not action.option_strings):
             return text
         shown = f"{default:g}" if isinstance(default, float) else str(default)

@@ -15,6 +15,7 @@ import argparse
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from simulator.modes import MODE_ONLY_OPTIONS, SIM_MODES
 from traces.infra.errors import InputError
 
 
@@ -38,6 +39,17 @@ class Conflict:
         return f"{self.flag} and {other} contradict: {self.why}; give one"
 
 
+def _mode_only(command: str) -> tuple[Conflict, ...]:
+    """The replay modes' own table (``simulator.modes.MODE_ONLY_OPTIONS``, which study keys are
+    checked against too) as rules on ``command``'s ``--mode``: the option given in another
+    mode (or the default one) is refused."""
+    return tuple(
+        Conflict(command, "--" + option.replace("_", "-"), "--mode",
+                 f"only mode {' or '.join(takes)} takes it",
+                 values=tuple(m for m in SIM_MODES if m not in takes))
+        for option, takes in MODE_ONLY_OPTIONS.items())
+
+
 _DES_ONLY = ("--inflight", "--chunk-bytes", "--gpu-flops-per-s", "--expert-time-per-route-s",
              "--window-s")
 _POPULARITY = ("--zipf", "--curve", "--curve-sd", "--max-activation")
@@ -47,6 +59,7 @@ CONFLICTS: tuple[Conflict, ...] = (
              "a given time per route replaces the one derived from the GPU's FLOP rate"),
     *(Conflict("simulate", flag, "--mode", "the analytic count has no time, so it would change"
                " nothing", values=("analytic",)) for flag in _DES_ONLY),
+    *_mode_only("simulate"),
     *(Conflict("trace synth", flag, source, "the popularity then comes from the file's counts")
       for source in ("--load-stats", "--fit") for flag in _POPULARITY),
     *(Conflict("trace synth", flag, "--fit", "the routing modes then come from the fitted"

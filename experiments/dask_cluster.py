@@ -49,6 +49,7 @@ def local_client(workers: int, processes: bool = True) -> Iterator[Any]:
         threads_per_worker=1,
         processes=processes,
         host="127.0.0.1",
+        scheduler_port=0,  # ports the OS picks: never a fixed one (8786/8787 may be taken)
         dashboard_address=None,
         silence_logs=logging.ERROR,
     )

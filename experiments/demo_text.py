@@ -16,6 +16,42 @@ def _change(reduction_pct: float, better: str, worse: str) -> str:
     return f"{abs(reduction_pct):.1f}% {word}"
 
 
+def replay_model_text(sim: dict[str, Any], dedup: bool) -> str:
+    """What the run's replay modelled, from the configuration it recorded (``SimConfig``
+    fields; a field a run directory lacks is the current default)."""
+    from dataclasses import asdict
+
+    from simulator.cluster.multipath import MULTIPATH_MODES
+    from simulator.config import SimConfig
+    from traces.infra.limits import human_bytes
+
+    default = asdict(SimConfig())
+    traffic = {**default["traffic"], **sim.get("traffic", {})}
+    cfg = {**default, **sim}
+    d, c = traffic["dispatch_bytes_per_element"], traffic["combine_bytes_per_element"]
+    if cfg["mode"] == "flow":
+        messages = "messages are flows per (source, destination) GPU pair and phase, sharing"
+        messages += " links at max-min fair rates"
+    else:
+        messages = ("messages are aggregated per (source, destination) GPU pair and phase and"
+                    f" cut into {human_bytes(cfg['chunk_bytes'])} chunks")
+    def per_element(n: float) -> str:
+        return f"{n:g} byte{'' if n == 1 else 's'} per hidden element"
+
+    replay = "DES" if cfg["mode"] == "des" else cfg["mode"]
+    return (
+        f"Dispatch sends {per_element(d)} from the token's origin GPU to the expert's GPU,"
+        f" combine sends {per_element(c)} back,"
+        + (" de-duplicated per remote server (this run);" if dedup else
+           " one copy per route (no de-duplication);")
+        + " shared experts are replicated on every GPU and cause no traffic. Links are full"
+        f" duplex FIFO servers with bandwidth and latency; {messages}; multipath"
+        f" {traffic['multipath']}: {MULTIPATH_MODES[traffic['multipath']]}. Per-link bytes of"
+        f" the {replay} replay equal the independent analytic count exactly (checked in"
+        " this run)."
+    )
+
+
 def demo_sections(
     meta: dict[str, Any], summary: pd.DataFrame, server_load: pd.DataFrame, table: pd.DataFrame,
     figures: list[tuple[str, str]],
@@ -99,16 +135,7 @@ def demo_sections(
         Section(
             "Model",
             [
-                "Dispatch sends hidden x 1 byte (FP8) from the token's origin GPU to the"
-                " expert's GPU, combine sends hidden x 2 bytes (BF16) back,"
-                + (" de-duplicated per remote server (this run);" if dedup else
-                   " one copy per route (no de-duplication);")
-                + " shared experts are"
-                " replicated on every GPU and cause no traffic. Links are full duplex FIFO"
-                " servers with bandwidth and latency; messages are aggregated per (source,"
-                " destination) GPU pair and phase and cut into 1 MiB chunks; ECMP by per-hop"
-                " hashing. Per-link bytes of the SimPy replay equal the independent analytic"
-                " count exactly (checked in this run).",
+                replay_model_text(meta.get("sim_config", {}), dedup),
                 f"Rounded reference: round-robin hops per token {rr['hops_per_token']:,.1f}.",
             ],
         ),

@@ -137,7 +137,10 @@ def build_problem(
     L, E = activation.shape
     G = routes.num_gpus
     s_def, l_def = default_slots(L, E + num_redundant, G)
-    dispatch_bytes, combine_bytes = (traffic or TrafficConfig()).route_bytes(model)
+    traffic = traffic or TrafficConfig()
+    # the bytes per token a placement optimises and reports (place's "network" line)
+    traffic.check_byte_counts(model, 1, routes, "placement's bytes per token")
+    dispatch_bytes, combine_bytes = traffic.route_bytes(model)
     return PlacementProblem(
         activation=activation,
         slots_per_gpu=s_def if slots_per_gpu is None else slots_per_gpu,  # 0 is rejected
@@ -178,6 +181,8 @@ def place_and_replay(
 ) -> Evaluation:
     """Place with ``strategy``, check the layout, replay it (``sim_config.mode``: the DES or
     flow mode) and count it analytically."""
+    sim_config.traffic.check_byte_counts(replay_trace.model, replay_trace.num_tokens, routes,
+                                         f"the replay of {strategy}")
     progress(f"placing experts with {strategy}")
     res = solve_placement(problem, strategy, options)
     if not res.is_ok or res.layout is None:

@@ -59,6 +59,7 @@ from simulator.traffic import (
 )
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
+from traces.model import ModelSpec
 from traces.origins import OriginAssigner, resolve_model, with_origins
 from traces.trace import RoutingTrace
 
@@ -223,8 +224,9 @@ def run_rebalance(
     ``window_steps`` steps sums whole chunks; tokens are counted as they stream by.
     """
     options = options or SolverOptions()
-    model = read_trace_meta(trace)[0].model
-    weight = expert_weight_bytes(model, config.weight_bytes_per_param)
+    meta, tokens = read_trace_meta(trace)
+    model = meta.model
+    weight = _checked_weight_bytes(model, tokens, routes, config)
     lo, hi = step_range(trace)
     W, N = config.window_steps, config.interval_steps
     if hi - lo <= W:
@@ -312,6 +314,24 @@ def run_rebalance(
                  else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
     return RebalanceResult(timeline=pd.DataFrame(rows), layouts=layouts,
                            migration_links=migration, origins_warning=assigner.warning())
+
+
+def _checked_weight_bytes(model: ModelSpec, tokens: int, routes: RouteTable,
+                          config: RebalanceConfig) -> float:
+    """An expert's weight bytes, after refusing totals an int64 cannot hold: the replayed
+    routes' bytes (the one bound of ``TrafficConfig.check_byte_counts``) and a full re-layout's
+    weights."""
+    from traces.infra.limits import exact_int64
+
+    _sim_config(config.server_dedup).traffic.check_byte_counts(
+        model, tokens, routes, "rebalance", "rebalance a shorter trace or a model with a"
+        " smaller hidden size")
+    weight = expert_weight_bytes(model, config.weight_bytes_per_param)
+    copies = model.num_moe_layers * model.num_routed_experts
+    exact_int64(copies * math.ceil(weight),
+                f"rebalance: moving all {copies:,} expert copies of {math.ceil(weight):,} weight"
+                " bytes", "lower --weight-bytes-per-param or use a model with smaller experts")
+    return weight
 
 
 def _no_moves(config: RebalanceConfig) -> dict[str, float]:

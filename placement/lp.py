@@ -8,8 +8,10 @@ an infeasible model can be explained in words.
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
@@ -152,10 +154,15 @@ def run_highs(
     integer: bool,
     start: np.ndarray | None = None,
     time_limit_s: float | None = None,
+    deadline: float | None = None,
 ) -> Solved:
-    """Solve ``model`` as an LP (simplex, a vertex) or as a MIP (with an optional start)."""
+    """Solve ``model`` as an LP (simplex, a vertex) or as a MIP (with an optional start).
+
+    ``deadline`` (a ``time.perf_counter()`` instant): the solve gets only what is left of it
+    once the model is handed to HiGHS (converting a large model takes seconds), and does not
+    start when nothing is left: a time-limit outcome without a solution.
+    """
     h = quiet_highs(options.threads)
-    h.setOptionValue("time_limit", float(time_limit_s or options.time_limit_s))
     h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
     h.setOptionValue("random_seed", int(options.seed))
     if not integer:
@@ -163,9 +170,18 @@ def run_highs(
     h.passModel(model.to_highs(integer))
     if integer and start is not None:
         sol = highspy.HighsSolution()
-        sol.col_value = list(np.asarray(start, dtype=np.float64))
+        sol.col_value = np.asarray(start, dtype=np.float64)
         sol.value_valid = True
         h.setSolution(sol)
+    limit = float(time_limit_s or options.time_limit_s)
+    if deadline is not None:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return Solved(None, SolverOutcome.from_solver(
+                Termination.TIME_LIMIT, "Time limit reached while building the model",
+                math.nan, math.nan, False))
+        limit = min(limit, left)
+    h.setOptionValue("time_limit", limit)
     h.run()
     ms = h.getModelStatus()
     info = h.getInfo()

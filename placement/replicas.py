@@ -18,12 +18,13 @@ from the optimal single-copy layout, so a time limit still returns a valid layou
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from placement.assignment import cost_matrix, solve_assignment, unit_partition
 from placement.lp import Model, run_highs
+from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
@@ -124,6 +125,23 @@ def _layout(
     return ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
 
 
+def _left(options: SolverOptions, deadline: float) -> SolverOptions:
+    return replace(options, time_limit_s=max(1e-3, deadline - time.perf_counter()))
+
+
+def _copies_bound(a_u: np.ndarray, c_u: np.ndarray, L: int, E: int, R: int) -> float:
+    """A lower bound on the MIP's objective, in its units, ignoring the GPU caps.
+
+    An expert with one copy costs at least its cheapest single unit, min_u (a_u @ c_u); with
+    more copies, at least every origin at its nearest unit.  A layer has at most E + R copies,
+    so at most R of its experts have more than one: the bound lets the R that gain most have
+    them.  The MIP (and its candidate restriction) can only cost more."""
+    single = (a_u @ c_u).min(axis=1)
+    nearest = (a_u * c_u.min(axis=1)[None, :]).sum(axis=1)
+    gain = np.sort((single - nearest).reshape(L, E), axis=1)[:, E - min(R, E):]
+    return float(single.sum() - gain.sum())
+
+
 def solve_replicas(
     problem: PlacementProblem,
     options: SolverOptions,
@@ -132,8 +150,14 @@ def solve_replicas(
     weights: np.ndarray,
     per_origin: bool,
 ) -> PlacementResult:
-    """The replica MIP, warm-started from the optimal single-copy layout."""
+    """The replica MIP, warm-started from the optimal single-copy layout.
+
+    ``options.time_limit_s`` covers the whole call: the single-copy solve, building the MIP
+    and solving it.  When the limit is reached before the MIP has run, the result is the
+    single-copy layout with the bound of :func:`_copies_bound` (status ``feasible``).
+    """
     t0 = time.perf_counter()
+    deadline = t0 + options.time_limit_s
     L, E, R = problem.num_layers, problem.num_experts, problem.num_redundant
     rt = problem.round_trip(metric)
     unit_gpus, level = unit_partition(problem, rt)
@@ -149,8 +173,8 @@ def solve_replicas(
     a_u = a @ member  # [LE, origin units]
     c_u = rt[np.ix_(rep, rep)]  # [origin unit, unit]
     n_cand, cand = _candidates(weights, L, E, R, U)
-    single = solve_assignment(problem, options, name, cost_matrix(problem, metric, weights,
-                                                                   per_origin), rt=rt,
+    single = solve_assignment(problem, _left(options, deadline), name,
+                              cost_matrix(problem, metric, weights, per_origin), rt=rt,
                               weights=weights)
     info: dict[str, object] = {
         "unit": level, "units": U, "replica_candidates_per_layer": n_cand, "metric": metric,
@@ -161,12 +185,26 @@ def solve_replicas(
         return failed(name, problem, options, single.solver, t0, info)
     y0 = np.zeros((L * E, U))
     y0[np.arange(L * E), member.argmax(axis=1)[single.layout.primary.reshape(-1)]] = 1.0
-    loc = _location_model(problem, a_u, c_u, cand, unit_gpus)
-    info["columns"] = loc.model.num_col
-    info["rows"] = loc.model.num_row
-    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-    sol = run_highs(loc.model, options, integer=True, start=_start(loc, y0, cand),
-                    time_limit_s=left)
+    sol = None
+    if time.perf_counter() < deadline:
+        loc = _location_model(problem, a_u, c_u, cand, unit_gpus)
+        info["columns"] = loc.model.num_col
+        info["rows"] = loc.model.num_row
+        sol = run_highs(loc.model, options, integer=True, start=_start(loc, y0, cand),
+                        deadline=deadline)
+    if sol is None or (sol.x is None and sol.outcome.termination.is_limit):
+        # the limit came before the MIP had a layout: the single-copy one is the incumbent
+        info["replica_mip"] = "not run: time limit reached"
+        info["replicas_used"] = 0
+        y0_cost = float((a_u @ c_u)[np.arange(L * E), y0.argmax(axis=1)].sum())
+        outcome = SolverOutcome.from_bound(
+            y0_cost, _copies_bound(a_u, c_u, L, E, R), Termination.TIME_LIMIT,
+            "Time limit reached before the replica MIP ran",
+            time_s=time.perf_counter() - t0)
+        return finish(name, problem, options, single.layout, outcome, t0, info,
+                      "single-copy layout: the time limit was reached before the replica MIP"
+                      f" ran; bound: {R} extra copies per layer where they gain most, caps"
+                      f" ignored (gap {outcome.gap:.3g})")
     if sol.x is None or not sol.status.has_layout:
         return failed(name, problem, options, sol.outcome, t0, info)
     layout = _layout(problem, loc, sol.x, a_u, cand, unit_gpus)

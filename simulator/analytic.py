@@ -5,9 +5,11 @@ scheme's copy and endpoint rules with the event engine, and counts copies per li
 (per-pair route counts or de-duplication keys summed onto uplinks, endpoint routes weighted by
 their multipath shares, and downlinks), without the engine's stage messages, trains or link
 classes, so it is the independent check of the simulator's byte accounting, and the fast mode
-for huge traces.  Split modes put fractional shares of a copy on a link; the byte columns are
-the exact sums rounded to whole bytes.  The bandwidth lower bound of a phase is the time its
-busiest link direction needs to carry that phase's bytes: no schedule can do better.
+for huge traces.  Split modes put fractional shares of a copy on a link; copies are counted in
+whole units of the shares' denominator (:mod:`simulator.cluster.share_units`), so the byte
+columns are the exact sums rounded half to even, whatever the order or micro-batching.
+The bandwidth lower bound of a phase is the time its busiest link direction needs to carry
+that phase's bytes: no schedule can do better.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import pandas as pd
 from simulator.cluster.link_loads import middle_link_copies
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
+from simulator.cluster.share_units import add_units, whole_bytes
 from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pairs
 from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
@@ -98,20 +101,26 @@ class _Counter:
         check_scheme(self.scheme, self.ep, routes.cluster.name)
         self.nlinks = 2 * len(routes.cluster.links)
         self.gs = routes.cluster.gpu_server
+        # copies are counted in whole units of 1/denominator (exact sums, share_units)
+        self.denominator = self.multipath.share_denominator
+        self.unit = float(self.denominator or 1)
 
     def _at(self, ids: np.ndarray, gpus: np.ndarray | None = None, w: Any = None) -> np.ndarray:
         x = ids if gpus is None else ids[gpus]
-        return np.bincount(x, weights=w, minlength=self.nlinks).astype(np.float64)
+        w = np.full(x.size, self.unit) if w is None else np.asarray(w) * self.unit
+        return np.bincount(x, weights=w, minlength=self.nlinks)
 
     def _mid(self, pairs: np.ndarray, w: Any = None) -> tuple[np.ndarray, np.ndarray]:
         """Copies per link of the network copies on endpoint pairs ``pairs`` (e*E+f), both
         ways: dispatch e -> f, combine f -> e."""
         n = self.ep.count
-        w = np.ones(pairs.size) if w is None else w
+        w = np.full(pairs.size, self.unit) if w is None else np.asarray(w) * self.unit
         back = (pairs % n) * n + pairs // n
         return self.multipath.link_copies(pairs, w), self.multipath.link_copies(back, w)
 
     def count(self, origins: np.ndarray, hosts: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Copies per link of both phases, in units of 1/:attr:`denominator` (whole numbers
+        as float64 unless the denominator is ``None``)."""
         r = self.routes
         up, down = r.gpu_uplink, r.gpu_downlink
         if self.scheme == "deepep-normal":
@@ -149,8 +158,8 @@ class AnalyticPart:
     so a replay split over workers gives exactly the serial result."""
 
     microbatch: int
-    dispatch: np.ndarray  # [directed links] bytes (fractional under split modes)
-    combine: np.ndarray
+    dispatch: np.ndarray  # [directed links] bytes in units of 1/denominator (int64), or float
+    combine: np.ndarray  # bytes when the split has no exact denominator (share_units)
     hops: float
     tokens: int
     tally: CopyTally
@@ -184,8 +193,9 @@ def count_microbatch(
     validate_layout(expert_gpus, m, g)
     db, cb = config.route_bytes(m)
     origins = resolve_origins(block, g)
-    dispatch = np.zeros(bandwidth.size)
-    combine = np.zeros(bandwidth.size)
+    exact = counter.denominator is not None
+    dispatch = np.zeros(bandwidth.size, dtype=np.int64 if exact else np.float64)
+    combine = np.zeros_like(dispatch)
     hops = 0.0
     tally = CopyTally()
     bounds: list[tuple[int, int, str, float]] = []
@@ -197,9 +207,14 @@ def count_microbatch(
         gpu_routes[li] = np.bincount(hosts.ravel(), minlength=g)
         hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
         tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
-        d_copies, c_copies = counter.count(origins, hosts)
-        dispatch += d_copies * db
-        combine += c_copies * cb
+        d_units, c_units = counter.count(origins, hosts)
+        if exact:
+            dispatch = add_units(dispatch, np.rint(d_units).astype(np.int64) * db)
+            combine = add_units(combine, np.rint(c_units).astype(np.int64) * cb)
+        else:
+            dispatch += d_units * db
+            combine += c_units * cb
+        d_copies, c_copies = d_units / counter.unit, c_units / counter.unit
         layer = m.moe_layer_indices[li]
         bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
         bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
@@ -237,8 +252,9 @@ def combine_parts(
     """The whole trace's result from its micro-batches' parts, taken in micro-batch order."""
     cluster = routes.cluster
     bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cluster.links], 2)
-    dispatch = np.zeros(bandwidth.size)
-    combine = np.zeros(bandwidth.size)
+    den = _counter(routes, config).denominator
+    dispatch = np.zeros(bandwidth.size, dtype=np.float64 if den is None else np.int64)
+    combine = np.zeros_like(dispatch)
     hops = 0.0
     tokens = 0
     tally = CopyTally()
@@ -247,16 +263,16 @@ def combine_parts(
     for want, part in enumerate(parts):
         if part.microbatch != want:
             raise ValueError(f"micro-batch {part.microbatch} where {want} was due")
-        dispatch += part.dispatch
-        combine += part.combine
+        dispatch = add_units(dispatch, part.dispatch)
+        combine = add_units(combine, part.combine)
         hops += part.hops
         tokens += part.tokens
         tally.merge(part.tally)
         bounds += part.bounds
         gpu_routes = part.gpu_routes if gpu_routes.size == 0 else gpu_routes + part.gpu_routes
-    total = np.rint(dispatch + combine).astype(np.int64)  # rounded as the replay rounds
-    dispatch = np.rint(dispatch).astype(np.int64)
-    combine = np.rint(combine).astype(np.int64)
+    total = whole_bytes(add_units(dispatch, combine), den)  # rounded as the replay rounds
+    dispatch = whole_bytes(dispatch, den)
+    combine = whole_bytes(combine, den)
     links = link_table(cluster)
     links["dispatch_bytes"] = dispatch
     links["combine_bytes"] = combine

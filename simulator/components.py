@@ -67,7 +67,7 @@ class LinkDirection:
     """
 
     __slots__ = (
-        "env", "index", "bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_from_s", "nbytes",
+        "env", "index", "bandwidth_bytes_per_s", "latency_s", "free_at_s", "busy_from_s", "units",
         "busy_s",
         "chunks", "queue_sum_s", "queue_max_s", "log",
     )
@@ -82,7 +82,9 @@ class LinkDirection:
         self.latency_s = latency_s
         self.free_at_s = 0.0
         self.busy_from_s = -1.0  # no busy period yet
-        self.nbytes = 0.0  # a split hop carries fractional shares of a message's bytes
+        # bytes in units of 1/(share denominator): a split hop carries fractional shares of a
+        # message's bytes, counted exactly by the trains (simulator.cluster.share_units)
+        self.units: float = 0
         self.busy_s = 0.0
         self.chunks = 0
         self.queue_sum_s = 0.0
@@ -152,15 +154,14 @@ class LinkDirection:
             first = -1.0
         fin = st_n + r / bw
         self.free_at_s = fin
-        self._count(qsum, qmax, n, m * c + r, m * d + r / bw)
+        self._count(qsum, qmax, n, m * d + r / bw)
         lat = self.latency_s
         return (first if m else fin) + lat, d, fin + lat
 
-    def _count(self, qsum: float, qmax: float, chunks: int, nbytes: float, busy: float) -> None:
+    def _count(self, qsum: float, qmax: float, chunks: int, busy: float) -> None:
         self.queue_sum_s += qsum
         if qmax > self.queue_max_s:
             self.queue_max_s = qmax
-        self.nbytes += nbytes
         self.busy_s += busy
         self.chunks += chunks
 
@@ -184,7 +185,7 @@ class LinkDirection:
         wn = max(0.0, start + m * d - z)
         work_end = start + m * d + r / bw
         self.free_at_s = work_end
-        self._count(qsum + wn, max(w1, wn), n, m * c + r, m * d + r / bw)
+        self._count(qsum + wn, max(w1, wn), n, m * d + r / bw)
         lat = self.latency_s
         # packets of concurrent messages interleave: the first chunk is not held back behind
         # the work booked before it; the last leaves when all that work is done
@@ -221,7 +222,6 @@ class LinkDirection:
         self.free_at_s = fin
         self.queue_sum_s += qsum
         self.queue_max_s = qmax
-        self.nbytes += sum(sizes)
         self.busy_s += busy
         self.chunks += len(sizes)
         return out

@@ -38,6 +38,7 @@ import simpy
 
 from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
+from simulator.cluster.share_units import share_units, whole_bytes
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.config import SimConfig
 from simulator.dispatch import check_scheme
@@ -77,6 +78,9 @@ class _Run:
         traffic = config.traffic
         self.multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
         self.endpoints = self.multipath.endpoints
+        # link counters count bytes in units of 1/denominator, exactly (share_units)
+        self.denominator = self.multipath.share_denominator
+        self.unit = self.denominator or 1
         check_scheme(traffic.dispatch, self.endpoints, routes.cluster.name)
         cl = routes.cluster.links
         bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2)
@@ -108,18 +112,22 @@ class _Run:
         if got is not None:
             return got
         routes = self.routes
-        hops: list[tuple[tuple[LinkDirection, float], ...]] = []
+        whole = self.unit
+        hops: list[tuple[tuple[LinkDirection, float, float], ...]] = []
         if up >= 0:
-            hops.append(((self.links[int(routes.gpu_uplink[up])], 1.0),))
+            hops.append(((self.links[int(routes.gpu_uplink[up])], 1.0, whole),))
         if pair >= 0:
             for ids, shares in self.multipath.hops(*divmod(pair, self.endpoints.count)):
-                hop: dict[int, tuple[LinkDirection, float]] = {}
-                for x, share in zip(ids.tolist(), shares.tolist(), strict=True):
+                units = shares * whole if self.denominator is None else share_units(
+                    shares, self.denominator)
+                hop: dict[int, tuple[LinkDirection, float, float]] = {}
+                for x, share, u in zip(ids.tolist(), shares.tolist(), units.tolist(),
+                                       strict=True):
                     c = int(self.link_class[x])
-                    hop.setdefault(c, (self.links[c], share))
+                    hop.setdefault(c, (self.links[c], share, u))
                 hops.append(tuple(hop.values()))
         if down >= 0:
-            hops.append(((self.links[int(routes.gpu_downlink[down])], 1.0),))
+            hops.append(((self.links[int(routes.gpu_downlink[down])], 1.0, whole),))
         got = self._paths[key] = tuple(hops)
         return got
 
@@ -129,12 +137,13 @@ class _Run:
         stats = {
             name: np.array([getattr(ld, attr) for ld in lds], dtype=np.float64)
             for name, attr in (
-                ("link_bytes", "nbytes"), ("link_chunks", "chunks"), ("link_busy_s", "busy_s"),
+                ("link_chunks", "chunks"), ("link_busy_s", "busy_s"),
                 ("link_queue_sum_s", "queue_sum_s"), ("link_queue_max_s", "queue_max_s"),
             )
         }
-        # split modes carry fractional shares of a copy: whole bytes are the rounded sum
-        stats["link_bytes"] = np.rint(stats["link_bytes"])
+        # split modes carry fractional shares of a copy: whole bytes are the exact sum rounded
+        units = np.array([ld.units for ld in lds], dtype=object)
+        stats["link_bytes"] = whole_bytes(units, self.denominator).astype(np.float64)
         for ld in lds:
             ld.flush()  # the open busy periods go to the log
         log = self.log  # one record per link class (its representative's id)

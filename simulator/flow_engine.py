@@ -23,6 +23,7 @@ import numpy as np
 
 from simulator.cluster.multipath import MultipathRoutes, link_classes
 from simulator.cluster.paths import RouteTable
+from simulator.cluster.share_units import whole_bytes
 from simulator.config import SimConfig
 from simulator.dispatch import PhasePlan, check_scheme
 from simulator.engine import SimResult, replay_stream, validate_links
@@ -360,7 +361,8 @@ class _FlowRun:
         traffic = self.config.traffic
         return RunRecords(
             cluster=self.routes.cluster, makespan_s=self.now,
-            link_bytes=np.rint(net.link_bytes[cls]), link_chunks=net.link_chunks[cls],
+            link_bytes=whole_bytes(net.link_units, net.denominator)[cls].astype(np.float64),
+            link_chunks=net.link_chunks[cls],
             link_busy_s=(net.link_bytes / self.bandwidth_bytes_per_s)[cls],
             link_queue_sum_s=net.queue_sum_s[cls], link_queue_max_s=net.queue_max_s[cls],
             busy_link=busy_link, busy_start_s=busy_start, busy_end_s=busy_end,

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
 from simulator.maxmin import max_min_rates
 
@@ -68,6 +69,9 @@ class FluidNet:
         self.all = _Entries()
         self._stale = False
         self.link_bytes = np.zeros(num_links)
+        # the same bytes exactly, in units of 1/denominator (simulator.cluster.share_units)
+        self.denominator = paths.multipath.share_denominator
+        self.link_units = np.zeros(num_links, dtype=np.int64 if self.denominator else np.float64)
         self.link_chunks = np.zeros(num_links)
         self.queue_sum_s = np.zeros(num_links)
         self.queue_max_s = np.zeros(num_links)
@@ -97,6 +101,13 @@ class FluidNet:
         self.all.add(first, row, link, share)
         self.link_bytes += np.bincount(link, weights=nbytes[row] * share,
                                        minlength=self.num_links)
+        if self.denominator is None:
+            self.link_units += np.bincount(link, weights=nbytes[row] * share,
+                                           minlength=self.num_links)
+        else:  # whole units: their sum is exact in float64 (below 2**53 per call)
+            units = nbytes[row] * share_units(share, self.denominator)
+            self.link_units = add_units(self.link_units, np.rint(np.bincount(
+                link, weights=units, minlength=self.num_links)).astype(np.int64))
         n, _ = self._chunks(nbytes)
         self.link_chunks += np.bincount(link, weights=n[row], minlength=self.num_links)
         self.binding.add(first, *self.paths.binding.gather(path))

@@ -28,6 +28,7 @@ from traces.trace import RoutingTrace
 
 if TYPE_CHECKING:
     from simulator.cluster.paths import GpuDistance, RouteTable
+    from simulator.cluster.topology import ClusterSpec
 
 SHARED_EXPERTS_NOTE = "shared experts are replicated on every GPU and move no bytes"
 
@@ -100,6 +101,41 @@ class TrafficConfig:
         caller refuses what an int64 column cannot hold: ``traces.infra.limits.exact_int64``)."""
         dispatch, combine = self.route_bytes(model)
         return tokens * model.num_moe_layers * model.top_k * (dispatch + combine) * max_links
+
+    def check_byte_counts(self, model: ModelSpec, tokens: int, routes: RouteTable,
+                          where: str, fix: str = "") -> None:
+        """Refuse (InputError naming ``where``) a count of ``tokens`` whose byte totals an int64
+        cannot hold: the one guard every command that counts bytes calls before its work."""
+        from traces.infra.limits import exact_int64
+
+        links = longest_route_links(routes)
+        d, c = self.route_bytes(model)
+        exact_int64(
+            self.bytes_bound(model, tokens, links),
+            f"{where}: {tokens:,} tokens x {model.num_moe_layers} MoE layers x top-{model.top_k}"
+            f" x {d + c:,} bytes per route x {links} links",
+            fix or "count fewer tokens (split the trace) or a smaller hidden size or fewer"
+            " bytes per element",
+        )
+
+    def check_cluster_byte_counts(self, model: ModelSpec, tokens: int, cluster: ClusterSpec,
+                                  where: str, fix: str = "") -> None:
+        """:meth:`check_byte_counts` before the routes exist: no route is longer than all of
+        the cluster's links, so the routes are built (to count exactly) only when that loose
+        bound does not fit."""
+        from traces.infra.limits import INT64_MAX
+
+        if self.bytes_bound(model, tokens, len(cluster.links) + 2) <= INT64_MAX:
+            return
+        from simulator.cluster.paths import build_route_table
+
+        self.check_byte_counts(model, tokens, build_route_table(cluster), where, fix)
+
+
+def longest_route_links(routes: RouteTable) -> int:
+    """Links on the longest GPU-to-GPU path: the uplink, the longest middle route, the
+    downlink."""
+    return int(np.diff(routes.middle_offsets).max(initial=0)) + 2
 
 
 def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) -> None:

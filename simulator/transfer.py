@@ -33,7 +33,8 @@ class _Run(Protocol):
 
     def path(self, up: int, pair: int, down: int) -> Path: ...
 
-Path = Sequence[Sequence[tuple[LinkDirection, float]]]
+# every hop: (link, share, share in byte units of the link's counter: share_units)
+Path = Sequence[Sequence[tuple[LinkDirection, float, float]]]
 
 
 class _Train:
@@ -47,7 +48,7 @@ class _Train:
     """
 
     __slots__ = (
-        "path", "hop", "n", "c", "r", "a", "s", "z", "arrivals", "wake", "schedule",
+        "path", "hop", "n", "c", "r", "nbytes", "a", "s", "z", "arrivals", "wake", "schedule",
         "next_hop", "done",
     )
 
@@ -65,6 +66,7 @@ class _Train:
         self.n = n
         self.c = chunk
         self.r = nbytes - (n - 1) * chunk
+        self.nbytes = nbytes
         now = float(env.now)
         self.a = now
         self.s = 0.0
@@ -82,7 +84,8 @@ class _Train:
     def step(self, _ev: Any) -> None:
         hop = self.path[self.hop]
         if len(hop) == 1 and self.arrivals is None:
-            link, share = hop[0]
+            link, share, units = hop[0]
+            link.units += self.nbytes * units
             now = self.a
             first, self.s, last = link.reserve_uniform(
                 now, self.s, self.n, self.z, self.c * share, self.r * share
@@ -98,7 +101,8 @@ class _Train:
             arr = self.arrivals
             now = arr[0]
         merged: list[float] | None = None
-        for link, share in hop:
+        for link, share, units in hop:
+            link.units += self.nbytes * units
             out_l = link.reserve(arr, self._sizes(share))
             merged = out_l if merged is None else [
                 max(x, y) for x, y in zip(merged, out_l, strict=True)

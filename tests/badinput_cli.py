@@ -255,7 +255,8 @@ cli_case("simulate: --chunk-bytes 0", [*_SIM, "--layout", "{dir}/layout.csv", "-
          must_not_exist=("run",))
 cli_case("simulate: --flow-tolerance without --mode flow",
          [*_SIM, "--layout", "{dir}/layout.csv", "--flow-tolerance", "0.1"],
-         "--flow-tolerance applies to mode flow only, not 'des'", must_not_exist=("run",))
+         "--flow-tolerance and --mode des/analytic contradict: only mode flow takes it",
+         must_not_exist=("run",))
 cli_case("simulate: --mode flow with --flow-tolerance 1",
          [*_SIM, "--layout", "{dir}/layout.csv", "--mode", "flow", "--flow-tolerance", "1"],
          "--flow-tolerance", "must be >= 0 and <= 0.5", must_not_exist=("run",))

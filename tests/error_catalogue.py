@@ -63,7 +63,7 @@ is allocated or written, and refused in one line with the estimate when they can
 
 For example `moe-netsim topology build fat-tree --param k=100000 --out c.json` says
 `moe-netsim: error: fat-tree cluster of 250,000,000,000,000 servers needs at least 399.7 PiB of
-memory, more than this machine's ...; choose a smaller shape`.
+memory, more than the ... available; choose a smaller shape`.
 
 ## Catalogue
 
@@ -74,19 +74,7 @@ to the directory the case ran in; you see the path you gave.
 """
 
 
-SIZES = (  # (what, estimated as, refused when): traces/infra/limits.py and its callers
-    ("`topology build`, `--fat-tree`, study topologies",
-     "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each", "memory"),
-    ("route tables and placement arrays (`traces/infra/memory.py`)",
-     "their arrays' bytes", "memory"),
-    ("`trace synth` output", "tokens x MoE layers x top-k bytes", "disk"),
-    ("`trace synth` chunks",
-     "3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU", "memory"),
-    ("`simulate` byte counts", "tokens x MoE layers x top-k x bytes per route (dispatch +"
-     " combine) x longest path, in exact integers", "int64"),
-    ("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
-)
-_REFUSED = {"memory": "more than this machine's memory", "disk": "more than the free disk at"
+_REFUSED = {"memory": "more than the memory available", "disk": "more than the free disk at"
             " `--out`", "int64": "beyond 2^63-1 (an int64 column)"}
 
 EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiments/cli.py
@@ -111,11 +99,12 @@ def _intro() -> str:
     rows = ["| what happened | stderr (one line) | exit code |", "|---|---|---|"]
     rows += [f"| {what} | {err} | {code} |" for what, err, code in EXIT_CODES]
     from experiments.conflicts import CONFLICTS
+    from traces.infra.limits import SIZE_RULES
 
     pairs = ["| command | message |", "|---|---|"]
     pairs += [f"| {r.command} | `moe-netsim: error: {_cell(r.message())}` |" for r in CONFLICTS]
     sizes = ["| what | estimated as | refused when |", "|---|---|---|"]
-    sizes += [f"| {what} | {how} | {_REFUSED[when]} |" for what, how, when in SIZES]
+    sizes += [f"| {r.who} | {r.estimated_as} | {_REFUSED[r.fits]} |" for r in SIZE_RULES]
     return INTRO.format(exit_codes="\n".join(rows), conflicts="\n".join(pairs),
                         sizes="\n".join(sizes))
 

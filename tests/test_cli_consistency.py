@@ -39,6 +39,12 @@ def test_every_command_with_topology_takes_the_fat_tree_shorthand() -> None:
         assert "--fat-tree" in _flags(LEAVES[command]), command
 
 
+def test_no_help_shows_an_empty_default() -> None:
+    for command, parser in LEAVES.items():  # e.g. --origins: "" means "recorded, else dp"
+        text = " ".join(parser.format_help().split())
+        assert "(default: )" not in text and "(default: [])" not in text, command
+
+
 def test_fit_is_the_one_name_with_the_old_names_as_aliases() -> None:
     for command, old in (("place", "--stats"), ("study paper", "--fit-trace")):
         flags = _flags(LEAVES[command])

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 from test_input_protection import _run, _snapshot
+from test_interruptions import _closed_port
 
 from experiments.cli import build_parser
 from experiments.conflicts import CONFLICTS, Conflict
@@ -35,10 +36,12 @@ VALUE = {
     "--fit": "{d}/t.parquet", "--modes": "4", "--mode-sigma": "2", "--drift-ramp": "3",
     "--phase-change": "5", "--seed": "1", "--config": "{d}/config.json", "--strategy": "ilp",
     "--metric": "bytes", "--link-load": "{d}/links.parquet", "--threshold": "0.1",
-    "--interval": "10", "--serial": None, "--scheduler": "tcp://127.0.0.1:1", "--workers": "3",
+    "--interval": "10", "--flow-tolerance": "0.1", "--serial": None,
+    "--scheduler": f"tcp://127.0.0.1:{_closed_port()}", "--workers": "3",
 }
 # A value of the partner that does not contradict the rule's flag.
 AGREEING = {"--mode": "des", "--curve": "esft", "--modes": "4"}
+AGREEING_MODE = {"--flow-tolerance": "flow"}  # options of one mode only
 AGREEING_POLICY = {"--threshold": "threshold", "--interval": "periodic"}
 
 
@@ -81,7 +84,8 @@ def test_without_its_partner_the_flag_is_not_refused_for_it(rule: Conflict, tmp_
     if rule.needs:
         options.append(_option(rule.other, VALUE[rule.other]))
     elif rule.values is not None:
-        agree = AGREEING_POLICY[rule.flag] if rule.other == "--policy" else AGREEING[rule.other]
+        agree = (AGREEING_POLICY[rule.flag] if rule.other == "--policy"
+                 else AGREEING_MODE.get(rule.flag, AGREEING[rule.other]))
         options.append(_option(rule.other, agree))
     _code, err = _run(_argv(rule, tmp_path, *options))
     assert rule.message() not in err, err

@@ -13,8 +13,9 @@ from test_input_protection import _run, _snapshot
 
 from simulator.cluster.families import BUILDERS
 from simulator.traffic import TrafficConfig
+from traces.infra import limits
 from traces.infra.errors import InputError
-from traces.infra.limits import INT64_MAX, check_memory, exact_int64, human_bytes, memory_bytes
+from traces.infra.limits import INT64_MAX, check_memory, exact_int64, human_bytes
 from traces.io import write_trace
 
 
@@ -24,9 +25,15 @@ def test_human_bytes_and_the_int64_edge() -> None:
     assert exact_int64(INT64_MAX, "x", "") == INT64_MAX
     with pytest.raises(InputError, match="beyond the 2\\^63-1"):
         exact_int64(INT64_MAX + 1, "x", "")
-    check_memory(memory_bytes(), "all of it", "")  # exactly the machine: not refused
-    with pytest.raises(InputError, match="more than this machine's"):
-        check_memory(memory_bytes() + 1, "one byte more", "")
+
+
+def test_memory_refusals_compare_with_the_memory_available(monkeypatch) -> None:
+    assert 0 < limits.available_memory_bytes() <= INT64_MAX
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 3 * 2**30)
+    check_memory(3 * 2**30, "all of it", "")  # exactly what is available: not refused
+    with pytest.raises(InputError, match=r"^one byte more needs at least 3\.0 GiB of memory,"
+                       r" more than the 3\.0 GiB available; fix$"):
+        check_memory(3 * 2**30 + 1, "one byte more", "fix")
 
 
 def test_the_replay_byte_bound_is_the_exact_product() -> None:
@@ -49,6 +56,41 @@ def test_simulate_refuses_byte_counts_an_int64_cannot_hold(tmp_path: Path) -> No
         assert code == 2 and err.count("\n") == 1 and "2^63-1" in err, err
         assert "--hidden-size" in err  # how to fix it
         assert _snapshot(tmp_path) == before
+
+
+# every command that counts bytes: the replays, the studies and sweeps that place and replay,
+# rebalance, and place (its bytes per token); trace stats counts routes, not bytes
+BYTE_COUNTERS = ["simulate", "sweep", "study paper", "study failures", "rebalance", "place"]
+
+
+@pytest.mark.parametrize("name", BYTE_COUNTERS)
+def test_every_byte_counting_command_refuses_what_an_int64_cannot_hold(name, tmp_path: Path):
+    from test_input_protection import COMMANDS, _prepare
+
+    _prepare(tmp_path)
+    t = tiny_trace()  # 2^60 elements per hidden state: one route alone is 3 x 2^60 bytes
+    write_trace(tmp_path / "trace.parquet",
+                replace(t, meta=replace(t.meta, model=replace(TINY, hidden_size=2**60))))
+    before = _snapshot(tmp_path)
+    command = next(c for c in COMMANDS if c.name == name)
+    argv = [a.replace("{d}", str(tmp_path)) for a in command.argv]
+    code, err = _run(argv + ["--out", f"{tmp_path}/{command.out_names[0]}"])
+    assert code == 2 and err.count("\n") == 1 and "2^63-1" in err, err
+    assert _snapshot(tmp_path) == before
+
+
+def test_rebalance_refuses_migrated_weights_an_int64_cannot_hold(tmp_path: Path) -> None:
+    from test_input_protection import COMMANDS, _prepare
+
+    _prepare(tmp_path)
+    t = tiny_trace()  # one expert: 3 x 16 x 2^58 x 1 byte = 1.4e19 > 2^63-1 weight bytes
+    write_trace(tmp_path / "trace.parquet", replace(t, meta=replace(t.meta, model=replace(
+        TINY, moe_intermediate_size=2**58))))
+    command = next(c for c in COMMANDS if c.name == "rebalance")
+    argv = [a.replace("{d}", str(tmp_path)) for a in command.argv]
+    code, err = _run(argv + ["--weight-bytes-per-param", "1", "--out", f"{tmp_path}/rb"])
+    assert code == 2 and "moving all 16 expert copies" in err and "2^63-1" in err, err
+    assert not (tmp_path / "rb").exists()
 
 
 @pytest.mark.parametrize(("argv", "what"), [

@@ -99,3 +99,14 @@ def test_demo_page_in_a_browser(demo_dir):
 def test_report_refuses_a_run_without_a_report(tmp_path):
     (tmp_path / "meta.json").write_text('{"command": "moe-netsim trace stats"}')
     assert main(["report", str(tmp_path)]) == 2
+
+
+def test_the_demo_model_text_follows_the_recorded_replay_config():
+    from experiments.demo_text import replay_model_text
+
+    text = replay_model_text({"chunk_bytes": 4096, "traffic": {"multipath": "hash"}}, False)
+    assert "4.0 KiB chunks" in text and "multipath hash: one hashed path" in text
+    assert "1 byte per hidden element" in text and "2 bytes per hidden element" in text
+    flow = replay_model_text({"mode": "flow"}, True)  # no chunks in flow mode
+    assert "chunks" not in flow and "max-min fair" in flow and "de-duplicated" in flow
+    assert "1.0 MiB chunks" in replay_model_text({}, True)  # older runs: today's default

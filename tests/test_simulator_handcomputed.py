@@ -92,7 +92,7 @@ def _send(env, path, nbytes, chunk, at=0.0):
     def go():
         if at:
             yield env.timeout(at)
-        hops = [((link, 1.0),) for link in path]
+        hops = [((link, 1.0, 1),) for link in path]  # share 1: one unit per byte
         _Train(env, hops, nbytes, chunk, lambda _e: done.append(env.now))
 
     env.process(go())
@@ -116,7 +116,7 @@ def test_one_message_over_one_link():
     link.flush()
     # Chunks 10, 10, 5 B at 10 B/s leave back to back: finish 1.0, 2.0, 2.5; + 0.5 latency.
     assert done == [pytest.approx(3.0)]
-    assert link.nbytes == 25 and link.chunks == 3
+    assert link.units == 25 and link.chunks == 3
     assert link.busy_s == pytest.approx(2.5)
     # Waits behind the message's own chunks: 0, 1.0, 2.0 -> mean 1.0, peak 2.0.
     assert link.queue_sum_s / link.chunks == pytest.approx(1.0)

@@ -147,7 +147,7 @@ def test_theory_md1_link_waiting_time():
     def arrivals():
         for gap in gaps:
             yield env.timeout(gap)
-            _Train(env, [((link, 1.0),)], 1000, 1000, lambda _e: None)
+            _Train(env, [((link, 1.0, 1),)], 1000, 1000, lambda _e: None)
 
     env.process(arrivals())
     env.run()

@@ -9,6 +9,8 @@ entries); results must be identical, not close.
 
 from __future__ import annotations
 
+from fractions import Fraction
+
 import networkx as nx
 import numpy as np
 import pytest
@@ -23,7 +25,7 @@ from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import _stable_hash, build_route_table, directed_link_id
 from simulator.dispatch import dedup_keys, route_pairs, server_pairs
 from simulator.traffic import TrafficConfig, pair_counts, pair_list, resolve_hosts, resolve_origins
-from traces.infra import memory
+from traces.infra import limits
 from traces.infra.errors import InputError
 
 
@@ -89,24 +91,30 @@ def test_server_distances_and_gpu_distance_match_networkx(case):
 
 
 def _dense_count(routes, trace, layout, traffic):
-    """The former counter: a dense pair matrix per layer, every endpoint pair's entries."""
+    """The former counter: a dense pair matrix per layer, every endpoint pair's entries, in
+    exact rational arithmetic (every route share as a Fraction), so bytes are exact."""
     cl = routes.cluster
     mp = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
     pair, _, link, share = mp.entries
+    frac = np.array([Fraction(x).limit_denominator(1 << 20) for x in share.tolist()] or [],
+                    dtype=object)
     ep = mp.endpoints
     n, nl, g, gs = ep.count, 2 * len(cl.links), routes.num_gpus, cl.gpu_server
     up, down = routes.gpu_uplink, routes.gpu_downlink
 
     def copies(m):
-        return np.bincount(link, weights=m.ravel()[pair] * share, minlength=nl)
+        out = np.zeros(nl, dtype=object)
+        np.add.at(out, link, m.ravel()[pair].astype(object) * frac)
+        return out
 
     def at(ids, w=None):
-        return np.bincount(ids, weights=w, minlength=nl).astype(np.float64)
+        got = np.bincount(ids, weights=w, minlength=nl)
+        return np.rint(got).astype(np.int64).astype(object)
 
     db, cb = traffic.route_bytes(trace.model)
     o = resolve_origins(trace, g)
     hosts = resolve_hosts(trace.experts, o, layout, routes.distance)
-    disp, comb, hops = np.zeros(nl), np.zeros(nl), 0.0
+    disp, comb, hops = np.zeros(nl, dtype=object), np.zeros(nl, dtype=object), 0.0
     for li in range(hosts.shape[1]):
         h = hosts[:, li, :]
         c = pair_counts(o, h, g)
@@ -132,18 +140,12 @@ def _dense_count(routes, trace, layout, traffic):
             k = at(up, c.sum(axis=0)) + copies(m.T) + at(down, c.sum(axis=1))
         disp += d * db
         comb += k * cb
-    return disp, comb, hops
+    return _half_even(disp), _half_even(comb), hops
 
 
-def _assert_rounds_to(got: np.ndarray, exact: np.ndarray) -> None:
-    """``got`` is ``exact`` rounded to whole bytes.  Sprayed shares (1/3 of a path, ...) make
-    fractional bytes; where the exact value is a half byte, summing the same shares in another
-    order may land on either side of it, so there either neighbour is the rounding."""
-    want = np.rint(exact).astype(np.int64)
-    off = got != want
-    half = np.abs(exact - np.floor(exact) - 0.5) < 1e-6
-    assert np.all(half[off] & (np.abs(got[off] - exact[off]) < 0.5 + 1e-6)), (
-        np.flatnonzero(off), got[off], exact[off])
+def _half_even(exact: np.ndarray) -> np.ndarray:
+    """Exact rationals to whole bytes, halves to even (``round`` of a Fraction)."""
+    return np.array([round(Fraction(x)) for x in exact.tolist()], dtype=np.int64)
 
 
 @st.composite
@@ -184,8 +186,8 @@ def test_sparse_counter_equals_the_dense_counter(case):
     routes = build_route_table(cluster)
     got = count_traffic([trace], routes, layout, traffic)
     disp, comb, hops = _dense_count(routes, trace, layout, traffic)
-    _assert_rounds_to(got.dispatch_link_bytes, disp)
-    _assert_rounds_to(got.combine_link_bytes, comb)
+    np.testing.assert_array_equal(got.dispatch_link_bytes, disp)
+    np.testing.assert_array_equal(got.combine_link_bytes, comb)
     assert got.hops_per_token == hops / trace.num_tokens
 
 
@@ -205,11 +207,11 @@ def test_pair_list_is_the_dense_matrix_without_zeros(gpus, tokens, k, seed):
 def test_too_large_for_memory_is_refused_before_allocation(monkeypatch):
     cluster = build_fat_tree(4, 8)  # 64 GPUs: a 64 x 64 float64 matrix is 32,768 bytes
     rt = build_route_table(cluster)
-    monkeypatch.setattr(memory, "available_bytes", lambda: 30_000.0)
-    with pytest.raises(InputError, match=r"64 x 64 GPU-pair matrix\) would need about 0\.0 GB"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 30_000)
+    with pytest.raises(InputError, match=r"64 x 64 GPU-pair matrix\) needs at least 32\.0 KiB"):
         _ = rt.distance
-    monkeypatch.setattr(memory, "available_bytes", lambda: 1_000.0)
-    with pytest.raises(InputError, match="route table of 8 servers would need"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 1_000)
+    with pytest.raises(InputError, match="route table of 8 servers needs at least"):
         build_route_table(cluster)
 
 
@@ -231,6 +233,6 @@ def test_placement_arrays_too_large_are_refused_before_allocation(monkeypatch):
     from simulator.cluster.arrays import placement_arrays
 
     rt = build_route_table(build_fat_tree(4, 8))
-    monkeypatch.setattr(memory, "available_bytes", lambda: 50_000.0)
-    with pytest.raises(InputError, match="placement's arrays of 64 GPUs .* would need about"):
+    monkeypatch.setattr(limits, "available_memory_bytes", lambda: 50_000)
+    with pytest.raises(InputError, match="placement's arrays of 64 GPUs .* needs at least"):
         placement_arrays(rt)

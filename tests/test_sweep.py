@@ -94,15 +94,39 @@ def test_serial_run_is_complete(serial_run):
     assert (res.loc[res["strategy"] == "round-robin", "hops_per_token_reduction_pct"] == 0).all()
 
 
+def _traces_generated(scheduler: str) -> int:
+    """Synthetic traces generated so far by all workers of the cluster (their cache misses)."""
+    from dask.distributed import Client
+
+    def misses() -> int:
+        from experiments.studies.cell import _synthetic
+
+        return _synthetic.cache_info().misses
+
+    with Client(scheduler) as client:
+        return sum(client.run(misses).values())
+
+
 def test_dask_on_an_existing_cluster_equals_serial_even_when_a_worker_dies(serial_run, tmp_path):
     from dask.distributed import Client, LocalCluster
 
     f, reference = serial_run
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster:
+                      scheduler_port=0, dashboard_address=None,
+                      silence_logs=logging.ERROR) as cluster:
         out = run_study(load_study_file(f), tmp_path / "dask", scheduler=cluster.scheduler_address)
         assert out.cells_run == 12
         assert_same_run(reference, tmp_path / "dask")
+        # three new seeds x 3 strategies: each seed's trace is generated once in the whole
+        # cluster and shipped to the cells, not once per worker that runs one of its cells
+        made = _traces_generated(cluster.scheduler_address)
+        seeds = tmp_path / "seeds.toml"
+        seeds.write_text(STUDY.format(seeds=[2, 3, 4]).replace(
+            '"topology.links.nic_bandwidth_bytes_per_s" = [50e9, 10e9]\n', ""))
+        out = run_study(load_study_file(seeds), tmp_path / "seeds",
+                        scheduler=cluster.scheduler_address)
+        assert out.cells_run == 9
+        assert _traces_generated(cluster.scheduler_address) - made == 3
 
         # SIGKILL one worker as soon as the first cell is back: Dask reruns its task
         # elsewhere (the nanny restarts the worker); nothing is lost or written twice

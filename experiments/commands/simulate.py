@@ -25,7 +25,7 @@ from experiments.options import add_number, add_option
 from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
-from simulator.modes import MODE_ONLY_OPTIONS, REPLAY_MODES, SIM_MODES, mode_option_problem
+from simulator.modes import REPLAY_MODES, SIM_MODES
 from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
@@ -135,18 +135,11 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
                  traffic: TrafficConfig, tokens: int) -> None:
     """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
     records cannot fit in memory (traces/infra/limits.py)."""
-    import numpy as np
+    from traces.infra.limits import check_memory
 
-    from traces.infra.limits import check_memory, exact_int64
-
-    offsets = routes.middle_offsets
-    links = int(np.diff(offsets).max(initial=0)) + 2  # uplink, middle route, downlink
-    d, c = traffic.route_bytes(model)
-    exact_int64(
-        traffic.bytes_bound(model, tokens, links),
-        f"simulate: {tokens:,} tokens x {model.num_moe_layers} MoE layers x top-{model.top_k}"
-        f" x {d + c:,} bytes per route x {links} links", "replay fewer tokens (split the"
-        " trace) or lower --hidden-size or --dispatch-/--combine-bytes-per-element",
+    traffic.check_byte_counts(
+        model, tokens, routes, "simulate", "replay fewer tokens (split the trace) or lower"
+        " --hidden-size or --dispatch-/--combine-bytes-per-element",
     )
     if args.mode == "des":  # a record per token and layer (latency), one per link and window
         per_token = 8 * (4 + model.num_moe_layers)
@@ -216,10 +209,6 @@ def run(args: argparse.Namespace) -> int:
         expert_time_per_route_s=args.expert_time_per_route_s,
         utilisation_window_s=args.window_s,
     )
-    for name in MODE_ONLY_OPTIONS:
-        problem = mode_option_problem(args.mode, name, "--" + name.replace("_", "-"))
-        if getattr(args, name) is not None and problem:
-            raise InputError(problem)
     if args.mode in REPLAY_MODES:
         config = replace(config, mode=args.mode, flow_tolerance=args.flow_tolerance)
     origins = resolve_model(args.origins)

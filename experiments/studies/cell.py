@@ -172,6 +172,42 @@ def judged_problem(routes: RouteTable, model: ModelSpec, replay: RoutingTrace,
     return build_problem(routes, model, p, origin_activation=a, num_redundant=num_redundant)
 
 
+@dataclass(frozen=True, eq=False)
+class SharedInputs:
+    """What the cells of one group (same model, topology, trace and seed) share: the fitted
+    and replayed tokens and the ceilings per redundant-copy count.  A Dask run builds it once
+    per group and ships it to the workers (each would otherwise regenerate the traces)."""
+
+    fit: Fit
+    ceilings: dict[int, Ceiling]
+
+
+def shared_key(config: dict[str, Any]) -> str:
+    """The cells with equal keys share their :class:`SharedInputs` (the strategy apart)."""
+    return _key({k: config[k] for k in ("model", "topology", "trace", "seed")})
+
+
+def _cell_model(config: dict[str, Any]) -> ModelSpec:
+    source = config["trace"]["source"]
+    return (model_from_config(config["model"]) if source == "synthetic"
+            else _file_trace(source).model)  # a replayed file brings its own model
+
+
+def build_shared(config: dict[str, Any], strategies: list[dict[str, Any]]
+                 ) -> SharedInputs | None:
+    """The shared inputs of ``config``'s group for the cells of ``strategies``; None when they
+    cannot be built (each cell then fails on its own, with its own reason)."""
+    try:
+        model = _cell_model(config)
+        routes = _routes(_key(config["topology"]))
+        fit = fit_and_replay(config, model, routes.cluster.gpu_server)
+        redundants = sorted({strategy_redundant(t, model, routes.num_gpus) for t in strategies})
+        return SharedInputs(fit, {r: hop_ceiling(judged_problem(routes, model, fit.replay, r))
+                                  for r in redundants})
+    except Exception:  # noqa: BLE001 - the cells report the failure
+        return None
+
+
 _CEILINGS: dict[tuple[str, int], Ceiling] = {}
 
 
@@ -226,20 +262,19 @@ class CellFailure:
 FAILED = "failed"  # the status of a failed cell's row
 
 
-def evaluate_cell_or_failure(config: dict[str, Any]) -> CellResult | CellFailure:
+def evaluate_cell_or_failure(config: dict[str, Any], shared: SharedInputs | None = None
+                             ) -> CellResult | CellFailure:
     """:func:`evaluate_cell`, with a failure (a solver finding no layout in its time limit, a
     replay that runs out of memory, ...) returned as a :class:`CellFailure` so that one cell
     never stops a study; Ctrl-C and worker deaths still stop it."""
     try:
-        return evaluate_cell(config)
+        return evaluate_cell(config, shared)
     except Exception as exc:  # noqa: BLE001 - any failure of the cell is the cell's result
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
         if not isinstance(exc, InputError):
             reason = f"{type(exc).__name__}: {reason}" if reason else type(exc).__name__
         try:
-            source = config["trace"]["source"]
-            name = (model_from_config(config["model"]).name if source == "synthetic"
-                    else _file_trace(source).model.name)
+            name = _cell_model(config).name
             labels = cell_labels(config, name, _routes(_key(config["topology"])).cluster)
         except Exception:  # noqa: BLE001 - the labels are best effort; the reason is not
             labels = {"strategy": config["strategy"].get("label", config["strategy"]["name"]),
@@ -247,8 +282,11 @@ def evaluate_cell_or_failure(config: dict[str, Any]) -> CellResult | CellFailure
         return CellFailure({**labels, "status": FAILED, "failure": reason})
 
 
-def evaluate_cell(config: dict[str, Any]) -> CellResult:
-    """Place and replay one cell; every number of its result row and detail frames."""
+def evaluate_cell(config: dict[str, Any], shared: SharedInputs | None = None) -> CellResult:
+    """Place and replay one cell; every number of its result row and detail frames.
+
+    ``shared``: the cell group's :func:`build_shared` inputs (else built here, per process
+    cached)."""
     if "rebalance" in config:  # a policy over time (experiments.studies.rebalance_cell)
         from experiments.studies.rebalance_cell import evaluate_rebalance_cell
 
@@ -256,12 +294,11 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
         empty = pd.DataFrame()
         return CellResult({**totals, **cell_labels(config, model_name, cluster_), **knobs},
                           empty, empty, empty, empty, empty, empty, timeline=timeline)
-    source = config["trace"]["source"]
-    model = (model_from_config(config["model"]) if source == "synthetic"
-             else _file_trace(source).model)  # a replayed file brings its own model
+    model = _cell_model(config)
     routes = _routes(_key(config["topology"]))
     cluster = routes.cluster
-    fitted = fit_and_replay(config, model, cluster.gpu_server)
+    fitted = shared.fit if shared is not None else fit_and_replay(config, model,
+                                                                  cluster.gpu_server)
     activation, replay, fit_desc = fitted.activation, fitted.replay, fitted.description
     strategy = config["strategy"]
     if strategy["name"] in SAMPLE_STRATEGIES and fitted.tokens is None:
@@ -281,8 +318,9 @@ def evaluate_cell(config: dict[str, Any]) -> CellResult:
     ev = place_and_replay(problem, config["strategy"]["name"], replay, routes, sim_config, options)
     layout = ev.layout
     judged = judged_problem(routes, model, replay, problem.num_redundant)
-    ceiling = _ceiling(_key({k: config[k] for k in ("model", "topology", "trace", "seed")}),
-                       problem.num_redundant, judged)
+    ceiling = (shared.ceilings[problem.num_redundant]
+               if shared is not None and problem.num_redundant in shared.ceilings
+               else _ceiling(shared_key(config), problem.num_redundant, judged))
     row = summary_row(ev)
     row.pop("strategy")  # the strategy's label (cell_labels, below) replaces its name
     covered = int(np.unique(replay.origin_gpu).size) if replay.origin_gpu is not None else 0

@@ -102,10 +102,16 @@ class _Study:
         self.cluster, self.model, self.fit, self.options, self.sim = (
             cluster, model, fit, options, sim)
         self.progress = progress
+        sim.traffic.check_cluster_byte_counts(model, fit.replay.num_tokens, cluster,
+                                              "study failures")
         t0 = time.perf_counter()
         self.scenarios = scenarios(cluster, failure_class)
         progress(f"{len(self.scenarios) - 1} {failure_class} failures routed in"
                  f" {time.perf_counter() - t0:.1f} s")
+        for sc in self.scenarios:  # a failure's detours may lengthen the longest route
+            if sc.routes is not None:
+                sim.traffic.check_byte_counts(model, fit.replay.num_tokens, sc.routes,
+                                              f"study failures ({sc.label})")
         self._counts: dict[tuple[str, str], dict[str, Any]] = {}
         self._latency: dict[tuple[str, str], dict[str, float]] = {}
         self._arrays: dict[str, dict[str, np.ndarray]] = {}

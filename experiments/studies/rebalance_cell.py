@@ -59,9 +59,13 @@ def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) ->
     if hi - lo <= cfg.window_steps:
         raise InputError(f"{where}: rebalance.window_steps {cfg.window_steps}: the trace spans"
                          f" {hi - lo} steps; the fitting window must leave steps to replay")
+    from simulator.traffic import TrafficConfig
     from traces.io import read_trace_meta
 
-    return read_trace_meta(Path(source))[0].model
+    meta, tokens = read_trace_meta(Path(source))
+    TrafficConfig().check_cluster_byte_counts(meta.model, tokens, cluster,
+                                              f"{where}: trace.source")
+    return meta.model
 
 
 def evaluate_rebalance_cell(config: dict[str, Any]

@@ -44,7 +44,9 @@ from experiments.studies.cell import (
     TIMING_COLUMNS,
     CellFailure,
     CellResult,
+    build_shared,
     evaluate_cell_or_failure,
+    shared_key,
 )
 from experiments.studies.merge import merge_run
 from experiments.studies.spec import Cell, Study
@@ -217,10 +219,12 @@ def _run_dask(
     with ExitStack() as stack:
         if client is None:  # a client of the caller's scheduler is closed by the caller
             client = stack.enter_context(local_client(workers))
+        shared = _submit_shared(client, cells)
         by_key = {}
         futures = []
         for cell in cells:
-            fut = client.submit(evaluate_cell_or_failure, cell.config, key=f"cell-{cell.cell_id}",
+            fut = client.submit(evaluate_cell_or_failure, cell.config,
+                                shared.get(_group(cell)), key=f"cell-{cell.cell_id}",
                                 pure=False)
             by_key[fut.key] = cell
             futures.append(fut)
@@ -228,6 +232,27 @@ def _run_dask(
             result = fut.result()
             on_result(by_key[fut.key], result)
             fut.release()
+
+
+def _group(cell: Cell) -> str | None:
+    """The key of the cells that share inputs with ``cell`` (None: a rebalancing cell)."""
+    return None if "rebalance" in cell.config else shared_key(cell.config)
+
+
+def _submit_shared(client: Any, cells: list[Cell]) -> dict[str | None, Any]:
+    """One task per group of two or more cells building their traces and ceilings once; the
+    cells get its future, so Dask ships the result to whichever worker runs them."""
+    groups: dict[str, list[Cell]] = {}
+    for cell in cells:
+        key = _group(cell)
+        if key is not None:
+            groups.setdefault(key, []).append(cell)
+    return {
+        key: client.submit(build_shared, members[0].config,
+                           [c.config["strategy"] for c in members],
+                           key=f"shared-{members[0].cell_id}", pure=False)
+        for key, members in groups.items() if len(members) > 1
+    }
 
 
 def run_study(

@@ -249,6 +249,9 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
                     f"{where}: trace.fit_source: {fpath} has {fn} tokens, fewer than"
                     f" trace.fit_tokens = {trace['fit_tokens']}"
                 )
+    sim.traffic.check_cluster_byte_counts(
+        model, trace["replay_tokens"], cluster, f"{where}: trace.replay_tokens",
+        "replay fewer tokens or give a smaller hidden size or fewer bytes per element")
     return {"model": model, "cluster": cluster, "sim": sim}
 
 

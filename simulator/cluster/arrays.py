@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from simulator.cluster.paths import RouteTable
-from traces.infra.memory import SizeEstimate, check_fits
+from traces.infra.limits import check_memory
 
 
 def placement_arrays(routes: RouteTable) -> dict[str, np.ndarray]:
@@ -31,11 +31,11 @@ def placement_arrays(routes: RouteTable) -> dict[str, np.ndarray]:
     bw = np.array([lk.bandwidth_bytes_per_s for lk in cl.links])
     used = np.unique(routes.middle_links)
     g = float(cl.num_gpus)
-    check_fits(
-        SizeEstimate(f"placement's arrays of {cl.num_gpus} GPUs (distance and wire time per"
-                     f" GPU pair, route incidence per server pair)",
-                     16.0 * g * g + float(S) * S * (used.size + 8)),
-        f"cluster {cl.name!r}", "place on a smaller cluster; replay (simulate) needs none of them",
+    check_memory(
+        16.0 * g * g + float(S) * S * (used.size + 8),
+        f"cluster {cl.name!r}: placement's arrays of {cl.num_gpus} GPUs (distance and wire"
+        " time per GPU pair, route incidence per server pair)",
+        "place on a smaller cluster; replay (simulate) needs none of them",
     )
     col = {int(d): j for j, d in enumerate(used)}
     inc = np.zeros((S, S, len(used)), dtype=np.uint8)

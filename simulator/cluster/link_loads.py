@@ -16,10 +16,12 @@ linear in the copies, so it is computed from the pairs that carry traffic only:
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
 from simulator.cluster.equal_cost import EqualCostDag
+from simulator.cluster.share_units import spray_denominator
 
 
 @dataclass(frozen=True, eq=False)
@@ -36,7 +38,14 @@ class SprayPropagator:
     state_dst: np.ndarray
     link: np.ndarray  # directed link id
     share: np.ndarray  # 1 / next hops at the edge's source
+    fanout: np.ndarray  # next hops at the edge's source
     levels: np.ndarray  # entry offsets of each depth, deepest first
+
+    @cached_property
+    def denominator(self) -> int | None:
+        """Every share is a multiple of 1/denominator (:mod:`simulator.cluster.share_units`)."""
+        return spray_denominator(self.state_src, self.state_dst, self.fanout, self.levels,
+                                 self.num_nodes * self.num_targets)
 
     @classmethod
     def build(cls, dag: EqualCostDag) -> SprayPropagator:
@@ -48,22 +57,24 @@ class SprayPropagator:
             depth = dag.depth(t, m)
             count = np.bincount(f.src[m], minlength=n)
             src, dst = f.src[m], f.dst[m]
-            parts.append((t * n + src, t * n + dst, f.link[m], 1.0 / count[src], depth[src]))
+            parts.append((t * n + src, t * n + dst, f.link[m], count[src], depth[src]))
         if not parts:
             z = np.zeros(0, dtype=np.int64)
-            return cls(n, 0, z, z, z, np.zeros(0), np.zeros(1, dtype=np.int64))
+            return cls(n, 0, z, z, z, np.zeros(0), z, np.zeros(1, dtype=np.int64))
         cat = [np.concatenate(c) for c in zip(*parts, strict=True)]
         order = np.argsort(-cat[4], kind="stable")
         depth = cat[4][order]
+        fanout = cat[3][order]
         top = int(depth[0]) if depth.size else 0
         levels = np.r_[np.searchsorted(-depth, -np.arange(top, 0, -1), side="left"), depth.size]
         return cls(n, len(dag.targets), cat[0][order], cat[1][order], cat[2][order],
-                   cat[3][order], levels)
+                   1.0 / fanout, fanout, levels)
 
     def push(self, node: np.ndarray, target: np.ndarray, copies: np.ndarray,
              num_links: int) -> np.ndarray:
         """Copies on every directed link when ``copies[i]`` start at ``node[i]`` heading for
-        target position ``target[i]``."""
+        target position ``target[i]``.  Copies in whole units of 1/:attr:`denominator` give
+        whole units, exactly: each edge divides a multiple of its fan-out by the fan-out."""
         size = self.num_nodes * self.num_targets
         at = np.bincount(target * self.num_nodes + node, weights=copies,
                          minlength=size).astype(np.float64)
@@ -72,7 +83,7 @@ class SprayPropagator:
         for lo, hi in zip(lv[:-1].tolist(), lv[1:].tolist(), strict=True):
             if lo == hi:
                 continue
-            flow = at[self.state_src[lo:hi]] * self.share[lo:hi]
+            flow = at[self.state_src[lo:hi]] / self.fanout[lo:hi]
             out += np.bincount(self.link[lo:hi], weights=flow, minlength=num_links)
             at += np.bincount(self.state_dst[lo:hi], weights=flow, minlength=size)
         return out

@@ -45,6 +45,7 @@ from simulator.cluster.link_loads import (
     spray_signature_entries,
 )
 from simulator.cluster.paths import RouteTable, _stable_hash
+from simulator.cluster.share_units import ecmp_denominator
 from traces.infra.errors import InputError
 
 MULTIPATH_MODES: dict[str, str] = {
@@ -164,9 +165,25 @@ class MultipathRoutes:
             np.concatenate(shares),
         )
 
+    @cached_property
+    def share_denominator(self) -> int | None:
+        """Every route share is a whole multiple of 1/this (``None``: no such denominator
+        within :data:`simulator.cluster.share_units.MAX_SHARE_DENOMINATOR`)."""
+        if self.mode == "hash":
+            return 1
+        if self.mode == "ecmp":
+            if self.endpoints.per_gpu:
+                return ecmp_denominator([self.flows])
+            sizes = sorted({len(g) for g in self.endpoints.server_gpus})
+            return ecmp_denominator([self.flows * a * b for a in sizes for b in sizes])
+        if self.endpoints.per_gpu:
+            return self._switch_dag[1].denominator
+        return self._spray_servers.denominator
+
     def link_copies(self, pairs: np.ndarray, copies: np.ndarray) -> np.ndarray:
         """Copies on every directed link from ``copies[i]`` on endpoint pair ``pairs[i]``
-        (e*E+f, endpoints on different servers; see :mod:`simulator.cluster.link_loads`)."""
+        (e*E+f, endpoints on different servers; see :mod:`simulator.cluster.link_loads`).
+        Copies in whole units of 1/:attr:`share_denominator` give whole units, exactly."""
         n_links = self.num_directed_links
         pairs = np.asarray(pairs, dtype=np.int64)
         copies = np.asarray(copies, dtype=np.float64)
@@ -178,7 +195,9 @@ class MultipathRoutes:
         if self.mode != "spray":
             keys, where = np.unique(pairs, return_inverse=True)
             total = np.bincount(where.ravel(), weights=copies, minlength=keys.size)
-            return self._per_pair_link_copies(keys, total)
+            out = self._per_pair_link_copies(keys, total)
+            # count/flows x a multiple of flows is a whole unit: snap the float products
+            return out if self.share_denominator is None else np.rint(out)
         if not ep.per_gpu:  # pooled: the leaf link up, the core's equal-cost graph, down
             net = self.routes.net
             out = np.zeros(n_links)

@@ -30,11 +30,11 @@ from simulator.cluster.equal_cost import directed_link_id, fnv_words
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64
-from traces.infra.memory import SizeEstimate, check_fits, gpu_pair_matrix
+from traces.infra.limits import check_memory
 
 __all__ = [
     "GpuDistance", "RouteTable", "build_route_table", "directed_link_id", "gpu_distance_matrix",
-    "route_table_estimate", "server_node_distance_matrix",
+    "route_table_bytes", "server_node_distance_matrix",
 ]
 
 
@@ -235,11 +235,10 @@ def _stable_hash(*xs: int) -> int:
 
 
 def _check_dense(cluster: ClusterSpec, what: str) -> None:
-    est = gpu_pair_matrix(cluster.num_gpus)
-    check_fits(
-        SizeEstimate(f"{what} ({est.what})", est.nbytes), f"cluster {cluster.name!r}",
-        "placement needs GPU-pair matrices; replay (simulate) works per server pair",
-    )
+    g = cluster.num_gpus
+    check_memory(8.0 * g * g, f"cluster {cluster.name!r}: {what} (a {g} x {g} GPU-pair"
+                 " matrix)", "placement needs GPU-pair matrices; replay (simulate) works per"
+                 " server pair")
 
 
 def _gpu_links(cluster: ClusterSpec) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -276,12 +275,11 @@ def gpu_distance_matrix(cluster: ClusterSpec) -> np.ndarray:
     return GpuDistance(w, cluster.gpu_server, server_node_distance_matrix(cluster)).dense()
 
 
-def route_table_estimate(cluster: ClusterSpec, route_links: float) -> SizeEstimate:
+def route_table_bytes(num_servers: int, route_links: float) -> float:
     """Bytes of a route table whose middle routes hold ``route_links`` links in all: the
     routes (CSR), the server distances and the walk that builds them (a few words per pair)."""
-    s = float(cluster.num_servers)
-    nbytes = 8.0 * (route_links + 8 * s * s)
-    return SizeEstimate(f"the route table of {cluster.num_servers} servers", nbytes)
+    s = float(num_servers)
+    return 8.0 * (route_links + 8 * s * s)
 
 
 def build_route_table(cluster: ClusterSpec) -> RouteTable:
@@ -298,8 +296,9 @@ def build_route_table(cluster: ClusterSpec) -> RouteTable:
     depth = np.stack([core.depth(t) for t in range(len(core.targets))]) if ns else np.zeros(
         (0, 0), dtype=np.int64)
     hops = net.hops(depth)
-    check_fits(route_table_estimate(cluster, float(hops.sum())), where,
-               "describe fewer servers (replay works per server pair)")
+    check_memory(route_table_bytes(ns, float(hops.sum())),
+                 f"{where}: the route table of {ns} servers",
+                 "describe fewer servers (replay works per server pair)")
     offsets = np.zeros(ns * ns + 1, dtype=np.int64)
     offsets[1:] = np.cumsum(hops.ravel())
     return RouteTable(

@@ -1,13 +1,16 @@
-"""Sizes checked before work: exact integer byte counts and memory or disk estimates.
+"""Sizes checked before work: exact integer byte counts and memory or disk estimates, the one
+module that decides "too large".
 
 Byte counts (copies x bytes per copy, tokens x layers x bytes) are multiplied as Python
 integers, which cannot overflow, and refused when they would not fit the int64 columns the
 results are written in (:func:`exact_int64`).  A command that is about to allocate or write
 something whose size follows from the user's numbers estimates it first and refuses, with the
-estimate, what cannot fit this machine's memory (:func:`check_memory`) or the output's disk
-(:func:`check_disk`): one line, exit 2, before anything is allocated or written.  Estimates
-are lower bounds (the arrays' own bytes, the fewest bytes a row can take on disk), so a refusal
-is never wrong; what passes may still be slow.
+estimate, what cannot fit the memory this machine has available (:func:`check_memory`) or the
+output's disk (:func:`check_disk`): one line, exit 2, before anything is allocated or written,
+in one shape: ``<what> needs at least <size> of <memory|disk>, more than the <size> ...;
+<fix>``.  Estimates are lower bounds (the arrays' own bytes, the fewest bytes a row can take
+on disk), so a refusal is never wrong; what passes may still be slow.  :data:`SIZE_RULES` is
+the table of every estimate (the error reference is generated from it).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
 from traces.infra.errors import InputError
@@ -40,22 +44,59 @@ def exact_int64(value: int, what: str, fix: str) -> int:
     return value
 
 
-def memory_bytes() -> int:
-    """This machine's physical memory (what no allocation can exceed)."""
+@dataclass(frozen=True)
+class SizeRule:
+    """One estimate made before work: who makes it, how it is estimated, what it must fit."""
+
+    who: str
+    estimated_as: str
+    fits: str  # "memory", "disk" or "int64"
+
+
+SIZE_RULES: tuple[SizeRule, ...] = (
+    SizeRule("`topology build`, `--fat-tree`, study topologies",
+             "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each",
+             "memory"),
+    SizeRule("route tables (`build_route_table`)",
+             "8 bytes per middle-route link + 64 bytes per server pair", "memory"),
+    SizeRule("GPU-pair matrices (distances, placement)", "8 bytes per GPU pair", "memory"),
+    SizeRule("placement arrays (`placement_arrays`)",
+             "16 bytes per GPU pair + (used links + 8) bytes per server pair", "memory"),
+    SizeRule("`trace synth` output", "tokens x MoE layers x top-k bytes", "disk"),
+    SizeRule("`trace synth` chunks",
+             "3 x `--chunk-tokens` x MoE layers x top-k bytes + 8 bytes per GPU", "memory"),
+    SizeRule("byte counts of `simulate`, `rebalance`, `place`, study and sweep cells",
+             "tokens x MoE layers x top-k x bytes per route (dispatch + combine) x longest"
+             " path, in exact integers", "int64"),
+    SizeRule("`rebalance` migrated weights",
+             "MoE layers x routed experts x weight bytes of one expert", "int64"),
+    SizeRule("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
+)
+
+
+def available_memory_bytes() -> int:
+    """Memory this process can take: MemAvailable of /proc/meminfo, else physical memory."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (AttributeError, ValueError, OSError):  # not POSIX: never refuse on a guess
         return INT64_MAX
 
 
-def check_memory(need_bytes: int, what: str, fix: str) -> None:
-    """Refuse ``what`` (one line with the estimate) when it needs more than this machine's
-    memory."""
-    have = memory_bytes()
+def check_memory(need_bytes: float, what: str, fix: str) -> None:
+    """Refuse ``what`` (one line with the estimate) when it needs more than the memory this
+    machine has available."""
+    have = available_memory_bytes()
     if need_bytes > have:
         raise InputError(
-            f"{what} needs at least {human_bytes(need_bytes)} of memory, more than this machine's"
-            f" {human_bytes(have)}; {fix}"
+            f"{what} needs at least {human_bytes(need_bytes)} of memory, more than the"
+            f" {human_bytes(have)} available; {fix}"
         )
 
 
@@ -70,7 +111,7 @@ def free_disk_bytes(path: Path) -> int:
         return INT64_MAX
 
 
-def check_disk(need_bytes: int, path: Path, what: str, fix: str) -> None:
+def check_disk(need_bytes: float, path: Path, what: str, fix: str) -> None:
     """Refuse ``what`` when its output at ``path`` needs more than the free disk there."""
     have = free_disk_bytes(path)
     if need_bytes > have:
