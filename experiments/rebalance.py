@@ -17,10 +17,11 @@ the cluster's routes: the per-link bytes are counted exactly (the busiest link's
 them is ``stall_bound_s``, a lower bound on any stall).  With ``migration="stall"`` serving
 stops while the weights move: in DES mode the stall is measured in the simulator
 (``stall_des_s``: every move one message, all at once on the idle network), in analytic mode
-it is the bound.  With ``migration="async"`` (DES mode) the moves run beside the window's
-serving on the same links as low-priority flows (:mod:`simulator.migration`): serving keeps
-the old layout until they have arrived, the latency they cost is measured against the same
-window without them, and ``migration_s`` is how long they took.
+it is the bound.  With ``migration="async"`` (a replay mode: des or flow) the moves run
+beside the window's serving on the same links as low-priority flows (:mod:`simulator.migration`;
+in flow mode strict low-priority fluid flows, a lower bound on the DES's interference): serving
+keeps the old layout until they have arrived, the latency they cost is measured against the
+same window without them, and ``migration_s`` is how long they took.
 
 Each window is replayed with the layout in force (the analytic counter, or the DES for
 latency) and reported as one timeline row.
@@ -178,19 +179,19 @@ class _Window:
         With an ``async`` migration the window starts on the old layout with the moves in
         flight beside it (:class:`simulator.migration.BackgroundMigration`), and is replayed
         once more without them for the latency they cost."""
-        from simulator.engine import simulate
-        from simulator.migration import BackgroundMigration
+        from simulator.migration import BackgroundMigration, FlowBackgroundMigration
         from simulator.replay import replay
 
         assert self.blocks is not None
-        config = _sim_config(server_dedup)
+        config = replace(_sim_config(server_dedup), mode=mode)
         keys = ("latency_p50_s", "latency_p99_s")
-        res = replay(self.blocks, self.routes, self.eg, replace(config, mode=mode))
+        res = replay(self.blocks, self.routes, self.eg, config)
         out = {k: float(res.summary[k]) for k in keys}
         if migration is not None and migration.mode == "async":
-            bg = BackgroundMigration(migration.moves, migration.weight_bytes, self.eg)
-            busy = simulate(self.blocks, self.routes, migration.old.expert_gpus, config,
-                            background=bg.start)
+            kind = FlowBackgroundMigration if mode == "flow" else BackgroundMigration
+            bg = kind(migration.moves, migration.weight_bytes, self.eg)
+            busy = replay(self.blocks, self.routes, migration.old.expert_gpus, config,
+                          background=bg.start)
             out = {**{k: float(busy.summary[k]) for k in keys},
                    **{f"{k}_without_migration": v for k, v in out.items()},
                    "migration_s": bg.done_s}

@@ -39,7 +39,8 @@ class RebalanceConfig:
         low_open=True)
     migration: str = _choice(
         "stall", "stall: serving stops while the weights move (DES-measured with --mode des);"
-        " async: the weights move in the background, sharing links with serving traffic.",
+        " async: the weights move in the background, sharing links with serving traffic"
+        " (needs a replay mode).",
         MIGRATION_MODES)
     server_dedup: bool = field(default=True, metadata={"help": "De-duplicated dispatch."})
     mode: str = _choice("analytic", "analytic (counts), or a replay for latency: "
@@ -54,10 +55,10 @@ class RebalanceConfig:
                 raise InputError(f"{where}: {name} {getattr(self, name)!r}: choose one of"
                                  f" {', '.join(choices)}")
         check_options(self, where)
-        if self.migration == "async" and self.mode != "des":
+        if self.migration == "async" and self.mode not in REPLAY_MODES:
             raise InputError(
-                "--migration async: the moves' overlap with serving is measured in the"
-                " simulator; add --mode des (or use --migration stall)"
+                "--migration async: the moves' overlap with serving is measured in a replay;"
+                f" add --mode {' or --mode '.join(REPLAY_MODES)} (or use --migration stall)"
             )
         if self.policy == "static" and (
             self.move_weight is not None or self.move_budget_bytes is not None

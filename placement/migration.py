@@ -13,9 +13,11 @@ traffic plus a price on moving:
 in byte-hops (``rt`` in hops: a token's dispatch + combine bytes cross ``rt`` links; a weight
 move of W bytes crosses ``dist`` links).  For the single-copy ILPs (``ilp``, ``ilp-load``,
 ``ilp-origin``) this is the same assignment model with a different cost, still totally
-unimodular: the LP optimum is an exact optimum.  A budget on bytes moved makes it a knapsack
-on top of an assignment; it is solved by a search on the price (Lagrangian relaxation), which
-gives a feasible layout and a proven lower bound, so the result carries its gap.
+unimodular: the LP optimum is an exact optimum.  A budget on bytes moved adds one knapsack
+row and the balance of the strategy's own full re-placement as a priced goal (hops alone
+cannot tell a server's GPUs apart, and a budget alone buys hop savings and leaves the busiest
+GPU as it was): one MIP (:mod:`placement.migration_budget`) whose dual bound is the result's
+proven bound, so the result carries its gap.
 
 For other strategies (``eplb``, ``dedup``, ...), whose objective is not an assignment, the new
 layout is the strategy's own, relabelled: GPUs that are interchangeable for every objective
@@ -28,13 +30,13 @@ per iteration).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
 
-from placement.assignment import cost_matrix, solve_assignment
+from placement.assignment import cost_matrix, gpu_loads, solve_assignment
 from placement.lp import Model, run_highs
+from placement.migration_budget import balance_price, solve_with_balance_goal
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
@@ -42,6 +44,7 @@ from placement.problem import (
     SolverOptions,
     expected_cost,
 )
+from placement.strategies import solve_placement
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
 
@@ -125,8 +128,9 @@ def replace_with_move_cost(
     move_weight: float = 1.0,
     budget_bytes: float | None = None,
 ) -> PlacementResult:
-    """Migration-aware re-placement for the assignment strategies (exact, or priced to a
-    budget with a Lagrangian bound); see the module docstring.
+    """Migration-aware re-placement for the assignment strategies: priced (exact), or within
+    a budget with the full re-placement's balance as a goal (to HiGHS's MIP gap); see the
+    module docstring.
 
     A route's byte-hops are the problem's (dispatch + combine bytes) / 2 x its round-trip hops
     (distances are symmetric hop counts).
@@ -152,26 +156,25 @@ def replace_with_move_cost(
     traffic = traffic * horizon_tokens * (problem.dispatch_bytes + problem.combine_bytes) / 2.0
     dist = move_cost_matrix(problem, current)
     moves = move_weight * weight_bytes * dist  # network byte-hops of the weights moved
-    new_copy = weight_bytes * ~_holds(problem, current)  # bytes moved to a GPU without a copy
     name = f"{strategy}+move"
-
-    def solve(mu: float) -> PlacementResult:
-        left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
-        return solve_assignment(
-            problem, replace(options, time_limit_s=left), name,
-            traffic + moves + mu * new_copy, force_gpus=True,
-        )
-
-    res = solve(0.0)
-    if budget_bytes is None or not res.is_ok:
-        return _annotate(res, problem, current, weight_bytes, move_weight, None, None)
+    if budget_bytes is None:  # priced: the assignment model (TU, exact)
+        res = solve_assignment(problem, options, name, traffic + moves, force_gpus=True)
+        return _annotate(res, problem, current, weight_bytes, move_weight, None)
     if budget_bytes < 0:
         raise InputError(f"--move-budget {budget_bytes}: must be >= 0 bytes")
-    # A price per byte above the largest saving any single move can make keeps every copy.
-    mu_max = 2.0 * float((traffic.max(axis=1) - traffic.min(axis=1)).max()) / weight_bytes + 1.0
-    return _price_to_budget(
-        problem, current, weight_bytes, budget_bytes, move_weight, res, solve, mu_max
-    )
+    # The balance goal: the busiest GPU of the strategy's own full re-placement (its layout
+    # spreads a server's experts over the server's GPUs; hops alone cannot tell them apart).
+    full = solve_placement(problem, strategy, options)
+    if not full.is_ok or full.layout is None:
+        return full
+    cap = float(gpu_loads(problem, full.layout).max())
+    price = balance_price(problem, horizon_tokens * (problem.dispatch_bytes
+                                                     + problem.combine_bytes) / 2.0)
+    left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+    res = solve_with_balance_goal(
+        problem, replace(options, time_limit_s=left), f"{name}+budget", traffic + moves,
+        _holds(problem, current), int(budget_bytes // weight_bytes), current, cap, price)
+    return _annotate(res, problem, current, weight_bytes, move_weight, budget_bytes)
 
 
 def _holds(problem: PlacementProblem, layout: ExpertLayout) -> np.ndarray:
@@ -184,56 +187,6 @@ def _moved_bytes(problem: PlacementProblem, current: ExpertLayout, layout: Exper
     return plan_migration(current, layout, problem.distance).num_moves * weight_bytes
 
 
-def _price_to_budget(
-    problem: PlacementProblem,
-    current: ExpertLayout,
-    weight_bytes: float,
-    budget: float,
-    price: float,
-    first: PlacementResult,
-    solve: Callable[[float], PlacementResult],
-    mu_max: float,
-) -> PlacementResult:
-    """Price bytes moved (mu per byte) until they fit the budget; mu by doubling then bisection.
-
-    For every mu the assignment optimum z(mu) (exact: the model is TU) minus mu x budget is a
-    lower bound on the budgeted optimum (Lagrangian relaxation of the budget row); the best
-    such bound is reported with the layout, so the result states its gap.
-    """
-    def moved(r: PlacementResult) -> float:
-        assert r.layout is not None
-        return _moved_bytes(problem, current, r.layout, weight_bytes)
-
-    def bound(r: PlacementResult, mu: float) -> float:
-        if r.solver is None or r.solver.status.value != "optimal":
-            return -np.inf
-        return r.solver.objective - mu * budget
-
-    best_bound = bound(first, 0.0)
-    if moved(first) <= budget:
-        return _annotate(first, problem, current, weight_bytes, price, budget, best_bound)
-    # Above mu_max no move can pay for itself: the layout in force is then optimal (moves 0).
-    lo, hi, fit = 0.0, mu_max, None
-    res = solve(hi)
-    if not res.is_ok:
-        return res
-    best_bound = max(best_bound, bound(res, hi))
-    if moved(res) > budget:
-        raise InputError("migration: even a price above any saving moves experts (a bug)")
-    fit = res
-    for _ in range(12):  # bisection between a price that overshoots and one that fits
-        mid = (lo + hi) / 2
-        res = solve(mid)
-        if not res.is_ok:
-            break
-        best_bound = max(best_bound, bound(res, mid))
-        if moved(res) <= budget:
-            fit, hi = res, mid
-        else:
-            lo = mid
-    return _annotate(fit, problem, current, weight_bytes, price, budget, best_bound)
-
-
 def _annotate(
     res: PlacementResult,
     problem: PlacementProblem,
@@ -241,7 +194,6 @@ def _annotate(
     weight_bytes: float,
     price: float,
     budget: float | None,
-    lagrangian_bound: float | None,
 ) -> PlacementResult:
     if not res.is_ok or res.layout is None:
         return res
@@ -253,10 +205,6 @@ def _annotate(
         move_weight=price,
         move_budget_bytes=budget,
     )
-    if budget is not None:
-        # The solver's own objective includes the price on bytes; the budgeted problem's bound
-        # is the best Lagrangian value, the gap is against the layout's unpriced value.
-        info["lagrangian_lower_bound"] = lagrangian_bound
     return replace(res, info=info, objective=expected_cost(problem, res.layout))
 
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import fields
+from typing import Any
 
 import numpy as np
 
@@ -279,7 +280,7 @@ class _FlowRun:
         self.net = FluidNet(self.paths, bandwidth_bytes_per_s.size, config.chunk_bytes,
                             self.tolerance)
         self.pool = _Pool()
-        self.owners: dict[int, _Transfer | _Layer] = {}
+        self.owners: dict[int, Any] = {}  # _Transfer, _Layer or a background migration
         self.layers: dict[int, _Layer] = {}
         self._next_slot = 0
         self.gpu_free = np.zeros(self.g)
@@ -295,7 +296,7 @@ class _FlowRun:
         self.started = self.finished = 0
         self.now = 0.0
 
-    def register(self, owner: _Transfer | _Layer) -> int:
+    def register(self, owner: Any) -> int:
         slot = self._next_slot
         self._next_slot += 1
         self.owners[slot] = owner
@@ -379,8 +380,11 @@ def simulate_flow(
     routes: RouteTable,
     expert_gpus: np.ndarray,
     config: SimConfig | None = None,
+    background: Callable[[_FlowRun], None] | None = None,
 ) -> SimResult:
-    """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`."""
+    """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`.
+    ``background(run)`` starts strict low-priority flows at time 0 (expert-weight migration,
+    :class:`simulator.migration.FlowBackgroundMigration`); it may switch ``run.expert_gpus``."""
     config = config or SimConfig(mode="flow")
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
@@ -388,6 +392,8 @@ def simulate_flow(
     validate_links(routes)
     run = _FlowRun(routes, expert_gpus, config, replay_stream(blocks, routes, expert_gpus,
                                                                config))
+    if background is not None:
+        background(run)
     run.run()
     if run.finished != run.started:  # an internal error, never bad input
         raise RuntimeError(f"flow mode: {run.started - run.finished} micro-batch(es) never"

@@ -6,6 +6,10 @@ Flows move through the network at the max-min fair rates of the flows active at 
 (a flow starts or finishes), and are constant in between.  A flow finishes when its bytes are
 through; it *arrives* one path latency plus its pipeline fill later.
 
+Background flows (``add(..., background=True)``: expert-weight migration) have strict low
+priority: the foreground (serving) flows get their max-min rates as if the background were
+absent, and the background flows share what capacity they leave, max-min fairly.
+
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
 finishing time), and progressive filling merges levels within ``tolerance``.
@@ -65,6 +69,7 @@ class FluidNet:
         z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
         self.path, self.owner, self.msg = z, z, z
         self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
+        self.low = np.zeros(0, dtype=bool)  # background (strict low priority) flows
         self.binding = _Entries()
         self.all = _Entries()
         self._stale = False
@@ -91,9 +96,11 @@ class FluidNet:
         return n, nbytes - (n - 1) * self.chunk
 
     def add(
-        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float
+        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
+        background: bool = False,
     ) -> None:
-        """Start flows (one per message) at ``now``; count their bytes and chunks."""
+        """Start flows (one per message) at ``now``; count their bytes and chunks.
+        ``background``: strict low priority (module docstring)."""
         if path.size == 0:
             return
         first = self.active
@@ -118,6 +125,7 @@ class FluidNet:
         self.rem = np.concatenate([self.rem, b])
         self.nbytes = np.concatenate([self.nbytes, b])
         self.start = np.concatenate([self.start, np.full(path.size, now)])
+        self.low = np.concatenate([self.low, np.full(path.size, background)])
         self._stale = True
 
     def update_rates(self, now: float) -> None:
@@ -127,8 +135,18 @@ class FluidNet:
         self._stale = False
         self.rate_updates += 1
         e = self.binding
-        self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s, self.active,
-                                  self.tolerance)
+        if not self.low.any():
+            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
+                                      self.active, self.tolerance)
+            return
+        fg = ~self.low[e.flow]
+        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity_bytes_per_s,
+                             self.active, self.tolerance)
+        used = np.bincount(e.link[fg], weights=e.share[fg] * rate[e.flow[fg]],
+                           minlength=self.num_links)
+        left = np.maximum(self.capacity_bytes_per_s - used, 0.0)
+        self.rate = rate + max_min_rates(e.flow[~fg], e.link[~fg], e.share[~fg], left,
+                                         self.active, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
@@ -144,7 +162,9 @@ class FluidNet:
 
     def finish_times(self, now: float) -> np.ndarray:
         """When every active flow finishes at the current rates."""
-        return now + np.maximum(self.rem, 0.0) / self.rate
+        out = np.full(self.rem.shape, np.inf)  # a background flow may stand still (rate 0)
+        np.divide(np.maximum(self.rem, 0.0), self.rate, out=out, where=self.rate > 0)
+        return now + out
 
     def complete(
         self, now: float, t_proc: float, until: float
@@ -182,7 +202,7 @@ class FluidNet:
         keep = ~done
         self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
         self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
-        self.rate = self.rate[keep]
+        self.rate, self.low = self.rate[keep], self.low[keep]
         self.binding.keep(keep)
         self.all.keep(keep)
         self._stale = True

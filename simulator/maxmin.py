@@ -33,7 +33,8 @@ def max_min_rates(
     """Max-min fair rate of every flow (module docstring).
 
     ``flow``, ``link``, ``weight``: one entry per (flow, link) with the flow's share there
-    (> 0); ``capacity``: per link (> 0).  Every flow needs at least one entry.
+    (> 0); ``capacity``: per link (>= 0: the flows over a link without any get rate 0).
+    A flow without entries gets rate 0.
     """
     rate = np.zeros(num_flows)
     if num_flows == 0:

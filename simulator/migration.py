@@ -14,7 +14,8 @@ Two ways to move (``--migration`` of ``moe-netsim rebalance``):
     arrived, measured in the DES (:func:`stall_time_s`).  It is at least the busiest link's
     serialisation time (:func:`stall_lower_bound_s`): links carry the moves back to back, and
     store-and-forward over several hops and queueing add to it.
-``async``  the moves run in the background while serving goes on (:class:`BackgroundMigration`):
+``async``  the moves run in the background while serving goes on (:class:`BackgroundMigration`,
+    in flow mode :class:`FlowBackgroundMigration`):
     every source GPU sends its moves one after another as one low-priority stream with one
     piece of ``chunk_bytes`` in flight at a time (the next piece leaves when the previous one
     has arrived, as a copy engine working through a queue), so a serving message waits behind
@@ -22,6 +23,14 @@ Two ways to move (``--migration`` of ``moe-netsim rebalance``):
     serving traffic piece by piece.  Serving uses the old layout until the last move has
     arrived, then the new one.  The latency hit of the micro-batches in flight and the time
     the migration takes are measured, not assumed.
+
+    In flow mode (no chunks, no FIFO queues) each stream sends its moves one after another as
+    whole flows of strict low priority: serving flows keep their max-min rates and the moves
+    share what capacity serving leaves.  Serving therefore never waits behind a piece of
+    weights (the DES's up to one piece per sender and link), and a stream is not held to one
+    piece in flight: on an idle path it runs at the path's rate (7 chunk times for a 4-chunk
+    move over 4 hops, 16 in the DES).  Flow mode's async latency is the old layout's (serving
+    keeps its rates), a lower bound on the DES's.
 """
 
 from __future__ import annotations
@@ -144,15 +153,57 @@ class BackgroundMigration:
             elif k + 1 < len(queue):
                 self._send(run, queue, k + 1, self.weight_bytes)
             else:
-                self._finished(run)
+                self._finished(run, float(run.env.now))
 
         _Train(run.env, queue[k], piece, run.chunk, arrived)
 
-    def _finished(self, run: Any) -> None:
+    def _finished(self, run: Any, now: float) -> None:
         self._left -= 1
         if self._left == 0:
-            self.done_s = float(run.env.now)
+            self.done_s = now
             run.expert_gpus = self.new_expert_gpus  # the next layers use the new copies
+
+
+class FlowBackgroundMigration(BackgroundMigration):
+    """The streams of :class:`BackgroundMigration` in flow mode (module docstring): pass
+    :meth:`start` as ``background`` to :func:`simulator.flow_engine.simulate_flow`."""
+
+    def start(self, run: Any) -> None:
+        """Register as an owner of flows and start every source GPU's first move at 0."""
+        self._senders = np.unique(self.src)
+        self._left = len(self._senders)
+        if not self._left:
+            run.expert_gpus = self.new_expert_gpus
+            return
+        ep = run.multipath.endpoints
+        gs = run.routes.cluster.gpu_server
+        same = gs[self.src] == gs[self.dst]
+        pair = np.where(same, -1, ep.gpu_endpoint[self.src] * ep.count
+                        + ep.gpu_endpoint[self.dst])
+        paths = run.paths.ids(self.src, pair, self.dst)
+        order = np.argsort(self.src, kind="stable")  # each sender's moves in plan order
+        self._queue = [paths[order][self.src[order] == s] for s in self._senders.tolist()]
+        self._next = np.zeros(len(self._senders), dtype=np.int64)
+        self._run = run
+        self._slot = run.register(self)
+        for i in range(len(self._senders)):
+            self._send_move(i, 0.0)
+
+    def _send_move(self, i: int, now: float) -> None:
+        path = self._queue[i][self._next[i]: self._next[i] + 1]
+        self._run.net.add(path, np.array([self.weight_bytes]), self._slot, np.array([i]), now,
+                          background=True)
+        self._next[i] += 1
+
+    def arrived(self, senders: np.ndarray, now: float) -> None:
+        """Moves have arrived: each sender's next move starts, or its stream is done."""
+        for i in senders.tolist():
+            if self._next[i] < len(self._queue[i]):
+                self._send_move(i, now)
+            else:
+                self._finished(self._run, now)
+        if self._left == 0:
+            self._run.unregister(self._slot)
 
 
 Background = Callable[[Any], None]

@@ -3,7 +3,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
+from typing import Any
 
 import numpy as np
 
@@ -18,8 +19,9 @@ REPLAYS = {"des": simulate, "flow": simulate_flow}
 
 def replay(
     blocks: Iterable[RoutingTrace], routes: RouteTable, expert_gpus: np.ndarray,
-    config: SimConfig | None = None,
+    config: SimConfig | None = None, background: Callable[[Any], None] | None = None,
 ) -> SimResult:
-    """Replay the blocks with the engine of ``config.mode`` (default: the DES)."""
+    """Replay the blocks with the engine of ``config.mode`` (default: the DES);
+    ``background``: the engine's background traffic (expert-weight migration)."""
     config = config or SimConfig()
-    return REPLAYS[config.mode](blocks, routes, expert_gpus, config)
+    return REPLAYS[config.mode](blocks, routes, expert_gpus, config, background)

@@ -1,4 +1,5 @@
-"""Migration as traffic in the DES: the stall measured, the async streams beside serving."""
+"""Migration as traffic in the replays: the stall measured in the DES, the async streams beside
+serving (DES and flow mode)."""
 
 from __future__ import annotations
 
@@ -15,8 +16,10 @@ from simulator.cluster.builders import LinkDefaults, build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
+from simulator.flow_engine import simulate_flow
 from simulator.migration import (
     BackgroundMigration,
+    FlowBackgroundMigration,
     background_time_s,
     migration_link_bytes,
     stall_lower_bound_s,
@@ -96,6 +99,42 @@ def test_async_migration_beside_serving_costs_latency_and_switches_the_layout(ti
     assert bg.done_s <= float(busy.summary["makespan_s"]) + 1e-12
 
 
+@pytest.mark.parametrize(("src", "dst", "chunks"), [
+    # flow mode, whole moves as flows: 4 chunks at 1 GB/s = 4, then the last chunk's pipeline
+    # fill over the 3 hops after the first = 3: 7
+    ([0], [2], 7),
+    ([0, 0], [2, 3], 14),  # GPU 0's two moves one after the other
+    # two senders share the NIC at 0.5 GB/s each: 8, then the fill 3: both arrive at 11
+    ([0, 1], [2, 3], 11),
+    ([0], [1], 5),  # inside a server, 2 hops: 4 + 1
+])
+def test_async_streams_in_flow_mode_hand_computed(tiny, src, dst, chunks):
+    old = np.array([[0, 1, 2, 3]])
+    bg = FlowBackgroundMigration(_moves(src, dst), W, old)
+    simulate_flow([], tiny, old, SimConfig(mode="flow"), background=bg.start)
+    assert bg.done_s == pytest.approx(chunks * C / B)
+
+
+def test_async_in_flow_mode_has_strict_low_priority(tiny):
+    # the moves take only what serving leaves: serving is timed as on the old layout alone
+    # (the DES's pieces delay it), and the moves finish no sooner than on the idle network
+    model = replace(model_preset("deepseek-moe-16b"), moe_layer_indices=(1, 2),
+                    num_routed_experts=4, top_k=1, hidden_size=1024)
+    trace = generate_trace(SynthConfig(model, num_tokens=64, seq_len=1, num_gpus=4, seed=0))
+    old = np.array([[0, 1, 2, 3], [0, 1, 2, 3]])
+    new = np.array([[2, 3, 0, 1], [0, 1, 2, 3]])
+    moves = _moves([0, 1, 2, 3], [2, 3, 0, 1])
+    config = SimConfig(microbatch_tokens=16, mode="flow")
+    alone = simulate_flow([trace], tiny, old, config)
+    bg = FlowBackgroundMigration(moves, W, new)
+    busy = simulate_flow([trace], tiny, old, config, background=bg.start)
+    assert busy.summary["latency_p99_s"] == pytest.approx(alone.summary["latency_p99_s"])
+    idle = FlowBackgroundMigration(moves, W, new)
+    simulate_flow([], tiny, old, config, background=idle.start)
+    assert bg.done_s >= idle.done_s - 1e-12
+    assert bg.done_s == pytest.approx(float(busy.summary["makespan_s"]))  # the moves last
+
+
 def test_rebalance_reports_the_des_stall_and_the_async_overlap(tmp_path):
     routes = build_route_table(build_fat_tree(4, 4))  # 32 GPUs
     path = _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)
@@ -116,6 +155,19 @@ def test_rebalance_reports_the_des_stall_and_the_async_overlap(tmp_path):
                        stall["latency_p99_s"][moved])
     with pytest.raises(InputError, match="--migration async: .* add --mode des"):
         RebalanceConfig(migration="async")
+
+
+def test_rebalance_async_in_flow_mode(tmp_path):
+    routes = build_route_table(build_fat_tree(4, 4))  # 32 GPUs
+    path = _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)
+    t = run_rebalance(path, routes, RebalanceConfig(
+        strategy="ilp-origin", policy="periodic", interval_steps=4, window_steps=4,
+        mode="flow", migration="async")).timeline
+    moved = t["decision"] == "rebalance"
+    assert moved.sum() == 2 and (t["stall_s"] == 0).all() and "stall_des_s" not in t
+    # the moves cannot beat the busiest link (flow mode merges events within 1 %)
+    assert (t["migration_s"][moved] >= 0.99 * t["stall_bound_s"][moved]).all()
+    assert t["latency_p99_s_without_migration"][moved].notna().all()
 
 
 def test_report_draws_one_or_several_rebalance_runs(tmp_path, capsys):
