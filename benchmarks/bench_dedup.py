@@ -1,7 +1,7 @@
 """De-duplicated placement (`dedup`) against round-robin and EPLB: the targets of its issue.
 
     PYTHONPATH=. python benchmarks/bench_dedup.py [--sections esft,ep32,r1-256,paper]
-        [--time-limit 60] [--paper-full] [--json out.json]
+        [--time-limit 60] [--paper-full] [--r1-load FILE] [--json out.json]
 
 * ``esft``: real ESFT routing (DeepSeek-V2-Lite, 64 experts, top-6; ../shared/data) on 2 servers
   x 8 GPUs (k=4 fat tree).  Per task: fit on the even-numbered sequences, replay the odd ones
@@ -12,6 +12,10 @@
   with 0 and 32 redundant experts; the DES replays with de-duplicated dispatch.
 * ``r1-256``: DeepSeek-R1 on 256 GPUs / 32 servers (k=10 fat tree: 25 servers in one pod, 7 in
   another), same trace sizes; solve time, bound and gap.
+* ``--r1-load FILE``: the R1 sections' synthetic trace takes its per-layer expert popularity
+  from a real SGLang load file (e.g. ``../shared/data/sglang-ep-statistics/prefill_in4096.json``)
+  instead of the R1 preset.  The file holds counts only, so co-activation stays what the
+  generator draws: group-limited routing (4 of 8 groups per token), no further modes.
 * ``paper``: the paper study's grid (``--quick`` sizes unless ``--paper-full``) with
   de-duplicated dispatch and the rows round-robin, eplb and dedup.
 
@@ -32,17 +36,20 @@ from typing import Any
 
 import numpy as np
 
-from experiments.pipeline import build_problem, origin_activation, token_sample
+from experiments.pipeline import build_problem, origin_activation
 from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
 from placement.strategies import SUPPORTS
+from placement.token_sample import token_sample
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
+from simulator.microbatches import microbatches
 from simulator.traffic import TrafficConfig
 from traces import RoutingTrace, SynthConfig, generate_trace, model_preset
 from traces.importers.esft import iter_esft
+from traces.load_stats import load_load_stats
 
 ROOT = Path(__file__).resolve().parents[1]
 ESFT = ROOT.parent / "shared" / "data" / "esft-routing"
@@ -120,12 +127,13 @@ def esft(time_limit: float) -> dict[str, Any]:
 
 
 def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, ...],
-        time_limit: float, des: bool, label: str) -> list[dict[str, Any]]:
+        time_limit: float, des: bool, label: str, load: Path | None) -> list[dict[str, Any]]:
     model = model_preset("deepseek-r1")
     routes = build_route_table(build_fat_tree(k, servers))
     G = routes.num_gpus
+    stats = None if load is None else load_load_stats(load, model)
     tr = generate_trace(SynthConfig(model, num_tokens=8192, seq_len=1, step_tokens=8192,
-                                    num_gpus=G, seed=0))
+                                    num_gpus=G, seed=0, load_stats=stats))
     fit, rep = tr.take(slice(0, 4096)), tr.take(slice(4096, 8192))
     p, a, _ = origin_activation([fit], G)
     rep_mb = dataclasses.replace(rep, step=(np.arange(4096) // 1024).astype(np.int32))
@@ -140,7 +148,8 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
             res, el, cpu = _place(prob, s, time_limit)
             c = dedup_cost(out, res.layout)
             row: dict[str, Any] = {
-                "setup": label, "replicas": r, "strategy": s, "solve_s": el, "cpu_s": cpu,
+                "setup": label, "popularity": "preset" if load is None else load.name,
+                "replicas": r, "strategy": s, "solve_s": el, "cpu_s": cpu,
                 "copies": c.copies_per_token_layer, "routes": c.routes_per_token_layer,
                 "imbalance": imbalance(layer_gpu_loads(out, res.layout)),
                 "gap": res.gap, "bound": res.info.get("lower_bound"),
@@ -148,7 +157,7 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
             if s.startswith("dedup"):
                 row["ablation"] = res.info["ablation"]
             if des:
-                sim = simulate(_blocks(rep_mb), routes, res.layout.expert_gpus,
+                sim = simulate(microbatches([rep_mb]), routes, res.layout.expert_gpus,
                                SimConfig(traffic=TrafficConfig(dispatch="deepep-normal")))
                 row["p99_ms"] = sim.summary["latency_p99_s"] * 1e3
                 row["des_copies"] = sim.summary["remote_copies_per_token_layer"]
@@ -159,12 +168,6 @@ def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, 
                   + (f" gap {res.gap:.2f}" if s.startswith("dedup") else "")
                   + (f" p99 {row['p99_ms']:.3f} ms" if des else ""), flush=True)
     return out_rows
-
-
-def _blocks(trace: RoutingTrace):
-    from experiments.pipeline import microbatches
-
-    return microbatches(trace)
 
 
 def paper(full: bool, time_limit: float) -> list[dict[str, Any]]:
@@ -207,6 +210,8 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--paper-full", action="store_true")
     ap.add_argument("--no-des", action="store_true", help="Skip the DES replays of ep32.")
+    ap.add_argument("--r1-load", type=Path, default=None,
+                    help="SGLang load file the R1 trace's popularity is fitted to.")
     ap.add_argument("--json", type=Path, default=None)
     args = ap.parse_args()
     out: dict[str, Any] = {}
@@ -218,10 +223,10 @@ def main() -> None:
             print(f"esft: skipped, {ESFT} not present")
     if "ep32" in sections:
         out["ep32"] = _r1(4, 4, (0, 32), ("round-robin", "eplb", "dedup"), args.time_limit,
-                          not args.no_des, "r1-ep32")
+                          not args.no_des, "r1-ep32", args.r1_load)
     if "r1-256" in sections:
         out["r1-256"] = _r1(10, 32, (0, 32), ("round-robin", "eplb", "dedup"),
-                            args.time_limit, False, "r1-256")
+                            args.time_limit, False, "r1-256", args.r1_load)
     if "paper" in sections:
         out["paper"] = paper(args.paper_full, args.time_limit)
     if args.json:

@@ -20,7 +20,7 @@ from placement import (
     expected_cost,
     solve_placement,
 )
-from placement.token_sample import TokenSample
+from placement.token_sample import TokenSample, token_sample
 from simulator.analytic import AnalyticResult, count_traffic
 from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.paths import RouteTable
@@ -28,12 +28,12 @@ from simulator.config import SimConfig
 from simulator.engine import SimResult
 from simulator.microbatches import microbatches
 from simulator.replay import replay
-from simulator.traffic import TrafficConfig, resolve_origins
+from simulator.traffic import TrafficConfig
 from traces import RoutingTrace
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, with_origins
+from traces.origins import OriginAssigner, resolve_origins, with_origins
 
 Progress = Callable[[str], None]
 
@@ -102,17 +102,6 @@ def trace_sample(path: Path, assigner: OriginAssigner) -> TokenSample:
         return token_sample(with_origins(iter_trace(path), assigner), assigner.num_gpus)
     except InputError as exc:
         raise InputError(f"{path}: {exc}") from None
-
-
-def token_sample(blocks: Iterable[RoutingTrace], num_gpus: int) -> TokenSample:
-    """Every token's experts per MoE layer and its origin GPU (the simulator's rule)."""
-    experts, origins = [], []
-    for block in blocks:
-        experts.append(block.experts)
-        origins.append(resolve_origins(block, num_gpus))
-    if not experts or sum(len(o) for o in origins) == 0:
-        raise InputError("the trace has no tokens to fit co-activation on")
-    return TokenSample(np.concatenate(experts), np.concatenate(origins))
 
 
 def build_problem(

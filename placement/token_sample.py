@@ -7,11 +7,14 @@ server hosting any of its experts) that co-activation is what the network cost d
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import numpy as np
 
 from traces.infra.errors import InputError
+from traces.origins import resolve_origins
+from traces.trace import RoutingTrace
 
 
 @dataclass(frozen=True, eq=False)
@@ -53,3 +56,14 @@ class TokenSample:
                 f"placement: token sample has origin GPU {bad}, outside the cluster's GPUs"
                 f" 0..{num_gpus - 1}"
             )
+
+
+def token_sample(blocks: Iterable[RoutingTrace], num_gpus: int) -> TokenSample:
+    """Every token's experts per MoE layer and its origin GPU (the simulator's rule)."""
+    experts, origins = [], []
+    for block in blocks:
+        experts.append(block.experts)
+        origins.append(resolve_origins(block, num_gpus))
+    if not experts or sum(len(o) for o in origins) == 0:
+        raise InputError("the trace has no tokens to fit co-activation on")
+    return TokenSample(np.concatenate(experts), np.concatenate(origins))

@@ -36,9 +36,9 @@ from simulator.traffic import (
     TrafficConfig,
     remote_copies,
     resolve_hosts_layer,
-    resolve_origins,
     validate_layout,
 )
+from traces.origins import resolve_origins
 from traces.stats import max_over_mean
 from traces.trace import RoutingTrace
 

@@ -45,9 +45,10 @@ from simulator.dispatch import check_scheme
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
-from simulator.traffic import CopyTally, resolve_origins, validate_layout
+from simulator.traffic import CopyTally, validate_layout
 from simulator.transfer import Path, Transfer
 from traces.infra.errors import InputError
+from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 
 TIME_UNIT = "s"

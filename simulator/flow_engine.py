@@ -33,7 +33,8 @@ from simulator.flow_paths import FlowPaths, gather_rows
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.modes import DEFAULT_FLOW_TOLERANCE
 from simulator.summaries import DEFAULT_WINDOWS, RunRecords, SimFrames, collect_sim
-from simulator.traffic import CopyTally, resolve_origins
+from simulator.traffic import CopyTally
+from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 
 ARRIVAL, COMPUTE = 0, 1

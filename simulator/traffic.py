@@ -24,7 +24,6 @@ from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES, chec
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 from traces.model import ModelSpec
-from traces.trace import RoutingTrace
 
 if TYPE_CHECKING:
     from simulator.cluster.paths import GpuDistance, RouteTable
@@ -152,19 +151,6 @@ def validate_layout(expert_gpus: np.ndarray, model: ModelSpec, num_gpus: int) ->
     if expert_gpus.max() >= num_gpus or expert_gpus.min() < -1:
         bad = int(expert_gpus[(expert_gpus >= num_gpus) | (expert_gpus < -1)][0])
         raise InputError(f"layout names GPU {bad}, but the cluster has GPUs 0..{num_gpus - 1}")
-
-
-def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
-    """Origin GPU per token: recorded, or the block's tokens dealt round-robin (``dp``)."""
-    if block.origin_gpu is not None:
-        o = block.origin_gpu.astype(np.int64)
-        if block.num_tokens and (o.min() < 0 or o.max() >= num_gpus):
-            raise InputError(
-                f"trace: origin_gpu {int(o[(o < 0) | (o >= num_gpus)][0])} is outside the"
-                f" cluster's GPUs 0..{num_gpus - 1}"
-            )
-        return o
-    return np.arange(block.num_tokens, dtype=np.int64) % num_gpus
 
 
 def resolve_hosts(

@@ -98,10 +98,11 @@ _register_cluster("unsupported version", _set("version", 2), "unsupported cluste
 _register_cluster("unknown top-level key", _set("switches", []), "unknown keys ['switches']")
 _register_cluster("'nodes' not a list", _set("nodes", {"a": 1}), "'nodes' must be a list")
 _register_cluster("a node is not an object", _set("nodes", ["s0"]), "nodes[0] must be an object")
-_register_cluster("node with an unknown key", _node(1, colour="red"), "nodes[1]", "['colour']")
+_register_cluster("node with an unknown key", _node(1, colour="red"),
+                  "nodes[1].colour: unknown key")
 _register_cluster("node without a name", lambda c: c["nodes"][1].pop("name"), "nodes[1]",
                   "required key 'name'")
-_register_cluster("node name not a string", _node(1, name=5), "nodes[1]", "'name'", "string")
+_register_cluster("node name not a string", _node(1, name=5), "nodes[1].name", "string")
 _register_cluster("unknown node kind", _node(0, kind="router"), "unknown kind 'router'")
 _register_cluster("duplicate node name", _node(4, name="s0.g0"), "duplicate node name 's0.g0'")
 _register_cluster("empty node name", _node(0, name=""), "non-empty string name")
@@ -120,7 +121,7 @@ _register_cluster("negative bandwidth", _link(0, bandwidth_bytes_per_s=-1e9),
 _register_cluster("NaN bandwidth", _link(0, bandwidth_bytes_per_s=float("nan")),
                   "bandwidth_bytes_per_s must be a finite number > 0")
 _register_cluster("bandwidth as a string", _link(0, bandwidth_bytes_per_s="400G"),
-                  "links[0]", "'bandwidth_bytes_per_s'", "number")
+                  "links[0].bandwidth_bytes_per_s", "number")
 _register_cluster("link without bandwidth", lambda c: c["links"][0].pop("bandwidth_bytes_per_s"),
                   "links[0]", "required key 'bandwidth_bytes_per_s'")
 _register_cluster("negative latency", _link(0, latency_s=-1e-6),

@@ -115,7 +115,7 @@ def _(d: Path) -> Thunk:
     return _read(_with_meta(d, m))
 
 
-@case(TRACE, "model spec with an unknown key", "trace.parquet", "unknown keys ['colour']")
+@case(TRACE, "model spec with an unknown key", "trace.parquet", "model.colour: unknown key")
 def _(d: Path) -> Thunk:
     return _read(_with_meta(d, _meta_dict(colour="red")))
 
@@ -233,27 +233,27 @@ def _(d: Path) -> Thunk:
     return lambda: model_preset("gpt-5")
 
 
-@case(MODEL, "not an object", "model spec", "object")
+@case(MODEL, "not an object", "model:", "object")
 def _(d: Path) -> Thunk:
     return lambda: ModelSpec.from_dict([1, 2])  # type: ignore[arg-type]
 
 
-@case(MODEL, "unknown key", "unknown keys ['experts']")
+@case(MODEL, "unknown key", "model.experts: unknown key")
 def _(d: Path) -> Thunk:
     return lambda: ModelSpec.from_dict(_spec(experts=8))
 
 
-@case(MODEL, "required key missing", "model spec", "'top_k'", "missing")
+@case(MODEL, "required key missing", "model:", "'top_k'", "missing")
 def _(d: Path) -> Thunk:
     return lambda: ModelSpec.from_dict(_spec(top_k=_DROP))
 
 
-@case(MODEL, "count given as a string", "model spec", "'num_routed_experts'", "integer")
+@case(MODEL, "count given as a string", "model.num_routed_experts", "integer")
 def _(d: Path) -> Thunk:
     return lambda: ModelSpec.from_dict(_spec(num_routed_experts="64"))
 
 
-@case(MODEL, "layer indices not a list", "model spec", "'moe_layer_indices'", "list")
+@case(MODEL, "layer indices not a list", "model.moe_layer_indices", "list")
 def _(d: Path) -> Thunk:
     return lambda: ModelSpec.from_dict(_spec(moe_layer_indices=5))
 

@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 import placement.balance as balance
 from placement import SolveStatus, check_layout, expected_cost, solve_placement
-from tests.test_placement_variants import OPTS, _layouts, _problem
+from tests.placement_fixtures import feasible_layouts
+from tests.test_placement_variants import OPTS, _problem
 
 
 @settings(max_examples=6, deadline=None)
@@ -23,7 +24,7 @@ def test_bound_at_most_the_best_balanced_layout_at_most_the_result(seed, eps):
         mp.setattr(balance, "EXACT_MAX_BINARIES", 0)
         problem = _problem(seed, balance_eps=eps)
         res = solve_placement(problem, "ilp-load", OPTS)
-    feasible = list(_layouts(problem))  # the checker enforces the balance rule
+    feasible = list(feasible_layouts(problem))  # the checker enforces the balance rule
     if not feasible:
         assert not res.status.has_layout
         return

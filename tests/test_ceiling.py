@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from placement import ExpertLayout, PlacementProblem, SolverOptions, expected_cost, solve_placement
 from placement.ceiling import hop_ceiling
+from tests.placement_fixtures import feasible_layouts
 
 OPTS = SolverOptions(time_limit_s=30.0)
 
@@ -31,20 +32,10 @@ def _problem(seed: int, L: int = 2, E: int = 3, G: int = 3, redundant: int = 0,
     )
 
 
-def _single_copy_layouts(p: PlacementProblem):
-    L, E, G = p.num_layers, p.num_experts, p.num_gpus
-    for flat in itertools.product(range(G), repeat=L * E):
-        gpus = np.array(flat).reshape(L, E)
-        per_layer = np.array([np.bincount(row, minlength=G) for row in gpus])
-        if per_layer.max() <= p.max_per_gpu_per_layer and \
-                np.bincount(gpus.ravel(), minlength=G).max() <= p.slots_per_gpu:
-            yield ExpertLayout.from_primary(gpus, G)
-
-
 @pytest.mark.parametrize("seed", range(6))
 def test_ceiling_equals_brute_force_minimum(seed):
     p = _problem(seed)
-    best = min(expected_cost(p, lay) for lay in _single_copy_layouts(p))  # 3^6 layouts
+    best = min(expected_cost(p, lay) for lay in feasible_layouts(p))  # 3^6 layouts
     c = hop_ceiling(p, OPTS)
     assert c.kind == "exact"
     assert c.hops_per_token == pytest.approx(best, rel=1e-9, abs=1e-9)

@@ -7,21 +7,21 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from experiments.pipeline import build_problem, token_sample
 from placement import ExpertLayout
 from placement.dedup.evaluate import dedup_cost
+from placement.token_sample import token_sample
 from simulator.analytic import count_traffic
-from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.traffic import TrafficConfig, remote_copies
+from tests.placement_fixtures import FAT_TREE_3 as ROUTES
+from tests.placement_fixtures import cluster_problem
 from traces import SynthConfig, generate_trace
 from traces.model import ModelSpec
 
 MODEL = ModelSpec("tiny", (1, 2), 16, 1, 4, 32, num_expert_groups=4, topk_groups=2)
-ROUTES = build_route_table(build_fat_tree(4, 3))
 
 
 def test_remote_copies_hand_computed():
@@ -48,8 +48,8 @@ def test_strategy_count_equals_simulator_count(seed, replicas):
         for e in range(16):
             eg[li, e, : 1 + replicas] = rng.choice(G, 1 + replicas, replace=False)
     act = np.full((2, 16), 4 / 16)
-    p = build_problem(ROUTES, MODEL, act, sample=token_sample([trace], G), slots_per_gpu=64,
-                      per_layer_per_gpu=32)
+    p = cluster_problem(ROUTES, act, MODEL, token_sample=token_sample([trace], G),
+                        slots_per_gpu=64, per_layer_per_gpu=32)
     mine = dedup_cost(p, ExpertLayout(eg, G))
     an = count_traffic([trace], ROUTES, eg, TrafficConfig(dispatch="deepep-normal"))
     sim = simulate([trace], ROUTES, eg, SimConfig(traffic=TrafficConfig(dispatch="deepep-normal")))

@@ -79,6 +79,29 @@ def test_no_work_after_the_deadline(monkeypatch, limit, redundant):
         assert cut == [] and not info["stopped_by_time_limit"]
         assert res.solver.dual_bound <= res.solver.objective + 1e-9
         assert isinstance(info["ablation"], dict)
-    if cut:  # layers the limit reached are EPLB's, and the result says it stopped
+    if cut:  # layers the limit reached are unsearched, and the result says it stopped
         assert info["stopped_by_time_limit"]
         assert res.solver.termination.value == "time-limit"
+
+
+def test_unsearched_layers_take_the_cheaper_of_eplb_and_the_group_start(monkeypatch):
+    """R1-like groups (4 groups of 4, tokens inside one group): with no time left, each layer
+    is EPLB's or the group start, whichever costs less on the sample, never worse than both."""
+    rng = np.random.default_rng(5)
+    group = rng.integers(4, size=120)  # each token's group, the same in every layer
+    experts = np.stack([[4 * g + rng.choice(4, 2, replace=False) for _ in range(3)]
+                        for g in group])
+    origins = 2 * (group // 2) + rng.integers(2, size=120)  # groups 0, 1 start on server 0
+    p = _problem(experts, origins, gpus_per_server=2, servers=2, groups=4)
+    res = solve.solve_dedup(p, SolverOptions(time_limit_s=0.5), "dedup", "hops",
+                            clock=TickClock())
+    assert res.info["layers_cut_by_time_limit"] == [0, 1, 2]
+    ref = solve.eplb(p, SolverOptions())
+    assert res.solver.objective <= solve.dedup_cost(p, ref.layout).cost_per_token + 1e-9
+    # whole groups per server: every token (one group) uses one server, at most one remote
+    hosts = res.layout.expert_gpus[:, :, 0][np.arange(3)[None, :, None], experts] // 2
+    assert (hosts == hosts[..., :1]).all()
+    # groups 0, 1 on server 0 and 2, 3 on server 1 (where their tokens start): nothing remote,
+    # while EPLB (groups packed by load: 2.75 round-trip hops per token) loses
+    assert res.solver.objective == 0.0 < solve.dedup_cost(p, ref.layout).cost_per_token
+    assert set(res.info["starts_won"]) == {"groups (time limit)"}

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from experiments.pipeline import build_problem, origin_activation, token_sample
+from experiments.pipeline import build_problem, origin_activation
 from placement import (
     SAMPLE_STRATEGIES,
     STRATEGIES,
@@ -24,6 +24,7 @@ from placement import (
     SolverOptions,
     solve_placement,
 )
+from placement.token_sample import token_sample
 from simulator.cluster.builders import LinkDefaults, build_fat_tree
 from simulator.cluster.paths import build_route_table
 from simulator.cluster.topology import ClusterSpec

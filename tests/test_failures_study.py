@@ -12,9 +12,10 @@ import pytest
 
 from experiments.cli import main
 from experiments.failure_scenarios import robust_arrays, scenarios
-from experiments.pipeline import build_problem, token_sample
+from experiments.pipeline import build_problem
 from placement import STRATEGIES, SolverOptions, expected_cost, solve_placement
 from placement.strategies import NETWORK_ARRAYS, READS_NETWORK
+from placement.token_sample import token_sample
 from simulator.cluster.builders import build_fat_tree, build_leaf_spine, build_rail_optimized
 from simulator.cluster.io import save_cluster
 from simulator.cluster.paths import build_route_table

@@ -157,6 +157,12 @@ def test_incremental_deltas_equal_recounts(seed, servers):
     near = cost.copy()
     srv = rng.permutation(np.repeat(np.arange(servers), 4))
     s = LayerState(x, cost, near, own, E, srv)
+    # every move delta (both formulas: servers <= k and > k) is the exact change of a move
+    md = s.move_deltas()
+    for e in range(E):
+        for dst in range(servers):
+            if dst != s.srv[e]:
+                assert md[e, dst] == pytest.approx(s.move_delta(e, dst), abs=1e-9)
     a, b = rng.choice(E, 2, replace=False)
     if s.srv[a] != s.srv[b]:
         d = s.swap_delta(int(a), int(b))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import itertools
-
 import numpy as np
 import pytest
 
@@ -16,6 +14,7 @@ from placement import (
     expected_cost,
     solve_placement,
 )
+from tests.placement_fixtures import feasible_layouts
 from traces.infra.errors import InputError
 
 # Three single-GPU servers on a line: 0 -- 1 -- 2 (server 1 is central).
@@ -34,15 +33,7 @@ def _problem(activation: np.ndarray, slots: int, per_layer: int, origin=None) ->
 
 
 def _brute_force(problem: PlacementProblem) -> float:
-    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
-    best = np.inf
-    for assign in itertools.product(range(G), repeat=L * E):
-        gpus = np.array(assign).reshape(L, E)
-        layout = ExpertLayout.from_primary(gpus, G)
-        if check_layout(problem, layout):
-            continue
-        best = min(best, expected_cost(problem, layout))
-    return best
+    return min(expected_cost(problem, layout) for layout in feasible_layouts(problem))
 
 
 @pytest.mark.parametrize(

@@ -10,11 +10,11 @@ import numpy as np
 import pytest
 
 from experiments.cli import main
-from experiments.pipeline import build_problem
 from placement import ExpertLayout, SolverOptions, SolveStatus, check_layout, solve_placement
 from placement.layout_io import from_sglang_map, load_layout, to_sglang_map
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
+from tests.placement_fixtures import cluster_problem
 from traces import SynthConfig, generate_trace, model_preset
 from traces.infra.errors import InputError
 from traces.io import write_trace
@@ -51,7 +51,7 @@ def test_sglang_map_round_trip_with_replicas():
     model = model_preset("deepseek-moe-16b")
     rng = np.random.default_rng(0)
     act = rng.dirichlet(np.ones(64), size=model.num_moe_layers) * model.top_k
-    problem = build_problem(routes, model, act, num_redundant=8)
+    problem = cluster_problem(routes, act, model, num_redundant=8)
     res = solve_placement(problem, "eplb")
     obj = json.loads(json.dumps(to_sglang_map(res.layout, model.moe_layer_indices)))
     assert len(obj["physical_to_logical_map"]) == 28
@@ -164,7 +164,7 @@ def test_real_sglang_statistics_place_optimally(sglang_dir):
     model = model_preset("deepseek-r1")
     stats = read_sglang_logical_count(sglang_dir / "decode_in1000out1000.json", model)
     routes = build_route_table(build_fat_tree(10, 32))
-    problem = build_problem(routes, model, stats.activation())
+    problem = cluster_problem(routes, stats.activation(), model)
     res = solve_placement(problem, "ilp-load", SolverOptions(time_limit_s=60))
     assert res.status is SolveStatus.OPTIMAL
     assert res.info["lp_integral"] is True

@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 from helpers import uneven_cluster
 
-from experiments.pipeline import build_problem, token_sample
 from placement import (
     STRATEGIES,
     SolverOptions,
@@ -16,14 +15,13 @@ from placement import (
     solve_placement,
 )
 from placement.eplb import balanced_packing, replicate
-from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.paths import build_route_table
+from placement.token_sample import token_sample
+from tests.placement_fixtures import FAT_TREE_3 as ROUTES
+from tests.placement_fixtures import cluster_problem
 from traces import SynthConfig, generate_trace
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
 
-# 3 servers x 8 GPUs on a k=4 fat tree (pod 0: two servers under edge 0, one under edge 1).
-ROUTES = build_route_table(build_fat_tree(4, 3))
 MODEL = ModelSpec("tiny", (1, 2, 3), 24, 1, 4, 64, num_expert_groups=3, topk_groups=2)
 
 
@@ -41,7 +39,7 @@ def _problem(seed: int = 0, tenants: bool = False, **kw):
         oa = np.transpose(pref[:, gs, :], (0, 2, 1)) / ROUTES.num_gpus
         kw["origin_activation"] = oa
         act = oa.sum(axis=2)
-    return build_problem(ROUTES, MODEL, act, **kw)
+    return cluster_problem(ROUTES, act, MODEL, **kw)
 
 
 # MIP variants stop at a 1e-4 relative gap (the TU models are exact regardless).
@@ -56,7 +54,7 @@ def _sample(seed: int = 0):
 
 @pytest.mark.parametrize("strategy", sorted(STRATEGIES))
 def test_every_strategy_passes_the_checker(strategy):
-    problem = _problem(tenants=True, sample=_sample())
+    problem = _problem(tenants=True, token_sample=_sample())
     res = solve_placement(problem, strategy, OPTS)
     assert res.is_ok, res.message
     assert check_layout(problem, res.layout) == []
@@ -66,7 +64,7 @@ def test_every_strategy_passes_the_checker(strategy):
 @pytest.mark.parametrize("strategy", ["ilp-load", "ilp-bytes", "eplb", "dedup"])
 def test_strategies_with_replicas_pass_the_checker(strategy):
     problem = _problem(1, num_redundant=24, slots_per_gpu=6, per_layer_per_gpu=2,
-                       sample=_sample(1))
+                       token_sample=_sample(1))
     res = solve_placement(problem, strategy, OPTS)
     assert res.is_ok, res.message
     assert check_layout(problem, res.layout) == []
@@ -116,9 +114,11 @@ def test_contiguous_blocks_when_experts_do_not_divide_over_gpus():
     # 5 experts, 3 GPUs, 3 layers: q, r = 1, 2; blocks {0,1} {2,3} {4} on GPUs 0, 1, 2 in
     # layer 0; layer 1 starts 2 GPUs on (GPUs 2, 0, 1), layer 2 4 = 1 on (GPUs 1, 2, 0).
     # Copies per GPU: 5 each = ceil(15 / 3), the slots of the problem.
+    from simulator.cluster.paths import build_route_table
+
     routes = build_route_table(uneven_cluster((2, 1), (400.0, 400.0)))
     model = ModelSpec("five", (0, 1, 2), 5, 0, 1, 8)
-    problem = build_problem(routes, model, np.full((3, 5), 0.2))
+    problem = cluster_problem(routes, np.full((3, 5), 0.2), model)
     res = solve_placement(problem, "contiguous", OPTS)
     assert res.is_ok
     assert res.layout.primary.tolist() == [[0, 0, 1, 1, 2], [2, 2, 0, 0, 1], [1, 1, 2, 2, 0]]
@@ -161,7 +161,7 @@ def test_eplb_hierarchical_keeps_groups_on_servers():
 
 def test_eplb_global_when_groups_do_not_divide_servers():
     model = ModelSpec("tiny2", (1, 2), 24, 1, 4, 64, num_expert_groups=4, topk_groups=2)
-    problem = build_problem(ROUTES, model, _activation(6)[:2])
+    problem = cluster_problem(ROUTES, _activation(6)[:2], model)
     res = solve_placement(problem, "eplb", OPTS)
     assert res.info["variant"] == "global"
     assert check_layout(problem, res.layout) == []

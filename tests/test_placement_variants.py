@@ -16,6 +16,7 @@ from placement import (
     expected_cost,
     solve_placement,
 )
+from tests.placement_fixtures import feasible_layouts
 
 # Three servers on a line s0 -- s1 -- s2; s0 holds GPUs 0 and 1, s1 GPU 2, s2 GPU 3.
 # Directed network links: 0 = s0->s1, 1 = s1->s0 (1 B/s), 2 = s1->s2, 3 = s2->s1 (2 B/s).
@@ -59,14 +60,6 @@ def _problem(seed: int, layers: int = 2, experts: int = 3, **kw) -> PlacementPro
     return PlacementProblem(**base)
 
 
-def _layouts(problem: PlacementProblem):
-    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
-    for assign in itertools.product(range(G), repeat=L * E):
-        layout = ExpertLayout.from_primary(np.array(assign).reshape(L, E), G)
-        if not check_layout(problem, layout):
-            yield layout
-
-
 def _busiest_link(problem: PlacementProblem, layout: ExpertLayout) -> float:
     """Busy seconds per token of the busiest link, by walking every (origin, expert) route."""
     busy = np.zeros(4)
@@ -90,7 +83,7 @@ OPTS = SolverOptions(time_limit_s=30)
 @pytest.mark.parametrize("seed", [0, 1, 2])
 def test_ilp_load_and_bytes_match_brute_force(seed):
     problem = _problem(seed)
-    layouts = list(_layouts(problem))
+    layouts = list(feasible_layouts(problem))
     # The paper's ILP optimises uniform activation top_k / experts = 2/3 everywhere.
     uniform = _problem(seed, activation=np.full((2, 3), 2 / 3))
     res = solve_placement(problem, "ilp", OPTS)
@@ -117,7 +110,7 @@ def test_ilp_origin_matches_brute_force(seed):
     problem = _problem(seed, activation=oa.sum(axis=2), origin_activation=oa)
     res = solve_placement(problem, "ilp-origin", OPTS)
     assert res.status is SolveStatus.OPTIMAL
-    best = min(expected_cost(problem, lay) for lay in _layouts(problem))
+    best = min(expected_cost(problem, lay) for lay in feasible_layouts(problem))
     assert res.objective == pytest.approx(best)
     # ilp-load sees only the marginal activation: never better on the per-origin cost.
     assert solve_placement(problem, "ilp-load", OPTS).objective >= res.objective - 1e-9
@@ -129,7 +122,7 @@ def test_ilp_bottleneck_matches_brute_force(seed):
     res = solve_placement(problem, "ilp-bottleneck", OPTS)
     assert res.status is SolveStatus.OPTIMAL
     assert check_layout(problem, res.layout) == []
-    best = min(_busiest_link(problem, lay) for lay in _layouts(problem))
+    best = min(_busiest_link(problem, lay) for lay in feasible_layouts(problem))
     assert _busiest_link(problem, res.layout) == pytest.approx(best)
     assert res.solver.objective == pytest.approx(best)
     assert res.solver.dual_bound <= best * (1 + 1e-6)  # a lower bound, below the optimum
@@ -139,7 +132,7 @@ def test_ilp_bottleneck_matches_brute_force(seed):
 def test_balance_constraint_matches_brute_force(seed, eps):
     problem = _problem(seed, balance_eps=eps)
     res = solve_placement(problem, "ilp-load", OPTS)
-    feasible = list(_layouts(problem))  # the checker enforces the balance rule
+    feasible = list(feasible_layouts(problem))  # the checker enforces the balance rule
     if not feasible:
         assert res.status is SolveStatus.INFEASIBLE
         assert "balance" in res.message
@@ -165,7 +158,8 @@ def test_gpu_units_when_gpus_of_a_server_differ():
     problem = _problem(9, distance=d, pair_seconds_per_byte=None)
     res = solve_placement(problem, "ilp-load", OPTS)
     assert res.info["unit"] == "gpu"
-    assert res.objective == pytest.approx(min(expected_cost(problem, x) for x in _layouts(problem)))
+    best = min(expected_cost(problem, x) for x in feasible_layouts(problem))
+    assert res.objective == pytest.approx(best)
 
 
 def _replica_layouts(problem: PlacementProblem):

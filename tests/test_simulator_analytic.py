@@ -19,7 +19,8 @@ from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts, resolve_origins
+from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts
+from traces.origins import resolve_origins
 
 
 @st.composite

@@ -195,12 +195,13 @@ def test_bad_json_structure(tmp_path):
     d = _tiny()
     d["links"][0]["bandwidth"] = 1
     p.write_text(json.dumps(d))
-    with pytest.raises(InputError, match=r"links\[0\] has unknown keys \['bandwidth'\]"):
+    with pytest.raises(InputError, match=r"links\[0\]\.bandwidth: unknown key"):
         load_cluster(p)
     d = _tiny()
     d["links"][0]["bandwidth_bytes_per_s"] = "fast"
     p.write_text(json.dumps(d))
-    with pytest.raises(InputError, match=r"bandwidth_bytes_per_s.* must be a (finite )?number"):
+    number = r"bandwidth_bytes_per_s.*(must be|expected) a (finite )?number"
+    with pytest.raises(InputError, match=number):
         load_cluster(p)
 
 

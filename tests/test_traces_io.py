@@ -159,7 +159,7 @@ def test_custom_model_spec(tmp_path):
     assert m.moe_layer_indices == (2, 4) and m.num_routed_experts == 300
     assert load_model_spec("deepseek-r1") == model_preset("deepseek-r1")
     p.write_text('{"name": "c", "moe_layer_indices": [2], "num_routed_experts": 8}')
-    with pytest.raises(InputError, match="m.json: model spec"):
+    with pytest.raises(InputError, match="m.json: required key 'num_shared_experts' is missing"):
         load_model_spec(str(p))
     p.write_text('{"name": "c", "moe_layer_indices": [2], "num_routed_experts": 8,'
                  ' "num_shared_experts": 0, "top_k": 9, "hidden_size": 4}')

@@ -19,6 +19,7 @@ import pyarrow.parquet as pq
 
 from traces.infra.atomic import atomic_output
 from traces.infra.errors import InputError
+from traces.infra.file_format import FileFormat
 from traces.infra.jsonfile import read_json_file
 from traces.io import META_KEY, iter_trace, open_parquet, read_trace_meta
 from traces.model import ModelSpec, model_preset
@@ -121,6 +122,8 @@ def read_sglang_logical_count(
 
 
 LOAD_STATS_KEY = b"moe_netsim.load_stats"
+LOAD_STATS_FORMAT = FileFormat("moe-netsim-load-stats", "moe-netsim load-statistics file",
+                               "load-statistics", ("model", "source"))
 
 
 def save_load_stats(path: str | os.PathLike[str], stats: LoadStats) -> Path:
@@ -139,8 +142,7 @@ def save_load_stats(path: str | os.PathLike[str], stats: LoadStats) -> Path:
             "count": stats.counts.astype(np.float64).ravel(),
         }
     )
-    meta = {"format": "moe-netsim-load-stats", "version": 1, "model": stats.model.to_dict(),
-            "source": stats.source}
+    meta = {**LOAD_STATS_FORMAT.header(), "model": stats.model.to_dict(), "source": stats.source}
     table = table.replace_schema_metadata({LOAD_STATS_KEY: json.dumps(meta).encode()})
     with atomic_output(p) as tmp:
         pq.write_table(table, tmp, compression="zstd")
@@ -151,7 +153,7 @@ def _read_load_stats_parquet(p: Path, model: ModelSpec | None) -> LoadStats:
     pf = open_parquet(p, "load statistics")
     md = pf.schema_arrow.metadata or {}
     try:
-        meta = json.loads(md[LOAD_STATS_KEY].decode())
+        meta = LOAD_STATS_FORMAT.check(json.loads(md[LOAD_STATS_KEY].decode()), str(p))
         file_model = ModelSpec.from_dict(meta["model"])
     except (json.JSONDecodeError, KeyError, TypeError) as exc:
         raise InputError(f"{p}: load-statistics metadata is damaged ({exc})") from None

@@ -2,16 +2,13 @@
 
 from __future__ import annotations
 
-import dataclasses
-import numbers
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from traces.infra.errors import InputError
 from traces.infra.jsonfile import read_json_file
+from traces.infra.records import build_record
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,35 +59,8 @@ class ModelSpec:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelSpec:
-        if not isinstance(d, dict):
-            raise InputError(f"model spec: expected an object, got {type(d).__name__}")
-        fields_ = cls.__dataclass_fields__
-        unknown = set(d) - set(fields_)
-        if unknown:
-            raise InputError(f"model spec: unknown keys {sorted(map(str, unknown))}")
-        missing = [
-            k for k, f in fields_.items() if k not in d and f.default is dataclasses.MISSING
-        ]
-        if missing:
-            raise InputError(f"model spec: required key {missing[0]!r} is missing")
-        d = dict(d)
-        if not isinstance(d["name"], str):
-            raise InputError("model spec: 'name' must be a string")
-        layers = d["moe_layer_indices"]
-        if not isinstance(layers, (list, tuple)) or not all(_is_int(x) for x in layers):
-            raise InputError("model spec: 'moe_layer_indices' must be a list of integers")
-        d["moe_layer_indices"] = tuple(int(x) for x in layers)
-        for key in fields_:
-            if key not in ("name", "moe_layer_indices") and key in d:
-                if not _is_int(d[key]):
-                    raise InputError(f"model spec: {key!r} must be an integer, got {d[key]!r}")
-                d[key] = int(d[key])
-        return cls(**d)
-
-
-def _is_int(x: Any) -> bool:
-    return isinstance(x, numbers.Integral) and not isinstance(x, (bool, np.bool_))
+    def from_dict(cls, d: dict[str, Any], where: str = "model") -> ModelSpec:
+        return build_record(cls, d, where)  # type: ignore[no-any-return]
 
 
 def deepseek_moe_16b() -> ModelSpec:
@@ -142,10 +112,4 @@ def load_model_spec(name_or_path: str) -> ModelSpec:
     p = Path(name_or_path)
     if not p.suffix == ".json":
         model_preset(name_or_path)  # raises the error that lists the known names
-    d = read_json_file(p, "model spec")
-    if not isinstance(d, dict):
-        raise InputError(f"{p}: expected a JSON object with the model's fields")
-    try:
-        return ModelSpec.from_dict(d)
-    except InputError as exc:
-        raise InputError(f"{p}: {exc}") from None
+    return ModelSpec.from_dict(read_json_file(p, "model spec"), str(p))

@@ -293,3 +293,17 @@ def servers_of_gpus(num_gpus: int, gpus_per_server: int, model: OriginModel | No
             f"{where}: {num_gpus} GPUs do not split into servers of {gpus_per_server} GPUs"
         )
     return np.arange(num_gpus) // gpus_per_server
+
+
+def resolve_origins(block: RoutingTrace, num_gpus: int) -> np.ndarray:
+    """Origin GPU per token: recorded, or the block's tokens dealt round-robin (``dp``): the
+    rule of the simulator, the analytic counter and the strategies' token sample."""
+    if block.origin_gpu is not None:
+        o = block.origin_gpu.astype(np.int64)
+        if block.num_tokens and (o.min() < 0 or o.max() >= num_gpus):
+            raise InputError(
+                f"trace: origin_gpu {int(o[(o < 0) | (o >= num_gpus)][0])} is outside the"
+                f" cluster's GPUs 0..{num_gpus - 1}"
+            )
+        return o
+    return np.arange(block.num_tokens, dtype=np.int64) % num_gpus

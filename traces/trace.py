@@ -10,7 +10,14 @@ from typing import Any
 import numpy as np
 
 from traces.infra.errors import InputError
+from traces.infra.file_format import FileFormat
 from traces.model import ModelSpec
+
+# The JSON in a trace file's Parquet metadata (docs/reference/trace-format.md).
+TRACE_FORMAT = FileFormat(
+    "moe-netsim-trace", "moe-netsim trace", "trace", ("model", "source", "produced_by", "extra"),
+    "; tool-specific fields belong under 'extra'",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -25,8 +32,7 @@ class TraceMeta:
     def to_json(self) -> str:
         return json.dumps(
             {
-                "format": "moe-netsim-trace",
-                "version": 1,
+                **TRACE_FORMAT.header(),
                 "model": self.model.to_dict(),
                 "source": self.source,
                 "produced_by": self.produced_by,
@@ -41,16 +47,7 @@ class TraceMeta:
             d = json.loads(text)
         except json.JSONDecodeError as exc:
             raise InputError(f"{where}: metadata is not valid JSON ({exc})") from None
-        if not isinstance(d, dict) or d.get("format") != "moe-netsim-trace":
-            raise InputError(f"{where}: not a moe-netsim trace (metadata 'format' missing)")
-        if d.get("version") != 1:
-            raise InputError(f"{where}: unsupported trace format version {d.get('version')!r}")
-        unknown = set(d) - {"format", "version", "model", "source", "produced_by", "extra"}
-        if unknown:
-            raise InputError(
-                f"{where}: metadata has unknown keys {sorted(map(str, unknown))}; tool-specific"
-                " fields belong under 'extra'"
-            )
+        d = TRACE_FORMAT.check(d, where)
         if not isinstance(d.get("model"), dict):
             raise InputError(f"{where}: metadata key 'model' is missing or not an object")
         if not isinstance(d.get("extra", {}), dict):

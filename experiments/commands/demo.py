@@ -95,9 +95,9 @@ def run_demo(
         compare,
         origin_activation,
         place_and_replay,
-        token_sample,
     )
     from placement import SolverOptions
+    from placement.token_sample import token_sample
     from simulator.cluster.builders import build_fat_tree
     from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig

@@ -361,7 +361,8 @@ def _host_function(
     import numpy as np
 
     from simulator.cluster.paths import build_route_table
-    from simulator.traffic import resolve_hosts, resolve_origins
+    from simulator.traffic import resolve_hosts
+    from traces.origins import resolve_origins
 
     if expert_gpus.shape[2] == 1:
         primary = expert_gpus[:, :, 0]

@@ -16,13 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from experiments.pipeline import (
-    build_problem,
-    origin_activation,
-    place_and_replay,
-    summary_row,
-    token_sample,
-)
+from experiments.pipeline import build_problem, origin_activation, place_and_replay, summary_row
 from experiments.studies.sections import (
     build_cluster,
     model_from_config,
@@ -32,6 +26,7 @@ from experiments.studies.sections import (
 from placement import SAMPLE_STRATEGIES, PlacementProblem, expected_cost
 from placement.ceiling import Ceiling, hop_ceiling
 from placement.ilp import server_cost
+from placement.token_sample import token_sample
 from simulator.cluster.paths import RouteTable, build_route_table
 from traces import (
     ModelSpec,

@@ -35,7 +35,7 @@ import pandas as pd
 
 from experiments.failure_scenarios import Scenario, remap_origins, robust_arrays, scenarios
 from experiments.failures_config import FailureStudyConfig
-from experiments.pipeline import build_problem, origin_activation, token_sample
+from experiments.pipeline import build_problem, origin_activation
 from experiments.studies.cell import Fit, strategy_redundant
 from placement import (
     SAMPLE_STRATEGIES,
@@ -48,6 +48,7 @@ from placement import (
 )
 from placement.repair import repair_layout
 from placement.strategies import ROBUST_STRATEGIES, network_reads
+from placement.token_sample import token_sample
 from simulator.analytic import AnalyticResult, count_traffic
 from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.topology import ClusterSpec

@@ -44,18 +44,17 @@ from experiments.studies.sections import (
     build_cluster,
     check_table,
     expect_int,
-    key_text,
     model_from_config,
     registered_name,
     solver_options,
     split_sim_options,
-    type_name,
 )
 from placement import STRATEGIES
 from placement.strategies import SUPPORTS
 from simulator.cluster.failures import WHATIF_KEYS
 from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
+from traces.infra.records import key_text, type_name
 from traces.load_stats import load_load_stats, load_stats_kind
 from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_server_sets
 

@@ -21,15 +21,13 @@ EPS = 1e-9
 def _top_per_pair(delta: np.ndarray, srv: np.ndarray, S: int, m: int) -> np.ndarray:
     """top[A, B, :m]: the m experts of server A with the smallest move delta towards B (-1 pad)."""
     top = np.full((S, S, m), -1, dtype=np.int64)
+    starts = np.searchsorted(np.sort(srv), np.arange(S))
     for B in range(S):
-        order = np.lexsort((delta[:, B], srv))
-        starts = np.searchsorted(srv[order], np.arange(S + 1))
-        for A in range(S):
-            if A == B:
-                continue
-            block = order[starts[A]:starts[A + 1]][:m]
-            block = block[np.isfinite(delta[block, B])]
-            top[A, B, : block.size] = block
+        order = np.lexsort((delta[:, B], srv))  # by server, then by delta towards B
+        grp = srv[order]
+        pos = np.arange(order.size) - starts[grp]  # rank inside its server
+        keep = (pos < m) & np.isfinite(delta[order, B]) & (grp != B)
+        top[grp[keep], B, pos[keep]] = order[keep]
     return top
 
 

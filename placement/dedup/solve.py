@@ -110,17 +110,10 @@ def _solve_layer(
 ) -> _Layer:
     E, S = problem.num_experts, problem.num_servers
     gs = problem.gpu_server
-    if deadline.search_passed() and ref is not None:  # time is up: EPLB's layer, unsearched
-        return _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb (time limit)")
     cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
     pcap = _primary_caps(cap, E)
-    if deadline.search_passed():  # and no EPLB layout: the servers filled in expert order
-        srv = np.repeat(np.arange(S), pcap)
-        st = LayerState(x, cost, near, own, E, srv)
-        c = st.objective()
-        copies, gpu_load = _to_gpus(problem, st, quota)
-        missed = gpu_cap is not None and gpu_load.max() > gpu_cap + 1e-9
-        return _Layer(copies, c, c, c, "filled in order (time limit)", guard_missed=missed)
+    if deadline.search_passed():
+        return _unsearched_layer(problem, li, x, cost, near, own, quota, pcap, gpu_cap, ref)
     # With a sparse sample the held-out tokens decide (``_fit_single``): starts may then use
     # only the other tokens, and not EPLB's layout (fitted on the load of all of them).
     sparse = x.shape[0] * x.shape[1] < HOLDOUT_BELOW_ROUTES * E * S
@@ -165,6 +158,32 @@ def _solve_layer(
             last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
         return dataclasses.replace(last, guard_missed=True)
     return _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb")
+
+
+def _unsearched_layer(
+    problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
+    own: np.ndarray, quota: np.ndarray, pcap: np.ndarray, gpu_cap: float | None,
+    ref: ExpertLayout | None,
+) -> _Layer:
+    """A layer the time limit reached before its search: EPLB's layer or, where no balance
+    guard binds, the routing-group start when that is cheaper on the sample (servers filled
+    in expert order without either)."""
+    E, S, gs = problem.num_experts, problem.num_servers, problem.gpu_server
+    eplb_layer = None
+    if ref is not None:
+        eplb_layer = _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb (time limit)")
+        if gpu_cap is not None:
+            return eplb_layer
+    srv = group_start(x, own, E, problem.expert_groups, pcap)
+    name = "groups (time limit)"
+    if srv is None:
+        srv, name = np.repeat(np.arange(S), pcap), "filled in order (time limit)"
+    c = primary_cost(x, cost, srv)
+    if eplb_layer is not None and eplb_layer.final_cost <= c:
+        return eplb_layer
+    copies, gpu_load = _to_gpus(problem, LayerState(x, cost, near, own, E, srv), quota)
+    missed = gpu_cap is not None and gpu_load.max() > gpu_cap + 1e-9
+    return _Layer(copies, c, c, c, name, guard_missed=missed)
 
 
 def _eplb_layer(

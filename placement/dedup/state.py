@@ -19,6 +19,15 @@ def primary_cost(experts: np.ndarray, cost: np.ndarray, servers: np.ndarray) -> 
     return float((cost * used).sum())
 
 
+def _sum_by_expert(per_route: np.ndarray, bounds: np.ndarray) -> np.ndarray:
+    """Rows of ``per_route`` [routes grouped by expert, S] summed per expert, [experts, S]."""
+    out = np.zeros((len(bounds) - 1, per_route.shape[1]))
+    used = bounds[1:] > bounds[:-1]  # experts without routes stay 0 (reduceat would not)
+    if used.any():
+        out[used] = np.add.reduceat(per_route, bounds[:-1][used], axis=0)
+    return out
+
+
 class LayerState:
     """Single-copy and replicated experts of one layer on servers, with token-server counts."""
 
@@ -46,8 +55,7 @@ class LayerState:
         self.occ = np.zeros((T, num_experts), dtype=bool)
         self.occ[self.r_tok, self.r_exp] = True
         # w[e, B] = sum over e's tokens of cost[t, B] (constant: costs never change)
-        self.w = np.stack([np.bincount(self.r_exp, weights=cost[self.r_tok, b],
-                                       minlength=num_experts) for b in range(self.S)], axis=1)
+        self.w = _sum_by_expert(cost[self.r_tok], self.bounds)
         self.weight = np.diff(self.bounds)  # routes per expert (its load)
         self.copies: list[list[int]] = [[int(s)] for s in servers]
         self.srv = np.asarray(servers, dtype=np.int64).copy()
@@ -86,16 +94,19 @@ class LayerState:
         hk = np.empty(T * k, dtype=np.int64)
         hk[self.order] = self.h
         hk = hk.reshape(T, k)
+        rows = np.arange(T)[:, None]
+        only = np.where(self.cnt[rows, hk] == 1, self.cost[rows, hk], 0.0)
+        rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
+        if S <= k:  # few servers: sum cost[t, B] over e's tokens not on B yet, directly
+            free = np.where(self.cnt == 0, self.cost, 0.0)[self.r_tok]  # [routes, S]
+            return _sum_by_expert(free, self.bounds) - rem[:, None]
         srt = np.sort(hk, axis=1)
         first = np.ones(srt.shape, dtype=bool)
         first[:, 1:] = srt[:, 1:] != srt[:, :-1]
-        rows = np.arange(T)[:, None]
         val = np.where(first, self.cost[rows, srt], 0.0)  # [T, k]: servers t uses, once each
         keys = (self.x[:, :, None] * S + srt[:, None, :]).ravel()  # every (expert, used server)
         vals = np.broadcast_to(val[:, None, :], (T, k, k)).ravel()
         used = np.bincount(keys, weights=vals, minlength=self.E * S).reshape(self.E, S)
-        only = np.where(self.cnt[rows, hk] == 1, self.cost[rows, hk], 0.0)
-        rem = np.bincount(self.x.ravel(), weights=only.ravel(), minlength=self.E)
         return self.w - used - rem[:, None]
 
     def _part(self, e: int, src: int, dst: int, tokens: np.ndarray) -> float:
@@ -122,9 +133,9 @@ class LayerState:
     def _shift(self, e: int, dst: int) -> None:
         src = int(self.srv[e])
         lo, hi = self.bounds[e], self.bounds[e + 1]
-        t = self.r_tok[lo:hi]
-        np.subtract.at(self.cnt, (t, np.full(t.size, src)), 1)
-        np.add.at(self.cnt, (t, np.full(t.size, dst)), 1)
+        t = self.r_tok[lo:hi]  # distinct: a token uses an expert once
+        self.cnt[t, src] -= 1
+        self.cnt[t, dst] += 1
         self.h[lo:hi] = dst
         self.srv[e] = dst
         self.copies[e] = [dst]
@@ -149,9 +160,7 @@ class LayerState:
         nearer = self.near[t] < self.near[t, h][:, None]
         rem = np.where(cnt[t, h] == 1, c[t, h], 0.0)
         add = np.where(cnt[t] == 0, c[t], 0.0)
-        per = np.where(nearer, add - rem[:, None], 0.0)
-        cs = np.vstack([np.zeros((1, self.S)), np.cumsum(per, axis=0)])
-        out = cs[self.bounds[1:]] - cs[self.bounds[:-1]]
+        out = _sum_by_expert(np.where(nearer, add - rem[:, None], 0.0), self.bounds)
         for e, cp in enumerate(self.copies):
             out[e, cp] = np.inf
         return out
@@ -178,9 +187,9 @@ class LayerState:
 
     def apply_replica(self, e: int, s: int) -> None:
         r = self._replica_routes(e, s)
-        t, old = self.r_tok[r], self.h[r]
-        np.subtract.at(self.cnt, (t, old), 1)
-        np.add.at(self.cnt, (t, np.full(t.size, s)), 1)
+        t, old = self.r_tok[r], self.h[r]  # distinct tokens
+        self.cnt[t, old] -= 1
+        self.cnt[t, s] += 1
         self.h[r] = s
         self.copies[e].append(s)
 

@@ -26,6 +26,7 @@ from simulator.cluster.nvl72 import SCALE_OUT_FABRICS, build_nvl72
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.limits import check_memory
+from traces.infra.records import typed_value
 
 # The fewest bytes one node or link of a cluster takes (a frozen dataclass and its name).
 BYTES_PER_ELEMENT = 100
@@ -126,30 +127,21 @@ def _dragonfly_servers(p: dict[str, Any]) -> int:
 
 
 def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
+    """A parameter's value as its type wants it; text (a GraphML attribute, ``--param k=4``)
+    is parsed first, and a whole float is an integer."""
     where = f"{family}: parameter {p.name}"
     if value is None and p.default is None:
         return None
-    if p.type is str:
-        if not isinstance(value, str):
-            raise InputError(f"{where}: expected a string, got {value!r}")
-        return value.strip()
-    if isinstance(value, str):
+    if isinstance(value, str) and p.type is not str:
         text = value.strip()
         try:
             value = int(text) if p.type is int else float(text)
         except ValueError:
             raise InputError(f"{where}: expected {p.type.__name__}, got {text!r}") from None
-    if isinstance(value, bool):
-        raise InputError(f"{where}: expected {p.type.__name__}, got {value!r}")
-    if p.type is int:
-        if isinstance(value, float) and value.is_integer():
-            value = int(value)
-        if not isinstance(value, int):
-            raise InputError(f"{where}: expected an integer, got {value!r}")
-        return value
-    if not isinstance(value, int | float):
-        raise InputError(f"{where}: expected a number, got {value!r}")
-    return float(value)
+    if p.type is int and isinstance(value, float) and value.is_integer():
+        value = int(value)
+    value = typed_value(p.type, value, where)
+    return value.strip() if isinstance(value, str) else value
 
 
 _K = ("k", int, "Switch radix: k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2 cores.")
