@@ -58,7 +58,7 @@ def number_parser(kind: type, rng: Range | None, unit: str = "") -> Callable[[st
 
 
 def add_option(
-    parser: argparse.ArgumentParser, cls: type, name: str, flag: str, *aliases: str,
+    parser: argparse._ActionsContainer, cls: type, name: str, flag: str, *aliases: str,
     help: str | None = None, default: Any = dataclasses.MISSING, more: str = "",
 ) -> argparse.Action:
     """Add ``flag`` for the option field ``cls.name`` (type, default, range, unit, help;

@@ -147,7 +147,7 @@ def test_failures_that_pose_the_same_problem_share_one_layout():
     from experiments.failures_config import FailureStudyConfig
     from experiments.studies.cell import fit_and_replay
     from experiments.studies.failures import _Study
-    from experiments.studies.spec import TRACE_DEFAULTS
+    from experiments.study_trace import TRACE_DEFAULTS
     from placement.bottleneck import max_link_busy
     from simulator.config import SimConfig
 

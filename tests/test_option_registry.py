@@ -112,7 +112,7 @@ def test_flags_refuse_values_outside_their_range_naming_the_flag(command, action
 
 def test_every_origins_flag_and_the_study_key_derive_from_the_one_field() -> None:
     """``--origins`` on every command that takes it, and ``trace.origins``: one definition."""
-    from experiments.studies.spec import TRACE_DEFAULTS
+    from experiments.study_trace import TRACE_DEFAULTS
     from traces.origins import OriginOptions
 
     field = dataclasses.fields(OriginOptions)[0]

@@ -11,6 +11,7 @@ from experiments.commands.simulate import scheduler_address
 from experiments.options import SEED_RANGE, add_number, add_option
 from experiments.outputs import STUDY_RUN, add_output_argument, claim_output
 from experiments.progress import Feedback, add_progress_arguments
+from experiments.study_trace import TraceSection
 from traces.infra.errors import InputError
 from traces.infra.options import Range
 from traces.infra.protected import protect
@@ -142,8 +143,8 @@ def register(sub: argparse._SubParsersAction) -> None:
                    help="Fit the placement on this trace or SGLang load statistics (.json);"
                         " the replay then starts at the first token of the replayed trace"
                         " (--fit-trace is the older name of the same flag).")
-    add_number(p, "--tokens", int, None, "Tokens replayed per cell (as many again are used to"
-               " fit).", "tokens", Range(1, 2**30))
+    add_option(p, TraceSection, "replay_tokens", "--tokens", default=None,
+               help="Tokens replayed per cell (as many again are used to fit).")
     add_number(p, "--seed", int, 0, "Seed of traces and solvers.", "", SEED_RANGE)
     add_option(p, OriginOptions, "origins", "--origins",
                more=" Replaces the study's two origin scenarios (even, tenant locality) by this"

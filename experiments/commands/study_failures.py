@@ -23,10 +23,10 @@ from experiments.outputs import (
     write_parquet,
 )
 from experiments.progress import Feedback, add_progress_arguments
+from experiments.study_trace import TraceSection
 from placement.options import SolverOptions
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
-from traces.infra.options import Range
 from traces.origins import OriginOptions
 
 COMMAND = "study failures"
@@ -58,8 +58,8 @@ def register(names: argparse._SubParsersAction) -> None:
     p.add_argument("--fit", type=Path, default=None,
                    help="Fit on this trace or SGLang load statistics (.json) instead; the replay"
                         " then starts at the first token of the replayed trace.")
-    add_number(p, "--tokens", int, 2048, "Tokens replayed (and as many fitted on, unless --fit).",
-               "tokens", Range(1, 2**30))
+    add_option(p, TraceSection, "replay_tokens", "--tokens",
+               help="Tokens replayed (and as many fitted on, unless --fit).")
     add_number(p, "--seed", int, 0, "Seed of the trace and solvers.", "", SEED_RANGE)
     add_option(p, OriginOptions, "origins", "--origins")
     add_option(p, FailureStudyConfig, "des_worst", "--des-worst")
@@ -81,7 +81,7 @@ def _fit(args: argparse.Namespace, gpu_server: Any) -> tuple[Any, Any]:
     """The model and the fit/replay tokens, by the study cells' own rules."""
     from experiments.studies.cell import fit_and_replay
     from experiments.studies.sections import DEFAULT_MODEL
-    from experiments.studies.spec import TRACE_DEFAULTS
+    from experiments.study_trace import TRACE_DEFAULTS
     from traces import model_preset
     from traces.io import read_trace_meta
 

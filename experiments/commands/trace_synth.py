@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 from experiments.options import SEED_RANGE, add_number, add_option
 from experiments.outputs import TRACE_FILE, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
+from experiments.study_trace import TraceSection
 from traces.infra.errors import InputError
 from traces.infra.options import Range
 from traces.origins import OriginOptions, origins_help
@@ -48,7 +49,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
                required=True)
     add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     add_number(p, "--seed", int, 0, "Seed of the generator.", "", SEED_RANGE)
-    add_number(p, "--seq-len", int, 512, "Tokens per sequence.", "tokens", Range(1, 2**31 - 1))
+    add_option(p, TraceSection, "seq_len", "--seq-len", default=512)
     add_number(p, "--step-tokens", int, 4096, "Tokens per step.", "tokens", Range(1, 2**31 - 1))
     add_number(p, "--gpus", int, 8, "GPUs that origins are spread over.", "GPUs",
                Range(1, 2**20))
@@ -58,7 +59,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
                help=origins_help().replace("the trace's recorded origins, else dp",
                                            "dp, or each --tenant on its GPUs"))
     pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
-    add_number(pop, "--zipf", float, None, "Zipf exponent of popularity.", "", Range(0, 100))
+    add_option(pop, TraceSection, "zipf_exponent", "--zipf", default=None)
     pop.add_argument(
         "--curve", choices=CURVES, default=None,
         help="Rank curve: zipf, or esft (measured on real DeepSeek-V2-Lite routing).",

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from experiments.studies.sections import build_cluster
-from experiments.studies.spec import TRACE_DEFAULTS
+from experiments.study_trace import TRACE_DEFAULTS
 from traces.importers import import_trace
 from traces.infra.errors import InputError
 from traces.io import read_trace, write_trace

@@ -35,7 +35,8 @@ from typing import Any
 
 from experiments.studies.esft import esft_cells
 from experiments.studies.sections import build_cluster
-from experiments.studies.spec import TRACE_DEFAULTS, Study, build_study
+from experiments.studies.spec import Study, build_study
+from experiments.study_trace import TRACE_DEFAULTS
 from placement import STRATEGIES
 from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta

@@ -49,6 +49,7 @@ from experiments.studies.sections import (
     solver_options,
     split_sim_options,
 )
+from experiments.study_trace import TRACE_DEFAULTS, check_trace_numbers
 from placement import STRATEGIES
 from placement.strategies import SUPPORTS
 from simulator.cluster.failures import WHATIF_KEYS
@@ -56,23 +57,12 @@ from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
 from traces.infra.records import key_text, type_name
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import OriginOptions, check_cluster, resolve_model, tenant_server_sets
+from traces.origins import check_cluster, resolve_model, tenant_server_sets
 
 TOP_KEYS = ("seed", "study", "model", "topology", "strategy", "trace", "sim", "rebalance", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
 TOPOLOGY_KEYS = ("family", "params", "links", *WHATIF_KEYS)
 STRATEGY_KEYS = ("name", "options", "replicas", "balance_eps", "label")
-TRACE_DEFAULTS: dict[str, Any] = {
-    "source": "synthetic",
-    "fit_source": "",
-    "fit_tokens": 2048,
-    "replay_tokens": 2048,
-    "seq_len": 1,  # one token per sequence: origins (sequence mod GPUs) spread evenly
-    "zipf_exponent": 0.9,
-    "origins": OriginOptions().origins,
-    "tenants": 0,
-    "label": "",
-}
 # Options of the synthetic generator that a study may not set (the cell decides them).
 DEFAULT_BASE: dict[str, Any] = {
     "seed": 0,
@@ -179,16 +169,11 @@ def validate_cell(config: dict[str, Any], where: str = "study") -> dict[str, Any
         return {"model": validate_rebalance_cell(config, cluster, where), "cluster": cluster,
                 "sim": sim}
 
-    for key in ("fit_tokens", "replay_tokens"):
-        expect_int(trace[key], f"{where}: trace.{key}", 1)
-    expect_int(trace["seq_len"], f"{where}: trace.seq_len", 1)
-    z = trace["zipf_exponent"]
-    if not isinstance(z, int | float) or isinstance(z, bool) or not 0 <= z < 1e6:
-        raise InputError(f"{where}: trace.zipf_exponent: expected a number >= 0, got {z!r}")
+    check_trace_numbers(trace, where)  # the ranges of the flags that set the same knobs
     for key in ("source", "fit_source", "origins", "label"):
         if not isinstance(trace[key], str):
             raise InputError(f"{where}: trace.{key}: expected a string")
-    tenants = expect_int(trace["tenants"], f"{where}: trace.tenants", 0)
+    tenants = trace["tenants"]
     if tenants:
         if trace["source"] != "synthetic":
             raise InputError(f"{where}: trace.tenants: only the synthetic generator has tenants")

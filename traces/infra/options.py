@@ -100,6 +100,23 @@ def range_problem(value: Any, rng: Range, unit: str = "") -> str | None:
     return f"must be {rng.text()}{units}, got {value!r}"
 
 
+def check_field_value(cls: type, name: str, value: Any, where: str) -> None:
+    """``value`` for the :func:`option` field ``cls.name`` given outside the dataclass (a study
+    key): InputError naming ``where`` unless it has the field's kind and lies in its range."""
+    import typing
+
+    from traces.infra.records import type_name
+
+    f = next(f for f in dataclasses.fields(cls) if f.name == name)
+    hint = typing.get_type_hints(cls)[name]
+    kinds = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+    if kinds[0] is int and (isinstance(value, bool) or not isinstance(value, int)):
+        raise InputError(f"{where}: expected an integer, got {value!r} ({type_name(value)})")
+    problem = range_problem(value, f.metadata["range"], f.metadata.get("unit", ""))
+    if problem:
+        raise InputError(f"{where}: {problem}")
+
+
 def check_options(obj: Any, where: str) -> None:
     """Check every :func:`option` field of a dataclass instance; ``None`` means "derived"."""
     for f in dataclasses.fields(obj):
