@@ -63,15 +63,20 @@ def round_robin(problem: PlacementProblem, options: SolverOptions) -> PlacementR
 def contiguous(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
     """Blocks of consecutive experts per GPU, the serving engines' default.
 
-    GPU g holds experts g * n .. g * n + n - 1 of every layer, n = ceil(experts / gpus).  With
-    fewer experts than GPUs each layer's block is shifted by ``experts`` GPUs so slots fill
-    evenly.
+    Per layer the blocks differ by at most one expert, the larger ones first (vLLM's split:
+    with q, r = divmod(experts, gpus) the first r blocks hold q + 1, the others q), block b on
+    GPU b.  Where the experts do not divide over the GPUs, each layer's blocks start r GPUs
+    further on, so the larger blocks rotate and slots fill evenly (every GPU holds at most
+    ceil(layers x experts / gpus) copies); with fewer experts than GPUs that shifts each layer
+    by ``experts`` GPUs.
     """
     t0 = time.perf_counter()
     L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
-    n = -(-E // G)
-    shift = E if E < G else 0
-    gpus = (np.arange(E)[None, :] // n + np.arange(L)[:, None] * shift) % G
+    q, r = divmod(E, G)
+    e = np.arange(E)
+    big = r * (q + 1)  # experts in the r larger blocks
+    block = np.where(e < big, e // (q + 1), r + (e - big) // max(q, 1))
+    gpus = (block[None, :] + np.arange(L)[:, None] * r) % G
     return _result("contiguous", problem, gpus, options, t0)
 
 

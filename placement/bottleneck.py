@@ -176,7 +176,7 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
     if start_res.layout is not None:
         start_server = problem.gpu_server[start_res.layout.primary]
         starts.append(_server_loads(problem, start_server))
-        info["ilp_load_bottleneck"] = float((starts[0] @ B).max()) * b_scale
+        info["ilp_load_bottleneck"] = float((starts[0] @ B).max(initial=0.0)) * b_scale
     if B.shape[1] == 0:  # no network link carries traffic: every layout is optimal
         if not starts:
             return failed("ilp-bottleneck", problem, options, start_res.solver or

@@ -39,6 +39,7 @@ from simulator.traffic import (
     validate_layout,
 )
 from traces.origins import resolve_origins
+from traces.stats import max_over_mean
 from traces.trace import RoutingTrace
 
 
@@ -52,6 +53,7 @@ class AnalyticResult:
     hops_per_token: float  # the paper's metric: dispatch + combine distance per token
     network_bytes: int  # bytes put on the network (links from a server into a switch)
     lower_bound_s: pd.DataFrame  # per (microbatch, layer, phase): max link bytes / bandwidth
+    gpu_routes: np.ndarray  # [MoE layers, gpus] routes each GPU serves (its compute load)
     summary: dict[str, Any]
     links: pd.DataFrame  # per link direction: dispatch/combine/total bytes
 
@@ -162,6 +164,7 @@ class AnalyticPart:
     tokens: int
     tally: CopyTally
     bounds: list[tuple[int, int, str, float]]
+    gpu_routes: np.ndarray  # [MoE layers, gpus]
 
 
 _COUNTERS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, _Counter]] = (
@@ -196,10 +199,12 @@ def count_microbatch(
     hops = 0.0
     tally = CopyTally()
     bounds: list[tuple[int, int, str, float]] = []
+    gpu_routes = np.zeros((m.num_moe_layers, g), dtype=np.int64)
     for li in range(m.num_moe_layers):
         hosts = resolve_hosts_layer(
             block.experts[:, li, :], origins, expert_gpus[li], routes.gpu_distance
         )
+        gpu_routes[li] = np.bincount(hosts.ravel(), minlength=g)
         hops += float(routes.gpu_distance[origins[:, None], hosts].sum()) * 2
         tally.add(remote_copies(origins, hosts, cluster.gpu_server), block.num_tokens, db + cb)
         d_units, c_units = counter.count(origins, hosts)
@@ -213,7 +218,7 @@ def count_microbatch(
         layer = m.moe_layer_indices[li]
         bounds.append((mb, layer, "dispatch", float((d_copies * db / bandwidth).max())))
         bounds.append((mb, layer, "combine", float((c_copies * cb / bandwidth).max())))
-    return AnalyticPart(mb, dispatch, combine, hops, block.num_tokens, tally, bounds)
+    return AnalyticPart(mb, dispatch, combine, hops, block.num_tokens, tally, bounds, gpu_routes)
 
 
 def count_traffic(
@@ -254,6 +259,7 @@ def combine_parts(
     tokens = 0
     tally = CopyTally()
     bounds: list[tuple[int, int, str, float]] = []
+    gpu_routes = np.zeros((0, routes.num_gpus), dtype=np.int64)
     for want, part in enumerate(parts):
         if part.microbatch != want:
             raise ValueError(f"micro-batch {part.microbatch} where {want} was due")
@@ -263,6 +269,7 @@ def combine_parts(
         tokens += part.tokens
         tally.merge(part.tally)
         bounds += part.bounds
+        gpu_routes = part.gpu_routes if gpu_routes.size == 0 else gpu_routes + part.gpu_routes
     total = whole_bytes(add_units(dispatch, combine), den)  # rounded as the replay rounds
     dispatch = whole_bytes(dispatch, den)
     combine = whole_bytes(combine, den)
@@ -277,6 +284,8 @@ def combine_parts(
     summary: dict[str, Any] = {
         "tokens": float(tokens),
         "hops_per_token": hops / tokens if tokens else 0.0,
+        # compute balance: per layer the busiest GPU's routes over the mean GPU's, averaged
+        "gpu_balance_max_over_mean": float(max_over_mean(gpu_routes).mean()) if tokens else 0.0,
         **tally.summary(),
         **tiers,
         "dispatch_lower_bound_s": float(by_phase.get("dispatch", 0.0)),
@@ -292,6 +301,7 @@ def combine_parts(
         hops_per_token=summary["hops_per_token"],
         network_bytes=int(tiers["network_bytes"]),
         lower_bound_s=lower,
+        gpu_routes=gpu_routes,
         summary=summary,
         links=links,
     )

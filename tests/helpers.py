@@ -53,3 +53,41 @@ def make_trace(
         step=None if step is None else np.asarray(step, dtype=np.int32),
     )
 
+
+
+def uneven_cluster(
+    sizes: tuple[int, ...] = (3, 1, 4, 2),
+    nic_gbit: tuple[float, ...] = (100, 200, 400, 400),
+    per_gpu_nics: bool = False,
+    nvlink_bw: float = 4.5e11,
+) -> ClusterSpec:
+    """Servers of ``sizes`` GPUs with NICs of ``nic_gbit`` Gb/s (per server) on one spine.
+
+    Pooled NICs: server s on leaf s // 2 through one uplink of (its GPUs x its NIC rate).
+    Per-GPU NICs: rail switch r for every GPU index r; GPU g of server s owns the link from s to
+    rail g at the server's NIC rate; rails join through the spine.
+    """
+    nodes: list[NodeSpec] = [NodeSpec("spine", "switch", tier="spine")]
+    links: list[LinkSpec] = []
+    rails = max(sizes)
+    if per_gpu_nics:
+        for r in range(rails):
+            nodes.append(NodeSpec(f"rail{r}", "switch", tier="rail"))
+            links.append(LinkSpec(f"rail{r}", "spine", 4e11, 1e-6, 1.0, "spine"))
+    else:
+        for leaf in range((len(sizes) + 1) // 2):
+            nodes.append(NodeSpec(f"leaf{leaf}", "switch", tier="leaf"))
+            links.append(LinkSpec(f"leaf{leaf}", "spine", 4e11, 1e-6, 1.0, "spine"))
+    for s, (n, gbit) in enumerate(zip(sizes, nic_gbit, strict=True)):
+        nodes.append(NodeSpec(f"s{s}", "server"))
+        rate = gbit * 1e9 / 8
+        for g in range(n):
+            nodes.append(NodeSpec(f"s{s}.g{g}", "gpu", server=f"s{s}"))
+            links.append(LinkSpec(f"s{s}.g{g}", f"s{s}", nvlink_bw, 5e-7, 0.0, "nvlink"))
+            if per_gpu_nics:
+                links.append(LinkSpec(f"s{s}", f"rail{g}", rate, 1e-6, 1.0, "rail",
+                                      nic_gpu=f"s{s}.g{g}"))
+        if not per_gpu_nics:
+            links.append(LinkSpec(f"s{s}", f"leaf{s // 2}", n * rate, 1e-6, 1.0, "access"))
+    return ClusterSpec("uneven", tuple(nodes), tuple(links),
+                       f"servers of {list(sizes)} GPUs, NICs {list(nic_gbit)} Gb/s")

@@ -101,10 +101,16 @@ def test_study_over_link_failures_end_to_end(tmp_path, capsys):
     for _, g in keep.groupby("strategy"):
         assert g["network_bytes_dedup"].nunique() == 1
         assert g["network_bytes_no_dedup"].nunique() == 1
+        # and no distance (leaf-spine links have a twin): hops and the GPU loads stay too
+        assert g["hops_per_token"].nunique() == 1
+        assert g["gpu_balance_max_over_mean"].nunique() == 1
+    assert (rows["gpu_balance_max_over_mean"] >= 1.0).all()
     replaced = rows[rows["policy"] == "re-place"]
     assert replaced["reused"].all()  # the failures change no distance
     summary = pd.read_parquet(out / "summary.parquet")
-    assert {"robust", "worst_bound_ms", "mean_bound_ms", "worst_latency_p99_ms"} <= set(summary)
+    assert {"robust", "worst_bound_ms", "mean_bound_ms", "worst_latency_p99_ms",
+            "healthy_hops_per_token", "worst_hops_per_token",
+            "worst_gpu_balance_max_over_mean"} <= set(summary)
     assert (out / "report.html").is_file()
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "moe-netsim study failures"

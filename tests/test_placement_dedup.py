@@ -19,7 +19,13 @@ from placement import (
     expected_cost,
     solve_placement,
 )
-from placement.dedup.bound import exact_layer, replica_bound, transport_bound
+from placement.dedup.bound import (
+    exact_layer,
+    layouts_count,
+    replica_bound,
+    server_assignments,
+    transport_bound,
+)
 from placement.dedup.deadline import Deadline
 from placement.dedup.evaluate import dedup_cost
 from placement.dedup.search import swap_search
@@ -184,6 +190,16 @@ def test_exact_layer_hand_computed():
     cost = np.array([[0.0, 1.0]] * 3)
     val, srv = exact_layer(x, cost, 4, np.array([2, 2]))
     assert val == 1.0 and srv[0] == srv[1] and srv[2] == srv[3]
+
+
+@pytest.mark.parametrize("caps", [(2, 2), (6, 6), (3, 1, 2), (12, 0)])
+def test_server_assignments_lists_every_layout_once(caps):
+    # C(4,2) = 6; C(12,6) = 924 (12! = 479,001,600 permutations of the slots, the old way);
+    # C(6,3) x C(3,1) = 60; one way to put 12 on one server
+    n = sum(caps)
+    got = [tuple(a) for a in server_assignments(n, np.array(caps))]
+    assert len(got) == len(set(got)) == layouts_count(n, np.array(caps))
+    assert all(np.bincount(a, minlength=len(caps)).tolist() == list(caps) for a in got)
 
 
 def test_refuses_a_problem_without_token_sample():

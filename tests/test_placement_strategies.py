@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from helpers import uneven_cluster
 
 from placement import (
     STRATEGIES,
@@ -107,6 +108,20 @@ def test_contiguous_blocks():
     # 24 experts on 24 GPUs: expert i on GPU i in every layer.
     res = solve_placement(_problem(), "contiguous", OPTS)
     assert (res.layout.primary == np.arange(24)[None, :]).all()
+
+
+def test_contiguous_blocks_when_experts_do_not_divide_over_gpus():
+    # 5 experts, 3 GPUs, 3 layers: q, r = 1, 2; blocks {0,1} {2,3} {4} on GPUs 0, 1, 2 in
+    # layer 0; layer 1 starts 2 GPUs on (GPUs 2, 0, 1), layer 2 4 = 1 on (GPUs 1, 2, 0).
+    # Copies per GPU: 5 each = ceil(15 / 3), the slots of the problem.
+    from simulator.cluster.paths import build_route_table
+
+    routes = build_route_table(uneven_cluster((2, 1), (400.0, 400.0)))
+    model = ModelSpec("five", (0, 1, 2), 5, 0, 1, 8)
+    problem = cluster_problem(routes, np.full((3, 5), 0.2), model)
+    res = solve_placement(problem, "contiguous", OPTS)
+    assert res.is_ok
+    assert res.layout.primary.tolist() == [[0, 0, 1, 1, 2], [2, 2, 0, 0, 1], [1, 1, 2, 2, 0]]
 
 
 def test_greedy_puts_the_hottest_expert_on_a_cheapest_gpu():

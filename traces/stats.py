@@ -40,6 +40,14 @@ def activation_probability(counts: np.ndarray, model: ModelSpec) -> np.ndarray:
     return counts / tokens
 
 
+def max_over_mean(loads: np.ndarray) -> np.ndarray:
+    """Imbalance of each row of ``loads`` (one row per layer): its maximum over its mean, 0 for
+    an empty row (1 = balanced).  The one rule behind every ``*_max_over_mean`` column."""
+    mean = loads.mean(axis=1)
+    return np.divide(loads.max(axis=1), mean, out=np.zeros_like(mean, dtype=np.float64),
+                     where=mean > 0)
+
+
 def summarize_load(counts: np.ndarray, model: ModelSpec) -> pd.DataFrame:
     """One row per MoE layer: routes, busiest expert, mean, and imbalance (max / mean)."""
     mean = counts.mean(axis=1)
@@ -50,7 +58,7 @@ def summarize_load(counts: np.ndarray, model: ModelSpec) -> pd.DataFrame:
             "routes": counts.sum(axis=1),
             "max_expert_routes": mx,
             "mean_expert_routes": mean,
-            "imbalance_max_over_mean": np.divide(mx, mean, out=np.zeros_like(mean), where=mean > 0),
+            "imbalance_max_over_mean": max_over_mean(counts),
         }
     )
 
@@ -246,8 +254,6 @@ def summarize_gpu_load(stats: TraceStats) -> pd.DataFrame:
             "busiest_gpu": g.argmax(axis=1),
             "max_gpu_routes": g.max(axis=1),
             "mean_gpu_routes": mean,
-            "gpu_imbalance_max_over_mean": np.divide(
-                g.max(axis=1), mean, out=np.zeros_like(mean), where=mean > 0
-            ),
+            "gpu_imbalance_max_over_mean": max_over_mean(g),
         }
     )

@@ -144,7 +144,8 @@ def run(args: argparse.Namespace) -> int:
         if not args.no_report:
             write_report(work, study, summary, config, label, fit.description)
     shown = [c for c in ("strategy", "policy", "robust", "healthy_bound_ms", "mean_bound_ms",
-                         "worst_bound_ms", "worst_scenario", "worst_latency_p99_ms")
+                         "worst_bound_ms", "worst_scenario", "worst_hops_per_token",
+                         "worst_gpu_balance_max_over_mean", "worst_latency_p99_ms")
              if c in summary.columns]
     print(summary[shown].to_string(index=False, float_format=lambda v: f"{v:,.3f}"))
     robust = summary[(summary["policy"] == "keep") & summary["robust"]]["strategy"].tolist()

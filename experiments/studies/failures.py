@@ -16,8 +16,10 @@ keep every GPU (:func:`experiments.failure_scenarios.robust_arrays`: the expecte
 failure set, exact for the ILPs) and kept.  Per scenario and policy: network bytes with and
 without de-duplication (:func:`simulator.traffic.remote_copies`, the one rule), bytes summed
 over network links, the busiest link direction's bytes and the bandwidth bound (per layer and
-phase, the time the busiest link needs; summed).  The failures with the highest bound per
-strategy and policy are replayed in the DES for p50/p99 latency, with the healthy fabric.
+phase, the time the busiest link needs; summed), beside the paper's metric (hops per token)
+and the compute balance (per layer the busiest GPU's routes over the mean, averaged).  The
+failures with the highest bound per strategy and policy are replayed in the DES for p50/p99
+latency, with the healthy fabric.
 """
 
 from __future__ import annotations
@@ -242,6 +244,7 @@ def _metrics(res: AnalyticResult) -> dict[str, Any]:
         "bound_ms": 1e3 * (res.summary["dispatch_lower_bound_s"]
                            + res.summary["combine_lower_bound_s"]),
         "hops_per_token": res.hops_per_token,
+        "gpu_balance_max_over_mean": res.summary["gpu_balance_max_over_mean"],
     }
 
 

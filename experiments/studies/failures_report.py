@@ -19,6 +19,8 @@ SUMMARY_COLUMNS = (
     "worst_increase_pct", "worst_scenario", "healthy_network_bytes_dedup",
     "worst_network_bytes_dedup", "healthy_network_bytes_no_dedup",
     "worst_network_bytes_no_dedup", "mean_network_link_bytes", "worst_network_link_bytes",
+    "healthy_hops_per_token", "mean_hops_per_token", "worst_hops_per_token",
+    "healthy_gpu_balance_max_over_mean", "worst_gpu_balance_max_over_mean",
     "healthy_latency_p99_ms", "worst_latency_p99_ms", "solves", "reused",
 )
 
@@ -47,8 +49,13 @@ def summarize(study: FailureStudy, config: FailureStudyConfig) -> pd.DataFrame:
                 worst_network_bytes_no_dedup=failed["network_bytes_no_dedup"].max(),
                 mean_network_link_bytes=failed["network_link_bytes"].mean(),
                 worst_network_link_bytes=failed["network_link_bytes"].max(),
+                mean_hops_per_token=failed["hops_per_token"].mean(),
+                worst_hops_per_token=failed["hops_per_token"].max(),
+                worst_gpu_balance_max_over_mean=failed["gpu_balance_max_over_mean"].max(),
             )
         row.update(healthy_network_bytes_dedup=h["network_bytes_dedup"],
+                   healthy_hops_per_token=h["hops_per_token"],
+                   healthy_gpu_balance_max_over_mean=h["gpu_balance_max_over_mean"],
                    healthy_network_bytes_no_dedup=h["network_bytes_no_dedup"],
                    solves=int(g["solved"].sum()), reused=int(g["reused"].sum()))
         if not des.empty:
@@ -92,6 +99,9 @@ def write_report(out: Path, study: FailureStudy, summary: pd.DataFrame,
         " dispatch and combine, summed: no schedule is faster. A layout is robust when its"
         f" worst failure's bound is at most {100 * config.robust_tolerance:g} % above its healthy"
         " one. Latency p99 comes from the DES on the healthy fabric and the worst failures.",
+        "Beside the bytes: hops per token (the paper's metric: dispatch plus combine distance"
+        " per token) and the GPU balance (per layer the busiest GPU's routes over the mean"
+        " GPU's, averaged over layers; 1 = balanced).",
         "Robust layouts (keep): " + (html.escape(", ".join(robust)) or "none") + ".",
     ]
     worst = study.rows.sort_values("bound_ms", ascending=False).head(15)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import itertools
 import math
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -90,6 +91,26 @@ def layouts_count(num_experts: int, caps: np.ndarray) -> int:
     return out
 
 
+def server_assignments(num_experts: int, caps: np.ndarray) -> Iterator[np.ndarray]:
+    """Every way to put the experts on servers with exactly ``caps`` each (``layouts_count``
+    of them, each once: the experts of a server are a combination, not a permutation)."""
+    caps_list = [int(c) for c in caps.tolist()]
+    if sum(caps_list) != num_experts:
+        raise ValueError(f"caps {caps_list} do not hold exactly {num_experts} experts")
+    srv = np.zeros(num_experts, dtype=np.int64)
+
+    def rec(rest: tuple[int, ...], s: int) -> Iterator[np.ndarray]:
+        if s == len(caps_list) - 1 or not rest:
+            srv[list(rest)] = s
+            yield srv.copy()
+            return
+        for chosen in itertools.combinations(rest, caps_list[s]):
+            srv[list(chosen)] = s
+            yield from rec(tuple(e for e in rest if e not in chosen), s + 1)
+
+    yield from rec(tuple(range(num_experts)), 0)
+
+
 def exact_layer(
     experts: np.ndarray, cost: np.ndarray, num_experts: int, caps: np.ndarray
 ) -> tuple[float, np.ndarray]:
@@ -97,11 +118,10 @@ def exact_layer(
     T = experts.shape[0]
     S = cost.shape[1]
     best, best_srv = np.inf, np.zeros(num_experts, dtype=np.int64)
-    slots = np.repeat(np.arange(S), caps.astype(np.int64))
-    for perm in set(itertools.permutations(slots.tolist(), num_experts)):
-        srv = np.asarray(perm, dtype=np.int64)
+    rows = np.repeat(np.arange(T), experts.shape[1])
+    for srv in server_assignments(num_experts, caps):
         used = np.zeros((T, S), dtype=bool)
-        used[np.repeat(np.arange(T), experts.shape[1]), srv[experts].ravel()] = True
+        used[rows, srv[experts].ravel()] = True
         val = float((used * cost).sum())
         if val < best - 1e-12:
             best, best_srv = val, srv
