@@ -34,6 +34,10 @@ class RebalanceConfig:
         None, "Price on weight bytes moved (byte-hops per byte-hop).", "", 0)
     move_budget_bytes: float | None = option(
         None, "Most weight bytes one rebalance may move.", "bytes", 0)
+    sample_tokens: int = option(
+        4096, "dedup, dedup-bytes: tokens of the last --window steps a re-fit is fitted on (a"
+        " uniform sample; memory: at most this many tokens per gcd(--interval, --window)"
+        " steps).", "tokens", 1, 1_048_576)
     weight_bytes_per_param: float = option(
         1.0, "Serving precision of expert weights (1 = FP8, 2 = BF16).", "bytes", 0,
         low_open=True)

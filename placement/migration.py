@@ -145,8 +145,7 @@ def replace_with_move_cost(
             "migration-aware re-placement: replicas and the balance constraint are not supported"
             " with --move-weight/--move-budget; use --policy periodic"
         )
-    if not horizon_tokens > 0 or not move_weight >= 0:
-        raise InputError("migration: horizon_tokens must be > 0 and move_weight >= 0")
+    check_move_terms(horizon_tokens, move_weight, budget_bytes)
     t0 = time.perf_counter()
     weights = problem.activation
     if strategy == "ilp":
@@ -160,8 +159,6 @@ def replace_with_move_cost(
     if budget_bytes is None:  # priced: the assignment model (TU, exact)
         res = solve_assignment(problem, options, name, traffic + moves, force_gpus=True)
         return _annotate(res, problem, current, weight_bytes, move_weight, None)
-    if budget_bytes < 0:
-        raise InputError(f"--move-budget {budget_bytes}: must be >= 0 bytes")
     # The balance goal: the busiest GPU of the strategy's own full re-placement (its layout
     # spreads a server's experts over the server's GPUs; hops alone cannot tell them apart).
     full = solve_placement(problem, strategy, options)
@@ -175,6 +172,15 @@ def replace_with_move_cost(
         problem, replace(options, time_limit_s=left), f"{name}+budget", traffic + moves,
         _holds(problem, current), int(budget_bytes // weight_bytes), current, cap, price)
     return _annotate(res, problem, current, weight_bytes, move_weight, budget_bytes)
+
+
+def check_move_terms(horizon_tokens: float, move_weight: float, budget_bytes: float | None
+                     ) -> None:
+    """Refuse a horizon that is not positive, a negative price or a negative budget."""
+    if not horizon_tokens > 0 or not move_weight >= 0:
+        raise InputError("migration: horizon_tokens must be > 0 and move_weight >= 0")
+    if budget_bytes is not None and not budget_bytes >= 0:
+        raise InputError(f"--move-budget {budget_bytes}: must be >= 0 bytes")
 
 
 def _holds(problem: PlacementProblem, layout: ExpertLayout) -> np.ndarray:
