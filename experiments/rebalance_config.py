@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from placement.strategies import MIGRATION_AWARE
 from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
@@ -64,6 +65,12 @@ class RebalanceConfig:
                 "--migration async: the moves' overlap with serving is measured in a replay;"
                 f" add --mode {' or --mode '.join(REPLAY_MODES)} (or use --migration stall)"
             )
+        if (self.move_weight is not None or self.move_budget_bytes is not None) and (
+                self.strategy not in MIGRATION_AWARE):
+            raise InputError(
+                f"--move-weight/--move-budget: strategy {self.strategy} has no migration-aware"
+                " re-placement (it re-fits whole, relabelled for the fewest moves); use one of"
+                f" {', '.join(sorted(MIGRATION_AWARE))} or drop them")
         if self.policy == "static" and (
             self.move_weight is not None or self.move_budget_bytes is not None
         ):

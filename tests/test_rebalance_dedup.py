@@ -170,3 +170,19 @@ def test_budgeted_dedup_run_stays_within_the_budget(routes, tmp_path) -> None:
                              window_steps=4, sample_tokens=256, move_budget_bytes=20 * w)
     t = run_rebalance(path, routes, config, SolverOptions(time_limit_s=30)).timeline
     assert (t["bytes_migrated"] <= 20 * w).all() and t["bytes_migrated"].sum() > 0
+
+
+def test_migration_aware_strategies_are_the_ones_with_a_model() -> None:
+    from placement.migration import ASSIGNMENT_STRATEGIES
+    from placement.migration_dedup import METRICS
+    from placement.strategies import MIGRATION_AWARE
+
+    assert set(ASSIGNMENT_STRATEGIES) | set(METRICS) == MIGRATION_AWARE
+
+
+@pytest.mark.parametrize("knob", [{"move_weight": 1.0}, {"move_budget_bytes": 1e9}])
+def test_a_budget_or_price_the_strategy_cannot_honour_is_refused(knob) -> None:
+    from traces.infra.errors import InputError
+
+    with pytest.raises(InputError, match="strategy eplb has no migration-aware re-placement"):
+        RebalanceConfig(strategy="eplb", **knob)
