@@ -41,7 +41,15 @@ import pandas as pd
 
 from experiments.pipeline import build_problem
 from experiments.rebalance_config import RebalanceConfig
-from placement import ExpertLayout, SolverOptions, expected_cost, solve_placement
+from experiments.rebalance_sample import WindowSample
+from experiments.rebalance_window import (
+    Migration,
+    WindowMetrics,
+    moves_columns,
+    no_moves,
+    sim_config,
+)
+from placement import SAMPLE_STRATEGIES, ExpertLayout, SolverOptions, expected_cost, solve_placement
 from placement.migration import (
     ASSIGNMENT_STRATEGIES,
     expert_weight_bytes,
@@ -49,32 +57,17 @@ from placement.migration import (
     relabel_for_fewest_moves,
     replace_with_move_cost,
 )
+from placement.migration_dedup import METRICS as DEDUP_METRICS
+from placement.migration_dedup import replace_dedup_with_moves
+from placement.token_sample import TokenSample
 from simulator.cluster.paths import RouteTable
 from simulator.migration import migration_link_bytes
 from simulator.modes import REPLAY_MODES
-from simulator.traffic import TrafficConfig, remote_copies, resolve_hosts_layer
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
 from traces.origins import OriginAssigner, resolve_model, resolve_origins, with_origins
 from traces.trace import RoutingTrace
-
-
-@dataclass(frozen=True, eq=False)
-class Migration:
-    """One rebalance's moves: (source, destination) GPU per move, bytes each, how they move."""
-
-    moves: tuple[np.ndarray, np.ndarray]
-    weight_bytes: float
-    mode: str  # stall or async
-    old: ExpertLayout
-
-
-def _sim_config(server_dedup: bool):  # noqa: ANN202 - SimConfig (imported lazily)
-    from simulator.config import SimConfig
-
-    return SimConfig(traffic=TrafficConfig(
-        dispatch="deepep-normal" if server_dedup else "all-to-all"))
 
 
 @dataclass(frozen=True, eq=False)
@@ -86,17 +79,12 @@ class RebalanceResult:
 
 
 def check_strategy(strategy: str, where: str) -> None:
-    """A strategy the policies can re-fit: known, and fitted on counts (a window keeps the
-    activation per chunk of steps, not the tokens)."""
-    from placement import SAMPLE_STRATEGIES, STRATEGIES
+    """A strategy the policies can re-fit (every known one: a window keeps the activation
+    counts of its steps and, for the strategies fitted on tokens, a token sample)."""
+    from placement import STRATEGIES
 
     if strategy not in STRATEGIES:
         raise InputError(f"{where} {strategy!r}: known: {', '.join(sorted(STRATEGIES))}")
-    if strategy in SAMPLE_STRATEGIES:
-        raise InputError(
-            f"{where} {strategy}: fits on which experts each token uses together, but a"
-            " rebalancing window keeps only the activation counts of its steps; use one of"
-            f" {', '.join(sorted(set(STRATEGIES) - set(SAMPLE_STRATEGIES)))}")
 
 
 def step_range(trace: Path) -> tuple[int, int]:
@@ -130,83 +118,6 @@ def _steps(trace: Path, start: int, assigner: OriginAssigner
                 yield step, b.take(part)
 
 
-class _Window:
-    """Metrics of the tokens replayed under one layout, accumulated block by block.
-
-    Remote copies: distinct (token, server) pairs of a layer other than the token's origin
-    server (de-duplicated dispatch: one network copy each way); remote routes: routes whose host
-    is on another server (one copy per route).  A remote copy puts dispatch bytes on the
-    origin server's uplink and combine bytes on the host server's: network bytes = copies x
-    (dispatch + combine) bytes, the analytic counter's rule (a test checks it).
-    """
-
-    def __init__(self, routes: RouteTable, layout: ExpertLayout, keep_blocks: bool) -> None:
-        self.routes, self.eg = routes, layout.expert_gpus
-        self.blocks: list[RoutingTrace] | None = [] if keep_blocks else None
-        self.tokens, self.copies, self.remote_routes, self.hops = 0, 0, 0, 0.0
-        self.load = np.zeros(routes.num_gpus)
-        self.route_bytes = 0.0
-
-    def add(self, block: RoutingTrace) -> None:
-        routes, gs = self.routes, self.routes.cluster.gpu_server
-        origins = resolve_origins(block, routes.num_gpus)
-        m = block.model
-        db, cb = TrafficConfig().route_bytes(m)
-        self.route_bytes = float(db + cb)
-        for li in range(m.num_moe_layers):
-            hosts = resolve_hosts_layer(block.experts[:, li, :], origins, self.eg[li],
-                                        routes.gpu_distance)
-            self.load += np.bincount(hosts.ravel(), minlength=routes.num_gpus)
-            self.hops += 2.0 * float(routes.gpu_distance[origins[:, None], hosts].sum())
-            rc = remote_copies(origins, hosts, gs)  # the one de-duplication rule
-            self.remote_routes += rc.routes
-            self.copies += rc.dedup
-        self.tokens += block.num_tokens
-        self.layers = m.num_moe_layers
-        if self.blocks is not None:
-            self.blocks.append(block)
-
-    def latency(self, server_dedup: bool, mode: str, migration: Migration | None = None
-                ) -> dict[str, float]:
-        """The window replayed (``mode``: des or flow), one micro-batch per step: MoE latency
-        percentiles.
-
-        With an ``async`` migration the window starts on the old layout with the moves in
-        flight beside it (:class:`simulator.migration.BackgroundMigration`), and is replayed
-        once more without them for the latency they cost."""
-        from simulator.migration import BackgroundMigration, FlowBackgroundMigration
-        from simulator.replay import replay
-
-        assert self.blocks is not None
-        config = replace(_sim_config(server_dedup), mode=mode)
-        keys = ("latency_p50_s", "latency_p99_s")
-        res = replay(self.blocks, self.routes, self.eg, config)
-        out = {k: float(res.summary[k]) for k in keys}
-        if migration is not None and migration.mode == "async":
-            kind = FlowBackgroundMigration if mode == "flow" else BackgroundMigration
-            bg = kind(migration.moves, migration.weight_bytes, self.eg)
-            busy = replay(self.blocks, self.routes, migration.old.expert_gpus, config,
-                          background=bg.start)
-            out = {**{k: float(busy.summary[k]) for k in keys},
-                   **{f"{k}_without_migration": v for k, v in out.items()},
-                   "migration_s": bg.done_s}
-        return out
-
-    def row(self, server_dedup: bool) -> dict[str, float]:
-        n = max(self.tokens, 1)
-        dedup, plain = self.copies * self.route_bytes, self.remote_routes * self.route_bytes
-        return {
-            "tokens": float(self.tokens),
-            "network_bytes": dedup if server_dedup else plain,
-            "network_bytes_dedup": dedup,
-            "network_bytes_no_dedup": plain,
-            "remote_copies_per_token_layer": self.copies / (n * self.layers),
-            "hops_per_token": self.hops / n,
-            "gpu_load_max_over_mean": float(self.load.max() / self.load.mean())
-            if self.load.mean() else 1.0,
-        }
-
-
 def run_rebalance(
     trace: Path,
     routes: RouteTable,
@@ -234,10 +145,12 @@ def run_rebalance(
     assigner = OriginAssigner(resolve_model(config.origins), routes.cluster.gpu_server)
     first = lo + W
     history: deque[tuple[np.ndarray, int]] = deque(maxlen=W // chunk)  # (counts, tokens)
+    sample = (WindowSample(config.sample_tokens, W // chunk, routes.num_gpus, options.seed)
+              if config.strategy in SAMPLE_STRATEGIES else None)
     pending = np.zeros(0)
     pending_tokens, pending_chunk = 0, None
     layout: ExpertLayout | None = None
-    window: _Window | None = None
+    window: WindowMetrics | None = None
     layouts: dict[int, ExpertLayout] = {}
     rows: list[dict[str, object]] = []
     links: list[pd.DataFrame] = []
@@ -247,6 +160,8 @@ def run_rebalance(
         nonlocal pending, pending_tokens
         if pending_tokens:
             history.append((pending, pending_tokens))
+            if sample is not None:
+                sample.close_chunk()
         pending, pending_tokens = np.zeros(0), 0
 
     def fit(start: int) -> ExpertLayout:
@@ -254,7 +169,8 @@ def run_rebalance(
         if not tokens:
             raise InputError(f"{trace}: steps {start - W}..{start - 1} hold no tokens to fit on")
         a = counts / tokens
-        return _fit(routes, model, a.sum(axis=2), a, config, options, layout, tokens / W)
+        problem = build_problem(routes, model, a.sum(axis=2), a, sample=_window_sample(sample))
+        return _fit(problem, model, config, options, layout, tokens / W)
 
     def finish_window() -> None:
         if current is not None and window is not None and window.tokens:
@@ -273,31 +189,34 @@ def run_rebalance(
             close_chunk()
             for _ in range(c - (pending_chunk if pending_chunk is not None else -1) - 1):
                 history.append((np.zeros(0), 0))  # steps without tokens still age the window
+                if sample is not None:
+                    sample.close_chunk()
             pending_chunk = c
         if step >= first and (current is None or current[0] != (step - first) // N):
             finish_window()
             i = (step - first) // N
             wstart = first + i * N  # the window's start (its first steps may hold no tokens)
-            decision, moved, migration = "keep", _no_moves(config), None
+            decision, moved, migration = "keep", no_moves(config), None
             if layout is None:
                 layout, decision = fit(wstart), "first"
                 layouts[wstart] = layout
             elif config.policy != "static":
                 fresh = fit(wstart)
-                if config.policy == "periodic" or _worse(routes, model, history, W, layout,
-                                                         fresh, config.threshold):
+                if config.policy == "periodic" or _worse(
+                        routes, model, history, _window_sample(sample), layout, fresh,
+                        config):
                     plan = plan_migration(layout, fresh, routes.distance)
                     migration = Migration((plan.src_gpu, plan.dst_gpu), weight,
                                           config.migration, layout)
                     per_link = migration_link_bytes(routes, migration.moves, weight)
-                    moved = _moves(routes, config, migration, per_link)
+                    moved = moves_columns(routes, config, migration, per_link)
                     links.append(pd.DataFrame({"step": wstart,
                                                "link_dir": np.arange(per_link.size),
                                                "weight_bytes": per_link}))
                     layout, decision = fresh, "rebalance"
                     layouts[wstart] = layout
             current = (i, wstart, decision, moved, migration)
-            window = _Window(routes, layout, keep_blocks=config.mode in REPLAY_MODES)
+            window = WindowMetrics(routes, layout, keep_blocks=config.mode in REPLAY_MODES)
             if progress is not None:
                 progress(f"step {wstart}: {decision}")
         if window is not None and step >= first:
@@ -305,6 +224,8 @@ def run_rebalance(
         counts = _activation_counts(block, routes.num_gpus)
         pending = counts if pending.size == 0 else pending + counts
         pending_tokens += block.num_tokens
+        if sample is not None:
+            sample.add(block)
     finish_window()
     migration = (pd.concat(links, ignore_index=True) if links
                  else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
@@ -319,7 +240,7 @@ def _checked_weight_bytes(model: ModelSpec, tokens: int, routes: RouteTable,
     weights."""
     from traces.infra.limits import exact_int64
 
-    _sim_config(config.server_dedup).traffic.check_byte_counts(
+    sim_config(config.server_dedup).traffic.check_byte_counts(
         model, tokens, routes, "rebalance", "rebalance a shorter trace or a model with a"
         " smaller hidden size")
     weight = expert_weight_bytes(model, config.weight_bytes_per_param)
@@ -328,31 +249,6 @@ def _checked_weight_bytes(model: ModelSpec, tokens: int, routes: RouteTable,
                 f"rebalance: moving all {copies:,} expert copies of {math.ceil(weight):,} weight"
                 " bytes", "lower --weight-bytes-per-param or use a model with smaller experts")
     return weight
-
-
-def _no_moves(config: RebalanceConfig) -> dict[str, float]:
-    cols = {"bytes_migrated": 0.0, "stall_s": 0.0, "stall_bound_s": 0.0}
-    if config.mode == "des":
-        cols["stall_des_s"] = 0.0
-    return cols
-
-
-def _moves(routes: RouteTable, config: RebalanceConfig, migration: Migration,
-           per_link: np.ndarray) -> dict[str, float]:
-    """Migration columns of a rebalance: bytes, the stall's lower bound (busiest link) and,
-    in DES mode, the stall measured in the simulator (the moves alone on the idle network;
-    the pause of ``stall``, the reference of ``async``); ``stall_s`` is the pause serving
-    takes: 0 for ``async``, else the DES stall (the bound in analytic mode)."""
-    from simulator.migration import stall_lower_bound_s, stall_time_s
-
-    cols = {"bytes_migrated": len(migration.moves[0]) * migration.weight_bytes,
-            "stall_bound_s": stall_lower_bound_s(routes, per_link)}
-    if config.mode == "des":
-        cols["stall_des_s"] = stall_time_s(routes, migration.moves, migration.weight_bytes,
-                                           _sim_config(config.server_dedup))
-    cols["stall_s"] = 0.0 if config.migration == "async" else cols.get(
-        "stall_des_s", cols["stall_bound_s"])
-    return cols
 
 
 def _total(history: deque[tuple[np.ndarray, int]]) -> tuple[np.ndarray, int]:
@@ -376,38 +272,56 @@ def _activation_counts(block: RoutingTrace, num_gpus: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=L * E * num_gpus).reshape(L, E, num_gpus)
 
 
-def _fit(routes, model, p, a, config, options, current, tokens_per_step):  # noqa: ANN001, ANN202
-    """The strategy's layout for activation ``p``/``a``, migration-aware when asked."""
-    problem = build_problem(routes, model, p, a)
+def _window_sample(sample: WindowSample | None) -> TokenSample | None:
+    return None if sample is None else sample.sample()
+
+
+def _fit(problem, model, config, options, current, tokens_per_step):  # noqa: ANN001, ANN202
+    """The strategy's layout for the window's ``problem``, migration-aware when asked."""
     aware = current is not None and (
         config.move_weight is not None or config.move_budget_bytes is not None
     )
     strategy = config.strategy
+    horizon = tokens_per_step * config.interval_steps
+    weight = expert_weight_bytes(model, config.weight_bytes_per_param)
     if aware and strategy in ASSIGNMENT_STRATEGIES:
         res = replace_with_move_cost(
-            problem, options, strategy, current, tokens_per_step * config.interval_steps,
-            expert_weight_bytes(model, config.weight_bytes_per_param),
+            problem, options, strategy, current, horizon, weight,
             move_weight=config.move_weight or 0.0, budget_bytes=config.move_budget_bytes,
         )
     else:
         res = solve_placement(problem, strategy, options)
     if not res.is_ok or res.layout is None:
         raise InputError(f"strategy {strategy}: no layout ({res.status.value}: {res.message})")
-    if current is not None and not aware:
-        # Same cost for every objective, fewest copies moved: interchangeable GPUs relabelled.
-        return relabel_for_fewest_moves(problem, current, res.layout, options)
-    return res.layout
+    if current is None:
+        return res.layout
+    # Same cost for every objective, fewest copies moved: interchangeable GPUs relabelled.
+    fresh = relabel_for_fewest_moves(problem, current, res.layout, options)
+    if aware and strategy in DEDUP_METRICS:
+        res = replace_dedup_with_moves(
+            problem, options, strategy, current, fresh, horizon, weight,
+            move_weight=config.move_weight or 0.0, budget_bytes=config.move_budget_bytes)
+        assert res.layout is not None
+        return res.layout
+    return res.layout if aware else fresh
 
 
-def _worse(routes, model, history, W, current, fresh, threshold) -> bool:  # noqa: ANN001
+def _worse(routes, model, history, sample, current, fresh, config) -> bool:  # noqa: ANN001
     """The layout in force costs more than the fresh one by ``threshold`` on the last window:
-    expected hops (the strategies' cost model) or GPU imbalance (max/mean routed load)."""
+    expected hops (the strategies' cost model; for dedup and dedup-bytes their own cost, the
+    de-duplicated copies on the window's token sample) or GPU imbalance (max/mean load)."""
     counts, tokens = _total(history)
     a = counts / max(tokens, 1)
-    problem = build_problem(routes, model, a.sum(axis=2), a)
-    cost = [expected_cost(problem, lay) for lay in (current, fresh)]
+    problem = build_problem(routes, model, a.sum(axis=2), a, sample=sample)
+    if config.strategy in DEDUP_METRICS:
+        from placement.dedup.evaluate import dedup_cost
+
+        metric = DEDUP_METRICS[config.strategy]
+        cost = [dedup_cost(problem, lay, metric).cost_per_token for lay in (current, fresh)]
+    else:
+        cost = [expected_cost(problem, lay) for lay in (current, fresh)]
     imbalance = [_imbalance(problem, lay) for lay in (current, fresh)]
-    over = 1 + threshold
+    over = 1 + config.threshold
     return bool(cost[0] > cost[1] * over or imbalance[0] > imbalance[1] * over)
 
 

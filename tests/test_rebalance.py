@@ -11,8 +11,9 @@ import pytest
 
 from experiments.cli import main
 from experiments.pipeline import build_problem
-from experiments.rebalance import _Window, run_rebalance
+from experiments.rebalance import run_rebalance
 from experiments.rebalance_config import RebalanceConfig
+from experiments.rebalance_window import WindowMetrics
 from placement import ExpertLayout, SolverOptions, expected_cost, solve_placement
 from placement.migration import (
     expert_weight_bytes,
@@ -26,6 +27,7 @@ from simulator.cluster.paths import build_route_table
 from simulator.traffic import TrafficConfig
 from traces import SynthConfig, generate_trace, model_preset
 from traces.io import write_blocks
+from traces.model import ModelSpec
 from traces.synthetic import TenantSpec
 
 MODEL = model_preset("deepseek-moe-16b")
@@ -36,13 +38,14 @@ def routes():
     return build_route_table(build_fat_tree(4, 4))  # 32 GPUs, 4 servers
 
 
-def _drift(path: Path, tokens: int = 2048, step_tokens: int = 256) -> Path:
+def _drift(path: Path, tokens: int = 2048, step_tokens: int = 256,
+           model: ModelSpec = MODEL) -> Path:
     """Two tenants on server halves, then the halves swap: a workload shift at the midpoint."""
     lo, hi = tuple(range(16)), tuple(range(16, 32))
 
     def phase(chat, code):
         return generate_trace(SynthConfig(
-            MODEL, num_tokens=tokens, seq_len=16, step_tokens=step_tokens, num_gpus=32, seed=1,
+            model, num_tokens=tokens, seq_len=16, step_tokens=step_tokens, num_gpus=32, seed=1,
             tenants=(TenantSpec(1.0, chat, 0.9, name="chat"), TenantSpec(1.0, code, 1.3))))
 
     a, b = phase(lo, hi), phase(hi, lo)
@@ -105,7 +108,7 @@ def test_relabelling_keeps_the_cost_and_moves_no_more(routes) -> None:
 def test_window_network_bytes_equal_the_analytic_counter(routes, tmp_path) -> None:
     trace = generate_trace(SynthConfig(MODEL, num_tokens=512, seq_len=16, num_gpus=32, seed=4))
     layout = solve_placement(_problem(routes), "ilp-load").layout
-    win = _Window(routes, layout, keep_blocks=False)
+    win = WindowMetrics(routes, layout, keep_blocks=False)
     win.add(trace)
     row = win.row(server_dedup=True)
     for dedup, key in ((True, "network_bytes_dedup"), (False, "network_bytes_no_dedup")):
@@ -163,7 +166,8 @@ def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
         (["--policy", "static", "--move-weight", "1"], "--policy static"),  # --interval too
         (["--migration", "async"], "--migration async: the moves' overlap with serving"),
         (["--strategy", "nope"], "--strategy 'nope'"),
-        (["--strategy", "dedup"], "--strategy dedup: fits on which experts each token uses"),
+        (["--strategy", "dedup", "--sample-tokens", "0"],
+         "argument --sample-tokens: must be >= 1 and <= 2^20 tokens, got 0"),
     ]
     for extra, message in bad:
         try:
