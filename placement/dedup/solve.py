@@ -22,8 +22,11 @@ experts, the cost is the connectivity towards the token's origin).  Per layer:
 Compute-balance guard: per layer, the busiest GPU may serve at most ``1 + BALANCE_SLACK`` times
 the routes EPLB's busiest GPU serves on the same problem (and ``balance_eps`` when given); the
 search keeps server loads under that x GPUs, and a layer whose GPU split misses the cap is
-solved again with a tighter server cap, or takes EPLB's layer.  Lower bound: ``bound``; the
-result is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
+solved again with a tighter server cap.  Every layer, searched, cut by the time limit or
+missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
+layer, the group start and round-robin's and contiguous's layers (``layers``).  Lower bound:
+``bound``; the result is ``optimal`` only when the bound meets the objective, else
+``feasible`` with the gap.
 """
 
 from __future__ import annotations
@@ -31,7 +34,6 @@ from __future__ import annotations
 import dataclasses
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 
 import numpy as np
 
@@ -49,14 +51,14 @@ from placement.dedup.evaluate import (
     dedup_cost,
     imbalance,
     layer_gpu_loads,
-    remote_servers,
     server_cost,
     server_distance,
 )
-from placement.dedup.replicate import add_replicas, pack_server
+from placement.dedup.layers import LayerChoice, cheapest_layer, to_gpus
+from placement.dedup.replicate import add_replicas
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
-from placement.dedup.state import LayerState, primary_cost
+from placement.dedup.state import LayerState
 from placement.eplb import eplb
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
@@ -79,19 +81,6 @@ ILS_PATIENCE = ((2048, 3), (None, 1))
 HOLDOUT_BELOW_ROUTES = 16  # fitted routes per expert and server below which a third is held out
 
 
-@dataclass
-class _Layer:
-    """One layer's result: copies (expert, gpu) in replica order, and what each phase gave."""
-
-    copies: list[tuple[int, int]]
-    start_cost: float  # the first (structured) start, before any search
-    single_cost: float
-    final_cost: float
-    start_name: str
-    fallback: bool = False
-    guard_missed: bool = False
-
-
 def _primary_caps(cap: np.ndarray, num_experts: int) -> np.ndarray:
     """Primaries per server: the experts split in proportion to its copies (largest remainder)."""
     share = num_experts * cap / cap.sum()
@@ -101,15 +90,11 @@ def _primary_caps(cap: np.ndarray, num_experts: int) -> np.ndarray:
     return np.minimum(out, cap)
 
 
-def _layer_from_layout(eg: np.ndarray) -> list[tuple[int, int]]:
-    return [(e, int(g)) for e in range(eg.shape[0]) for g in eg[e] if g >= 0]
-
-
 def _solve_layer(
     problem: PlacementProblem, li: int, x: np.ndarray, o: np.ndarray, cost: np.ndarray,
     near: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
     baselines: dict[str, np.ndarray], deadline: Deadline, rng: np.random.Generator,
-) -> _Layer:
+) -> LayerChoice:
     """``baselines``: name -> server per expert [layers, experts] of the layouts a layer the
     time limit reaches first may take."""
     E, S = problem.num_experts, problem.num_servers
@@ -120,9 +105,9 @@ def _solve_layer(
     ref_layer = None if ref is None else ref.expert_gpus[li]
     base_li = {n: srv[li] for n, srv in baselines.items()}
 
-    def cheapest(searched: list[_Layer], why: str) -> _Layer:
-        return _cheapest_layer(problem, x, o, cost, near, quota, pcap, gpu_cap, ref_layer,
-                               base_li, searched, why)
+    def cheapest(searched: list[LayerChoice], why: str) -> LayerChoice:
+        return cheapest_layer(problem, x, o, cost, quota, pcap, gpu_cap, ref_layer, base_li,
+                               searched, why)
 
     if deadline.search_passed():
         return cheapest([], "time limit")
@@ -145,7 +130,7 @@ def _solve_layer(
         starts += [("random", rng.permutation(np.repeat(np.arange(S), pcap)))
                    for _ in range(RANDOM_STARTS)]
     c0 = LayerState(x, cost, near, own, E, starts[0][1]).objective()
-    last: _Layer | None = None
+    last: LayerChoice | None = None
     for factor in _TIGHTEN:
         if last is not None and deadline.search_passed():
             break
@@ -158,13 +143,13 @@ def _solve_layer(
         free = cap - pcap
         within = []  # the searched layouts within the guard: with replicas, and without
         if free.sum():
-            copies, gpu_load = _to_gpus(problem, st, quota)
+            copies, gpu_load = to_gpus(problem, st, quota)
             if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
-                within.append(_Layer(copies, c0, single, single, name + " (no replicas)"))
+                within.append(LayerChoice(copies, c0, single, single, name + " (no replicas)"))
             add_replicas(st, free, load_cap, deadline)
             swap_search(st, st.is_single(), load_cap, deadline)
-        copies, gpu_load = _to_gpus(problem, st, quota)
-        last = _Layer(copies, c0, single, st.objective(), name)
+        copies, gpu_load = to_gpus(problem, st, quota)
+        last = LayerChoice(copies, c0, single, st.objective(), name)
         if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
             within.append(last)
         if within:
@@ -172,49 +157,8 @@ def _solve_layer(
     if last is None:
         st = LayerState(x, cost, near, own, E, starts[0][1])
         c = st.objective()
-        last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
+        last = LayerChoice(to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
     return cheapest([dataclasses.replace(last, guard_missed=True)], "balance guard")
-
-
-def _cheapest_layer(
-    problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray,
-    near: np.ndarray, quota: np.ndarray, pcap: np.ndarray, gpu_cap: float | None,
-    ref_layer: np.ndarray | None, baselines: dict[str, np.ndarray], searched: list[_Layer],
-    why: str,
-) -> _Layer:
-    """The layer's layout: the cheapest on the sample of ``searched``, EPLB's layer (the
-    balance guard's reference), the routing-group start and the baselines' layers
-    (``baselines``: name -> server per expert), among those within the balance guard; the
-    cheapest of all, flagged, when none is.  So no layer, searched or cut by the time limit,
-    costs more than the cheapest of these that keeps the guard.  ``why`` names the others."""
-    E, S, gs = problem.num_experts, problem.num_servers, problem.gpu_server
-    own = gs[o]
-    cap = np.bincount(gs, weights=quota, minlength=S)
-    ok = [ly for ly in searched if not ly.guard_missed]
-    missed = [ly for ly in searched if ly.guard_missed]
-    if ref_layer is not None:
-        ok.append(_eplb_layer(problem, x, o, cost, ref_layer, f"eplb ({why})"))
-    named = {"groups": group_start(x, own, E, problem.expert_groups, pcap), **baselines}
-    for name, srv in named.items():
-        if srv is None or (np.bincount(srv, minlength=S) > cap).any():
-            continue
-        copies, gpu_load = _to_gpus(problem, LayerState(x, cost, near, own, E, srv), quota)
-        c = primary_cost(x, cost, srv)
-        ly = _Layer(copies, c, c, c, f"{name} ({why})")
-        if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
-            ok.append(ly)
-        else:
-            missed.append(dataclasses.replace(ly, guard_missed=True))
-    return min(ok or missed, key=lambda ly: ly.final_cost)
-
-
-def _eplb_layer(
-    problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray, eg: np.ndarray,
-    name: str,
-) -> _Layer:
-    """The reference's layer as it is, at its exact cost (replicas included)."""
-    c = float((remote_servers(problem, x, o, eg)[0] * cost).sum())
-    return _Layer(_layer_from_layout(eg), c, c, c, name, fallback=True)
 
 
 def _fit_single(
@@ -266,28 +210,7 @@ def _fit_single(
     return st, name + (" (searched)" if searched else " (held-out tokens kept it)")
 
 
-def _to_gpus(
-    problem: PlacementProblem, st: LayerState, quota: np.ndarray
-) -> tuple[list[tuple[int, int]], np.ndarray]:
-    """Copies on GPUs (each server's copies packed onto its GPUs) and the GPU loads."""
-    loads = st.copy_loads()
-    copies: list[tuple[int, int]] = []
-    gpu_load = np.zeros(problem.num_gpus)
-    where: dict[tuple[int, int], int] = {}
-    for s in range(problem.num_servers):
-        gpus = problem.server_gpus(s)
-        items = [(e, srv) for (e, srv) in loads if srv == s]
-        w = np.array([loads[i] for i in items], dtype=np.float64)
-        pick = pack_server(w, quota[gpus])
-        for (e, _), p, wi in zip(items, pick, w, strict=True):
-            where[(e, s)] = int(gpus[p])
-            gpu_load[gpus[p]] += wi
-    for e, cp in enumerate(st.copies):
-        copies += [(e, where[(e, s)]) for s in cp]
-    return copies, gpu_load
-
-
-def _build(problem: PlacementProblem, layers: list[_Layer]) -> ExpertLayout:
+def _build(problem: PlacementProblem, layers: list[LayerChoice]) -> ExpertLayout:
     L, E = problem.num_layers, problem.num_experts
     reps = max(max(np.bincount([e for e, _ in ly.copies], minlength=E)) for ly in layers)
     out = np.full((L, E, int(reps)), -1, dtype=np.int64)
@@ -335,7 +258,7 @@ def _bound(
 
 
 def _ablation(
-    problem: PlacementProblem, layout: ExpertLayout, layers: list[_Layer], metric: str,
+    problem: PlacementProblem, layout: ExpertLayout, layers: list[LayerChoice], metric: str,
     exact: DedupCost, seed: int,
 ) -> dict[str, float]:
     """Cost per token on the fitting sample of each step, and what each lever saved.
@@ -426,7 +349,7 @@ def solve_dedup(
     # shortens every layer's search instead of leaving the last layers unsearched.
     baselines = {n: problem.gpu_server[f(L, E, G)]
                  for n, f in (("round-robin", round_robin_gpus), ("contiguous", contiguous_gpus))}
-    layers: list[_Layer] = []
+    layers: list[LayerChoice] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
         layers.append(_solve_layer(
