@@ -52,11 +52,13 @@ from placement.migration import (
 from simulator.cluster.paths import RouteTable
 from simulator.migration import migration_link_bytes
 from simulator.modes import REPLAY_MODES
-from simulator.traffic import TrafficConfig, remote_copies, resolve_hosts_layer
+from simulator.traffic import remote_copies, resolve_hosts_layer
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, resolve_model, resolve_origins, with_origins
+from traces.origin_models import resolve_model
+from traces.origins import OriginAssigner, resolve_origins, with_origins
 from traces.trace import RoutingTrace
 
 

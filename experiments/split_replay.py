@@ -20,7 +20,7 @@ import numpy as np
 
 from simulator.analytic import AnalyticResult, as_replicas, combine_parts, count_microbatch
 from simulator.cluster.paths import RouteTable
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.trace import RoutingTrace
 
 IN_FLIGHT_PER_WORKER = 2

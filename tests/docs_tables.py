@@ -119,7 +119,7 @@ def _solver_options() -> str:
 
 def _sim_config() -> str:
     from simulator.config import SimConfig
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
 
     return dataclass_table(SimConfig, TrafficConfig, skip=("traffic",))
 

@@ -15,7 +15,7 @@ from simulator.engine import simulate
 from simulator.flow_engine import simulate_flow
 from simulator.microbatches import microbatches
 from simulator.replay import replay
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 
 FAST = 1e6  # NVLink B/s in the star cases: 10 B take 1e-5 s

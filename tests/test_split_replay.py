@@ -22,7 +22,7 @@ from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree, build_rail_optimized
 from simulator.cluster.paths import build_route_table
 from simulator.microbatches import by_tokens
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 
 
 @pytest.fixture(scope="module")

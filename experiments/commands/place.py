@@ -30,7 +30,7 @@ from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginAssigner, OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -92,6 +92,7 @@ def run(args: argparse.Namespace) -> int:
     from simulator.cluster.paths import build_route_table
     from traces import model_preset
     from traces.load_stats import load_load_stats, load_stats_kind
+    from traces.origins import OriginAssigner
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")

@@ -80,7 +80,7 @@ def run(args: argparse.Namespace) -> int:
 
     if not args.trace.exists():
         raise InputError(f"--trace {args.trace}: file not found")
-    from traces.origins import resolve_model
+    from traces.origin_models import resolve_model
 
     resolve_model(args.origins)  # bad text: the message names the flag
     config = RebalanceConfig(strategy=args.strategy, server_dedup=not args.no_dedup,

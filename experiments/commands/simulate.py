@@ -26,10 +26,10 @@ from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
 from simulator.modes import REPLAY_MODES, SIM_MODES
-from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
+from simulator.traffic_config import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np

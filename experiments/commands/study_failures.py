@@ -25,9 +25,9 @@ from experiments.outputs import (
 from experiments.progress import Feedback, add_progress_arguments
 from experiments.study_trace import TraceSection
 from placement.options import SolverOptions
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
-from traces.origins import OriginOptions
+from traces.origin_models import OriginOptions
 
 COMMAND = "study failures"
 

@@ -57,7 +57,8 @@ from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
 from traces.infra.records import key_text, type_name
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import check_cluster, resolve_model, tenant_server_sets
+from traces.origin_models import check_cluster, resolve_model
+from traces.origins import tenant_server_sets
 
 TOP_KEYS = ("seed", "study", "model", "topology", "strategy", "trace", "sim", "rebalance", "axes")
 STUDY_KEYS = ("name", "description", "baseline")
