@@ -91,6 +91,7 @@ def run(args: argparse.Namespace) -> int:
     from placement.problem import expected_cost
     from simulator.cluster.paths import build_route_table
     from traces import model_preset
+    from traces.infra.limits import ilp_size_line
     from traces.load_stats import load_load_stats, load_stats_kind
     from traces.origins import OriginAssigner
 
@@ -156,6 +157,10 @@ def run(args: argparse.Namespace) -> int:
     elif args.strategy.startswith(("ilp", "dedup")):
         solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
         desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
+        size = ilp_size_line(f"place --strategy {args.strategy}", model.num_moe_layers,
+                             model.num_routed_experts, cluster.num_gpus, args.time_limit)
+        if size and args.strategy.startswith("ilp"):
+            feedback.note(size)
         with feedback.ticking(None, desc):
             res = solve_placement(problem, args.strategy, options)
     else:

@@ -133,9 +133,10 @@ def load_inputs(
 
 def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
                  traffic: TrafficConfig, tokens: int) -> None:
-    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
-    records cannot fit in memory (traces/infra/limits.py)."""
-    from traces.infra.limits import check_memory
+    """Refuse, before the replay, byte counts an int64 cannot hold, a DES whose per-token
+    records cannot fit in memory and outputs that cannot fit the disk of --out; say how long
+    a long run may take (traces/infra/limits.py)."""
+    from traces.infra import limits
 
     traffic.check_byte_counts(
         model, tokens, routes, "simulate", "replay fewer tokens (split the trace) or lower"
@@ -143,8 +144,16 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
     )
     if args.mode == "des":  # a record per token and layer (latency), one per link and window
         per_token = 8 * (4 + model.num_moe_layers)
-        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
-                     "replay fewer tokens, or count bytes with --mode analytic")
+        limits.check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                            "replay fewer tokens, or count bytes with --mode analytic")
+    records = args.mode in REPLAY_MODES  # per-token records and four more tables
+    disk = ((7 if records else 3) * limits.PARQUET_FILE_MIN_BYTES + 2 * len(routes.cluster.links)
+            + (tokens * limits.TOKEN_RECORD_MIN_BYTES if records else 0))
+    limits.check_disk(disk, args.out, f"simulate --mode {args.mode} of {tokens:,} tokens",
+                      limits.OUT_DISK_FIX)
+    line = limits.run_time_line("simulate", tokens, model.num_moe_layers, args.mode)
+    if line:
+        Feedback.from_args(args).note(line)
 
 
 def scheduler_address(text: str) -> str:
