@@ -5,7 +5,9 @@ stage messages, expert compute (FIFO per GPU) and ``inflight_microbatches`` over
 DES (:mod:`simulator.engine`), and the same frames.  What differs is how a message crosses
 the network: instead of chunk trains served first-come first-served link by link, every
 message is a *flow* over all its links at once, sharing each link with the flows active on it
-at their max-min fair rates (:mod:`simulator.flow_network`).  Events are flow starts, flow
+at their max-min fair rates, first come first served: each batch of flows started at one
+event is served after the batches started before it (strict priority by start order, as the
+DES's FIFO links serve messages; :mod:`simulator.flow_network`).  Events are flow starts, flow
 completions (which free capacity: rates are recomputed), arrivals (one path latency plus the
 pipeline fill of the last chunk after completion) and compute completions, each handled for
 all the flows, messages and GPUs concerned at once (numpy), so the cost is per event batch,
@@ -105,6 +107,7 @@ class _Transfer:
         self.deliveries = int((self.left > 0).sum())
         self.on_delivered = on_delivered
         self.first_start = -1.0
+        self.priority = 0  # of the flows it started last: their place in the start order
         self.open = n
         self._start(np.flatnonzero(pending == 0), now)
         if n == 0:
@@ -115,7 +118,9 @@ class _Transfer:
             return
         if self.first_start < 0:
             self.first_start = now
-        self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now)
+        self.priority = self.run.start_order()
+        self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now,
+                         self.priority)
 
     def release(self, gpus: np.ndarray, now: float) -> None:
         """The GPUs' compute finished: the messages their data enters by may start."""
@@ -285,6 +290,7 @@ class _FlowRun:
         self.owners: dict[int, Any] = {}  # _Transfer, _Layer or a background migration
         self.layers: dict[int, _Layer] = {}
         self._next_slot = 0
+        self._started_batches = 0
         self.gpu_free = np.zeros(self.g)
         self.gpu_busy = np.zeros(self.g)
         self.gpu_routes = np.zeros(self.g, dtype=np.int64)
@@ -303,6 +309,11 @@ class _FlowRun:
         self._next_slot += 1
         self.owners[slot] = owner
         return slot
+
+    def start_order(self) -> int:
+        """The next number in the order batches of flows start: their priority."""
+        self._started_batches += 1
+        return self._started_batches
 
     def unregister(self, slot: int) -> None:
         self.owners.pop(slot, None)

@@ -6,9 +6,14 @@ Flows move through the network at the max-min fair rates of the flows active at 
 (a flow starts or finishes), and are constant in between.  A flow finishes when its bytes are
 through; it *arrives* one path latency plus its pipeline fill later.
 
-Background flows (``add(..., background=True)``: expert-weight migration) have strict low
-priority: the foreground (serving) flows get their max-min rates as if the background were
-absent, and the background flows share what capacity they leave, max-min fairly.
+Links serve flows first come first served, as the DES's links serve messages: every flow
+carries a *priority* (``add(..., priority=p)``, lower first: the flow mode engine numbers
+the batches of flows in the order they start, :mod:`simulator.flow_engine`), and the flows of
+one priority get the max-min fair rates of what the flows before them leave
+(:func:`simulator.maxmin.priority_max_min_rates`).  Background flows (``add(...,
+background=True)``: expert-weight migration) come after every serving flow: the serving flows
+get their rates as if the background were absent, and the background flows share what
+capacity they leave, max-min fairly.
 
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
@@ -29,9 +34,10 @@ import numpy as np
 
 from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
-from simulator.maxmin import max_min_rates
+from simulator.maxmin import priority_max_min_rates
 
 FINISH_RTOL = 1e-12  # a flow within this relative time of the event has finished (rounding)
+BACKGROUND = np.iinfo(np.int64).max  # the priority of background flows: after all others
 
 
 class _Entries:
@@ -69,7 +75,7 @@ class FluidNet:
         z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
         self.path, self.owner, self.msg = z, z, z
         self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
-        self.low = np.zeros(0, dtype=bool)  # background (strict low priority) flows
+        self.priority = z  # lower first; BACKGROUND: background flows
         self.binding = _Entries()
         self.all = _Entries()
         self._stale = False
@@ -97,10 +103,11 @@ class FluidNet:
 
     def add(
         self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
-        background: bool = False,
+        priority: int = 0, background: bool = False,
     ) -> None:
         """Start flows (one per message) at ``now``; count their bytes and chunks.
-        ``background``: strict low priority (module docstring)."""
+        ``priority``: lower is served first; ``background``: after all serving flows (module
+        docstring)."""
         if path.size == 0:
             return
         first = self.active
@@ -125,7 +132,8 @@ class FluidNet:
         self.rem = np.concatenate([self.rem, b])
         self.nbytes = np.concatenate([self.nbytes, b])
         self.start = np.concatenate([self.start, np.full(path.size, now)])
-        self.low = np.concatenate([self.low, np.full(path.size, background)])
+        self.priority = np.concatenate(
+            [self.priority, np.full(path.size, BACKGROUND if background else priority)])
         self._stale = True
 
     def update_rates(self, now: float) -> None:
@@ -135,18 +143,8 @@ class FluidNet:
         self._stale = False
         self.rate_updates += 1
         e = self.binding
-        if not self.low.any():
-            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
-                                      self.active, self.tolerance)
-            return
-        fg = ~self.low[e.flow]
-        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity_bytes_per_s,
-                             self.active, self.tolerance)
-        used = np.bincount(e.link[fg], weights=e.share[fg] * rate[e.flow[fg]],
-                           minlength=self.num_links)
-        left = np.maximum(self.capacity_bytes_per_s - used, 0.0)
-        self.rate = rate + max_min_rates(e.flow[~fg], e.link[~fg], e.share[~fg], left,
-                                         self.active, self.tolerance)
+        self.rate = priority_max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
+                                           self.active, self.priority, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
@@ -202,7 +200,7 @@ class FluidNet:
         keep = ~done
         self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
         self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
-        self.rate, self.low = self.rate[keep], self.low[keep]
+        self.rate, self.priority = self.rate[keep], self.priority[keep]
         self.binding.keep(keep)
         self.all.keep(keep)
         self._stale = True
