@@ -206,34 +206,10 @@ class FluidNet:
         self._stale = True
         return out
 
-    def busy_segments(
-        self, makespan_s: float, window_s: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The recorded loads as busy segments (link, start, end) that give every window of
-        ``window_s`` from 0 exactly its busy time: a stretch at load f from a to b (cut at the
-        window edges) becomes the segment [a, a + f (b - a)]."""
-        if not self.load_link:
-            z = np.zeros(0, dtype=np.int64)
-            return z, np.zeros(0), np.zeros(0)
-        link = np.concatenate(self.load_link)
-        t = np.concatenate(self.load_time)
-        f = np.concatenate(self.load_frac)
-        order = np.lexsort((t, link))
-        link, t, f = link[order], t[order], f[order]
-        nxt = np.r_[t[1:], makespan_s]
-        last_of_link = np.r_[link[1:] != link[:-1], True]
-        nxt[last_of_link] = makespan_s
-        keep = (f > 0) & (nxt > t)
-        link, a, b, f = link[keep], t[keep], nxt[keep], f[keep]
-        first_w = np.floor(a / window_s).astype(np.int64)
-        last_w = np.maximum(np.ceil(b / window_s).astype(np.int64) - 1, first_w)
-        pieces = last_w - first_w + 1
-        idx = np.repeat(np.arange(a.size), pieces)
-        w = np.repeat(first_w, pieces) + (
-            np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        )
-        lo = np.maximum(a[idx], w * window_s)
-        hi = np.minimum(b[idx], (w + 1) * window_s)
-        ok = hi > lo
-        lo, hi, idx = lo[ok], hi[ok], idx[ok]
-        return link[idx], lo, lo + f[idx] * (hi - lo)
+    def load_records(self, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded loads (link, from time, fraction of capacity), every link back to 0
+        at ``end_s``."""
+        idle = np.flatnonzero(self._load > 0)
+        return (np.concatenate([np.zeros(0, dtype=np.int64), *self.load_link, idle]),
+                np.concatenate([np.zeros(0), *self.load_time, np.full(idle.size, end_s)]),
+                np.concatenate([np.zeros(0), *self.load_frac, np.zeros(idle.size)]))

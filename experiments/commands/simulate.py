@@ -89,12 +89,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     where = p.add_mutually_exclusive_group()
-    add_number(where, "--workers", int, 1, "Split an analytic replay by micro-batch over a local"
-               " Dask cluster of N worker processes (loopback only); 1: count in this process.",
+    add_number(where, "--workers", int, 1, "Split an analytic replay (or a flow replay with"
+               " --inflight 1) by micro-batch over a local Dask cluster of N worker processes"
+               " (loopback only); 1: run in this process.",
                "processes", Range(1, 1024))
     where.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
-        help="Split an analytic replay by micro-batch over this existing Dask cluster.")
+        help="Split an analytic replay (or a flow replay with --inflight 1) by micro-batch over"
+        " this existing Dask cluster.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -156,16 +158,21 @@ def scheduler_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
 
 
-def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
+def _split_client(args: argparse.Namespace, config: SimConfig, stack: ExitStack) -> Any:
     """The Dask client a split replay runs on (None: count in this process)."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.scheduler is None and args.workers == 1:
         return None
-    if args.mode != "analytic":
-        flag = "--scheduler" if args.scheduler else "--workers"
-        raise InputError(f"{flag} splits analytic replays only; --mode {args.mode} runs in"
-                         " this process (drop the flag or use --mode analytic)")
+    flag = "--scheduler" if args.scheduler else "--workers"
+    if args.mode == "des":
+        raise InputError(f"{flag} splits analytic and flow replays only; --mode des runs in"
+                         " this process (drop the flag or use --mode analytic or flow)")
+    from experiments.split_replay import flow_split_problem
+
+    problem = flow_split_problem(config) if args.mode == "flow" else None
+    if problem:
+        raise InputError(f"{flag} with --mode flow: {problem}")
     from experiments.dask_cluster import connect_scheduler, local_client
 
     if args.scheduler is not None:
@@ -178,7 +185,7 @@ def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
 def run(args: argparse.Namespace) -> int:
     from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
-    from experiments.split_replay import count_traffic_split
+    from experiments.split_replay import count_traffic_split, replay_flow_split
     from experiments.versions import versions
     from simulator.analytic import count_traffic
     from simulator.cluster.multipath import endpoints_of
@@ -244,17 +251,20 @@ def run(args: argparse.Namespace) -> int:
         "versions": versions(),
     }
     with ExitStack() as stack:
-        client = _split_client(args, stack)  # before the run directory: nothing written
+        client = _split_client(args, config, stack)  # before the run directory: nothing written
         if client is not None:  # the bar counts counted tokens, not tokens read
             blocks = stream
             meta["execution"] = args.scheduler or f"local dask x{args.workers}"
         work = stack.enter_context(run_directory(args.out, args.overwrite))
         t0 = time.perf_counter()
         if client is not None:
-            bar = stack.enter_context(feedback.bar(total_tokens, "simulate (analytic, split)",
-                                                   "tok", unit_scale=True))
-            res = count_traffic_split(client, blocks, routes, expert_gpus, traffic,
-                                      lambda _b, part: bar.update(part.tokens))
+            bar = stack.enter_context(feedback.bar(total_tokens, f"simulate ({args.mode},"
+                                                   " split)", "tok", unit_scale=True))
+
+            def advance(_block: Any, part: Any) -> None:
+                bar.update(part.tokens)
+        if client is not None and args.mode == "analytic":
+            res = count_traffic_split(client, blocks, routes, expert_gpus, traffic, advance)
             summary = res.summary
             write_parquet(work / "links.parquet", res.links)
             write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
@@ -264,7 +274,8 @@ def run(args: argparse.Namespace) -> int:
             write_parquet(work / "links.parquet", res.links)
             write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
         else:
-            sim = replay(blocks, routes, expert_gpus, config)
+            sim = (replay(blocks, routes, expert_gpus, config) if client is None else
+                   replay_flow_split(client, blocks, routes, expert_gpus, config, advance))
             summary = sim.summary
             write_parquet(work / "links.parquet", sim.links)
             write_parquet(work / "utilisation.parquet", sim.utilisation)
