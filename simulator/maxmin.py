@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from simulator.unique import sorted_unique
-
 # links count as full when within this relative margin (float rounding of the sums)
 FULL_RTOL = 1e-12
 
@@ -86,20 +84,18 @@ def priority_max_min_rates(
     if num_flows == 0 or flow.size == 0:
         return np.zeros(num_flows)
     prio = priority[flow]
+    if prio.min() == prio.max():  # one class
+        return max_min_rates(flow, link, weight, capacity, num_flows, tolerance)
     order = np.argsort(prio, kind="stable")
     prio = prio[order]
-    cuts = np.flatnonzero(np.r_[True, prio[1:] != prio[:-1], True])
-    if cuts.size == 2:  # one class
-        return max_min_rates(flow, link, weight, capacity, num_flows, tolerance)
+    cuts = np.concatenate([[0], np.flatnonzero(prio[1:] != prio[:-1]) + 1, [prio.size]])
     fe, le, we = flow[order], link[order], weight[order].astype(np.float64)
     left = capacity.astype(np.float64)
     rate = np.zeros(num_flows)
     nlinks = left.shape[0]
     for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
         f, lk, w = fe[lo:hi], le[lo:hi], we[lo:hi]
-        ids = sorted_unique(f)
-        local = np.searchsorted(ids, f)
-        r = max_min_rates(local, lk, w, left, ids.size, tolerance)
-        rate[ids] = r
-        left = np.maximum(left - np.bincount(lk, weights=w * r[local], minlength=nlinks), 0.0)
+        r = max_min_rates(f, lk, w, left, num_flows, tolerance)  # 0 outside the class
+        rate += r
+        left = np.maximum(left - np.bincount(lk, weights=w * r[f], minlength=nlinks), 0.0)
     return rate
