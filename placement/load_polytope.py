@@ -41,7 +41,7 @@ from dataclasses import dataclass
 import highspy
 import numpy as np
 
-from placement.lp import quiet_highs
+from placement.lp import quiet_highs, rerun_optimal
 
 MASTER_TOL = 1e-5  # relative distance of master value and bound at which generation stops
 MAX_COLUMNS = 2_000  # columns of the master LP at most (each a vertex of the load polytope)
@@ -152,16 +152,12 @@ def solve_master(
 
     while True:
         it += 1
-        # HiGHS' time limit counts every run of this instance
-        h.setOptionValue("time_limit", h.getRunTime() + max(1e-3, deadline - time.perf_counter()))
-        h.run()
-        if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        run = rerun_optimal(h, deadline)
+        if run is None:
             break
-        sol = h.getSolution()
-        value = float(h.getInfo().objective_function_value)
-        lam = np.maximum(np.asarray(sol.col_value)[first_lam:], 0.0)
+        x, dual, value = run
+        lam = np.maximum(x[first_lam:], 0.0)
         target = (lam / lam.sum()) @ np.array(cols[: len(lam)])
-        dual = np.asarray(sol.row_dual)
         mu_m = _weights(dual[:ne]) if ne else mu_best
         nu_m = np.abs(dual[ne:ne + nc])
         for mu, nu in ((mu_m, nu_m), (SMOOTHING * mu_best + (1 - SMOOTHING) * mu_m,

@@ -198,5 +198,18 @@ def run_highs(
     return Solved(x, outcome)
 
 
+def rerun_optimal(h: highspy.Highs, deadline: float) -> tuple[np.ndarray, np.ndarray, float] | None:
+    """Solve the model held by ``h`` again (a master after new columns) within ``deadline``;
+    (column values, row duals, objective) when optimal, else None.  HiGHS' time limit counts
+    every run of the instance, so the limit is its run time so far plus what is left."""
+    h.setOptionValue("time_limit", h.getRunTime() + max(1e-3, deadline - time.perf_counter()))
+    h.run()
+    if h.getModelStatus() != highspy.HighsModelStatus.kOptimal:
+        return None
+    sol = h.getSolution()
+    return (np.asarray(sol.col_value), np.asarray(sol.row_dual),
+            float(h.getInfo().objective_function_value))
+
+
 def is_integral(x: np.ndarray, tol: float = 1e-6) -> bool:
     return bool(np.all(np.abs(x - np.round(x)) < tol))

@@ -17,6 +17,7 @@ from the optimal single-copy layout, so a time limit still returns a valid layou
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, replace
 
@@ -24,17 +25,22 @@ import numpy as np
 
 from placement.assignment import cost_matrix, solve_assignment, unit_partition
 from placement.lp import Model, run_highs
-from placement.outcome import SolverOutcome, Termination
+from placement.outcome import SolverOutcome, Termination, relative_gap
 from placement.problem import (
     ExpertLayout,
     PlacementProblem,
     PlacementResult,
     SolverOptions,
 )
+from placement.replica_bound import decompose
+from placement.replica_flow import ReplicaInstance, solve_flow, solve_layers
+from placement.replica_tree import classes_of, hierarchy_of, nearest_share, set_cost
 from placement.results import failed, finish
 from placement.spread import spread_items
 
 MAX_LOCATION_VARS = 2_000_000
+FLOW_MAX_COPY_COLUMNS = 100_000  # whole flow model up to this many (expert, class) columns
+DECOMPOSITION_SHARE = 0.5  # of the time left: the rest solves each layer's flow
 
 
 def _candidates(weights: np.ndarray, L: int, E: int, R: int, U: int) -> tuple[int, np.ndarray]:
@@ -93,25 +99,24 @@ def _location_model(
     return _Location(model, y_col, z_col)
 
 
-def _start(loc: _Location, y0: np.ndarray, cand: np.ndarray) -> np.ndarray:
-    """The single-copy layout ``y0`` [LE, U] as a MIP start (every origin to its one copy)."""
+def _start(loc: _Location, y0: np.ndarray, cand: np.ndarray, c_u: np.ndarray) -> np.ndarray:
+    """A layout of copies ``y0`` [LE, U] as a MIP start (every origin to its cheapest copy)."""
     nc, U = len(cand), y0.shape[1]
     start = np.zeros(loc.model.num_col)
     start[loc.y_col.reshape(-1)] = y0.reshape(-1)
-    start[loc.z_col.reshape(-1)] = np.broadcast_to(y0[cand][:, None, :], (nc, U, U)).reshape(-1)
+    pick = np.where(y0[cand][:, None, :], c_u[None, :, :], np.inf).argmin(axis=2)  # [nc, ou]
+    z = np.zeros((nc, U, U))
+    z[np.arange(nc)[:, None], np.arange(U)[None, :], pick] = 1.0
+    start[loc.z_col.reshape(-1)] = z.reshape(-1)
     return start
 
 
 def _layout(
-    problem: PlacementProblem, loc: _Location, x: np.ndarray, a_u: np.ndarray,
-    cand: np.ndarray, unit_gpus: list[np.ndarray],
+    problem: PlacementProblem, y: np.ndarray, share: np.ndarray, unit_gpus: list[np.ndarray],
 ) -> ExpertLayout:
-    """Copies from y, each copy's share of tokens from z; GPUs within units; busiest first."""
+    """Copies y [LE, U] (bool), each copy's share of tokens [LE, U]; GPUs within units;
+    every expert's busiest copy first."""
     L, E = problem.num_layers, problem.num_experts
-    y = np.round(x[loc.y_col]).astype(bool)  # [LE, U]
-    z = np.clip(x[loc.z_col], 0.0, 1.0)  # [nc, ou, u]
-    share = np.where(y, a_u.sum(axis=1, keepdims=True), 0.0)
-    share[cand] = np.einsum("co,cou->cu", a_u[cand], z)
     le_i, u_i = np.nonzero(y)
     item_weight = share[le_i, u_i]
     gpus = spread_items(problem, le_i // E, item_weight, u_i, unit_gpus)
@@ -123,6 +128,17 @@ def _layout(
     rank[order] = np.arange(len(order)) - first_of[le_i[order]]
     out[le_i, rank] = gpus
     return ExpertLayout(out.reshape(L, E, -1), problem.num_gpus)
+
+
+def _mip_copies(
+    loc: _Location, x: np.ndarray, a_u: np.ndarray, cand: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Copies y [LE, U] from the MIP's y columns and each copy's share from its z columns."""
+    y = np.round(x[loc.y_col]).astype(bool)  # [LE, U]
+    z = np.clip(x[loc.z_col], 0.0, 1.0)  # [nc, ou, u]
+    share = np.where(y, a_u.sum(axis=1, keepdims=True), 0.0)
+    share[cand] = np.einsum("co,cou->cu", a_u[cand], z)
+    return y, share
 
 
 def _left(options: SolverOptions, deadline: float) -> SolverOptions:
@@ -183,34 +199,129 @@ def solve_replicas(
     if not single.is_ok or single.layout is None:
         assert single.solver is not None  # the assignment model always reports its solve
         return failed(name, problem, options, single.solver, t0, info)
-    y0 = np.zeros((L * E, U))
-    y0[np.arange(L * E), member.argmax(axis=1)[single.layout.primary.reshape(-1)]] = 1.0
+    y0 = np.zeros((L * E, U), dtype=bool)
+    y0[np.arange(L * E), member.argmax(axis=1)[single.layout.primary.reshape(-1)]] = True
+    units = _Units(unit_gpus, a_u, c_u)
+    best = _Incumbent(y0, float(set_cost(a_u, c_u, y0).sum()), "single-copy layout")
+    bound = _Bound(_copies_bound(a_u, c_u, L, E, R),
+                   f"{R} extra copies per layer where they gain most, caps ignored")
+    tree = hierarchy_of(c_u)
+    info["hierarchy"] = tree is not None
+    if tree is not None and time.perf_counter() < deadline:
+        gps = np.array([len(m) for m in unit_gpus], dtype=np.float64)
+        inst = ReplicaInstance(a_u, c_u, tree, L, E, R, gps * problem.max_per_gpu_per_layer,
+                               gps * problem.slots_per_gpu)
+        best, bound = _on_hierarchy(inst, y0, options, deadline, info, best, bound)
+    if relative_gap(best.cost, bound.value) <= options.mip_rel_gap:
+        return _answer(problem, options, name, info, t0, best, bound, Termination.OPTIMAL,
+                       "bound closed", units)
+    if tree is not None and n_cand < E:  # the MIP could not hold this layout's copies
+        info["replica_mip"] = "not run: model too large, the decomposition's layout and bound"
+        term = Termination.TIME_LIMIT if time.perf_counter() >= deadline else (
+            Termination.SOLUTION_LIMIT)
+        return _answer(problem, options, name, info, t0, best, bound, term,
+                       "decomposition stopped", units)
     sol = None
     if time.perf_counter() < deadline:
         loc = _location_model(problem, a_u, c_u, cand, unit_gpus)
         info["columns"] = loc.model.num_col
         info["rows"] = loc.model.num_row
-        sol = run_highs(loc.model, options, integer=True, start=_start(loc, y0, cand),
+        sol = run_highs(loc.model, options, integer=True, start=_start(loc, best.y, cand, c_u),
                         deadline=deadline)
     if sol is None or (sol.x is None and sol.outcome.termination.is_limit):
-        # the limit came before the MIP had a layout: the single-copy one is the incumbent
         info["replica_mip"] = "not run: time limit reached"
-        info["replicas_used"] = 0
-        y0_cost = float((a_u @ c_u)[np.arange(L * E), y0.argmax(axis=1)].sum())
-        outcome = SolverOutcome.from_bound(
-            y0_cost, _copies_bound(a_u, c_u, L, E, R), Termination.TIME_LIMIT,
-            "Time limit reached before the replica MIP ran",
-            time_s=time.perf_counter() - t0)
-        return finish(name, problem, options, single.layout, outcome, t0, info,
-                      "single-copy layout: the time limit was reached before the replica MIP"
-                      f" ran; bound: {R} extra copies per layer where they gain most, caps"
-                      f" ignored (gap {outcome.gap:.3g})")
+        return _answer(problem, options, name, info, t0, best, bound, Termination.TIME_LIMIT,
+                       "time limit reached before the replica MIP ran", units)
     if sol.x is None or not sol.status.has_layout:
         return failed(name, problem, options, sol.outcome, t0, info)
-    layout = _layout(problem, loc, sol.x, a_u, cand, unit_gpus)
+    y, share = _mip_copies(loc, sol.x, a_u, cand)
+    bound = bound.best(sol.outcome.dual_bound, "HiGHS dual bound")
+    if sol.outcome.objective <= best.cost:
+        best = _Incumbent(y, sol.outcome.objective, "replica MIP (facility location)", share)
+    restricted = "" if n_cand == E else (
+        f"; extra copies only for the {n_cand} hottest experts/layer")
+    return _answer(problem, options, name, info, t0, best, bound, sol.outcome.termination,
+                   f"HiGHS {sol.outcome.solver_status}{restricted}", units)
+
+
+def _on_hierarchy(
+    inst: ReplicaInstance, y0: np.ndarray, options: SolverOptions, deadline: float,
+    info: dict[str, object], best: _Incumbent, bound: _Bound,
+) -> tuple[_Incumbent, _Bound]:
+    """The flow model: whole when small (its optimum), else the decomposition's bound and
+    each layer's flow within the slots the decomposition gave it."""
+    cl = classes_of(inst.tree, inst.demand, inst.cap_layer, inst.cap_total)
+    info["unit_classes"] = len(cl.leaves)
+    if len(inst.demand) * len(cl.leaves) <= FLOW_MAX_COPY_COLUMNS:
+        out = solve_flow(inst, cl, options, deadline)
+        info["flow_model"] = "whole" if out is not None else "whole: stopped by the time limit"
+        if out is not None:
+            y, optimum = out
+            cost = float(set_cost(inst.demand, inst.cost, y).sum())
+            return (_Incumbent(y, cost, "network-flow model (simplex vertex, integral)"),
+                    bound.best(optimum, "the flow model's optimum (its LP is integral)"))
+        return best, bound
+    start = time.perf_counter()
+    dec = decompose(inst, y0, start + DECOMPOSITION_SHARE * (deadline - start),
+                    options.mip_rel_gap, options.threads)
+    info.update(decomposition_rounds=dec.rounds, decomposition_converged=dec.closed,
+                decomposition_bound=dec.bound, decomposition_master=dec.master_value)
+    bound = bound.best(dec.bound, "slot prices over layers (Lagrangian, decomposition)")
+    per_layer = solve_layers(inst, cl, dec.use, options, deadline)
+    info["flow_model"] = "per layer" if per_layer is not None else (
+        "per layer: stopped by the time limit")
+    if per_layer is not None:
+        cost = float(set_cost(inst.demand, inst.cost, per_layer).sum())
+        if cost < best.cost:
+            best = _Incumbent(per_layer, cost, "flow model per layer in the decomposition's slots")
+    return best, bound
+
+
+@dataclass(frozen=True)
+class _Bound:
+    """The best proven lower bound so far and what proved it."""
+
+    value: float
+    source: str
+
+    def best(self, value: float, source: str) -> _Bound:
+        return _Bound(value, source) if math.isfinite(value) and value > self.value else self
+
+
+@dataclass(frozen=True, eq=False)
+class _Units:
+    """The model's units: their GPUs, demand per origin unit [LE, U], round trips [U, U]."""
+
+    gpus: list[np.ndarray]
+    demand: np.ndarray
+    cost: np.ndarray
+
+
+@dataclass(frozen=True, eq=False)
+class _Incumbent:
+    """The best copies so far [LE, U], their cost in the model's units, where they came from
+    and (from the MIP) each copy's share of tokens."""
+
+    y: np.ndarray
+    cost: float
+    source: str
+    share: np.ndarray | None = None
+
+
+def _answer(
+    problem: PlacementProblem, options: SolverOptions, name: str, info: dict[str, object],
+    t0: float, best: _Incumbent, bound: _Bound, termination: Termination, why: str,
+    units: _Units,
+) -> PlacementResult:
+    """The incumbent as a layout, with the best bound any step proved."""
+    L, E = problem.num_layers, problem.num_experts
+    share = best.share if best.share is not None else nearest_share(
+        units.demand, units.cost, best.y)
+    layout = _layout(problem, best.y, share, units.gpus)
     info["replicas_used"] = int((layout.expert_gpus >= 0).sum() - L * E)
-    msg = (
-        f"replica MIP (facility location), HiGHS {sol.outcome.solver_status}"
-        + ("" if n_cand == E else f"; extra copies only for the {n_cand} hottest experts/layer")
-    )
-    return finish(name, problem, options, layout, sol.outcome, t0, info, msg)
+    info["incumbent"] = best.source
+    info["bound"] = bound.source
+    outcome = SolverOutcome.from_bound(best.cost, bound.value, termination, why,
+                                       time.perf_counter() - t0, options.mip_rel_gap)
+    return finish(name, problem, options, layout, outcome, t0, info,
+                  f"{best.source} ({why}); bound: {bound.source} (gap {outcome.gap:.3g})")

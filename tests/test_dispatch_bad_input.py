@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from badinput import Case, run_cli_case
 
-from experiments.studies.spec import split_sim_options
+from experiments.studies.sections import split_sim_options
 from simulator.traffic import TrafficConfig
 from traces.infra.errors import InputError
 

@@ -16,7 +16,7 @@ import pytest
 
 from experiments.cli import build_parser
 from experiments.failures_config import FailureStudyConfig
-from experiments.studies.spec import solver_options, split_sim_options
+from experiments.studies.sections import solver_options, split_sim_options
 from placement import SolverOptions
 from simulator.config import SimConfig
 from simulator.traffic import TrafficConfig

@@ -11,8 +11,9 @@ import pytest
 
 from experiments.cli import main
 from experiments.pipeline import build_problem
-from experiments.rebalance import _Window, run_rebalance
+from experiments.rebalance import run_rebalance
 from experiments.rebalance_config import RebalanceConfig
+from experiments.rebalance_window import WindowMetrics
 from placement import ExpertLayout, SolverOptions, expected_cost, solve_placement
 from placement.migration import (
     expert_weight_bytes,
@@ -105,7 +106,7 @@ def test_relabelling_keeps_the_cost_and_moves_no_more(routes) -> None:
 def test_window_network_bytes_equal_the_analytic_counter(routes, tmp_path) -> None:
     trace = generate_trace(SynthConfig(MODEL, num_tokens=512, seq_len=16, num_gpus=32, seed=4))
     layout = solve_placement(_problem(routes), "ilp-load").layout
-    win = _Window(routes, layout, keep_blocks=False)
+    win = WindowMetrics(routes, layout, keep_blocks=False)
     win.add(trace)
     row = win.row(server_dedup=True)
     for dedup, key in ((True, "network_bytes_dedup"), (False, "network_bytes_no_dedup")):

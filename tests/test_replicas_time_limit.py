@@ -2,8 +2,9 @@
 
 A fake clock (``time.perf_counter`` in the modules that read it) jumps past the limit at a
 chosen step, so no test depends on how fast the machine is.  When the limit comes before the
-MIP has run, the result is the optimal single-copy layout with an honest bound (the R extra
-copies per layer placed where they gain most, caps ignored), status ``feasible``.
+flow model (fat trees) or the MIP has run, the result is the optimal single-copy layout with an
+honest bound (the R extra copies per layer placed where they gain most, caps ignored), status
+``feasible``.
 """
 
 from __future__ import annotations
@@ -61,11 +62,11 @@ def test_run_highs_does_not_start_after_its_deadline():
     assert ok.status is SolveStatus.OPTIMAL and ok.x.tolist() == [1.0, 0.0]
 
 
-@pytest.mark.parametrize("late_after", ["solve_assignment", "_location_model"])
+@pytest.mark.parametrize("late_after", ["solve_assignment", "classes_of"])
 def test_limit_reached_before_the_mip_gives_the_single_copy_layout_and_a_bound(
         monkeypatch, late_after):
     problem = _problem()
-    full = solve_placement(problem, "ilp-load", OPTS)  # the MIP with all the time it needs
+    full = solve_placement(problem, "ilp-load", OPTS)  # the flow model with all the time
     assert full.status is SolveStatus.OPTIMAL and full.info["replicas_used"] > 0
 
     _jump_clock(monkeypatch, replicas, late_after)
@@ -73,7 +74,8 @@ def test_limit_reached_before_the_mip_gives_the_single_copy_layout_and_a_bound(
     assert res.status is SolveStatus.FEASIBLE and res.is_ok
     assert res.solver.termination is Termination.TIME_LIMIT
     assert res.info["replica_mip"] == "not run: time limit reached"
-    assert ("columns" in res.info) == (late_after == "_location_model")
+    assert "columns" not in res.info  # neither model was handed to HiGHS
+    assert ("flow_model" in res.info) == (late_after == "classes_of")
     assert check_layout(problem, res.layout) == []
     assert (res.layout.expert_gpus >= 0).sum(axis=2).max() == 1  # one copy per expert
     single = res.info["single_copy_objective"]  # the optimal layout with one copy each

@@ -11,7 +11,7 @@ import pytest
 
 from experiments.studies import build_study, load_study_file
 from experiments.studies.merge import add_reductions
-from experiments.studies.spec import split_sim_options
+from experiments.studies.sections import split_sim_options
 from tests.helpers import make_trace, tiny_model
 from traces.infra.errors import InputError
 

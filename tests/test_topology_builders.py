@@ -13,12 +13,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from test_topology_cases import SMALL_CASES, build, case_id
 
-from simulator.cluster.builders import (
-    LinkDefaults,
-    build_dragonfly,
-    build_leaf_spine,
-    build_rail_optimized,
-)
+from simulator.cluster.builders import LinkDefaults, build_leaf_spine, build_rail_optimized
+from simulator.cluster.dragonfly import build_dragonfly
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table, gpu_distance_matrix
 from traces.infra.errors import InputError
@@ -304,6 +300,9 @@ def test_docstring_examples_run():
     import doctest
 
     import simulator.cluster.builders
+    import simulator.cluster.dragonfly
 
     result = doctest.testmod(simulator.cluster.builders)
     assert result.attempted >= 4 and result.failed == 0
+    result = doctest.testmod(simulator.cluster.dragonfly)
+    assert result.attempted >= 2 and result.failed == 0

@@ -6,9 +6,8 @@ Families (``BUILDERS[name](**params)``, also ``moe-netsim topology build NAME --
 * ``fat-tree-sparse``: the same, each edge switch keeping a window of its aggregation uplinks
   (tapered: some shortest paths get longer).
 * ``fat-tree-thinned``: the same with a fraction of its switch-to-switch links removed.
-* ``dragonfly``: groups of ``a`` fully connected routers, ``p`` servers and ``h`` global links
-  per router, groups joined by the "absolute" global wiring.
-* ``dragonfly-sparse``: the same with a fraction of its global links removed.
+* ``dragonfly``, ``dragonfly-sparse``: groups of fully connected routers joined by global links
+  (:mod:`simulator.cluster.dragonfly`, built with this module's :class:`FabricBuilder`).
 * ``leaf-spine``: two tiers, every leaf linked to every spine, with an oversubscription ratio.
 * ``rail-optimized``: GPU i of every server on rail switch i, rails joined by spines.
 
@@ -94,7 +93,7 @@ class LinkDefaults:
         return self.nics_per_server * self.switch_bandwidth_bytes_per_s
 
 
-class _Fabric:
+class FabricBuilder:
     """Accumulates nodes and links; parallel links between one node pair are merged."""
 
     def __init__(self, d: LinkDefaults) -> None:
@@ -138,7 +137,7 @@ class _Fabric:
         return ClusterSpec(name, tuple(self.nodes), tuple(self.links.values()), description)
 
 
-def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[int, int]:
+def thin_links(fab: FabricBuilder, tiers: set[str], sparsity: float, seed: int) -> tuple[int, int]:
     """Remove ``round(sparsity x candidates)`` links of ``tiers``, keeping the fabric connected.
 
     Returns (removed, candidates).
@@ -146,7 +145,7 @@ def _thin(fab: _Fabric, tiers: set[str], sparsity: float, seed: int) -> tuple[in
     return _remove_links(fab, lambda lk: lk.tier in tiers, sparsity, seed)
 
 
-def _taper(fab: _Fabric, half: int, sparsity: float, seed: int) -> tuple[int, int, int]:
+def _taper(fab: FabricBuilder, half: int, sparsity: float, seed: int) -> tuple[int, int, int]:
     """Edge switch e of a pod keeps its uplinks to aggregation switches e .. e+keep-1 (mod
     k/2), keep = max(1, floor((1 - sparsity) k/2)); the other uplinks are removed in hash
     order unless that would disconnect the fabric.  Returns (removed, candidates, keep)."""
@@ -163,7 +162,7 @@ def _taper(fab: _Fabric, half: int, sparsity: float, seed: int) -> tuple[int, in
 
 
 def _remove_links(
-    fab: _Fabric, eligible: Callable[[LinkSpec], bool], fraction: float, seed: int
+    fab: FabricBuilder, eligible: Callable[[LinkSpec], bool], fraction: float, seed: int
 ) -> tuple[int, int]:
     """Remove ``round(fraction x candidates)`` eligible links in hash order, never
     disconnecting the fabric.  Returns (removed, candidates)."""
@@ -190,14 +189,14 @@ def _remove_links(
     return removed, len(cands)
 
 
-def _check_sparsity(family: str, sparsity: float) -> None:
+def check_sparsity(family: str, sparsity: float) -> None:
     if not 0.0 <= sparsity < 1.0:
         raise InputError(f"{family}: sparsity must be in [0, 1), got {sparsity}")
 
 
 def _fat_tree(
     family: str, k: int, num_servers: int | None, d: LinkDefaults
-) -> tuple[_Fabric, int]:
+) -> tuple[FabricBuilder, int]:
     if k < 2 or k % 2:
         raise InputError(f"{family}: k must be an even number >= 2, got {k}")
     half = k // 2
@@ -208,7 +207,7 @@ def _fat_tree(
         raise InputError(
             f"{family}: a k={k} fat tree holds 1..{capacity} servers, asked for {num_servers}"
         )
-    fab = _Fabric(d)
+    fab = FabricBuilder(d)
     pods_used = (num_servers + half * half - 1) // (half * half)
     for pod in range(pods_used):
         for a in range(half):
@@ -260,6 +259,27 @@ def build_fat_tree(
     )
 
 
+def _pruned_fat_tree(
+    family: str,
+    k: int,
+    num_servers: int | None,
+    sparsity: float,
+    defaults: LinkDefaults | None,
+    prune: Callable[[FabricBuilder], str],
+) -> ClusterSpec:
+    """A fat tree of ``family`` whose links ``prune`` removes; ``prune`` says what it removed."""
+    d = defaults or LinkDefaults()
+    check_sparsity(family, sparsity)
+    fab, pods_used = _fat_tree(family, k, num_servers, d)
+    pruned = prune(fab)
+    n = fab.num_servers
+    return fab.cluster(
+        f"{family}-k{k}-{n}s-{sparsity:g}",
+        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
+        f" {pruned}",
+    )
+
+
 def build_fat_tree_sparse(
     k: int = 4,
     num_servers: int | None = None,
@@ -283,17 +303,15 @@ def build_fat_tree_sparse(
     >>> bool(d_sparse.max() > gpu_distance_matrix(build_fat_tree(4, 6)).max())
     True
     """
-    d = defaults or LinkDefaults()
-    _check_sparsity("fat-tree-sparse", sparsity)
-    fab, pods_used = _fat_tree("fat-tree-sparse", k, num_servers, d)
-    removed, total, keep = _taper(fab, k // 2, sparsity, seed)
-    n = fab.num_servers
-    return fab.cluster(
-        f"fat-tree-sparse-k{k}-{n}s-{sparsity:g}",
-        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
-        f" edge switches keep {keep} of {k // 2} aggregation uplinks ({removed} of {total}"
-        f" removed; sparsity {sparsity:g}, seed {seed})",
-    )
+
+    def taper(fab: FabricBuilder) -> str:
+        removed, total, keep = _taper(fab, k // 2, sparsity, seed)
+        return (
+            f"edge switches keep {keep} of {k // 2} aggregation uplinks ({removed} of {total}"
+            f" removed; sparsity {sparsity:g}, seed {seed})"
+        )
+
+    return _pruned_fat_tree("fat-tree-sparse", k, num_servers, sparsity, defaults, taper)
 
 
 def build_fat_tree_thinned(
@@ -314,123 +332,15 @@ def build_fat_tree_thinned(
     >>> len(c.links) < len(build_fat_tree(4).links)
     True
     """
-    d = defaults or LinkDefaults()
-    _check_sparsity("fat-tree-thinned", sparsity)
-    fab, pods_used = _fat_tree("fat-tree-thinned", k, num_servers, d)
-    removed, total = _thin(fab, {"aggregation", "core"}, sparsity, seed)
-    n = fab.num_servers
-    return fab.cluster(
-        f"fat-tree-thinned-k{k}-{n}s-{sparsity:g}",
-        f"{k}-ary fat tree, {n} servers of {d.gpus_per_server} GPUs ({pods_used} pod(s)),"
-        f" {removed} of {total} switch-to-switch links removed (sparsity {sparsity:g},"
-        f" seed {seed})",
-    )
 
-
-def _dragonfly(
-    family: str, a: int, p: int, h: int, num_groups: int | None, d: LinkDefaults
-) -> tuple[_Fabric, int]:
-    for name, value in (("routers_per_group", a), ("servers_per_router", p)):
-        if value < 1:
-            raise InputError(f"{family}: {name} must be >= 1, got {value}")
-    if h < 0:
-        raise InputError(f"{family}: global_links_per_router must be >= 0, got {h}")
-    most = a * h + 1
-    if num_groups is None:
-        num_groups = most
-    if not 1 <= num_groups <= most:
-        raise InputError(
-            f"{family}: with {a} routers of {h} global links a dragonfly has 1..{most} groups,"
-            f" asked for {num_groups}"
+    def thin(fab: FabricBuilder) -> str:
+        removed, total = thin_links(fab, {"aggregation", "core"}, sparsity, seed)
+        return (
+            f"{removed} of {total} switch-to-switch links removed (sparsity {sparsity:g},"
+            f" seed {seed})"
         )
-    fab = _Fabric(d)
-    for grp in range(num_groups):
-        for r in range(a):
-            router = fab.switch(f"g{grp}.r{r}", "router", grp)
-            for _ in range(p):
-                fab.link(fab.server(grp), router, d.server_uplink_bytes_per_s, "access")
-        for r in range(a):
-            for q in range(r + 1, a):
-                fab.link(f"g{grp}.r{r}", f"g{grp}.r{q}", d.bundle_bytes_per_s, "local")
-    if num_groups > 1:
-        # Absolute arrangement: group i's global ports are numbered 0..a*h-1 (router = port
-        # // h); the m-th link between groups i < j uses port m*(g-1) + (j-1) of group i and
-        # port m*(g-1) + i of group j, for m < floor(a*h / (g-1)).  With g = a*h+1 each pair
-        # of groups is joined by exactly one link.
-        per_pair = (a * h) // (num_groups - 1)
-        for i in range(num_groups):
-            for j in range(i + 1, num_groups):
-                for m in range(per_pair):
-                    ri = (m * (num_groups - 1) + j - 1) // h
-                    rj = (m * (num_groups - 1) + i) // h
-                    fab.link(f"g{i}.r{ri}", f"g{j}.r{rj}", d.bundle_bytes_per_s, "global")
-    return fab, num_groups
 
-
-def _dragonfly_checks(family: str, h: int, num_groups: int | None) -> None:
-    if (num_groups is None or num_groups > 1) and h == 0:
-        raise InputError(f"{family}: more than one group needs global_links_per_router >= 1")
-
-
-def build_dragonfly(
-    routers_per_group: int = 4,
-    servers_per_router: int = 2,
-    global_links_per_router: int = 2,
-    num_groups: int | None = None,
-    defaults: LinkDefaults | None = None,
-) -> ClusterSpec:
-    """Dragonfly: groups of ``a`` fully connected routers, ``p`` servers and ``h`` global
-    links per router.
-
-    The defaults are the canonical balanced arrangement a = 2p = 2h with the most groups,
-    g = a*h + 1, so that every two groups share exactly one global link.  Global wiring is the
-    "absolute" arrangement (router ``r`` of a group owns global ports r*h .. r*h+h-1; the link
-    between groups i < j goes from port j-1 of group i to port i of group j).  With fewer groups
-    each pair of groups gets floor(a*h / (g-1)) global links (m-th link: port m*(g-1)+j-1 of
-    group i to port m*(g-1)+i of group j); ports left over stay unused.  Servers are numbered
-    group by group, router by router.
-
-    Examples
-    --------
-    >>> c = build_dragonfly()  # a=4, p=2, h=2: 9 groups of 8 servers
-    >>> c.num_servers, sum(lk.tier == "global" for lk in c.links)
-    (72, 36)
-    """
-    d = defaults or LinkDefaults()
-    a, p, h = routers_per_group, servers_per_router, global_links_per_router
-    _dragonfly_checks("dragonfly", h, num_groups)
-    fab, g = _dragonfly("dragonfly", a, p, h, num_groups, d)
-    return fab.cluster(
-        f"dragonfly-a{a}-p{p}-h{h}-g{g}",
-        f"dragonfly of {g} groups x {a} routers x {p} servers of {d.gpus_per_server} GPUs,"
-        f" {h} global links per router",
-    )
-
-
-def build_dragonfly_sparse(
-    routers_per_group: int = 4,
-    servers_per_router: int = 2,
-    global_links_per_router: int = 2,
-    num_groups: int | None = None,
-    sparsity: float = 0.5,
-    seed: int = 0,
-    defaults: LinkDefaults | None = None,
-) -> ClusterSpec:
-    """A dragonfly with ``sparsity`` of its global links removed (deterministic order keyed by
-    ``seed``, never disconnecting; module docstring): some group pairs lose their direct link
-    and route through a third group.
-    """
-    d = defaults or LinkDefaults()
-    a, p, h = routers_per_group, servers_per_router, global_links_per_router
-    _check_sparsity("dragonfly-sparse", sparsity)
-    _dragonfly_checks("dragonfly-sparse", h, num_groups)
-    fab, g = _dragonfly("dragonfly-sparse", a, p, h, num_groups, d)
-    removed, total = _thin(fab, {"global"}, sparsity, seed)
-    return fab.cluster(
-        f"dragonfly-sparse-a{a}-p{p}-h{h}-g{g}-{sparsity:g}",
-        f"dragonfly of {g} groups x {a} routers x {p} servers of {d.gpus_per_server} GPUs,"
-        f" {removed} of {total} global links removed (sparsity {sparsity:g}, seed {seed})",
-    )
+    return _pruned_fat_tree("fat-tree-thinned", k, num_servers, sparsity, defaults, thin)
 
 
 def _check_common(
@@ -464,7 +374,7 @@ def build_leaf_spine(
     """
     d = defaults or LinkDefaults()
     _check_common("leaf-spine", num_servers, servers_per_leaf, num_spines, oversubscription)
-    fab = _Fabric(d)
+    fab = FabricBuilder(d)
     leaves = -(-num_servers // servers_per_leaf)
     uplink = servers_per_leaf * d.server_uplink_bytes_per_s / (oversubscription * num_spines)
     spines = [fab.switch(f"spine{s}", "spine") for s in range(num_spines)]
@@ -501,7 +411,7 @@ def build_rail_optimized(
     """
     d = defaults or LinkDefaults()
     _check_common("rail-optimized", num_servers, servers_per_group, num_spines, oversubscription)
-    fab = _Fabric(d)
+    fab = FabricBuilder(d)
     groups = -(-num_servers // servers_per_group)
     rails = d.gpus_per_server
     uplink = servers_per_group * d.nic_bandwidth_bytes_per_s / (oversubscription * num_spines)

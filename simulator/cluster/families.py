@@ -1,7 +1,8 @@
 """Topology families by name: ``BUILDERS[name](**params)`` with typed, checked parameters.
 
-Each family wraps a builder of :mod:`simulator.cluster.builders`; its shape parameters' defaults
-are the builder's own, its link parameters the :class:`LinkDefaults` fields.  The CLI
+Each family wraps a builder of :mod:`simulator.cluster.builders`,
+:mod:`~simulator.cluster.dragonfly` or :mod:`~simulator.cluster.nvl72`; its shape parameters'
+defaults are the builder's own, its link parameters the :class:`LinkDefaults` fields.  The CLI
 (``topology list|show|build``) and study files call builders through this table.
 """
 
@@ -14,14 +15,13 @@ from typing import Any
 
 from simulator.cluster.builders import (
     LinkDefaults,
-    build_dragonfly,
-    build_dragonfly_sparse,
     build_fat_tree,
     build_fat_tree_sparse,
     build_fat_tree_thinned,
     build_leaf_spine,
     build_rail_optimized,
 )
+from simulator.cluster.dragonfly import build_dragonfly, build_dragonfly_sparse
 from simulator.cluster.nvl72 import SCALE_OUT_FABRICS, build_nvl72
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
