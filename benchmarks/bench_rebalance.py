@@ -1,13 +1,16 @@
 """Benchmark of rebalancing: gain recovered per byte moved on a workload shift, and run cost.
 
-    PYTHONPATH=. python benchmarks/bench_rebalance.py [--tokens 1048576]
+    PYTHONPATH=. python benchmarks/bench_rebalance.py [--tokens 1048576] [--part P ...]
 
-1. Shift: DeepSeekMoE-16B on a 4-server fat tree (32 GPUs); two tenants on server halves swap
-   halves at mid-trace.  ilp-origin under static, periodic (full re-placement) and periodic with
-   a move budget of a quarter of what the full re-placement moves per rebalance.  Reports the
-   hop saving each recovers against static after the shift, the bytes moved and the
-   break-even (the target: the budgeted policy keeps >= 80% of the full gain moving <= 25%).
-2. Cost: a DeepSeek-R1 trace of ``--tokens`` tokens on 32 GPUs, analytic mode, static vs
+1. ``shift``: DeepSeekMoE-16B on a 4-server fat tree (32 GPUs); two tenants on server halves
+   swap halves at mid-trace.  ilp-origin under static, periodic (full re-placement), periodic
+   with a move budget of a quarter of what the full re-placement moves per rebalance and
+   periodic with a move price only (``--move-weight``, no budget).  Reports the hop saving each
+   recovers against static after the shift, the balance gain, the bytes moved and the CPU time
+   (the target: the migration-aware policy keeps >= 80% of the full gains moving <= 25%).
+2. ``dedup``: the same trace under ``dedup`` (its own objective: de-duplicated remote copies),
+   static, periodic and periodic within the same quarter budget.
+3. ``cost``: a DeepSeek-R1 trace of ``--tokens`` tokens on 32 GPUs, analytic mode, static vs
    periodic with 32 rebalances (ilp-load): CPU time of each (target: within 5x).
 """
 
@@ -31,8 +34,11 @@ from traces import SynthConfig, generate_trace, model_preset  # noqa: E402
 from traces.io import write_blocks  # noqa: E402
 from traces.synthetic import TenantSpec, iter_synthetic  # noqa: E402
 
+MOVE_WEIGHT = 0.1  # the price-only run: a weight byte-hop moved costs 0.1 traffic byte-hop
 
-def shift(d: Path) -> None:
+
+def _shift_trace(d: Path) -> tuple[Path, int]:
+    """The workload-shift trace and the step at which the tenants swap server halves."""
     m = model_preset("deepseek-moe-16b")
     lo, hi = tuple(range(16)), tuple(range(16, 32))
 
@@ -45,22 +51,35 @@ def shift(d: Path) -> None:
     b = replace(b, step=b.step + a.step.max() + 1, seq_id=b.seq_id + a.seq_id.max() + 1)
     path = d / "shift.parquet"
     write_blocks(path, [a, b])
+    return path, int(a.step.max()) + 1
+
+
+def shift(d: Path, strategy: str = "ilp-origin") -> None:
+    path, shift_step = _shift_trace(d)
+    m = model_preset("deepseek-moe-16b")
     routes = build_route_table(build_fat_tree(4, 4))
-    base = RebalanceConfig(strategy="ilp-origin", policy="static", interval_steps=16,
+    base = RebalanceConfig(strategy=strategy, policy="static", interval_steps=16,
                            window_steps=16)
-    shift_step = int(a.step.max()) + 1
-    runs = {"static": run_rebalance(path, routes, base).timeline}
-    runs["periodic"] = run_rebalance(path, routes, replace(base, policy="periodic")).timeline
+    runs, cpu = {}, {}
+
+    def run(name: str, config: RebalanceConfig) -> None:
+        t0 = time.process_time()
+        runs[name] = run_rebalance(path, routes, config).timeline
+        cpu[name] = time.process_time() - t0
+
+    run("static", base)
+    run("periodic", replace(base, policy="periodic"))
     per = runs["periodic"]["bytes_migrated"]
     budget = 0.25 * float(per[per > 0].mean())
-    runs["budget"] = run_rebalance(path, routes, replace(
-        base, policy="periodic", move_budget_bytes=budget)).timeline
+    run("budget", replace(base, policy="periodic", move_budget_bytes=budget))
+    if strategy != "dedup":
+        run("price", replace(base, policy="periodic", move_weight=MOVE_WEIGHT))
     after = runs["static"]["step_start"] >= shift_step
     static_hops = runs["static"]["hops_per_token"][after].mean()
     full_gain = static_hops - runs["periodic"]["hops_per_token"][after].mean()
     static_imb = runs["static"]["gpu_load_max_over_mean"][after].mean()
     full_imb_gain = static_imb - runs["periodic"]["gpu_load_max_over_mean"][after].mean()
-    print(f"shift: 16B, 32 GPUs, tenants swap at step {shift_step}; expert ="
+    print(f"shift ({strategy}): 16B, 32 GPUs, tenants swap at step {shift_step}; expert ="
           f" {expert_weight_bytes(m, 1) / 1e6:.2f} MB at FP8;"
           f" budget {budget / 1e9:.2f} GB/rebalance")
     for name, t in runs.items():
@@ -72,7 +91,15 @@ def shift(d: Path) -> None:
               f" ({t['bytes_migrated'].sum() / max(per.sum(), 1) * 100:5.1f}% of periodic's)"
               f"  copies {t['remote_copies_per_token_layer'].mean():.3f}"
               f"  GPU max/mean after {t['gpu_load_max_over_mean'][after].mean():.3f}"
-              f" (balance gain kept {_share(static_imb - imb, full_imb_gain)})")
+              f" (balance gain kept {_share(static_imb - imb, full_imb_gain)})"
+              f"  {cpu[name]:.1f} s CPU")
+    if strategy == "dedup":  # its own objective: the de-duplicated copies
+        c0 = runs["static"]["remote_copies_per_token_layer"][after].mean()
+        full = c0 - runs["periodic"]["remote_copies_per_token_layer"][after].mean()
+        for name, t in runs.items():
+            c = t["remote_copies_per_token_layer"][after].mean()
+            print(f"  {name:9s} de-duplicated copies per token-layer after the shift {c:.4f}"
+                  f" (gain kept {_share(c0 - c, full)})")
 
 
 def _share(gain: float, full: float) -> str:
@@ -101,14 +128,24 @@ def cost(d: Path, tokens: int) -> None:
     print(f"  periodic / static = {out['periodic'] / out['static']:.2f}x (target <= 5x)")
 
 
+PARTS = ("shift", "dedup", "cost")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--tokens", type=int, default=1 << 20)
+    ap.add_argument("--part", choices=PARTS, action="append",
+                    help="Run only these parts (repeatable; default: all).")
     args = ap.parse_args()
+    parts = args.part or PARTS
     with tempfile.TemporaryDirectory() as d:
-        shift(Path(d))
-        print(f"cost: {args.tokens:,} R1 tokens, 32 GPUs, analytic")
-        cost(Path(d), args.tokens)
+        if "shift" in parts:
+            shift(Path(d))
+        if "dedup" in parts:
+            shift(Path(d), "dedup")
+        if "cost" in parts:
+            print(f"cost: {args.tokens:,} R1 tokens, 32 GPUs, analytic")
+            cost(Path(d), args.tokens)
 
 
 if __name__ == "__main__":

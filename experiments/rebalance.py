@@ -41,6 +41,7 @@ import pandas as pd
 
 from experiments.pipeline import build_problem
 from experiments.rebalance_config import RebalanceConfig
+from experiments.rebalance_sample import WindowSample
 from experiments.rebalance_window import (
     Migration,
     WindowMetrics,
@@ -48,7 +49,7 @@ from experiments.rebalance_window import (
     no_moves,
     sim_config,
 )
-from placement import ExpertLayout, SolverOptions, expected_cost, solve_placement
+from placement import SAMPLE_STRATEGIES, ExpertLayout, SolverOptions, expected_cost, solve_placement
 from placement.migration import (
     ASSIGNMENT_STRATEGIES,
     expert_weight_bytes,
@@ -56,6 +57,9 @@ from placement.migration import (
     relabel_for_fewest_moves,
     replace_with_move_cost,
 )
+from placement.migration_dedup import METRICS as DEDUP_METRICS
+from placement.migration_dedup import replace_dedup_with_moves
+from placement.token_sample import TokenSample
 from simulator.cluster.paths import RouteTable
 from simulator.migration import migration_link_bytes
 from simulator.modes import REPLAY_MODES
@@ -75,17 +79,12 @@ class RebalanceResult:
 
 
 def check_strategy(strategy: str, where: str) -> None:
-    """A strategy the policies can re-fit: known, and fitted on counts (a window keeps the
-    activation per chunk of steps, not the tokens)."""
-    from placement import SAMPLE_STRATEGIES, STRATEGIES
+    """A strategy the policies can re-fit (every known one: a window keeps the activation
+    counts of its steps and, for the strategies fitted on tokens, a token sample)."""
+    from placement import STRATEGIES
 
     if strategy not in STRATEGIES:
         raise InputError(f"{where} {strategy!r}: known: {', '.join(sorted(STRATEGIES))}")
-    if strategy in SAMPLE_STRATEGIES:
-        raise InputError(
-            f"{where} {strategy}: fits on which experts each token uses together, but a"
-            " rebalancing window keeps only the activation counts of its steps; use one of"
-            f" {', '.join(sorted(set(STRATEGIES) - set(SAMPLE_STRATEGIES)))}")
 
 
 def step_range(trace: Path) -> tuple[int, int]:
@@ -146,6 +145,8 @@ def run_rebalance(
     assigner = OriginAssigner(resolve_model(config.origins), routes.cluster.gpu_server)
     first = lo + W
     history: deque[tuple[np.ndarray, int]] = deque(maxlen=W // chunk)  # (counts, tokens)
+    sample = (WindowSample(config.sample_tokens, W // chunk, routes.num_gpus, options.seed)
+              if config.strategy in SAMPLE_STRATEGIES else None)
     pending = np.zeros(0)
     pending_tokens, pending_chunk = 0, None
     layout: ExpertLayout | None = None
@@ -159,6 +160,8 @@ def run_rebalance(
         nonlocal pending, pending_tokens
         if pending_tokens:
             history.append((pending, pending_tokens))
+            if sample is not None:
+                sample.close_chunk()
         pending, pending_tokens = np.zeros(0), 0
 
     def fit(start: int) -> ExpertLayout:
@@ -166,7 +169,8 @@ def run_rebalance(
         if not tokens:
             raise InputError(f"{trace}: steps {start - W}..{start - 1} hold no tokens to fit on")
         a = counts / tokens
-        return _fit(routes, model, a.sum(axis=2), a, config, options, layout, tokens / W)
+        problem = build_problem(routes, model, a.sum(axis=2), a, sample=_window_sample(sample))
+        return _fit(problem, model, config, options, layout, tokens / W)
 
     def finish_window() -> None:
         if current is not None and window is not None and window.tokens:
@@ -185,6 +189,8 @@ def run_rebalance(
             close_chunk()
             for _ in range(c - (pending_chunk if pending_chunk is not None else -1) - 1):
                 history.append((np.zeros(0), 0))  # steps without tokens still age the window
+                if sample is not None:
+                    sample.close_chunk()
             pending_chunk = c
         if step >= first and (current is None or current[0] != (step - first) // N):
             finish_window()
@@ -196,8 +202,9 @@ def run_rebalance(
                 layouts[wstart] = layout
             elif config.policy != "static":
                 fresh = fit(wstart)
-                if config.policy == "periodic" or _worse(routes, model, history, W, layout,
-                                                         fresh, config.threshold):
+                if config.policy == "periodic" or _worse(
+                        routes, model, history, _window_sample(sample), layout, fresh,
+                        config):
                     plan = plan_migration(layout, fresh, routes.distance)
                     migration = Migration((plan.src_gpu, plan.dst_gpu), weight,
                                           config.migration, layout)
@@ -217,6 +224,8 @@ def run_rebalance(
         counts = _activation_counts(block, routes.num_gpus)
         pending = counts if pending.size == 0 else pending + counts
         pending_tokens += block.num_tokens
+        if sample is not None:
+            sample.add(block)
     finish_window()
     migration = (pd.concat(links, ignore_index=True) if links
                  else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
@@ -263,38 +272,56 @@ def _activation_counts(block: RoutingTrace, num_gpus: int) -> np.ndarray:
     return np.bincount(flat.ravel(), minlength=L * E * num_gpus).reshape(L, E, num_gpus)
 
 
-def _fit(routes, model, p, a, config, options, current, tokens_per_step):  # noqa: ANN001, ANN202
-    """The strategy's layout for activation ``p``/``a``, migration-aware when asked."""
-    problem = build_problem(routes, model, p, a)
+def _window_sample(sample: WindowSample | None) -> TokenSample | None:
+    return None if sample is None else sample.sample()
+
+
+def _fit(problem, model, config, options, current, tokens_per_step):  # noqa: ANN001, ANN202
+    """The strategy's layout for the window's ``problem``, migration-aware when asked."""
     aware = current is not None and (
         config.move_weight is not None or config.move_budget_bytes is not None
     )
     strategy = config.strategy
+    horizon = tokens_per_step * config.interval_steps
+    weight = expert_weight_bytes(model, config.weight_bytes_per_param)
     if aware and strategy in ASSIGNMENT_STRATEGIES:
         res = replace_with_move_cost(
-            problem, options, strategy, current, tokens_per_step * config.interval_steps,
-            expert_weight_bytes(model, config.weight_bytes_per_param),
+            problem, options, strategy, current, horizon, weight,
             move_weight=config.move_weight or 0.0, budget_bytes=config.move_budget_bytes,
         )
     else:
         res = solve_placement(problem, strategy, options)
     if not res.is_ok or res.layout is None:
         raise InputError(f"strategy {strategy}: no layout ({res.status.value}: {res.message})")
-    if current is not None and not aware:
-        # Same cost for every objective, fewest copies moved: interchangeable GPUs relabelled.
-        return relabel_for_fewest_moves(problem, current, res.layout, options)
-    return res.layout
+    if current is None:
+        return res.layout
+    # Same cost for every objective, fewest copies moved: interchangeable GPUs relabelled.
+    fresh = relabel_for_fewest_moves(problem, current, res.layout, options)
+    if aware and strategy in DEDUP_METRICS:
+        res = replace_dedup_with_moves(
+            problem, options, strategy, current, fresh, horizon, weight,
+            move_weight=config.move_weight or 0.0, budget_bytes=config.move_budget_bytes)
+        assert res.layout is not None
+        return res.layout
+    return res.layout if aware else fresh
 
 
-def _worse(routes, model, history, W, current, fresh, threshold) -> bool:  # noqa: ANN001
+def _worse(routes, model, history, sample, current, fresh, config) -> bool:  # noqa: ANN001
     """The layout in force costs more than the fresh one by ``threshold`` on the last window:
-    expected hops (the strategies' cost model) or GPU imbalance (max/mean routed load)."""
+    expected hops (the strategies' cost model; for dedup and dedup-bytes their own cost, the
+    de-duplicated copies on the window's token sample) or GPU imbalance (max/mean load)."""
     counts, tokens = _total(history)
     a = counts / max(tokens, 1)
-    problem = build_problem(routes, model, a.sum(axis=2), a)
-    cost = [expected_cost(problem, lay) for lay in (current, fresh)]
+    problem = build_problem(routes, model, a.sum(axis=2), a, sample=sample)
+    if config.strategy in DEDUP_METRICS:
+        from placement.dedup.evaluate import dedup_cost
+
+        metric = DEDUP_METRICS[config.strategy]
+        cost = [dedup_cost(problem, lay, metric).cost_per_token for lay in (current, fresh)]
+    else:
+        cost = [expected_cost(problem, lay) for lay in (current, fresh)]
     imbalance = [_imbalance(problem, lay) for lay in (current, fresh)]
-    over = 1 + threshold
+    over = 1 + config.threshold
     return bool(cost[0] > cost[1] * over or imbalance[0] > imbalance[1] * over)
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from placement.strategies import MIGRATION_AWARE
 from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
@@ -34,6 +35,10 @@ class RebalanceConfig:
         None, "Price on weight bytes moved (byte-hops per byte-hop).", "", 0)
     move_budget_bytes: float | None = option(
         None, "Most weight bytes one rebalance may move.", "bytes", 0)
+    sample_tokens: int = option(
+        4096, "dedup, dedup-bytes: tokens of the last --window steps a re-fit is fitted on (a"
+        " uniform sample; memory: at most this many tokens per gcd(--interval, --window)"
+        " steps).", "tokens", 1, 1_048_576)
     weight_bytes_per_param: float = option(
         1.0, "Serving precision of expert weights (1 = FP8, 2 = BF16).", "bytes", 0,
         low_open=True)
@@ -60,6 +65,12 @@ class RebalanceConfig:
                 "--migration async: the moves' overlap with serving is measured in a replay;"
                 f" add --mode {' or --mode '.join(REPLAY_MODES)} (or use --migration stall)"
             )
+        if (self.move_weight is not None or self.move_budget_bytes is not None) and (
+                self.strategy not in MIGRATION_AWARE):
+            raise InputError(
+                f"--move-weight/--move-budget: strategy {self.strategy} has no migration-aware"
+                " re-placement (it re-fits whole, relabelled for the fewest moves); use one of"
+                f" {', '.join(sorted(MIGRATION_AWARE))} or drop them")
         if self.policy == "static" and (
             self.move_weight is not None or self.move_budget_bytes is not None
         ):

@@ -52,12 +52,16 @@ def heuristic_result(
     )
 
 
+def round_robin_gpus(layers: int, experts: int, gpus: int) -> np.ndarray:
+    """GPU of every expert, [layers, experts]: expert i of layer l on (l * experts + i) mod gpus."""
+    return (np.arange(layers)[:, None] * experts + np.arange(experts)[None, :]) % gpus
+
+
 def round_robin(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
     """Expert i of layer l on GPU (l * experts + i) mod gpus: the paper's round-robin."""
     t0 = time.perf_counter()
-    L, E = problem.num_layers, problem.num_experts
-    idx = np.arange(L)[:, None] * E + np.arange(E)[None, :]
-    return _result("round-robin", problem, idx % problem.num_gpus, options, t0)
+    gpus = round_robin_gpus(problem.num_layers, problem.num_experts, problem.num_gpus)
+    return _result("round-robin", problem, gpus, options, t0)
 
 
 def contiguous(problem: PlacementProblem, options: SolverOptions) -> PlacementResult:
@@ -71,13 +75,17 @@ def contiguous(problem: PlacementProblem, options: SolverOptions) -> PlacementRe
     by ``experts`` GPUs.
     """
     t0 = time.perf_counter()
-    L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
-    q, r = divmod(E, G)
-    e = np.arange(E)
+    gpus = contiguous_gpus(problem.num_layers, problem.num_experts, problem.num_gpus)
+    return _result("contiguous", problem, gpus, options, t0)
+
+
+def contiguous_gpus(layers: int, experts: int, gpus: int) -> np.ndarray:
+    """GPU of every expert, [layers, experts], of ``contiguous`` (its docstring has the rule)."""
+    q, r = divmod(experts, gpus)
+    e = np.arange(experts)
     big = r * (q + 1)  # experts in the r larger blocks
     block = np.where(e < big, e // (q + 1), r + (e - big) // max(q, 1))
-    gpus = (block[None, :] + np.arange(L)[:, None] * r) % G
-    return _result("contiguous", problem, gpus, options, t0)
+    return (block[None, :] + np.arange(layers)[:, None] * r) % gpus
 
 
 def _layer_counts(problem: PlacementProblem, order_key: np.ndarray, free: np.ndarray) -> np.ndarray:

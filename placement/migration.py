@@ -17,14 +17,15 @@ unimodular: the LP optimum is an exact optimum.  A budget on bytes moved adds on
 row and the balance of the strategy's own full re-placement as a priced goal (hops alone
 cannot tell a server's GPUs apart, and a budget alone buys hop savings and leaves the busiest
 GPU as it was): one MIP (:mod:`placement.migration_budget`) whose dual bound is the result's
-proven bound, so the result carries its gap.
+proven bound, so the result carries its gap.  A price without a budget has the same balance
+goal: the exact priced assignment is kept when its busiest GPU meets it (then it is optimal
+with the balance term too), else the MIP without the budget row starts from it.
 
-For other strategies (``eplb``, ``dedup``, ...), whose objective is not an assignment, the new
-layout is the strategy's own, relabelled: GPUs that are interchangeable for every objective
-(same distance row and column, same origin share) are matched to the old GPUs so that as many
-copies as possible stay (an assignment, exact); under a budget, whole layers are switched in
-order of gain per byte moved until the budget is spent (as TensorRT-LLM updates a few layers
-per iteration).
+``dedup`` and ``dedup-bytes`` have their own move-limited search
+(:mod:`placement.migration_dedup`).
+Any strategy's full re-fit can be relabelled (:func:`relabel_for_fewest_moves`): GPUs that are
+interchangeable for every objective (same distance row and column, same origin share) are
+matched to the old GPUs so that as many copies as possible stay (an assignment, exact).
 """
 
 from __future__ import annotations
@@ -53,6 +54,9 @@ ASSIGNMENT_STRATEGIES = {"ilp": False, "ilp-load": False, "ilp-origin": True}
 # weights over NVLink: it is priced as this fraction of a network hop, so that ties between
 # GPUs of a server never move weights for nothing.
 INTRA_SERVER_MOVE_HOPS = 1e-3
+# A priced re-placement whose busiest GPU is within this fraction of the balance goal is kept
+# as the exact assignment; above it the balance MIP starts from it.
+BALANCE_TOLERANCE = 1e-9
 
 
 def expert_weight_bytes(model: ModelSpec, bytes_per_param: float) -> float:
@@ -145,8 +149,7 @@ def replace_with_move_cost(
             "migration-aware re-placement: replicas and the balance constraint are not supported"
             " with --move-weight/--move-budget; use --policy periodic"
         )
-    if not horizon_tokens > 0 or not move_weight >= 0:
-        raise InputError("migration: horizon_tokens must be > 0 and move_weight >= 0")
+    check_move_terms(horizon_tokens, move_weight, budget_bytes)
     t0 = time.perf_counter()
     weights = problem.activation
     if strategy == "ilp":
@@ -157,24 +160,37 @@ def replace_with_move_cost(
     dist = move_cost_matrix(problem, current)
     moves = move_weight * weight_bytes * dist  # network byte-hops of the weights moved
     name = f"{strategy}+move"
-    if budget_bytes is None:  # priced: the assignment model (TU, exact)
-        res = solve_assignment(problem, options, name, traffic + moves, force_gpus=True)
-        return _annotate(res, problem, current, weight_bytes, move_weight, None)
-    if budget_bytes < 0:
-        raise InputError(f"--move-budget {budget_bytes}: must be >= 0 bytes")
     # The balance goal: the busiest GPU of the strategy's own full re-placement (its layout
     # spreads a server's experts over the server's GPUs; hops alone cannot tell them apart).
     full = solve_placement(problem, strategy, options)
     if not full.is_ok or full.layout is None:
         return full
     cap = float(gpu_loads(problem, full.layout).max())
+    start = None
+    if budget_bytes is None:  # priced: the assignment model (TU, exact) first
+        priced = solve_assignment(problem, options, name, traffic + moves, force_gpus=True)
+        if (not priced.is_ok or priced.layout is None
+                or gpu_loads(problem, priced.layout).max() <= cap * (1 + BALANCE_TOLERANCE)):
+            return _annotate(priced, problem, current, weight_bytes, move_weight, None)
+        start = priced.layout  # misses the balance goal: the MIP starts from it
     price = balance_price(problem, horizon_tokens * (problem.dispatch_bytes
                                                      + problem.combine_bytes) / 2.0)
     left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
+    kind, moves_left = ("balance", None) if budget_bytes is None else (
+        "budget", int(budget_bytes // weight_bytes))
     res = solve_with_balance_goal(
-        problem, replace(options, time_limit_s=left), f"{name}+budget", traffic + moves,
-        _holds(problem, current), int(budget_bytes // weight_bytes), current, cap, price)
+        problem, replace(options, time_limit_s=left), f"{name}+{kind}", traffic + moves,
+        _holds(problem, current), moves_left, current, cap, price, start)
     return _annotate(res, problem, current, weight_bytes, move_weight, budget_bytes)
+
+
+def check_move_terms(horizon_tokens: float, move_weight: float, budget_bytes: float | None
+                     ) -> None:
+    """Refuse a horizon that is not positive, a negative price or a negative budget."""
+    if not horizon_tokens > 0 or not move_weight >= 0:
+        raise InputError("migration: horizon_tokens must be > 0 and move_weight >= 0")
+    if budget_bytes is not None and not budget_bytes >= 0:
+        raise InputError(f"--move-budget {budget_bytes}: must be >= 0 bytes")
 
 
 def _holds(problem: PlacementProblem, layout: ExpertLayout) -> np.ndarray:

@@ -57,14 +57,17 @@ def solve_with_balance_goal(
     name: str,
     cost: np.ndarray,
     holds: np.ndarray,
-    max_moves: int,
+    max_moves: int | None,
     current: ExpertLayout,
     cap: float,
     price: float,
+    start_layout: ExpertLayout | None = None,
 ) -> PlacementResult:
     """The MIP of the module docstring.  ``cost``: traffic + move byte-hops [L * E, gpus];
     ``holds``: GPU h holds a copy of e in ``current`` [L * E, gpus]; ``max_moves``: new copies
-    the budget pays for; ``cap``/``price``: the balance goal and the price of missing it."""
+    the budget pays for (None: no budget row, the price alone limits moves); ``cap``/``price``:
+    the balance goal and the price of missing it; ``start_layout``: HiGHS's first incumbent
+    (default: the layout in force)."""
     t0 = time.perf_counter()
     L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
     n = L * E * G
@@ -78,15 +81,17 @@ def solve_with_balance_goal(
     model.add_entries(r + (e_of // E) * G + h_of, col, 1.0)
     r = model.add_rows("cap_total", 0.0, problem.slots_per_gpu, G)
     model.add_entries(r + h_of, col, 1.0)
-    new = ~holds.reshape(-1)
-    r = model.add_rows("budget", 0.0, float(max_moves), 1)
-    model.add_entries(np.full(int(new.sum()), r), col[new], 1.0)
+    if max_moves is not None:
+        new = ~holds.reshape(-1)
+        r = model.add_rows("budget", 0.0, float(max_moves), 1)
+        model.add_entries(np.full(int(new.sum()), r), col[new], 1.0)
     r = model.add_rows("balance", -math.inf, cap, G)
     model.add_entries(r + h_of, col, problem.activation.reshape(-1)[e_of])
     model.add_entries(r + np.arange(G), np.full(G, z), -1.0)
+    first = current if start_layout is None else start_layout
     start = np.zeros(n + 1)
-    start[:n] = (np.arange(G)[None, :] == current.primary.reshape(-1)[:, None]).reshape(-1)
-    start[n] = max(0.0, float(gpu_loads(problem, current).max()) - cap)
+    start[:n] = (np.arange(G)[None, :] == first.primary.reshape(-1)[:, None]).reshape(-1)
+    start[n] = max(0.0, float(gpu_loads(problem, first).max()) - cap)
     sol = run_highs(model, options, integer=True, start=start)
     info: dict[str, object] = {"columns": model.num_col, "rows": model.num_row, "mip": True,
                                "balance_cap": cap, "balance_price": price}

@@ -27,6 +27,7 @@ from simulator.cluster.paths import build_route_table
 from simulator.traffic import TrafficConfig
 from traces import SynthConfig, generate_trace, model_preset
 from traces.io import write_blocks
+from traces.model import ModelSpec
 from traces.synthetic import TenantSpec
 
 MODEL = model_preset("deepseek-moe-16b")
@@ -37,13 +38,14 @@ def routes():
     return build_route_table(build_fat_tree(4, 4))  # 32 GPUs, 4 servers
 
 
-def _drift(path: Path, tokens: int = 2048, step_tokens: int = 256) -> Path:
+def _drift(path: Path, tokens: int = 2048, step_tokens: int = 256,
+           model: ModelSpec = MODEL) -> Path:
     """Two tenants on server halves, then the halves swap: a workload shift at the midpoint."""
     lo, hi = tuple(range(16)), tuple(range(16, 32))
 
     def phase(chat, code):
         return generate_trace(SynthConfig(
-            MODEL, num_tokens=tokens, seq_len=16, step_tokens=step_tokens, num_gpus=32, seed=1,
+            model, num_tokens=tokens, seq_len=16, step_tokens=step_tokens, num_gpus=32, seed=1,
             tenants=(TenantSpec(1.0, chat, 0.9, name="chat"), TenantSpec(1.0, code, 1.3))))
 
     a, b = phase(lo, hi), phase(hi, lo)
@@ -164,7 +166,8 @@ def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
         (["--policy", "static", "--move-weight", "1"], "--policy static"),  # --interval too
         (["--migration", "async"], "--migration async: the moves' overlap with serving"),
         (["--strategy", "nope"], "--strategy 'nope'"),
-        (["--strategy", "dedup"], "--strategy dedup: fits on which experts each token uses"),
+        (["--strategy", "dedup", "--sample-tokens", "0"],
+         "argument --sample-tokens: must be >= 1 and <= 2^20 tokens, got 0"),
     ]
     for extra, message in bad:
         try:

@@ -62,7 +62,9 @@ def _small(seed: int, slots: int):
 def test_budgeted_optimum_and_bound_against_enumeration(seed, move_weight) -> None:
     # every assignment of 6 experts to 4 GPUs with at most 2 per GPU (4^6 = 4096, filtered):
     # the MIP's value  scale x hops + move_weight x W x move hops + price x excess  is the
-    # enumerated minimum over the layouts within the budget, and its bound is below it
+    # enumerated minimum over the layouts within the budget, and its bound is below it; without
+    # a budget the same value over all layouts (the exact priced assignment when it meets the
+    # balance goal: excess 0 and the least traffic + moves, else the MIP started from it)
     problem = _small(seed, slots=2)
     current = ExpertLayout.from_primary(np.array([[0, 0, 1, 2, 3, 3]]), 4)
     horizon, w = 10.0, 1000.0
@@ -80,11 +82,12 @@ def test_budgeted_optimum_and_bound_against_enumeration(seed, move_weight) -> No
 
     layouts = [g for g in itertools.product(range(4), repeat=6) if max(np.bincount(g)) <= 2]
     values = [value(g) for g in layouts]
-    for moves in range(5):
+    for moves in [*range(5), None]:  # None: the price alone, with the same balance goal
+        budget = None if moves is None else moves * w + w / 2
         res = replace_with_move_cost(problem, SolverOptions(), "ilp-origin", current, horizon,
-                                     w, move_weight, budget_bytes=moves * w + w / 2)
-        assert res.info["moves"] <= moves
-        best = min(v for v, n in values if n <= moves)
+                                     w, move_weight, budget_bytes=budget)
+        assert moves is None or res.info["moves"] <= moves
+        best = min(v for v, n in values if moves is None or n <= moves)
         assert res.solver.objective == pytest.approx(value(res.layout.primary[0])[0], rel=1e-6)
         assert res.solver.objective == pytest.approx(best, rel=2e-4)  # HiGHS's MIP gap 1e-4
         assert res.dual_bound <= best * (1 + 1e-9) + 1e-9

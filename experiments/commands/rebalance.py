@@ -29,7 +29,8 @@ from traces.infra.errors import InputError
 FLAGS = {
     "policy": "--policy", "interval_steps": "--interval", "window_steps": "--window",
     "threshold": "--threshold", "move_weight": "--move-weight",
-    "move_budget_bytes": "--move-budget", "weight_bytes_per_param": "--weight-bytes-per-param",
+    "move_budget_bytes": "--move-budget", "sample_tokens": "--sample-tokens",
+    "weight_bytes_per_param": "--weight-bytes-per-param",
     "migration": "--migration", "mode": "--mode", "origins": "--origins",
 }
 

@@ -3,10 +3,11 @@
 A study file with a ``[rebalance]`` table makes every cell a ``moe-netsim rebalance`` run: the
 keys are the fields of :class:`experiments.rebalance_config.RebalanceConfig` (the one
 definition of their defaults and ranges; ``policy``, ``interval_steps``, ``window_steps``,
-``threshold``, ``move_weight``, ``move_budget_bytes``, ``weight_bytes_per_param``,
-``migration``, ``mode``, ``server_dedup``, ``origins``), the strategy is ``strategy.name`` and its
-``strategy.options`` the solver's, the cluster is ``[topology]``, and ``trace.source`` is a trace
-file with steps, replayed whole (``trace.fit_tokens`` and ``replay_tokens`` do not apply).
+``threshold``, ``move_weight``, ``move_budget_bytes``, ``sample_tokens``,
+``weight_bytes_per_param``, ``migration``, ``mode``, ``server_dedup``, ``origins``), the
+strategy is ``strategy.name`` and its ``strategy.options`` the solver's, the cluster is
+``[topology]``, and ``trace.source`` is a trace file with steps, replayed whole
+(``trace.fit_tokens`` and ``replay_tokens`` do not apply).
 Axes vary any of them (``"rebalance.policy" = ["static", "periodic", "threshold"]``).  A cell's
 row is the run's ``summary.json`` totals; its ``timeline`` frame is the run's timeline.
 """

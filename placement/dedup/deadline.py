@@ -7,6 +7,7 @@ injects a clock that counts its readings instead of measuring wall time.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -38,6 +39,13 @@ class Deadline:
     def search_passed(self) -> bool:
         """The searches' share of the time is up."""
         return self.clock() >= self.search_end_s
+
+    def share(self, parts: int) -> Deadline:
+        """This part's deadline when the searches' time left is split evenly over ``parts``
+        (this one and those after it): a part that ends early leaves its time to the next."""
+        now = self.clock()
+        left = max(0.0, self.search_end_s - now)
+        return dataclasses.replace(self, search_end_s=now + left / max(1, parts))
 
     def left_s(self) -> float:
         return max(0.0, self.end_s - self.clock())

@@ -62,6 +62,21 @@ def layer_hosts(
     return np.take_along_axis(cand, np.argmin(d, axis=-1)[..., None], axis=-1)[..., 0]
 
 
+def remote_servers(
+    problem: PlacementProblem, experts: np.ndarray, origins: np.ndarray, gpus_layer: np.ndarray
+) -> tuple[np.ndarray, int]:
+    """One layer: the remote servers each token sends to, [tokens, servers] bool, and the
+    remote routes (before de-duplication)."""
+    gs = problem.gpu_server
+    T = experts.shape[0]
+    hs = gs[layer_hosts(experts, origins, gpus_layer, problem.distance)]  # [T, k]
+    own = gs[origins]
+    used = np.zeros((T, problem.num_servers), dtype=bool)
+    used[np.repeat(np.arange(T), hs.shape[1]), hs.ravel()] = True
+    used[np.arange(T), own] = False
+    return used, int((hs != own[:, None]).sum())
+
+
 def dedup_cost(problem: PlacementProblem, layout: ExpertLayout, metric: str = "hops") -> DedupCost:
     """Exact de-duplicated cost of ``layout`` on the problem's token sample."""
     sample = problem.token_sample
@@ -70,22 +85,14 @@ def dedup_cost(problem: PlacementProblem, layout: ExpertLayout, metric: str = "h
             "placement: the de-duplicated cost needs per-token routing (a trace), not load counts"
         )
     cs = server_cost(problem, metric)
-    gs = problem.gpu_server
-    S = problem.num_servers
     T, L = sample.num_tokens, problem.num_layers
     o = sample.origin_gpu.astype(np.int64)
-    own = gs[o]
     layer_cost = np.zeros(L)
     copies = routes = 0
     for li in range(L):
-        hosts = layer_hosts(sample.experts[:, li, :].astype(np.int64), o,
-                            layout.expert_gpus[li], problem.distance)
-        hs = gs[hosts]  # [T, k]
-        remote = hs != own[:, None]
-        routes += int(remote.sum())
-        used = np.zeros((T, S), dtype=bool)
-        used[np.repeat(np.arange(T), hs.shape[1]), hs.ravel()] = True
-        used[np.arange(T), own] = False
+        used, remote = remote_servers(problem, sample.experts[:, li, :].astype(np.int64), o,
+                                      layout.expert_gpus[li])
+        routes += remote
         copies += int(used.sum())
         layer_cost[li] = float((used * cs[o]).sum()) / T
     return DedupCost(

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from placement.baselines import contiguous_gpus, round_robin_gpus
 from placement.dedup.bound import (
     MAX_ENUMERATED_LAYOUTS,
     exact_layer,
@@ -48,6 +49,7 @@ from placement.dedup.evaluate import (
     dedup_cost,
     imbalance,
     layer_gpu_loads,
+    remote_servers,
     server_cost,
     server_distance,
 )
@@ -104,16 +106,26 @@ def _layer_from_layout(eg: np.ndarray) -> list[tuple[int, int]]:
 
 
 def _solve_layer(
-    problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
-    own: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
-    deadline: Deadline, rng: np.random.Generator,
+    problem: PlacementProblem, li: int, x: np.ndarray, o: np.ndarray, cost: np.ndarray,
+    near: np.ndarray, quota: np.ndarray, gpu_cap: float | None, ref: ExpertLayout | None,
+    baselines: dict[str, np.ndarray], deadline: Deadline, rng: np.random.Generator,
 ) -> _Layer:
+    """``baselines``: name -> server per expert [layers, experts] of the layouts a layer the
+    time limit reaches first may take."""
     E, S = problem.num_experts, problem.num_servers
     gs = problem.gpu_server
+    own = gs[o]
     cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
     pcap = _primary_caps(cap, E)
+    ref_layer = None if ref is None else ref.expert_gpus[li]
+    base_li = {n: srv[li] for n, srv in baselines.items()}
+
+    def cheapest(searched: list[_Layer], why: str) -> _Layer:
+        return _cheapest_layer(problem, x, o, cost, near, quota, pcap, gpu_cap, ref_layer,
+                               base_li, searched, why)
+
     if deadline.search_passed():
-        return _unsearched_layer(problem, li, x, cost, near, own, quota, pcap, gpu_cap, ref)
+        return cheapest([], "time limit")
     # With a sparse sample the held-out tokens decide (``_fit_single``): starts may then use
     # only the other tokens, and not EPLB's layout (fitted on the load of all of them).
     sparse = x.shape[0] * x.shape[1] < HOLDOUT_BELOW_ROUTES * E * S
@@ -144,53 +156,64 @@ def _solve_layer(
         st, name = found
         single = st.objective()
         free = cap - pcap
+        within = []  # the searched layouts within the guard: with replicas, and without
         if free.sum():
+            copies, gpu_load = _to_gpus(problem, st, quota)
+            if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
+                within.append(_Layer(copies, c0, single, single, name + " (no replicas)"))
             add_replicas(st, free, load_cap, deadline)
             swap_search(st, st.is_single(), load_cap, deadline)
         copies, gpu_load = _to_gpus(problem, st, quota)
         last = _Layer(copies, c0, single, st.objective(), name)
         if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
-            return last
-    if ref is None:  # --balance-eps without an EPLB layout to fall back on: flag the miss
-        if last is None:
-            st = LayerState(x, cost, near, own, E, starts[0][1])
-            c = st.objective()
-            last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
-        return dataclasses.replace(last, guard_missed=True)
-    return _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb")
+            within.append(last)
+        if within:
+            return cheapest(within, "cheaper than the search")
+    if last is None:
+        st = LayerState(x, cost, near, own, E, starts[0][1])
+        c = st.objective()
+        last = _Layer(_to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
+    return cheapest([dataclasses.replace(last, guard_missed=True)], "balance guard")
 
 
-def _unsearched_layer(
-    problem: PlacementProblem, li: int, x: np.ndarray, cost: np.ndarray, near: np.ndarray,
-    own: np.ndarray, quota: np.ndarray, pcap: np.ndarray, gpu_cap: float | None,
-    ref: ExpertLayout | None,
+def _cheapest_layer(
+    problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray,
+    near: np.ndarray, quota: np.ndarray, pcap: np.ndarray, gpu_cap: float | None,
+    ref_layer: np.ndarray | None, baselines: dict[str, np.ndarray], searched: list[_Layer],
+    why: str,
 ) -> _Layer:
-    """A layer the time limit reached before its search: EPLB's layer or, where no balance
-    guard binds, the routing-group start when that is cheaper on the sample (servers filled
-    in expert order without either)."""
+    """The layer's layout: the cheapest on the sample of ``searched``, EPLB's layer (the
+    balance guard's reference), the routing-group start and the baselines' layers
+    (``baselines``: name -> server per expert), among those within the balance guard; the
+    cheapest of all, flagged, when none is.  So no layer, searched or cut by the time limit,
+    costs more than the cheapest of these that keeps the guard.  ``why`` names the others."""
     E, S, gs = problem.num_experts, problem.num_servers, problem.gpu_server
-    eplb_layer = None
-    if ref is not None:
-        eplb_layer = _eplb_layer(x, cost, ref.expert_gpus[li], gs, "eplb (time limit)")
-        if gpu_cap is not None:
-            return eplb_layer
-    srv = group_start(x, own, E, problem.expert_groups, pcap)
-    name = "groups (time limit)"
-    if srv is None:
-        srv, name = np.repeat(np.arange(S), pcap), "filled in order (time limit)"
-    c = primary_cost(x, cost, srv)
-    if eplb_layer is not None and eplb_layer.final_cost <= c:
-        return eplb_layer
-    copies, gpu_load = _to_gpus(problem, LayerState(x, cost, near, own, E, srv), quota)
-    missed = gpu_cap is not None and gpu_load.max() > gpu_cap + 1e-9
-    return _Layer(copies, c, c, c, name, guard_missed=missed)
+    own = gs[o]
+    cap = np.bincount(gs, weights=quota, minlength=S)
+    ok = [ly for ly in searched if not ly.guard_missed]
+    missed = [ly for ly in searched if ly.guard_missed]
+    if ref_layer is not None:
+        ok.append(_eplb_layer(problem, x, o, cost, ref_layer, f"eplb ({why})"))
+    named = {"groups": group_start(x, own, E, problem.expert_groups, pcap), **baselines}
+    for name, srv in named.items():
+        if srv is None or (np.bincount(srv, minlength=S) > cap).any():
+            continue
+        copies, gpu_load = _to_gpus(problem, LayerState(x, cost, near, own, E, srv), quota)
+        c = primary_cost(x, cost, srv)
+        ly = _Layer(copies, c, c, c, f"{name} ({why})")
+        if gpu_cap is None or gpu_load.max() <= gpu_cap + 1e-9:
+            ok.append(ly)
+        else:
+            missed.append(dataclasses.replace(ly, guard_missed=True))
+    return min(ok or missed, key=lambda ly: ly.final_cost)
 
 
 def _eplb_layer(
-    x: np.ndarray, cost: np.ndarray, eg: np.ndarray, gs: np.ndarray, name: str
+    problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray, eg: np.ndarray,
+    name: str,
 ) -> _Layer:
-    """The reference's layer as it is (its replicas not counted in the phase costs)."""
-    c = primary_cost(x, cost, gs[eg[:, 0]])
+    """The reference's layer as it is, at its exact cost (replicas included)."""
+    c = float((remote_servers(problem, x, o, eg)[0] * cost).sum())
     return _Layer(_layer_from_layout(eg), c, c, c, name, fallback=True)
 
 
@@ -399,12 +422,17 @@ def solve_dedup(
     # result does not depend on the machine's speed; the time limit is only a safety stop:
     # layers it reaches first take EPLB's layer unsearched, and the bound and the ablation
     # are computed only in the time left.
+    # Each layer's search gets an even share of the searches' time left, so a short limit
+    # shortens every layer's search instead of leaving the last layers unsearched.
+    baselines = {n: problem.gpu_server[f(L, E, G)]
+                 for n, f in (("round-robin", round_robin_gpus), ("contiguous", contiguous_gpus))}
     layers: list[_Layer] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
         layers.append(_solve_layer(
-            problem, li, sample.experts[:, li, :].astype(np.int64), cost, near, own, quota[li],
-            None if gpu_cap is None else float(gpu_cap[li]), ref, deadline, rng,
+            problem, li, sample.experts[:, li, :].astype(np.int64), o, cost, near, quota[li],
+            None if gpu_cap is None else float(gpu_cap[li]), ref, baselines,
+            deadline.share(L - li), rng,
         ))
     info["stopped_by_time_limit"] = deadline.search_passed()
     layout = _build(problem, layers)

@@ -4,8 +4,11 @@ DeepSeek-V3/R1 route every token to ``top_k`` experts inside its best ``topk_gro
 ``expert_groups`` groups, so a server that holds whole groups which are often chosen together
 receives few tokens it cannot serve alone (what EPLB's hierarchical mode exploits, with groups
 packed by load instead).  With more servers than groups, each group is split over a block of
-servers.  Without groups, servers are filled greedily with experts that are often chosen
-together.  Clusters go to the servers whose origins use them most.
+servers; where neither divides the other (DeepSeek's EP144: 8 groups on 18 servers), the groups
+are chained by co-selection and their experts fill the servers in that order, so a group spans
+few consecutive servers and its neighbours are the groups chosen with it.  Without groups,
+servers are filled greedily with experts that are often chosen together.  Clusters go to the
+servers whose origins use them most.
 """
 
 from __future__ import annotations
@@ -47,20 +50,18 @@ def group_clusters(sel: np.ndarray, per_cluster: int) -> list[list[int]]:
 def group_start(
     experts: np.ndarray, own: np.ndarray, num_experts: int, groups: int, caps: np.ndarray
 ) -> np.ndarray | None:
-    """Server per expert from the routing groups, or None when groups and servers do not fit.
-
-    Needs equal server capacities of E / servers primaries and groups a multiple or a divisor
-    of the servers.
-    """
+    """Server per expert from the routing groups (``caps`` primaries per server, summing to the
+    experts), or None without groups."""
     S = len(caps)
     size = num_experts // groups
-    if groups < 2 or not (caps == num_experts // S).all() or num_experts % S:
+    if groups < 2 or num_experts % groups or int(caps.sum()) != num_experts:
         return None
     T = experts.shape[0]
     sel = np.zeros((T, groups), dtype=bool)
     sel[np.repeat(np.arange(T), experts.shape[1]), (experts // size).ravel()] = True
     srv = np.empty(num_experts, dtype=np.int64)
-    if groups % S == 0:
+    even = bool((caps == num_experts // S).all()) and num_experts % S == 0
+    if even and groups % S == 0:
         clusters = group_clusters(sel, groups // S)
         use = np.zeros((len(clusters), S))
         for c, members in enumerate(clusters):
@@ -70,13 +71,16 @@ def group_start(
             for g in members:
                 srv[g * size:(g + 1) * size] = server_of[c]
         return srv
-    if S % groups == 0:
+    if even and S % groups == 0:
         per = S // groups
         block = size // per
         for g in range(groups):
             srv[g * size:(g + 1) * size] = g * per + np.arange(size) // block
         return srv
-    return None
+    chain = group_clusters(sel, groups)[0]  # each next group the most co-selected so far
+    order = np.concatenate([np.arange(g * size, (g + 1) * size) for g in chain])
+    srv[order] = np.repeat(np.arange(S), caps)
+    return srv
 
 
 def coactivation_start(
