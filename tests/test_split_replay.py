@@ -108,5 +108,5 @@ def test_unreachable_scheduler_is_one_line_and_writes_nothing(inputs, capsys):  
 def test_split_flags_need_analytic_mode(inputs, capsys):  # noqa: F811
     out = inputs["tmp"] / "des"
     assert main(_args(inputs, out, "des", "--workers", "2")) == 2
-    assert "--workers splits analytic replays only" in capsys.readouterr().err
+    assert "--workers splits analytic and flow replays only" in capsys.readouterr().err
     assert not out.exists()
