@@ -21,7 +21,7 @@ def replay_model_text(sim: dict[str, Any], dedup: bool) -> str:
     fields; a field a run directory lacks is the current default)."""
     from dataclasses import asdict
 
-    from simulator.cluster.multipath import MULTIPATH_MODES
+    from simulator.cluster.multipath_modes import MULTIPATH_MODES
     from simulator.config import SimConfig
     from traces.infra.limits import human_bytes
 

@@ -29,7 +29,8 @@ import numpy as np
 
 from simulator.cluster.multipath import Endpoints
 from simulator.timing import DEEPEP_SLICE_COPIES
-from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
+from simulator.traffic import PairList, pair_list, remote_servers
+from simulator.traffic_config import DISPATCH_SCHEMES
 from simulator.unique import sorted_unique
 from traces.infra.errors import InputError
 

@@ -31,7 +31,7 @@ from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginAssigner, OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np
@@ -42,7 +42,8 @@ if TYPE_CHECKING:
     from simulator.cluster.paths import RouteTable
     from simulator.cluster.topology import ClusterSpec
     from traces.model import ModelSpec
-    from traces.origins import OriginModel
+    from traces.origin_models import OriginModel
+    from traces.origins import OriginAssigner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -95,6 +96,7 @@ def run(args: argparse.Namespace) -> int:
     from placement import check_layout
     from placement.outcome import SolveStatus
     from simulator.cluster.paths import build_route_table
+    from traces.origins import OriginAssigner
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
@@ -149,6 +151,7 @@ def _fit_input(args: argparse.Namespace, origins: OriginModel | None, cluster: C
     from placement import SAMPLE_STRATEGIES
     from traces import model_preset
     from traces.load_stats import load_load_stats, load_stats_kind
+    from traces.origins import OriginAssigner
 
     if load_stats_kind(args.stats) == "trace":
         model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
@@ -185,6 +188,7 @@ def _solve(args: argparse.Namespace, fit: _FitInput, routes: RouteTable, cluster
     """The placement problem (repaired or robust when asked) and the strategy's result."""
     from experiments.pipeline import build_problem
     from placement import solve_placement
+    from traces.infra.limits import ilp_size_line
 
     if args.repair is not None:  # the layout's copies decide the slots
         healthy, old_layout, args.replicas = repair_input(args, fit.model)
@@ -206,6 +210,10 @@ def _solve(args: argparse.Namespace, fit: _FitInput, routes: RouteTable, cluster
     if args.strategy.startswith(("ilp", "dedup")):
         solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
         desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
+        size = ilp_size_line(f"place --strategy {args.strategy}", fit.model.num_moe_layers,
+                             fit.model.num_routed_experts, cluster.num_gpus, args.time_limit)
+        if size and args.strategy.startswith("ilp"):
+            feedback.note(size)
         with feedback.ticking(None, desc):
             return problem, solve_placement(problem, args.strategy, options)
     return problem, solve_placement(problem, args.strategy, options)

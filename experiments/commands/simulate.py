@@ -27,18 +27,19 @@ from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
 from simulator.modes import REPLAY_MODES, SIM_MODES
-from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
+from simulator.traffic_config import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np
 
     from simulator.cluster.paths import RouteTable
     from simulator.cluster.topology import ClusterSpec
+    from simulator.engine import SimResult
     from traces.model import ModelSpec
-    from traces.origins import OriginModel
+    from traces.origin_models import OriginModel
     from traces.trace import RoutingTrace
 
 
@@ -92,12 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     where = p.add_mutually_exclusive_group()
-    add_number(where, "--workers", int, 1, "Split an analytic replay by micro-batch over a local"
-               " Dask cluster of N worker processes (loopback only); 1: count in this process.",
+    add_number(where, "--workers", int, 1, "Split an analytic replay (or a flow replay with"
+               " --inflight 1) by micro-batch over a local Dask cluster of N worker processes"
+               " (loopback only); 1: run in this process.",
                "processes", Range(1, 1024))
     where.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
-        help="Split an analytic replay by micro-batch over this existing Dask cluster.")
+        help="Split an analytic replay (or a flow replay with --inflight 1) by micro-batch over"
+        " this existing Dask cluster.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -136,9 +139,10 @@ def load_inputs(
 
 def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
                  traffic: TrafficConfig, tokens: int) -> None:
-    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
-    records cannot fit in memory (traces/infra/limits.py)."""
-    from traces.infra.limits import check_memory
+    """Refuse, before the replay, byte counts an int64 cannot hold, a DES whose per-token
+    records cannot fit in memory and outputs that cannot fit the disk of --out; say how long
+    a long run may take (traces/infra/limits.py)."""
+    from traces.infra import limits
 
     traffic.check_byte_counts(
         model, tokens, routes, "simulate", "replay fewer tokens (split the trace) or lower"
@@ -146,8 +150,16 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
     )
     if args.mode == "des":  # a record per token and layer (latency), one per link and window
         per_token = 8 * (4 + model.num_moe_layers)
-        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
-                     "replay fewer tokens, or count bytes with --mode analytic")
+        limits.check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                            "replay fewer tokens, or count bytes with --mode analytic")
+    records = args.mode in REPLAY_MODES  # per-token records and four more tables
+    disk = ((7 if records else 3) * limits.PARQUET_FILE_MIN_BYTES + 2 * len(routes.cluster.links)
+            + (tokens * limits.TOKEN_RECORD_MIN_BYTES if records else 0))
+    limits.check_disk(disk, args.out, f"simulate --mode {args.mode} of {tokens:,} tokens",
+                      limits.OUT_DISK_FIX)
+    line = limits.run_time_line("simulate", tokens, model.num_moe_layers, args.mode)
+    if line:
+        Feedback.from_args(args).note(line)
 
 
 def scheduler_address(text: str) -> str:
@@ -159,16 +171,21 @@ def scheduler_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
 
 
-def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
+def _split_client(args: argparse.Namespace, config: SimConfig, stack: ExitStack) -> Any:
     """The Dask client a split replay runs on (None: count in this process)."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.scheduler is None and args.workers == 1:
         return None
-    if args.mode != "analytic":
-        flag = "--scheduler" if args.scheduler else "--workers"
-        raise InputError(f"{flag} splits analytic replays only; --mode {args.mode} runs in"
-                         " this process (drop the flag or use --mode analytic)")
+    flag = "--scheduler" if args.scheduler else "--workers"
+    if args.mode == "des":
+        raise InputError(f"{flag} splits analytic and flow replays only; --mode des runs in"
+                         " this process (drop the flag or use --mode analytic or flow)")
+    from experiments.split_replay import flow_split_problem
+
+    problem = flow_split_problem(config) if args.mode == "flow" else None
+    if problem:
+        raise InputError(f"{flag} with --mode flow: {problem}")
     from experiments.dask_cluster import connect_scheduler, local_client
 
     if args.scheduler is not None:
@@ -207,15 +224,15 @@ def run(args: argparse.Namespace) -> int:
                           args.microbatch_tokens)
     meta = _run_meta(args, origins, model, routes, config)
     with ExitStack() as stack:
-        client = _split_client(args, stack)  # before the run directory: nothing written
+        client = _split_client(args, config, stack)  # before the run directory: nothing written
         if client is not None:  # the bar counts counted tokens, not tokens read
             meta["execution"] = args.scheduler or f"local dask x{args.workers}"
         work = stack.enter_context(run_directory(args.out, args.overwrite))
         t0 = time.perf_counter()
         if client is not None:
-            bar = stack.enter_context(feedback.bar(total_tokens, "simulate (analytic, split)",
-                                                   "tok", unit_scale=True))
-            frames = _count_split(client, stream, routes, expert_gpus, traffic, bar)
+            bar = stack.enter_context(feedback.bar(total_tokens, f"simulate ({args.mode},"
+                                                   " split)", "tok", unit_scale=True))
+            frames = _split(args.mode, client, stream, routes, expert_gpus, config, bar)
         else:
             blocks = feedback.iterate(stream, total_tokens, f"simulate ({args.mode})", "tok",
                                       weight=lambda b: b.num_tokens)
@@ -290,14 +307,19 @@ def _run_meta(args: argparse.Namespace, origins: OriginModel | None, model: Mode
     }
 
 
-def _count_split(client: Any, blocks: Iterable[RoutingTrace], routes: RouteTable,
-                 expert_gpus: np.ndarray, traffic: TrafficConfig, bar: Any) -> dict[str, Any]:
-    """An analytic count split by micro-batch over a Dask cluster: summary and tables."""
-    from experiments.split_replay import count_traffic_split
+def _split(mode: str, client: Any, blocks: Iterable[RoutingTrace], routes: RouteTable,
+           expert_gpus: np.ndarray, config: SimConfig, bar: Any) -> dict[str, Any]:
+    """An analytic count or a flow replay split by micro-batch over a Dask cluster: summary
+    and tables."""
+    from experiments.split_replay import count_traffic_split, replay_flow_split
 
-    res = count_traffic_split(client, blocks, routes, expert_gpus, traffic,
-                              lambda _b, part: bar.update(part.tokens))
-    return {"summary": res.summary, "links": res.links, "lower_bounds": res.lower_bound_s}
+    def advance(_block: Any, part: Any) -> None:
+        bar.update(part.tokens)
+
+    if mode == "analytic":
+        res = count_traffic_split(client, blocks, routes, expert_gpus, config.traffic, advance)
+        return {"summary": res.summary, "links": res.links, "lower_bounds": res.lower_bound_s}
+    return _sim_tables(replay_flow_split(client, blocks, routes, expert_gpus, config, advance))
 
 
 def _replay(mode: str, blocks: Iterable[RoutingTrace], routes: RouteTable,
@@ -311,7 +333,11 @@ def _replay(mode: str, blocks: Iterable[RoutingTrace], routes: RouteTable,
         return {"summary": res.summary, "links": res.links, "lower_bounds": res.lower_bound_s}
     from simulator.replay import replay
 
-    sim = replay(blocks, routes, expert_gpus, config)
+    return _sim_tables(replay(blocks, routes, expert_gpus, config))
+
+
+def _sim_tables(sim: SimResult) -> dict[str, Any]:
+    """A replay's summary and the tables of its run directory, by file name."""
     return {"summary": sim.summary, "links": sim.links, "utilisation": sim.utilisation,
             "layers": sim.layers, "phases": sim.phases, "tokens": sim.tokens, "gpus": sim.gpus}
 

@@ -194,7 +194,8 @@ def run_show(args: argparse.Namespace) -> int:
     for p in fam.params:
         default = "(derived)" if p.default is None else f"{p.default:g}" if isinstance(
             p.default, float) else str(p.default)
-        print(f"  {p.name:30s} {p.type.__name__:6s} {default:>12s}  {p.help}")
+        rng = f" [{p.range.text()}]" if p.range else ""
+        print(f"  {p.name:30s} {p.type.__name__:6s} {default:>12s}  {p.help}{rng}")
     return 0
 
 

@@ -26,7 +26,7 @@ from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions
+from traces.origin_models import OriginOptions
 
 if TYPE_CHECKING:
     import numpy as np
@@ -130,7 +130,8 @@ def run_import(args: argparse.Namespace) -> int:
     from traces.importers import holds_counts, import_load_stats, import_trace
     from traces.io import read_trace_meta
     from traces.load_stats import save_load_stats
-    from traces.origins import OriginAssigner, parse_origins, servers_of_gpus
+    from traces.origin_models import parse_origins
+    from traces.origins import OriginAssigner, servers_of_gpus
 
     out: Path = args.out
     if out.suffix != ".parquet":

@@ -16,9 +16,8 @@ from experiments.progress import Feedback, add_progress_arguments
 from experiments.study_trace import TraceSection
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions, origins_help
-from traces.synthetic.modes import FIT_DEFAULT_MODES
-from traces.synthetic.popularity import CURVES
+from traces.origin_models import OriginOptions, origins_help
+from traces.synthetic.config import CURVES, FIT_DEFAULT_MODES
 
 if TYPE_CHECKING:
     from traces import RoutingTrace
@@ -295,13 +294,8 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from traces.load_stats import load_load_stats
     from traces.model import load_model_spec
-    from traces.origins import (
-        DEFAULT_MODEL,
-        OriginAssigner,
-        parse_origins,
-        servers_of_gpus,
-        with_origins,
-    )
+    from traces.origin_models import DEFAULT_MODEL, parse_origins
+    from traces.origins import OriginAssigner, servers_of_gpus, with_origins
     from traces.synthetic import SynthConfig, iter_synthetic
     from traces.synthetic.modes import fit_modes_file
 

@@ -42,7 +42,7 @@ from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import check_cluster, parse_origins
+from traces.origin_models import check_cluster, parse_origins
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
 PAPER_STRATEGIES = ("round-robin", "greedy", "ilp", "ilp-load")
