@@ -46,7 +46,7 @@ from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.microbatches import microbatches
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces import RoutingTrace, SynthConfig, generate_trace, model_preset
 from traces.importers.esft import iter_esft
 from traces.load_stats import load_load_stats

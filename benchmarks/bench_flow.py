@@ -38,7 +38,7 @@ def run_one(mode: str, tolerance: float | None, trace: Path, layers_out: Path,
     from simulator.config import SimConfig
     from simulator.microbatches import by_steps
     from simulator.replay import replay
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
 
     routes = build_route_table(build_fat_tree(k, servers))
     m = read_trace_meta(trace)[0].model

@@ -10,8 +10,9 @@ holding 3, 3 and 2 servers).  Activation: R1 from SGLang statistics when ``--sta
 otherwise (and always for 16B) a seeded skewed synthetic p[l, i] (Zipf 0.9 over a random expert
 order per layer).  ``ilp-origin`` gets per-origin activation: each server's tokens mix the
 global load half and half with the server's own random permutation of it (tenants).
-``--variants`` adds ilp-load with 32 / 8 redundant replicas, eplb with one redundant copy per
-GPU and ilp-load with a 5% compute-balance constraint (``--variants balance``: only that one).
+``--variants`` adds ilp-load with 32 / 8 redundant replicas (``origin-replicas``: ilp-origin,
+tenant activation), eplb with one redundant copy per GPU and ilp-load with a 5% compute-balance
+constraint (``--variants balance``: only that one).
 Times are wall-clock seconds of ``solve_placement`` (model building, HiGHS, splitting over
 GPUs, the independent cost), median of ``--repeat`` runs, and the CPU seconds of this
 process for the same run (on a shared machine the wall time also counts other users' load).
@@ -33,7 +34,7 @@ from simulator.cluster.paths import build_route_table
 from traces import model_preset
 from traces.load_stats import load_load_stats
 
-VARIANTS = ("replicas", "eplb-replicas", "balance")
+VARIANTS = ("replicas", "origin-replicas", "eplb-replicas", "balance")
 SIZES = {
     "r1": ("deepseek-r1", 10, 32),
     "16b": ("deepseek-moe-16b", 6, 8),
@@ -85,6 +86,7 @@ def main() -> None:
         extra = 32 if size == "r1" else 8
         gpus = routes.num_gpus  # EPLB needs (experts + redundant) divisible by the GPUs
         variants = {"replicas": ("ilp-load", {"num_redundant": extra}),
+                    "origin-replicas": ("ilp-origin", {"num_redundant": extra}),
                     "eplb-replicas": ("eplb", {"num_redundant": gpus}),
                     "balance": ("ilp-load", {"balance_eps": 0.05})}
         runs += [variants[v] for v in args.variants.split(",") if v]

@@ -1,6 +1,6 @@
 """Benchmark of a DES-mode rebalance's memory: peak RSS against a static DES replay, by length.
 
-    PYTHONPATH=. python benchmarks/bench_rebalance_memory.py [--tokens 32768 131072]
+    PYTHONPATH=. python benchmarks/bench_rebalance_memory.py [--tokens 32768 65536]
 
 For each trace length: a DeepSeek-R1 trace (steps of 4,096 tokens) on a 4-server fat tree (32
 GPUs), and in a child process each (so its peak RSS, ``ru_maxrss`` via ``os.wait4``, is its
@@ -9,8 +9,10 @@ own):
 static    ``simulator.replay.replay`` of the whole trace streamed block by block (the DES),
           with an ``ilp-load`` layout fitted on the first 4 steps;
 rebalance ``run_rebalance`` in DES mode, ``ilp-load``, periodic, window and interval 4 steps
-          (a DES replay per window and a DES-measured stall per rebalance);
-dedup     the same with ``dedup`` (the window's token sample, ``--sample-tokens`` 4096).
+          (a DES replay per window and a DES-measured stall per rebalance).
+
+Both replay with one copy per route (``all-to-all``, the replay's default; the rebalance with
+``server_dedup=False``), so that the two DES runs move the same messages.
 
 Memory is bounded when the rebalance's peak RSS does not grow with the trace length (a window
 holds its own tokens, the look-back its counts and sample).  Prints one line per run: tokens,
@@ -33,7 +35,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 STEP_TOKENS = 4096
-RUNS = ("static", "rebalance", "dedup")
+RUNS = ("static", "rebalance")
 
 
 def _child(run: str, path: Path) -> dict[str, float]:
@@ -64,10 +66,9 @@ def _child(run: str, path: Path) -> dict[str, float]:
         res = replay(iter_trace(path), routes, layout.expert_gpus, SimConfig(mode="des"))
         out = {"p99_s": float(res.summary["latency_p99_s"])}
     else:
-        strategy = "ilp-load" if run == "rebalance" else "dedup"
         t = run_rebalance(path, routes, RebalanceConfig(
-            strategy=strategy, policy="periodic", interval_steps=4, window_steps=4, mode="des"
-        )).timeline
+            strategy="ilp-load", policy="periodic", interval_steps=4, window_steps=4,
+            mode="des", server_dedup=False)).timeline
         out = {"windows": float(len(t)), "p99_s": float(t["latency_p99_s"].max())}
     out["cpu_s"] = time.process_time() - t0
     return out
@@ -87,7 +88,7 @@ def _measure(run: str, path: Path) -> tuple[dict[str, float], float, float]:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--tokens", type=int, nargs="+", default=[32768, 131072])
+    ap.add_argument("--tokens", type=int, nargs="+", default=[32768, 65536])
     ap.add_argument("--child", nargs=2, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.child:

@@ -84,7 +84,8 @@ def des_case(k: int, servers: int) -> dict[str, float]:
 
     from simulator.cluster.builders import build_fat_tree
     from simulator.cluster.link_load_classes import link_classes
-    from simulator.cluster.multipath import DEFAULT_MULTIPATH, MultipathRoutes
+    from simulator.cluster.multipath import MultipathRoutes
+    from simulator.cluster.multipath_modes import DEFAULT_MULTIPATH
     from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig
     from simulator.engine import simulate

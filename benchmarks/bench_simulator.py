@@ -31,9 +31,9 @@ from pathlib import Path
 import numpy as np
 
 from simulator.cluster.builders import build_fat_tree
-from simulator.cluster.multipath import DEFAULT_MULTIPATH, MULTIPATH_MODES
+from simulator.cluster.multipath_modes import DEFAULT_MULTIPATH, MULTIPATH_MODES
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import DEFAULT_DISPATCH, DISPATCH_SCHEMES
+from simulator.traffic_config import DEFAULT_DISPATCH, DISPATCH_SCHEMES
 from traces.io import TraceWriter, iter_trace
 from traces.model import model_preset
 from traces.trace import RoutingTrace, TraceMeta
@@ -94,7 +94,7 @@ def run_mode(
     from simulator.config import SimConfig
     from simulator.engine import simulate
     from simulator.microbatches import by_steps
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
     from traces.io import read_trace_meta
 
     routes = build_route_table(build_fat_tree(k, servers))

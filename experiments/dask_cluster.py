@@ -36,23 +36,36 @@ def connect_scheduler(scheduler: str) -> Any:
         ) from None
 
 
-@contextmanager
-def local_client(workers: int, processes: bool = True) -> Iterator[Any]:
-    """A client of a fresh local cluster of ``workers`` single-threaded workers (closed on
-    exit; ``processes=False``: threads of this process, as the tests use)."""
+def local_cluster(workers: int, processes: bool = True) -> Any:
+    """A fresh local cluster of ``workers`` single-threaded workers on the loopback interface
+    (``processes=False``: threads of this process, as the tests use; a context manager).
+
+    Every port is the OS's choice, never a fixed one (8786/8787 may be taken): the scheduler's,
+    and its HTTP server's, which Dask starts even with the dashboard off and binds to 8787
+    unless told otherwise."""
     import logging
 
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import LocalCluster
 
-    cluster = LocalCluster(
+    return LocalCluster(
         n_workers=workers,
         threads_per_worker=1,
         processes=processes,
+        protocol="tcp",
         host="127.0.0.1",
-        scheduler_port=0,  # ports the OS picks: never a fixed one (8786/8787 may be taken)
-        dashboard_address=None,
+        scheduler_port=0,
+        dashboard_address=None,  # no dashboard ...
+        scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},  # ... and no fixed HTTP port
         silence_logs=logging.ERROR,
     )
+
+
+@contextmanager
+def local_client(workers: int, processes: bool = True) -> Iterator[Any]:
+    """A client of a fresh :func:`local_cluster` (both closed on exit)."""
+    from dask.distributed import Client
+
+    cluster = local_cluster(workers, processes)
     client = Client(cluster)
     try:
         yield client

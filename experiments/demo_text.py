@@ -21,7 +21,7 @@ def replay_model_text(sim: dict[str, Any], dedup: bool) -> str:
     fields; a field a run directory lacks is the current default)."""
     from dataclasses import asdict
 
-    from simulator.cluster.multipath import MULTIPATH_MODES
+    from simulator.cluster.multipath_modes import MULTIPATH_MODES
     from simulator.config import SimConfig
     from traces.infra.limits import human_bytes
 
@@ -65,6 +65,23 @@ def demo_sections(
     dedup = getattr(cfg, "dispatch", None) == "deepep-normal" or bool(
         getattr(cfg, "server_dedup", False))  # run directories written before --dispatch
     costs = server_load[server_load["strategy"] == "round-robin"]["cost"]
+    sections = [
+        Section("Result", _result_lines(s), table=table),
+        Section("Why the numbers differ", _why_lines(cfg, cluster, costs, dedup)),
+        Section("Figures", figures=figures),
+        Section(
+            "Model",
+            [
+                replay_model_text(meta.get("sim_config", {}), dedup),
+                f"Rounded reference: round-robin hops per token {rr['hops_per_token']:,.1f}.",
+            ],
+        ),
+    ]
+    return sections
+
+
+def _result_lines(s: pd.DataFrame) -> list[str]:
+    """One line per strategy against round-robin (``s``: the summary by strategy)."""
     lines = []
     for name in s.index:
         if name == "round-robin":
@@ -85,6 +102,12 @@ def demo_sections(
             f" {row['latency_p99_ms']:.2f} ms"
             f" ({_change(row['latency_p99_ms_reduction_pct'], 'lower', 'higher')})."
         )
+    return lines
+
+
+def _why_lines(cfg: SimpleNamespace, cluster: SimpleNamespace, costs: pd.Series, dedup: bool
+               ) -> list[str]:
+    """Why the strategies differ, in words, from the demo's configuration."""
     why = [
         f"The cluster is a k={cfg.fat_tree_k} fat tree only partly populated:"
         f" {cluster.description}."
@@ -128,16 +151,4 @@ def demo_sections(
         " utilisation), which the latency rows show honestly; the compute-balance option of the"
         " ILP family (`moe-netsim place --balance-eps`) addresses that.",
     ]
-    sections = [
-        Section("Result", lines, table=table),
-        Section("Why the numbers differ", [w for w in why if w]),
-        Section("Figures", figures=figures),
-        Section(
-            "Model",
-            [
-                replay_model_text(meta.get("sim_config", {}), dedup),
-                f"Rounded reference: round-robin hops per token {rr['hops_per_token']:,.1f}.",
-            ],
-        ),
-    ]
-    return sections
+    return [w for w in why if w]

@@ -28,7 +28,7 @@ from simulator.config import SimConfig
 from simulator.engine import SimResult
 from simulator.microbatches import microbatches
 from simulator.replay import replay
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces import RoutingTrace
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta

@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
+from matplotlib.axes import Axes  # noqa: E402
 from matplotlib.collections import LineCollection  # noqa: E402
 from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
@@ -187,7 +188,6 @@ def plot_topology(
     """
     pos = topology_positions(cluster)
     level = topology_levels(cluster)
-    by_name = {n.name: n for n in cluster.nodes}
     width = max(p[0] for p in pos.values()) + 1
     top = max(level.values())
     # at most 14 inches wide: a report shows the figure about 1100 px wide, and text must stay
@@ -195,7 +195,40 @@ def plot_topology(
     fig_w = min(max(8.0, width * 0.35), MAX_WIDTH_IN)
     fig, ax = plt.subplots(figsize=(fig_w, 2.0 + 1.3 * top))
     label_pt = 9 if fig_w >= 10 else 8
-    # groups (pods, dragonfly groups, leaves, rail groups): a box behind their servers and GPUs
+    _draw_groups(ax, cluster, pos, label_pt)
+    segs = [_segment(pos[lk.a], pos[lk.b], width) for lk in cluster.links]
+    if link_load is None:
+        _draw_tiers(ax, cluster, segs, label_pt)
+    else:
+        _draw_load(fig, ax, cluster, segs, link_load, load_label)
+    _draw_nodes(ax, cluster, pos)
+    ticks = sorted(set(level.values()))
+    names = {0: "GPUs", 1: "servers"}
+    by_name = {n.name: n for n in cluster.nodes}
+    for lev in ticks:
+        if lev not in names:
+            tiers = sorted({by_name[n].tier for n, v in level.items() if v == lev} - {""})
+            names[lev] = "/".join(tiers) or f"switch level {lev - 1}"
+    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=label_pt + 1)
+    ax.set_xticks([])
+    ax.set_xlim(-1.0, width)
+    arcs = any(level[lk.a] == level[lk.b] and level[lk.a] > 1 for lk in cluster.links)
+    ax.set_ylim(-0.9, top + (1.4 if arcs else 0.6))
+    for side in ("top", "right", "bottom"):
+        ax.spines[side].set_visible(False)
+    ax.set_title(title or f"{cluster.name}: {cluster.description}", fontsize=label_pt + 2)
+    fig.tight_layout()
+    return fig
+
+
+_Segments = list[list[tuple[float, float]]]
+
+
+def _draw_groups(ax: Axes, cluster: ClusterSpec, pos: dict[str, tuple[float, float]],
+                 label_pt: int) -> None:
+    """Groups (pods, dragonfly groups, leaves, rail groups): a box behind their servers and
+    GPUs."""
+    by_name = {n.name: n for n in cluster.nodes}
     members: dict[int, list[str]] = defaultdict(list)
     for s in cluster.servers:
         if by_name[s].group >= 0:
@@ -208,39 +241,49 @@ def plot_topology(
         )
         ax.text((min(xs) + max(xs)) / 2, -0.5, f"group {grp}", ha="center", va="top",
                 fontsize=label_pt)
-    segs = [_segment(pos[lk.a], pos[lk.b], width) for lk in cluster.links]
-    if link_load is None:
-        colours = [_TIER_COLOURS.get(lk.tier, "#888888") for lk in cluster.links]
-        widths = [0.4 if lk.tier == "nvlink" else 0.8 for lk in cluster.links]
-        ax.add_collection(LineCollection(segs, colors=colours, linewidths=widths, zorder=1))
-        tiers = list(dict.fromkeys(lk.tier for lk in cluster.links))
-        for t in tiers:
-            ax.plot([], [], color=_TIER_COLOURS.get(t, "#888888"), label=t or "(no tier)")
-        ax.legend(title="link tier", fontsize=label_pt, loc="upper left",
-                  bbox_to_anchor=(1.0, 1.0))
-    else:
-        load = np.asarray(link_load, dtype=float)
-        if load.shape != (len(cluster.links),):
-            raise InputError(
-                f"link load has {load.size} values, the cluster {len(cluster.links)} links"
-            )
-        if load_label == "bytes":  # GB on the colour bar, not "1e8" above raw bytes
-            load, load_label = load / 1e9, "GB"
-        peak = float(load.max()) if load.size and load.max() > 0 else 1.0
-        norm = Normalize(0.0, peak)
-        cmap = plt.get_cmap("plasma_r")
-        idle = load <= 0
-        ax.add_collection(
-            LineCollection([s for s, z in zip(segs, idle, strict=True) if z], colors="#dddddd",
-                           linewidths=0.3, zorder=1)
+
+
+def _draw_tiers(ax: Axes, cluster: ClusterSpec, segs: _Segments, label_pt: int) -> None:
+    """Links coloured by tier, with a legend."""
+    colours = [_TIER_COLOURS.get(lk.tier, "#888888") for lk in cluster.links]
+    widths = [0.4 if lk.tier == "nvlink" else 0.8 for lk in cluster.links]
+    ax.add_collection(LineCollection(segs, colors=colours, linewidths=widths, zorder=1))
+    tiers = list(dict.fromkeys(lk.tier for lk in cluster.links))
+    for t in tiers:
+        ax.plot([], [], color=_TIER_COLOURS.get(t, "#888888"), label=t or "(no tier)")
+    ax.legend(title="link tier", fontsize=label_pt, loc="upper left",
+              bbox_to_anchor=(1.0, 1.0))
+
+
+def _draw_load(fig: Figure, ax: Axes, cluster: ClusterSpec, segs: _Segments,
+               link_load: np.ndarray, load_label: str) -> None:
+    """Links coloured and widened by load, idle ones faint, with a colour bar."""
+    load = np.asarray(link_load, dtype=float)
+    if load.shape != (len(cluster.links),):
+        raise InputError(
+            f"link load has {load.size} values, the cluster {len(cluster.links)} links"
         )
-        busy = np.flatnonzero(~idle)
-        ax.add_collection(
-            LineCollection([segs[i] for i in busy], colors=cmap(norm(load[busy])),
-                           linewidths=0.5 + 4.5 * load[busy] / peak, zorder=2)
-        )
-        sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
-        fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01, label=f"{load_label} (busier direction)")
+    if load_label == "bytes":  # GB on the colour bar, not "1e8" above raw bytes
+        load, load_label = load / 1e9, "GB"
+    peak = float(load.max()) if load.size and load.max() > 0 else 1.0
+    norm = Normalize(0.0, peak)
+    cmap = plt.get_cmap("plasma_r")
+    idle = load <= 0
+    ax.add_collection(
+        LineCollection([s for s, z in zip(segs, idle, strict=True) if z], colors="#dddddd",
+                       linewidths=0.3, zorder=1)
+    )
+    busy = np.flatnonzero(~idle)
+    ax.add_collection(
+        LineCollection([segs[i] for i in busy], colors=cmap(norm(load[busy])),
+                       linewidths=0.5 + 4.5 * load[busy] / peak, zorder=2)
+    )
+    sm = plt.cm.ScalarMappable(norm=norm, cmap=cmap)
+    fig.colorbar(sm, ax=ax, fraction=0.03, pad=0.01, label=f"{load_label} (busier direction)")
+
+
+def _draw_nodes(ax: Axes, cluster: ClusterSpec, pos: dict[str, tuple[float, float]]) -> None:
+    """GPUs, servers and switches; servers and switches named while few enough."""
     kinds = defaultdict(list)
     for n in cluster.nodes:
         kinds[n.kind].append(n.name)
@@ -260,19 +303,3 @@ def plot_topology(
         for name in kinds["server"]:
             x, y = pos[name]
             ax.annotate(name, (x, y), textcoords="offset points", xytext=(7, -3), fontsize=7)
-    ticks = sorted(set(level.values()))
-    names = {0: "GPUs", 1: "servers"}
-    for lev in ticks:
-        if lev not in names:
-            tiers = sorted({by_name[n].tier for n, v in level.items() if v == lev} - {""})
-            names[lev] = "/".join(tiers) or f"switch level {lev - 1}"
-    ax.set_yticks(ticks, [names[t] for t in ticks], fontsize=label_pt + 1)
-    ax.set_xticks([])
-    ax.set_xlim(-1.0, width)
-    arcs = any(level[lk.a] == level[lk.b] and level[lk.a] > 1 for lk in cluster.links)
-    ax.set_ylim(-0.9, top + (1.4 if arcs else 0.6))
-    for side in ("top", "right", "bottom"):
-        ax.spines[side].set_visible(False)
-    ax.set_title(title or f"{cluster.name}: {cluster.description}", fontsize=label_pt + 2)
-    fig.tight_layout()
-    return fig

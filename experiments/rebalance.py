@@ -66,7 +66,8 @@ from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 from traces.io import iter_trace, read_trace_meta
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, resolve_model, resolve_origins, with_origins
+from traces.origin_models import resolve_model
+from traces.origins import OriginAssigner, resolve_origins, with_origins
 from traces.trace import RoutingTrace
 
 

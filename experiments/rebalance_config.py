@@ -9,7 +9,7 @@ from placement.strategies import MIGRATION_AWARE
 from simulator.modes import REPLAY_MODES
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
-from traces.origins import origins_field
+from traces.origin_models import origins_field
 
 POLICIES = ("static", "periodic", "threshold")
 MODES = ("analytic", *REPLAY_MODES)

@@ -11,7 +11,8 @@ import numpy as np
 from experiments.rebalance_config import RebalanceConfig
 from placement import ExpertLayout
 from simulator.cluster.paths import RouteTable
-from simulator.traffic import TrafficConfig, remote_copies, resolve_hosts_layer
+from simulator.traffic import remote_copies, resolve_hosts_layer
+from simulator.traffic_config import TrafficConfig
 from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 

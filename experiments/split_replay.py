@@ -3,7 +3,12 @@
 Micro-batches of an analytic replay are independent: each is counted on a worker
 (:func:`simulator.analytic.count_microbatch`) and the driver sums the parts in micro-batch
 order (:func:`simulator.analytic.combine_parts`), exactly as a serial run does, so the result
-is identical whatever ran where.  The route table and the layout travel to every worker once;
+is identical whatever ran where.  So are those of a flow-mode replay with one micro-batch in
+flight: each starts on an idle network and GPUs, is replayed on a worker from time 0
+(:func:`simulator.flow_engine.flow_microbatch`) and the driver shifts and adds the parts as
+the serial run does (:mod:`simulator.flow_parts`).  With more in flight micro-batches overlap
+in simulated time and share links, so such a replay is refused (it is not independent by
+micro-batch), as is the DES.  The route table and the layout travel to every worker once;
 the driver reads the trace as a stream and keeps at most ``window`` micro-batches in flight or
 waiting for an earlier one, so memory stays bounded on any trace length.
 
@@ -20,7 +25,10 @@ import numpy as np
 
 from simulator.analytic import AnalyticResult, as_replicas, combine_parts, count_microbatch
 from simulator.cluster.paths import RouteTable
-from simulator.traffic import TrafficConfig
+from simulator.config import SimConfig
+from simulator.engine import SimResult
+from simulator.traffic_config import TrafficConfig
+from traces.infra.errors import InputError
 from traces.trace import RoutingTrace
 
 IN_FLIGHT_PER_WORKER = 2
@@ -87,3 +95,34 @@ def count_traffic_split(
     parts = map_in_order(client, count_microbatch, blocks,
                          (routes, as_replicas(expert_gpus), config), on_done)
     return combine_parts(parts, routes, config)
+
+
+def flow_split_problem(config: SimConfig) -> str | None:
+    """Why a flow-mode replay of ``config`` cannot be split by micro-batch (None: it can)."""
+    if config.inflight_microbatches != 1:
+        return (f"{config.inflight_microbatches} micro-batches in flight overlap in simulated"
+                " time and share links, so they are not independent; give --inflight 1 to"
+                " split a flow replay")
+    return None
+
+
+def replay_flow_split(
+    client: Any,
+    blocks: Iterable[RoutingTrace],
+    routes: RouteTable,
+    expert_gpus: np.ndarray,
+    config: SimConfig,
+    on_done: Callable[[RoutingTrace | None, Any], None] = lambda block, part: None,
+) -> SimResult:
+    """:func:`simulator.flow_engine.simulate_flow` (one micro-batch in flight) with each
+    micro-batch replayed on ``client``'s workers; the result is identical to the serial one."""
+    from simulator.engine import replay_stream
+    from simulator.flow_engine import flow_microbatch, flow_result
+
+    problem = flow_split_problem(config)
+    if problem:
+        raise InputError(f"flow replay split over Dask: {problem}")
+    gpus = as_replicas(expert_gpus)
+    parts = map_in_order(client, flow_microbatch, replay_stream(blocks, routes, gpus, config),
+                         (routes, gpus, config), on_done)
+    return flow_result(parts, routes, config)

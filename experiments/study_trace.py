@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from traces.infra.options import check_field_value, option
-from traces.origins import origins_field
+from traces.origin_models import origins_field
 
 TOKENS_RANGE = (1, 2**30)
 

@@ -214,22 +214,32 @@ def ilp_bottleneck(problem: PlacementProblem, options: SolverOptions) -> Placeme
                                        gap_tolerance=options.mip_rel_gap)
     small = act.size * problem.num_servers <= MIP_POLISH_MAX_COLUMNS
     if outcome.gap > options.mip_rel_gap and small and left() >= MIP_POLISH_MIN_S:
-        model, x_col, members, t_col = _mip_model(problem, B)
-        mip = run_highs(model, options, integer=True,
-                        start=_mip_point(problem, server, members, B), time_limit_s=left())
-        if mip.x is not None and mip.x[t_col] <= cost + 1e-12:
-            server, cost = _mip_servers(problem, mip.x, x_col, members), float(mip.x[t_col])
-            bound = max(master.bound, mip.outcome.dual_bound) \
-                if np.isfinite(mip.outcome.dual_bound) else master.bound
-            outcome = SolverOutcome.from_bound(
-                cost, bound, termination=mip.outcome.termination,
-                solver_status=mip.outcome.solver_status, time_s=time.perf_counter() - t0,
-                gap_tolerance=options.mip_rel_gap,
-            )
+        server, outcome = _mip_polish(problem, B, options, server, outcome, left(), t0)
         info["mip"] = True
     return _result(problem, options, server, outcome.scaled(b_scale), t0, info,
                    f"min busiest link: {outcome.solver_status}, gap to the lower bound"
                    f" {outcome.gap:.2g}")
+
+
+def _mip_polish(problem: PlacementProblem, B: np.ndarray, options: SolverOptions,
+                server: np.ndarray, outcome: SolverOutcome, time_limit_s: float, t0: float
+                ) -> tuple[np.ndarray, SolverOutcome]:
+    """HiGHS' MIP started from ``server`` (whose busiest link and bound ``outcome`` holds):
+    its layout when no worse, with the better of the two bounds."""
+    cost, bound = outcome.objective, outcome.dual_bound
+    model, x_col, members, t_col = _mip_model(problem, B)
+    mip = run_highs(model, options, integer=True,
+                    start=_mip_point(problem, server, members, B), time_limit_s=time_limit_s)
+    if mip.x is None or mip.x[t_col] > cost + 1e-12:
+        return server, outcome
+    server, cost = _mip_servers(problem, mip.x, x_col, members), float(mip.x[t_col])
+    if np.isfinite(mip.outcome.dual_bound):
+        bound = max(bound, mip.outcome.dual_bound)
+    return server, SolverOutcome.from_bound(
+        cost, bound, termination=mip.outcome.termination,
+        solver_status=mip.outcome.solver_status, time_s=time.perf_counter() - t0,
+        gap_tolerance=options.mip_rel_gap,
+    )
 
 
 def _result(

@@ -111,17 +111,9 @@ def solve_master(
     capped = np.flatnonzero(np.isfinite(cap)) if cap is not None else np.zeros(0, dtype=int)
     cap_v = np.asarray(cap, dtype=np.float64)[capped] if cap is not None else np.zeros(0)
     nc = len(capped)
-    h = quiet_highs(threads)
+    h = _master_lp(threads, ne, cap_v, big=1e3 * (
+        float(np.abs(cost).max()) + float(B.max(initial=0.0)) + 1.0))
     inf = highspy.kHighsInf
-    none_i, none_v = np.zeros(0, dtype=np.int32), np.zeros(0)
-    h.addRows(ne + nc + 1, np.concatenate([np.full(ne + nc, -inf), [1.0]]),
-              np.concatenate([np.zeros(ne), cap_v, [1.0]]), 0,
-              np.zeros(ne + nc + 1, dtype=np.int32), none_i, none_v)
-    if ne:  # t: the busiest link
-        h.addCol(1.0, 0.0, inf, ne, np.arange(ne, dtype=np.int32), np.full(ne, -1.0))
-    big = 1e3 * (float(np.abs(cost).max()) + float(B.max(initial=0.0)) + 1.0)
-    for k in range(nc):  # slack of each cap row
-        h.addCol(big, 0.0, inf, 1, np.array([ne + k], dtype=np.int32), np.array([-1.0]))
     first_lam = int(ne > 0) + nc
     rows = np.arange(ne + nc + 1, dtype=np.int32)
     cols: list[np.ndarray] = []
@@ -171,6 +163,24 @@ def solve_master(
     lam_k = lam[keep] / lam[keep].sum() if keep else np.zeros(0)
     order_k = np.array([orders[j] for j in keep]).reshape(len(keep), S)
     return MasterResult(best, value, target, order_k, lam_k, len(cols), it, closed())
+
+
+def _master_lp(threads: int, ne: int, cap_v: np.ndarray, big: float) -> highspy.Highs:
+    """The master LP before its columns of layouts: a row per link (t >= link busy time), a
+    row per capped server (load <= cap, slack priced ``big``), the convexity row; then the
+    column t of the busiest link (when there are links) and the slack columns."""
+    nc = len(cap_v)
+    h = quiet_highs(threads)
+    inf = highspy.kHighsInf
+    none_i, none_v = np.zeros(0, dtype=np.int32), np.zeros(0)
+    h.addRows(ne + nc + 1, np.concatenate([np.full(ne + nc, -inf), [1.0]]),
+              np.concatenate([np.zeros(ne), cap_v, [1.0]]), 0,
+              np.zeros(ne + nc + 1, dtype=np.int32), none_i, none_v)
+    if ne:  # t: the busiest link
+        h.addCol(1.0, 0.0, inf, ne, np.arange(ne, dtype=np.int32), np.full(ne, -1.0))
+    for k in range(nc):  # slack of each cap row
+        h.addCol(big, 0.0, inf, 1, np.array([ne + k], dtype=np.int32), np.array([-1.0]))
+    return h
 
 
 def _dealt(w: np.ndarray, cap_layer: np.ndarray, order: np.ndarray) -> np.ndarray:

@@ -27,6 +27,8 @@ from placement.options import SolverOptions
 from placement.outcome import SolveStatus
 from placement.replica_tree import Classes, Hierarchy, node_weights
 
+ROUNDING_TOL = 1e-6  # fractional slot use within this of a whole number counts as whole
+
 
 @dataclass(frozen=True, eq=False)
 class ReplicaInstance:
@@ -148,15 +150,35 @@ def _vertex(fm: FlowModel, sol: Solved) -> np.ndarray | None:
     return np.round(x)
 
 
-def layer_capacities(cap_layer: np.ndarray, cap_total: np.ndarray, use: np.ndarray
-                     ) -> np.ndarray:
-    """Whole slots per layer and class [L, C] from a fractional use [L, C] that meets the caps:
-    each layer keeps the slots it uses, then every class's spare slots go to its layers,
-    largest fractional use first, within the per-layer cap."""
-    cap_l = np.floor(cap_layer + 1e-9)
-    K = np.minimum(np.floor(use + 1e-9), cap_l[None, :])
+def layer_capacities(cap_layer: np.ndarray, cap_total: np.ndarray, use: np.ndarray,
+                     options: SolverOptions) -> np.ndarray | None:
+    """Whole slots per layer and class [L, C] from a fractional use [L, C] that meets the caps.
+
+    A controlled rounding first: every cell its floor or ceiling, every layer's sum and every
+    class's sum over layers too (a transportation polytope: its LP vertex is integral and such
+    a rounding always exists), so each layer keeps at least the copies it had.  Then every
+    class's spare slots go to its layers, largest fractional use first, within the per-layer
+    cap.  None if HiGHS fails (it does not on these models).
+    """
+    L, C = use.shape
+    cap_l = np.floor(cap_layer + ROUNDING_TOL)
+    use = np.minimum(use, cap_l[None, :])  # a master stopped early may exceed a layer cap
+    m = Model()
+    col = m.add_cols(np.zeros(L * C), np.floor(use + ROUNDING_TOL).reshape(-1),
+                     np.ceil(use - ROUNDING_TOL).reshape(-1)) + np.arange(L * C)
+    row_sum, class_sum = use.sum(axis=1), use.sum(axis=0)
+    r_l = m.add_rows("layer", np.floor(row_sum + ROUNDING_TOL), np.ceil(row_sum - ROUNDING_TOL),
+                     L)
+    m.add_entries(r_l + col // C, col, 1.0)
+    r_c = m.add_rows("class", np.floor(class_sum + ROUNDING_TOL),
+                     np.minimum(np.ceil(class_sum - ROUNDING_TOL), cap_total), C)
+    m.add_entries(r_c + col % C, col, 1.0)
+    sol = run_highs(m, options, integer=False)
+    if sol.x is None or sol.status is not SolveStatus.OPTIMAL or not is_integral(sol.x):
+        return None
+    K = np.round(sol.x).reshape(L, C)
     frac = use - K
-    for c in range(len(cap_layer)):
+    for c in range(C):
         spare = int(round(cap_total[c] - K[:, c].sum()))
         order = np.argsort(-frac[:, c], kind="stable")
         while spare > 0:
@@ -176,7 +198,9 @@ def solve_layers(inst: ReplicaInstance, cl: Classes, use: np.ndarray, options: S
     E = inst.num_experts
     cap_layer, cap_total = class_caps(inst, cl)
     per_class = np.stack([use[:, m].sum(axis=1) for m in cl.leaf_units()], axis=1)
-    K = layer_capacities(cap_layer, cap_total, per_class)
+    K = layer_capacities(cap_layer, cap_total, per_class, options)
+    if K is None:
+        return None
     counts = np.zeros((inst.num_layers * E, len(cl.leaves)))
     for li in range(inst.num_layers):
         rows = slice(li * E, (li + 1) * E)

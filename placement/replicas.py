@@ -1,18 +1,22 @@
-"""Replicas chosen jointly with placement: an uncapacitated facility-location MIP.
+"""Replicas chosen jointly with placement: a network flow on hierarchies, else a MIP.
 
-With ``num_redundant`` = R, every MoE layer has E + R expert copies.  Variables: y[l, i, u] = 1
-when expert (l, i) has a copy on unit u (a server, or a GPU when a server's GPUs differ in
-cost); z[l, i, o, u] = share of the tokens of origin unit o that use the copy on u.  Minimise
-sum a[l, i, o] x cost(o <-> u) x z subject to ``serve[l,i,o]`` (sum_u z = 1), ``open[l,i,o,u]``
-(z <= y), ``one[l,i]`` (at least one copy), ``copies[l]`` (at most E + R copies), and the caps
-``cap_layer[l,u]``, ``cap_total[u]`` of the plain model.  Given y, the best z sends every
-origin to its cheapest copy: the model's "nearest replica" (the simulator uses the nearest in
-hops, ties by lowest replica index; with the hop metric they agree).
+With ``num_redundant`` = R, every MoE layer has E + R expert copies and every origin uses the
+copy of its expert that is cheapest for it (the simulator uses the nearest in hops, ties by
+lowest replica index; with the hop metric they agree).  Units are servers (or GPUs when a
+server's GPUs differ in cost).  Three ways, first the optimal single-copy layout (the start
+and the answer of last resort):
 
-Only the hottest experts of each layer may get more than one copy (the *candidates*); all
-experts are candidates when the model stays small (L x E x units^2 <= 2e6), otherwise the
-top max(R, 2e6 / (L x units^2)) per layer by activation; the result says which.  The MIP starts
-from the optimal single-copy layout, so a time limit still returns a valid layout with a gap.
+* unit costs form a hierarchy (fat trees): the network-flow model of
+  ``placement.replica_flow`` on merged unit classes, whose LP vertex is the optimum;
+* the same when that model is too large (per-origin demand at the R1 size): the bound by
+  decomposition over layers (``placement.replica_bound``) and each layer's flow in the slots
+  the decomposition gave it;
+* other fabrics: an uncapacitated facility-location MIP, y[l, i, u] = 1 when expert (l, i)
+  has a copy on unit u, z[l, i, o, u] = share of the tokens of origin unit o that use it, with
+  ``serve`` (sum_u z = 1), ``open`` (z <= y), ``one`` (at least one copy), ``copies`` (at most
+  E + R) and the caps ``cap_layer[l, u]``, ``cap_total[u]`` of the plain model.  Only the
+  hottest experts of a layer may get more than one copy (the *candidates*) when
+  L x E x units^2 > 2e6: the top max(R, 2e6 / (L x units^2)) per layer; the result says so.
 """
 
 from __future__ import annotations
@@ -166,10 +170,10 @@ def solve_replicas(
     weights: np.ndarray,
     per_origin: bool,
 ) -> PlacementResult:
-    """The replica MIP, warm-started from the optimal single-copy layout.
+    """The best replica layout the time allows, with the best bound any step proved.
 
-    ``options.time_limit_s`` covers the whole call: the single-copy solve, building the MIP
-    and solving it.  When the limit is reached before the MIP has run, the result is the
+    ``options.time_limit_s`` covers the whole call: the single-copy solve, building the
+    models and solving them.  When the limit is reached before any has run, the result is the
     single-copy layout with the bound of :func:`_copies_bound` (status ``feasible``).
     """
     t0 = time.perf_counter()
@@ -220,7 +224,7 @@ def solve_replicas(
         term = Termination.TIME_LIMIT if time.perf_counter() >= deadline else (
             Termination.SOLUTION_LIMIT)
         return _answer(problem, options, name, info, t0, best, bound, term,
-                       "decomposition stopped", units)
+                       f"flow model {info.get('flow_model')}", units)
     sol = None
     if time.perf_counter() < deadline:
         loc = _location_model(problem, a_u, c_u, cand, unit_gpus)

@@ -30,14 +30,13 @@ from simulator.dispatch import check_scheme, dedup_keys, route_pairs, server_pai
 from simulator.microbatches import by_tokens
 from simulator.summaries import link_table, tier_bytes
 from simulator.traffic import (
-    SHARED_EXPERTS_NOTE,
     CopyTally,
     PairList,
-    TrafficConfig,
     remote_copies,
     resolve_hosts_layer,
     validate_layout,
 )
+from simulator.traffic_config import SHARED_EXPERTS_NOTE, TrafficConfig
 from traces.origins import resolve_origins
 from traces.stats import max_over_mean
 from traces.trace import RoutingTrace

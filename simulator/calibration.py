@@ -32,7 +32,7 @@ from simulator.cluster.topology import ClusterSpec
 from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.timing import CALIBRATION
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.model import ModelSpec
 from traces.trace import RoutingTrace, TraceMeta
 

@@ -15,7 +15,7 @@ from simulator.modes import (
     check_mode,
     mode_option_problem,
 )
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import check_options, option
 

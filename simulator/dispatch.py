@@ -29,7 +29,8 @@ import numpy as np
 
 from simulator.cluster.multipath import Endpoints
 from simulator.timing import DEEPEP_SLICE_COPIES
-from simulator.traffic import DISPATCH_SCHEMES, PairList, pair_list, remote_servers
+from simulator.traffic import PairList, pair_list, remote_servers
+from simulator.traffic_config import DISPATCH_SCHEMES
 from simulator.unique import sorted_unique
 from traces.infra.errors import InputError
 
@@ -140,62 +141,75 @@ def dispatch_plan(
     message per source GPU to its server node, one per endpoint pair, one per receiving GPU.
     ``pairs``: the layer's routes per (origin, host) pair when the caller has them.
     """
-    g = int(gpu_server.shape[0])
-    ep = endpoints
-    n_ep = ep.count
-    none = np.zeros(0, dtype=np.int64)
     if scheme == "deepep-normal":
-        keys = dedup_keys(origins, hosts, gpu_server)
-        tt, hh = keys.gpu
-        oo = origins[tt]
-        local = gpu_server[hh] == gpu_server[oo]
-        st, ss = keys.server
-        so = origins[st]
-        # RDMA messages per (origin GPU, endpoint pair); with per-GPU NICs the pair has one
-        # source GPU, with pooled NICs the GPUs of a server share its endpoint
-        n2 = n_ep * n_ep
-        rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
-        rdma_up, rdma_p = rdma_k // n2, rdma_k % n2
-        # local copies GPU to GPU
-        lk, lc = np.unique(oo[local] * g + hh[local], return_counts=True)
-        # fan-out per (RDMA message, receiving GPU)
-        o_far = oo[~local]
-        p_fan = o_far * n2 + server_pairs(o_far, gpu_server[hh[~local]], ep)
-        fk, fc = np.unique(p_fan * g + hh[~local], return_counts=True)
-        # in server-rotation order (receivers on the next server first): the combine sends
-        # these in this order, so a server's GPUs complete one RDMA message at a time and
-        # the servers do not all send to the same server at once
-        ns = int(gpu_server.max()) + 1
-        rot = np.argsort(
-            (gpu_server[fk // g // n2] - gpu_server[fk % g]) % ns, kind="stable",
-        )
-        fk, fc = fk[rot], fc[rot]
-        src = np.searchsorted(rdma_k, fk // g)
-        n_r, n_l = rdma_p.size, lk.size
-        m1 = np.full(n_r, -1)
-        m2 = np.full(fk.size, -1)
-        return PhasePlan(
-            np.concatenate([rdma_c, lc, fc]),
-            np.concatenate([rdma_up, lk // g, m2]),
-            np.concatenate([rdma_p, np.full(n_l, -1), m2]),
-            np.concatenate([m1, lk % g, fk % g]),
-            (src, n_r + n_l + np.arange(fk.size)),
-            n_ep,
-            DEEPEP_SLICE,
-        )
+        return _deepep_normal_plan(origins, hosts, gpu_server, endpoints)
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
+    g, ep = int(gpu_server.shape[0]), endpoints
     p_list = (pair_list(origins, hosts, g) if pairs is None else pairs).remote()
     a, b, c = p_list.src, p_list.dst, p_list.count
-    out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
-    in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
     remote = gpu_server[a] != gpu_server[b]
     p = np.full(a.size, -1, dtype=np.int64)
     p[remote] = route_pairs(scheme, a[remote], b[remote], gpu_server, ep)
     if ep.per_gpu:  # GPU-pair messages; deepep-ll's interleave (sliced)
-        return PhasePlan(c, a, p, b, (none, none), n_ep,
+        none = np.zeros(0, dtype=np.int64)
+        return PhasePlan(c, a, p, b, (none, none), ep.count,
                          DEEPEP_SLICE if scheme == "deepep-ll" else 0)
-    # pooled NICs: uplink per source GPU, one message per endpoint pair, downlink per GPU
+    return _pooled_plan(a, b, c, p, remote, g, ep)
+
+
+def _deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
+                        ep: Endpoints) -> PhasePlan:
+    """``deepep-normal``: one RDMA message per (origin GPU, endpoint pair), local copies GPU
+    to GPU, and the forwarding GPU's NVLink fan-out per (RDMA message, receiving GPU)."""
+    g = int(gpu_server.shape[0])
+    n_ep = ep.count
+    keys = dedup_keys(origins, hosts, gpu_server)
+    tt, hh = keys.gpu
+    oo = origins[tt]
+    local = gpu_server[hh] == gpu_server[oo]
+    st, ss = keys.server
+    so = origins[st]
+    # RDMA messages per (origin GPU, endpoint pair); with per-GPU NICs the pair has one
+    # source GPU, with pooled NICs the GPUs of a server share its endpoint
+    n2 = n_ep * n_ep
+    rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
+    rdma_up, rdma_p = rdma_k // n2, rdma_k % n2
+    # local copies GPU to GPU
+    lk, lc = np.unique(oo[local] * g + hh[local], return_counts=True)
+    # fan-out per (RDMA message, receiving GPU)
+    o_far = oo[~local]
+    p_fan = o_far * n2 + server_pairs(o_far, gpu_server[hh[~local]], ep)
+    fk, fc = np.unique(p_fan * g + hh[~local], return_counts=True)
+    # in server-rotation order (receivers on the next server first): the combine sends
+    # these in this order, so a server's GPUs complete one RDMA message at a time and
+    # the servers do not all send to the same server at once
+    ns = int(gpu_server.max()) + 1
+    rot = np.argsort(
+        (gpu_server[fk // g // n2] - gpu_server[fk % g]) % ns, kind="stable",
+    )
+    fk, fc = fk[rot], fc[rot]
+    src = np.searchsorted(rdma_k, fk // g)
+    n_r, n_l = rdma_p.size, lk.size
+    m1 = np.full(n_r, -1)
+    m2 = np.full(fk.size, -1)
+    return PhasePlan(
+        np.concatenate([rdma_c, lc, fc]),
+        np.concatenate([rdma_up, lk // g, m2]),
+        np.concatenate([rdma_p, np.full(n_l, -1), m2]),
+        np.concatenate([m1, lk % g, fk % g]),
+        (src, n_r + n_l + np.arange(fk.size)),
+        n_ep,
+        DEEPEP_SLICE,
+    )
+
+
+def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
+                 remote: np.ndarray, g: int, ep: Endpoints) -> PhasePlan:
+    """Pooled NICs: an uplink message per source GPU, one per endpoint pair (``p``: the
+    remote routes' pair), a downlink message per receiving GPU (routes a -> b, c each)."""
+    out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
+    in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
     mids = sorted_unique(p[remote])
     mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
                         minlength=mids.size).astype(np.int64)
@@ -218,5 +232,5 @@ def dispatch_plan(
         np.concatenate([m_u, mids, m_d]),
         np.concatenate([m_u, m_m, downs]),
         (key // n_all, key % n_all),
-        n_ep,
+        ep.count,
     )

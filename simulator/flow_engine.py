@@ -5,36 +5,36 @@ stage messages, expert compute (FIFO per GPU) and ``inflight_microbatches`` over
 DES (:mod:`simulator.engine`), and the same frames.  What differs is how a message crosses
 the network: instead of chunk trains served first-come first-served link by link, every
 message is a *flow* over all its links at once, sharing each link with the flows active on it
-at their max-min fair rates (:mod:`simulator.flow_network`).  Events are flow starts, flow
+at their max-min fair rates, first come first served: each batch of flows started at one
+event is served after the batches started before it (strict priority by start order, as the
+DES's FIFO links serve messages; :mod:`simulator.flow_network`).  Events are flow starts, flow
 completions (which free capacity: rates are recomputed), arrivals (one path latency plus the
 pipeline fill of the last chunk after completion) and compute completions, each handled for
 all the flows, messages and GPUs concerned at once (numpy), so the cost is per event batch,
 not per message and hop.  ``flow_tolerance`` merges the events within that fraction of the
 time scale (the running layers' time so far, or their previous layer's duration, whichever is
 longer) and handles them together at the middle of their span; 0 handles each on its own.
+With one micro-batch in flight each micro-batch is replayed on its own and the parts added up
+(:mod:`simulator.flow_parts`; what a replay split over Dask does too).
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import fields
 from typing import Any
 
 import numpy as np
 
-from simulator.cluster.link_load_classes import link_classes
-from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
-from simulator.cluster.share_units import whole_bytes
 from simulator.config import SimConfig
 from simulator.dispatch import PhasePlan, check_scheme
 from simulator.engine import SimResult, replay_stream, validate_links
 from simulator.flow_network import FluidNet
-from simulator.flow_paths import FlowPaths, gather_rows
+from simulator.flow_parts import FlowPart, combine_flow_parts, frame_fields
+from simulator.flow_paths import flow_fabric, gather_rows
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.modes import DEFAULT_FLOW_TOLERANCE
-from simulator.summaries import DEFAULT_WINDOWS, RunRecords, SimFrames, collect_sim
-from simulator.traffic import CopyTally
+from simulator.traffic import CopyTally, validate_layout
 from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 
@@ -105,6 +105,7 @@ class _Transfer:
         self.deliveries = int((self.left > 0).sum())
         self.on_delivered = on_delivered
         self.first_start = -1.0
+        self.priority = 0  # of the flows it started last: their place in the start order
         self.open = n
         self._start(np.flatnonzero(pending == 0), now)
         if n == 0:
@@ -115,7 +116,9 @@ class _Transfer:
             return
         if self.first_start < 0:
             self.first_start = now
-        self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now)
+        self.priority = self.run.start_order()
+        self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now,
+                         self.priority)
 
     def release(self, gpus: np.ndarray, now: float) -> None:
         """The GPUs' compute finished: the messages their data enters by may start."""
@@ -261,22 +264,18 @@ class _FlowRun:
     """State of one flow-mode replay."""
 
     def __init__(self, routes: RouteTable, expert_gpus: np.ndarray, config: SimConfig,
-                 blocks: Iterator[RoutingTrace]) -> None:
+                 blocks: Iterator[RoutingTrace], first: int = 0) -> None:
         self.routes = routes
         self.expert_gpus = expert_gpus
         self.config = config
         self.g = routes.num_gpus
         traffic = config.traffic
-        self.multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
+        fabric = flow_fabric(routes, traffic)
+        self.multipath = fabric.multipath
         check_scheme(traffic.dispatch, self.multipath.endpoints, routes.cluster.name)
-        cl = routes.cluster.links
-        bandwidth_bytes_per_s = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
-        latency_s = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
-        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s
-        self.link_class = link_classes(self.multipath.class_entries(), bandwidth_bytes_per_s,
-                                       latency_s)
-        self.paths = FlowPaths(routes, self.multipath, self.link_class, bandwidth_bytes_per_s,
-                               latency_s)
+        self.bandwidth_bytes_per_s = bandwidth_bytes_per_s = fabric.bandwidth_bytes_per_s
+        self.link_class = fabric.link_class
+        self.paths = fabric.paths
         tol = config.flow_tolerance
         self.tolerance = DEFAULT_FLOW_TOLERANCE if tol is None else tol
         self.net = FluidNet(self.paths, bandwidth_bytes_per_s.size, config.chunk_bytes,
@@ -285,6 +284,7 @@ class _FlowRun:
         self.owners: dict[int, Any] = {}  # _Transfer, _Layer or a background migration
         self.layers: dict[int, _Layer] = {}
         self._next_slot = 0
+        self._started_batches = 0
         self.gpu_free = np.zeros(self.g)
         self.gpu_busy = np.zeros(self.g)
         self.gpu_routes = np.zeros(self.g, dtype=np.int64)
@@ -294,7 +294,8 @@ class _FlowRun:
         self.hops = 0.0
         self.tokens = 0
         self.copies = CopyTally()
-        self.blocks = enumerate(blocks)
+        self.first = first
+        self.blocks = enumerate(blocks, start=first)
         self.started = self.finished = 0
         self.now = 0.0
 
@@ -303,6 +304,11 @@ class _FlowRun:
         self._next_slot += 1
         self.owners[slot] = owner
         return slot
+
+    def start_order(self) -> int:
+        """The next number in the order batches of flows start: their priority."""
+        self._started_batches += 1
+        return self._started_batches
 
     def unregister(self, slot: int) -> None:
         self.owners.pop(slot, None)
@@ -356,25 +362,27 @@ class _FlowRun:
                         target.computed(it[lo:hi], now)  # type: ignore[union-attr]
         self.now = now
 
-    def records(self) -> RunRecords:
-        cls = self.link_class
+    def part(self) -> FlowPart:
+        """Run to the end; what the run recorded (:mod:`simulator.flow_parts`)."""
+        self.run()
+        if self.finished != self.started:  # an internal error, never bad input
+            raise RuntimeError(f"flow mode: {self.started - self.finished} micro-batch(es)"
+                               " never finished")
         net = self.net
-        window = self.config.utilisation_window_s or (self.now / DEFAULT_WINDOWS or 1.0)
-        busy_link, busy_start, busy_end = net.busy_segments(self.now, window)
-        traffic = self.config.traffic
-        return RunRecords(
-            cluster=self.routes.cluster, makespan_s=self.now,
-            link_bytes=whole_bytes(net.link_units, net.denominator)[cls].astype(np.float64),
-            link_chunks=net.link_chunks[cls],
-            link_busy_s=(net.link_bytes / self.bandwidth_bytes_per_s)[cls],
-            link_queue_sum_s=net.queue_sum_s[cls], link_queue_max_s=net.queue_max_s[cls],
-            busy_link=busy_link, busy_start_s=busy_start, busy_end_s=busy_end,
-            layer_rows=self.layer_rows, phase_rows=self.phase_rows,
-            token_parts=self.token_parts, gpu_busy_s=self.gpu_busy, gpu_routes=self.gpu_routes,
-            hops=self.hops, tokens=self.tokens, copies=self.copies.summary(),
-            utilisation_window_s=self.config.utilisation_window_s,
-            dispatch=traffic.dispatch, multipath=traffic.multipath, link_class=cls,
-        )
+        load = net.load_records(self.now)
+        return FlowPart(
+            self.first, self.started, self.tokens, self.now, net.link_units, net.link_bytes,
+            net.link_chunks, net.queue_sum_s, net.queue_max_s, *load,
+            self.layer_rows, self.phase_rows, self.token_parts, self.gpu_busy,
+            self.gpu_routes, self.hops, self.copies)
+
+
+def flow_microbatch(mb: int, block: RoutingTrace, routes: RouteTable, expert_gpus: np.ndarray,
+                    config: SimConfig) -> FlowPart:
+    """Micro-batch ``mb`` replayed alone on the idle network from time 0 (``expert_gpus``:
+    [layers, experts, replicas]): its part of a run with one micro-batch in flight."""
+    validate_layout(expert_gpus, block.model, routes.num_gpus)
+    return _FlowRun(routes, expert_gpus, config, iter([block]), mb).part()
 
 
 def simulate_flow(
@@ -386,20 +394,29 @@ def simulate_flow(
 ) -> SimResult:
     """Replay a trace in flow mode (module docstring); the same result as :func:`simulate`.
     ``background(run)`` starts strict low-priority flows at time 0 (expert-weight migration,
-    :class:`simulator.migration.FlowBackgroundMigration`); it may switch ``run.expert_gpus``."""
+    :class:`simulator.migration.FlowBackgroundMigration`); it may switch ``run.expert_gpus``.
+    With one micro-batch in flight and no background, each micro-batch is replayed on its own
+    and the parts added up (:mod:`simulator.flow_parts`), as a split run does."""
     config = config or SimConfig(mode="flow")
     expert_gpus = np.asarray(expert_gpus, dtype=np.int64)
     if expert_gpus.ndim == 2:
         expert_gpus = expert_gpus[:, :, None]
     validate_links(routes)
-    run = _FlowRun(routes, expert_gpus, config, replay_stream(blocks, routes, expert_gpus,
-                                                               config))
-    if background is not None:
-        background(run)
-    run.run()
-    if run.finished != run.started:  # an internal error, never bad input
-        raise RuntimeError(f"flow mode: {run.started - run.finished} micro-batch(es) never"
-                           " finished")
-    frames = collect_sim(run.records())
-    return SimResult(**{f.name: getattr(frames, f.name) for f in fields(SimFrames)},
-                     config=config)
+    stream = replay_stream(blocks, routes, expert_gpus, config)
+    if config.inflight_microbatches == 1 and background is None:
+        parts: Iterable[FlowPart] = (flow_microbatch(mb, b, routes, expert_gpus, config)
+                                     for mb, b in enumerate(stream))
+    else:
+        run = _FlowRun(routes, expert_gpus, config, stream)
+        if background is not None:
+            background(run)
+        parts = [run.part()]
+    return flow_result(parts, routes, config)
+
+
+def flow_result(parts: Iterable[FlowPart], routes: RouteTable, config: SimConfig) -> SimResult:
+    """The replay's result from its parts in micro-batch order."""
+    fabric = flow_fabric(routes, config.traffic)
+    frames = combine_flow_parts(parts, routes, config, fabric.link_class,
+                                fabric.multipath.share_denominator)
+    return SimResult(**frame_fields(frames), config=config)

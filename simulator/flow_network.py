@@ -6,9 +6,14 @@ Flows move through the network at the max-min fair rates of the flows active at 
 (a flow starts or finishes), and are constant in between.  A flow finishes when its bytes are
 through; it *arrives* one path latency plus its pipeline fill later.
 
-Background flows (``add(..., background=True)``: expert-weight migration) have strict low
-priority: the foreground (serving) flows get their max-min rates as if the background were
-absent, and the background flows share what capacity they leave, max-min fairly.
+Links serve flows first come first served, as the DES's links serve messages: every flow
+carries a *priority* (``add(..., priority=p)``, lower first: the flow mode engine numbers
+the batches of flows in the order they start, :mod:`simulator.flow_engine`), and the flows of
+one priority get the max-min fair rates of what the flows before them leave
+(:func:`simulator.maxmin.priority_max_min_rates`).  Background flows (``add(...,
+background=True)``: expert-weight migration) come after every serving flow: the serving flows
+get their rates as if the background were absent, and the background flows share what
+capacity they leave, max-min fairly.
 
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
@@ -29,9 +34,10 @@ import numpy as np
 
 from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
-from simulator.maxmin import max_min_rates
+from simulator.maxmin import priority_max_min_rates
 
 FINISH_RTOL = 1e-12  # a flow within this relative time of the event has finished (rounding)
+BACKGROUND = np.iinfo(np.int64).max  # the priority of background flows: after all others
 
 
 class _Entries:
@@ -69,7 +75,7 @@ class FluidNet:
         z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
         self.path, self.owner, self.msg = z, z, z
         self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
-        self.low = np.zeros(0, dtype=bool)  # background (strict low priority) flows
+        self.priority = z  # lower first; BACKGROUND: background flows
         self.binding = _Entries()
         self.all = _Entries()
         self._stale = False
@@ -97,10 +103,11 @@ class FluidNet:
 
     def add(
         self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
-        background: bool = False,
+        priority: int = 0, background: bool = False,
     ) -> None:
         """Start flows (one per message) at ``now``; count their bytes and chunks.
-        ``background``: strict low priority (module docstring)."""
+        ``priority``: lower is served first; ``background``: after all serving flows (module
+        docstring)."""
         if path.size == 0:
             return
         first = self.active
@@ -125,7 +132,8 @@ class FluidNet:
         self.rem = np.concatenate([self.rem, b])
         self.nbytes = np.concatenate([self.nbytes, b])
         self.start = np.concatenate([self.start, np.full(path.size, now)])
-        self.low = np.concatenate([self.low, np.full(path.size, background)])
+        self.priority = np.concatenate(
+            [self.priority, np.full(path.size, BACKGROUND if background else priority)])
         self._stale = True
 
     def update_rates(self, now: float) -> None:
@@ -135,18 +143,8 @@ class FluidNet:
         self._stale = False
         self.rate_updates += 1
         e = self.binding
-        if not self.low.any():
-            self.rate = max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
-                                      self.active, self.tolerance)
-            return
-        fg = ~self.low[e.flow]
-        rate = max_min_rates(e.flow[fg], e.link[fg], e.share[fg], self.capacity_bytes_per_s,
-                             self.active, self.tolerance)
-        used = np.bincount(e.link[fg], weights=e.share[fg] * rate[e.flow[fg]],
-                           minlength=self.num_links)
-        left = np.maximum(self.capacity_bytes_per_s - used, 0.0)
-        self.rate = rate + max_min_rates(e.flow[~fg], e.link[~fg], e.share[~fg], left,
-                                         self.active, self.tolerance)
+        self.rate = priority_max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
+                                           self.active, self.priority, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
@@ -202,40 +200,16 @@ class FluidNet:
         keep = ~done
         self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
         self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
-        self.rate, self.low = self.rate[keep], self.low[keep]
+        self.rate, self.priority = self.rate[keep], self.priority[keep]
         self.binding.keep(keep)
         self.all.keep(keep)
         self._stale = True
         return out
 
-    def busy_segments(
-        self, makespan_s: float, window_s: float
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """The recorded loads as busy segments (link, start, end) that give every window of
-        ``window_s`` from 0 exactly its busy time: a stretch at load f from a to b (cut at the
-        window edges) becomes the segment [a, a + f (b - a)]."""
-        if not self.load_link:
-            z = np.zeros(0, dtype=np.int64)
-            return z, np.zeros(0), np.zeros(0)
-        link = np.concatenate(self.load_link)
-        t = np.concatenate(self.load_time)
-        f = np.concatenate(self.load_frac)
-        order = np.lexsort((t, link))
-        link, t, f = link[order], t[order], f[order]
-        nxt = np.r_[t[1:], makespan_s]
-        last_of_link = np.r_[link[1:] != link[:-1], True]
-        nxt[last_of_link] = makespan_s
-        keep = (f > 0) & (nxt > t)
-        link, a, b, f = link[keep], t[keep], nxt[keep], f[keep]
-        first_w = np.floor(a / window_s).astype(np.int64)
-        last_w = np.maximum(np.ceil(b / window_s).astype(np.int64) - 1, first_w)
-        pieces = last_w - first_w + 1
-        idx = np.repeat(np.arange(a.size), pieces)
-        w = np.repeat(first_w, pieces) + (
-            np.arange(pieces.sum()) - np.repeat(np.cumsum(pieces) - pieces, pieces)
-        )
-        lo = np.maximum(a[idx], w * window_s)
-        hi = np.minimum(b[idx], (w + 1) * window_s)
-        ok = hi > lo
-        lo, hi, idx = lo[ok], hi[ok], idx[ok]
-        return link[idx], lo, lo + f[idx] * (hi - lo)
+    def load_records(self, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The recorded loads (link, from time, fraction of capacity), every link back to 0
+        at ``end_s``."""
+        idle = np.flatnonzero(self._load > 0)
+        return (np.concatenate([np.zeros(0, dtype=np.int64), *self.load_link, idle]),
+                np.concatenate([np.zeros(0), *self.load_time, np.full(idle.size, end_s)]),
+                np.concatenate([np.zeros(0), *self.load_frac, np.zeros(idle.size)]))

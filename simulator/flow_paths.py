@@ -27,10 +27,16 @@ Per path (a distinct (up, pair, down)) :class:`FlowPaths` keeps, as growing CSR 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from dataclasses import dataclass
+
 import numpy as np
 
+from simulator.cluster.link_load_classes import link_classes
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import RouteTable
+from simulator.traffic_config import TrafficConfig
 from simulator.unique import sorted_unique
 
 IMPLIED_RTOL = 1e-9
@@ -142,6 +148,7 @@ class FlowPaths:
         self.latency_s = np.zeros(0)
         self.pipe_s_per_byte = np.zeros(0)
         self.alone_s_per_byte = np.zeros(0)
+        self._lock = threading.Lock()  # replays in threads of one process share the paths
 
     @property
     def count(self) -> int:
@@ -150,15 +157,16 @@ class FlowPaths:
     def ids(self, up: np.ndarray, pair: np.ndarray, down: np.ndarray) -> np.ndarray:
         """Path id of every message (building the paths not seen before)."""
         key = ((up + 1) * self._pairs + (pair + 1)) * self._gpus + (down + 1)
-        pos = np.searchsorted(self._keys, key)
-        hit = np.zeros(key.size, dtype=bool)
-        inside = pos < self._keys.size
-        hit[inside] = self._keys[pos[inside]] == key[inside]
-        if not hit.all():
-            new = sorted_unique(key[~hit])
-            self._build(new)
+        with self._lock:
             pos = np.searchsorted(self._keys, key)
-        return self._ids[pos]
+            hit = np.zeros(key.size, dtype=bool)
+            inside = pos < self._keys.size
+            hit[inside] = self._keys[pos[inside]] == key[inside]
+            if not hit.all():
+                new = sorted_unique(key[~hit])
+                self._build(new)
+                pos = np.searchsorted(self._keys, key)
+            return self._ids[pos]
 
     def _build(self, keys: np.ndarray) -> None:
         first = self.count
@@ -216,3 +224,37 @@ class FlowPaths:
         if down >= 0:
             hops.append([(int(rep[int(routes.gpu_downlink[down])]), 1.0)])
         return hops
+
+
+@dataclass(frozen=True, eq=False)
+class FlowFabric:
+    """What flow mode needs of one route table and traffic configuration: the multipath
+    routes, the link classes, per link direction bandwidth and latency, and the paths (built
+    once per process and kept: :func:`flow_fabric`)."""
+
+    multipath: MultipathRoutes
+    link_class: np.ndarray
+    bandwidth_bytes_per_s: np.ndarray
+    latency_s: np.ndarray
+    paths: FlowPaths
+
+
+_FABRICS: weakref.WeakKeyDictionary[RouteTable, dict[TrafficConfig, FlowFabric]] = (
+    weakref.WeakKeyDictionary())
+
+
+def flow_fabric(routes: RouteTable, traffic: TrafficConfig) -> FlowFabric:
+    """The flow fabric of ``routes`` and ``traffic`` (one per process: a Dask worker keeps it
+    across the micro-batches it replays)."""
+    by_config = _FABRICS.setdefault(routes, {})
+    got = by_config.get(traffic)
+    if got is None:
+        multipath = MultipathRoutes(routes, traffic.multipath, traffic.flows_per_pair)
+        cl = routes.cluster.links
+        bandwidth = np.repeat([lk.bandwidth_bytes_per_s for lk in cl], 2).astype(float)
+        latency = np.repeat([lk.latency_s for lk in cl], 2).astype(float)
+        cls = link_classes(multipath.class_entries(), bandwidth, latency)
+        got = by_config[traffic] = FlowFabric(
+            multipath, cls, bandwidth, latency,
+            FlowPaths(routes, multipath, cls, bandwidth, latency))
+    return got

@@ -12,6 +12,11 @@ passes over the entries, and the rounds are the distinct bottleneck levels.
 relative margin of the level reached: its flows get that level (at most that fraction below
 their max-min rate), and rounds closer than that are merged.  With ``tolerance=0`` the result is
 the exact max-min fair allocation (up to float rounding).
+
+:func:`priority_max_min_rates` serves classes of flows in strict priority: the first class
+gets its max-min fair rates as if the others were absent, the next class shares what capacity
+it leaves, max-min fairly, and so on (how flow mode models first-come first-served links:
+flows that arrived earlier are served first, :mod:`simulator.flow_network`).
 """
 
 from __future__ import annotations
@@ -59,4 +64,38 @@ def max_min_rates(
         free &= ~frozen
         keep = free[fe]
         fe, le, we = fe[keep], le[keep], we[keep]
+    return rate
+
+
+def priority_max_min_rates(
+    flow: np.ndarray,
+    link: np.ndarray,
+    weight: np.ndarray,
+    capacity: np.ndarray,
+    num_flows: int,
+    priority: np.ndarray,
+    tolerance: float = 0.0,
+) -> np.ndarray:
+    """Max-min fair rates within strict priority classes (module docstring).
+
+    ``priority``: per flow, lower is served first; flows of equal priority share max-min
+    fairly what the classes before them leave.  The other arguments as :func:`max_min_rates`.
+    """
+    if num_flows == 0 or flow.size == 0:
+        return np.zeros(num_flows)
+    prio = priority[flow]
+    if prio.min() == prio.max():  # one class
+        return max_min_rates(flow, link, weight, capacity, num_flows, tolerance)
+    order = np.argsort(prio, kind="stable")
+    prio = prio[order]
+    cuts = np.concatenate([[0], np.flatnonzero(prio[1:] != prio[:-1]) + 1, [prio.size]])
+    fe, le, we = flow[order], link[order], weight[order].astype(np.float64)
+    left = capacity.astype(np.float64)
+    rate = np.zeros(num_flows)
+    nlinks = left.shape[0]
+    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+        f, lk, w = fe[lo:hi], le[lo:hi], we[lo:hi]
+        r = max_min_rates(f, lk, w, left, num_flows, tolerance)  # 0 outside the class
+        rate += r
+        left = np.maximum(left - np.bincount(lk, weights=w * r[f], minlength=nlinks), 0.0)
     return rate

@@ -15,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from simulator.cluster.topology import ClusterSpec
-from simulator.traffic import SHARED_EXPERTS_NOTE
+from simulator.traffic_config import SHARED_EXPERTS_NOTE
 
 LINK_CLASSES = ("intra_server", "leaf", "spine")
 DEFAULT_WINDOWS = 100

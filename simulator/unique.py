@@ -16,4 +16,7 @@ def sorted_unique(values: np.ndarray) -> np.ndarray:
     s = np.sort(np.asarray(values).ravel())
     if s.size < 2:
         return s
-    return s[np.r_[True, s[1:] != s[:-1]]]
+    first = np.empty(s.size, dtype=bool)  # (np.r_ costs more than the comparison here)
+    first[0] = True
+    np.not_equal(s[1:], s[:-1], out=first[1:])
+    return s[first]

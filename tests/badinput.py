@@ -203,13 +203,17 @@ def run_case(c: Case, d: Path) -> str:
 
 def run_cli_case(c: Case, d: Path) -> tuple[int, str]:
     """Run a CLI case in-process; return (exit code, stderr)."""
+    prepare_cli_dir(d)
+    return run_cli([a.replace("{dir}", str(d)) for a in c.argv])
+
+
+def run_cli(argv: list[str]) -> tuple[int, str]:
+    """Run the CLI in-process on ``argv``, stdout discarded; return (exit code, stderr)."""
     import contextlib
     import io
 
     from experiments.cli import main
 
-    prepare_cli_dir(d)
-    argv = [a.replace("{dir}", str(d)) for a in c.argv]
     err = io.StringIO()
     with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
         try:

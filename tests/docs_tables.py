@@ -58,18 +58,20 @@ def dataclass_table(*classes: type, skip: tuple[str, ...] = ()) -> str:
         for f in dataclasses.fields(cls):
             if f.name in skip:
                 continue
-            rows.append(f"| `{f.name}` | {_default(f)} | {_cell(f.metadata.get('help', ''))} |")
+            rng = f.metadata.get("range")
+            meaning = f.metadata.get("help", "") + (f" ({rng.text()})" if rng else "")
+            rows.append(f"| `{f.name}` | {_default(f)} | {_cell(meaning)} |")
     return "\n".join(rows) + "\n"
 
 
 def families_table() -> str:
     from simulator.cluster.families import BUILDERS
 
-    rows = ["| family | what it builds | shape parameters (default) |", "|---|---|---|"]
+    rows = ["| family | what it builds | shape parameters (default; range) |", "|---|---|---|"]
     for name, fam in BUILDERS.items():
         params = "; ".join(
-            f"`{p.name}` ({'derived' if p.default is None else _value(p.default).strip('`')}):"
-            f" {p.help.rstrip('.')}"
+            f"`{p.name}` ({'derived' if p.default is None else _value(p.default).strip('`')}"
+            f"{'; ' + p.range.text() if p.range else ''}): {p.help.rstrip('.')}"
             for p in fam.shape
         )
         note = ""
@@ -119,7 +121,7 @@ def _solver_options() -> str:
 
 def _sim_config() -> str:
     from simulator.config import SimConfig
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
 
     return dataclass_table(SimConfig, TrafficConfig, skip=("traffic",))
 

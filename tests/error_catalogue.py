@@ -75,7 +75,8 @@ to the directory the case ran in; you see the path you gave.
 
 
 _REFUSED = {"memory": "more than the memory available", "disk": "more than the free disk at"
-            " `--out`", "int64": "beyond 2^63-1 (an int64 column)"}
+            " `--out`", "int64": "beyond 2^63-1 (an int64 column)",
+            "time": "never: one line on stderr before a long run"}
 
 EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiments/cli.py
     ("bad argument (argparse)", "`moe-netsim: error: <what> (see: moe-netsim <cmd> --help)`", 2),

@@ -15,7 +15,8 @@ from simulator.cluster.families import BUILDERS
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig, remote_copies
+from simulator.traffic import remote_copies
+from simulator.traffic_config import TrafficConfig
 from tests.placement_fixtures import FAT_TREE_3 as ROUTES
 from tests.placement_fixtures import cluster_problem
 from traces import SynthConfig, generate_trace

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from placement import SolverOptions, check_layout
-from placement.dedup import solve
+from placement.dedup import sample_bound, solve
 from placement.dedup.deadline import SEARCH_SHARE
 from placement.dedup.state import LayerState
 from tests.test_placement_dedup import _problem
@@ -48,9 +48,9 @@ def _watch(monkeypatch, clock: TickClock) -> list[tuple[str, float]]:
 
     for name in ("move_deltas", "swap_delta", "replica_deltas", "replica_delta"):
         spy(LayerState, name, "search")
-    spy(solve, "transport_bound", "bound")
-    spy(solve, "replica_bound", "bound")
-    spy(solve, "_ablation", "ablation")
+    spy(sample_bound, "transport_bound", "bound")
+    spy(sample_bound, "replica_bound", "bound")
+    spy(solve, "ablation", "ablation")
     return calls
 
 

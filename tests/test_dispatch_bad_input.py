@@ -9,7 +9,7 @@ import pytest
 from badinput import Case, run_cli_case
 
 from experiments.studies.sections import split_sim_options
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 
 _SIM = ["simulate", "--trace", "{dir}/trace.parquet", "--topology", "{dir}/cluster.json",

@@ -20,7 +20,7 @@ from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from simulator.config import SimConfig
 from simulator.dispatch import dedup_keys
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 
 

@@ -26,7 +26,7 @@ from simulator.cluster.failures import (
 )
 from simulator.cluster.io import cluster_to_dict, load_cluster, save_cluster
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 
 ONE_GPU = LinkDefaults(gpus_per_server=1)

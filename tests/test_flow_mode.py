@@ -15,7 +15,7 @@ from simulator.engine import simulate
 from simulator.flow_engine import simulate_flow
 from simulator.microbatches import microbatches
 from simulator.replay import replay
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 
 FAST = 1e6  # NVLink B/s in the star cases: 10 B take 1e-5 s
@@ -99,6 +99,28 @@ def test_a_flow_bottlenecked_elsewhere_leaves_the_rest_to_the_other():
     assert sw_s2["busy_s"].sum() == pytest.approx(2.0)
     early = (sw_s2["start_s"] >= 1e-3) & (sw_s2["end_s"] <= 1.25)  # the flows start at 1e-5
     assert early.any() and sw_s2.loc[early, "utilisation"].min() == pytest.approx(1.0)
+
+
+def test_micro_batches_that_start_together_are_served_first_come_first_served():
+    # Two micro-batches in flight from time 0: mb 0's token on g0, mb 1's on g1, both to the
+    # expert on g2 (10 B dispatch, 20 B combine, no compute).  Both cross sw->s2 (10 B/s).
+    # The DES serves mb 0's message first: s0->sw 1e-5..1.00001, sw->s2 until 2.00001, g2's
+    # downlink: dispatch done at 2.00002; mb 1's waits at sw and crosses 2.00001..3.00001:
+    # 3.00002.  Flow mode (phases served in the order they start): mb 0's flow runs at 10
+    # B/s, through at 1.00001, plus the one chunk's fill on its other hop (1 s) and the
+    # downlink: 2.00002; mb 1's gets nothing of sw->s2 until 1.00001, then 10 B/s until
+    # 2.00001, plus 1 s and the downlink: 3.00002.  Sharing fairly would give both 3.00002.
+    routes = build_route_table(_star())
+    trace = make_trace(tiny_model(), STAR_EXPERTS, origin=STAR_ORIGIN, step=np.array([0, 1]))
+    blocks = list(microbatches([trace], None))
+    cfg = dict(traffic=TrafficConfig(1.0, 2.0), chunk_bytes=1_000_000,
+               expert_time_per_route_s=0.0)
+    des = simulate(blocks, routes, STAR_LAYOUT, SimConfig(**cfg))
+    flow = simulate_flow(blocks, routes, STAR_LAYOUT,
+                         SimConfig(mode="flow", flow_tolerance=0.0, **cfg))
+    for res in (des, flow):
+        np.testing.assert_allclose(res.layers["dispatch_done_s"], [2.00002, 3.00002])
+    np.testing.assert_allclose(flow.layers["finish_s"], des.layers["finish_s"])
 
 
 def _random_case(seed: int, dispatch: str, multipath: str, tolerance: float | None = None):

@@ -15,7 +15,7 @@ from simulator.config import SimConfig
 from simulator.dispatch import dispatch_plan
 from simulator.engine import simulate
 from simulator.timing import DEEPEP_SLICE_COPIES, MAX_SLICES_PER_MESSAGE
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from simulator.transfer import slice_rounds
 
 # two_rail_cluster: NVLink 100 B/s + 0.01 s, NICs and spine links 10 B/s + 0.1 s; 10-element

@@ -12,7 +12,7 @@ from badinput import TINY, prepare_cli_dir, tiny_trace
 from test_input_protection import _run, _snapshot
 
 from simulator.cluster.families import BUILDERS
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra import limits
 from traces.infra.errors import InputError
 from traces.infra.limits import INT64_MAX, check_memory, exact_int64, human_bytes

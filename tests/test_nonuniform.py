@@ -23,7 +23,7 @@ from simulator.cluster.nvl72 import build_nvl72
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces import SynthConfig, generate_trace
 from traces.infra.errors import InputError
 from traces.model import ModelSpec

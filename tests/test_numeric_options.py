@@ -1,6 +1,7 @@
 """Every numeric flag of every command at 0, negative, NaN, infinite, huge and just outside its
 range: exit 2 with one line naming the flag, no traceback, nothing written, no input touched
-(values inside the range are the other tests' business).  Every numeric flag has a range
+(values inside the range are the other tests' business); every numeric topology builder
+parameter likewise as ``topology build --param``.  Every numeric flag has a range
 (add_option from a dataclass field, or add_number): none is a bare int or float.  In-process,
 so it stays cheap."""
 
@@ -99,4 +100,29 @@ def test_out_of_range_values_are_refused_before_any_work(command, flag, value, t
     code, text = _run(argv)
     assert code == 2, (argv, text)
     assert text.count("\n") == 1 and flag in text and "Traceback" not in text, text
+    assert _snapshot(tmp_path) == before
+
+
+def _param_cases() -> list:  # type: ignore[type-arg]
+    """Every numeric builder parameter (its first family) at the same values, as --param."""
+    from simulator.cluster.families import BUILDERS
+
+    first: dict[str, tuple[str, object]] = {}
+    for family, fam in BUILDERS.items():
+        for p in fam.params:
+            if p.range is not None:
+                first.setdefault(p.name, (family, p))
+    return [pytest.param(family, p.name, text, id=f"{family} {p.name}={text}")
+            for family, p in first.values()
+            for text in _candidates(p.range, p.type is int)]  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(("family", "name", "text"), _param_cases())
+def test_topology_params_outside_their_range_are_refused(family, name, text, tmp_path: Path):
+    before = _snapshot(tmp_path)
+    out = tmp_path / "c.json"
+    code, err = _run(["topology", "build", family, "--param", f"{name}={text}", "--out", str(out)])
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    # the parameter and its range or type, or (a huge size) the memory the cluster would take
+    assert f"parameter {name}" in err or "needs at least" in err, err
     assert _snapshot(tmp_path) == before

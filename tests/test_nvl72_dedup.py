@@ -23,7 +23,7 @@ from placement import SolverOptions, check_layout, solve_placement
 from simulator.analytic import count_traffic
 from simulator.cluster.nvl72 import build_nvl72
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 
 TOKENS = 64
 PAIRS = ((0, 4), (1, 5), (2, 6), (3, 7))  # pairs 0, 1 start in rack 0; pairs 2, 3 in rack 1

@@ -19,7 +19,7 @@ from experiments.failures_config import FailureStudyConfig
 from experiments.studies.sections import solver_options, split_sim_options
 from placement import SolverOptions
 from simulator.config import SimConfig
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range, range_problem
 
@@ -113,7 +113,7 @@ def test_flags_refuse_values_outside_their_range_naming_the_flag(command, action
 def test_every_origins_flag_and_the_study_key_derive_from_the_one_field() -> None:
     """``--origins`` on every command that takes it, and ``trace.origins``: one definition."""
     from experiments.study_trace import TRACE_DEFAULTS
-    from traces.origins import OriginOptions
+    from traces.origin_models import OriginOptions
 
     field = dataclasses.fields(OriginOptions)[0]
     takers = {c: a for c, p in LEAVES.items() for a in p._actions

@@ -1,4 +1,5 @@
-"""Origin models (traces.origins): hand-computed assignments, streaming, bad input, docs."""
+"""Origin models (traces.origin_models) and their assignment (traces.origins): hand-computed
+cases, streaming, bad input, docs."""
 
 from __future__ import annotations
 
@@ -11,12 +12,11 @@ from hypothesis import strategies as st
 
 from traces import SynthConfig, generate_trace, model_preset
 from traces.infra.errors import InputError
+from traces.origin_models import ORIGIN_MODELS, parse_origins
 from traces.origins import (
-    ORIGIN_MODELS,
     OriginAssigner,
     apply_origins,
     coverage_warning,
-    parse_origins,
     tenant_server_sets,
     with_origins,
 )

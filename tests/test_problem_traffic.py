@@ -11,7 +11,7 @@ from placement import PlacementProblem, expected_cost, solve_placement
 from simulator.cluster.arrays import placement_arrays
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces import model_preset
 
 MODEL = model_preset("deepseek-moe-16b")

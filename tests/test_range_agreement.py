@@ -1,12 +1,15 @@
 """Every ranged flag and the study key of the same knob share one range (its dataclass field):
 the flag's ``--help`` range is the field's, and a value just outside it is refused as a study
 key or a sweep axis value too, naming the key (``experiments/study_trace.py``,
-``experiments/rebalance_config.py``)."""
+``experiments/rebalance_config.py``).  Every numeric topology builder parameter has one range
+(``simulator/cluster/families.py``), refused alike from ``topology --param`` and a study's
+``topology.params``."""
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
+import re
 from pathlib import Path
 
 import pytest
@@ -91,4 +94,36 @@ def test_a_sweep_axis_value_outside_the_range_is_refused_naming_the_key(
     f.write_text('[topology]\nfamily = "fat-tree"\nparams = { k = 4, num_servers = 2 }\n'
                  f'[axes]\n"trace.{key}" = [{TRACE_DEFAULTS[key]!r}, {value!r}]\n')
     with pytest.raises(InputError, match=f"trace.{key}: must be"):
+        load_study_file(f)
+
+
+def _builder_params() -> list[tuple[str, object]]:
+    from simulator.cluster.families import BUILDERS
+
+    return [(name, p) for name, fam in BUILDERS.items() for p in fam.params]
+
+
+def test_every_numeric_builder_parameter_has_a_range() -> None:
+    missing = [f"{f}.{p.name}" for f, p in _builder_params()
+               if (p.type is not str) != (p.range is not None and p.range.low is not None)]
+    assert missing == []
+
+
+@pytest.mark.parametrize(("family", "param"),
+                         [(f, p) for f, p in _builder_params() if p.range is not None],
+                         ids=lambda x: x if isinstance(x, str) else x.name)
+def test_topology_param_and_the_study_key_refuse_values_outside_its_range(family, param,
+                                                                          tmp_path) -> None:
+    from simulator.cluster.families import BUILDERS
+
+    integer = param.type is int
+    bad = [*(int(v) if integer else v for v in _outside(param.range, integer)),
+           *(() if integer else (float("nan"), float("inf")))]
+    message = f"{family}: parameter {param.name} must be {param.range.text()}, got"
+    for value in bad:  # as `topology build --param NAME=VALUE` gives it: text
+        with pytest.raises(InputError, match=f"^{re.escape(message)}"):
+            BUILDERS[family](**{param.name: str(value)})
+    f = tmp_path / "s.toml"  # the study key, with the first of them
+    f.write_text(f'[topology]\nfamily = "{family}"\nparams = {{ {param.name} = {bad[0]!r} }}\n')
+    with pytest.raises(InputError, match=re.escape(f"topology.params: {message}")):
         load_study_file(f)

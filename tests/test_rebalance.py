@@ -24,7 +24,7 @@ from placement.migration import (
 from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces import SynthConfig, generate_trace, model_preset
 from traces.io import write_blocks
 from traces.model import ModelSpec

@@ -17,7 +17,7 @@ from hypothesis import strategies as st
 
 import placement.replicas as replicas
 from placement import PlacementProblem, SolverOptions, SolveStatus, check_layout, solve_placement
-from placement.replica_flow import deal
+from placement.replica_flow import deal, layer_capacities
 from placement.replica_tree import chains, classes_of, hierarchy_of, node_weights, set_cost
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
@@ -163,9 +163,24 @@ def test_flow_model_equals_the_exact_mip(seed, servers, per_origin, redundant):
     assert flow.dual_bound <= mip.objective * (1 + 1e-7) + 1e-12
 
 
-@pytest.mark.parametrize(("seed", "per_origin"), [(3, False), (4, True)])
-def test_decomposition_bound_meets_the_flow_optimum(monkeypatch, seed, per_origin):
-    problem = _small(seed, 5, per_origin, 4)
+def test_layer_slots_round_without_losing_a_layer():
+    # each of 2 layers uses half a slot of 2 classes that hold 1 slot each over all layers:
+    # flooring would leave both layers without a slot; the controlled rounding gives each one
+    use = np.array([[0.5, 0.5], [0.5, 0.5]])
+    K = layer_capacities(np.array([2.0, 2.0]), np.array([1.0, 1.0]), use, OPTS)
+    assert K is not None and K.sum(axis=1).tolist() == [1, 1] and K.sum(axis=0).tolist() == [1, 1]
+    # class 0 (4 slots in all) rounds to 1-2 + 0-1 slots; its spare then fills both layers up
+    # to the per-layer cap of 2; class 1 (1 slot) stays with the layer that uses it whole
+    K = layer_capacities(np.array([2.0, 2.0]), np.array([4.0, 1.0]), np.array(
+        [[1.4, 0.0], [0.2, 1.0]]), OPTS)
+    assert K is not None and K.tolist() == [[2, 0], [2, 1]]
+
+
+# 3 servers x 8 GPUs hold 2 layers x (8 + 4) copies in exactly 48 slots (tight); 5 servers not
+@pytest.mark.parametrize(("seed", "per_origin", "servers"),
+                         [(3, False, 5), (4, True, 5), (5, True, 3)])
+def test_decomposition_bound_meets_the_flow_optimum(monkeypatch, seed, per_origin, servers):
+    problem = _small(seed, servers, per_origin, 4)
     strategy = "ilp-origin" if per_origin else "ilp-load"
     exact = solve_placement(problem, strategy, OPTS)
     monkeypatch.setattr(replicas, "FLOW_MAX_COPY_COLUMNS", 0)  # decomposition + layer flows

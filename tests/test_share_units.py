@@ -17,7 +17,7 @@ from simulator.cluster.share_units import share_units, whole_bytes
 from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.flow_engine import simulate_flow
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 
 
 def test_whole_bytes_rounds_exact_halves_to_even():

@@ -19,7 +19,8 @@ from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig, pair_counts, resolve_hosts
+from simulator.traffic import pair_counts, resolve_hosts
+from simulator.traffic_config import TrafficConfig
 from traces.origins import resolve_origins
 
 

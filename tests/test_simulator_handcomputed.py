@@ -10,7 +10,7 @@ from simulator.analytic import count_traffic
 from simulator.cluster.paths import build_route_table
 from simulator.config import SimConfig
 from simulator.engine import simulate
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 
 # Setup shared by the cases: hidden 10, FP8-like dispatch (1 B/element -> 10 B per route),
 # BF16-like combine (2 B/element -> 20 B per route).  Expert 0 on GPU 0, expert 1 on GPU 1.

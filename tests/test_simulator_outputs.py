@@ -16,7 +16,7 @@ from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.microbatches import by_steps, by_tokens
 from simulator.summaries import LINK_CLASSES
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from simulator.transfer import _Train
 
 

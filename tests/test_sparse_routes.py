@@ -24,7 +24,8 @@ from simulator.cluster.builders import LinkDefaults, build_fat_tree, build_leaf_
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import _stable_hash, build_route_table, directed_link_id
 from simulator.dispatch import dedup_keys, route_pairs, server_pairs
-from simulator.traffic import TrafficConfig, pair_counts, pair_list, resolve_hosts
+from simulator.traffic import pair_counts, pair_list, resolve_hosts
+from simulator.traffic_config import TrafficConfig
 from traces.infra import limits
 from traces.infra.errors import InputError
 from traces.origins import resolve_origins

@@ -1,13 +1,12 @@
 """Analytic replays split by micro-batch over Dask give exactly the serial result.
 
-Dask runs in this process (a LocalCluster of threads, ``processes=False``, ports chosen by the
-system), so the tests need no free fixed port and no worker start-up.
+Dask runs in this process (``local_cluster`` of threads, ``processes=False``, every port
+chosen by the system), so the tests need no free fixed port and no worker start-up.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 import socket
 
 import numpy as np
@@ -17,23 +16,29 @@ from helpers import make_trace, tiny_model
 from test_simulator_cli import _args, inputs  # noqa: F401  (the fixture)
 
 from experiments.cli import main
+from experiments.dask_cluster import local_cluster
 from experiments.split_replay import count_traffic_split, map_in_order
 from simulator.analytic import count_traffic
 from simulator.cluster.builders import build_fat_tree, build_rail_optimized
 from simulator.cluster.paths import build_route_table
 from simulator.microbatches import by_tokens
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 
 
 @pytest.fixture(scope="module")
 def client():
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
 
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=False, protocol="tcp",
-                      host="127.0.0.1", scheduler_port=0,
-                      dashboard_address=None, silence_logs=logging.ERROR) as cluster, \
-            Client(cluster) as c:
+    with local_cluster(2, processes=False) as cluster, Client(cluster) as c:
         yield c
+
+
+def test_the_local_cluster_binds_no_fixed_port(client):
+    # Dask's defaults are 8786 (scheduler) and 8787 (its HTTP server, started even with the
+    # dashboard off): a second cluster on the machine would warn and move
+    scheduler = client.cluster.scheduler
+    assert scheduler.port not in (0, 8786, 8787)
+    assert scheduler.http_server.port not in (0, 8786, 8787)
 
 
 def _trace(num_gpus, tokens=200, seed=1):
@@ -103,5 +108,5 @@ def test_unreachable_scheduler_is_one_line_and_writes_nothing(inputs, capsys):  
 def test_split_flags_need_analytic_mode(inputs, capsys):  # noqa: F811
     out = inputs["tmp"] / "des"
     assert main(_args(inputs, out, "des", "--workers", "2")) == 2
-    assert "--workers splits analytic replays only" in capsys.readouterr().err
+    assert "--workers splits analytic and flow replays only" in capsys.readouterr().err
     assert not out.exists()

@@ -12,8 +12,8 @@ from pathlib import Path
 from experiments.cli import command_paths
 
 ROOT = Path(__file__).resolve().parents[1]
-HEAVY = ("pandas", "matplotlib", "dask", "distributed", "highspy", "simpy", "pyarrow", "networkx",
-         "scipy", "torch")
+HEAVY = ("numpy", "pandas", "matplotlib", "dask", "distributed", "highspy", "simpy", "pyarrow",
+         "networkx", "scipy", "torch")
 LIGHT_COMMANDS = (("topology", "list"), ("topology", "show", "fat-tree"))
 
 # One interpreter runs the commands in turn and names, for each, the heavy libraries that were

@@ -6,7 +6,6 @@ processes; every subprocess is started in its own session and killed by id if a 
 
 from __future__ import annotations
 
-import logging
 import os
 import shutil
 import signal
@@ -108,12 +107,12 @@ def _traces_generated(scheduler: str) -> int:
 
 
 def test_dask_on_an_existing_cluster_equals_serial_even_when_a_worker_dies(serial_run, tmp_path):
-    from dask.distributed import Client, LocalCluster
+    from dask.distributed import Client
+
+    from experiments.dask_cluster import local_cluster
 
     f, reference = serial_run
-    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, host="127.0.0.1",
-                      scheduler_port=0, dashboard_address=None,
-                      silence_logs=logging.ERROR) as cluster:
+    with local_cluster(2) as cluster:
         out = run_study(load_study_file(f), tmp_path / "dask", scheduler=cluster.scheduler_address)
         assert out.cells_run == 12
         assert_same_run(reference, tmp_path / "dask")

@@ -21,7 +21,7 @@ from traces.importers.esft import iter_esft
 from traces.io import concat_traces
 from traces.model import ModelSpec, model_preset
 from traces.synthetic import ModeTable, SynthConfig, fit_modes, generate_trace
-from traces.synthetic.modes import FIT_DEFAULT_MODES
+from traces.synthetic.config import FIT_DEFAULT_MODES
 from traces.synthetic.popularity import ESFT_LIFT_QUANTILES, ESFT_PACKED_OVER_CONTIGUOUS
 from traces.trace import RoutingTrace, TraceMeta
 

@@ -213,7 +213,7 @@ def test_registry_converts_and_rejects_parameters():
         ({"k": True}, "parameter k"),
         ({"k": 5}, "k must be an even number"),
         ({"k": 4, "num_servers": 17}, "holds 1..16 servers"),
-        ({"gpus_per_server": 0}, "gpus_per_server must be an integer >= 1"),
+        ({"gpus_per_server": 0}, "parameter gpus_per_server must be >= 1, got 0"),
         ({"nvlink_bandwidth_bytes_per_s": -1}, "nvlink_bandwidth_bytes_per_s must be"),
         ({"network_latency_s": float("nan")}, "network_latency_s must be"),
     ]:
@@ -226,7 +226,7 @@ def test_registry_converts_and_rejects_parameters():
     assert {lk.bandwidth_bytes_per_s for lk in b.links if lk.tier == "access"} == {2 * 50e9}
     with pytest.raises(InputError, match="unknown parameter.*nics_per_server"):
         BUILDERS["rail-optimized"](nics_per_server=4)
-    with pytest.raises(InputError, match="sparsity must be in"):
+    with pytest.raises(InputError, match=r"parameter sparsity must be >= 0 and < 1, got 1\.0"):
         BUILDERS["fat-tree-sparse"](sparsity=1.0)
     with pytest.raises(InputError, match="1..9 groups"):
         BUILDERS["dragonfly"](num_groups=10)

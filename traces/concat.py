@@ -15,18 +15,21 @@ import os
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from traces.infra.errors import InputError
-from traces.trace import RoutingTrace, TraceMeta
+
+if TYPE_CHECKING:  # numpy and pyarrow are imported on use, so that `--help` stays light
+    import numpy as np
+
+    from traces.trace import RoutingTrace, TraceMeta
 
 MISSING_STEPS = ("refuse", "sequence")
 
 
 def _columns(path: Path) -> tuple[bool, bool, bool]:
     """(has origin, has step, has gates) of a trace file, from its first block."""
-    from traces.io import iter_trace  # pyarrow: imported on use, so `--help` stays light
+    from traces.io import iter_trace
 
     first = next(iter_trace(path), None)
     if first is None:
@@ -36,6 +39,8 @@ def _columns(path: Path) -> tuple[bool, bool, bool]:
 
 def _sequence_steps(seq_id: np.ndarray, state: dict[str, int]) -> np.ndarray:
     """A step per sequence in order of appearance (continuing across blocks)."""
+    import numpy as np
+
     change = np.ones(len(seq_id), dtype=bool)
     change[0] = seq_id[0] != state["last_seq"]
     change[1:] = seq_id[1:] != seq_id[:-1]
@@ -46,6 +51,8 @@ def _sequence_steps(seq_id: np.ndarray, state: dict[str, int]) -> np.ndarray:
 
 
 def _shifted(paths: Sequence[Path], meta: TraceMeta) -> Iterator[RoutingTrace]:
+    import numpy as np
+
     from traces.io import iter_trace
 
     step_base = 0
@@ -80,6 +87,7 @@ def concat_trace_files(
 ) -> int:
     """Write the inputs one after another in time to ``out`` (atomically); token count."""
     from traces.io import read_trace_meta, write_blocks
+    from traces.trace import TraceMeta
 
     if missing_steps not in MISSING_STEPS:
         raise InputError(f"unknown missing-steps rule {missing_steps!r}; known: refuse, sequence")

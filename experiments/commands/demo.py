@@ -101,7 +101,7 @@ def run_demo(
     from simulator.cluster.builders import build_fat_tree
     from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
     from traces import SynthConfig, model_preset
     from traces.io import write_trace
     from traces.synthetic import TenantSpec, generate_trace

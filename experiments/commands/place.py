@@ -11,8 +11,9 @@ from __future__ import annotations
 import argparse
 import json
 import sys
-from dataclasses import asdict
+from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.commands.cluster_args import add_cluster_arguments, cluster_from_args
 from experiments.commands.place_failures import (
@@ -30,7 +31,19 @@ from placement import STRATEGIES
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginAssigner, OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
+
+if TYPE_CHECKING:
+    import numpy as np
+
+    from placement.dedup.evaluate import DedupCost
+    from placement.problem import PlacementProblem, PlacementResult
+    from placement.token_sample import TokenSample
+    from simulator.cluster.paths import RouteTable
+    from simulator.cluster.topology import ClusterSpec
+    from traces.model import ModelSpec
+    from traces.origin_models import OriginModel
+    from traces.origins import OriginAssigner
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -80,18 +93,10 @@ def register(sub: argparse._SubParsersAction) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.layout_record import layout_record
-    from experiments.outputs import atomic_write_text, write_json
-    from experiments.pipeline import build_problem, trace_activation, trace_sample
-    from placement import SAMPLE_STRATEGIES, check_layout, solve_placement
-    from placement.bottleneck import max_link_busy
-    from placement.dedup.evaluate import dedup_cost
-    from placement.layout_io import save_layout, to_sglang_map
+    from placement import check_layout
     from placement.outcome import SolveStatus
-    from placement.problem import expected_cost
     from simulator.cluster.paths import build_route_table
-    from traces import model_preset
-    from traces.load_stats import load_load_stats, load_stats_kind
+    from traces.origins import OriginAssigner
 
     if args.out.suffix not in (".parquet", ".csv"):
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
@@ -104,61 +109,10 @@ def run(args: argparse.Namespace) -> int:
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     assigner = OriginAssigner(origins, cluster.gpu_server)
-    origin_activation = None
-    sample = None
     if args.replicas < 0:
         raise InputError(f"--replicas {args.replicas}: give 0 or more redundant copies per layer")
-    if load_stats_kind(args.stats) == "trace":
-        model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
-        if args.model is not None and args.model != model.name:
-            raise InputError(
-                f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
-            )
-        # a fresh assigner: the sample's origins are the same tokens' origins as above
-        sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
-    else:
-        given = None if args.model is None else model_preset(args.model)
-        stats = load_load_stats(args.stats, given)
-        model, activation = stats.model, stats.activation()
-        if origins is not None:
-            raise InputError(
-                f"--origins: {args.stats} holds load statistics, no tokens to give origins to"
-                " (give a trace .parquet)"
-            )
-        if args.strategy in SAMPLE_STRATEGIES:
-            raise InputError(
-                f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
-                " experts a token uses together, and where it starts); load statistics"
-                " carry only counts per expert: give a native trace .parquet"
-            )
-        if args.strategy == "ilp-origin":
-            raise InputError(
-                f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
-                " statistics do not hold (give a trace .parquet)"
-            )
-    if args.repair is not None:  # the layout's copies decide the slots
-        healthy, old_layout, args.replicas = repair_input(args, model)
-    try:
-        problem = build_problem(
-            routes, model, activation, origin_activation, args.replicas, args.balance_eps,
-            args.slots_per_gpu, args.per_layer_per_gpu, sample=sample,
-        )
-    except InputError as exc:
-        flags = f" (--replicas {args.replicas})" if args.replicas else ""
-        raise InputError(f"{exc}{flags}") from None
-    if args.robust is not None:
-        problem, robust_note = robust_problem(problem, cluster, routes, args.robust)
-        print(f"robust       {robust_note}")
-    feedback = Feedback.from_args(args)
-    if args.repair is not None:
-        res = repair_result(args, problem, cluster, healthy, old_layout, model, options)
-    elif args.strategy.startswith(("ilp", "dedup")):
-        solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
-        desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
-        with feedback.ticking(None, desc):
-            res = solve_placement(problem, args.strategy, options)
-    else:
-        res = solve_placement(problem, args.strategy, options)
+    fit = _fit_input(args, origins, cluster, assigner)
+    problem, res = _solve(args, fit, routes, cluster, options)
     print(f"strategy     {res.strategy}")
     print(f"status       {res.status.value}")
     if res.status is SolveStatus.INFEASIBLE:
@@ -169,10 +123,115 @@ def run(args: argparse.Namespace) -> int:
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
+    copies = _print_result(problem, res, fit.sample is not None)
+    # after every input check and the solve (an error comes alone); statistics have no origins
+    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
+    if warning:
+        print(warning, file=sys.stderr)
+    _write_outputs(args, res, cluster, fit.model, origins, options, copies)
+    return 0
+
+
+@dataclass(frozen=True, eq=False)
+class _FitInput:
+    """What ``--fit`` gives: the model, p[l, i], activation per origin GPU (a trace only) and
+    the per-token sample of the strategies fitted on tokens (a trace only)."""
+
+    model: ModelSpec
+    activation: np.ndarray
+    origin_activation: np.ndarray | None
+    sample: TokenSample | None
+
+
+def _fit_input(args: argparse.Namespace, origins: OriginModel | None, cluster: ClusterSpec,
+               assigner: OriginAssigner) -> _FitInput:
+    """Read ``--fit``: a trace (activation, origins and a token sample) or load statistics
+    (counts only: refused for the strategies and options that need more)."""
+    from experiments.pipeline import trace_activation, trace_sample
+    from placement import SAMPLE_STRATEGIES
+    from traces import model_preset
+    from traces.load_stats import load_load_stats, load_stats_kind
+    from traces.origins import OriginAssigner
+
+    if load_stats_kind(args.stats) == "trace":
+        model, activation, origin_activation, _ = trace_activation(args.stats, assigner)
+        if args.model is not None and args.model != model.name:
+            raise InputError(
+                f"{args.stats}: the trace is of model {model.name!r}, not {args.model!r}"
+            )
+        # a fresh assigner: the sample's origins are the same tokens' origins as above
+        sample = trace_sample(args.stats, OriginAssigner(origins, cluster.gpu_server))
+        return _FitInput(model, activation, origin_activation, sample)
+    given = None if args.model is None else model_preset(args.model)
+    stats = load_load_stats(args.stats, given)
+    if origins is not None:
+        raise InputError(
+            f"--origins: {args.stats} holds load statistics, no tokens to give origins to"
+            " (give a trace .parquet)"
+        )
+    if args.strategy in SAMPLE_STRATEGIES:
+        raise InputError(
+            f"--fit {args.stats}: {args.strategy} is fitted on per-token routing (which"
+            " experts a token uses together, and where it starts); load statistics"
+            " carry only counts per expert: give a native trace .parquet"
+        )
+    if args.strategy == "ilp-origin":
+        raise InputError(
+            f"{args.stats}: ilp-origin needs activation per origin GPU, which load"
+            " statistics do not hold (give a trace .parquet)"
+        )
+    return _FitInput(stats.model, stats.activation(), None, None)
+
+
+def _solve(args: argparse.Namespace, fit: _FitInput, routes: RouteTable, cluster: ClusterSpec,
+           options: SolverOptions) -> tuple[PlacementProblem, PlacementResult]:
+    """The placement problem (repaired or robust when asked) and the strategy's result."""
+    from experiments.pipeline import build_problem
+    from placement import solve_placement
+    from traces.infra.limits import ilp_size_line
+
+    if args.repair is not None:  # the layout's copies decide the slots
+        healthy, old_layout, args.replicas = repair_input(args, fit.model)
+    try:
+        problem = build_problem(
+            routes, fit.model, fit.activation, fit.origin_activation, args.replicas,
+            args.balance_eps, args.slots_per_gpu, args.per_layer_per_gpu, sample=fit.sample,
+        )
+    except InputError as exc:
+        flags = f" (--replicas {args.replicas})" if args.replicas else ""
+        raise InputError(f"{exc}{flags}") from None
+    if args.robust is not None:
+        problem, robust_note = robust_problem(problem, cluster, routes, args.robust)
+        print(f"robust       {robust_note}")
+    feedback = Feedback.from_args(args)
+    if args.repair is not None:
+        return problem, repair_result(args, problem, cluster, healthy, old_layout, fit.model,
+                                      options)
+    if args.strategy.startswith(("ilp", "dedup")):
+        solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
+        desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
+        size = ilp_size_line(f"place --strategy {args.strategy}", fit.model.num_moe_layers,
+                             fit.model.num_routed_experts, cluster.num_gpus, args.time_limit)
+        if size and args.strategy.startswith("ilp"):
+            feedback.note(size)
+        with feedback.ticking(None, desc):
+            return problem, solve_placement(problem, args.strategy, options)
+    return problem, solve_placement(problem, args.strategy, options)
+
+
+def _print_result(problem: PlacementProblem, res: PlacementResult, sampled: bool
+                  ) -> DedupCost | None:
+    """The layout's costs and the solver's report; the de-duplicated copies (a trace's
+    sample only) are returned for the meta file."""
+    from placement.bottleneck import max_link_busy
+    from placement.dedup.evaluate import dedup_cost
+    from placement.problem import expected_cost
+
+    assert res.layout is not None
     print(f"objective    {res.objective:.4f} expected hops per token (dispatch + combine, one"
           " copy per route: the paper's metric)")
     copies = None
-    if sample is not None:
+    if sampled:
         copies = dedup_cost(problem, res.layout)
         per_copy = (problem.dispatch_bytes + problem.combine_bytes) * problem.num_layers
         print(f"remote       {copies.copies_per_token_layer:.4f} copies per token per MoE layer"
@@ -190,10 +249,18 @@ def run(args: argparse.Namespace) -> int:
     print(f"time         {res.runtime_s:.3f} s")
     if res.message:
         print(f"message      {res.message}")
-    # after every input check and the solve (an error comes alone); statistics have no origins
-    warning = assigner.warning() if args.stats.suffix == ".parquet" else None
-    if warning:
-        print(warning, file=sys.stderr)
+    return copies
+
+
+def _write_outputs(args: argparse.Namespace, res: PlacementResult, cluster: ClusterSpec,
+                   model: ModelSpec, origins: OriginModel | None, options: SolverOptions,
+                   copies: DedupCost | None) -> None:
+    """The layout table, its .meta.json and the engine files asked for."""
+    from experiments.layout_record import layout_record
+    from experiments.outputs import atomic_write_text, write_json
+    from placement.layout_io import save_layout, to_sglang_map
+
+    assert res.layout is not None
     save_layout(res.layout, args.out, cluster.gpu_server, model.moe_layer_indices)
     meta = {
         "command": "moe-netsim place",
@@ -229,4 +296,3 @@ def run(args: argparse.Namespace) -> int:
         obj = to_trtllm_yaml(res.layout, model.moe_layer_indices)
         atomic_write_text(args.trtllm_yaml, yaml.safe_dump(obj, default_flow_style=None))
         print(f"wrote        {args.trtllm_yaml}")
-    return 0

@@ -77,11 +77,17 @@ def run(args: argparse.Namespace) -> int:
     from experiments.versions import versions
     from placement.layout_io import save_layout
     from simulator.cluster.paths import build_route_table
+    from traces.infra.limits import (
+        LAYOUT_ENTRY_MIN_BYTES,
+        OUT_DISK_FIX,
+        PARQUET_FILE_MIN_BYTES,
+        check_disk,
+    )
     from traces.io import read_trace_meta
 
     if not args.trace.exists():
         raise InputError(f"--trace {args.trace}: file not found")
-    from traces.origins import resolve_model
+    from traces.origin_models import resolve_model
 
     resolve_model(args.origins)  # bad text: the message names the flag
     config = RebalanceConfig(strategy=args.strategy, server_dedup=not args.no_dedup,
@@ -91,6 +97,8 @@ def run(args: argparse.Namespace) -> int:
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
+    layout_bytes = model.num_moe_layers * model.num_routed_experts * LAYOUT_ENTRY_MIN_BYTES
+    check_disk(3 * PARQUET_FILE_MIN_BYTES + layout_bytes, args.out, "rebalance", OUT_DISK_FIX)
     t0 = time.perf_counter()
     options = SolverOptions(time_limit_s=args.time_limit)
     res = rebalance_with_counterfactual(args.trace, routes, config, options)

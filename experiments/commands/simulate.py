@@ -11,6 +11,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Iterable
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -26,17 +27,20 @@ from experiments.outputs import add_output_argument, run_directory_kind
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.config import SimConfig
 from simulator.modes import REPLAY_MODES, SIM_MODES
-from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
+from simulator.traffic_config import REPLACED_OPTIONS, TrafficConfig
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions, resolve_model
+from traces.origin_models import OriginOptions, resolve_model
 
 if TYPE_CHECKING:
     import numpy as np
 
     from simulator.cluster.paths import RouteTable
     from simulator.cluster.topology import ClusterSpec
+    from simulator.engine import SimResult
     from traces.model import ModelSpec
+    from traces.origin_models import OriginModel
+    from traces.trace import RoutingTrace
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -89,12 +93,14 @@ def register(sub: argparse._SubParsersAction) -> None:
                Range(1, 2**30))
     p.add_argument("--no-report", action="store_true", help="Skip the figures and report.html.")
     where = p.add_mutually_exclusive_group()
-    add_number(where, "--workers", int, 1, "Split an analytic replay by micro-batch over a local"
-               " Dask cluster of N worker processes (loopback only); 1: count in this process.",
+    add_number(where, "--workers", int, 1, "Split an analytic replay (or a flow replay with"
+               " --inflight 1) by micro-batch over a local Dask cluster of N worker processes"
+               " (loopback only); 1: run in this process.",
                "processes", Range(1, 1024))
     where.add_argument(
         "--scheduler", metavar="tcp://HOST:PORT", default=None, type=scheduler_address,
-        help="Split an analytic replay by micro-batch over this existing Dask cluster.")
+        help="Split an analytic replay (or a flow replay with --inflight 1) by micro-batch over"
+        " this existing Dask cluster.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -133,9 +139,10 @@ def load_inputs(
 
 def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
                  traffic: TrafficConfig, tokens: int) -> None:
-    """Refuse, before the replay, byte counts an int64 cannot hold and a DES whose per-token
-    records cannot fit in memory (traces/infra/limits.py)."""
-    from traces.infra.limits import check_memory
+    """Refuse, before the replay, byte counts an int64 cannot hold, a DES whose per-token
+    records cannot fit in memory and outputs that cannot fit the disk of --out; say how long
+    a long run may take (traces/infra/limits.py)."""
+    from traces.infra import limits
 
     traffic.check_byte_counts(
         model, tokens, routes, "simulate", "replay fewer tokens (split the trace) or lower"
@@ -143,8 +150,16 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
     )
     if args.mode == "des":  # a record per token and layer (latency), one per link and window
         per_token = 8 * (4 + model.num_moe_layers)
-        check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
-                     "replay fewer tokens, or count bytes with --mode analytic")
+        limits.check_memory(tokens * per_token, f"simulate --mode des of {tokens:,} tokens",
+                            "replay fewer tokens, or count bytes with --mode analytic")
+    records = args.mode in REPLAY_MODES  # per-token records and four more tables
+    disk = ((7 if records else 3) * limits.PARQUET_FILE_MIN_BYTES + 2 * len(routes.cluster.links)
+            + (tokens * limits.TOKEN_RECORD_MIN_BYTES if records else 0))
+    limits.check_disk(disk, args.out, f"simulate --mode {args.mode} of {tokens:,} tokens",
+                      limits.OUT_DISK_FIX)
+    line = limits.run_time_line("simulate", tokens, model.num_moe_layers, args.mode)
+    if line:
+        Feedback.from_args(args).note(line)
 
 
 def scheduler_address(text: str) -> str:
@@ -156,16 +171,21 @@ def scheduler_address(text: str) -> str:
         raise argparse.ArgumentTypeError(f"{text!r}: {str(exc).split(': ', 1)[1]}") from None
 
 
-def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
+def _split_client(args: argparse.Namespace, config: SimConfig, stack: ExitStack) -> Any:
     """The Dask client a split replay runs on (None: count in this process)."""
     if args.workers < 1:
         raise InputError(f"--workers must be >= 1, got {args.workers}")
     if args.scheduler is None and args.workers == 1:
         return None
-    if args.mode != "analytic":
-        flag = "--scheduler" if args.scheduler else "--workers"
-        raise InputError(f"{flag} splits analytic replays only; --mode {args.mode} runs in"
-                         " this process (drop the flag or use --mode analytic)")
+    flag = "--scheduler" if args.scheduler else "--workers"
+    if args.mode == "des":
+        raise InputError(f"{flag} splits analytic and flow replays only; --mode des runs in"
+                         " this process (drop the flag or use --mode analytic or flow)")
+    from experiments.split_replay import flow_split_problem
+
+    problem = flow_split_problem(config) if args.mode == "flow" else None
+    if problem:
+        raise InputError(f"{flag} with --mode flow: {problem}")
     from experiments.dask_cluster import connect_scheduler, local_client
 
     if args.scheduler is not None:
@@ -178,17 +198,68 @@ def _split_client(args: argparse.Namespace, stack: ExitStack) -> Any:
 def run(args: argparse.Namespace) -> int:
     from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
-    from experiments.split_replay import count_traffic_split
-    from experiments.versions import versions
-    from simulator.analytic import count_traffic
     from simulator.cluster.multipath import endpoints_of
     from simulator.dispatch import check_scheme
     from simulator.microbatches import microbatches
-    from simulator.replay import replay
     from simulator.summaries import summary_frame
     from traces.io import iter_trace, read_trace_meta
     from traces.origins import OriginAssigner, with_origins
 
+    config = _sim_config(args)
+    traffic = config.traffic
+    origins = resolve_model(args.origins)
+    cluster = cluster_from_args(args)
+    assert cluster is not None  # the argument group is required
+    model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
+                                             args.layout)
+    _check_sizes(args, model, routes, traffic, read_trace_meta(args.trace)[1])
+    try:
+        check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
+    except InputError as exc:
+        raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
+    assigner = OriginAssigner(origins, routes.cluster.gpu_server)
+    feedback = Feedback.from_args(args)
+    total_tokens = read_trace_meta(args.trace)[1]
+    stream = microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
+                          args.microbatch_tokens)
+    meta = _run_meta(args, origins, model, routes, config)
+    with ExitStack() as stack:
+        client = _split_client(args, config, stack)  # before the run directory: nothing written
+        if client is not None:  # the bar counts counted tokens, not tokens read
+            meta["execution"] = args.scheduler or f"local dask x{args.workers}"
+        work = stack.enter_context(run_directory(args.out, args.overwrite))
+        t0 = time.perf_counter()
+        if client is not None:
+            bar = stack.enter_context(feedback.bar(total_tokens, f"simulate ({args.mode},"
+                                                   " split)", "tok", unit_scale=True))
+            frames = _split(args.mode, client, stream, routes, expert_gpus, config, bar)
+        else:
+            blocks = feedback.iterate(stream, total_tokens, f"simulate ({args.mode})", "tok",
+                                      weight=lambda b: b.num_tokens)
+            frames = _replay(args.mode, blocks, routes, expert_gpus, config)
+        summary = frames.pop("summary")
+        for name, frame in frames.items():
+            write_parquet(work / f"{name}.parquet", frame)
+        runtime = time.perf_counter() - t0
+        write_parquet(work / "summary.parquet", summary_frame(summary))
+        write_json(work / "meta.json", {**meta, "runtime_s": runtime, "status": "complete"})
+        if not args.no_report:
+            from experiments.report_runs import write_simulate_report
+
+            write_simulate_report(work)
+    _print_summary(summary)
+    for warning in (foreign_layout_warning(args.layout, routes.cluster,
+                                           cluster_label(args) or routes.cluster.name),
+                    assigner.warning()):
+        if warning:
+            print(warning, file=sys.stderr)
+    tail = "" if args.no_report else f" (open {args.out}/report.html)"
+    print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
+    return 0
+
+
+def _sim_config(args: argparse.Namespace) -> SimConfig:
+    """The replay's configuration from the flags (a replaced flag names its successor)."""
     for old, (new, value) in REPLACED_OPTIONS.items():
         if getattr(args, old):
             flag = "--" + old.replace("_", "-")
@@ -211,24 +282,15 @@ def run(args: argparse.Namespace) -> int:
     )
     if args.mode in REPLAY_MODES:
         config = replace(config, mode=args.mode, flow_tolerance=args.flow_tolerance)
-    origins = resolve_model(args.origins)
-    cluster = cluster_from_args(args)
-    assert cluster is not None  # the argument group is required
-    model, routes, expert_gpus = load_inputs(args.trace, cluster, cluster_label(args) or "",
-                                             args.layout)
-    _check_sizes(args, model, routes, traffic, read_trace_meta(args.trace)[1])
-    try:
-        check_scheme(traffic.dispatch, endpoints_of(routes), routes.cluster.name)
-    except InputError as exc:
-        raise InputError(f"{cluster_label(args) or routes.cluster.name}: {exc}") from None
-    assigner = OriginAssigner(origins, routes.cluster.gpu_server)
-    feedback = Feedback.from_args(args)
-    total_tokens = read_trace_meta(args.trace)[1]
-    stream = microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
-                          args.microbatch_tokens)
-    blocks = feedback.iterate(stream, total_tokens, f"simulate ({args.mode})", "tok",
-                              weight=lambda b: b.num_tokens)
-    meta: dict[str, Any] = {
+    return config
+
+
+def _run_meta(args: argparse.Namespace, origins: OriginModel | None, model: ModelSpec,
+              routes: RouteTable, config: SimConfig) -> dict[str, Any]:
+    """The run directory's meta.json, before the run's time and status."""
+    from experiments.versions import versions
+
+    return {
         "command": "moe-netsim simulate",
         "mode": args.mode,
         "trace": str(args.trace),
@@ -243,42 +305,44 @@ def run(args: argparse.Namespace) -> int:
         "sim_config": config.to_dict(),
         "versions": versions(),
     }
-    with ExitStack() as stack:
-        client = _split_client(args, stack)  # before the run directory: nothing written
-        if client is not None:  # the bar counts counted tokens, not tokens read
-            blocks = stream
-            meta["execution"] = args.scheduler or f"local dask x{args.workers}"
-        work = stack.enter_context(run_directory(args.out, args.overwrite))
-        t0 = time.perf_counter()
-        if client is not None:
-            bar = stack.enter_context(feedback.bar(total_tokens, "simulate (analytic, split)",
-                                                   "tok", unit_scale=True))
-            res = count_traffic_split(client, blocks, routes, expert_gpus, traffic,
-                                      lambda _b, part: bar.update(part.tokens))
-            summary = res.summary
-            write_parquet(work / "links.parquet", res.links)
-            write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
-        elif args.mode == "analytic":
-            res = count_traffic(blocks, routes, expert_gpus, traffic)
-            summary = res.summary
-            write_parquet(work / "links.parquet", res.links)
-            write_parquet(work / "lower_bounds.parquet", res.lower_bound_s)
-        else:
-            sim = replay(blocks, routes, expert_gpus, config)
-            summary = sim.summary
-            write_parquet(work / "links.parquet", sim.links)
-            write_parquet(work / "utilisation.parquet", sim.utilisation)
-            write_parquet(work / "layers.parquet", sim.layers)
-            write_parquet(work / "phases.parquet", sim.phases)
-            write_parquet(work / "tokens.parquet", sim.tokens)
-            write_parquet(work / "gpus.parquet", sim.gpus)
-        runtime = time.perf_counter() - t0
-        write_parquet(work / "summary.parquet", summary_frame(summary))
-        write_json(work / "meta.json", {**meta, "runtime_s": runtime, "status": "complete"})
-        if not args.no_report:
-            from experiments.report_runs import write_simulate_report
 
-            write_simulate_report(work)
+
+def _split(mode: str, client: Any, blocks: Iterable[RoutingTrace], routes: RouteTable,
+           expert_gpus: np.ndarray, config: SimConfig, bar: Any) -> dict[str, Any]:
+    """An analytic count or a flow replay split by micro-batch over a Dask cluster: summary
+    and tables."""
+    from experiments.split_replay import count_traffic_split, replay_flow_split
+
+    def advance(_block: Any, part: Any) -> None:
+        bar.update(part.tokens)
+
+    if mode == "analytic":
+        res = count_traffic_split(client, blocks, routes, expert_gpus, config.traffic, advance)
+        return {"summary": res.summary, "links": res.links, "lower_bounds": res.lower_bound_s}
+    return _sim_tables(replay_flow_split(client, blocks, routes, expert_gpus, config, advance))
+
+
+def _replay(mode: str, blocks: Iterable[RoutingTrace], routes: RouteTable,
+            expert_gpus: np.ndarray, config: SimConfig) -> dict[str, Any]:
+    """The analytic count or a replay (des, flow) in this process: summary and the tables
+    of the run directory, by file name."""
+    if mode == "analytic":
+        from simulator.analytic import count_traffic
+
+        res = count_traffic(blocks, routes, expert_gpus, config.traffic)
+        return {"summary": res.summary, "links": res.links, "lower_bounds": res.lower_bound_s}
+    from simulator.replay import replay
+
+    return _sim_tables(replay(blocks, routes, expert_gpus, config))
+
+
+def _sim_tables(sim: SimResult) -> dict[str, Any]:
+    """A replay's summary and the tables of its run directory, by file name."""
+    return {"summary": sim.summary, "links": sim.links, "utilisation": sim.utilisation,
+            "layers": sim.layers, "phases": sim.phases, "tokens": sim.tokens, "gpus": sim.gpus}
+
+
+def _print_summary(summary: dict[str, Any]) -> None:
     keys = [k for k in ("tokens", "hops_per_token", "remote_copies_per_token_layer",
                         "remote_routes_per_token_layer", "network_bytes_dedup",
                         "network_bytes_no_dedup", "network_bytes", "bytes_intra_server",
@@ -289,11 +353,3 @@ def run(args: argparse.Namespace) -> int:
         print(f"{k:>30}: {summary[k]:.6g}")
     print(f"{'dispatch, multipath':>30}: {summary['dispatch']}, {summary['multipath']}")
     print(f"{'shared experts':>30}: {summary['shared_experts']}")
-    for warning in (foreign_layout_warning(args.layout, routes.cluster,
-                                           cluster_label(args) or routes.cluster.name),
-                    assigner.warning()):
-        if warning:
-            print(warning, file=sys.stderr)
-    tail = "" if args.no_report else f" (open {args.out}/report.html)"
-    print(f"wrote {args.out}/ in {runtime:.1f} s{tail}")
-    return 0

@@ -15,7 +15,7 @@ from experiments.study_trace import TraceSection
 from traces.infra.errors import InputError
 from traces.infra.options import Range
 from traces.infra.protected import protect
-from traces.origins import OriginOptions
+from traces.origin_models import OriginOptions
 
 # Exit status of a study or sweep that finished with failed cells (every other cell's results,
 # the merged tables and the report are written); 0 when every cell succeeded.

@@ -25,9 +25,9 @@ from experiments.outputs import (
 from experiments.progress import Feedback, add_progress_arguments
 from experiments.study_trace import TraceSection
 from placement.options import SolverOptions
-from simulator.traffic import TrafficConfig
+from simulator.traffic_config import TrafficConfig
 from traces.infra.errors import InputError
-from traces.origins import OriginOptions
+from traces.origin_models import OriginOptions
 
 COMMAND = "study failures"
 
@@ -114,6 +114,7 @@ def run(args: argparse.Namespace) -> int:
     from experiments.studies.failures import check_strategies, default_strategies, run_failure_study
     from experiments.studies.failures_report import summarize, write_report
     from simulator.config import SimConfig
+    from traces.infra.limits import OUT_DISK_FIX, PARQUET_FILE_MIN_BYTES, check_disk
 
     config = FailureStudyConfig(getattr(args, "class"), args.des_worst, args.robust_tolerance)
     strategies = args.strategies or default_strategies(config.failure_class)
@@ -125,6 +126,7 @@ def run(args: argparse.Namespace) -> int:
     model, fit = _fit(args, cluster.gpu_server)
     out = args.out or Path("runs") / f"failures-{config.failure_class}"
 
+    check_disk(4 * PARQUET_FILE_MIN_BYTES, out, "study failures", OUT_DISK_FIX)  # 4 tables
     progress = Feedback.from_args(args).note
     t0 = time.perf_counter()
     study = run_failure_study(cluster, model, fit, strategies, config, options, sim, progress)

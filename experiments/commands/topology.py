@@ -53,6 +53,28 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("family", nargs="?", default=None,
                    help="Family or preset name (see `topology list`); omit for all presets.")
     a.set_defaults(func=run_show)
+    _register_build(acts)
+    _register_import(acts)
+    a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
+    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    a.add_argument("--elements", action="store_true",
+                   help="Also list every server, switch and link by the name `topology whatif`"
+                        " takes.")
+    a.set_defaults(func=run_info)
+    register_whatif(acts)
+    _register_draw(acts)
+    a = acts.add_parser(
+        "bench",
+        help="Time building and routing the 256-GPU cluster of each family.",
+        description="Build the DeepSeek-R1-sized cluster (256 GPUs, 32 servers of 8) of each"
+        " family, then time the route table, the analytic counter's spray split and the ECMP"
+        " link shares of every server pair.",
+    )
+    add_progress_arguments(a)
+    a.set_defaults(func=run_bench)
+
+
+def _register_build(acts: argparse._SubParsersAction) -> None:
     a = acts.add_parser(
         "build",
         help="Build a cluster and write it as JSON or GraphML.",
@@ -67,6 +89,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     add_cluster_output(a, "Cluster file (.json or .graphml).")
     a.set_defaults(func=run_build)
+
+
+def _register_import(acts: argparse._SubParsersAction) -> None:
     a = acts.add_parser(
         "import",
         help="Build a cluster from a measured rank-to-rank cost or bandwidth matrix.",
@@ -92,13 +117,9 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--overwrite", action="store_true",
                    help="Replace a cluster file moe-netsim wrote.")
     a.set_defaults(func=run_import)
-    a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
-    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
-    a.add_argument("--elements", action="store_true",
-                   help="Also list every server, switch and link by the name `topology whatif`"
-                        " takes.")
-    a.set_defaults(func=run_info)
-    register_whatif(acts)
+
+
+def _register_draw(acts: argparse._SubParsersAction) -> None:
     a = acts.add_parser(
         "draw",
         help="Draw a cluster as PNG, optionally with per-link load.",
@@ -119,15 +140,6 @@ def register(sub: argparse._SubParsersAction) -> None:
     )
     a.add_argument("--title", default=None, help="Figure title.")
     a.set_defaults(func=run_draw)
-    a = acts.add_parser(
-        "bench",
-        help="Time building and routing the 256-GPU cluster of each family.",
-        description="Build the DeepSeek-R1-sized cluster (256 GPUs, 32 servers of 8) of each"
-        " family, then time the route table, the analytic counter's spray split and the ECMP"
-        " link shares of every server pair.",
-    )
-    add_progress_arguments(a)
-    a.set_defaults(func=run_bench)
 
 
 def _family(name: str) -> TopologyFamily:
@@ -182,7 +194,8 @@ def run_show(args: argparse.Namespace) -> int:
     for p in fam.params:
         default = "(derived)" if p.default is None else f"{p.default:g}" if isinstance(
             p.default, float) else str(p.default)
-        print(f"  {p.name:30s} {p.type.__name__:6s} {default:>12s}  {p.help}")
+        rng = f" [{p.range.text()}]" if p.range else ""
+        print(f"  {p.name:30s} {p.type.__name__:6s} {default:>12s}  {p.help}{rng}")
     return 0
 
 

@@ -26,13 +26,15 @@ from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions
+from traces.origin_models import OriginOptions
 
 if TYPE_CHECKING:
     import numpy as np
+    import pandas as pd
 
     from simulator.cluster.topology import ClusterSpec
     from traces.model import ModelSpec
+    from traces.stats import TraceStats
     from traces.trace import RoutingTrace
 
 FORMATS = tuple(sorted(TRACE_FORMATS.keys() | COUNT_FORMATS.keys()))
@@ -128,7 +130,8 @@ def run_import(args: argparse.Namespace) -> int:
     from traces.importers import holds_counts, import_load_stats, import_trace
     from traces.io import read_trace_meta
     from traces.load_stats import save_load_stats
-    from traces.origins import OriginAssigner, parse_origins, servers_of_gpus
+    from traces.origin_models import parse_origins
+    from traces.origins import OriginAssigner, servers_of_gpus
 
     out: Path = args.out
     if out.suffix != ".parquet":
@@ -259,24 +262,11 @@ def _load_layout(path: Path, model: ModelSpec, num_gpus: int | None) -> np.ndarr
 
 
 def run_stats(args: argparse.Namespace) -> int:
-    import matplotlib.pyplot as plt
-
-    from experiments import plots
-    from experiments.outputs import run_directory, save_figure, write_json, write_parquet
+    from experiments.outputs import run_directory, write_json
     from experiments.versions import versions
     from traces.io import iter_trace, read_trace_meta
     from traces.load_stats import load_load_stats, load_stats_kind
-    from traces.stats import (
-        activation_frame,
-        activation_probability,
-        coactivation_frame,
-        gpu_load_frame,
-        stats_from_counts,
-        summarize_gpu_load,
-        summarize_load,
-        summarize_trace,
-        transition_frame,
-    )
+    from traces.stats import stats_from_counts, summarize_trace
 
     t0 = time.perf_counter()
     load = None  # counts only (SGLang JSON or imported load statistics): no per-token pairs
@@ -308,21 +298,7 @@ def run_stats(args: argparse.Namespace) -> int:
         else:
             stats = stats_from_counts(model, load.counts, expert_gpus, num_gpus, str(args.trace))
         n = stats.num_tokens
-        layer_load = summarize_load(stats.counts, model)
-        write_parquet(work / "activation.parquet", activation_frame(stats))
-        if stats.gpu_routes is not None:
-            gpu_server = cluster.gpu_server if cluster is not None else None
-            write_parquet(work / "gpu_load.parquet", gpu_load_frame(stats, gpu_server))
-            layer_load = layer_load.merge(summarize_gpu_load(stats), on="layer")
-        write_parquet(work / "layer_load.parquet", layer_load)
-        if pairs:
-            write_parquet(work / "coactivation.parquet", coactivation_frame(stats))
-            write_parquet(work / "transitions.parquet", transition_frame(stats))
-        fig = plots.plot_expert_load_heatmap(
-            activation_probability(stats.counts, model), model.moe_layer_indices
-        )
-        save_figure(work / "expert_load.png", fig)
-        plt.close(fig)
+        layer_load = _write_stats(work, stats, model, pairs, cluster)
         write_json(
             work / "meta.json",
             {
@@ -352,6 +328,41 @@ def run_stats(args: argparse.Namespace) -> int:
         f" {int(worst['layer'])}; {time.perf_counter() - t0:.1f}s"
     )
     return 0
+
+
+def _write_stats(work: Path, stats: TraceStats, model: ModelSpec, pairs: bool,
+                 cluster: ClusterSpec | None) -> pd.DataFrame:
+    """The statistics' tables and the expert-load heat map; returns the per-layer load."""
+    import matplotlib.pyplot as plt
+
+    from experiments import plots
+    from experiments.outputs import save_figure, write_parquet
+    from traces.stats import (
+        activation_frame,
+        activation_probability,
+        coactivation_frame,
+        gpu_load_frame,
+        summarize_gpu_load,
+        summarize_load,
+        transition_frame,
+    )
+
+    layer_load = summarize_load(stats.counts, model)
+    write_parquet(work / "activation.parquet", activation_frame(stats))
+    if stats.gpu_routes is not None:
+        gpu_server = cluster.gpu_server if cluster is not None else None
+        write_parquet(work / "gpu_load.parquet", gpu_load_frame(stats, gpu_server))
+        layer_load = layer_load.merge(summarize_gpu_load(stats), on="layer")
+    write_parquet(work / "layer_load.parquet", layer_load)
+    if pairs:
+        write_parquet(work / "coactivation.parquet", coactivation_frame(stats))
+        write_parquet(work / "transitions.parquet", transition_frame(stats))
+    fig = plots.plot_expert_load_heatmap(
+        activation_probability(stats.counts, model), model.moe_layer_indices
+    )
+    save_figure(work / "expert_load.png", fig)
+    plt.close(fig)
+    return layer_load
 
 
 def _host_function(

@@ -16,9 +16,8 @@ from experiments.progress import Feedback, add_progress_arguments
 from experiments.study_trace import TraceSection
 from traces.infra.errors import InputError
 from traces.infra.options import Range
-from traces.origins import OriginOptions, origins_help
-from traces.synthetic.modes import FIT_DEFAULT_MODES
-from traces.synthetic.popularity import CURVES
+from traces.origin_models import OriginOptions, origins_help
+from traces.synthetic.config import CURVES, FIT_DEFAULT_MODES
 
 if TYPE_CHECKING:
     from traces import RoutingTrace
@@ -28,6 +27,11 @@ if TYPE_CHECKING:
 
 def register(trace_sub: argparse._SubParsersAction) -> None:
     """Add this module's subcommands to the `trace` group."""
+    _register_synth(trace_sub)
+    _register_record(trace_sub)
+
+
+def _register_synth(trace_sub: argparse._SubParsersAction) -> None:
     p = trace_sub.add_parser(
         "synth",
         help="Generate a seeded synthetic trace (skewed or fitted popularity, tenants).",
@@ -58,44 +62,9 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     add_option(p, OriginOptions, "origins", "--origins",
                help=origins_help().replace("the trace's recorded origins, else dp",
                                            "dp, or each --tenant on its GPUs"))
-    pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
-    add_option(pop, TraceSection, "zipf_exponent", "--zipf", default=None)
-    pop.add_argument(
-        "--curve", choices=CURVES, default=None,
-        help="Rank curve: zipf, or esft (measured on real DeepSeek-V2-Lite routing).",
-    )
-    add_number(pop, "--curve-sd", float, None, "Spread of the esft curve's per-layer exponent"
-               " (skew varies between layers).", "", Range(0, 10))
-    add_number(pop, "--max-activation", float, None, "Cap on one expert's activation.", "",
-               Range(0, 1, low_open=True, high_open=True))
-    pop.add_argument(
-        "--load-stats",
-        type=Path,
-        help="Load statistics to fit per-layer popularity to (instead of Zipf): SGLang"
-        " logical_count .json, the .parquet of `trace import --format sglang` or a trace.",
-    )
-    co = p.add_argument_group("co-activation and correlation")
-    co.add_argument(
-        "--fit", type=Path, default=None, metavar="TRACE",
-        help="Native trace to fit popularity and co-activation (routing modes) to.",
-    )
-    add_number(co, "--fit-modes", int, FIT_DEFAULT_MODES, "Routing modes per layer fitted by"
-               " --fit.", "modes", Range(1, 256))
-    add_number(co, "--modes", int, None, "Parametric routing modes per layer (1 = no"
-               " co-activation model).", "modes", Range(1, 256))
-    add_number(co, "--mode-sigma", float, None, "Contrast of the modes.", "", Range(0, 100))
-    add_number(co, "--token-corr", float, 0.0, "P(repeat previous token).", "",
-               Range(0, 1, high_open=True))
-    add_number(co, "--layer-corr", float, 0.0, "P(map previous layer).", "",
-               Range(0, 1, high_open=True))
-    dr = p.add_argument_group("drift over steps")
-    add_number(
-        dr, "--phase-change", int, [], "A new popularity phase (experts relabelled) begins at"
-        " STEP (repeatable).", "steps", Range(1, 2**31 - 1), action="append", metavar="STEP")
-    add_number(dr, "--drift-every", int, None, "Phase changes every N steps, each blended over"
-               " N steps (gradual drift).", "steps", Range(1, 2**31 - 1), metavar="N")
-    add_number(dr, "--drift-ramp", int, None, "Steps over which a phase change blends in (0 ="
-               " abrupt; --drift-every: N).", "steps", Range(0, 2**31 - 1), metavar="STEPS")
+    _add_popularity_group(p)
+    _add_correlation_group(p)
+    _add_drift_group(p)
     p.add_argument(
         "--tenant",
         action="append",
@@ -114,6 +83,55 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     add_progress_arguments(p)
     p.set_defaults(func=run_synth)
 
+
+def _add_popularity_group(p: argparse.ArgumentParser) -> None:
+    pop = p.add_argument_group("popularity (default: the model's calibrated preset)")
+    add_option(pop, TraceSection, "zipf_exponent", "--zipf", default=None)
+    pop.add_argument(
+        "--curve", choices=CURVES, default=None,
+        help="Rank curve: zipf, or esft (measured on real DeepSeek-V2-Lite routing).",
+    )
+    add_number(pop, "--curve-sd", float, None, "Spread of the esft curve's per-layer exponent"
+               " (skew varies between layers).", "", Range(0, 10))
+    add_number(pop, "--max-activation", float, None, "Cap on one expert's activation.", "",
+               Range(0, 1, low_open=True, high_open=True))
+    pop.add_argument(
+        "--load-stats",
+        type=Path,
+        help="Load statistics to fit per-layer popularity to (instead of Zipf): SGLang"
+        " logical_count .json, the .parquet of `trace import --format sglang` or a trace.",
+    )
+
+
+def _add_correlation_group(p: argparse.ArgumentParser) -> None:
+    co = p.add_argument_group("co-activation and correlation")
+    co.add_argument(
+        "--fit", type=Path, default=None, metavar="TRACE",
+        help="Native trace to fit popularity and co-activation (routing modes) to.",
+    )
+    add_number(co, "--fit-modes", int, FIT_DEFAULT_MODES, "Routing modes per layer fitted by"
+               " --fit.", "modes", Range(1, 256))
+    add_number(co, "--modes", int, None, "Parametric routing modes per layer (1 = no"
+               " co-activation model).", "modes", Range(1, 256))
+    add_number(co, "--mode-sigma", float, None, "Contrast of the modes.", "", Range(0, 100))
+    add_number(co, "--token-corr", float, 0.0, "P(repeat previous token).", "",
+               Range(0, 1, high_open=True))
+    add_number(co, "--layer-corr", float, 0.0, "P(map previous layer).", "",
+               Range(0, 1, high_open=True))
+
+
+def _add_drift_group(p: argparse.ArgumentParser) -> None:
+    dr = p.add_argument_group("drift over steps")
+    add_number(
+        dr, "--phase-change", int, [], "A new popularity phase (experts relabelled) begins at"
+        " STEP (repeatable).", "steps", Range(1, 2**31 - 1), action="append", metavar="STEP")
+    add_number(dr, "--drift-every", int, None, "Phase changes every N steps, each blended over"
+               " N steps (gradual drift).", "steps", Range(1, 2**31 - 1), metavar="N")
+    add_number(dr, "--drift-ramp", int, None, "Steps over which a phase change blends in (0 ="
+               " abrupt; --drift-every: N).", "steps", Range(0, 2**31 - 1), metavar="STEPS")
+
+
+def _register_record(trace_sub: argparse._SubParsersAction) -> None:
     r = trace_sub.add_parser(
         "record",
         help="Record expert routing of a Hugging Face DeepSeek-V2/V3 model over a text file.",
@@ -276,13 +294,8 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec) -> None:
 def run_synth(args: argparse.Namespace) -> int:
     from traces.load_stats import load_load_stats
     from traces.model import load_model_spec
-    from traces.origins import (
-        DEFAULT_MODEL,
-        OriginAssigner,
-        parse_origins,
-        servers_of_gpus,
-        with_origins,
-    )
+    from traces.origin_models import DEFAULT_MODEL, parse_origins
+    from traces.origins import OriginAssigner, servers_of_gpus, with_origins
     from traces.synthetic import SynthConfig, iter_synthetic
     from traces.synthetic.modes import fit_modes_file
 

@@ -37,7 +37,8 @@ from traces import (
 )
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import apply_origins, resolve_model, tenant_server_sets
+from traces.origin_models import resolve_model
+from traces.origins import apply_origins, tenant_server_sets
 from traces.synthetic import TenantSpec
 
 # Columns that measure wall-clock time: they differ between runs of the same cell.

@@ -27,7 +27,8 @@ from simulator.cluster.topology import ClusterSpec
 from traces import ModelSpec, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import check_cluster, resolve_model, tenant_server_sets
+from traces.origin_models import check_cluster, resolve_model
+from traces.origins import tenant_server_sets
 
 STUDY_KEYS = ("name", "description", "baseline")
 TOPOLOGY_KEYS = ("family", "params", "links", *WHATIF_KEYS)

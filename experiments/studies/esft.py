@@ -28,7 +28,8 @@ from experiments.study_trace import TRACE_DEFAULTS
 from traces.importers import import_trace
 from traces.infra.errors import InputError
 from traces.io import read_trace, write_trace
-from traces.origins import OriginModel, tenant_server_sets
+from traces.origin_models import OriginModel
+from traces.origins import tenant_server_sets
 from traces.trace import RoutingTrace
 
 ESFT_TASKS = ("intent", "law", "summary", "translation")

@@ -42,7 +42,7 @@ from simulator.cluster.families import BUILDERS
 from traces import model_preset, read_trace_meta
 from traces.infra.errors import InputError
 from traces.load_stats import load_load_stats, load_stats_kind
-from traces.origins import check_cluster, parse_origins
+from traces.origin_models import check_cluster, parse_origins
 
 PAPER_MODELS = ("deepseek-moe-16b", "deepseek-r1")
 PAPER_STRATEGIES = ("round-robin", "greedy", "ilp", "ilp-load")
@@ -149,50 +149,107 @@ def paper_study(
     if n < 1:
         raise InputError(f"--tokens must be >= 1, got {n}")
     trace_cfg: dict[str, Any] = {"fit_tokens": n, "replay_tokens": n, "seq_len": 1}
-    models: list[tuple[str, dict[str, Any], int]] = []  # (name, model table, experts)
     if trace is not None:
-        if not Path(trace).is_file():
-            raise InputError(f"--trace {trace}: file not found")
-        if Path(trace).suffix == ".json":
-            raise InputError(
-                f"--trace {trace}: load statistics hold no tokens to replay; give them as"
-                " --fit (the synthetic generator then provides the replay)"
-            )
-        meta, have = read_trace_meta(trace)
-        need = n if fit_trace else 2 * n
-        if have < need:
-            if tokens is not None:
-                raise InputError(
-                    f"--trace {trace}: has {have} tokens, --tokens {n} needs {need}"
-                )
-            n = have if fit_trace else have // 2
-            trace_cfg.update(fit_tokens=max(n, 1), replay_tokens=max(n, 1))
-        trace_cfg["source"] = str(Path(trace).resolve())
-        models.append((meta.model.name, {}, meta.model.num_routed_experts))
+        models, n = _trace_model(trace, fit_trace, tokens, n, trace_cfg)
     else:
-        for name in model_names:
-            if name not in PAPER_MODELS:
-                raise InputError(
-                    f"--model {name!r}: the paper's models are {', '.join(PAPER_MODELS)}"
-                )
-            models.append((name, {"preset": name}, model_preset(name).num_routed_experts))
+        models = _preset_models(model_names)
     if fit_trace is not None:
-        fit_path = Path(fit_trace)
-        if not fit_path.is_file():
-            raise InputError(f"--fit {fit_trace}: file not found")
-        trace_cfg["fit_source"] = str(fit_path.resolve())
-        if load_stats_kind(fit_path) != "trace" and trace is None:
-            keep = []
-            for name, table, experts in models:
-                try:
-                    load_load_stats(fit_path, model_preset(name))
-                    keep.append((name, table, experts))
-                except InputError as exc:
-                    skipped.append(f"model {name}: load statistics do not fit it ({exc})")
-            if not keep:
-                raise InputError(f"--fit {fit_trace}: fits neither of {PAPER_MODELS}")
-            models = keep
+        models = _fit_models(Path(fit_trace), trace is None, models, trace_cfg, skipped)
+    combos = _combos(models, quick, trace_cfg, origins, skipped)
+    time_limit_s = QUICK_TIME_LIMIT_S if quick else FULL_TIME_LIMIT_S
+    rows = _strategy_rows(strategy_names, quick)
+    strategies = [t for t in (_strategy_table(p, time_limit_s, skipped) for p in rows) if t]
+    cells = [[table, topo, tr, pl] for table, topo, tr in combos for pl in strategies]
+    if esft_dir is not None and trace is None and fit_trace is None and not origins:
+        fabrics = [{"family": f, "params": p, "links": dict(_QUICK_LINKS) if quick else {}}
+                   for f, p in (_QUICK_PARAMS if quick else _FULL["deepseek-moe-16b"])
+                   if f in ESFT_FABRICS[:1 if quick else 2] and f in BUILDERS]
+        cells += esft_cells(esft_dir, inputs_dir, quick, fabrics, strategies, skipped)
+    raw = {
+        "seed": seed,
+        "study": {
+            "name": "paper" + (" (quick)" if quick else ""),
+            "description": (
+                "The grid of arXiv 2508.09229: models x topologies x strategies, with even token"
+                " origins and with tenants on their own servers; hops per token is the"
+                " paper's metric, the rest is this project's simulation. Every saving stands"
+                " beside its ceiling, the most any layout could save on the replayed tokens."
+            ),
+            "baseline": "round-robin",
+        },
+        "strategy": strategies[0],
+        "trace": cells[0][2],
+        "axes": {"model, topology, trace, strategy": cells},
+        "sim": {"microbatch_tokens": QUICK_MICROBATCH_TOKENS if quick else n},
+    }
+    return build_study(raw, where="paper study", skipped=tuple(skipped))
 
+
+# (name, model table, routed experts) of each model row of the grid
+_ModelRow = tuple[str, dict[str, Any], int]
+
+
+def _trace_model(trace: Path, fit_trace: Path | None, tokens: int | None, n: int,
+                 trace_cfg: dict[str, Any]) -> tuple[list[_ModelRow], int]:
+    """A replayed trace's model, and the tokens per side it allows (``--tokens`` unset: as
+    many as it holds); sets the trace section's source and token counts."""
+    if not Path(trace).is_file():
+        raise InputError(f"--trace {trace}: file not found")
+    if Path(trace).suffix == ".json":
+        raise InputError(
+            f"--trace {trace}: load statistics hold no tokens to replay; give them as"
+            " --fit (the synthetic generator then provides the replay)"
+        )
+    meta, have = read_trace_meta(trace)
+    need = n if fit_trace else 2 * n
+    if have < need:
+        if tokens is not None:
+            raise InputError(
+                f"--trace {trace}: has {have} tokens, --tokens {n} needs {need}"
+            )
+        n = have if fit_trace else have // 2
+        trace_cfg.update(fit_tokens=max(n, 1), replay_tokens=max(n, 1))
+    trace_cfg["source"] = str(Path(trace).resolve())
+    return [(meta.model.name, {}, meta.model.num_routed_experts)], n
+
+
+def _preset_models(model_names: tuple[str, ...]) -> list[_ModelRow]:
+    models = []
+    for name in model_names:
+        if name not in PAPER_MODELS:
+            raise InputError(
+                f"--model {name!r}: the paper's models are {', '.join(PAPER_MODELS)}"
+            )
+        models.append((name, {"preset": name}, model_preset(name).num_routed_experts))
+    return models
+
+
+def _fit_models(fit_path: Path, synthetic: bool, models: list[_ModelRow],
+                trace_cfg: dict[str, Any], skipped: list[str]) -> list[_ModelRow]:
+    """``--fit`` as the trace section's fit_source; load statistics fitting a synthetic
+    replay keep only the models they fit (the others go to ``skipped``)."""
+    if not fit_path.is_file():
+        raise InputError(f"--fit {fit_path}: file not found")
+    trace_cfg["fit_source"] = str(fit_path.resolve())
+    if load_stats_kind(fit_path) == "trace" or not synthetic:
+        return models
+    keep = []
+    for name, table, experts in models:
+        try:
+            load_load_stats(fit_path, model_preset(name))
+            keep.append((name, table, experts))
+        except InputError as exc:
+            skipped.append(f"model {name}: load statistics do not fit it ({exc})")
+    if not keep:
+        raise InputError(f"--fit {fit_path}: fits neither of {PAPER_MODELS}")
+    return keep
+
+
+def _combos(models: list[_ModelRow], quick: bool, trace_cfg: dict[str, Any],
+            origins: str | None, skipped: list[str]
+            ) -> list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]]:
+    """(model, topology, trace) tables of the grid: every model on each fabric this build can
+    build, under each origin scenario (or the user's origin model)."""
     synthetic = "source" not in trace_cfg
     combos: list[tuple[dict[str, Any], dict[str, Any], dict[str, Any]]] = []
     for name, table, experts in models:
@@ -222,40 +279,17 @@ def paper_study(
                 combos.append((table, topo, trace_table))
     if not combos:
         raise InputError("paper study: no topology of the grid can be built in this build")
+    return combos
+
+
+def _strategy_rows(strategy_names: tuple[str, ...] | None, quick: bool) -> tuple[str, ...]:
     rows: tuple[str, ...] = PAPER_STRATEGIES + PROJECT_STRATEGIES
     if strategy_names is not None:
         unknown = [p for p in strategy_names if p not in rows]
         if unknown:
             raise InputError(f"--strategy {unknown[0]!r}: the study's rows are {', '.join(rows)}")
-        rows = tuple(p for p in rows if p in strategy_names)
-    elif quick:
-        rows = QUICK_STRATEGIES
-    time_limit_s = QUICK_TIME_LIMIT_S if quick else FULL_TIME_LIMIT_S
-    strategies = [t for t in (_strategy_table(p, time_limit_s, skipped) for p in rows) if t]
-    cells = [[table, topo, tr, pl] for table, topo, tr in combos for pl in strategies]
-    if esft_dir is not None and trace is None and fit_trace is None and not origins:
-        fabrics = [{"family": f, "params": p, "links": dict(_QUICK_LINKS) if quick else {}}
-                   for f, p in (_QUICK_PARAMS if quick else _FULL["deepseek-moe-16b"])
-                   if f in ESFT_FABRICS[:1 if quick else 2] and f in BUILDERS]
-        cells += esft_cells(esft_dir, inputs_dir, quick, fabrics, strategies, skipped)
-    raw = {
-        "seed": seed,
-        "study": {
-            "name": "paper" + (" (quick)" if quick else ""),
-            "description": (
-                "The grid of arXiv 2508.09229: models x topologies x strategies, with even token"
-                " origins and with tenants on their own servers; hops per token is the"
-                " paper's metric, the rest is this project's simulation. Every saving stands"
-                " beside its ceiling, the most any layout could save on the replayed tokens."
-            ),
-            "baseline": "round-robin",
-        },
-        "strategy": strategies[0],
-        "trace": cells[0][2],
-        "axes": {"model, topology, trace, strategy": cells},
-        "sim": {"microbatch_tokens": QUICK_MICROBATCH_TOKENS if quick else n},
-    }
-    return build_study(raw, where="paper study", skipped=tuple(skipped))
+        return tuple(p for p in rows if p in strategy_names)
+    return QUICK_STRATEGIES if quick else rows
 
 
 def _strategy_table(row: str, time_limit_s: float, skipped: list[str]) -> dict[str, Any] | None:

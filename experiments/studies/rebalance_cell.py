@@ -46,7 +46,8 @@ def rebalance_config(config: dict[str, Any], where: str = "study") -> RebalanceC
 def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) -> Any:
     """Check a rebalancing cell completely (its trace is read once for its steps)."""
     from experiments.rebalance import check_strategy, step_range
-    from traces.origins import OriginAssigner, resolve_model
+    from traces.origin_models import resolve_model
+    from traces.origins import OriginAssigner
 
     cfg = rebalance_config(config, where)
     check_strategy(cfg.strategy, f"{where}: strategy.name")
@@ -60,7 +61,7 @@ def validate_rebalance_cell(config: dict[str, Any], cluster: Any, where: str) ->
     if hi - lo <= cfg.window_steps:
         raise InputError(f"{where}: rebalance.window_steps {cfg.window_steps}: the trace spans"
                          f" {hi - lo} steps; the fitting window must leave steps to replay")
-    from simulator.traffic import TrafficConfig
+    from simulator.traffic_config import TrafficConfig
     from traces.io import read_trace_meta
 
     meta, tokens = read_trace_meta(Path(source))

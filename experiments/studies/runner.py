@@ -53,6 +53,7 @@ from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
 from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
+from traces.infra.limits import CELL_MIN_BYTES, OUT_DISK_FIX, check_disk
 from traces.infra.protected import check_writable
 
 # Kept by --overwrite: the lock and the study's imported input traces (cells read them).
@@ -272,6 +273,10 @@ def run_study(
     check_writable(run_dir, "--out")
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
+    done = finished_cells(run_dir)  # a re-run writes only the cells still to run
+    todo = sum(1 for c in study.cells if c.cell_id not in done)
+    check_disk(todo * CELL_MIN_BYTES, run_dir, f"the {todo:,} cell{'s' * (todo != 1)} to run",
+               OUT_DISK_FIX)
     # connect first: an unreachable scheduler leaves no run directory behind
     client = connect_scheduler(scheduler) if scheduler and not serial else None
     try:

@@ -11,7 +11,7 @@ from simulator.cluster.builders import LinkDefaults
 from simulator.cluster.families import BUILDERS
 from simulator.cluster.presets import PRESETS
 from simulator.config import SimConfig
-from simulator.traffic import REPLACED_OPTIONS, TrafficConfig
+from simulator.traffic_config import REPLACED_OPTIONS, TrafficConfig
 from traces import MODEL_PRESETS, ModelSpec, model_preset
 from traces.infra.errors import InputError
 from traces.infra.records import (

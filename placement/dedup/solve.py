@@ -38,16 +38,9 @@ from collections.abc import Callable
 import numpy as np
 
 from placement.baselines import contiguous_gpus, round_robin_gpus
-from placement.dedup.bound import (
-    MAX_ENUMERATED_LAYOUTS,
-    exact_layer,
-    layouts_count,
-    replica_bound,
-    transport_bound,
-)
+from placement.dedup.ablation import ablation
 from placement.dedup.deadline import Deadline
 from placement.dedup.evaluate import (
-    DedupCost,
     dedup_cost,
     imbalance,
     layer_gpu_loads,
@@ -56,6 +49,7 @@ from placement.dedup.evaluate import (
 )
 from placement.dedup.layers import LayerChoice, cheapest_layer, to_gpus
 from placement.dedup.replicate import add_replicas
+from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
@@ -69,7 +63,6 @@ from placement.problem import (
     expected_cost,
 )
 from placement.spread import _counts_per_gpu
-from placement.token_sample import TokenSample
 from traces.infra.errors import InputError
 
 BALANCE_SLACK = 0.05  # busiest GPU at most 5 % above EPLB's busiest, per layer
@@ -81,13 +74,6 @@ ILS_PATIENCE = ((2048, 3), (None, 1))
 HOLDOUT_BELOW_ROUTES = 16  # fitted routes per expert and server below which a third is held out
 
 
-def _primary_caps(cap: np.ndarray, num_experts: int) -> np.ndarray:
-    """Primaries per server: the experts split in proportion to its copies (largest remainder)."""
-    share = num_experts * cap / cap.sum()
-    out = np.floor(share).astype(np.int64)
-    for s in np.argsort(-(share - out), kind="stable")[: num_experts - int(out.sum())]:
-        out[s] += 1
-    return np.minimum(out, cap)
 
 
 def _solve_layer(
@@ -101,7 +87,7 @@ def _solve_layer(
     gs = problem.gpu_server
     own = gs[o]
     cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
-    pcap = _primary_caps(cap, E)
+    pcap = primary_caps(cap, E)
     ref_layer = None if ref is None else ref.expert_gpus[li]
     base_li = {n: srv[li] for n, srv in baselines.items()}
 
@@ -222,78 +208,6 @@ def _build(problem: PlacementProblem, layers: list[LayerChoice]) -> ExpertLayout
     return ExpertLayout(out, problem.num_gpus)
 
 
-def _bound(
-    problem: PlacementProblem, cost: np.ndarray, own: np.ndarray, quota: np.ndarray,
-    options: SolverOptions, forced: bool, deadline: Deadline,
-) -> tuple[float, str]:
-    """Lower bound of the sample cost per token (all layers) and which bound it is; nan and
-    ``not computed`` when the time limit ends it before every layer has its bound."""
-    sample = problem.token_sample
-    assert sample is not None
-    L, E, S = problem.num_layers, problem.num_experts, problem.num_servers
-    gs = problem.gpu_server
-    total, kinds = 0.0, set()
-    for li in range(L):
-        if deadline.passed():
-            return float("nan"), f"not computed (time limit; {li} of {L} layers bounded)"
-        x = sample.experts[:, li, :].astype(np.int64)
-        cap = np.bincount(gs, weights=quota[li], minlength=S).astype(np.int64)
-        if problem.num_redundant:
-            total += replica_bound(x, cost, own, E, int(cap.sum()), int(cap.max()))
-            kinds.add("replica")
-            continue
-        if not forced:  # any per-layer split of the slots: relax each server to its maximum
-            cap = np.bincount(gs, minlength=S) * min(problem.max_per_gpu_per_layer,
-                                                     problem.slots_per_gpu)
-        if forced and layouts_count(E, _primary_caps(cap, E)) <= MAX_ENUMERATED_LAYOUTS:
-            total += exact_layer(x, cost, E, _primary_caps(cap, E))[0]
-            kinds.add("exact")
-        else:
-            lp = transport_bound(x, cost, E, cap, options, max(1e-3, deadline.left_s()))
-            if lp is None:
-                return float("nan"), f"not computed (layer {li}'s transport LP unsolved)"
-            total += lp
-            kinds.add("transport")
-    return total / sample.num_tokens, "+".join(sorted(kinds))
-
-
-def _ablation(
-    problem: PlacementProblem, layout: ExpertLayout, layers: list[LayerChoice], metric: str,
-    exact: DedupCost, seed: int,
-) -> dict[str, float]:
-    """Cost per token on the fitting sample of each step, and what each lever saved.
-
-    ``round_robin``: the paper's baseline; ``start``: the structured start (routing groups
-    packed by co-selection; co-activation fill without groups); ``search``: after the swap
-    search (co-activation beyond groups, and origins), one copy each; ``final``: with replicas.
-    ``origins_shuffled``: the final layout with the tokens' origins permuted at random, so
-    ``origins_shuffled - final`` is what placing experts near their tokens' origins bought.
-    """
-    from placement.baselines import round_robin
-
-    assert problem.token_sample is not None
-    T = problem.token_sample.num_tokens
-    rr = round_robin(problem, SolverOptions())
-    assert rr.layout is not None
-    rng = np.random.default_rng(seed)
-    sample = problem.token_sample
-    shuffled = dataclasses.replace(
-        problem, token_sample=TokenSample(sample.experts, rng.permutation(sample.origin_gpu))
-    )
-    out = {
-        "round_robin": dedup_cost(problem, rr.layout, metric).cost_per_token,
-        "start": sum(ly.start_cost for ly in layers) / T,
-        "search": sum(ly.single_cost for ly in layers) / T,
-        "final": exact.cost_per_token,
-        "origins_shuffled": dedup_cost(shuffled, layout, metric).cost_per_token,
-    }
-    out["saved_by_groups_or_coactivation_start"] = out["round_robin"] - out["start"]
-    out["saved_by_search"] = out["start"] - out["search"]
-    out["saved_by_replicas"] = out["search"] - out["final"]
-    out["saved_by_origins"] = out["origins_shuffled"] - out["final"]
-    return out
-
-
 def solve_dedup(
     problem: PlacementProblem, options: SolverOptions, name: str, metric: str,
     origin_blind: bool = False, clock: Callable[[], float] = time.perf_counter,
@@ -360,7 +274,7 @@ def solve_dedup(
     info["stopped_by_time_limit"] = deadline.search_passed()
     layout = _build(problem, layers)
     exact = dedup_cost(problem, layout, metric)
-    bound, bound_kind = _bound(problem, cost, own, quota, options, forced, deadline)
+    bound, bound_kind = sample_bound(problem, cost, own, quota, options, forced, deadline)
     obj = exact.cost_per_token
     stopped = bool(info["stopped_by_time_limit"])
     outcome = SolverOutcome.from_bound(
@@ -389,7 +303,9 @@ def solve_dedup(
                     for n in sorted({ly.start_name for ly in layers})},
     )
     info["ablation"] = ("not computed (time limit)" if deadline.passed() else
-                        _ablation(problem, layout, layers, metric, exact, options.seed))
+                        ablation(problem, layout, sum(ly.start_cost for ly in layers),
+                                 sum(ly.single_cost for ly in layers), metric, exact,
+                                 options.seed))
     if ref is not None:
         re = dedup_cost(problem, ref, metric)
         info["eplb_cost_per_token"] = re.cost_per_token

@@ -40,6 +40,10 @@ from simulator import timing
 from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64_text
+from traces.infra.options import Range, range_problem
+
+# The ranges of the builders' parameters (families.py gives every shape parameter one)
+AT_LEAST_ONE, NON_NEGATIVE, POSITIVE = Range(1), Range(0), Range(0, low_open=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,40 +51,42 @@ class LinkDefaults:
     """Realistic defaults (DGX-H100-class servers, 400 Gb/s fabric; values and sources in
     :mod:`simulator.timing`); every one overridable."""
 
-    gpus_per_server: int = field(default=8, metadata={"help": "GPUs per server."})
+    gpus_per_server: int = field(default=8, metadata={"help": "GPUs per server.",
+                                                      "range": AT_LEAST_ONE})
     nvlink_bandwidth_bytes_per_s: float = field(
         default=timing.H100_NVLINK_BYTES_PER_S.value,
-        metadata={"help": "GPU <-> server NVLink fabric, each direction."},
+        metadata={"help": "GPU <-> server NVLink fabric, each direction.", "range": POSITIVE},
     )
     nvlink_latency_s: float = field(
-        default=timing.NVLINK_HOP_LATENCY_S.value, metadata={"help": "NVLink hop latency."}
+        default=timing.NVLINK_HOP_LATENCY_S.value, metadata={"help": "NVLink hop latency.",
+                                                          "range": NON_NEGATIVE}
     )
     nics_per_server: int = field(
-        default=8, metadata={"help": "NICs per server (bundled into one uplink, one plane each)."}
+        default=8, metadata={"help": "NICs per server (bundled into one uplink, one plane each).",
+                             "range": AT_LEAST_ONE}
     )
     nic_bandwidth_bytes_per_s: float = field(
         default=timing.NIC_400G_BYTES_PER_S.value,
-        metadata={"help": "One NIC, each direction (400 Gb/s = 5e10)."},
+        metadata={"help": "One NIC, each direction (400 Gb/s = 5e10).", "range": POSITIVE},
     )
     switch_bandwidth_bytes_per_s: float = field(
         default=timing.SWITCH_PORT_400G_BYTES_PER_S.value,
-        metadata={"help": "One switch port / cable, each direction."},
+        metadata={"help": "One switch port / cable, each direction.", "range": POSITIVE},
     )
     network_latency_s: float = field(
-        default=timing.NETWORK_HOP_LATENCY_S.value, metadata={"help": "Per network hop."}
+        default=timing.NETWORK_HOP_LATENCY_S.value, metadata={"help": "Per network hop.",
+                                                           "range": NON_NEGATIVE}
     )
 
     def __post_init__(self) -> None:
         for f in fields(self):
-            value = getattr(self, f.name)
-            if f.type == "int" or f.type is int:
-                if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-                    raise InputError(f"{f.name} must be an integer >= 1, got {value!r}")
-            elif not (isinstance(value, int | float) and not isinstance(value, bool)) or not (
-                math.isfinite(value) and (value >= 0 if f.name.endswith("latency_s") else value > 0)
-            ):
-                bound = ">= 0" if f.name.endswith("latency_s") else "> 0"
-                raise InputError(f"{f.name} must be a finite number {bound}, got {value!r}")
+            value, integer = getattr(self, f.name), f.type == "int" or f.type is int
+            if not range_problem(value, f.metadata["range"]) and (
+                    not integer or isinstance(value, int)):
+                continue
+            kind = "an integer" if integer else "a finite number"
+            raise InputError(f"{f.name} must be {kind} {f.metadata['range'].text()},"
+                             f" got {value!r}")
 
     @property
     def server_uplink_bytes_per_s(self) -> float:

@@ -27,8 +27,7 @@ from __future__ import annotations
 import difflib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from simulator.cluster.topology import ClusterSpec, LinkSpec, NodeSpec
 from traces.infra.errors import InputError
@@ -39,6 +38,9 @@ LINK_SEPARATOR = "~"
 # The [topology] keys of a study (and the flags of `topology whatif`): element lists.
 WHATIF_KEYS = ("fail", "degrade")
 _SHOWN = 8  # names listed in a message before "... and N more"
+
+if TYPE_CHECKING:  # numpy is imported where it is used: the CLI's parsers import this module
+    import numpy as np
 
 
 def link_name(link: LinkSpec) -> str:
@@ -224,7 +226,7 @@ def _unreachable_gpus(cluster: ClusterSpec, nodes: set[str], links: Sequence[Lin
         sizes.append(sum(1 for g in gpus if component.get(g) == label))
     if len(sizes) <= 1:
         return []
-    main = int(np.argmax(sizes))  # ties: the group of the first GPU
+    main = max(range(len(sizes)), key=sizes.__getitem__)  # ties: the group of the first GPU
     return [g for g in gpus if component[g] != main]
 
 
@@ -345,6 +347,8 @@ def _servers_losing_all_nics(cluster: ClusterSpec, links: Sequence[LinkSpec],
 
 def gpu_index_map(healthy: ClusterSpec, failed: ClusterSpec) -> np.ndarray:
     """New index of every GPU of ``healthy`` in ``failed`` by name, -1 where it is gone."""
+    import numpy as np
+
     new = {g: i for i, g in enumerate(failed.gpus)}
     extra = sorted(set(new) - set(healthy.gpus))
     if extra:

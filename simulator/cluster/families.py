@@ -14,6 +14,9 @@ from dataclasses import MISSING, dataclass, fields, replace
 from typing import Any
 
 from simulator.cluster.builders import (
+    AT_LEAST_ONE,
+    NON_NEGATIVE,
+    POSITIVE,
     LinkDefaults,
     build_fat_tree,
     build_fat_tree_sparse,
@@ -26,6 +29,7 @@ from simulator.cluster.nvl72 import SCALE_OUT_FABRICS, build_nvl72
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.limits import check_memory
+from traces.infra.options import Range, range_problem
 from traces.infra.records import typed_value
 
 # The fewest bytes one node or link of a cluster takes (a frozen dataclass and its name).
@@ -34,20 +38,24 @@ BYTES_PER_ELEMENT = 100
 
 @dataclass(frozen=True, slots=True)
 class BuilderParam:
-    """One parameter of a topology family: name, type, default (``None``: derived) and help.
+    """One parameter of a topology family: name, type, default (``None``: derived), help and
+    valid range (``None``: not a number), checked before anything is built.
 
     A shape parameter's default is the builder function's own (read from its signature), so
-    it is written once.
+    it is written once; a link parameter's range is its :class:`LinkDefaults` field's.  The
+    builders check what depends on several parameters (an even ``k``, servers that fit).
     """
 
     name: str
     type: type
     default: Any
     help: str
+    range: Range | None = None
 
 
 _LINK_PARAMS = tuple(
-    BuilderParam(f.name, int if f.type in ("int", int) else float, f.default, f.metadata["help"])
+    BuilderParam(f.name, int if f.type in ("int", int) else float, f.default, f.metadata["help"],
+                 f.metadata["range"])
     for f in fields(LinkDefaults)
     if f.default is not MISSING
 )
@@ -65,7 +73,7 @@ class TopologyFamily:
     name: str
     build: Callable[..., ClusterSpec]
     summary: str
-    shape_help: tuple[tuple[str, type, str], ...]  # (name, type, help) of shape parameters
+    shape_help: tuple[tuple[str, type, str, Range | None], ...]  # (name, type, help, range)
     servers: Callable[[dict[str, Any]], int]  # servers built for the shape (defaults filled)
     excluded_link_params: tuple[str, ...] = ()
 
@@ -73,7 +81,7 @@ class TopologyFamily:
     def shape(self) -> tuple[BuilderParam, ...]:
         """The shape parameters, with the builder's defaults."""
         sig = inspect.signature(self.build).parameters
-        return tuple(BuilderParam(n, t, sig[n].default, h) for n, t, h in self.shape_help)
+        return tuple(BuilderParam(n, t, sig[n].default, h, r) for n, t, h, r in self.shape_help)
 
     @property
     def params(self) -> tuple[BuilderParam, ...]:
@@ -93,6 +101,11 @@ class TopologyFamily:
                 f"{self.name}: unknown parameter(s) {unknown}; valid: {sorted(known)}"
             )
         values = {name: _coerce(self.name, known[name], v) for name, v in params.items()}
+        for name, value in values.items():
+            rng = known[name].range
+            problem = None if rng is None or value is None else range_problem(value, rng)
+            if problem:
+                raise InputError(f"{self.name}: parameter {name} {problem}")
         link_names = {p.name for p in _LINK_PARAMS}
         link = {k: v for k, v in values.items() if k in link_names}
         shape = {k: v for k, v in values.items() if k not in link_names}
@@ -144,18 +157,22 @@ def _coerce(family: str, p: BuilderParam, value: Any) -> Any:
     return value.strip() if isinstance(value, str) else value
 
 
-_K = ("k", int, "Switch radix: k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2 cores.")
-_FT_SERVERS = ("num_servers", int, "Servers, filling host slots in order (default: all).")
-_SPARSITY = ("sparsity", float, "Fraction of candidate links removed, in [0, 1).")
-_SEED = ("seed", int, "Seed of the removal order (deterministic hash).")
+# Ranges of the shape parameters (one definition each; a builder checks what couples them)
+_K = ("k", int, "Switch radix (even): k pods, k/2 edge + k/2 aggregation per pod, (k/2)^2"
+      " cores.", Range(2))
+_FT_SERVERS = ("num_servers", int, "Servers, filling host slots in order, at most k^3/4"
+               " (default: all).", AT_LEAST_ONE)
+_SPARSITY = ("sparsity", float, "Fraction of candidate links removed.", Range(0, 1, high_open=True))
+_SEED = ("seed", int, "Seed of the removal order (deterministic hash).", Range(0, 2**63 - 1))
 _DF = (
-    ("routers_per_group", int, "Routers per group (a), fully connected."),
-    ("servers_per_router", int, "Servers per router (p)."),
-    ("global_links_per_router", int, "Global links per router (h)."),
-    ("num_groups", int, "Groups, 1..a*h+1 (default: a*h+1, one link per group pair)."),
+    ("routers_per_group", int, "Routers per group (a), fully connected.", AT_LEAST_ONE),
+    ("servers_per_router", int, "Servers per router (p).", AT_LEAST_ONE),
+    ("global_links_per_router", int, "Global links per router (h).", NON_NEGATIVE),
+    ("num_groups", int, "Groups, at most a*h+1 (default: a*h+1, one link per group pair).",
+     AT_LEAST_ONE),
 )
-_OVERSUB = ("oversubscription", float, "Server-facing : spine-facing capacity ratio.")
-_SPINES = ("num_spines", int, "Spine switches.")
+_OVERSUB = ("oversubscription", float, "Server-facing : spine-facing capacity ratio.", POSITIVE)
+_SPINES = ("num_spines", int, "Spine switches.", AT_LEAST_ONE)
 
 BUILDERS: dict[str, TopologyFamily] = {
     f.name: f
@@ -187,8 +204,8 @@ BUILDERS: dict[str, TopologyFamily] = {
         TopologyFamily(
             "leaf-spine", build_leaf_spine, "two-tier leaf-spine with an oversubscription ratio",
             (
-                ("num_servers", int, "Servers."),
-                ("servers_per_leaf", int, "Servers per leaf switch."),
+                ("num_servers", int, "Servers.", AT_LEAST_ONE),
+                ("servers_per_leaf", int, "Servers per leaf switch.", AT_LEAST_ONE),
                 _SPINES,
                 _OVERSUB,
             ),
@@ -198,8 +215,9 @@ BUILDERS: dict[str, TopologyFamily] = {
             "rail-optimized", build_rail_optimized,
             "GPU i of every server on rail switch i, rails joined by spines",
             (
-                ("num_servers", int, "Servers."),
-                ("servers_per_group", int, "Servers per group (scalable unit) of rails."),
+                ("num_servers", int, "Servers.", AT_LEAST_ONE),
+                ("servers_per_group", int, "Servers per group (scalable unit) of rails.",
+                 AT_LEAST_ONE),
                 _SPINES,
                 _OVERSUB,
             ),
@@ -211,15 +229,17 @@ BUILDERS: dict[str, TopologyFamily] = {
             "NVLink racks (GB200 NVL72 class: one NVSwitch domain per rack, trays of GPUs with a"
             " NIC each) joined by a rail-optimized or leaf-spine scale-out fabric",
             (
-                ("num_racks", int, "Racks (NVLink domains)."),
-                ("gpus_per_rack", int, "GPUs per rack (NVL72: 72)."),
-                ("gpus_per_tray", int, "GPUs (and NICs) per compute tray (NVL72: 4)."),
+                ("num_racks", int, "Racks (NVLink domains).", AT_LEAST_ONE),
+                ("gpus_per_rack", int, "GPUs per rack, whole trays (NVL72: 72).", AT_LEAST_ONE),
+                ("gpus_per_tray", int, "GPUs (and NICs) per compute tray (NVL72: 4).",
+                 AT_LEAST_ONE),
                 ("nvswitch_bandwidth_bytes_per_s", float,
-                 "NVLink per GPU and direction (NVL72: 900 GB/s, 1.8 TB/s both ways)."),
-                ("scale_out", str, f"Scale-out fabric: {' or '.join(SCALE_OUT_FABRICS)}."),
+                 "NVLink per GPU and direction (NVL72: 900 GB/s, 1.8 TB/s both ways).", POSITIVE),
+                ("scale_out", str, f"Scale-out fabric: {' or '.join(SCALE_OUT_FABRICS)}.", None),
                 ("racks_per_group", int, "rail-optimized: racks sharing rail switches"
-                 " (default: all)."),
-                ("leaves_per_rack", int, "leaf-spine: leaf switches per rack (default: 2)."),
+                 " (default: all).", AT_LEAST_ONE),
+                ("leaves_per_rack", int, "leaf-spine: leaf switches per rack, at most its trays"
+                 " (default: 2).", AT_LEAST_ONE),
                 _SPINES,
                 _OVERSUB,
             ),

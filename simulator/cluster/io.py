@@ -136,6 +136,10 @@ def _local(tag: str) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+# a GraphML <key>'s id -> (domain, attr.name, default)
+_Keys = dict[str, tuple[str, str, str | None]]
+
+
 def cluster_from_graphml(text: str, where: str = "cluster") -> ClusterSpec:
     """Parse a GraphML document (module docstring) into a validated :class:`ClusterSpec`."""
     try:
@@ -145,54 +149,14 @@ def cluster_from_graphml(text: str, where: str = "cluster") -> ClusterSpec:
         raise InputError(f"{where}: not valid GraphML XML (line {line}, column {col})") from None
     if _local(root.tag) != "graphml":
         raise InputError(f"{where}: root element is <{_local(root.tag)}>, expected <graphml>")
-    keys: dict[str, tuple[str, str, str | None]] = {}  # id -> (domain, name, default)
-    unnamed: set[str] = set()  # keys without attr.name (drawing programs' graphics): ignored
-    for el in root:
-        if _local(el.tag) != "key":
-            continue
-        name = el.get("attr.name")
-        if name is None:
-            unnamed.add(el.get("id", ""))
-            continue
-        default = next((d.text or "" for d in el if _local(d.tag) == "default"), None)
-        keys[el.get("id", "")] = (el.get("for", "all"), name, default)
+    keys, unnamed = _graphml_keys(root)
     graphs = [el for el in root if _local(el.tag) == "graph"]
     if len(graphs) != 1:
         raise InputError(f"{where}: expected one <graph> element, found {len(graphs)}")
     graph = graphs[0]
 
     def attrs(el: ET.Element, domain: str, known: dict[str, type], label: str) -> dict:
-        out: dict[str, object] = {}
-        for _kid, (dom, name, default) in keys.items():
-            if dom in (domain, "all") and default is not None and name in known:
-                out[name] = default
-        for d in el:
-            if _local(d.tag) != "data":
-                continue
-            kid = d.get("key", "")
-            if kid in unnamed:
-                continue
-            if kid not in keys:
-                raise InputError(f"{where}: {label}: <data key={kid!r}> has no declared <key>")
-            dom, name, _ = keys[kid]
-            if name not in known and domain == "graph":
-                continue  # graph-level notes of other tools
-            if name not in known:
-                raise InputError(
-                    f"{where}: {label}: unknown {domain} attribute {name!r};"
-                    f" known: {sorted(known)}"
-                )
-            out[name] = d.text or ""
-        typed: dict[str, object] = {}
-        for name, raw in out.items():
-            typ = known[name]
-            try:
-                typed[name] = typ(str(raw).strip()) if typ is not str else str(raw)
-            except ValueError:
-                raise InputError(
-                    f"{where}: {label}: attribute {name!r} must be {typ.__name__}, got {raw!r}"
-                ) from None
-        return typed
+        return _attributes(el, domain, known, keys, unnamed, f"{where}: {label}")
 
     gattrs = attrs(graph, "graph", {"name": str, "description": str}, "graph")
     nodes: list[NodeSpec] = []
@@ -223,6 +187,58 @@ def cluster_from_graphml(text: str, where: str = "cluster") -> ClusterSpec:
         )
     except InputError as exc:
         raise InputError(f"{where}: {exc}") from None
+
+
+def _graphml_keys(root: ET.Element) -> tuple[_Keys, set[str]]:
+    """The declared attribute keys, and the ids of keys without attr.name (drawing programs'
+    graphics), which are ignored."""
+    keys: _Keys = {}
+    unnamed: set[str] = set()
+    for el in root:
+        if _local(el.tag) != "key":
+            continue
+        name = el.get("attr.name")
+        if name is None:
+            unnamed.add(el.get("id", ""))
+            continue
+        default = next((d.text or "" for d in el if _local(d.tag) == "default"), None)
+        keys[el.get("id", "")] = (el.get("for", "all"), name, default)
+    return keys, unnamed
+
+
+def _attributes(el: ET.Element, domain: str, known: dict[str, type], keys: _Keys,
+                unnamed: set[str], where: str) -> dict[str, object]:
+    """An element's <data> (and the keys' defaults) as typed attributes of ``known``."""
+    out: dict[str, object] = {}
+    for _kid, (dom, name, default) in keys.items():
+        if dom in (domain, "all") and default is not None and name in known:
+            out[name] = default
+    for d in el:
+        if _local(d.tag) != "data":
+            continue
+        kid = d.get("key", "")
+        if kid in unnamed:
+            continue
+        if kid not in keys:
+            raise InputError(f"{where}: <data key={kid!r}> has no declared <key>")
+        dom, name, _ = keys[kid]
+        if name not in known and domain == "graph":
+            continue  # graph-level notes of other tools
+        if name not in known:
+            raise InputError(
+                f"{where}: unknown {domain} attribute {name!r}; known: {sorted(known)}"
+            )
+        out[name] = d.text or ""
+    typed: dict[str, object] = {}
+    for name, raw in out.items():
+        typ = known[name]
+        try:
+            typed[name] = typ(str(raw).strip()) if typ is not str else str(raw)
+        except ValueError:
+            raise InputError(
+                f"{where}: attribute {name!r} must be {typ.__name__}, got {raw!r}"
+            ) from None
+    return typed
 
 
 def _format(path: Path) -> str:

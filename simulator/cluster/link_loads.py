@@ -167,7 +167,6 @@ class HashedWalker:
         """Copies on every directed link when walker i carries ``copies[i]`` from node
         ``start[i]`` to the node at target position ``target[i]``, salted by ``words``."""
         f = self.dag.fabric
-        width = f.src.size + 1
         out = np.zeros(num_links)
         u = np.asarray(start, dtype=np.int64)
         t = np.asarray(target, dtype=np.int64)
@@ -178,13 +177,21 @@ class HashedWalker:
         while going.any():
             u, t, goal, w = u[going], t[going], goal[going], w[going]
             ws = tuple(x[going] for x in ws)
-            base = t * width
-            lo = self.cumulative[base + f.offsets[u]]
-            count = self.cumulative[base + f.offsets[u + 1]] - lo
-            pick = fnv_words(*ws, f.salt[u]) % count.astype(np.uint64)
-            e = np.searchsorted(self.cumulative, lo + pick.astype(np.int64) + 1,
-                                side="left") - base - 1
+            e = self.next_edges(u, t, ws)
             out += np.bincount(f.link[e], weights=w, minlength=num_links)
             u = f.dst[e]
             going = u != goal
         return out
+
+    def next_edges(self, u: np.ndarray, t: np.ndarray, words: tuple[np.ndarray, ...]
+                   ) -> np.ndarray:
+        """The fabric edge each walker at node ``u[i]`` heading for target position ``t[i]``
+        takes next, picked by the hash of ``words`` (one value per walker each) and u's salt."""
+        f = self.dag.fabric
+        base = t * (f.src.size + 1)
+        lo = self.cumulative[base + f.offsets[u]]
+        count = self.cumulative[base + f.offsets[u + 1]] - lo
+        pick = fnv_words(*words, f.salt[u]) % count.astype(np.uint64)
+        edges: np.ndarray = np.searchsorted(
+            self.cumulative, lo + pick.astype(np.int64) + 1, side="left") - base - 1
+        return edges

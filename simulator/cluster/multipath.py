@@ -45,17 +45,11 @@ from simulator.cluster.link_loads import (
     middle_link_copies,
     spray_signature_entries,
 )
+from simulator.cluster.multipath_modes import check_multipath
 from simulator.cluster.paths import RouteTable, _stable_hash
 from simulator.cluster.share_units import ecmp_denominator
 from traces.infra.errors import InputError
 
-MULTIPATH_MODES: dict[str, str] = {
-    "spray": "packet spraying / adaptive routing: even split over equal-cost next hops",
-    "ecmp": "per-flow ECMP: flows_per_pair flows per GPU pair, each hashed to one path",
-    "hash": "one hashed path per endpoint pair (per-pair ECMP hashing)",
-}
-DEFAULT_MULTIPATH = "spray"
-DEFAULT_FLOWS_PER_PAIR = 4
 _WALKERS_PER_PASS = 1 << 20  # hashed flows walked at once (memory of one pass)
 
 Hop = tuple[np.ndarray, np.ndarray]  # (directed link ids, shares)
@@ -102,24 +96,6 @@ def endpoints_of(routes: RouteTable) -> Endpoints:
     if cluster.has_gpu_nics:
         return Endpoints(True, np.arange(cluster.num_gpus), gs.copy(), local, server_gpus)
     return Endpoints(False, gs.copy(), np.arange(cluster.num_servers), local, server_gpus)
-
-
-def check_multipath(mode: str, flows_per_pair: int | None) -> int:
-    """Validate a mode and its option; return the flows per pair it uses (1 unless ecmp)."""
-    if mode not in MULTIPATH_MODES:
-        raise InputError(
-            f"unknown multipath mode {mode!r}; choose one of {', '.join(MULTIPATH_MODES)}"
-        )
-    if mode != "ecmp":
-        if flows_per_pair is not None:
-            raise InputError(
-                f"flows_per_pair applies to multipath mode 'ecmp' only, not {mode!r}"
-            )
-        return 1
-    flows = DEFAULT_FLOWS_PER_PAIR if flows_per_pair is None else flows_per_pair
-    if isinstance(flows, bool) or not isinstance(flows, int) or flows < 1:
-        raise InputError(f"flows_per_pair must be an integer >= 1, got {flows_per_pair!r}")
-    return flows
 
 
 class MultipathRoutes:

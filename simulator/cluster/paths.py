@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 
 from simulator.cluster.attachment import ServerAttachment, attach_servers
-from simulator.cluster.equal_cost import directed_link_id, fnv_words
+from simulator.cluster.equal_cost import directed_link_id
+from simulator.cluster.link_loads import HashedWalker
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 from traces.infra.hashing import fnv1a_64
@@ -326,23 +327,14 @@ def _hashed_middles(net: ServerAttachment, offsets: np.ndarray) -> np.ndarray:
     leaf_i = net.up[i] >= 0
     flat[pos[leaf_i]] = net.up[i[leaf_i]]
     pos = pos + leaf_i
-    # cumulative next-hop masks of every target, one increasing row after another
-    width = f.src.size + 1
-    cm = np.concatenate([
-        np.concatenate([[0], np.cumsum(net.core.mask(t))]) + t * width
-        for t in range(len(net.core.targets))
-    ]) if len(net.core.targets) else np.zeros(0, dtype=np.int64)
+    walker = HashedWalker.build(net.core)
     t = net.target[j]
     u = net.attach[i]
     goal = net.attach[j]
     going = u != goal
     i, j, t, u, goal, pos = (x[going] for x in (i, j, t, u, goal, pos))
     while i.size:
-        base = t * width
-        lo = cm[base + f.offsets[u]]
-        count = cm[base + f.offsets[u + 1]] - lo
-        pick = fnv_words(i, j, f.salt[u]) % count.astype(np.uint64)
-        e = np.searchsorted(cm, lo + pick.astype(np.int64) + 1, side="left") - base - 1
+        e = walker.next_edges(u, t, (i, j))
         flat[pos] = f.link[e]
         u = f.dst[e]
         going = u != goal

@@ -11,16 +11,17 @@ description; the builders and the file loader call it.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from functools import cached_property
+from numbers import Integral, Real
 from typing import TYPE_CHECKING, Literal
-
-import numpy as np
 
 from traces.infra.errors import InputError
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # imported where used: the CLI's parsers and light commands import this module
     import networkx as nx
+    import numpy as np
 
 NodeKind = Literal["gpu", "server", "switch"]
 
@@ -90,6 +91,8 @@ class ClusterSpec:
     @cached_property
     def gpu_server(self) -> np.ndarray:
         """Server index of every GPU, shape [gpus]."""
+        import numpy as np
+
         index = {s: i for i, s in enumerate(self.servers)}
         by_name = {n.name: n for n in self.nodes}
         return np.array([index[by_name[g].server] for g in self.gpus], dtype=np.int64)
@@ -99,6 +102,8 @@ class ClusterSpec:
         """Index of the NIC link every GPU sends through (``LinkSpec.nic_gpu``), -1 where the
         server's NICs are pooled.  A GPU without a NIC of its own (its NIC failed) sends through
         the NIC of the next GPU of its server that has one (PXN over NVLink)."""
+        import numpy as np
+
         index = {g: i for i, g in enumerate(self.gpus)}
         out = np.full(len(self.gpus), -1, dtype=np.int64)
         for i, lk in enumerate(self.links):
@@ -144,7 +149,7 @@ class ClusterSpec:
 
 
 def _is_number(x: object) -> bool:
-    return isinstance(x, int | float | np.integer | np.floating) and not isinstance(x, bool)
+    return isinstance(x, Real) and not isinstance(x, bool)  # numpy's scalars are Real too
 
 
 def validate_cluster(cluster: ClusterSpec) -> None:
@@ -180,7 +185,7 @@ def _check_nodes(cluster: ClusterSpec, where: str) -> dict[str, NodeSpec]:
             )
         if not isinstance(n.server, str) or not isinstance(n.tier, str):
             raise InputError(f"{where}: node {n.name!r}: 'server' and 'tier' must be strings")
-        if not isinstance(n.group, int | np.integer) or isinstance(n.group, bool):
+        if not isinstance(n.group, Integral) or isinstance(n.group, bool):
             raise InputError(f"{where}: node {n.name!r}: 'group' must be an integer")
         if n.kind != "gpu" and n.server:
             raise InputError(
@@ -236,7 +241,7 @@ def _check_links(cluster: ClusterSpec, names: dict[str, NodeSpec], where: str) -
             (link.latency_s, "latency_s", ">= 0"),
             (link.weight, "weight", ">= 0"),
         ):
-            ok = _is_number(value) and np.isfinite(value)
+            ok = _is_number(value) and (isinstance(value, Integral) or math.isfinite(value))
             ok = ok and (value > 0 if low == "> 0" else value >= 0)
             if not ok:
                 raise InputError(

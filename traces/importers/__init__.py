@@ -21,19 +21,17 @@ from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from traces.importers.formats import COUNT_FORMATS, TRACE_FORMATS
 from traces.infra.errors import InputError
 from traces.infra.lazy import lazy_attributes
 from traces.model import ModelSpec
-from traces.origins import OriginAssigner, with_origins
-from traces.trace import RoutingTrace
 
-if TYPE_CHECKING:
+if TYPE_CHECKING:  # numpy and the readers load on use: the CLI's parsers import this package
     from traces.importers.esft import iter_esft
     from traces.importers.table import iter_table
     from traces.importers.vllm import iter_vllm
+    from traces.origins import OriginAssigner
+    from traces.trace import RoutingTrace
 
 # The readers load on first use: the command line's --help lists the formats without pyarrow.
 __getattr__ = lazy_attributes(__name__, {
@@ -80,6 +78,7 @@ def import_trace(
     """
     from traces.importers.esft import iter_esft
     from traces.io import DEFAULT_ROW_GROUP_TOKENS, write_blocks
+    from traces.origins import with_origins
 
     chunk_tokens = DEFAULT_ROW_GROUP_TOKENS if chunk_tokens is None else chunk_tokens
     src = Path(source)
@@ -114,6 +113,8 @@ def _blocks(
         ranks = options.get("ranks")
         return iter_sglang_dump(src, model, chunk_tokens, ranks if isinstance(ranks, int) else None)
     if fmt in ("sglang-routed", "vllm-routed"):
+        import numpy as np
+
         from traces.importers.api_responses import iter_api_responses
 
         pmap = options.get("physical_map")

@@ -154,44 +154,10 @@ def _emit(
     """Turn rows of whole tokens into trace parts; every check names the input row."""
     L, k = model.num_moe_layers, model.top_k
     tok = cols["token"]
-    step = np.diff(tok)
-    if (step < 0).any():
-        i = int(np.flatnonzero(step < 0)[0]) + 1
-        raise InputError(
-            f"{rows(first_row + i)}: token {tok[i]} follows token {tok[i - 1]}; rows must be"
-            " grouped by token in increasing order (sort the table by token)"
-        )
-    starts = np.concatenate([[0], np.flatnonzero(step) + 1])
-    sizes = np.diff(np.append(starts, tok.size))
-    if (sizes != L * k).any():
-        g = int(np.flatnonzero(sizes != L * k)[0])
-        raise InputError(
-            f"{rows(first_row + int(starts[g]))}: token {tok[starts[g]]} has {sizes[g]} rows,"
-            f" expected {L * k} (one per MoE layer and rank: {L} layers x top_k={k})"
-        )
+    starts, sizes = _token_rows(tok, first_row, L, k, rows)
     layer = cols["layer"]
     li = np.where((layer >= 0) & (layer < lut.size), lut[np.clip(layer, 0, lut.size - 1)], -1)
-    for name, val, ok in (
-        ("layer", layer, li >= 0),
-        ("rank", cols["rank"], (cols["rank"] >= 0) & (cols["rank"] < k)),
-        (
-            "expert",
-            cols["expert"],
-            (cols["expert"] >= 0) & (cols["expert"] < model.num_routed_experts),
-        ),
-    ):
-        if not ok.all():
-            i = int(np.flatnonzero(~ok)[0])
-            allowed = {
-                "layer": f"the MoE layers of {model.name!r}"
-                f" ({model.moe_layer_indices[0]}..{model.moe_layer_indices[-1]})",
-                "rank": f"0..{k - 1}",
-                "expert": f"0..{model.num_routed_experts - 1}",
-            }[name]
-            raise InputError(
-                f"{rows(first_row + i)}: token {tok[i]}: {name} {val[i]} out of range; must be"
-                f" {allowed}"
-            )
+    _check_ranges(cols, li, first_row, model, rows)
     n = starts.size
     group = np.repeat(np.arange(n), sizes)
     key = (group * L + li) * k + cols["rank"]
@@ -213,6 +179,79 @@ def _emit(
             f"{rows(first_row + int(starts[g]))}: token {tok[starts[g]]}, MoE layer"
             f" {model.moe_layer_indices[l_]}: {what}"
         )
+    per_token = _per_token_columns(cols, starts, sizes, group, first_row, rows)
+    gates = None
+    if "gate" in cols:
+        gv = cols["gate"]
+        if not np.isfinite(gv).all():
+            i = int(np.flatnonzero(~np.isfinite(gv))[0])
+            raise InputError(f"{rows(first_row + i)}: token {tok[i]}: gate {gv[i]} is not finite")
+        flat_gates = np.empty(n * L * k, dtype=np.float32)
+        flat_gates[key] = gv
+        gates = flat_gates.reshape(n, L, k)
+    token_ids = tok[starts]
+    yield from builder.add(
+        experts,
+        seq_id=per_token.get("seq_id", token_ids),
+        position=per_token.get("position", np.zeros(n, dtype=np.int32)),
+        gates=gates,
+        origin_gpu=per_token.get("origin_gpu"),
+        step=per_token.get("step"),
+    )
+
+
+def _token_rows(tok: np.ndarray, first_row: int, L: int, k: int, rows: _Rows
+                ) -> tuple[np.ndarray, np.ndarray]:
+    """First row and row count of each token: tokens in increasing order, L x k rows each."""
+    step = np.diff(tok)
+    if (step < 0).any():
+        i = int(np.flatnonzero(step < 0)[0]) + 1
+        raise InputError(
+            f"{rows(first_row + i)}: token {tok[i]} follows token {tok[i - 1]}; rows must be"
+            " grouped by token in increasing order (sort the table by token)"
+        )
+    starts = np.concatenate([[0], np.flatnonzero(step) + 1])
+    sizes = np.diff(np.append(starts, tok.size))
+    if (sizes != L * k).any():
+        g = int(np.flatnonzero(sizes != L * k)[0])
+        raise InputError(
+            f"{rows(first_row + int(starts[g]))}: token {tok[starts[g]]} has {sizes[g]} rows,"
+            f" expected {L * k} (one per MoE layer and rank: {L} layers x top_k={k})"
+        )
+    return starts, sizes
+
+
+def _check_ranges(cols: dict[str, np.ndarray], li: np.ndarray, first_row: int,
+                  model: ModelSpec, rows: _Rows) -> None:
+    """Layer (``li``: its MoE index, -1 for none), rank and expert of every row in range."""
+    k, tok = model.top_k, cols["token"]
+    for name, val, ok in (
+        ("layer", cols["layer"], li >= 0),
+        ("rank", cols["rank"], (cols["rank"] >= 0) & (cols["rank"] < k)),
+        (
+            "expert",
+            cols["expert"],
+            (cols["expert"] >= 0) & (cols["expert"] < model.num_routed_experts),
+        ),
+    ):
+        if not ok.all():
+            i = int(np.flatnonzero(~ok)[0])
+            allowed = {
+                "layer": f"the MoE layers of {model.name!r}"
+                f" ({model.moe_layer_indices[0]}..{model.moe_layer_indices[-1]})",
+                "rank": f"0..{k - 1}",
+                "expert": f"0..{model.num_routed_experts - 1}",
+            }[name]
+            raise InputError(
+                f"{rows(first_row + i)}: token {tok[i]}: {name} {val[i]} out of range; must be"
+                f" {allowed}"
+            )
+
+
+def _per_token_columns(cols: dict[str, np.ndarray], starts: np.ndarray, sizes: np.ndarray,
+                       group: np.ndarray, first_row: int, rows: _Rows) -> dict[str, np.ndarray]:
+    """The per-token columns present, one value per token (equal on all its rows)."""
+    tok = cols["token"]
     per_token: dict[str, np.ndarray] = {}
     for c in PER_TOKEN:
         if c not in cols:
@@ -233,22 +272,4 @@ def _emit(
                 " is negative"
             )
         per_token[c] = first
-    gates = None
-    if "gate" in cols:
-        gv = cols["gate"]
-        if not np.isfinite(gv).all():
-            i = int(np.flatnonzero(~np.isfinite(gv))[0])
-            raise InputError(f"{rows(first_row + i)}: token {tok[i]}: gate {gv[i]} is not finite")
-        flat_gates = np.empty(n * L * k, dtype=np.float32)
-        flat_gates[key] = gv
-        gates = flat_gates.reshape(n, L, k)
-    token_ids = tok[starts]
-    yield from builder.add(
-        experts,
-        seq_id=per_token.get("seq_id", token_ids),
-        position=per_token.get("position", np.zeros(n, dtype=np.int32)),
-        gates=gates,
-        origin_gpu=per_token.get("origin_gpu"),
-        step=per_token.get("step"),
-    )
-
+    return per_token

@@ -9,8 +9,10 @@ estimate, what cannot fit the memory this machine has available (:func:`check_me
 output's disk (:func:`check_disk`): one line, exit 2, before anything is allocated or written,
 in one shape: ``<what> needs at least <size> of <memory|disk>, more than the <size> ...;
 <fix>``.  Estimates are lower bounds (the arrays' own bytes, the fewest bytes a row can take
-on disk), so a refusal is never wrong; what passes may still be slow.  :data:`SIZE_RULES` is
-the table of every estimate (the error reference is generated from it).
+on disk), so a refusal is never wrong; what passes may still be slow.  Run time is estimated
+too, to its order of magnitude, and said on one line before a long run (never refused:
+:func:`run_time_line`, :func:`ilp_size_line`).  :data:`SIZE_RULES` is the table of every
+estimate (the error reference is generated from it).
 """
 
 from __future__ import annotations
@@ -50,7 +52,7 @@ class SizeRule:
 
     who: str
     estimated_as: str
-    fits: str  # "memory", "disk" or "int64"
+    fits: str  # "memory", "disk", "int64" or "time" (a line before the run, not a refusal)
 
 
 SIZE_RULES: tuple[SizeRule, ...] = (
@@ -71,7 +73,35 @@ SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("`rebalance` migrated weights",
              "MoE layers x routed experts x weight bytes of one expert", "int64"),
     SizeRule("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
+    SizeRule("`simulate` run directory",
+             "1 KiB per Parquet file (3; 7 with `--mode des` or `flow`) + 1 byte per link"
+             " direction + with `--mode des` or `flow` 0.25 bytes per token (its record)",
+             "disk"),
+    SizeRule("`study paper` and `sweep` run directories", "1 KiB per cell still to run",
+             "disk"),
+    SizeRule("`study failures` run directory", "1 KiB per Parquet file (4)", "disk"),
+    SizeRule("`rebalance` run directory",
+             "1 KiB per Parquet file (timeline, migrations, one layout at least) + 1 byte per"
+             " (MoE layer, expert) of that layout", "disk"),
+    SizeRule("`simulate` run time",
+             "tokens x MoE layers x CPU seconds per token-layer of the mode (des and flow"
+             " 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
+    SizeRule("`place` ILP size (ilp, ilp-load, ilp-origin, ilp-bytes, ilp-bottleneck)",
+             "MoE layers x routed experts x GPUs binaries at most; each HiGHS solve stops at"
+             " `--time-limit`", "time"),
 )
+
+PARQUET_FILE_MIN_BYTES = 1024  # schema and footer of a pandas-written file (measured 2-5 KiB)
+TOKEN_RECORD_MIN_BYTES = 0.25  # a DES token's record (measured 0.56: latencies repeat in a batch)
+LAYOUT_ENTRY_MIN_BYTES = 1  # one (layer, expert, copy) -> GPU entry of a layout file
+CELL_MIN_BYTES = 1024  # a study cell's directory: its result row at least
+# CPU seconds per (token, MoE layer) of each replay mode: the R1 replay of docs/benchmarks.md
+# (262,144 tokens x 58 layers on 256 GPUs: DES 31.7 s, flow 31.2 s, analytic 3.2 s); larger
+# clusters cost more per token, so this is an order of magnitude, not a forecast
+CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
+OUT_DISK_FIX = "free some space there or choose an --out on another file system"
+LONG_RUN_S = 10.0  # a run estimated at this much CPU time or more gets a line first
+LARGE_ILP_BINARIES = 100_000  # an ILP of this many binaries or more gets a line first
 
 
 def available_memory_bytes() -> int:
@@ -119,3 +149,35 @@ def check_disk(need_bytes: float, path: Path, what: str, fix: str) -> None:
             f"{what} needs at least {human_bytes(need_bytes)} of disk at {path}, more than the"
             f" {human_bytes(have)} free there; {fix}"
         )
+
+
+def _duration(seconds: float) -> str:
+    """Order of magnitude of a duration: '20 s', '3 min', '2 h', '4 days'."""
+    for unit, size in (("days", 86400.0), ("h", 3600.0), ("min", 60.0)):
+        if seconds >= 2 * size:
+            return f"{seconds / size:.2g} {unit}"
+    return f"{seconds:.2g} s"
+
+
+def run_time_line(what: str, tokens: int, moe_layers: int, mode: str) -> str | None:
+    """The line said before a replay whose CPU time is of the order of :data:`LONG_RUN_S`
+    or more (None for a short one)."""
+    rate = CPU_S_PER_TOKEN_LAYER[mode]
+    seconds = tokens * moe_layers * rate
+    if seconds < LONG_RUN_S:
+        return None
+    return (f"{what}: expect CPU time of the order of {_duration(seconds)} ({tokens:,} tokens x"
+            f" {moe_layers} MoE layers at about {rate * 1e6:g} us each in --mode {mode};"
+            " docs/benchmarks.md)")
+
+
+def ilp_size_line(what: str, moe_layers: int, experts: int, gpus: int,
+                  time_limit_s: float) -> str | None:
+    """The line said before a placement ILP of :data:`LARGE_ILP_BINARIES` binaries or more
+    (None for a smaller one)."""
+    binaries = moe_layers * experts * gpus
+    if binaries < LARGE_ILP_BINARIES:
+        return None
+    return (f"{what}: an ILP of up to {moe_layers} x {experts} x {gpus} = {binaries:,} binaries"
+            " (MoE layers x experts x GPUs; fewer once equal GPUs and experts merge); each"
+            f" HiGHS solve stops after {time_limit_s:g} s (--time-limit)")

@@ -2,17 +2,19 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
-import numpy as np
-
 from traces.infra.errors import InputError
 from traces.model import ModelSpec
-from traces.synthetic.modes import ModeTable
 
-if TYPE_CHECKING:  # pyarrow; the command line reads these knobs without it
+if TYPE_CHECKING:  # no numpy or pyarrow here: the command line's parsers read these knobs
     from traces.load_stats import LoadStats
+    from traces.synthetic.modes import ModeTable
+
+CURVES = ("zipf", "esft")  # popularity rank curves (traces.synthetic.popularity)
+FIT_DEFAULT_MODES = 64  # held-out lift statistics on ESFT: 64 modes beat 32 on every measure
 
 
 @dataclass(frozen=True, slots=True, eq=False)
@@ -42,12 +44,12 @@ class TenantSpec:
     def __post_init__(self) -> None:
         for key in ("share", "share_end"):
             v = getattr(self, key)
-            if v is not None and (not np.isfinite(v) or v <= 0):
+            if v is not None and (not math.isfinite(v) or v <= 0):
                 raise InputError(f"tenant {self.name!r}: {key} must be a positive number")
         if any(g < 0 for g in self.gpus) or len(set(self.gpus)) != len(self.gpus):
             raise InputError(f"tenant {self.name!r}: GPUs must be distinct and >= 0")
         if self.zipf_exponent is not None and (
-            not np.isfinite(self.zipf_exponent) or self.zipf_exponent < 0
+            not math.isfinite(self.zipf_exponent) or self.zipf_exponent < 0
         ):
             raise InputError(f"tenant {self.name!r}: zipf_exponent must be finite and >= 0")
         given = [k for k in ("zipf_exponent", "load_stats", "fit") if getattr(self, k) is not None]
@@ -134,11 +136,12 @@ class SynthConfig:
             raise InputError("synthetic trace: seq_len, step_tokens and num_gpus must be >= 1")
         for name in ("zipf_exponent", "curve_sd", "mode_sigma"):
             v = getattr(self, name)
-            if v is not None and (not np.isfinite(v) or v < 0):
+            if v is not None and (not math.isfinite(v) or v < 0):
                 raise InputError(f"synthetic trace: {name} must be a finite number >= 0")
-        if self.curve not in (None, "zipf", "esft"):
+        if self.curve is not None and self.curve not in CURVES:
             raise InputError(
-                f"synthetic trace: unknown popularity curve {self.curve!r}; known: esft, zipf"
+                f"synthetic trace: unknown popularity curve {self.curve!r}; known:"
+                f" {', '.join(sorted(CURVES))}"
             )
         if self.zipf_exponent is not None and self.curve == "esft":
             raise InputError("synthetic trace: zipf_exponent and curve 'esft' contradict")
@@ -146,7 +149,7 @@ class SynthConfig:
             raise InputError(f"synthetic trace: seed must be >= 0, got {self.seed}")
         for name in ("token_corr", "layer_corr"):
             v = getattr(self, name)
-            if not (np.isfinite(v) and 0 <= v < 1):
+            if not (math.isfinite(v) and 0 <= v < 1):
                 raise InputError(f"synthetic trace: {name} must be in [0, 1), got {v}")
         m = self.model
         cap = self.max_activation
@@ -190,8 +193,8 @@ class SynthConfig:
             )
         if self.drift_ramp_steps < 0:
             raise InputError("synthetic trace: the drift ramp must be >= 0 steps")
-        gaps = np.diff(np.asarray(steps, dtype=np.int64))
-        if gaps.size and gaps.min() < self.drift_ramp_steps:
+        gaps = [b - a for a, b in zip(steps, steps[1:], strict=False)]
+        if gaps and min(gaps) < self.drift_ramp_steps:
             raise InputError(
                 f"synthetic trace: phase changes {list(steps)} are closer than the drift ramp"
                 f" ({self.drift_ramp_steps} steps); one ramp must end before the next begins"

@@ -207,11 +207,9 @@ def shrink_to_cap(act: np.ndarray, pi: np.ndarray, cap: float) -> np.ndarray:
     return np.clip(need.max(axis=(1, 2)), 0.0, 1.0)
 
 
-FIT_DEFAULT_MODES = 64  # held-out lift statistics on ESFT: 64 modes beat 32 on every measure
-
-
-def fit_modes_file(path, num_modes: int = FIT_DEFAULT_MODES, seed: int = 0) -> ModeTable:
-    """``fit_modes`` of a native trace file (streamed; at most ``FIT_MAX_TOKENS`` tokens)."""
+def fit_modes_file(path, num_modes: int, seed: int = 0) -> ModeTable:
+    """``fit_modes`` of a native trace file (streamed; at most ``FIT_MAX_TOKENS`` tokens); the
+    commands default ``num_modes`` to ``traces.synthetic.config.FIT_DEFAULT_MODES``."""
     from traces.io import iter_trace, read_trace_meta
 
     _, n = read_trace_meta(path)
