@@ -363,7 +363,8 @@ def command_inputs(
     for action in leaf_parser(parser, args)._actions:
         if action.dest in outputs or action.dest in ("help", "output_kinds", "func"):
             continue
-        label = action.option_strings[0] if action.option_strings else action.dest
+        # A positional argument has no flag: the path the user typed is its name.
+        label = action.option_strings[0] if action.option_strings else ""
         value = getattr(args, action.dest, None)
         for v in value if isinstance(value, list) else [value]:
             if isinstance(v, Path):

@@ -40,6 +40,9 @@ BASE = {
     "study failures": ["study", "failures", "--topology", "{d}/cluster.json", "--trace",
                        "{d}/trace.parquet", "--out", "{d}/sf"],
     "sweep": ["sweep", "{d}/study.toml", "--out", "{d}/sw"],
+    "topology info": ["topology", "info"],  # the cluster comes from the --fat-tree under test
+    "topology draw": ["topology", "draw", "--out", "{d}/d.png"],
+    "topology whatif": ["topology", "whatif", "--fail", "server:s0", "--out", "{d}/w.json"],
 }
 
 

@@ -166,7 +166,7 @@ def write_blocks(
     it = iter(blocks)
     first = next(it, None)
     if first is None:
-        raise InputError(f"{path}: the input holds no tokens; nothing written")
+        raise InputError(f"{path}: no tokens to write; nothing written")
     with TraceWriter(
         path,
         first.meta,

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from experiments.commands.cluster_args import add_cluster_source, source_cluster
 from experiments.outputs import CLUSTER_FILE, FIGURE_PNG, add_output_argument
 from experiments.progress import Feedback, add_progress_arguments
 from simulator.cluster.failures import (
@@ -56,7 +57,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     _register_build(acts)
     _register_import(acts)
     a = acts.add_parser("info", help="Validate a cluster file and summarise it.")
-    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    add_cluster_source(a, "Cluster file (.json or .graphml).")
     a.add_argument("--elements", action="store_true",
                    help="Also list every server, switch and link by the name `topology whatif`"
                         " takes.")
@@ -126,7 +127,7 @@ def _register_draw(acts: argparse._SubParsersAction) -> None:
         description="Draw the cluster bottom-up (GPUs, servers, switch tiers), groups shaded;"
         " with --link-load, links are coloured and sized by their load (busier direction).",
     )
-    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    add_cluster_source(a, "Cluster file (.json or .graphml).")
     add_output_argument(a, "--out", FIGURE_PNG, required=True, help="PNG file to write.")
     a.add_argument("--overwrite", action="store_true",
                    help="Replace a PNG that moe-netsim drew.")
@@ -279,9 +280,7 @@ def run_import(args: argparse.Namespace) -> int:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    from simulator.cluster.io import load_cluster
-
-    cluster = load_cluster(args.cluster)
+    cluster, _ = source_cluster(args)
     print(describe(cluster))
     if args.elements:
         print("\n".join(element_lines(cluster)))
@@ -294,9 +293,8 @@ def run_draw(args: argparse.Namespace) -> int:
 
     from experiments.outputs import save_figure
     from experiments.plot_topology import link_load_per_link, plot_topology
-    from simulator.cluster.io import load_cluster
 
-    cluster = load_cluster(args.cluster)
+    cluster, _ = source_cluster(args)
     if args.out.suffix.lower() != ".png":
         raise InputError(f"--out {args.out}: the drawing is written as PNG; use a .png name")
     load = None
@@ -334,7 +332,7 @@ def register_whatif(acts: argparse._SubParsersAction) -> None:
         " too. A failure that cuts GPUs off is refused, naming them. `topology info CLUSTER"
         " --elements` lists the names.",
     )
-    a.add_argument("cluster", type=Path, help="Cluster file (.json or .graphml).")
+    add_cluster_source(a, "Cluster file (.json or .graphml).")
     a.add_argument(
         "--fail", action="append", default=[], metavar="KIND:NAME",
         help=f"A failed element (repeatable): link:A{LINK_SEPARATOR}B (either order),"
@@ -356,11 +354,11 @@ def add_cluster_output(p: argparse.ArgumentParser, help: str) -> None:
 
 
 def run_whatif(args: argparse.Namespace) -> int:
-    from simulator.cluster.io import load_cluster, save_cluster
+    from simulator.cluster.io import save_cluster
 
-    cluster = load_cluster(args.cluster)
+    cluster, label = source_cluster(args)
     whatif = parse_whatif(args.fail, args.degrade)
-    result = apply_whatif(cluster, whatif, where=str(args.cluster))
+    result = apply_whatif(cluster, whatif, where=label)
     args.out.parent.mkdir(parents=True, exist_ok=True)
     save_cluster(result.cluster, args.out)
     print(describe(result.cluster))
@@ -369,7 +367,7 @@ def run_whatif(args: argparse.Namespace) -> int:
     if result.removed_gpus:
         print(f"  {len(result.removed_gpus)} GPUs removed with their servers; GPU indices of the"
               " survivors shift down: re-place, or repair a layout with `moe-netsim place"
-              f" --repair LAYOUT --healthy {args.cluster}`")
+              f" --repair LAYOUT --healthy {args.cluster or 'ORIGINAL.json'}`")
     else:
         print("  same GPUs in the same order: layouts of the original cluster stay valid")
     print(f"wrote {args.out}")

@@ -49,7 +49,7 @@ def _register_synth(trace_sub: argparse._SubParsersAction) -> None:
         help="Model preset (e.g. deepseek-r1) or a JSON file of custom geometry (default with"
         " --fit: the trace's).",
     )
-    add_number(p, "--tokens", int, None, "Tokens to generate.", "tokens", Range(0, 2**40),
+    add_number(p, "--tokens", int, None, "Tokens to generate.", "tokens", Range(1, 2**40),
                required=True)
     add_output_argument(p, "--out", TRACE_FILE, required=True, help="Output trace (.parquet).")
     add_number(p, "--seed", int, 0, "Seed of the generator.", "", SEED_RANGE)

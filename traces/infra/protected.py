@@ -23,7 +23,7 @@ from traces.infra.errors import InputError
 
 @dataclass(frozen=True)
 class ProtectedInput:
-    label: str  # how the user named it: "--trace", "study file trace", ...
+    label: str  # how the user named it: "--trace", "trace.source", "" for a positional argument
     given: str  # the path as the user wrote it
     resolved: Path
     inode: tuple[int, int] | None  # (st_dev, st_ino) when the path exists
@@ -94,7 +94,8 @@ def check_writable(path: str | os.PathLike[str], flag: str = "output") -> None:
         relation = "is"
     else:
         relation = "contains"
+    named = f"{p.label} {p.given}" if p.label else p.given
     raise InputError(
-        f"{flag} {path}: {relation} the input {p.label} {p.given}; this command never writes"
+        f"{flag} {path}: {relation} the input {named}; this command never writes"
         " to, replaces or deletes its inputs; choose another output path"
     )
