@@ -22,6 +22,12 @@ from placement.outcome import HIGHS_TERMINATION, SolverOutcome, SolveStatus, Ter
 from placement.problem import SolverOptions
 
 
+def _agrees(model: Model, x: np.ndarray, objective: float) -> bool:
+    """Whether ``objective`` (HiGHS's, unscaled) is the cost of the returned point ``x``."""
+    own = float(np.concatenate(model.cost) @ x)
+    return abs(own - objective) <= 1e-6 * max(1.0, abs(own), abs(objective))
+
+
 def termination_of(model_status: highspy.HighsModelStatus) -> Termination:
     """Why HiGHS stopped, for every HiGHS model status (the table lives in placement.outcome)."""
     return HIGHS_TERMINATION[model_status.name]
@@ -189,6 +195,11 @@ def run_highs(
     x = np.asarray(h.getSolution().col_value) if has else None
     scale = model.objective_scale
     objective = float(info.objective_function_value) * scale if has else float("nan")
+    if integer and start is not None and x is not None and not _agrees(model, x, objective):
+        # Seen with highspy 1.16: after a MIP start the solver may report an objective (and
+        # "Optimal") that belongs to another point while returning the start's values.  The
+        # answer is not trusted: the model is solved again without the start.
+        return run_highs(model, options, integer, None, time_limit_s, deadline)
     # A MIP's dual bound is HiGHS's; an LP has one only when solved (its optimum).
     bound = float(info.mip_dual_bound) * scale if integer else float("nan")
     outcome = SolverOutcome.from_solver(

@@ -12,7 +12,7 @@ from dataclasses import replace
 
 import numpy as np
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 import placement.replicas as replicas
@@ -149,6 +149,9 @@ def _small(seed: int, servers: int, per_origin: bool, redundant: int) -> Placeme
 @settings(max_examples=6, deadline=None)
 @given(seed=st.integers(0, 10**6), servers=st.integers(2, 5), per_origin=st.booleans(),
        redundant=st.integers(1, 6))
+# HiGHS 1.16 answered this one "Optimal" at 2.95 while returning its MIP start (cost 8.0);
+# run_highs now re-solves without the start when the point and the objective disagree
+@example(seed=0, servers=2, per_origin=False, redundant=2)
 def test_flow_model_equals_the_exact_mip(seed, servers, per_origin, redundant):
     problem = _small(seed, servers, per_origin, redundant)
     strategy = "ilp-origin" if per_origin else "ilp-load"
