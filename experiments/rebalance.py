@@ -131,107 +131,150 @@ def run_rebalance(
     Activation is kept per chunk of gcd(interval, window) steps, so a re-fit on the last
     ``window_steps`` steps sums whole chunks; tokens are counted as they stream by.
     """
-    options = options or SolverOptions()
-    meta, tokens = read_trace_meta(trace)
-    model = meta.model
-    weight = _checked_weight_bytes(model, tokens, routes, config)
-    lo, hi = step_range(trace)
-    W, N = config.window_steps, config.interval_steps
-    if hi - lo <= W:
-        raise InputError(
-            f"--window {W}: the trace spans {hi - lo} steps ({lo}..{hi - 1}); the fitting"
-            " window must leave steps to replay"
-        )
-    chunk = math.gcd(W, N)
-    assigner = OriginAssigner(resolve_model(config.origins), routes.cluster.gpu_server)
-    first = lo + W
-    history: deque[tuple[np.ndarray, int]] = deque(maxlen=W // chunk)  # (counts, tokens)
-    sample = (WindowSample(config.sample_tokens, W // chunk, routes.num_gpus, options.seed)
-              if config.strategy in SAMPLE_STRATEGIES else None)
-    pending = np.zeros(0)
-    pending_tokens, pending_chunk = 0, None
-    layout: ExpertLayout | None = None
-    window: WindowMetrics | None = None
-    layouts: dict[int, ExpertLayout] = {}
-    rows: list[dict[str, object]] = []
-    links: list[pd.DataFrame] = []
-    current = None  # (index, start, decision, migration columns, Migration | None)
+    replay = _Replay(trace, routes, config, options or SolverOptions(), progress)
+    for step, block in _steps(trace, replay.lo, replay.assigner):
+        replay.add(step, block)
+    return replay.result()
 
-    def close_chunk() -> None:
-        nonlocal pending, pending_tokens
-        if pending_tokens:
-            history.append((pending, pending_tokens))
-            if sample is not None:
-                sample.close_chunk()
-        pending, pending_tokens = np.zeros(0), 0
 
-    def fit(start: int) -> ExpertLayout:
-        counts, tokens = _total(history)
+class _Replay:
+    """The state of one pass of :func:`run_rebalance`: the fitting history (whole chunks of
+    activation counts and, for the sample strategies, tokens), the layout in force and the
+    window being measured."""
+
+    def __init__(self, trace: Path, routes: RouteTable, config: RebalanceConfig,
+                 options: SolverOptions, progress) -> None:  # noqa: ANN001
+        self.trace, self.routes, self.config, self.options = trace, routes, config, options
+        self.progress = progress
+        meta, tokens = read_trace_meta(trace)
+        self.model = meta.model
+        self.weight = _checked_weight_bytes(self.model, tokens, routes, config)
+        self.lo, self.hi = step_range(trace)
+        W, N = config.window_steps, config.interval_steps
+        if self.hi - self.lo <= W:
+            raise InputError(
+                f"--window {W}: the trace spans {self.hi - self.lo} steps ({self.lo}.."
+                f"{self.hi - 1}); the fitting window must leave steps to replay"
+            )
+        self.chunk = math.gcd(W, N)
+        self.assigner = OriginAssigner(resolve_model(config.origins), routes.cluster.gpu_server)
+        self.first = self.lo + W
+        self.history: deque[tuple[np.ndarray, int]] = deque(maxlen=W // self.chunk)
+        self.sample = (WindowSample(config.sample_tokens, W // self.chunk, routes.num_gpus,
+                                    options.seed)
+                       if config.strategy in SAMPLE_STRATEGIES else None)
+        self.pending = np.zeros(0)  # counts of the chunk being filled, and its tokens
+        self.pending_tokens = 0
+        self.pending_chunk: int | None = None
+        self.layout: ExpertLayout | None = None
+        self.window: WindowMetrics | None = None
+        self.layouts: dict[int, ExpertLayout] = {}
+        self.rows: list[dict[str, object]] = []
+        self.links: list[pd.DataFrame] = []
+        self.current: tuple[int, int, str, dict[str, float], Migration | None] | None = None
+
+    def add(self, step: int, block: RoutingTrace) -> None:
+        """One step's tokens: age the history, open a window where one starts, count."""
+        self._age_to((step - self.lo) // self.chunk)
+        if step >= self.first:
+            i = (step - self.first) // self.config.interval_steps
+            if self.current is None or self.current[0] != i:
+                self._start_window(i)
+            assert self.window is not None
+            self.window.add(block)
+        counts = _activation_counts(block, self.routes.num_gpus)
+        self.pending = counts if self.pending.size == 0 else self.pending + counts
+        self.pending_tokens += block.num_tokens
+        if self.sample is not None:
+            self.sample.add(block)
+
+    def result(self) -> RebalanceResult:
+        self._finish_window()
+        migration = (pd.concat(self.links, ignore_index=True) if self.links
+                     else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
+        return RebalanceResult(timeline=pd.DataFrame(self.rows), layouts=self.layouts,
+                               migration_links=migration,
+                               origins_warning=self.assigner.warning())
+
+    def _age_to(self, c: int) -> None:
+        """Close the chunk being filled when step's chunk ``c`` is a new one; chunks without
+        tokens in between still age the window."""
+        if c == self.pending_chunk:
+            return
+        self._close_chunk()
+        skipped = c - (self.pending_chunk if self.pending_chunk is not None else -1) - 1
+        for _ in range(skipped):
+            self.history.append((np.zeros(0), 0))
+            if self.sample is not None:
+                self.sample.close_chunk()
+        self.pending_chunk = c
+
+    def _close_chunk(self) -> None:
+        if self.pending_tokens:
+            self.history.append((self.pending, self.pending_tokens))
+            if self.sample is not None:
+                self.sample.close_chunk()
+        self.pending, self.pending_tokens = np.zeros(0), 0
+
+    def _fit(self, start: int) -> ExpertLayout:
+        counts, tokens = _total(self.history)
+        W = self.config.window_steps
         if not tokens:
-            raise InputError(f"{trace}: steps {start - W}..{start - 1} hold no tokens to fit on")
+            raise InputError(f"{self.trace}: steps {start - W}..{start - 1} hold no tokens to"
+                             " fit on")
         a = counts / tokens
-        problem = build_problem(routes, model, a.sum(axis=2), a, sample=_window_sample(sample))
-        return _fit(problem, model, config, options, layout, tokens / W)
+        problem = build_problem(self.routes, self.model, a.sum(axis=2), a,
+                                sample=_window_sample(self.sample))
+        return _fit(problem, self.model, self.config, self.options, self.layout, tokens / W)
 
-    def finish_window() -> None:
-        if current is not None and window is not None and window.tokens:
-            i, start, decision, moved, migration = current
-            row: dict[str, object] = {"window": i, "step_start": start,
-                                      "step_stop": min(start + N, hi), "decision": decision,
-                                      **moved}
-            row.update(window.row(config.server_dedup))
-            if config.mode in REPLAY_MODES:
-                row.update(window.latency(config.server_dedup, config.mode, migration))
-            rows.append(row)
+    def _start_window(self, i: int) -> None:
+        """Window ``i``: keep the layout, or re-fit it and move the weights (the policy)."""
+        self._finish_window()
+        config = self.config
+        wstart = self.first + i * config.interval_steps  # its first steps may hold no tokens
+        decision, moved, migration = "keep", no_moves(config), None
+        if self.layout is None:
+            self.layout, decision = self._fit(wstart), "first"
+            self.layouts[wstart] = self.layout
+        elif config.policy != "static":
+            fresh = self._fit(wstart)
+            if config.policy == "periodic" or _worse(
+                    self.routes, self.model, self.history, _window_sample(self.sample),
+                    self.layout, fresh, config):
+                moved, migration = self._migrate(wstart, fresh)
+                self.layout, decision = fresh, "rebalance"
+                self.layouts[wstart] = self.layout
+        self.current = (i, wstart, decision, moved, migration)
+        self.window = WindowMetrics(self.routes, self.layout,
+                                    keep_blocks=config.mode in REPLAY_MODES)
+        if self.progress is not None:
+            self.progress(f"step {wstart}: {decision}")
 
-    for step, block in _steps(trace, lo, assigner):
-        c = (step - lo) // chunk
-        if c != pending_chunk:
-            close_chunk()
-            for _ in range(c - (pending_chunk if pending_chunk is not None else -1) - 1):
-                history.append((np.zeros(0), 0))  # steps without tokens still age the window
-                if sample is not None:
-                    sample.close_chunk()
-            pending_chunk = c
-        if step >= first and (current is None or current[0] != (step - first) // N):
-            finish_window()
-            i = (step - first) // N
-            wstart = first + i * N  # the window's start (its first steps may hold no tokens)
-            decision, moved, migration = "keep", no_moves(config), None
-            if layout is None:
-                layout, decision = fit(wstart), "first"
-                layouts[wstart] = layout
-            elif config.policy != "static":
-                fresh = fit(wstart)
-                if config.policy == "periodic" or _worse(
-                        routes, model, history, _window_sample(sample), layout, fresh,
-                        config):
-                    plan = plan_migration(layout, fresh, routes.distance)
-                    migration = Migration((plan.src_gpu, plan.dst_gpu), weight,
-                                          config.migration, layout)
-                    per_link = migration_link_bytes(routes, migration.moves, weight)
-                    moved = moves_columns(routes, config, migration, per_link)
-                    links.append(pd.DataFrame({"step": wstart,
-                                               "link_dir": np.arange(per_link.size),
-                                               "weight_bytes": per_link}))
-                    layout, decision = fresh, "rebalance"
-                    layouts[wstart] = layout
-            current = (i, wstart, decision, moved, migration)
-            window = WindowMetrics(routes, layout, keep_blocks=config.mode in REPLAY_MODES)
-            if progress is not None:
-                progress(f"step {wstart}: {decision}")
-        if window is not None and step >= first:
-            window.add(block)
-        counts = _activation_counts(block, routes.num_gpus)
-        pending = counts if pending.size == 0 else pending + counts
-        pending_tokens += block.num_tokens
-        if sample is not None:
-            sample.add(block)
-    finish_window()
-    migration = (pd.concat(links, ignore_index=True) if links
-                 else pd.DataFrame({"step": [], "link_dir": [], "weight_bytes": []}))
-    return RebalanceResult(timeline=pd.DataFrame(rows), layouts=layouts,
-                           migration_links=migration, origins_warning=assigner.warning())
+    def _migrate(self, wstart: int, fresh: ExpertLayout) -> tuple[dict[str, float], Migration]:
+        """The moves from the layout in force to ``fresh``, their bytes per link."""
+        assert self.layout is not None
+        plan = plan_migration(self.layout, fresh, self.routes.distance)
+        migration = Migration((plan.src_gpu, plan.dst_gpu), self.weight,
+                              self.config.migration, self.layout)
+        per_link = migration_link_bytes(self.routes, migration.moves, self.weight)
+        self.links.append(pd.DataFrame({"step": wstart, "link_dir": np.arange(per_link.size),
+                                        "weight_bytes": per_link}))
+        return moves_columns(self.routes, self.config, migration, per_link), migration
+
+    def _finish_window(self) -> None:
+        if self.current is None or self.window is None or not self.window.tokens:
+            return
+        i, start, decision, moved, migration = self.current
+        config = self.config
+        row: dict[str, object] = {
+            "window": i, "step_start": start,
+            "step_stop": min(start + config.interval_steps, self.hi), "decision": decision,
+            **moved,
+        }
+        row.update(self.window.row(config.server_dedup))
+        if config.mode in REPLAY_MODES:
+            row.update(self.window.latency(config.server_dedup, config.mode, migration))
+        self.rows.append(row)
 
 
 def _checked_weight_bytes(model: ModelSpec, tokens: int, routes: RouteTable,

@@ -223,14 +223,7 @@ def solve_dedup(
             " counts per expert"
         )
     L, E, G = problem.num_layers, problem.num_experts, problem.num_gpus
-    phys = problem.physical_per_layer
-    m = problem.max_per_gpu_per_layer
-    if phys == G * m and problem.slots_per_gpu >= L * m:  # every GPU full in every layer
-        quota = np.full((L, G), m, dtype=np.int64)
-    else:
-        quota = _counts_per_gpu(np.full(L, phys), G, m, problem.slots_per_gpu)
-    forced = bool((quota == problem.max_per_gpu_per_layer).all()
-                  and problem.slots_per_gpu == L * problem.max_per_gpu_per_layer)
+    quota, forced = _quotas(problem)
     o = sample.origin_gpu.astype(np.int64)
     own = problem.gpu_server[o]
     cost = server_cost(problem, metric)[o]
@@ -238,23 +231,7 @@ def solve_dedup(
         cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
     near = server_distance(problem)[o]
     info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
-    ref = None
-    try:
-        ref_res = eplb(problem, options)
-        ref = ref_res.layout if ref_res.is_ok else None
-    except InputError as exc:
-        info["balance_guard"] = f"off: no EPLB reference ({exc})"
-    ref_loads = layer_gpu_loads(problem, ref) if ref is not None else None
-    gpu_cap = None
-    if ref_loads is not None and problem.num_redundant:
-        gpu_cap = (1 + BALANCE_SLACK) * ref_loads.max(axis=1)
-        info["balance_guard"] = f"busiest GPU per layer <= {1 + BALANCE_SLACK:g} x EPLB's"
-    elif "balance_guard" not in info:
-        info["balance_guard"] = "off (no replicas; --balance-eps sets one)"
-    if problem.balance_eps is not None:
-        mean = np.array([sample.num_tokens * sample.top_k / G] * L)
-        eps_cap = (1 + problem.balance_eps) * mean
-        gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
+    ref, ref_loads, gpu_cap = _balance_guard(problem, options, info)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
     # result does not depend on the machine's speed; the time limit is only a safety stop:
     # layers it reaches first take EPLB's layer unsearched, and the bound and the ablation
@@ -291,16 +268,7 @@ def solve_dedup(
         copies_per_token_layer=exact.copies_per_token_layer,
         routes_per_token_layer=exact.routes_per_token_layer,
         replicas_used=int((layout.expert_gpus >= 0).sum() - L * E),
-        gpu_load_imbalance=imbalance(loads),
-        layers_from_eplb=[problem.layer_indices[i] if problem.layer_indices else i
-                          for i, ly in enumerate(layers) if ly.fallback],
-        layers_cut_by_time_limit=[problem.layer_indices[i] if problem.layer_indices else i
-                                  for i, ly in enumerate(layers)
-                                  if ly.start_name.endswith("(time limit)")],
-        layers_missing_balance=[problem.layer_indices[i] if problem.layer_indices else i
-                                for i, ly in enumerate(layers) if ly.guard_missed],
-        starts_won={n: sum(ly.start_name == n for ly in layers)
-                    for n in sorted({ly.start_name for ly in layers})},
+        gpu_load_imbalance=imbalance(loads), **_layer_lists(problem, layers),
     )
     info["ablation"] = ("not computed (time limit)" if deadline.passed() else
                         ablation(problem, layout, sum(ly.start_cost for ly in layers),
@@ -311,18 +279,79 @@ def solve_dedup(
         info["eplb_cost_per_token"] = re.cost_per_token
         info["eplb_copies_per_token_layer"] = re.copies_per_token_layer
         info["eplb_gpu_load_imbalance"] = imbalance(ref_loads) if ref_loads is not None else None
-    msg = (
-        f"de-duplicated {metric} cost on {T} fitted tokens: swap local search from routing"
-        f" groups / co-activation; lower bound: {bound_kind}, gap {gap:.3g}"
-        + (f"; {len(info['layers_cut_by_time_limit'])} layers unsearched"  # type: ignore[arg-type]
-           if info["layers_cut_by_time_limit"] else "")
-        + ("; the time limit stopped the search (raise it for a result independent of the"
-           " machine's speed)" if info["stopped_by_time_limit"] else "")
-    )
+    msg = _message(metric, T, bound_kind, gap, info)
     return PlacementResult(
         strategy=name, status=outcome.status, layout=layout,
         objective=expected_cost(problem, layout), runtime_s=clock() - t0,
         options=options, message=msg, info=info, solver=outcome,
+    )
+
+
+def _quotas(problem: PlacementProblem) -> tuple[np.ndarray, bool]:
+    """Copies per GPU and layer [L, G], and whether that leaves no choice of counts."""
+    L, G = problem.num_layers, problem.num_gpus
+    phys = problem.physical_per_layer
+    m = problem.max_per_gpu_per_layer
+    if phys == G * m and problem.slots_per_gpu >= L * m:  # every GPU full in every layer
+        quota = np.full((L, G), m, dtype=np.int64)
+    else:
+        quota = _counts_per_gpu(np.full(L, phys), G, m, problem.slots_per_gpu)
+    forced = bool((quota == m).all() and problem.slots_per_gpu == L * m)
+    return quota, forced
+
+
+def _balance_guard(
+    problem: PlacementProblem, options: SolverOptions, info: dict[str, object],
+) -> tuple[ExpertLayout | None, np.ndarray | None, np.ndarray | None]:
+    """EPLB's layout (the reference), its GPU loads per layer, and the busiest GPU's cap per
+    layer the search must keep (None: no guard); ``info["balance_guard"]`` says which."""
+    sample = problem.token_sample
+    assert sample is not None
+    ref = None
+    try:
+        ref_res = eplb(problem, options)
+        ref = ref_res.layout if ref_res.is_ok else None
+    except InputError as exc:
+        info["balance_guard"] = f"off: no EPLB reference ({exc})"
+    ref_loads = layer_gpu_loads(problem, ref) if ref is not None else None
+    gpu_cap = None
+    if ref_loads is not None and problem.num_redundant:
+        gpu_cap = (1 + BALANCE_SLACK) * ref_loads.max(axis=1)
+        info["balance_guard"] = f"busiest GPU per layer <= {1 + BALANCE_SLACK:g} x EPLB's"
+    elif "balance_guard" not in info:
+        info["balance_guard"] = "off (no replicas; --balance-eps sets one)"
+    if problem.balance_eps is not None:
+        mean = np.full(problem.num_layers, sample.num_tokens * sample.top_k / problem.num_gpus)
+        eps_cap = (1 + problem.balance_eps) * mean
+        gpu_cap = eps_cap if gpu_cap is None else np.minimum(gpu_cap, eps_cap)
+    return ref, ref_loads, gpu_cap
+
+
+def _layer_lists(problem: PlacementProblem, layers: list[LayerChoice]) -> dict[str, object]:
+    """Which layers (by the model's layer index) fell back, were cut or missed the guard."""
+    def index(i: int) -> int:
+        return problem.layer_indices[i] if problem.layer_indices else i
+
+    return {
+        "layers_from_eplb": [index(i) for i, ly in enumerate(layers) if ly.fallback],
+        "layers_cut_by_time_limit": [index(i) for i, ly in enumerate(layers)
+                                     if ly.start_name.endswith("(time limit)")],
+        "layers_missing_balance": [index(i) for i, ly in enumerate(layers) if ly.guard_missed],
+        "starts_won": {n: sum(ly.start_name == n for ly in layers)
+                       for n in sorted({ly.start_name for ly in layers})},
+    }
+
+
+def _message(metric: str, tokens: int, bound_kind: str, gap: float,
+             info: dict[str, object]) -> str:
+    cut = info["layers_cut_by_time_limit"]
+    assert isinstance(cut, list)
+    return (
+        f"de-duplicated {metric} cost on {tokens} fitted tokens: swap local search from routing"
+        f" groups / co-activation; lower bound: {bound_kind}, gap {gap:.3g}"
+        + (f"; {len(cut)} layers unsearched" if cut else "")
+        + ("; the time limit stopped the search (raise it for a result independent of the"
+           " machine's speed)" if info["stopped_by_time_limit"] else "")
     )
 
 
