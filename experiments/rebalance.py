@@ -376,11 +376,14 @@ def _imbalance(problem, layout: ExpertLayout) -> float:  # noqa: ANN001
     return float(load.max() / load.mean()) if load.mean() else 1.0
 
 
-def rebalance_with_counterfactual(trace: Path, routes: RouteTable, config: RebalanceConfig,
-                                  options: SolverOptions | None = None) -> RebalanceResult:
+def rebalance_with_counterfactual(
+    trace: Path, routes: RouteTable, config: RebalanceConfig,
+    options: SolverOptions | None = None,
+    progress=None,  # noqa: ANN001 - Callable[[str], None], told once per window
+) -> RebalanceResult:
     """:func:`run_rebalance`, and for periodic and threshold the network bytes of keeping the
     first layout throughout (``network_bytes_static``, the counterfactual of the savings)."""
-    res = run_rebalance(trace, routes, config, options)
+    res = run_rebalance(trace, routes, config, options, progress)
     if config.policy != "static":
         static = run_rebalance(trace, routes, replace(
             config, policy="static", move_weight=None, move_budget_bytes=None,

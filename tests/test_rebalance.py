@@ -189,3 +189,23 @@ def test_rebalance_command_and_its_bad_input(routes, tmp_path, capsys) -> None:
     assert main(["rebalance", "--trace", str(tmp_path / "nosteps.parquet"), "--topology",
                  str(tmp_path / "c.json"), "--out", str(tmp_path / "bad")]) == 2
     assert "records no steps" in capsys.readouterr().err
+
+
+def test_rebalance_tells_its_time_order_and_windows_unless_quiet(tmp_path, capsys,
+                                                                 monkeypatch) -> None:
+    from traces.infra import limits
+
+    path = _drift(tmp_path / "drift.parquet")
+    assert main(["topology", "build", "fat-tree", "--param", "k=4", "--param", "num_servers=4",
+                 "--out", str(tmp_path / "c.json")]) == 0
+    monkeypatch.setattr(limits, "LONG_RUN_S", 0.0)  # every run counts as long
+    base = ["rebalance", "--trace", str(path), "--topology", str(tmp_path / "c.json"),
+            "--strategy", "round-robin", "--interval", "4", "--window", "4"]
+    capsys.readouterr()
+    assert main([*base, "--out", str(tmp_path / "a"), "--progress"]) == 0
+    err = capsys.readouterr().err
+    assert "rebalance: expect CPU time of the order of" in err, err
+    # 16 steps, the first 4 to fit: windows at steps 4, 8, 12, each ticked on the bar
+    assert "3window" in err.replace(" ", ""), err
+    assert main([*base, "--out", str(tmp_path / "b"), "-q"]) == 0
+    assert capsys.readouterr().err == ""

@@ -22,6 +22,7 @@ from experiments.outputs import (
     write_json,
     write_parquet,
 )
+from experiments.progress import Feedback, add_progress_arguments
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
 
@@ -64,6 +65,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a run directory an earlier `rebalance` wrote.")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
@@ -82,6 +84,7 @@ def run(args: argparse.Namespace) -> int:
         OUT_DISK_FIX,
         PARQUET_FILE_MIN_BYTES,
         check_disk,
+        run_time_line,
     )
     from traces.io import read_trace_meta
 
@@ -93,15 +96,25 @@ def run(args: argparse.Namespace) -> int:
     config = RebalanceConfig(strategy=args.strategy, server_dedup=not args.no_dedup,
                              **{name: getattr(args, _dest(flag)) for name, flag in FLAGS.items()})
     check_strategy(config.strategy, "--strategy")
-    model = read_trace_meta(args.trace)[0].model
+    meta, tokens = read_trace_meta(args.trace)
+    model = meta.model
     cluster = cluster_from_args(args)
     assert cluster is not None  # the argument group is required
     routes = build_route_table(cluster)
     layout_bytes = model.num_moe_layers * model.num_routed_experts * LAYOUT_ENTRY_MIN_BYTES
     check_disk(3 * PARQUET_FILE_MIN_BYTES + layout_bytes, args.out, "rebalance", OUT_DISK_FIX)
+    feedback = Feedback.from_args(args)
+    line = run_time_line("rebalance", tokens, model.num_moe_layers, config.mode)
+    if line:
+        feedback.note(f"{line}; plus one {config.strategy} fit per window that re-fits")
     t0 = time.perf_counter()
     options = SolverOptions(time_limit_s=args.time_limit)
-    res = rebalance_with_counterfactual(args.trace, routes, config, options)
+    with feedback.bar(None, "rebalance", "window") as bar:
+        def window_done(message: str) -> None:
+            bar.set_postfix_str(message, refresh=False)
+            bar.update(1)
+
+        res = rebalance_with_counterfactual(args.trace, routes, config, options, window_done)
     with run_directory(args.out, args.overwrite) as out:
         write_parquet(out / "timeline.parquet", res.timeline)
         write_parquet(out / "migration_links.parquet", res.migration_links)
