@@ -168,6 +168,7 @@ def run_highs(
     once the model is handed to HiGHS (converting a large model takes seconds), and does not
     start when nothing is left: a time-limit outcome without a solution.
     """
+    called = time.perf_counter()
     h = quiet_highs(options.threads)
     h.setOptionValue("mip_rel_gap", float(options.mip_rel_gap))
     h.setOptionValue("random_seed", int(options.seed))
@@ -198,8 +199,11 @@ def run_highs(
     if integer and start is not None and x is not None and not _agrees(model, x, objective):
         # Seen with highspy 1.16: after a MIP start the solver may report an objective (and
         # "Optimal") that belongs to another point while returning the start's values.  The
-        # answer is not trusted: the model is solved again without the start.
-        return run_highs(model, options, integer, None, time_limit_s, deadline)
+        # answer is not trusted: the model is solved again without the start, in what is left
+        # of this call's time limit (the call as a whole keeps its limit).
+        whole = deadline if deadline is not None else called + float(
+            time_limit_s or options.time_limit_s)
+        return run_highs(model, options, integer, None, time_limit_s, whole)
     # A MIP's dual bound is HiGHS's; an LP has one only when solved (its optimum).
     bound = float(info.mip_dual_bound) * scale if integer else float("nan")
     outcome = SolverOutcome.from_solver(
