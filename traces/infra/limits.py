@@ -11,8 +11,8 @@ in one shape: ``<what> needs at least <size> of <memory|disk>, more than the <si
 <fix>``.  Estimates are lower bounds (the arrays' own bytes, the fewest bytes a row can take
 on disk), so a refusal is never wrong; what passes may still be slow.  Run time is estimated
 too, to its order of magnitude, and said on one line before a long run (never refused:
-:func:`run_time_line`, :func:`ilp_size_line`).  :data:`SIZE_RULES` is the table of every
-estimate (the error reference is generated from it).
+:func:`run_time_line`, :func:`des_time_line`, :func:`ilp_size_line`).  :data:`SIZE_RULES` is
+the table of every estimate (the error reference is generated from it).
 """
 
 from __future__ import annotations
@@ -95,11 +95,18 @@ PARQUET_FILE_MIN_BYTES = 1024  # schema and footer of a pandas-written file (mea
 TOKEN_RECORD_MIN_BYTES = 0.25  # a DES token's record (measured 0.56: latencies repeat in a batch)
 LAYOUT_ENTRY_MIN_BYTES = 1  # one (layer, expert, copy) -> GPU entry of a layout file
 CELL_MIN_BYTES = 1024  # a study cell's directory: its result row at least
-# CPU seconds per (token, MoE layer) of each replay mode: the R1 replay of docs/benchmarks.md
-# (262,144 tokens x 58 layers on 256 GPUs: DES 31.7 s, flow 31.2 s, analytic 3.2 s); larger
-# clusters cost more per token, so this is an order of magnitude, not a forecast
-CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
+# CPU seconds per (token, MoE layer) of the replay modes without events: the R1 replay of
+# docs/benchmarks.md (262,144 tokens x 58 layers on 256 GPUs: flow 31.2 s, analytic 3.2 s);
+# larger clusters cost more per token, so this is an order of magnitude, not a forecast.  The
+# DES's cost is its events, counted instead (des_time_line)
+CPU_S_PER_TOKEN_LAYER = {"flow": 2e-6, "analytic": 2e-7}
 OUT_DISK_FIX = "free some space there or choose an --out on another file system"
+# CPU seconds per DES hop event (a chunk train stepping onto its next hop, counted by
+# simulator/des_cost.py): 6-18 us measured on R1 replays of 1,024-4,096 tokens with every
+# dispatch scheme on EP32 (rail-optimized) and a 32-server fat tree (docs/benchmarks.md,
+# "DES time estimate"); single-link hops are the cheap end, sprayed hops and DeepEP's sliced
+# trains the dear one, so the line is right within about 2x
+CPU_S_PER_HOP_EVENT = 1.2e-5
 LONG_RUN_S = 10.0  # a run estimated at this much CPU time or more gets a line first
 LARGE_ILP_BINARIES = 100_000  # an ILP of this many binaries or more gets a line first
 
@@ -168,6 +175,19 @@ def run_time_line(what: str, tokens: int, moe_layers: int, mode: str) -> str | N
         return None
     return (f"{what}: expect CPU time of the order of {_duration(seconds)} ({tokens:,} tokens x"
             f" {moe_layers} MoE layers at about {rate * 1e6:g} us each in --mode {mode};"
+            " docs/benchmarks.md)")
+
+
+def des_time_line(what: str, hop_events: float) -> str | None:
+    """The line said before a DES replay of ``hop_events`` hop events (counted on its first
+    micro-batch by :func:`simulator.des_cost.microbatch_work` and scaled to the run) whose CPU time
+    is of the order of :data:`LONG_RUN_S` or more (None for a short one)."""
+    seconds = hop_events * CPU_S_PER_HOP_EVENT
+    if seconds < LONG_RUN_S:
+        return None
+    return (f"{what}: expect CPU time of the order of {_duration(seconds)} (about"
+            f" {hop_events:.2g} hop events of chunk trains, counted on the first micro-batch,"
+            f" at about {CPU_S_PER_HOP_EVENT * 1e6:g} us each in --mode des;"
             " docs/benchmarks.md)")
 
 
