@@ -11,10 +11,10 @@ carries a *priority* (``add(..., priority=p)``, lower first: the flow mode engin
 the batches of flows in the order they start, :mod:`simulator.flow_engine`), and the flows of
 one priority get the max-min fair rates of what the flows before them leave
 (:func:`simulator.maxmin.priority_max_min_rates`; only the classes from the first one that
-gained or lost flows are recomputed: :func:`simulator.maxmin.priority_max_min_rates_from`).  Background flows (``add(...,
-background=True)``: expert-weight migration) come after every serving flow: the serving flows
-get their rates as if the background were absent, and the background flows share what
-capacity they leave, max-min fairly.
+gained or lost flows are recomputed: :func:`simulator.maxmin.priority_max_min_rates_from`).
+Background flows (``add(..., background=True)``: expert-weight migration) come after every
+serving flow: the serving flows get their rates as if the background were absent, and the
+background flows share what capacity they leave, max-min fairly.
 
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
