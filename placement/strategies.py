@@ -32,8 +32,9 @@ _WHERE: dict[str, tuple[str, str]] = {
 # Strategies fitted on per-token routing (``PlacementProblem.token_sample``), not on counts.
 SAMPLE_STRATEGIES = frozenset({"dedup", "dedup-bytes"})
 # Strategies with a migration-aware re-placement (a price on or a budget of weight bytes moved):
-# the assignment ILPs (placement.migration) and dedup's swap search (placement.migration_dedup).
-MIGRATION_AWARE = frozenset({"ilp", "ilp-load", "ilp-origin", "dedup", "dedup-bytes"})
+# the assignment ILPs (placement.migration), dedup's swap search and walk
+# (placement.migration_dedup) and EPLB's fewest-moves MIP (placement.migration_eplb).
+MIGRATION_AWARE = frozenset({"ilp", "ilp-load", "ilp-origin", "dedup", "dedup-bytes", "eplb"})
 
 
 class _Strategies(Mapping[str, Strategy]):
