@@ -1,5 +1,5 @@
 """Migration-aware re-placement for ``dedup`` and ``dedup-bytes``: a move-limited swap search
-started from the layout in force, with an exact budget.
+started from the layout in force and a walk towards the full re-fit, with an exact budget.
 
 The de-duplicated cost (a token crosses the network once per remote server hosting any of its
 experts) is a set cover per token: not an assignment, and a linearisation on a token sample
@@ -23,13 +23,14 @@ per byte), the same scale as :func:`placement.migration.replace_with_move_cost`.
    greedy merge: the next swap of the layer with the highest gain per move, while it fits; a
    layer whose next swap does not fit stops there (its later swaps depend on it).  The result
    never moves more than the budget: it is a prefix of every layer's sequence.
-3. The strategy's own full re-fit (relabelled for fewest moves) is kept instead when it fits
-   the budget and is cheaper.
+3. The walk of :mod:`placement.migration_walk` (towards the full re-fit relabelled per layer
+   and server, its hull prefixes merged the same way) is kept instead when it is cheaper, and
+   the relabelled full re-fit itself when it fits the budget and is cheaper still.
 
-Balance goal: no swap takes a GPU above ``max(goal, its load)``, the goal being the busiest GPU
-of the layer under the full re-fit (routes on the sample): balance never ends worse than the
-layout in force or the full re-fit, whichever is worse per layer (the re-fit of ``dedup``
-without replicas carries no balance guard of its own).
+Balance goal: no swap (nor walk step) takes a GPU above ``max(goal, its load)``, the goal
+being the busiest GPU of the layer under the full re-fit (routes on the sample): balance never
+ends worse than the layout in force or the full re-fit, whichever is worse per layer (the
+re-fit of ``dedup`` without replicas carries no balance guard of its own).
 
 Local search: the result carries no lower bound (``feasible``); the search stops by itself (no
 improving swap), the time limit is a safety stop reported in ``info``.

@@ -32,7 +32,6 @@ import time
 
 import numpy as np
 
-from placement.dedup.deadline import Deadline
 from placement.lp import Model, run_highs
 from placement.migration import check_move_terms, plan_migration
 from placement.outcome import SolverOutcome, Termination
@@ -58,8 +57,9 @@ def copy_loads(layout: ExpertLayout, activation: np.ndarray, li: int) -> np.ndar
 
 def _solve_layer(problem: PlacementProblem, options: SolverOptions, li: int,
                  current: ExpertLayout, fresh: ExpertLayout, cap: float,
-                 deadline: Deadline) -> tuple[np.ndarray, int, float, bool]:
-    """(copy table [E, G] bool, moves, lower bound on the moves, optimal) of layer ``li``."""
+                 limit_s: float) -> tuple[np.ndarray, int, float, bool]:
+    """(copy table [E, G] bool, moves, lower bound on the moves, optimal) of layer ``li``,
+    solved within ``limit_s`` seconds (none left: the re-fit's table)."""
     E, G = problem.num_experts, problem.num_gpus
     want = (fresh.expert_gpus[li] >= 0).sum(axis=1)
     held = np.zeros((E, G), dtype=bool)
@@ -81,10 +81,10 @@ def _solve_layer(problem: PlacementProblem, options: SolverOptions, li: int,
     r0 = model.add_rows("balance", -math.inf, cap * (1 + BALANCE_TOLERANCE), G)
     model.add_entries(r0 + g_of, col, per[e_of])
     fresh_moves = int((start & ~held).sum())
-    if deadline.left_s() <= 0 or fresh_moves == 0:
+    if limit_s <= 0 or fresh_moves == 0:
         return start, fresh_moves, 0.0, fresh_moves == 0
     sol = run_highs(model, options, integer=True, start=start.reshape(-1).astype(np.float64),
-                    time_limit_s=max(1e-3, deadline.left_s()))
+                    time_limit_s=limit_s)
     if sol.x is None or not sol.status.has_layout:
         return start, fresh_moves, 0.0, False
     x = sol.x[col].reshape(E, G) > 0.5
@@ -135,17 +135,16 @@ def replace_eplb_with_moves(
     check_move_terms(horizon_tokens, move_weight, budget_bytes)
     t0 = time.perf_counter()
     L, G = problem.num_layers, problem.num_gpus
-    deadline = Deadline.after(options.time_limit_s)
+    end_s = t0 + options.time_limit_s
     caps = np.array([copy_loads(fresh, problem.activation, li).max() for li in range(L)])
     now = np.array([copy_loads(current, problem.activation, li).max() for li in range(L)])
     tables: list[np.ndarray | None] = [None] * L
     moves, bound = np.zeros(L, dtype=np.int64), np.zeros(L)
     optimal = True
-    for li in range(L):
-        if now[li] <= caps[li] * (1 + BALANCE_TOLERANCE):
-            continue  # already meets the goal: kept, 0 moves
-        tab, m, b, opt = _solve_layer(problem, options, li, current, fresh, caps[li],
-                                      deadline.share(L - li))
+    todo = np.flatnonzero(now > caps * (1 + BALANCE_TOLERANCE))  # the others meet the goal
+    for i, li in enumerate(todo.tolist()):
+        share = (end_s - time.perf_counter()) / (len(todo) - i)  # a fast layer leaves its time
+        tab, m, b, opt = _solve_layer(problem, options, li, current, fresh, caps[li], share)
         tables[li], moves[li], bound[li] = tab, m, b
         optimal &= opt
     max_moves = None if budget_bytes is None else int(budget_bytes // weight_bytes)

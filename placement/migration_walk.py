@@ -10,8 +10,9 @@ full re-fit, best exact gain per move first.
    GPUs between such an expert ``a`` and an expert ``b`` now on ``a``'s target GPU (so slots
    hold throughout and every step puts ``a`` in place).  Of all such swaps allowed by the
    balance goal, the one with the best exact gain per move added is taken (the objective of
-   :mod:`placement.migration_dedup`, exact deltas on the window's sample); the walk ends at
-   the target or when no swap is allowed.
+   :mod:`placement.migration_dedup`, exact deltas on the window's sample; the exact value is
+   computed for the ``CHECKS_PER_STEP`` swaps ranked best by their experts' single-move
+   deltas); the walk ends at the target or when none of those swaps is allowed.
 3. The budget: a walk's prefixes are points (moves, gain); only the prefixes on the upper
    concave hull are candidates (a group of co-activated experts gains only once all of it has
    moved: the hull spans the zero-gain steps in between).  Hull segments of every layer are
