@@ -24,9 +24,11 @@ the routes EPLB's busiest GPU serves on the same problem (and ``balance_eps`` wh
 search keeps server loads under that x GPUs, and a layer whose GPU split misses the cap is
 solved again with a tighter server cap.  Every layer, searched, cut by the time limit or
 missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
-layer, the group start and round-robin's and contiguous's layers (``layers``).  Lower bound:
-``bound``; the result is ``optimal`` only when the bound meets the objective, else
-``feasible`` with the gap.
+layer, the group start and round-robin's and contiguous's layers (``layers``).  With
+``flatten_popularity`` > 0 every layer's token costs are weighted first (``popularity``: a
+layout for a workload whose expert popularity differs from the sample's); the objective,
+copies and bound reported stay the unweighted sample's.  Lower bound: ``bound``; the result
+is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
 """
 
 from __future__ import annotations
@@ -48,6 +50,7 @@ from placement.dedup.evaluate import (
     server_distance,
 )
 from placement.dedup.layers import LayerChoice, cheapest_layer, to_gpus
+from placement.dedup.popularity import flattened_weights
 from placement.dedup.replicate import add_replicas
 from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
@@ -230,7 +233,8 @@ def solve_dedup(
     if origin_blind:  # every token as if it started on a GPU drawn at random
         cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
     near = server_distance(problem)[o]
-    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
+    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens,
+                               "flatten_popularity": options.flatten_popularity}
     ref, ref_loads, gpu_cap = _balance_guard(problem, options, info)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
     # result does not depend on the machine's speed; the time limit is only a safety stop:
@@ -243,8 +247,10 @@ def solve_dedup(
     layers: list[LayerChoice] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
+        x = sample.experts[:, li, :].astype(np.int64)
+        flat = flattened_weights(x, E, options.flatten_popularity)
         layers.append(_solve_layer(
-            problem, li, sample.experts[:, li, :].astype(np.int64), o, cost, near, quota[li],
+            problem, li, x, o, cost * flat[:, None], near, quota[li],
             None if gpu_cap is None else float(gpu_cap[li]), ref, baselines,
             deadline.share(L - li), rng,
         ))
