@@ -53,8 +53,8 @@ def test_simulate_counts_its_tables_and_per_token_records(tmp_path, monkeypatch)
         need[mode] = seen[0]
         shutil.rmtree(tmp_path / "run")
     # the tiny cluster: 2 servers x 2 GPUs and one switch = 6 links, 12 directions;
-    # analytic: 3 tables x 1 KiB + 12 bytes; des: 7 tables + 12 bytes + 6 tokens x 0.25 bytes
-    assert need == {"analytic": 3 * 1024 + 12, "des": 7 * 1024 + 12 + 6 * 0.25}
+    # analytic: 3 tables x 1 KiB + 12 bytes; des: 7 tables + 12 bytes + 6 tokens x 1/32 byte
+    assert need == {"analytic": 3 * 1024 + 12, "des": 7 * 1024 + 12 + 6 / 32}
 
 
 def test_a_rerun_needs_disk_only_for_the_cells_still_to_run(tmp_path, monkeypatch):

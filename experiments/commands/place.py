@@ -190,6 +190,7 @@ def _solve(args: argparse.Namespace, fit: _FitInput, routes: RouteTable, cluster
     """The placement problem (repaired or robust when asked) and the strategy's result."""
     from experiments.pipeline import build_problem
     from placement import solve_placement
+    from placement.strategies import TIME_LIMITED
     from traces.infra.limits import ilp_size_line
 
     if args.repair is not None:  # the layout's copies decide the slots
@@ -209,7 +210,7 @@ def _solve(args: argparse.Namespace, fit: _FitInput, routes: RouteTable, cluster
     if args.repair is not None:
         return problem, repair_result(args, problem, cluster, healthy, old_layout, fit.model,
                                       options)
-    if args.strategy.startswith(("ilp", "dedup")):
+    if args.strategy in TIME_LIMITED:
         solver = "HiGHS" if args.strategy.startswith("ilp") else "local search"
         desc = f"place {args.strategy} ({solver}, time limit {args.time_limit:g} s per solve)"
         size = ilp_size_line(f"place --strategy {args.strategy}", fit.model.num_moe_layers,

@@ -53,7 +53,7 @@ from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
 from traces.infra.atomic import atomic_write_text
 from traces.infra.errors import InputError
-from traces.infra.limits import CELL_MIN_BYTES, OUT_DISK_FIX, check_disk
+from traces.infra.limits import OUT_DISK_FIX, check_disk, study_disk_bytes, study_time_line
 from traces.infra.protected import check_writable
 
 # Kept by --overwrite: the lock and the study's imported input traces (cells read them).
@@ -149,6 +149,15 @@ def finished_cells(run_dir: Path) -> set[str]:
     if not d.is_dir():
         return set()
     return {p.name for p in d.iterdir() if p.is_dir() and not p.name.startswith(".")}
+
+
+def cells_to_run(run_dir: Path, study: Study, overwrite: bool) -> list[Cell]:
+    """The cells a run of ``study`` in ``run_dir`` will compute: every cell with
+    ``overwrite``, else those not finished and those that failed (they are retried)."""
+    if overwrite:
+        return list(study.cells)
+    done = finished_cells(run_dir) - failed_cells(run_dir)
+    return [c for c in study.cells if c.cell_id not in done]
 
 
 def failed_cells(run_dir: Path) -> set[str]:
@@ -265,18 +274,26 @@ def run_study(
     workers: int = 2,
     overwrite: bool = False,
     progress: Progress = lambda done, total, label: None,
+    note: Callable[[str], None] = lambda line: None,
+    command: str = "sweep",
 ) -> SweepOutcome:
-    """Run every unfinished cell, then merge; safe to kill and re-run at any moment."""
+    """Run every unfinished cell, then merge; safe to kill and re-run at any moment.  Before
+    any work, the disk the cells still to run need is checked and, for a long run, their CPU
+    time's order of magnitude is given to ``note`` (one line naming ``command``)."""
     run_dir = Path(run_dir)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
     check_writable(run_dir, "--out")
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    done = finished_cells(run_dir)  # a re-run writes only the cells still to run
-    todo = sum(1 for c in study.cells if c.cell_id not in done)
-    check_disk(todo * CELL_MIN_BYTES, run_dir, f"the {todo:,} cell{'s' * (todo != 1)} to run",
-               OUT_DISK_FIX)
+    todo = [c.work for c in cells_to_run(run_dir, study, overwrite)]
+    tokens = sum(w.replay_tokens for w in todo)
+    check_disk(study_disk_bytes(todo, [c.work for c in study.cells]), run_dir,
+               f"the {len(todo):,} cell{'s' * (len(todo) != 1)} to run ({tokens:,} replayed"
+               " tokens)", OUT_DISK_FIX)
+    line = study_time_line(command, "cell", todo)
+    if line:
+        note(line)
     # connect first: an unreachable scheduler leaves no run directory behind
     client = connect_scheduler(scheduler) if scheduler and not serial else None
     try:

@@ -41,8 +41,10 @@ from pathlib import Path
 from typing import Any
 
 from experiments.studies.cell_checks import validate_cell
+from experiments.studies.estimates import cell_work
 from experiments.study_trace import TRACE_DEFAULTS
 from traces.infra.errors import InputError
+from traces.infra.limits import CellWork
 from traces.infra.records import key_text, type_name
 
 TOP_KEYS = ("seed", "study", "model", "topology", "strategy", "trace", "sim", "rebalance", "axes")
@@ -65,6 +67,7 @@ class Cell:
     cell_id: str
     axis_values: tuple[tuple[str, Any], ...]
     config: dict[str, Any]
+    work: CellWork  # its cost before it runs (experiments.studies.estimates)
 
 
 @dataclass(frozen=True)
@@ -260,9 +263,9 @@ def build_study(
                 values.append((p, v))
         absolutise(cfg)
         label = ", ".join(f"{p}={_axis_label(v)}" for p, v in values) or "the single cell"
-        validate_cell(cfg, f"{where} ({label})")
+        facts = validate_cell(cfg, f"{where} ({label})")
         cell_id = f"{index:05d}-{_digest(cfg)[:10]}"
-        cells.append(Cell(index, cell_id, tuple(values), cfg))
+        cells.append(Cell(index, cell_id, tuple(values), cfg, cell_work(cfg, facts)))
     definition = {"base": base, "axes": [[paths, rows] for paths, rows in axes]}
     strategies = strategy_labels(cells)
     baseline = str(base["study"].get("baseline", "round-robin"))

@@ -55,6 +55,36 @@ class SizeRule:
     fits: str  # "memory", "disk", "int64" or "time" (a line before the run, not a refusal)
 
 
+PARQUET_FILE_MIN_BYTES = 1024  # schema and footer of a pandas-written file (measured 2-5 KiB)
+# A replayed token's record in tokens.parquet, the fewest bytes measured (origins and latencies
+# repeat within a micro-batch, and Parquet's dictionary, run-length and Snappy coding squeeze
+# them): a study cell of 4 GPUs replaying 524,288 tokens in one micro-batch (4 distinct origins
+# and latencies) took 21,483 bytes, 0.041 per token; 16,384 deepseek-moe-16b tokens on 64 GPUs
+# 0.25-0.28; `simulate --mode des` 0.56 (its record has more columns)
+TOKEN_RECORD_MIN_BYTES = 1 / 32
+LAYOUT_ENTRY_MIN_BYTES = 1  # one (layer, expert, copy) -> GPU entry of a layout file
+LINK_ROW_MIN_BYTES = 1  # one link direction's row of links.parquet (measured 85 bytes)
+# Parquet files of a finished study cell: its row and the detail frames of a replay (links,
+# tokens, layers, expert_load, server_load, utilisation) or of a rebalancing run (timeline);
+# the merge writes results.parquet and one table of all the cells per detail frame
+CELL_FILES = {"replay": 7, "rebalance": 2}
+# CPU seconds per (token, MoE layer) of each replay mode: the R1 replay of docs/benchmarks.md
+# (262,144 tokens x 58 layers on 256 GPUs: DES 31.7 s, flow 31.2 s, analytic 3.2 s); larger
+# clusters cost more per token, so this is an order of magnitude, not a forecast
+CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
+# CPU seconds a study cell takes whatever its size: its trace, fit, ceiling, the replay's
+# set-up and frames (measured: round-robin cells of the quick paper grid, 256 deepseek-moe-16b
+# tokens on 24 GPUs, 0.2-0.4 s, of which the replay itself is 0.015 s by the rate above)
+CELL_FIXED_CPU_S = 0.2
+OUT_DISK_FIX = "free some space there or choose an --out on another file system"
+LONG_RUN_S = 10.0  # a run estimated at this much CPU time or more gets a line first
+LARGE_ILP_BINARIES = 100_000  # an ILP of this many binaries or more gets a line first
+
+
+def _per_token() -> str:
+    return f"1/{round(1 / TOKEN_RECORD_MIN_BYTES)} byte per replayed token (its record)"
+
+
 SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("`topology build`, `--fat-tree`, study topologies",
              "servers x (1 + GPUs per server) nodes and as many links, 100 bytes each",
@@ -75,10 +105,12 @@ SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("`simulate --mode des` records", "tokens x 8 x (4 + MoE layers) bytes", "memory"),
     SizeRule("`simulate` run directory",
              "1 KiB per Parquet file (3; 7 with `--mode des` or `flow`) + 1 byte per link"
-             " direction + with `--mode des` or `flow` 0.25 bytes per token (its record)",
-             "disk"),
-    SizeRule("`study paper` and `sweep` run directories", "1 KiB per cell still to run",
-             "disk"),
+             f" direction + with `--mode des` or `flow` {_per_token()}", "disk"),
+    SizeRule("`study paper` and `sweep` run directories",
+             f"per cell still to run 1 KiB per Parquet file ({CELL_FILES['replay']}; "
+             f"{CELL_FILES['rebalance']} for a rebalancing cell) + {_per_token()} + 1 byte per"
+             " link direction; the merged tables hold every cell's records again (results +"
+             " one file per table)", "disk"),
     SizeRule("`study failures` run directory", "1 KiB per Parquet file (4)", "disk"),
     SizeRule("`rebalance` run directory",
              "1 KiB per Parquet file (timeline, migrations, one layout at least) + 1 byte per"
@@ -86,23 +118,15 @@ SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("`simulate` run time",
              "tokens x MoE layers x CPU seconds per token-layer of the mode (des and flow"
              " 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
+    SizeRule("`study paper`, `study failures` and `sweep` run time",
+             f"per cell {CELL_FIXED_CPU_S:g} s + its replays as for `simulate` (per strategy"
+             " of `study failures`: the analytic count of each failure, then its DES replays)"
+             " + the time limit of each solve with one (ilp*, dedup*), counted in full",
+             "time"),
     SizeRule("`place` ILP size (ilp, ilp-load, ilp-origin, ilp-bytes, ilp-bottleneck)",
              "MoE layers x routed experts x GPUs binaries at most; each HiGHS solve stops at"
              " `--time-limit`", "time"),
 )
-
-PARQUET_FILE_MIN_BYTES = 1024  # schema and footer of a pandas-written file (measured 2-5 KiB)
-TOKEN_RECORD_MIN_BYTES = 0.25  # a DES token's record (measured 0.56: latencies repeat in a batch)
-LAYOUT_ENTRY_MIN_BYTES = 1  # one (layer, expert, copy) -> GPU entry of a layout file
-CELL_MIN_BYTES = 1024  # a study cell's directory: its result row at least
-# CPU seconds per (token, MoE layer) of each replay mode: the R1 replay of docs/benchmarks.md
-# (262,144 tokens x 58 layers on 256 GPUs: DES 31.7 s, flow 31.2 s, analytic 3.2 s); larger
-# clusters cost more per token, so this is an order of magnitude, not a forecast
-CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
-OUT_DISK_FIX = "free some space there or choose an --out on another file system"
-LONG_RUN_S = 10.0  # a run estimated at this much CPU time or more gets a line first
-LARGE_ILP_BINARIES = 100_000  # an ILP of this many binaries or more gets a line first
-
 
 def available_memory_bytes() -> int:
     """Memory this process can take: MemAvailable of /proc/meminfo, else physical memory."""
@@ -159,11 +183,16 @@ def _duration(seconds: float) -> str:
     return f"{seconds:.2g} s"
 
 
+def replay_cpu_s(tokens: int, moe_layers: int, mode: str) -> float:
+    """Order of magnitude of the CPU seconds of one replay (or count) in ``mode``."""
+    return tokens * moe_layers * CPU_S_PER_TOKEN_LAYER[mode]
+
+
 def run_time_line(what: str, tokens: int, moe_layers: int, mode: str) -> str | None:
     """The line said before a replay whose CPU time is of the order of :data:`LONG_RUN_S`
     or more (None for a short one)."""
     rate = CPU_S_PER_TOKEN_LAYER[mode]
-    seconds = tokens * moe_layers * rate
+    seconds = replay_cpu_s(tokens, moe_layers, mode)
     if seconds < LONG_RUN_S:
         return None
     return (f"{what}: expect CPU time of the order of {_duration(seconds)} ({tokens:,} tokens x"
@@ -181,3 +210,60 @@ def ilp_size_line(what: str, moe_layers: int, experts: int, gpus: int,
     return (f"{what}: an ILP of up to {moe_layers} x {experts} x {gpus} = {binaries:,} binaries"
             " (MoE layers x experts x GPUs; fewer once equal GPUs and experts merge); each"
             f" HiGHS solve stops after {time_limit_s:g} s (--time-limit)")
+
+
+@dataclass(frozen=True)
+class CellWork:
+    """What one study cell (or one strategy of a failure study) costs: ``replay_s`` CPU seconds
+    of replays (:func:`replay_cpu_s`), ``solve_limit_s`` of solver time at most (the sum of
+    its solves' time limits; 0 without a time-limited solver), and for the disk its
+    ``replay_tokens`` records and ``link_directions`` rows (0 for what writes none) in
+    ``kind`` of cell (:data:`CELL_FILES`)."""
+
+    replay_s: float
+    solve_limit_s: float = 0.0
+    replay_tokens: int = 0
+    link_directions: int = 0
+    kind: str = "replay"
+
+    def record_bytes(self) -> float:
+        """The fewest bytes its per-token and per-link records take in one table set."""
+        return (self.replay_tokens * TOKEN_RECORD_MIN_BYTES
+                + self.link_directions * LINK_ROW_MIN_BYTES)
+
+
+def study_disk_bytes(todo: list[CellWork], every: list[CellWork]) -> float:
+    """Lower bound of the disk a study run still needs: the files and records of the cells
+    ``todo``, then the merged tables of ``every`` cell (their records again)."""
+    if not todo:
+        return 0.0
+    cells = sum(CELL_FILES[c.kind] * PARQUET_FILE_MIN_BYTES + c.record_bytes() for c in todo)
+    tables = 1 + sum(CELL_FILES[k] - 1 for k in {c.kind for c in every})
+    return cells + tables * PARQUET_FILE_MIN_BYTES + sum(c.record_bytes() for c in every)
+
+
+def _count(n: int, unit: str) -> str:
+    """'1 cell', '3 cells', '2 strategies'."""
+    if n == 1:
+        return f"1 {unit}"
+    return f"{n:,} " + (unit[:-1] + "ies" if unit.endswith("y") else unit + "s")
+
+
+def study_time_line(what: str, unit: str, work: list[CellWork]) -> str | None:
+    """The line said before a study whose CPU time may reach :data:`LONG_RUN_S` (its replays'
+    order of magnitude plus every solve's time limit in full), None for a short one; ``unit``
+    names what ``work`` holds one of (cell, strategy)."""
+    replay = sum(w.replay_s for w in work)
+    limited = [w.solve_limit_s for w in work if w.solve_limit_s > 0]
+    if not work or replay + sum(limited) < LONG_RUN_S:
+        return None
+    lo, hi = min(w.replay_s for w in work), max(w.replay_s for w in work)
+    (a, a_unit), (b, b_unit) = _duration(lo).split(), _duration(hi).split()
+    each = (f"{b} {b_unit}" if (a, a_unit) == (b, b_unit)
+            else f"{a}-{b} {b_unit}" if a_unit == b_unit else f"{a} {a_unit} to {b} {b_unit}")
+    line = (f"{what}: {_count(len(work), unit)}; expect CPU time of the order of"
+            f" {_duration(replay)} for the replays ({each} per {unit})")
+    if limited:
+        line += (f" plus at most {_duration(sum(limited))} of solver time (the time limits"
+                 f" of {_count(len(limited), unit)}, up to {_duration(max(limited))} each)")
+    return line + "; docs/background/estimates.md"
