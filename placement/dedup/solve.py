@@ -27,9 +27,11 @@ solved again with a tighter server cap.  Every layer, searched, cut by the time 
 missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
 layer, the group start and round-robin's and contiguous's layers (``layers``).  Without
 replicas (and ``balance_eps``) the straggler trade (``trade``) decides after the search whether
-the layers' saving is worth their busiest GPUs, else caps each layer at EPLB's.  Lower bound:
-``bound``; the result is ``optimal`` only when the bound meets the objective, else
-``feasible`` with the gap.
+the layers' saving is worth their busiest GPUs, else caps each layer at EPLB's.  With
+``flatten_popularity`` > 0 every layer's token costs are weighted first (``popularity``: a
+layout for a workload whose expert popularity differs from the sample's); the objective,
+copies and bound reported stay the unweighted sample's.  Lower bound: ``bound``; the result
+is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
 """
 
 from __future__ import annotations
@@ -51,6 +53,7 @@ from placement.dedup.evaluate import (
     server_distance,
 )
 from placement.dedup.layers import LayerChoice, cheapest_layer, eplb_layer, to_gpus
+from placement.dedup.popularity import flattened_weights
 from placement.dedup.replicate import add_replicas
 from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
@@ -158,18 +161,19 @@ def _server_caps(problem: PlacementProblem, quota: np.ndarray) -> tuple[np.ndarr
 
 
 def _straggler_trade(
-    problem: PlacementProblem, layers: list[LayerChoice], o: np.ndarray, cost: np.ndarray,
-    quota: np.ndarray, ref: ExpertLayout, baselines: dict[str, np.ndarray],
-    info: dict[str, object],
+    problem: PlacementProblem, layers: list[LayerChoice], o: np.ndarray,
+    fit_cost: Callable[[int], np.ndarray], quota: np.ndarray, ref: ExpertLayout,
+    baselines: dict[str, np.ndarray], info: dict[str, object],
 ) -> list[LayerChoice]:
     """``trade``: the layers as they are when their saving is worth their stragglers, else
-    every layer above EPLB's busiest GPU replaced by its cheapest candidate within it."""
+    every layer above EPLB's busiest GPU replaced by its cheapest candidate within it
+    (``fit_cost(layer)``: the cost the search minimised there)."""
     sample = problem.token_sample
     assert sample is not None
     G, L = problem.num_gpus, problem.num_layers
     xs = [sample.experts[:, li, :].astype(np.int64) for li in range(L)]
-    refs = [eplb_layer(problem, xs[li], o, cost, ref.expert_gpus[li], "eplb (straggler trade)")
-            for li in range(L)]
+    refs = [eplb_layer(problem, xs[li], o, fit_cost(li), ref.expert_gpus[li],
+                       "eplb (straggler trade)") for li in range(L)]
     busy = np.array([busiest_gpu(G, xs[li], ly.copies) for li, ly in enumerate(layers)])
     ref_busy = np.array([busiest_gpu(G, xs[li], r.copies) for li, r in enumerate(refs)])
     trade = straggler_trade(layers, busy, np.array([r.final_cost for r in refs]), ref_busy)
@@ -181,7 +185,7 @@ def _straggler_trade(
     for li in over:
         _, pcap = _server_caps(problem, quota[li])
         out[li] = cheapest_layer(
-            problem, xs[li], o, cost, quota[li], pcap, float(ref_busy[li]),
+            problem, xs[li], o, fit_cost(li), quota[li], pcap, float(ref_busy[li]),
             ref.expert_gpus[li], {n: srv[li] for n, srv in baselines.items()},
             [dataclasses.replace(layers[li], guard_missed=True)], "straggler trade")
     return out
@@ -270,7 +274,8 @@ def solve_dedup(
     if origin_blind:  # every token as if it started on a GPU drawn at random
         cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
     near = server_distance(problem)[o]
-    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
+    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens,
+                               "flatten_popularity": options.flatten_popularity}
     ref, ref_loads, gpu_cap = _balance_guard(problem, options, info)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
     # result does not depend on the machine's speed; the time limit is only a safety stop:
@@ -280,18 +285,26 @@ def solve_dedup(
     # shortens every layer's search instead of leaving the last layers unsearched.
     baselines = {n: problem.gpu_server[f(L, E, G)]
                  for n, f in (("round-robin", round_robin_gpus), ("contiguous", contiguous_gpus))}
+    def fit_cost(li: int) -> np.ndarray:
+        """What the search minimises on layer li: the sample's cost, weighted when flattening."""
+        if not options.flatten_popularity:
+            return cost
+        x = sample.experts[:, li, :].astype(np.int64)
+        return cost * flattened_weights(x, E, options.flatten_popularity)[:, None]
+
     layers: list[LayerChoice] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
         layers.append(_solve_layer(
-            problem, li, sample.experts[:, li, :].astype(np.int64), o, cost, near, quota[li],
+            problem, li, sample.experts[:, li, :].astype(np.int64), o, fit_cost(li), near,
+            quota[li],
             None if gpu_cap is None else float(gpu_cap[li]), ref, baselines,
             deadline.share(L - li), rng,
         ))
     info["stopped_by_time_limit"] = deadline.search_passed()
     cut = _layer_lists(problem, layers)["layers_cut_by_time_limit"]  # before the trade
     if ref is not None and gpu_cap is None and not problem.num_redundant:
-        layers = _straggler_trade(problem, layers, o, cost, quota, ref, baselines, info)
+        layers = _straggler_trade(problem, layers, o, fit_cost, quota, ref, baselines, info)
     layout = _build(problem, layers)
     exact = dedup_cost(problem, layout, metric)
     bound, bound_kind = sample_bound(problem, cost, own, quota, options, forced, deadline)
