@@ -22,7 +22,9 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
+import threading
 from collections.abc import Sequence
 from typing import Any, NoReturn, TextIO
 
@@ -135,15 +137,32 @@ def _os_error_line(exc: OSError) -> str:
     return f"moe-netsim: error: {where}{exc.strerror or _one_line(str(exc))}"
 
 
+class Terminated(BaseException):
+    """SIGTERM arrived: unwinds like Ctrl-C (every partial output is removed on the way out),
+    and no ``except Exception`` can swallow it."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     saved = sys.stdout
     sys.stdout = _PipeSafeStdout(saved)  # type: ignore[assignment]
+    on_term = None
+    if threading.current_thread() is threading.main_thread():
+        on_term = signal.signal(signal.SIGTERM, _terminate)
     try:
         return _run(argv)
     except KeyboardInterrupt:
         print("moe-netsim: interrupted", file=sys.stderr)
         return 130
+    except Terminated:
+        print("moe-netsim: terminated", file=sys.stderr)
+        return 128 + signal.SIGTERM
     finally:
+        if on_term is not None:
+            signal.signal(signal.SIGTERM, on_term)
         sys.stdout.flush()
         sys.stdout = saved
 

@@ -172,9 +172,14 @@ def replace_with_move_cost(
         if (not priced.is_ok or priced.layout is None
                 or gpu_loads(problem, priced.layout).max() <= cap * (1 + BALANCE_TOLERANCE)):
             return _annotate(priced, problem, current, weight_bytes, move_weight, None)
-        start = priced.layout  # misses the balance goal: the MIP starts from it
     price = balance_price(problem, horizon_tokens * (problem.dispatch_bytes
                                                      + problem.combine_bytes) / 2.0)
+    if budget_bytes is None and priced.layout is not None:
+        # the priced layout misses the balance goal; the full re-placement meets it: the MIP
+        # starts from the one its objective (cost + price x excess) prefers, so its answer is
+        # never worse than either, whenever the time limit stops it
+        start = min((priced.layout, full.layout), key=lambda lay: _goal_objective(
+            problem, traffic + moves, cap, price, lay))
     left = max(1e-3, options.time_limit_s - (time.perf_counter() - t0))
     kind, moves_left = ("balance", None) if budget_bytes is None else (
         "budget", int(budget_bytes // weight_bytes))
@@ -201,6 +206,16 @@ def _holds(problem: PlacementProblem, layout: ExpertLayout) -> np.ndarray:
 def _moved_bytes(problem: PlacementProblem, current: ExpertLayout, layout: ExpertLayout,
                  weight_bytes: float) -> float:
     return plan_migration(current, layout, problem.distance).num_moves * weight_bytes
+
+
+def _goal_objective(problem: PlacementProblem, cost: np.ndarray, cap: float, price: float,
+                    layout: ExpertLayout) -> float:
+    """The balance-goal MIP's objective at ``layout`` (:func:`solve_with_balance_goal`):
+    its cost plus the price of the busiest GPU's excess over ``cap``."""
+    L, E = problem.num_layers, problem.num_experts
+    placed = cost.reshape(L * E, -1)[np.arange(L * E), layout.primary.reshape(-1)].sum()
+    excess = max(0.0, float(gpu_loads(problem, layout).max()) - cap)
+    return float(placed) + price * excess
 
 
 def _annotate(

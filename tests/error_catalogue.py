@@ -86,6 +86,8 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
      "`moe-netsim: error: <your file>: <reason>` (never a hidden temporary file)", 2),
     ("Ctrl-C, at any moment (start-up included)", "`moe-netsim: interrupted`, no traceback",
      130),
+    ("SIGTERM (`kill`, a batch system's time limit), once the command has started",
+     "`moe-netsim: terminated`; partial outputs removed as for Ctrl-C", 143),
     ("standard output closed (`... \\| head -1`)", "nothing; the command still writes its files",
      0),
     ("`study` or `sweep` finished, but some cells failed (each recorded with its reason, the"
