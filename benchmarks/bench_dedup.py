@@ -1,12 +1,15 @@
 """De-duplicated placement (`dedup`) against round-robin and EPLB: the targets of its issue.
 
     PYTHONPATH=. python benchmarks/bench_dedup.py [--sections esft,ep32,r1-256,paper]
-        [--time-limit 60] [--paper-full] [--r1-load FILE] [--json out.json]
+        [--time-limit 60] [--paper-full] [--r1-load FILE] [--esft-replicas R] [--json out.json]
 
 * ``esft``: real ESFT routing (DeepSeek-V2-Lite, 64 experts, top-6; ../shared/data) on 2 servers
   x 8 GPUs (k=4 fat tree).  Per task: fit on the even-numbered sequences, replay the odd ones
-  (in-task, out of sample); and every layout replayed on every other task (cross-task).
-  Origins: sequence id mod 16 (the simulator's rule).
+  (in-task, out of sample); and, fitted on every sequence of a task, replayed on every other
+  task (cross-task).
+  Origins: sequence id mod 16 (the simulator's rule).  Rows: round-robin, eplb, dedup, and
+  dedup with ``flatten_popularity=1`` (fitted for another workload: the cross-task use);
+  ``--esft-replicas R`` adds dedup with R redundant experts per layer.
 * ``ep32``: DeepSeek-R1 (58 x 256, 8 groups, 4 per token) on 4 servers x 8 GPUs (k=4 fat tree),
   synthetic trace (seeded, one token per sequence), fit on 4,096 tokens, replay 4,096 others,
   with 0 and 32 redundant experts; the DES replays with de-duplicated dispatch.
@@ -66,10 +69,12 @@ def _concat(blocks: list[RoutingTrace]) -> RoutingTrace:
     )
 
 
-def _place(problem, strategy: str, time_limit: float) -> tuple[Any, float, float]:
+def _place(problem, strategy: str, time_limit: float,
+           flatten: float = 0.0) -> tuple[Any, float, float]:
     """The result, and the wall and CPU seconds of ``solve_placement``."""
     t0, c0 = time.perf_counter(), time.process_time()
-    res = solve_placement(problem, strategy, SolverOptions(time_limit_s=time_limit))
+    res = solve_placement(problem, strategy, SolverOptions(time_limit_s=time_limit,
+                                                           flatten_popularity=flatten))
     el, cpu = time.perf_counter() - t0, time.process_time() - c0
     assert res.is_ok and check_layout(problem, res.layout) == [], res.message
     return res, el, cpu
@@ -79,50 +84,82 @@ def _on(problem, trace: RoutingTrace, num_gpus: int):
     return dataclasses.replace(problem, token_sample=token_sample([trace], num_gpus))
 
 
-def esft(time_limit: float) -> dict[str, Any]:
+FLAT = {"dedup": 0.0, "dedup-flat": 1.0}  # dedup rows: flatten_popularity of each
+
+
+def _esft_problem(routes, tr: RoutingTrace, G: int, replicas: int = 0):
+    p, a, _ = origin_activation([tr], G)
+    return build_problem(routes, tr.model, p, a, num_redundant=replicas,
+                         sample=token_sample([tr], G))
+
+
+def _esft_in_task(routes, task: str, tr: RoutingTrace, time_limit: float,
+                  replicas: int) -> dict[str, Any]:
+    """Fit on the even-numbered sequences, replay the odd ones."""
+    G = routes.num_gpus
+    fit = tr.take(np.flatnonzero(tr.seq_id % 2 == 0))
+    rep = tr.take(np.flatnonzero(tr.seq_id % 2 == 1))
+    prob = _esft_problem(routes, fit, G)
+    out = _on(prob, rep, G)
+    row: dict[str, Any] = {"task": task, "fit_tokens": fit.num_tokens,
+                           "replay_tokens": rep.num_tokens}
+    for s in ("round-robin", "eplb", *FLAT):
+        res, el, cpu = _place(prob, s.removesuffix("-flat"), time_limit, FLAT.get(s, 0.0))
+        row[f"{s}_copies"] = dedup_cost(out, res.layout).copies_per_token_layer
+        if s == "dedup":
+            row.update(dedup_solve_s=el, dedup_cpu_s=cpu,
+                       dedup_in_sample=res.info["copies_per_token_layer"],
+                       gap=res.gap, ablation=res.info["ablation"])
+    for s in FLAT:
+        row[f"{s}_vs_rr_pct"] = 100 * (1 - row[f"{s}_copies"] / row["round-robin_copies"])
+    print(f"esft {task:12s} rr {row['round-robin_copies']:.3f} eplb {row['eplb_copies']:.3f}"
+          f" dedup {row['dedup_copies']:.3f} ({row['dedup_vs_rr_pct']:.1f}% fewer than rr)"
+          f" flattened {row['dedup-flat_copies']:.3f} ({row['dedup-flat_vs_rr_pct']:.1f}%)"
+          f" solve {row['dedup_solve_s']:.1f} s ({row['dedup_cpu_s']:.1f} s CPU)"
+          f" gap {row['gap']:.2f}", flush=True)
+    if replicas:  # the same fit with redundant experts (round-robin has none)
+        pr = _esft_problem(routes, fit, G, replicas)
+        res, el, cpu = _place(pr, "dedup", time_limit)
+        c = dedup_cost(_on(pr, rep, G), res.layout).copies_per_token_layer
+        row.update(replicas=replicas, dedup_replicas_copies=c,
+                   dedup_replicas_vs_rr_pct=100 * (1 - c / row["round-robin_copies"]))
+        print(f"esft {task:12s} R={replicas} dedup {c:.3f}"
+              f" ({row['dedup_replicas_vs_rr_pct']:.1f}% fewer than rr without replicas)"
+              f" solve {el:.1f} s ({cpu:.1f} s CPU)", flush=True)
+    return row
+
+
+def esft(time_limit: float, replicas: int) -> dict[str, Any]:
     routes = build_route_table(build_fat_tree(4, 2))
     G = routes.num_gpus
     traces = {t: _concat(list(iter_esft(ESFT / t))) for t in TASKS}
+    rows = [_esft_in_task(routes, t, tr, time_limit, replicas) for t, tr in traces.items()]
+    # Across tasks a layout is fitted on every sequence of its task (a user fitting on one
+    # workload to serve another has no reason to hold any out) and replayed on all of another.
     layouts: dict[str, dict[str, Any]] = {}
-    rows, cross = [], []
     for task, tr in traces.items():
-        even = np.flatnonzero(tr.seq_id % 2 == 0)
-        fit, rep = tr.take(even), tr.take(np.flatnonzero(tr.seq_id % 2 == 1))
-        p, a, _ = origin_activation([fit], G)
-        prob = build_problem(routes, tr.model, p, a, sample=token_sample([fit], G))
-        out = _on(prob, rep, G)
-        layouts[task] = {}
-        row: dict[str, Any] = {"task": task, "fit_tokens": fit.num_tokens,
-                               "replay_tokens": rep.num_tokens}
-        for s in ("round-robin", "eplb", "dedup"):
-            res, el, cpu = _place(prob, s, time_limit)
-            layouts[task][s] = res.layout
-            row[f"{s}_copies"] = dedup_cost(out, res.layout).copies_per_token_layer
-            if s == "dedup":
-                row.update(dedup_solve_s=el, dedup_cpu_s=cpu,
-                           dedup_in_sample=res.info["copies_per_token_layer"],
-                           gap=res.gap, ablation=res.info["ablation"])
-        row["dedup_vs_rr_pct"] = 100 * (1 - row["dedup_copies"] / row["round-robin_copies"])
-        rows.append(row)
-        print(f"esft {task:12s} rr {row['round-robin_copies']:.3f} eplb {row['eplb_copies']:.3f}"
-              f" dedup {row['dedup_copies']:.3f} ({row['dedup_vs_rr_pct']:.1f}% fewer than rr)"
-              f" solve {row['dedup_solve_s']:.1f} s ({row['dedup_cpu_s']:.1f} s CPU)"
-              f" gap {row['gap']:.2f}", flush=True)
+        prob = _esft_problem(routes, tr, G)
+        layouts[task] = {s: _place(prob, s.removesuffix("-flat"), time_limit,
+                                   FLAT.get(s, 0.0))[0].layout
+                         for s in ("round-robin", *FLAT)}
+    cross = []
     for a_task, lay in layouts.items():
         for b_task, tr in traces.items():
             if a_task == b_task:
                 continue
-            p = build_problem(routes, tr.model, np.full((26, 64), 6 / 64),
-                              sample=token_sample([tr], G))
-            rr = dedup_cost(p, lay["round-robin"]).copies_per_token_layer
-            dd = dedup_cost(p, lay["dedup"]).copies_per_token_layer
-            cross.append({"fit": a_task, "replay": b_task, "rr": rr, "dedup": dd,
-                          "dedup_vs_rr_pct": 100 * (1 - dd / rr)})
-            print(f"esft cross {a_task:>11s} -> {b_task:12s} rr {rr:.3f} dedup {dd:.3f}"
-                  f" ({100 * (1 - dd / rr):.1f}% fewer)", flush=True)
-    pct = [c["dedup_vs_rr_pct"] for c in cross]
-    print(f"esft cross-task: mean {np.mean(pct):.1f}% min {np.min(pct):.1f}% max"
-          f" {np.max(pct):.1f}% fewer copies than round-robin", flush=True)
+            p = _esft_problem(routes, tr, G)
+            c: dict[str, Any] = {"fit": a_task, "replay": b_task}
+            c.update({s: dedup_cost(p, lay[s]).copies_per_token_layer for s in lay})
+            c.update({f"{s}_vs_rr_pct": 100 * (1 - c[s] / c["round-robin"]) for s in FLAT})
+            cross.append(c)
+            print(f"esft cross {a_task:>11s} -> {b_task:12s} rr {c['round-robin']:.3f}"
+                  + "".join(f" {s} {c[s]:.3f} ({c[f'{s}_vs_rr_pct']:.1f}% fewer)"
+                            for s in FLAT), flush=True)
+    for s in FLAT:
+        pct = [c[f"{s}_vs_rr_pct"] for c in cross]
+        print(f"esft cross-task {s}: mean {np.mean(pct):.1f}% min {np.min(pct):.1f}% max"
+              f" {np.max(pct):.1f}% fewer copies than round-robin, >= 8 % in"
+              f" {sum(x >= 8 for x in pct)} of {len(pct)}", flush=True)
     return {"in_task": rows, "cross_task": cross}
 
 
@@ -219,6 +256,8 @@ def main() -> None:
     ap.add_argument("--time-limit", type=float, default=60.0)
     ap.add_argument("--paper-full", action="store_true")
     ap.add_argument("--no-des", action="store_true", help="Skip the DES replays of ep32.")
+    ap.add_argument("--esft-replicas", type=int, default=0,
+                    help="Also fit dedup with this many redundant experts per ESFT layer.")
     ap.add_argument("--r1-load", type=Path, default=None,
                     help="SGLang load file the R1 trace's popularity is fitted to.")
     ap.add_argument("--json", type=Path, default=None)
@@ -227,7 +266,7 @@ def main() -> None:
     sections = args.sections.split(",")
     if "esft" in sections:
         if ESFT.is_dir():
-            out["esft"] = esft(args.time_limit)
+            out["esft"] = esft(args.time_limit, args.esft_replicas)
         else:
             print(f"esft: skipped, {ESFT} not present")
     if "ep32" in sections:

@@ -18,6 +18,10 @@ class SolverOptions:
         high_open=True)
     threads: int = option(1, "HiGHS threads.", "threads", 1, 1024)
     seed: int = option(0, "HiGHS random_seed (and baseline rng).", "", 0, 2**31 - 1)
+    flatten_popularity: float = option(
+        0.0, "dedup: weight the fitted tokens so every expert counts as if equally popular"
+        " (0: the sample as it is; 1: fully flat), for a layout meant for another workload.",
+        "", 0, 1)
 
     def __post_init__(self) -> None:
         check_options(self, "solver")

@@ -117,4 +117,11 @@ def solve_placement(
     from placement.options import SolverOptions
 
     check_supported(problem, strategy)
-    return fn(problem, options or SolverOptions())
+    options = options or SolverOptions()
+    if options.flatten_popularity and strategy not in SAMPLE_STRATEGIES:
+        raise InputError(
+            f"placement: strategy {strategy} does not use --flatten-popularity"
+            f" (options.flatten_popularity); drop it or use one of"
+            f" {', '.join(sorted(SAMPLE_STRATEGIES))}"
+        )
+    return fn(problem, options)

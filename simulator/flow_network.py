@@ -10,10 +10,11 @@ Links serve flows first come first served, as the DES's links serve messages: ev
 carries a *priority* (``add(..., priority=p)``, lower first: the flow mode engine numbers
 the batches of flows in the order they start, :mod:`simulator.flow_engine`), and the flows of
 one priority get the max-min fair rates of what the flows before them leave
-(:func:`simulator.maxmin.priority_max_min_rates`).  Background flows (``add(...,
-background=True)``: expert-weight migration) come after every serving flow: the serving flows
-get their rates as if the background were absent, and the background flows share what
-capacity they leave, max-min fairly.
+(:func:`simulator.maxmin.priority_max_min_rates`; only the classes from the first one that
+gained or lost flows are recomputed: :func:`simulator.maxmin.priority_max_min_rates_from`).
+Background flows (``add(..., background=True)``: expert-weight migration) come after every
+serving flow: the serving flows get their rates as if the background were absent, and the
+background flows share what capacity they leave, max-min fairly.
 
 Events are merged: a flow that would finish within the engine's time quantum of the current
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
@@ -34,10 +35,11 @@ import numpy as np
 
 from simulator.cluster.share_units import add_units, share_units
 from simulator.flow_paths import FlowPaths
-from simulator.maxmin import priority_max_min_rates
+from simulator.maxmin import priority_max_min_rates_from
 
 FINISH_RTOL = 1e-12  # a flow within this relative time of the event has finished (rounding)
 BACKGROUND = np.iinfo(np.int64).max  # the priority of background flows: after all others
+NO_CHANGE = BACKGROUND + 1  # no class changed (a Python int above every priority)
 
 
 class _Entries:
@@ -78,7 +80,7 @@ class FluidNet:
         self.priority = z  # lower first; BACKGROUND: background flows
         self.binding = _Entries()
         self.all = _Entries()
-        self._stale = False
+        self._changed_from = NO_CHANGE  # the first priority class that gained or lost flows
         self.link_bytes = np.zeros(num_links)
         # the same bytes exactly, in units of 1/denominator (simulator.cluster.share_units)
         self.denominator = paths.multipath.share_denominator
@@ -132,19 +134,21 @@ class FluidNet:
         self.rem = np.concatenate([self.rem, b])
         self.nbytes = np.concatenate([self.nbytes, b])
         self.start = np.concatenate([self.start, np.full(path.size, now)])
-        self.priority = np.concatenate(
-            [self.priority, np.full(path.size, BACKGROUND if background else priority)])
-        self._stale = True
+        self.rate = np.concatenate([self.rate, np.zeros(path.size)])
+        p = BACKGROUND if background else priority
+        self.priority = np.concatenate([self.priority, np.full(path.size, p)])
+        self._changed_from = min(self._changed_from, p)
 
     def update_rates(self, now: float) -> None:
         """Max-min rates of the active flows (when the set of flows changed)."""
-        if not self._stale:
+        if self._changed_from == NO_CHANGE:
             return
-        self._stale = False
+        first, self._changed_from = self._changed_from, NO_CHANGE
         self.rate_updates += 1
         e = self.binding
-        self.rate = priority_max_min_rates(e.flow, e.link, e.share, self.capacity_bytes_per_s,
-                                           self.active, self.priority, self.tolerance)
+        self.rate = priority_max_min_rates_from(
+            e.flow, e.link, e.share, self.capacity_bytes_per_s, self.active, self.priority,
+            self.rate, first, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
@@ -197,13 +201,13 @@ class FluidNet:
         np.maximum.at(self.queue_max_s, link, slow[row])
         arrival = t_end + self.paths.latency_s[path] + last * self.paths.pipe_s_per_byte[path]
         out = (self.owner[done], self.msg[done], arrival, arrival - self.start[done])
+        self._changed_from = min(self._changed_from, int(self.priority[done].min()))
         keep = ~done
         self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
         self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
         self.rate, self.priority = self.rate[keep], self.priority[keep]
         self.binding.keep(keep)
         self.all.keep(keep)
-        self._stale = True
         return out
 
     def load_records(self, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -16,7 +16,10 @@ the exact max-min fair allocation (up to float rounding).
 :func:`priority_max_min_rates` serves classes of flows in strict priority: the first class
 gets its max-min fair rates as if the others were absent, the next class shares what capacity
 it leaves, max-min fairly, and so on (how flow mode models first-come first-served links:
-flows that arrived earlier are served first, :mod:`simulator.flow_network`).
+flows that arrived earlier are served first, :mod:`simulator.flow_network`).  A class's rates
+depend only on the classes before it, so when flows of some classes come or go
+:func:`priority_max_min_rates_from` recomputes the classes from the first one that changed and
+keeps the rates before it.
 """
 
 from __future__ import annotations
@@ -99,3 +102,31 @@ def priority_max_min_rates(
         rate += r
         left = np.maximum(left - np.bincount(lk, weights=w * r[f], minlength=nlinks), 0.0)
     return rate
+
+
+def priority_max_min_rates_from(
+    flow: np.ndarray,
+    link: np.ndarray,
+    weight: np.ndarray,
+    capacity: np.ndarray,
+    num_flows: int,
+    priority: np.ndarray,
+    rate: np.ndarray,
+    first_priority: int,
+    tolerance: float = 0.0,
+) -> np.ndarray:
+    """:func:`priority_max_min_rates` when only the classes from ``first_priority`` on
+    changed: the flows of the classes before it keep their ``rate`` (which they would get
+    again: strict priority), the others share max-min fairly, class by class, what those leave.
+    """
+    before = priority[flow] < first_priority
+    if not before.any():
+        return priority_max_min_rates(flow, link, weight, capacity, num_flows, priority,
+                                      tolerance)
+    used = np.bincount(link[before], weights=weight[before] * rate[flow[before]],
+                       minlength=capacity.shape[0])
+    left = np.maximum(capacity - used, 0.0)
+    after = ~before
+    new = priority_max_min_rates(flow[after], link[after], weight[after], left, num_flows,
+                                 priority, tolerance)
+    return np.where(priority < first_priority, rate, new)

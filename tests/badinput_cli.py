@@ -218,6 +218,14 @@ cli_case("place: more --replicas than GPUs can hold",
 cli_case("place: --balance-eps for eplb", [*_PLACE, "--stats", "{dir}/trace.parquet",
                                            "--strategy", "eplb", "--balance-eps", "0.1"],
          "eplb does not support --balance-eps", must_not_exist=("layout_out.csv",))
+cli_case("place: --flatten-popularity for a strategy that does not fit a token sample",
+         [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy", "eplb",
+          "--flatten-popularity", "1"],
+         "eplb does not use --flatten-popularity", must_not_exist=("layout_out.csv",))
+cli_case("place: --flatten-popularity above 1",
+         [*_PLACE, "--stats", "{dir}/trace.parquet", "--strategy", "dedup",
+          "--flatten-popularity", "2"], "--flatten-popularity", "<= 1",
+         must_not_exist=("layout_out.csv",))
 cli_case("trace synth: --tenant with a reversed GPU range",
          ["trace", "synth", "--model", "{dir}/tiny.json", "--tokens", "8", "--out",
           "{dir}/syn.parquet", "--tenant", "gpus=5-3"], "gpus range '5-3' is reversed",

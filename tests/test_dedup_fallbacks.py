@@ -33,7 +33,8 @@ def _grouped_instance(seed: int, layers: int = 3, tokens: int = 150):
 @pytest.mark.parametrize("limit", [0.5, 1e6])
 @pytest.mark.parametrize("seed", [0, 1])
 def test_no_layer_costs_more_than_the_baselines(limit, seed):
-    """No replicas (no guard): per layer at most min(eplb, round-robin, contiguous)."""
+    """No replicas (no guard): per layer at most min(eplb, round-robin, contiguous); a layer
+    the straggler trade changed at most EPLB's (the others may be above its busiest GPU)."""
     experts, origins = _grouped_instance(seed)
     p = _problem(experts, origins, gpus_per_server=2, servers=3, groups=6)
     res = solve.solve_dedup(p, SolverOptions(time_limit_s=limit, seed=0), "dedup", "hops",
@@ -45,6 +46,8 @@ def test_no_layer_costs_more_than_the_baselines(limit, seed):
               ExpertLayout.from_primary(round_robin_gpus(L, E, G), G),
               ExpertLayout.from_primary(contiguous_gpus(L, E, G), G)]
     best = np.min([dedup_cost(p, lay).layer_cost for lay in others], axis=0)
+    traded = res.info["layers_balanced_by_trade"]
+    best[traded] = dedup_cost(p, others[0]).layer_cost[traded]
     assert (got <= best + 1e-9).all()
     if limit == 0.5:
         assert res.info["layers_cut_by_time_limit"] == [0, 1, 2]

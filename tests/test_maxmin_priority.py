@@ -9,7 +9,11 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_maxmin import _lp_max_min, _networks
 
-from simulator.maxmin import max_min_rates, priority_max_min_rates
+from simulator.maxmin import (
+    max_min_rates,
+    priority_max_min_rates,
+    priority_max_min_rates_from,
+)
 
 
 def _arrays(paths: list[list[tuple[int, float]]]):
@@ -81,3 +85,32 @@ def test_one_class_is_plain_max_min(net, tol):
         priority_max_min_rates(flow, link, share, cap, len(paths),
                                np.full(len(paths), 7, dtype=np.int64), tol),
         max_min_rates(flow, link, share, cap, len(paths), tol))
+
+
+def test_recomputing_from_a_class_keeps_the_rates_before_it():
+    # link 0 (10 B/s): flow 0 (priority 1) had 10; flow 1 (priority 2) had 0.  Flow 0's class
+    # is unchanged, flow 2 (priority 2) joins: from class 2 on, flows 1 and 2 share the 0 left.
+    # Given a stale rate of 4 for flow 0, the recompute keeps it (10 - 4 = 6 left: 3 each).
+    flow, link, share = _arrays([[(0, 1.0)], [(0, 1.0)], [(0, 1.0)]])
+    prio = np.array([1, 2, 2])
+    cap = np.array([10.0])
+    np.testing.assert_allclose(priority_max_min_rates_from(
+        flow, link, share, cap, 3, prio, np.array([10.0, 0.0, 0.0]), 2), [10.0, 0.0, 0.0])
+    np.testing.assert_allclose(priority_max_min_rates_from(
+        flow, link, share, cap, 3, prio, np.array([4.0, 0.0, 0.0]), 2), [4.0, 3.0, 3.0])
+
+
+@settings(max_examples=60, deadline=None)
+@given(_prioritised(), st.integers(0, 3), st.sampled_from([0.0, 0.01]))
+def test_recomputing_from_any_class_equals_the_full_computation(net, first, tol):
+    # what flow mode does when flows of class `first` or later came or went: the same rates
+    # as computing every class again (up to float rounding of the capacity left)
+    paths, capacity, priority = net
+    flow, link, share = _arrays(paths)
+    cap = np.array(capacity, dtype=float)
+    prio = np.array(priority, dtype=np.int64)
+    full = priority_max_min_rates(flow, link, share, cap, len(paths), prio, tol)
+    stale = np.where(prio < first, full, 123.0)  # the later classes' old rates are ignored
+    np.testing.assert_allclose(
+        priority_max_min_rates_from(flow, link, share, cap, len(paths), prio, stale, first,
+                                    tol), full, rtol=1e-9, atol=1e-12)

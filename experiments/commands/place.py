@@ -80,6 +80,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     add_option(p, SolverOptions, "mip_rel_gap", "--gap")
     add_option(p, SolverOptions, "threads", "--threads")
     add_option(p, SolverOptions, "seed", "--seed")
+    add_option(p, SolverOptions, "flatten_popularity", "--flatten-popularity")
     add_output_argument(p, "--out", LAYOUT_TABLE, required=True,
                         help="Layout table (.parquet or .csv); its .meta.json is written beside.")
     add_output_argument(p, "--sglang-json", SGLANG_MAP, default=None,
@@ -102,7 +103,8 @@ def run(args: argparse.Namespace) -> int:
         raise InputError(f"--out {args.out}: use a .parquet or .csv file name")
     args.strategy = check_failure_arguments(args)
     options = SolverOptions(
-        time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed
+        time_limit_s=args.time_limit, mip_rel_gap=args.gap, threads=args.threads, seed=args.seed,
+        flatten_popularity=args.flatten_popularity,
     )
     origins = resolve_model(args.origins)
     cluster = cluster_from_args(args)

@@ -7,6 +7,7 @@ import sys
 import time
 from dataclasses import fields
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from experiments.commands.cluster_args import (
     add_cluster_arguments,
@@ -25,6 +26,10 @@ from experiments.outputs import (
 from experiments.progress import Feedback, add_progress_arguments
 from placement.options import SolverOptions
 from traces.infra.errors import InputError
+
+if TYPE_CHECKING:
+    from experiments.rebalance_config import RebalanceConfig
+    from simulator.cluster.paths import RouteTable
 
 # RebalanceConfig field -> its flag (the flags derive default, range and help from the field).
 FLAGS = {
@@ -85,7 +90,6 @@ def run(args: argparse.Namespace) -> int:
         OUT_DISK_FIX,
         PARQUET_FILE_MIN_BYTES,
         check_disk,
-        run_time_line,
     )
     from traces.io import read_trace_meta
 
@@ -105,7 +109,7 @@ def run(args: argparse.Namespace) -> int:
     layout_bytes = model.num_moe_layers * model.num_routed_experts * LAYOUT_ENTRY_MIN_BYTES
     check_disk(3 * PARQUET_FILE_MIN_BYTES + layout_bytes, args.out, "rebalance", OUT_DISK_FIX)
     feedback = Feedback.from_args(args)
-    line = run_time_line("rebalance", tokens, model.num_moe_layers, config.mode)
+    line = _time_line(args.trace, routes, config, tokens, model.num_moe_layers)
     if line:
         feedback.note(f"{line}; plus one {config.strategy} fit per window that re-fits")
     t0 = time.perf_counter()
@@ -180,3 +184,21 @@ def plot_timeline(t):  # noqa: ANN001, ANN201 - DataFrame -> Figure
         ax.grid(alpha=0.3)
     fig.suptitle("rebalancing over time (dotted: rebalances)")
     return fig
+
+
+def _time_line(trace: Path, routes: RouteTable, config: RebalanceConfig, tokens: int,
+               moe_layers: int) -> str | None:
+    """The CPU-time line of the replay: in DES mode from the first step's hop events
+    (simulator/des_cost.py) scaled to the trace's tokens, else per token and layer."""
+    from traces.infra import limits
+
+    if config.mode != "des":
+        return limits.run_time_line("rebalance", tokens, moe_layers, config.mode)
+    from experiments.rebalance_window import sim_config
+    from simulator.des_cost import first_step_work
+
+    got = first_step_work(trace, routes, config.origins, sim_config(config.server_dedup).traffic)
+    if got is None:
+        return None
+    work, step_tokens = got
+    return limits.des_time_line("rebalance", work.hop_events * tokens / step_tokens)

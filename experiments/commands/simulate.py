@@ -9,9 +9,10 @@ checked before the run starts; results go to a run directory that appears only w
 from __future__ import annotations
 
 import argparse
+import itertools
 import sys
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from contextlib import ExitStack
 from dataclasses import replace
 from pathlib import Path
@@ -157,9 +158,29 @@ def _check_sizes(args: argparse.Namespace, model: ModelSpec, routes: RouteTable,
             + (tokens * limits.TOKEN_RECORD_MIN_BYTES if records else 0))
     limits.check_disk(disk, args.out, f"simulate --mode {args.mode} of {tokens:,} tokens",
                       limits.OUT_DISK_FIX)
-    line = limits.run_time_line("simulate", tokens, model.num_moe_layers, args.mode)
+    if args.mode != "des":  # the DES's line counts its events (_des_time_line)
+        line = limits.run_time_line("simulate", tokens, model.num_moe_layers, args.mode)
+        if line:
+            Feedback.from_args(args).note(line)
+
+
+def _des_time_line(args: argparse.Namespace, stream: Iterator[RoutingTrace], tokens: int,
+                   routes: RouteTable, expert_gpus: np.ndarray,
+                   traffic: TrafficConfig) -> Iterator[RoutingTrace]:
+    """Say how long a DES replay may take, from its first micro-batch's hop events
+    (simulator/des_cost.py) scaled to the trace's tokens; the stream, unchanged."""
+    first = next(stream, None)
+    if first is None:
+        return stream
+    from simulator.des_cost import microbatch_work
+    from traces.infra import limits
+
+    work = microbatch_work(first, routes, expert_gpus, traffic)
+    events = work.hop_events * tokens / first.num_tokens
+    line = limits.des_time_line("simulate", events)
     if line:
         Feedback.from_args(args).note(line)
+    return itertools.chain([first], stream)
 
 
 def scheduler_address(text: str) -> str:
@@ -222,6 +243,8 @@ def run(args: argparse.Namespace) -> int:
     total_tokens = read_trace_meta(args.trace)[1]
     stream = microbatches(with_origins(iter_trace(args.trace, args.read_chunk_tokens), assigner),
                           args.microbatch_tokens)
+    if args.mode == "des":
+        stream = _des_time_line(args, stream, total_tokens, routes, expert_gpus, traffic)
     meta = _run_meta(args, origins, model, routes, config)
     with ExitStack() as stack:
         client = _split_client(args, config, stack)  # before the run directory: nothing written

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from placement.dedup.evaluate import remote_servers
-from placement.dedup.replicate import pack_server
+from placement.dedup.packing import pack_server
 from placement.dedup.start import group_start
 from placement.dedup.state import LayerState, primary_cost
 from placement.problem import PlacementProblem
@@ -74,9 +74,19 @@ def eplb_layer(
     problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray, eg: np.ndarray,
     name: str,
 ) -> LayerChoice:
-    """The reference's layer as it is, at its exact cost (replicas included)."""
+    """The reference's layer at its exact cost (replicas included).  Without replicas its
+    copies keep their servers (so the cost) and each server's GPUs are packed again
+    (``pack_server``) when that lowers the layer's busiest GPU."""
     c = float((remote_servers(problem, x, o, eg)[0] * cost).sum())
-    return LayerChoice(layer_from_layout(eg), c, c, c, name, fallback=True)
+    copies = layer_from_layout(eg)
+    if (eg[:, 1:] < 0).all():
+        gpu = eg[:, 0]
+        weight = np.bincount(x.ravel(), minlength=problem.num_experts)
+        quota = np.bincount(gpu, minlength=problem.num_gpus)
+        repacked, load = pack_primaries(problem, x, problem.gpu_server[gpu], quota)
+        if load.max() < np.bincount(gpu, weights=weight, minlength=problem.num_gpus).max():
+            copies = repacked
+    return LayerChoice(copies, c, c, c, name, fallback=True)
 
 
 def to_gpus(

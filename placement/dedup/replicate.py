@@ -61,16 +61,3 @@ def add_replicas(
             break
     return added
 
-
-def pack_server(loads: np.ndarray, quota: np.ndarray) -> np.ndarray:
-    """GPU (index into ``quota``) of every copy: heaviest first to the lightest GPU with room."""
-    gpu_load = np.zeros(len(quota))
-    room = quota.astype(np.int64).copy()
-    out = np.empty(len(loads), dtype=np.int64)
-    for i in np.lexsort((np.arange(len(loads)), -loads)).tolist():
-        ok = np.flatnonzero(room > 0)
-        g = int(ok[np.argmin(gpu_load[ok])])
-        out[i] = g
-        gpu_load[g] += loads[i]
-        room[g] -= 1
-    return out

@@ -17,16 +17,21 @@ experts, the cost is the connectivity towards the token's origin).  Per layer:
    (``search``) with random restarts; the best start wins;
 3. replicas where they remove the most remote copies (``replicate``), then the swap search
    again on the experts with one copy;
-4. copies to GPUs inside each server, heaviest first to the lightest GPU.
+4. copies to GPUs inside each server (``packing``: LPT, then exchanges that lower the busiest
+   GPU; free for copies, which depend only on the server).
 
 Compute-balance guard: per layer, the busiest GPU may serve at most ``1 + BALANCE_SLACK`` times
 the routes EPLB's busiest GPU serves on the same problem (and ``balance_eps`` when given); the
 search keeps server loads under that x GPUs, and a layer whose GPU split misses the cap is
 solved again with a tighter server cap.  Every layer, searched, cut by the time limit or
 missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
-layer, the group start and round-robin's and contiguous's layers (``layers``).  Lower bound:
-``bound``; the result is ``optimal`` only when the bound meets the objective, else
-``feasible`` with the gap.
+layer, the group start and round-robin's and contiguous's layers (``layers``).  Without
+replicas (and ``balance_eps``) the straggler trade (``trade``) decides after the search whether
+the layers' saving is worth their busiest GPUs, else caps each layer at EPLB's.  With
+``flatten_popularity`` > 0 every layer's token costs are weighted first (``popularity``: a
+layout for a workload whose expert popularity differs from the sample's); the objective,
+copies and bound reported stay the unweighted sample's.  Lower bound: ``bound``; the result
+is ``optimal`` only when the bound meets the objective, else ``feasible`` with the gap.
 """
 
 from __future__ import annotations
@@ -47,12 +52,14 @@ from placement.dedup.evaluate import (
     server_cost,
     server_distance,
 )
-from placement.dedup.layers import LayerChoice, cheapest_layer, to_gpus
+from placement.dedup.layers import LayerChoice, cheapest_layer, eplb_layer, to_gpus
+from placement.dedup.popularity import flattened_weights
 from placement.dedup.replicate import add_replicas
 from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
+from placement.dedup.trade import busiest_gpu, straggler_trade
 from placement.eplb import eplb
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
@@ -86,8 +93,7 @@ def _solve_layer(
     E, S = problem.num_experts, problem.num_servers
     gs = problem.gpu_server
     own = gs[o]
-    cap = np.bincount(gs, weights=quota, minlength=S).astype(np.int64)
-    pcap = primary_caps(cap, E)
+    cap, pcap = _server_caps(problem, quota)
     ref_layer = None if ref is None else ref.expert_gpus[li]
     base_li = {n: srv[li] for n, srv in baselines.items()}
 
@@ -145,6 +151,44 @@ def _solve_layer(
         c = st.objective()
         last = LayerChoice(to_gpus(problem, st, quota)[0], c, c, c, starts[0][0])
     return cheapest([dataclasses.replace(last, guard_missed=True)], "balance guard")
+
+
+def _server_caps(problem: PlacementProblem, quota: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Copies per server of one layer (from its GPUs' ``quota``) and its primaries per server."""
+    cap = np.bincount(problem.gpu_server, weights=quota,
+                      minlength=problem.num_servers).astype(np.int64)
+    return cap, primary_caps(cap, problem.num_experts)
+
+
+def _straggler_trade(
+    problem: PlacementProblem, layers: list[LayerChoice], o: np.ndarray,
+    fit_cost: Callable[[int], np.ndarray], quota: np.ndarray, ref: ExpertLayout,
+    baselines: dict[str, np.ndarray], info: dict[str, object],
+) -> list[LayerChoice]:
+    """``trade``: the layers as they are when their saving is worth their stragglers, else
+    every layer above EPLB's busiest GPU replaced by its cheapest candidate within it
+    (``fit_cost(layer)``: the cost the search minimised there)."""
+    sample = problem.token_sample
+    assert sample is not None
+    G, L = problem.num_gpus, problem.num_layers
+    xs = [sample.experts[:, li, :].astype(np.int64) for li in range(L)]
+    refs = [eplb_layer(problem, xs[li], o, fit_cost(li), ref.expert_gpus[li],
+                       "eplb (straggler trade)") for li in range(L)]
+    busy = np.array([busiest_gpu(G, xs[li], ly.copies) for li, ly in enumerate(layers)])
+    ref_busy = np.array([busiest_gpu(G, xs[li], r.copies) for li, r in enumerate(refs)])
+    trade = straggler_trade(layers, busy, np.array([r.final_cost for r in refs]), ref_busy)
+    info["straggler_trade"] = trade.describe()
+    over = [] if trade.worth_it else np.flatnonzero(busy > ref_busy + 1e-9).tolist()
+    info["layers_balanced_by_trade"] = [
+        problem.layer_indices[li] if problem.layer_indices else li for li in over]
+    out = list(layers)
+    for li in over:
+        _, pcap = _server_caps(problem, quota[li])
+        out[li] = cheapest_layer(
+            problem, xs[li], o, fit_cost(li), quota[li], pcap, float(ref_busy[li]),
+            ref.expert_gpus[li], {n: srv[li] for n, srv in baselines.items()},
+            [dataclasses.replace(layers[li], guard_missed=True)], "straggler trade")
+    return out
 
 
 def _fit_single(
@@ -230,7 +274,8 @@ def solve_dedup(
     if origin_blind:  # every token as if it started on a GPU drawn at random
         cost = np.broadcast_to(server_cost(problem, metric).mean(axis=0), cost.shape).copy()
     near = server_distance(problem)[o]
-    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens}
+    info: dict[str, object] = {"metric": metric, "sample_tokens": sample.num_tokens,
+                               "flatten_popularity": options.flatten_popularity}
     ref, ref_loads, gpu_cap = _balance_guard(problem, options, info)
     # The search stops by itself (no improving swap; a fixed number of restarts), so the
     # result does not depend on the machine's speed; the time limit is only a safety stop:
@@ -240,15 +285,26 @@ def solve_dedup(
     # shortens every layer's search instead of leaving the last layers unsearched.
     baselines = {n: problem.gpu_server[f(L, E, G)]
                  for n, f in (("round-robin", round_robin_gpus), ("contiguous", contiguous_gpus))}
+    def fit_cost(li: int) -> np.ndarray:
+        """What the search minimises on layer li: the sample's cost, weighted when flattening."""
+        if not options.flatten_popularity:
+            return cost
+        x = sample.experts[:, li, :].astype(np.int64)
+        return cost * flattened_weights(x, E, options.flatten_popularity)[:, None]
+
     layers: list[LayerChoice] = []
     for li in range(L):
         rng = np.random.default_rng([options.seed, li])
         layers.append(_solve_layer(
-            problem, li, sample.experts[:, li, :].astype(np.int64), o, cost, near, quota[li],
+            problem, li, sample.experts[:, li, :].astype(np.int64), o, fit_cost(li), near,
+            quota[li],
             None if gpu_cap is None else float(gpu_cap[li]), ref, baselines,
             deadline.share(L - li), rng,
         ))
     info["stopped_by_time_limit"] = deadline.search_passed()
+    cut = _layer_lists(problem, layers)["layers_cut_by_time_limit"]  # before the trade
+    if ref is not None and gpu_cap is None and not problem.num_redundant:
+        layers = _straggler_trade(problem, layers, o, fit_cost, quota, ref, baselines, info)
     layout = _build(problem, layers)
     exact = dedup_cost(problem, layout, metric)
     bound, bound_kind = sample_bound(problem, cost, own, quota, options, forced, deadline)
@@ -268,7 +324,8 @@ def solve_dedup(
         copies_per_token_layer=exact.copies_per_token_layer,
         routes_per_token_layer=exact.routes_per_token_layer,
         replicas_used=int((layout.expert_gpus >= 0).sum() - L * E),
-        gpu_load_imbalance=imbalance(loads), **_layer_lists(problem, layers),
+        gpu_load_imbalance=imbalance(loads),
+        **{**_layer_lists(problem, layers), "layers_cut_by_time_limit": cut},
     )
     info["ablation"] = ("not computed (time limit)" if deadline.passed() else
                         ablation(problem, layout, sum(ly.start_cost for ly in layers),

@@ -11,8 +11,8 @@ in one shape: ``<what> needs at least <size> of <memory|disk>, more than the <si
 <fix>``.  Estimates are lower bounds (the arrays' own bytes, the fewest bytes a row can take
 on disk), so a refusal is never wrong; what passes may still be slow.  Run time is estimated
 too, to its order of magnitude, and said on one line before a long run (never refused:
-:func:`run_time_line`, :func:`ilp_size_line`).  :data:`SIZE_RULES` is the table of every
-estimate (the error reference is generated from it).
+:func:`run_time_line`, :func:`des_time_line`, :func:`ilp_size_line`).  :data:`SIZE_RULES` is
+the table of every estimate (the error reference is generated from it).
 """
 
 from __future__ import annotations
@@ -72,6 +72,13 @@ CELL_FILES = {"replay": 7, "rebalance": 2}
 # (262,144 tokens x 58 layers on 256 GPUs: DES 31.7 s, flow 31.2 s, analytic 3.2 s); larger
 # clusters cost more per token, so this is an order of magnitude, not a forecast
 CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
+# CPU seconds per DES hop event (a chunk train stepping onto its next hop, counted by
+# simulator/des_cost.py): 11-18 us measured on R1 replays of 1,024 tokens with every dispatch
+# scheme on EP32 (rail-optimized) and a 32-server fat tree (docs/benchmarks.md, "How long a
+# DES replay will take"); hops over one link are the cheap end, sprayed hops and DeepEP's
+# sliced trains the dear one.  `simulate` and `rebalance` count their events with it: the
+# per-token rate above can be 100x off for the DES (deepep-normal on pooled NICs)
+CPU_S_PER_HOP_EVENT = 1.2e-5
 # CPU seconds a study cell takes whatever its size: its trace, fit, ceiling, the replay's
 # set-up and frames (measured: round-robin cells of the quick paper grid, 256 deepseek-moe-16b
 # tokens on 24 GPUs, 0.2-0.4 s, of which the replay itself is 0.015 s by the rate above)
@@ -115,13 +122,16 @@ SIZE_RULES: tuple[SizeRule, ...] = (
     SizeRule("`rebalance` run directory",
              "1 KiB per Parquet file (timeline, migrations, one layout at least) + 1 byte per"
              " (MoE layer, expert) of that layout", "disk"),
-    SizeRule("`simulate` run time",
-             "tokens x MoE layers x CPU seconds per token-layer of the mode (des and flow"
-             " 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
+    SizeRule("`simulate` and `rebalance` run time",
+             "--mode des: the first micro-batch's hop events (its dispatch plans, as the replay"
+             f" builds them) scaled to the trace's tokens x {CPU_S_PER_HOP_EVENT * 1e6:g} us;"
+             " flow and analytic: tokens x MoE layers x CPU seconds per token-layer of the"
+             " mode (flow 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
     SizeRule("`study paper`, `study failures` and `sweep` run time",
-             f"per cell {CELL_FIXED_CPU_S:g} s + its replays as for `simulate` (per strategy"
-             " of `study failures`: the analytic count of each failure, then its DES replays)"
-             " + the time limit of each solve with one (ilp*, dedup*), counted in full",
+             f"per cell {CELL_FIXED_CPU_S:g} s + its replays' tokens x MoE layers x the"
+             " per-token-layer rate of their mode (not the DES hop events `simulate` counts;"
+             " per strategy of `study failures`: the analytic count of each failure, then its"
+             " DES replays) + the time limit of each solve with one (ilp*, dedup*), in full",
              "time"),
     SizeRule("`place` ILP size (ilp, ilp-load, ilp-origin, ilp-bytes, ilp-bottleneck)",
              "MoE layers x routed experts x GPUs binaries at most; each HiGHS solve stops at"
@@ -197,6 +207,19 @@ def run_time_line(what: str, tokens: int, moe_layers: int, mode: str) -> str | N
         return None
     return (f"{what}: expect CPU time of the order of {_duration(seconds)} ({tokens:,} tokens x"
             f" {moe_layers} MoE layers at about {rate * 1e6:g} us each in --mode {mode};"
+            " docs/benchmarks.md)")
+
+
+def des_time_line(what: str, hop_events: float) -> str | None:
+    """The line said before a DES replay of ``hop_events`` hop events (counted on its first
+    micro-batch by :func:`simulator.des_cost.microbatch_work` and scaled to the run) whose CPU
+    time is of the order of :data:`LONG_RUN_S` or more (None for a short one)."""
+    seconds = hop_events * CPU_S_PER_HOP_EVENT
+    if seconds < LONG_RUN_S:
+        return None
+    return (f"{what}: expect CPU time of the order of {_duration(seconds)} (about"
+            f" {hop_events:.2g} hop events of chunk trains, counted on the first micro-batch,"
+            f" at about {CPU_S_PER_HOP_EVENT * 1e6:g} us each in --mode des;"
             " docs/benchmarks.md)")
 
 
