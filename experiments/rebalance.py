@@ -59,6 +59,7 @@ from placement.migration import (
 )
 from placement.migration_dedup import METRICS as DEDUP_METRICS
 from placement.migration_dedup import replace_dedup_with_moves
+from placement.migration_eplb import replace_eplb_with_moves
 from placement.token_sample import TokenSample
 from simulator.cluster.paths import RouteTable
 from simulator.migration import migration_link_bytes
@@ -345,6 +346,12 @@ def _fit(problem, model, config, options, current, tokens_per_step):  # noqa: AN
         res = replace_dedup_with_moves(
             problem, options, strategy, current, fresh, horizon, weight,
             move_weight=config.move_weight or 0.0, budget_bytes=config.move_budget_bytes)
+        assert res.layout is not None
+        return res.layout
+    if aware and strategy == "eplb":
+        res = replace_eplb_with_moves(
+            problem, options, current, fresh, weight, move_weight=config.move_weight or 0.0,
+            budget_bytes=config.move_budget_bytes, horizon_tokens=horizon)
         assert res.layout is not None
         return res.layout
     return res.layout if aware else fresh

@@ -246,7 +246,7 @@ def relabel_for_fewest_moves(
         if len(cls) < 2:
             continue
         overlap = held_new[cls].astype(np.float64) @ held_old[cls].T.astype(np.float64)
-        perm[cls] = cls[_max_assignment(overlap, options)]
+        perm[cls] = cls[max_assignment(overlap, options)]
     eg = np.where(new.expert_gpus >= 0, perm[np.maximum(new.expert_gpus, 0)], -1)
     return ExpertLayout(eg, new.num_gpus)
 
@@ -259,7 +259,7 @@ def _held(layout: ExpertLayout, L: int, G: int) -> np.ndarray:
     return out
 
 
-def _max_assignment(weight: np.ndarray, options: SolverOptions) -> np.ndarray:
+def max_assignment(weight: np.ndarray, options: SolverOptions) -> np.ndarray:
     """target[i] for every row i maximising sum weight[i, target[i]] (a permutation)."""
     n = weight.shape[0]
     model = Model()

@@ -1,5 +1,5 @@
 """Migration-aware re-placement for ``dedup`` and ``dedup-bytes``: a move-limited swap search
-started from the layout in force, with an exact budget.
+started from the layout in force and a walk towards the full re-fit, with an exact budget.
 
 The de-duplicated cost (a token crosses the network once per remote server hosting any of its
 experts) is a set cover per token: not an assignment, and a linearisation on a token sample
@@ -23,13 +23,14 @@ per byte), the same scale as :func:`placement.migration.replace_with_move_cost`.
    greedy merge: the next swap of the layer with the highest gain per move, while it fits; a
    layer whose next swap does not fit stops there (its later swaps depend on it).  The result
    never moves more than the budget: it is a prefix of every layer's sequence.
-3. The strategy's own full re-fit (relabelled for fewest moves) is kept instead when it fits
-   the budget and is cheaper.
+3. The walk of :mod:`placement.migration_walk` (towards the full re-fit relabelled per layer
+   and server, its hull prefixes merged the same way) is kept instead when it is cheaper, and
+   the relabelled full re-fit itself when it fits the budget and is cheaper still.
 
-Balance goal: no swap takes a GPU above ``max(goal, its load)``, the goal being the busiest GPU
-of the layer under the full re-fit (routes on the sample): balance never ends worse than the
-layout in force or the full re-fit, whichever is worse per layer (the re-fit of ``dedup``
-without replicas carries no balance guard of its own).
+Balance goal: no swap (nor walk step) takes a GPU above ``max(goal, its load)``, the goal
+being the busiest GPU of the layer under the full re-fit (routes on the sample): balance never
+ends worse than the layout in force or the full re-fit, whichever is worse per layer (the
+re-fit of ``dedup`` without replicas carries no balance guard of its own).
 
 Local search: the result carries no lower bound (``feasible``); the search stops by itself (no
 improving swap), the time limit is a safety stop reported in ``info``.
@@ -37,8 +38,8 @@ improving swap), the time limit is a safety stop reported in ``info``.
 
 from __future__ import annotations
 
-import heapq
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -48,6 +49,13 @@ from placement.dedup.evaluate import dedup_cost, server_cost, server_distance
 from placement.dedup.search import EPS, _top_per_pair
 from placement.dedup.state import LayerState
 from placement.migration import INTRA_SERVER_MOVE_HOPS, check_move_terms, plan_migration
+from placement.migration_walk import (
+    WalkStep,
+    hull_segments,
+    merge_by_rate,
+    relabel_within_servers,
+    walk_layer,
+)
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
     ExpertLayout,
@@ -89,7 +97,7 @@ def move_unit(problem: PlacementProblem, metric: str) -> np.ndarray:
     return out
 
 
-class _LayerSearch:
+class LayerSearch:
     """One layer: servers in a :class:`LayerState`, GPUs beside it, moves counted from ``init``."""
 
     def __init__(self, problem: PlacementProblem, x: np.ndarray, cost: np.ndarray,
@@ -181,26 +189,14 @@ class _LayerSearch:
         return seq
 
 
-def _merge(seqs: list[list[_Swap]], max_moves: int) -> list[int]:
-    """Swaps taken per layer: the greedy merge of the module docstring (step 2)."""
-    taken = [0] * len(seqs)
-    left = max_moves
-    heap = [(-_rate(s[0]), li) for li, s in enumerate(seqs) if s]
-    heapq.heapify(heap)
-    while heap:
-        _, li = heapq.heappop(heap)
-        nxt = seqs[li][taken[li]]
-        if nxt.moves > left:
-            continue  # this layer stops: its later swaps build on this one
-        left -= nxt.moves
-        taken[li] += 1
-        if taken[li] < len(seqs[li]):
-            heapq.heappush(heap, (-_rate(seqs[li][taken[li]]), li))
-    return taken
-
-
-def _rate(s: _Swap) -> float:
-    return s.gain / max(s.moves, 0.5)  # moves freed or none: before any that spends one
+def _prefixes(current: ExpertLayout, seqs: Sequence[Sequence[_Swap | WalkStep]],
+              taken: list[int]) -> ExpertLayout:
+    """The layout in force with the first ``taken[l]`` swaps of every layer's sequence."""
+    gpus = current.primary.astype(np.int64).copy()
+    for li, (seq, n) in enumerate(zip(seqs, taken, strict=True)):
+        for sw in seq[:n]:
+            gpus[li, sw.a], gpus[li, sw.b] = gpus[li, sw.b], gpus[li, sw.a]
+    return ExpertLayout.from_primary(gpus, current.num_gpus)
 
 
 def replace_dedup_with_moves(
@@ -237,20 +233,20 @@ def replace_dedup_with_moves(
     o = sample.origin_gpu.astype(np.int64)
     cost, near = server_cost(problem, metric)[o], server_distance(problem)[o]
     own = problem.gpu_server[o]
-    searches, seqs = [], []
+    target = relabel_within_servers(problem, current, fresh, options)
+    seqs, walks, hulls = [], [], []
     for li in range(L):
         x = sample.experts[:, li, :].astype(np.int64)
         init = current.primary[li].astype(np.int64)
         goal = float(np.bincount(fresh.primary[li][x].ravel(), minlength=problem.num_gpus).max())
-        s = _LayerSearch(problem, x, cost, near, own, init, scale, unit[init], goal)
-        searches.append(s)
-        seqs.append(s.run(max_moves, deadline))
-    taken = _merge(seqs, max_moves)
-    gpus = current.primary.astype(np.int64).copy()
-    for li, (seq, n) in enumerate(zip(seqs, taken, strict=True)):
-        for sw in seq[:n]:
-            gpus[li, sw.a], gpus[li, sw.b] = gpus[li, sw.b], gpus[li, sw.a]
-    layout = ExpertLayout.from_primary(gpus, problem.num_gpus)
+        args = (problem, x, cost, near, own, init, scale, unit[init], goal)
+        seqs.append(LayerSearch(*args).run(max_moves, deadline))
+        walks.append(walk_layer(LayerSearch(*args), target.primary[li], deadline))
+        hulls.append(hull_segments(walks[-1]))
+    layout = _prefixes(current, seqs, merge_by_rate(seqs, max_moves))
+    taken = merge_by_rate(hulls, max_moves)
+    walked = _prefixes(current, walks, [h[n - 1].end if n else 0
+                                        for h, n in zip(hulls, taken, strict=True)])
 
     def value(lay: ExpertLayout) -> float:
         traffic = dedup_cost(problem, lay, metric).cost_per_token * T * scale
@@ -258,9 +254,11 @@ def replace_dedup_with_moves(
         return traffic + float(unit[plan.src_gpu, plan.dst_gpu].sum())
 
     kept = "search"
-    fresh_moves = plan_migration(current, fresh, problem.distance).num_moves
-    if fresh_moves <= max_moves and value(fresh) < value(layout) - EPS:
-        layout, kept = fresh, "full re-fit"
+    if value(walked) < value(layout) - EPS:
+        layout, kept = walked, "walk"
+    if (plan_migration(current, target, problem.distance).num_moves <= max_moves
+            and value(target) < value(layout) - EPS):
+        layout, kept = target, "full re-fit"
     moves = plan_migration(current, layout, problem.distance).num_moves
     assert moves <= max_moves, (moves, max_moves)  # a prefix of every sequence
     stopped = deadline.search_passed()
@@ -273,7 +271,8 @@ def replace_dedup_with_moves(
     info: dict[str, object] = {
         "metric": metric, "sample_tokens": T, "moved_bytes": moves * weight_bytes,
         "moves": moves, "move_weight": move_weight, "move_budget_bytes": budget_bytes,
-        "kept": kept, "swaps_found": sum(len(s) for s in seqs), "swaps_taken": sum(taken),
+        "kept": kept, "swaps_found": sum(len(s) for s in seqs),
+        "walk_steps": sum(len(w) for w in walks),
         "dedup_cost_per_token": exact.cost_per_token,
         "copies_per_token_layer": exact.copies_per_token_layer,
         "stopped_by_time_limit": stopped,

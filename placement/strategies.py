@@ -34,8 +34,9 @@ SAMPLE_STRATEGIES = frozenset({"dedup", "dedup-bytes"})
 # Strategies that solve (HiGHS or dedup's local search) until SolverOptions.time_limit_s.
 TIME_LIMITED = frozenset(name for name in _WHERE if name.startswith(("ilp", "dedup")))
 # Strategies with a migration-aware re-placement (a price on or a budget of weight bytes moved):
-# the assignment ILPs (placement.migration) and dedup's swap search (placement.migration_dedup).
-MIGRATION_AWARE = frozenset({"ilp", "ilp-load", "ilp-origin", "dedup", "dedup-bytes"})
+# the assignment ILPs (placement.migration), dedup's swap search and walk
+# (placement.migration_dedup) and EPLB's fewest-moves MIP (placement.migration_eplb).
+MIGRATION_AWARE = frozenset({"ilp", "ilp-load", "ilp-origin", "dedup", "dedup-bytes", "eplb"})
 
 
 class _Strategies(Mapping[str, Strategy]):

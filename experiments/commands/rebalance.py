@@ -43,6 +43,7 @@ FLAGS = {
 
 def register(sub: argparse._SubParsersAction) -> None:
     from experiments.rebalance_config import RebalanceConfig
+    from placement.strategies import MIGRATION_AWARE
 
     p = sub.add_parser(
         "rebalance",
@@ -51,8 +52,9 @@ def register(sub: argparse._SubParsersAction) -> None:
             "Time is the trace's step column. The first --window steps fit the first layout;"
             " then every --interval steps the policy decides (static: never; periodic: re-fit"
             " on the last --window steps; threshold: switch when the layout in force costs"
-            " --threshold more than a fresh one). --move-weight prices weight bytes moved"
-            " (exact for ilp, ilp-load, ilp-origin), --move-budget caps them per rebalance."
+            " --threshold more than a fresh one). --move-weight prices weight bytes moved,"
+            " --move-budget caps them per rebalance (strategies"
+            f" {', '.join(sorted(MIGRATION_AWARE))})."
             " Writes timeline.parquet (one row per window), migration_links.parquet,"
             " layouts/step_<S>.parquet, summary.json and timeline.png."
         ),
