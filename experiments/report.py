@@ -10,6 +10,7 @@ from typing import Any
 
 import pandas as pd
 
+from experiments.report_tables import CHAR_PX, PAGE_TEXT_PX, TEXT_CELL_CHARS
 from experiments.studies.findings import findings, saving_table
 
 
@@ -22,15 +23,16 @@ class Section:
 
 
 _CSS = """
-body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+body{font-family:system-ui,sans-serif;max-width:PAGE_PXpx;margin:2em auto;padding:0 1em;color:#222}
 div.table{max-width:100%;overflow-x:auto;margin:1em 0}
 table{border-collapse:collapse;font-size:13px}
 td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}
-td{white-space:nowrap}
+td{white-space:nowrap} td.text{white-space:normal;max-width:TEXT_EMem;text-align:left}
 th{background:#f3f3f3;vertical-align:bottom;min-width:4.5em}
 td:first-child,th:first-child{text-align:left}
 figure{margin:1.5em 0} img{max-width:100%} figcaption{font-size:13px;color:#555}
-"""
+""".replace("PAGE_PX", str(PAGE_TEXT_PX)).replace(
+    "TEXT_EM", f"{TEXT_CELL_CHARS * CHAR_PX / 13:.1f}")
 
 
 def format_table(df: pd.DataFrame) -> str:

@@ -65,7 +65,7 @@ def _frame(run_dir: Path, name: str) -> pd.DataFrame:
 
 def write_run_report(run_dir: Path) -> Path:
     """Figures (PNG) and ``report.html`` for any finished run directory: demo, simulate,
-    study or sweep (what kind it is, its own files say)."""
+    study (paper or failures) or sweep (what kind it is, its own files say)."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: not a directory; give a run directory of demo, simulate,"
@@ -82,8 +82,12 @@ def write_run_report(run_dir: Path) -> Path:
             return write_demo_report(run_dir)
         if command == "moe-netsim simulate":
             return write_simulate_report(run_dir)
+        if command == "moe-netsim study failures":
+            from experiments.studies.failures_report import rewrite_report
+
+            return rewrite_report(run_dir)
         raise InputError(f"{run_dir}: a run of {command!r}, which has no report; reports are"
-                         " written for demo, simulate, study and sweep runs")
+                         " written for demo, simulate, study failures, study and sweep runs")
     raise InputError(f"{run_dir}: not a finished run directory (no study.json or meta.json);"
                      " run or resume it first")
 

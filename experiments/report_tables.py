@@ -112,12 +112,66 @@ def human_table(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def table_html(df: pd.DataFrame) -> str:
-    """An HTML table in human units; wide tables scroll inside their box, never the page."""
+# No table is wider than the page's text column: a wider one is cut into several, each
+# repeating the leading text columns (which say what a row is).  Widths are estimated from
+# characters at the page's 13 px table font; text cells wrap at TEXT_CELL_CHARS.
+PAGE_TEXT_PX = 1100  # the body's max-width
+CHAR_PX = 7.5
+CELL_PAD_PX = 17  # 8 px padding either side and a border
+HEADER_MIN_PX = 58.5  # th min-width 4.5em at 13 px
+TEXT_CELL_CHARS = 28
+
+
+def _is_text(df: pd.DataFrame, column: object) -> bool:
+    return not pd.api.types.is_numeric_dtype(df[column]) or pd.api.types.is_bool_dtype(df[column])
+
+
+def column_px(head: str, values: list[str], text: bool) -> float:
+    """Estimated width of a column: its longest cell (text wraps at TEXT_CELL_CHARS) or the
+    longest word of its header (headers wrap between words), at least the header minimum."""
+    longest = max((len(v) for v in values), default=0)
+    if text:
+        longest = min(longest, TEXT_CELL_CHARS)
+    word = max((len(w) for w in head.split()), default=0)
+    return max(HEADER_MIN_PX, CHAR_PX * max(longest, word)) + CELL_PAD_PX
+
+
+def column_groups(df: pd.DataFrame, budget_px: float = PAGE_TEXT_PX) -> list[list[int]]:
+    """Column positions of the tables ``df`` is shown as: all of them when they fit
+    ``budget_px``, else groups that fit, each led by the frame's leading text columns."""
     shown = human_table(df)
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in shown.columns)
-    rows = "".join(
-        "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in row) + "</tr>"
-        for row in shown.itertuples(index=False)
-    )
-    return f"<div class='table'><table><tr>{head}</tr>{rows}</table></div>"
+    widths = [column_px(str(h), shown.iloc[:, i].tolist(), _is_text(df, df.columns[i]))
+              for i, h in enumerate(shown.columns)]
+    if sum(widths) <= budget_px:
+        return [list(range(len(widths)))]
+    keys: list[int] = []
+    for i, c in enumerate(df.columns):
+        if not _is_text(df, c) or sum(widths[j] for j in [*keys, i]) > budget_px / 2:
+            break
+        keys.append(i)
+    groups: list[list[int]] = []
+    current: list[int] = []
+    for i in range(len(keys), len(widths)):
+        if current and sum(widths[j] for j in [*keys, *current, i]) > budget_px:
+            groups.append(current)
+            current = []
+        current.append(i)
+    groups.append(current)
+    return [[*keys, *g] for g in groups]
+
+
+def table_html(df: pd.DataFrame) -> str:
+    """An HTML table in human units; a table wider than the page is cut into several
+    (:func:`column_groups`); text cells wrap."""
+    shown = human_table(df)
+    text = [_is_text(df, c) for c in df.columns]
+    out = []
+    for group in column_groups(df):
+        head = "".join(f"<th>{html.escape(str(shown.columns[i]))}</th>" for i in group)
+        rows = "".join(
+            "<tr>" + "".join(f"<td class='text'>{html.escape(row[i])}</td>" if text[i]
+                             else f"<td>{html.escape(row[i])}</td>" for i in group) + "</tr>"
+            for row in shown.itertuples(index=False)
+        )
+        out.append(f"<div class='table'><table><tr>{head}</tr>{rows}</table></div>")
+    return "".join(out)

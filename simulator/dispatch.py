@@ -210,9 +210,17 @@ def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
     remote routes' pair), a downlink message per receiving GPU (routes a -> b, c each)."""
     out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
     in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
+    # endpoint pairs in rotation order from each source (to e+1, e+2, ...): a source server
+    # starts them together once its GPUs' data is in, and in pair order every server would
+    # send to server 0 first
     mids = sorted_unique(p[remote])
-    mid_c = np.bincount(np.searchsorted(mids, p[remote]), weights=c[remote],
-                        minlength=mids.size).astype(np.int64)
+    e, f = np.divmod(mids, ep.count)
+    rot = np.lexsort(((f - e) % ep.count, e))
+    rank = np.empty_like(rot)
+    rank[rot] = np.arange(rot.size)
+    mid_of = rank[np.searchsorted(mids, p[remote])]
+    mids = mids[rot]
+    mid_c = np.bincount(mid_of, weights=c[remote], minlength=mids.size).astype(np.int64)
     ups = np.flatnonzero(out_c)
     downs = np.flatnonzero(in_c)
     n_u, n_m = ups.size, mids.size
@@ -220,7 +228,7 @@ def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
     up_id[ups] = np.arange(n_u)
     down_id = np.full(g, -1)
     down_id[downs] = n_u + n_m + np.arange(downs.size)
-    mid_id = n_u + np.searchsorted(mids, p[remote])
+    mid_id = n_u + mid_of
     f_src = np.concatenate([up_id[a[remote]], up_id[a[~remote]], mid_id])
     f_dst = np.concatenate([mid_id, down_id[b[~remote]], down_id[b[remote]]])
     key = sorted_unique(f_src * (n_u + n_m + downs.size) + f_dst)

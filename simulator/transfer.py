@@ -173,9 +173,13 @@ class Transfer:
         entry = (pending == 0) & (plan.up >= 0)
         gated_by: dict[int, list[int]] = {}
         # each GPU starts its messages in rotation order (to a+1, a+2, ...), as all-to-all
-        # implementations do, so that receivers are not all hit by everyone at once
-        dest = np.where(plan.down >= 0, plan.down, np.maximum(plan.pair, 0) % plan.num_endpoints)
-        order = np.lexsort(((dest - plan.up) % g, plan.up))
+        # implementations do, so that receivers are not all hit by everyone at once: by GPU
+        # when the message ends on a GPU, else by endpoint (a pooled endpoint is a server)
+        n_ep = plan.num_endpoints
+        pair = np.maximum(plan.pair, 0)
+        on_gpu = plan.down >= 0
+        turn = np.where(on_gpu, (plan.down - plan.up) % g, (pair % n_ep - pair // n_ep) % n_ep)
+        order = np.lexsort((turn, plan.up))
         if gated:
             for m in order[entry[order]].tolist():
                 gated_by.setdefault(int(plan.up[m]), []).append(m)

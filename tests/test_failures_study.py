@@ -115,6 +115,12 @@ def test_study_over_link_failures_end_to_end(tmp_path, capsys):
     meta = json.loads((out / "meta.json").read_text())
     assert meta["command"] == "moe-netsim study failures"
     assert "robust (keep" in capsys.readouterr().out
+    # `report` rebuilds the page from the run's tables, the same page
+    page = (out / "report.html").read_text()
+    (out / "report.html").unlink()
+    (out / "bound_by_failure.png").unlink()
+    assert main(["report", str(out)]) == 0
+    assert (out / "report.html").read_text() == page and (out / "bound_by_failure.png").is_file()
 
 
 def test_study_over_server_failures_repairs_the_kept_layout(tmp_path):

@@ -39,13 +39,15 @@ def test_report_renders_expected_figures_and_tables(run_dir, capsys):
     ]
     for name in images:
         assert (run_dir / name).stat().st_size > 1000, name
-    assert page.count("<table>") == 2
+    # the saving table, and the results table cut in two (wider than the page)
+    assert page.count("<table>") == 3
     for heading in ("Compared with the paper",
                     "Hop reduction vs. the baseline, beside its ceiling (%)",
                     "Results per setup and strategy"):
         assert heading in page
-    # every setup x strategy appears in the results table, averaged over the two seeds
-    assert page.count("<td>nic_bandwidth_bytes_per_s=5e+10</td>") == 3 + 1
+    # every setup x strategy appears in both parts of the results table, averaged over the
+    # two seeds, and once in the saving table
+    assert page.count("<td class='text'>nic_bandwidth_bytes_per_s=5e+10</td>") == 2 * 3 + 1
 
 
 def test_summary_averages_seeds_per_setup_and_strategy(run_dir):

@@ -56,7 +56,7 @@ def register(sub: argparse._SubParsersAction) -> None:
             " --move-budget caps them per rebalance (strategies"
             f" {', '.join(sorted(MIGRATION_AWARE))})."
             " Writes timeline.parquet (one row per window), migration_links.parquet,"
-            " layouts/step_<S>.parquet, summary.json and timeline.png."
+            " layouts/step_<S>.parquet, summary.json, timeline.png and report.html."
         ),
     )
     p.add_argument("--trace", type=Path, required=True, help="Trace file with steps (Parquet).")
@@ -72,6 +72,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Run directory to create.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a run directory an earlier `rebalance` wrote.")
+    p.add_argument("--no-report", action="store_true", help="Skip report.html and its figures.")
     add_progress_arguments(p)
     p.set_defaults(func=run)
 
@@ -137,6 +138,10 @@ def run(args: argparse.Namespace) -> int:
             "status": "complete",
         })
         save_figure(out / "timeline.png", plot_timeline(res.timeline))
+    if not args.no_report:  # once the run is in place: the page names its directory
+        from experiments.report_rebalance import write_rebalance_report
+
+        write_rebalance_report([args.out], args.out)
     if res.origins_warning:
         print(res.origins_warning, file=sys.stderr)
     t = res.timeline
@@ -153,7 +158,8 @@ def run(args: argparse.Namespace) -> int:
               " traffic vs keeping the first layout; "
               + (f"pays for the moves by step {even}" if even is not None
                  else "never pays for the moves in this trace"))
-    print(f"wrote        {args.out}")
+    tail = "" if args.no_report else f" (open {args.out}/report.html)"
+    print(f"wrote        {args.out}{tail}")
     return 0
 
 

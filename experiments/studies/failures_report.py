@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,7 @@ from experiments import plots
 from experiments.outputs import atomic_write_text, save_figure
 from experiments.report import Section, render_report
 from experiments.studies.failures import FailureStudy, FailureStudyConfig
+from traces.infra.errors import InputError
 
 SUMMARY_COLUMNS = (
     "strategy", "policy", "robust", "healthy_bound_ms", "mean_bound_ms", "worst_bound_ms",
@@ -115,3 +117,20 @@ def write_report(out: Path, study: FailureStudy, summary: pd.DataFrame,
     if not study.skipped.empty:
         sections.append(Section("Failures not replayed", (), (), study.skipped))
     atomic_write_text(out / "report.html", render_report("Failure study", sections))
+
+
+def rewrite_report(run_dir: Path) -> Path:
+    """report.html and its figure again from a finished ``study failures`` run directory (its
+    tables and meta.json); ``moe-netsim report`` calls this."""
+    meta = json.loads((run_dir / "meta.json").read_text())
+    study = FailureStudy(*(_table(run_dir, name) for name in ("rows", "skipped", "des")))
+    write_report(run_dir, study, _table(run_dir, "summary"),
+                 FailureStudyConfig(**meta["config"]), str(meta["cluster"]), str(meta["fit"]))
+    return run_dir / "report.html"
+
+
+def _table(run_dir: Path, name: str) -> pd.DataFrame:
+    path = run_dir / f"{name}.parquet"
+    if not path.is_file():
+        raise InputError(f"{run_dir}: no {path.name} (not a finished `study failures` run)")
+    return pd.read_parquet(path)

@@ -128,9 +128,10 @@ SIZE_RULES: tuple[SizeRule, ...] = (
              " flow and analytic: tokens x MoE layers x CPU seconds per token-layer of the"
              " mode (flow 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
     SizeRule("`study paper`, `study failures` and `sweep` run time",
-             f"per cell {CELL_FIXED_CPU_S:g} s + its replays as for `simulate` (per strategy"
-             " of `study failures`: the analytic count of each failure, then its DES replays)"
-             " + the time limit of each solve with one (ilp*, dedup*), counted in full",
+             f"per cell {CELL_FIXED_CPU_S:g} s + its replays' tokens x MoE layers x the"
+             " per-token-layer rate of their mode (not the DES hop events `simulate` counts;"
+             " per strategy of `study failures`: the analytic count of each failure, then its"
+             " DES replays) + the time limit of each solve with one (ilp*, dedup*), in full",
              "time"),
     SizeRule("`place` ILP size (ilp, ilp-load, ilp-origin, ilp-bytes, ilp-bottleneck)",
              "MoE layers x routed experts x GPUs binaries at most; each HiGHS solve stops at"
