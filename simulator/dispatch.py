@@ -142,6 +142,8 @@ def dispatch_plan(
     ``pairs``: the layer's routes per (origin, host) pair when the caller has them.
     """
     if scheme == "deepep-normal":
+        if not endpoints.per_gpu:
+            return _pooled_deepep_normal_plan(origins, hosts, gpu_server, endpoints)
         return _deepep_normal_plan(origins, hosts, gpu_server, endpoints)
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
@@ -160,8 +162,9 @@ def dispatch_plan(
 
 def _deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
                         ep: Endpoints) -> PhasePlan:
-    """``deepep-normal``: one RDMA message per (origin GPU, endpoint pair), local copies GPU
-    to GPU, and the forwarding GPU's NVLink fan-out per (RDMA message, receiving GPU)."""
+    """``deepep-normal`` on per-GPU NICs: one RDMA message per (origin GPU, endpoint pair),
+    local copies GPU to GPU, and the forwarding GPU's NVLink fan-out per (RDMA message,
+    receiving GPU) (pooled NICs: :func:`_pooled_deepep_normal_plan`)."""
     g = int(gpu_server.shape[0])
     n_ep = ep.count
     keys = dedup_keys(origins, hosts, gpu_server)
@@ -170,8 +173,7 @@ def _deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.n
     local = gpu_server[hh] == gpu_server[oo]
     st, ss = keys.server
     so = origins[st]
-    # RDMA messages per (origin GPU, endpoint pair); with per-GPU NICs the pair has one
-    # source GPU, with pooled NICs the GPUs of a server share its endpoint
+    # RDMA messages per (origin GPU, endpoint pair): the pair has one source GPU
     n2 = n_ep * n_ep
     rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
     rdma_up, rdma_p = rdma_k // n2, rdma_k % n2
@@ -208,34 +210,70 @@ def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
                  remote: np.ndarray, g: int, ep: Endpoints) -> PhasePlan:
     """Pooled NICs: an uplink message per source GPU, one per endpoint pair (``p``: the
     remote routes' pair), a downlink message per receiving GPU (routes a -> b, c each)."""
-    out_c = np.bincount(a, weights=c, minlength=g).astype(np.int64)
-    in_c = np.bincount(b, weights=c, minlength=g).astype(np.int64)
-    # endpoint pairs in rotation order from each source (to e+1, e+2, ...): a source server
-    # starts them together once its GPUs' data is in, and in pair order every server would
-    # send to server 0 first
-    mids = sorted_unique(p[remote])
-    e, f = np.divmod(mids, ep.count)
+    return staged_plan(
+        np.bincount(a, weights=c, minlength=g).astype(np.int64), p[remote], c[remote],
+        np.bincount(b, weights=c, minlength=g).astype(np.int64),
+        (a[remote], p[remote]), (a[~remote], b[~remote]), (p[remote], b[remote]), ep,
+    )
+
+
+def _pooled_deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
+                               ep: Endpoints) -> PhasePlan:
+    """``deepep-normal`` on pooled NICs, in the three aggregated stages of every pooled
+    plan: each origin GPU's uplink carries one copy per token and remote server (plus its
+    copies to GPUs of its own server), each server pair's route the de-duplicated copies
+    between them, each GPU's downlink one copy per token it hosts experts of (the fan-out, and
+    the local copies).  The bytes on every link are those of the message-per-(origin GPU,
+    server) plan; a stage starts when the one feeding it has arrived, as in ``all-to-all``."""
+    g = int(gpu_server.shape[0])
+    keys = dedup_keys(origins, hosts, gpu_server)
+    tt, hh = keys.gpu
+    oo = origins[tt]
+    local = gpu_server[hh] == gpu_server[oo]
+    st, ss = keys.server
+    so = origins[st]
+    net = server_pairs(so, ss, ep)
+    far = ~local
+    fan = server_pairs(oo[far], gpu_server[hh[far]], ep)
+    up_c = (np.bincount(so, minlength=g) + np.bincount(oo[local], minlength=g)).astype(np.int64)
+    down_c = np.bincount(hh, minlength=g).astype(np.int64)
+    return staged_plan(up_c, net, np.ones(net.size, dtype=np.int64), down_c, (so, net),
+                       (oo[local], hh[local]), (fan, hh[far]), ep)
+
+
+def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: np.ndarray,
+                up_mid: Pairs, up_down: Pairs, mid_down: Pairs, ep: Endpoints) -> PhasePlan:
+    """A pooled plan from its stages: ``up_c``/``down_c`` copies on each GPU's uplink/downlink,
+    copies ``mid_w`` on endpoint pair ``mid_p`` (summed per pair), and which message feeds
+    which: (GPU, pair) uplink -> pair, (GPU, GPU) uplink -> downlink, (pair, GPU) pair ->
+    downlink (repeats allowed).  Pairs are in rotation order from each source endpoint (to
+    e+1, e+2, ...): a source server starts them together once its GPUs' data is in, and in
+    pair order every server would send to server 0 first."""
+    g = int(up_c.shape[0])
+    by_pair = sorted_unique(mid_p)
+    e, f = np.divmod(by_pair, ep.count)
     rot = np.lexsort(((f - e) % ep.count, e))
     rank = np.empty_like(rot)
     rank[rot] = np.arange(rot.size)
-    mid_of = rank[np.searchsorted(mids, p[remote])]
-    mids = mids[rot]
-    mid_c = np.bincount(mid_of, weights=c[remote], minlength=mids.size).astype(np.int64)
-    ups = np.flatnonzero(out_c)
-    downs = np.flatnonzero(in_c)
+
+    def mid_of(pairs: np.ndarray) -> np.ndarray:
+        return rank[np.searchsorted(by_pair, pairs)]
+
+    mids = by_pair[rot]
+    mid_c = np.bincount(mid_of(mid_p), weights=mid_w, minlength=mids.size).astype(np.int64)
+    ups, downs = np.flatnonzero(up_c), np.flatnonzero(down_c)
     n_u, n_m = ups.size, mids.size
+    n_all = n_u + n_m + downs.size
     up_id = np.full(g, -1)
     up_id[ups] = np.arange(n_u)
     down_id = np.full(g, -1)
     down_id[downs] = n_u + n_m + np.arange(downs.size)
-    mid_id = n_u + mid_of
-    f_src = np.concatenate([up_id[a[remote]], up_id[a[~remote]], mid_id])
-    f_dst = np.concatenate([mid_id, down_id[b[~remote]], down_id[b[remote]]])
-    key = sorted_unique(f_src * (n_u + n_m + downs.size) + f_dst)
-    n_all = n_u + n_m + downs.size
+    f_src = np.concatenate([up_id[up_mid[0]], up_id[up_down[0]], n_u + mid_of(mid_down[0])])
+    f_dst = np.concatenate([n_u + mid_of(up_mid[1]), down_id[up_down[1]], down_id[mid_down[1]]])
+    key = sorted_unique(f_src * n_all + f_dst)
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
-        np.concatenate([out_c[ups], mid_c, in_c[downs]]),
+        np.concatenate([up_c[ups], mid_c, down_c[downs]]),
         np.concatenate([ups, m_m, m_d]),
         np.concatenate([m_u, mids, m_d]),
         np.concatenate([m_u, m_m, downs]),

@@ -12,6 +12,7 @@ from experiments.progress import Feedback
 
 # every command that can run longer than a few seconds
 LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
+                 ("trace", "concat"), ("trace", "export"), ("rebalance",),
                  ("topology", "bench"), ("place",), ("simulate",), ("study", "paper"),
                  ("study", "failures"), ("sweep",),
                  ("demo",)]
@@ -77,3 +78,22 @@ def test_ticking_bar_for_a_call_without_progress(capsys):
         time.sleep(0.7)
     err = capsys.readouterr().err
     assert "solving:" in err and " s" in err
+
+
+@pytest.mark.parametrize("argv", [
+    ["trace", "export", "{d}/t.parquet", "--format", "topk-parquet", "--out", "{d}/e.parquet"],
+    ["trace", "export", "{d}/t.parquet", "--format", "megatron", "--out", "{d}/m"],
+    ["trace", "concat", "{d}/t.parquet", "{d}/u.parquet", "--out", "{d}/c.parquet"],
+], ids=lambda a: " ".join(a[:4]))
+def test_trace_export_and_concat_count_tokens_on_their_bar(tmp_path, capsys, argv):
+    assert _synth(tmp_path) == 0
+    assert main(["trace", "synth", "--model", "deepseek-v2-lite", "--tokens", "200", "--seed",
+                 "1", "--out", str(tmp_path / "u.parquet")]) == 0
+    capsys.readouterr()
+    argv = [a.replace("{d}", str(tmp_path)) for a in argv]
+    total = "500/500" if "concat" in argv else "300/300"  # tokens of the inputs
+    assert main([*argv, "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "100%" in err and total in err and "%" not in out, err
+    assert main([*argv, "--overwrite", "-q"]) == 0
+    assert capsys.readouterr()[1] == ""

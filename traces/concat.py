@@ -12,7 +12,7 @@ per sequence, as in ESFT's recording).
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -84,8 +84,10 @@ def concat_trace_files(
     paths: Sequence[str | os.PathLike[str]],
     out: str | os.PathLike[str],
     missing_steps: str = "refuse",
+    through: Callable[[Iterator[RoutingTrace]], Iterator[RoutingTrace]] | None = None,
 ) -> int:
-    """Write the inputs one after another in time to ``out`` (atomically); token count."""
+    """Write the inputs one after another in time to ``out`` (atomically); token count.
+    ``through`` sees the blocks on their way to the file (a progress bar)."""
     from traces.io import read_trace_meta, write_blocks
     from traces.trace import TraceMeta
 
@@ -126,4 +128,5 @@ def concat_trace_files(
             ]
         },
     )
-    return write_blocks(out_path, _shifted(files, meta))
+    blocks = _shifted(files, meta)
+    return write_blocks(out_path, blocks if through is None else through(blocks))

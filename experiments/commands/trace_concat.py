@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from experiments.outputs import TRACE_FILE, add_output_argument
+from experiments.progress import Feedback, add_progress_arguments
 from traces.concat import MISSING_STEPS, concat_trace_files
 from traces.infra.errors import InputError
 
@@ -33,6 +34,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--overwrite", action="store_true",
                    help="Replace a trace file moe-netsim wrote.")
+    add_progress_arguments(p)
     p.set_defaults(func=run_concat)
 
 
@@ -40,6 +42,11 @@ def run_concat(args: argparse.Namespace) -> int:
     out: Path = args.out  # declared: inputs and other files under its name are refused before
     if out.suffix != ".parquet":
         raise InputError(f"{out}: the output must be a .parquet file")
-    n = concat_trace_files(args.inputs, out, args.missing_steps)
+    from traces.io import read_trace_meta
+
+    total = sum(read_trace_meta(f)[1] for f in args.inputs)
+    feedback = Feedback.from_args(args)
+    n = concat_trace_files(args.inputs, out, args.missing_steps, lambda blocks: feedback.iterate(
+        blocks, total, "trace concat", "tok", weight=lambda b: b.num_tokens))
     print(f"wrote {n:,} tokens of {len(args.inputs)} traces to {out}")
     return 0

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from experiments.outputs import ENGINE_EXPORT, add_output_argument
+from experiments.progress import Feedback, add_progress_arguments
 from traces.importers.formats import EXPORT_FORMATS
 
 
@@ -23,6 +24,7 @@ def register(trace_sub: argparse._SubParsersAction) -> None:
     add_output_argument(p, "--out", ENGINE_EXPORT, required=True, help="Output file or folder.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace an earlier export (a marked folder or an export file).")
+    add_progress_arguments(p)
     p.set_defaults(func=run_export)
 
 
@@ -32,11 +34,20 @@ def run_export(args: argparse.Namespace) -> int:
 
     out: Path = args.out
     t0 = time.perf_counter()
+    from traces.io import read_trace_meta
+
+    total = read_trace_meta(args.trace)[1]
+    feedback = Feedback.from_args(args)
+
+    def through(blocks):  # noqa: ANN001, ANN202 - Iterator[RoutingTrace]
+        return feedback.iterate(blocks, total, f"trace export {args.format}", "tok",
+                                weight=lambda b: b.num_tokens)
+
     _, folder = EXPORT_FORMATS[args.format]
     if folder:
         with run_directory(out, args.overwrite) as tmp:
-            n = export_trace(args.format, args.trace, tmp)
+            n = export_trace(args.format, args.trace, tmp, through)
     else:
-        n = export_trace(args.format, args.trace, out)
+        n = export_trace(args.format, args.trace, out, through)
     print(f"wrote {out}: {n:,} tokens as {args.format} in {time.perf_counter() - t0:.1f}s")
     return 0

@@ -83,6 +83,11 @@ def _writer(fmt: str) -> Callable[[Iterator[RoutingTrace], Path], int]:
     raise InputError(f"unknown export format {fmt!r}; known: {', '.join(sorted(EXPORT_FORMATS))}")
 
 
-def export_trace(fmt: str, trace: str | os.PathLike[str], out: str | os.PathLike[str]) -> int:
-    """Write the native trace ``trace`` as ``fmt`` to ``out``; return the token count."""
-    return _writer(fmt)(iter_trace(trace), Path(out))
+def export_trace(
+    fmt: str, trace: str | os.PathLike[str], out: str | os.PathLike[str],
+    through: Callable[[Iterator[RoutingTrace]], Iterator[RoutingTrace]] | None = None,
+) -> int:
+    """Write the native trace ``trace`` as ``fmt`` to ``out``; return the token count.
+    ``through`` sees the blocks on their way to the writer (a progress bar)."""
+    blocks = iter_trace(trace)
+    return _writer(fmt)(blocks if through is None else through(blocks), Path(out))
