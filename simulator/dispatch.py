@@ -160,6 +160,18 @@ def dispatch_plan(
     return _pooled_plan(a, b, c, p, remote, g, ep)
 
 
+def _deepep_copies(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray
+                   ) -> tuple[np.ndarray, ...]:
+    """``deepep-normal``'s copies (:func:`dedup_keys`): per (token, host GPU) copy its host
+    GPU, the token's origin GPU and whether the host shares the origin's server; per (token,
+    remote server) copy its origin GPU and server."""
+    keys = dedup_keys(origins, hosts, gpu_server)
+    tt, hh = keys.gpu
+    oo = origins[tt]
+    st, ss = keys.server
+    return hh, oo, gpu_server[hh] == gpu_server[oo], origins[st], ss
+
+
 def _deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.ndarray,
                         ep: Endpoints) -> PhasePlan:
     """``deepep-normal`` on per-GPU NICs: one RDMA message per (origin GPU, endpoint pair),
@@ -167,12 +179,7 @@ def _deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_server: np.n
     receiving GPU) (pooled NICs: :func:`_pooled_deepep_normal_plan`)."""
     g = int(gpu_server.shape[0])
     n_ep = ep.count
-    keys = dedup_keys(origins, hosts, gpu_server)
-    tt, hh = keys.gpu
-    oo = origins[tt]
-    local = gpu_server[hh] == gpu_server[oo]
-    st, ss = keys.server
-    so = origins[st]
+    hh, oo, local, so, ss = _deepep_copies(origins, hosts, gpu_server)
     # RDMA messages per (origin GPU, endpoint pair): the pair has one source GPU
     n2 = n_ep * n_ep
     rdma_k, rdma_c = np.unique(so * n2 + server_pairs(so, ss, ep), return_counts=True)
@@ -226,12 +233,7 @@ def _pooled_deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_serve
     the local copies).  The bytes on every link are those of the message-per-(origin GPU,
     server) plan; a stage starts when the one feeding it has arrived, as in ``all-to-all``."""
     g = int(gpu_server.shape[0])
-    keys = dedup_keys(origins, hosts, gpu_server)
-    tt, hh = keys.gpu
-    oo = origins[tt]
-    local = gpu_server[hh] == gpu_server[oo]
-    st, ss = keys.server
-    so = origins[st]
+    hh, oo, local, so, ss = _deepep_copies(origins, hosts, gpu_server)
     net = server_pairs(so, ss, ep)
     far = ~local
     fan = server_pairs(oo[far], gpu_server[hh[far]], ep)
