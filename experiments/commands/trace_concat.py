@@ -44,9 +44,13 @@ def run_concat(args: argparse.Namespace) -> int:
         raise InputError(f"{out}: the output must be a .parquet file")
     from traces.io import read_trace_meta
 
-    total = sum(read_trace_meta(f)[1] for f in args.inputs)
     feedback = Feedback.from_args(args)
-    n = concat_trace_files(args.inputs, out, args.missing_steps, lambda blocks: feedback.iterate(
-        blocks, total, "trace concat", "tok", weight=lambda b: b.num_tokens))
+
+    def through(blocks):  # noqa: ANN001, ANN202 - Iterator[RoutingTrace], once inputs are checked
+        total = sum(read_trace_meta(f)[1] for f in args.inputs)
+        return feedback.iterate(blocks, total, "trace concat", "tok",
+                                weight=lambda b: b.num_tokens)
+
+    n = concat_trace_files(args.inputs, out, args.missing_steps, through)
     print(f"wrote {n:,} tokens of {len(args.inputs)} traces to {out}")
     return 0
