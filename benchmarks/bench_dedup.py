@@ -13,6 +13,11 @@
 * ``ep32``: DeepSeek-R1 (58 x 256, 8 groups, 4 per token) on 4 servers x 8 GPUs (k=4 fat tree),
   synthetic trace (seeded, one token per sequence), fit on 4,096 tokens, replay 4,096 others,
   with 0 and 32 redundant experts; the DES replays with de-duplicated dispatch.
+  The fat tree's NICs are pooled: the DES replays ``deepep-normal`` in the three aggregated
+  stages of every pooled plan.
+* ``ep32-rail``: the same on DeepSeek's own EP32 unit (preset ``deepseek-prefill-ep32``:
+  rail-optimized, a NIC per GPU), where ``deepep-normal`` sends per origin GPU and forwards
+  over NVLink as DeepEP's kernels do (not in the default sections).
 * ``r1-256``: DeepSeek-R1 on 256 GPUs / 32 servers (k=10 fat tree: 25 servers in one pod, 7 in
   another), same trace sizes; solve time, bound and gap.
 * ``--r1-load FILE``: the R1 sections' synthetic trace takes its per-layer expert popularity
@@ -46,6 +51,8 @@ from placement.strategies import SUPPORTS
 from placement.token_sample import token_sample
 from simulator.cluster.builders import build_fat_tree
 from simulator.cluster.paths import build_route_table
+from simulator.cluster.presets import build_preset
+from simulator.cluster.topology import ClusterSpec
 from simulator.config import SimConfig
 from simulator.engine import simulate
 from simulator.microbatches import microbatches
@@ -163,10 +170,10 @@ def esft(time_limit: float, replicas: int) -> dict[str, Any]:
     return {"in_task": rows, "cross_task": cross}
 
 
-def _r1(k: int, servers: int, replicas: tuple[int, ...], strategies: tuple[str, ...],
+def _r1(cluster: ClusterSpec, replicas: tuple[int, ...], strategies: tuple[str, ...],
         time_limit: float, des: bool, label: str, load: Path | None) -> list[dict[str, Any]]:
     model = model_preset("deepseek-r1")
-    routes = build_route_table(build_fat_tree(k, servers))
+    routes = build_route_table(cluster)
     G = routes.num_gpus
     stats = None if load is None else load_load_stats(load, model)
     tr = generate_trace(SynthConfig(model, num_tokens=8192, seq_len=1, step_tokens=8192,
@@ -270,10 +277,14 @@ def main() -> None:
         else:
             print(f"esft: skipped, {ESFT} not present")
     if "ep32" in sections:
-        out["ep32"] = _r1(4, 4, (0, 32), ("round-robin", "eplb", "dedup"), args.time_limit,
-                          not args.no_des, "r1-ep32", args.r1_load)
+        out["ep32"] = _r1(build_fat_tree(4, 4), (0, 32), ("round-robin", "eplb", "dedup"),
+                          args.time_limit, not args.no_des, "r1-ep32", args.r1_load)
+    if "ep32-rail" in sections:  # DeepSeek's own EP32 unit: per-GPU NICs on rails
+        out["ep32-rail"] = _r1(build_preset("deepseek-prefill-ep32"), (0, 32),
+                               ("round-robin", "eplb", "dedup"), args.time_limit,
+                               not args.no_des, "r1-ep32-rail", args.r1_load)
     if "r1-256" in sections:
-        out["r1-256"] = _r1(10, 32, (0, 32), ("round-robin", "eplb", "dedup"),
+        out["r1-256"] = _r1(build_fat_tree(10, 32), (0, 32), ("round-robin", "eplb", "dedup"),
                             args.time_limit, False, "r1-256", args.r1_load)
     if "paper" in sections:
         out["paper"] = paper(args.paper_full, args.time_limit)

@@ -72,10 +72,9 @@ def test_the_time_order_lines(monkeypatch) -> None:
     assert line is not None and "of the order of 30 s" in line and "262,144 tokens" in line
     assert limits.run_time_line("simulate", 262_144, 58, "analytic") is None  # 3.0 s
     assert "of the order of 5 h" in limits.run_time_line("x", 10**8, 90, "flow")  # 18,000 s
-    # the DES: 4.1e6 hop events (R1, 1,024 tokens, deepep-normal, 32-server fat tree) x 12 us
-    # = 49 s; 1e5 hop events x 12 us = 1.2 s is short
+    # the DES: 4.1e6 hop events x 10 us = 41 s; 1e5 hop events x 10 us = 1 s is short
     line = limits.des_time_line("simulate", 4.1e6)
-    assert line is not None and "of the order of 49 s" in line and "4.1e+06 hop events" in line
+    assert line is not None and "of the order of 41 s" in line and "4.1e+06 hop events" in line
     assert limits.des_time_line("simulate", 1e5) is None
     # the paper's fat tree: 58 layers x 256 experts x 32 GPUs = 475,136 binaries
     line = limits.ilp_size_line("place", 58, 256, 32, 60.0)

@@ -73,12 +73,12 @@ CELL_FILES = {"replay": 7, "rebalance": 2}
 # clusters cost more per token, so this is an order of magnitude, not a forecast
 CPU_S_PER_TOKEN_LAYER = {"des": 2e-6, "flow": 2e-6, "analytic": 2e-7}
 # CPU seconds per DES hop event (a chunk train stepping onto its next hop, counted by
-# simulator/des_cost.py): 11-18 us measured on R1 replays of 1,024 tokens with every dispatch
-# scheme on EP32 (rail-optimized) and a 32-server fat tree (docs/benchmarks.md, "How long a
-# DES replay will take"); hops over one link are the cheap end, sprayed hops and DeepEP's
-# sliced trains the dear one.  `simulate` and `rebalance` count their events with it: the
-# per-token rate above can be 100x off for the DES (deepep-normal on pooled NICs)
-CPU_S_PER_HOP_EVENT = 1.2e-5
+# simulator/des_cost.py): 6-10 us measured on R1 replays of 1,024 tokens with every dispatch
+# scheme on EP32 (rail-optimized) and a 32-server fat tree on an idle machine, 11-18 us at load
+# 7 (docs/benchmarks.md, "How long a DES replay will take"); hops over one link are the cheap
+# end, sprayed hops and DeepEP's sliced trains the dear one.  `simulate` and `rebalance` count
+# their events with it: the per-token rate above can be 100x off for the DES
+CPU_S_PER_HOP_EVENT = 1e-5
 # CPU seconds a study cell takes whatever its size: its trace, fit, ceiling, the replay's
 # set-up and frames (measured: round-robin cells of the quick paper grid, 256 deepseek-moe-16b
 # tokens on 24 GPUs, 0.2-0.4 s, of which the replay itself is 0.015 s by the rate above)
