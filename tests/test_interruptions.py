@@ -43,10 +43,14 @@ def test_an_unreachable_scheduler_is_one_line_naming_it_and_leaves_no_run(tmp_pa
 
 
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_ctrl_c_in_the_middle_of_a_run_is_130_and_leaves_no_output(tmp_path: Path):
+@pytest.mark.parametrize(("sig", "code", "line"), [
+    (signal.SIGINT, 130, "moe-netsim: interrupted"),  # Ctrl-C
+    (signal.SIGTERM, 143, "moe-netsim: terminated"),  # 128 + SIGTERM, as shells report it
+], ids=["ctrl-c", "sigterm"])
+def test_a_signal_in_the_middle_of_a_run_leaves_no_output(tmp_path: Path, sig, code, line):
     out = tmp_path / "big.parquet"
     # 2M R1 tokens: seconds of work at least, and 0.9 GB by the disk check (100M needed 43 GiB
-    # free, so the check refused the run on a fuller disk before Ctrl-C could interrupt it)
+    # free, so the check refused the run on a fuller disk before the signal could stop it)
     proc = subprocess.Popen(
         [sys.executable, "-m", "experiments", "trace", "synth", "--model", "deepseek-r1",
          "--tokens", "2000000", "--chunk-tokens", "4096", "--progress", "--out", str(out)],
@@ -54,28 +58,10 @@ def test_ctrl_c_in_the_middle_of_a_run_is_130_and_leaves_no_output(tmp_path: Pat
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the bar's first line: the run is under way
-    proc.send_signal(signal.SIGINT)
+    proc.send_signal(sig)
     _, rest = proc.communicate(timeout=300)
-    assert proc.returncode == 130, first + rest
-    assert rest.strip().splitlines()[-1] == "moe-netsim: interrupted"
-    assert "Traceback" not in first + rest
-    assert not out.exists() and list(tmp_path.iterdir()) == []  # no temporary left either
-
-
-@pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
-def test_sigterm_in_the_middle_of_a_run_is_143_and_leaves_no_output(tmp_path: Path):
-    out = tmp_path / "big.parquet"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "experiments", "trace", "synth", "--model", "deepseek-r1",
-         "--tokens", "2000000", "--chunk-tokens", "4096", "--progress", "--out", str(out)],
-        cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )
-    assert proc.stderr is not None
-    first = proc.stderr.readline()  # the bar's first line: the run is under way
-    proc.send_signal(signal.SIGTERM)
-    _, rest = proc.communicate(timeout=300)
-    assert proc.returncode == 143, first + rest  # 128 + SIGTERM, as shells report it
-    assert rest.strip().splitlines()[-1] == "moe-netsim: terminated"
+    assert proc.returncode == code, first + rest
+    assert rest.strip().splitlines()[-1] == line
     assert "Traceback" not in first + rest
     assert not out.exists() and list(tmp_path.iterdir()) == []  # no temporary left either
 
