@@ -67,6 +67,10 @@ class Feedback:
                 yield item
                 bar.update(1 if weight is None else weight(item))
 
+    def tokens(self, blocks: Iterable[T], total: float | None, desc: str) -> Iterator[T]:
+        """Yield trace ``blocks`` while a bar counts their tokens (of ``total``, if known)."""
+        return self.iterate(blocks, total, desc, "tok", weight=lambda b: b.num_tokens)
+
     @contextmanager
     def ticking(self, limit_s: float | None, desc: str) -> Iterator[None]:
         """A bar of elapsed seconds (up to ``limit_s``) while a call without progress runs."""

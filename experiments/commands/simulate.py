@@ -257,8 +257,7 @@ def run(args: argparse.Namespace) -> int:
                                                    " split)", "tok", unit_scale=True))
             frames = _split(args.mode, client, stream, routes, expert_gpus, config, bar)
         else:
-            blocks = feedback.iterate(stream, total_tokens, f"simulate ({args.mode})", "tok",
-                                      weight=lambda b: b.num_tokens)
+            blocks = feedback.tokens(stream, total_tokens, f"simulate ({args.mode})")
             frames = _replay(args.mode, blocks, routes, expert_gpus, config)
         summary = frames.pop("summary")
         for name, frame in frames.items():

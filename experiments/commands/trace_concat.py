@@ -47,9 +47,8 @@ def run_concat(args: argparse.Namespace) -> int:
     feedback = Feedback.from_args(args)
 
     def through(blocks):  # noqa: ANN001, ANN202 - Iterator[RoutingTrace], once inputs are checked
-        total = sum(read_trace_meta(f)[1] for f in args.inputs)
-        return feedback.iterate(blocks, total, "trace concat", "tok",
-                                weight=lambda b: b.num_tokens)
+        return feedback.tokens(blocks, sum(read_trace_meta(f)[1] for f in args.inputs),
+                               "trace concat")
 
     n = concat_trace_files(args.inputs, out, args.missing_steps, through)
     print(f"wrote {n:,} tokens of {len(args.inputs)} traces to {out}")

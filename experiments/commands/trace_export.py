@@ -40,8 +40,7 @@ def run_export(args: argparse.Namespace) -> int:
     feedback = Feedback.from_args(args)
 
     def through(blocks):  # noqa: ANN001, ANN202 - Iterator[RoutingTrace]
-        return feedback.iterate(blocks, total, f"trace export {args.format}", "tok",
-                                weight=lambda b: b.num_tokens)
+        return feedback.tokens(blocks, total, f"trace export {args.format}")
 
     _, folder = EXPORT_FORMATS[args.format]
     if folder:

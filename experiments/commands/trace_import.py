@@ -162,8 +162,7 @@ def run_import(args: argparse.Namespace) -> int:
     n = import_trace(
         args.format, args.input, out, model, options=_import_options(args, model),
         origins=assigner,
-        observe=lambda blocks: feedback.iterate(
-            blocks, None, f"trace import {args.format}", "tok", weight=lambda b: b.num_tokens),
+        observe=lambda blocks: feedback.tokens(blocks, None, f"trace import {args.format}"),
     )
     warning = assigner.warning() if assigner is not None else None
     if warning:
@@ -290,10 +289,8 @@ def run_stats(args: argparse.Namespace) -> int:
             hosts = _host_function(expert_gpus, cluster, num_gpus, args.layout)
     with run_directory(args.out, args.overwrite) as work:
         if load is None:
-            blocks = Feedback.from_args(args).iterate(
-                iter_trace(args.trace), read_trace_meta(args.trace)[1], "trace stats", "tok",
-                weight=lambda b: b.num_tokens,
-            )
+            blocks = Feedback.from_args(args).tokens(
+                iter_trace(args.trace), read_trace_meta(args.trace)[1], "trace stats")
             stats = summarize_trace(blocks, pairs=pairs, hosts=hosts, num_gpus=num_gpus)
         else:
             stats = stats_from_counts(model, load.counts, expert_gpus, num_gpus, str(args.trace))

@@ -337,9 +337,9 @@ def run_synth(args: argparse.Namespace) -> int:
                          " not both")
     if origins is None and not cfg.tenants:
         origins = parse_origins(DEFAULT_MODEL)
-    blocks = Feedback.from_args(args).iterate(
+    blocks = Feedback.from_args(args).tokens(
         _prefetch(iter_synthetic(cfg, chunk_tokens=args.chunk_tokens)), args.tokens,
-        f"trace synth {model.name}", "tok", weight=lambda b: b.num_tokens,
+        f"trace synth {model.name}",
     )
     assigner = None
     if origins is not None:  # else each tenant's sequences on its own GPUs (the generator's)
@@ -373,10 +373,7 @@ def run_record(args: argparse.Namespace) -> int:
         gates=not args.no_gates,
         dp_ranks=args.dp_ranks,
     )
-    blocks = Feedback.from_args(args).iterate(
-        blocks, None if args.max_tokens is None else args.max_tokens, "trace record", "tok",
-        weight=lambda b: b.num_tokens,
-    )
+    blocks = Feedback.from_args(args).tokens(blocks, args.max_tokens, "trace record")
     n = _write_new(args.out, blocks, args.overwrite)  # columns as the recorder's blocks have
     print(f"recorded {n} tokens x {loaded.spec.num_moe_layers} MoE layers to {args.out}")
     return 0
