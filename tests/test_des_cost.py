@@ -4,6 +4,9 @@ per-GPU and pooled NICs."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 import numpy as np
 import pytest
 from helpers import make_trace, tiny_model
@@ -25,8 +28,9 @@ CLUSTERS = {
 }
 
 
-def _counted_replay(blocks, routes, layout, traffic) -> DesWork:
-    """Run the DES and count the trains it starts and the hops they step."""
+@contextmanager
+def counting_trains() -> Iterator[dict[str, int]]:
+    """Count the trains the DES starts and the hops they step while inside."""
     seen = {"trains": 0, "hops": 0}
     init, step = transfer._Train.__init__, transfer._Train.step
 
@@ -41,6 +45,12 @@ def _counted_replay(blocks, routes, layout, traffic) -> DesWork:
     with pytest.MonkeyPatch.context() as mp:
         mp.setattr(transfer._Train, "__init__", counting_init)
         mp.setattr(transfer._Train, "step", counting_step)
+        yield seen
+
+
+def _counted_replay(blocks, routes, layout, traffic) -> DesWork:
+    """Run the DES and count the trains it starts and the hops they step."""
+    with counting_trains() as seen:
         simulate(blocks, routes, layout, SimConfig(traffic=traffic, chunk_bytes=64))
     return DesWork(seen["trains"], seen["hops"])
 

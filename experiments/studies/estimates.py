@@ -34,7 +34,8 @@ def cell_work(config: dict[str, Any], facts: dict[str, Any]) -> CellWork:
     tokens = int(config["trace"]["replay_tokens"])
     replay = (CELL_FIXED_CPU_S + replay_cpu_s(tokens, layers, facts["sim"].mode)
               + replay_cpu_s(tokens, layers, "analytic"))
-    return CellWork(replay, limit, tokens, 2 * len(facts["cluster"].links))
+    des = tokens * layers if facts["sim"].mode == "des" else 0
+    return CellWork(replay, limit, tokens, 2 * len(facts["cluster"].links), des_token_layers=des)
 
 
 def failure_study_work(strategies: list[str], failures: int, des_worst: int, tokens: int,

@@ -48,6 +48,7 @@ from experiments.studies.cell import (
     evaluate_cell_or_failure,
     shared_key,
 )
+from experiments.studies.des_estimate import with_des_counts
 from experiments.studies.merge import merge_run
 from experiments.studies.spec import Cell, Study
 from experiments.versions import versions
@@ -286,7 +287,8 @@ def run_study(
     check_writable(run_dir, "--out")
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
-    todo = [c.work for c in cells_to_run(run_dir, study, overwrite)]
+    to_run = cells_to_run(run_dir, study, overwrite)
+    todo = with_des_counts([c.config for c in to_run], [c.work for c in to_run])
     tokens = sum(w.replay_tokens for w in todo)
     check_disk(study_disk_bytes(todo, [c.work for c in study.cells]), run_dir,
                f"the {len(todo):,} cell{'s' * (len(todo) != 1)} to run ({tokens:,} replayed"

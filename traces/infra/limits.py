@@ -20,7 +20,7 @@ from __future__ import annotations
 import math
 import os
 import shutil
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from traces.infra.errors import InputError
@@ -248,6 +248,15 @@ class CellWork:
     replay_tokens: int = 0
     link_directions: int = 0
     kind: str = "replay"
+    des_token_layers: int = 0  # tokens x MoE layers of its DES replay, in ``replay_s``
+    des_hop_events: float = 0.0  # its DES replay's hop events once counted (:meth:`counted`)
+
+    def counted(self, hop_events: float) -> CellWork:
+        """This cell with its DES replay costed by ``hop_events`` x :data:`CPU_S_PER_HOP_EVENT`
+        instead of the per-token rate (the count of experiments/studies/des_estimate.py)."""
+        per_token = self.des_token_layers * CPU_S_PER_TOKEN_LAYER["des"]
+        return replace(self, replay_s=self.replay_s - per_token
+                       + hop_events * CPU_S_PER_HOP_EVENT, des_hop_events=hop_events)
 
     def record_bytes(self) -> float:
         """The fewest bytes its per-token and per-link records take in one table set."""
@@ -289,4 +298,10 @@ def study_time_line(what: str, unit: str, work: list[CellWork]) -> str | None:
     if limited:
         line += (f" plus at most {_duration(sum(limited))} of solver time (the time limits"
                  f" of {_count(len(limited), unit)}, up to {_duration(max(limited))} each)")
+    des = [w.des_hop_events for w in work if w.des_hop_events > 0]
+    if des:
+        line += (f"; the DES replays of {_count(len(des), unit)} estimated from"
+                 f" {sum(des):.2g} hop events, counted on each one's first micro-batch placed"
+                 f" round-robin as a stand-in for its strategy, at about"
+                 f" {CPU_S_PER_HOP_EVENT * 1e6:g} us each")
     return line + "; docs/background/estimates.md"

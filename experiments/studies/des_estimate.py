@@ -1,0 +1,99 @@
+"""A study cell's DES replay counted before it runs, as ``simulate --mode des`` counts its own.
+
+A cell's trace and layout are made inside the cell, but what its DES costs (hop events of
+chunk trains, :mod:`simulator.des_cost`) depends on the tokens per micro-batch, the cluster,
+the dispatch scheme and how the experts spread over the GPUs far more than on the exact
+layout.  So the driver builds each DES cell's cluster and the first micro-batch of its replay
+(a synthetic trace generates just that micro-batch, with the cell's model, seed, skew and
+origins; a trace file is read and cut as the cell cuts it), places it round-robin (the stand-in
+layout, one copy per expert) and counts its hop events, scaled to the cell's replayed tokens.
+Cells that differ only in their strategy share one count (cache keyed by cluster, ``[sim]``
+table and trace specification).
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+from traces.infra.limits import CellWork
+
+STAND_IN = "round-robin"  # the layout a cell's DES count assumes (named in the line)
+
+
+def _key(obj: Any) -> str:
+    return json.dumps(obj, sort_keys=True, default=str)
+
+
+@functools.lru_cache(maxsize=64)
+def _replay_hop_events(topology_key: str, sim_key: str, trace_key: str, model_key: str,
+                       seed: int) -> float:
+    """Hop events of a DES replay of the cell's ``trace.replay_tokens``: its first
+    micro-batch's count x replayed tokens / that micro-batch's tokens."""
+    import numpy as np
+
+    from experiments.studies.cell import _routes, _synthetic
+    from experiments.studies.sections import model_from_config, split_sim_options
+    from placement.baselines import round_robin_gpus
+    from simulator.des_cost import microbatch_work
+    from simulator.microbatches import microbatches
+    from traces import ModelSpec, read_trace
+    from traces.origin_models import resolve_model
+    from traces.origins import apply_origins
+
+    routes = _routes(topology_key)
+    sim = split_sim_options(json.loads(sim_key))
+    t = json.loads(trace_key)
+    gpu_server = routes.cluster.gpu_server
+    replay_n = int(t["replay_tokens"])
+    if t["source"] == "synthetic":
+        model = model_from_config(json.loads(model_key))
+        first_n = min(replay_n, sim.microbatch_tokens or replay_n)  # one step, re-cut or not
+        trace = _synthetic.__wrapped__(_key(model.to_dict()), first_n, t["seq_len"],
+                                       _key(gpu_server.tolist()), float(t["zipf_exponent"]),
+                                       seed, t["tenants"])
+        replay_tokens = replay_n
+    else:
+        whole = read_trace(Path(t["source"]))
+        start = 0 if t["fit_source"] else int(t["fit_tokens"])
+        trace = whole.take(slice(start, start + replay_n))
+        replay_tokens = trace.num_tokens
+    trace = apply_origins(trace, resolve_model(t["origins"], "trace.origins"), gpu_server,
+                          "trace.origins")
+    first = next(microbatches([trace], sim.microbatch_tokens), None)
+    if first is None or first.num_tokens == 0:
+        return 0.0
+    m: ModelSpec = first.model
+    layout = round_robin_gpus(m.num_moe_layers, m.num_routed_experts, routes.num_gpus)
+    work = microbatch_work(first, routes, np.asarray(layout), sim.traffic)
+    return float(work.hop_events) * replay_tokens / first.num_tokens
+
+
+def cell_des_hop_events(config: dict[str, Any]) -> float | None:
+    """Hop events of the cell's DES replay (None: the cell runs no DES replay of its own
+    trace slice, e.g. another mode or a rebalancing cell)."""
+    from experiments.studies.sections import split_sim_options
+
+    if "rebalance" in config or split_sim_options(config["sim"]).mode != "des":
+        return None
+    return _replay_hop_events(_key(config["topology"]), _key(config["sim"]),
+                              _key(config["trace"]), _key(config["model"]),
+                              int(config["seed"]))
+
+
+def with_des_counts(configs: list[dict[str, Any]], works: list[CellWork]) -> list[CellWork]:
+    """``works`` with each DES cell's replay counted in hop events (:class:`CellWork.counted`);
+    a cell that cannot be built keeps its per-token count (it fails on its own when it runs)."""
+    from traces.infra.errors import InputError
+
+    out = []
+    for config, work in zip(configs, works, strict=True):
+        try:
+            events = cell_des_hop_events(config)
+        except (InputError, OSError, ValueError):
+            events = None
+        out.append(work if events is None else work.counted(events))
+    return out
+
