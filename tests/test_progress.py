@@ -13,7 +13,8 @@ from experiments.progress import Feedback
 # every command that can run longer than a few seconds
 LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
                  ("trace", "concat"), ("trace", "export"), ("rebalance",),
-                 ("topology", "bench"), ("place",), ("simulate",), ("study", "paper"),
+                 ("topology", "bench"), ("topology", "build"), ("topology", "draw"),
+                 ("report",), ("place",), ("simulate",), ("study", "paper"),
                  ("study", "failures"), ("sweep",),
                  ("demo",)]
 

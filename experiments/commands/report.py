@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from experiments.outputs import add_output_argument, run_directory_kind
+from experiments.progress import add_progress_arguments
 
 
 def register(sub: argparse._SubParsersAction) -> None:
@@ -31,10 +32,19 @@ def register(sub: argparse._SubParsersAction) -> None:
                         help="Directory for the page comparing several rebalance runs.")
     p.add_argument("--overwrite", action="store_true",
                    help="Replace an --out directory an earlier `report` wrote.")
+    add_progress_arguments(p)
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
+    from experiments.progress import Feedback
+
+    # no count to show: the seconds the page has taken so far
+    with Feedback.from_args(args).ticking(None, "report: tables and figures"):
+        return _run(args)
+
+
+def _run(args: argparse.Namespace) -> int:
     from traces.infra.errors import InputError
 
     dirs = args.run_dirs

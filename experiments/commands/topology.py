@@ -89,6 +89,7 @@ def _register_build(acts: argparse._SubParsersAction) -> None:
         help="A parameter, e.g. --param k=8 --param num_servers=32 (repeatable).",
     )
     add_cluster_output(a, "Cluster file (.json or .graphml).")
+    add_progress_arguments(a)
     a.set_defaults(func=run_build)
 
 
@@ -140,6 +141,7 @@ def _register_draw(acts: argparse._SubParsersAction) -> None:
         "--metric", default="bytes", help="Column of the link-load table to draw (default bytes)."
     )
     a.add_argument("--title", default=None, help="Figure title.")
+    add_progress_arguments(a)
     a.set_defaults(func=run_draw)
 
 
@@ -230,11 +232,18 @@ def run_build(args: argparse.Namespace) -> int:
                 f"--param: preset {args.family} has fixed numbers; build its family"
                 f" {PRESETS[args.family].family} to change them"
             )
-        cluster = PRESETS[args.family].build()
+        build = PRESETS[args.family].build
     else:
-        cluster = _family(args.family)(**params)
+        family = _family(args.family)
+
+        def build() -> Any:
+            return family(**params)
+    feedback = Feedback.from_args(args)  # no count to show: the seconds each step has taken
+    with feedback.ticking(None, f"topology build {args.family}: building"):
+        cluster = build()
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_cluster(cluster, args.out)
+    with feedback.ticking(None, f"topology build: writing {args.out.name}"):
+        save_cluster(cluster, args.out)
     print(describe(cluster))
     print(f"wrote {args.out}")
     return 0
@@ -311,9 +320,12 @@ def run_draw(args: argparse.Namespace) -> int:
             raise InputError(f"{args.link_load}: {exc}") from None
     elif args.strategy is not None:
         raise InputError("--strategy needs --link-load")
-    fig = plot_topology(cluster, load, args.metric, args.title)
+    feedback = Feedback.from_args(args)  # no count to show: the seconds each step has taken
+    with feedback.ticking(None, f"topology draw: drawing {len(cluster.gpu_server):,} GPUs"):
+        fig = plot_topology(cluster, load, args.metric, args.title)
     try:
-        save_figure(args.out, fig)
+        with feedback.ticking(None, f"topology draw: writing {args.out.name}"):
+            save_figure(args.out, fig)
     finally:
         plt.close(fig)
     print(f"wrote {args.out}")

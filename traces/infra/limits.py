@@ -128,10 +128,13 @@ SIZE_RULES: tuple[SizeRule, ...] = (
              " flow and analytic: tokens x MoE layers x CPU seconds per token-layer of the"
              " mode (flow 2 us, analytic 0.2 us: the R1 replay of docs/benchmarks.md)", "time"),
     SizeRule("`study paper`, `study failures` and `sweep` run time",
-             f"per cell {CELL_FIXED_CPU_S:g} s + its replays' tokens x MoE layers x the"
-             " per-token-layer rate of their mode (not the DES hop events `simulate` counts;"
-             " per strategy of `study failures`: the analytic count of each failure, then its"
-             " DES replays) + the time limit of each solve with one (ilp*, dedup*), in full",
+             f"per cell {CELL_FIXED_CPU_S:g} s + its replays: a `study paper` or `sweep` cell's"
+             " DES replay by the hop events of its first micro-batch placed round-robin (as"
+             f" `simulate` counts them) x {CPU_S_PER_HOP_EVENT * 1e6:g} us, its analytic count,"
+             " flow replays, rebalancing cells and `study failures` (per strategy: the analytic"
+             " count of each failure, then its DES replays) by tokens x MoE layers x the"
+             " per-token-layer rate of their mode; + the time limit of each solve with one"
+             " (ilp*, dedup*), in full",
              "time"),
     SizeRule("`place` ILP size (ilp, ilp-load, ilp-origin, ilp-bytes, ilp-bottleneck)",
              "MoE layers x routed experts x GPUs binaries at most; each HiGHS solve stops at"
