@@ -8,11 +8,12 @@ data (the busiest GPU sets the compute time), so the trade makes every layer slo
 real routing the same search saves 10-25 % for 0-50 %.
 
 Rule (per problem, on the fitting tokens): let ``saving`` be 1 - the searched layers' cost /
-EPLB's and ``rise`` the searched layers' busiest GPUs summed over EPLB's (each server of EPLB's
-layers packed again, ``packing``) - 1.  When ``saving >= TRADE_RATE x rise`` the layers stand.
+EPLB's and ``rise`` the searched layers' busiest GPUs summed over EPLB's (EPLB's layers as
+EPLB packs them) - 1.  When ``saving >= TRADE_RATE x rise`` the layers stand.
 Otherwise every layer whose busiest GPU is above EPLB's takes the cheapest of its candidates
 (``layers.cheapest_layer``: the searched layer, EPLB's, the group start, round-robin's,
-contiguous's) that keeps its busiest GPU at or below EPLB's.  The search itself runs without the
+contiguous's) that keeps its busiest GPU at or below EPLB's.  Then every layer's copies keep
+EPLB's GPUs wherever they have EPLB's servers (``anchor``).  The search itself runs without the
 cap: searched under it, the swaps it finds are noise of the sample (they lose out of sample).
 """
 
@@ -25,6 +26,9 @@ import numpy as np
 from placement.dedup.layers import LayerChoice
 
 TRADE_RATE = 0.5  # relative copy saving per relative rise of the busiest GPU a problem must give
+# one-sided test at the 5 % level (the normal quantile 1.645): a layer's saving over EPLB's
+# layer counts only when its mean per fitted token exceeds SAVING_Z standard errors
+SAVING_Z = 1.645
 
 
 def busiest_gpu(num_gpus: int, x: np.ndarray, copies: list[tuple[int, int]]) -> float:
@@ -63,3 +67,28 @@ def straggler_trade(
     saving = 1 - cost / total if total > 0 else 0.0
     rise = float(busiest.sum() / ref_busiest.sum() - 1) if ref_busiest.sum() > 0 else 0.0
     return Trade(saving, rise)
+
+
+def significant_saving(cost: np.ndarray, ref_cost: np.ndarray) -> bool:
+    """Whether a layer's per-token costs ``cost`` save over EPLB's ``ref_cost`` on the same
+    fitted tokens by more than the sample's noise: the paired mean saving above ``SAVING_Z``
+    standard errors.  Below that the sample cannot tell the saving from chance (the search
+    picked the layer for its saving on these very tokens), and a layer off EPLB's servers only
+    adds noise to the replay (``anchor``)."""
+    d = np.asarray(ref_cost, dtype=np.float64) - np.asarray(cost, dtype=np.float64)
+    if d.size < 2:
+        return bool(d.sum() > 0)
+    se = float(d.std(ddof=1)) / np.sqrt(d.size)
+    return bool(d.mean() > SAVING_Z * se) if se > 0 else bool(d.mean() > 0)
+
+
+def busiest_endpoint(used: np.ndarray, own: np.ndarray) -> float:
+    """De-duplicated copies of one layer's busiest server endpoint, sending or receiving
+    (``used`` [tokens, servers]: the remote servers each token is sent to; ``own``: its
+    server).  ``deepep-normal`` sends one copy per token and remote server through the
+    servers' NICs, so a layer's dispatch and combine last at least this many copies x the bytes
+    of a copy / a server's NIC bandwidth: fewer copies in all with a busier endpoint is a
+    slower layer."""
+    S = used.shape[1]
+    send = np.bincount(own, weights=used.sum(axis=1), minlength=S)
+    return float(max(send.max(initial=0.0), used.sum(axis=0).max(initial=0)))
