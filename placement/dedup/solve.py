@@ -62,12 +62,7 @@ from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
-from placement.dedup.trade import (
-    busiest_endpoint,
-    busiest_gpu,
-    significant_saving,
-    straggler_trade,
-)
+from placement.dedup.trade import busiest_endpoint, busiest_gpu, straggler_trade
 from placement.eplb import eplb
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
@@ -202,21 +197,18 @@ def _straggler_trade(
     out = [anchor_layer(problem, xs[li], ly, ref.expert_gpus[li, :, 0],
                         max(float(ref_busy[li]), busiest_gpu(G, xs[li], ly.copies)))
            for li, ly in enumerate(out)]
-    # a layer off EPLB's servers with a busier server endpoint than EPLB's, or a saving the
-    # sample cannot tell from chance: EPLB's
-    kept_eplb = []
+    # a layer off EPLB's servers with a busier server endpoint than EPLB's: EPLB's layer
+    by_endpoint = []
     own = problem.gpu_server[o]
     for li, ly in enumerate(out):
         if ly.fallback:
             continue
         used = remote_servers(problem, xs[li], o, _build(problem, [ly]).expert_gpus[0])[0]
         ref_used = remote_servers(problem, xs[li], o, ref.expert_gpus[li])[0]
-        if (busiest_endpoint(used, own) > busiest_endpoint(ref_used, own)
-                or not significant_saving((used * fit_cost(li)).sum(axis=1),
-                                          (ref_used * fit_cost(li)).sum(axis=1))):
+        if busiest_endpoint(used, own) > busiest_endpoint(ref_used, own):
             out[li] = refs[li]
-            kept_eplb.append(problem.layer_indices[li] if problem.layer_indices else li)
-    info["layers_eplb_by_endpoint_or_noise"] = kept_eplb
+            by_endpoint.append(problem.layer_indices[li] if problem.layer_indices else li)
+    info["layers_eplb_by_endpoint"] = by_endpoint
     return out
 
 

@@ -26,9 +26,6 @@ import numpy as np
 from placement.dedup.layers import LayerChoice
 
 TRADE_RATE = 0.5  # relative copy saving per relative rise of the busiest GPU a problem must give
-# one-sided test at the 5 % level (the normal quantile 1.645): a layer's saving over EPLB's
-# layer counts only when its mean per fitted token exceeds SAVING_Z standard errors
-SAVING_Z = 1.645
 
 
 def busiest_gpu(num_gpus: int, x: np.ndarray, copies: list[tuple[int, int]]) -> float:
@@ -67,19 +64,6 @@ def straggler_trade(
     saving = 1 - cost / total if total > 0 else 0.0
     rise = float(busiest.sum() / ref_busiest.sum() - 1) if ref_busiest.sum() > 0 else 0.0
     return Trade(saving, rise)
-
-
-def significant_saving(cost: np.ndarray, ref_cost: np.ndarray) -> bool:
-    """Whether a layer's per-token costs ``cost`` save over EPLB's ``ref_cost`` on the same
-    fitted tokens by more than the sample's noise: the paired mean saving above ``SAVING_Z``
-    standard errors.  Below that the sample cannot tell the saving from chance (the search
-    picked the layer for its saving on these very tokens), and a layer off EPLB's servers only
-    adds noise to the replay (``anchor``)."""
-    d = np.asarray(ref_cost, dtype=np.float64) - np.asarray(cost, dtype=np.float64)
-    if d.size < 2:
-        return bool(d.sum() > 0)
-    se = float(d.std(ddof=1)) / np.sqrt(d.size)
-    return bool(d.mean() > SAVING_Z * se) if se > 0 else bool(d.mean() > 0)
 
 
 def busiest_endpoint(used: np.ndarray, own: np.ndarray) -> float:
