@@ -31,7 +31,7 @@ from simulator.cluster.multipath import Endpoints
 from simulator.timing import DEEPEP_SLICE_COPIES
 from simulator.traffic import PairList, pair_list, remote_servers
 from simulator.traffic_config import DISPATCH_SCHEMES
-from simulator.unique import sorted_unique
+from simulator.unique import distinct_keys, rank_lookup, sorted_unique
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
@@ -243,6 +243,14 @@ def _pooled_deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_serve
                        (oo[local], hh[local]), (fan, hh[far]), ep)
 
 
+def _distinct_feeds(src: np.ndarray, dst: np.ndarray, src0: int, n_src: int, dst0: int,
+                    n_dst: int, n_all: int) -> np.ndarray:
+    """Distinct keys src * n_all + dst of one stage's feeds (sources src0.., destinations
+    dst0..), made distinct in the stage's own key space (small enough to count in)."""
+    local = distinct_keys((src - src0) * n_dst + (dst - dst0), n_src * n_dst)
+    return (local // max(n_dst, 1) + src0) * n_all + local % max(n_dst, 1) + dst0
+
+
 def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: np.ndarray,
                 up_mid: Pairs, up_down: Pairs, mid_down: Pairs, ep: Endpoints) -> PhasePlan:
     """A pooled plan from its stages: ``up_c``/``down_c`` copies on each GPU's uplink/downlink,
@@ -252,15 +260,13 @@ def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: 
     e+1, e+2, ...): a source server starts them together once its GPUs' data is in, and in
     pair order every server would send to server 0 first."""
     g = int(up_c.shape[0])
-    by_pair = sorted_unique(mid_p)
+    n_pairs = ep.count * ep.count
+    by_pair = distinct_keys(mid_p, n_pairs)
     e, f = np.divmod(by_pair, ep.count)
     rot = np.lexsort(((f - e) % ep.count, e))
     rank = np.empty_like(rot)
     rank[rot] = np.arange(rot.size)
-
-    def mid_of(pairs: np.ndarray) -> np.ndarray:
-        return rank[np.searchsorted(by_pair, pairs)]
-
+    mid_of = rank_lookup(by_pair, rank, n_pairs, 3 * mid_p.size)
     mids = by_pair[rot]
     mid_c = np.bincount(mid_of(mid_p), weights=mid_w, minlength=mids.size).astype(np.int64)
     ups, downs = np.flatnonzero(up_c), np.flatnonzero(down_c)
@@ -270,9 +276,14 @@ def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: 
     up_id[ups] = np.arange(n_u)
     down_id = np.full(g, -1)
     down_id[downs] = n_u + n_m + np.arange(downs.size)
-    f_src = np.concatenate([up_id[up_mid[0]], up_id[up_down[0]], n_u + mid_of(mid_down[0])])
-    f_dst = np.concatenate([n_u + mid_of(up_mid[1]), down_id[up_down[1]], down_id[mid_down[1]]])
-    key = sorted_unique(f_src * n_all + f_dst)
+    n_d = downs.size
+    stages = [  # (source ids, destination ids, first source id, sources, first destination id,
+                # destinations) of the feeds uplink -> pair, uplink -> downlink, pair -> downlink
+        (up_id[up_mid[0]], n_u + mid_of(up_mid[1]), 0, n_u, n_u, n_m),
+        (up_id[up_down[0]], down_id[up_down[1]], 0, n_u, n_u + n_m, n_d),
+        (n_u + mid_of(mid_down[0]), down_id[mid_down[1]], n_u, n_m, n_u + n_m, n_d),
+    ]
+    key = sorted_unique(np.concatenate([_distinct_feeds(*stage, n_all) for stage in stages]))
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
         np.concatenate([up_c[ups], mid_c, down_c[downs]]),
