@@ -342,7 +342,7 @@ class _FlowRun:
             until = t + tol * self.time_scale(t)
             last = max(t_fin[t_fin <= until].max(initial=t), pool.t[pool.t <= until].max(initial=t))
             t_proc = max(now, 0.5 * (t + last))
-            owner, msg, arrival, _ = net.complete(now, t_proc, until)
+            owner, msg, arrival, _ = net.complete(now, t_proc, until, t_fin)
             now = t_proc
             pool.push(arrival, ARRIVAL, owner, msg)
             kind, owner, item = pool.pop_due(until)

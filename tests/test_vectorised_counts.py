@@ -11,6 +11,7 @@ from test_topology_cases import SMALL_CASES, build, case_id
 from simulator.cluster.builders import LinkDefaults, build_fat_tree, build_rail_optimized
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
+from simulator.flow_paths import csr_index
 from simulator.traffic import remote_copies
 from simulator.unique import distinct_keys, rank_lookup, sorted_unique
 
@@ -87,3 +88,14 @@ def test_rank_lookup_table_or_search_is_the_rank(space, values, lookups):
     ranks = np.arange(keys.size)[::-1].copy()
     find = rank_lookup(keys, ranks, space, lookups)
     np.testing.assert_array_equal(find(keys[::-1]), ranks[::-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=12), st.data())
+def test_csr_index_is_every_entry_of_the_rows_in_order(lengths, data):
+    off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(lengths) - 1), max_size=10)),
+                    dtype=np.int64)
+    want = [(i, j) for i, r in enumerate(rows) for j in range(off[r], off[r + 1])]
+    pos, idx = csr_index(off, rows)
+    assert list(zip(pos.tolist(), idx.tolist(), strict=True)) == want
