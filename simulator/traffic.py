@@ -65,8 +65,9 @@ def resolve_hosts_layer(
     distance: np.ndarray | GpuDistance,
 ) -> np.ndarray:
     """Host GPU of every route of one layer, [tokens, k] (``gpus_layer``: [experts, replicas])."""
-    if gpus_layer.shape[1] == 1:
-        return gpus_layer[:, 0][experts_layer]
+    if gpus_layer.shape[1] == 1:  # take on a contiguous copy: 2x faster than indexing with
+        # the trace's strided small-int experts of one layer
+        return gpus_layer[:, 0].take(np.ascontiguousarray(experts_layer))
     cand = gpus_layer[experts_layer.astype(np.intp)]  # [T, k, R]
     if cand.shape[-1] == 1:
         return cand[..., 0].astype(np.int64)
