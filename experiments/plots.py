@@ -172,11 +172,11 @@ def plot_metric_by_setup(
                                     xytext=(0, 2), textcoords="offset points")
         ax.set_xticks(x, [s.replace(" / ", "\n") for s in setups])
         ax.set_ylabel(ylabel)
-        ax.set_title(title)
         top = np.nanmax(results[metric].to_numpy(dtype=float) / scale) if len(results) else 1
         ax.set_ylim(0, 1.15 * top if np.isfinite(top) and top > 0 else 1)
-        title = f"strategy (% vs. {strategies[0]} on the bars)" if strategies else "strategy"
-        ax.legend(title=title,
+        legend_title = (f"strategy (% vs. {strategies[0]} on the bars)" if strategies
+                        else "strategy")
+        ax.legend(title=legend_title,
                   ncols=min(5, len(strategies)), loc="lower center", bbox_to_anchor=(0.5, 1.0),
                   frameon=False)
         ax.set_title(title, pad=48)

@@ -69,6 +69,9 @@ def test_plot_functions_take_frames_and_return_figures():
     assert isinstance(fig, Figure)
     ax = fig.axes[0]
     assert ax.get_ylabel() == "hops" and ax.get_legend() is not None
+    # the figure keeps its own title; the legend's title says what the bars' labels are
+    assert ax.get_title() == "Hops"
+    assert ax.get_legend().get_title().get_text() == "strategy (% vs. rr on the bars)"
     assert [t.get_text() for t in ax.get_xticklabels()] == ["a", "b"]
     links = pd.DataFrame({"strategy": ["rr", "ilp"], "src": ["s0", "s0"], "dst": ["sw", "sw"],
                           "tier": ["access"] * 2, "bytes": [1e6, 2e6]})
