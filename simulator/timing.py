@@ -88,9 +88,8 @@ CX7_RDMA_BYTES_PER_S = Fact(
     " top-8 per rank; 7/8 of the copies go through the rank's own CX7 (its own copy stays"
     " local: dst_rank != rank in csrc/kernels/internode_ll.cu then): 896 x 7408 B in"
     " 163 - 13.2 us and 896 x 14336 B in 318 - 14.4 us (the kernels' fixed costs below) = 44.3"
-    " and 42.3"
-    " GB/s; the mean, 43.3 GB/s (87 % of the 50 GB/s line rate), is the NIC's achieved"
-    " RDMA-write rate",
+    " and 42.3 GB/s; the mean, 43.3 GB/s (87 % of the 50 GB/s line rate), is the NIC's"
+    " achieved RDMA-write rate",
 )
 
 # --- how DeepEP's kernels issue their copies (message granularity) -----------------------

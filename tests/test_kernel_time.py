@@ -81,3 +81,15 @@ def test_calibration_low_latency_ep8_is_busiest_nvlink_plus_latencies_plus_kerne
                               (row.combine_sim, cal.COMBINE_BYTES, K_C)):
         assert sim_us * 1e-6 == pytest.approx(busiest * nbytes / bw + hops + k, rel=0,
                                               abs=0.2e-6)
+
+
+def test_nic_rate_is_the_pure_rdma_ep8_rows_net_of_the_kernel_times():
+    # DeepEP's README before de8cfca: EP 8, NVLink off, 163 us (dispatch) and 318 us
+    # (combine); 7/8 of 128 x 8 copies per rank cross the NIC: 896 x 7408 B / 149.8 us =
+    # 44.3 GB/s and 896 x 14336 B / 303.6 us = 42.3 GB/s, mean 43.3 GB/s
+    copies = cal.LL_TOKENS_PER_RANK * cal.TOP_K * 7 / 8
+    rates = (copies * cal.LL_DISPATCH_BYTES / (163e-6 - K_D),
+             copies * cal.COMBINE_BYTES / (318e-6 - K_C))
+    assert rates == pytest.approx((44.3e9, 42.3e9), rel=1e-3)
+    assert CALIBRATION["nic_bandwidth_bytes_per_s"].value == pytest.approx(sum(rates) / 2,
+                                                                           rel=1e-3)
