@@ -107,7 +107,7 @@ def test_matches_brute_force_and_bounds_hold(seed, servers):
     best = per_layer.sum()
     res = solve_placement(p, "dedup", OPTS)
     # every layer at the optimum, but those that took EPLB's layer for a busier server
-    # endpoint (the straggler trade's last step): at EPLB's cost, never below the optimum
+    # endpoint (the straggler trade's, when it binds): at EPLB's cost, never below the optimum
     got = dedup_cost(p, res.layout).layer_cost
     ref = dedup_cost(p, solve_placement(p, "eplb", OPTS).layout).layer_cost
     eplb_layers = res.info["layers_eplb_by_endpoint"]

@@ -27,8 +27,9 @@ solved again with a tighter server cap.  Every layer, searched, cut by the time 
 missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
 layer, the group start and round-robin's and contiguous's layers (``layers``).  Without
 replicas (and ``balance_eps``) the straggler trade (``trade``) decides after the search whether
-the layers' saving is worth their busiest GPUs, else caps each layer at EPLB's, and each
-layer's copies then keep EPLB's GPUs wherever they have EPLB's servers (``anchor``).  With
+the layers' saving is worth their busiest GPUs, else caps each layer's busiest GPU and busiest
+server endpoint at EPLB's; each layer's copies keep EPLB's GPUs wherever they have EPLB's
+servers (``anchor``).  With
 ``flatten_popularity`` > 0 every layer's token costs are weighted first (``popularity``: a
 layout for a workload whose expert popularity differs from the sample's); the objective,
 copies and bound reported stay the unweighted sample's.  Lower bound: ``bound``; the result
@@ -170,8 +171,9 @@ def _straggler_trade(
 ) -> list[LayerChoice]:
     """``trade``: the layers as they are when their saving is worth their stragglers, else
     every layer above EPLB's busiest GPU replaced by its cheapest candidate within it
-    (``fit_cost(layer)``: the cost the search minimised there); then each layer anchored to
-    EPLB's GPUs (``anchor``)."""
+    (``fit_cost(layer)``: the cost the search minimised there); each layer anchored to EPLB's
+    GPUs (``anchor``); and, when the trade binds, every layer with a busier server endpoint
+    than EPLB's replaced by EPLB's layer."""
     sample = problem.token_sample
     assert sample is not None
     G, L = problem.num_gpus, problem.num_layers
@@ -197,11 +199,12 @@ def _straggler_trade(
     out = [anchor_layer(problem, xs[li], ly, ref.expert_gpus[li, :, 0],
                         max(float(ref_busy[li]), busiest_gpu(G, xs[li], ly.copies)))
            for li, ly in enumerate(out)]
-    # a layer off EPLB's servers with a busier server endpoint than EPLB's: EPLB's layer
+    # when the trade binds, a layer off EPLB's servers with a busier server endpoint than
+    # EPLB's: EPLB's layer (the layer time, not the bytes, decides there)
     by_endpoint = []
     own = problem.gpu_server[o]
     for li, ly in enumerate(out):
-        if ly.fallback:
+        if ly.fallback or trade.worth_it:
             continue
         used = remote_servers(problem, xs[li], o, _build(problem, [ly]).expert_gpus[0])[0]
         ref_used = remote_servers(problem, xs[li], o, ref.expert_gpus[li])[0]
