@@ -23,8 +23,12 @@ periodic moves per rebalance) and, for ``ilp-load``, ``price`` (``--move-weight 
 row: the share of the full re-fit's gain kept after the drift's onset, in de-duplicated copies
 per token-layer, hops per token and mean GPU max/mean load, the share of its bytes, and the
 break-even step (the first window end where the network bytes saved against static cover the
-bytes moved).  Target per row: >= 80 % of the traffic gain (``dedup``: copies; ``ilp-load``:
-hops; ``eplb`` has no traffic objective) and of the balance gain at <= 25 % of the bytes.
+bytes moved; ``payback``: the steps one rebalance's bytes need at the mean saving per step
+after the onset, for traces too short to reach it).  Target per row: >= 80 % of the traffic
+gain (``dedup``: copies; ``ilp-load``: hops; ``eplb`` has no traffic objective) and of the
+balance gain at <= 25 % of the bytes.  The header line gives how much the full re-fit gains
+against static (the degradation there is to recover): shares of a gain of a fraction of a
+percent are noise.
 """
 
 from __future__ import annotations
@@ -112,6 +116,7 @@ class Row:
     balance: float | None
     bytes_share: float
     break_even_step: int | None
+    payback_steps: float | None  # steps of the post-onset saving one rebalance's bytes cost
     cpu_s: float
 
     def met(self) -> str:
@@ -157,7 +162,9 @@ def measure(kind: str, path: Path, onset: int, routes, strategy: str,  # noqa: A
     first = st.iloc[0]
     out(f"{kind} / {strategy}: drift from step {onset}; static first window copies"
         f" {first['remote_copies_per_token_layer']:.4f}, hops {first['hops_per_token']:.1f},"
-        f" GPU max/mean {first[BALANCE]:.3f}; budget {budget / 1e9:.2f} GB/rebalance")
+        f" GPU max/mean {first[BALANCE]:.3f}; budget {budget / 1e9:.2f} GB/rebalance;"
+        " full re-fit gains " + ", ".join(
+            f"{c.split('_')[0]} {full[c] / mean_after(st, c) * 100:+.2f}%" for c in full))
     rows = []
     for name, t in runs.items():
         shares = {c: _share(mean_after(st, c) - mean_after(t, c), full[c]) for c in full}
@@ -167,16 +174,32 @@ def measure(kind: str, path: Path, onset: int, routes, strategy: str,  # noqa: A
         row = Row(kind, strategy, name, shares[traffic] if traffic else None,
                   shares["remote_copies_per_token_layer"], shares["hops_per_token"],
                   shares[BALANCE], float(t["bytes_migrated"].sum()) / max(float(per.sum()), 1.0),
-                  s.get("break_even_step"), cpu[name])
+                  s.get("break_even_step"), _payback_steps(st, t, after), cpu[name])
         out(f"  {name:9s} copies {mean_after(t, 'remote_copies_per_token_layer'):.4f}"
             f" hops {mean_after(t, 'hops_per_token'):7.1f} max/mean {mean_after(t, BALANCE):.3f}"
             f" | kept: copies {_pct(row.copies)} hops {_pct(row.hops)}"
             f" balance {_pct(row.balance)} | bytes {t['bytes_migrated'].sum() / 1e9:.2f} GB"
-            f" ({row.bytes_share * 100:.1f}%) | break-even step {row.break_even_step}"
+            f" ({row.bytes_share * 100:.1f}%) | break-even step {row.break_even_step},"
+            f" payback {_steps(row.payback_steps)}"
             f" | {row.cpu_s:.1f} s CPU" + (f" | {row.met()}" if name in ("budget", "price")
                                            else ""))
         rows.append(row)
     return rows
+
+
+def _payback_steps(static: pd.DataFrame, t: pd.DataFrame, after: np.ndarray) -> float | None:
+    """Steps of serving after the onset, at the run's mean saving per step against static,
+    that one of its rebalances' weight bytes take to pay back (None: nothing moved or saved)."""
+    steps = (t["step_stop"] - t["step_start"]).to_numpy()[after]
+    saved = (static["network_bytes"] - t["network_bytes"]).to_numpy()[after]
+    moves = int((t["bytes_migrated"] > 0).sum())
+    if not moves or saved.sum() <= 0:
+        return None
+    return float(t["bytes_migrated"].sum()) / moves / (saved.sum() / steps.sum())
+
+
+def _steps(v: float | None) -> str:
+    return "never" if v is None else f"{v:,.0f} steps"
 
 
 def _pct(v: float | None) -> str:
