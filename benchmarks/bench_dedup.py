@@ -1,7 +1,8 @@
 """De-duplicated placement (`dedup`) against round-robin and EPLB: the targets of its issue.
 
     PYTHONPATH=. python benchmarks/bench_dedup.py [--sections esft,ep32,r1-256,paper]
-        [--time-limit 60] [--paper-full] [--r1-load FILE] [--esft-replicas R] [--json out.json]
+        [--time-limit 60] [--paper-full] [--r1-load FILE] [--esft-replicas R]
+        [--esft-parts in-task,cross-task] [--json out.json]
 
 * ``esft``: real ESFT routing (DeepSeek-V2-Lite, 64 experts, top-6; ../shared/data) on 2 servers
   x 8 GPUs (k=4 fat tree).  Per task: fit on the even-numbered sequences, replay the odd ones
@@ -9,7 +10,10 @@
   task (cross-task).
   Origins: sequence id mod 16 (the simulator's rule).  Rows: round-robin, eplb, dedup, and
   dedup with ``flatten_popularity=1`` (fitted for another workload: the cross-task use);
-  ``--esft-replicas R`` adds dedup with R redundant experts per layer.
+  ``--esft-replicas R`` adds dedup and eplb with R redundant experts per layer (eplb with the
+  same replicas is the memory-equal baseline), in task and across tasks, with the balance
+  guard per row (per layer, dedup's busiest GPU within 5 % of eplb's on the replayed tokens);
+  ``--esft-parts cross-task`` runs only the cross-task part.
 * ``ep32``: DeepSeek-R1 (58 x 256, 8 groups, 4 per token) on 4 servers x 8 GPUs (k=4 fat tree),
   synthetic trace (seeded, one token per sequence), fit on 4,096 tokens, replay 4,096 others,
   with 0 and 32 redundant experts; the DES replays with de-duplicated dispatch.
@@ -47,6 +51,7 @@ import numpy as np
 from experiments.pipeline import build_problem, origin_activation
 from placement import SolverOptions, check_layout, solve_placement
 from placement.dedup.evaluate import dedup_cost, imbalance, layer_gpu_loads
+from placement.dedup.solve import BALANCE_SLACK
 from placement.strategies import SUPPORTS
 from placement.token_sample import token_sample
 from simulator.cluster.builders import build_fat_tree
@@ -127,20 +132,46 @@ def _esft_in_task(routes, task: str, tr: RoutingTrace, time_limit: float,
     if replicas:  # the same fit with redundant experts (round-robin has none)
         pr = _esft_problem(routes, fit, G, replicas)
         res, el, cpu = _place(pr, "dedup", time_limit)
-        c = dedup_cost(_on(pr, rep, G), res.layout).copies_per_token_layer
-        row.update(replicas=replicas, dedup_replicas_copies=c,
-                   dedup_replicas_vs_rr_pct=100 * (1 - c / row["round-robin_copies"]))
-        print(f"esft {task:12s} R={replicas} dedup {c:.3f}"
-              f" ({row['dedup_replicas_vs_rr_pct']:.1f}% fewer than rr without replicas)"
-              f" solve {el:.1f} s ({cpu:.1f} s CPU)", flush=True)
+        ref = _place(pr, "eplb", time_limit)[0].layout
+        rp = _on(pr, rep, G)
+        row.update(_with_replicas(rp, res.layout, ref, row["round-robin_copies"], replicas))
+        print(f"esft {task:12s} R={replicas}" + _replica_line(row)
+              + f" solve {el:.1f} s ({cpu:.1f} s CPU)", flush=True)
     return row
 
 
-def esft(time_limit: float, replicas: int) -> dict[str, Any]:
+def _with_replicas(p, lay, ref, rr_copies: float, replicas: int) -> dict[str, Any]:
+    """dedup and eplb with the same replicas (the memory-equal baseline) on the tokens of
+    ``p``, and the balance guard: per layer, dedup's busiest GPU over the mean within 5 % of
+    EPLB's (``BALANCE_SLACK``) on these tokens."""
+    c, e = dedup_cost(p, lay).copies_per_token_layer, dedup_cost(p, ref).copies_per_token_layer
+    loads, ref_loads = layer_gpu_loads(p, lay), layer_gpu_loads(p, ref)
+    within = loads.max(axis=1) <= (1 + BALANCE_SLACK) * ref_loads.max(axis=1) + 1e-9
+    return {"replicas": replicas, "dedup_replicas_copies": c, "eplb_replicas_copies": e,
+            "dedup_replicas_vs_rr_pct": 100 * (1 - c / rr_copies),
+            "dedup_replicas_vs_eplb_pct": 100 * (1 - c / e),
+            "dedup_replicas_imbalance": imbalance(loads),
+            "eplb_replicas_imbalance": imbalance(ref_loads),
+            "guard_layers_within": int(within.sum()), "guard_layers": int(within.size)}
+
+
+def _replica_line(r: dict[str, Any]) -> str:
+    return (f" dedup {r['dedup_replicas_copies']:.3f}"
+            f" ({r['dedup_replicas_vs_rr_pct']:.1f}% fewer than rr without replicas,"
+            f" {r['dedup_replicas_vs_eplb_pct']:.1f}% fewer than eplb with them:"
+            f" {r['eplb_replicas_copies']:.3f}) imbalance {r['dedup_replicas_imbalance']:.3f}"
+            f" vs eplb {r['eplb_replicas_imbalance']:.3f}, guard (busiest GPU <= 1.05 x"
+            f" eplb's) in {r['guard_layers_within']} of {r['guard_layers']} layers")
+
+
+def esft(time_limit: float, replicas: int, parts: tuple[str, ...]) -> dict[str, Any]:
     routes = build_route_table(build_fat_tree(4, 2))
     G = routes.num_gpus
     traces = {t: _concat(list(iter_esft(ESFT / t))) for t in TASKS}
-    rows = [_esft_in_task(routes, t, tr, time_limit, replicas) for t, tr in traces.items()]
+    rows = ([_esft_in_task(routes, t, tr, time_limit, replicas) for t, tr in traces.items()]
+            if "in-task" in parts else [])
+    if "cross-task" not in parts:
+        return {"in_task": rows}
     # Across tasks a layout is fitted on every sequence of its task (a user fitting on one
     # workload to serve another has no reason to hold any out) and replayed on all of another.
     layouts: dict[str, dict[str, Any]] = {}
@@ -149,6 +180,10 @@ def esft(time_limit: float, replicas: int) -> dict[str, Any]:
         layouts[task] = {s: _place(prob, s.removesuffix("-flat"), time_limit,
                                    FLAT.get(s, 0.0))[0].layout
                          for s in ("round-robin", *FLAT)}
+        if replicas:  # dedup and eplb with the same replicas, fitted on the same tokens
+            pr = _esft_problem(routes, tr, G, replicas)
+            layouts[task].update({f"{s} R": _place(pr, s, time_limit)[0].layout
+                                  for s in ("dedup", "eplb")})
     cross = []
     for a_task, lay in layouts.items():
         for b_task, tr in traces.items():
@@ -156,17 +191,31 @@ def esft(time_limit: float, replicas: int) -> dict[str, Any]:
                 continue
             p = _esft_problem(routes, tr, G)
             c: dict[str, Any] = {"fit": a_task, "replay": b_task}
-            c.update({s: dedup_cost(p, lay[s]).copies_per_token_layer for s in lay})
+            c.update({s: dedup_cost(p, lay[s]).copies_per_token_layer for s in lay
+                      if not s.endswith(" R")})
             c.update({f"{s}_vs_rr_pct": 100 * (1 - c[s] / c["round-robin"]) for s in FLAT})
+            line = ""
+            if replicas:
+                c.update(_with_replicas(_esft_problem(routes, tr, G, replicas), lay["dedup R"],
+                                        lay["eplb R"], c["round-robin"], replicas))
+                line = f"; R={replicas}" + _replica_line(c)
             cross.append(c)
             print(f"esft cross {a_task:>11s} -> {b_task:12s} rr {c['round-robin']:.3f}"
                   + "".join(f" {s} {c[s]:.3f} ({c[f'{s}_vs_rr_pct']:.1f}% fewer)"
-                            for s in FLAT), flush=True)
-    for s in FLAT:
-        pct = [c[f"{s}_vs_rr_pct"] for c in cross]
+                            for s in FLAT) + line, flush=True)
+    keys = {s: f"{s}_vs_rr_pct" for s in FLAT}
+    if replicas:
+        keys |= {f"dedup R={replicas} vs rr": "dedup_replicas_vs_rr_pct",
+                 f"dedup R={replicas} vs eplb R={replicas}": "dedup_replicas_vs_eplb_pct"}
+    for s, key in keys.items():
+        pct = [c[key] for c in cross]
         print(f"esft cross-task {s}: mean {np.mean(pct):.1f}% min {np.min(pct):.1f}% max"
-              f" {np.max(pct):.1f}% fewer copies than round-robin, >= 8 % in"
+              f" {np.max(pct):.1f}% fewer copies, >= 8 % in"
               f" {sum(x >= 8 for x in pct)} of {len(pct)}", flush=True)
+    if replicas:
+        print(f"esft cross-task R={replicas}: balance guard in"
+              f" {sum(c['guard_layers_within'] for c in cross)} of"
+              f" {sum(c['guard_layers'] for c in cross)} replayed layers", flush=True)
     return {"in_task": rows, "cross_task": cross}
 
 
@@ -265,6 +314,8 @@ def main() -> None:
     ap.add_argument("--no-des", action="store_true", help="Skip the DES replays of ep32.")
     ap.add_argument("--esft-replicas", type=int, default=0,
                     help="Also fit dedup with this many redundant experts per ESFT layer.")
+    ap.add_argument("--esft-parts", default="in-task,cross-task",
+                    help="Which ESFT parts to run: in-task, cross-task or both.")
     ap.add_argument("--r1-load", type=Path, default=None,
                     help="SGLang load file the R1 trace's popularity is fitted to.")
     ap.add_argument("--json", type=Path, default=None)
@@ -273,7 +324,8 @@ def main() -> None:
     sections = args.sections.split(",")
     if "esft" in sections:
         if ESFT.is_dir():
-            out["esft"] = esft(args.time_limit, args.esft_replicas)
+            out["esft"] = esft(args.time_limit, args.esft_replicas,
+                               tuple(args.esft_parts.split(",")))
         else:
             print(f"esft: skipped, {ESFT} not present")
     if "ep32" in sections:

@@ -13,7 +13,8 @@ how far flow mode's per-layer times, makespan and p99 token latency are from the
 A third subprocess times what both replays do outside the network's timing: stream the trace
 and build every layer's traffic (:func:`simulator.layer_traffic.layer_traffic`, the same per
 layer in both modes).  Flow mode cannot be faster than that part, so the speed-up it allows
-(DES CPU / shared CPU) is printed as the ceiling of flow mode's speed-up.
+(DES CPU / shared CPU) is printed as the ceiling of flow mode's speed-up, and each run's CPU
+time beyond that part (its own engine's cost).
 """
 
 from __future__ import annotations
@@ -137,6 +138,10 @@ def main() -> int:
         print(f"shared part (trace stream + traffic build of every layer): {shared['cpu_s']:.2f}"
               f" s CPU, {shared['wall_s']:.2f} s wall: flow mode's speed-up is at most"
               f" {des['cpu_s'] / shared['cpu_s']:.1f}x")
+        own = {run: results[run]["cpu_s"] - shared["cpu_s"] for run in runs}
+        print("CPU s beyond the shared part: " + ", ".join(f"{run} {s:.2f}" for run, s in
+                                                         own.items())
+              + f"; 10x needs a flow run of at most {des['cpu_s'] / 10:.2f} s CPU in all")
     return 0
 
 

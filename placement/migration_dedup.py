@@ -24,8 +24,10 @@ per byte), the same scale as :func:`placement.migration.replace_with_move_cost`.
    layer whose next swap does not fit stops there (its later swaps depend on it).  The result
    never moves more than the budget: it is a prefix of every layer's sequence.
 3. The walk of :mod:`placement.migration_walk` (towards the full re-fit relabelled per layer
-   and server, its hull prefixes merged the same way) is kept instead when it is cheaper, and
-   the relabelled full re-fit itself when it fits the budget and is cheaper still.
+   and server, its hull prefixes merged the same way) is kept instead when it is cheaper; so
+   is its way back (the same walk's end returned to the layout in force, least loss per move
+   first, read forward; a layer whose way back is blocked keeps its walk), and the relabelled
+   full re-fit itself when it fits the budget and is cheaper still.
 
 Balance goal: no swap (nor walk step) takes a GPU above ``max(goal, its load)``, the goal
 being the busiest GPU of the layer under the full re-fit (routes on the sample): balance never
@@ -54,6 +56,7 @@ from placement.migration_walk import (
     hull_segments,
     merge_by_rate,
     relabel_within_servers,
+    unwalk_layer,
     walk_layer,
 )
 from placement.outcome import SolverOutcome, Termination
@@ -199,6 +202,15 @@ def _prefixes(current: ExpertLayout, seqs: Sequence[Sequence[_Swap | WalkStep]],
     return ExpertLayout.from_primary(gpus, current.num_gpus)
 
 
+def _hull_prefixes(current: ExpertLayout, walks: Sequence[Sequence[WalkStep]],
+                   max_moves: int) -> ExpertLayout:
+    """The walks' hull prefixes merged by gain per move within ``max_moves``, applied."""
+    hulls = [hull_segments(w) for w in walks]
+    taken = merge_by_rate(hulls, max_moves)
+    return _prefixes(current, walks, [h[n - 1].end if n else 0
+                                      for h, n in zip(hulls, taken, strict=True)])
+
+
 def replace_dedup_with_moves(
     problem: PlacementProblem,
     options: SolverOptions,
@@ -234,19 +246,20 @@ def replace_dedup_with_moves(
     cost, near = server_cost(problem, metric)[o], server_distance(problem)[o]
     own = problem.gpu_server[o]
     target = relabel_within_servers(problem, current, fresh, options)
-    seqs, walks, hulls = [], [], []
+    seqs: list[list[_Swap]] = []
+    walks: list[list[WalkStep]] = []
+    backs: list[list[WalkStep]] = []
     for li in range(L):
         x = sample.experts[:, li, :].astype(np.int64)
         init = current.primary[li].astype(np.int64)
         goal = float(np.bincount(fresh.primary[li][x].ravel(), minlength=problem.num_gpus).max())
         args = (problem, x, cost, near, own, init, scale, unit[init], goal)
         seqs.append(LayerSearch(*args).run(max_moves, deadline))
-        walks.append(walk_layer(LayerSearch(*args), target.primary[li], deadline))
-        hulls.append(hull_segments(walks[-1]))
+        walker = LayerSearch(*args)
+        walks.append(walk_layer(walker, target.primary[li], deadline))
+        backs.append(unwalk_layer(walker, deadline) or walks[-1])
     layout = _prefixes(current, seqs, merge_by_rate(seqs, max_moves))
-    taken = merge_by_rate(hulls, max_moves)
-    walked = _prefixes(current, walks, [h[n - 1].end if n else 0
-                                        for h, n in zip(hulls, taken, strict=True)])
+    walked, returned = (_hull_prefixes(current, w, max_moves) for w in (walks, backs))
 
     def value(lay: ExpertLayout) -> float:
         traffic = dedup_cost(problem, lay, metric).cost_per_token * T * scale
@@ -254,8 +267,9 @@ def replace_dedup_with_moves(
         return traffic + float(unit[plan.src_gpu, plan.dst_gpu].sum())
 
     kept = "search"
-    if value(walked) < value(layout) - EPS:
-        layout, kept = walked, "walk"
+    for name, lay in (("walk", walked), ("walk back", returned)):
+        if value(lay) < value(layout) - EPS:
+            layout, kept = lay, name
     if (plan_migration(current, target, problem.distance).num_moves <= max_moves
             and value(target) < value(layout) - EPS):
         layout, kept = target, "full re-fit"
@@ -273,6 +287,7 @@ def replace_dedup_with_moves(
         "moves": moves, "move_weight": move_weight, "move_budget_bytes": budget_bytes,
         "kept": kept, "swaps_found": sum(len(s) for s in seqs),
         "walk_steps": sum(len(w) for w in walks),
+        "walk_back_layers": sum(b is not w for b, w in zip(backs, walks, strict=True)),
         "dedup_cost_per_token": exact.cost_per_token,
         "copies_per_token_layer": exact.copies_per_token_layer,
         "stopped_by_time_limit": stopped,

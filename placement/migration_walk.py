@@ -18,6 +18,13 @@ full re-fit, best exact gain per move first.
    moved: the hull spans the zero-gain steps in between).  Hull segments of every layer are
    taken by the best gain per move first while they fit (:func:`merge_by_rate`), so the
    result never moves more than the budget.
+4. The way back (:func:`unwalk_layer`): from the walk's end, return the experts to the layout
+   in force one swap at a time, the swap losing the least exact gain per move freed first,
+   and read that path the other way round.  A group of co-activated experts saves its copy
+   only once all of it has moved: walking forward, its first moves gain nothing and look no
+   better than any other; walking back, breaking the group loses its whole gain at the first
+   return and its other members then return for free, so the groups worth most per move are
+   the last to go back and the first on the path read forward.
 """
 
 from __future__ import annotations
@@ -41,6 +48,7 @@ CHECKS_PER_STEP = 16  # exact swap values computed per walk step (best by summed
 class Search(Protocol):
     """One layer's search state (:class:`placement.migration_dedup.LayerSearch`)."""
 
+    init: np.ndarray  # every expert's GPU in the layout in force (moves count from it)
     gpu: np.ndarray  # every expert's GPU now
     gs: np.ndarray  # every GPU's server
     scale: float
@@ -103,6 +111,20 @@ class WalkStep:
     moves: int
 
 
+def _ranked_pairs(search: Search, off: np.ndarray, dest: np.ndarray) -> list[tuple[int, int]]:
+    """The ``CHECKS_PER_STEP`` swaps (a, b) that put an expert ``a`` of ``off`` on ``dest[a]``
+    with an expert ``b`` of ``off`` there, best first by their experts' single-move deltas."""
+    delta = search.scale * search.st.move_deltas()
+    pairs = []
+    for a in off.tolist():
+        there = off[search.gpu[off] == dest[a]]
+        for b in there.tolist():
+            approx = delta[a, search.gs[dest[a]]] + delta[b, search.gs[search.gpu[a]]]
+            pairs.append((float(approx), int(a), int(b)))
+    pairs.sort()
+    return [(a, b) for _, a, b in pairs[:CHECKS_PER_STEP]]
+
+
 def walk_layer(search: Search, target: np.ndarray, deadline: Deadline) -> list[WalkStep]:
     """Step 2 of the module docstring; applies the steps to ``search``."""
     steps: list[WalkStep] = []
@@ -110,17 +132,8 @@ def walk_layer(search: Search, target: np.ndarray, deadline: Deadline) -> list[W
         off = np.flatnonzero(search.gpu != target)
         if not off.size:
             break
-        st = search.st
-        delta = search.scale * st.move_deltas()
-        pairs = []
-        for a in off.tolist():
-            there = off[search.gpu[off] == target[a]]
-            for b in there.tolist():
-                approx = delta[a, search.gs[target[a]]] + delta[b, search.gs[search.gpu[a]]]
-                pairs.append((float(approx), int(a), int(b)))
-        pairs.sort()
         best: tuple[float, float, int, int, int] | None = None
-        for _, a, b in pairs[:CHECKS_PER_STEP]:
+        for a, b in _ranked_pairs(search, off, target):
             v = search.swap_value(a, b)
             if v is None:
                 continue
@@ -134,6 +147,36 @@ def walk_layer(search: Search, target: np.ndarray, deadline: Deadline) -> list[W
         search.apply(a, b)
         steps.append(WalkStep(a, b, gain, moves))
     return steps
+
+
+def unwalk_layer(search: Search, deadline: Deadline) -> list[WalkStep]:
+    """Step 4 of the module docstring: from where ``search`` is back to its starting layout
+    (``search.init``), the swap losing the least exact gain per move freed first; returns the
+    path the other way round (from the start towards where ``search`` was), as walk steps.
+    Empty when the way back is blocked (balance) or the deadline passes on it: the path
+    must begin at the layout in force."""
+    back: list[WalkStep] = []
+    while not deadline.search_passed():
+        off = np.flatnonzero(search.gpu != search.init)
+        if not off.size:
+            break
+        best: tuple[float, float, int, int, int] | None = None
+        for a, b in _ranked_pairs(search, off, search.init):
+            v = search.swap_value(a, b)
+            if v is None:
+                continue
+            gain, moves = v  # moves < 0: a returns home (and b may too)
+            key = -gain / max(-moves, 0.5)  # the loss per move freed
+            if best is None or key < best[0] - EPS:
+                best = (key, gain, moves, a, b)
+        if best is None:
+            return []
+        _, gain, moves, a, b = best
+        search.apply(a, b)
+        back.append(WalkStep(a, b, -gain, -moves))  # the same swap, the other way
+    if (search.gpu != search.init).any():
+        return []
+    return back[::-1]
 
 
 def hull_segments(steps: Sequence[Step]) -> list[Segment]:

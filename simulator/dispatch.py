@@ -18,7 +18,9 @@ both are the server endpoint.  For a route from GPU a (server S) to host GPU b (
   :func:`dedup_keys` applies the de-duplication rule, :func:`simulator.traffic.remote_servers`
   (also what ``dedup`` placement optimises).
 
-Combine is the mirror image of dispatch (:meth:`PhasePlan.mirror`).
+Combine is the mirror image of dispatch (:meth:`PhasePlan.mirror`).  A scheme's kernel may
+also cost a fixed time per phase whatever it moves (:func:`kernel_s`): each GPU's data of
+the phase counts as arrived that long after its last message.
 """
 
 from __future__ import annotations
@@ -28,14 +30,29 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
-from simulator.timing import DEEPEP_SLICE_COPIES
+from simulator.timing import (
+    DEEPEP_LL_COMBINE_KERNEL_S,
+    DEEPEP_LL_DISPATCH_KERNEL_S,
+    DEEPEP_SLICE_COPIES,
+)
 from simulator.traffic import PairList, pair_list, remote_servers
 from simulator.traffic_config import DISPATCH_SCHEMES
-from simulator.unique import sorted_unique
+from simulator.unique import distinct_keys, rank_lookup, sorted_unique
 from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
 DEEPEP_SLICE = int(DEEPEP_SLICE_COPIES.value)
+# fixed time per kernel (dispatch, combine), measured (simulator.timing); schemes not listed
+# have none measured: NCCL's all-to-all and DeepEP's normal kernels, whose published
+# figures are bandwidths of kernels that run for milliseconds
+KERNEL_S: dict[str, tuple[float, float]] = {
+    "deepep-ll": (DEEPEP_LL_DISPATCH_KERNEL_S.value, DEEPEP_LL_COMBINE_KERNEL_S.value),
+}
+
+
+def kernel_s(scheme: str, combine: bool) -> float:
+    """The fixed time ``scheme``'s dispatch (or combine) kernel adds to each GPU's arrival."""
+    return KERNEL_S.get(scheme, (0.0, 0.0))[int(combine)]
 
 
 def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
@@ -243,6 +260,14 @@ def _pooled_deepep_normal_plan(origins: np.ndarray, hosts: np.ndarray, gpu_serve
                        (oo[local], hh[local]), (fan, hh[far]), ep)
 
 
+def _distinct_feeds(src: np.ndarray, dst: np.ndarray, src0: int, n_src: int, dst0: int,
+                    n_dst: int, n_all: int) -> np.ndarray:
+    """Distinct keys src * n_all + dst of one stage's feeds (sources src0.., destinations
+    dst0..), made distinct in the stage's own key space (small enough to count in)."""
+    local = distinct_keys((src - src0) * n_dst + (dst - dst0), n_src * n_dst)
+    return (local // max(n_dst, 1) + src0) * n_all + local % max(n_dst, 1) + dst0
+
+
 def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: np.ndarray,
                 up_mid: Pairs, up_down: Pairs, mid_down: Pairs, ep: Endpoints) -> PhasePlan:
     """A pooled plan from its stages: ``up_c``/``down_c`` copies on each GPU's uplink/downlink,
@@ -252,15 +277,13 @@ def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: 
     e+1, e+2, ...): a source server starts them together once its GPUs' data is in, and in
     pair order every server would send to server 0 first."""
     g = int(up_c.shape[0])
-    by_pair = sorted_unique(mid_p)
+    n_pairs = ep.count * ep.count
+    by_pair = distinct_keys(mid_p, n_pairs)
     e, f = np.divmod(by_pair, ep.count)
     rot = np.lexsort(((f - e) % ep.count, e))
     rank = np.empty_like(rot)
     rank[rot] = np.arange(rot.size)
-
-    def mid_of(pairs: np.ndarray) -> np.ndarray:
-        return rank[np.searchsorted(by_pair, pairs)]
-
+    mid_of = rank_lookup(by_pair, rank, n_pairs, 3 * mid_p.size)
     mids = by_pair[rot]
     mid_c = np.bincount(mid_of(mid_p), weights=mid_w, minlength=mids.size).astype(np.int64)
     ups, downs = np.flatnonzero(up_c), np.flatnonzero(down_c)
@@ -270,9 +293,14 @@ def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: 
     up_id[ups] = np.arange(n_u)
     down_id = np.full(g, -1)
     down_id[downs] = n_u + n_m + np.arange(downs.size)
-    f_src = np.concatenate([up_id[up_mid[0]], up_id[up_down[0]], n_u + mid_of(mid_down[0])])
-    f_dst = np.concatenate([n_u + mid_of(up_mid[1]), down_id[up_down[1]], down_id[mid_down[1]]])
-    key = sorted_unique(f_src * n_all + f_dst)
+    n_d = downs.size
+    stages = [  # (source ids, destination ids, first source id, sources, first destination id,
+                # destinations) of the feeds uplink -> pair, uplink -> downlink, pair -> downlink
+        (up_id[up_mid[0]], n_u + mid_of(up_mid[1]), 0, n_u, n_u, n_m),
+        (up_id[up_down[0]], down_id[up_down[1]], 0, n_u, n_u + n_m, n_d),
+        (n_u + mid_of(mid_down[0]), down_id[mid_down[1]], n_u, n_m, n_u + n_m, n_d),
+    ]
+    key = sorted_unique(np.concatenate([_distinct_feeds(*stage, n_all) for stage in stages]))
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
         np.concatenate([up_c[ups], mid_c, down_c[downs]]),

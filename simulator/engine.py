@@ -42,7 +42,7 @@ from simulator.cluster.paths import RouteTable
 from simulator.cluster.share_units import share_units, whole_bytes
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.config import SimConfig
-from simulator.dispatch import check_scheme
+from simulator.dispatch import check_scheme, kernel_s
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.microbatches import by_tokens
 from simulator.summaries import RunRecords, SimFrames, collect_sim
@@ -183,9 +183,11 @@ class _Run:
             self.copies.add(lt.copies, block.num_tokens, db + cb)
             self.gpu_routes += lt.routes_on
             layer = _Layer(self, t0, lt.routes_on, lt.self_routes, t_route)
-            layer.combine = Transfer(self, lt.dispatch.mirror(), cb, True, layer.combine_arrived)
+            layer.combine = Transfer(self, lt.dispatch.mirror(), cb, True, layer.combine_arrived,
+                                     kernel_s(traffic.dispatch, True))
             layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
-            layer.dispatch = Transfer(self, lt.dispatch, db, False, layer.dispatch_arrived)
+            layer.dispatch = Transfer(self, lt.dispatch, db, False, layer.dispatch_arrived,
+                                      kernel_s(traffic.dispatch, False))
             arriving = lt.dispatch.delivered_to(g)
             for b in np.flatnonzero((lt.routes_on > 0) & (arriving == 0)).tolist():
                 layer.start_compute(b)

@@ -27,7 +27,7 @@ import numpy as np
 
 from simulator.cluster.paths import RouteTable
 from simulator.config import SimConfig
-from simulator.dispatch import PhasePlan, check_scheme
+from simulator.dispatch import PhasePlan, check_scheme, kernel_s
 from simulator.engine import SimResult, replay_stream, validate_links
 from simulator.flow_network import FluidNet
 from simulator.flow_parts import FlowPart, combine_flow_parts, frame_fields
@@ -38,7 +38,7 @@ from simulator.traffic import CopyTally, validate_layout
 from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 
-ARRIVAL, COMPUTE = 0, 1
+ARRIVAL, COMPUTE, DELIVERY = 0, 1, 2  # DELIVERY: a GPU's data, after the kernel time
 
 
 class _Pool:
@@ -75,9 +75,11 @@ class _Transfer:
 
     def __init__(
         self, run: _FlowRun, plan: PhasePlan, bytes_per_copy: int, gated: bool,
-        on_delivered: Callable[[np.ndarray, float], None], now: float,
+        on_delivered: Callable[[np.ndarray, float], None], now: float, kernel_s: float = 0.0,
     ) -> None:
         self.run = run
+        self.kernel_s = kernel_s
+        self.waiting = 0  # GPUs whose data has arrived, delivered after the kernel time
         self.slot = run.register(self)
         self.plan = plan
         g = run.g
@@ -138,9 +140,21 @@ class _Transfer:
             got = np.bincount(b, minlength=self.left.size)
             self.left -= got
             done = np.flatnonzero((got > 0) & (self.left == 0))
-            if done.size:
+            if done.size and self.kernel_s > 0:
+                self.waiting += done.size
+                self.run.pool.push(np.full(done.size, now + self.kernel_s), DELIVERY,
+                                   np.full(done.size, self.slot), done)
+            elif done.size:
                 self.on_delivered(done, now)
-        if self.open == 0:
+        self._close()
+
+    def delivered(self, gpus: np.ndarray, now: float) -> None:
+        self.waiting -= gpus.size
+        self.on_delivered(gpus, now)
+        self._close()
+
+    def _close(self) -> None:
+        if self.open == 0 and self.waiting == 0:
             self.run.unregister(self.slot)
 
 
@@ -224,16 +238,18 @@ class _Microbatch:
 
     def start_layer(self, now: float) -> None:
         run, block = self.run, self.block
+        scheme = run.config.traffic.dispatch
         lt = layer_traffic(block.experts[:, self.li, :], self.origins, run.expert_gpus[self.li],
-                           run.routes, run.config.traffic.dispatch, run.multipath.endpoints)
+                           run.routes, scheme, run.multipath.endpoints)
         run.hops += lt.hops
         run.copies.add(lt.copies, block.num_tokens, self.db + self.cb)
         run.gpu_routes += lt.routes_on
         layer = _Layer(self, lt.routes_on, lt.self_routes, now)
         layer.combine = _Transfer(run, lt.dispatch.mirror(), self.cb, True,
-                                  layer.combine_arrived, now)
+                                  layer.combine_arrived, now, kernel_s(scheme, True))
         layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
-        layer.dispatch = _Transfer(run, lt.dispatch, self.db, False, layer.dispatch_arrived, now)
+        layer.dispatch = _Transfer(run, lt.dispatch, self.db, False, layer.dispatch_arrived, now,
+                                   kernel_s(scheme, False))
         idle = np.flatnonzero((lt.routes_on > 0) & (lt.dispatch.delivered_to(run.g) == 0))
         if idle.size:
             layer.start_compute(idle, now)
@@ -342,11 +358,11 @@ class _FlowRun:
             until = t + tol * self.time_scale(t)
             last = max(t_fin[t_fin <= until].max(initial=t), pool.t[pool.t <= until].max(initial=t))
             t_proc = max(now, 0.5 * (t + last))
-            owner, msg, arrival, _ = net.complete(now, t_proc, until)
+            owner, msg, arrival, _ = net.complete(now, t_proc, until, t_fin)
             now = t_proc
             pool.push(arrival, ARRIVAL, owner, msg)
             kind, owner, item = pool.pop_due(until)
-            for k in (ARRIVAL, COMPUTE):
+            for k in (ARRIVAL, COMPUTE, DELIVERY):
                 sel = kind == k
                 if not sel.any():
                     continue
@@ -358,6 +374,8 @@ class _FlowRun:
                     target = self.owners[int(o[lo])]
                     if k == ARRIVAL:
                         target.arrived(it[lo:hi], now)  # type: ignore[union-attr]
+                    elif k == DELIVERY:
+                        target.delivered(it[lo:hi], now)  # type: ignore[union-attr]
                     else:
                         target.computed(it[lo:hi], now)  # type: ignore[union-attr]
         self.now = now

@@ -169,17 +169,16 @@ class FluidNet:
         return now + out
 
     def complete(
-        self, now: float, t_proc: float, until: float
+        self, now: float, t_proc: float, until: float, t_fin: np.ndarray
     ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """Move the flows on from ``now`` to ``t_proc`` and finish those due by ``until``
         (module docstring): (owner, message, arrival time, duration) of each, removed from
-        the active set."""
+        the active set.  ``t_fin``: :meth:`finish_times` at ``now``."""
         z = np.zeros(0, dtype=np.int64)
         if self.active == 0:
             if t_proc > now:
                 self._record(now, self.rate)
             return z, z, np.zeros(0), np.zeros(0)
-        t_fin = self.finish_times(now)
         done = t_fin <= until + FINISH_RTOL * abs(until)
         if t_proc > now:
             # what each flow sends until t_proc: the finishing ones all they have left, so the

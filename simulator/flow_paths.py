@@ -96,8 +96,8 @@ def csr_index(off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     lo = off[rows]
     counts = off[rows + 1] - lo
     pos = np.repeat(np.arange(rows.size), counts)
-    idx = np.arange(counts.sum()) - np.repeat(np.cumsum(counts) - counts, counts)
-    return pos, idx + np.repeat(lo, counts)
+    # entry j of row pos[j] sits at lo + (j - the number of entries of the rows before it)
+    return pos, np.arange(pos.size) + (lo - (np.cumsum(counts) - counts))[pos]
 
 
 def gather_rows(off: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:

@@ -49,22 +49,21 @@ def max_min_rates(
         return rate
     nlinks = capacity.shape[0]
     residual = capacity.astype(np.float64)
-    fe, le, we = flow, link, weight.astype(np.float64)
+    fe, le, we = flow, link, np.asarray(weight, dtype=np.float64)
     level = 0.0
     free = np.ones(num_flows, dtype=bool)
+    full = np.zeros(nlinks, dtype=bool)
     while fe.size:
         wsum = np.bincount(le, weights=we, minlength=nlinks)
-        used = wsum > 0
-        fill = np.full(nlinks, np.inf)
-        np.divide(residual, wsum, out=fill, where=used)
+        used = np.flatnonzero(wsum)
+        fill = residual[used] / wsum[used]
         step = max(float(fill.min()), 0.0)
         level += step
         residual -= step * wsum
-        full = fill - step <= (tolerance + FULL_RTOL) * level
-        frozen = np.zeros(num_flows, dtype=bool)
-        frozen[fe[full[le]]] = True
+        full[used] = fill - step <= (tolerance + FULL_RTOL) * level
+        frozen = fe[full[le]]
         rate[frozen] = level
-        free &= ~frozen
+        free[frozen] = False
         keep = free[fe]
         fe, le, we = fe[keep], le[keep], we[keep]
     return rate
@@ -92,7 +91,7 @@ def priority_max_min_rates(
     order = np.argsort(prio, kind="stable")
     prio = prio[order]
     cuts = np.concatenate([[0], np.flatnonzero(prio[1:] != prio[:-1]) + 1, [prio.size]])
-    fe, le, we = flow[order], link[order], weight[order].astype(np.float64)
+    fe, le, we = flow[order], link[order], np.asarray(weight[order], dtype=np.float64)
     left = capacity.astype(np.float64)
     rate = np.zeros(num_flows)
     nlinks = left.shape[0]

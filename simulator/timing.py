@@ -58,12 +58,38 @@ H800_NVLINK_BYTES_PER_S = Fact(
     160 * GBYTE, "B/s",
     "DeepEP README (docs/legacy.md): H800 '~160 GB/s NVLink maximum bandwidth' (measured)",
 )
+# DeepEP's low-latency kernels pay a fixed time per kernel, whatever they move: measured
+# with 1 token per rank (8 copies of 7.4 KB: < 0.2 us of NVLink time) on one 8-GPU node.
+# The H800 of DeepEP's tables is the same GH100 (SM90) chip as the H100 with fewer NVLinks;
+# the cost is the kernels' own (launch, count and flag exchange, receive-side unpacking), not
+# bandwidth, so the H100 measurement stands for it.
+_AIC_LL = (
+    "ai-dynamo/aiconfigurator systems/data/h100_sxm/comm/sglang/0.5.12/"
+    "wideep_deepep_ll_perf.parquet (DeepEP's test_low_latency, kernel time by kineto, NVLink"
+    " allowed): 1 token per rank, hidden 7168, top-8 of 256 experts, EP 8 on one H100 node:"
+)
+DEEPEP_LL_DISPATCH_KERNEL_S = Fact(
+    13.2e-6, "s",
+    f"{_AIC_LL} dispatch 13.2 us (2-8 tokens: 13.7-14.8 us; H200: 11.9 us), the kernel's"
+    " fixed cost; the replay adds it when a GPU's dispatch data has arrived",
+)
+DEEPEP_LL_COMBINE_KERNEL_S = Fact(
+    14.4e-6, "s",
+    f"{_AIC_LL} combine 14.4 us (2-8 tokens: 14.2-16.5 us; H200: 12.6 us), the kernel's"
+    " fixed cost; the replay adds it when a GPU's combine data has arrived",
+)
+_LL_EP8_RDMA_COPIES = 128 * 8 * 7 // 8  # 128 tokens x top-8 per rank; its own 1/8 stays local
+_LL_DISPATCH_RATE = _LL_EP8_RDMA_COPIES * 7408 / (163e-6 - DEEPEP_LL_DISPATCH_KERNEL_S.value)
+_LL_COMBINE_RATE = _LL_EP8_RDMA_COPIES * 14336 / (318e-6 - DEEPEP_LL_COMBINE_KERNEL_S.value)
 CX7_RDMA_BYTES_PER_S = Fact(
-    46 * GBYTE, "B/s",
+    round((_LL_DISPATCH_RATE + _LL_COMBINE_RATE) / 2, -8), "B/s",
     "DeepEP README before commit de8cfca (2025-06-05): pure-RDMA low-latency kernels at EP 8"
-    " (one node, every copy through the rank's own CX7) moved 1024 x 7408 B in 163 us and"
-    " 1024 x 14336 B in 318 us: 46.5 and 46.2 GB/s per NIC for both message sizes, i.e. the"
-    " NIC's achieved RDMA-write rate (93 % of the 50 GB/s line rate), with no fixed cost",
+    " (one node, NVLink off) took 163 us (dispatch) and 318 us (combine) for 128 tokens x"
+    " top-8 per rank; 7/8 of the copies go through the rank's own CX7 (its own copy stays"
+    " local: dst_rank != rank in csrc/kernels/internode_ll.cu then): 896 x 7408 B in"
+    " 163 - 13.2 us and 896 x 14336 B in 318 - 14.4 us (the kernels' fixed costs below) = 44.3"
+    " and 42.3 GB/s; the mean, 43.3 GB/s (87 % of the 50 GB/s line rate), is the NIC's"
+    " achieved RDMA-write rate",
 )
 
 # --- how DeepEP's kernels issue their copies (message granularity) -----------------------
@@ -88,6 +114,8 @@ MAX_SLICES_PER_MESSAGE = Fact(
 CALIBRATION: dict[str, Fact] = {
     "nvlink_bandwidth_bytes_per_s": H800_NVLINK_BYTES_PER_S,
     "nic_bandwidth_bytes_per_s": CX7_RDMA_BYTES_PER_S,
+    "deepep_ll_dispatch_kernel_s": DEEPEP_LL_DISPATCH_KERNEL_S,
+    "deepep_ll_combine_kernel_s": DEEPEP_LL_COMBINE_KERNEL_S,
     "nic_line_rate_bytes_per_s": NIC_400G_BYTES_PER_S,
     "nvlink_latency_s": NVLINK_HOP_LATENCY_S,
     "network_latency_s": NETWORK_HOP_LATENCY_S,

@@ -65,8 +65,9 @@ def resolve_hosts_layer(
     distance: np.ndarray | GpuDistance,
 ) -> np.ndarray:
     """Host GPU of every route of one layer, [tokens, k] (``gpus_layer``: [experts, replicas])."""
-    if gpus_layer.shape[1] == 1:
-        return gpus_layer[:, 0][experts_layer]
+    if gpus_layer.shape[1] == 1:  # take on a contiguous copy: 2x faster than indexing with
+        # the trace's strided small-int experts of one layer
+        return gpus_layer[:, 0].take(np.ascontiguousarray(experts_layer))
     cand = gpus_layer[experts_layer.astype(np.intp)]  # [T, k, R]
     if cand.shape[-1] == 1:
         return cand[..., 0].astype(np.int64)
@@ -112,7 +113,7 @@ def pair_list(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> Pa
     flat = (origins[:, None].astype(np.int64) * num_gpus + hosts_layer).ravel()
     if num_gpus * num_gpus <= _DENSE_KEYS_PER_ROUTE * flat.size:
         dense = np.bincount(flat, minlength=num_gpus * num_gpus)
-        keys = np.flatnonzero(dense)
+        keys = np.flatnonzero(dense.astype(bool))  # (2-3x faster on bools than on counts)
         counts = dense[keys]
     else:
         keys, counts = np.unique(flat, return_counts=True)
@@ -152,14 +153,17 @@ def remote_copies(
 
     Each copy crosses the network once each way: ``dispatch + combine`` bytes enter it.
     """
-    so = gpu_server[origins]
-    sh = gpu_server[hosts_layer]
-    routes = int((sh != so[:, None]).sum())
-    if sh.size and int(gpu_server.max()) < 64:  # distinct servers per token as bits: no sort
-        one = np.uint64(1)
-        bits = np.bitwise_or.reduce(one << sh.astype(np.uint64), axis=1)
-        bits &= ~(one << so.astype(np.uint64))
+    if hosts_layer.size and int(gpu_server.max()) < 64:  # servers as bits: no sort
+        bit = np.left_shift(np.uint64(1), gpu_server.astype(np.uint64))
+        host_bits, own_bits = bit.take(hosts_layer), bit.take(origins)
+        routes = hosts_layer.size - int(np.count_nonzero(host_bits == own_bits[:, None]))
+        bits = host_bits[:, 0].copy()  # OR column by column: 3x faster than reduce(axis=1)
+        for j in range(1, host_bits.shape[1]):
+            bits |= host_bits[:, j]
+        bits &= ~own_bits
         return RemoteCopies(dedup=int(np.bitwise_count(bits).sum()), routes=routes)
+    so = gpu_server[origins]
+    routes = int((gpu_server[hosts_layer] != so[:, None]).sum())
     _, keep = remote_servers(origins, hosts_layer, gpu_server)
     return RemoteCopies(dedup=int(keep.sum()), routes=routes)
 

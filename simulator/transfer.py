@@ -129,7 +129,8 @@ class Transfer:
 
     A message starts once every message feeding it has arrived and, in a gated phase
     (combine), a message entering from a GPU also waits for that GPU's compute.  A GPU's data
-    has arrived once every message delivering to it has.
+    has arrived once every message delivering to it has, plus ``kernel_s`` (the scheme's fixed
+    kernel time, :func:`simulator.dispatch.kernel_s`).
 
     Sliced plans (``plan.slice_copies`` > 0, the DeepEP schemes): a message travels as
     ``rounds[m]`` slices of near-equal bytes, ceil(copies / slice_copies) but at most
@@ -143,6 +144,7 @@ class Transfer:
     __slots__ = (
         "run", "plan", "rounds", "nbytes", "parts", "pending", "round_pending", "dep_off",
         "dep_ids", "on_delivered", "first_start", "deliveries", "left", "final", "gated_by",
+        "kernel_s",
     )
 
     def __init__(
@@ -152,9 +154,11 @@ class Transfer:
         bytes_per_copy: int,
         gated: bool,
         on_delivered: Callable[[int], None],
+        kernel_s: float = 0.0,
     ) -> None:
         self.run = run
         self.plan = plan
+        self.kernel_s = kernel_s
         g = run.g
         n = int(plan.copies.shape[0])
         self.nbytes = (plan.copies * bytes_per_copy).tolist()
@@ -265,7 +269,14 @@ class Transfer:
             b = int(self.plan.down[i])
             self.left[b] -= 1
             if self.left[b] == 0:
-                self.on_delivered(b)
+                self._deliver(b)
+
+    def _deliver(self, b: int) -> None:
+        if self.kernel_s <= 0:
+            self.on_delivered(b)
+            return
+        wake = Wakeup(lambda _e: self.on_delivered(b))
+        self.run.env.schedule(wake, NORMAL, self.kernel_s)  # type: ignore[arg-type]
 
 
 def slice_rounds(plan: PhasePlan) -> np.ndarray:

@@ -1,6 +1,6 @@
 """The straggler trade without replicas (``placement.dedup.trade``): the searched layers stand
 only when their copy saving is worth the rise of their busiest GPUs; otherwise no layer ends
-above EPLB's busiest GPU nor costs more than EPLB's layer."""
+above EPLB's busiest GPU or busiest server endpoint, nor costs more than EPLB's layer."""
 
 from __future__ import annotations
 
@@ -11,9 +11,9 @@ from hypothesis import strategies as st
 
 from placement import SolverOptions, check_layout
 from placement.dedup import solve
-from placement.dedup.evaluate import dedup_cost, layer_gpu_loads
+from placement.dedup.evaluate import dedup_cost, layer_gpu_loads, remote_servers
 from placement.dedup.layers import LayerChoice
-from placement.dedup.trade import TRADE_RATE, busiest_gpu, straggler_trade
+from placement.dedup.trade import TRADE_RATE, busiest_endpoint, busiest_gpu, straggler_trade
 from tests.test_placement_dedup import _problem
 
 
@@ -69,6 +69,19 @@ def test_the_trade_keeps_every_layer_within_eplb(seed):
     busy = layer_gpu_loads(p, res.layout).max(axis=1)
     if "not kept" in str(res.info["straggler_trade"]):
         assert (busy <= layer_gpu_loads(p, ref).max(axis=1) + 1e-9).all()
+    # EPLB's servers: EPLB's GPUs (``anchor``); when the trade binds, no layer's busiest
+    # server endpoint above EPLB's
+    sample = p.token_sample
+    assert sample is not None
+    o = sample.origin_gpu.astype(np.int64)
+    for li in range(p.num_layers):
+        x = sample.experts[:, li].astype(np.int64)
+        mine, theirs = res.layout.expert_gpus[li], ref.expert_gpus[li]
+        if "not kept" in str(res.info["straggler_trade"]):
+            assert (busiest_endpoint(remote_servers(p, x, o, mine)[0], p.gpu_server[o])
+                    <= busiest_endpoint(remote_servers(p, x, o, theirs)[0], p.gpu_server[o]))
+        if (p.gpu_server[mine[:, 0]] == p.gpu_server[theirs[:, 0]]).all():
+            assert (mine[:, 0] == theirs[:, 0]).all()
 
 
 @pytest.mark.parametrize("redundant", [0, 6])

@@ -11,8 +11,9 @@ from test_topology_cases import SMALL_CASES, build, case_id
 from simulator.cluster.builders import LinkDefaults, build_fat_tree, build_rail_optimized
 from simulator.cluster.multipath import MultipathRoutes
 from simulator.cluster.paths import build_route_table
+from simulator.flow_paths import csr_index
 from simulator.traffic import remote_copies
-from simulator.unique import sorted_unique
+from simulator.unique import distinct_keys, rank_lookup, sorted_unique
 
 _CLUSTERS = [*SMALL_CASES, ("fat-tree", {"k": 4, "num_servers": 8})]
 
@@ -69,3 +70,32 @@ def test_remote_copies_count_distinct_remote_servers(servers, tokens, k, seed):
 def test_sorted_unique_is_np_unique(values):
     x = np.array(values, dtype=np.int64)
     np.testing.assert_array_equal(sorted_unique(x), np.unique(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.lists(st.integers(0, 299), max_size=80))
+def test_distinct_keys_dense_or_sorted_is_np_unique(space, values):
+    # both paths: a key space of up to 300 against 0..80 values (dense below 8 per value)
+    x = np.array([v % space for v in values], dtype=np.int64)
+    np.testing.assert_array_equal(distinct_keys(x, space), np.unique(x))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.lists(st.integers(0, 299), min_size=1, max_size=40),
+       st.integers(0, 100))
+def test_rank_lookup_table_or_search_is_the_rank(space, values, lookups):
+    keys = np.unique(np.array([v % space for v in values], dtype=np.int64))
+    ranks = np.arange(keys.size)[::-1].copy()
+    find = rank_lookup(keys, ranks, space, lookups)
+    np.testing.assert_array_equal(find(keys[::-1]), ranks[::-1])
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.integers(0, 4), min_size=1, max_size=12), st.data())
+def test_csr_index_is_every_entry_of_the_rows_in_order(lengths, data):
+    off = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
+    rows = np.array(data.draw(st.lists(st.integers(0, len(lengths) - 1), max_size=10)),
+                    dtype=np.int64)
+    want = [(i, j) for i, r in enumerate(rows) for j in range(off[r], off[r + 1])]
+    pos, idx = csr_index(off, rows)
+    assert list(zip(pos.tolist(), idx.tolist(), strict=True)) == want

@@ -74,19 +74,10 @@ def eplb_layer(
     problem: PlacementProblem, x: np.ndarray, o: np.ndarray, cost: np.ndarray, eg: np.ndarray,
     name: str,
 ) -> LayerChoice:
-    """The reference's layer at its exact cost (replicas included).  Without replicas its
-    copies keep their servers (so the cost) and each server's GPUs are packed again
-    (``pack_server``) when that lowers the layer's busiest GPU."""
+    """The reference's layer as EPLB packs it, at its exact cost (replicas included); not
+    packed again (``anchor``: a GPU choice inside a server that buys nothing is noise)."""
     c = float((remote_servers(problem, x, o, eg)[0] * cost).sum())
-    copies = layer_from_layout(eg)
-    if (eg[:, 1:] < 0).all():
-        gpu = eg[:, 0]
-        weight = np.bincount(x.ravel(), minlength=problem.num_experts)
-        quota = np.bincount(gpu, minlength=problem.num_gpus)
-        repacked, load = pack_primaries(problem, x, problem.gpu_server[gpu], quota)
-        if load.max() < np.bincount(gpu, weights=weight, minlength=problem.num_gpus).max():
-            copies = repacked
-    return LayerChoice(copies, c, c, c, name, fallback=True)
+    return LayerChoice(layer_from_layout(eg), c, c, c, name, fallback=True)
 
 
 def to_gpus(

@@ -30,15 +30,19 @@ def lpt(loads: np.ndarray, quota: np.ndarray) -> np.ndarray:
     return out
 
 
-def exchange(loads: np.ndarray, gpu: np.ndarray, num_gpus: int) -> np.ndarray:
+def exchange(loads: np.ndarray, gpu: np.ndarray, num_gpus: int,
+             enough: float = -np.inf) -> np.ndarray:
     """``gpu`` improved by pairwise exchanges: each step swaps one copy of the busiest GPU
     with a lighter copy of another GPU, the swap that leaves the pair's larger load smallest,
-    as long as that is below the busiest load (every GPU keeps its number of copies)."""
+    as long as that is below the busiest load (every GPU keeps its number of copies), and
+    until the busiest load is at most ``enough`` (default: no such stop)."""
     out = gpu.copy()
     gl = np.bincount(out, weights=loads, minlength=num_gpus)
     for _ in range(4 * len(loads) + 1):  # each step lowers the busiest or ties it on fewer GPUs
         h = int(np.argmax(gl))
         top = gl[h]
+        if top <= enough + EPS:
+            break
         on_h = np.flatnonzero(out == h)
         best: tuple[float, int, int] | None = None
         for g in range(num_gpus):

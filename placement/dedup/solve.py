@@ -27,7 +27,9 @@ solved again with a tighter server cap.  Every layer, searched, cut by the time 
 missing the guard, ends as the cheapest within the guard of its searched layouts, EPLB's
 layer, the group start and round-robin's and contiguous's layers (``layers``).  Without
 replicas (and ``balance_eps``) the straggler trade (``trade``) decides after the search whether
-the layers' saving is worth their busiest GPUs, else caps each layer at EPLB's.  With
+the layers' saving is worth their busiest GPUs, else caps each layer's busiest GPU and busiest
+server endpoint at EPLB's; each layer's copies keep EPLB's GPUs wherever they have EPLB's
+servers (``anchor``).  With
 ``flatten_popularity`` > 0 every layer's token costs are weighted first (``popularity``: a
 layout for a workload whose expert popularity differs from the sample's); the objective,
 copies and bound reported stay the unweighted sample's.  Lower bound: ``bound``; the result
@@ -44,11 +46,13 @@ import numpy as np
 
 from placement.baselines import contiguous_gpus, round_robin_gpus
 from placement.dedup.ablation import ablation
+from placement.dedup.anchor import anchor_layer
 from placement.dedup.deadline import Deadline
 from placement.dedup.evaluate import (
     dedup_cost,
     imbalance,
     layer_gpu_loads,
+    remote_servers,
     server_cost,
     server_distance,
 )
@@ -59,7 +63,7 @@ from placement.dedup.sample_bound import primary_caps, sample_bound
 from placement.dedup.search import perturb_and_search, repair_balance, swap_search
 from placement.dedup.start import coactivation_start, group_start
 from placement.dedup.state import LayerState
-from placement.dedup.trade import busiest_gpu, straggler_trade
+from placement.dedup.trade import busiest_endpoint, busiest_gpu, straggler_trade
 from placement.eplb import eplb
 from placement.outcome import SolverOutcome, Termination
 from placement.problem import (
@@ -167,7 +171,9 @@ def _straggler_trade(
 ) -> list[LayerChoice]:
     """``trade``: the layers as they are when their saving is worth their stragglers, else
     every layer above EPLB's busiest GPU replaced by its cheapest candidate within it
-    (``fit_cost(layer)``: the cost the search minimised there)."""
+    (``fit_cost(layer)``: the cost the search minimised there); each layer anchored to EPLB's
+    GPUs (``anchor``); and, when the trade binds, every layer with a busier server endpoint
+    than EPLB's replaced by EPLB's layer."""
     sample = problem.token_sample
     assert sample is not None
     G, L = problem.num_gpus, problem.num_layers
@@ -188,6 +194,24 @@ def _straggler_trade(
             problem, xs[li], o, fit_cost(li), quota[li], pcap, float(ref_busy[li]),
             ref.expert_gpus[li], {n: srv[li] for n, srv in baselines.items()},
             [dataclasses.replace(layers[li], guard_missed=True)], "straggler trade")
+    # every layer on EPLB's GPUs where it has EPLB's servers, its busiest GPU at most the
+    # higher of EPLB's and its own (``anchor``)
+    out = [anchor_layer(problem, xs[li], ly, ref.expert_gpus[li, :, 0],
+                        max(float(ref_busy[li]), busiest_gpu(G, xs[li], ly.copies)))
+           for li, ly in enumerate(out)]
+    # when the trade binds, a layer off EPLB's servers with a busier server endpoint than
+    # EPLB's: EPLB's layer (the layer time, not the bytes, decides there)
+    by_endpoint = []
+    own = problem.gpu_server[o]
+    for li, ly in enumerate(out):
+        if ly.fallback or trade.worth_it:
+            continue
+        used = remote_servers(problem, xs[li], o, _build(problem, [ly]).expert_gpus[0])[0]
+        ref_used = remote_servers(problem, xs[li], o, ref.expert_gpus[li])[0]
+        if busiest_endpoint(used, own) > busiest_endpoint(ref_used, own):
+            out[li] = refs[li]
+            by_endpoint.append(problem.layer_indices[li] if problem.layer_indices else li)
+    info["layers_eplb_by_endpoint"] = by_endpoint
     return out
 
 

@@ -8,11 +8,12 @@ data (the busiest GPU sets the compute time), so the trade makes every layer slo
 real routing the same search saves 10-25 % for 0-50 %.
 
 Rule (per problem, on the fitting tokens): let ``saving`` be 1 - the searched layers' cost /
-EPLB's and ``rise`` the searched layers' busiest GPUs summed over EPLB's (each server of EPLB's
-layers packed again, ``packing``) - 1.  When ``saving >= TRADE_RATE x rise`` the layers stand.
+EPLB's and ``rise`` the searched layers' busiest GPUs summed over EPLB's (EPLB's layers as
+EPLB packs them) - 1.  When ``saving >= TRADE_RATE x rise`` the layers stand.
 Otherwise every layer whose busiest GPU is above EPLB's takes the cheapest of its candidates
 (``layers.cheapest_layer``: the searched layer, EPLB's, the group start, round-robin's,
-contiguous's) that keeps its busiest GPU at or below EPLB's.  The search itself runs without the
+contiguous's) that keeps its busiest GPU at or below EPLB's.  Then every layer's copies keep
+EPLB's GPUs wherever they have EPLB's servers (``anchor``).  The search itself runs without the
 cap: searched under it, the swaps it finds are noise of the sample (they lose out of sample).
 """
 
@@ -63,3 +64,15 @@ def straggler_trade(
     saving = 1 - cost / total if total > 0 else 0.0
     rise = float(busiest.sum() / ref_busiest.sum() - 1) if ref_busiest.sum() > 0 else 0.0
     return Trade(saving, rise)
+
+
+def busiest_endpoint(used: np.ndarray, own: np.ndarray) -> float:
+    """De-duplicated copies of one layer's busiest server endpoint, sending or receiving
+    (``used`` [tokens, servers]: the remote servers each token is sent to; ``own``: its
+    server).  ``deepep-normal`` sends one copy per token and remote server through the
+    servers' NICs, so a layer's dispatch and combine last at least this many copies x the bytes
+    of a copy / a server's NIC bandwidth: fewer copies in all with a busier endpoint is a
+    slower layer."""
+    S = used.shape[1]
+    send = np.bincount(own, weights=used.sum(axis=1), minlength=S)
+    return float(max(send.max(initial=0.0), used.sum(axis=0).max(initial=0)))
