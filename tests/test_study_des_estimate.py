@@ -87,3 +87,18 @@ def test_a_cell_in_another_mode_keeps_its_per_token_count(tmp_path):
     config = {**cell.config, "sim": {**cell.config["sim"], "mode": "flow"}}
     assert cell_des_hop_events(config) is None
     assert with_des_counts([config], [cell.work]) == [cell.work]
+
+
+def test_a_quiet_study_counts_nothing(tmp_path, monkeypatch):
+    """Without a note to give (``-q``) the driver neither counts nor builds a line."""
+    from experiments.studies import run_study, runner
+
+    def refuse(*_args: object) -> None:
+        raise AssertionError("counted although nobody reads the line")
+
+    monkeypatch.setattr(runner, "with_des_counts", refuse)
+    (tmp_path / "study.toml").write_text(STUDY.format(microbatch=256, scheme="all-to-all"))
+    study = load_study_file(tmp_path / "study.toml")
+    assert run_study(study, tmp_path / "run", serial=True).cells_run == len(study.cells)
+    with pytest.raises(AssertionError, match="counted"):  # with a note it does count
+        run_study(study, tmp_path / "again", serial=True, note=print)

@@ -83,7 +83,8 @@ def execute(study: Study, out: Path, args: argparse.Namespace) -> int:
               f" {', '.join(sorted(strategies))})", file=sys.stderr)
     outcome = run_study(
         study, out, serial=args.serial, scheduler=args.scheduler, workers=args.workers,
-        overwrite=args.overwrite, progress=CellProgress(feedback), note=feedback.note,
+        overwrite=args.overwrite, progress=CellProgress(feedback),
+        note=feedback.note if feedback.notes else None,
         command="sweep" if hasattr(args, "study_file") else f"study {args.name}",
     )
     if outcome.cells_reused:

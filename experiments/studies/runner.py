@@ -275,12 +275,14 @@ def run_study(
     workers: int = 2,
     overwrite: bool = False,
     progress: Progress = lambda done, total, label: None,
-    note: Callable[[str], None] = lambda line: None,
+    note: Callable[[str], None] | None = None,
     command: str = "sweep",
 ) -> SweepOutcome:
     """Run every unfinished cell, then merge; safe to kill and re-run at any moment.  Before
     any work, the disk the cells still to run need is checked and, for a long run, their CPU
-    time's order of magnitude is given to ``note`` (one line naming ``command``)."""
+    time's order of magnitude is given to ``note`` (one line naming ``command``).  Without a
+    ``note`` (``-q``) the DES cells are not counted: the count costs about as much CPU as the
+    replays of a small grid, and nobody would read its line."""
     run_dir = Path(run_dir)
     if workers < 1:
         raise InputError(f"--workers must be >= 1, got {workers}")
@@ -288,13 +290,13 @@ def run_study(
     if run_dir.exists() and not run_dir.is_dir():
         raise InputError(f"{run_dir}: exists and is not a directory; choose another --out")
     to_run = cells_to_run(run_dir, study, overwrite)
-    todo = with_des_counts([c.config for c in to_run], [c.work for c in to_run])
+    works = [c.work for c in to_run]
+    todo = with_des_counts([c.config for c in to_run], works) if note else works
     tokens = sum(w.replay_tokens for w in todo)
     check_disk(study_disk_bytes(todo, [c.work for c in study.cells]), run_dir,
                f"the {len(todo):,} cell{'s' * (len(todo) != 1)} to run ({tokens:,} replayed"
                " tokens)", OUT_DISK_FIX)
-    line = study_time_line(command, "cell", todo)
-    if line:
+    if note and (line := study_time_line(command, "cell", todo)):
         note(line)
     # connect first: an unreachable scheduler leaves no run directory behind
     client = connect_scheduler(scheduler) if scheduler and not serial else None
