@@ -174,3 +174,20 @@ def test_failures_that_pose_the_same_problem_share_one_layout():
     layout_b, _, _ = st.place(b, "ilp-bottleneck")
     pb = st.problem(b, "ilp-bottleneck")
     assert max_link_busy(pb, layout_a) == pytest.approx(max_link_busy(pb, layout_b), rel=1e-9)
+
+
+@pytest.mark.parametrize("quiet", [False, True])
+def test_the_time_line_counts_the_des_replays_events_unless_quiet(tmp_path, monkeypatch,
+                                                                   quiet):
+    from experiments.studies import estimates
+
+    calls = []
+
+    def counting(trace, routes, microbatch_tokens, traffic):  # noqa: ANN001, ANN202
+        calls.append(trace.num_tokens)
+        return 1.0
+
+    monkeypatch.setattr(estimates, "des_replay_hop_events", counting)
+    code, _ = _study(tmp_path, *(["-q"] if quiet else []))
+    # the DES replays the study's 64 replay tokens; with -q nobody reads the line
+    assert code == 0 and calls == ([] if quiet else [64])

@@ -102,3 +102,34 @@ def test_a_quiet_study_counts_nothing(tmp_path, monkeypatch):
     assert run_study(study, tmp_path / "run", serial=True).cells_run == len(study.cells)
     with pytest.raises(AssertionError, match="counted"):  # with a note it does count
         run_study(study, tmp_path / "again", serial=True, note=print)
+
+
+@pytest.mark.parametrize("scheme", ["all-to-all", "deepep-normal", "deepep-ll"])
+def test_a_replay_count_equals_the_round_robin_replay_it_stands_for(scheme):
+    """``des_replay_hop_events`` (what `study failures` says before its DES replays) against
+    the hop events a DES replay of the round-robin layout steps: equal for one micro-batch,
+    within FACTOR for several."""
+    import numpy as np
+
+    from experiments.studies.estimates import des_replay_hop_events
+    from placement.baselines import round_robin_gpus
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.paths import build_route_table
+    from simulator.config import SimConfig
+    from simulator.engine import simulate
+    from simulator.microbatches import microbatches
+    from simulator.traffic_config import TrafficConfig
+    from traces import SynthConfig, generate_trace
+    from traces.model import ModelSpec
+
+    model = ModelSpec("small", (0, 1), 16, 0, 2, 64, num_expert_groups=1)
+    routes = build_route_table(build_fat_tree(4, 4, None))
+    trace = generate_trace(SynthConfig(model, num_tokens=256, num_gpus=routes.num_gpus, seed=3))
+    layout = np.asarray(round_robin_gpus(2, 16, routes.num_gpus))
+    traffic = TrafficConfig(dispatch=scheme)
+    for microbatch, factor in ((None, 1.0), (64, FACTOR)):
+        counted = des_replay_hop_events(trace, routes, microbatch, traffic)
+        with counting_trains() as seen:
+            simulate(list(microbatches([trace], microbatch)), routes, layout,
+                     SimConfig(traffic=traffic))
+        assert 1 / factor <= counted / seen["hops"] <= factor, (microbatch, counted, seen)

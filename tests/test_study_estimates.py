@@ -81,6 +81,18 @@ def test_a_failure_study_costs_its_counts_replays_and_solves():
     assert "at most 12 min of solver time (the time limits of 2 strategies" in line  # 720 s
 
 
+def test_a_failure_studys_des_replays_are_costed_by_their_counted_events():
+    work = failure_study_work(["round-robin", "ilp-load+robust"], failures=10, des_worst=2,
+                              tokens=1000, moe_layers=5, time_limit_s=60.0, des_hop_events=1e5)
+    # round-robin: 21 counts = 0.021 s; 1 + 2 x 2 = 5 DES replays x 1e5 events x 10 us = 5 s;
+    # robust only keeps: 11 counts = 0.011 s, 1 + 2 = 3 DES replays = 3 s
+    assert [w.replay_s for w in work] == pytest.approx([5.021, 3.011])
+    assert [w.des_hop_events for w in work] == [5e5, 3e5]
+    # without DES replays the events cost nothing
+    none = failure_study_work(["round-robin"], 10, 0, 1000, 5, 60.0, des_hop_events=1e5)
+    assert none[0].replay_s == pytest.approx(0.021) and none[0].des_hop_events == 0
+
+
 def _free(monkeypatch, free_bytes: float) -> None:
     monkeypatch.setattr(limits.shutil, "disk_usage",
                         lambda path: Usage(10 * 2**40, 10 * 2**40 - free_bytes, free_bytes))

@@ -111,10 +111,11 @@ def _fit(args: argparse.Namespace, gpu_server: Any) -> tuple[Any, Any]:
 
 
 def run(args: argparse.Namespace) -> int:
-    from experiments.studies.estimates import failure_study_work
+    from experiments.studies.estimates import des_replay_hop_events, failure_study_work
     from experiments.studies.failures import check_strategies, default_strategies, run_failure_study
     from experiments.studies.failures_report import summarize, write_report
     from simulator.cluster.failures import single_failures
+    from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig
     from traces.infra.limits import (
         OUT_DISK_FIX,
@@ -134,13 +135,19 @@ def run(args: argparse.Namespace) -> int:
     out = args.out or Path("runs") / f"failures-{config.failure_class}"
 
     check_disk(4 * PARQUET_FILE_MIN_BYTES, out, "study failures", OUT_DISK_FIX)  # 4 tables
-    progress = Feedback.from_args(args).note
-    costs = failure_study_work(strategies, len(single_failures(cluster, config.failure_class)),
-                               config.des_worst, fit.replay.num_tokens, model.num_moe_layers,
-                               options.time_limit_s)
-    line = study_time_line(COMMAND, "strategy", costs)
-    if line:
-        progress(line)
+    feedback = Feedback.from_args(args)
+    progress = feedback.note
+    if feedback.notes:  # the time line; with -q nothing is counted for it
+        events = (des_replay_hop_events(fit.replay, build_route_table(cluster),
+                                        sim.microbatch_tokens, sim.traffic)
+                  if config.des_worst else None)
+        costs = failure_study_work(strategies,
+                                   len(single_failures(cluster, config.failure_class)),
+                                   config.des_worst, fit.replay.num_tokens,
+                                   model.num_moe_layers, options.time_limit_s, events)
+        line = study_time_line(COMMAND, "strategy", costs)
+        if line:
+            progress(line)
     t0 = time.perf_counter()
     study = run_failure_study(cluster, model, fit, strategies, config, options, sim, progress)
     summary = summarize(study, config)

@@ -20,8 +20,6 @@ from typing import Any
 
 from traces.infra.limits import CellWork
 
-STAND_IN = "round-robin"  # the layout a cell's DES count assumes (named in the line)
-
 
 def _key(obj: Any) -> str:
     return json.dumps(obj, sort_keys=True, default=str)
@@ -32,14 +30,10 @@ def _replay_hop_events(topology_key: str, sim_key: str, trace_key: str, model_ke
                        seed: int) -> float:
     """Hop events of a DES replay of the cell's ``trace.replay_tokens``: its first
     micro-batch's count x replayed tokens / that micro-batch's tokens."""
-    import numpy as np
-
     from experiments.studies.cell import _routes, _synthetic
+    from experiments.studies.estimates import des_replay_hop_events
     from experiments.studies.sections import model_from_config, split_sim_options
-    from placement.baselines import round_robin_gpus
-    from simulator.des_cost import microbatch_work
-    from simulator.microbatches import microbatches
-    from traces import ModelSpec, read_trace
+    from traces import read_trace
     from traces.origin_models import resolve_model
     from traces.origins import apply_origins
 
@@ -62,13 +56,8 @@ def _replay_hop_events(topology_key: str, sim_key: str, trace_key: str, model_ke
         replay_tokens = trace.num_tokens
     trace = apply_origins(trace, resolve_model(t["origins"], "trace.origins"), gpu_server,
                           "trace.origins")
-    first = next(microbatches([trace], sim.microbatch_tokens), None)
-    if first is None or first.num_tokens == 0:
-        return 0.0
-    m: ModelSpec = first.model
-    layout = round_robin_gpus(m.num_moe_layers, m.num_routed_experts, routes.num_gpus)
-    work = microbatch_work(first, routes, np.asarray(layout), sim.traffic)
-    return float(work.hop_events) * replay_tokens / first.num_tokens
+    return des_replay_hop_events(trace, routes, sim.microbatch_tokens, sim.traffic,
+                                 replay_tokens)
 
 
 def cell_des_hop_events(config: dict[str, Any]) -> float | None:

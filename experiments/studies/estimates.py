@@ -5,10 +5,15 @@ time limit in full) and the records they write (per-token and per-link rows)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from placement.strategies import TIME_LIMITED
 from traces.infra.limits import CELL_FIXED_CPU_S, CellWork, replay_cpu_s
+
+if TYPE_CHECKING:
+    from simulator.cluster.paths import RouteTable
+    from simulator.traffic_config import TrafficConfig
+    from traces import RoutingTrace
 
 
 def cell_work(config: dict[str, Any], facts: dict[str, Any]) -> CellWork:
@@ -39,12 +44,15 @@ def cell_work(config: dict[str, Any], facts: dict[str, Any]) -> CellWork:
 
 
 def failure_study_work(strategies: list[str], failures: int, des_worst: int, tokens: int,
-                       moe_layers: int, time_limit_s: float) -> list[CellWork]:
+                       moe_layers: int, time_limit_s: float,
+                       des_hop_events: float | None = None) -> list[CellWork]:
     """The cost of each strategy of ``study failures`` on ``failures`` single failures: the
     analytic count of the healthy fabric and of every failure under each policy (keep,
     re-place; a robust strategy only keeps), the DES replays of the healthy fabric and of the
     ``des_worst`` worst failures per policy, and a solve per scenario it re-places on (layouts
-    reused for an equal problem are not subtracted)."""
+    reused for an equal problem are not subtracted).  ``des_hop_events``, the hop events of one
+    DES replay of the study's replay trace (:func:`des_replay_hop_events`), costs the DES
+    replays by events instead of the per-token rate."""
     from experiments.studies.failures import POLICIES, ROBUST_SUFFIX
 
     out = []
@@ -55,7 +63,33 @@ def failure_study_work(strategies: list[str], failures: int, des_worst: int, tok
         des = 1 + min(des_worst, failures) * policies if des_worst else 0
         solves = 1 if robust else 1 + failures
         limited = strategy.removesuffix(ROBUST_SUFFIX) in TIME_LIMITED
-        out.append(CellWork(replay_cpu_s(counts * tokens, moe_layers, "analytic")
-                            + replay_cpu_s(des * tokens, moe_layers, "des"),
-                            solves * time_limit_s if limited else 0.0))
+        work = CellWork(replay_cpu_s(counts * tokens, moe_layers, "analytic")
+                        + replay_cpu_s(des * tokens, moe_layers, "des"),
+                        solves * time_limit_s if limited else 0.0,
+                        des_token_layers=des * tokens * moe_layers)
+        out.append(work if des_hop_events is None or not des else
+                   work.counted(des * des_hop_events))
     return out
+
+
+def des_replay_hop_events(trace: RoutingTrace, routes: RouteTable,
+                          microbatch_tokens: int | None, traffic: TrafficConfig,
+                          tokens: int | None = None) -> float:
+    """Hop events of a DES replay of ``tokens`` tokens (default: the trace's) like ``trace`` on
+    ``routes``, as ``simulate --mode des`` counts them: its first micro-batch's
+    (:func:`simulator.des_cost.microbatch_work`), placed round-robin as a stand-in
+    for the layout (the time line says so), scaled to the tokens."""
+    import numpy as np
+
+    from placement.baselines import round_robin_gpus
+    from simulator.des_cost import microbatch_work
+    from simulator.microbatches import microbatches
+
+    first = next(microbatches([trace], microbatch_tokens), None)
+    if first is None or first.num_tokens == 0:
+        return 0.0
+    m = first.model
+    layout = np.asarray(round_robin_gpus(m.num_moe_layers, m.num_routed_experts,
+                                         routes.num_gpus))
+    work = microbatch_work(first, routes, layout, traffic)
+    return float(work.hop_events) * (tokens or trace.num_tokens) / first.num_tokens
