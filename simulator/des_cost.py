@@ -77,12 +77,21 @@ def microbatch_work(block: RoutingTrace, routes: RouteTable, expert_gpus: np.nda
     return work
 
 
+def stand_in_work(block: RoutingTrace, routes: RouteTable, traffic: TrafficConfig) -> DesWork:
+    """:func:`microbatch_work` of ``block`` placed round-robin, one copy per expert: the stand-in
+    for a layout not known before the run (a re-placing replay's, a study cell's); the message
+    count hardly depends on it."""
+    from placement.baselines import round_robin_gpus
+
+    m = block.model
+    layout = round_robin_gpus(m.num_moe_layers, m.num_routed_experts, routes.num_gpus)
+    return microbatch_work(block, routes, np.asarray(layout), traffic)
+
+
 def first_step_work(trace: Path, routes: RouteTable, origins: str | None,
                     traffic: TrafficConfig) -> tuple[DesWork, int] | None:
-    """Work of a trace's first recorded step replayed as one micro-batch under round-robin
-    (the layout of a replay that re-places is not known before it runs; the message count
-    hardly depends on it), and that step's tokens; None for a trace without tokens."""
-    from placement.baselines import round_robin_gpus
+    """:func:`stand_in_work` of a trace's first recorded step replayed as one micro-batch, and
+    that step's tokens; None for a trace without tokens."""
     from traces.io import iter_trace
     from traces.origin_models import resolve_model
     from traces.origins import OriginAssigner, with_origins
@@ -93,6 +102,4 @@ def first_step_work(trace: Path, routes: RouteTable, origins: str | None,
         return None
     if block.step is not None:
         block = block.take(np.flatnonzero(block.step == block.step[0]))
-    m = block.model
-    layout = round_robin_gpus(m.num_moe_layers, m.num_routed_experts, routes.num_gpus)
-    return microbatch_work(block, routes, layout, traffic), block.num_tokens
+    return stand_in_work(block, routes, traffic), block.num_tokens

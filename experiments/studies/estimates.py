@@ -76,20 +76,14 @@ def des_replay_hop_events(trace: RoutingTrace, routes: RouteTable,
                           microbatch_tokens: int | None, traffic: TrafficConfig,
                           tokens: int | None = None) -> float:
     """Hop events of a DES replay of ``tokens`` tokens (default: the trace's) like ``trace`` on
-    ``routes``, as ``simulate --mode des`` counts them: its first micro-batch's
-    (:func:`simulator.des_cost.microbatch_work`), placed round-robin as a stand-in
-    for the layout (the time line says so), scaled to the tokens."""
-    import numpy as np
-
-    from placement.baselines import round_robin_gpus
-    from simulator.des_cost import microbatch_work
+    ``routes``, as ``simulate --mode des`` counts them: its first micro-batch's, placed
+    round-robin as a stand-in for the layout (:func:`simulator.des_cost.stand_in_work`; the
+    time line says so), scaled to the tokens."""
+    from simulator.des_cost import stand_in_work
     from simulator.microbatches import microbatches
 
     first = next(microbatches([trace], microbatch_tokens), None)
     if first is None or first.num_tokens == 0:
         return 0.0
-    m = first.model
-    layout = np.asarray(round_robin_gpus(m.num_moe_layers, m.num_routed_experts,
-                                         routes.num_gpus))
-    work = microbatch_work(first, routes, layout, traffic)
+    work = stand_in_work(first, routes, traffic)
     return float(work.hop_events) * (tokens or trace.num_tokens) / first.num_tokens
