@@ -81,3 +81,27 @@ def test_a_rebalancing_cell_needs_a_trace_with_steps(tmp_path) -> None:
     (tmp_path / "s.toml").write_text(text)
     with pytest.raises(InputError, match="a rebalancing cell replays a trace file with steps"):
         load_study_file(tmp_path / "s.toml")
+
+
+def test_a_des_rebalancing_cell_is_counted_as_rebalance_counts_it(tmp_path) -> None:
+    from experiments.rebalance_window import sim_config
+    from experiments.studies.des_estimate import cell_des_hop_events, with_des_counts
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.paths import build_route_table
+    from simulator.des_cost import first_step_work
+
+    _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)
+    study = load_study_file(_study(tmp_path, 'mode = "des"'))
+    # what `rebalance --mode des` says (de-duplicated dispatch, the default): the first
+    # step's events x 1,024 tokens (16 steps of 64) / 64 per step
+    routes = build_route_table(build_fat_tree(4, 4, None))
+    work, step_tokens = first_step_work(tmp_path / "drift.parquet", routes, None,
+                                        sim_config(True).traffic)
+    assert step_tokens == 64
+    for cell in study.cells:
+        assert cell_des_hop_events(cell.config) == pytest.approx(work.hop_events * 1024 / 64)
+        counted = with_des_counts([cell.config], [cell.work])[0]
+        assert counted.des_hop_events == pytest.approx(work.hop_events * 16)
+    # an analytic rebalancing cell keeps its per-token count
+    analytic = load_study_file(_study(tmp_path, 'mode = "analytic"')).cells[0]
+    assert cell_des_hop_events(analytic.config) is None

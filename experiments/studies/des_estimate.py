@@ -60,12 +60,37 @@ def _replay_hop_events(topology_key: str, sim_key: str, trace_key: str, model_ke
                                  replay_tokens)
 
 
+@functools.lru_cache(maxsize=64)
+def _rebalance_hop_events(topology_key: str, source: str, origins: str | None,
+                          server_dedup: bool) -> float | None:
+    """Hop events of a DES rebalancing replay of the trace ``source``, as ``rebalance`` counts
+    them: its first step's (round-robin stand-in) scaled to the trace's tokens."""
+    from experiments.rebalance_window import sim_config
+    from experiments.studies.cell import _routes
+    from simulator.des_cost import first_step_work
+    from traces.io import read_trace_meta
+
+    got = first_step_work(Path(source), _routes(topology_key), origins,
+                          sim_config(server_dedup).traffic)
+    if got is None:
+        return None
+    work, step_tokens = got
+    return float(work.hop_events) * read_trace_meta(Path(source))[1] / step_tokens
+
+
 def cell_des_hop_events(config: dict[str, Any]) -> float | None:
-    """Hop events of the cell's DES replay (None: the cell runs no DES replay of its own
-    trace slice, e.g. another mode or a rebalancing cell)."""
+    """Hop events of the cell's DES replay (None: the cell runs none, another mode)."""
     from experiments.studies.sections import split_sim_options
 
-    if "rebalance" in config or split_sim_options(config["sim"]).mode != "des":
+    if "rebalance" in config:
+        from experiments.studies.rebalance_cell import rebalance_config
+
+        cfg = rebalance_config(config)
+        if cfg.mode != "des":
+            return None
+        return _rebalance_hop_events(_key(config["topology"]), str(config["trace"]["source"]),
+                                     cfg.origins, cfg.server_dedup)
+    if split_sim_options(config["sim"]).mode != "des":
         return None
     return _replay_hop_events(_key(config["topology"]), _key(config["sim"]),
                               _key(config["trace"]), _key(config["model"]),

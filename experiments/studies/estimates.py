@@ -30,9 +30,9 @@ def cell_work(config: dict[str, Any], facts: dict[str, Any]) -> CellWork:
         from traces.io import read_trace_meta
 
         tokens = read_trace_meta(Path(config["trace"]["source"]))[1]
-        return CellWork(CELL_FIXED_CPU_S + replay_cpu_s(tokens, layers,
-                                                        rebalance_config(config).mode),
-                        kind="rebalance")
+        mode = rebalance_config(config).mode
+        return CellWork(CELL_FIXED_CPU_S + replay_cpu_s(tokens, layers, mode), kind="rebalance",
+                        des_token_layers=tokens * layers if mode == "des" else 0)
     strategy = config["strategy"]
     limit = (solver_options(strategy, config["seed"]).time_limit_s
              if strategy["name"] in TIME_LIMITED else 0.0)
