@@ -72,20 +72,26 @@ class Feedback:
         return self.iterate(blocks, total, desc, "tok", weight=lambda b: b.num_tokens)
 
     @contextmanager
-    def ticking(self, limit_s: float | None, desc: str) -> Iterator[None]:
-        """A bar of elapsed seconds (up to ``limit_s``) while a call without progress runs."""
+    def ticking(self, limit_s: float | None, desc: str, delay_s: float = 0.0) -> Iterator[None]:
+        """A bar of elapsed seconds (up to ``limit_s``) while a call without progress runs,
+        shown once it has run ``delay_s`` (a quick call then shows none)."""
         if not self.bars:
             yield
             return
         stop = threading.Event()
         fmt = "{desc}: {n:.0f} s" + ("" if limit_s is None else " of at most {total:.0f} s {bar}")
-        with self.bar(limit_s, desc, "s", bar_format=fmt) as bar:
+        with self.bar(limit_s, desc, "s", bar_format=fmt, delay=delay_s) as bar:
             t0 = time.perf_counter()
+
+            def show() -> None:
+                elapsed = time.perf_counter() - t0
+                if elapsed >= delay_s:
+                    bar.n = min(elapsed, limit_s or float("inf"))
+                    bar.refresh()
 
             def tick() -> None:
                 while not stop.wait(0.5):
-                    bar.n = min(time.perf_counter() - t0, limit_s or float("inf"))
-                    bar.refresh()
+                    show()
 
             thread = threading.Thread(target=tick, daemon=True)
             thread.start()
@@ -94,5 +100,4 @@ class Feedback:
             finally:
                 stop.set()
                 thread.join()
-                bar.n = min(time.perf_counter() - t0, limit_s or float("inf"))
-                bar.refresh()
+                show()

@@ -14,6 +14,7 @@ from experiments.progress import Feedback
 LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
                  ("trace", "concat"), ("trace", "export"), ("rebalance",),
                  ("topology", "bench"), ("topology", "build"), ("topology", "draw"),
+                 ("topology", "info"), ("topology", "whatif"),
                  ("report",), ("place",), ("simulate",), ("study", "paper"),
                  ("study", "failures"), ("sweep",),
                  ("demo",)]
@@ -98,3 +99,25 @@ def test_trace_export_and_concat_count_tokens_on_their_bar(tmp_path, capsys, arg
     assert "100%" in err and total in err and "%" not in out, err
     assert main([*argv, "--overwrite", "-q"]) == 0
     assert capsys.readouterr()[1] == ""
+
+
+def test_a_slow_cluster_shows_a_bar_a_quick_one_none(tmp_path, capsys, monkeypatch):
+    import time
+
+    from experiments.commands import cluster_args
+    from simulator.cluster import presets
+
+    assert main(["topology", "info", "--fat-tree", "4", "4", "--progress"]) == 0
+    assert "cluster:" not in capsys.readouterr().err  # built well within the delay
+    build = presets.build_preset
+
+    def slow(*a):  # noqa: ANN002, ANN202
+        time.sleep(0.6)
+        return build(*a)
+
+    monkeypatch.setattr(cluster_args, "CLUSTER_BAR_DELAY_S", 0.1)
+    monkeypatch.setattr(presets, "build_preset", slow)
+    assert main(["topology", "info", "--preset", "deepseek-prefill-ep32", "--progress"]) == 0
+    assert "cluster: building --preset deepseek-prefill-ep32:" in capsys.readouterr().err
+    assert main(["topology", "info", "--preset", "deepseek-prefill-ep32", "-q"]) == 0
+    assert "cluster:" not in capsys.readouterr().err

@@ -13,6 +13,8 @@ from traces.infra.options import Range
 if TYPE_CHECKING:
     from simulator.cluster.topology import ClusterSpec
 
+CLUSTER_BAR_DELAY_S = 2.0  # reading or building a cluster shows its bar after this long
+
 
 def add_cluster_arguments(p: argparse.ArgumentParser, required: bool, help_file: str) -> None:
     """``--topology FILE``, ``--preset NAME`` or ``--fat-tree K SERVERS`` (at most one)."""
@@ -54,20 +56,25 @@ def source_cluster(args: argparse.Namespace) -> tuple[ClusterSpec, str]:
 
 
 def cluster_from_args(args: argparse.Namespace, file_dest: str = "topology") -> ClusterSpec | None:
-    """The cluster the arguments name (``None`` when neither was given)."""
+    """The cluster the arguments name (``None`` when neither was given); a seconds bar while a
+    large one is read or built (after :data:`CLUSTER_BAR_DELAY_S`)."""
+    from experiments.progress import Feedback
     from simulator.cluster.families import BUILDERS
     from simulator.cluster.io import load_cluster
     from simulator.cluster.presets import build_preset
 
     path = getattr(args, file_dest)
-    if path is not None:
-        return load_cluster(path)
-    if args.preset is not None:
-        return build_preset(args.preset, "--preset")
-    if args.fat_tree is not None:
+    label = cluster_label(args, file_dest)
+    if label is None:
+        return None
+    verb = "reading" if path is not None else "building"
+    with Feedback.from_args(args).ticking(None, f"cluster: {verb} {label}", CLUSTER_BAR_DELAY_S):
+        if path is not None:
+            return load_cluster(path)
+        if args.preset is not None:
+            return build_preset(args.preset, "--preset")
         k, servers = args.fat_tree
         return BUILDERS["fat-tree"](k=k, num_servers=servers)  # its size checked first
-    return None
 
 
 def cluster_label(args: argparse.Namespace, file_dest: str = "topology") -> str | None:

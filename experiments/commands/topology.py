@@ -61,6 +61,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     a.add_argument("--elements", action="store_true",
                    help="Also list every server, switch and link by the name `topology whatif`"
                         " takes.")
+    add_progress_arguments(a)
     a.set_defaults(func=run_info)
     register_whatif(acts)
     _register_draw(acts)
@@ -355,6 +356,7 @@ def register_whatif(acts: argparse._SubParsersAction) -> None:
         help="A link that keeps FACTOR of its bandwidth, 0 < FACTOR <= 1 (repeatable).",
     )
     add_cluster_output(a, "New cluster file (.json or .graphml).")
+    add_progress_arguments(a)
     a.set_defaults(func=run_whatif)
 
 
