@@ -91,3 +91,14 @@ def uneven_cluster(
             links.append(LinkSpec(f"s{s}", f"leaf{s // 2}", n * rate, 1e-6, 1.0, "access"))
     return ClusterSpec("uneven", tuple(nodes), tuple(links),
                        f"servers of {list(sizes)} GPUs, NICs {list(nic_gbit)} Gb/s")
+
+
+# a study file's [model] table: tiny-moe with 4 MoE layers, 16 routed experts (+1 shared), top-2
+STUDY_MODEL_TOML = """[model]
+name = "tiny-moe"
+moe_layer_indices = [1, 2, 3, 4]
+num_routed_experts = 16
+num_shared_experts = 1
+top_k = 2
+hidden_size = 512
+"""

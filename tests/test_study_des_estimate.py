@@ -7,6 +7,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from helpers import STUDY_MODEL_TOML
 from test_des_cost import counting_trains
 
 from experiments.studies import load_study_file
@@ -18,14 +19,7 @@ from traces.infra import limits
 STUDY = """
 [study]
 name = "des-estimate"
-[model]
-name = "tiny-moe"
-moe_layer_indices = [1, 2, 3, 4]
-num_routed_experts = 16
-num_shared_experts = 1
-top_k = 2
-hidden_size = 512
-[topology]
+""" + STUDY_MODEL_TOML + """[topology]
 family = "fat-tree"
 params = {{ k = 4, num_servers = 4 }}
 links = {{ gpus_per_server = 2 }}

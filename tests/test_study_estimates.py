@@ -9,6 +9,7 @@ import shutil
 from pathlib import Path
 
 import pytest
+from helpers import STUDY_MODEL_TOML
 from test_estimates import Usage
 from test_input_protection import _prepare, _run, _snapshot
 
@@ -22,14 +23,7 @@ from traces.infra import limits
 STUDY = """
 [study]
 name = "estimates"
-[model]
-name = "tiny-moe"
-moe_layer_indices = [1, 2, 3, 4]
-num_routed_experts = 16
-num_shared_experts = 1
-top_k = 2
-hidden_size = 512
-[topology]
+""" + STUDY_MODEL_TOML + """[topology]
 family = "fat-tree"
 params = {{ k = 4, num_servers = 2 }}
 links = {{ gpus_per_server = 2 }}
