@@ -103,3 +103,14 @@ def first_step_work(trace: Path, routes: RouteTable, origins: str | None,
     if block.step is not None:
         block = block.take(np.flatnonzero(block.step == block.step[0]))
     return stand_in_work(block, routes, traffic), block.num_tokens
+
+
+def trace_hop_events(trace: Path, routes: RouteTable, origins: str | None,
+                     traffic: TrafficConfig, tokens: int) -> float | None:
+    """Hop events of a DES replay of the ``tokens`` tokens of ``trace`` whose layout changes
+    as it runs (``rebalance``): :func:`first_step_work` scaled to them; None without tokens."""
+    got = first_step_work(trace, routes, origins, traffic)
+    if got is None:
+        return None
+    work, step_tokens = got
+    return work.hop_events * tokens / step_tokens

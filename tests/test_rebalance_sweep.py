@@ -105,3 +105,22 @@ def test_a_des_rebalancing_cell_is_counted_as_rebalance_counts_it(tmp_path) -> N
     # an analytic rebalancing cell keeps its per-token count
     analytic = load_study_file(_study(tmp_path, 'mode = "analytic"')).cells[0]
     assert cell_des_hop_events(analytic.config) is None
+
+
+def test_rebalance_says_its_des_time_from_the_same_count(tmp_path, monkeypatch) -> None:
+    from experiments.commands.rebalance import _time_line
+    from experiments.rebalance_config import RebalanceConfig
+    from experiments.rebalance_window import sim_config
+    from simulator.cluster.builders import build_fat_tree
+    from simulator.cluster.paths import build_route_table
+    from simulator.des_cost import first_step_work
+    from traces.infra import limits
+
+    _drift(tmp_path / "drift.parquet", tokens=512, step_tokens=64)
+    routes = build_route_table(build_fat_tree(4, 4, None))
+    work, _ = first_step_work(tmp_path / "drift.parquet", routes, None, sim_config(True).traffic)
+    monkeypatch.setattr(limits, "CPU_S_PER_HOP_EVENT", 1.0)  # so that a line is said at all
+    line = _time_line(tmp_path / "drift.parquet", routes, RebalanceConfig(mode="des"), 1024, 3)
+    # 16 steps of 64 tokens: the first step's events x 16
+    assert line == limits.des_time_line("rebalance", work.hop_events * 16)
+    assert line is not None and f"{work.hop_events * 16:.2g} hop events" in line

@@ -197,10 +197,8 @@ def _time_line(trace: Path, routes: RouteTable, config: RebalanceConfig, tokens:
     if config.mode != "des":
         return limits.run_time_line("rebalance", tokens, moe_layers, config.mode)
     from experiments.rebalance_window import sim_config
-    from simulator.des_cost import first_step_work
+    from simulator.des_cost import trace_hop_events
 
-    got = first_step_work(trace, routes, config.origins, sim_config(config.server_dedup).traffic)
-    if got is None:
-        return None
-    work, step_tokens = got
-    return limits.des_time_line("rebalance", work.hop_events * tokens / step_tokens)
+    events = trace_hop_events(trace, routes, config.origins,
+                              sim_config(config.server_dedup).traffic, tokens)
+    return None if events is None else limits.des_time_line("rebalance", events)

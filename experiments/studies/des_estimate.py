@@ -67,15 +67,11 @@ def _rebalance_hop_events(topology_key: str, source: str, origins: str | None,
     them: its first step's (round-robin stand-in) scaled to the trace's tokens."""
     from experiments.rebalance_window import sim_config
     from experiments.studies.cell import _routes
-    from simulator.des_cost import first_step_work
+    from simulator.des_cost import trace_hop_events
     from traces.io import read_trace_meta
 
-    got = first_step_work(Path(source), _routes(topology_key), origins,
-                          sim_config(server_dedup).traffic)
-    if got is None:
-        return None
-    work, step_tokens = got
-    return float(work.hop_events) * read_trace_meta(Path(source))[1] / step_tokens
+    return trace_hop_events(Path(source), _routes(topology_key), origins,
+                            sim_config(server_dedup).traffic, read_trace_meta(Path(source))[1])
 
 
 def cell_des_hop_events(config: dict[str, Any]) -> float | None:
