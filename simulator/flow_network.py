@@ -20,13 +20,14 @@ Events are merged: a flow that would finish within the engine's time quantum of 
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
 finishing time), and progressive filling merges levels within ``tolerance``.
 
-Per link (class representative) it counts bytes and chunks when a flow starts (the same
-counts the DES makes, chunks of ``chunk_bytes``), and when a flow finishes its *slowdown*
-(seconds beyond its uncontended transfer time) on every link it crossed: the flow-level
-counterpart of the DES's queueing delay.  The load of every link between events is recorded
-(where it changed) for utilisation over time, the finishing flows' last bytes in the step
-they finish in, so a link's windows add up to its busy time (with merged events a step may
-show a load up to the tolerance above capacity).
+Per link (class representative) it counts every flow's bytes and chunks once (the same
+counts the DES makes, chunks of ``chunk_bytes``): when the flow starts, or all the messages
+of a phase at once when the phase is built (:meth:`FluidNet.count`).  When a flow finishes
+it adds its *slowdown* (seconds beyond its uncontended transfer time) on every link it
+crossed: the flow-level counterpart of the DES's queueing delay.  The load of every link
+between events is recorded (where it changed) for utilisation over time, the finishing flows'
+last bytes in the step they finish in, so a link's windows add up to its busy time (with
+merged events a step may show a load up to the tolerance above capacity).
 """
 
 from __future__ import annotations
