@@ -6,12 +6,15 @@ import html
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
 from experiments.report_tables import CHAR_PX, PAGE_TEXT_PX, TEXT_CELL_CHARS
 from experiments.studies.findings import findings, saving_table
+
+if TYPE_CHECKING:
+    from experiments.progress import Feedback
 
 
 @dataclass(frozen=True)
@@ -185,9 +188,17 @@ def _summary_figures(summary: pd.DataFrame, save: Save) -> None:
         "p99 of the per-token MoE latency summed over layers.")
 
 
-def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
+def _drawn_setups(results: pd.DataFrame) -> list[str]:
+    """The setups that get figures of their own (of the first seed, at most
+    ``MAX_SETUP_FIGURES``)."""
+    per_setup = results[results["seed"] == results["seed"].min()]
+    return list(dict.fromkeys(per_setup["setup"]))[:MAX_SETUP_FIGURES]
+
+
+def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save,
+                   done: Callable[[str], None]) -> None:
     """Per setup (the cells of the first seed, one per strategy): links, latency, timeline,
-    utilisation over time and the load drawn on the topology."""
+    utilisation over time and the load drawn on the topology; ``done(setup)`` after each."""
     from experiments import plots
 
     links = pd.read_parquet(run_dir / "links.parquet")
@@ -197,8 +208,7 @@ def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
     layers = pd.read_parquet(run_dir / "layers.parquet")
     first_seed = results["seed"].min()
     per_setup = results[results["seed"] == first_seed]
-    setup_names = list(dict.fromkeys(per_setup["setup"]))
-    for i, setup in enumerate(setup_names[:MAX_SETUP_FIGURES]):
+    for i, setup in enumerate(_drawn_setups(results)):
         cells = per_setup[per_setup["setup"] == setup][["cell", "strategy"]].drop_duplicates(
             "strategy")
         lk = links[(links["weight"] > 0)].merge(cells, on="cell")
@@ -228,6 +238,7 @@ def _setup_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
             save(f"topology_load_{i}.png", fig,
                  f"{setup}: bytes per link drawn on the topology for {strategy} (the strategy with"
                  " the fewest hops per token); colour and width grow with load.")
+        done(setup)
 
 
 def _expert_load_figures(run_dir: Path, results: pd.DataFrame, save: Save) -> None:
@@ -286,11 +297,14 @@ def _run_sections(
     return sections
 
 
-def write_study_report(run_dir: Path) -> Path:
-    """Figures (PNG) and ``report.html`` for a finished study or sweep run directory."""
+def write_study_report(run_dir: Path, feedback: Feedback | None = None) -> Path:
+    """Figures (PNG) and ``report.html`` for a finished study or sweep run directory; with
+    ``feedback``, a bar counts its steps (the summary figures, each drawn setup, the expert
+    loads, the page)."""
     import matplotlib.pyplot as plt
 
     from experiments.outputs import atomic_write_text, save_figure
+    from experiments.progress import Feedback
 
     run_dir = Path(run_dir)
     record, axes, results, summary = _load_run(run_dir)
@@ -301,10 +315,19 @@ def write_study_report(run_dir: Path) -> Path:
         plt.close(fig)
         figures.append((name, caption))
 
-    _summary_figures(summary, save)
-    _setup_figures(run_dir, results, save)
-    _expert_load_figures(run_dir, results, save)
-    page = render_report(f"moe-netsim: {record.get('name', 'study')}",
-                         _run_sections(record, axes, results, summary, figures))
-    atomic_write_text(run_dir / "report.html", page)
+    steps = 3 + len(_drawn_setups(results))
+    with (feedback or Feedback()).bar(steps, "report: figures", "step") as bar:
+        def done(label: str) -> None:
+            bar.set_postfix_str(label, refresh=False)
+            bar.update(1)
+
+        _summary_figures(summary, save)
+        done("summary")
+        _setup_figures(run_dir, results, save, done)
+        _expert_load_figures(run_dir, results, save)
+        done("expert loads")
+        page = render_report(f"moe-netsim: {record.get('name', 'study')}",
+                             _run_sections(record, axes, results, summary, figures))
+        atomic_write_text(run_dir / "report.html", page)
+        done("report.html")
     return run_dir / "report.html"

@@ -18,6 +18,7 @@ import pandas as pd
 
 from experiments import plots
 from experiments.outputs import atomic_write_text, save_figure
+from experiments.progress import Feedback
 from experiments.report import Section, render_report, write_study_report
 from traces.infra.errors import InputError
 
@@ -63,10 +64,20 @@ def _frame(run_dir: Path, name: str) -> pd.DataFrame:
     return pd.read_parquet(path)
 
 
-def write_run_report(run_dir: Path) -> Path:
+def write_run_report(run_dir: Path, feedback: Feedback | None = None) -> Path:
     """Figures (PNG) and ``report.html`` for any finished run directory: demo, simulate,
-    study (paper or failures) or sweep (what kind it is, its own files say)."""
+    study (paper or failures) or sweep (what kind it is, its own files say).  With
+    ``feedback``: a bar counting the figures' steps of a study or sweep, a seconds bar for
+    the others."""
+    feedback = feedback or Feedback(bars=False)
     run_dir = Path(run_dir)
+    if (run_dir / "study.json").is_file() and not (run_dir / "timeline.parquet").is_file():
+        return write_study_report(run_dir, feedback)
+    with feedback.ticking(None, "report: tables and figures"):
+        return _write_other_report(run_dir)
+
+
+def _write_other_report(run_dir: Path) -> Path:
     if not run_dir.is_dir():
         raise InputError(f"{run_dir}: not a directory; give a run directory of demo, simulate,"
                          " study or sweep")

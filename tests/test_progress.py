@@ -14,7 +14,7 @@ from experiments.progress import Feedback
 LONG_COMMANDS = [("trace", "synth"), ("trace", "import"), ("trace", "stats"), ("trace", "record"),
                  ("trace", "concat"), ("trace", "export"), ("rebalance",),
                  ("topology", "bench"), ("topology", "build"), ("topology", "draw"),
-                 ("topology", "info"), ("topology", "whatif"),
+                 ("topology", "info"), ("topology", "whatif"), ("topology", "import"),
                  ("report",), ("place",), ("simulate",), ("study", "paper"),
                  ("study", "failures"), ("sweep",),
                  ("demo",)]
@@ -121,3 +121,16 @@ def test_a_slow_cluster_shows_a_bar_a_quick_one_none(tmp_path, capsys, monkeypat
     assert "cluster: building --preset deepseek-prefill-ep32:" in capsys.readouterr().err
     assert main(["topology", "info", "--preset", "deepseek-prefill-ep32", "-q"]) == 0
     assert "cluster:" not in capsys.readouterr().err
+
+
+def test_topology_import_shows_its_steps_and_q_silences_them(tmp_path, capsys):
+    """A 512-rank matrix imports in about 25 s CPU (one link per rank pair): a bar per step."""
+    (tmp_path / "m.json").write_text('{"rank_cost_matrix": [[0, 1], [1, 0]]}')
+    argv = ["topology", "import", "--matrix", str(tmp_path / "m.json"), "--out",
+            str(tmp_path / "c.json")]
+    assert main([*argv, "--progress"]) == 0
+    err = capsys.readouterr().err
+    for step in ("reading m.json", "2 ranks, one link per pair", "writing c.json"):
+        assert f"topology import: {step}" in err, err
+    assert main([*argv, "--overwrite", "-q"]) == 0
+    assert capsys.readouterr().err == ""

@@ -87,3 +87,14 @@ def test_report_of_something_that_is_not_a_run(tmp_path):
     with pytest.raises(InputError, match="not a finished run directory"):
         write_run_report(tmp_path)
     assert main(["report", str(tmp_path / "missing")]) == 2
+
+
+def test_a_study_report_counts_its_steps_with_progress_and_is_silent_with_q(run_dir, capsys):
+    """Two setups: the summary figures, one step per setup, the expert loads and the page:
+    5 steps, each named (a 64-cell sweep's report takes 15 s CPU: a count, not seconds)."""
+    assert main(["report", str(run_dir), "--progress"]) == 0
+    out, err = capsys.readouterr()
+    assert "report: figures" in err and "5/5" in err and "nic_bandwidth" in err
+    assert "report" not in out.replace(f"wrote {run_dir}/report.html", "")
+    assert main(["report", str(run_dir), "-q"]) == 0
+    assert capsys.readouterr().err == ""

@@ -39,25 +39,30 @@ def register(sub: argparse._SubParsersAction) -> None:
 def run(args: argparse.Namespace) -> int:
     from experiments.progress import Feedback
 
-    # no count to show: the seconds the page has taken so far
-    with Feedback.from_args(args).ticking(None, "report: tables and figures"):
-        return _run(args)
+    feedback = Feedback.from_args(args)
+    dirs = args.run_dirs
+    if len(dirs) == 1 and args.out is None:
+        from experiments.report_rebalance import is_rebalance_run
+
+        if not is_rebalance_run(dirs[0]):
+            from experiments.report_runs import write_run_report
+
+            # a study or sweep counts its figures' steps, the others show seconds
+            print(f"wrote {write_run_report(dirs[0], feedback)}")
+            return 0
+    # rebalance pages: no count to show, the seconds the page has taken so far
+    with feedback.ticking(None, "report: tables and figures"):
+        return _run_rebalance(args)
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run_rebalance(args: argparse.Namespace) -> int:
     from traces.infra.errors import InputError
 
     dirs = args.run_dirs
     if len(dirs) == 1 and args.out is None:
-        from experiments.report_rebalance import is_rebalance_run, write_rebalance_report
+        from experiments.report_rebalance import write_rebalance_report
 
-        if is_rebalance_run(dirs[0]):
-            page = write_rebalance_report(dirs, dirs[0])
-        else:
-            from experiments.report_runs import write_run_report
-
-            page = write_run_report(dirs[0])
-        print(f"wrote {page}")
+        print(f"wrote {write_rebalance_report(dirs, dirs[0])}")
         return 0
     if args.out is None:
         raise InputError("report: several run directories are compared on one page; give"

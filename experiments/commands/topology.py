@@ -119,6 +119,7 @@ def _register_import(acts: argparse._SubParsersAction) -> None:
                         help="Cluster file (.json or .graphml).")
     a.add_argument("--overwrite", action="store_true",
                    help="Replace a cluster file moe-netsim wrote.")
+    add_progress_arguments(a)
     a.set_defaults(func=run_import)
 
 
@@ -277,13 +278,17 @@ def run_import(args: argparse.Namespace) -> int:
         raise InputError(f"--param: expected a number ({exc})") from None
     except InputError as exc:
         raise InputError(f"--param: {exc}") from None
-    m = read_matrices(args.matrix, args.symmetrize, args.matrix_kind)
-    cluster = cluster_from_matrices(m, defaults)
-    warning = describe_relays(relayed_pairs(cluster, m, defaults), m.num_ranks)
+    # no count to show: the seconds each step has taken (512 ranks: about 25 s CPU)
+    feedback = Feedback.from_args(args)
+    with feedback.ticking(None, f"topology import: reading {args.matrix.name}"):
+        m = read_matrices(args.matrix, args.symmetrize, args.matrix_kind)
+    with feedback.ticking(None, f"topology import: {m.num_ranks:,} ranks, one link per pair"):
+        cluster = cluster_from_matrices(m, defaults)
+        warning = describe_relays(relayed_pairs(cluster, m, defaults), m.num_ranks)
     if warning:
-        print(f"{args.matrix}: {warning}", file=sys.stderr)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    save_cluster(cluster, args.out)
+        print(f"{args.matrix}: {warning}", file=sys.stderr)  # a warning, even with -q
+    with feedback.ticking(None, f"topology import: writing {args.out.name}"):
+        save_cluster(cluster, args.out)
     print(describe(cluster))
     print(f"wrote {args.out}")
     return 0
