@@ -165,7 +165,10 @@ def dispatch_plan(
     if scheme not in ("all-to-all", "deepep-ll"):
         raise ValueError(f"unknown dispatch scheme {scheme!r}")
     g, ep = int(gpu_server.shape[0]), endpoints
-    p_list = (pair_list(origins, hosts, g) if pairs is None else pairs).remote()
+    all_pairs = pair_list(origins, hosts, g) if pairs is None else pairs
+    if not ep.per_gpu and all_pairs.dense is not None:
+        return _pooled_plan_dense(all_pairs.dense.reshape(g, g), gpu_server, ep)
+    p_list = all_pairs.remote()
     a, b, c = p_list.src, p_list.dst, p_list.count
     remote = gpu_server[a] != gpu_server[b]
     p = np.full(a.size, -1, dtype=np.int64)
@@ -238,6 +241,38 @@ def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
         np.bincount(a, weights=c, minlength=g).astype(np.int64), p[remote], c[remote],
         np.bincount(b, weights=c, minlength=g).astype(np.int64),
         (a[remote], p[remote]), (a[~remote], b[~remote]), (p[remote], b[remote]), ep,
+    )
+
+
+def _column_sums(x: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
+    """[rows, n]: the sums of the columns of ``x`` in each group 0..n-1 (``group``: per column)."""
+    rows = x.shape[0]
+    key = (np.arange(rows)[:, None] * n + group[None, :]).ravel()
+    return np.bincount(key, weights=x.ravel(), minlength=rows * n).reshape(rows, n)
+
+
+def _pooled_plan_dense(counts: np.ndarray, gpu_server: np.ndarray, ep: Endpoints) -> PhasePlan:
+    """:func:`_pooled_plan` (the same plan) from the [gpus, gpus] route counts of a cluster
+    small against its routes: every stage aggregated per (GPU, server), (server, GPU) and
+    (server, server) at a cost of gpus x gpus, not routes (pooled NICs: server s is endpoint
+    s).  Exact: float64 sums of integer counts."""
+    n, e = ep.count, ep.gpu_endpoint
+    r = counts.astype(np.float64)
+    np.fill_diagonal(r, 0.0)  # copies that stay on their GPU move nothing
+    to_server = _column_sums(r, e, n)  # [gpus, endpoints]: copies from GPU a to those behind f
+    from_server = _column_sums(r.T, e, n).T  # [endpoints, gpus]
+    between = _column_sums(from_server, e, n)  # [endpoints, endpoints]
+    a, f = np.nonzero(to_server)
+    up = f != e[a]
+    s, b = np.nonzero(from_server)
+    down = s != e[b]
+    se, fe = np.nonzero(between)
+    mid = se != fe
+    la, lb = np.nonzero((r > 0) & (gpu_server[:, None] == gpu_server[None, :]))
+    return staged_plan(
+        r.sum(axis=1).astype(np.int64), se[mid] * n + fe[mid],
+        between[se[mid], fe[mid]], r.sum(axis=0).astype(np.int64),
+        (a[up], e[a[up]] * n + f[up]), (la, lb), (s[down] * n + e[b[down]], b[down]), ep,
     )
 
 

@@ -86,6 +86,7 @@ class _Transfer:
         n = int(plan.copies.shape[0])
         self.nbytes = plan.copies.astype(np.int64) * bytes_per_copy
         self.path = run.paths.ids(plan.up, plan.pair, plan.down)
+        run.net.count(self.path, self.nbytes)  # every message starts once: count them now
         src, dst = plan.feeds
         order = np.argsort(src, kind="stable")
         self.dep_ids = dst[order]
@@ -120,7 +121,7 @@ class _Transfer:
             self.first_start = now
         self.priority = self.run.start_order()
         self.run.net.add(self.path[msgs], self.nbytes[msgs], self.slot, msgs, now,
-                         self.priority)
+                         self.priority, counted=True)
 
     def release(self, gpus: np.ndarray, now: float) -> None:
         """The GPUs' compute finished: the messages their data enters by may start."""

@@ -20,13 +20,14 @@ Events are merged: a flow that would finish within the engine's time quantum of 
 event finishes with it (its last bytes leave at the same instant; its arrival keeps its own
 finishing time), and progressive filling merges levels within ``tolerance``.
 
-Per link (class representative) it counts bytes and chunks when a flow starts (the same
-counts the DES makes, chunks of ``chunk_bytes``), and when a flow finishes its *slowdown*
-(seconds beyond its uncontended transfer time) on every link it crossed: the flow-level
-counterpart of the DES's queueing delay.  The load of every link between events is recorded
-(where it changed) for utilisation over time, the finishing flows' last bytes in the step
-they finish in, so a link's windows add up to its busy time (with merged events a step may
-show a load up to the tolerance above capacity).
+Per link (class representative) it counts every flow's bytes and chunks once (the same
+counts the DES makes, chunks of ``chunk_bytes``): when the flow starts, or all the messages
+of a phase at once when the phase is built (:meth:`FluidNet.count`).  When a flow finishes
+it adds its *slowdown* (seconds beyond its uncontended transfer time) on every link it
+crossed: the flow-level counterpart of the DES's queueing delay.  The load of every link
+between events is recorded (where it changed) for utilisation over time, the finishing flows'
+last bytes in the step they finish in, so a link's windows add up to its busy time (with
+merged events a step may show a load up to the tolerance above capacity).
 """
 
 from __future__ import annotations
@@ -103,18 +104,12 @@ class FluidNet:
         n = -(-nbytes // self.chunk)
         return n, nbytes - (n - 1) * self.chunk
 
-    def add(
-        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
-        priority: int = 0, background: bool = False,
-    ) -> None:
-        """Start flows (one per message) at ``now``; count their bytes and chunks.
-        ``priority``: lower is served first; ``background``: after all serving flows (module
-        docstring)."""
+    def count(self, path: np.ndarray, nbytes: np.ndarray) -> None:
+        """Count the bytes and chunks of messages on every link of their paths (exactly: in
+        whole share units, :mod:`simulator.cluster.share_units`)."""
         if path.size == 0:
             return
-        first = self.active
         row, link, share = self.paths.all.gather(path)
-        self.all.add(first, row, link, share)
         self.link_bytes += np.bincount(link, weights=nbytes[row] * share,
                                        minlength=self.num_links)
         if self.denominator is None:
@@ -126,6 +121,21 @@ class FluidNet:
                 link, weights=units, minlength=self.num_links)).astype(np.int64))
         n, _ = self._chunks(nbytes)
         self.link_chunks += np.bincount(link, weights=n[row], minlength=self.num_links)
+
+    def add(
+        self, path: np.ndarray, nbytes: np.ndarray, owner: int, msg: np.ndarray, now: float,
+        priority: int = 0, background: bool = False, counted: bool = False,
+    ) -> None:
+        """Start flows (one per message) at ``now``; count their bytes and chunks unless
+        ``counted`` (the caller counted them already, e.g. a phase all its messages at once).
+        ``priority``: lower is served first; ``background``: after all serving flows (module
+        docstring)."""
+        if path.size == 0:
+            return
+        first = self.active
+        self.all.add(first, *self.paths.all.gather(path))
+        if not counted:
+            self.count(path, nbytes)
         self.binding.add(first, *self.paths.binding.gather(path))
         b = nbytes.astype(np.float64)
         self.path = np.concatenate([self.path, path])

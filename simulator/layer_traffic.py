@@ -48,11 +48,17 @@ def layer_traffic(
     gs = routes.cluster.gpu_server
     hosts = resolve_hosts_layer(experts_layer, origins, gpus_layer, routes.gpu_distance)
     pairs = pair_list(origins, hosts, g)
-    own = pairs.src == pairs.dst
+    if pairs.dense is not None:
+        per_pair = pairs.dense.reshape(g, g)
+        routes_on, self_routes = per_pair.sum(axis=0), per_pair.diagonal() > 0
+    else:
+        own = pairs.src == pairs.dst
+        routes_on = np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64)
+        self_routes = np.bincount(pairs.src[own], minlength=g) > 0
     return LayerTraffic(
         dispatch=dispatch_plan(scheme, origins, hosts, gs, endpoints, pairs),
-        routes_on=np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64),
-        self_routes=np.bincount(pairs.src[own], minlength=g) > 0,
+        routes_on=routes_on,
+        self_routes=self_routes,
         hops=pair_hops(routes, pairs) * 2,
         copies=remote_copies(origins, hosts, gs),
     )

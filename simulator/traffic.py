@@ -87,11 +87,14 @@ def pair_counts(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> 
 @dataclass(frozen=True)
 class PairList:
     """Routes per (origin, host) GPU pair for one layer, only the pairs that have any, sorted
-    by origin then host (the order of ``np.nonzero`` on the dense matrix)."""
+    by origin then host (the order of ``np.nonzero`` on the dense matrix).  ``dense``: the
+    same counts as the flat [gpus * gpus] matrix, where :func:`pair_list` counted into it (a
+    small cluster against the routes), else ``None``."""
 
     src: np.ndarray
     dst: np.ndarray
     count: np.ndarray  # int64, > 0
+    dense: np.ndarray | None = None
 
     def remote(self) -> PairList:
         """The pairs whose host is not the origin (the ones that move bytes)."""
@@ -101,7 +104,11 @@ class PairList:
 
 def pair_hops(routes: RouteTable, pairs: PairList) -> float:
     """Sum over the pairs of routes x weighted distance (one way)."""
-    return float((pairs.count * routes.gpu_distance[pairs.src, pairs.dst]).sum())
+    if pairs.dense is not None:  # the [gpus, gpus] counts exist: the same distances, cached
+        d = routes.distance.ravel().take(pairs.src * routes.num_gpus + pairs.dst)
+    else:
+        d = routes.gpu_distance[pairs.src, pairs.dst]
+    return float((pairs.count * d).sum())
 
 
 # below this many routes per GPU pair slot, counting into the dense key space is faster
@@ -114,9 +121,9 @@ def pair_list(origins: np.ndarray, hosts_layer: np.ndarray, num_gpus: int) -> Pa
     if num_gpus * num_gpus <= _DENSE_KEYS_PER_ROUTE * flat.size:
         dense = np.bincount(flat, minlength=num_gpus * num_gpus)
         keys = np.flatnonzero(dense.astype(bool))  # (2-3x faster on bools than on counts)
-        counts = dense[keys]
-    else:
-        keys, counts = np.unique(flat, return_counts=True)
+        return PairList(keys // num_gpus, keys % num_gpus, dense[keys].astype(np.int64),
+                        dense)
+    keys, counts = np.unique(flat, return_counts=True)
     return PairList(keys // num_gpus, keys % num_gpus, counts.astype(np.int64))
 
 
