@@ -4,13 +4,13 @@
         [--time-limit 60]
 
 For each kind of drift of bench_rebalance_drift.py (the same traces, cluster, policy and
-quarter budget), the ``dedup`` budget run is replayed and its first re-placement after the
-drift's onset recorded.  On that rebalance's window sample, for each chosen MoE layer, with
-``k`` = the moves the walk spent in that layer, the exact server-level model of
-:mod:`placement.migration_dedup_bound` (no balance goal: a relaxation) is solved by HiGHS
-within ``--time-limit`` seconds, started from the walk's servers (so its incumbent is never
-worse than the walk).  Printed per layer, as
-shares of the full re-fit's gain in de-duplicated cost on the sample: the walk's, the MIP's
+quarter budget), the ``dedup`` budget run is replayed and its re-placements recorded; the one
+whose full re-fit gains the most on the chosen layers (on its window sample) is compared.  For
+each chosen MoE layer, with ``k`` = the moves the walk spent in that layer, the exact
+server-level model of :mod:`placement.migration_dedup_bound` (no balance goal: a relaxation) is
+solved by HiGHS within ``--time-limit`` seconds, started from the walk's servers (so its
+incumbent is never worse than the walk).  Printed per layer, as shares of the full re-fit's
+gain in de-duplicated cost on the sample: the walk's, the MIP's
 incumbent (a layout within ``k`` server moves; it may break the balance goal) and the MIP's
 dual bound (no layout within ``k`` moves keeps more).  The LP relaxation of that model is
 weak: on the phase drift's layer 0 its bound lies below the full re-fit's cost at 16 moves.
@@ -67,11 +67,15 @@ def record_budget_run(path: Path, routes) -> list[dict]:  # noqa: ANN001
     return calls
 
 
-def first_drifted(onset: int, num_calls: int) -> int:
-    """Index of the first re-placement fitted on a window wholly after ``onset``: the first
-    layout is fitted at step ``INTERVAL`` (no layout in force: no call), call ``i`` at step
-    ``(i + 2) x INTERVAL`` on the window before it."""
-    return min(max(0, -(-onset // INTERVAL) - 1), num_calls - 1)
+def most_to_recover(calls: list[dict], layers: list[int]) -> int:
+    """Index of the recorded re-placement whose full re-fit gains the most against the layout
+    in force on the chosen layers (in-sample: the one with the most gain to keep)."""
+    def gain(call: dict) -> float:
+        p, gs = call["problem"], call["problem"].gpu_server
+        return sum(layer_cost(tok, gs[call["current"].primary[li]])
+                   - layer_cost(tok, gs[call["fresh"].primary[li]])
+                   for li in layers for tok in (layer_tokens(p, li),))
+    return int(np.argmax([gain(c) for c in calls]))
 
 
 def compare_layers(call: dict, layers: list[int], time_limit_s: float, out=print) -> None:  # noqa: ANN001
@@ -90,6 +94,9 @@ def compare_layers(call: dict, layers: list[int], time_limit_s: float, out=print
                                     time_limit_s=time_limit_s)
         full = c0 - cf
         total += (c0, cf, cw, inc, bound)
+        if full <= 0:
+            out(f"  layer {li:2d}: n/a, the full re-fit gains nothing here")
+            continue
         out(f"  layer {li:2d}: walk {k:2d} moves keeps {(c0 - cw) / full:6.1%}; MIP within"
             f" {k} moves: incumbent {(c0 - inc) / full:6.1%}, bound {(c0 - bound) / full:6.1%}"
             f" of the re-fit's gain ({full / p.token_sample.num_tokens:.2f} per token;"
@@ -103,16 +110,19 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--kind", choices=KINDS, action="append",
                     help="Run only these kinds of drift (repeatable; default: all).")
-    ap.add_argument("--layers", default="0,13,26", help="MoE layer rows compared (comma list).")
+    ap.add_argument("--layers", help="MoE layer rows compared, a comma list (default: the"
+                    " first, middle and last).")
     ap.add_argument("--time-limit", type=float, default=60.0,
                     help="HiGHS seconds per layer's MIP.")
     args = ap.parse_args()
-    layers = [int(v) for v in args.layers.split(",")]
     routes = build_route_table(build_fat_tree(4, 4))
     t0 = time.process_time()
-    for kind, path, onset in iter_drifts(args.kind or KINDS):
+    for kind, path, _ in iter_drifts(args.kind or KINDS):
         calls = record_budget_run(path, routes)
-        index = first_drifted(onset, len(calls))
+        L = calls[0]["problem"].num_layers
+        layers = ([int(v) for v in args.layers.split(",")] if args.layers
+                  else [0, L // 2, L - 1])
+        index = most_to_recover(calls, layers)
         print(f"{kind}: re-placement {index + 1} of {len(calls)}")
         compare_layers(calls[index], layers, args.time_limit)
         sys.stdout.flush()
