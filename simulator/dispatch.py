@@ -19,8 +19,8 @@ both are the server endpoint.  For a route from GPU a (server S) to host GPU b (
   (also what ``dedup`` placement optimises).
 
 Combine is the mirror image of dispatch (:meth:`PhasePlan.mirror`).  A scheme's kernel may
-also cost a fixed time per phase whatever it moves (:func:`kernel_s`): each GPU's data of
-the phase counts as arrived that long after its last message.
+also work locally on each receiving GPU (a fixed time, copies through the GPU's memory):
+:mod:`simulator.receive_work`.
 """
 
 from __future__ import annotations
@@ -30,11 +30,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from simulator.cluster.multipath import Endpoints
-from simulator.timing import (
-    DEEPEP_LL_COMBINE_KERNEL_S,
-    DEEPEP_LL_DISPATCH_KERNEL_S,
-    DEEPEP_SLICE_COPIES,
-)
+from simulator.timing import DEEPEP_SLICE_COPIES
 from simulator.traffic import PairList, pair_list, remote_servers
 from simulator.traffic_config import DISPATCH_SCHEMES
 from simulator.unique import distinct_keys, rank_lookup, sorted_unique
@@ -42,19 +38,6 @@ from traces.infra.errors import InputError
 
 Pairs = tuple[np.ndarray, np.ndarray]
 DEEPEP_SLICE = int(DEEPEP_SLICE_COPIES.value)
-# fixed time per kernel (dispatch, combine), measured (simulator.timing); schemes not listed
-# have none measured: NCCL's all-to-all and DeepEP's normal kernels, whose published
-# figures are bandwidths of kernels that run for milliseconds
-KERNEL_S: dict[str, tuple[float, float]] = {
-    "deepep-ll": (DEEPEP_LL_DISPATCH_KERNEL_S.value, DEEPEP_LL_COMBINE_KERNEL_S.value),
-}
-
-
-def kernel_s(scheme: str, combine: bool) -> float:
-    """The fixed time ``scheme``'s dispatch (or combine) kernel adds to each GPU's arrival."""
-    return KERNEL_S.get(scheme, (0.0, 0.0))[int(combine)]
-
-
 def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
     """Every scheme runs on every cluster: with pooled NICs ``nic(T, i)`` is server T's
     endpoint, so ``deepep-normal`` sends one copy per token and remote server through it

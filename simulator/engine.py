@@ -42,9 +42,10 @@ from simulator.cluster.paths import RouteTable
 from simulator.cluster.share_units import share_units, whole_bytes
 from simulator.components import BusyLog, Gpu, LinkDirection
 from simulator.config import SimConfig
-from simulator.dispatch import check_scheme, kernel_s
+from simulator.dispatch import check_scheme
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.microbatches import by_tokens
+from simulator.receive_work import phase_work
 from simulator.summaries import RunRecords, SimFrames, collect_sim
 from simulator.traffic import CopyTally, validate_layout
 from simulator.transfer import Path, Transfer
@@ -173,6 +174,7 @@ class _Run:
         )
         g = self.g
         origins = resolve_origins(block, g)
+        tokens_from = np.bincount(origins, minlength=g)
         self.tokens += block.num_tokens
         latency = np.zeros(block.num_tokens)
         for li in range(m.num_moe_layers):
@@ -183,11 +185,13 @@ class _Run:
             self.copies.add(lt.copies, block.num_tokens, db + cb)
             self.gpu_routes += lt.routes_on
             layer = _Layer(self, t0, lt.routes_on, lt.self_routes, t_route)
+            d_work, c_work = phase_work(traffic.dispatch, lt.dispatch, (db, cb),
+                                        lt.own_routes, tokens_from)
             layer.combine = Transfer(self, lt.dispatch.mirror(), cb, True, layer.combine_arrived,
-                                     kernel_s(traffic.dispatch, True))
+                                     c_work)
             layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
             layer.dispatch = Transfer(self, lt.dispatch, db, False, layer.dispatch_arrived,
-                                      kernel_s(traffic.dispatch, False))
+                                      d_work)
             arriving = lt.dispatch.delivered_to(g)
             for b in np.flatnonzero((lt.routes_on > 0) & (arriving == 0)).tolist():
                 layer.start_compute(b)

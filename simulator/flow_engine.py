@@ -27,18 +27,19 @@ import numpy as np
 
 from simulator.cluster.paths import RouteTable
 from simulator.config import SimConfig
-from simulator.dispatch import PhasePlan, check_scheme, kernel_s
+from simulator.dispatch import PhasePlan, check_scheme
 from simulator.engine import SimResult, replay_stream, validate_links
 from simulator.flow_network import FluidNet
 from simulator.flow_parts import FlowPart, combine_flow_parts, frame_fields
 from simulator.flow_paths import flow_fabric, gather_rows
 from simulator.layer_traffic import LayerTimes, layer_traffic, token_frame
 from simulator.modes import DEFAULT_FLOW_TOLERANCE
+from simulator.receive_work import ReceiveClock, ReceiveWork, phase_work
 from simulator.traffic import CopyTally, validate_layout
 from traces.origins import resolve_origins
 from traces.trace import RoutingTrace
 
-ARRIVAL, COMPUTE, DELIVERY = 0, 1, 2  # DELIVERY: a GPU's data, after the kernel time
+ARRIVAL, COMPUTE, DELIVERY = 0, 1, 2  # DELIVERY: a GPU's data, after the kernel's work
 
 
 class _Pool:
@@ -75,11 +76,11 @@ class _Transfer:
 
     def __init__(
         self, run: _FlowRun, plan: PhasePlan, bytes_per_copy: int, gated: bool,
-        on_delivered: Callable[[np.ndarray, float], None], now: float, kernel_s: float = 0.0,
+        on_delivered: Callable[[np.ndarray, float], None], now: float,
+        work: ReceiveWork | None = None,
     ) -> None:
         self.run = run
-        self.kernel_s = kernel_s
-        self.waiting = 0  # GPUs whose data has arrived, delivered after the kernel time
+        self.waiting = 0  # GPUs whose data has arrived, delivered after the kernel's work
         self.slot = run.register(self)
         self.plan = plan
         g = run.g
@@ -106,6 +107,7 @@ class _Transfer:
         self.final = final
         self.left = np.bincount(plan.down[final], minlength=g)
         self.deliveries = int((self.left > 0).sum())
+        self.clock = None if work is None else ReceiveClock(work, self.left, now)
         self.on_delivered = on_delivered
         self.first_start = -1.0
         self.priority = 0  # of the flows it started last: their place in the start order
@@ -136,16 +138,17 @@ class _Transfer:
             fed = np.bincount(deps, minlength=self.pending.size)
             self.pending -= fed
             self._start(np.flatnonzero((fed > 0) & (self.pending == 0)), now)
-        b = self.plan.down[msgs[self.final[msgs]]]
-        if b.size:
+        last = msgs[self.final[msgs]]
+        b = self.plan.down[last]
+        if b.size and self.clock is not None:
+            done, done_s = self.clock.arrived(b, last, now)
+            self.waiting += done.size
+            self.run.pool.push(done_s, DELIVERY, np.full(done.size, self.slot), done)
+        elif b.size:
             got = np.bincount(b, minlength=self.left.size)
             self.left -= got
             done = np.flatnonzero((got > 0) & (self.left == 0))
-            if done.size and self.kernel_s > 0:
-                self.waiting += done.size
-                self.run.pool.push(np.full(done.size, now + self.kernel_s), DELIVERY,
-                                   np.full(done.size, self.slot), done)
-            elif done.size:
+            if done.size:
                 self.on_delivered(done, now)
         self._close()
 
@@ -231,6 +234,7 @@ class _Microbatch:
             traffic.hidden_size or m.hidden_size, m.moe_intermediate_size
         )
         self.origins = resolve_origins(block, run.g)
+        self.tokens_from = np.bincount(self.origins, minlength=run.g)
         run.tokens += block.num_tokens
         self.latency_s = np.zeros(block.num_tokens)
         self.li = 0
@@ -246,11 +250,13 @@ class _Microbatch:
         run.copies.add(lt.copies, block.num_tokens, self.db + self.cb)
         run.gpu_routes += lt.routes_on
         layer = _Layer(self, lt.routes_on, lt.self_routes, now)
+        d_work, c_work = phase_work(scheme, lt.dispatch, (self.db, self.cb),
+                                    lt.own_routes, self.tokens_from)
         layer.combine = _Transfer(run, lt.dispatch.mirror(), self.cb, True,
-                                  layer.combine_arrived, now, kernel_s(scheme, True))
+                                  layer.combine_arrived, now, c_work)
         layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
         layer.dispatch = _Transfer(run, lt.dispatch, self.db, False, layer.dispatch_arrived, now,
-                                   kernel_s(scheme, False))
+                                   d_work)
         idle = np.flatnonzero((lt.routes_on > 0) & (lt.dispatch.delivered_to(run.g) == 0))
         if idle.size:
             layer.start_compute(idle, now)

@@ -30,13 +30,18 @@ from traces.trace import RoutingTrace
 @dataclass(frozen=True, eq=False)
 class LayerTraffic:
     """One layer of one micro-batch: the dispatch plan (combine is its mirror), routes each
-    GPU computes, which GPUs compute routes of their own tokens, hops and network copies."""
+    GPU computes, routes each GPU computes of its own tokens, hops and network copies."""
 
     dispatch: PhasePlan
     routes_on: np.ndarray  # [gpus]
-    self_routes: np.ndarray  # [gpus] bool
+    own_routes: np.ndarray  # [gpus]
     hops: float  # dispatch + combine distance of the layer's routes
     copies: RemoteCopies
+
+    @property
+    def self_routes(self) -> np.ndarray:
+        """[gpus] bool: the GPU computes routes of its own tokens."""
+        return self.own_routes > 0
 
 
 def layer_traffic(
@@ -50,15 +55,16 @@ def layer_traffic(
     pairs = pair_list(origins, hosts, g)
     if pairs.dense is not None:
         per_pair = pairs.dense.reshape(g, g)
-        routes_on, self_routes = per_pair.sum(axis=0), per_pair.diagonal() > 0
+        routes_on, own_routes = per_pair.sum(axis=0), per_pair.diagonal().copy()
     else:
         own = pairs.src == pairs.dst
         routes_on = np.bincount(pairs.dst, weights=pairs.count, minlength=g).astype(np.int64)
-        self_routes = np.bincount(pairs.src[own], minlength=g) > 0
+        own_routes = np.bincount(pairs.src[own], weights=pairs.count[own],
+                                 minlength=g).astype(np.int64)
     return LayerTraffic(
         dispatch=dispatch_plan(scheme, origins, hosts, gs, endpoints, pairs),
         routes_on=routes_on,
-        self_routes=self_routes,
+        own_routes=own_routes,
         hops=pair_hops(routes, pairs) * 2,
         copies=remote_copies(origins, hosts, gs),
     )

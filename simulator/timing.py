@@ -61,8 +61,9 @@ H800_NVLINK_BYTES_PER_S = Fact(
 # DeepEP's low-latency kernels pay a fixed time per kernel, whatever they move: measured
 # with 1 token per rank (8 copies of 7.4 KB: < 0.2 us of NVLink time) on one 8-GPU node.
 # The H800 of DeepEP's tables is the same GH100 (SM90) chip as the H100 with fewer NVLinks;
-# the cost is the kernels' own (launch, count and flag exchange, receive-side unpacking), not
-# bandwidth, so the H100 measurement stands for it.
+# the cost is the kernels' own (launch, count and flag exchange, grid syncs, the per-warp
+# latency of the receive-side copies), not bandwidth, so the H100 measurement stands for it.
+# What grows with the tokens, the receive copies through HBM, is HBM_COPY_BYTES_PER_S below.
 _AIC_LL = (
     "ai-dynamo/aiconfigurator systems/data/h100_sxm/comm/sglang/0.5.12/"
     "wideep_deepep_ll_perf.parquet (DeepEP's test_low_latency, kernel time by kineto, NVLink"
@@ -71,25 +72,40 @@ _AIC_LL = (
 DEEPEP_LL_DISPATCH_KERNEL_S = Fact(
     13.2e-6, "s",
     f"{_AIC_LL} dispatch 13.2 us (2-8 tokens: 13.7-14.8 us; H200: 11.9 us), the kernel's"
-    " fixed cost; the replay adds it when a GPU's dispatch data has arrived",
+    " fixed cost; the replay adds it when a GPU's dispatch data has arrived and been copied",
 )
 DEEPEP_LL_COMBINE_KERNEL_S = Fact(
     14.4e-6, "s",
     f"{_AIC_LL} combine 14.4 us (2-8 tokens: 14.2-16.5 us; H200: 12.6 us), the kernel's"
-    " fixed cost; the replay adds it when a GPU's combine data has arrived",
+    " fixed cost; the replay adds it when a GPU's combine data has arrived and been reduced",
+)
+# The low-latency kernels also copy every received copy through the GPU's own memory
+# (simulator.receive_work): the rate of a device-local copy, read and write counted.
+HBM_COPY_BYTES_PER_S = Fact(
+    2.5e12, "B/s",
+    "measured device-local copy on H100 SXM (HBM3, 3.35 TB/s data sheet; H800 SXM has the"
+    " same 80 GB HBM3 at 3.35 TB/s): CUDA sample p2pBandwidthLatencyTest, GPU to itself"
+    " (the sample counts the read and the write), 2474.76-2514.71 GB/s over 8 GPUs, mean 2501"
+    " GB/s (NVIDIA/nccl issue #1264, HGX H100 SXM): 75 % of the data-sheet rate; the"
+    " low-latency kernels' receive copies and combine reduction run at it",
 )
 _LL_EP8_RDMA_COPIES = 128 * 8 * 7 // 8  # 128 tokens x top-8 per rank; its own 1/8 stays local
 _LL_DISPATCH_RATE = _LL_EP8_RDMA_COPIES * 7408 / (163e-6 - DEEPEP_LL_DISPATCH_KERNEL_S.value)
-_LL_COMBINE_RATE = _LL_EP8_RDMA_COPIES * 14336 / (318e-6 - DEEPEP_LL_COMBINE_KERNEL_S.value)
+# the combine's reduction runs after the last arrival: it reads the 1024 received copies
+# (its own included) and writes 128 output rows, 14336 B each
+_LL_EP8_REDUCE_S = (128 * 8 + 128) * 14336 / HBM_COPY_BYTES_PER_S.value
+_LL_COMBINE_RATE = _LL_EP8_RDMA_COPIES * 14336 / (
+    318e-6 - DEEPEP_LL_COMBINE_KERNEL_S.value - _LL_EP8_REDUCE_S)
 CX7_RDMA_BYTES_PER_S = Fact(
     round((_LL_DISPATCH_RATE + _LL_COMBINE_RATE) / 2, -8), "B/s",
     "DeepEP README before commit de8cfca (2025-06-05): pure-RDMA low-latency kernels at EP 8"
     " (one node, NVLink off) took 163 us (dispatch) and 318 us (combine) for 128 tokens x"
     " top-8 per rank; 7/8 of the copies go through the rank's own CX7 (its own copy stays"
     " local: dst_rank != rank in csrc/kernels/internode_ll.cu then): 896 x 7408 B in"
-    " 163 - 13.2 us and 896 x 14336 B in 318 - 14.4 us (the kernels' fixed costs below) = 44.3"
-    " and 42.3 GB/s; the mean, 43.3 GB/s (87 % of the 50 GB/s line rate), is the NIC's"
-    " achieved RDMA-write rate",
+    " 163 - 13.2 us (dispatch: its receive copies overlap the arrivals) and 896 x 14336 B in"
+    " 318 - 14.4 - 6.6 us (combine: the kernels' fixed costs below, and the reduction after"
+    " the last arrival, 1152 x 14336 B at the HBM copy rate) = 44.3 and 43.3 GB/s; the mean,"
+    " 43.8 GB/s (88 % of the 50 GB/s line rate), is the NIC's achieved RDMA-write rate",
 )
 
 # --- how DeepEP's kernels issue their copies (message granularity) -----------------------
@@ -116,6 +132,7 @@ CALIBRATION: dict[str, Fact] = {
     "nic_bandwidth_bytes_per_s": CX7_RDMA_BYTES_PER_S,
     "deepep_ll_dispatch_kernel_s": DEEPEP_LL_DISPATCH_KERNEL_S,
     "deepep_ll_combine_kernel_s": DEEPEP_LL_COMBINE_KERNEL_S,
+    "hbm_copy_bytes_per_s": HBM_COPY_BYTES_PER_S,
     "nic_line_rate_bytes_per_s": NIC_400G_BYTES_PER_S,
     "nvlink_latency_s": NVLINK_HOP_LATENCY_S,
     "network_latency_s": NETWORK_HOP_LATENCY_S,

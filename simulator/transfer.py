@@ -19,6 +19,7 @@ from simpy.events import NORMAL
 
 from simulator.components import LinkDirection, Wakeup
 from simulator.dispatch import PhasePlan
+from simulator.receive_work import ReceiveClock, ReceiveWork
 from simulator.timing import MAX_SLICES_PER_MESSAGE
 
 MAX_SLICES = int(MAX_SLICES_PER_MESSAGE.value)
@@ -129,8 +130,9 @@ class Transfer:
 
     A message starts once every message feeding it has arrived and, in a gated phase
     (combine), a message entering from a GPU also waits for that GPU's compute.  A GPU's data
-    has arrived once every message delivering to it has, plus ``kernel_s`` (the scheme's fixed
-    kernel time, :func:`simulator.dispatch.kernel_s`).
+    has arrived once every message delivering to it has and the scheme's kernel has done its
+    local work on it (``work``, :mod:`simulator.receive_work`: a fixed time and the receive
+    copies through the GPU's memory).
 
     Sliced plans (``plan.slice_copies`` > 0, the DeepEP schemes): a message travels as
     ``rounds[m]`` slices of near-equal bytes, ceil(copies / slice_copies) but at most
@@ -144,7 +146,7 @@ class Transfer:
     __slots__ = (
         "run", "plan", "rounds", "nbytes", "parts", "pending", "round_pending", "dep_off",
         "dep_ids", "on_delivered", "first_start", "deliveries", "left", "final", "gated_by",
-        "kernel_s",
+        "clock",
     )
 
     def __init__(
@@ -154,11 +156,10 @@ class Transfer:
         bytes_per_copy: int,
         gated: bool,
         on_delivered: Callable[[int], None],
-        kernel_s: float = 0.0,
+        work: ReceiveWork | None = None,
     ) -> None:
         self.run = run
         self.plan = plan
-        self.kernel_s = kernel_s
         g = run.g
         n = int(plan.copies.shape[0])
         self.nbytes = (plan.copies * bytes_per_copy).tolist()
@@ -197,6 +198,7 @@ class Transfer:
         left = np.bincount(plan.down[final], minlength=g)
         self.left = left.tolist()
         self.deliveries = int((left > 0).sum())
+        self.clock = None if work is None else ReceiveClock(work, left, run.env.now).scalar()
         self.on_delivered = on_delivered
         self.first_start = -1.0
         self._start(order[pending[order] == 0].tolist())
@@ -265,18 +267,21 @@ class Transfer:
                 if p == 0:
                     ready.append(j)
             self._start(ready)
-        if self.final[i]:
-            b = int(self.plan.down[i])
+        if not self.final[i]:
+            return
+        b = int(self.plan.down[i])
+        if self.clock is None:
             self.left[b] -= 1
             if self.left[b] == 0:
-                self._deliver(b)
-
-    def _deliver(self, b: int) -> None:
-        if self.kernel_s <= 0:
-            self.on_delivered(b)
+                self.on_delivered(b)
             return
+        now = self.run.env.now
+        for gpu, done_s in self.clock.arrived_one(b, i, now):
+            self._deliver(gpu, done_s - now)
+
+    def _deliver(self, b: int, delay: float) -> None:
         wake = Wakeup(lambda _e: self.on_delivered(b))
-        self.run.env.schedule(wake, NORMAL, self.kernel_s)  # type: ignore[arg-type]
+        self.run.env.schedule(wake, NORMAL, delay)  # type: ignore[arg-type]
 
 
 def slice_rounds(plan: PhasePlan) -> np.ndarray:
