@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from experiments.report_tables import CHAR_PX, PAGE_TEXT_PX, TEXT_CELL_CHARS
+from experiments.report_tables import CHAR_PX, PAGE_TEXT_PX, TEXT_CELL_CHARS, axis_label
 from experiments.studies.findings import findings, saving_table
 
 if TYPE_CHECKING:
@@ -77,10 +77,6 @@ TABLE_COLUMNS = (
 MAX_SETUP_FIGURES = 8
 
 
-def _short(v: object) -> str:
-    return f"{v:g}" if isinstance(v, float) else str(v)
-
-
 def _setup_labels(results: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
     """One label per row naming every varied axis except the strategy's and the seed."""
     parts = []
@@ -95,7 +91,7 @@ def _setup_labels(results: pd.DataFrame, axes: Sequence[str]) -> pd.Series:
             parts.append(results["scenario"].astype(str))
         else:
             leaf = path.split(".")[-1]
-            parts.append(leaf + "=" + results[path].map(_short))
+            parts.append(results[path].map(lambda v, leaf=leaf: axis_label(leaf, v)))
     if not parts:
         return pd.Series([str(results["cluster"].iloc[0])] * len(results), index=results.index)
     label = parts[0]

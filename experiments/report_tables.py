@@ -37,6 +37,7 @@ _RULES: tuple[tuple[Callable[[str], bool], Unit], ...] = (
     (lambda c: c.endswith("_pct"), _PCT),
     (lambda c: c.endswith("_ms"), Unit("ms", 1.0, ",.2f")),
     (lambda c: "utilisation" in c or c.endswith("_fraction"), _PCT_OF_ONE),
+    (lambda c: c.endswith("_bytes_per_s"), Unit("GB/s", 1e-9, ",.2f")),  # a rate, not bytes
     (lambda c: "bytes" in c and not c.endswith("_per_element"), _GB),
     (lambda c: c.endswith("solve_time_s") or c.endswith("runtime_s"), _S),
     (lambda c: c.endswith("_s"), _MS),
@@ -86,11 +87,30 @@ def header(column: str) -> str:
     if text is None:
         text = column.replace("_", " ")
         text = text[:1].upper() + text[1:]
-        for tail in (" pct", " ms", " s"):
+        for tail in (" bytes per s", " pct", " ms", " s"):
             if text.endswith(tail) and unit_of(column) is not None:
                 text = text[: -len(tail)]
     unit = unit_of(column)
     return f"{text} ({unit.suffix})" if unit is not None and unit.suffix else text
+
+
+def axis_label(name: str, value: object) -> str:
+    """'nic bandwidth 50 GB/s' for ``("nic_bandwidth_bytes_per_s", 5e10)``: a varied axis in
+    a setup's label (tables, tick labels), in the tables' units and words, not field names."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    unit = unit_of(name) if number else None
+    text = name
+    if unit is not None and unit.suffix:
+        for tail in ("_bytes_per_s", "_bytes", "_pct", "_ms", "_s"):
+            if text.endswith(tail):
+                text = text[: -len(tail)]
+                break
+    text = text.replace("_", " ")
+    if not number:
+        return f"{text} {value}"
+    if unit is None or not unit.suffix:
+        return f"{text} {value:g}"
+    return f"{text} {float(value) * unit.scale:.3g} {unit.suffix}"  # type: ignore[arg-type]
 
 
 def cell(column: str, value: object) -> str:

@@ -47,7 +47,8 @@ def test_report_renders_expected_figures_and_tables(run_dir, capsys):
         assert heading in page
     # every setup x strategy appears in both parts of the results table, averaged over the
     # two seeds, and once in the saving table
-    assert page.count("<td class='text'>nic_bandwidth_bytes_per_s=5e+10</td>") == 2 * 3 + 1
+    # (the axis in words and GB/s: it was nic_bandwidth_bytes_per_s=5e+10, too wide for its cell)
+    assert page.count("<td class='text'>nic bandwidth 50 GB/s</td>") == 2 * 3 + 1
 
 
 def test_summary_averages_seeds_per_setup_and_strategy(run_dir):
@@ -58,7 +59,7 @@ def test_summary_averages_seeds_per_setup_and_strategy(run_dir):
     rr = results[(results["strategy"] == "round-robin")
                  & (results["topology.links.nic_bandwidth_bytes_per_s"] == 50e9)]
     got = s[(s["strategy"] == "round-robin")
-            & (s["setup"] == "nic_bandwidth_bytes_per_s=5e+10")]["hops_per_token"]
+            & (s["setup"] == "nic bandwidth 50 GB/s")]["hops_per_token"]
     assert got.iloc[0] == pytest.approx(rr["hops_per_token"].mean())
 
 
@@ -94,7 +95,7 @@ def test_a_study_report_counts_its_steps_with_progress_and_is_silent_with_q(run_
     5 steps, each named (a 64-cell sweep's report takes 15 s CPU: a count, not seconds)."""
     assert main(["report", str(run_dir), "--progress"]) == 0
     out, err = capsys.readouterr()
-    assert "report: figures" in err and "5/5" in err and "nic_bandwidth" in err
+    assert "report: figures" in err and "5/5" in err and "nic bandwidth 50 GB/s" in err
     assert "report" not in out.replace(f"wrote {run_dir}/report.html", "")
     assert main(["report", str(run_dir), "-q"]) == 0
     assert capsys.readouterr().err == ""

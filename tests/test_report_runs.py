@@ -9,7 +9,7 @@ import pytest
 from browser import page_metrics, screenshot
 
 from experiments.cli import main
-from experiments.report_tables import cell, header, human_table
+from experiments.report_tables import axis_label, cell, header, human_table
 from tests.test_simulator_cli import _args, inputs  # noqa: F401 - the fixture
 
 SIMULATE_FIGURES = ["link_bytes.png", "latency_cdf.png", "timeline.png", "utilisation_time.png",
@@ -29,6 +29,13 @@ def test_human_units_hand_computed():
     assert cell("solve_time_s", 45.8571) == "45.86"  # solver time stays in seconds
     assert cell("gap", float("nan")) == "–"
     assert header("some_new_column") == "Some new column"
+    # a varied axis in a setup label, in the same units: 5e10 B/s = 50 GB/s; 2e-6 s = 0.002 ms
+    assert axis_label("nic_bandwidth_bytes_per_s", 5e10) == "nic bandwidth 50 GB/s"
+    assert axis_label("network_latency_s", 2e-6) == "network latency 0.002 ms"
+    assert axis_label("zipf_exponent", 0.8) == "zipf exponent 0.8"
+    assert axis_label("family", "dragonfly") == "family dragonfly"
+    assert header("nic_bandwidth_bytes_per_s") == "Nic bandwidth (GB/s)"
+    assert cell("nic_bandwidth_bytes_per_s", 5e10) == "50.00"
     shown = human_table(__import__("pandas").DataFrame({"tokens": [4096], "strategy": ["ilp"]}))
     assert shown.to_dict("list") == {"Tokens": ["4,096"], "Strategy": ["ilp"]}
 
