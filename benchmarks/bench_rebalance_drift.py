@@ -37,6 +37,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -215,16 +216,22 @@ def main() -> None:
     args = ap.parse_args()
     routes = build_route_table(build_fat_tree(4, 4))
     t0 = time.process_time()
+    for kind, path, onset in iter_drifts(args.kind or KINDS):
+        for strategy in args.strategy or tuple(TRAFFIC):
+            measure(kind, path, onset, routes, strategy)
+            sys.stdout.flush()
+    print(f"total {time.process_time() - t0:.1f} s CPU")
+
+
+def iter_drifts(kinds: Sequence[str]) -> Iterator[tuple[str, Path, int]]:
+    """(kind, trace, onset) of each kind in a temporary directory; esft is skipped (and said
+    so) when the data is absent."""
     with tempfile.TemporaryDirectory() as d:
-        for kind in args.kind or KINDS:
+        for kind in kinds:
             if kind == "esft" and not ESFT.is_dir():
                 print(f"esft: skipped, {ESFT} is absent")
                 continue
-            path, onset = drift_trace(Path(d), kind)
-            for strategy in args.strategy or tuple(TRAFFIC):
-                measure(kind, path, onset, routes, strategy)
-                sys.stdout.flush()
-    print(f"total {time.process_time() - t0:.1f} s CPU")
+            yield (kind, *drift_trace(Path(d), kind))
 
 
 if __name__ == "__main__":

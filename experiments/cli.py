@@ -132,8 +132,21 @@ class _PipeSafeStdout:
         return getattr(self.inner, name)
 
 
-def _os_error_line(exc: OSError) -> str:
-    where = f"{exc.filename}: " if exc.filename else ""
+def _os_error_line(exc: OSError, parser: argparse.ArgumentParser, args: argparse.Namespace
+                   ) -> str:
+    """``--out PATH: <reason>`` (or the input's flag; ``PATH: FILE: <reason>`` for a file
+    inside a run directory): the user's flag and path, never a temporary."""
+    from experiments.outputs import flag_naming
+
+    where = ""
+    if exc.filename:
+        found = flag_naming(exc.filename, parser, args)
+        where = f"{exc.filename}: "
+        if found is not None:
+            flag, path = found
+            head = f"{flag} {path}".strip()
+            inside = "" if os.path.abspath(exc.filename) == os.path.abspath(path) else where
+            where = f"{head}: {inside}"
     return f"moe-netsim: error: {where}{exc.strerror or _one_line(str(exc))}"
 
 
@@ -188,7 +201,7 @@ def _run(argv: Sequence[str] | None) -> int:
     except OSError as exc:
         if os.environ.get(TRACEBACK_ENV):
             raise
-        print(_os_error_line(exc), file=sys.stderr)
+        print(_os_error_line(exc, parser, args), file=sys.stderr)
         return 2
     except Exception as exc:  # noqa: BLE001 - a bug; still one line unless asked for more
         if os.environ.get(TRACEBACK_ENV):

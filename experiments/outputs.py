@@ -145,7 +145,7 @@ def run_directory(path: Path, overwrite: bool) -> Iterator[Path]:
             else exc.strerror or str(exc)
         )
         raise InputError(
-            f"{path}: cannot create the output directory ({reason}); choose another --out"
+            f"--out {path}: cannot create the output directory ({reason}); choose another --out"
         ) from None
     try:
         os.chmod(work, 0o777 & ~current_umask())
@@ -401,8 +401,9 @@ def claim_outputs(args: argparse.Namespace) -> None:
         if path is None:
             continue
         outputs.append((flag, path, kind))
-        for suffix, sibling in kind.siblings:
-            outputs.append((flag, path.with_name(path.name + suffix), sibling))
+        named = Path(os.path.abspath(path))  # "." and ".." have no name of their own
+        for suffix, sibling in kind.siblings if named.name else ():
+            outputs.append((flag, named.with_name(named.name + suffix), sibling))
     for i, (flag, path, kind) in enumerate(outputs):
         for other_flag, other, _ in outputs[:i]:
             a, b = Path(os.path.abspath(path)).resolve(), Path(os.path.abspath(other)).resolve()
@@ -410,3 +411,20 @@ def claim_outputs(args: argparse.Namespace) -> None:
                 raise InputError(f"{flag} {path} and {other_flag} {other}: two outputs on one"
                                  " path; choose different paths")
         claim_output(path, kind, overwrite, flag)
+
+
+def flag_naming(
+    filename: str | os.PathLike[str], parser: argparse.ArgumentParser, args: argparse.Namespace
+) -> tuple[str, Path] | None:
+    """The flag (and the path it was given) that ``filename`` is or lies under, if any.
+
+    An operating-system error (read-only, disk full, permission) then names the user's flag and
+    path, as every other error does.
+    """
+    named = [(flag, getattr(args, dest)) for dest, (flag, _) in
+             getattr(args, "output_kinds", {}).items() if getattr(args, dest, None) is not None]
+    target = Path(os.path.abspath(filename))
+    for flag, path in [*named, *command_inputs(parser, args)]:
+        if target == Path(os.path.abspath(path)) or target.is_relative_to(os.path.abspath(path)):
+            return flag, path
+    return None

@@ -46,7 +46,8 @@ def failed(
     elif status is SolveStatus.NO_SOLUTION:
         msg = (
             f"HiGHS stopped ({outcome.solver_status}) after {elapsed:.3g} s before"
-            f" finding any layout; raise time_limit_s (now {options.time_limit_s})"
+            f" finding any layout; raise the time limit (now {options.time_limit_s:g} s:"
+            " --time-limit, study key time_limit_s)"
         )
     else:
         msg = f"HiGHS: {outcome.solver_status}"

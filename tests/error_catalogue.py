@@ -83,7 +83,12 @@ EXIT_CODES = (  # (what happened, stderr, exit code): the contract of experiment
     ("bad input (`InputError` from any package)",
      "`moe-netsim: error: <file or key>: <what>; <how to fix>`", 2),
     ("operating-system error about your paths (permission, disk full, read-only)",
-     "`moe-netsim: error: <your file>: <reason>` (never a hidden temporary file)", 2),
+     "`moe-netsim: error: <flag> <your path>: <reason>` (`--out RUN: RUN/links.parquet:"
+     " <reason>` for a file inside a run directory; never a hidden temporary file); an"
+     " output that cannot be written leaves none of the command's other files behind", 2),
+    ("a placement solver stopped by its time limit before any layout",
+     "`moe-netsim: error: --time-limit <s>: placement <strategy> no-solution: ...; raise the"
+     " time limit`", 2),
     ("Ctrl-C, at any moment (start-up included)", "`moe-netsim: interrupted`, no traceback",
      130),
     ("SIGTERM (`kill`, a batch system's time limit), once the command has started",

@@ -61,7 +61,7 @@ def test_disk_full_names_the_users_file_and_exits_2(tmp_path: Path, monkeypatch)
     code, err = _run(["trace", "import", "--format", "sglang", str(tmp_path / "counts.json"),
                       "--model", str(tmp_path / "tiny.json"), "--out", str(out)])
     assert code == 2
-    assert err.startswith(f"moe-netsim: error: {out}: No space left on device"), err
+    assert err.startswith(f"moe-netsim: error: --out {out}: No space left on device"), err
     assert ".tmp" not in err and err.count("\n") == 1
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
 
@@ -81,7 +81,8 @@ def test_os_error_in_a_run_directory_names_the_users_directory(tmp_path: Path,
                       "--topology", f"{tmp_path}/cluster.json", "--layout",
                       f"{tmp_path}/layout.csv", "--out", str(run)])
     assert code == 2
-    assert err.startswith(f"moe-netsim: error: {run}/links.parquet: Read-only file system"), err
+    # the flag and the directory the user named, then the file inside it
+    assert err.startswith(f"moe-netsim: error: --out {run}: {run}/links.parquet: Read-only"), err
     assert not run.exists() and not [p for p in tmp_path.iterdir() if ".partial." in p.name]
 
 
@@ -109,3 +110,16 @@ def test_place_into_a_closed_pipe_still_writes_the_layout(tmp_path: Path) -> Non
     assert res.returncode == 0, res.stderr
     assert res.stderr == "" and res.stdout.startswith("strategy")
     assert out.is_file() and (tmp_path / "layout.parquet.meta.json").is_file()
+
+
+def test_a_placement_stopped_by_its_time_limit_is_an_input_error(tmp_path: Path) -> None:
+    """HiGHS stopped by --time-limit before any layout: the user's limit to raise, so exit 2
+    with one line naming the flag (it was exit 1, the bugs' code, naming ``time_limit_s``)."""
+    prepare_cli_dir(tmp_path)
+    code, err = _run(["place", "--topology", str(tmp_path / "cluster.json"), "--fit",
+                      str(tmp_path / "trace.parquet"), "--strategy", "ilp-load",
+                      "--time-limit", "1e-9", "--out", str(tmp_path / "l.parquet")])
+    assert code == 2, err
+    assert err.startswith("moe-netsim: error: --time-limit 1e-09: placement ilp-load"), err
+    assert err.count("\n") == 1 and "raise the time limit" in err
+    assert not (tmp_path / "l.parquet").exists()

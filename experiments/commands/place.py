@@ -119,18 +119,21 @@ def run(args: argparse.Namespace) -> int:
     print(f"status       {res.status.value}")
     if res.status is SolveStatus.INFEASIBLE:
         raise InputError(f"placement {args.strategy} is infeasible: {res.message}")
-    if not res.is_ok or res.layout is None:
-        print(f"message      {res.message}")
-        return 1
+    if res.status is SolveStatus.NO_SOLUTION:  # stopped by --time-limit: the user's to raise
+        raise InputError(f"--time-limit {args.time_limit:g}: placement {args.strategy}"
+                         f" {res.status.value}: {res.message}")
+    if not res.is_ok or res.layout is None:  # the solver failed on a valid problem: a bug
+        raise RuntimeError(f"placement {args.strategy} {res.status.value}: {res.message}")
     violations = check_layout(problem, res.layout)
     if violations:
         raise RuntimeError(f"placement {args.strategy} produced an invalid layout: {violations}")
     copies = _print_result(problem, res, fit.sample is not None)
-    # after every input check and the solve (an error comes alone); statistics have no origins
+    _write_outputs(args, res, cluster, fit.model, origins, options, copies)
+    # after every input check, the solve and the writes (an error comes alone); statistics
+    # have no origins
     warning = assigner.warning() if args.stats.suffix == ".parquet" else None
     if warning:
         print(warning, file=sys.stderr)
-    _write_outputs(args, res, cluster, fit.model, origins, options, copies)
     return 0
 
 
@@ -259,6 +262,18 @@ def _write_outputs(args: argparse.Namespace, res: PlacementResult, cluster: Clus
                    model: ModelSpec, origins: OriginModel | None, options: SolverOptions,
                    copies: DedupCost | None) -> None:
     """The layout table, its .meta.json and the engine files asked for."""
+    from traces.infra.atomic import all_or_none
+
+    with all_or_none():  # an engine file that cannot be written leaves no layout behind
+        _write_files(args, res, cluster, model, origins, options, copies)
+    for path in (args.out, args.sglang_json, args.trtllm_yaml):
+        if path is not None:
+            print(f"wrote        {path}")
+
+
+def _write_files(args: argparse.Namespace, res: PlacementResult, cluster: ClusterSpec,
+                 model: ModelSpec, origins: OriginModel | None, options: SolverOptions,
+                 copies: DedupCost | None) -> None:
     from experiments.layout_record import layout_record
     from experiments.outputs import atomic_write_text, write_json
     from placement.layout_io import save_layout, to_sglang_map
@@ -286,11 +301,9 @@ def _write_outputs(args: argparse.Namespace, res: PlacementResult, cluster: Clus
         "info": res.info,
     }
     write_json(args.out.with_name(args.out.name + ".meta.json"), meta)
-    print(f"wrote        {args.out}")
     if args.sglang_json is not None:
         obj = to_sglang_map(res.layout, model.moe_layer_indices)
         atomic_write_text(args.sglang_json, json.dumps(obj) + "\n")
-        print(f"wrote        {args.sglang_json}")
     if args.trtllm_yaml is not None:
         import yaml
 
@@ -298,4 +311,3 @@ def _write_outputs(args: argparse.Namespace, res: PlacementResult, cluster: Clus
 
         obj = to_trtllm_yaml(res.layout, model.moe_layer_indices)
         atomic_write_text(args.trtllm_yaml, yaml.safe_dump(obj, default_flow_style=None))
-        print(f"wrote        {args.trtllm_yaml}")

@@ -311,7 +311,23 @@ def _run_in(
     run_dir: Path, study: Study, serial: bool, client: Any, scheduler: str | None, workers: int,
     overwrite: bool, progress: Progress,
 ) -> SweepOutcome:
+    created = not os.path.lexists(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        return _run_locked(run_dir, study, serial, client, scheduler, workers, overwrite,
+                           progress)
+    except BaseException:
+        # stopped before its record (unwritable, Ctrl-C): a directory this run made holds
+        # nothing to resume, so nothing is left behind
+        if created and not (run_dir / "study.json").is_file():
+            shutil.rmtree(run_dir, ignore_errors=True)
+        raise
+
+
+def _run_locked(
+    run_dir: Path, study: Study, serial: bool, client: Any, scheduler: str | None, workers: int,
+    overwrite: bool, progress: Progress,
+) -> SweepOutcome:
     with _locked(run_dir):
         _prepare(run_dir, study, overwrite)
         if not (run_dir / "study.json").is_file():

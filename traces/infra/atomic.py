@@ -35,6 +35,38 @@ def _fsync(path: Path) -> None:
         os.close(fd)
 
 
+# The open :func:`all_or_none` groups: (temporary, final) pairs waiting for their rename.
+_GROUPS: list[list[tuple[Path, Path, list[Path]]]] = []
+
+
+@contextmanager
+def all_or_none() -> Iterator[None]:
+    """Several outputs of one command (a layout and its engine files): every
+    :func:`atomic_output` inside is renamed into place only when all of them are written, so
+    an error in the last one leaves none of them behind."""
+    group: list[tuple[Path, Path, list[Path]]] = []
+    _GROUPS.append(group)
+    try:
+        yield
+    except BaseException:
+        _discard(group)
+        raise
+    finally:
+        _GROUPS.remove(group)
+    for i, (tmp, final, _) in enumerate(group):
+        try:
+            os.replace(tmp, final)
+        except OSError as exc:
+            _discard(group[i:])
+            raise naming_user_path(exc, tmp, final) from None
+
+
+def _discard(group: list[tuple[Path, Path, list[Path]]]) -> None:
+    for tmp, _, made in reversed(group):
+        tmp.unlink(missing_ok=True)
+        _remove_empty(made)
+
+
 @contextmanager
 def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; on success it replaces ``path`` in one rename.
@@ -43,24 +75,43 @@ def atomic_output(path: str | os.PathLike[str]) -> Iterator[Path]:
     """
     final = Path(path)
     check_writable(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    # The temporary name keeps the final suffix (matplotlib picks the format from it).
-    fd, name = tempfile.mkstemp(
-        prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
-    )
+    made = [p for p in (final.parent, *final.parent.parents) if not os.path.lexists(p)]
+    try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        # The temporary name keeps the final suffix (matplotlib picks the format from it).
+        fd, name = tempfile.mkstemp(
+            prefix=f".{final.name}.", suffix=f".tmp{final.suffix}", dir=final.parent
+        )
+    except OSError as exc:  # a read-only or missing directory: about the user's path
+        _remove_empty(made)
+        raise OSError(exc.errno, exc.strerror or str(exc), str(final)) from None
     os.close(fd)
     tmp = Path(name)
     try:
         yield tmp
         os.chmod(tmp, 0o666 & ~current_umask())
         _fsync(tmp)
+        if _GROUPS:
+            _GROUPS[-1].append((tmp, final, made))  # renamed when the whole group is written
+            return
         os.replace(tmp, final)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
+        _remove_empty(made)
         raise naming_user_path(exc, tmp, final) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
+        _remove_empty(made)
         raise
+
+
+def _remove_empty(made: list[Path]) -> None:
+    """Remove the directories an output created for itself (innermost first), if empty."""
+    for d in made:
+        try:
+            d.rmdir()
+        except OSError:
+            return
 
 
 def naming_user_path(exc: OSError, hidden: Path, final: Path) -> OSError:
