@@ -46,6 +46,19 @@ def check_scheme(scheme: str, endpoints: Endpoints, cluster_name: str) -> None:
         raise InputError(f"cluster {cluster_name!r}: unknown dispatch scheme {scheme!r}")
 
 
+def scheme_note(scheme: str, has_gpu_nics: bool, cluster_label: str) -> str | None:
+    """The one line a command prints when a scheme runs differently on this cluster than on
+    the hardware it was written for (else None): ``deepep-normal`` on pooled NICs."""
+    if scheme != "deepep-normal" or has_gpu_nics:
+        return None
+    return (
+        f"note: {cluster_label} has no NIC per GPU, so deepep-normal sends each token's RDMA"
+        " copy from its server's pooled NICs to the remote server's (as NVSHMEM maps several"
+        " GPUs to one NIC), not from the GPU's own NIC to the NIC of the same local index;"
+        " a cluster with per-GPU NICs (e.g. --preset deepseek-prefill-ep32) replays the rails"
+    )
+
+
 @dataclass(frozen=True, eq=False)
 class DedupKeys:
     """The de-duplication rule: a token reaches each host GPU once (however many of its

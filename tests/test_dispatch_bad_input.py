@@ -62,3 +62,27 @@ def test_study_keys_reject_in_one_line(sim, fragments) -> None:
 def test_study_keys_reach_the_config() -> None:
     cfg = split_sim_options({"dispatch": "deepep-ll", "multipath": "ecmp", "flows_per_pair": 3})
     assert cfg.traffic == TrafficConfig(dispatch="deepep-ll", multipath="ecmp", flows_per_pair=3)
+
+
+@pytest.mark.parametrize("dispatch, noted", [("deepep-normal", True), ("deepep-ll", False),
+                                             ("all-to-all", False)])
+def test_deepep_normal_on_pooled_nics_says_what_it_does(dispatch: str, noted: bool,
+                                                        tmp_path: Path) -> None:
+    # The bad-input cluster has pooled NICs: deepep-normal runs there (as NVSHMEM maps several
+    # GPUs to one NIC) but says in one line how it differs from the per-GPU-NIC hardware.
+    c = Case("command line", "pooled", (), argv=(*_SIM, "--dispatch", dispatch, "--no-report"))
+    code, err = run_cli_case(c, tmp_path)
+    assert code == 0, err
+    notes = [ln for ln in err.splitlines() if ln.startswith("note: ")]
+    assert len(notes) == int(noted), err
+    if noted:
+        assert "no NIC per GPU" in notes[0] and "deepep-normal" in notes[0]
+
+
+def test_scheme_note_only_for_deepep_normal_on_pooled_nics() -> None:
+    from simulator.dispatch import scheme_note
+    from simulator.traffic_config import DISPATCH_SCHEMES
+
+    for scheme in DISPATCH_SCHEMES:
+        assert scheme_note(scheme, True, "c") is None
+        assert (scheme_note(scheme, False, "c") is not None) == (scheme == "deepep-normal")

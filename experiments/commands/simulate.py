@@ -220,7 +220,7 @@ def run(args: argparse.Namespace) -> int:
     from experiments.layout_record import foreign_layout_warning
     from experiments.outputs import run_directory, write_json, write_parquet
     from simulator.cluster.multipath import endpoints_of
-    from simulator.dispatch import check_scheme
+    from simulator.dispatch import check_scheme, scheme_note
     from simulator.microbatches import microbatches
     from simulator.summaries import summary_frame
     from traces.io import iter_trace, read_trace_meta
@@ -270,9 +270,10 @@ def run(args: argparse.Namespace) -> int:
 
             write_simulate_report(work)
     _print_summary(summary)
-    for warning in (foreign_layout_warning(args.layout, routes.cluster,
-                                           cluster_label(args) or routes.cluster.name),
-                    assigner.warning()):
+    label = cluster_label(args) or routes.cluster.name
+    for warning in (foreign_layout_warning(args.layout, routes.cluster, label),
+                    assigner.warning(),
+                    scheme_note(traffic.dispatch, routes.cluster.has_gpu_nics, label)):
         if warning:
             print(warning, file=sys.stderr)
     tail = "" if args.no_report else f" (open {args.out}/report.html)"

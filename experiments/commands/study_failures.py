@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
     from simulator.cluster.failures import single_failures
     from simulator.cluster.paths import build_route_table
     from simulator.config import SimConfig
+    from simulator.dispatch import scheme_note
     from traces.infra.limits import (
         OUT_DISK_FIX,
         PARQUET_FILE_MIN_BYTES,
@@ -173,6 +175,10 @@ def run(args: argparse.Namespace) -> int:
     robust = summary[(summary["policy"] == "keep") & summary["robust"]]["strategy"].tolist()
     print(f"\nrobust (keep, worst bound within {100 * config.robust_tolerance:g} %):"
           f" {', '.join(robust) or 'none'}")
+    note = (scheme_note(sim.traffic.dispatch, cluster.has_gpu_nics, label)
+            if config.des_worst else None)
+    if note:
+        print(note, file=sys.stderr)
     print(f"{len(study.skipped)} failures cut GPUs off and were not replayed")
     print(f"wrote {out}/ in {runtime:.1f} s")
     return 0
