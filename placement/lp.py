@@ -11,6 +11,7 @@ import contextlib
 import math
 import os
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -133,8 +134,22 @@ def _stdout_silenced() -> Iterator[None]:
         os.close(devnull)
 
 
+# HiGHS starts one task scheduler per process, on the thread count of its first run; a later
+# run asking for another count fails ("Not Set").  The scheduler is restarted on a change.
+_scheduler_lock = threading.Lock()
+_scheduler_threads: list[int] = []
+
+
+def _scheduler_for(threads: int) -> None:
+    with _scheduler_lock:
+        if _scheduler_threads and _scheduler_threads[0] != threads:
+            highspy.Highs.resetGlobalScheduler(True)
+        _scheduler_threads[:] = [threads]
+
+
 def quiet_highs(threads: int) -> highspy.Highs:
     """A HiGHS instance that prints nothing, on ``threads`` threads."""
+    _scheduler_for(int(threads))
     with _stdout_silenced():
         h = highspy.Highs()
     h.setOptionValue("output_flag", False)
