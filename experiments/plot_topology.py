@@ -21,6 +21,7 @@ from matplotlib.colors import Normalize  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from matplotlib.patches import Rectangle  # noqa: E402
 
+from experiments.report_tables import byte_unit
 from simulator.cluster.topology import ClusterSpec
 from traces.infra.errors import InputError
 
@@ -263,8 +264,9 @@ def _draw_load(fig: Figure, ax: Axes, cluster: ClusterSpec, segs: _Segments,
         raise InputError(
             f"link load has {load.size} values, the cluster {len(cluster.links)} links"
         )
-    if load_label == "bytes":  # GB on the colour bar, not "1e8" above raw bytes
-        load, load_label = load / 1e9, "GB"
+    if load_label == "bytes":  # GB (or MB, KB) on the colour bar, not "1e8" above raw bytes
+        load_label, size = byte_unit(float(load.max()) if load.size else 0.0)
+        load = load / size
     peak = float(load.max()) if load.size and load.max() > 0 else 1.0
     norm = Normalize(0.0, peak)
     cmap = plt.get_cmap("plasma_r")

@@ -11,6 +11,9 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.ticker import MaxNLocator  # noqa: E402
+
+from experiments.report_tables import byte_unit  # noqa: E402
 
 if TYPE_CHECKING:
     from matplotlib.typing import RcKeyType
@@ -57,12 +60,14 @@ def plot_summary_bars(summary: pd.DataFrame) -> Figure:
     tiers = [c[len("bytes_"):] for c in summary.columns if c.startswith("bytes_")]
     tiers.sort(key=lambda t: TIER_ORDER.index(t) if t in TIER_ORDER else 99)
     bottom = np.zeros(len(strategies))
+    totals = summary[[f"bytes_{t}" for t in tiers]].to_numpy(dtype=float).sum(axis=1)
+    suffix, size = byte_unit(float(np.nanmax(totals, initial=0.0)))
     for tier in tiers:
-        vals = summary[f"bytes_{tier}"].to_numpy(dtype=float) / 1e9
+        vals = summary[f"bytes_{tier}"].to_numpy(dtype=float) / size
         ax2.bar(x, vals, bottom=bottom, label=tier)
         bottom += vals
     ax2.set_xticks(x, strategies)
-    ax2.set_ylabel("bytes carried by links of the tier (GB, both phases)")
+    ax2.set_ylabel(f"bytes carried by links of the tier ({suffix}, both phases)")
     ax2.set_title("Link bytes by tier")
     ax2.legend(title="link tier", fontsize=8, loc="upper left", bbox_to_anchor=(1.01, 1))
     fig.tight_layout()
@@ -75,11 +80,14 @@ def plot_link_bytes(links: pd.DataFrame) -> Figure:
     ``links`` has columns strategy, weight, bytes (one row per link direction and strategy).
     """
     fig, ax = plt.subplots(figsize=(7, 4))
-    for strategy, df in links[links["weight"] > 0].groupby("strategy", sort=False):
-        b = np.sort(df["bytes"].to_numpy(dtype=float))[::-1] / 1e9
+    network = links[links["weight"] > 0]
+    suffix, size = byte_unit(float(network["bytes"].max()) if len(network) else 0.0)
+    for strategy, df in network.groupby("strategy", sort=False):
+        b = np.sort(df["bytes"].to_numpy(dtype=float))[::-1] / size
         ax.plot(np.arange(1, b.size + 1), b, label=str(strategy))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # ranks are whole numbers
     ax.set_xlabel("network link direction, ranked by load")
-    ax.set_ylabel("bytes (GB)")
+    ax.set_ylabel(f"bytes ({suffix})")
     ax.set_title("Per-link bytes on the network")
     ax.legend(loc="upper right")
     ax.grid(alpha=0.3)

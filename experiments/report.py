@@ -10,7 +10,13 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-from experiments.report_tables import CHAR_PX, PAGE_TEXT_PX, TEXT_CELL_CHARS, axis_label
+from experiments.report_tables import (
+    CHAR_PX,
+    PAGE_TEXT_PX,
+    TEXT_CELL_CHARS,
+    axis_label,
+    byte_unit,
+)
 from experiments.studies.findings import findings, saving_table
 
 if TYPE_CHECKING:
@@ -170,9 +176,10 @@ def _summary_figures(summary: pd.DataFrame, save: Save) -> None:
         summary, "hops_per_token", "hops per token (dispatch + combine, all MoE layers)",
         "The paper's metric: hops per token" + seeds_note),
         "Hops per token per strategy and setup (lower is better).")
+    suffix, size = byte_unit(float(summary["network_link_bytes"].abs().max()))
     save("bytes.png", plots.plot_metric_by_setup(
-        summary, "network_link_bytes", "bytes on network links (GB, both phases)",
-        "Bytes carried by the network" + seeds_note, scale=1e9),
+        summary, "network_link_bytes", f"bytes on network links ({suffix}, both phases)",
+        "Bytes carried by the network" + seeds_note, scale=size),
         "Bytes on network links (every hop counted) per strategy and setup.")
     save("utilisation.png", plots.plot_metric_by_setup(
         summary, "max_link_utilisation", "busiest link direction: busy time / makespan",

@@ -18,6 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from experiments.report import Section, render_report
+from experiments.report_tables import byte_unit
 from traces.infra.errors import InputError
 
 COMMAND = "moe-netsim rebalance"
@@ -78,10 +79,12 @@ def _figures(runs: list[Run]) -> list[tuple[str, Any, str]]:
                 "Network bytes per token in each window, one line per run; dotted lines mark"
                 " the rebalances of the run of the same colour."))
     fig, ax = plt.subplots(figsize=(8, 3.5))
+    suffix, size = byte_unit(max((float(t["bytes_migrated"].sum()) for _, t, _ in runs),
+                                 default=0.0))
     for k, (label, t, _) in enumerate(runs):
-        ax.step(t["step_start"], t["bytes_migrated"].cumsum() / 1e9, where="post",
+        ax.step(t["step_start"], t["bytes_migrated"].cumsum() / size, where="post",
                 color=colors[k % len(colors)], label=label)
-    _finish(ax, "weight GB moved (cumulative)", "Migration bytes", 8)
+    _finish(ax, f"weight {suffix} moved (cumulative)", "Migration bytes", 8)
     out.append(("rebalance_migration.png", fig,
                 "Expert-weight bytes moved by the rebalances so far, per run."))
     fig, ax = plt.subplots(figsize=(8, 3.5))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import html
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import pandas as pd
@@ -76,12 +76,35 @@ _HEADERS = {
 }
 
 
-def unit_of(column: str) -> Unit | None:
-    """The display rule of a numeric column (None: shown as it is)."""
-    return next((unit for test, unit in _RULES if test(column)), None)
+# Byte counts are shown in the largest of these units that the largest value reaches, so a
+# small run reads 12.34 MB, not 0.00 GB (one unit per column or axis).
+_BYTE_UNITS = (("GB", 1e9), ("MB", 1e6), ("KB", 1e3))
 
 
-def header(column: str) -> str:
+def byte_unit(largest: float) -> tuple[str, float]:
+    """(suffix, bytes per unit) for byte counts whose largest absolute value is ``largest``.
+
+    >>> byte_unit(2.5e12), byte_unit(3.4e6), byte_unit(512.0), byte_unit(float("nan"))
+    (('GB', 1000000000.0), ('MB', 1000000.0), ('B', 1.0), ('GB', 1000000000.0))
+    """
+    if math.isnan(largest):
+        return _BYTE_UNITS[0]
+    return next(((u, b) for u, b in _BYTE_UNITS if abs(largest) >= b), ("B", 1.0))
+
+
+def unit_of(column: str, values: Sequence[object] = ()) -> Unit | None:
+    """The display rule of a numeric column (None: shown as it is); byte columns in the unit
+    their largest value reaches (:func:`byte_unit`)."""
+    unit = next((unit for test, unit in _RULES if test(column)), None)
+    if unit is _GB and values:
+        numbers = [abs(float(v)) for v in values if isinstance(v, int | float)
+                   and not isinstance(v, bool) and math.isfinite(float(v))]
+        suffix, size = byte_unit(max(numbers, default=math.nan))
+        unit = Unit(suffix, 1.0 / size, ",.2f" if size > 1 else ",.0f")
+    return unit
+
+
+def header(column: str, values: Sequence[object] = ()) -> str:
     """'Bytes on network links (GB)' for ``network_link_bytes``."""
     text = _HEADERS.get(column)
     if text is None:
@@ -90,7 +113,7 @@ def header(column: str) -> str:
         for tail in (" bytes per s", " pct", " ms", " s"):
             if text.endswith(tail) and unit_of(column) is not None:
                 text = text[: -len(tail)]
-    unit = unit_of(column)
+    unit = unit_of(column, values)
     return f"{text} ({unit.suffix})" if unit is not None and unit.suffix else text
 
 
@@ -113,13 +136,17 @@ def axis_label(name: str, value: object) -> str:
     return f"{text} {float(value) * unit.scale:.3g} {unit.suffix}"  # type: ignore[arg-type]
 
 
-def cell(column: str, value: object) -> str:
-    """One value as the table shows it: scaled, rounded, '–' for missing."""
+def cell(column: str, value: object, values: Sequence[object] = ()) -> str:
+    """One value as the table shows it: scaled, rounded, '–' for missing (``values``: its
+    column, which sets the unit of byte counts)."""
+    return _shown(value, unit_of(column, values))
+
+
+def _shown(value: object, unit: Unit | None) -> str:
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return "–"
     if isinstance(value, bool) or not isinstance(value, int | float):
         return str(value)
-    unit = unit_of(column)
     if unit is None:
         return f"{value:,}" if isinstance(value, int) else f"{value:,.3g}"
     return format(float(value) * unit.scale, unit.fmt)
@@ -127,7 +154,12 @@ def cell(column: str, value: object) -> str:
 
 def human_table(df: pd.DataFrame) -> pd.DataFrame:
     """The frame as strings with readable headers (what ``format_table`` renders)."""
-    out = pd.DataFrame({header(c): [cell(c, v) for v in df[c].tolist()] for c in df.columns})
+    shown = {}
+    for c in df.columns:
+        values = df[c].tolist()
+        unit = unit_of(c, values)
+        shown[header(c, values)] = [_shown(x, unit) for x in values]
+    out = pd.DataFrame(shown)
     out.index = df.index
     return out
 

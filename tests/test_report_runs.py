@@ -40,6 +40,22 @@ def test_human_units_hand_computed():
     assert shown.to_dict("list") == {"Tokens": ["4,096"], "Strategy": ["ilp"]}
 
 
+def test_byte_columns_take_the_unit_their_largest_value_reaches():
+    import pandas as pd
+
+    # a small run: largest 3,456,789 B = 3.46 MB (was 0.00 GB); the column shares one unit,
+    # so 12,000 B = 0.01 MB; 900 B and 12 B stay in bytes; an empty or NaN column reads GB
+    shown = human_table(pd.DataFrame({"network_link_bytes": [3_456_789, 12_000],
+                                      "bytes_intra_server": [900, 12],
+                                      "network_bytes": [float("nan"), float("nan")]}))
+    assert shown.to_dict("list") == {"Bytes on network links (MB)": ["3.46", "0.01"],
+                                     "Bytes inside servers (B)": ["900", "12"],
+                                     "Bytes leaving servers (GB)": ["–", "–"]}
+    assert header("network_link_bytes", [2_500.0]) == "Bytes on network links (KB)"
+    assert cell("network_link_bytes", 2_500.0, [2_500.0]) == "2.50"
+    assert header("network_link_bytes", [5e12]) == "Bytes on network links (GB)"  # no TB
+
+
 @pytest.mark.parametrize("mode", ["des", "analytic"])
 def test_simulate_writes_its_report(inputs, mode, capsys):  # noqa: F811
     out = inputs["tmp"] / f"run-{mode}"
@@ -49,7 +65,9 @@ def test_simulate_writes_its_report(inputs, mode, capsys):  # noqa: F811
     images = re.findall(r"<img src='([^']+)'", page)
     want = SIMULATE_FIGURES if mode == "des" else ["link_bytes.png", "topology_load.png"]
     assert images == want
-    assert "Bytes on network links (GB)" in page and "nan" not in page.lower().split("<h2>")[-1]
+    # this tiny run carries kilobytes to megabytes: shown in them, not as 0.00 GB
+    assert re.search(r"Bytes on network links \((KB|MB)\)", page), page
+    assert "nan" not in page.lower().split("<h2>")[-1]
     # `report` rebuilds the same page from the run directory alone
     for name in images:
         (out / name).unlink()
