@@ -42,6 +42,11 @@ def test_an_unreachable_scheduler_is_one_line_naming_it_and_leaves_no_run(tmp_pa
     assert not (tmp_path / "sw").exists()  # never a run directory marked "running"
 
 
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="POSIX signals")
 @pytest.mark.parametrize(("sig", "code", "line"), [
     (signal.SIGINT, 130, "moe-netsim: interrupted"),  # Ctrl-C
@@ -55,6 +60,9 @@ def test_a_signal_in_the_middle_of_a_run_leaves_no_output(tmp_path: Path, sig, c
         [sys.executable, "-m", "experiments", "trace", "synth", "--model", "deepseek-r1",
          "--tokens", "2000000", "--chunk-tokens", "4096", "--progress", "--out", str(out)],
         cwd=ROOT, env=ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        # as from a terminal: a suite started in the background (`make test &`) inherits
+        # SIGINT ignored, and Python then installs no KeyboardInterrupt handler in the child
+        preexec_fn=_default_signals,
     )
     assert proc.stderr is not None
     first = proc.stderr.readline()  # the bar's first line: the run is under way

@@ -137,7 +137,9 @@ def _dense_count(routes, trace, layout, traffic):
             w = c[a, b]
             r = gs[a] != gs[b]
             p = route_pairs(traffic.dispatch, a[r], b[r], gs, ep)
-            m = np.bincount(p, weights=w[r], minlength=n * n).reshape(n, n)
+            # whole copies as integers: float counts times a Fraction share are floats, and
+            # an exact half (42/12 bytes = 3.5) came out 3.4999... and rounded the wrong way
+            m = np.bincount(p, weights=w[r], minlength=n * n).astype(np.int64).reshape(n, n)
             d = at(up, c.sum(axis=1)) + copies(m) + at(down, c.sum(axis=0))
             k = at(up, c.sum(axis=0)) + copies(m.T) + at(down, c.sum(axis=1))
         disp += d * db
