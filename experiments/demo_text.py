@@ -116,7 +116,7 @@ def _why_lines(cfg: SimpleNamespace, cluster: SimpleNamespace, costs: pd.Series,
         f" ranges from {costs.min():.2f} to {costs.max():.2f} hops across servers. This asymmetry"
         " is what lets a topology-aware placement win at all: on a fully populated fat tree every"
         " server would see the same distances, c[s] would be equal, and every layout would have"
-        " the same expected hops (design.md section 5).",
+        " the same expected hops (docs/howto/choose-strategy.md, \"What the numbers say\").",
         "Expert load is skewed (see the heatmap; the busiest expert of a layer carries about 7x"
         f" the mean, as in real DeepSeek-R1 statistics). {len(cfg.tenants)} workloads share the"
         " cluster, each"
@@ -130,8 +130,8 @@ def _why_lines(cfg: SimpleNamespace, cluster: SimpleNamespace, costs: pd.Series,
         " layer on the servers with the smallest c[s]: the centre of the big pod.",
         "ilp-origin (this project's) measures activation per origin GPU and minimises the"
         " expected distance from each token's own GPU, so a workload's favourite experts move"
-        " towards the GPUs that serve it. This is the origin-dependent expert use that design.md"
-        " section 5 names as the second source of gains.",
+        " towards the GPUs that serve it: the second source of gains besides the fabric's"
+        " asymmetry, origin-dependent expert use.",
         "This replay is de-duplicated (DeepEP's inter-node dispatch): a token crosses the"
         " network once per remote server that hosts any of its experts and fans out inside"
         " it, so what costs bytes is the number of remote servers per token, not the number"

@@ -8,7 +8,7 @@ does not have (or whose parameters its builder rejects) are left out and listed 
 ``Study.skipped`` with the reason, never silently.
 
 Cluster sizes.  A fully populated fat tree or canonical dragonfly gives every server the same
-distances, so no placement can beat round-robin on hops (design.md section 5).  The paper
+distances, so no placement can beat round-robin on hops (docs/howto/choose-strategy.md).  The paper
 does not state its exact fabrics; here every model gets a fabric whose servers see different
 distances: DeepSeekMoE-16B on 48 GPUs (6 servers of 8: a k=4 fat tree with one full pod of 4
 servers and 2 servers in a second pod) and DeepSeek-R1 on 256 GPUs (32 servers of 8: a k=10 fat
