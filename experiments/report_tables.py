@@ -121,7 +121,7 @@ def axis_label(name: str, value: object) -> str:
     """'nic bandwidth 50 GB/s' for ``("nic_bandwidth_bytes_per_s", 5e10)``: a varied axis in
     a setup's label (tables, tick labels), in the tables' units and words, not field names."""
     number = isinstance(value, int | float) and not isinstance(value, bool)
-    unit = unit_of(name) if number else None
+    unit = unit_of(name, [value]) if number else None  # a byte value in its own unit
     text = name
     if unit is not None and unit.suffix:
         for tail in ("_bytes_per_s", "_bytes", "_pct", "_ms", "_s"):

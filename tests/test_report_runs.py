@@ -54,6 +54,8 @@ def test_byte_columns_take_the_unit_their_largest_value_reaches():
     assert header("network_link_bytes", [2_500.0]) == "Bytes on network links (KB)"
     assert cell("network_link_bytes", 2_500.0, [2_500.0]) == "2.50"
     assert header("network_link_bytes", [5e12]) == "Bytes on network links (GB)"  # no TB
+    # a byte-valued axis in a setup label takes its own unit too: 2 MiB = 2.1 MB, not 0.00 GB
+    assert axis_label("chunk_bytes", 2 * 1024 * 1024) == "chunk 2.1 MB"
 
 
 @pytest.mark.parametrize("mode", ["des", "analytic"])
