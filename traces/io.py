@@ -246,6 +246,13 @@ def read_trace_meta(path: str | os.PathLike[str]) -> tuple[TraceMeta, int]:
     return meta, int(pf.metadata.num_rows)
 
 
+def _may_leave_range(stored: np.dtype, num_experts: int) -> bool:
+    """Whether ids of the stored integer type can fall outside ``0..num_experts-1`` (the
+    checks of :func:`traces.trace.find_bad_route` still run on every block)."""
+    info = np.iinfo(stored)
+    return info.min < 0 or info.max >= num_experts
+
+
 def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTrace:
     m = meta.model
     k = m.top_k
@@ -281,17 +288,21 @@ def _from_batch(batch: pa.RecordBatch, meta: TraceMeta, where: str) -> RoutingTr
         return np.asarray(values, dtype=dtype)
 
     id_dtype = expert_dtype(m.num_routed_experts)
-    experts = np.empty((n, m.num_moe_layers, k), dtype=id_dtype)
+    # layer-major in memory (the [tokens, layers, k] array is a transposed view): the replays
+    # and the writer take one layer at a time, and each layer is then contiguous
+    by_layer = np.empty((m.num_moe_layers, n, k), dtype=id_dtype)
     for li, layer in enumerate(m.moe_layer_indices):
         ids = fixed(f"experts_L{layer}")  # range-checked in the stored type, then narrowed
-        if ids.size and (ids.min() < 0 or ids.max() >= m.num_routed_experts):
+        if _may_leave_range(ids.dtype, m.num_routed_experts) and ids.size and (
+                ids.min() < 0 or ids.max() >= m.num_routed_experts):
             bad = (ids < 0) | (ids >= m.num_routed_experts)
             t = int(np.argwhere(bad)[0][0])
             raise InputError(
                 f"{where}: row {t}, MoE layer {layer}: expert id {int(ids[bad][0])} out of range"
                 f" 0..{m.num_routed_experts - 1}"
             )
-        experts[:, li, :] = ids
+        by_layer[li] = ids
+    experts = by_layer.transpose(1, 0, 2)
     gates = None
     if f"gates_L{m.moe_layer_indices[0]}" in names:
         gates = np.empty((n, m.num_moe_layers, k), dtype=np.float32)
@@ -377,10 +388,16 @@ def concat_traces(blocks: list[RoutingTrace]) -> RoutingTrace:
 
     return RoutingTrace(
         meta=first.meta,
-        experts=np.concatenate([b.experts for b in blocks]),
+        experts=layer_major_concat([b.experts for b in blocks]),
         seq_id=np.concatenate([b.seq_id for b in blocks]),
         position=np.concatenate([b.position for b in blocks]),
         origin_gpu=cat("origin_gpu"),
         step=cat("step"),
         gates=cat("gates"),
     )
+
+
+def layer_major_concat(parts: list[np.ndarray]) -> np.ndarray:
+    """``np.concatenate(parts)`` of [tokens, layers, k] arrays, laid out layer-major in memory
+    as the reader lays out its blocks (each layer's [tokens, k] contiguous)."""
+    return np.concatenate([p.transpose(1, 0, 2) for p in parts], axis=1).transpose(1, 0, 2)

@@ -179,16 +179,66 @@ def find_bad_route(experts: np.ndarray, num_experts: int) -> tuple[int, int, str
         return t, li, f"expert id {int(e[t, li, r])} out of range 0..{num_experts - 1}"
     k = e.shape[2]
     if k > 1:
-        if k <= 16:  # k(k-1)/2 elementwise comparisons beat sorting every group of k
-            dup = np.zeros(e.shape[:2], dtype=bool)
-            for r in range(k - 1):
-                for q in range(r + 1, k):
-                    dup |= e[:, :, r] == e[:, :, q]
-        else:
-            s = np.sort(e, axis=2)
-            dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
-        if dup.any():
-            t, li = (int(x) for x in np.argwhere(dup)[0])
+        dup = _repeated_ids(e)
+        if dup is not None:
+            t, li = dup
             ids = sorted(int(x) for x in e[t, li])
-            return t, li, f"the {e.shape[2]} routed expert ids are not distinct ({ids})"
+            return t, li, f"the {k} routed expert ids are not distinct ({ids})"
     return None
+
+
+# a token's k ids packed into one word of this many bytes are compared lane by lane
+_WORD_TYPES: dict[int, np.dtype[Any]] = {
+    2: np.dtype(np.uint16), 4: np.dtype(np.uint32), 8: np.dtype(np.uint64),
+}
+_WORD_CHUNK = 1 << 15  # words per pass: the chain of word operations stays in cache
+
+
+def _repeated_ids(e: np.ndarray) -> tuple[int, int] | None:
+    """The first (token, layer position) of ``e[t, l, r]`` whose ids repeat, or ``None``."""
+    # the array in memory order: [tokens, layers, k] or the reader's layer-major layout
+    layer_major = not e.flags.c_contiguous and e.transpose(1, 0, 2).flags.c_contiguous
+    mem = e.transpose(1, 0, 2) if layer_major else e
+    k = e.shape[2]
+    word = _WORD_TYPES.get(k * e.dtype.itemsize)
+    if word is not None and mem.flags.c_contiguous:
+        dup = _repeated_lanes(mem.reshape(-1, k).view(word).ravel(), k).reshape(mem.shape[:2])
+    elif k <= 16:  # k(k-1)/2 elementwise comparisons beat sorting every group of k
+        dup = np.zeros(mem.shape[:2], dtype=bool)
+        for r in range(k - 1):
+            for q in range(r + 1, k):
+                dup |= mem[:, :, r] == mem[:, :, q]
+    else:
+        s = np.sort(mem, axis=2)
+        dup = (s[:, :, 1:] == s[:, :, :-1]).any(axis=2)
+    if not dup.any():
+        return None
+    if layer_major:  # the first token with a repeat, then its first layer
+        t = int(np.argmax(dup.any(axis=0)))
+        return t, int(np.argmax(dup[:, t]))
+    t, li = (int(x) for x in np.argwhere(dup)[0])
+    return t, li
+
+
+def _repeated_lanes(words: np.ndarray, k: int) -> np.ndarray:
+    """Per word of ``k`` equal lanes (a token's ids, packed): whether two lanes are equal.
+
+    Rotating a word by s lanes (s = 1..k/2) lines every lane up with the one s further on,
+    so every pair of lanes meets in some rotation; two lanes are equal where the XOR of the
+    word and its rotation has a zero lane, which ``(x - ones) & ~x & highs`` detects exactly
+    (the classic "has a zero byte" test, per lane).
+    """
+    bits = words.dtype.itemsize * 8
+    lane = bits // k
+    ones = sum(1 << (lane * j) for j in range(k))
+    one, high = words.dtype.type(ones), words.dtype.type(ones << (lane - 1))
+    out = np.empty(words.size, dtype=bool)
+    for start in range(0, words.size, _WORD_CHUNK):
+        w = words[start:start + _WORD_CHUNK]
+        acc = np.zeros_like(w)
+        for s in range(1, k // 2 + 1):
+            right, left = words.dtype.type(lane * s), words.dtype.type(bits - lane * s)
+            x = w ^ ((w >> right) | (w << left))
+            acc |= (x - one) & ~x
+        out[start:start + _WORD_CHUNK] = (acc & high) != 0
+    return out
