@@ -31,7 +31,7 @@ import numpy as np
 
 from simulator.cluster.multipath import Endpoints
 from simulator.timing import DEEPEP_SLICE_COPIES
-from simulator.traffic import PairList, pair_list, remote_servers
+from simulator.traffic import PairList, pair_list, remote_servers, same_server_keys
 from simulator.traffic_config import DISPATCH_SCHEMES
 from simulator.unique import distinct_keys, rank_lookup, sorted_unique
 from traces.infra.errors import InputError
@@ -240,11 +240,23 @@ def _pooled_plan(a: np.ndarray, b: np.ndarray, c: np.ndarray, p: np.ndarray,
     )
 
 
-def _column_sums(x: np.ndarray, group: np.ndarray, n: int) -> np.ndarray:
-    """[rows, n]: the sums of the columns of ``x`` in each group 0..n-1 (``group``: per column)."""
-    rows = x.shape[0]
-    key = (np.arange(rows)[:, None] * n + group[None, :]).ravel()
-    return np.bincount(key, weights=x.ravel(), minlength=rows * n).reshape(rows, n)
+def _group_sums(x: np.ndarray, group: np.ndarray, n: int, axis: int) -> np.ndarray:
+    """The sums of ``x`` along ``axis`` in each group 0..n-1 (``group``: per index of that
+    axis), as an array with n entries on that axis: one ``reduceat`` over the indices sorted
+    by group (exact for integer counts in float64: every partial sum is a whole number)."""
+    sizes = np.bincount(group, minlength=n)
+    if not sizes.all():  # an empty group: reduceat would repeat its neighbour's entry
+        rows = x.shape[1 - axis]
+        key = (np.arange(rows)[:, None] * n + group[None, :]).ravel()
+        xt = x if axis == 1 else x.T
+        out = np.bincount(key, weights=xt.ravel(), minlength=rows * n).reshape(rows, n)
+        return out if axis == 1 else out.T
+    order = np.argsort(group, kind="stable")
+    if not np.array_equal(order, np.arange(order.size)):
+        x = x.take(order, axis=axis)
+    starts = np.zeros(n, dtype=np.intp)
+    np.cumsum(sizes[:-1], out=starts[1:])
+    return np.add.reduceat(x, starts, axis=axis)
 
 
 def _pooled_plan_dense(counts: np.ndarray, gpu_server: np.ndarray, ep: Endpoints) -> PhasePlan:
@@ -253,18 +265,20 @@ def _pooled_plan_dense(counts: np.ndarray, gpu_server: np.ndarray, ep: Endpoints
     (server, server) at a cost of gpus x gpus, not routes (pooled NICs: server s is endpoint
     s).  Exact: float64 sums of integer counts."""
     n, e = ep.count, ep.gpu_endpoint
+    g = int(gpu_server.shape[0])
     r = counts.astype(np.float64)
     np.fill_diagonal(r, 0.0)  # copies that stay on their GPU move nothing
-    to_server = _column_sums(r, e, n)  # [gpus, endpoints]: copies from GPU a to those behind f
-    from_server = _column_sums(r.T, e, n).T  # [endpoints, gpus]
-    between = _column_sums(from_server, e, n)  # [endpoints, endpoints]
+    to_server = _group_sums(r, e, n, axis=1)  # [gpus, endpoints]: GPU a to those behind f
+    from_server = _group_sums(r, e, n, axis=0)  # [endpoints, gpus]
+    between = _group_sums(from_server, e, n, axis=1)  # [endpoints, endpoints]
     a, f = np.nonzero(to_server)
     up = f != e[a]
     s, b = np.nonzero(from_server)
     down = s != e[b]
     se, fe = np.nonzero(between)
     mid = se != fe
-    la, lb = np.nonzero((r > 0) & (gpu_server[:, None] == gpu_server[None, :]))
+    same = same_server_keys(gpu_server)
+    la, lb = np.divmod(same[r.ravel().take(same) > 0], g)  # row-major, as np.nonzero
     return staged_plan(
         r.sum(axis=1).astype(np.int64), se[mid] * n + fe[mid],
         between[se[mid], fe[mid]], r.sum(axis=0).astype(np.int64),

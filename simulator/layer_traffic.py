@@ -66,7 +66,7 @@ def layer_traffic(
         routes_on=routes_on,
         own_routes=own_routes,
         hops=pair_hops(routes, pairs) * 2,
-        copies=remote_copies(origins, hosts, gs),
+        copies=remote_copies(origins, hosts, gs, pairs),
     )
 
 
