@@ -44,24 +44,36 @@ NO_CHANGE = BACKGROUND + 1  # no class changed (a Python int above every priorit
 
 
 class _Entries:
-    """(flow, link, share) of the active flows, kept as flows come and go."""
+    """(flow, link, share, binding) of the active flows' links, kept as flows come and go;
+    the binding ones (the links that can limit a rate, :mod:`simulator.flow_paths`) are kept
+    as their own arrays too, in the same order."""
 
     def __init__(self) -> None:
         self.flow = np.zeros(0, dtype=np.int64)
         self.link = np.zeros(0, dtype=np.int64)
         self.share = np.zeros(0)
+        self.binding = np.zeros(0, dtype=bool)
+        self.b_flow, self.b_link, self.b_share = self.flow, self.link, self.share
 
-    def add(self, first_flow: int, row: np.ndarray, link: np.ndarray, share: np.ndarray) -> None:
-        self.flow = np.concatenate([self.flow, row + first_flow])
+    def add(self, first_flow: int, row: np.ndarray, link: np.ndarray, share: np.ndarray,
+            binding: np.ndarray) -> None:
+        flow = row + first_flow
+        self.flow = np.concatenate([self.flow, flow])
         self.link = np.concatenate([self.link, link])
         self.share = np.concatenate([self.share, share])
+        self.binding = np.concatenate([self.binding, binding])
+        self.b_flow = np.concatenate([self.b_flow, flow[binding]])
+        self.b_link = np.concatenate([self.b_link, link[binding]])
+        self.b_share = np.concatenate([self.b_share, share[binding]])
 
     def keep(self, keep_flow: np.ndarray) -> None:
         """Drop the entries of flows not kept; renumber the rest."""
         new_id = np.cumsum(keep_flow) - 1
         k = keep_flow[self.flow]
         self.flow = new_id[self.flow[k]]
-        self.link, self.share = self.link[k], self.share[k]
+        self.link, self.share, self.binding = self.link[k], self.share[k], self.binding[k]
+        b = self.binding
+        self.b_flow, self.b_link, self.b_share = self.flow[b], self.link[b], self.share[b]
 
 
 class FluidNet:
@@ -75,12 +87,13 @@ class FluidNet:
         self.chunk = chunk_bytes
         self.tolerance = tolerance
         self.num_links = num_links
-        z, zf = np.zeros(0, dtype=np.int64), np.zeros(0)
-        self.path, self.owner, self.msg = z, z, z
-        self.rem, self.nbytes, self.start, self.rate = zf, zf, zf, zf
-        self.priority = z  # lower first; BACKGROUND: background flows
-        self.binding = _Entries()
-        self.all = _Entries()
+        # per active flow: (path, owner, message, priority) and (bytes, start time); priority
+        # lower first, BACKGROUND: background flows
+        self._ids = np.zeros((0, 4), dtype=np.int64)
+        self._sizes = np.zeros((0, 2))
+        self.rem, self.rate = np.zeros(0), np.zeros(0)
+        self.priority = np.zeros(0, dtype=np.int64)
+        self.entries = _Entries()
         self._changed_from = NO_CHANGE  # the first priority class that gained or lost flows
         self.link_bytes = np.zeros(num_links)
         # the same bytes exactly, in units of 1/denominator (simulator.cluster.share_units)
@@ -97,7 +110,7 @@ class FluidNet:
 
     @property
     def active(self) -> int:
-        return int(self.path.shape[0])
+        return int(self.rem.shape[0])
 
     def _chunks(self, nbytes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Chunks per message and the size of its last chunk."""
@@ -133,20 +146,20 @@ class FluidNet:
         if path.size == 0:
             return
         first = self.active
-        self.all.add(first, *self.paths.all.gather(path))
+        self.entries.add(first, *self.paths.all.gather_binding(path))
         if not counted:
             self.count(path, nbytes)
-        self.binding.add(first, *self.paths.binding.gather(path))
-        b = nbytes.astype(np.float64)
-        self.path = np.concatenate([self.path, path])
-        self.owner = np.concatenate([self.owner, np.full(path.size, owner, dtype=np.int64)])
-        self.msg = np.concatenate([self.msg, msg])
-        self.rem = np.concatenate([self.rem, b])
-        self.nbytes = np.concatenate([self.nbytes, b])
-        self.start = np.concatenate([self.start, np.full(path.size, now)])
-        self.rate = np.concatenate([self.rate, np.zeros(path.size)])
+        n = path.size
         p = BACKGROUND if background else priority
-        self.priority = np.concatenate([self.priority, np.full(path.size, p)])
+        ids = np.empty((n, 4), dtype=np.int64)
+        ids[:, 0], ids[:, 1], ids[:, 2], ids[:, 3] = path, owner, msg, p
+        sizes = np.empty((n, 2))
+        sizes[:, 0], sizes[:, 1] = nbytes, now
+        self._ids = np.concatenate([self._ids, ids])
+        self._sizes = np.concatenate([self._sizes, sizes])
+        self.rem = np.concatenate([self.rem, sizes[:, 0]])
+        self.rate = np.concatenate([self.rate, np.zeros(n)])
+        self.priority = self._ids[:, 3]
         self._changed_from = min(self._changed_from, p)
 
     def update_rates(self, now: float) -> None:
@@ -155,14 +168,14 @@ class FluidNet:
             return
         first, self._changed_from = self._changed_from, NO_CHANGE
         self.rate_updates += 1
-        e = self.binding
+        e = self.entries
         self.rate = priority_max_min_rates_from(
-            e.flow, e.link, e.share, self.capacity_bytes_per_s, self.active, self.priority,
-            self.rate, first, self.tolerance)
+            e.b_flow, e.b_link, e.b_share, self.capacity_bytes_per_s, self.active,
+            self.priority, self.rate, first, self.tolerance)
 
     def _record(self, now: float, rate: np.ndarray) -> None:
         """The links' loads from ``now`` on (where they changed)."""
-        a = self.all
+        a = self.entries
         load = np.bincount(a.link, weights=a.share * rate[a.flow], minlength=self.num_links)
         load = load / self.capacity_bytes_per_s
         changed = np.flatnonzero(load != self._load)
@@ -198,25 +211,25 @@ class FluidNet:
             self.rem = self.rem - moved
         if not done.any():
             return z, z, np.zeros(0), np.zeros(0)
-        path, nbytes, t_end = self.path[done], self.nbytes[done], t_fin[done]
-        took = t_end - self.start[done]
+        ids, sizes = self._ids[done], self._sizes[done]
+        path, nbytes, start, t_end = ids[:, 0], sizes[:, 0], sizes[:, 1], t_fin[done]
+        took = t_end - start
         slow = np.maximum(took - nbytes * self.paths.alone_s_per_byte[path], 0.0)
         n, last = self._chunks(nbytes.astype(np.int64))
-        a = self.all
+        a = self.entries
         on = done[a.flow]
         fid = np.cumsum(done) - 1
         row, link = fid[a.flow[on]], a.link[on]
         self.queue_sum_s += np.bincount(link, weights=(slow * n)[row], minlength=self.num_links)
         np.maximum.at(self.queue_max_s, link, slow[row])
         arrival = t_end + self.paths.latency_s[path] + last * self.paths.pipe_s_per_byte[path]
-        out = (self.owner[done], self.msg[done], arrival, arrival - self.start[done])
-        self._changed_from = min(self._changed_from, int(self.priority[done].min()))
+        out = (ids[:, 1], ids[:, 2], arrival, arrival - start)
+        self._changed_from = min(self._changed_from, int(ids[:, 3].min()))
         keep = ~done
-        self.path, self.owner, self.msg = self.path[keep], self.owner[keep], self.msg[keep]
-        self.rem, self.nbytes, self.start = self.rem[keep], self.nbytes[keep], self.start[keep]
-        self.rate, self.priority = self.rate[keep], self.priority[keep]
-        self.binding.keep(keep)
-        self.all.keep(keep)
+        self._ids, self._sizes = self._ids[keep], self._sizes[keep]
+        self.rem, self.rate = self.rem[keep], self.rate[keep]
+        self.priority = self._ids[:, 3]
+        a.keep(keep)
         return out
 
     def load_records(self, end_s: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

@@ -106,23 +106,33 @@ def gather_rows(off: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.nda
 
 
 class _Csr:
-    """Growing CSR arrays: per path a run of (link, share)."""
+    """Growing CSR arrays: per path a run of (link, share, binding)."""
 
     def __init__(self) -> None:
         self.off = np.zeros(1, dtype=np.int64)
         self.link = np.zeros(0, dtype=np.int64)
         self.share = np.zeros(0)
+        self.binding = np.zeros(0, dtype=bool)
 
-    def extend(self, rows: list[tuple[list[int], list[float]]]) -> None:
+    def extend(self, rows: list[tuple[list[int], list[float], list[bool]]]) -> None:
         lengths = np.array([len(r[0]) for r in rows], dtype=np.int64)
         self.off = np.concatenate([self.off, self.off[-1] + np.cumsum(lengths)])
         self.link = np.concatenate([self.link, *[np.array(r[0], dtype=np.int64) for r in rows]])
         self.share = np.concatenate([self.share, *[np.array(r[1]) for r in rows]])
+        self.binding = np.concatenate([self.binding,
+                                       *[np.array(r[2], dtype=bool) for r in rows]])
 
     def gather(self, paths: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """(row index into ``paths``, link, share) of every entry of the given paths."""
         row, idx = csr_index(self.off, paths)
         return row, self.link[idx], self.share[idx]
+
+    def gather_binding(
+        self, paths: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """:meth:`gather`, and which of the entries are binding (module docstring)."""
+        row, idx = csr_index(self.off, paths)
+        return row, self.link[idx], self.share[idx], self.binding[idx]
 
 
 class FlowPaths:
@@ -143,8 +153,7 @@ class FlowPaths:
         self._gpus = routes.num_gpus + 1
         self._keys = np.zeros(0, dtype=np.int64)  # sorted
         self._ids = np.zeros(0, dtype=np.int64)
-        self.all = _Csr()
-        self.binding = _Csr()
+        self.all = _Csr()  # every link, each marked binding or not
         self.latency_s = np.zeros(0)
         self.pipe_s_per_byte = np.zeros(0)
         self.alone_s_per_byte = np.zeros(0)
@@ -170,8 +179,7 @@ class FlowPaths:
 
     def _build(self, keys: np.ndarray) -> None:
         first = self.count
-        rows_all: list[tuple[list[int], list[float]]] = []
-        rows_bind: list[tuple[list[int], list[float]]] = []
+        rows_all: list[tuple[list[int], list[float], list[bool]]] = []
         lat, pipe, alone = [], [], []
         for k in keys.tolist():
             rest, down = divmod(k, self._gpus)
@@ -191,14 +199,11 @@ class FlowPaths:
                 lat_s += hop_lat
             ids = list(links)
             shares = [links[c] for c in ids]
-            rows_all.append((ids, shares))
-            bind = [i for i, c in enumerate(ids) if not self.implied[c]]
-            rows_bind.append(([ids[i] for i in bind], [shares[i] for i in bind]))
+            rows_all.append((ids, shares, [not self.implied[c] for c in ids]))
             lat.append(lat_s)
             pipe.append(sum(per_hop) - max(per_hop))
             alone.append(max(per_hop))
         self.all.extend(rows_all)
-        self.binding.extend(rows_bind)
         self.latency_s = np.concatenate([self.latency_s, lat])
         self.pipe_s_per_byte = np.concatenate([self.pipe_s_per_byte, pipe])
         self.alone_s_per_byte = np.concatenate([self.alone_s_per_byte, alone])
