@@ -95,14 +95,16 @@ def csr_index(off: np.ndarray, rows: np.ndarray) -> tuple[np.ndarray, np.ndarray
     """(position in ``rows``, index into the values) of every entry of the given CSR rows."""
     lo = off[rows]
     counts = off[rows + 1] - lo
-    pos = np.repeat(np.arange(rows.size), counts)
+    pos = np.arange(rows.size).repeat(counts)
     # entry j of row pos[j] sits at lo + (j - the number of entries of the rows before it)
-    return pos, np.arange(pos.size) + (lo - (np.cumsum(counts) - counts))[pos]
+    return pos, np.arange(pos.size) + (lo - (counts.cumsum() - counts))[pos]
 
 
 def gather_rows(off: np.ndarray, values: np.ndarray, rows: np.ndarray) -> np.ndarray:
     """The values of the given CSR rows, concatenated."""
-    return values[csr_index(off, rows)[1]]
+    lo = off[rows]
+    counts = off[rows + 1] - lo
+    return values[np.arange(counts.sum()) + (lo - (counts.cumsum() - counts)).repeat(counts)]
 
 
 class _Csr:

@@ -47,26 +47,35 @@ def max_min_rates(
     rate = np.zeros(num_flows)
     if num_flows == 0:
         return rate
-    nlinks = capacity.shape[0]
-    residual = capacity.astype(np.float64)
-    fe, le, we = flow, link, np.asarray(weight, dtype=np.float64)
+    _fill(flow, link, np.asarray(weight, dtype=np.float64), capacity.astype(np.float64), rate,
+          np.ones(num_flows, dtype=bool), np.zeros(capacity.shape[0], dtype=bool), tolerance)
+    return rate
+
+
+def _fill(
+    fe: np.ndarray, le: np.ndarray, we: np.ndarray, residual: np.ndarray, rate: np.ndarray,
+    free: np.ndarray, full: np.ndarray, tolerance: float,
+) -> None:
+    """Progressive filling of the entries' flows (:func:`max_min_rates`) into ``rate``;
+    ``residual`` (the links' capacities, used up in place), ``free`` (True for the flows
+    filled: set False as they freeze) and ``full`` (scratch, per link) are the caller's, so
+    that the classes of :func:`priority_max_min_rates` share them."""
+    nlinks = residual.shape[0]
     level = 0.0
-    free = np.ones(num_flows, dtype=bool)
-    full = np.zeros(nlinks, dtype=bool)
+    margin = tolerance + FULL_RTOL
     while fe.size:
         wsum = np.bincount(le, weights=we, minlength=nlinks)
-        used = np.flatnonzero(wsum)
+        used = wsum.nonzero()[0]
         fill = residual[used] / wsum[used]
         step = max(float(fill.min()), 0.0)
         level += step
         residual -= step * wsum
-        full[used] = fill - step <= (tolerance + FULL_RTOL) * level
+        full[used] = fill - step <= margin * level
         frozen = fe[full[le]]
         rate[frozen] = level
         free[frozen] = False
         keep = free[fe]
         fe, le, we = fe[keep], le[keep], we[keep]
-    return rate
 
 
 def priority_max_min_rates(
@@ -88,18 +97,19 @@ def priority_max_min_rates(
     prio = priority[flow]
     if prio.min() == prio.max():  # one class
         return max_min_rates(flow, link, weight, capacity, num_flows, tolerance)
-    order = np.argsort(prio, kind="stable")
+    order = prio.argsort(kind="stable")
     prio = prio[order]
-    cuts = np.concatenate([[0], np.flatnonzero(prio[1:] != prio[:-1]) + 1, [prio.size]])
+    cuts = np.concatenate([[0], (prio[1:] != prio[:-1]).nonzero()[0] + 1, [prio.size]])
     fe, le, we = flow[order], link[order], np.asarray(weight[order], dtype=np.float64)
     left = capacity.astype(np.float64)
-    rate = np.zeros(num_flows)
+    rate = np.zeros(num_flows)  # each flow in one class: its rate is written once
+    free = np.ones(num_flows, dtype=bool)
     nlinks = left.shape[0]
+    full = np.zeros(nlinks, dtype=bool)  # scratch: only the links in use are read
     for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
         f, lk, w = fe[lo:hi], le[lo:hi], we[lo:hi]
-        r = max_min_rates(f, lk, w, left, num_flows, tolerance)  # 0 outside the class
-        rate += r
-        left = np.maximum(left - np.bincount(lk, weights=w * r[f], minlength=nlinks), 0.0)
+        _fill(f, lk, w, left.copy(), rate, free, full, tolerance)
+        left = np.maximum(left - np.bincount(lk, weights=w * rate[f], minlength=nlinks), 0.0)
     return rate
 
 
