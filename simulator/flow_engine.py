@@ -42,32 +42,35 @@ from traces.trace import RoutingTrace
 ARRIVAL, COMPUTE, DELIVERY = 0, 1, 2  # DELIVERY: a GPU's data, after the kernel's work
 
 
+def _nonzero(mask: np.ndarray) -> np.ndarray:
+    """Indices where a 1-D ``mask`` is true (:func:`numpy.flatnonzero` without its wrapping)."""
+    return mask.nonzero()[0]
+
+
 class _Pool:
-    """Pending discrete events: (time, kind, owner, item)."""
+    """Pending discrete events: their times and (kind, owner, item) rows."""
 
     def __init__(self) -> None:
         self.t = np.zeros(0)
-        self.kind = np.zeros(0, dtype=np.int64)
-        self.owner = np.zeros(0, dtype=np.int64)
-        self.item = np.zeros(0, dtype=np.int64)
+        self.ev = np.zeros((0, 3), dtype=np.int64)
 
-    def push(self, t: np.ndarray, kind: int, owner: np.ndarray, item: np.ndarray) -> None:
+    def push(self, t: np.ndarray, kind: int, owner: int | np.ndarray, item: np.ndarray) -> None:
         if t.size == 0:
             return
+        ev = np.empty((t.size, 3), dtype=np.int64)
+        ev[:, 0], ev[:, 1], ev[:, 2] = kind, owner, item
         self.t = np.concatenate([self.t, t])
-        self.kind = np.concatenate([self.kind, np.full(t.size, kind, dtype=np.int64)])
-        self.owner = np.concatenate([self.owner, owner])
-        self.item = np.concatenate([self.item, item])
+        self.ev = np.concatenate([self.ev, ev])
 
     def next_time(self) -> float:
-        return float(self.t.min()) if self.t.size else np.inf
+        return float(np.minimum.reduce(self.t)) if self.t.size else np.inf
 
-    def pop_due(self, until: float) -> tuple[np.ndarray, ...]:
+    def pop_due(self, until: float) -> np.ndarray:
+        """The (kind, owner, item) rows of the events due by ``until``, in the order pushed."""
         due = self.t <= until
-        out = (self.kind[due], self.owner[due], self.item[due])
+        out = self.ev[due]
         keep = ~due
-        self.t = self.t[keep]
-        self.kind, self.owner, self.item = self.kind[keep], self.owner[keep], self.item[keep]
+        self.t, self.ev = self.t[keep], self.ev[keep]
         return out
 
 
@@ -95,7 +98,7 @@ class _Transfer:
         pending = np.bincount(dst, minlength=n)
         entry = (pending == 0) & (plan.up >= 0)
         if gated:
-            gated_msgs = np.flatnonzero(entry)
+            gated_msgs = _nonzero(entry)
             order = np.argsort(plan.up[gated_msgs], kind="stable")
             self.gate_ids = gated_msgs[order]
             self.gate_off = np.searchsorted(plan.up[self.gate_ids], np.arange(g + 1))
@@ -112,7 +115,7 @@ class _Transfer:
         self.first_start = -1.0
         self.priority = 0  # of the flows it started last: their place in the start order
         self.open = n
-        self._start(np.flatnonzero(pending == 0), now)
+        self._start(_nonzero(pending == 0), now)
         if n == 0:
             run.unregister(self.slot)
 
@@ -137,17 +140,17 @@ class _Transfer:
         if deps.size:
             fed = np.bincount(deps, minlength=self.pending.size)
             self.pending -= fed
-            self._start(np.flatnonzero((fed > 0) & (self.pending == 0)), now)
+            self._start(_nonzero((fed > 0) & (self.pending == 0)), now)
         last = msgs[self.final[msgs]]
         b = self.plan.down[last]
         if b.size and self.clock is not None:
             done, done_s = self.clock.arrived(b, last, now)
             self.waiting += done.size
-            self.run.pool.push(done_s, DELIVERY, np.full(done.size, self.slot), done)
+            self.run.pool.push(done_s, DELIVERY, self.slot, done)
         elif b.size:
             got = np.bincount(b, minlength=self.left.size)
             self.left -= got
-            done = np.flatnonzero((got > 0) & (self.left == 0))
+            done = _nonzero((got > 0) & (self.left == 0))
             if done.size:
                 self.on_delivered(done, now)
         self._close()
@@ -203,7 +206,7 @@ class _Layer:
         took = self.routes_on[gpus] * self.mb.t_route
         run.gpu_free[gpus] = start + took
         run.gpu_busy[gpus] += took
-        run.pool.push(start + took, COMPUTE, np.full(gpus.size, self.slot), gpus)
+        run.pool.push(start + took, COMPUTE, self.slot, gpus)
         first = float(start.min())
         if self.compute_start < 0 or first < self.compute_start:
             self.compute_start = first
@@ -257,7 +260,7 @@ class _Microbatch:
         layer.remaining = int((lt.routes_on > 0).sum()) + layer.combine.deliveries
         layer.dispatch = _Transfer(run, lt.dispatch, self.db, False, layer.dispatch_arrived, now,
                                    d_work)
-        idle = np.flatnonzero((lt.routes_on > 0) & (lt.dispatch.delivered_to(run.g) == 0))
+        idle = _nonzero((lt.routes_on > 0) & (lt.dispatch.delivered_to(run.g) == 0))
         if idle.size:
             layer.start_compute(idle, now)
         if layer.remaining == 0:
@@ -368,23 +371,24 @@ class _FlowRun:
             owner, msg, arrival, _ = net.complete(now, t_proc, until, t_fin)
             now = t_proc
             pool.push(arrival, ARRIVAL, owner, msg)
-            kind, owner, item = pool.pop_due(until)
-            for k in (ARRIVAL, COMPUTE, DELIVERY):
-                sel = kind == k
-                if not sel.any():
-                    continue
-                o, it = owner[sel], item[sel]
-                order = np.argsort(o, kind="stable")
-                o, it = o[order], it[order]
-                cuts = np.concatenate([[0], np.flatnonzero(o[1:] != o[:-1]) + 1, [o.size]])
-                for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
-                    target = self.owners[int(o[lo])]
-                    if k == ARRIVAL:
-                        target.arrived(it[lo:hi], now)  # type: ignore[union-attr]
-                    elif k == DELIVERY:
-                        target.delivered(it[lo:hi], now)  # type: ignore[union-attr]
-                    else:
-                        target.computed(it[lo:hi], now)  # type: ignore[union-attr]
+            ev = pool.pop_due(until)
+            if ev.shape[0] == 0:
+                continue
+            # by kind (arrivals, computes, deliveries), then owner, then the order pushed
+            key = ev[:, 0] * (self._next_slot + 1) + ev[:, 1]
+            order = key.argsort(kind="stable")
+            key, ev = key[order], ev[order]
+            cuts = [0, *((key[1:] != key[:-1]).nonzero()[0] + 1).tolist(), key.size]
+            item = ev[:, 2]
+            heads = ev[cuts[:-1], :2].tolist()
+            for (k, o), lo, hi in zip(heads, cuts[:-1], cuts[1:], strict=True):
+                target = self.owners[o]
+                if k == ARRIVAL:
+                    target.arrived(item[lo:hi], now)  # type: ignore[union-attr]
+                elif k == DELIVERY:
+                    target.delivered(item[lo:hi], now)  # type: ignore[union-attr]
+                else:
+                    target.computed(item[lo:hi], now)  # type: ignore[union-attr]
         self.now = now
 
     def part(self) -> FlowPart:
