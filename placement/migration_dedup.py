@@ -26,8 +26,20 @@ per byte), the same scale as :func:`placement.migration.replace_with_move_cost`.
 3. The walk of :mod:`placement.migration_walk` (towards the full re-fit relabelled per layer
    and server, its hull prefixes merged the same way) is kept instead when it is cheaper; so
    is its way back (the same walk's end returned to the layout in force, least loss per move
-   first, read forward; a layer whose way back is blocked keeps its walk), and the relabelled
-   full re-fit itself when it fits the budget and is cheaper still.
+   first, read forward; a layer whose way back is blocked keeps its walk), the swap search's
+   way back (its end returned the same way, read forward: the swaps that gain only together
+   are bought together, where step 2 buys them one by one in the order found), and the
+   relabelled full re-fit itself when it fits the budget and is cheaper still.
+4. Refinement from the layout kept, each round kept only when cheaper, until a round of both
+   gains nothing (at most ``REFINE_ROUNDS``): *overshoot and prune*, swaps from it with no
+   budget until none improves, then their way back to the layout in force read forward and
+   merged within the budget (a layer whose way back is blocked keeps its moves); and an
+   *exchange round*, swaps within the budget left where the exchanges that spend no move are
+   checked too (a moved expert back to its old GPU with an expert there taking its place, or
+   two moved experts exchanging GPUs), so that with the budget spent a move that buys little is
+   traded for one that buys more.  Every candidate is a layout within the budget and the
+   balance goal, so the result is too, and it is never costlier on the sample than the
+   cheapest of step 3 (the method before step 4 existed).
 
 Balance goal: no swap (nor walk step) takes a GPU above ``max(goal, its load)``, the goal
 being the busiest GPU of the layer under the full re-fit (routes on the sample): balance never
@@ -41,7 +53,7 @@ improving swap), the time limit is a safety stop reported in ``info``.
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -71,6 +83,7 @@ from traces.infra.errors import InputError
 
 METRICS = {"dedup": "hops", "dedup-bytes": "wire"}
 CHECKS_PER_ROUND = 256  # exact swap deltas evaluated per round and layer
+REFINE_ROUNDS = 8  # step 4's rounds at most (each a swap search of every layer)
 
 
 @dataclass(frozen=True)
@@ -116,6 +129,19 @@ class LayerSearch:
 
     def _moved(self, e: int, g: int) -> int:
         return int(g != self.init[e])
+
+    def moves(self) -> int:
+        """Experts off their GPU in the layout in force."""
+        return int((self.gpu != self.init).sum())
+
+    def place(self, gpus: np.ndarray) -> None:
+        """Every expert to ``gpus[e]`` (a layout reached by swaps: slots hold); moves still
+        count from ``init`` and the balance goal stays the one set from it."""
+        srv = self.gs[gpus]
+        for e in np.flatnonzero(srv != self.st.srv).tolist():
+            self.st.apply_move(e, int(srv[e]))
+        self.gpu = gpus.astype(np.int64).copy()
+        self.load = np.bincount(self.gpu[self.st.r_exp], minlength=len(self.gs)).astype(float)
 
     def swap_value(self, a: int, b: int) -> tuple[float, int] | None:
         """(exact gain, moves added) of a and b exchanging GPUs; None when balance forbids."""
@@ -163,13 +189,35 @@ class LayerSearch:
         good = good[np.argsort(approx[good], kind="stable")][:CHECKS_PER_ROUND]
         return [(int(pa[c]), int(pb2[c])) for c in good]
 
-    def run(self, max_moves: int, deadline: Deadline) -> list[_Swap]:
-        """Improving swaps until none is left (or the deadline), in the order applied."""
+    def exchanges(self) -> list[tuple[int, int]]:
+        """Swaps that spend no move, on different servers: a moved expert ``a`` back to its
+        old GPU with an expert ``b`` there taking ``a``'s place, and two moved experts
+        exchanging GPUs (they stay moved).  With the budget spent, these trade a move that
+        buys little for one that buys more; the exact value is computed for each."""
+        gs, gpu = self.gs, self.gpu
+        moved = np.flatnonzero(gpu != self.init)
+        pairs = []
+        for a in moved.tolist():
+            home = int(self.init[a])
+            if gs[home] != gs[gpu[a]]:
+                pairs += [(a, int(b)) for b in np.flatnonzero(gpu == home)]
+        for i, a in enumerate(moved.tolist()):
+            pairs += [(a, int(b)) for b in moved[i + 1:] if gs[gpu[b]] != gs[gpu[a]]]
+        return pairs
+
+    def run(self, max_moves: int, deadline: Deadline, exchanges: bool = False) -> list[_Swap]:
+        """Improving swaps until none is left (or the deadline), in the order applied, the
+        layer moving at most ``max_moves`` experts in all; ``exchanges``: the pairs of
+        :meth:`exchanges` are checked as well."""
         seq: list[_Swap] = []
-        moved = 0
+        moved = self.moves()
         while not deadline.search_passed():
             scored = []
-            for a, b in self.candidates():
+            pairs = self.candidates()
+            if exchanges:
+                seen = set(pairs)
+                pairs += [p for p in self.exchanges() if p not in seen]
+            for a, b in pairs:
                 v = self.swap_value(a, b)
                 if v is not None and v[0] > EPS:
                     scored.append((v[0] / max(v[1], 1), a, b))
@@ -202,7 +250,71 @@ def _prefixes(current: ExpertLayout, seqs: Sequence[Sequence[_Swap | WalkStep]],
     return ExpertLayout.from_primary(gpus, current.num_gpus)
 
 
-def _hull_prefixes(current: ExpertLayout, walks: Sequence[Sequence[WalkStep]],
+def _placed(layout: ExpertLayout, layer_args: Sequence[tuple]) -> list[LayerSearch]:
+    searches = [LayerSearch(*args) for args in layer_args]
+    for li, s in enumerate(searches):
+        s.place(layout.primary[li])
+    return searches
+
+
+def _exchange_round(layout: ExpertLayout, layer_args: Sequence[tuple], max_moves: int,
+                    deadline: Deadline) -> ExpertLayout:
+    """Swap rounds from ``layout`` (moves still counted from the layout in force) within the
+    budget left, the exchanges that spend no move included, merged as in step 2."""
+    searches = _placed(layout, layer_args)
+    left = max_moves - sum(s.moves() for s in searches)
+    seqs = [s.run(s.moves() + left, deadline, exchanges=True) for s in searches]
+    return _prefixes(layout, seqs, merge_by_rate(seqs, left))
+
+
+def _overshoot_round(layout: ExpertLayout, layer_args: Sequence[tuple], max_moves: int,
+                     deadline: Deadline) -> ExpertLayout:
+    """Swaps from ``layout`` with no budget until none improves, then the way back from there
+    to the layout in force (:func:`unwalk_layer`) read forward, its hull prefixes merged
+    within the budget; a layer whose way back is blocked keeps ``layout``'s and its moves."""
+    gpus = layout.primary.astype(np.int64).copy()
+    paths: list[list[WalkStep]] = []
+    fixed, reserved = [], 0
+    for s in _placed(layout, layer_args):
+        before = s.moves()
+        s.run(len(s.init), deadline)
+        back = unwalk_layer(s, deadline)
+        blocked = not back and s.moves() > 0
+        fixed.append(blocked)
+        reserved += before if blocked else 0
+        paths.append([] if blocked else back)
+    hulls = [hull_segments(p) for p in paths]
+    taken = merge_by_rate(hulls, max_moves - reserved)
+    for li, (path, hull, n) in enumerate(zip(paths, hulls, taken, strict=True)):
+        if fixed[li]:
+            continue
+        row = np.asarray(layer_args[li][5], dtype=np.int64).copy()  # the layout in force
+        for sw in path[:hull[n - 1].end if n else 0]:
+            row[sw.a], row[sw.b] = row[sw.b], row[sw.a]
+        gpus[li] = row
+    return ExpertLayout.from_primary(gpus, layout.num_gpus)
+
+
+def _refine(layout: ExpertLayout, layer_args: Sequence[tuple], max_moves: int,
+            deadline: Deadline, value: Callable[[ExpertLayout], float]
+            ) -> tuple[ExpertLayout, int]:
+    """Step 4: overshoot-and-prune and exchange rounds from ``layout``, each kept only when
+    cheaper, until a pair of rounds gains nothing; returns the layout and the rounds kept."""
+    kept = 0
+    for _ in range(REFINE_ROUNDS):
+        better = False
+        for step in (_overshoot_round, _exchange_round):
+            if deadline.search_passed():
+                return layout, kept
+            lay = step(layout, layer_args, max_moves, deadline)
+            if value(lay) < value(layout) - EPS:
+                layout, better, kept = lay, True, kept + 1
+        if not better:
+            break
+    return layout, kept
+
+
+def _hull_prefixes(current: ExpertLayout, walks: Sequence[Sequence[_Swap | WalkStep]],
                    max_moves: int) -> ExpertLayout:
     """The walks' hull prefixes merged by gain per move within ``max_moves``, applied."""
     hulls = [hull_segments(w) for w in walks]
@@ -249,17 +361,23 @@ def replace_dedup_with_moves(
     seqs: list[list[_Swap]] = []
     walks: list[list[WalkStep]] = []
     backs: list[list[WalkStep]] = []
+    search_backs: list[Sequence[_Swap | WalkStep]] = []
+    layer_args = []
     for li in range(L):
         x = sample.experts[:, li, :].astype(np.int64)
         init = current.primary[li].astype(np.int64)
         goal = float(np.bincount(fresh.primary[li][x].ravel(), minlength=problem.num_gpus).max())
         args = (problem, x, cost, near, own, init, scale, unit[init], goal)
-        seqs.append(LayerSearch(*args).run(max_moves, deadline))
+        layer_args.append(args)
+        searcher = LayerSearch(*args)
+        seqs.append(searcher.run(max_moves, deadline))
+        search_backs.append(unwalk_layer(searcher, deadline) or seqs[-1])
         walker = LayerSearch(*args)
         walks.append(walk_layer(walker, target.primary[li], deadline))
         backs.append(unwalk_layer(walker, deadline) or walks[-1])
     layout = _prefixes(current, seqs, merge_by_rate(seqs, max_moves))
-    walked, returned = (_hull_prefixes(current, w, max_moves) for w in (walks, backs))
+    walked, returned, searched_back = (
+        _hull_prefixes(current, w, max_moves) for w in (walks, backs, search_backs))
 
     def value(lay: ExpertLayout) -> float:
         traffic = dedup_cost(problem, lay, metric).cost_per_token * T * scale
@@ -267,14 +385,19 @@ def replace_dedup_with_moves(
         return traffic + float(unit[plan.src_gpu, plan.dst_gpu].sum())
 
     kept = "search"
-    for name, lay in (("walk", walked), ("walk back", returned)):
-        if value(lay) < value(layout) - EPS:
+    values = {"search": value(layout)}
+    for name, lay in (("walk", walked), ("walk back", returned), ("search back", searched_back)):
+        values[name] = value(lay)
+        if values[name] < value(layout) - EPS:
             layout, kept = lay, name
     if (plan_migration(current, target, problem.distance).num_moves <= max_moves
             and value(target) < value(layout) - EPS):
         layout, kept = target, "full re-fit"
+    values["kept"] = value(layout)
+    layout, rounds = _refine(layout, layer_args, max_moves, deadline, value)
+    values["refined"] = value(layout)
     moves = plan_migration(current, layout, problem.distance).num_moves
-    assert moves <= max_moves, (moves, max_moves)  # a prefix of every sequence
+    assert moves <= max_moves, (moves, max_moves)  # every candidate is within the budget
     stopped = deadline.search_passed()
     outcome = SolverOutcome.from_bound(
         objective=value(layout), dual_bound=float("nan"),
@@ -285,7 +408,8 @@ def replace_dedup_with_moves(
     info: dict[str, object] = {
         "metric": metric, "sample_tokens": T, "moved_bytes": moves * weight_bytes,
         "moves": moves, "move_weight": move_weight, "move_budget_bytes": budget_bytes,
-        "kept": kept, "swaps_found": sum(len(s) for s in seqs),
+        "kept": kept, "refine_rounds": rounds, "values": values,
+        "swaps_found": sum(len(s) for s in seqs),
         "walk_steps": sum(len(w) for w in walks),
         "walk_back_layers": sum(b is not w for b, w in zip(backs, walks, strict=True)),
         "dedup_cost_per_token": exact.cost_per_token,
