@@ -279,9 +279,9 @@ def _pooled_plan_dense(counts: np.ndarray, gpu_server: np.ndarray, ep: Endpoints
     mid = se != fe
     same = same_server_keys(gpu_server)
     la, lb = np.divmod(same[r.ravel().take(same) > 0], g)  # row-major, as np.nonzero
-    return staged_plan(
-        r.sum(axis=1).astype(np.int64), se[mid] * n + fe[mid],
-        between[se[mid], fe[mid]], r.sum(axis=0).astype(np.int64),
+    return staged_plan(  # (each GPU's copies summed from the per-server sums: exact, smaller)
+        to_server.sum(axis=1).astype(np.int64), se[mid] * n + fe[mid],
+        between[se[mid], fe[mid]], from_server.sum(axis=0).astype(np.int64),
         (a[up], e[a[up]] * n + f[up]), (la, lb), (s[down] * n + e[b[down]], b[down]), ep,
     )
 

@@ -16,6 +16,7 @@ they travel back).
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -65,9 +66,9 @@ def resolve_hosts_layer(
     distance: np.ndarray | GpuDistance,
 ) -> np.ndarray:
     """Host GPU of every route of one layer, [tokens, k] (``gpus_layer``: [experts, replicas])."""
-    if gpus_layer.shape[1] == 1:  # take on a contiguous copy: 2x faster than indexing with
-        # the trace's strided small-int experts of one layer
-        return gpus_layer[:, 0].take(np.ascontiguousarray(experts_layer))
+    if gpus_layer.shape[1] == 1:  # take with intp indices: small-int ones are cast inside
+        # take at a higher cost than one astype (and a strided layer is read once)
+        return gpus_layer[:, 0].take(experts_layer.astype(np.intp))
     cand = gpus_layer[experts_layer.astype(np.intp)]  # [T, k, R]
     if cand.shape[-1] == 1:
         return cand[..., 0].astype(np.int64)
@@ -185,7 +186,14 @@ def remote_copies(
 
 
 def same_server_keys(gpu_server: np.ndarray) -> np.ndarray:
-    """Sorted keys a * gpus + b of the GPU pairs (a, b) on one server (a == b included)."""
+    """Sorted keys a * gpus + b of the GPU pairs (a, b) on one server (a == b included),
+    read-only (kept per cluster: every layer asks for them twice)."""
+    return _same_server_keys(np.asarray(gpu_server, dtype=np.int64).tobytes())
+
+
+@functools.lru_cache(maxsize=16)
+def _same_server_keys(gpu_server_bytes: bytes) -> np.ndarray:
+    gpu_server = np.frombuffer(gpu_server_bytes, dtype=np.int64)
     g = int(gpu_server.shape[0])
     order = np.argsort(gpu_server, kind="stable")  # GPUs grouped by server
     sizes = np.bincount(gpu_server)
@@ -194,7 +202,9 @@ def same_server_keys(gpu_server: np.ndarray) -> np.ndarray:
     partners = sizes[gpu_server]  # per GPU a: the GPUs of its server
     a = np.repeat(np.arange(g), partners)
     at = np.arange(a.size) - np.repeat(np.cumsum(partners) - partners, partners)
-    return np.sort(a * g + order[first[gpu_server[a]] + at])
+    keys = np.sort(a * g + order[first[gpu_server[a]] + at])
+    keys.setflags(write=False)
+    return keys
 
 
 class CopyTally:

@@ -231,14 +231,24 @@ def _repeated_lanes(words: np.ndarray, k: int) -> np.ndarray:
     bits = words.dtype.itemsize * 8
     lane = bits // k
     ones = sum(1 << (lane * j) for j in range(k))
-    one, high = words.dtype.type(ones), words.dtype.type(ones << (lane - 1))
+    word = words.dtype.type
+    one, high = word(ones), word(ones << (lane - 1))
     out = np.empty(words.size, dtype=bool)
-    for start in range(0, words.size, _WORD_CHUNK):
-        w = words[start:start + _WORD_CHUNK]
-        acc = np.zeros_like(w)
+    chunk = min(_WORD_CHUNK, words.size)
+    x, y, acc = (np.empty(chunk, dtype=words.dtype) for _ in range(3))  # reused: in cache
+    for start in range(0, words.size, chunk):
+        w = words[start:start + chunk]
+        xs, ys, a = x[:w.size], y[:w.size], acc[:w.size]
+        a.fill(0)
         for s in range(1, k // 2 + 1):
-            right, left = words.dtype.type(lane * s), words.dtype.type(bits - lane * s)
-            x = w ^ ((w >> right) | (w << left))
-            acc |= (x - one) & ~x
-        out[start:start + _WORD_CHUNK] = (acc & high) != 0
+            np.right_shift(w, word(lane * s), out=xs)  # xs = w rotated by s lanes
+            np.left_shift(w, word(bits - lane * s), out=ys)
+            xs |= ys
+            xs ^= w
+            np.subtract(xs, one, out=ys)  # ys = (xs - ones) & ~xs
+            np.invert(xs, out=xs)
+            ys &= xs
+            a |= ys
+        a &= high
+        np.not_equal(a, 0, out=out[start:start + w.size])
     return out
