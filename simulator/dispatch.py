@@ -252,7 +252,10 @@ def _group_sums(x: np.ndarray, group: np.ndarray, n: int, axis: int) -> np.ndarr
         out = np.bincount(key, weights=xt.ravel(), minlength=rows * n).reshape(rows, n)
         return out if axis == 1 else out.T
     order = np.argsort(group, kind="stable")
-    if not np.array_equal(order, np.arange(order.size)):
+    if np.array_equal(order, np.arange(order.size)):
+        if axis == 0 and (sizes == sizes[0]).all():  # consecutive equal groups: 4x faster
+            return x.reshape(n, int(sizes[0]), x.shape[1]).sum(axis=1)
+    else:
         x = x.take(order, axis=axis)
     starts = np.zeros(n, dtype=np.intp)
     np.cumsum(sizes[:-1], out=starts[1:])
@@ -310,7 +313,8 @@ def _distinct_feeds(src: np.ndarray, dst: np.ndarray, src0: int, n_src: int, dst
     """Distinct keys src * n_all + dst of one stage's feeds (sources src0.., destinations
     dst0..), made distinct in the stage's own key space (small enough to count in)."""
     local = distinct_keys((src - src0) * n_dst + (dst - dst0), n_src * n_dst)
-    return (local // max(n_dst, 1) + src0) * n_all + local % max(n_dst, 1) + dst0
+    row = local // max(n_dst, 1)
+    return (row + src0) * n_all + (local - row * n_dst) + dst0
 
 
 def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: np.ndarray,
@@ -345,7 +349,10 @@ def staged_plan(up_c: np.ndarray, mid_p: np.ndarray, mid_w: np.ndarray, down_c: 
         (up_id[up_down[0]], down_id[up_down[1]], 0, n_u, n_u + n_m, n_d),
         (n_u + mid_of(mid_down[0]), down_id[mid_down[1]], n_u, n_m, n_u + n_m, n_d),
     ]
-    key = sorted_unique(np.concatenate([_distinct_feeds(*stage, n_all) for stage in stages]))
+    # each stage's keys sorted and distinct, and no key in two stages (their sources or
+    # destinations differ in kind): merging the sorted runs is a stable (run-merging) sort
+    key = np.sort(np.concatenate([_distinct_feeds(*stage, n_all) for stage in stages]),
+                  kind="stable")
     m_u, m_m, m_d = np.full(n_u, -1), np.full(n_m, -1), np.full(downs.size, -1)
     return PhasePlan(
         np.concatenate([up_c[ups], mid_c, down_c[downs]]),
