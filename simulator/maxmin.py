@@ -45,7 +45,7 @@ def max_min_rates(
     A flow without entries gets rate 0.
     """
     rate = np.zeros(num_flows)
-    if num_flows == 0:
+    if num_flows == 0 or flow.size == 0:
         return rate
     _fill(flow, link, np.asarray(weight, dtype=np.float64), capacity.astype(np.float64), rate,
           np.ones(num_flows, dtype=bool), np.zeros(capacity.shape[0], dtype=bool), tolerance)
@@ -56,25 +56,27 @@ def _fill(
     fe: np.ndarray, le: np.ndarray, we: np.ndarray, residual: np.ndarray, rate: np.ndarray,
     free: np.ndarray, full: np.ndarray, tolerance: float,
 ) -> None:
-    """Progressive filling of the entries' flows (:func:`max_min_rates`) into ``rate``;
-    ``residual`` (the links' capacities, used up in place), ``free`` (True for the flows
-    filled: set False as they freeze) and ``full`` (scratch, per link) are the caller's, so
-    that the classes of :func:`priority_max_min_rates` share them."""
+    """Progressive filling of the entries' flows (:func:`max_min_rates`) into ``rate``, on
+    the links' capacities ``residual`` (not changed); ``free`` (True for the flows filled: set
+    False as they freeze) and ``full`` (scratch, per link) are the caller's, so that the
+    classes of :func:`priority_max_min_rates` share them."""
     nlinks = residual.shape[0]
     level = 0.0
     margin = tolerance + FULL_RTOL
-    while fe.size:
+    while True:
         wsum = np.bincount(le, weights=we, minlength=nlinks)
         used = wsum.nonzero()[0]
         fill = residual[used] / wsum[used]
-        step = max(float(fill.min()), 0.0)
+        step = max(float(np.minimum.reduce(fill)), 0.0)
         level += step
-        residual -= step * wsum
         full[used] = fill - step <= margin * level
         frozen = fe[full[le]]
         rate[frozen] = level
         free[frozen] = False
         keep = free[fe]
+        if not keep.any():  # every flow frozen (the common case: one round)
+            return
+        residual = residual - step * wsum
         fe, le, we = fe[keep], le[keep], we[keep]
 
 
@@ -94,22 +96,33 @@ def priority_max_min_rates(
     """
     if num_flows == 0 or flow.size == 0:
         return np.zeros(num_flows)
-    prio = priority[flow]
-    if prio.min() == prio.max():  # one class
-        return max_min_rates(flow, link, weight, capacity, num_flows, tolerance)
-    order = prio.argsort(kind="stable")
-    prio = prio[order]
-    cuts = np.concatenate([[0], (prio[1:] != prio[:-1]).nonzero()[0] + 1, [prio.size]])
-    fe, le, we = flow[order], link[order], np.asarray(weight[order], dtype=np.float64)
-    left = capacity.astype(np.float64)
+    return _priority_rates(flow, link, weight, priority[flow], capacity, num_flows, tolerance)
+
+
+def _priority_rates(
+    flow: np.ndarray, link: np.ndarray, weight: np.ndarray, prio: np.ndarray,
+    capacity: np.ndarray, num_flows: int, tolerance: float,
+) -> np.ndarray:
+    """:func:`priority_max_min_rates` of at least one entry, ``prio`` per entry."""
     rate = np.zeros(num_flows)  # each flow in one class: its rate is written once
     free = np.ones(num_flows, dtype=bool)
+    left = capacity.astype(np.float64)
     nlinks = left.shape[0]
     full = np.zeros(nlinks, dtype=bool)  # scratch: only the links in use are read
-    for lo, hi in zip(cuts[:-1].tolist(), cuts[1:].tolist(), strict=True):
+    weight = np.asarray(weight, dtype=np.float64)
+    if prio.min() == prio.max():  # one class
+        _fill(flow, link, weight, left, rate, free, full, tolerance)
+        return rate
+    order = prio.argsort(kind="stable")
+    prio = prio[order]
+    cuts = [0, *((prio[1:] != prio[:-1]).nonzero()[0] + 1).tolist(), prio.size]
+    fe, le, we = flow[order], link[order], weight[order]
+    for lo, hi in zip(cuts[:-1], cuts[1:], strict=True):
         f, lk, w = fe[lo:hi], le[lo:hi], we[lo:hi]
-        _fill(f, lk, w, left.copy(), rate, free, full, tolerance)
-        left = np.maximum(left - np.bincount(lk, weights=w * rate[f], minlength=nlinks), 0.0)
+        _fill(f, lk, w, left, rate, free, full, tolerance)
+        if hi < prio.size:  # what the class leaves to the next
+            left = np.maximum(left - np.bincount(lk, weights=w * rate[f], minlength=nlinks),
+                              0.0)
     return rate
 
 
@@ -128,14 +141,19 @@ def priority_max_min_rates_from(
     changed: the flows of the classes before it keep their ``rate`` (which they would get
     again: strict priority), the others share max-min fairly, class by class, what those leave.
     """
-    before = priority[flow] < first_priority
+    if num_flows == 0 or flow.size == 0:
+        return np.zeros(num_flows)
+    prio = priority[flow]
+    before = prio < first_priority
     if not before.any():
-        return priority_max_min_rates(flow, link, weight, capacity, num_flows, priority,
-                                      tolerance)
+        return _priority_rates(flow, link, weight, prio, capacity, num_flows, tolerance)
     used = np.bincount(link[before], weights=weight[before] * rate[flow[before]],
                        minlength=capacity.shape[0])
     left = np.maximum(capacity - used, 0.0)
     after = ~before
-    new = priority_max_min_rates(flow[after], link[after], weight[after], left, num_flows,
-                                 priority, tolerance)
+    if not after.any():
+        new = np.zeros(num_flows)
+    else:
+        new = _priority_rates(flow[after], link[after], weight[after], prio[after], left,
+                              num_flows, tolerance)
     return np.where(priority < first_priority, rate, new)
