@@ -104,7 +104,7 @@ class FluidNet:
         self.queue_max_s = np.zeros(num_links)
         self._load = np.zeros(num_links)  # fraction of capacity in use, per link
         self.load_link: list[np.ndarray] = []
-        self.load_time: list[np.ndarray] = []
+        self.load_time: list[float] = []  # one per record, for every link of load_link's
         self.load_frac: list[np.ndarray] = []
         self.rate_updates = 0
 
@@ -181,7 +181,7 @@ class FluidNet:
         changed = np.flatnonzero(load != self._load)
         if changed.size:
             self.load_link.append(changed)
-            self.load_time.append(np.full(changed.size, now))
+            self.load_time.append(now)
             self.load_frac.append(load[changed])
             self._load = load
 
@@ -236,6 +236,8 @@ class FluidNet:
         """The recorded loads (link, from time, fraction of capacity), every link back to 0
         at ``end_s``."""
         idle = np.flatnonzero(self._load > 0)
+        times = np.repeat(np.array(self.load_time, dtype=np.float64),
+                          [lk.size for lk in self.load_link])
         return (np.concatenate([np.zeros(0, dtype=np.int64), *self.load_link, idle]),
-                np.concatenate([np.zeros(0), *self.load_time, np.full(idle.size, end_s)]),
+                np.concatenate([times, np.full(idle.size, end_s)]),
                 np.concatenate([np.zeros(0), *self.load_frac, np.zeros(idle.size)]))
