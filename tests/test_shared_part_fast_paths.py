@@ -27,10 +27,10 @@ def _first_repeat(e: np.ndarray) -> tuple[int, int] | None:
 
 @settings(max_examples=150, deadline=None)
 @given(st.integers(1, 40), st.integers(1, 5), st.sampled_from([2, 3, 4, 8]),
-       st.sampled_from([np.uint8, np.uint16, np.int32]), st.booleans(),
-       st.integers(0, 2**31))
+       st.sampled_from([np.uint8, np.uint16, np.int32]),
+       st.sampled_from(["tokens", "layers", "layers-cut", "tokens-cut"]), st.integers(0, 2**31))
 def test_repeated_ids_packed_or_pairwise_are_the_first_repeat(tokens, layers, k, dtype,
-                                                              layer_major, seed):
+                                                              layout, seed):
     # ids from few distinct values (repeats frequent) or many (rare); 0 and the top id of
     # the range included, so a zero lane or a high bit cannot hide or fake a repeat
     rng = np.random.default_rng(seed)
@@ -42,8 +42,13 @@ def test_repeated_ids_packed_or_pairwise_are_the_first_repeat(tokens, layers, k,
         t, li = int(rng.integers(tokens)), int(rng.integers(layers))
         r, q = rng.choice(k, 2, replace=False)
         ids[t, li, r] = ids[t, li, q]
-    e = (np.ascontiguousarray(ids.transpose(1, 0, 2)).transpose(1, 0, 2) if layer_major
-         else ids)
+    # memory order token-major or layer-major (the reader's), whole or a token range of a
+    # larger block (strided, as by_steps cuts it)
+    pad = np.zeros((2, layers, k), dtype=dtype)
+    whole = np.concatenate([pad, ids, pad]) if layout.endswith("-cut") else ids
+    if layout.startswith("layers"):
+        whole = np.ascontiguousarray(whole.transpose(1, 0, 2)).transpose(1, 0, 2)
+    e = whole[2:2 + tokens] if layout.endswith("-cut") else whole
     want = _first_repeat(ids)
     got = find_bad_route(e, top + 1)
     if want is None:

@@ -196,13 +196,15 @@ _WORD_CHUNK = 1 << 15  # words per pass: the chain of word operations stays in c
 
 def _repeated_ids(e: np.ndarray) -> tuple[int, int] | None:
     """The first (token, layer position) of ``e[t, l, r]`` whose ids repeat, or ``None``."""
-    # the array in memory order: [tokens, layers, k] or the reader's layer-major layout
-    layer_major = not e.flags.c_contiguous and e.transpose(1, 0, 2).flags.c_contiguous
+    # the array in memory order: [tokens, layers, k], or [layers, tokens, k] for the reader's
+    # layer-major blocks and the token ranges cut from them
+    layer_major = e.strides[1] > e.strides[0]
     mem = e.transpose(1, 0, 2) if layer_major else e
     k = e.shape[2]
     word = _WORD_TYPES.get(k * e.dtype.itemsize)
-    if word is not None and mem.flags.c_contiguous:
-        dup = _repeated_lanes(mem.reshape(-1, k).view(word).ravel(), k).reshape(mem.shape[:2])
+    if word is not None:  # (a slice is copied first: one pass, the words need the k ids together)
+        packed = np.ascontiguousarray(mem).reshape(-1, k).view(word).ravel()
+        dup = _repeated_lanes(packed, k).reshape(mem.shape[:2])
     elif k <= 16:  # k(k-1)/2 elementwise comparisons beat sorting every group of k
         dup = np.zeros(mem.shape[:2], dtype=bool)
         for r in range(k - 1):
