@@ -135,14 +135,16 @@ def _stdout_silenced() -> Iterator[None]:
 
 
 # HiGHS starts one task scheduler per process, on the thread count of its first run; a later
-# run asking for another count fails ("Not Set").  The scheduler is restarted on a change.
+# run asking for another count fails ("Not Set").  The scheduler is restarted on a change, and
+# on this module's first run too: other code in the process (a test, a user's script, another
+# library) may have started it with a count of its own.
 _scheduler_lock = threading.Lock()
 _scheduler_threads: list[int] = []
 
 
 def _scheduler_for(threads: int) -> None:
     with _scheduler_lock:
-        if _scheduler_threads and _scheduler_threads[0] != threads:
+        if not _scheduler_threads or _scheduler_threads[0] != threads:
             highspy.Highs.resetGlobalScheduler(True)
         _scheduler_threads[:] = [threads]
 
