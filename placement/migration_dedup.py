@@ -274,8 +274,9 @@ def _overshoot_round(layout: ExpertLayout, layer_args: Sequence[tuple], max_move
     within the budget; a layer whose way back is blocked keeps ``layout``'s and its moves."""
     gpus = layout.primary.astype(np.int64).copy()
     paths: list[list[WalkStep]] = []
-    fixed, reserved = [], 0
+    fixed, reserved, inits = [], 0, []
     for s in _placed(layout, layer_args):
+        inits.append(s.init)  # the layout in force (moves count from it)
         before = s.moves()
         s.run(len(s.init), deadline)
         back = unwalk_layer(s, deadline)
@@ -288,7 +289,7 @@ def _overshoot_round(layout: ExpertLayout, layer_args: Sequence[tuple], max_move
     for li, (path, hull, n) in enumerate(zip(paths, hulls, taken, strict=True)):
         if fixed[li]:
             continue
-        row = np.asarray(layer_args[li][5], dtype=np.int64).copy()  # the layout in force
+        row = inits[li].astype(np.int64)  # a copy
         for sw in path[:hull[n - 1].end if n else 0]:
             row[sw.a], row[sw.b] = row[sw.b], row[sw.a]
         gpus[li] = row
