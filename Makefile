@@ -32,6 +32,7 @@ test: lint
 bench: $(STAMP)
 	$(BIN)/python benchmarks/bench_startup.py
 	$(BIN)/python benchmarks/bench_traces.py
+	$(BIN)/python benchmarks/bench_trace_encoding.py
 	$(BIN)/python benchmarks/bench_synth.py
 	$(BIN)/moe-netsim topology bench
 	$(BIN)/python benchmarks/bench_placement.py --strategies round-robin,greedy,eplb,ilp,ilp-load,ilp-origin,ilp-bytes
