@@ -10,6 +10,7 @@ in two layouts without levels, and times a read of every row group of each file 
 subprocess (best of ``--repeats`` CPU times; pyarrow's threads count):
 
 native     the file as ``TraceWriter`` wrote it (fixed-size lists, zstd);
+plain      the same lists without compression or dictionaries (what the levels cost alone);
 binary     each token's ids as one ``fixed_size_binary[top_k]`` value (zstd);
 word       each token's ids as one ``uint64`` (only when they fill 8 bytes: top-8 of at most
            256 experts), zstd.
@@ -41,6 +42,10 @@ ROW_GROUP_TOKENS = 32_768
 def re_encode(native: Path, out: Path, layout: str) -> None:
     """``native`` with every fixed-size-list column stored in ``layout`` (module docstring)."""
     table = pq.read_table(native)
+    if layout == "plain":
+        pq.write_table(table, out, row_group_size=ROW_GROUP_TOKENS, compression="none",
+                       use_dictionary=False)
+        return
     cols = {}
     for name in table.column_names:
         col = table.column(name).combine_chunks()
@@ -104,7 +109,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         files = {"native": Path(tmp) / "native.parquet"}
         write_trace(files["native"], args.tokens, ROW_GROUP_TOKENS, 256, args.seed)
-        for layout in ("binary", "word"):
+        for layout in ("plain", "binary", "word"):
             files[layout] = Path(tmp) / f"{layout}.parquet"
             re_encode(files["native"], files[layout], layout)
             for column in ("experts_L3", "experts_L60"):  # the same ids, or the timing is moot
