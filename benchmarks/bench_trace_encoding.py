@@ -65,14 +65,21 @@ def re_encode(native: Path, out: Path, layout: str) -> None:
     pq.write_table(pa.table(cols), out, row_group_size=ROW_GROUP_TOKENS, compression="zstd")
 
 
-def first_ids(path: Path, column: str) -> np.ndarray:
-    """The ids of ``column`` in the first row group, [tokens, top_k], whatever the layout."""
-    col = pq.ParquetFile(path).read_row_group(0, columns=[column]).column(0).combine_chunks()
+def column_ids(col: pa.Array) -> np.ndarray:
+    """A column's ids as a [tokens, top_k * bytes per id] uint8 array, whatever the layout."""
     if pa.types.is_fixed_size_list(col.type):
-        return col.flatten().to_numpy().reshape(len(col), -1)
-    if pa.types.is_fixed_size_binary(col.type):
-        return np.frombuffer(col.buffers()[1], dtype=np.uint8).reshape(len(col), -1)
-    return col.to_numpy().view(np.uint8).reshape(len(col), -1)
+        values = col.flatten().to_numpy()
+    elif pa.types.is_fixed_size_binary(col.type):
+        values = np.frombuffer(col.buffers()[1], dtype=np.uint8)
+    else:
+        values = col.to_numpy()
+    return values.view(np.uint8).reshape(len(col), -1)
+
+
+def first_ids(path: Path, column: str) -> np.ndarray:
+    """The ids of ``column`` in the first row group (:func:`column_ids`)."""
+    return column_ids(
+        pq.ParquetFile(path).read_row_group(0, columns=[column]).column(0).combine_chunks())
 
 
 def read_all(path: Path, repeats: int) -> float:
@@ -85,13 +92,7 @@ def read_all(path: Path, repeats: int) -> float:
             batch = pf.read_row_group(i)
             for name in batch.column_names:
                 if name.startswith("experts_L"):
-                    col = batch.column(name).combine_chunks()
-                    if pa.types.is_fixed_size_list(col.type):
-                        col.flatten().to_numpy()
-                    elif pa.types.is_fixed_size_binary(col.type):
-                        np.frombuffer(col.buffers()[1], dtype=np.uint8)
-                    else:
-                        col.to_numpy()
+                    column_ids(batch.column(name).combine_chunks())
         best = min(best, time.process_time() - c0)
     return best
 
